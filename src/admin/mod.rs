@@ -1,0 +1,41 @@
+//! The metrics/admin listener: `/metrics` (Prometheus text format), `/health` (the process
+//! is alive) and `/ready` (a config is loaded and the gateway can serve).
+
+use crate::state::GatewayState;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use std::sync::Arc;
+
+pub struct AdminApp {
+    pub state: Arc<GatewayState>,
+}
+
+fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/metrics" => reply(200, "text/plain; version=0.0.4", self.state.metrics.render()),
+            "/health" | "/healthz" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
+            "/ready" | "/readyz" => {
+                let rt = self.state.runtime.load();
+                let body = json!({"status": "ready", "config_generation": rt.generation,
+                                  "models": rt.listed_models.len()});
+                reply(200, "application/json", body.to_string().into_bytes())
+            }
+            _ => reply(404, "application/json", br#"{"error":"not found"}"#.to_vec()),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Configuration: `gateway.yaml` → schema structs → validation → runtime snapshot.
+//!
+//! - [`schema`]: the file's shape (serde, `deny_unknown_fields`).
+//! - [`env`]: `${VAR}` / `${VAR:-default}` substitution, done on parsed YAML values so a
+//!   secret can never inject YAML syntax.
+//! - [`validate`]: every problem, each with its path (`models[2].deployments[0].provider`).
+//! - [`runtime`]: the immutable snapshot the request path reads through an `ArcSwap`.
+//! - [`reload`]: file watcher and SIGHUP; an invalid file keeps the old snapshot.
+
+pub mod env;
+pub mod reload;
+pub mod runtime;
+pub mod schema;
+pub mod validate;
+
+use std::path::Path;
+
+pub use runtime::Runtime;
+pub use schema::Config;
+
+/// One problem found in a config file, with the path of the offending field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a config could not be loaded: every problem found.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} problem(s) in {source_name}:\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub source_name: String,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    fn single(source_name: &str, path: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            source_name: source_name.to_string(),
+            problems: vec![ConfigProblem {
+                path: path.to_string(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// Parse, substitute, deserialize and validate config text.
+pub fn parse_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+    let env_lookup = |name: &str| std::env::var(name).ok();
+    parse_str_with_env(text, source_name, &env_lookup)
+}
+
+/// [`parse_str`] with an explicit environment (for tests).
+pub fn parse_str_with_env(
+    text: &str,
+    source_name: &str,
+    env_lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
+        .map_err(|e| ConfigError::single(source_name, "", format!("invalid YAML: {e}")))?;
+    if value.is_null() {
+        value = serde_yaml_ng::Value::Mapping(Default::default());
+    }
+    let problems = env::substitute(&mut value, env_lookup);
+    if !problems.is_empty() {
+        return Err(ConfigError {
+            source_name: source_name.to_string(),
+            problems,
+        });
+    }
+    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ConfigError::single(source_name, &path, e.into_inner().to_string())
+    })?;
+    let problems = validate::validate(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError {
+            source_name: source_name.to_string(),
+            problems,
+        })
+    }
+}
+
+/// Read and parse a config file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::single(&name, "", format!("cannot read file: {e}")))?;
+    parse_str(&text, &name)
+}

@@ -1,0 +1,117 @@
+//! Hot reload: a background service that reloads the config file when its content changes
+//! (polled, which also works for editors that replace the file and for ConfigMap symlink
+//! swaps) and on SIGHUP. A valid file becomes the new snapshot atomically; an invalid one
+//! keeps the old snapshot, logs every problem and counts a failed reload.
+
+use super::{load_file, schema::Config, Runtime};
+use crate::state::GatewayState;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Command-line settings that win over the file, applied to every load.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
+}
+
+impl Overrides {
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(l) = &self.listen {
+            c.server.listen = l.clone();
+        }
+        if let Some(l) = &self.metrics_listen {
+            c.server.metrics_listen = l.clone();
+        }
+    }
+}
+
+pub struct Reloader {
+    pub state: Arc<GatewayState>,
+    pub path: PathBuf,
+    pub overrides: Overrides,
+}
+
+fn fingerprint(path: &PathBuf) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+}
+
+impl Reloader {
+    /// Load the file and swap it in. Returns whether the new config is in use.
+    pub fn reload(&self, trigger: &str) -> bool {
+        let m = &self.state.metrics;
+        match load_file(&self.path) {
+            Ok(mut config) => {
+                self.overrides.apply(&mut config);
+                let old = self.state.runtime.load();
+                let restart_only = restart_only_changes(&old.config, &config);
+                if !restart_only.is_empty() {
+                    tracing::warn!(fields = ?restart_only, "config reload: these settings change only at restart");
+                }
+                let generation = old.generation + 1;
+                self.state.runtime.store(Arc::new(Runtime::build(config, generation)));
+                m.config_reloads.with_label_values(&["success"]).inc();
+                m.config_generation.set(generation as i64);
+                tracing::info!(trigger, generation, "config reloaded");
+                true
+            }
+            Err(e) => {
+                m.config_reloads.with_label_values(&["failure"]).inc();
+                tracing::error!(trigger, "config reload failed, keeping the previous config: {e}");
+                false
+            }
+        }
+    }
+}
+
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.server != new.server {
+        out.push("server");
+    }
+    if old.logging != new.logging {
+        out.push("logging");
+    }
+    if old.upstream.pool_size != new.upstream.pool_size || old.upstream.extra_ca_file != new.upstream.extra_ca_file {
+        out.push("upstream.pool_size/extra_ca_file");
+    }
+    out
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload on SIGHUP is off");
+                None
+            }
+        };
+        let mut last = fingerprint(&self.path);
+        loop {
+            let reload_cfg = self.state.runtime.load().config.reload.clone();
+            tokio::select! {
+                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
+                    last = fingerprint(&self.path);
+                    self.reload("sighup");
+                }
+                _ = tokio::time::sleep(reload_cfg.poll_interval) => {
+                    if reload_cfg.watch {
+                        let now = fingerprint(&self.path);
+                        if now.is_some() && now != last {
+                            last = now;
+                            self.reload("file_change");
+                        }
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

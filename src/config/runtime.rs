@@ -1,0 +1,215 @@
+//! The immutable runtime snapshot built from a validated [`Config`]. The request path
+//! reads it through an `ArcSwap`, so a reload never blocks or tears a request: each request
+//! keeps the snapshot it started with.
+
+use super::schema::{Config, ProviderKind, RoutingStrategy, Secret};
+use crate::providers::http::BaseUrl;
+use crate::providers::mock::MockProvider;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// Where a provider's requests go.
+#[derive(Debug)]
+pub enum Target {
+    Http {
+        base: BaseUrl,
+        headers: Vec<(String, String)>,
+    },
+    Mock(MockProvider),
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: Arc<str>,
+    pub kind: ProviderKind,
+    pub target: Target,
+}
+
+/// One enabled deployment of a model.
+#[derive(Debug)]
+pub struct Deployment {
+    pub provider: Arc<Provider>,
+    /// Model name sent upstream.
+    pub model: String,
+    pub api_key: Option<Secret>,
+}
+
+#[derive(Debug)]
+pub struct ModelRoute {
+    pub name: Arc<str>,
+    pub owned_by: String,
+    /// Enabled deployments only; empty when every provider key is unset.
+    pub deployments: Vec<Deployment>,
+    next: AtomicUsize,
+}
+
+impl ModelRoute {
+    /// The deployments to try for one request, in order: at most `retries + 1`, each once.
+    pub fn attempts(&self, strategy: RoutingStrategy, retries: u32) -> impl Iterator<Item = &Deployment> {
+        let n = self.deployments.len();
+        let start = match strategy {
+            RoutingStrategy::RoundRobin if n > 1 => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            _ => 0,
+        };
+        let count = n.min(retries as usize + 1);
+        (0..count).map(move |i| &self.deployments[(start + i) % n])
+    }
+}
+
+/// The snapshot.
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Config,
+    /// Increments on every successful reload.
+    pub generation: u64,
+    consumers: HashMap<[u8; 32], Arc<str>>,
+    models: HashMap<String, ModelRoute>,
+    /// Models with at least one enabled deployment, in config order.
+    pub listed_models: Vec<Arc<str>>,
+    /// Provider names, for bounded metric labels.
+    pub provider_names: Vec<Arc<str>>,
+}
+
+impl Runtime {
+    pub fn build(config: Config, generation: u64) -> Runtime {
+        let consumers = config
+            .consumers
+            .iter()
+            .flat_map(|c| {
+                let name: Arc<str> = c.name.as_str().into();
+                c.keys.iter().map(move |k| (key_digest(k.expose()), name.clone()))
+            })
+            .collect();
+        let providers: HashMap<&str, Arc<Provider>> = config
+            .providers
+            .iter()
+            .map(|p| {
+                let target = match p.kind {
+                    ProviderKind::Mock => Target::Mock(MockProvider::new(p.mock.clone().unwrap_or_default())),
+                    _ => Target::Http {
+                        // Validation has parsed it already.
+                        base: BaseUrl::parse(p.base_url.as_deref().unwrap_or(OPENAI_BASE_URL))
+                            .unwrap_or_else(|_| BaseUrl::parse(OPENAI_BASE_URL).expect("constant URL")),
+                        headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    },
+                };
+                (
+                    p.name.as_str(),
+                    Arc::new(Provider {
+                        name: p.name.as_str().into(),
+                        kind: p.kind,
+                        target,
+                    }),
+                )
+            })
+            .collect();
+        let key_of: HashMap<&str, &Option<Secret>> =
+            config.providers.iter().map(|p| (p.name.as_str(), &p.api_key)).collect();
+        let mut models = HashMap::new();
+        let mut listed_models = Vec::new();
+        for m in &config.models {
+            let deployments: Vec<Deployment> = m
+                .deployments
+                .iter()
+                .filter_map(|d| {
+                    let provider = providers.get(d.provider.as_str())?.clone();
+                    let api_key = d.api_key.clone().or_else(|| key_of.get(d.provider.as_str()).and_then(|k| (*k).clone()));
+                    // A key that is present but empty (an unset `${VAR:-}`) switches it off.
+                    if api_key.as_ref().is_some_and(Secret::is_empty) {
+                        return None;
+                    }
+                    Some(Deployment {
+                        provider,
+                        model: d.model.clone().unwrap_or_else(|| m.name.clone()),
+                        api_key,
+                    })
+                })
+                .collect();
+            let owned_by = m.owned_by.clone().unwrap_or_else(|| {
+                deployments
+                    .first()
+                    .map(|d| d.provider.kind.as_str().to_string())
+                    .unwrap_or_else(|| "ai-rate-limiter".into())
+            });
+            let name: Arc<str> = m.name.as_str().into();
+            if !deployments.is_empty() {
+                listed_models.push(name.clone());
+            }
+            models.insert(
+                m.name.clone(),
+                ModelRoute {
+                    name,
+                    owned_by,
+                    deployments,
+                    next: AtomicUsize::new(0),
+                },
+            );
+        }
+        let provider_names = config.providers.iter().map(|p| p.name.as_str().into()).collect();
+        Runtime {
+            config,
+            generation,
+            consumers,
+            models,
+            listed_models,
+            provider_names,
+        }
+    }
+
+    /// The consumer owning a gateway key. Keys are compared by digest, so lookups take the
+    /// same time whatever the key.
+    pub fn consumer_for_key(&self, key: &str) -> Option<Arc<str>> {
+        self.consumers.get(&key_digest(key)).cloned()
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelRoute> {
+        self.models.get(name)
+    }
+
+    /// Every provider key in the snapshot (for redaction checks).
+    pub fn provider_keys(&self) -> impl Iterator<Item = &str> {
+        self.models
+            .values()
+            .flat_map(|m| m.deployments.iter())
+            .filter_map(|d| d.api_key.as_ref().map(Secret::expose))
+    }
+}
+
+fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str_with_env;
+
+    #[test]
+    fn disabled_providers_and_round_robin() {
+        let yaml = r#"
+auth: {enabled: false}
+providers:
+  - {name: real, kind: openai, api_key: "${OPENAI_API_KEY:-}"}
+  - {name: m1, kind: mock}
+  - {name: m2, kind: mock}
+models:
+  - {name: gpt, deployments: [{provider: real}]}
+  - {name: pool, deployments: [{provider: m1}, {provider: m2}, {provider: real}]}
+"#;
+        let c = parse_str_with_env(yaml, "t", &|_| None).unwrap();
+        let rt = Runtime::build(c, 1);
+        assert_eq!(rt.listed_models.iter().map(|m| &**m).collect::<Vec<_>>(), vec!["pool"]);
+        assert!(rt.model("gpt").unwrap().deployments.is_empty());
+        let pool = rt.model("pool").unwrap();
+        let first: Vec<_> = pool.attempts(RoutingStrategy::RoundRobin, 5).map(|d| d.provider.name.to_string()).collect();
+        let second: Vec<_> = pool.attempts(RoutingStrategy::RoundRobin, 0).map(|d| d.provider.name.to_string()).collect();
+        assert_eq!(first, vec!["m1", "m2"]);
+        assert_eq!(second, vec!["m2"]);
+        let with_key = parse_str_with_env(yaml, "t", &|v| (v == "OPENAI_API_KEY").then(|| "sk-x".into())).unwrap();
+        assert_eq!(Runtime::build(with_key, 2).listed_models.len(), 2);
+    }
+}

@@ -1,0 +1,337 @@
+//! The shape of `gateway.yaml`. Every struct denies unknown fields so a typo is an error
+//! with a path, never a silently ignored setting. Defaults live here, next to the field.
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub consumers: Vec<ConsumerConfig>,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
+}
+
+/// Listeners and process settings. Changing these needs a restart.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Proxy listener (OpenAI-compatible API).
+    pub listen: String,
+    /// Metrics and health listener.
+    pub metrics_listen: String,
+    /// Serve the proxy listener over TLS with these files.
+    pub tls: Option<TlsListenerConfig>,
+    /// Worker threads of the proxy; 0 = one per core.
+    pub threads: usize,
+    /// Largest accepted request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// After SIGTERM, how long in-flight requests may run before the process exits.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace_period: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:9080".into(),
+            metrics_listen: "127.0.0.1:9091".into(),
+            tls: None,
+            threads: 0,
+            max_body_bytes: 32 * 1024 * 1024,
+            shutdown_grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `info,ai_rate_limiter=debug`; `RUST_LOG` wins.
+    pub level: String,
+    /// One line per request at target `access`.
+    pub access_log: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require a consumer key. Can only be switched off explicitly.
+    pub enabled: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { enabled: true }
+    }
+}
+
+/// A client of the gateway, identified by one or more gateway keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    pub name: String,
+    #[serde(default)]
+    pub keys: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// api.openai.com (default base URL).
+    Openai,
+    /// Any server that speaks the OpenAI API: DeepSeek, vLLM, Ollama, another gateway…
+    OpenaiCompatible,
+    /// Answers inside the gateway, no upstream.
+    Mock,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+/// An upstream account: where it is and the key to use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Base URL up to and including the version segment, e.g. `https://api.openai.com/v1`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The provider key. Present but empty (an unset `${VAR:-}`) switches the provider off.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Extra headers sent upstream (e.g. `OpenAI-Organization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Behaviour of a `mock` provider.
+    #[serde(default)]
+    pub mock: Option<MockConfig>,
+}
+
+/// What the built-in mock provider does.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockConfig {
+    /// Delay before the response starts.
+    pub latency_ms: u64,
+    /// Streaming pace; 0 sends every token at once.
+    pub tokens_per_second: f64,
+    /// Completion length when the request sets no `max_tokens`.
+    pub completion_tokens: u32,
+    /// Embedding vector length when the request sets no `dimensions`.
+    pub embedding_dimensions: usize,
+    /// Fail some requests with an HTTP status.
+    pub failure: Option<MockFailure>,
+    /// End streams abruptly after this many content tokens (no `[DONE]`).
+    pub cut_stream_after_tokens: Option<u32>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            latency_ms: 0,
+            tokens_per_second: 0.0,
+            completion_tokens: 16,
+            embedding_dimensions: 64,
+            failure: None,
+            cut_stream_after_tokens: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MockFailure {
+    /// Status to answer with (429, 500, 503…).
+    pub status: u16,
+    /// Fail every Nth request (1 = all).
+    #[serde(default = "one")]
+    pub every: u64,
+    /// `retry-after` seconds sent with the failure.
+    #[serde(default)]
+    pub retry_after_secs: Option<u64>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// A public model name and the deployments that serve it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    /// `owned_by` in `/v1/models`; defaults to the first deployment's provider kind.
+    #[serde(default)]
+    pub owned_by: Option<String>,
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+/// One place a model is served: provider + upstream model name + key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    pub provider: String,
+    /// Model name upstream; defaults to the public name.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Overrides the provider's key for this deployment (several keys = several deployments).
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingStrategy {
+    /// Start at the next deployment each request, fail over through the rest.
+    #[default]
+    RoundRobin,
+    /// Always start at the first deployment.
+    Ordered,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub strategy: RoutingStrategy,
+    /// Extra attempts on other deployments after a connect error, 429 or 5xx.
+    pub retries: u32,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            strategy: RoutingStrategy::RoundRobin,
+            retries: 2,
+        }
+    }
+}
+
+/// How the gateway talks to upstreams.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for any single read (header or body chunk).
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Pooled idle connections kept per process (restart to change).
+    pub pool_size: usize,
+    /// PEM file of extra CA certificates trusted in addition to the system roots
+    /// (restart to change).
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(60),
+            pool_size: 256,
+            extra_ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Poll the file for changes (SIGHUP always reloads).
+    pub watch: bool,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A secret string (keys). Its `Debug` never shows the value, so no log can leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}

@@ -1,0 +1,266 @@
+//! Semantic checks that serde cannot express. Every problem is collected (not just the
+//! first) and names the path of the field at fault.
+
+use super::schema::{Config, ProviderKind};
+use super::ConfigProblem;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// All problems of a deserialized config; empty means valid.
+pub fn validate(c: &Config) -> Vec<ConfigProblem> {
+    let mut p = Problems(Vec::new());
+    server(c, &mut p);
+    consumers(c, &mut p);
+    providers(c, &mut p);
+    models(c, &mut p);
+    if c.routing.retries > 10 {
+        p.add("routing.retries", "must be at most 10");
+    }
+    let u = &c.upstream;
+    for (name, d) in [
+        ("connect_timeout", u.connect_timeout),
+        ("read_timeout", u.read_timeout),
+        ("idle_timeout", u.idle_timeout),
+    ] {
+        if d.is_zero() {
+            p.add(format!("upstream.{name}"), "must be greater than zero");
+        }
+    }
+    if let Some(f) = &u.extra_ca_file {
+        if !f.is_file() {
+            p.add("upstream.extra_ca_file", format!("file {} does not exist", f.display()));
+        }
+    }
+    if c.reload.poll_interval.as_millis() < 100 {
+        p.add("reload.poll_interval", "must be at least 100ms");
+    }
+    p.0
+}
+
+fn server(c: &Config, p: &mut Problems) {
+    let s = &c.server;
+    let listen = s.listen.parse::<SocketAddr>();
+    if listen.is_err() {
+        p.add("server.listen", format!("{:?} is not an address such as 127.0.0.1:9080", s.listen));
+    }
+    let metrics = s.metrics_listen.parse::<SocketAddr>();
+    if metrics.is_err() {
+        p.add(
+            "server.metrics_listen",
+            format!("{:?} is not an address such as 127.0.0.1:9091", s.metrics_listen),
+        );
+    }
+    if let (Ok(a), Ok(b)) = (listen, metrics) {
+        if a == b {
+            p.add("server.metrics_listen", "must differ from server.listen");
+        }
+    }
+    if s.max_body_bytes == 0 {
+        p.add("server.max_body_bytes", "must be greater than zero");
+    }
+    if let Some(tls) = &s.tls {
+        for (name, f) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+            if !f.is_file() {
+                p.add(format!("server.tls.{name}"), format!("file {} does not exist", f.display()));
+            }
+        }
+    }
+}
+
+fn consumers(c: &Config, p: &mut Problems) {
+    let mut names = HashSet::new();
+    let mut keys: HashMap<&str, usize> = HashMap::new();
+    let mut any_key = false;
+    for (i, consumer) in c.consumers.iter().enumerate() {
+        let path = format!("consumers[{i}]");
+        if consumer.name.is_empty() {
+            p.add(format!("{path}.name"), "must not be empty");
+        } else if !names.insert(consumer.name.as_str()) {
+            p.add(format!("{path}.name"), format!("duplicate consumer name {:?}", consumer.name));
+        }
+        for (j, key) in consumer.keys.iter().enumerate() {
+            if key.is_empty() {
+                p.add(format!("{path}.keys[{j}]"), "must not be empty");
+                continue;
+            }
+            any_key = true;
+            if let Some(other) = keys.insert(key.expose(), i) {
+                p.add(
+                    format!("{path}.keys[{j}]"),
+                    format!("the same key is already used by consumers[{other}]"),
+                );
+            }
+        }
+    }
+    if c.auth.enabled && !any_key {
+        p.add(
+            "consumers",
+            "auth is enabled but no consumer has a key (add one, or set auth.enabled: false explicitly)",
+        );
+    }
+}
+
+fn providers(c: &Config, p: &mut Problems) {
+    let mut names = HashSet::new();
+    for (i, pr) in c.providers.iter().enumerate() {
+        let path = format!("providers[{i}]");
+        if pr.name.is_empty() {
+            p.add(format!("{path}.name"), "must not be empty");
+        } else if !names.insert(pr.name.as_str()) {
+            p.add(format!("{path}.name"), format!("duplicate provider name {:?}", pr.name));
+        }
+        match pr.kind {
+            ProviderKind::Mock => {
+                if pr.base_url.is_some() {
+                    p.add(format!("{path}.base_url"), "a mock provider has no base_url");
+                }
+                if let Some(m) = &pr.mock {
+                    if !(m.tokens_per_second >= 0.0 && m.tokens_per_second.is_finite()) {
+                        p.add(format!("{path}.mock.tokens_per_second"), "must be a number >= 0");
+                    }
+                    if m.embedding_dimensions == 0 || m.embedding_dimensions > 8192 {
+                        p.add(format!("{path}.mock.embedding_dimensions"), "must be 1..=8192");
+                    }
+                    if let Some(f) = &m.failure {
+                        if !(400..=599).contains(&f.status) {
+                            p.add(format!("{path}.mock.failure.status"), "must be 400..=599");
+                        }
+                        if f.every == 0 {
+                            p.add(format!("{path}.mock.failure.every"), "must be at least 1");
+                        }
+                    }
+                }
+            }
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+                if pr.mock.is_some() {
+                    p.add(format!("{path}.mock"), "only a mock provider takes mock settings");
+                }
+                match (&pr.base_url, pr.kind) {
+                    (None, ProviderKind::OpenaiCompatible) => {
+                        p.add(format!("{path}.base_url"), "required for kind openai-compatible")
+                    }
+                    (Some(url), _) => {
+                        if let Err(e) = crate::providers::http::BaseUrl::parse(url) {
+                            p.add(format!("{path}.base_url"), e);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for name in pr.headers.keys() {
+            let lower = name.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p.add(format!("{path}.headers.{name}"), "is not a valid header name");
+            } else if ["authorization", "api-key", "x-api-key", "host", "content-length"]
+                .contains(&lower.as_str())
+            {
+                p.add(
+                    format!("{path}.headers.{name}"),
+                    "is set by the gateway (put provider keys in api_key)",
+                );
+            }
+        }
+        for (name, value) in &pr.headers {
+            if http::HeaderValue::from_str(value).is_err() {
+                p.add(format!("{path}.headers.{name}"), "is not a valid header value");
+            }
+        }
+    }
+}
+
+fn models(c: &Config, p: &mut Problems) {
+    let providers: HashSet<&str> = c.providers.iter().map(|p| p.name.as_str()).collect();
+    let mut names = HashSet::new();
+    for (i, m) in c.models.iter().enumerate() {
+        let path = format!("models[{i}]");
+        if m.name.is_empty() {
+            p.add(format!("{path}.name"), "must not be empty");
+        } else if !names.insert(m.name.as_str()) {
+            p.add(format!("{path}.name"), format!("duplicate model name {:?}", m.name));
+        }
+        if m.deployments.is_empty() {
+            p.add(format!("{path}.deployments"), "needs at least one deployment");
+        }
+        for (j, d) in m.deployments.iter().enumerate() {
+            if !providers.contains(d.provider.as_str()) {
+                p.add(
+                    format!("{path}.deployments[{j}].provider"),
+                    format!("unknown provider {:?}", d.provider),
+                );
+            }
+            if d.model.as_deref() == Some("") {
+                p.add(format!("{path}.deployments[{j}].model"), "must not be empty");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse_str_with_env;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match parse_str_with_env(yaml, "t.yaml", &|_| None) {
+            Ok(_) => vec![],
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn reports_every_problem_with_path() {
+        let got = problems(
+            r#"
+server: {listen: "nope", metrics_listen: "127.0.0.1:1"}
+consumers:
+  - {name: a, keys: [k1]}
+  - {name: a, keys: [k1]}
+providers:
+  - {name: p, kind: openai-compatible}
+  - {name: m, kind: mock, mock: {failure: {status: 200}}}
+models:
+  - name: x
+    deployments: [{provider: nope}]
+  - {name: y, deployments: []}
+"#,
+        );
+        let expect = [
+            "server.listen:",
+            "consumers[1].name: duplicate",
+            "consumers[1].keys[0]: the same key",
+            "providers[0].base_url: required",
+            "providers[1].mock.failure.status",
+            "models[0].deployments[0].provider: unknown provider",
+            "models[1].deployments: needs",
+        ];
+        for e in expect {
+            assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), expect.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn unknown_field_named_with_path() {
+        let got = problems("providers:\n  - {name: p, kind: mock, mock: {latncy_ms: 3}}\n");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("providers[0].mock"), "{got:?}");
+        assert!(got[0].contains("latncy_ms"), "{got:?}");
+    }
+
+    #[test]
+    fn auth_needs_a_key_unless_switched_off() {
+        assert!(problems("{}").iter().any(|p| p.starts_with("consumers: auth is enabled")));
+        assert!(problems("auth: {enabled: false}").is_empty());
+    }
+}

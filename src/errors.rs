@@ -1,0 +1,169 @@
+//! The one error type of the request path.
+//!
+//! Every response the gateway makes itself comes from a [`GatewayError`]: this module maps
+//! each variant, in one place, to its HTTP status, its OpenAI error body
+//! (`{"error":{"message","type","param","code"}}`) and its bounded metric label. Messages
+//! never contain provider keys: variants carry only what the client may see.
+
+use bytes::Bytes;
+use serde_json::json;
+
+/// Errors the gateway answers with itself.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.")]
+    MissingApiKey,
+    #[error("Incorrect API key provided.")]
+    InvalidApiKey,
+    #[error("Invalid URL ({method} {path})")]
+    UnknownRoute { method: String, path: String },
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<&'static str>,
+        code: Option<&'static str>,
+    },
+    #[error("Request body too large: the limit is {limit} bytes.")]
+    PayloadTooLarge { limit: usize },
+    #[error("The model `{0}` has no enabled deployment (is its provider key set?).")]
+    NoDeployment(String),
+    #[error("All upstream deployments failed: {0}")]
+    UpstreamUnavailable(String),
+    #[error("The upstream did not answer in time.")]
+    UpstreamTimeout,
+    #[error("The upstream sent an invalid response: {0}")]
+    UpstreamProtocol(String),
+    #[error("The server is shutting down.")]
+    ShuttingDown,
+    #[error("Internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        GatewayError::BadRequest {
+            message: message.into(),
+            param,
+            code: None,
+        }
+    }
+
+    /// HTTP status of the response.
+    pub fn status(&self) -> u16 {
+        use GatewayError::*;
+        match self {
+            MissingApiKey | InvalidApiKey => 401,
+            UnknownRoute { .. } | ModelNotFound(_) => 404,
+            BadRequest { .. } => 400,
+            PayloadTooLarge { .. } => 413,
+            NoDeployment(_) | ShuttingDown => 503,
+            UpstreamUnavailable(_) | UpstreamProtocol(_) => 502,
+            UpstreamTimeout => 504,
+            Internal(_) => 500,
+        }
+    }
+
+    /// OpenAI `error.type`.
+    pub fn error_type(&self) -> &'static str {
+        match self.status() {
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+
+    /// OpenAI `error.code`.
+    pub fn code(&self) -> Option<&'static str> {
+        use GatewayError::*;
+        match self {
+            MissingApiKey | InvalidApiKey => Some("invalid_api_key"),
+            ModelNotFound(_) => Some("model_not_found"),
+            BadRequest { code, .. } => *code,
+            PayloadTooLarge { .. } => Some("request_too_large"),
+            _ => None,
+        }
+    }
+
+    /// OpenAI `error.param`.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::BadRequest { param, .. } => *param,
+            GatewayError::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// Bounded label for metrics and the access log.
+    pub fn label(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            MissingApiKey => "missing_api_key",
+            InvalidApiKey => "invalid_api_key",
+            UnknownRoute { .. } => "unknown_route",
+            ModelNotFound(_) => "model_not_found",
+            BadRequest { .. } => "bad_request",
+            PayloadTooLarge { .. } => "payload_too_large",
+            NoDeployment(_) => "no_deployment",
+            UpstreamUnavailable(_) => "upstream_unavailable",
+            UpstreamTimeout => "upstream_timeout",
+            UpstreamProtocol(_) => "upstream_protocol",
+            ShuttingDown => "shutting_down",
+            Internal(_) => "internal",
+        }
+    }
+
+    /// Whether an SDK should retry; sent as `x-should-retry` where it differs from the
+    /// status-based default (a 5xx caused by configuration will not heal by retrying).
+    pub fn should_retry(&self) -> Option<bool> {
+        match self {
+            GatewayError::NoDeployment(_) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI error body.
+    pub fn body(&self) -> Bytes {
+        openai_error_body(&self.to_string(), self.error_type(), self.param(), self.code())
+    }
+}
+
+/// `{"error":{"message","type","param","code"}}` as bytes.
+pub fn openai_error_body(
+    message: &str,
+    error_type: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Bytes {
+    let v = json!({"error": {"message": message, "type": error_type, "param": param, "code": code}});
+    Bytes::from(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_all_four_keys() {
+        let e = GatewayError::ModelNotFound("gpt-x".into());
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        let err = &v["error"];
+        assert_eq!(e.status(), 404);
+        assert_eq!(err["code"], "model_not_found");
+        assert_eq!(err["type"], "invalid_request_error");
+        assert_eq!(err["param"], "model");
+        assert!(err["message"].as_str().unwrap().contains("gpt-x"));
+        let e = GatewayError::UpstreamTimeout;
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert!(v["error"]["param"].is_null() && v["error"]["code"].is_null());
+        assert_eq!(v["error"]["type"], "server_error");
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(GatewayError::InvalidApiKey.status(), 401);
+        assert_eq!(GatewayError::PayloadTooLarge { limit: 1 }.status(), 413);
+        assert_eq!(GatewayError::UpstreamTimeout.status(), 504);
+        assert_eq!(GatewayError::NoDeployment("m".into()).should_retry(), Some(false));
+    }
+}

@@ -1,0 +1,56 @@
+//! The `ai-rate-limiter` binary: parse the command line, load the config, run.
+
+use ai_rate_limiter::cli::{Cli, Command};
+use ai_rate_limiter::config::{self, reload::Overrides};
+use ai_rate_limiter::server::{build_server, ServeOptions};
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file } => match config::load_file(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} consumer(s), {} provider(s), {} model(s))",
+                    file.display(),
+                    c.consumers.len(),
+                    c.providers.len(),
+                    c.models.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            config: path,
+            listen,
+            metrics_listen,
+        } => {
+            let config = match config::load_file(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            ai_rate_limiter::logging::init(&config.logging);
+            let server = match build_server(ServeOptions {
+                config,
+                config_path: Some(path),
+                overrides: Overrides { listen, metrics_listen },
+            }) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cannot start: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(version = env!("CARGO_PKG_VERSION"), "ai-rate-limiter starting");
+            server.run_forever()
+        }
+    }
+}

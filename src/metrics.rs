@@ -1,0 +1,124 @@
+//! Prometheus metrics of the gateway. Every label value comes from a bounded set: model and
+//! provider names from the config (or `none`/`unknown`), status classes, error kinds. No
+//! consumer key or free-form text ever becomes a label.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub ttfb: HistogramVec,
+    pub tokens: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub upstream_errors: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("gateway_requests_total", "Requests answered, by model, provider, endpoint and status class."),
+            &["model", "provider", "endpoint", "status_class"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new("gateway_request_duration_seconds", "Time from request start to the end of the response.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model", "provider", "endpoint"],
+        )
+        .expect("valid metric");
+        let ttfb = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_upstream_ttfb_seconds",
+                "Time from sending a request upstream to its response header.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model", "provider"],
+        )
+        .expect("valid metric");
+        let tokens = IntCounterVec::new(
+            Opts::new("gateway_tokens_total", "Tokens reported by upstream usage, by kind (prompt, completion)."),
+            &["model", "provider", "kind"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new("gateway_requests_in_flight", "Requests being served now.").expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("gateway_upstream_errors_total", "Failed upstream attempts, by provider and kind."),
+            &["provider", "kind"],
+        )
+        .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("gateway_config_reloads_total", "Config reload attempts, by result (success, failure)."),
+            &["result"],
+        )
+        .expect("valid metric");
+        let config_generation =
+            IntGauge::new("gateway_config_generation", "Generation of the config snapshot in use (1 at start).")
+                .expect("valid metric");
+        let build_info = IntGaugeVec::new(Opts::new("gateway_build_info", "Version of the running gateway."), &["version"])
+            .expect("valid metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(ttfb.clone()),
+            Box::new(tokens.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_generation.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            ttfb,
+            tokens,
+            in_flight,
+            upstream_errors,
+            config_reloads,
+            config_generation,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `2xx`, `4xx`, … for a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,276 @@
+//! OpenAI and OpenAI-compatible upstreams over HTTP/1.1, plain or TLS (rustls).
+//!
+//! The gateway drives the upstream call itself with pingora-core's connector (pooled
+//! keep-alive connections, rustls with the system roots plus an optional extra CA). It does
+//! so instead of using Pingora's proxy flow because that flow can replay at most 64 KiB of
+//! a pre-read body and never retries once a response header has arrived, while an LLM
+//! gateway must route on the body's `model` field, forward multi-megabyte prompts and fail
+//! over on an upstream 429/5xx.
+
+use super::{UpstreamBody, UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorType;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A parsed provider base URL such as `https://api.openai.com/v1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash (`/v1`, or empty).
+    pub prefix: String,
+    /// Value of the `Host` header.
+    pub authority: String,
+}
+
+impl BaseUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("{s:?} must start with http:// or https://")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("{s:?} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if uri.query().is_some() {
+            return Err(format!("{s:?} must not have a query string"));
+        }
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(BaseUrl {
+            tls,
+            host,
+            port,
+            prefix,
+            authority,
+        })
+    }
+}
+
+/// Timeouts of one call, taken from the current config snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub idle: Duration,
+}
+
+/// One request to send upstream.
+pub struct HttpCall<'a> {
+    pub base: &'a BaseUrl,
+    /// Path after the base prefix, e.g. `/chat/completions`.
+    pub path: &'a str,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub timeouts: Timeouts,
+}
+
+/// The shared upstream client: one connection pool for the process.
+pub struct HttpClient {
+    connector: Connector,
+    dns: Mutex<HashMap<(String, u16), (Instant, SocketAddr)>>,
+}
+
+const DNS_TTL: Duration = Duration::from_secs(30);
+
+impl HttpClient {
+    /// `ca_bundle`: a PEM file with every CA to trust (system roots plus extras), or `None`
+    /// for the system roots only.
+    pub fn new(pool_size: usize, ca_bundle: Option<String>) -> Self {
+        let mut opts = ConnectorOptions::new(pool_size);
+        opts.ca_file = ca_bundle;
+        HttpClient {
+            connector: Connector::new(Some(opts)),
+            dns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamFailure> {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        let key = (host.to_string(), port);
+        if let Ok(cache) = self.dns.lock() {
+            if let Some((at, addr)) = cache.get(&key) {
+                if at.elapsed() < DNS_TTL {
+                    return Ok(*addr);
+                }
+            }
+        }
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| UpstreamFailure::new(UpstreamErrorKind::Connect, format!("resolving {host}: {e}")))?
+            .next()
+            .ok_or_else(|| UpstreamFailure::new(UpstreamErrorKind::Connect, format!("{host} has no address")))?;
+        if let Ok(mut cache) = self.dns.lock() {
+            cache.insert(key, (Instant::now(), addr));
+        }
+        Ok(addr)
+    }
+
+    /// Send one request and read the response header.
+    pub async fn send(self: &Arc<Self>, call: HttpCall<'_>) -> Result<UpstreamResponse, UpstreamFailure> {
+        let addr = self.resolve(&call.base.host, call.base.port).await?;
+        let mut peer = HttpPeer::new(addr, call.base.tls, call.base.host.clone());
+        peer.options.connection_timeout = Some(call.timeouts.connect);
+        peer.options.total_connection_timeout = Some(call.timeouts.connect * 2);
+        peer.options.read_timeout = Some(call.timeouts.read);
+        peer.options.write_timeout = Some(call.timeouts.read);
+        peer.options.idle_timeout = Some(call.timeouts.idle);
+
+        let path = format!("{}{}", call.base.prefix, call.path);
+        let mut req = RequestHeader::build("POST", path.as_bytes(), None).map_err(proto)?;
+        req.insert_header("host", call.base.authority.as_str()).map_err(proto)?;
+        req.insert_header("content-length", call.body.len().to_string()).map_err(proto)?;
+        for (k, v) in call.headers {
+            req.insert_header(k, v).map_err(proto)?;
+        }
+        let req = Box::new(req);
+
+        // A pooled connection may have been closed by the server in the meantime: retry
+        // such a failure on another connection before calling it a failed attempt.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (mut session, reused) = self
+                .connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| classify(&e, "connecting"))?;
+            match exchange(&mut session, req.clone(), call.body.clone()).await {
+                Ok(()) => {
+                    let header = session
+                        .response_header()
+                        .ok_or_else(|| UpstreamFailure::new(UpstreamErrorKind::Protocol, "no response header"))?;
+                    let get = |name: &str| {
+                        header
+                            .headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
+                    return Ok(UpstreamResponse {
+                        status: header.status.as_u16(),
+                        content_type: get("content-type"),
+                        retry_after: get("retry-after"),
+                        body: UpstreamBody::Http(HttpBody {
+                            session: Some(session),
+                            client: self.clone(),
+                            peer,
+                            idle: call.timeouts.idle,
+                        }),
+                    });
+                }
+                Err(e) if reused && tries < 3 => {
+                    tracing::debug!(error = %e, "pooled upstream connection failed, retrying on another");
+                }
+                Err(e) => return Err(classify(&e, "exchanging with upstream")),
+            }
+        }
+    }
+}
+
+async fn exchange(session: &mut HttpSession, req: Box<RequestHeader>, body: Bytes) -> pingora::Result<()> {
+    session.write_request_header(req).await?;
+    session.write_request_body(body, true).await?;
+    session.finish_request_body().await?;
+    loop {
+        session.read_response_header().await?;
+        match session.response_header() {
+            Some(h) if h.status.is_informational() => continue,
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn proto(e: Box<pingora::Error>) -> UpstreamFailure {
+    UpstreamFailure::new(UpstreamErrorKind::Protocol, e.to_string())
+}
+
+fn classify(e: &pingora::Error, doing: &str) -> UpstreamFailure {
+    let kind = match e.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::BindError
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::InvalidCert
+        | ErrorType::HandshakeError
+        | ErrorType::ConnectProxyFailure => UpstreamErrorKind::Connect,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => UpstreamErrorKind::Timeout,
+        _ => UpstreamErrorKind::Protocol,
+    };
+    UpstreamFailure::new(kind, format!("{doing}: {e}"))
+}
+
+/// A response body being read from an upstream connection. The connection returns to the
+/// pool when the body has been read to its end; dropped early, it is closed.
+pub struct HttpBody {
+    session: Option<HttpSession>,
+    client: Arc<HttpClient>,
+    peer: HttpPeer,
+    idle: Duration,
+}
+
+impl HttpBody {
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamFailure> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(None);
+        };
+        match session.read_response_body().await {
+            Ok(Some(b)) => Ok(Some(b)),
+            Ok(None) => {
+                if let Some(s) = self.session.take() {
+                    self.client
+                        .connector
+                        .release_http_session(s, &self.peer, Some(self.idle))
+                        .await;
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                self.session = None;
+                let mut f = classify(&e, "reading upstream body");
+                if f.kind == UpstreamErrorKind::Protocol {
+                    f.kind = UpstreamErrorKind::StreamCut;
+                }
+                Err(f)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BaseUrl;
+
+    #[test]
+    fn parses_base_urls() {
+        let b = BaseUrl::parse("https://api.openai.com/v1/").unwrap();
+        assert_eq!((b.tls, b.host.as_str(), b.port, b.prefix.as_str()), (true, "api.openai.com", 443, "/v1"));
+        let b = BaseUrl::parse("http://127.0.0.1:8000").unwrap();
+        assert_eq!((b.tls, b.port, b.prefix.as_str(), b.authority.as_str()), (false, 8000, "", "127.0.0.1:8000"));
+        let b = BaseUrl::parse("http://[::1]:8000/v1").unwrap();
+        assert_eq!(b.host, "::1");
+        assert!(BaseUrl::parse("ftp://x").is_err());
+        assert!(BaseUrl::parse("localhost:80").is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! Providers: how one deployment's request is carried out.
+//!
+//! - [`http`]: OpenAI and OpenAI-compatible upstreams over HTTP(S), driven by the gateway
+//!   itself through pingora-core's pooled connectors (so bodies of any size go through and
+//!   a 429/5xx can fail over to the next deployment; see the README's architecture notes).
+//! - [`mock`]: the built-in mock that answers without an upstream.
+//!
+//! Both produce an [`UpstreamResponse`] whose body is read chunk by chunk, so the stream
+//! phase treats a mock exactly like a real upstream.
+
+pub mod http;
+pub mod mock;
+
+use bytes::Bytes;
+
+/// Why one upstream attempt failed (bounded set: a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Status429,
+    Status5xx,
+    StreamCut,
+    Protocol,
+}
+
+impl UpstreamErrorKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Status429 => "status_429",
+            UpstreamErrorKind::Status5xx => "status_5xx",
+            UpstreamErrorKind::StreamCut => "stream_cut",
+            UpstreamErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+/// A failed attempt. `detail` is for logs and never holds a key.
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure {
+    pub kind: UpstreamErrorKind,
+    pub detail: String,
+}
+
+impl UpstreamFailure {
+    pub fn new(kind: UpstreamErrorKind, detail: impl Into<String>) -> Self {
+        UpstreamFailure {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// An upstream's answer: status line facts and a body read incrementally.
+pub struct UpstreamResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub retry_after: Option<String>,
+    pub body: UpstreamBody,
+}
+
+impl UpstreamResponse {
+    pub fn is_event_stream(&self) -> bool {
+        self.content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("text/event-stream"))
+    }
+}
+
+/// The body of an [`UpstreamResponse`].
+pub enum UpstreamBody {
+    /// A body generated in process (mock JSON).
+    Full(Option<Bytes>),
+    /// A paced event stream generated in process (mock SSE).
+    Mock(mock::MockStream),
+    /// A body read from an upstream connection.
+    Http(http::HttpBody),
+}
+
+impl UpstreamBody {
+    /// The next chunk, `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamFailure> {
+        match self {
+            UpstreamBody::Full(b) => Ok(b.take()),
+            UpstreamBody::Mock(m) => m.next_chunk().await,
+            UpstreamBody::Http(h) => h.next_chunk().await,
+        }
+    }
+
+    /// Read the rest of the body, failing past `limit` bytes.
+    pub async fn read_all(&mut self, limit: usize) -> Result<Bytes, UpstreamFailure> {
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            if buf.len() + chunk.len() > limit {
+                return Err(UpstreamFailure::new(
+                    UpstreamErrorKind::Protocol,
+                    format!("response body larger than {limit} bytes"),
+                ));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+}

@@ -1,0 +1,59 @@
+//! Account phase, run from Pingora's `logging` hook on every outcome: request metrics,
+//! token counters and the access log line. Nothing here can see a provider key.
+
+use super::RequestCtx;
+use crate::metrics::status_class;
+use crate::state::GatewayState;
+use pingora::proxy::Session;
+
+pub fn finish(state: &GatewayState, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+    if ctx.status == 0 {
+        ctx.status = session
+            .response_written()
+            .map(|h| h.status.as_u16())
+            .or_else(|| {
+                e.map(|e| match e.etype() {
+                    pingora::ErrorType::HTTPStatus(s) => *s,
+                    _ => 500,
+                })
+            })
+            .unwrap_or(0);
+    }
+    let model = ctx.model.as_deref().unwrap_or("none");
+    let provider = ctx.provider.as_deref().unwrap_or("none");
+    let elapsed = ctx.started.elapsed();
+    let m = &state.metrics;
+    m.requests
+        .with_label_values(&[model, provider, ctx.endpoint, status_class(ctx.status)])
+        .inc();
+    m.duration
+        .with_label_values(&[model, provider, ctx.endpoint])
+        .observe(elapsed.as_secs_f64());
+    if let Some(u) = ctx.usage {
+        m.tokens.with_label_values(&[model, provider, "prompt"]).inc_by(u.prompt_tokens);
+        m.tokens.with_label_values(&[model, provider, "completion"]).inc_by(u.completion_tokens);
+    }
+    let access_log = ctx.runtime.as_ref().is_none_or(|rt| rt.config.logging.access_log);
+    if access_log {
+        let req = session.req_header();
+        tracing::info!(
+            target: "access",
+            request_id = %ctx.request_id,
+            method = %req.method,
+            path = %req.uri.path(),
+            status = ctx.status,
+            consumer = ctx.consumer.as_deref().unwrap_or("-"),
+            model,
+            provider,
+            endpoint = ctx.endpoint,
+            stream = ctx.stream,
+            attempts = ctx.attempts,
+            duration_ms = elapsed.as_millis() as u64,
+            upstream_ttfb_ms = ctx.upstream_ttfb.map(|d| d.as_millis() as u64),
+            prompt_tokens = ctx.usage.map(|u| u.prompt_tokens),
+            completion_tokens = ctx.usage.map(|u| u.completion_tokens),
+            error = ctx.error.or(e.map(|_| "proxy_error")),
+            "request"
+        );
+    }
+}

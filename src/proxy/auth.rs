@@ -1,0 +1,29 @@
+//! Auth phase: the consumer's gateway key (`Authorization: Bearer …`) → consumer name.
+//! The client's Authorization header is only read here and is never forwarded upstream
+//! (upstream requests are built from scratch in [`super::upstream`]).
+
+use crate::config::Runtime;
+use crate::errors::GatewayError;
+use pingora::proxy::Session;
+use std::sync::Arc;
+
+/// The consumer of this request, or `None` when auth is switched off.
+pub fn authenticate(session: &Session, rt: &Runtime) -> Result<Option<Arc<str>>, GatewayError> {
+    if !rt.config.auth.enabled {
+        return Ok(None);
+    }
+    let headers = &session.req_header().headers;
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        // Anthropic- and Azure-style clients send their key in these headers.
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+        .filter(|k| !k.is_empty())
+        .ok_or(GatewayError::MissingApiKey)?;
+    rt.consumer_for_key(key).map(Some).ok_or(GatewayError::InvalidApiKey)
+}

@@ -1,0 +1,249 @@
+//! Body phase: read the request body (bounded) and peek the fields the gateway needs.
+//!
+//! The body is parsed once into top-level fields kept as raw JSON (`RawValue`), so a 10 MiB
+//! prompt is scanned but never turned into a tree, and the upstream body is written back
+//! from those raw slices with only `model` (and, for streams, `stream_options`) replaced.
+//! Unknown fields pass through untouched.
+
+use crate::errors::GatewayError;
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+/// The OpenAI endpoints that carry a model in their body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    /// Path after the API version prefix.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+}
+
+/// A parsed AI request body.
+#[derive(Debug)]
+pub struct AiRequest {
+    pub endpoint: Endpoint,
+    fields: BTreeMap<String, Box<RawValue>>,
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for the final usage chunk (`stream_options.include_usage`).
+    pub client_wants_usage: bool,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
+    /// Size of the body as received.
+    pub body_len: usize,
+}
+
+/// Read the whole request body, failing with 413 past `limit`.
+pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+    if let Some(len) = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+    }
+    let mut buf = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(GatewayError::PayloadTooLarge { limit });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => {
+                return Err(GatewayError::bad_request(
+                    format!("could not read the request body: {}", e.etype().as_str()),
+                    None,
+                ))
+            }
+        }
+    }
+}
+
+impl AiRequest {
+    pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Self, GatewayError> {
+        let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
+            GatewayError::bad_request(
+                format!("We could not parse the JSON body of your request. ({e})"),
+                None,
+            )
+        })?;
+        let model = match fields.get("model").map(|r| serde_json::from_str::<String>(r.get())) {
+            Some(Ok(m)) if !m.is_empty() => m,
+            Some(Ok(_)) | None => {
+                return Err(GatewayError::bad_request(
+                    "You must provide a model parameter.",
+                    Some("model"),
+                ))
+            }
+            Some(Err(_)) => {
+                return Err(GatewayError::bad_request("'model' must be a string.", Some("model")))
+            }
+        };
+        let stream = match fields.get("stream").map(|r| r.get()) {
+            None | Some("null") | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(GatewayError::bad_request("'stream' must be a boolean.", Some("stream"))),
+        };
+        let client_wants_usage = fields
+            .get("stream_options")
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok())
+            .and_then(|v| v.get("include_usage").and_then(|u| u.as_bool()))
+            .unwrap_or(false);
+        let max_tokens = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| fields.get(*k).and_then(|r| r.get().parse::<u64>().ok()));
+        let req = AiRequest {
+            endpoint,
+            fields,
+            model,
+            stream,
+            client_wants_usage,
+            max_tokens,
+            body_len: body.len(),
+        };
+        req.check_required()?;
+        Ok(req)
+    }
+
+    fn check_required(&self) -> Result<(), GatewayError> {
+        let (name, param) = match self.endpoint {
+            Endpoint::ChatCompletions => ("messages", "messages"),
+            Endpoint::Completions => ("prompt", "prompt"),
+            Endpoint::Embeddings => ("input", "input"),
+        };
+        let Some(raw) = self.fields.get(name) else {
+            return Err(GatewayError::bad_request(
+                format!("Missing required parameter: '{name}'."),
+                Some(param),
+            ));
+        };
+        if self.endpoint == Endpoint::ChatCompletions {
+            let compact: String = raw.get().chars().filter(|c| !c.is_whitespace()).collect();
+            if !compact.starts_with('[') {
+                return Err(GatewayError::bad_request("'messages' must be an array.", Some(param)));
+            }
+            if compact == "[]" {
+                return Err(GatewayError::BadRequest {
+                    message: "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.".into(),
+                    param: Some("messages"),
+                    code: Some("empty_array"),
+                });
+            }
+        }
+        if self.endpoint == Endpoint::Embeddings && self.stream {
+            return Err(GatewayError::bad_request("Embeddings cannot be streamed.", Some("stream")));
+        }
+        Ok(())
+    }
+
+    /// A top-level field as raw JSON.
+    pub fn field(&self, name: &str) -> Option<&RawValue> {
+        self.fields.get(name).map(|b| &**b)
+    }
+
+    /// The body to send upstream: `model` replaced by the deployment's model name and, for
+    /// streams, `stream_options.include_usage` forced on so usage can be accounted.
+    pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
+        let force_usage = self.stream && self.endpoint != Endpoint::Embeddings;
+        let mut out = Vec::with_capacity(self.body_len + upstream_model.len() + 48);
+        out.push(b'{');
+        let mut first = true;
+        let mut push = |out: &mut Vec<u8>, k: &str, v: &str| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // Keys came from valid JSON: re-encode them to keep escapes right.
+            out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(v.as_bytes());
+        };
+        let model_json = serde_json::to_string(upstream_model).unwrap_or_default();
+        let mut saw_options = false;
+        for (k, v) in &self.fields {
+            match k.as_str() {
+                "model" => push(&mut out, k, &model_json),
+                "stream_options" if force_usage => {
+                    saw_options = true;
+                    let mut opts = serde_json::from_str::<serde_json::Value>(v.get())
+                        .ok()
+                        .filter(|o| o.is_object())
+                        .unwrap_or_else(|| serde_json::json!({}));
+                    opts["include_usage"] = serde_json::Value::Bool(true);
+                    push(&mut out, k, &opts.to_string());
+                }
+                _ => push(&mut out, k, v.get()),
+            }
+        }
+        if force_usage && !saw_options {
+            push(&mut out, "stream_options", r#"{"include_usage":true}"#);
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peeks_and_rewrites() {
+        let body = br#"{"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":7,"extra":{"a":[1,2.50]}}"#;
+        let r = AiRequest::parse(Endpoint::ChatCompletions, body).unwrap();
+        assert_eq!(r.model, "pub");
+        assert!(r.stream && !r.client_wants_usage);
+        assert_eq!(r.max_tokens, Some(7));
+        let up: serde_json::Value = serde_json::from_slice(&r.upstream_body("up-model")).unwrap();
+        assert_eq!(up["model"], "up-model");
+        assert_eq!(up["stream_options"]["include_usage"], true);
+        assert_eq!(up["messages"][0]["content"], "hi");
+        // Raw numbers are copied byte for byte.
+        assert!(String::from_utf8(r.upstream_body("m").to_vec()).unwrap().contains("[1,2.50]"));
+    }
+
+    #[test]
+    fn keeps_client_stream_options() {
+        let body = br#"{"model":"m","prompt":"x","stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false}}"#;
+        let r = AiRequest::parse(Endpoint::Completions, body).unwrap();
+        assert!(r.client_wants_usage);
+        let up: serde_json::Value = serde_json::from_slice(&r.upstream_body("m")).unwrap();
+        assert_eq!(up["stream_options"]["include_obfuscation"], false);
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"not json", "parse"),
+            (br#"{"messages":[{"role":"user","content":"x"}]}"#, "model parameter"),
+            (br#"{"model":3,"messages":[]}"#, "must be a string"),
+            (br#"{"model":"m","messages":[ ]}"#, "empty array"),
+            (br#"{"model":"m"}"#, "Missing required parameter: 'messages'"),
+            (br#"{"model":"m","messages":[{}],"stream":"yes"}"#, "boolean"),
+        ];
+        for (body, want) in cases {
+            let e = AiRequest::parse(Endpoint::ChatCompletions, body).unwrap_err();
+            assert_eq!(e.status(), 400);
+            assert!(e.to_string().contains(want), "{e} !~ {want}");
+        }
+    }
+}

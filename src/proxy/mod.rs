@@ -1,0 +1,117 @@
+//! The realtime path. The `impl ProxyHttp` is kept thin: `request_filter` runs the phases
+//! in order and `logging` accounts for the request on every outcome.
+//!
+//! `auth → body → route → upstream → stream → account`
+//!
+//! AI routes are served entirely inside `request_filter` (the gateway drives the upstream
+//! call itself, see [`crate::providers::http`]), so Pingora's `upstream_peer` is never
+//! reached for them.
+
+pub mod account;
+pub mod auth;
+pub mod body;
+pub mod respond;
+pub mod route;
+pub mod stream;
+pub mod upstream;
+
+use crate::config::Runtime;
+use crate::errors::GatewayError;
+use crate::state::GatewayState;
+use async_trait::async_trait;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The Pingora service of the proxy listener.
+pub struct Gateway {
+    pub state: Arc<GatewayState>,
+}
+
+/// Token usage of one response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// Everything one request carries from phase to phase.
+pub struct RequestCtx {
+    pub request_id: String,
+    pub started: Instant,
+    pub runtime: Option<Arc<Runtime>>,
+    pub consumer: Option<Arc<str>>,
+    /// The public model name (only names from the config: a bounded label).
+    pub model: Option<Arc<str>>,
+    pub provider: Option<Arc<str>>,
+    pub endpoint: &'static str,
+    pub stream: bool,
+    /// Status sent to the client (499: client went away).
+    pub status: u16,
+    pub upstream_ttfb: Option<Duration>,
+    pub usage: Option<Usage>,
+    pub attempts: u32,
+    pub error: Option<&'static str>,
+    _in_flight: InFlight,
+}
+
+/// Counts a request in the in-flight gauge for exactly as long as it lives.
+struct InFlight(prometheus::IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        let gauge = self.state.metrics.in_flight.clone();
+        gauge.inc();
+        RequestCtx {
+            request_id: String::new(),
+            started: Instant::now(),
+            runtime: None,
+            consumer: None,
+            model: None,
+            provider: None,
+            endpoint: "none",
+            stream: false,
+            status: 0,
+            upstream_ttfb: None,
+            usage: None,
+            attempts: 0,
+            error: None,
+            _in_flight: InFlight(gauge),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        ctx.request_id = respond::request_id(session);
+        let runtime = self.state.runtime.load_full();
+        ctx.runtime = Some(runtime.clone());
+        if let Err(e) = route::serve(&self.state, &runtime, session, ctx).await {
+            respond::error(session, ctx, &e).await;
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+        // Every route is answered in request_filter.
+        pingora::Error::e_explain(pingora::ErrorType::InternalError, "no pass-through routes are configured")
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+        account::finish(&self.state, session, e, ctx);
+    }
+}
+
+impl From<GatewayError> for Box<pingora::Error> {
+    fn from(e: GatewayError) -> Self {
+        pingora::Error::explain(pingora::ErrorType::HTTPStatus(e.status()), e.to_string())
+    }
+}

@@ -1,0 +1,132 @@
+//! Route phase: which API a request is for, and which model route serves it. Also answers
+//! the model listing endpoints, which need no upstream.
+
+use super::body::{self, AiRequest, Endpoint};
+use super::{auth, respond, stream, upstream, RequestCtx};
+use crate::config::Runtime;
+use crate::errors::GatewayError;
+use crate::state::GatewayState;
+use percent_encoding::percent_decode_str;
+use pingora::proxy::Session;
+use serde_json::json;
+
+/// Created timestamp reported for configured models.
+const MODEL_CREATED: u64 = 1_700_000_000;
+
+/// The APIs of the proxy listener.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ApiRoute {
+    Ai(Endpoint),
+    ListModels,
+    GetModel(String),
+}
+
+impl ApiRoute {
+    pub fn parse(method: &http::Method, path: &str) -> Result<ApiRoute, GatewayError> {
+        let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        let get = method == http::Method::GET;
+        let post = method == http::Method::POST;
+        let route = match trimmed {
+            "/v1/chat/completions" if post => Some(ApiRoute::Ai(Endpoint::ChatCompletions)),
+            "/v1/completions" if post => Some(ApiRoute::Ai(Endpoint::Completions)),
+            "/v1/embeddings" if post => Some(ApiRoute::Ai(Endpoint::Embeddings)),
+            "/v1/models" if get => Some(ApiRoute::ListModels),
+            p if get => p
+                .strip_prefix("/v1/models/")
+                .filter(|id| !id.is_empty())
+                .map(|id| ApiRoute::GetModel(percent_decode_str(id).decode_utf8_lossy().into_owned())),
+            _ => None,
+        };
+        route.ok_or_else(|| GatewayError::UnknownRoute {
+            method: method.to_string(),
+            path: path.to_string(),
+        })
+    }
+
+    /// Bounded endpoint label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ApiRoute::Ai(Endpoint::ChatCompletions) => "chat_completions",
+            ApiRoute::Ai(Endpoint::Completions) => "completions",
+            ApiRoute::Ai(Endpoint::Embeddings) => "embeddings",
+            ApiRoute::ListModels | ApiRoute::GetModel(_) => "models",
+        }
+    }
+}
+
+/// Serve one request through every phase.
+pub async fn serve(
+    state: &GatewayState,
+    rt: &Runtime,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    ctx.consumer = auth::authenticate(session, rt)?;
+    let header = session.req_header();
+    let api = ApiRoute::parse(&header.method, header.uri.path())?;
+    ctx.endpoint = api.label();
+    match api {
+        ApiRoute::ListModels => {
+            let data: Vec<_> = rt
+                .listed_models
+                .iter()
+                .filter_map(|name| rt.model(name))
+                .map(|m| model_object(&m.name, &m.owned_by))
+                .collect();
+            respond::json(session, ctx, &json!({"object": "list", "data": data})).await;
+        }
+        ApiRoute::GetModel(id) => {
+            let m = rt
+                .model(&id)
+                .filter(|m| !m.deployments.is_empty())
+                .ok_or(GatewayError::ModelNotFound(id))?;
+            respond::json(session, ctx, &model_object(&m.name, &m.owned_by)).await;
+        }
+        ApiRoute::Ai(endpoint) => {
+            let raw = body::read_body(session, rt.config.server.max_body_bytes).await?;
+            let req = AiRequest::parse(endpoint, &raw)?;
+            drop(raw);
+            ctx.stream = req.stream;
+            let route = rt.model(&req.model).ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
+            ctx.model = Some(route.name.clone());
+            if route.deployments.is_empty() {
+                return Err(GatewayError::NoDeployment(req.model.clone()));
+            }
+            let response = upstream::call(state, rt, route, &req, ctx).await?;
+            stream::relay(state, session, ctx, &req, response).await;
+        }
+    }
+    Ok(())
+}
+
+fn model_object(id: &str, owned_by: &str) -> serde_json::Value {
+    json!({"id": id, "object": "model", "created": MODEL_CREATED, "owned_by": owned_by})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn parses_routes() {
+        assert_eq!(ApiRoute::parse(&Method::POST, "/v1/chat/completions").unwrap(), ApiRoute::Ai(Endpoint::ChatCompletions));
+        assert_eq!(ApiRoute::parse(&Method::GET, "/v1/models/").unwrap(), ApiRoute::ListModels);
+        assert_eq!(
+            ApiRoute::parse(&Method::GET, "/v1/models/meta-llama%2FLlama-3-8B").unwrap(),
+            ApiRoute::GetModel("meta-llama/Llama-3-8B".into())
+        );
+        assert_eq!(
+            ApiRoute::parse(&Method::GET, "/v1/models/meta-llama/Llama-3-8B").unwrap(),
+            ApiRoute::GetModel("meta-llama/Llama-3-8B".into())
+        );
+        assert_eq!(
+            ApiRoute::parse(&Method::GET, "/v1/models/ft:gpt-4o:org:x:abc").unwrap(),
+            ApiRoute::GetModel("ft:gpt-4o:org:x:abc".into())
+        );
+        let e = ApiRoute::parse(&Method::GET, "/v1/chat/completions").unwrap_err();
+        assert_eq!(e.status(), 404);
+        assert_eq!(e.to_string(), "Invalid URL (GET /v1/chat/completions)");
+        assert!(ApiRoute::parse(&Method::POST, "/v1/responses").is_err());
+    }
+}

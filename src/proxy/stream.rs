@@ -1,0 +1,286 @@
+//! Stream phase: relay the upstream's answer to the client.
+//!
+//! - Event streams pass through event by event as they arrive, never buffered whole. The
+//!   final usage chunk (always requested upstream) is read for accounting and dropped when
+//!   the client did not ask for it. `data: [DONE]` ends the body. A stream that breaks off
+//!   ends with an OpenAI error event, which the SDKs raise as `APIError`.
+//! - Other answers are read whole (bounded), their usage counted, and upstream errors are
+//!   normalised to the OpenAI error shape.
+
+use super::body::AiRequest;
+use super::{respond, RequestCtx, Usage};
+use crate::errors::openai_error_body;
+use crate::providers::{UpstreamErrorKind, UpstreamResponse};
+use crate::state::GatewayState;
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+use serde_json::Value;
+
+/// Largest non-streaming upstream body the gateway will relay.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+pub async fn relay(state: &GatewayState, session: &mut Session, ctx: &mut RequestCtx, req: &AiRequest, resp: UpstreamResponse) {
+    if resp.status == 200 && req.stream && resp.is_event_stream() {
+        relay_events(state, session, ctx, req, resp).await
+    } else {
+        relay_whole(state, session, ctx, resp).await
+    }
+}
+
+async fn relay_whole(state: &GatewayState, session: &mut Session, ctx: &mut RequestCtx, mut resp: UpstreamResponse) {
+    let body = match resp.body.read_all(MAX_RESPONSE_BYTES).await {
+        Ok(b) => b,
+        Err(f) => {
+            count_error(state, ctx, f.kind);
+            let e = crate::errors::GatewayError::UpstreamProtocol(f.kind.label().into());
+            respond::error(session, ctx, &e).await;
+            return;
+        }
+    };
+    let status = resp.status;
+    let (content_type, body) = if status >= 400 {
+        ("application/json".to_string(), normalise_error(status, &body))
+    } else {
+        ctx.usage = usage_of(&body);
+        (resp.content_type.unwrap_or_else(|| "application/json".into()), body)
+    };
+    let mut h = respond::header(status, &content_type, ctx);
+    if matches!(status, 429 | 503) {
+        if let Some(r) = &resp.retry_after {
+            let _ = h.insert_header("retry-after", r.as_str());
+        }
+    }
+    respond::full(session, ctx, h, body).await;
+}
+
+async fn relay_events(state: &GatewayState, session: &mut Session, ctx: &mut RequestCtx, req: &AiRequest, mut resp: UpstreamResponse) {
+    ctx.status = 200;
+    let mut h = respond::header(200, "text/event-stream", ctx);
+    let _ = h.insert_header("cache-control", "no-cache");
+    if session.write_response_header(Box::new(h), false).await.is_err() {
+        return client_gone(ctx);
+    }
+    let mut events = EventSplitter::default();
+    let mut done = false;
+    let mut cut: Option<UpstreamErrorKind> = None;
+    while !done {
+        let chunk = match resp.body.next_chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                cut = Some(UpstreamErrorKind::StreamCut);
+                break;
+            }
+            Err(f) => {
+                cut = Some(f.kind);
+                break;
+            }
+        };
+        events.push(&chunk);
+        let mut out = BytesMut::with_capacity(chunk.len());
+        while let Some(event) = events.next_event() {
+            match inspect(&event, req.client_wants_usage, &mut ctx.usage) {
+                Action::Forward => out.extend_from_slice(&event),
+                Action::Drop => {}
+                Action::Done => {
+                    out.extend_from_slice(&event);
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() && session.write_response_body(Some(out.freeze()), false).await.is_err() {
+            return client_gone(ctx);
+        }
+    }
+    if let Some(kind) = cut {
+        count_error(state, ctx, kind);
+        ctx.error = Some("stream_cut");
+        let body = openai_error_body(
+            &format!("The upstream stream ended before it was complete ({}).", kind.label()),
+            "server_error",
+            None,
+            None,
+        );
+        let event = Bytes::from([b"data: ".as_slice(), &body, b"\n\n"].concat());
+        if session.write_response_body(Some(event), false).await.is_err() {
+            return client_gone(ctx);
+        }
+    }
+    if session.write_response_body(None, true).await.is_err() {
+        client_gone(ctx);
+    }
+}
+
+fn client_gone(ctx: &mut RequestCtx) {
+    ctx.status = 499;
+    ctx.error = Some("client_disconnected");
+}
+
+fn count_error(state: &GatewayState, ctx: &RequestCtx, kind: UpstreamErrorKind) {
+    let provider = ctx.provider.as_deref().unwrap_or("none");
+    state.metrics.upstream_errors.with_label_values(&[provider, kind.label()]).inc();
+}
+
+/// What to do with one event.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Forward,
+    Drop,
+    Done,
+}
+
+fn inspect(event: &[u8], client_wants_usage: bool, usage: &mut Option<Usage>) -> Action {
+    let Some(data) = event_data(event) else {
+        return Action::Forward; // comments such as `: keep-alive`
+    };
+    if data.starts_with(b"[DONE]") {
+        return Action::Done;
+    }
+    if !contains(&data, b"usage") || contains(&data, b"\"usage\":null") {
+        return Action::Forward;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&data) else {
+        return Action::Forward;
+    };
+    if let Some(u) = usage_value(&v) {
+        *usage = Some(u);
+        if !client_wants_usage && v["choices"].as_array().is_some_and(|c| c.is_empty()) {
+            return Action::Drop;
+        }
+    }
+    Action::Forward
+}
+
+/// The `data` of an event (data lines joined by `\n`), `None` when it has none.
+fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for line in event.split(|&b| b == b'\n' || b == b'\r') {
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            match &mut data {
+                Some(d) => {
+                    d.push(b'\n');
+                    d.extend_from_slice(rest);
+                }
+                None => data = Some(rest.to_vec()),
+            }
+        }
+    }
+    data
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn usage_value(v: &Value) -> Option<Usage> {
+    let u = v.get("usage")?.as_object()?;
+    let prompt = u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
+    let completion = u
+        .get("completion_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| u.get("total_tokens").and_then(Value::as_u64).unwrap_or(prompt).saturating_sub(prompt));
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+    })
+}
+
+/// Usage of a complete JSON answer.
+fn usage_of(body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        usage: Option<Value>,
+    }
+    let only: Only = serde_json::from_slice(body).ok()?;
+    usage_value(&serde_json::json!({"usage": only.usage?}))
+}
+
+/// An upstream error body in the OpenAI shape with all four keys.
+fn normalise_error(status: u16, body: &[u8]) -> Bytes {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let err = v.get("error").filter(|e| e.is_object()).unwrap_or(&v);
+    let text = String::from_utf8_lossy(&body[..body.len().min(1000)]).into_owned();
+    let message = err["message"].as_str().map(str::to_string).unwrap_or(text);
+    let default_type = if status >= 500 { "server_error" } else { "invalid_request_error" };
+    let etype = err["type"].as_str().unwrap_or(default_type);
+    let param = err["param"].as_str();
+    let code = match &err["code"] {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    openai_error_body(&message, etype, param, code.as_deref())
+}
+
+/// Splits a byte stream into SSE events, each ending with its blank line.
+#[derive(Default)]
+struct EventSplitter {
+    buf: BytesMut,
+}
+
+impl EventSplitter {
+    fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    fn next_event(&mut self) -> Option<Bytes> {
+        let b = &self.buf;
+        let end = (0..b.len()).find_map(|i| match b[i] {
+            b'\n' if b.get(i + 1) == Some(&b'\n') => Some(i + 2),
+            b'\r' if b[i..].starts_with(b"\r\n\r\n") => Some(i + 4),
+            b'\r' if b.get(i + 1) == Some(&b'\r') => Some(i + 2),
+            _ => None,
+        })?;
+        Some(self.buf.split_to(end).freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_events_across_chunks() {
+        let mut s = EventSplitter::default();
+        s.push(b": keep-alive\n\ndata: {\"a\":");
+        assert_eq!(s.next_event().as_deref(), Some(&b": keep-alive\n\n"[..]));
+        assert!(s.next_event().is_none());
+        s.push(b"1}\r\n\r\ndata: [DONE]\n\n");
+        assert_eq!(s.next_event().as_deref(), Some(&b"data: {\"a\":1}\r\n\r\n"[..]));
+        assert_eq!(s.next_event().as_deref(), Some(&b"data: [DONE]\n\n"[..]));
+    }
+
+    #[test]
+    fn usage_chunk_counted_and_dropped_unless_asked() {
+        let chunk = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n";
+        let mut usage = None;
+        assert_eq!(inspect(chunk, false, &mut usage), Action::Drop);
+        assert_eq!(usage, Some(Usage { prompt_tokens: 5, completion_tokens: 2 }));
+        assert_eq!(inspect(chunk, true, &mut usage), Action::Forward);
+        let normal = b"data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n";
+        assert_eq!(inspect(normal, false, &mut usage), Action::Forward);
+        assert_eq!(inspect(b"data: [DONE]\n\n", false, &mut usage), Action::Done);
+        assert_eq!(inspect(b": ping\n\n", false, &mut usage), Action::Forward);
+    }
+
+    #[test]
+    fn normalises_azure_errors() {
+        let b = normalise_error(429, br#"{"error":{"code":"429","message":"Requests ... exceeded token rate limit"}}"#);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"]["code"], "429");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["param"].is_null());
+        let b = normalise_error(502, b"<html>bad gateway</html>");
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"]["message"], "<html>bad gateway</html>");
+        assert_eq!(v["error"]["type"], "server_error");
+    }
+
+    #[test]
+    fn usage_from_json_body() {
+        let u = usage_of(br#"{"id":"x","usage":{"prompt_tokens":8,"total_tokens":8}}"#).unwrap();
+        assert_eq!(u, Usage { prompt_tokens: 8, completion_tokens: 0 });
+        assert!(usage_of(b"{}").is_none());
+    }
+}

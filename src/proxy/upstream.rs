@@ -1,0 +1,115 @@
+//! Upstream phase: send the request to the model's deployments in order, failing over on a
+//! connect error, timeout, 429 or 5xx while the retry budget lasts. The client sees one
+//! answer: the first success, or the last failure.
+
+use super::body::AiRequest;
+use super::RequestCtx;
+use crate::config::runtime::{Deployment, ModelRoute, Target};
+use crate::config::Runtime;
+use crate::errors::GatewayError;
+use crate::providers::http::{HttpCall, Timeouts};
+use crate::providers::{UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
+use crate::state::GatewayState;
+use std::time::Instant;
+
+/// Carry out one deployment's request.
+async fn attempt(state: &GatewayState, rt: &Runtime, d: &Deployment, req: &AiRequest) -> Result<UpstreamResponse, UpstreamFailure> {
+    match &d.provider.target {
+        Target::Mock(mock) => Ok(mock.call(req, &d.model).await),
+        Target::Http { base, headers } => {
+            let mut h: Vec<(String, String)> = Vec::with_capacity(headers.len() + 4);
+            h.push(("content-type".into(), "application/json".into()));
+            let accept = if req.stream { "text/event-stream" } else { "application/json" };
+            h.push(("accept".into(), accept.into()));
+            h.push(("user-agent".into(), concat!("ai-rate-limiter/", env!("CARGO_PKG_VERSION")).into()));
+            if let Some(key) = &d.api_key {
+                h.push(("authorization".into(), format!("Bearer {}", key.expose())));
+            }
+            h.extend(headers.iter().cloned());
+            let u = &rt.config.upstream;
+            state
+                .http
+                .send(HttpCall {
+                    base,
+                    path: req.endpoint.path(),
+                    headers: h,
+                    body: req.upstream_body(&d.model),
+                    timeouts: Timeouts {
+                        connect: u.connect_timeout,
+                        read: u.read_timeout,
+                        idle: u.idle_timeout,
+                    },
+                })
+                .await
+        }
+    }
+}
+
+/// Try the deployments of `route`; returns the response to relay.
+pub async fn call(
+    state: &GatewayState,
+    rt: &Runtime,
+    route: &ModelRoute,
+    req: &AiRequest,
+    ctx: &mut RequestCtx,
+) -> Result<UpstreamResponse, GatewayError> {
+    let routing = &rt.config.routing;
+    let mut attempts = route.attempts(routing.strategy, routing.retries).peekable();
+    let mut last_failure: Option<UpstreamFailure> = None;
+    while let Some(d) = attempts.next() {
+        let is_last = attempts.peek().is_none();
+        ctx.attempts += 1;
+        ctx.provider = Some(d.provider.name.clone());
+        let sent = Instant::now();
+        let failure = match attempt(state, rt, d, req).await {
+            Ok(resp) => {
+                let ttfb = sent.elapsed();
+                ctx.upstream_ttfb = Some(ttfb);
+                state
+                    .metrics
+                    .ttfb
+                    .with_label_values(&[&*route.name, &*d.provider.name])
+                    .observe(ttfb.as_secs_f64());
+                let kind = match resp.status {
+                    429 => UpstreamErrorKind::Status429,
+                    500..=599 => UpstreamErrorKind::Status5xx,
+                    _ => return Ok(resp),
+                };
+                if is_last {
+                    record(state, d, kind);
+                    return Ok(resp);
+                }
+                UpstreamFailure::new(kind, format!("status {}", resp.status))
+            }
+            Err(f) => f,
+        };
+        record(state, d, failure.kind);
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            model = %route.name,
+            provider = %d.provider.name,
+            kind = failure.kind.label(),
+            detail = %failure.detail,
+            "upstream attempt failed{}",
+            if is_last { "" } else { ", failing over" }
+        );
+        last_failure = Some(failure);
+    }
+    let attempts = ctx.attempts;
+    Err(match last_failure.map(|f| f.kind) {
+        Some(UpstreamErrorKind::Timeout) => GatewayError::UpstreamTimeout,
+        Some(kind) => GatewayError::UpstreamUnavailable(format!(
+            "{attempts} attempt(s) failed, the last with {}",
+            kind.label()
+        )),
+        None => GatewayError::NoDeployment(route.name.to_string()),
+    })
+}
+
+fn record(state: &GatewayState, d: &Deployment, kind: UpstreamErrorKind) {
+    state
+        .metrics
+        .upstream_errors
+        .with_label_values(&[&*d.provider.name, kind.label()])
+        .inc();
+}

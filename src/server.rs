@@ -1,0 +1,157 @@
+//! Assembling a gateway process: the proxy service, the admin service, the config reloader
+//! and the shutdown drainer, on one Pingora [`Server`]. Used by `main` and by tests.
+
+use crate::admin::AdminApp;
+use crate::config::reload::{Overrides, Reloader};
+use crate::config::{Config, Runtime};
+use crate::metrics::Metrics;
+use crate::providers::http::HttpClient;
+use crate::proxy::Gateway;
+use crate::state::GatewayState;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use base64::Engine;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What `run` needs.
+pub struct ServeOptions {
+    pub config: Config,
+    /// The file to watch for reloads (none: no reloading).
+    pub config_path: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+/// Build the server with all services added; call `run_forever` on it.
+pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
+    let ServeOptions {
+        mut config,
+        config_path,
+        overrides,
+    } = opts;
+    overrides.apply(&mut config);
+    let ca_bundle = match &config.upstream.extra_ca_file {
+        Some(extra) => Some(write_ca_bundle(extra)?),
+        None => None,
+    };
+    let threads = match config.server.threads {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        n => n,
+    };
+    let grace = config.server.shutdown_grace_period;
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(grace.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: config.upstream.pool_size,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let metrics = Metrics::new();
+    metrics.config_generation.set(1);
+    let state = Arc::new(GatewayState {
+        http: Arc::new(HttpClient::new(config.upstream.pool_size, ca_bundle)),
+        metrics,
+        runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),
+    });
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway { state: state.clone() },
+        "proxy",
+    );
+    match &config.server.tls {
+        Some(tls) => proxy
+            .add_tls(
+                &config.server.listen,
+                &tls.cert_file.display().to_string(),
+                &tls.key_file.display().to_string(),
+            )
+            .map_err(|e| format!("server.tls: {e}"))?,
+        None => proxy.add_tcp(&config.server.listen),
+    }
+    server.add_service(proxy);
+
+    let mut admin = Service::new("admin".to_string(), HttpServer::new_app(AdminApp { state: state.clone() }));
+    admin.add_tcp(&config.server.metrics_listen);
+    admin.threads = Some(1);
+    server.add_service(admin);
+
+    if let Some(path) = config_path {
+        server.add_service(background_service(
+            "config reload",
+            Reloader {
+                state: state.clone(),
+                path,
+                overrides,
+            },
+        ));
+    }
+    server.add_service(background_service("shutdown drainer", Drainer { state, grace }));
+    Ok(server)
+}
+
+/// After SIGTERM, Pingora stops accepting and waits its whole grace period. The drainer
+/// ends the process as soon as no request is in flight, so an idle gateway stops at once
+/// while in-flight streams still get up to the grace period to finish.
+struct Drainer {
+    state: Arc<GatewayState>,
+    grace: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for Drainer {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        let started = Instant::now();
+        tracing::info!(grace = ?self.grace, "shutting down: waiting for in-flight requests");
+        let mut idle_checks = 0;
+        while started.elapsed() < self.grace {
+            if self.state.metrics.in_flight.get() == 0 {
+                idle_checks += 1;
+                if idle_checks >= 3 {
+                    break;
+                }
+            } else {
+                idle_checks = 0;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!(in_flight = self.state.metrics.in_flight.get(), "shutdown complete");
+        std::process::exit(0);
+    }
+}
+
+/// Write a PEM bundle of the system roots plus `extra` and return its path: the upstream
+/// connector takes one CA file, and the extra CA must add to the system roots, not replace
+/// them.
+fn write_ca_bundle(extra: &PathBuf) -> Result<String, String> {
+    let extra_pem = std::fs::read_to_string(extra).map_err(|e| format!("upstream.extra_ca_file: {e}"))?;
+    let mut pem = String::new();
+    let native = pingora::tls::load_native_certs().map_err(|e| format!("loading system CA roots: {e}"))?;
+    for cert in native {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem.push_str(&extra_pem);
+    let path = std::env::temp_dir().join(format!("ai-rate-limiter-ca-{}.pem", std::process::id()));
+    std::fs::write(&path, pem).map_err(|e| format!("writing CA bundle {}: {e}", path.display()))?;
+    Ok(path.display().to_string())
+}
