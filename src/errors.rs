@@ -124,7 +124,12 @@ impl GatewayError {
 
     /// The OpenAI error body.
     pub fn body(&self) -> Bytes {
-        openai_error_body(&self.to_string(), self.error_type(), self.param(), self.code())
+        openai_error_body(
+            &self.to_string(),
+            self.error_type(),
+            self.param(),
+            self.code(),
+        )
     }
 }
 
@@ -135,7 +140,8 @@ pub fn openai_error_body(
     param: Option<&str>,
     code: Option<&str>,
 ) -> Bytes {
-    let v = json!({"error": {"message": message, "type": error_type, "param": param, "code": code}});
+    let v =
+        json!({"error": {"message": message, "type": error_type, "param": param, "code": code}});
     Bytes::from(v.to_string())
 }
 
@@ -164,6 +170,9 @@ mod tests {
         assert_eq!(GatewayError::InvalidApiKey.status(), 401);
         assert_eq!(GatewayError::PayloadTooLarge { limit: 1 }.status(), 413);
         assert_eq!(GatewayError::UpstreamTimeout.status(), 504);
-        assert_eq!(GatewayError::NoDeployment("m".into()).should_retry(), Some(false));
+        assert_eq!(
+            GatewayError::NoDeployment("m".into()).should_retry(),
+            Some(false)
+        );
     }
 }

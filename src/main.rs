@@ -41,7 +41,10 @@ fn main() -> ExitCode {
             let server = match build_server(ServeOptions {
                 config,
                 config_path: Some(path),
-                overrides: Overrides { listen, metrics_listen },
+                overrides: Overrides {
+                    listen,
+                    metrics_listen,
+                },
             }) {
                 Ok(s) => s,
                 Err(e) => {
@@ -49,7 +52,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            tracing::info!(version = env!("CARGO_PKG_VERSION"), "ai-rate-limiter starting");
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                "ai-rate-limiter starting"
+            );
             server.run_forever()
         }
     }

@@ -3,7 +3,8 @@
 //! consumer key or free-form text ever becomes a label.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -19,20 +20,27 @@ pub struct Metrics {
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
 ];
 
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("gateway_requests_total", "Requests answered, by model, provider, endpoint and status class."),
+            Opts::new(
+                "gateway_requests_total",
+                "Requests answered, by model, provider, endpoint and status class.",
+            ),
             &["model", "provider", "endpoint", "status_class"],
         )
         .expect("valid metric");
         let duration = HistogramVec::new(
-            HistogramOpts::new("gateway_request_duration_seconds", "Time from request start to the end of the response.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "gateway_request_duration_seconds",
+                "Time from request start to the end of the response.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["model", "provider", "endpoint"],
         )
         .expect("valid metric");
@@ -46,27 +54,44 @@ impl Metrics {
         )
         .expect("valid metric");
         let tokens = IntCounterVec::new(
-            Opts::new("gateway_tokens_total", "Tokens reported by upstream usage, by kind (prompt, completion)."),
+            Opts::new(
+                "gateway_tokens_total",
+                "Tokens reported by upstream usage, by kind (prompt, completion).",
+            ),
             &["model", "provider", "kind"],
         )
         .expect("valid metric");
-        let in_flight = IntGauge::new("gateway_requests_in_flight", "Requests being served now.").expect("valid metric");
+        let in_flight = IntGauge::new("gateway_requests_in_flight", "Requests being served now.")
+            .expect("valid metric");
         let upstream_errors = IntCounterVec::new(
-            Opts::new("gateway_upstream_errors_total", "Failed upstream attempts, by provider and kind."),
+            Opts::new(
+                "gateway_upstream_errors_total",
+                "Failed upstream attempts, by provider and kind.",
+            ),
             &["provider", "kind"],
         )
         .expect("valid metric");
         let config_reloads = IntCounterVec::new(
-            Opts::new("gateway_config_reloads_total", "Config reload attempts, by result (success, failure)."),
+            Opts::new(
+                "gateway_config_reloads_total",
+                "Config reload attempts, by result (success, failure).",
+            ),
             &["result"],
         )
         .expect("valid metric");
-        let config_generation =
-            IntGauge::new("gateway_config_generation", "Generation of the config snapshot in use (1 at start).")
-                .expect("valid metric");
-        let build_info = IntGaugeVec::new(Opts::new("gateway_build_info", "Version of the running gateway."), &["version"])
-            .expect("valid metric");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let config_generation = IntGauge::new(
+            "gateway_config_generation",
+            "Generation of the config snapshot in use (1 at start).",
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("gateway_build_info", "Version of the running gateway."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),

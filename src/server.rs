@@ -41,7 +41,9 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         None => None,
     };
     let threads = match config.server.threads {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
         n => n,
     };
     let grace = config.server.shutdown_grace_period;
@@ -65,7 +67,9 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway { state: state.clone() },
+        Gateway {
+            state: state.clone(),
+        },
         "proxy",
     );
     match &config.server.tls {
@@ -80,7 +84,12 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     }
     server.add_service(proxy);
 
-    let mut admin = Service::new("admin".to_string(), HttpServer::new_app(AdminApp { state: state.clone() }));
+    let mut admin = Service::new(
+        "admin".to_string(),
+        HttpServer::new_app(AdminApp {
+            state: state.clone(),
+        }),
+    );
     admin.add_tcp(&config.server.metrics_listen);
     admin.threads = Some(1);
     server.add_service(admin);
@@ -95,7 +104,10 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
             },
         ));
     }
-    server.add_service(background_service("shutdown drainer", Drainer { state, grace }));
+    server.add_service(background_service(
+        "shutdown drainer",
+        Drainer { state, grace },
+    ));
     Ok(server)
 }
 
@@ -129,7 +141,10 @@ impl BackgroundService for Drainer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tracing::info!(in_flight = self.state.metrics.in_flight.get(), "shutdown complete");
+        tracing::info!(
+            in_flight = self.state.metrics.in_flight.get(),
+            "shutdown complete"
+        );
         std::process::exit(0);
     }
 }
@@ -138,9 +153,11 @@ impl BackgroundService for Drainer {
 /// connector takes one CA file, and the extra CA must add to the system roots, not replace
 /// them.
 fn write_ca_bundle(extra: &PathBuf) -> Result<String, String> {
-    let extra_pem = std::fs::read_to_string(extra).map_err(|e| format!("upstream.extra_ca_file: {e}"))?;
+    let extra_pem =
+        std::fs::read_to_string(extra).map_err(|e| format!("upstream.extra_ca_file: {e}"))?;
     let mut pem = String::new();
-    let native = pingora::tls::load_native_certs().map_err(|e| format!("loading system CA roots: {e}"))?;
+    let native =
+        pingora::tls::load_native_certs().map_err(|e| format!("loading system CA roots: {e}"))?;
     for cert in native {
         let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
         pem.push_str("-----BEGIN CERTIFICATE-----\n");

@@ -27,15 +27,25 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         match path.as_str() {
-            "/metrics" => reply(200, "text/plain; version=0.0.4", self.state.metrics.render()),
-            "/health" | "/healthz" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
+            "/metrics" => reply(
+                200,
+                "text/plain; version=0.0.4",
+                self.state.metrics.render(),
+            ),
+            "/health" | "/healthz" => {
+                reply(200, "application/json", br#"{"status":"ok"}"#.to_vec())
+            }
             "/ready" | "/readyz" => {
                 let rt = self.state.runtime.load();
                 let body = json!({"status": "ready", "config_generation": rt.generation,
                                   "models": rt.listed_models.len()});
                 reply(200, "application/json", body.to_string().into_bytes())
             }
-            _ => reply(404, "application/json", br#"{"error":"not found"}"#.to_vec()),
+            _ => reply(
+                404,
+                "application/json",
+                br#"{"error":"not found"}"#.to_vec(),
+            ),
         }
     }
 }

@@ -45,8 +45,15 @@ fn walk(
         }
         Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
-                let key = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
-                let child = if path.is_empty() { key } else { format!("{path}.{key}") };
+                let key = k
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{k:?}"));
+                let child = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
                 walk(v, child, env, problems);
             }
         }
@@ -123,7 +130,9 @@ mod tests {
         assert_eq!(expand("${EMPTY:-dflt}", &env).unwrap(), "dflt");
         assert_eq!(expand("${NOPE:-}", &env).unwrap(), "");
         assert_eq!(expand("cost $$5", &env).unwrap(), "cost $5");
-        assert!(expand("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
+        assert!(expand("${NOPE}", &env)
+            .unwrap_err()
+            .contains("NOPE is not set"));
         assert!(expand("${KEY", &env).is_err());
     }
 

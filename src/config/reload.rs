@@ -54,7 +54,9 @@ impl Reloader {
                     tracing::warn!(fields = ?restart_only, "config reload: these settings change only at restart");
                 }
                 let generation = old.generation + 1;
-                self.state.runtime.store(Arc::new(Runtime::build(config, generation)));
+                self.state
+                    .runtime
+                    .store(Arc::new(Runtime::build(config, generation)));
                 m.config_reloads.with_label_values(&["success"]).inc();
                 m.config_generation.set(generation as i64);
                 tracing::info!(trigger, generation, "config reloaded");
@@ -62,7 +64,10 @@ impl Reloader {
             }
             Err(e) => {
                 m.config_reloads.with_label_values(&["failure"]).inc();
-                tracing::error!(trigger, "config reload failed, keeping the previous config: {e}");
+                tracing::error!(
+                    trigger,
+                    "config reload failed, keeping the previous config: {e}"
+                );
                 false
             }
         }
@@ -77,7 +82,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.logging != new.logging {
         out.push("logging");
     }
-    if old.upstream.pool_size != new.upstream.pool_size || old.upstream.extra_ca_file != new.upstream.extra_ca_file {
+    if old.upstream.pool_size != new.upstream.pool_size
+        || old.upstream.extra_ca_file != new.upstream.extra_ca_file
+    {
         out.push("upstream.pool_size/extra_ca_file");
     }
     out

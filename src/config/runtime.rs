@@ -49,7 +49,11 @@ pub struct ModelRoute {
 
 impl ModelRoute {
     /// The deployments to try for one request, in order: at most `retries + 1`, each once.
-    pub fn attempts(&self, strategy: RoutingStrategy, retries: u32) -> impl Iterator<Item = &Deployment> {
+    pub fn attempts(
+        &self,
+        strategy: RoutingStrategy,
+        retries: u32,
+    ) -> impl Iterator<Item = &Deployment> {
         let n = self.deployments.len();
         let start = match strategy {
             RoutingStrategy::RoundRobin if n > 1 => self.next.fetch_add(1, Ordering::Relaxed) % n,
@@ -81,7 +85,9 @@ impl Runtime {
             .iter()
             .flat_map(|c| {
                 let name: Arc<str> = c.name.as_str().into();
-                c.keys.iter().map(move |k| (key_digest(k.expose()), name.clone()))
+                c.keys
+                    .iter()
+                    .map(move |k| (key_digest(k.expose()), name.clone()))
             })
             .collect();
         let providers: HashMap<&str, Arc<Provider>> = config
@@ -89,12 +95,20 @@ impl Runtime {
             .iter()
             .map(|p| {
                 let target = match p.kind {
-                    ProviderKind::Mock => Target::Mock(MockProvider::new(p.mock.clone().unwrap_or_default())),
+                    ProviderKind::Mock => {
+                        Target::Mock(MockProvider::new(p.mock.clone().unwrap_or_default()))
+                    }
                     _ => Target::Http {
                         // Validation has parsed it already.
                         base: BaseUrl::parse(p.base_url.as_deref().unwrap_or(OPENAI_BASE_URL))
-                            .unwrap_or_else(|_| BaseUrl::parse(OPENAI_BASE_URL).expect("constant URL")),
-                        headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                            .unwrap_or_else(|_| {
+                                BaseUrl::parse(OPENAI_BASE_URL).expect("constant URL")
+                            }),
+                        headers: p
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
                     },
                 };
                 (
@@ -107,8 +121,11 @@ impl Runtime {
                 )
             })
             .collect();
-        let key_of: HashMap<&str, &Option<Secret>> =
-            config.providers.iter().map(|p| (p.name.as_str(), &p.api_key)).collect();
+        let key_of: HashMap<&str, &Option<Secret>> = config
+            .providers
+            .iter()
+            .map(|p| (p.name.as_str(), &p.api_key))
+            .collect();
         let mut models = HashMap::new();
         let mut listed_models = Vec::new();
         for m in &config.models {
@@ -117,7 +134,10 @@ impl Runtime {
                 .iter()
                 .filter_map(|d| {
                     let provider = providers.get(d.provider.as_str())?.clone();
-                    let api_key = d.api_key.clone().or_else(|| key_of.get(d.provider.as_str()).and_then(|k| (*k).clone()));
+                    let api_key = d
+                        .api_key
+                        .clone()
+                        .or_else(|| key_of.get(d.provider.as_str()).and_then(|k| (*k).clone()));
                     // A key that is present but empty (an unset `${VAR:-}`) switches it off.
                     if api_key.as_ref().is_some_and(Secret::is_empty) {
                         return None;
@@ -149,7 +169,11 @@ impl Runtime {
                 },
             );
         }
-        let provider_names = config.providers.iter().map(|p| p.name.as_str().into()).collect();
+        let provider_names = config
+            .providers
+            .iter()
+            .map(|p| p.name.as_str().into())
+            .collect();
         Runtime {
             config,
             generation,
@@ -202,14 +226,26 @@ models:
 "#;
         let c = parse_str_with_env(yaml, "t", &|_| None).unwrap();
         let rt = Runtime::build(c, 1);
-        assert_eq!(rt.listed_models.iter().map(|m| &**m).collect::<Vec<_>>(), vec!["pool"]);
+        assert_eq!(
+            rt.listed_models.iter().map(|m| &**m).collect::<Vec<_>>(),
+            vec!["pool"]
+        );
         assert!(rt.model("gpt").unwrap().deployments.is_empty());
         let pool = rt.model("pool").unwrap();
-        let first: Vec<_> = pool.attempts(RoutingStrategy::RoundRobin, 5).map(|d| d.provider.name.to_string()).collect();
-        let second: Vec<_> = pool.attempts(RoutingStrategy::RoundRobin, 0).map(|d| d.provider.name.to_string()).collect();
+        let first: Vec<_> = pool
+            .attempts(RoutingStrategy::RoundRobin, 5)
+            .map(|d| d.provider.name.to_string())
+            .collect();
+        let second: Vec<_> = pool
+            .attempts(RoutingStrategy::RoundRobin, 0)
+            .map(|d| d.provider.name.to_string())
+            .collect();
         assert_eq!(first, vec!["m1", "m2"]);
         assert_eq!(second, vec!["m2"]);
-        let with_key = parse_str_with_env(yaml, "t", &|v| (v == "OPENAI_API_KEY").then(|| "sk-x".into())).unwrap();
+        let with_key = parse_str_with_env(yaml, "t", &|v| {
+            (v == "OPENAI_API_KEY").then(|| "sk-x".into())
+        })
+        .unwrap();
         assert_eq!(Runtime::build(with_key, 2).listed_models.len(), 2);
     }
 }

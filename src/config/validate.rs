@@ -39,7 +39,10 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
     }
     if let Some(f) = &u.extra_ca_file {
         if !f.is_file() {
-            p.add("upstream.extra_ca_file", format!("file {} does not exist", f.display()));
+            p.add(
+                "upstream.extra_ca_file",
+                format!("file {} does not exist", f.display()),
+            );
         }
     }
     if c.reload.poll_interval.as_millis() < 100 {
@@ -52,13 +55,19 @@ fn server(c: &Config, p: &mut Problems) {
     let s = &c.server;
     let listen = s.listen.parse::<SocketAddr>();
     if listen.is_err() {
-        p.add("server.listen", format!("{:?} is not an address such as 127.0.0.1:9080", s.listen));
+        p.add(
+            "server.listen",
+            format!("{:?} is not an address such as 127.0.0.1:9080", s.listen),
+        );
     }
     let metrics = s.metrics_listen.parse::<SocketAddr>();
     if metrics.is_err() {
         p.add(
             "server.metrics_listen",
-            format!("{:?} is not an address such as 127.0.0.1:9091", s.metrics_listen),
+            format!(
+                "{:?} is not an address such as 127.0.0.1:9091",
+                s.metrics_listen
+            ),
         );
     }
     if let (Ok(a), Ok(b)) = (listen, metrics) {
@@ -72,7 +81,10 @@ fn server(c: &Config, p: &mut Problems) {
     if let Some(tls) = &s.tls {
         for (name, f) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
             if !f.is_file() {
-                p.add(format!("server.tls.{name}"), format!("file {} does not exist", f.display()));
+                p.add(
+                    format!("server.tls.{name}"),
+                    format!("file {} does not exist", f.display()),
+                );
             }
         }
     }
@@ -87,7 +99,10 @@ fn consumers(c: &Config, p: &mut Problems) {
         if consumer.name.is_empty() {
             p.add(format!("{path}.name"), "must not be empty");
         } else if !names.insert(consumer.name.as_str()) {
-            p.add(format!("{path}.name"), format!("duplicate consumer name {:?}", consumer.name));
+            p.add(
+                format!("{path}.name"),
+                format!("duplicate consumer name {:?}", consumer.name),
+            );
         }
         for (j, key) in consumer.keys.iter().enumerate() {
             if key.is_empty() {
@@ -118,19 +133,31 @@ fn providers(c: &Config, p: &mut Problems) {
         if pr.name.is_empty() {
             p.add(format!("{path}.name"), "must not be empty");
         } else if !names.insert(pr.name.as_str()) {
-            p.add(format!("{path}.name"), format!("duplicate provider name {:?}", pr.name));
+            p.add(
+                format!("{path}.name"),
+                format!("duplicate provider name {:?}", pr.name),
+            );
         }
         match pr.kind {
             ProviderKind::Mock => {
                 if pr.base_url.is_some() {
-                    p.add(format!("{path}.base_url"), "a mock provider has no base_url");
+                    p.add(
+                        format!("{path}.base_url"),
+                        "a mock provider has no base_url",
+                    );
                 }
                 if let Some(m) = &pr.mock {
                     if !(m.tokens_per_second >= 0.0 && m.tokens_per_second.is_finite()) {
-                        p.add(format!("{path}.mock.tokens_per_second"), "must be a number >= 0");
+                        p.add(
+                            format!("{path}.mock.tokens_per_second"),
+                            "must be a number >= 0",
+                        );
                     }
                     if m.embedding_dimensions == 0 || m.embedding_dimensions > 8192 {
-                        p.add(format!("{path}.mock.embedding_dimensions"), "must be 1..=8192");
+                        p.add(
+                            format!("{path}.mock.embedding_dimensions"),
+                            "must be 1..=8192",
+                        );
                     }
                     if let Some(f) = &m.failure {
                         if !(400..=599).contains(&f.status) {
@@ -144,12 +171,16 @@ fn providers(c: &Config, p: &mut Problems) {
             }
             ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
                 if pr.mock.is_some() {
-                    p.add(format!("{path}.mock"), "only a mock provider takes mock settings");
+                    p.add(
+                        format!("{path}.mock"),
+                        "only a mock provider takes mock settings",
+                    );
                 }
                 match (&pr.base_url, pr.kind) {
-                    (None, ProviderKind::OpenaiCompatible) => {
-                        p.add(format!("{path}.base_url"), "required for kind openai-compatible")
-                    }
+                    (None, ProviderKind::OpenaiCompatible) => p.add(
+                        format!("{path}.base_url"),
+                        "required for kind openai-compatible",
+                    ),
                     (Some(url), _) => {
                         if let Err(e) = crate::providers::http::BaseUrl::parse(url) {
                             p.add(format!("{path}.base_url"), e);
@@ -162,9 +193,18 @@ fn providers(c: &Config, p: &mut Problems) {
         for name in pr.headers.keys() {
             let lower = name.to_ascii_lowercase();
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                p.add(format!("{path}.headers.{name}"), "is not a valid header name");
-            } else if ["authorization", "api-key", "x-api-key", "host", "content-length"]
-                .contains(&lower.as_str())
+                p.add(
+                    format!("{path}.headers.{name}"),
+                    "is not a valid header name",
+                );
+            } else if [
+                "authorization",
+                "api-key",
+                "x-api-key",
+                "host",
+                "content-length",
+            ]
+            .contains(&lower.as_str())
             {
                 p.add(
                     format!("{path}.headers.{name}"),
@@ -174,7 +214,10 @@ fn providers(c: &Config, p: &mut Problems) {
         }
         for (name, value) in &pr.headers {
             if http::HeaderValue::from_str(value).is_err() {
-                p.add(format!("{path}.headers.{name}"), "is not a valid header value");
+                p.add(
+                    format!("{path}.headers.{name}"),
+                    "is not a valid header value",
+                );
             }
         }
     }
@@ -188,10 +231,16 @@ fn models(c: &Config, p: &mut Problems) {
         if m.name.is_empty() {
             p.add(format!("{path}.name"), "must not be empty");
         } else if !names.insert(m.name.as_str()) {
-            p.add(format!("{path}.name"), format!("duplicate model name {:?}", m.name));
+            p.add(
+                format!("{path}.name"),
+                format!("duplicate model name {:?}", m.name),
+            );
         }
         if m.deployments.is_empty() {
-            p.add(format!("{path}.deployments"), "needs at least one deployment");
+            p.add(
+                format!("{path}.deployments"),
+                "needs at least one deployment",
+            );
         }
         for (j, d) in m.deployments.iter().enumerate() {
             if !providers.contains(d.provider.as_str()) {
@@ -201,7 +250,10 @@ fn models(c: &Config, p: &mut Problems) {
                 );
             }
             if d.model.as_deref() == Some("") {
-                p.add(format!("{path}.deployments[{j}].model"), "must not be empty");
+                p.add(
+                    format!("{path}.deployments[{j}].model"),
+                    "must not be empty",
+                );
             }
         }
     }
@@ -245,7 +297,10 @@ models:
             "models[1].deployments: needs",
         ];
         for e in expect {
-            assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "missing {e:?} in {got:#?}"
+            );
         }
         assert_eq!(got.len(), expect.len(), "{got:#?}");
     }
@@ -260,7 +315,9 @@ models:
 
     #[test]
     fn auth_needs_a_key_unless_switched_off() {
-        assert!(problems("{}").iter().any(|p| p.starts_with("consumers: auth is enabled")));
+        assert!(problems("{}")
+            .iter()
+            .any(|p| p.starts_with("consumers: auth is enabled")));
         assert!(problems("auth: {enabled: false}").is_empty());
     }
 }

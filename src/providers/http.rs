@@ -115,9 +115,13 @@ impl HttpClient {
         }
         let addr = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| UpstreamFailure::new(UpstreamErrorKind::Connect, format!("resolving {host}: {e}")))?
+            .map_err(|e| {
+                UpstreamFailure::new(UpstreamErrorKind::Connect, format!("resolving {host}: {e}"))
+            })?
             .next()
-            .ok_or_else(|| UpstreamFailure::new(UpstreamErrorKind::Connect, format!("{host} has no address")))?;
+            .ok_or_else(|| {
+                UpstreamFailure::new(UpstreamErrorKind::Connect, format!("{host} has no address"))
+            })?;
         if let Ok(mut cache) = self.dns.lock() {
             cache.insert(key, (Instant::now(), addr));
         }
@@ -125,7 +129,10 @@ impl HttpClient {
     }
 
     /// Send one request and read the response header.
-    pub async fn send(self: &Arc<Self>, call: HttpCall<'_>) -> Result<UpstreamResponse, UpstreamFailure> {
+    pub async fn send(
+        self: &Arc<Self>,
+        call: HttpCall<'_>,
+    ) -> Result<UpstreamResponse, UpstreamFailure> {
         let addr = self.resolve(&call.base.host, call.base.port).await?;
         let mut peer = HttpPeer::new(addr, call.base.tls, call.base.host.clone());
         peer.options.connection_timeout = Some(call.timeouts.connect);
@@ -136,8 +143,10 @@ impl HttpClient {
 
         let path = format!("{}{}", call.base.prefix, call.path);
         let mut req = RequestHeader::build("POST", path.as_bytes(), None).map_err(proto)?;
-        req.insert_header("host", call.base.authority.as_str()).map_err(proto)?;
-        req.insert_header("content-length", call.body.len().to_string()).map_err(proto)?;
+        req.insert_header("host", call.base.authority.as_str())
+            .map_err(proto)?;
+        req.insert_header("content-length", call.body.len().to_string())
+            .map_err(proto)?;
         for (k, v) in call.headers {
             req.insert_header(k, v).map_err(proto)?;
         }
@@ -155,9 +164,9 @@ impl HttpClient {
                 .map_err(|e| classify(&e, "connecting"))?;
             match exchange(&mut session, req.clone(), call.body.clone()).await {
                 Ok(()) => {
-                    let header = session
-                        .response_header()
-                        .ok_or_else(|| UpstreamFailure::new(UpstreamErrorKind::Protocol, "no response header"))?;
+                    let header = session.response_header().ok_or_else(|| {
+                        UpstreamFailure::new(UpstreamErrorKind::Protocol, "no response header")
+                    })?;
                     let get = |name: &str| {
                         header
                             .headers
@@ -186,7 +195,11 @@ impl HttpClient {
     }
 }
 
-async fn exchange(session: &mut HttpSession, req: Box<RequestHeader>, body: Bytes) -> pingora::Result<()> {
+async fn exchange(
+    session: &mut HttpSession,
+    req: Box<RequestHeader>,
+    body: Bytes,
+) -> pingora::Result<()> {
     session.write_request_header(req).await?;
     session.write_request_body(body, true).await?;
     session.finish_request_body().await?;
@@ -265,9 +278,15 @@ mod tests {
     #[test]
     fn parses_base_urls() {
         let b = BaseUrl::parse("https://api.openai.com/v1/").unwrap();
-        assert_eq!((b.tls, b.host.as_str(), b.port, b.prefix.as_str()), (true, "api.openai.com", 443, "/v1"));
+        assert_eq!(
+            (b.tls, b.host.as_str(), b.port, b.prefix.as_str()),
+            (true, "api.openai.com", 443, "/v1")
+        );
         let b = BaseUrl::parse("http://127.0.0.1:8000").unwrap();
-        assert_eq!((b.tls, b.port, b.prefix.as_str(), b.authority.as_str()), (false, 8000, "", "127.0.0.1:8000"));
+        assert_eq!(
+            (b.tls, b.port, b.prefix.as_str(), b.authority.as_str()),
+            (false, 8000, "", "127.0.0.1:8000")
+        );
         let b = BaseUrl::parse("http://[::1]:8000/v1").unwrap();
         assert_eq!(b.host, "::1");
         assert!(BaseUrl::parse("ftp://x").is_err());

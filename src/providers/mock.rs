@@ -17,8 +17,26 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 const WORDS: &[&str] = &[
-    "the", "gateway", "answers", "quickly", "and", "counts", "every", "token", "while", "limits",
-    "hold", "across", "instances", "so", "nothing", "is", "lost", "mock", "reply", "stream",
+    "the",
+    "gateway",
+    "answers",
+    "quickly",
+    "and",
+    "counts",
+    "every",
+    "token",
+    "while",
+    "limits",
+    "hold",
+    "across",
+    "instances",
+    "so",
+    "nothing",
+    "is",
+    "lost",
+    "mock",
+    "reply",
+    "stream",
 ];
 
 /// Most tokens one mock answer will produce.
@@ -70,8 +88,12 @@ impl MockProvider {
         let prompt = prompt_of(req);
         match req.endpoint {
             Endpoint::Embeddings => json_response(self.embeddings(req, model, &prompt)),
-            Endpoint::ChatCompletions | Endpoint::Completions if req.stream => self.stream(req, model, &prompt),
-            Endpoint::ChatCompletions | Endpoint::Completions => json_response(self.completion(req, model, &prompt)),
+            Endpoint::ChatCompletions | Endpoint::Completions if req.stream => {
+                self.stream(req, model, &prompt)
+            }
+            Endpoint::ChatCompletions | Endpoint::Completions => {
+                json_response(self.completion(req, model, &prompt))
+            }
         }
     }
 
@@ -84,7 +106,8 @@ impl MockProvider {
         let seed = u64::from_le_bytes(prompt.digest[..8].try_into().unwrap_or_default());
         let words = (0..count)
             .map(|i| {
-                let w = WORDS[((seed.wrapping_add(i.wrapping_mul(31))) % WORDS.len() as u64) as usize];
+                let w =
+                    WORDS[((seed.wrapping_add(i.wrapping_mul(31))) % WORDS.len() as u64) as usize];
                 if i == 0 {
                     w.to_string()
                 } else {
@@ -121,8 +144,16 @@ impl MockProvider {
     fn stream(&self, req: &AiRequest, model: &str, prompt: &Prompt) -> UpstreamResponse {
         let (words, finish) = self.completion_words(req, prompt);
         let chat = req.endpoint == Endpoint::ChatCompletions;
-        let id = if chat { format!("chatcmpl-{}", rand_id()) } else { format!("cmpl-{}", rand_id()) };
-        let object = if chat { "chat.completion.chunk" } else { "text_completion" };
+        let id = if chat {
+            format!("chatcmpl-{}", rand_id())
+        } else {
+            format!("cmpl-{}", rand_id())
+        };
+        let object = if chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
         let created = now();
         // The gateway always asks upstreams for the usage chunk (and drops it when the
         // client did not): the in-process mock answers as such an upstream would.
@@ -144,16 +175,22 @@ impl MockProvider {
         };
         let mut events = Vec::with_capacity(words.len() + 4);
         if chat {
-            events.push(chunk(delta_choice(json!({"role": "assistant", "content": ""}), "", Value::Null)));
+            events.push(chunk(delta_choice(
+                json!({"role": "assistant", "content": ""}),
+                "",
+                Value::Null,
+            )));
         }
         for w in &words {
             events.push(chunk(delta_choice(json!({"content": w}), w, Value::Null)));
         }
         events.push(chunk(delta_choice(json!({}), "", json!(finish))));
         if with_usage {
-            events.push(json!({"id": id, "object": object, "created": created, "model": model,
+            events.push(
+                json!({"id": id, "object": object, "created": created, "model": model,
                                "system_fingerprint": "fp_mock", "choices": [],
-                               "usage": usage(prompt.tokens(), words.len() as u64)}));
+                               "usage": usage(prompt.tokens(), words.len() as u64)}),
+            );
         }
         let mut frames: Vec<Bytes> = events
             .iter()
@@ -234,7 +271,10 @@ impl MockStream {
         }
         if self.cut_at == Some(self.next) {
             self.next = self.frames.len();
-            return Err(UpstreamFailure::new(UpstreamErrorKind::StreamCut, "mock stream cut (failure injection)"));
+            return Err(UpstreamFailure::new(
+                UpstreamErrorKind::StreamCut,
+                "mock stream cut (failure injection)",
+            ));
         }
         self.next += 1;
         Ok(Some(self.frames[self.next - 1].clone()))
@@ -243,15 +283,29 @@ impl MockStream {
 
 fn failure(status: u16, retry_after: Option<u64>) -> UpstreamResponse {
     let (message, etype, code) = match status {
-        429 => ("Rate limit reached for mock (failure injection).", "requests", Some("rate_limit_exceeded")),
-        500..=599 => ("The mock server had an error (failure injection).", "server_error", None),
-        _ => ("The mock rejected the request (failure injection).", "invalid_request_error", None),
+        429 => (
+            "Rate limit reached for mock (failure injection).",
+            "requests",
+            Some("rate_limit_exceeded"),
+        ),
+        500..=599 => (
+            "The mock server had an error (failure injection).",
+            "server_error",
+            None,
+        ),
+        _ => (
+            "The mock rejected the request (failure injection).",
+            "invalid_request_error",
+            None,
+        ),
     };
     UpstreamResponse {
         status,
         content_type: Some("application/json".into()),
         retry_after: retry_after.map(|s| s.to_string()),
-        body: UpstreamBody::Full(Some(crate::errors::openai_error_body(message, etype, None, code))),
+        body: UpstreamBody::Full(Some(crate::errors::openai_error_body(
+            message, etype, None, code,
+        ))),
     }
 }
 
@@ -273,7 +327,10 @@ fn mock_info(p: &Prompt) -> Value {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn rand_id() -> String {
@@ -316,10 +373,14 @@ fn prompt_of(req: &AiRequest) -> Prompt {
 
 /// A `prompt`/`input` value as a list of strings (token arrays are rendered as text).
 fn inputs_of(raw: Option<&serde_json::value::RawValue>) -> Vec<String> {
-    let v: Value = raw.and_then(|r| serde_json::from_str(r.get()).ok()).unwrap_or(Value::Null);
+    let v: Value = raw
+        .and_then(|r| serde_json::from_str(r.get()).ok())
+        .unwrap_or(Value::Null);
     match v {
         Value::String(s) => vec![s],
-        Value::Array(items) if items.iter().all(|i| i.is_number()) => vec![Value::Array(items).to_string()],
+        Value::Array(items) if items.iter().all(|i| i.is_number()) => {
+            vec![Value::Array(items).to_string()]
+        }
         Value::Array(items) => items
             .into_iter()
             .map(|i| match i {
@@ -349,7 +410,12 @@ fn embed(input: &str, dims: usize) -> Vec<f32> {
         }
         block += 1;
     }
-    let norm = out.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = out
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     out.iter_mut().for_each(|x| *x /= norm);
     out
 }
@@ -371,16 +437,28 @@ mod tests {
     #[tokio::test]
     async fn chat_is_deterministic_with_exact_usage() {
         let m = MockProvider::new(MockConfig::default());
-        let r = req(Endpoint::ChatCompletions, r#"{"model":"x","messages":[{"role":"user","content":"hello there"}]}"#);
+        let r = req(
+            Endpoint::ChatCompletions,
+            r#"{"model":"x","messages":[{"role":"user","content":"hello there"}]}"#,
+        );
         let a = body_json(m.call(&r, "up").await).await;
         let b = body_json(m.call(&r, "up").await).await;
-        assert_eq!(a["choices"][0]["message"]["content"], b["choices"][0]["message"]["content"]);
+        assert_eq!(
+            a["choices"][0]["message"]["content"],
+            b["choices"][0]["message"]["content"]
+        );
         assert_eq!(a["usage"]["completion_tokens"], 16);
         assert_eq!(a["usage"]["prompt_tokens"], 3);
         assert_eq!(a["usage"]["total_tokens"], 19);
         assert_eq!(a["model"], "up");
-        assert_eq!(a["mock"]["prompt_sha256"], hex::encode(Sha256::digest(b"hello there")));
-        let short = req(Endpoint::ChatCompletions, r#"{"model":"x","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}"#);
+        assert_eq!(
+            a["mock"]["prompt_sha256"],
+            hex::encode(Sha256::digest(b"hello there"))
+        );
+        let short = req(
+            Endpoint::ChatCompletions,
+            r#"{"model":"x","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
         let c = body_json(m.call(&short, "up").await).await;
         assert_eq!(c["choices"][0]["finish_reason"], "length");
         assert_eq!(c["usage"]["completion_tokens"], 2);
@@ -389,7 +467,11 @@ mod tests {
     #[tokio::test]
     async fn failure_every_nth() {
         let m = MockProvider::new(MockConfig {
-            failure: Some(MockFailure { status: 429, every: 2, retry_after_secs: Some(3) }),
+            failure: Some(MockFailure {
+                status: 429,
+                every: 2,
+                retry_after_secs: Some(3),
+            }),
             ..MockConfig::default()
         });
         let r = req(Endpoint::Completions, r#"{"model":"x","prompt":"p"}"#);
@@ -401,8 +483,14 @@ mod tests {
 
     #[tokio::test]
     async fn stream_frames_and_cut() {
-        let m = MockProvider::new(MockConfig { cut_stream_after_tokens: Some(2), ..MockConfig::default() });
-        let r = req(Endpoint::ChatCompletions, r#"{"model":"x","stream":true,"messages":[{"role":"user","content":"hi"}]}"#);
+        let m = MockProvider::new(MockConfig {
+            cut_stream_after_tokens: Some(2),
+            ..MockConfig::default()
+        });
+        let r = req(
+            Endpoint::ChatCompletions,
+            r#"{"model":"x","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
         let mut resp = m.call(&r, "x").await;
         assert!(resp.is_event_stream());
         let mut got = vec![];
@@ -420,11 +508,33 @@ mod tests {
     #[tokio::test]
     async fn embeddings_base64_matches_float() {
         let m = MockProvider::new(MockConfig::default());
-        let f = body_json(m.call(&req(Endpoint::Embeddings, r#"{"model":"e","input":["a","b"],"encoding_format":"float"}"#), "e").await).await;
-        let b = body_json(m.call(&req(Endpoint::Embeddings, r#"{"model":"e","input":["a","b"],"encoding_format":"base64","dimensions":8}"#), "e").await).await;
+        let f = body_json(
+            m.call(
+                &req(
+                    Endpoint::Embeddings,
+                    r#"{"model":"e","input":["a","b"],"encoding_format":"float"}"#,
+                ),
+                "e",
+            )
+            .await,
+        )
+        .await;
+        let b = body_json(
+            m.call(
+                &req(
+                    Endpoint::Embeddings,
+                    r#"{"model":"e","input":["a","b"],"encoding_format":"base64","dimensions":8}"#,
+                ),
+                "e",
+            )
+            .await,
+        )
+        .await;
         assert_eq!(f["data"].as_array().unwrap().len(), 2);
         assert_eq!(f["data"][0]["embedding"].as_array().unwrap().len(), 64);
-        let raw = base64::engine::general_purpose::STANDARD.decode(b["data"][1]["embedding"].as_str().unwrap()).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b["data"][1]["embedding"].as_str().unwrap())
+            .unwrap();
         assert_eq!(raw.len(), 8 * 4);
     }
 }

@@ -6,7 +6,12 @@ use crate::metrics::status_class;
 use crate::state::GatewayState;
 use pingora::proxy::Session;
 
-pub fn finish(state: &GatewayState, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+pub fn finish(
+    state: &GatewayState,
+    session: &mut Session,
+    e: Option<&pingora::Error>,
+    ctx: &mut RequestCtx,
+) {
     if ctx.status == 0 {
         ctx.status = session
             .response_written()
@@ -30,10 +35,17 @@ pub fn finish(state: &GatewayState, session: &mut Session, e: Option<&pingora::E
         .with_label_values(&[model, provider, ctx.endpoint])
         .observe(elapsed.as_secs_f64());
     if let Some(u) = ctx.usage {
-        m.tokens.with_label_values(&[model, provider, "prompt"]).inc_by(u.prompt_tokens);
-        m.tokens.with_label_values(&[model, provider, "completion"]).inc_by(u.completion_tokens);
+        m.tokens
+            .with_label_values(&[model, provider, "prompt"])
+            .inc_by(u.prompt_tokens);
+        m.tokens
+            .with_label_values(&[model, provider, "completion"])
+            .inc_by(u.completion_tokens);
     }
-    let access_log = ctx.runtime.as_ref().is_none_or(|rt| rt.config.logging.access_log);
+    let access_log = ctx
+        .runtime
+        .as_ref()
+        .is_none_or(|rt| rt.config.logging.access_log);
     if access_log {
         let req = session.req_header();
         tracing::info!(

@@ -25,5 +25,7 @@ pub fn authenticate(session: &Session, rt: &Runtime) -> Result<Option<Arc<str>>,
         .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
         .filter(|k| !k.is_empty())
         .ok_or(GatewayError::MissingApiKey)?;
-    rt.consumer_for_key(key).map(Some).ok_or(GatewayError::InvalidApiKey)
+    rt.consumer_for_key(key)
+        .map(Some)
+        .ok_or(GatewayError::InvalidApiKey)
 }

@@ -45,24 +45,33 @@ pub struct AiRequest {
     pub body_len: usize,
 }
 
+/// How much of an oversized body is read and discarded before answering 413, so that a
+/// client that writes its whole body before reading (as the OpenAI SDKs do) gets the 413
+/// instead of a broken pipe. Bodies larger still are answered at once.
+const DRAIN_LIMIT: usize = 256 * 1024 * 1024;
+
 /// Read the whole request body, failing with 413 past `limit`.
 pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
-    if let Some(len) = session
+    let declared = session
         .req_header()
         .headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = declared {
         if len > limit {
+            if len <= DRAIN_LIMIT {
+                drain(session, len).await;
+            }
             return Err(GatewayError::PayloadTooLarge { limit });
         }
     }
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if buf.len() + chunk.len() > limit {
+                    drain(session, DRAIN_LIMIT).await;
                     return Err(GatewayError::PayloadTooLarge { limit });
                 }
                 buf.extend_from_slice(&chunk);
@@ -78,15 +87,30 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     }
 }
 
+/// Read and discard up to `max` more body bytes.
+async fn drain(session: &mut Session, max: usize) {
+    let mut seen = 0;
+    while seen < max {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => seen += chunk.len(),
+            _ => return,
+        }
+    }
+}
+
 impl AiRequest {
     pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Self, GatewayError> {
-        let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
-            GatewayError::bad_request(
-                format!("We could not parse the JSON body of your request. ({e})"),
-                None,
-            )
-        })?;
-        let model = match fields.get("model").map(|r| serde_json::from_str::<String>(r.get())) {
+        let fields: BTreeMap<String, Box<RawValue>> =
+            serde_json::from_slice(body).map_err(|e| {
+                GatewayError::bad_request(
+                    format!("We could not parse the JSON body of your request. ({e})"),
+                    None,
+                )
+            })?;
+        let model = match fields
+            .get("model")
+            .map(|r| serde_json::from_str::<String>(r.get()))
+        {
             Some(Ok(m)) if !m.is_empty() => m,
             Some(Ok(_)) | None => {
                 return Err(GatewayError::bad_request(
@@ -95,13 +119,21 @@ impl AiRequest {
                 ))
             }
             Some(Err(_)) => {
-                return Err(GatewayError::bad_request("'model' must be a string.", Some("model")))
+                return Err(GatewayError::bad_request(
+                    "'model' must be a string.",
+                    Some("model"),
+                ))
             }
         };
         let stream = match fields.get("stream").map(|r| r.get()) {
             None | Some("null") | Some("false") => false,
             Some("true") => true,
-            Some(_) => return Err(GatewayError::bad_request("'stream' must be a boolean.", Some("stream"))),
+            Some(_) => {
+                return Err(GatewayError::bad_request(
+                    "'stream' must be a boolean.",
+                    Some("stream"),
+                ))
+            }
         };
         let client_wants_usage = fields
             .get("stream_options")
@@ -139,7 +171,10 @@ impl AiRequest {
         if self.endpoint == Endpoint::ChatCompletions {
             let compact: String = raw.get().chars().filter(|c| !c.is_whitespace()).collect();
             if !compact.starts_with('[') {
-                return Err(GatewayError::bad_request("'messages' must be an array.", Some(param)));
+                return Err(GatewayError::bad_request(
+                    "'messages' must be an array.",
+                    Some(param),
+                ));
             }
             if compact == "[]" {
                 return Err(GatewayError::BadRequest {
@@ -150,7 +185,10 @@ impl AiRequest {
             }
         }
         if self.endpoint == Endpoint::Embeddings && self.stream {
-            return Err(GatewayError::bad_request("Embeddings cannot be streamed.", Some("stream")));
+            return Err(GatewayError::bad_request(
+                "Embeddings cannot be streamed.",
+                Some("stream"),
+            ));
         }
         Ok(())
     }
@@ -218,7 +256,9 @@ mod tests {
         assert_eq!(up["stream_options"]["include_usage"], true);
         assert_eq!(up["messages"][0]["content"], "hi");
         // Raw numbers are copied byte for byte.
-        assert!(String::from_utf8(r.upstream_body("m").to_vec()).unwrap().contains("[1,2.50]"));
+        assert!(String::from_utf8(r.upstream_body("m").to_vec())
+            .unwrap()
+            .contains("[1,2.50]"));
     }
 
     #[test]
@@ -234,11 +274,20 @@ mod tests {
     fn rejects_bad_bodies() {
         let cases: [(&[u8], &str); 6] = [
             (b"not json", "parse"),
-            (br#"{"messages":[{"role":"user","content":"x"}]}"#, "model parameter"),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}]}"#,
+                "model parameter",
+            ),
             (br#"{"model":3,"messages":[]}"#, "must be a string"),
             (br#"{"model":"m","messages":[ ]}"#, "empty array"),
-            (br#"{"model":"m"}"#, "Missing required parameter: 'messages'"),
-            (br#"{"model":"m","messages":[{}],"stream":"yes"}"#, "boolean"),
+            (
+                br#"{"model":"m"}"#,
+                "Missing required parameter: 'messages'",
+            ),
+            (
+                br#"{"model":"m","messages":[{}],"stream":"yes"}"#,
+                "boolean",
+            ),
         ];
         for (body, want) in cases {
             let e = AiRequest::parse(Endpoint::ChatCompletions, body).unwrap_err();

@@ -90,7 +90,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
         ctx.request_id = respond::request_id(session);
         let runtime = self.state.runtime.load_full();
         ctx.runtime = Some(runtime.clone());
@@ -100,12 +104,24 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
         // Every route is answered in request_filter.
-        pingora::Error::e_explain(pingora::ErrorType::InternalError, "no pass-through routes are configured")
+        pingora::Error::e_explain(
+            pingora::ErrorType::InternalError,
+            "no pass-through routes are configured",
+        )
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+    async fn logging(
+        &self,
+        session: &mut Session,
+        e: Option<&pingora::Error>,
+        ctx: &mut RequestCtx,
+    ) {
         account::finish(&self.state, session, e, ctx);
     }
 }

@@ -9,8 +9,17 @@ use pingora::proxy::Session;
 
 /// The request id: the client's `x-request-id` when it is short and plain, else a new one.
 pub fn request_id(session: &Session) -> String {
-    if let Some(v) = session.req_header().headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+    if let Some(v) = session
+        .req_header()
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        if !v.is_empty()
+            && v.len() <= 128
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
             return v.to_string();
         }
     }
@@ -19,7 +28,8 @@ pub fn request_id(session: &Session) -> String {
 
 /// A response header with the gateway's common headers.
 pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> ResponseHeader {
-    let mut h = ResponseHeader::build(status, Some(4)).unwrap_or_else(|_| ResponseHeader::build(500, None).expect("500 is valid"));
+    let mut h = ResponseHeader::build(status, Some(4))
+        .unwrap_or_else(|_| ResponseHeader::build(500, None).expect("500 is valid"));
     // These names and values are constants or validated: insertion cannot fail.
     let _ = h.insert_header("content-type", content_type);
     let _ = h.insert_header("x-request-id", ctx.request_id.as_str());
@@ -32,7 +42,9 @@ pub async fn full(session: &mut Session, ctx: &mut RequestCtx, mut h: ResponseHe
     let _ = h.insert_header("content-length", body.len().to_string());
     let head_only = session.req_header().method == http::Method::HEAD;
     let result = async {
-        session.write_response_header(Box::new(h), head_only || body.is_empty()).await?;
+        session
+            .write_response_header(Box::new(h), head_only || body.is_empty())
+            .await?;
         if !head_only && !body.is_empty() {
             session.write_response_body(Some(body), true).await?;
         }

@@ -23,7 +23,11 @@ pub enum ApiRoute {
 
 impl ApiRoute {
     pub fn parse(method: &http::Method, path: &str) -> Result<ApiRoute, GatewayError> {
-        let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        let trimmed = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
         let get = method == http::Method::GET;
         let post = method == http::Method::POST;
         let route = match trimmed {
@@ -34,7 +38,9 @@ impl ApiRoute {
             p if get => p
                 .strip_prefix("/v1/models/")
                 .filter(|id| !id.is_empty())
-                .map(|id| ApiRoute::GetModel(percent_decode_str(id).decode_utf8_lossy().into_owned())),
+                .map(|id| {
+                    ApiRoute::GetModel(percent_decode_str(id).decode_utf8_lossy().into_owned())
+                }),
             _ => None,
         };
         route.ok_or_else(|| GatewayError::UnknownRoute {
@@ -87,13 +93,16 @@ pub async fn serve(
             let req = AiRequest::parse(endpoint, &raw)?;
             drop(raw);
             ctx.stream = req.stream;
-            let route = rt.model(&req.model).ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
+            let route = rt
+                .model(&req.model)
+                .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
             ctx.model = Some(route.name.clone());
             if route.deployments.is_empty() {
                 return Err(GatewayError::NoDeployment(req.model.clone()));
             }
-            let response = upstream::call(state, rt, route, &req, ctx).await?;
-            stream::relay(state, session, ctx, &req, response).await;
+            let (response, deployment) = upstream::call(state, rt, route, &req, ctx).await?;
+            let key = deployment.api_key.as_ref().map(|k| k.expose());
+            stream::relay(state, session, ctx, &req, response, key).await;
         }
     }
     Ok(())
@@ -110,8 +119,14 @@ mod tests {
 
     #[test]
     fn parses_routes() {
-        assert_eq!(ApiRoute::parse(&Method::POST, "/v1/chat/completions").unwrap(), ApiRoute::Ai(Endpoint::ChatCompletions));
-        assert_eq!(ApiRoute::parse(&Method::GET, "/v1/models/").unwrap(), ApiRoute::ListModels);
+        assert_eq!(
+            ApiRoute::parse(&Method::POST, "/v1/chat/completions").unwrap(),
+            ApiRoute::Ai(Endpoint::ChatCompletions)
+        );
+        assert_eq!(
+            ApiRoute::parse(&Method::GET, "/v1/models/").unwrap(),
+            ApiRoute::ListModels
+        );
         assert_eq!(
             ApiRoute::parse(&Method::GET, "/v1/models/meta-llama%2FLlama-3-8B").unwrap(),
             ApiRoute::GetModel("meta-llama/Llama-3-8B".into())

@@ -19,15 +19,29 @@ use serde_json::Value;
 /// Largest non-streaming upstream body the gateway will relay.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
-pub async fn relay(state: &GatewayState, session: &mut Session, ctx: &mut RequestCtx, req: &AiRequest, resp: UpstreamResponse) {
+/// Relay `resp`. `key` is the provider key used, scrubbed from any upstream error message.
+pub async fn relay(
+    state: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    req: &AiRequest,
+    resp: UpstreamResponse,
+    key: Option<&str>,
+) {
     if resp.status == 200 && req.stream && resp.is_event_stream() {
         relay_events(state, session, ctx, req, resp).await
     } else {
-        relay_whole(state, session, ctx, resp).await
+        relay_whole(state, session, ctx, resp, key).await
     }
 }
 
-async fn relay_whole(state: &GatewayState, session: &mut Session, ctx: &mut RequestCtx, mut resp: UpstreamResponse) {
+async fn relay_whole(
+    state: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut resp: UpstreamResponse,
+    key: Option<&str>,
+) {
     let body = match resp.body.read_all(MAX_RESPONSE_BYTES).await {
         Ok(b) => b,
         Err(f) => {
@@ -39,10 +53,17 @@ async fn relay_whole(state: &GatewayState, session: &mut Session, ctx: &mut Requ
     };
     let status = resp.status;
     let (content_type, body) = if status >= 400 {
-        ("application/json".to_string(), normalise_error(status, &body))
+        (
+            "application/json".to_string(),
+            normalise_error(status, &body, key),
+        )
     } else {
         ctx.usage = usage_of(&body);
-        (resp.content_type.unwrap_or_else(|| "application/json".into()), body)
+        (
+            resp.content_type
+                .unwrap_or_else(|| "application/json".into()),
+            body,
+        )
     };
     let mut h = respond::header(status, &content_type, ctx);
     if matches!(status, 429 | 503) {
@@ -53,11 +74,21 @@ async fn relay_whole(state: &GatewayState, session: &mut Session, ctx: &mut Requ
     respond::full(session, ctx, h, body).await;
 }
 
-async fn relay_events(state: &GatewayState, session: &mut Session, ctx: &mut RequestCtx, req: &AiRequest, mut resp: UpstreamResponse) {
+async fn relay_events(
+    state: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    req: &AiRequest,
+    mut resp: UpstreamResponse,
+) {
     ctx.status = 200;
     let mut h = respond::header(200, "text/event-stream", ctx);
     let _ = h.insert_header("cache-control", "no-cache");
-    if session.write_response_header(Box::new(h), false).await.is_err() {
+    if session
+        .write_response_header(Box::new(h), false)
+        .await
+        .is_err()
+    {
         return client_gone(ctx);
     }
     let mut events = EventSplitter::default();
@@ -88,7 +119,12 @@ async fn relay_events(state: &GatewayState, session: &mut Session, ctx: &mut Req
                 }
             }
         }
-        if !out.is_empty() && session.write_response_body(Some(out.freeze()), false).await.is_err() {
+        if !out.is_empty()
+            && session
+                .write_response_body(Some(out.freeze()), false)
+                .await
+                .is_err()
+        {
             return client_gone(ctx);
         }
     }
@@ -96,13 +132,20 @@ async fn relay_events(state: &GatewayState, session: &mut Session, ctx: &mut Req
         count_error(state, ctx, kind);
         ctx.error = Some("stream_cut");
         let body = openai_error_body(
-            &format!("The upstream stream ended before it was complete ({}).", kind.label()),
+            &format!(
+                "The upstream stream ended before it was complete ({}).",
+                kind.label()
+            ),
             "server_error",
             None,
             None,
         );
         let event = Bytes::from([b"data: ".as_slice(), &body, b"\n\n"].concat());
-        if session.write_response_body(Some(event), false).await.is_err() {
+        if session
+            .write_response_body(Some(event), false)
+            .await
+            .is_err()
+        {
             return client_gone(ctx);
         }
     }
@@ -118,7 +161,11 @@ fn client_gone(ctx: &mut RequestCtx) {
 
 fn count_error(state: &GatewayState, ctx: &RequestCtx, kind: UpstreamErrorKind) {
     let provider = ctx.provider.as_deref().unwrap_or("none");
-    state.metrics.upstream_errors.with_label_values(&[provider, kind.label()]).inc();
+    state
+        .metrics
+        .upstream_errors
+        .with_label_values(&[provider, kind.label()])
+        .inc();
 }
 
 /// What to do with one event.
@@ -179,7 +226,12 @@ fn usage_value(v: &Value) -> Option<Usage> {
     let completion = u
         .get("completion_tokens")
         .and_then(Value::as_u64)
-        .unwrap_or_else(|| u.get("total_tokens").and_then(Value::as_u64).unwrap_or(prompt).saturating_sub(prompt));
+        .unwrap_or_else(|| {
+            u.get("total_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(prompt)
+                .saturating_sub(prompt)
+        });
     Some(Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
@@ -196,13 +248,21 @@ fn usage_of(body: &[u8]) -> Option<Usage> {
     usage_value(&serde_json::json!({"usage": only.usage?}))
 }
 
-/// An upstream error body in the OpenAI shape with all four keys.
-fn normalise_error(status: u16, body: &[u8]) -> Bytes {
+/// An upstream error body in the OpenAI shape with all four keys, with the provider key
+/// scrubbed should the upstream have echoed it.
+fn normalise_error(status: u16, body: &[u8], key: Option<&str>) -> Bytes {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let err = v.get("error").filter(|e| e.is_object()).unwrap_or(&v);
     let text = String::from_utf8_lossy(&body[..body.len().min(1000)]).into_owned();
-    let message = err["message"].as_str().map(str::to_string).unwrap_or(text);
-    let default_type = if status >= 500 { "server_error" } else { "invalid_request_error" };
+    let mut message = err["message"].as_str().map(str::to_string).unwrap_or(text);
+    if let Some(k) = key.filter(|k| k.len() >= 4) {
+        message = message.replace(k, "***");
+    }
+    let default_type = if status >= 500 {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
     let etype = err["type"].as_str().unwrap_or(default_type);
     let param = err["param"].as_str();
     let code = match &err["code"] {
@@ -247,7 +307,10 @@ mod tests {
         assert_eq!(s.next_event().as_deref(), Some(&b": keep-alive\n\n"[..]));
         assert!(s.next_event().is_none());
         s.push(b"1}\r\n\r\ndata: [DONE]\n\n");
-        assert_eq!(s.next_event().as_deref(), Some(&b"data: {\"a\":1}\r\n\r\n"[..]));
+        assert_eq!(
+            s.next_event().as_deref(),
+            Some(&b"data: {\"a\":1}\r\n\r\n"[..])
+        );
         assert_eq!(s.next_event().as_deref(), Some(&b"data: [DONE]\n\n"[..]));
     }
 
@@ -256,31 +319,61 @@ mod tests {
         let chunk = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n";
         let mut usage = None;
         assert_eq!(inspect(chunk, false, &mut usage), Action::Drop);
-        assert_eq!(usage, Some(Usage { prompt_tokens: 5, completion_tokens: 2 }));
+        assert_eq!(
+            usage,
+            Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 2
+            })
+        );
         assert_eq!(inspect(chunk, true, &mut usage), Action::Forward);
-        let normal = b"data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n";
+        let normal =
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n";
         assert_eq!(inspect(normal, false, &mut usage), Action::Forward);
-        assert_eq!(inspect(b"data: [DONE]\n\n", false, &mut usage), Action::Done);
+        assert_eq!(
+            inspect(b"data: [DONE]\n\n", false, &mut usage),
+            Action::Done
+        );
         assert_eq!(inspect(b": ping\n\n", false, &mut usage), Action::Forward);
     }
 
     #[test]
     fn normalises_azure_errors() {
-        let b = normalise_error(429, br#"{"error":{"code":"429","message":"Requests ... exceeded token rate limit"}}"#);
+        let b = normalise_error(
+            429,
+            br#"{"error":{"code":"429","message":"Requests ... exceeded token rate limit"}}"#,
+            None,
+        );
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["error"]["code"], "429");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert!(v["error"]["param"].is_null());
-        let b = normalise_error(502, b"<html>bad gateway</html>");
+        let b = normalise_error(502, b"<html>bad gateway</html>", None);
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["error"]["message"], "<html>bad gateway</html>");
         assert_eq!(v["error"]["type"], "server_error");
     }
 
     #[test]
+    fn scrubs_echoed_provider_key() {
+        let b = normalise_error(
+            401,
+            br#"{"error":{"message":"Incorrect API key provided: sk-canary-123."}}"#,
+            Some("sk-canary-123"),
+        );
+        assert!(!String::from_utf8_lossy(&b).contains("sk-canary-123"));
+    }
+
+    #[test]
     fn usage_from_json_body() {
         let u = usage_of(br#"{"id":"x","usage":{"prompt_tokens":8,"total_tokens":8}}"#).unwrap();
-        assert_eq!(u, Usage { prompt_tokens: 8, completion_tokens: 0 });
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: 8,
+                completion_tokens: 0
+            }
+        );
         assert!(usage_of(b"{}").is_none());
     }
 }

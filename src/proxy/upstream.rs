@@ -13,15 +13,27 @@ use crate::state::GatewayState;
 use std::time::Instant;
 
 /// Carry out one deployment's request.
-async fn attempt(state: &GatewayState, rt: &Runtime, d: &Deployment, req: &AiRequest) -> Result<UpstreamResponse, UpstreamFailure> {
+async fn attempt(
+    state: &GatewayState,
+    rt: &Runtime,
+    d: &Deployment,
+    req: &AiRequest,
+) -> Result<UpstreamResponse, UpstreamFailure> {
     match &d.provider.target {
         Target::Mock(mock) => Ok(mock.call(req, &d.model).await),
         Target::Http { base, headers } => {
             let mut h: Vec<(String, String)> = Vec::with_capacity(headers.len() + 4);
             h.push(("content-type".into(), "application/json".into()));
-            let accept = if req.stream { "text/event-stream" } else { "application/json" };
+            let accept = if req.stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
             h.push(("accept".into(), accept.into()));
-            h.push(("user-agent".into(), concat!("ai-rate-limiter/", env!("CARGO_PKG_VERSION")).into()));
+            h.push((
+                "user-agent".into(),
+                concat!("ai-rate-limiter/", env!("CARGO_PKG_VERSION")).into(),
+            ));
             if let Some(key) = &d.api_key {
                 h.push(("authorization".into(), format!("Bearer {}", key.expose())));
             }
@@ -45,14 +57,15 @@ async fn attempt(state: &GatewayState, rt: &Runtime, d: &Deployment, req: &AiReq
     }
 }
 
-/// Try the deployments of `route`; returns the response to relay.
-pub async fn call(
+/// Try the deployments of `route`; returns the response to relay and the deployment that
+/// gave it.
+pub async fn call<'r>(
     state: &GatewayState,
     rt: &Runtime,
-    route: &ModelRoute,
+    route: &'r ModelRoute,
     req: &AiRequest,
     ctx: &mut RequestCtx,
-) -> Result<UpstreamResponse, GatewayError> {
+) -> Result<(UpstreamResponse, &'r Deployment), GatewayError> {
     let routing = &rt.config.routing;
     let mut attempts = route.attempts(routing.strategy, routing.retries).peekable();
     let mut last_failure: Option<UpstreamFailure> = None;
@@ -73,11 +86,11 @@ pub async fn call(
                 let kind = match resp.status {
                     429 => UpstreamErrorKind::Status429,
                     500..=599 => UpstreamErrorKind::Status5xx,
-                    _ => return Ok(resp),
+                    _ => return Ok((resp, d)),
                 };
                 if is_last {
                     record(state, d, kind);
-                    return Ok(resp);
+                    return Ok((resp, d));
                 }
                 UpstreamFailure::new(kind, format!("status {}", resp.status))
             }

@@ -1,0 +1,286 @@
+//! Test harness: runs the real `ai-rate-limiter` binary on free ports with a config written
+//! to a temp dir, waits until it is ready, and stops it (SIGTERM, then SIGKILL) on drop.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Gw {
+    child: Option<Child>,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Gw {
+    pub fn start(yaml: &str) -> Gw {
+        Gw::start_with_env(yaml, &[])
+    }
+
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gw {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, yaml).unwrap();
+        let log_path = dir.path().join("gateway.log");
+        let (port, metrics_port) = (free_port(), free_port());
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn gateway");
+        let mut gw = Gw {
+            child: Some(child),
+            port,
+            metrics_port,
+            dir,
+            config_path,
+            log_path,
+        };
+        gw.wait_ready();
+        gw
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gateway exited early ({status}):\n{}", self.logs());
+            }
+            let ready = agent()
+                .get(&self.admin_url("/ready"))
+                .call()
+                .map(|r| r.status() == 200)
+                .unwrap_or(false);
+            let proxy_up = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            if ready && proxy_up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gateway not ready in 30s:\n{}", self.logs());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn base_url(&self) -> String {
+        self.url("/v1")
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.metrics_port)
+    }
+
+    pub fn metrics(&self) -> String {
+        agent()
+            .get(&self.admin_url("/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    }
+
+    /// Sum of the samples of a metric whose labels contain every `label=value` given.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics(), name, labels)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Replace the config file atomically (as editors and ConfigMaps do).
+    pub fn write_config(&self, yaml: &str) {
+        let tmp = self.dir.path().join("gateway.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build()
+}
+
+/// A response, whatever its status.
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    /// Every header and the body, for secret scans.
+    pub fn everything(&self) -> String {
+        let mut s: String = self
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect();
+        s.push_str(&self.body);
+        s
+    }
+}
+
+fn to_resp(r: Result<ureq::Response, ureq::Error>) -> Resp {
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|n| {
+            let v = resp.header(&n).unwrap_or("").to_string();
+            (n, v)
+        })
+        .collect();
+    let status = resp.status();
+    let mut body = String::new();
+    resp.into_reader().read_to_string(&mut body).unwrap();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn post(url: &str, key: Option<&str>, body: &str) -> Resp {
+    let mut req = agent().post(url).set("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.set("authorization", &format!("Bearer {k}"));
+    }
+    to_resp(req.send_string(body))
+}
+
+pub fn get(url: &str, key: Option<&str>) -> Resp {
+    let mut req = agent().get(url);
+    if let Some(k) = key {
+        req = req.set("authorization", &format!("Bearer {k}"));
+    }
+    to_resp(req.call())
+}
+
+pub fn chat_body(model: &str, content: &str, stream: bool) -> String {
+    serde_json::json!({"model": model, "stream": stream,
+                       "messages": [{"role": "user", "content": content}]})
+    .to_string()
+}
+
+/// The `data:` payloads of an SSE body.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|e| {
+            e.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// A gateway acting as an OpenAI-compatible upstream: mock models with each behaviour,
+/// reachable only with `key`.
+pub fn upstream_yaml(key: &str) -> String {
+    format!(
+        r#"
+server: {{threads: 1}}
+consumers: [{{name: front, keys: ["{key}"]}}]
+providers:
+  - {{name: ok, kind: mock}}
+  - {{name: fail500, kind: mock, mock: {{failure: {{status: 500}}}}}}
+  - {{name: rl429, kind: mock, mock: {{failure: {{status: 429, retry_after_secs: 7}}}}}}
+  - {{name: slow, kind: mock, mock: {{tokens_per_second: 10, completion_tokens: 10}}}}
+  - {{name: cut, kind: mock, mock: {{tokens_per_second: 50, cut_stream_after_tokens: 3}}}}
+models:
+  - {{name: ok, deployments: [{{provider: ok}}]}}
+  - {{name: fail500, deployments: [{{provider: fail500}}]}}
+  - {{name: rl429, deployments: [{{provider: rl429}}]}}
+  - {{name: slow, deployments: [{{provider: slow}}]}}
+  - {{name: cut, deployments: [{{provider: cut}}]}}
+"#
+    )
+}
