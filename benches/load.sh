@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Load benchmark, run on demand: one client (wrk), one upstream (a gateway process serving
+# the built-in mock with auth and access log off), three targets side by side in one run:
+#   (a) the mock upstream directly
+#   (b) Debian's nginx: proxy_pass to the upstream, limit_req set high enough never to reject
+#   (c) the gateway (release build): an openai-compatible provider pointing at the upstream
+# Rounds are interleaved (a b c a b c …) and the median of each is reported, with ratios.
+# Traffic goes to 127.0.0.1 only and every run is bounded by DURATION.
+#
+#   benches/load.sh                 # defaults: ROUNDS=3 DURATION=8 CONNS=32 THREADS=1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-1}          # worker threads/processes for each proxy (nginx and gateway alike)
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+cargo build --release -q
+BIN=target/release/ai-rate-limiter
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(port); UPM=$(port); GW=$(port); GWM=$(port); NG=$(port)
+
+cat > "$tmp/upstream.yaml" <<YAML
+server: {threads: 1}
+logging: {access_log: false, level: warn}
+auth: {enabled: false}
+providers: [{name: mock, kind: mock}]
+models: [{name: bench, deployments: [{provider: mock}]}]
+reload: {watch: false}
+YAML
+cat > "$tmp/gateway.yaml" <<YAML
+server: {threads: $THREADS}
+logging: {access_log: false, level: warn}
+consumers: [{name: bench, keys: [sk-bench]}]
+providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream}]
+models: [{name: bench, deployments: [{provider: up}]}]
+reload: {watch: false}
+YAML
+cat > "$tmp/nginx.conf" <<NGINX
+worker_processes $THREADS;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/body;
+  proxy_temp_path $tmp/proxy;
+  limit_req_zone \$binary_remote_addr zone=bench:10m rate=1000000r/s;
+  upstream mock { server 127.0.0.1:$UP; keepalive 256; }
+  server {
+    listen 127.0.0.1:$NG;
+    location / {
+      limit_req zone=bench burst=1000000 nodelay;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer sk-upstream";
+      proxy_pass http://mock;
+    }
+  }
+}
+NGINX
+cat > "$tmp/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"bench","messages":[{"role":"user","content":"Hello, how are you today?"}],"max_tokens":16}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer sk-bench"
+LUA
+
+"$BIN" run --config "$tmp/upstream.yaml" --listen 127.0.0.1:$UP --metrics-listen 127.0.0.1:$UPM >"$tmp/up.log" 2>&1 & pids+=($!)
+"$BIN" run --config "$tmp/gateway.yaml" --listen 127.0.0.1:$GW --metrics-listen 127.0.0.1:$GWM >"$tmp/gw.log" 2>&1 & pids+=($!)
+nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
+for p in $UP $GW $NG; do
+  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+done
+for target in "upstream:$UP" "nginx:$NG" "gateway:$GW"; do   # sanity check + warm-up
+  out=$(curl -s -m 5 "http://127.0.0.1:${target#*:}/v1/chat/completions" -H 'content-type: application/json' \
+        -H 'authorization: Bearer sk-bench' -d '{"model":"bench","messages":[{"role":"user","content":"hi"}]}')
+  echo "$out" | grep -q '"chat.completion"' || { echo "${target%%:*} did not answer: $out"; exit 1; }
+  wrk -t1 -c"$CONNS" -d2s -s "$tmp/post.lua" "http://127.0.0.1:${target#*:}/v1/chat/completions" >/dev/null
+done
+
+for r in $(seq "$ROUNDS"); do
+  for target in "upstream:$UP" "nginx:$NG" "gateway:$GW"; do
+    wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$tmp/post.lua" \
+      "http://127.0.0.1:${target#*:}/v1/chat/completions" > "$tmp/wrk-${target%%:*}-$r.txt"
+  done
+done
+rss=$(ps -o rss= -p "${pids[1]}" | tr -d ' ')
+
+python3 - "$tmp" "$ROUNDS" "$CONNS" "$DURATION" "$THREADS" "$rss" <<'PY'
+import re, statistics, sys
+tmp, rounds, conns, dur, threads, rss = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
+def ms(v):
+    n, u = re.fullmatch(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[u]
+res = {}
+for t in ("upstream", "nginx", "gateway"):
+    rps, p50, p99, errs = [], [], [], 0
+    for r in range(1, rounds + 1):
+        txt = open(f"{tmp}/wrk-{t}-{r}.txt").read()
+        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", txt).group(1)))
+        p50.append(ms(re.search(r"50%\s+(\S+)", txt).group(1)))
+        p99.append(ms(re.search(r"99%\s+(\S+)", txt).group(1)))
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", txt)
+        errs += int(m.group(1)) if m else 0
+    res[t] = (statistics.median(rps), statistics.median(p50), statistics.median(p99), errs)
+print(f"\nLoad benchmark: wrk -t1 -c{conns}, {rounds} interleaved rounds of {dur}s, median of rounds;"
+      f" {threads} worker thread(s) for nginx and the gateway; chat completion, non-stream.\n")
+print("| target | req/s | p50 ms | p99 ms | non-2xx |")
+print("|---|---:|---:|---:|---:|")
+for t, (rps, p50, p99, errs) in res.items():
+    print(f"| {t} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errs} |")
+g, n, u = res["gateway"][0], res["nginx"][0], res["upstream"][0]
+print(f"\ngateway/nginx throughput: {g/n:.2f}x (target >= 0.8x)   gateway/upstream: {g/u:.2f}x   nginx/upstream: {n/u:.2f}x")
+print(f"gateway p99 / nginx p99: {res['gateway'][2]/res['nginx'][2]:.2f}x   gateway RSS after the run: {rss/1024:.1f} MiB")
+PY
