@@ -49,6 +49,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     let grace = config.server.shutdown_grace_period;
     let conf = ServerConf {
         threads,
+        work_stealing: config.server.work_stealing,
         grace_period_seconds: Some(grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: config.upstream.pool_size,

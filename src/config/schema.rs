@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsListenerConfig>,
     /// Worker threads of the proxy; 0 = one per core.
     pub threads: usize,
+    /// One work-stealing runtime for all threads (true) or one runtime per thread (false,
+    /// cheaper wake-ups; connections stay on the thread that accepted them).
+    pub work_stealing: bool,
     /// Largest accepted request body; larger bodies get 413.
     pub max_body_bytes: usize,
     /// After SIGTERM, how long in-flight requests may run before the process exits.
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
             metrics_listen: "127.0.0.1:9091".into(),
             tls: None,
             threads: 0,
+            work_stealing: false,
             max_body_bytes: 32 * 1024 * 1024,
             shutdown_grace_period: Duration::from_secs(30),
         }

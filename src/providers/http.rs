@@ -134,35 +134,39 @@ impl HttpClient {
         call: HttpCall<'_>,
     ) -> Result<UpstreamResponse, UpstreamFailure> {
         let addr = self.resolve(&call.base.host, call.base.port).await?;
-        let mut peer = HttpPeer::new(addr, call.base.tls, call.base.host.clone());
+        // Boxed (as is the session below): they travel with the response body through
+        // several futures, and moving them by value costs a large memcpy per request.
+        let mut peer = Box::new(HttpPeer::new(addr, call.base.tls, call.base.host.clone()));
         peer.options.connection_timeout = Some(call.timeouts.connect);
         peer.options.total_connection_timeout = Some(call.timeouts.connect * 2);
         peer.options.read_timeout = Some(call.timeouts.read);
         peer.options.write_timeout = Some(call.timeouts.read);
         peer.options.idle_timeout = Some(call.timeouts.idle);
 
-        let path = format!("{}{}", call.base.prefix, call.path);
-        let mut req = RequestHeader::build("POST", path.as_bytes(), None).map_err(proto)?;
-        req.insert_header("host", call.base.authority.as_str())
-            .map_err(proto)?;
-        req.insert_header("content-length", call.body.len().to_string())
-            .map_err(proto)?;
-        for (k, v) in call.headers {
-            req.insert_header(k, v).map_err(proto)?;
-        }
-        let req = Box::new(req);
+        let build = || -> Result<Box<RequestHeader>, UpstreamFailure> {
+            let path = format!("{}{}", call.base.prefix, call.path);
+            let mut req = RequestHeader::build("POST", path.as_bytes(), Some(call.headers.len() + 2))
+                .map_err(proto)?;
+            req.insert_header("host", call.base.authority.as_str()).map_err(proto)?;
+            req.insert_header("content-length", call.body.len().to_string()).map_err(proto)?;
+            for (k, v) in &call.headers {
+                req.insert_header(k.clone(), v.as_str()).map_err(proto)?;
+            }
+            Ok(Box::new(req))
+        };
 
         // A pooled connection may have been closed by the server in the meantime: retry
         // such a failure on another connection before calling it a failed attempt.
         let mut tries = 0;
         loop {
             tries += 1;
-            let (mut session, reused) = self
+            let (session, reused) = self
                 .connector
-                .get_http_session(&peer)
+                .get_http_session(&*peer)
                 .await
                 .map_err(|e| classify(&e, "connecting"))?;
-            match exchange(&mut session, req.clone(), call.body.clone()).await {
+            let mut session = Box::new(session);
+            match exchange(&mut session, build()?, call.body.clone()).await {
                 Ok(()) => {
                     let header = session.response_header().ok_or_else(|| {
                         UpstreamFailure::new(UpstreamErrorKind::Protocol, "no response header")
@@ -237,9 +241,9 @@ fn classify(e: &pingora::Error, doing: &str) -> UpstreamFailure {
 /// A response body being read from an upstream connection. The connection returns to the
 /// pool when the body has been read to its end; dropped early, it is closed.
 pub struct HttpBody {
-    session: Option<HttpSession>,
+    session: Option<Box<HttpSession>>,
     client: Arc<HttpClient>,
-    peer: HttpPeer,
+    peer: Box<HttpPeer>,
     idle: Duration,
 }
 
@@ -254,7 +258,7 @@ impl HttpBody {
                 if let Some(s) = self.session.take() {
                     self.client
                         .connector
-                        .release_http_session(s, &self.peer, Some(self.idle))
+                        .release_http_session(*s, &*self.peer, Some(self.idle))
                         .await;
                 }
                 Ok(None)

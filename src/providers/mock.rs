@@ -426,7 +426,7 @@ mod tests {
     use crate::config::schema::MockFailure;
 
     fn req(endpoint: Endpoint, body: &str) -> AiRequest {
-        AiRequest::parse(endpoint, body.as_bytes()).unwrap()
+        AiRequest::parse(endpoint, Bytes::copy_from_slice(body.as_bytes())).unwrap()
     }
 
     async fn body_json(r: UpstreamResponse) -> Value {

@@ -1,15 +1,18 @@
 //! Body phase: read the request body (bounded) and peek the fields the gateway needs.
 //!
-//! The body is parsed once into top-level fields kept as raw JSON (`RawValue`), so a 10 MiB
-//! prompt is scanned but never turned into a tree, and the upstream body is written back
-//! from those raw slices with only `model` (and, for streams, `stream_options`) replaced.
-//! Unknown fields pass through untouched.
+//! The body is scanned once into its top-level fields, each kept as a byte range of the
+//! received body (no copy, no tree), so a 10 MiB prompt costs one validation pass. The
+//! upstream body is the received body itself when nothing needs changing; otherwise it is
+//! written back from those ranges with only `model` (and, for streams, `stream_options`)
+//! replaced. Unknown fields pass through untouched.
 
 use crate::errors::GatewayError;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// The OpenAI endpoints that carry a model in their body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,15 +37,16 @@ impl Endpoint {
 #[derive(Debug)]
 pub struct AiRequest {
     pub endpoint: Endpoint,
-    fields: BTreeMap<String, Box<RawValue>>,
+    /// The body as received.
+    body: Bytes,
+    /// Top-level fields: name → byte range of the raw JSON value in `body`.
+    fields: BTreeMap<String, Range<usize>>,
     pub model: String,
     pub stream: bool,
     /// The client asked for the final usage chunk (`stream_options.include_usage`).
     pub client_wants_usage: bool,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_tokens: Option<u64>,
-    /// Size of the body as received.
-    pub body_len: usize,
 }
 
 /// How much of an oversized body is read and discarded before answering 413, so that a
@@ -99,18 +103,13 @@ async fn drain(session: &mut Session, max: usize) {
 }
 
 impl AiRequest {
-    pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Self, GatewayError> {
-        let fields: BTreeMap<String, Box<RawValue>> =
-            serde_json::from_slice(body).map_err(|e| {
-                GatewayError::bad_request(
-                    format!("We could not parse the JSON body of your request. ({e})"),
-                    None,
-                )
-            })?;
-        let model = match fields
-            .get("model")
-            .map(|r| serde_json::from_str::<String>(r.get()))
-        {
+    pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Self, GatewayError> {
+        let fields = field_ranges(&body)?;
+        let raw = |name: &str| {
+            let range = fields.get(name)?.clone();
+            std::str::from_utf8(&body[range]).ok()
+        };
+        let model = match raw("model").map(serde_json::from_str::<String>) {
             Some(Ok(m)) if !m.is_empty() => m,
             Some(Ok(_)) | None => {
                 return Err(GatewayError::bad_request(
@@ -125,7 +124,7 @@ impl AiRequest {
                 ))
             }
         };
-        let stream = match fields.get("stream").map(|r| r.get()) {
+        let stream = match raw("stream") {
             None | Some("null") | Some("false") => false,
             Some("true") => true,
             Some(_) => {
@@ -135,25 +134,30 @@ impl AiRequest {
                 ))
             }
         };
-        let client_wants_usage = fields
-            .get("stream_options")
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok())
+        let client_wants_usage = raw("stream_options")
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
             .and_then(|v| v.get("include_usage").and_then(|u| u.as_bool()))
             .unwrap_or(false);
         let max_tokens = ["max_completion_tokens", "max_tokens"]
             .iter()
-            .find_map(|k| fields.get(*k).and_then(|r| r.get().parse::<u64>().ok()));
+            .find_map(|k| raw(k).and_then(|r| r.parse::<u64>().ok()));
         let req = AiRequest {
             endpoint,
+            body,
             fields,
             model,
             stream,
             client_wants_usage,
             max_tokens,
-            body_len: body.len(),
         };
         req.check_required()?;
         Ok(req)
+    }
+
+    /// The raw JSON text of a top-level field.
+    fn raw(&self, name: &str) -> Option<&str> {
+        let range = self.fields.get(name)?.clone();
+        std::str::from_utf8(&self.body[range]).ok()
     }
 
     fn check_required(&self) -> Result<(), GatewayError> {
@@ -162,21 +166,20 @@ impl AiRequest {
             Endpoint::Completions => ("prompt", "prompt"),
             Endpoint::Embeddings => ("input", "input"),
         };
-        let Some(raw) = self.fields.get(name) else {
+        let Some(raw) = self.raw(name) else {
             return Err(GatewayError::bad_request(
                 format!("Missing required parameter: '{name}'."),
                 Some(param),
             ));
         };
         if self.endpoint == Endpoint::ChatCompletions {
-            let compact: String = raw.get().chars().filter(|c| !c.is_whitespace()).collect();
-            if !compact.starts_with('[') {
+            if !raw.starts_with('[') {
                 return Err(GatewayError::bad_request(
                     "'messages' must be an array.",
                     Some(param),
                 ));
             }
-            if compact == "[]" {
+            if raw[1..].trim_start().starts_with(']') {
                 return Err(GatewayError::BadRequest {
                     message: "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.".into(),
                     param: Some("messages"),
@@ -195,14 +198,19 @@ impl AiRequest {
 
     /// A top-level field as raw JSON.
     pub fn field(&self, name: &str) -> Option<&RawValue> {
-        self.fields.get(name).map(|b| &**b)
+        serde_json::from_str(self.raw(name)?).ok()
     }
 
     /// The body to send upstream: `model` replaced by the deployment's model name and, for
-    /// streams, `stream_options.include_usage` forced on so usage can be accounted.
+    /// streams, `stream_options.include_usage` forced on so usage can be accounted. When
+    /// neither changes anything, the received bytes themselves.
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
-        let force_usage = self.stream && self.endpoint != Endpoint::Embeddings;
-        let mut out = Vec::with_capacity(self.body_len + upstream_model.len() + 48);
+        let force_usage =
+            self.stream && self.endpoint != Endpoint::Embeddings && !self.client_wants_usage;
+        if upstream_model == self.model && !force_usage {
+            return self.body.clone();
+        }
+        let mut out = Vec::with_capacity(self.body.len() + upstream_model.len() + 48);
         out.push(b'{');
         let mut first = true;
         let mut push = |out: &mut Vec<u8>, k: &str, v: &str| {
@@ -217,19 +225,20 @@ impl AiRequest {
         };
         let model_json = serde_json::to_string(upstream_model).unwrap_or_default();
         let mut saw_options = false;
-        for (k, v) in &self.fields {
+        for k in self.fields.keys() {
+            let v = self.raw(k).unwrap_or("null");
             match k.as_str() {
                 "model" => push(&mut out, k, &model_json),
                 "stream_options" if force_usage => {
                     saw_options = true;
-                    let mut opts = serde_json::from_str::<serde_json::Value>(v.get())
+                    let mut opts = serde_json::from_str::<serde_json::Value>(v)
                         .ok()
                         .filter(|o| o.is_object())
                         .unwrap_or_else(|| serde_json::json!({}));
                     opts["include_usage"] = serde_json::Value::Bool(true);
                     push(&mut out, k, &opts.to_string());
                 }
-                _ => push(&mut out, k, v.get()),
+                _ => push(&mut out, k, v),
             }
         }
         if force_usage && !saw_options {
@@ -240,14 +249,37 @@ impl AiRequest {
     }
 }
 
+/// The top-level fields of a JSON object body, as byte ranges of `body`.
+fn field_ranges(body: &[u8]) -> Result<BTreeMap<String, Range<usize>>, GatewayError> {
+    let parsed: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::bad_request(
+            format!("We could not parse the JSON body of your request. ({e})"),
+            None,
+        )
+    })?;
+    let base = body.as_ptr() as usize;
+    Ok(parsed
+        .into_iter()
+        .map(|(k, v)| {
+            // A borrowed raw value points into `body`.
+            let start = v.get().as_ptr() as usize - base;
+            (k.into_owned(), start..start + v.get().len())
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(endpoint: Endpoint, body: &[u8]) -> Result<AiRequest, GatewayError> {
+        AiRequest::parse(endpoint, Bytes::copy_from_slice(body))
+    }
+
     #[test]
     fn peeks_and_rewrites() {
         let body = br#"{"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":7,"extra":{"a":[1,2.50]}}"#;
-        let r = AiRequest::parse(Endpoint::ChatCompletions, body).unwrap();
+        let r = parse(Endpoint::ChatCompletions, body).unwrap();
         assert_eq!(r.model, "pub");
         assert!(r.stream && !r.client_wants_usage);
         assert_eq!(r.max_tokens, Some(7));
@@ -262,9 +294,22 @@ mod tests {
     }
 
     #[test]
+    fn passes_unchanged_bodies_through_and_keeps_escapes() {
+        let plain = br#"{"model":"pub", "messages":[{"role":"user","content":"hi"}]}"#;
+        let r = parse(Endpoint::ChatCompletions, plain).unwrap();
+        assert_eq!(&r.upstream_body("pub")[..], &plain[..]);
+        let esc = br#"{"model":"pub","messages":[{"content":"a\"b"}],"we\u0069rd":"\u00e9"}"#;
+        let r = parse(Endpoint::ChatCompletions, esc).unwrap();
+        let up: serde_json::Value = serde_json::from_slice(&r.upstream_body("x")).unwrap();
+        assert_eq!(up["weird"], "\u{e9}");
+        assert_eq!(up["messages"][0]["content"], "a\"b");
+        assert_eq!(up["model"], "x");
+    }
+
+    #[test]
     fn keeps_client_stream_options() {
         let body = br#"{"model":"m","prompt":"x","stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false}}"#;
-        let r = AiRequest::parse(Endpoint::Completions, body).unwrap();
+        let r = parse(Endpoint::Completions, body).unwrap();
         assert!(r.client_wants_usage);
         let up: serde_json::Value = serde_json::from_slice(&r.upstream_body("m")).unwrap();
         assert_eq!(up["stream_options"]["include_obfuscation"], false);
@@ -290,7 +335,7 @@ mod tests {
             ),
         ];
         for (body, want) in cases {
-            let e = AiRequest::parse(Endpoint::ChatCompletions, body).unwrap_err();
+            let e = parse(Endpoint::ChatCompletions, body).unwrap_err();
             assert_eq!(e.status(), 400);
             assert!(e.to_string().contains(want), "{e} !~ {want}");
         }

@@ -90,8 +90,7 @@ pub async fn serve(
         }
         ApiRoute::Ai(endpoint) => {
             let raw = body::read_body(session, rt.config.server.max_body_bytes).await?;
-            let req = AiRequest::parse(endpoint, &raw)?;
-            drop(raw);
+            let req = AiRequest::parse(endpoint, raw)?;
             ctx.stream = req.stream;
             let route = rt
                 .model(&req.model)
