@@ -98,13 +98,17 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 rss=$(ps -o rss= -p "${pids[1]}" | tr -d ' ')
+mkdir -p bench-results && cp "$tmp"/wrk-*.txt bench-results/
 
 python3 - "$tmp" "$ROUNDS" "$CONNS" "$DURATION" "$THREADS" "$rss" <<'PY'
 import re, statistics, sys
 tmp, rounds, conns, dur, threads, rss = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
 def ms(v):
-    n, u = re.fullmatch(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[u]
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v)
+    if not m:
+        sys.exit(f"cannot read wrk latency {v!r}")
+    n, u = m.groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
 res = {}
 for t in ("upstream", "nginx", "gateway"):
     rps, p50, p99, errs = [], [], [], 0

@@ -36,6 +36,15 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         overrides,
     } = opts;
     overrides.apply(&mut config);
+    // Pingora retries a busy address for 30 s (for graceful upgrades); a plain start should
+    // fail at once and say why.
+    for (name, addr) in [
+        ("server.listen", &config.server.listen),
+        ("server.metrics_listen", &config.server.metrics_listen),
+    ] {
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))?;
+    }
     let ca_bundle = match &config.upstream.extra_ca_file {
         Some(extra) => Some(write_ca_bundle(extra)?),
         None => None,

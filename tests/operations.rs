@@ -376,3 +376,32 @@ fn json_logs_have_one_access_line_per_request() {
     assert_eq!(access[0]["status"], 200);
     assert_eq!(access[0]["completion_tokens"], 2);
 }
+
+#[test]
+fn busy_listen_address_fails_fast_with_a_clear_message() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("g.yaml");
+    std::fs::write(&cfg, mock_yaml(&[], 1)).unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.listen") && err.contains("in use"),
+        "{err}"
+    );
+}

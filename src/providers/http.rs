@@ -145,10 +145,13 @@ impl HttpClient {
 
         let build = || -> Result<Box<RequestHeader>, UpstreamFailure> {
             let path = format!("{}{}", call.base.prefix, call.path);
-            let mut req = RequestHeader::build("POST", path.as_bytes(), Some(call.headers.len() + 2))
+            let mut req =
+                RequestHeader::build("POST", path.as_bytes(), Some(call.headers.len() + 2))
+                    .map_err(proto)?;
+            req.insert_header("host", call.base.authority.as_str())
                 .map_err(proto)?;
-            req.insert_header("host", call.base.authority.as_str()).map_err(proto)?;
-            req.insert_header("content-length", call.body.len().to_string()).map_err(proto)?;
+            req.insert_header("content-length", call.body.len().to_string())
+                .map_err(proto)?;
             for (k, v) in &call.headers {
                 req.insert_header(k.clone(), v.as_str()).map_err(proto)?;
             }

@@ -81,7 +81,7 @@ impl MockProvider {
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(f) = &self.cfg.failure {
-            if n % f.every == 0 {
+            if n.is_multiple_of(f.every) {
                 return failure(f.status, f.retry_after_secs);
             }
         }
