@@ -405,3 +405,77 @@ fn busy_listen_address_fails_fast_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn default_config_serves_mock_and_switches_providers_on_with_their_keys() {
+    let yaml = std::fs::read_to_string("gateway.yaml").unwrap();
+    let gw = Gw::start_with_env(
+        &yaml,
+        &[("GATEWAY_API_KEY", "sk-from-env"), ("OPENAI_API_KEY", "")],
+    );
+    let r = post(
+        &gw.url("/v1/chat/completions"),
+        Some("sk-from-env"),
+        &chat_body("mock", "hi", false),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["model"], "mock-1");
+    let r = post(
+        &gw.url("/v1/chat/completions"),
+        Some("sk-local-dev"),
+        &chat_body("mock", "hi", false),
+    );
+    assert_eq!(r.status, 401, "GATEWAY_API_KEY replaces the default key");
+    let ids = get(&gw.url("/v1/models"), Some("sk-from-env")).body;
+    assert!(
+        ids.contains("\"mock\"") && !ids.contains("gpt-4o-mini"),
+        "{ids}"
+    );
+    let r = post(
+        &gw.url("/v1/chat/completions"),
+        Some("sk-from-env"),
+        &chat_body("gpt-4o-mini", "hi", false),
+    );
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    drop(gw);
+    let gw = Gw::start_with_env(&yaml, &[("OPENAI_API_KEY", "sk-real-looking")]);
+    let ids = get(&gw.url("/v1/models"), Some("sk-local-dev")).body;
+    assert!(
+        ids.contains("gpt-4o-mini") && ids.contains("text-embedding-3-small"),
+        "{ids}"
+    );
+    assert!(!gw.logs().contains("sk-real-looking"));
+}
+
+#[test]
+fn slow_upstream_hits_the_read_timeout_with_504() {
+    let up = Gw::start(&format!(
+        "server: {{threads: 1}}\nauth: {{enabled: false}}\n\
+         providers: [{{name: slow, kind: mock, mock: {{latency_ms: 3000}}}}]\n\
+         models: [{{name: m, deployments: [{{provider: slow}}]}}]\n"
+    ));
+    let front = Gw::start(&format!(
+        "consumers: [{{name: ops, keys: [\"{KEY}\"]}}]\n\
+         providers: [{{name: up, kind: openai-compatible, base_url: \"{}\"}}]\n\
+         models: [{{name: m, deployments: [{{provider: up}}]}}]\n\
+         upstream: {{read_timeout: 300ms}}\nrouting: {{retries: 0}}\n",
+        up.base_url()
+    ));
+    let started = std::time::Instant::now();
+    let r = post(
+        &front.url("/v1/chat/completions"),
+        Some(KEY),
+        &chat_body("m", "x", false),
+    );
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.json()["error"]["type"], "server_error");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "timeout not applied"
+    );
+    assert_eq!(
+        front.metric("gateway_upstream_errors_total", &[("kind", "timeout")]),
+        1.0
+    );
+}

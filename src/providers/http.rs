@@ -139,8 +139,6 @@ impl HttpClient {
         let mut peer = Box::new(HttpPeer::new(addr, call.base.tls, call.base.host.clone()));
         peer.options.connection_timeout = Some(call.timeouts.connect);
         peer.options.total_connection_timeout = Some(call.timeouts.connect * 2);
-        peer.options.read_timeout = Some(call.timeouts.read);
-        peer.options.write_timeout = Some(call.timeouts.read);
         peer.options.idle_timeout = Some(call.timeouts.idle);
 
         let build = || -> Result<Box<RequestHeader>, UpstreamFailure> {
@@ -169,6 +167,9 @@ impl HttpClient {
                 .await
                 .map_err(|e| classify(&e, "connecting"))?;
             let mut session = Box::new(session);
+            // The session does not take these from the peer options: set them per call.
+            session.set_read_timeout(Some(call.timeouts.read));
+            session.set_write_timeout(Some(call.timeouts.read));
             match exchange(&mut session, build()?, call.body.clone()).await {
                 Ok(()) => {
                     let header = session.response_header().ok_or_else(|| {
