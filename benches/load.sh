@@ -78,9 +78,19 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
 LUA
 
+# CPU time (utime + stime, in clock ticks) of a process and its children (nginx workers).
+ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+  done
+  echo "$total"
+}
+
 "$BIN" run --config "$tmp/upstream.yaml" --listen 127.0.0.1:$UP --metrics-listen 127.0.0.1:$UPM >"$tmp/up.log" 2>&1 & pids+=($!)
 "$BIN" run --config "$tmp/gateway.yaml" --listen 127.0.0.1:$GW --metrics-listen 127.0.0.1:$GWM >"$tmp/gw.log" 2>&1 & pids+=($!)
 nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
+declare -A proc=([upstream]=${pids[0]} [gateway]=${pids[1]} [nginx]=${pids[2]})
 for p in $UP $GW $NG; do
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
@@ -93,16 +103,20 @@ done
 
 for r in $(seq "$ROUNDS"); do
   for target in "upstream:$UP" "nginx:$NG" "gateway:$GW"; do
+    name=${target%%:*}
+    before=$(ticks "${proc[$name]}")
     wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$tmp/post.lua" \
-      "http://127.0.0.1:${target#*:}/v1/chat/completions" > "$tmp/wrk-${target%%:*}-$r.txt"
+      "http://127.0.0.1:${target#*:}/v1/chat/completions" > "$tmp/wrk-$name-$r.txt"
+    echo "cpu_ticks: $(( $(ticks "${proc[$name]}") - before ))" >> "$tmp/wrk-$name-$r.txt"
   done
 done
 rss=$(ps -o rss= -p "${pids[1]}" | tr -d ' ')
 mkdir -p bench-results && cp "$tmp"/wrk-*.txt bench-results/
 
-python3 - "$tmp" "$ROUNDS" "$CONNS" "$DURATION" "$THREADS" "$rss" <<'PY'
+python3 - "$tmp" "$ROUNDS" "$CONNS" "$DURATION" "$THREADS" "$rss" "$(getconf CLK_TCK)" <<'PY'
 import re, statistics, sys
 tmp, rounds, conns, dur, threads, rss = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
+tck = int(sys.argv[7])
 def ms(v):
     m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v)
     if not m:
@@ -111,22 +125,25 @@ def ms(v):
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
 res = {}
 for t in ("upstream", "nginx", "gateway"):
-    rps, p50, p99, errs = [], [], [], 0
+    rps, p50, p99, errs, cpu = [], [], [], 0, []
     for r in range(1, rounds + 1):
         txt = open(f"{tmp}/wrk-{t}-{r}.txt").read()
         rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", txt).group(1)))
-        p50.append(ms(re.search(r"50%\s+(\S+)", txt).group(1)))
-        p99.append(ms(re.search(r"99%\s+(\S+)", txt).group(1)))
+        p50.append(ms(re.search(r"^\s+50%\s+(\S+)", txt, re.M).group(1)))
+        p99.append(ms(re.search(r"^\s+99%\s+(\S+)", txt, re.M).group(1)))
+        n = int(re.search(r"(\d+) requests in", txt).group(1))
+        cpu.append(int(re.search(r"cpu_ticks: (\d+)", txt).group(1)) / tck / n * 1e6)
         m = re.search(r"Non-2xx or 3xx responses: (\d+)", txt)
         errs += int(m.group(1)) if m else 0
-    res[t] = (statistics.median(rps), statistics.median(p50), statistics.median(p99), errs)
+    res[t] = (statistics.median(rps), statistics.median(p50), statistics.median(p99), errs, statistics.median(cpu))
 print(f"\nLoad benchmark: wrk -t1 -c{conns}, {rounds} interleaved rounds of {dur}s, median of rounds;"
       f" {threads} worker thread(s) for nginx and the gateway; chat completion, non-stream.\n")
-print("| target | req/s | p50 ms | p99 ms | non-2xx |")
-print("|---|---:|---:|---:|---:|")
-for t, (rps, p50, p99, errs) in res.items():
-    print(f"| {t} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errs} |")
+print("| target | req/s | p50 ms | p99 ms | non-2xx | CPU µs/request of the target process |")
+print("|---|---:|---:|---:|---:|---:|")
+for t, (rps, p50, p99, errs, cpu) in res.items():
+    print(f"| {t} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errs} | {cpu:.1f} |")
 g, n, u = res["gateway"][0], res["nginx"][0], res["upstream"][0]
 print(f"\ngateway/nginx throughput: {g/n:.2f}x (target >= 0.8x)   gateway/upstream: {g/u:.2f}x   nginx/upstream: {n/u:.2f}x")
+print(f"CPU per request, gateway / nginx: {res['gateway'][4]/res['nginx'][4]:.2f}x")
 print(f"gateway p99 / nginx p99: {res['gateway'][2]/res['nginx'][2]:.2f}x   gateway RSS after the run: {rss/1024:.1f} MiB")
 PY
