@@ -413,3 +413,41 @@ fn completions_and_embeddings_through_http_upstream() {
         2.0 + 2.0
     );
 }
+
+#[test]
+fn client_disconnect_mid_stream_is_accounted_and_frees_the_request() {
+    use std::io::Write;
+    let (_up, front) = pair("");
+    let body = chat_body("slow", "go", true);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", front.port)).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+    drop(s); // the client goes away after the first bytes of a 1 s stream
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while front.metric("gateway_requests_in_flight", &[]) != 0.0
+        || !front.logs().contains("status=499")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "request not released:\n{}",
+            front.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(front.logs().contains("client_disconnected"));
+    assert_eq!(
+        front.metric(
+            "gateway_requests_total",
+            &[("model", "slow"), ("status_class", "4xx")]
+        ),
+        1.0
+    );
+}
