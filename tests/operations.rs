@@ -450,11 +450,11 @@ fn default_config_serves_mock_and_switches_providers_on_with_their_keys() {
 
 #[test]
 fn slow_upstream_hits_the_read_timeout_with_504() {
-    let up = Gw::start(&format!(
-        "server: {{threads: 1}}\nauth: {{enabled: false}}\n\
-         providers: [{{name: slow, kind: mock, mock: {{latency_ms: 3000}}}}]\n\
-         models: [{{name: m, deployments: [{{provider: slow}}]}}]\n"
-    ));
+    let up = Gw::start(
+        "server: {threads: 1}\nauth: {enabled: false}\n\
+         providers: [{name: slow, kind: mock, mock: {latency_ms: 3000}}]\n\
+         models: [{name: m, deployments: [{provider: slow}]}]\n",
+    );
     let front = Gw::start(&format!(
         "consumers: [{{name: ops, keys: [\"{KEY}\"]}}]\n\
          providers: [{{name: up, kind: openai-compatible, base_url: \"{}\"}}]\n\
