@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod errors;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod providers;

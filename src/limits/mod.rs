@@ -1,0 +1,19 @@
+//! Rate limiting: the APISIX limit plugins' algorithms, made exact.
+//!
+//! Each algorithm is a pure function of its configuration, its stored state and the time
+//! (`now_ms`, milliseconds on a monotonic clock), so it is unit-tested with a fake clock and
+//! the same code serves every store (in-process now, Redis scripts mirror it):
+//!
+//! - [`req`]: limit-req, the leaky bucket in milli-requests (`rate`, `burst`, `nodelay`).
+//! - [`conn`]: limit-conn, concurrency with a delay band between `conn` and `conn + burst`.
+//! - [`count`]: limit-count, a fixed window opened by the first request.
+//! - [`tokens`]: token limits per window with reservations at admission, reconciled with
+//!   the real usage when the response ends.
+//!
+//! Semantics follow `shared/reference/limits-semantics.md` (APISIX 3.18); where APISIX has
+//! a known bug the correct behaviour is implemented and documented on the item.
+
+pub mod conn;
+pub mod count;
+pub mod req;
+pub mod tokens;
