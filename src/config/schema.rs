@@ -121,6 +121,9 @@ pub struct ConsumerConfig {
     pub name: String,
     #[serde(default)]
     pub keys: Vec<Secret>,
+    /// Limits on everything this consumer sends, across models.
+    #[serde(default)]
+    pub limits: Vec<LimitRuleConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -221,6 +224,9 @@ pub struct ModelConfig {
     #[serde(default)]
     pub owned_by: Option<String>,
     pub deployments: Vec<DeploymentConfig>,
+    /// Limits on this model route (per key expression; default one shared counter).
+    #[serde(default)]
+    pub limits: Vec<LimitRuleConfig>,
 }
 
 /// One place a model is served: provider + upstream model name + key.
@@ -234,6 +240,86 @@ pub struct DeploymentConfig {
     /// Overrides the provider's key for this deployment (several keys = several deployments).
     #[serde(default)]
     pub api_key: Option<Secret>,
+    /// The provider key's own limits (RPM, TPM, concurrency): a deployment over them is
+    /// skipped by routing, and the request fails over to one with headroom.
+    #[serde(default)]
+    pub limits: Vec<LimitRuleConfig>,
+}
+
+/// One limit rule: a name (its identity, so a reload that changes the numbers keeps the
+/// usage so far) and exactly one of `req`, `conn`, `count` or `tokens`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRuleConfig {
+    pub name: String,
+    /// APISIX-style key template: `$consumer_name`, `$remote_addr`, `$http_<header>`,
+    /// `$model`, combinations such as `"$consumer_name $http_x_user"`. Default: one
+    /// counter for the whole scope.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub req: Option<ReqRuleConfig>,
+    #[serde(default)]
+    pub conn: Option<ConnRuleConfig>,
+    #[serde(default)]
+    pub count: Option<CountRuleConfig>,
+    #[serde(default)]
+    pub tokens: Option<TokensRuleConfig>,
+}
+
+/// limit-req: leaky bucket.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReqRuleConfig {
+    pub rate: f64,
+    #[serde(default)]
+    pub burst: f64,
+    #[serde(default)]
+    pub nodelay: bool,
+}
+
+/// limit-conn: concurrent requests.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConnRuleConfig {
+    pub conn: u64,
+    #[serde(default)]
+    pub burst: u64,
+    #[serde(default = "one_second", with = "humantime_serde")]
+    pub default_conn_delay: Duration,
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// limit-count: fixed window opened by the first request.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CountRuleConfig {
+    pub count: u64,
+    #[serde(with = "humantime_serde")]
+    pub time_window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStrategy {
+    #[default]
+    TotalTokens,
+    PromptTokens,
+    CompletionTokens,
+}
+
+/// Token limit per window, reserved at admission and reconciled with real usage.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokensRuleConfig {
+    pub limit: u64,
+    #[serde(with = "humantime_serde")]
+    pub time_window: Duration,
+    #[serde(default)]
+    pub strategy: TokenStrategy,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -252,6 +338,8 @@ pub struct RoutingConfig {
     pub strategy: RoutingStrategy,
     /// Extra attempts on other deployments after a connect error, 429 or 5xx.
     pub retries: u32,
+    /// Completion tokens reserved for a request that sets no `max_tokens`.
+    pub default_max_tokens: u64,
 }
 
 impl Default for RoutingConfig {
@@ -259,6 +347,7 @@ impl Default for RoutingConfig {
         RoutingConfig {
             strategy: RoutingStrategy::RoundRobin,
             retries: 2,
+            default_max_tokens: 1024,
         }
     }
 }

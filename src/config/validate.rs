@@ -104,6 +104,7 @@ fn consumers(c: &Config, p: &mut Problems) {
                 format!("duplicate consumer name {:?}", consumer.name),
             );
         }
+        limit_rules(&consumer.limits, &format!("{path}.limits"), p);
         for (j, key) in consumer.keys.iter().enumerate() {
             if key.is_empty() {
                 p.add(format!("{path}.keys[{j}]"), "must not be empty");
@@ -249,11 +250,85 @@ fn models(c: &Config, p: &mut Problems) {
                     format!("unknown provider {:?}", d.provider),
                 );
             }
+            limit_rules(&d.limits, &format!("{path}.deployments[{j}].limits"), p);
             if d.model.as_deref() == Some("") {
                 p.add(
                     format!("{path}.deployments[{j}].model"),
                     "must not be empty",
                 );
+            }
+        }
+    }
+}
+
+fn limit_rules(rules: &[crate::config::schema::LimitRuleConfig], path: &str, p: &mut Problems) {
+    let mut names = HashSet::new();
+    for (i, r) in rules.iter().enumerate() {
+        let path = format!("{path}[{i}]");
+        if r.name.is_empty() {
+            p.add(format!("{path}.name"), "must not be empty");
+        } else if !names.insert(r.name.as_str()) {
+            p.add(
+                format!("{path}.name"),
+                format!("duplicate rule name {:?}", r.name),
+            );
+        }
+        let kinds = [
+            r.req.is_some(),
+            r.conn.is_some(),
+            r.count.is_some(),
+            r.tokens.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            p.add(
+                path.clone(),
+                "needs exactly one of req, conn, count, tokens",
+            );
+        }
+        if let Some(q) = &r.req {
+            if !(q.rate > 0.0 && q.rate.is_finite()) {
+                p.add(format!("{path}.req.rate"), "must be greater than 0");
+            }
+            if !(q.burst >= 0.0 && q.burst.is_finite()) {
+                p.add(format!("{path}.req.burst"), "must be 0 or more");
+            }
+        }
+        if let Some(c) = &r.conn {
+            if c.conn == 0 {
+                p.add(format!("{path}.conn.conn"), "must be greater than 0");
+            }
+            if c.default_conn_delay.is_zero() {
+                p.add(
+                    format!("{path}.conn.default_conn_delay"),
+                    "must be greater than 0",
+                );
+            }
+        }
+        if let Some(c) = &r.count {
+            if c.count == 0 {
+                p.add(format!("{path}.count.count"), "must be greater than 0");
+            }
+            if c.time_window.as_millis() == 0 {
+                p.add(
+                    format!("{path}.count.time_window"),
+                    "must be greater than 0",
+                );
+            }
+        }
+        if let Some(t) = &r.tokens {
+            if t.limit == 0 {
+                p.add(format!("{path}.tokens.limit"), "must be greater than 0");
+            }
+            if t.time_window.as_millis() == 0 {
+                p.add(
+                    format!("{path}.tokens.time_window"),
+                    "must be greater than 0",
+                );
+            }
+        }
+        if let Some(k) = &r.key {
+            if let Err(e) = crate::limits::key::KeyTemplate::parse(k) {
+                p.add(format!("{path}.key"), e);
             }
         }
     }

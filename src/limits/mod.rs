@@ -10,10 +10,17 @@
 //! - [`tokens`]: token limits per window with reservations at admission, reconciled with
 //!   the real usage when the response ends.
 //!
+//! [`admission`] evaluates every rule that applies to a request in one call against a
+//! store ([`local`] for the in-process policy); [`rules`] and [`key`] compile the config.
+//!
 //! Semantics follow `shared/reference/limits-semantics.md` (APISIX 3.18); where APISIX has
 //! a known bug the correct behaviour is implemented and documented on the item.
 
+pub mod admission;
 pub mod conn;
 pub mod count;
+pub mod key;
+pub mod local;
 pub mod req;
+pub mod rules;
 pub mod tokens;

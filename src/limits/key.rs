@@ -1,0 +1,159 @@
+//! APISIX-style limit keys: a template such as `$consumer_name`, `$remote_addr`,
+//! `$http_x_user` (the `X-User` header), `$model`, or a combination like
+//! `"$consumer_name $http_x_user"`. `${name}` is accepted too and `\$` is a literal dollar.
+//! Unset variables become empty; if no variable resolves, the client address is used, as
+//! APISIX does (its `var_combination` fallback).
+
+/// A variable a key can use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Var {
+    ConsumerName,
+    RemoteAddr,
+    Model,
+    /// A request header, stored in its lower-case HTTP form (`x-user`).
+    Header(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Var(Var),
+}
+
+/// A parsed key template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTemplate {
+    parts: Vec<Part>,
+}
+
+/// What a key can be resolved from.
+pub struct KeyContext<'a> {
+    pub consumer: Option<&'a str>,
+    pub remote_addr: Option<&'a str>,
+    pub model: &'a str,
+    pub headers: &'a http::HeaderMap,
+}
+
+impl KeyTemplate {
+    pub fn parse(s: &str) -> Result<KeyTemplate, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if chars.peek() == Some(&'$') => {
+                    lit.push('$');
+                    chars.next();
+                }
+                '$' => {
+                    let braced = chars.peek() == Some(&'{');
+                    if braced {
+                        chars.next();
+                    }
+                    let mut name = String::new();
+                    while let Some(&n) = chars.peek() {
+                        if n.is_ascii_alphanumeric() || n == '_' || (braced && n == ' ') {
+                            name.push(n);
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                    if braced && chars.next() != Some('}') {
+                        return Err(format!("unterminated ${{ in key {s:?}"));
+                    }
+                    let name = name.trim();
+                    let var = match name {
+                        "consumer_name" => Var::ConsumerName,
+                        "remote_addr" => Var::RemoteAddr,
+                        "model" => Var::Model,
+                        h if h.starts_with("http_") && h.len() > 5 => {
+                            Var::Header(h[5..].to_ascii_lowercase().replace('_', "-"))
+                        }
+                        other => {
+                            return Err(format!(
+                                "unknown variable ${other} in key {s:?} (known: consumer_name, remote_addr, model, http_<header>)"
+                            ))
+                        }
+                    };
+                    if !lit.is_empty() {
+                        parts.push(Part::Lit(std::mem::take(&mut lit)));
+                    }
+                    parts.push(Part::Var(var));
+                }
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        Ok(KeyTemplate { parts })
+    }
+
+    /// The key for one request.
+    pub fn resolve(&self, cx: &KeyContext<'_>) -> String {
+        let mut out = String::new();
+        let mut resolved_any = false;
+        for p in &self.parts {
+            match p {
+                Part::Lit(l) => out.push_str(l),
+                Part::Var(v) => {
+                    let value = match v {
+                        Var::ConsumerName => cx.consumer,
+                        Var::RemoteAddr => cx.remote_addr,
+                        Var::Model => Some(cx.model),
+                        Var::Header(h) => cx.headers.get(h.as_str()).and_then(|v| v.to_str().ok()),
+                    };
+                    if let Some(v) = value.filter(|v| !v.is_empty()) {
+                        resolved_any = true;
+                        out.push_str(v);
+                    }
+                }
+            }
+        }
+        if resolved_any {
+            out
+        } else {
+            cx.remote_addr.unwrap_or("").to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cx(headers: &http::HeaderMap) -> KeyContext<'_> {
+        KeyContext {
+            consumer: Some("jack"),
+            remote_addr: Some("10.0.0.1"),
+            model: "gpt",
+            headers,
+        }
+    }
+
+    #[test]
+    fn resolves_templates_like_apisix() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-a", "1".parse().unwrap());
+        let r = |t: &str| KeyTemplate::parse(t).unwrap().resolve(&cx(&h));
+        assert_eq!(r("$consumer_name"), "jack");
+        assert_eq!(r("${ consumer_name }:$model"), "jack:gpt");
+        assert_eq!(r("$http_x_a $http_x_b"), "1 ");
+        assert_eq!(
+            r("$http_x_missing"),
+            "10.0.0.1",
+            "nothing resolved: client address"
+        );
+        assert_eq!(
+            r("abcdefgh"),
+            "10.0.0.1",
+            "no variable at all: client address"
+        );
+        assert_eq!(r("cost \\$1 $model"), "cost $1 gpt");
+        assert!(KeyTemplate::parse("$nope")
+            .unwrap_err()
+            .contains("unknown variable"));
+        assert!(KeyTemplate::parse("${model").is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! Compiled limit rules: a config rule plus the identity of its counters.
+//!
+//! A rule's identity is its scope and name (`consumer:jack/rpm`), never its numbers, so a
+//! reload that changes a limit keeps the usage consumed so far (APISIX keys counters by a
+//! hash of the config and resets them on any edit: reference bug 9).
+
+use super::conn::ConnLimit;
+use super::count::CountLimit;
+use super::key::{KeyContext, KeyTemplate};
+use super::req::ReqLimit;
+use super::tokens::TokenLimit;
+use crate::config::schema::{LimitRuleConfig, TokenStrategy};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleKind {
+    Req(ReqLimit),
+    Conn(ConnLimit),
+    Count(CountLimit),
+    Tokens(TokenLimit, TokenStrategy),
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// `scope/name`: the identity of the rule's counters.
+    pub id: Arc<str>,
+    pub kind: RuleKind,
+    /// `None`: one counter for the whole scope.
+    pub key: Option<KeyTemplate>,
+}
+
+impl Rule {
+    /// Compile a validated rule of `scope` (e.g. `consumer:jack`).
+    pub fn compile(scope: &str, c: &LimitRuleConfig) -> Option<Rule> {
+        let kind = if let Some(r) = &c.req {
+            RuleKind::Req(ReqLimit {
+                rate: r.rate,
+                burst: r.burst,
+                nodelay: r.nodelay,
+            })
+        } else if let Some(r) = &c.conn {
+            RuleKind::Conn(ConnLimit {
+                conn: r.conn,
+                burst: r.burst,
+                default_conn_delay_ms: r.default_conn_delay.as_millis() as u64,
+            })
+        } else if let Some(r) = &c.count {
+            RuleKind::Count(CountLimit {
+                count: r.count,
+                window_ms: r.time_window.as_millis() as u64,
+            })
+        } else {
+            let t = c.tokens.as_ref()?;
+            RuleKind::Tokens(
+                TokenLimit {
+                    limit: t.limit,
+                    window_ms: t.time_window.as_millis() as u64,
+                },
+                t.strategy,
+            )
+        };
+        Some(Rule {
+            id: format!("{scope}/{}", c.name).into(),
+            kind,
+            key: c.key.as_deref().and_then(|k| KeyTemplate::parse(k).ok()),
+        })
+    }
+
+    /// Compile every rule of a scope.
+    pub fn compile_all(scope: &str, rules: &[LimitRuleConfig]) -> Vec<Rule> {
+        rules
+            .iter()
+            .filter_map(|r| Rule::compile(scope, r))
+            .collect()
+    }
+
+    /// The counter this request uses.
+    pub fn counter_key(&self, cx: &KeyContext<'_>) -> String {
+        match &self.key {
+            Some(k) => format!("{}\u{1f}{}", self.id, k.resolve(cx)),
+            None => self.id.to_string(),
+        }
+    }
+}
