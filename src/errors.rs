@@ -5,8 +5,10 @@
 //! (`{"error":{"message","type","param","code"}}`) and its bounded metric label. Messages
 //! never contain provider keys: variants carry only what the client may see.
 
+use crate::limits::admission::{Budget, Quota};
 use bytes::Bytes;
 use serde_json::json;
+use std::sync::Arc;
 
 /// Errors the gateway answers with itself.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,6 +37,18 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("The upstream sent an invalid response: {0}")]
     UpstreamProtocol(String),
+    #[error(
+        "Rate limit reached for {limit} on {}. Please try again in {:.3}s.",
+        .budget.as_str(),
+        *.retry_after_ms as f64 / 1000.0
+    )]
+    RateLimited {
+        /// Which limit, as the client may see it.
+        limit: Arc<str>,
+        budget: Budget,
+        retry_after_ms: u64,
+        quotas: Vec<Quota>,
+    },
     #[error("The server is shutting down.")]
     ShuttingDown,
     #[error("Internal error: {0}")]
@@ -57,6 +71,7 @@ impl GatewayError {
             MissingApiKey | InvalidApiKey => 401,
             UnknownRoute { .. } | ModelNotFound(_) => 404,
             BadRequest { .. } => 400,
+            RateLimited { .. } => 429,
             PayloadTooLarge { .. } => 413,
             NoDeployment(_) | ShuttingDown => 503,
             UpstreamUnavailable(_) | UpstreamProtocol(_) => 502,
@@ -67,6 +82,9 @@ impl GatewayError {
 
     /// OpenAI `error.type`.
     pub fn error_type(&self) -> &'static str {
+        if let GatewayError::RateLimited { budget, .. } = self {
+            return budget.as_str();
+        }
         match self.status() {
             400..=499 => "invalid_request_error",
             _ => "server_error",
@@ -81,6 +99,7 @@ impl GatewayError {
             ModelNotFound(_) => Some("model_not_found"),
             BadRequest { code, .. } => *code,
             PayloadTooLarge { .. } => Some("request_too_large"),
+            RateLimited { .. } => Some("rate_limit_exceeded"),
             _ => None,
         }
     }
@@ -104,6 +123,7 @@ impl GatewayError {
             ModelNotFound(_) => "model_not_found",
             BadRequest { .. } => "bad_request",
             PayloadTooLarge { .. } => "payload_too_large",
+            RateLimited { .. } => "rate_limited",
             NoDeployment(_) => "no_deployment",
             UpstreamUnavailable(_) => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",

@@ -1,6 +1,7 @@
 //! State shared by every service of one gateway process.
 
 use crate::config::Runtime;
+use crate::limits::local::LocalStore;
 use crate::metrics::Metrics;
 use crate::providers::http::HttpClient;
 use arc_swap::ArcSwap;
@@ -12,4 +13,7 @@ pub struct GatewayState {
     /// The upstream connection pool.
     pub http: Arc<HttpClient>,
     pub metrics: Metrics,
+    /// Limit counters (local policy). Kept across reloads: counters are keyed by rule
+    /// identity, so changed numbers apply to the usage so far.
+    pub limits: Arc<LocalStore>,
 }

@@ -3,6 +3,7 @@
 //! keeps the snapshot it started with.
 
 use super::schema::{Config, ProviderKind, RoutingStrategy, Secret};
+use crate::limits::rules::Rule;
 use crate::providers::http::BaseUrl;
 use crate::providers::mock::MockProvider;
 use sha2::{Digest, Sha256};
@@ -36,6 +37,8 @@ pub struct Deployment {
     /// Model name sent upstream.
     pub model: String,
     pub api_key: Option<Secret>,
+    /// The provider key's own limits.
+    pub limits: Vec<Rule>,
 }
 
 #[derive(Debug)]
@@ -44,6 +47,7 @@ pub struct ModelRoute {
     pub owned_by: String,
     /// Enabled deployments only; empty when every provider key is unset.
     pub deployments: Vec<Deployment>,
+    pub limits: Vec<Rule>,
     next: AtomicUsize,
 }
 
@@ -71,11 +75,10 @@ pub struct Runtime {
     /// Increments on every successful reload.
     pub generation: u64,
     consumers: HashMap<[u8; 32], Arc<str>>,
+    consumer_limits: HashMap<Arc<str>, Vec<Rule>>,
     models: HashMap<String, ModelRoute>,
     /// Models with at least one enabled deployment, in config order.
     pub listed_models: Vec<Arc<str>>,
-    /// Provider names, for bounded metric labels.
-    pub provider_names: Vec<Arc<str>>,
 }
 
 impl Runtime {
@@ -142,9 +145,18 @@ impl Runtime {
                     if api_key.as_ref().is_some_and(Secret::is_empty) {
                         return None;
                     }
+                    let model = d.model.clone().unwrap_or_else(|| m.name.clone());
+                    // The provider key's identity: its limits follow the key, whichever
+                    // public model routes to it (a digest prefix, never the key).
+                    let key_id = api_key.as_ref().map_or_else(
+                        || "nokey".to_string(),
+                        |k| hex::encode(&Sha256::digest(k.expose().as_bytes())[..6]),
+                    );
+                    let scope = format!("deployment:{}:{model}:{key_id}", d.provider);
                     Some(Deployment {
                         provider,
-                        model: d.model.clone().unwrap_or_else(|| m.name.clone()),
+                        limits: Rule::compile_all(&scope, &d.limits),
+                        model,
                         api_key,
                     })
                 })
@@ -162,6 +174,7 @@ impl Runtime {
             models.insert(
                 m.name.clone(),
                 ModelRoute {
+                    limits: Rule::compile_all(&format!("model:{}", m.name), &m.limits),
                     name,
                     owned_by,
                     deployments,
@@ -169,10 +182,13 @@ impl Runtime {
                 },
             );
         }
-        let provider_names = config
-            .providers
+        let consumer_limits = config
+            .consumers
             .iter()
-            .map(|p| p.name.as_str().into())
+            .map(|c| {
+                let rules = Rule::compile_all(&format!("consumer:{}", c.name), &c.limits);
+                (c.name.as_str().into(), rules)
+            })
             .collect();
         Runtime {
             config,
@@ -180,7 +196,7 @@ impl Runtime {
             consumers,
             models,
             listed_models,
-            provider_names,
+            consumer_limits,
         }
     }
 
@@ -188,6 +204,11 @@ impl Runtime {
     /// same time whatever the key.
     pub fn consumer_for_key(&self, key: &str) -> Option<Arc<str>> {
         self.consumers.get(&key_digest(key)).cloned()
+    }
+
+    /// The limits of a consumer.
+    pub fn consumer_limits(&self, name: &str) -> &[Rule] {
+        self.consumer_limits.get(name).map_or(&[], Vec::as_slice)
     }
 
     pub fn model(&self, name: &str) -> Option<&ModelRoute> {

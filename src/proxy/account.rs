@@ -2,6 +2,7 @@
 //! token counters and the access log line. Nothing here can see a provider key.
 
 use super::RequestCtx;
+use crate::limits::admission::TokenUsage;
 use crate::metrics::status_class;
 use crate::state::GatewayState;
 use pingora::proxy::Session;
@@ -23,6 +24,20 @@ pub fn finish(
                 })
             })
             .unwrap_or(0);
+    }
+    // Charge token usage in place of the reservations. Without usage, an answer that
+    // started (or a client that left mid-stream) is charged its reservation; a request that
+    // failed before any answer is charged nothing.
+    let usage = match ctx.usage {
+        Some(u) => Some(TokenUsage {
+            prompt: u.prompt_tokens,
+            completion: u.completion_tokens,
+        }),
+        None if matches!(ctx.status, 200 | 499) => None,
+        None => Some(TokenUsage::default()),
+    };
+    for t in ctx.tickets.drain(..) {
+        t.finish(usage);
     }
     let model = ctx.model.as_deref().unwrap_or("none");
     let provider = ctx.provider.as_deref().unwrap_or("none");

@@ -196,6 +196,18 @@ impl AiRequest {
         Ok(())
     }
 
+    /// A rough count of the prompt's tokens (one per four bytes of its raw JSON), used to
+    /// reserve tokens before the real usage is known. It errs on the high side.
+    pub fn prompt_estimate(&self) -> u64 {
+        let field = match self.endpoint {
+            Endpoint::ChatCompletions => "messages",
+            Endpoint::Completions => "prompt",
+            Endpoint::Embeddings => "input",
+        };
+        self.raw(field)
+            .map_or(1, |r| (r.len() as u64).div_ceil(4).max(1))
+    }
+
     /// A top-level field as raw JSON.
     pub fn field(&self, name: &str) -> Option<&RawValue> {
         serde_json::from_str(self.raw(name)?).ok()

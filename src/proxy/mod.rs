@@ -8,6 +8,7 @@
 //! reached for them.
 
 pub mod account;
+pub mod admit;
 pub mod auth;
 pub mod body;
 pub mod respond;
@@ -17,6 +18,7 @@ pub mod upstream;
 
 use crate::config::Runtime;
 use crate::errors::GatewayError;
+use crate::limits::admission::{Quota, Ticket};
 use crate::state::GatewayState;
 use async_trait::async_trait;
 use pingora::proxy::{ProxyHttp, Session};
@@ -53,6 +55,10 @@ pub struct RequestCtx {
     pub usage: Option<Usage>,
     pub attempts: u32,
     pub error: Option<&'static str>,
+    /// Limit tickets held until the request ends (slots, token reservations).
+    pub tickets: Vec<Ticket>,
+    /// Quotas seen at admission, for the rate-limit headers.
+    pub quotas: Vec<Quota>,
     _in_flight: InFlight,
 }
 
@@ -86,6 +92,8 @@ impl ProxyHttp for Gateway {
             usage: None,
             attempts: 0,
             error: None,
+            tickets: Vec::new(),
+            quotas: Vec::new(),
             _in_flight: InFlight(gauge),
         }
     }

@@ -3,6 +3,7 @@
 
 use super::RequestCtx;
 use crate::errors::GatewayError;
+use crate::limits::admission::{Budget, Quota};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -33,7 +34,52 @@ pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> ResponseHead
     // These names and values are constants or validated: insertion cannot fail.
     let _ = h.insert_header("content-type", content_type);
     let _ = h.insert_header("x-request-id", ctx.request_id.as_str());
+    rate_limit_headers(&mut h, &ctx.quotas);
     h
+}
+
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, from the tightest
+/// quota of each budget seen at admission.
+fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota]) {
+    for (budget, suffix) in [(Budget::Requests, "requests"), (Budget::Tokens, "tokens")] {
+        let Some(q) = quotas
+            .iter()
+            .filter(|q| q.budget == budget)
+            .min_by_key(|q| q.remaining)
+        else {
+            continue;
+        };
+        let _ = h.insert_header(format!("x-ratelimit-limit-{suffix}"), q.limit.to_string());
+        let _ = h.insert_header(
+            format!("x-ratelimit-remaining-{suffix}"),
+            q.remaining.to_string(),
+        );
+        let _ = h.insert_header(
+            format!("x-ratelimit-reset-{suffix}"),
+            go_duration(q.reset_ms),
+        );
+    }
+}
+
+/// A duration as Go prints it, as OpenAI's reset headers do: `6ms`, `1s`, `17.28s`,
+/// `1m0.052s`, `6m0s`, `2h0m0s`.
+pub fn go_duration(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, rem) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rem) = (rem / 60_000, rem % 60_000);
+    let secs = if rem % 1000 == 0 {
+        format!("{}s", rem / 1000)
+    } else {
+        let s = format!("{}.{:03}", rem / 1000, rem % 1000);
+        format!("{}s", s.trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
 }
 
 /// Send a complete body.
@@ -70,7 +116,39 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
     if let Some(retry) = e.should_retry() {
         let _ = h.insert_header("x-should-retry", if retry { "true" } else { "false" });
     }
+    if let GatewayError::RateLimited {
+        retry_after_ms,
+        quotas,
+        ..
+    } = e
+    {
+        // Whole seconds, at most 60, so every SDK version honours it; the exact value in ms.
+        let retry_after_ms: u64 = *retry_after_ms;
+        let secs = retry_after_ms.div_ceil(1000).clamp(1, 60);
+        let _ = h.insert_header("retry-after", secs.to_string());
+        let _ = h.insert_header("retry-after-ms", retry_after_ms.min(60_000).to_string());
+        rate_limit_headers(&mut h, quotas);
+    }
     // Any request body the client is still sending is not wanted: close after answering.
     session.set_keepalive(None);
     full(session, ctx, h, e.body()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_duration;
+
+    #[test]
+    fn go_durations() {
+        for (ms, want) in [
+            (6, "6ms"),
+            (1000, "1s"),
+            (17_280, "17.28s"),
+            (60_052, "1m0.052s"),
+            (360_000, "6m0s"),
+            (7_200_000, "2h0m0s"),
+        ] {
+            assert_eq!(go_duration(ms), want);
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! the model listing endpoints, which need no upstream.
 
 use super::body::{self, AiRequest, Endpoint};
-use super::{auth, respond, stream, upstream, RequestCtx};
+use super::{admit, auth, respond, stream, upstream, RequestCtx};
 use crate::config::Runtime;
 use crate::errors::GatewayError;
 use crate::state::GatewayState;
@@ -99,7 +99,10 @@ pub async fn serve(
             if route.deployments.is_empty() {
                 return Err(GatewayError::NoDeployment(req.model.clone()));
             }
-            let (response, deployment) = upstream::call(state, rt, route, &req, ctx).await?;
+            let subject = admit::Subject::new(session, ctx, rt, &req);
+            admit::admit_route(state, rt, ctx, route, &subject)?;
+            let (response, deployment) =
+                upstream::call(state, rt, route, &req, ctx, &subject).await?;
             let key = deployment.api_key.as_ref().map(|k| k.expose());
             stream::relay(state, session, ctx, &req, response, key).await;
         }

@@ -3,10 +3,11 @@
 //! answer: the first success, or the last failure.
 
 use super::body::AiRequest;
-use super::RequestCtx;
+use super::{admit, RequestCtx};
 use crate::config::runtime::{Deployment, ModelRoute, Target};
 use crate::config::Runtime;
 use crate::errors::GatewayError;
+use crate::limits::admission::Rejection;
 use crate::providers::http::{HttpCall, Timeouts};
 use crate::providers::{UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
 use crate::state::GatewayState;
@@ -58,19 +59,39 @@ async fn attempt(
 }
 
 /// Try the deployments of `route`; returns the response to relay and the deployment that
-/// gave it.
+/// gave it. Deployments at their provider-key limits are skipped without using the retry
+/// budget; the budget counts failed attempts only.
 pub async fn call<'r>(
     state: &GatewayState,
     rt: &Runtime,
     route: &'r ModelRoute,
     req: &AiRequest,
     ctx: &mut RequestCtx,
+    subject: &admit::Subject,
 ) -> Result<(UpstreamResponse, &'r Deployment), GatewayError> {
     let routing = &rt.config.routing;
-    let mut attempts = route.attempts(routing.strategy, routing.retries).peekable();
+    let candidates: Vec<&Deployment> = route.attempts(routing.strategy, u32::MAX).collect();
+    let mut failures = 0u32;
+    let mut slept = 0u64;
     let mut last_failure: Option<UpstreamFailure> = None;
-    while let Some(d) = attempts.next() {
-        let is_last = attempts.peek().is_none();
+    let mut limited: Option<Rejection> = None;
+    for (i, d) in candidates.iter().copied().enumerate() {
+        let held_before = ctx.tickets.len();
+        if let Err(r) = admit::admit_deployment(state, ctx, d, subject) {
+            if limited
+                .as_ref()
+                .is_none_or(|b| r.retry_after_ms < b.retry_after_ms)
+            {
+                limited = Some(r);
+            }
+            continue;
+        }
+        let delay = admit::delay_ms(ctx);
+        if delay > slept {
+            tokio::time::sleep(std::time::Duration::from_millis(delay - slept)).await;
+            slept = delay;
+        }
+        let is_last = failures >= routing.retries || i + 1 == candidates.len();
         ctx.attempts += 1;
         ctx.provider = Some(d.provider.name.clone());
         let sent = Instant::now();
@@ -96,6 +117,8 @@ pub async fn call<'r>(
             }
             Err(f) => f,
         };
+        // This deployment is no longer in use: give back its slot and reservation.
+        ctx.tickets.truncate(held_before);
         record(state, d, failure.kind);
         tracing::warn!(
             request_id = %ctx.request_id,
@@ -107,15 +130,20 @@ pub async fn call<'r>(
             if is_last { "" } else { ", failing over" }
         );
         last_failure = Some(failure);
+        failures += 1;
+        if is_last {
+            break;
+        }
     }
     let attempts = ctx.attempts;
-    Err(match last_failure.map(|f| f.kind) {
-        Some(UpstreamErrorKind::Timeout) => GatewayError::UpstreamTimeout,
-        Some(kind) => GatewayError::UpstreamUnavailable(format!(
+    Err(match (last_failure.map(|f| f.kind), limited) {
+        (Some(UpstreamErrorKind::Timeout), _) => GatewayError::UpstreamTimeout,
+        (Some(kind), _) => GatewayError::UpstreamUnavailable(format!(
             "{attempts} attempt(s) failed, the last with {}",
             kind.label()
         )),
-        None => GatewayError::NoDeployment(route.name.to_string()),
+        (None, Some(r)) => admit::all_deployments_limited(route, r),
+        (None, None) => GatewayError::NoDeployment(route.name.to_string()),
     })
 }
 
