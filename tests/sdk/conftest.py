@@ -12,10 +12,18 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("GATEWAY_BIN", os.path.join(ROOT, "target", "debug", "ai-rate-limiter"))
 KEY = "sk-proxy-test"
+LIMITED_KEY = "sk-ratelimited"
 
 CONFIG = f"""
 server: {{threads: 2}}
-consumers: [{{name: sdk, keys: ["{KEY}"]}}]
+consumers:
+  - {{name: sdk, keys: ["{KEY}"]}}
+  - name: limited
+    keys: ["{LIMITED_KEY}"]
+    limits:
+      - {{name: burst, req: {{rate: 2, burst: 0, nodelay: true}}}}
+      - {{name: rpm, count: {{count: 1000, time_window: 60s}}}}
+      - {{name: tpm, tokens: {{limit: 1000000, time_window: 60s}}}}
 providers:
   - {{name: mock, kind: mock}}
   - {{name: midstream, kind: mock, mock: {{cut_stream_after_tokens: 2}}}}

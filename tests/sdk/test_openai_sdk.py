@@ -5,7 +5,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import KEY
+from conftest import KEY, LIMITED_KEY
 
 MODEL = "gpt-4o-mini"
 
@@ -115,3 +115,22 @@ def test_mid_stream_error_raises_api_error(client):
                                                 messages=[{"role": "user", "content": "x"}], stream=True):
             pass
     assert "ended" in e.value.message
+
+
+def test_rate_limit_error_then_sdk_retries_succeed(gateway):
+    msg = [{"role": "user", "content": "x"}]
+    c0 = OpenAI(base_url=gateway, api_key=LIMITED_KEY, max_retries=0)
+    raw = c0.chat.completions.with_raw_response.create(model=MODEL, messages=msg)
+    for h in ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+              "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", "x-request-id"):
+        assert raw.headers.get(h) is not None, h
+    assert re.fullmatch(r"(\d+h)?(\d+m)?(\d+(\.\d+)?s)?|\d+ms", raw.headers["x-ratelimit-reset-tokens"])
+    with pytest.raises(openai.RateLimitError) as e:
+        c0.chat.completions.create(model=MODEL, messages=msg)
+    h = e.value.response.headers
+    assert e.value.code == "rate_limit_exceeded" and h.get("retry-after") and h.get("retry-after-ms")
+    assert float(h["retry-after-ms"]) <= 60_000 and 1 <= int(h["retry-after"]) <= 60
+    c2 = OpenAI(base_url=gateway, api_key=LIMITED_KEY, max_retries=2)
+    c2.chat.completions.create(model=MODEL, messages=msg)  # may itself have waited
+    raw = c2.chat.completions.with_raw_response.create(model=MODEL, messages=msg)
+    assert raw.retries_taken >= 1 and raw.parse().choices
