@@ -17,6 +17,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    pub limit_decisions: IntCounterVec,
+    pub limit_delay: prometheus::Histogram,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -84,6 +86,22 @@ impl Metrics {
             "Generation of the config snapshot in use (1 at start).",
         )
         .expect("valid metric");
+        let limit_decisions = IntCounterVec::new(
+            Opts::new(
+                "gateway_limit_decisions_total",
+                "Limit decisions, by limit kind (req, conn, count, tokens), scope (consumer, model, deployment) and outcome (admitted, delayed, rejected).",
+            ),
+            &["kind", "scope", "outcome"],
+        )
+        .expect("valid metric");
+        let limit_delay = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "gateway_limit_delay_seconds",
+                "Delays imposed by limit-req and limit-conn.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("gateway_build_info", "Version of the running gateway."),
             &["version"],
@@ -101,6 +119,8 @@ impl Metrics {
             Box::new(upstream_errors.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_generation.clone()),
+            Box::new(limit_decisions.clone()),
+            Box::new(limit_delay.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric registered once");
@@ -118,6 +138,8 @@ impl Metrics {
             upstream_errors,
             config_reloads,
             config_generation,
+            limit_decisions,
+            limit_delay,
         }
     }
 

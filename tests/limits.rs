@@ -64,6 +64,24 @@ fn limit_count_headers_and_openai_429() {
     let ms: u64 = r.header("retry-after-ms").unwrap().parse().unwrap();
     assert!(ms > 50_000 && ms <= 60_000, "{ms}");
     assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(
+        gw.metric(
+            "gateway_limit_decisions_total",
+            &[
+                ("kind", "count"),
+                ("scope", "consumer"),
+                ("outcome", "admitted")
+            ]
+        ),
+        3.0
+    );
+    assert_eq!(
+        gw.metric(
+            "gateway_limit_decisions_total",
+            &[("kind", "count"), ("outcome", "rejected")]
+        ),
+        1.0
+    );
     // Another consumer is not affected.
     let other = post(
         &gw.url("/v1/chat/completions"),

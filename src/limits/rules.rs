@@ -74,6 +74,24 @@ impl Rule {
             .collect()
     }
 
+    /// Bounded label of the rule's algorithm.
+    pub fn kind_label(&self) -> &'static str {
+        match self.kind {
+            RuleKind::Req(_) => "req",
+            RuleKind::Conn(_) => "conn",
+            RuleKind::Count(_) => "count",
+            RuleKind::Tokens(..) => "tokens",
+        }
+    }
+
+    /// Bounded label of where the rule is attached (`consumer`, `model`, `deployment`).
+    pub fn scope_label(&self) -> &'static str {
+        ["consumer", "model", "deployment"]
+            .into_iter()
+            .find(|s| self.id.starts_with(&format!("{s}:")))
+            .unwrap_or("other")
+    }
+
     /// The counter this request uses.
     pub fn counter_key(&self, cx: &KeyContext<'_>) -> String {
         match &self.key {

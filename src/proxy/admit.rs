@@ -11,7 +11,7 @@ use crate::config::Runtime;
 use crate::errors::GatewayError;
 use crate::limits::admission::{self, Check, Rejection, Ticket};
 use crate::limits::key::KeyContext;
-use crate::limits::rules::Rule;
+use crate::limits::rules::{Rule, RuleKind};
 use crate::state::GatewayState;
 use pingora::proxy::Session;
 
@@ -70,6 +70,37 @@ fn rejected(r: Rejection, limit: std::sync::Arc<str>) -> GatewayError {
     }
 }
 
+/// Count the decisions of one admission call.
+fn observe(state: &GatewayState, checks: &[Check<'_>], result: &Result<Ticket, Rejection>) {
+    let m = &state.metrics.limit_decisions;
+    match result {
+        Ok(t) => {
+            for c in checks {
+                let delaying = matches!(c.rule.kind, RuleKind::Req(_) | RuleKind::Conn(_));
+                let outcome = if delaying && t.delay_ms > 0 {
+                    "delayed"
+                } else {
+                    "admitted"
+                };
+                m.with_label_values(&[c.rule.kind_label(), c.rule.scope_label(), outcome])
+                    .inc();
+            }
+            if t.delay_ms > 0 {
+                state
+                    .metrics
+                    .limit_delay
+                    .observe(t.delay_ms as f64 / 1000.0);
+            }
+        }
+        Err(r) => {
+            if let Some(c) = checks.iter().find(|c| c.rule.id == r.rule) {
+                m.with_label_values(&[c.rule.kind_label(), c.rule.scope_label(), "rejected"])
+                    .inc();
+            }
+        }
+    }
+}
+
 fn hold(ctx: &mut RequestCtx, t: Ticket) {
     ctx.quotas.extend(t.quotas.iter().copied());
     ctx.tickets.push(t);
@@ -91,7 +122,9 @@ pub fn admit_route(
         return Ok(());
     }
     let checks = subject.checks(consumer_rules.iter().chain(route.limits.iter()));
-    match admission::admit(&state.limits, &checks, subject.estimate_tokens) {
+    let result = admission::admit(&state.limits, &checks, subject.estimate_tokens);
+    observe(state, &checks, &result);
+    match result {
         Ok(t) => {
             hold(ctx, t);
             Ok(())
@@ -114,7 +147,9 @@ pub fn admit_deployment(
         return Ok(());
     }
     let checks = subject.checks(d.limits.iter());
-    admission::admit(&state.limits, &checks, subject.estimate_tokens).map(|t| hold(ctx, t))
+    let result = admission::admit(&state.limits, &checks, subject.estimate_tokens);
+    observe(state, &checks, &result);
+    result.map(|t| hold(ctx, t))
 }
 
 /// The 429 when every deployment of `route` was at its limits.
