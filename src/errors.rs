@@ -45,6 +45,10 @@ pub enum GatewayError {
     RateLimited {
         /// Which limit, as the client may see it.
         limit: Arc<str>,
+        /// Status to answer with (429 unless an APISIX `rejected_code` says otherwise).
+        status: u16,
+        /// APISIX `rejected_msg`: answer `{"error_msg": …}` instead of the OpenAI body.
+        apisix_msg: Option<Arc<str>>,
         budget: Budget,
         retry_after_ms: u64,
         quotas: Vec<Quota>,
@@ -71,7 +75,7 @@ impl GatewayError {
             MissingApiKey | InvalidApiKey => 401,
             UnknownRoute { .. } | ModelNotFound(_) => 404,
             BadRequest { .. } => 400,
-            RateLimited { .. } => 429,
+            RateLimited { status, .. } => *status,
             PayloadTooLarge { .. } => 413,
             NoDeployment(_) | ShuttingDown => 503,
             UpstreamUnavailable(_) | UpstreamProtocol(_) => 502,
@@ -142,8 +146,17 @@ impl GatewayError {
         }
     }
 
-    /// The OpenAI error body.
+    /// The OpenAI error body (or APISIX's `{"error_msg"}` for a rule that asks for it).
     pub fn body(&self) -> Bytes {
+        if let GatewayError::RateLimited {
+            apisix_msg: Some(m),
+            ..
+        } = self
+        {
+            let mut b = json!({ "error_msg": &**m }).to_string();
+            b.push('\n');
+            return Bytes::from(b);
+        }
         openai_error_body(
             &self.to_string(),
             self.error_type(),

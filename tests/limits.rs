@@ -227,3 +227,20 @@ fn hot_reload_keeps_usage_when_numbers_change() {
     );
     assert_eq!(chat(&gw, "m").status, 429);
 }
+
+#[test]
+fn apisix_compatible_rejection_and_quota_headers() {
+    let rule = "[{name: apisix, count: {count: 2, time_window: 60s}, rejected_code: 503, rejected_msg: too many, show_limit_quota_header: true}]";
+    let gw = Gw::start(&yaml("[]", rule, ""));
+    let r = chat(&gw, "m");
+    assert_eq!(r.header("x-ratelimit-limit"), Some("2"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("1"));
+    assert_eq!(r.header("x-ratelimit-reset"), Some("60"));
+    assert_eq!(chat(&gw, "m").header("x-ratelimit-remaining"), Some("0"));
+    let r = chat(&gw, "m");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body, "{\"error_msg\":\"too many\"}\n");
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    let reset: f64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
+    assert!(reset > 0.0 && reset <= 60.0);
+}

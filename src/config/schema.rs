@@ -265,6 +265,15 @@ pub struct LimitRuleConfig {
     pub count: Option<CountRuleConfig>,
     #[serde(default)]
     pub tokens: Option<TokensRuleConfig>,
+    /// APISIX compatibility: status of a rejection (default 429, as the SDKs expect).
+    #[serde(default)]
+    pub rejected_code: Option<u16>,
+    /// APISIX compatibility: answer `{"error_msg": "…"}` instead of the OpenAI error body.
+    #[serde(default)]
+    pub rejected_msg: Option<String>,
+    /// APISIX compatibility: send `X-RateLimit-Limit/Remaining/Reset` (count rules).
+    #[serde(default)]
+    pub show_limit_quota_header: bool,
 }
 
 /// limit-req: leaky bucket.

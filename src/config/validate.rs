@@ -326,6 +326,12 @@ fn limit_rules(rules: &[crate::config::schema::LimitRuleConfig], path: &str, p: 
                 );
             }
         }
+        if r.rejected_code.is_some_and(|c| !(200..=599).contains(&c)) {
+            p.add(format!("{path}.rejected_code"), "must be 200..=599");
+        }
+        if r.rejected_msg.as_deref() == Some("") {
+            p.add(format!("{path}.rejected_msg"), "must not be empty");
+        }
         if let Some(k) = &r.key {
             if let Err(e) = crate::limits::key::KeyTemplate::parse(k) {
                 p.add(format!("{path}.key"), e);

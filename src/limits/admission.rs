@@ -48,6 +48,8 @@ pub struct Quota {
     pub limit: u64,
     pub remaining: u64,
     pub reset_ms: u64,
+    /// Also sent as APISIX's `X-RateLimit-*` headers (`show_limit_quota_header`).
+    pub apisix_header: bool,
 }
 
 /// Why a request was not admitted.
@@ -225,6 +227,7 @@ pub fn admit(
                         limit: l.limit,
                         remaining,
                         reset_ms,
+                        apisix_header: false,
                     });
                     ticket.reservations.push(Reservation {
                         key: c.key.clone(),
@@ -238,6 +241,7 @@ pub fn admit(
                         limit: l.limit,
                         remaining,
                         reset_ms,
+                        apisix_header: false,
                     });
                     return reject(ticket, c.rule, Budget::Tokens, reset_ms);
                 }
@@ -259,6 +263,7 @@ pub fn admit(
                 limit: l.count,
                 remaining: d.remaining,
                 reset_ms: d.reset_ms,
+                apisix_header: c.rule.answer.quota_header,
             });
             if !d.admitted {
                 return reject(ticket, c.rule, Budget::Requests, d.reset_ms);

@@ -27,6 +27,19 @@ pub struct Rule {
     pub kind: RuleKind,
     /// `None`: one counter for the whole scope.
     pub key: Option<KeyTemplate>,
+    /// How a rejection by this rule is answered.
+    pub answer: RejectAnswer,
+}
+
+/// APISIX-compatible answer settings of a rule.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RejectAnswer {
+    /// Rejection status; `None` = 429.
+    pub code: Option<u16>,
+    /// `{"error_msg": …}` body instead of the OpenAI error.
+    pub msg: Option<Arc<str>>,
+    /// APISIX's `X-RateLimit-*` quota headers.
+    pub quota_header: bool,
 }
 
 impl Rule {
@@ -63,6 +76,11 @@ impl Rule {
             id: format!("{scope}/{}", c.name).into(),
             kind,
             key: c.key.as_deref().and_then(|k| KeyTemplate::parse(k).ok()),
+            answer: RejectAnswer {
+                code: c.rejected_code,
+                msg: c.rejected_msg.as_deref().map(Arc::from),
+                quota_header: c.show_limit_quota_header,
+            },
         })
     }
 

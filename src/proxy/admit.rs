@@ -11,7 +11,7 @@ use crate::config::Runtime;
 use crate::errors::GatewayError;
 use crate::limits::admission::{self, Check, Rejection, Ticket};
 use crate::limits::key::KeyContext;
-use crate::limits::rules::{Rule, RuleKind};
+use crate::limits::rules::{RejectAnswer, Rule, RuleKind};
 use crate::state::GatewayState;
 use pingora::proxy::Session;
 
@@ -61,9 +61,15 @@ impl Subject {
     }
 }
 
-fn rejected(r: Rejection, limit: std::sync::Arc<str>) -> GatewayError {
+fn rejected(
+    r: Rejection,
+    limit: std::sync::Arc<str>,
+    answer: Option<&RejectAnswer>,
+) -> GatewayError {
     GatewayError::RateLimited {
         limit,
+        status: answer.and_then(|a| a.code).unwrap_or(429),
+        apisix_msg: answer.and_then(|a| a.msg.clone()),
         budget: r.budget,
         retry_after_ms: r.retry_after_ms,
         quotas: r.quotas,
@@ -131,7 +137,11 @@ pub fn admit_route(
         }
         Err(r) => {
             let limit = r.rule.clone();
-            Err(rejected(r, limit))
+            let answer = checks
+                .iter()
+                .find(|c| c.rule.id == r.rule)
+                .map(|c| &c.rule.answer);
+            Err(rejected(r, limit, answer))
         }
     }
 }
@@ -159,7 +169,7 @@ pub fn all_deployments_limited(route: &ModelRoute, best: Rejection) -> GatewayEr
         route.name
     )
     .into();
-    rejected(best, limit)
+    rejected(best, limit, None)
 }
 
 /// The longest delay the held tickets ask for (limit-req / limit-conn).

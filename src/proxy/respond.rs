@@ -59,6 +59,18 @@ fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota]) {
             go_duration(q.reset_ms),
         );
     }
+    // APISIX's quota headers (limit-count with show_limit_quota_header); reset in seconds
+    // floored to 2 decimals, as APISIX 3.18 writes it.
+    if let Some(q) = quotas
+        .iter()
+        .filter(|q| q.apisix_header)
+        .min_by_key(|q| q.remaining)
+    {
+        let _ = h.insert_header("x-ratelimit-limit", q.limit.to_string());
+        let _ = h.insert_header("x-ratelimit-remaining", q.remaining.to_string());
+        let reset = (q.reset_ms / 10) as f64 / 100.0;
+        let _ = h.insert_header("x-ratelimit-reset", format!("{reset}"));
+    }
 }
 
 /// A duration as Go prints it, as OpenAI's reset headers do: `6ms`, `1s`, `17.28s`,
