@@ -73,6 +73,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         http: Arc::new(HttpClient::new(config.upstream.pool_size, ca_bundle)),
         metrics,
         limits: Default::default(),
+        cooldowns: Default::default(),
         runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),
     });
 

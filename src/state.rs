@@ -5,7 +5,9 @@ use crate::limits::local::LocalStore;
 use crate::metrics::Metrics;
 use crate::providers::http::HttpClient;
 use arc_swap::ArcSwap;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub struct GatewayState {
     /// The current config snapshot; swapped whole on reload.
@@ -16,4 +18,26 @@ pub struct GatewayState {
     /// Limit counters (local policy). Kept across reloads: counters are keyed by rule
     /// identity, so changed numbers apply to the usage so far.
     pub limits: Arc<LocalStore>,
+    /// Deployments cooling down after a provider 429, by deployment id.
+    pub cooldowns: Cooldowns,
+}
+
+/// Until when each deployment that answered 429 is left alone.
+#[derive(Default)]
+pub struct Cooldowns(Mutex<HashMap<Arc<str>, Instant>>);
+
+impl Cooldowns {
+    /// Time left in the deployment's cool-down, if any.
+    pub fn remaining(&self, id: &str) -> Option<Duration> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id)
+            .and_then(|until| until.checked_duration_since(Instant::now()))
+    }
+
+    pub fn start(&self, id: &Arc<str>, length: Duration) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        map.retain(|_, until| *until > now);
+        map.insert(id.clone(), now + length);
+    }
 }

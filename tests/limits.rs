@@ -244,3 +244,50 @@ fn apisix_compatible_rejection_and_quota_headers() {
     let reset: f64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
     assert!(reset > 0.0 && reset <= 60.0);
 }
+
+#[test]
+fn provider_429_puts_the_key_in_cool_down() {
+    let extra = r#"
+  - name: pool
+    deployments: [{provider: hot}, {provider: b}]
+  - name: lonely
+    deployments: [{provider: hot2}]
+routing: {strategy: ordered, retries: 1}
+"#;
+    let y = yaml("[]", "[]", extra).replace(
+        "  - {name: a, kind: mock}",
+        "  - {name: hot, kind: mock, mock: {failure: {status: 429, retry_after_secs: 30}}}\n  \
+         - {name: hot2, kind: mock, mock: {failure: {status: 429, retry_after_secs: 2}}}",
+    );
+    let gw = Gw::start(&y);
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, "pool").status, 200);
+    }
+    // Only the first request went to the 429ing key; the others skipped it.
+    assert_eq!(
+        gw.metric(
+            "gateway_upstream_errors_total",
+            &[("provider", "hot"), ("kind", "status_429")]
+        ),
+        1.0
+    );
+    assert_eq!(gw.logs().matches("attempts=1").count(), 2, "{}", gw.logs());
+    // A model whose only key cools down answers 429 with the time left, without calling it.
+    let first = chat(&gw, "lonely");
+    assert_eq!(
+        (first.status, first.header("retry-after")),
+        (429, Some("2"))
+    );
+    let second = chat(&gw, "lonely");
+    assert_eq!(second.status, 429);
+    assert!(second.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("every deployment"));
+    let ms: u64 = second.header("retry-after-ms").unwrap().parse().unwrap();
+    assert!(ms <= 2001, "{ms}");
+    assert_eq!(
+        gw.metric("gateway_upstream_errors_total", &[("provider", "hot2")]),
+        1.0
+    );
+}

@@ -33,6 +33,9 @@ pub struct Provider {
 /// One enabled deployment of a model.
 #[derive(Debug)]
 pub struct Deployment {
+    /// Identity of the provider key behind it (`deployment:<provider>:<model>:<key digest>`):
+    /// limit counters and cool-downs follow it across reloads.
+    pub id: Arc<str>,
     pub provider: Arc<Provider>,
     /// Model name sent upstream.
     pub model: String,
@@ -154,6 +157,7 @@ impl Runtime {
                     );
                     let scope = format!("deployment:{}:{model}:{key_id}", d.provider);
                     Some(Deployment {
+                        id: scope.as_str().into(),
                         provider,
                         limits: Rule::compile_all(&scope, &d.limits),
                         model,

@@ -7,7 +7,7 @@ use super::{admit, RequestCtx};
 use crate::config::runtime::{Deployment, ModelRoute, Target};
 use crate::config::Runtime;
 use crate::errors::GatewayError;
-use crate::limits::admission::Rejection;
+use crate::limits::admission::{Budget, Rejection};
 use crate::providers::http::{HttpCall, Timeouts};
 use crate::providers::{UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
 use crate::state::GatewayState;
@@ -76,6 +76,21 @@ pub async fn call<'r>(
     let mut last_failure: Option<UpstreamFailure> = None;
     let mut limited: Option<Rejection> = None;
     for (i, d) in candidates.iter().copied().enumerate() {
+        if let Some(left) = state.cooldowns.remaining(&d.id) {
+            let r = Rejection {
+                rule: d.id.clone(),
+                budget: Budget::Requests,
+                retry_after_ms: left.as_millis() as u64 + 1,
+                quotas: Vec::new(),
+            };
+            if limited
+                .as_ref()
+                .is_none_or(|b| r.retry_after_ms < b.retry_after_ms)
+            {
+                limited = Some(r);
+            }
+            continue;
+        }
         let held_before = ctx.tickets.len();
         if let Err(r) = admit::admit_deployment(state, ctx, d, subject) {
             if limited
@@ -105,7 +120,21 @@ pub async fn call<'r>(
                     .with_label_values(&[&*route.name, &*d.provider.name])
                     .observe(ttfb.as_secs_f64());
                 let kind = match resp.status {
-                    429 => UpstreamErrorKind::Status429,
+                    429 => {
+                        // The provider says this key is over its limits: leave it alone for
+                        // its retry-after (1 s when it gives none, 60 s at most).
+                        let secs = resp
+                            .retry_after
+                            .as_deref()
+                            .and_then(|v| v.trim().parse::<f64>().ok())
+                            .filter(|s| s.is_finite() && *s > 0.0)
+                            .unwrap_or(1.0)
+                            .min(60.0);
+                        state
+                            .cooldowns
+                            .start(&d.id, std::time::Duration::from_secs_f64(secs));
+                        UpstreamErrorKind::Status429
+                    }
                     500..=599 => UpstreamErrorKind::Status5xx,
                     _ => return Ok((resp, d)),
                 };
