@@ -4,6 +4,8 @@
 #   (a) the mock upstream directly
 #   (b) Debian's nginx: proxy_pass to the upstream, limit_req set high enough never to reject
 #   (c) the gateway (release build): an openai-compatible provider pointing at the upstream
+#   (d) the same gateway with limit-req, limit-conn, limit-count and a token limit on
+#       (local policy, set high enough never to reject), to measure what limiting costs
 # Rounds are interleaved (a b c a b c …) and the median of each is reported, with ratios.
 # Traffic goes to 127.0.0.1 only and every run is bounded by DURATION.
 #
@@ -30,7 +32,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port); UPM=$(port); GW=$(port); GWM=$(port); NG=$(port)
+UP=$(port); UPM=$(port); GW=$(port); GWM=$(port); NG=$(port); GL=$(port); GLM=$(port)
 
 cat > "$tmp/upstream.yaml" <<YAML
 server: {threads: 1}
@@ -46,6 +48,24 @@ logging: {access_log: false, level: warn}
 consumers: [{name: bench, keys: [sk-bench]}]
 providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream}]
 models: [{name: bench, deployments: [{provider: up}]}]
+reload: {watch: false}
+YAML
+cat > "$tmp/gateway-limits.yaml" <<YAML
+server: {threads: $THREADS}
+logging: {access_log: false, level: warn}
+consumers:
+  - name: bench
+    keys: [sk-bench]
+    limits:
+      - {name: rpm, count: {count: 100000000, time_window: 60s}}
+      - {name: tpm, tokens: {limit: 100000000000, time_window: 60s}}
+providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream}]
+models:
+  - name: bench
+    limits: [{name: rate, req: {rate: 1000000, burst: 1000000, nodelay: true}}]
+    deployments:
+      - provider: up
+        limits: [{name: conn, conn: {conn: 100000}}]
 reload: {watch: false}
 YAML
 cat > "$tmp/nginx.conf" <<NGINX
@@ -90,11 +110,12 @@ ticks() {
 "$BIN" run --config "$tmp/upstream.yaml" --listen 127.0.0.1:$UP --metrics-listen 127.0.0.1:$UPM >"$tmp/up.log" 2>&1 & pids+=($!)
 "$BIN" run --config "$tmp/gateway.yaml" --listen 127.0.0.1:$GW --metrics-listen 127.0.0.1:$GWM >"$tmp/gw.log" 2>&1 & pids+=($!)
 nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
-declare -A proc=([upstream]=${pids[0]} [gateway]=${pids[1]} [nginx]=${pids[2]})
-for p in $UP $GW $NG; do
+"$BIN" run --config "$tmp/gateway-limits.yaml" --listen 127.0.0.1:$GL --metrics-listen 127.0.0.1:$GLM >"$tmp/gl.log" 2>&1 & pids+=($!)
+declare -A proc=([upstream]=${pids[0]} [gateway]=${pids[1]} [nginx]=${pids[2]} [gateway-limits]=${pids[3]})
+for p in $UP $GW $NG $GL; do
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
-for target in "upstream:$UP" "nginx:$NG" "gateway:$GW"; do   # sanity check + warm-up
+for target in "upstream:$UP" "nginx:$NG" "gateway:$GW" "gateway-limits:$GL"; do   # sanity check + warm-up
   out=$(curl -s -m 5 "http://127.0.0.1:${target#*:}/v1/chat/completions" -H 'content-type: application/json' \
         -H 'authorization: Bearer sk-bench' -d '{"model":"bench","messages":[{"role":"user","content":"hi"}]}')
   echo "$out" | grep -q '"chat.completion"' || { echo "${target%%:*} did not answer: $out"; exit 1; }
@@ -102,7 +123,7 @@ for target in "upstream:$UP" "nginx:$NG" "gateway:$GW"; do   # sanity check + wa
 done
 
 for r in $(seq "$ROUNDS"); do
-  for target in "upstream:$UP" "nginx:$NG" "gateway:$GW"; do
+  for target in "upstream:$UP" "nginx:$NG" "gateway:$GW" "gateway-limits:$GL"; do
     name=${target%%:*}
     before=$(ticks "${proc[$name]}")
     wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$tmp/post.lua" \
@@ -124,7 +145,7 @@ def ms(v):
     n, u = m.groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
 res = {}
-for t in ("upstream", "nginx", "gateway"):
+for t in ("upstream", "nginx", "gateway", "gateway-limits"):
     rps, p50, p99, errs, cpu = [], [], [], 0, []
     for r in range(1, rounds + 1):
         txt = open(f"{tmp}/wrk-{t}-{r}.txt").read()
@@ -144,6 +165,7 @@ for t, (rps, p50, p99, errs, cpu) in res.items():
     print(f"| {t} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errs} | {cpu:.1f} |")
 g, n, u = res["gateway"][0], res["nginx"][0], res["upstream"][0]
 print(f"\ngateway/nginx throughput: {g/n:.2f}x (target >= 0.8x)   gateway/upstream: {g/u:.2f}x   nginx/upstream: {n/u:.2f}x")
+print(f"limits on / limits off (gateway): throughput {res['gateway-limits'][0]/g:.2f}x (target >= 0.95x), CPU per request {res['gateway-limits'][4]/res['gateway'][4]:.2f}x")
 print(f"CPU per request, gateway / nginx: {res['gateway'][4]/res['nginx'][4]:.2f}x")
 print(f"gateway p99 / nginx p99: {res['gateway'][2]/res['nginx'][2]:.2f}x   gateway RSS after the run: {rss/1024:.1f} MiB")
 PY

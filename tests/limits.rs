@@ -101,6 +101,8 @@ fn limit_conn_rejects_only_while_a_request_is_in_flight() {
     assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.json()["error"]["type"], "requests");
     assert!(stream.join().unwrap().body.contains("[DONE]"));
+    // The slot is released in the logging phase, just after the last byte was sent.
+    gw.wait_metric("gateway_requests_in_flight", &[], 0.0);
     assert_eq!(
         chat(&gw, "s").status,
         200,
@@ -190,7 +192,7 @@ routing: {strategy: ordered}
         .as_str()
         .unwrap()
         .contains("every deployment"));
-    let log = gw.logs();
+    let log = gw.wait_log(|l| l.contains("provider=\"a\"") && l.contains("provider=\"b\""));
     assert!(
         log.contains("provider=\"a\"") && log.contains("provider=\"b\""),
         "{log}"
@@ -271,7 +273,8 @@ routing: {strategy: ordered, retries: 1}
         ),
         1.0
     );
-    assert_eq!(gw.logs().matches("attempts=1").count(), 2, "{}", gw.logs());
+    let log = gw.wait_log(|l| l.matches("attempts=1").count() >= 2);
+    assert_eq!(log.matches("attempts=1").count(), 2, "{log}");
     // A model whose only key cools down answers 429 with the time left, without calling it.
     let first = chat(&gw, "lonely");
     assert_eq!(

@@ -183,6 +183,8 @@ fn metrics_pass_promtool_and_health_endpoints_answer() {
         Some(KEY),
         r#"{"model":"m","input":"x"}"#,
     );
+    gw.wait_metric("gateway_requests_total", &[("status_class", "2xx")], 3.0);
+    gw.wait_metric("gateway_requests_total", &[("status_class", "4xx")], 1.0);
     let text = gw.metrics();
     for name in [
         "gateway_requests_total",
@@ -364,8 +366,7 @@ fn json_logs_have_one_access_line_per_request() {
         &chat_body("m", "x", false),
     );
     let id = r.header("x-request-id").unwrap().to_string();
-    std::thread::sleep(Duration::from_millis(200));
-    let logs = gw.logs();
+    let logs = gw.wait_log(|l| l.contains("\"target\":\"access\""));
     let lines: Vec<serde_json::Value> = logs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))

@@ -116,7 +116,7 @@ fn failover_through_connect_error_5xx_and_429() {
         ),
         1.0
     );
-    let log = front.logs();
+    let log = front.wait_log(|l| l.contains("attempts=4"));
     let line = log
         .lines()
         .find(|l| l.contains("target") || l.contains("access"))
@@ -209,11 +209,10 @@ fn sse_passes_through_unbuffered_at_upstream_cadence() {
     );
     // The client did not ask for usage: no usage chunk reaches it, though the gateway counted it.
     assert!(!sse_data(&text).iter().any(|d| d.contains("\"choices\":[]")));
-    assert!(
-        front.metric(
-            "gateway_tokens_total",
-            &[("model", "slow"), ("kind", "completion")]
-        ) >= 10.0
+    let tokens = &[("model", "slow"), ("kind", "completion")];
+    assert_eq!(
+        front.wait_metric("gateway_tokens_total", tokens, 10.0),
+        10.0
     );
 }
 
@@ -288,7 +287,8 @@ fn provider_key_never_leaves_the_gateway() {
     seen.push_str(&get(&front.url("/v1/models/ok"), Some("wrong")).everything());
     // The upstream only accepts the canary: the key was injected (and the client's
     // Authorization was not forwarded, or the upstream would have answered 401).
-    assert!(up.logs().contains("consumer=\"front\""), "{}", up.logs());
+    let up_log = up.wait_log(|l| l.matches("consumer=\"front\"").count() >= 5);
+    assert!(up_log.contains("consumer=\"front\""), "{up_log}");
     assert!(
         !up.logs().contains(KEY),
         "the client's key reached the upstream"
@@ -405,13 +405,8 @@ fn completions_and_embeddings_through_http_upstream() {
         r#"{"model":"ok","input":["a","b"],"encoding_format":"float"}"#,
     );
     assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        front.metric(
-            "gateway_tokens_total",
-            &[("model", "ok"), ("kind", "prompt")]
-        ),
-        2.0 + 2.0
-    );
+    let prompt = &[("model", "ok"), ("kind", "prompt")];
+    assert_eq!(front.wait_metric("gateway_tokens_total", prompt, 4.0), 4.0);
 }
 
 #[test]
@@ -443,11 +438,6 @@ fn client_disconnect_mid_stream_is_accounted_and_frees_the_request() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(front.logs().contains("client_disconnected"));
-    assert_eq!(
-        front.metric(
-            "gateway_requests_total",
-            &[("model", "slow"), ("status_class", "4xx")]
-        ),
-        1.0
-    );
+    let gone = &[("model", "slow"), ("status_class", "4xx")];
+    assert_eq!(front.wait_metric("gateway_requests_total", gone, 1.0), 1.0);
 }

@@ -111,6 +111,32 @@ impl Gw {
         metric_sum(&self.metrics(), name, labels)
     }
 
+    /// Wait (up to 5 s) until a metric equals `want`: request metrics are recorded in the
+    /// logging phase, just after the client has its response. Returns the last value.
+    pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metric(name, labels);
+            if v == want || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait (up to 5 s) until the log satisfies `pred`: access lines are written in the
+    /// logging phase, just after the client has its response. Returns the log.
+    pub fn wait_log(&self, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.logs();
+            if pred(&log) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
