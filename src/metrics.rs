@@ -17,9 +17,14 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
-    pub limit_decisions: IntCounterVec,
+    /// `gateway_limit_decisions_total` for every (kind, scope, outcome), indexed by
+    /// [`Metrics::limit_decision`] so the hot path does no label hashing.
+    limit_decisions: Vec<prometheus::IntCounter>,
     pub limit_delay: prometheus::Histogram,
 }
+
+/// Outcomes of a limit decision.
+pub const LIMIT_OUTCOMES: [&str; 3] = ["admitted", "delayed", "rejected"];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -138,8 +143,28 @@ impl Metrics {
             upstream_errors,
             config_reloads,
             config_generation,
-            limit_decisions,
+            limit_decisions: {
+                use crate::limits::rules::{KINDS, SCOPES};
+                let mut all = Vec::with_capacity(KINDS.len() * SCOPES.len() * LIMIT_OUTCOMES.len());
+                for kind in KINDS {
+                    for scope in SCOPES {
+                        for outcome in LIMIT_OUTCOMES {
+                            all.push(limit_decisions.with_label_values(&[kind, scope, outcome]));
+                        }
+                    }
+                }
+                all
+            },
             limit_delay,
+        }
+    }
+
+    /// Count one limit decision (indexes into `KINDS`, `SCOPES`, [`LIMIT_OUTCOMES`]).
+    pub fn limit_decision(&self, kind: usize, scope: usize, outcome: usize) {
+        let scopes = crate::limits::rules::SCOPES.len();
+        let i = (kind * scopes + scope) * LIMIT_OUTCOMES.len() + outcome;
+        if let Some(c) = self.limit_decisions.get(i) {
+            c.inc();
         }
     }
 

@@ -217,7 +217,7 @@ fn metrics_pass_promtool_and_health_endpoints_answer() {
         6.0
     );
     assert!(
-        !text.contains(KEY) && !text.contains("consumer"),
+        !text.contains(KEY) && !text.contains("consumer=\""),
         "labels must be bounded"
     );
 

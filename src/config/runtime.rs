@@ -79,6 +79,8 @@ pub struct Runtime {
     pub generation: u64,
     consumers: HashMap<[u8; 32], Arc<str>>,
     consumer_limits: HashMap<Arc<str>, Vec<Rule>>,
+    /// Some limit key reads request headers (so requests must keep a copy of theirs).
+    pub limits_use_headers: bool,
     models: HashMap<String, ModelRoute>,
     /// Models with at least one enabled deployment, in config order.
     pub listed_models: Vec<Arc<str>>,
@@ -186,7 +188,7 @@ impl Runtime {
                 },
             );
         }
-        let consumer_limits = config
+        let consumer_limits: HashMap<Arc<str>, Vec<Rule>> = config
             .consumers
             .iter()
             .map(|c| {
@@ -194,7 +196,17 @@ impl Runtime {
                 (c.name.as_str().into(), rules)
             })
             .collect();
+        let limits_use_headers = consumer_limits
+            .values()
+            .flatten()
+            .chain(models.values().flat_map(|m: &ModelRoute| {
+                m.limits
+                    .iter()
+                    .chain(m.deployments.iter().flat_map(|d| d.limits.iter()))
+            }))
+            .any(Rule::uses_headers);
         Runtime {
+            limits_use_headers,
             config,
             generation,
             consumers,

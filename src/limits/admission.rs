@@ -15,13 +15,14 @@
 
 use super::local::{LocalStore, Slot};
 use super::rules::{Rule, RuleKind};
+use super::tokens::TokenLimit;
 use crate::config::schema::TokenStrategy;
 use std::sync::Arc;
 
 /// One rule applied to one counter.
 pub struct Check<'a> {
     pub rule: &'a Rule,
-    pub key: String,
+    pub key: Arc<str>,
 }
 
 /// What kind of budget a quota or rejection is about (OpenAI's `requests` / `tokens`).
@@ -63,15 +64,16 @@ pub struct Rejection {
 }
 
 struct Reservation {
-    key: String,
-    rule: Rule,
+    key: Arc<str>,
+    limit: TokenLimit,
+    strategy: TokenStrategy,
     tokens: u64,
 }
 
 /// What an admitted request holds until it ends.
 pub struct Ticket {
     store: Arc<LocalStore>,
-    conn: Vec<String>,
+    conn: Vec<Arc<str>>,
     reservations: Vec<Reservation>,
     /// Sleep this long before going upstream (limit-req / limit-conn delay).
     pub delay_ms: u64,
@@ -111,10 +113,8 @@ impl Ticket {
     pub fn finish(mut self, usage: Option<TokenUsage>) {
         let now = self.store.now_ms();
         for r in std::mem::take(&mut self.reservations) {
-            if let RuleKind::Tokens(limit, strategy) = r.rule.kind {
-                let used = usage.map_or(r.tokens, |u| u.cost(strategy));
-                release_tokens(&self.store, &r.key, limit, now, r.tokens, used);
-            }
+            let used = usage.map_or(r.tokens, |u| u.cost(r.strategy));
+            release_tokens(&self.store, &r.key, r.limit, now, r.tokens, used);
         }
     }
 }
@@ -149,9 +149,7 @@ impl Drop for Ticket {
             });
         }
         for r in &self.reservations {
-            if let RuleKind::Tokens(limit, _) = r.rule.kind {
-                release_tokens(&self.store, &r.key, limit, now, r.tokens, 0);
-            }
+            release_tokens(&self.store, &r.key, r.limit, now, r.tokens, 0);
         }
     }
 }
@@ -198,7 +196,7 @@ pub fn admit(
         }
     }
     for c in checks {
-        if let RuleKind::Tokens(l, _) = c.rule.kind {
+        if let RuleKind::Tokens(l, strategy) = c.rule.kind {
             let d = store.update(&c.key, |slot| {
                 let state = match slot {
                     Some(Slot::Tokens(s)) => Some(s),
@@ -231,7 +229,8 @@ pub fn admit(
                     });
                     ticket.reservations.push(Reservation {
                         key: c.key.clone(),
-                        rule: c.rule.clone(),
+                        limit: l,
+                        strategy,
                         tokens,
                     });
                 }
@@ -310,7 +309,7 @@ mod tests {
             .iter()
             .map(|r| Check {
                 rule: r,
-                key: r.id.to_string(),
+                key: r.id.clone(),
             })
             .collect()
     }

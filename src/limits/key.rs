@@ -90,6 +90,13 @@ impl KeyTemplate {
         Ok(KeyTemplate { parts })
     }
 
+    /// Whether the template reads request headers.
+    pub fn uses_headers(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Var(Var::Header(_))))
+    }
+
     /// The key for one request.
     pub fn resolve(&self, cx: &KeyContext<'_>) -> String {
         let mut out = String::new();

@@ -29,7 +29,14 @@ pub struct Rule {
     pub key: Option<KeyTemplate>,
     /// How a rejection by this rule is answered.
     pub answer: RejectAnswer,
+    /// Where the rule is attached, as an index of [`SCOPES`].
+    pub scope: usize,
 }
+
+/// Bounded labels of a rule's algorithm.
+pub const KINDS: [&str; 4] = ["req", "conn", "count", "tokens"];
+/// Bounded labels of where rules attach.
+pub const SCOPES: [&str; 4] = ["consumer", "model", "deployment", "other"];
 
 /// APISIX-compatible answer settings of a rule.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -76,6 +83,10 @@ impl Rule {
             id: format!("{scope}/{}", c.name).into(),
             kind,
             key: c.key.as_deref().and_then(|k| KeyTemplate::parse(k).ok()),
+            scope: SCOPES
+                .iter()
+                .position(|s| scope.starts_with(s) && scope[s.len()..].starts_with(':'))
+                .unwrap_or(3),
             answer: RejectAnswer {
                 code: c.rejected_code,
                 msg: c.rejected_msg.as_deref().map(Arc::from),
@@ -92,29 +103,26 @@ impl Rule {
             .collect()
     }
 
-    /// Bounded label of the rule's algorithm.
-    pub fn kind_label(&self) -> &'static str {
+    /// The rule's algorithm, as an index of [`KINDS`].
+    pub fn kind_index(&self) -> usize {
         match self.kind {
-            RuleKind::Req(_) => "req",
-            RuleKind::Conn(_) => "conn",
-            RuleKind::Count(_) => "count",
-            RuleKind::Tokens(..) => "tokens",
+            RuleKind::Req(_) => 0,
+            RuleKind::Conn(_) => 1,
+            RuleKind::Count(_) => 2,
+            RuleKind::Tokens(..) => 3,
         }
     }
 
-    /// Bounded label of where the rule is attached (`consumer`, `model`, `deployment`).
-    pub fn scope_label(&self) -> &'static str {
-        ["consumer", "model", "deployment"]
-            .into_iter()
-            .find(|s| self.id.starts_with(&format!("{s}:")))
-            .unwrap_or("other")
+    /// Whether the rule's key reads request headers.
+    pub fn uses_headers(&self) -> bool {
+        self.key.as_ref().is_some_and(KeyTemplate::uses_headers)
     }
 
     /// The counter this request uses.
-    pub fn counter_key(&self, cx: &KeyContext<'_>) -> String {
+    pub fn counter_key(&self, cx: &KeyContext<'_>) -> Arc<str> {
         match &self.key {
-            Some(k) => format!("{}\u{1f}{}", self.id, k.resolve(cx)),
-            None => self.id.to_string(),
+            Some(k) => format!("{}\u{1f}{}", self.id, k.resolve(cx)).into(),
+            None => self.id.clone(),
         }
     }
 }

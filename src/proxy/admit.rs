@@ -40,7 +40,12 @@ impl Subject {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip().to_string()),
             model: req.model.clone(),
-            headers: session.req_header().headers.clone(),
+            // Cloned only when some limit key reads headers.
+            headers: if rt.limits_use_headers {
+                session.req_header().headers.clone()
+            } else {
+                http::HeaderMap::new()
+            },
             estimate_tokens: req.prompt_estimate() + completion,
         }
     }
@@ -78,30 +83,21 @@ fn rejected(
 
 /// Count the decisions of one admission call.
 fn observe(state: &GatewayState, checks: &[Check<'_>], result: &Result<Ticket, Rejection>) {
-    let m = &state.metrics.limit_decisions;
+    let m = &state.metrics;
     match result {
         Ok(t) => {
             for c in checks {
                 let delaying = matches!(c.rule.kind, RuleKind::Req(_) | RuleKind::Conn(_));
-                let outcome = if delaying && t.delay_ms > 0 {
-                    "delayed"
-                } else {
-                    "admitted"
-                };
-                m.with_label_values(&[c.rule.kind_label(), c.rule.scope_label(), outcome])
-                    .inc();
+                let outcome = usize::from(delaying && t.delay_ms > 0); // admitted or delayed
+                m.limit_decision(c.rule.kind_index(), c.rule.scope, outcome);
             }
             if t.delay_ms > 0 {
-                state
-                    .metrics
-                    .limit_delay
-                    .observe(t.delay_ms as f64 / 1000.0);
+                m.limit_delay.observe(t.delay_ms as f64 / 1000.0);
             }
         }
         Err(r) => {
             if let Some(c) = checks.iter().find(|c| c.rule.id == r.rule) {
-                m.with_label_values(&[c.rule.kind_label(), c.rule.scope_label(), "rejected"])
-                    .inc();
+                m.limit_decision(c.rule.kind_index(), c.rule.scope, 2);
             }
         }
     }
