@@ -441,3 +441,37 @@ fn client_disconnect_mid_stream_is_accounted_and_frees_the_request() {
     let gone = &[("model", "slow"), ("status_class", "4xx")];
     assert_eq!(front.wait_metric("gateway_requests_total", gone, 1.0), 1.0);
 }
+
+#[test]
+fn provider_reporting_no_headroom_is_skipped_until_its_reset() {
+    // The upstream (a gateway) allows this key one request per minute and says so in its
+    // x-ratelimit headers: after the first answer the front routes elsewhere.
+    let up = Gw::start(&format!(
+        "server: {{threads: 1}}\nconsumers: [{{name: front, keys: [\"{CANARY}\"], \
+         limits: [{{name: rpm, count: {{count: 1, time_window: 60s}}}}]}}]\n\
+         providers: [{{name: ok, kind: mock}}]\nmodels: [{{name: ok, deployments: [{{provider: ok}}]}}]\n"
+    ));
+    let front = Gw::start(&format!(
+        "consumers: [{{name: t, keys: [\"{KEY}\"]}}]\n\
+         providers:\n  - {{name: up, kind: openai-compatible, base_url: \"{}\", api_key: \"{CANARY}\"}}\n  \
+         - {{name: local, kind: mock}}\n\
+         models: [{{name: pool, deployments: [{{provider: up, model: ok}}, {{provider: local}}]}}]\n\
+         routing: {{strategy: ordered}}\n",
+        up.base_url()
+    ));
+    for _ in 0..3 {
+        let r = post(
+            &front.url("/v1/chat/completions"),
+            Some(KEY),
+            &chat_body("pool", "x", false),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let log = front.wait_log(|l| l.matches("provider=\"local\"").count() >= 2);
+    assert_eq!(log.matches("provider=\"up\"").count(), 1, "{log}");
+    assert_eq!(log.matches("provider=\"local\"").count(), 2, "{log}");
+    assert_eq!(
+        front.metric("gateway_upstream_errors_total", &[("provider", "up")]),
+        0.0
+    );
+}

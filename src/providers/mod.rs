@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod mock;
+pub mod signals;
 
 use bytes::Bytes;
 
@@ -58,6 +59,8 @@ pub struct UpstreamResponse {
     pub status: u16,
     pub content_type: Option<String>,
     pub retry_after: Option<String>,
+    /// The provider reports this key has no requests or tokens left for this long.
+    pub exhausted_for: Option<std::time::Duration>,
     pub body: UpstreamBody,
 }
 

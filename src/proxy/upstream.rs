@@ -112,6 +112,11 @@ pub async fn call<'r>(
         let sent = Instant::now();
         let failure = match attempt(state, rt, d, req).await {
             Ok(resp) => {
+                if let Some(left) = resp.exhausted_for {
+                    // The provider says this key has nothing left until its reset.
+                    let left = left.min(std::time::Duration::from_secs(60));
+                    state.cooldowns.start(&d.id, left);
+                }
                 let ttfb = sent.elapsed();
                 ctx.upstream_ttfb = Some(ttfb);
                 state
