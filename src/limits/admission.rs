@@ -210,40 +210,30 @@ pub fn admit(
                         reset_ms,
                     } => (
                         Some(Slot::Tokens(state)),
-                        Ok((reservation, remaining, reset_ms)),
+                        (Some(reservation), remaining, reset_ms),
                     ),
                     super::tokens::TokenDecision::Reject {
                         remaining,
                         reset_ms,
-                    } => (slot, Err((remaining, reset_ms))),
+                    } => (slot, (None, remaining, reset_ms)),
                 }
             });
-            match d {
-                Ok((tokens, remaining, reset_ms)) => {
-                    ticket.quotas.push(Quota {
-                        budget: Budget::Tokens,
-                        limit: l.limit,
-                        remaining,
-                        reset_ms,
-                        apisix_header: false,
-                    });
-                    ticket.reservations.push(Reservation {
-                        key: c.key.clone(),
-                        limit: l,
-                        strategy,
-                        tokens,
-                    });
-                }
-                Err((remaining, reset_ms)) => {
-                    ticket.quotas.push(Quota {
-                        budget: Budget::Tokens,
-                        limit: l.limit,
-                        remaining,
-                        reset_ms,
-                        apisix_header: false,
-                    });
-                    return reject(ticket, c.rule, Budget::Tokens, reset_ms);
-                }
+            let (reservation, remaining, reset_ms) = d;
+            ticket.quotas.push(Quota {
+                budget: Budget::Tokens,
+                limit: l.limit,
+                remaining,
+                reset_ms,
+                apisix_header: false,
+            });
+            match reservation {
+                Some(tokens) => ticket.reservations.push(Reservation {
+                    key: c.key.clone(),
+                    limit: l,
+                    strategy,
+                    tokens,
+                }),
+                None => return reject(ticket, c.rule, Budget::Tokens, reset_ms),
             }
         }
     }
