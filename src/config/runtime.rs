@@ -230,14 +230,6 @@ impl Runtime {
     pub fn model(&self, name: &str) -> Option<&ModelRoute> {
         self.models.get(name)
     }
-
-    /// Every provider key in the snapshot (for redaction checks).
-    pub fn provider_keys(&self) -> impl Iterator<Item = &str> {
-        self.models
-            .values()
-            .flat_map(|m| m.deployments.iter())
-            .filter_map(|d| d.api_key.as_ref().map(Secret::expose))
-    }
 }
 
 fn key_digest(key: &str) -> [u8; 32] {
