@@ -293,38 +293,22 @@ fn limit_rules(rules: &[crate::config::schema::LimitRuleConfig], path: &str, p: 
                 p.add(format!("{path}.req.burst"), "must be 0 or more");
             }
         }
+        let mut positive = |field: &str, ok: bool| {
+            if !ok {
+                p.add(format!("{path}.{field}"), "must be greater than 0");
+            }
+        };
         if let Some(c) = &r.conn {
-            if c.conn == 0 {
-                p.add(format!("{path}.conn.conn"), "must be greater than 0");
-            }
-            if c.default_conn_delay.is_zero() {
-                p.add(
-                    format!("{path}.conn.default_conn_delay"),
-                    "must be greater than 0",
-                );
-            }
+            positive("conn.conn", c.conn > 0);
+            positive("conn.default_conn_delay", !c.default_conn_delay.is_zero());
         }
         if let Some(c) = &r.count {
-            if c.count == 0 {
-                p.add(format!("{path}.count.count"), "must be greater than 0");
-            }
-            if c.time_window.as_millis() == 0 {
-                p.add(
-                    format!("{path}.count.time_window"),
-                    "must be greater than 0",
-                );
-            }
+            positive("count.count", c.count > 0);
+            positive("count.time_window", c.time_window.as_millis() > 0);
         }
         if let Some(t) = &r.tokens {
-            if t.limit == 0 {
-                p.add(format!("{path}.tokens.limit"), "must be greater than 0");
-            }
-            if t.time_window.as_millis() == 0 {
-                p.add(
-                    format!("{path}.tokens.time_window"),
-                    "must be greater than 0",
-                );
-            }
+            positive("tokens.limit", t.limit > 0);
+            positive("tokens.time_window", t.time_window.as_millis() > 0);
         }
         if r.rejected_code.is_some_and(|c| !(200..=599).contains(&c)) {
             p.add(format!("{path}.rejected_code"), "must be 200..=599");

@@ -128,10 +128,7 @@ fn release_tokens(
     used: u64,
 ) {
     store.update(key, |slot| {
-        let state = match slot {
-            Some(Slot::Tokens(s)) => Some(s),
-            _ => None,
-        };
+        let state = slot.and_then(Slot::tokens);
         (
             Some(Slot::Tokens(limit.reconcile(state, now, reserved, used))),
             (),
@@ -175,10 +172,7 @@ pub fn admit(
     for c in checks {
         if let RuleKind::Conn(l) = c.rule.kind {
             let d = store.update(&c.key, |slot| {
-                let n = match slot {
-                    Some(Slot::Conn(n)) => n,
-                    _ => 0,
-                };
+                let n = slot.and_then(Slot::conn).unwrap_or(0);
                 match l.decide(n) {
                     super::conn::ConnDecision::Admit { delay_ms } => {
                         (Some(Slot::Conn(n + 1)), Some(delay_ms))
@@ -198,10 +192,7 @@ pub fn admit(
     for c in checks {
         if let RuleKind::Tokens(l, strategy) = c.rule.kind {
             let d = store.update(&c.key, |slot| {
-                let state = match slot {
-                    Some(Slot::Tokens(s)) => Some(s),
-                    _ => None,
-                };
+                let state = slot.and_then(Slot::tokens);
                 match l.reserve(state, now, estimate_tokens) {
                     super::tokens::TokenDecision::Admit {
                         state,
@@ -240,10 +231,7 @@ pub fn admit(
     for c in checks {
         if let RuleKind::Count(l) = c.rule.kind {
             let d = store.update(&c.key, |slot| {
-                let state = match slot {
-                    Some(Slot::Count(s)) => Some(s),
-                    _ => None,
-                };
+                let state = slot.and_then(Slot::count);
                 let d = l.hit(state, now, 1);
                 (Some(Slot::Count(d.state)), d)
             });
@@ -262,10 +250,7 @@ pub fn admit(
     for c in checks {
         if let RuleKind::Req(l) = c.rule.kind {
             let d = store.update(&c.key, |slot| {
-                let state = match slot {
-                    Some(Slot::Req(s)) => Some(s),
-                    _ => None,
-                };
+                let state = slot.and_then(Slot::req);
                 match l.decide(state, now) {
                     super::req::ReqDecision::Admit { state, delay_ms } => {
                         (Some(Slot::Req(state)), Ok(delay_ms))

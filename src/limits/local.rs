@@ -20,6 +20,33 @@ pub enum Slot {
     Tokens(TokenState),
 }
 
+impl Slot {
+    pub fn req(self) -> Option<ReqState> {
+        match self {
+            Slot::Req(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn conn(self) -> Option<u64> {
+        match self {
+            Slot::Conn(n) => Some(n),
+            _ => None,
+        }
+    }
+    pub fn count(self) -> Option<CountState> {
+        match self {
+            Slot::Count(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn tokens(self) -> Option<TokenState> {
+        match self {
+            Slot::Tokens(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 const SHARDS: usize = 32;
 
 pub struct LocalStore {
