@@ -55,6 +55,9 @@ pub enum GatewayError {
     },
     #[error("The server is shutting down.")]
     ShuttingDown,
+    /// The shared limit store cannot be reached and `allow_degradation` is off.
+    #[error("Rate limits cannot be checked right now (limit store unavailable); please retry.")]
+    LimiterUnavailable(String),
     #[error("Internal error: {0}")]
     Internal(String),
 }
@@ -77,7 +80,7 @@ impl GatewayError {
             BadRequest { .. } => 400,
             RateLimited { status, .. } => *status,
             PayloadTooLarge { .. } => 413,
-            NoDeployment(_) | ShuttingDown => 503,
+            NoDeployment(_) | ShuttingDown | LimiterUnavailable(_) => 503,
             UpstreamUnavailable(_) | UpstreamProtocol(_) => 502,
             UpstreamTimeout => 504,
             Internal(_) => 500,
@@ -133,6 +136,7 @@ impl GatewayError {
             UpstreamTimeout => "upstream_timeout",
             UpstreamProtocol(_) => "upstream_protocol",
             ShuttingDown => "shutting_down",
+            LimiterUnavailable(_) => "limiter_unavailable",
             Internal(_) => "internal",
         }
     }

@@ -21,10 +21,20 @@ pub struct Metrics {
     /// [`Metrics::limit_decision`] so the hot path does no label hashing.
     limit_decisions: Vec<prometheus::IntCounter>,
     pub limit_delay: prometheus::Histogram,
+    /// Round trips, errors and degraded state of the shared (Redis) limit store.
+    pub redis: crate::limits::redis::RedisMetrics,
+    /// `gateway_limit_queue_depth{scope}`: requests waiting for headroom.
+    pub queue_depth: IntGaugeVec,
+    /// `gateway_limit_queue_wait_seconds{scope,outcome}`: how long queued requests waited.
+    pub queue_wait: HistogramVec,
 }
 
 /// Outcomes of a limit decision.
-pub const LIMIT_OUTCOMES: [&str; 3] = ["admitted", "delayed", "rejected"];
+pub const LIMIT_OUTCOMES: [&str; 4] = ["admitted", "delayed", "rejected", "queued"];
+
+const REDIS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -94,7 +104,7 @@ impl Metrics {
         let limit_decisions = IntCounterVec::new(
             Opts::new(
                 "gateway_limit_decisions_total",
-                "Limit decisions, by limit kind (req, conn, count, tokens), scope (consumer, model, deployment) and outcome (admitted, delayed, rejected).",
+                "Limit decisions, by limit kind (req, conn, count, tokens), scope (consumer, model, deployment) and outcome (admitted, delayed, rejected, queued).",
             ),
             &["kind", "scope", "outcome"],
         )
@@ -105,6 +115,47 @@ impl Metrics {
                 "Delays imposed by limit-req and limit-conn.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let redis = crate::limits::redis::RedisMetrics {
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "gateway_redis_duration_seconds",
+                    "Round trips to the shared limit store, by operation (admit, release, refresh, ping).",
+                )
+                .buckets(REDIS_BUCKETS.to_vec()),
+                &["op"],
+            )
+            .expect("valid metric"),
+            errors: IntCounterVec::new(
+                Opts::new(
+                    "gateway_redis_errors_total",
+                    "Failed calls to the shared limit store, by operation.",
+                ),
+                &["op"],
+            )
+            .expect("valid metric"),
+            degraded: IntGauge::new(
+                "gateway_limiter_degraded",
+                "1 while the shared limit store (Redis) cannot be reached.",
+            )
+            .expect("valid metric"),
+        };
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "gateway_limit_queue_depth",
+                "Requests waiting for limit headroom (on_limit: queue), by scope.",
+            ),
+            &["scope"],
+        )
+        .expect("valid metric");
+        let queue_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_limit_queue_wait_seconds",
+                "Time queued requests waited, by scope and outcome (admitted, timeout).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["scope", "outcome"],
         )
         .expect("valid metric");
         let build_info = IntGaugeVec::new(
@@ -126,12 +177,20 @@ impl Metrics {
             Box::new(config_generation.clone()),
             Box::new(limit_decisions.clone()),
             Box::new(limit_delay.clone()),
+            Box::new(redis.duration.clone()),
+            Box::new(redis.errors.clone()),
+            Box::new(redis.degraded.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(queue_wait.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric registered once");
         }
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
+        }
+        for scope in crate::limits::rules::SCOPES {
+            queue_depth.with_label_values(&[scope]);
         }
         Metrics {
             registry,
@@ -156,6 +215,9 @@ impl Metrics {
                 all
             },
             limit_delay,
+            redis,
+            queue_depth,
+            queue_wait,
         }
     }
 

@@ -4,6 +4,8 @@
 use crate::admin::AdminApp;
 use crate::config::reload::{Overrides, Reloader};
 use crate::config::{Config, Runtime};
+use crate::limits::limiter::Limiter;
+use crate::limits::redis::RedisStore;
 use crate::metrics::Metrics;
 use crate::providers::http::HttpClient;
 use crate::proxy::Gateway;
@@ -69,10 +71,11 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
 
     let metrics = Metrics::new();
     metrics.config_generation.set(1);
+    let limiter = Limiter::new(&config.limits, metrics.redis.clone());
     let state = Arc::new(GatewayState {
         http: Arc::new(HttpClient::new(config.upstream.pool_size, ca_bundle)),
         metrics,
-        limits: Default::default(),
+        limiter,
         cooldowns: Default::default(),
         runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),
     });
@@ -116,11 +119,30 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
             },
         ));
     }
+    if let Some(store) = state.limiter.redis() {
+        server.add_service(background_service(
+            "shared limit store",
+            SharedStore(store.clone()),
+        ));
+    }
     server.add_service(background_service(
         "shutdown drainer",
         Drainer { state, grace },
     ));
     Ok(server)
+}
+
+/// Runs the Redis store's background work: connection, lease refresh, releases, probes.
+struct SharedStore(Arc<RedisStore>);
+
+#[async_trait]
+impl BackgroundService for SharedStore {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = self.0.clone().run() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// After SIGTERM, Pingora stops accepting and waits its whole grace period. The drainer

@@ -1,7 +1,7 @@
 //! State shared by every service of one gateway process.
 
 use crate::config::Runtime;
-use crate::limits::local::LocalStore;
+use crate::limits::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::providers::http::HttpClient;
 use arc_swap::ArcSwap;
@@ -15,9 +15,10 @@ pub struct GatewayState {
     /// The upstream connection pool.
     pub http: Arc<HttpClient>,
     pub metrics: Metrics,
-    /// Limit counters (local policy). Kept across reloads: counters are keyed by rule
-    /// identity, so changed numbers apply to the usage so far.
-    pub limits: Arc<LocalStore>,
+    /// Limit counters, local or shared (`limits.policy`, fixed at start). Kept across
+    /// reloads: counters are keyed by rule identity, so changed numbers apply to the usage
+    /// so far.
+    pub limiter: Limiter,
     /// Deployments cooling down after a provider 429, by deployment id.
     pub cooldowns: Cooldowns,
 }

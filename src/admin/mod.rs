@@ -37,9 +37,16 @@ impl ServeHttp for AdminApp {
             }
             "/ready" | "/readyz" => {
                 let rt = self.state.runtime.load();
-                let body = json!({"status": "ready", "config_generation": rt.generation,
+                // Not ready while the shared limit store is down and may not be bypassed.
+                let ready = self.state.limiter.ready();
+                let body = json!({"status": if ready { "ready" } else { "limiter_unavailable" },
+                                  "config_generation": rt.generation,
                                   "models": rt.listed_models.len()});
-                reply(200, "application/json", body.to_string().into_bytes())
+                reply(
+                    if ready { 200 } else { 503 },
+                    "application/json",
+                    body.to_string().into_bytes(),
+                )
             }
             _ => reply(
                 404,

@@ -24,6 +24,9 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// Where limit counters live (restart to change).
+    #[serde(default)]
+    pub limits: LimitsConfig,
     #[serde(default)]
     pub upstream: UpstreamConfig,
     #[serde(default)]
@@ -329,6 +332,69 @@ pub struct TokensRuleConfig {
     pub time_window: Duration,
     #[serde(default)]
     pub strategy: TokenStrategy,
+}
+
+/// Where the counters of every limit rule live.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitPolicy {
+    /// In-process: exact for one gateway.
+    #[default]
+    Local,
+    /// One Redis server shared by every gateway instance.
+    Redis,
+    /// A Redis Cluster shared by every gateway instance.
+    RedisCluster,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub policy: LimitPolicy,
+    pub redis: RedisConfig,
+    /// When Redis cannot be reached: `true` decides with the local counters of this
+    /// instance (visible in `gateway_limiter_degraded`), `false` answers 503.
+    pub allow_degradation: bool,
+    /// Concurrency slots and token reservations are leases of this length, refreshed every
+    /// third of it while the request runs: a killed gateway's slots free up after it.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            policy: LimitPolicy::Local,
+            redis: RedisConfig::default(),
+            allow_degradation: false,
+            lease_ttl: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://`); policy `redis`.
+    pub url: Option<Secret>,
+    /// Seed nodes (`redis://host:port` each); policy `redis-cluster`.
+    pub nodes: Vec<Secret>,
+    /// Longest wait for one Redis call; past it the call counts as a Redis fault.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Prefix of every key the gateway writes (several gateways fleets on one Redis).
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            nodes: Vec::new(),
+            timeout: Duration::from_secs(1),
+            key_prefix: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

@@ -1,7 +1,7 @@
 //! Semantic checks that serde cannot express. Every problem is collected (not just the
 //! first) and names the path of the field at fault.
 
-use super::schema::{Config, ProviderKind};
+use super::schema::{Config, LimitPolicy, ProviderKind};
 use super::ConfigProblem;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -24,6 +24,7 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
     consumers(c, &mut p);
     providers(c, &mut p);
     models(c, &mut p);
+    limits_store(c, &mut p);
     if c.routing.retries > 10 {
         p.add("routing.retries", "must be at most 10");
     }
@@ -49,6 +50,40 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
         p.add("reload.poll_interval", "must be at least 100ms");
     }
     p.0
+}
+
+fn limits_store(c: &Config, p: &mut Problems) {
+    let l = &c.limits;
+    let check_url = |path: String, url: &super::schema::Secret, p: &mut Problems| {
+        // The message never repeats the URL: it may hold a password.
+        if let Err(e) = redis::Client::open(url.expose()) {
+            p.add(path, format!("not a Redis URL ({})", e.category()));
+        }
+    };
+    match l.policy {
+        LimitPolicy::Local => {}
+        LimitPolicy::Redis => match &l.redis.url {
+            Some(u) => check_url("limits.redis.url".into(), u, p),
+            None => p.add("limits.redis.url", "is required with policy redis"),
+        },
+        LimitPolicy::RedisCluster => {
+            if l.redis.nodes.is_empty() {
+                p.add(
+                    "limits.redis.nodes",
+                    "needs at least one node with policy redis-cluster",
+                );
+            }
+            for (i, n) in l.redis.nodes.iter().enumerate() {
+                check_url(format!("limits.redis.nodes[{i}]"), n, p);
+            }
+        }
+    }
+    if l.redis.timeout.as_millis() < 10 {
+        p.add("limits.redis.timeout", "must be at least 10ms");
+    }
+    if l.lease_ttl.as_millis() < 300 {
+        p.add("limits.lease_ttl", "must be at least 300ms");
+    }
 }
 
 fn server(c: &Config, p: &mut Problems) {

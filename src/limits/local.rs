@@ -1,13 +1,21 @@
 //! The in-process store (`local` policy): the state of every counter, sharded behind
 //! mutexes so that each decision on a key is atomic (APISIX's local limit-req reads and
 //! writes without a lock across workers: reference bug 2). Time is a monotonic clock.
+//!
+//! [`admit`] evaluates the groups of an admission call against it (see
+//! [`super::admission`] for the order and semantics); [`LocalHold`] is what an admitted
+//! request holds here.
 
+use super::admission::{Admitted, Budget, Check, Hold, Quota, Rejection, Ticket, TokenUsage};
+use super::conn::ConnDecision;
 use super::count::CountState;
-use super::req::ReqState;
-use super::tokens::TokenState;
+use super::req::{ReqDecision, ReqState};
+use super::rules::{Rule, RuleKind};
+use super::tokens::{TokenDecision, TokenLimit, TokenState};
+use crate::config::schema::TokenStrategy;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// The stored state of one counter.
@@ -107,5 +115,405 @@ impl LocalStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+struct Reservation {
+    key: Arc<str>,
+    limit: TokenLimit,
+    strategy: TokenStrategy,
+    tokens: u64,
+}
+
+/// The slots and reservations an admitted request holds in the local store.
+pub struct LocalHold {
+    store: Arc<LocalStore>,
+    conn: Vec<Arc<str>>,
+    reservations: Vec<Reservation>,
+    /// Where the chosen alternative's part begins in `conn` and `reservations`.
+    choice_at: (usize, usize),
+}
+
+impl LocalHold {
+    pub(crate) fn finish(mut self, usage: Option<TokenUsage>) {
+        let now = self.store.now_ms();
+        for r in std::mem::take(&mut self.reservations) {
+            let used = usage.map_or(r.tokens, |u| u.cost(r.strategy));
+            release_tokens(&self.store, &r, now, used);
+        }
+    }
+
+    pub(crate) fn release_choice(&mut self) {
+        let (c, r) = self.choice_at;
+        self.truncate(c, r);
+    }
+
+    /// Give back what was taken after the first `conn` slots and `res` reservations.
+    fn truncate(&mut self, conn: usize, res: usize) {
+        let now = self.store.now_ms();
+        for key in self.conn.drain(conn..) {
+            release_slot(&self.store, &key);
+        }
+        for r in self.reservations.drain(res..) {
+            release_tokens(&self.store, &r, now, 0);
+        }
+    }
+}
+
+impl Drop for LocalHold {
+    fn drop(&mut self) {
+        self.truncate(0, 0);
+    }
+}
+
+fn release_slot(store: &LocalStore, key: &str) {
+    store.update(key, |slot| match slot {
+        Some(Slot::Conn(n)) if n > 1 => (Some(Slot::Conn(n - 1)), ()),
+        _ => (None, ()),
+    });
+}
+
+fn release_tokens(store: &LocalStore, r: &Reservation, now: u64, used: u64) {
+    store.update(&r.key, |slot| {
+        let state = slot.and_then(Slot::tokens);
+        (
+            Some(Slot::Tokens(r.limit.reconcile(state, now, r.tokens, used))),
+            (),
+        )
+    });
+}
+
+/// Evaluate one admission call (required group, then the first alternative that passes)
+/// for a request expected to use `estimate_tokens`.
+pub fn admit(
+    store: &Arc<LocalStore>,
+    required: &[Check<'_>],
+    alternatives: &[Vec<Check<'_>>],
+    estimate_tokens: u64,
+) -> Result<Admitted, Rejection> {
+    let now = store.now_ms();
+    let mut hold = LocalHold {
+        store: store.clone(),
+        conn: Vec::new(),
+        reservations: Vec::new(),
+        choice_at: (0, 0),
+    };
+    let mut quotas = Vec::new();
+    let mut delay_ms = 0;
+    group(
+        &mut hold,
+        required,
+        estimate_tokens,
+        now,
+        &mut quotas,
+        &mut delay_ms,
+    )?;
+    hold.choice_at = (hold.conn.len(), hold.reservations.len());
+    let mut choice = None;
+    let mut best: Option<Rejection> = None;
+    let mut skipped = Vec::new();
+    for (i, checks) in alternatives.iter().enumerate() {
+        let (q, d) = (quotas.len(), delay_ms);
+        match group(
+            &mut hold,
+            checks,
+            estimate_tokens,
+            now,
+            &mut quotas,
+            &mut delay_ms,
+        ) {
+            Ok(()) => {
+                choice = Some(i);
+                break;
+            }
+            Err(mut r) => {
+                r.alternative = Some(i);
+                skipped.push(r.rule.clone());
+                quotas.truncate(q);
+                delay_ms = d;
+                if best
+                    .as_ref()
+                    .is_none_or(|b| r.retry_after_ms < b.retry_after_ms)
+                {
+                    best = Some(r);
+                }
+            }
+        }
+    }
+    if let (None, Some(r)) = (choice, best) {
+        return Err(r);
+    }
+    Ok(Admitted {
+        ticket: Ticket {
+            delay_ms,
+            quotas,
+            hold: Hold::Local(hold),
+        },
+        choice,
+        skipped,
+    })
+}
+
+/// One group, in APISIX's order. On rejection the group's slots and reservations are given
+/// back; its quotas so far go with the rejection.
+fn group(
+    hold: &mut LocalHold,
+    checks: &[Check<'_>],
+    estimate_tokens: u64,
+    now: u64,
+    quotas: &mut Vec<Quota>,
+    delay_ms: &mut u64,
+) -> Result<(), Rejection> {
+    let store = hold.store.clone();
+    let (conn0, res0, q0) = (hold.conn.len(), hold.reservations.len(), quotas.len());
+    let reject =
+        |hold: &mut LocalHold, quotas: &mut Vec<Quota>, rule: &Rule, budget, retry: u64| {
+            hold.truncate(conn0, res0);
+            Err(Rejection {
+                rule: rule.id.clone(),
+                budget,
+                retry_after_ms: retry.max(1),
+                quotas: quotas.drain(q0..).collect(),
+                alternative: None,
+            })
+        };
+    for c in checks {
+        if let RuleKind::Conn(l) = c.rule.kind {
+            let d = store.update(&c.key, |slot| {
+                let n = slot.and_then(Slot::conn).unwrap_or(0);
+                match l.decide(n) {
+                    ConnDecision::Admit { delay_ms } => (Some(Slot::Conn(n + 1)), Some(delay_ms)),
+                    ConnDecision::Reject => (slot, None),
+                }
+            });
+            match d {
+                Some(delay) => {
+                    hold.conn.push(c.key.clone());
+                    *delay_ms = (*delay_ms).max(delay);
+                }
+                None => return reject(hold, quotas, c.rule, Budget::Concurrency, 1000),
+            }
+        }
+    }
+    for c in checks {
+        if let RuleKind::Tokens(l, strategy) = c.rule.kind {
+            let (reservation, remaining, reset_ms) = store.update(&c.key, |slot| {
+                let state = slot.and_then(Slot::tokens);
+                match l.reserve(state, now, estimate_tokens) {
+                    TokenDecision::Admit {
+                        state,
+                        reservation,
+                        remaining,
+                        reset_ms,
+                    } => (
+                        Some(Slot::Tokens(state)),
+                        (Some(reservation), remaining, reset_ms),
+                    ),
+                    TokenDecision::Reject {
+                        remaining,
+                        reset_ms,
+                    } => (slot, (None, remaining, reset_ms)),
+                }
+            });
+            quotas.push(Quota {
+                budget: Budget::Tokens,
+                limit: l.limit,
+                remaining,
+                reset_ms,
+                apisix_header: false,
+            });
+            match reservation {
+                Some(tokens) => hold.reservations.push(Reservation {
+                    key: c.key.clone(),
+                    limit: l,
+                    strategy,
+                    tokens,
+                }),
+                None => return reject(hold, quotas, c.rule, Budget::Tokens, reset_ms),
+            }
+        }
+    }
+    for c in checks {
+        if let RuleKind::Count(l) = c.rule.kind {
+            let d = store.update(&c.key, |slot| {
+                let d = l.hit(slot.and_then(Slot::count), now, 1);
+                (Some(Slot::Count(d.state)), d)
+            });
+            quotas.push(Quota {
+                budget: Budget::Requests,
+                limit: l.count,
+                remaining: d.remaining,
+                reset_ms: d.reset_ms,
+                apisix_header: c.rule.answer.quota_header,
+            });
+            if !d.admitted {
+                return reject(hold, quotas, c.rule, Budget::Requests, d.reset_ms);
+            }
+        }
+    }
+    for c in checks {
+        if let RuleKind::Req(l) = c.rule.kind {
+            let d = store.update(&c.key, |slot| {
+                match l.decide(slot.and_then(Slot::req), now) {
+                    ReqDecision::Admit { state, delay_ms } => {
+                        (Some(Slot::Req(state)), Ok(delay_ms))
+                    }
+                    ReqDecision::Reject { retry_after_ms } => (slot, Err(retry_after_ms)),
+                }
+            });
+            match d {
+                Ok(delay) => *delay_ms = (*delay_ms).max(delay),
+                Err(retry) => return reject(hold, quotas, c.rule, Budget::Requests, retry),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::schema::LimitRuleConfig;
+
+    fn rule(yaml: &str) -> Rule {
+        let c: LimitRuleConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        Rule::compile("test", &c).unwrap()
+    }
+
+    fn admit1(store: &Arc<LocalStore>, c: &[Check<'_>], est: u64) -> Result<Ticket, Rejection> {
+        admit(store, c, &[], est).map(|a| a.ticket)
+    }
+
+    fn checks(rules: &[Rule]) -> Vec<Check<'_>> {
+        rules
+            .iter()
+            .map(|r| Check {
+                rule: r,
+                key: r.id.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn conn_rejection_consumes_nothing_else() {
+        let store = Arc::new(LocalStore::default());
+        let rules = [
+            rule("{name: c, conn: {conn: 1}}"),
+            rule("{name: n, count: {count: 10, time_window: 60s}}"),
+            rule("{name: t, tokens: {limit: 1000, time_window: 60s}}"),
+        ];
+        let t1 = admit1(&store, &checks(&rules), 100).unwrap();
+        assert_eq!(
+            t1.quotas
+                .iter()
+                .find(|q| q.budget == Budget::Requests)
+                .unwrap()
+                .remaining,
+            9
+        );
+        let r = admit1(&store, &checks(&rules), 100).err().unwrap();
+        assert_eq!((r.budget, &*r.rule), (Budget::Concurrency, "test/c"));
+        drop(t1); // the slot comes back, the reservation too (nothing was used)
+        let t2 = admit1(&store, &checks(&rules), 100).unwrap();
+        let q = t2.quotas.clone();
+        assert_eq!(
+            q.iter()
+                .find(|q| q.budget == Budget::Requests)
+                .unwrap()
+                .remaining,
+            8
+        );
+        assert_eq!(
+            q.iter()
+                .find(|q| q.budget == Budget::Tokens)
+                .unwrap()
+                .remaining,
+            900
+        );
+        t2.finish(Some(TokenUsage {
+            prompt: 30,
+            completion: 20,
+        }));
+        let t3 = admit1(&store, &checks(&rules), 100).unwrap();
+        assert_eq!(
+            t3.quotas
+                .iter()
+                .find(|q| q.budget == Budget::Tokens)
+                .unwrap()
+                .remaining,
+            850
+        );
+    }
+
+    #[test]
+    fn count_rejection_still_counts_and_releases_the_slot() {
+        let store = Arc::new(LocalStore::default());
+        let rules = [
+            rule("{name: c, conn: {conn: 5}}"),
+            rule("{name: n, count: {count: 1, time_window: 60s}}"),
+        ];
+        admit1(&store, &checks(&rules), 0).unwrap().finish(None);
+        let r = admit1(&store, &checks(&rules), 0).err().unwrap();
+        assert_eq!(r.budget, Budget::Requests);
+        assert!(r.retry_after_ms > 59_000);
+        // Only the count counter remains: the slot was given back.
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn req_delay_and_missing_usage_charges_the_reservation() {
+        let store = Arc::new(LocalStore::default());
+        let rules = [
+            rule("{name: r, req: {rate: 1, burst: 1}}"),
+            rule("{name: t, tokens: {limit: 100, time_window: 60s}}"),
+        ];
+        let t1 = admit1(&store, &checks(&rules), 30).unwrap();
+        assert_eq!(t1.delay_ms, 0);
+        t1.finish(None); // a stream that broke off: charge the 30 reserved
+        let t2 = admit1(&store, &checks(&rules), 30).unwrap();
+        assert!(
+            t2.delay_ms >= 990,
+            "second request in the burst waits ~1 s: {}",
+            t2.delay_ms
+        );
+        assert_eq!(t2.quotas[0].remaining, 40);
+    }
+
+    #[test]
+    fn first_alternative_with_headroom_is_chosen_and_rejected_ones_give_back() {
+        let store = Arc::new(LocalStore::default());
+        let route = [rule("{name: c, conn: {conn: 10}}")];
+        let a = [
+            rule("{name: a-conn, conn: {conn: 5}}"),
+            rule("{name: a-rpm, req: {rate: 1, burst: 0, nodelay: true}}"),
+        ];
+        let b = [rule(
+            "{name: b-rpm, req: {rate: 1, burst: 0, nodelay: true}}",
+        )];
+        let alts = |s: &[Rule], t: &[Rule]| -> Vec<Vec<Check<'static>>> {
+            let s: &'static [Rule] = Box::leak(s.to_vec().into_boxed_slice());
+            let t: &'static [Rule] = Box::leak(t.to_vec().into_boxed_slice());
+            vec![checks(s), checks(t)]
+        };
+        let one = admit(&store, &checks(&route), &alts(&a, &b), 0).unwrap();
+        assert_eq!(one.choice, Some(0));
+        let two = admit(&store, &checks(&route), &alts(&a, &b), 0).unwrap();
+        assert_eq!(two.choice, Some(1), "a is at its rate, b has headroom");
+        // a's slot taken while trying it was given back: only one a-conn slot is held.
+        assert_eq!(
+            store.update("test/a-conn", |s| (s, s.and_then(Slot::conn))),
+            Some(1)
+        );
+        let r = admit(&store, &checks(&route), &alts(&a, &b), 0)
+            .err()
+            .unwrap();
+        assert_eq!(
+            r.alternative,
+            Some(0),
+            "both wait ~1 s; the first is reported"
+        );
+        assert!(r.retry_after_ms > 900);
+        drop((one, two));
+        assert_eq!(store.len(), 2, "only the two req buckets remain");
     }
 }

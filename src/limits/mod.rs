@@ -10,8 +10,10 @@
 //! - [`tokens`]: token limits per window with reservations at admission, reconciled with
 //!   the real usage when the response ends.
 //!
-//! [`admission`] evaluates every rule that applies to a request in one call against a
-//! store ([`local`] for the in-process policy); [`rules`] and [`key`] compile the config.
+//! [`admission`] defines the one admission call (every rule that applies to a request,
+//! evaluated at once); [`limiter`] sends it to a store: [`local`] (in-process) or
+//! [`redis`] (shared by every gateway instance, one `EVALSHA` per call). [`rules`] and
+//! [`key`] compile the config.
 //!
 //! Semantics follow `shared/reference/limits-semantics.md` (APISIX 3.18); where APISIX has
 //! a known bug the correct behaviour is implemented and documented on the item.
@@ -20,7 +22,9 @@ pub mod admission;
 pub mod conn;
 pub mod count;
 pub mod key;
+pub mod limiter;
 pub mod local;
+pub mod redis;
 pub mod req;
 pub mod rules;
 pub mod tokens;

@@ -1,19 +1,21 @@
-//! Admit phase: one call into the limiter for the limits of the consumer and the model
-//! route, and, per attempt, for the chosen deployment's provider-key limits. A deployment
-//! over its limits is skipped (limit-aware routing); the request is rejected with a 429
-//! only when the consumer or route limits say so, or when every deployment is at its
-//! limits.
+//! Admit phase: one call into the limiter evaluates the consumer and model-route limits
+//! (required) and picks the first deployment whose provider-key limits have headroom
+//! (limit-aware routing) — one Redis round trip with the shared policies. A failover to
+//! another deployment asks again for the remaining deployments only, so the consumer and
+//! route limits count the request once.
 
 use super::body::AiRequest;
 use super::RequestCtx;
 use crate::config::runtime::{Deployment, ModelRoute};
 use crate::config::Runtime;
 use crate::errors::GatewayError;
-use crate::limits::admission::{self, Check, Rejection, Ticket};
+use crate::limits::admission::{Admitted, Check, Rejection};
 use crate::limits::key::KeyContext;
+use crate::limits::limiter::Denied;
 use crate::limits::rules::{RejectAnswer, Rule, RuleKind};
 use crate::state::GatewayState;
 use pingora::proxy::Session;
+use std::sync::Arc;
 
 /// What limit keys are resolved from, captured once per request.
 pub struct Subject {
@@ -66,11 +68,15 @@ impl Subject {
     }
 }
 
-fn rejected(
-    r: Rejection,
-    limit: std::sync::Arc<str>,
-    answer: Option<&RejectAnswer>,
-) -> GatewayError {
+/// Why no deployment was admitted.
+pub enum Refused {
+    /// The consumer or route limits said no, or the limiter is unavailable: answer this.
+    Answer(GatewayError),
+    /// Every deployment offered is at its provider-key limits.
+    AllLimited(Rejection),
+}
+
+fn rejected(r: Rejection, limit: Arc<str>, answer: Option<&RejectAnswer>) -> GatewayError {
     GatewayError::RateLimited {
         limit,
         status: answer.and_then(|a| a.code).unwrap_or(429),
@@ -82,80 +88,94 @@ fn rejected(
 }
 
 /// Count the decisions of one admission call.
-fn observe(state: &GatewayState, checks: &[Check<'_>], result: &Result<Ticket, Rejection>) {
+fn observe<'a>(
+    state: &GatewayState,
+    checks: impl Iterator<Item = &'a Check<'a>> + Clone,
+    result: &Result<Admitted, Denied>,
+) {
     let m = &state.metrics;
+    let count = |rule: &Arc<str>, outcome: usize| {
+        if let Some(c) = checks.clone().find(|c| c.rule.id == *rule) {
+            m.limit_decision(c.rule.kind_index(), c.rule.scope, outcome);
+        }
+    };
     match result {
-        Ok(t) => {
-            for c in checks {
-                let delaying = matches!(c.rule.kind, RuleKind::Req(_) | RuleKind::Conn(_));
-                let outcome = usize::from(delaying && t.delay_ms > 0); // admitted or delayed
-                m.limit_decision(c.rule.kind_index(), c.rule.scope, outcome);
+        Ok(a) => {
+            for rule in &a.skipped {
+                count(rule, 2);
             }
-            if t.delay_ms > 0 {
-                m.limit_delay.observe(t.delay_ms as f64 / 1000.0);
+            if a.ticket.delay_ms > 0 {
+                m.limit_delay.observe(a.ticket.delay_ms as f64 / 1000.0);
             }
         }
-        Err(r) => {
-            if let Some(c) = checks.iter().find(|c| c.rule.id == r.rule) {
-                m.limit_decision(c.rule.kind_index(), c.rule.scope, 2);
-            }
-        }
+        Err(Denied::Limited(r)) => count(&r.rule, 2),
+        Err(Denied::Unavailable(_)) => {}
     }
 }
 
-fn hold(ctx: &mut RequestCtx, t: Ticket) {
-    ctx.quotas.extend(t.quotas.iter().copied());
-    ctx.tickets.push(t);
+/// Count the admitted checks (the required group and the chosen alternative).
+fn observe_admitted(state: &GatewayState, checks: &[Check<'_>], delay_ms: u64) {
+    for c in checks {
+        let delaying = matches!(c.rule.kind, RuleKind::Req(_) | RuleKind::Conn(_));
+        let outcome = usize::from(delaying && delay_ms > 0); // admitted or delayed
+        state
+            .metrics
+            .limit_decision(c.rule.kind_index(), c.rule.scope, outcome);
+    }
 }
 
-/// Consumer and route limits.
-pub fn admit_route(
+/// Admit the request for one of `open` (deployments not cooling down, in routing order):
+/// `with_route` adds the consumer and route limits (the first call of a request). `Ok`
+/// holds the ticket in `ctx` and gives the index of the chosen deployment.
+pub async fn admit(
     state: &GatewayState,
     rt: &Runtime,
     ctx: &mut RequestCtx,
     route: &ModelRoute,
     subject: &Subject,
-) -> Result<(), GatewayError> {
-    let consumer_rules = ctx
-        .consumer
-        .as_deref()
-        .map_or(&[][..], |c| rt.consumer_limits(c));
-    if consumer_rules.is_empty() && route.limits.is_empty() {
-        return Ok(());
-    }
-    let checks = subject.checks(consumer_rules.iter().chain(route.limits.iter()));
-    let result = admission::admit(&state.limits, &checks, subject.estimate_tokens);
-    observe(state, &checks, &result);
+    open: &[&Deployment],
+    with_route: bool,
+) -> Result<usize, Refused> {
+    let consumer_rules = match (&ctx.consumer, with_route) {
+        (Some(c), true) => rt.consumer_limits(c),
+        _ => &[],
+    };
+    let route_rules = if with_route { &route.limits[..] } else { &[] };
+    let required = subject.checks(consumer_rules.iter().chain(route_rules));
+    let alternatives: Vec<Vec<Check<'_>>> = open
+        .iter()
+        .map(|d| subject.checks(d.limits.iter()))
+        .collect();
+    let result = state
+        .limiter
+        .admit(&required, &alternatives, subject.estimate_tokens)
+        .await;
+    let all = required.iter().chain(alternatives.iter().flatten());
+    observe(state, all, &result);
     match result {
-        Ok(t) => {
-            hold(ctx, t);
-            Ok(())
+        Ok(a) => {
+            let choice = a.choice.unwrap_or(0);
+            observe_admitted(state, &required, a.ticket.delay_ms);
+            if let Some(alt) = alternatives.get(choice) {
+                observe_admitted(state, alt, a.ticket.delay_ms);
+            }
+            ctx.quotas.extend(a.ticket.quotas.iter().copied());
+            ctx.tickets.push(a.ticket);
+            Ok(choice)
         }
-        Err(r) => {
-            let limit = r.rule.clone();
-            let answer = checks
+        Err(Denied::Unavailable(why)) => {
+            Err(Refused::Answer(GatewayError::LimiterUnavailable(why)))
+        }
+        Err(Denied::Limited(r)) if r.alternative.is_some() => Err(Refused::AllLimited(r)),
+        Err(Denied::Limited(r)) => {
+            let answer = required
                 .iter()
                 .find(|c| c.rule.id == r.rule)
                 .map(|c| &c.rule.answer);
-            Err(rejected(r, limit, answer))
+            let limit = r.rule.clone();
+            Err(Refused::Answer(rejected(r, limit, answer)))
         }
     }
-}
-
-/// A deployment's provider-key limits: `Ok` holds its ticket (if it has limits).
-pub fn admit_deployment(
-    state: &GatewayState,
-    ctx: &mut RequestCtx,
-    d: &Deployment,
-    subject: &Subject,
-) -> Result<(), Rejection> {
-    if d.limits.is_empty() {
-        return Ok(());
-    }
-    let checks = subject.checks(d.limits.iter());
-    let result = admission::admit(&state.limits, &checks, subject.estimate_tokens);
-    observe(state, &checks, &result);
-    result.map(|t| hold(ctx, t))
 }
 
 /// The 429 when every deployment of `route` was at its limits.

@@ -100,7 +100,6 @@ pub async fn serve(
                 return Err(GatewayError::NoDeployment(req.model.clone()));
             }
             let subject = admit::Subject::new(session, ctx, rt, &req);
-            admit::admit_route(state, rt, ctx, route, &subject)?;
             let (response, deployment) =
                 upstream::call(state, rt, route, &req, ctx, &subject).await?;
             let key = deployment.api_key.as_ref().map(|k| k.expose());

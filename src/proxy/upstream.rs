@@ -2,8 +2,9 @@
 //! connect error, timeout, 429 or 5xx while the retry budget lasts. The client sees one
 //! answer: the first success, or the last failure.
 
+use super::admit::{self, Refused};
 use super::body::AiRequest;
-use super::{admit, RequestCtx};
+use super::RequestCtx;
 use crate::config::runtime::{Deployment, ModelRoute, Target};
 use crate::config::Runtime;
 use crate::errors::GatewayError;
@@ -58,9 +59,20 @@ async fn attempt(
     }
 }
 
+/// Keep the rejection that frees first.
+fn keep_best(best: &mut Option<Rejection>, r: Rejection) {
+    if best
+        .as_ref()
+        .is_none_or(|b| r.retry_after_ms < b.retry_after_ms)
+    {
+        *best = Some(r);
+    }
+}
+
 /// Try the deployments of `route`; returns the response to relay and the deployment that
-/// gave it. Deployments at their provider-key limits are skipped without using the retry
-/// budget; the budget counts failed attempts only.
+/// gave it. The limiter picks, in routing order, the first deployment with headroom
+/// (deployments at their provider-key limits or cooling down are skipped without using
+/// the retry budget; the budget counts failed attempts only).
 pub async fn call<'r>(
     state: &GatewayState,
     rt: &Runtime,
@@ -71,42 +83,50 @@ pub async fn call<'r>(
 ) -> Result<(UpstreamResponse, &'r Deployment), GatewayError> {
     let routing = &rt.config.routing;
     let candidates: Vec<&Deployment> = route.attempts(routing.strategy, u32::MAX).collect();
+    let mut next = 0;
     let mut failures = 0u32;
     let mut slept = 0u64;
     let mut last_failure: Option<UpstreamFailure> = None;
     let mut limited: Option<Rejection> = None;
-    for (i, d) in candidates.iter().copied().enumerate() {
-        if let Some(left) = state.cooldowns.remaining(&d.id) {
-            let r = Rejection {
-                rule: d.id.clone(),
-                budget: Budget::Requests,
-                retry_after_ms: left.as_millis() as u64 + 1,
-                quotas: Vec::new(),
-            };
-            if limited
-                .as_ref()
-                .is_none_or(|b| r.retry_after_ms < b.retry_after_ms)
-            {
-                limited = Some(r);
+    while next < candidates.len() {
+        let mut open = Vec::with_capacity(candidates.len() - next);
+        for d in &candidates[next..] {
+            match state.cooldowns.remaining(&d.id) {
+                Some(left) => keep_best(
+                    &mut limited,
+                    Rejection {
+                        rule: d.id.clone(),
+                        budget: Budget::Requests,
+                        retry_after_ms: left.as_millis() as u64 + 1,
+                        quotas: Vec::new(),
+                        alternative: None,
+                    },
+                ),
+                None => open.push(*d),
             }
-            continue;
         }
-        let held_before = ctx.tickets.len();
-        if let Err(r) = admit::admit_deployment(state, ctx, d, subject) {
-            if limited
-                .as_ref()
-                .is_none_or(|b| r.retry_after_ms < b.retry_after_ms)
-            {
-                limited = Some(r);
+        if open.is_empty() {
+            break;
+        }
+        let first = ctx.attempts == 0;
+        let d = match admit::admit(state, rt, ctx, route, subject, &open, first).await {
+            Ok(j) => open[j],
+            Err(Refused::Answer(e)) => return Err(e),
+            Err(Refused::AllLimited(r)) => {
+                keep_best(&mut limited, r);
+                break;
             }
-            continue;
-        }
+        };
+        next = candidates
+            .iter()
+            .position(|c| std::ptr::eq(*c, d))
+            .map_or(candidates.len(), |p| p + 1);
         let delay = admit::delay_ms(ctx);
         if delay > slept {
             tokio::time::sleep(std::time::Duration::from_millis(delay - slept)).await;
             slept = delay;
         }
-        let is_last = failures >= routing.retries || i + 1 == candidates.len();
+        let is_last = failures >= routing.retries || next == candidates.len();
         ctx.attempts += 1;
         ctx.provider = Some(d.provider.name.clone());
         let sent = Instant::now();
@@ -152,7 +172,9 @@ pub async fn call<'r>(
             Err(f) => f,
         };
         // This deployment is no longer in use: give back its slot and reservation.
-        ctx.tickets.truncate(held_before);
+        if let Some(t) = ctx.tickets.last_mut() {
+            t.release_choice();
+        }
         record(state, d, failure.kind);
         tracing::warn!(
             request_id = %ctx.request_id,

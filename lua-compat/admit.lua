@@ -1,0 +1,184 @@
+-- admit.lua: one atomic admission decision for every limit that applies to a request.
+--
+-- The same algorithms as src/limits/{conn,tokens,count,req}.rs (the Rust code is the
+-- reference; tests/limits_redis.rs checks that both agree), evaluated in one EVALSHA so a
+-- request costs one round trip whatever the number of limits. Time is Redis server time
+-- (TIME), so gateway clocks may disagree without leaking any bucket (APISIX bug 3).
+--
+-- Checks come in groups. Group 1 is required (consumer and model-route limits); groups
+-- 2..n are alternatives (one per deployment, in routing order): the request is admitted
+-- when group 1 passes and then the first alternative that passes. A group is evaluated in
+-- APISIX's order: conn -> tokens -> count -> req. A group that rejects gives back the
+-- slots and reservations it took; counts it made stay counted (APISIX semantics).
+--
+-- ARGV: lease, lease_ttl_ms, estimate, ngroups, then per group its number of checks, then
+--       per check 4 values: kind (1 req, 2 conn, 3 count, 4 tokens), a, b, c:
+--         req:    rate (requests/s), burst, nodelay (0/1)
+--         conn:   conn, burst, default_conn_delay_ms
+--         count:  count, window_ms, -
+--         tokens: limit, window_ms, -
+-- KEYS: two per check, in check order. req: hash, -; conn: zset, -; count: counter, -;
+--       tokens: hash {c = committed, e = window end}, zset of reservations.
+--
+-- Returns: { chosen alternative (0 = none or no alternatives), delay_ms,
+--            per group: status (1 admitted, 0 rejected, -1 not evaluated), rejecting
+--            check (1-based within the group), retry_after_ms,
+--            per check: remaining, reset_ms (-1 when not reported) }
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = ARGV[1]
+local lease_ttl = tonumber(ARGV[2])
+local estimate = tonumber(ARGV[3])
+local ngroups = tonumber(ARGV[4])
+
+-- Parse the groups.
+local groups = {}
+local argi = 5 + ngroups
+local keyi = 1
+for g = 1, ngroups do
+  local checks = {}
+  for _ = 1, tonumber(ARGV[4 + g]) do
+    checks[#checks + 1] = {
+      kind = tonumber(ARGV[argi]), a = tonumber(ARGV[argi + 1]),
+      b = tonumber(ARGV[argi + 2]), c = tonumber(ARGV[argi + 3]),
+      k1 = KEYS[keyi], k2 = KEYS[keyi + 1],
+    }
+    argi = argi + 4
+    keyi = keyi + 2
+  end
+  groups[g] = checks
+end
+
+local quota = {}     -- per check index (global): {remaining, reset}
+local delay = 0
+
+local function reserved_sum(zset)
+  redis.call('ZREMRANGEBYSCORE', zset, '-inf', now)
+  local sum = 0
+  for _, m in ipairs(redis.call('ZRANGE', zset, 0, -1)) do
+    sum = sum + (tonumber(string.match(m, '|(%d+)$')) or 0)
+  end
+  return sum
+end
+
+-- Evaluate one group; returns status, rejecting check, retry_after_ms, group delay.
+local function evaluate(checks, base)
+  local taken = {}   -- {zset, member} to give back on rejection
+  local gdelay = 0
+  local function reject(i, retry)
+    for _, h in ipairs(taken) do redis.call('ZREM', h[1], h[2]) end
+    return 0, i, math.max(retry, 1), 0
+  end
+  -- 1. conn: take a lease in each.
+  for i, c in ipairs(checks) do
+    if c.kind == 2 then
+      redis.call('ZREMRANGEBYSCORE', c.k1, '-inf', now)
+      local n = redis.call('ZCARD', c.k1) + 1
+      if n > c.a + c.b then return reject(i, 1000) end
+      redis.call('ZADD', c.k1, now + lease_ttl, lease)
+      redis.call('PEXPIRE', c.k1, lease_ttl)
+      taken[#taken + 1] = {c.k1, lease}
+      if n > c.a then gdelay = math.max(gdelay, c.c * math.floor((n - 1) / c.a)) end
+    end
+  end
+  -- 2. tokens: reserve the estimate in each.
+  for i, c in ipairs(checks) do
+    if c.kind == 4 then
+      local committed = tonumber(redis.call('HGET', c.k1, 'c'))
+      local wend = tonumber(redis.call('HGET', c.k1, 'e'))
+      if not committed or not wend or now >= wend then
+        committed = 0
+        wend = now + c.b
+      end
+      local reserved = reserved_sum(c.k2)
+      local r = math.min(estimate, c.a)
+      local reset = wend - now
+      if committed + reserved + r > c.a then
+        quota[base + i] = {math.max(c.a - committed - reserved, 0), reset}
+        return reject(i, reset)
+      end
+      redis.call('HSET', c.k1, 'c', committed, 'e', wend)
+      redis.call('PEXPIRE', c.k1, reset)
+      local member = lease .. '|' .. r
+      redis.call('ZADD', c.k2, now + lease_ttl, member)
+      redis.call('PEXPIRE', c.k2, lease_ttl)
+      taken[#taken + 1] = {c.k2, member}
+      quota[base + i] = {math.max(c.a - committed - reserved - r, 0), reset}
+    end
+  end
+  -- 3. count: a rejected request still counts.
+  for i, c in ipairs(checks) do
+    if c.kind == 3 then
+      local consumed, reset
+      local pttl = redis.call('PTTL', c.k1)
+      if pttl < 0 then
+        redis.call('SET', c.k1, 1, 'PX', c.b)
+        consumed, reset = 1, c.b
+      else
+        consumed, reset = redis.call('INCRBY', c.k1, 1), pttl
+      end
+      quota[base + i] = {math.max(c.a - consumed, 0), reset}
+      if consumed > c.a then return reject(i, reset) end
+    end
+  end
+  -- 4. req: leak, then add 1000 milli-requests; a rejection writes nothing.
+  for i, c in ipairs(checks) do
+    if c.kind == 1 then
+      local r, b = c.a * 1000, c.b * 1000
+      local excess = 0
+      local e = tonumber(redis.call('HGET', c.k1, 'excess'))
+      local last = tonumber(redis.call('HGET', c.k1, 'last'))
+      if e and last then
+        excess = math.max(e - r * math.max(now - last, 0) / 1000 + 1000, 0)
+      end
+      if excess > b then
+        return reject(i, math.ceil((excess - b) * 1000 / r))
+      end
+      if c.c == 0 then
+        local d = excess * 1000 / r
+        if d >= 1 then gdelay = math.max(gdelay, math.floor(d)) end
+      end
+      redis.call('HSET', c.k1, 'excess', math.floor(excess), 'last', now)
+      -- The bucket needs (burst + 1) / rate to drain (APISIX's TTL is shorter: bug 1).
+      redis.call('PEXPIRE', c.k1, math.ceil((c.b + 1) / c.a * 1000) + 1000)
+    end
+  end
+  return 1, 0, 0, gdelay
+end
+
+local out = {0, 0}
+local bases, base = {}, 0
+for g = 1, ngroups do
+  bases[g] = base
+  base = base + #groups[g]
+  out[3 * g] = -1
+  out[3 * g + 1] = 0
+  out[3 * g + 2] = 0
+end
+local function record(g, s, i, retry)
+  out[3 * g], out[3 * g + 1], out[3 * g + 2] = s, i, retry
+end
+
+local s, i, retry, d = evaluate(groups[1], 0)
+record(1, s, i, retry)
+delay = d
+if s == 1 and ngroups > 1 then
+  for g = 2, ngroups do
+    s, i, retry, d = evaluate(groups[g], bases[g])
+    record(g, s, i, retry)
+    if s == 1 then
+      out[1] = g - 1
+      delay = math.max(delay, d)
+      break
+    end
+  end
+end
+out[2] = delay
+local n = 3 * ngroups + 2
+for q = 1, base do
+  local v = quota[q]
+  out[n + 2 * q - 1] = v and v[1] or -1
+  out[n + 2 * q] = v and v[2] or -1
+end
+return out

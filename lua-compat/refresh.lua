@@ -1,0 +1,16 @@
+-- refresh.lua: extend the leases of requests still running (conn slots and token
+-- reservations), so that only a gateway that stopped refreshing (killed, partitioned)
+-- loses them, after lease_ttl.
+--
+-- ARGV: lease_ttl_ms, then one member per key. KEYS: the zsets.
+-- ZADD XX never re-creates a lease that was already released.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  if redis.call('ZADD', key, 'XX', 'CH', now + ttl, ARGV[i + 1]) == 1 then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+return 1

@@ -1,0 +1,31 @@
+-- release.lua: give back what admitted requests held, for many requests at once.
+--
+-- Mirrors Ticket::finish / drop in src/limits/admission.rs: a conn lease is removed; a
+-- token reservation is removed and the tokens really used are charged to the window
+-- (opening a new window if the old one has ended, as TokenLimit::reconcile does).
+--
+-- ARGV: n, then per entry 4 values: kind (2 conn, 4 tokens), member, window_ms, used.
+-- KEYS: two per entry. conn: zset, -; tokens: hash {c, e}, zset of reservations.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, tonumber(ARGV[1]) do
+  local a = 2 + (i - 1) * 4
+  local kind, member = tonumber(ARGV[a]), ARGV[a + 1]
+  local k1, k2 = KEYS[2 * i - 1], KEYS[2 * i]
+  if kind == 2 then
+    redis.call('ZREM', k1, member)
+  elseif kind == 4 then
+    redis.call('ZREM', k2, member)
+    local used = tonumber(ARGV[a + 3])
+    local committed = tonumber(redis.call('HGET', k1, 'c'))
+    local wend = tonumber(redis.call('HGET', k1, 'e'))
+    if not committed or not wend or now >= wend then
+      committed = 0
+      wend = now + tonumber(ARGV[a + 2])
+    end
+    redis.call('HSET', k1, 'c', committed + used, 'e', wend)
+    redis.call('PEXPIRE', k1, wend - now)
+  end
+end
+return 1

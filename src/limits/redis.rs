@@ -1,0 +1,562 @@
+//! The `redis` and `redis-cluster` policies: counters shared by every gateway instance.
+//!
+//! One admission call is one `EVALSHA` of `lua-compat/admit.lua`, which evaluates every
+//! group and check atomically with Redis server time, so several gateways see one exact
+//! set of counters and a request costs one round trip whatever the number of limits.
+//!
+//! Concurrency slots and token reservations are *leases*: sorted-set members whose score
+//! is their expiry. [`RedisStore::run`] (a background task) refreshes every live lease a
+//! third of `lease_ttl` before it would expire and sends releases in batches, so a request
+//! that ends gives its slot back within one round trip, and a gateway that dies stops
+//! refreshing and its slots expire after `lease_ttl`.
+//!
+//! Faults (connection refused, timeout, script error) mark the store down; it is probed
+//! in the background and marked up when Redis answers again. While it is down the
+//! [`super::limiter::Limiter`] decides with local counters or answers 503, as configured.
+//!
+//! On Redis Cluster every key carries the hash tag `{<key_prefix>ai-rate-limiter}`, so the
+//! keys of one admission call are in one slot and the script stays atomic. The cluster
+//! gives failover, not sharding of the limiter's load.
+
+use super::admission::{Admitted, Budget, Check, Hold, Quota, Rejection, Ticket, TokenUsage};
+use super::rules::RuleKind;
+use crate::config::schema::{LimitPolicy, LimitsConfig, TokenStrategy};
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use redis::{RedisResult, Script};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const ADMIT_LUA: &str = include_str!("../../lua-compat/admit.lua");
+const RELEASE_LUA: &str = include_str!("../../lua-compat/release.lua");
+const REFRESH_LUA: &str = include_str!("../../lua-compat/refresh.lua");
+
+/// Metrics of the shared store.
+#[derive(Clone)]
+pub struct RedisMetrics {
+    /// `gateway_redis_duration_seconds{op}`: one observation per round trip.
+    pub duration: prometheus::HistogramVec,
+    /// `gateway_redis_errors_total{op}`.
+    pub errors: prometheus::IntCounterVec,
+    /// `gateway_limiter_degraded`: 1 while Redis cannot be reached.
+    pub degraded: prometheus::IntGauge,
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Why a call to Redis failed (the message never holds a URL or password).
+#[derive(Debug, Clone)]
+pub struct RedisFault(pub String);
+
+/// One thing to give back: a conn lease or a token reservation (with the tokens used).
+struct Release {
+    kind: u8,
+    key: String,
+    zset: String,
+    member: String,
+    window_ms: u64,
+    used: u64,
+}
+
+pub struct RedisStore {
+    policy: LimitPolicy,
+    urls: Vec<String>,
+    conn: OnceLock<Conn>,
+    admit: Script,
+    release: Script,
+    refresh: Script,
+    ping: Script,
+    prefix: String,
+    lease_ttl_ms: u64,
+    timeout: Duration,
+    instance: String,
+    seq: AtomicU64,
+    /// Live leases by ticket: (zset key, member) pairs to refresh.
+    leases: Mutex<HashMap<u64, Vec<(String, String)>>>,
+    releases: mpsc::UnboundedSender<Vec<Release>>,
+    release_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Release>>>>,
+    up: AtomicBool,
+    metrics: RedisMetrics,
+}
+
+impl RedisStore {
+    /// A store for `config` (policy `redis` or `redis-cluster`). Connects in [`Self::run`].
+    pub fn new(config: &LimitsConfig, metrics: RedisMetrics) -> Arc<RedisStore> {
+        let r = &config.redis;
+        let urls = match config.policy {
+            LimitPolicy::RedisCluster => r.nodes.iter().map(|n| n.expose().to_string()).collect(),
+            _ => r.url.iter().map(|u| u.expose().to_string()).collect(),
+        };
+        let prefix = match config.policy {
+            LimitPolicy::RedisCluster => format!("{{{}ai-rate-limiter}}", r.key_prefix),
+            _ => r.key_prefix.clone(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        metrics.degraded.set(1); // until the first connection succeeds
+        Arc::new(RedisStore {
+            policy: config.policy,
+            urls,
+            conn: OnceLock::new(),
+            admit: Script::new(ADMIT_LUA),
+            release: Script::new(RELEASE_LUA),
+            refresh: Script::new(REFRESH_LUA),
+            ping: Script::new("return 1"),
+            prefix,
+            lease_ttl_ms: config.lease_ttl.as_millis() as u64,
+            timeout: r.timeout,
+            instance: format!("{:016x}", rand::random::<u64>()),
+            seq: AtomicU64::new(0),
+            leases: Mutex::new(HashMap::new()),
+            releases: tx,
+            release_rx: Mutex::new(Some(rx)),
+            up: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    /// Whether Redis answered the last call.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn mark(&self, up: bool, why: &str) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            self.metrics.degraded.set(i64::from(!up));
+            if up {
+                tracing::info!("Redis is reachable: limits are shared across instances again");
+            } else {
+                tracing::error!(error = why, "Redis is unreachable: limiter degraded");
+            }
+        }
+    }
+
+    /// Run one Redis call with the timeout, recording its round trip and any fault.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisFault> {
+        let started = Instant::now();
+        let result: Result<RedisResult<T>, _> = match self.conn.get() {
+            None => Ok(Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "not connected yet",
+            )))),
+            Some(Conn::Single(c)) => {
+                let mut c = c.clone();
+                tokio::time::timeout(self.timeout, inv.invoke_async(&mut c)).await
+            }
+            Some(Conn::Cluster(c)) => {
+                let mut c = c.clone();
+                tokio::time::timeout(self.timeout, inv.invoke_async(&mut c)).await
+            }
+        };
+        self.metrics
+            .duration
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        let fault = match result {
+            Ok(Ok(v)) => {
+                self.mark(true, "");
+                return Ok(v);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", self.timeout),
+        };
+        self.metrics.errors.with_label_values(&[op]).inc();
+        self.mark(false, &fault);
+        Err(RedisFault(fault))
+    }
+
+    /// The Redis key of a counter.
+    fn key(&self, kind: &RuleKind, counter: &str) -> String {
+        let kind = match kind {
+            RuleKind::Req(_) => "limit_req:",
+            RuleKind::Conn(_) => "limit_conn:",
+            RuleKind::Count(_) => "plugin-limit-count:v1:",
+            RuleKind::Tokens(..) => "plugin-ai-rate-limiting:v1:",
+        };
+        let mut k = String::with_capacity(self.prefix.len() + kind.len() + counter.len());
+        k.push_str(&self.prefix);
+        k.push_str(kind);
+        k.extend(counter.chars().map(|c| if c == '\u{1f}' { ':' } else { c }));
+        k
+    }
+
+    /// Evaluate one admission call in Redis (see `lua-compat/admit.lua`).
+    pub async fn admit(
+        self: &Arc<Self>,
+        required: &[Check<'_>],
+        alternatives: &[Vec<Check<'_>>],
+        estimate_tokens: u64,
+    ) -> Result<Result<Admitted, Rejection>, RedisFault> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let lease = format!("{}:{seq}", self.instance);
+        let groups: Vec<&[Check<'_>]> = std::iter::once(required)
+            .chain(alternatives.iter().map(Vec::as_slice))
+            .collect();
+        let mut inv = self.admit.prepare_invoke();
+        inv.arg(&lease)
+            .arg(self.lease_ttl_ms)
+            .arg(estimate_tokens)
+            .arg(groups.len());
+        for g in &groups {
+            inv.arg(g.len());
+        }
+        let mut keys = Vec::new();
+        for c in groups.iter().flat_map(|g| g.iter()) {
+            let key = self.key(&c.rule.kind, &c.key);
+            let second = match c.rule.kind {
+                RuleKind::Tokens(..) => format!("{key}:r"),
+                _ => key.clone(),
+            };
+            match c.rule.kind {
+                RuleKind::Req(l) => inv.arg(1).arg(l.rate).arg(l.burst).arg(u8::from(l.nodelay)),
+                RuleKind::Conn(l) => inv
+                    .arg(2)
+                    .arg(l.conn)
+                    .arg(l.burst)
+                    .arg(l.default_conn_delay_ms),
+                RuleKind::Count(l) => inv.arg(3).arg(l.count).arg(l.window_ms).arg(0),
+                RuleKind::Tokens(l, _) => inv.arg(4).arg(l.limit).arg(l.window_ms).arg(0),
+            };
+            inv.key(&key).key(&second);
+            keys.push((key, second));
+        }
+        let out: Vec<i64> = self.call("admit", &inv).await?;
+        let bad = || RedisFault("unexpected answer from admit.lua".into());
+        let get = |i: usize| out.get(i).copied().ok_or_else(bad);
+        let n_groups = groups.len();
+        let checks_total: usize = groups.iter().map(|g| g.len()).sum();
+        if out.len() != 2 + 3 * n_groups + 2 * checks_total {
+            return Err(bad());
+        }
+        let chosen = get(0)?;
+        let delay_ms = get(1)?.max(0) as u64;
+        // Quotas of a group, in the order the local store reports them (tokens, count).
+        let quotas_of = |g: usize, base: usize| -> Vec<Quota> {
+            let mut q = Vec::new();
+            for want_tokens in [true, false] {
+                for (i, c) in groups[g].iter().enumerate() {
+                    let at = 2 + 3 * n_groups + 2 * (base + i);
+                    let (remaining, reset) = (out[at], out[at + 1]);
+                    if remaining < 0 {
+                        continue;
+                    }
+                    let (budget, limit, header) = match c.rule.kind {
+                        RuleKind::Tokens(l, _) if want_tokens => (Budget::Tokens, l.limit, false),
+                        RuleKind::Count(l) if !want_tokens => {
+                            (Budget::Requests, l.count, c.rule.answer.quota_header)
+                        }
+                        _ => continue,
+                    };
+                    q.push(Quota {
+                        budget,
+                        limit,
+                        remaining: remaining as u64,
+                        reset_ms: reset.max(0) as u64,
+                        apisix_header: header,
+                    });
+                }
+            }
+            q
+        };
+        let mut bases = Vec::with_capacity(n_groups);
+        let mut b = 0;
+        for g in &groups {
+            bases.push(b);
+            b += g.len();
+        }
+        let rejection = |g: usize| -> Result<Rejection, RedisFault> {
+            let idx = get(3 + 3 * g)? as usize;
+            let c = groups[g].get(idx.wrapping_sub(1)).ok_or_else(bad)?;
+            Ok(Rejection {
+                rule: c.rule.id.clone(),
+                budget: match c.rule.kind {
+                    RuleKind::Conn(_) => Budget::Concurrency,
+                    RuleKind::Tokens(..) => Budget::Tokens,
+                    _ => Budget::Requests,
+                },
+                retry_after_ms: get(4 + 3 * g)?.max(1) as u64,
+                quotas: quotas_of(g, bases[g]),
+                alternative: g.checked_sub(1),
+            })
+        };
+        if get(2)? == 0 {
+            return Ok(Err(rejection(0)?));
+        }
+        if n_groups > 1 && chosen == 0 {
+            // Every alternative rejected: report the one that frees first.
+            let mut best: Option<Rejection> = None;
+            for g in 1..n_groups {
+                let r = rejection(g)?;
+                if best
+                    .as_ref()
+                    .is_none_or(|b| r.retry_after_ms < b.retry_after_ms)
+                {
+                    best = Some(r);
+                }
+            }
+            return best.map(Err).ok_or_else(bad);
+        }
+        let chosen = usize::try_from(chosen).map_err(|_| bad())?;
+        let mut quotas = quotas_of(0, 0);
+        if chosen > 0 {
+            quotas.extend(quotas_of(chosen, bases[chosen]));
+        }
+        // What the admitted groups hold: their conn leases and token reservations.
+        let mut hold = RedisHold {
+            store: self.clone(),
+            seq,
+            held: Vec::new(),
+        };
+        let admitted: &[usize] = if chosen > 0 { &[0, chosen] } else { &[0] };
+        for &g in admitted {
+            for (i, c) in groups[g].iter().enumerate() {
+                let (key, zset) = &keys[bases[g] + i];
+                let (kind, member, window_ms, tokens, strategy) = match c.rule.kind {
+                    RuleKind::Conn(_) => (2, lease.clone(), 0, 0, TokenStrategy::TotalTokens),
+                    RuleKind::Tokens(l, strategy) => {
+                        let tokens = estimate_tokens.min(l.limit);
+                        (
+                            4,
+                            format!("{lease}|{tokens}"),
+                            l.window_ms,
+                            tokens,
+                            strategy,
+                        )
+                    }
+                    _ => continue,
+                };
+                hold.held.push(Held {
+                    alternative: g > 0,
+                    kind,
+                    key: key.clone(),
+                    zset: zset.clone(),
+                    member,
+                    window_ms,
+                    tokens,
+                    strategy,
+                });
+            }
+        }
+        if !hold.held.is_empty() {
+            let live = hold
+                .held
+                .iter()
+                .map(|h| (h.zset.clone(), h.member.clone()))
+                .collect();
+            self.lock_leases().insert(seq, live);
+        }
+        let mut skipped = Vec::new();
+        for g in 1..chosen {
+            skipped.push(rejection(g)?.rule);
+        }
+        Ok(Ok(Admitted {
+            skipped,
+            ticket: Ticket {
+                delay_ms,
+                quotas,
+                hold: Hold::Redis(hold),
+            },
+            choice: if n_groups > 1 { Some(chosen - 1) } else { None },
+        }))
+    }
+
+    fn lock_leases(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<(String, String)>>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The background work of the store: connect, refresh leases, send releases, probe
+    /// while down. Runs until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        self.connect().await;
+        let rx = self
+            .release_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rx) = rx {
+            tokio::spawn(self.clone().release_loop(rx));
+        }
+        let every = Duration::from_millis((self.lease_ttl_ms / 3).max(100));
+        let mut refresh = tokio::time::interval(every);
+        let mut probe = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = refresh.tick() => self.refresh_leases().await,
+                _ = probe.tick() => {
+                    if !self.is_up() {
+                        let _ = self.call::<i64>("ping", &self.ping.prepare_invoke()).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) {
+        loop {
+            let conn = match self.policy {
+                LimitPolicy::RedisCluster => {
+                    let client = redis::cluster::ClusterClient::builder(self.urls.clone())
+                        .connection_timeout(self.timeout)
+                        .response_timeout(self.timeout)
+                        .build();
+                    match client {
+                        Ok(c) => c.get_async_connection().await.map(Conn::Cluster),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => match self.urls.first().map(|u| redis::Client::open(u.as_str())) {
+                    Some(Ok(client)) => {
+                        let cfg = redis::aio::ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(self.timeout))
+                            .set_response_timeout(Some(self.timeout))
+                            .set_max_delay(Duration::from_millis(500));
+                        ConnectionManager::new_lazy_with_config(client, cfg).map(Conn::Single)
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "no Redis URL",
+                    ))),
+                },
+            };
+            match conn {
+                Ok(c) => {
+                    let _ = self.conn.set(c);
+                    return;
+                }
+                Err(e) => {
+                    self.mark(false, "");
+                    tracing::warn!(error = %e.category(), "cannot connect to Redis yet, retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn refresh_leases(&self) {
+        let live: Vec<(String, String)> = self.lock_leases().values().flatten().cloned().collect();
+        if live.is_empty() {
+            return;
+        }
+        let mut inv = self.refresh.prepare_invoke();
+        inv.arg(self.lease_ttl_ms);
+        for (zset, member) in &live {
+            inv.key(zset).arg(member);
+        }
+        let _ = self.call::<i64>("refresh", &inv).await;
+    }
+
+    /// Send releases as they come, everything queued meanwhile in one call.
+    async fn release_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Vec<Release>>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = first;
+            while batch.len() < 2000 {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
+            let mut inv = self.release.prepare_invoke();
+            inv.arg(batch.len());
+            for r in &batch {
+                inv.arg(r.kind)
+                    .arg(&r.member)
+                    .arg(r.window_ms)
+                    .arg(r.used)
+                    .key(&r.key)
+                    .key(&r.zset);
+            }
+            // On failure the leases expire by themselves after lease_ttl.
+            let _ = self.call::<i64>("release", &inv).await;
+        }
+    }
+}
+
+/// One lease an admitted request holds in Redis.
+struct Held {
+    /// Part of the chosen alternative (not the required group).
+    alternative: bool,
+    kind: u8,
+    key: String,
+    zset: String,
+    member: String,
+    window_ms: u64,
+    tokens: u64,
+    strategy: TokenStrategy,
+}
+
+/// The leases an admitted request holds in Redis; given back when finished or dropped.
+pub struct RedisHold {
+    store: Arc<RedisStore>,
+    seq: u64,
+    held: Vec<Held>,
+}
+
+impl RedisHold {
+    pub(crate) fn finish(mut self, usage: Option<TokenUsage>) {
+        let held = std::mem::take(&mut self.held);
+        self.give_back(held, usage, true);
+    }
+
+    pub(crate) fn release_choice(&mut self) {
+        let (alt, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.alternative);
+        self.held = keep;
+        if !alt.is_empty() {
+            let live = self
+                .held
+                .iter()
+                .map(|h| (h.zset.clone(), h.member.clone()))
+                .collect();
+            self.store.lock_leases().insert(self.seq, live);
+            self.give_back(alt, None, false);
+        }
+    }
+
+    fn give_back(&mut self, held: Vec<Held>, usage: Option<TokenUsage>, finished: bool) {
+        if held.is_empty() {
+            return;
+        }
+        if self.held.is_empty() {
+            self.store.lock_leases().remove(&self.seq);
+        }
+        let releases = held
+            .into_iter()
+            .map(|h| {
+                let used = match (finished, usage) {
+                    (false, _) => 0,
+                    (true, Some(u)) => u.cost(h.strategy),
+                    (true, None) => h.tokens,
+                };
+                Release {
+                    kind: h.kind,
+                    key: h.key,
+                    zset: h.zset,
+                    member: h.member,
+                    window_ms: h.window_ms,
+                    used,
+                }
+            })
+            .collect();
+        // The receiver lives as long as the process; if it is gone the leases expire.
+        let _ = self.store.releases.send(releases);
+    }
+}
+
+impl Drop for RedisHold {
+    fn drop(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.give_back(held, None, false);
+    }
+}
