@@ -97,6 +97,9 @@ impl TokenUsage {
     }
 }
 
+/// Resolves when a shared store has applied a release.
+pub type Released = tokio::sync::oneshot::Receiver<()>;
+
 /// What an admitted request holds until it ends.
 pub struct Ticket {
     /// Sleep this long before going upstream (limit-req / limit-conn delay).
@@ -124,10 +127,16 @@ impl Ticket {
 
     /// Charge real usage in place of the reservations. `None`: no usage is known, so the
     /// reservations themselves are charged (a stream that broke off still used tokens).
-    pub fn finish(self, usage: Option<TokenUsage>) {
+    /// With a shared store the release is sent in the background; the receiver tells when
+    /// it is done (the logging phase waits for it, so a client's next request on the same
+    /// connection sees its own usage).
+    pub fn finish(self, usage: Option<TokenUsage>) -> Option<Released> {
         match self.hold {
-            Hold::Nothing => {}
-            Hold::Local(h) => h.finish(usage),
+            Hold::Nothing => None,
+            Hold::Local(h) => {
+                h.finish(usage);
+                None
+            }
             Hold::Redis(h) => h.finish(usage),
         }
     }

@@ -18,7 +18,9 @@
 //! keys of one admission call are in one slot and the script stays atomic. The cluster
 //! gives failover, not sharding of the limiter's load.
 
-use super::admission::{Admitted, Budget, Check, Hold, Quota, Rejection, Ticket, TokenUsage};
+use super::admission::{
+    Admitted, Budget, Check, Hold, Quota, Rejection, Released, Ticket, TokenUsage,
+};
 use super::rules::RuleKind;
 use crate::config::schema::{LimitPolicy, LimitsConfig, TokenStrategy};
 use redis::aio::ConnectionManager;
@@ -55,6 +57,9 @@ enum Conn {
 #[derive(Debug, Clone)]
 pub struct RedisFault(pub String);
 
+/// Releases of one request, and whom to tell when they are applied.
+type ReleaseMsg = (Vec<Release>, Option<tokio::sync::oneshot::Sender<()>>);
+
 /// One thing to give back: a conn lease or a token reservation (with the tokens used).
 struct Release {
     kind: u8,
@@ -80,8 +85,8 @@ pub struct RedisStore {
     seq: AtomicU64,
     /// Live leases by ticket: (zset key, member) pairs to refresh.
     leases: Mutex<HashMap<u64, Vec<(String, String)>>>,
-    releases: mpsc::UnboundedSender<Vec<Release>>,
-    release_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Release>>>>,
+    releases: mpsc::UnboundedSender<ReleaseMsg>,
+    release_rx: Mutex<Option<mpsc::UnboundedReceiver<ReleaseMsg>>>,
     up: AtomicBool,
     metrics: RedisMetrics,
 }
@@ -432,6 +437,7 @@ impl RedisStore {
             match conn {
                 Ok(c) => {
                     let _ = self.conn.set(c);
+                    self.load_scripts().await;
                     return;
                 }
                 Err(e) => {
@@ -439,6 +445,21 @@ impl RedisStore {
                     tracing::warn!(error = %e.category(), "cannot connect to Redis yet, retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+            }
+        }
+    }
+
+    /// Load the scripts ahead of the first request (EVALSHA would load them on demand,
+    /// at the cost of two more round trips for that request).
+    async fn load_scripts(&self) {
+        let Some(conn) = self.conn.get() else { return };
+        for script in [&self.admit, &self.release, &self.refresh, &self.ping] {
+            let loaded = match conn.clone() {
+                Conn::Single(mut c) => script.prepare_invoke().load_async(&mut c).await,
+                Conn::Cluster(mut c) => script.prepare_invoke().load_async(&mut c).await,
+            };
+            if let Err(e) = loaded {
+                tracing::warn!(error = %e, "loading a limiter script into Redis failed; it is loaded on first use");
             }
         }
     }
@@ -457,12 +478,15 @@ impl RedisStore {
     }
 
     /// Send releases as they come, everything queued meanwhile in one call.
-    async fn release_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Vec<Release>>) {
-        while let Some(first) = rx.recv().await {
-            let mut batch = first;
+    async fn release_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<ReleaseMsg>) {
+        while let Some((mut batch, ack)) = rx.recv().await {
+            let mut acks: Vec<_> = ack.into_iter().collect();
             while batch.len() < 2000 {
                 match rx.try_recv() {
-                    Ok(more) => batch.extend(more),
+                    Ok((more, ack)) => {
+                        batch.extend(more);
+                        acks.extend(ack);
+                    }
                     Err(_) => break,
                 }
             }
@@ -478,6 +502,9 @@ impl RedisStore {
             }
             // On failure the leases expire by themselves after lease_ttl.
             let _ = self.call::<i64>("release", &inv).await;
+            for a in acks {
+                let _ = a.send(());
+            }
         }
     }
 }
@@ -503,9 +530,9 @@ pub struct RedisHold {
 }
 
 impl RedisHold {
-    pub(crate) fn finish(mut self, usage: Option<TokenUsage>) {
+    pub(crate) fn finish(mut self, usage: Option<TokenUsage>) -> Option<Released> {
         let held = std::mem::take(&mut self.held);
-        self.give_back(held, usage, true);
+        self.give_back(held, usage, true)
     }
 
     pub(crate) fn release_choice(&mut self) {
@@ -524,9 +551,15 @@ impl RedisHold {
         }
     }
 
-    fn give_back(&mut self, held: Vec<Held>, usage: Option<TokenUsage>, finished: bool) {
+    /// Send releases for `held`; `finished` charges usage and asks for an acknowledgement.
+    fn give_back(
+        &mut self,
+        held: Vec<Held>,
+        usage: Option<TokenUsage>,
+        finished: bool,
+    ) -> Option<Released> {
         if held.is_empty() {
-            return;
+            return None;
         }
         if self.held.is_empty() {
             self.store.lock_leases().remove(&self.seq);
@@ -549,8 +582,15 @@ impl RedisHold {
                 }
             })
             .collect();
+        let (tx, rx) = if finished {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         // The receiver lives as long as the process; if it is gone the leases expire.
-        let _ = self.store.releases.send(releases);
+        let _ = self.store.releases.send((releases, tx));
+        rx
     }
 }
 

@@ -2,17 +2,19 @@
 //! token counters and the access log line. Nothing here can see a provider key.
 
 use super::RequestCtx;
-use crate::limits::admission::TokenUsage;
+use crate::limits::admission::{Released, TokenUsage};
 use crate::metrics::status_class;
 use crate::state::GatewayState;
 use pingora::proxy::Session;
 
+/// Account for the request. Returns the releases still being applied by a shared limit
+/// store, for the caller to wait on.
 pub fn finish(
     state: &GatewayState,
     session: &mut Session,
     e: Option<&pingora::Error>,
     ctx: &mut RequestCtx,
-) {
+) -> Vec<Released> {
     if ctx.status == 0 {
         ctx.status = session
             .response_written()
@@ -36,9 +38,11 @@ pub fn finish(
         None if matches!(ctx.status, 200 | 499) => None,
         None => Some(TokenUsage::default()),
     };
-    for t in ctx.tickets.drain(..) {
-        t.finish(usage);
-    }
+    let released = ctx
+        .tickets
+        .drain(..)
+        .filter_map(|t| t.finish(usage))
+        .collect();
     let model = ctx.model.as_deref().unwrap_or("none");
     let provider = ctx.provider.as_deref().unwrap_or("none");
     let elapsed = ctx.started.elapsed();
@@ -83,4 +87,5 @@ pub fn finish(
             "request"
         );
     }
+    released
 }

@@ -130,7 +130,11 @@ impl ProxyHttp for Gateway {
         e: Option<&pingora::Error>,
         ctx: &mut RequestCtx,
     ) {
-        account::finish(&self.state, session, e, ctx);
+        // Wait (bounded) for shared-store releases, so that the client's next request on
+        // this connection sees the slot and tokens given back.
+        for done in account::finish(&self.state, session, e, ctx) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
+        }
     }
 }
 

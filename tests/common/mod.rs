@@ -2,6 +2,9 @@
 //! to a temp dir, waits until it is ready, and stops it (SIGTERM, then SIGKILL) on drop.
 #![allow(dead_code)]
 
+pub mod redis;
+pub mod upstream;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;

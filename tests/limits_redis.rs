@@ -1,0 +1,345 @@
+//! Shared limits: two real gateway processes and one real `redis-server`.
+//! Exact counts across instances, concurrency slots that never exceed the limit and free
+//! themselves when a gateway is killed, and Redis outages with and without degradation.
+
+mod common;
+use common::redis::Redis;
+use common::upstream::CountingUpstream;
+use common::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "sk-shared";
+
+/// A gateway config sharing its limits through `redis`.
+fn yaml(redis: &Redis, limits_extra: &str, providers: &str, model_limits: &str) -> String {
+    format!(
+        r#"
+server: {{threads: 2}}
+limits:
+  policy: redis
+  redis: {{url: "{url}", timeout: 300ms}}
+  lease_ttl: 1s
+  {limits_extra}
+consumers: [{{name: c, keys: ["{KEY}"]}}]
+providers:
+  - {{name: mock, kind: mock}}
+  - {{name: slow, kind: mock, mock: {{tokens_per_second: 4, completion_tokens: 400}}}}
+{providers}
+models:
+  - {{name: m, deployments: [{{provider: mock}}], limits: {model_limits}}}
+  - {{name: s, deployments: [{{provider: slow}}], limits: {model_limits}}}
+"#,
+        url = redis.url()
+    )
+}
+
+fn chat(gw: &Gw, model: &str) -> Resp {
+    post(
+        &gw.url("/v1/chat/completions"),
+        Some(KEY),
+        &chat_body(model, "hi", false),
+    )
+}
+
+/// Run `n` requests from `threads` threads, alternating between the gateways; returns
+/// the statuses.
+fn burst(gws: &[&Gw], model: &str, n: usize, threads: usize) -> Vec<u16> {
+    let urls: Vec<String> = gws.iter().map(|g| g.url("/v1/chat/completions")).collect();
+    let next = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (urls, next, model) = (urls.clone(), next.clone(), model.to_string());
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        return out;
+                    }
+                    let body = chat_body(&model, "hi", false);
+                    out.push(post(&urls[i % urls.len()], Some(KEY), &body).status);
+                }
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
+fn count(statuses: &[u16], s: u16) -> usize {
+    statuses.iter().filter(|x| **x == s).count()
+}
+
+#[test]
+fn limit_count_is_exact_across_two_gateways() {
+    let redis = Redis::start();
+    let cfg = yaml(
+        &redis,
+        "",
+        "",
+        "[{name: rpm, count: {count: 100, time_window: 60s}}]",
+    );
+    let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
+    let statuses = burst(&[&a, &b], "m", 300, 8);
+    assert_eq!(count(&statuses, 200), 100, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 200);
+    // One admission round trip per request on each gateway.
+    for gw in [&a, &b] {
+        let admits = gw.metric("gateway_redis_duration_seconds_count", &[("op", "admit")]);
+        let requests = gw.metric("gateway_requests_total", &[]);
+        assert_eq!(admits, requests, "one EVALSHA per request");
+    }
+    let left: u64 = chat(&a, "m")
+        .header("x-ratelimit-remaining-requests")
+        .map_or(0, |v| v.parse().unwrap());
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn limit_conn_holds_across_two_gateways() {
+    let redis = Redis::start();
+    let up = CountingUpstream::start(Duration::from_millis(300));
+    let providers = format!(
+        "  - {{name: counted, kind: openai-compatible, base_url: \"{}\", api_key: sk-up}}",
+        up.base_url()
+    );
+    let cfg = yaml(&redis, "", &providers, "[]").replace(
+        "models:\n",
+        "models:\n  - {name: c, deployments: [{provider: counted}], limits: [{name: five, conn: {conn: 5}}]}\n",
+    );
+    let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
+    let statuses = burst(&[&a, &b], "c", 60, 12);
+    assert!(
+        up.max_in_flight() <= 5,
+        "{} requests ran at once upstream",
+        up.max_in_flight()
+    );
+    assert_eq!(up.max_in_flight(), 5, "the limit is used fully");
+    assert_eq!(count(&statuses, 200) + count(&statuses, 429), 60);
+    assert_eq!(up.total(), count(&statuses, 200));
+    // Every slot is released: the next requests find all five free.
+    std::thread::sleep(Duration::from_millis(100));
+    let again = burst(&[&a, &b], "c", 5, 5);
+    assert_eq!(count(&again, 200), 5, "{again:?}");
+}
+
+#[test]
+fn killed_gateway_slots_expire_within_the_lease_ttl() {
+    let redis = Redis::start();
+    let cfg = yaml(&redis, "", "", "[{name: two, conn: {conn: 2}}]");
+    let a = Gw::start(&cfg);
+    let b = Gw::start(&cfg);
+    // Two long streams on A hold both slots (each lasts ~100 s at 4 tokens/s).
+    let url = a.url("/v1/chat/completions");
+    for _ in 0..2 {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            // Keep reading: a client that goes away would end its stream and free the slot.
+            if let Ok(r) = agent()
+                .post(&url)
+                .set("authorization", &format!("Bearer {KEY}"))
+                .send_string(&chat_body("s", "go", true))
+            {
+                let _ = std::io::copy(&mut r.into_reader(), &mut std::io::sink());
+            }
+        });
+    }
+    a.wait_metric("gateway_requests_in_flight", &[], 2.0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(chat(&b, "s").status, 429, "both slots are held by A");
+    // Leases are refreshed while the streams run: after 3 TTLs they are still held.
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(
+        chat(&b, "s").status,
+        429,
+        "running streams keep their slots"
+    );
+    a.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    loop {
+        let r = chat(&b, "m");
+        assert!(r.status == 200 || r.status == 429, "{}", r.body);
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_millis(2500),
+            "slots of the killed gateway still held after {:?}",
+            killed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let freed = killed.elapsed();
+    assert!(
+        freed <= Duration::from_millis(1600),
+        "freed after {freed:?} (lease_ttl 1s)"
+    );
+}
+
+/// Send requests in a loop until `stop` is set; returns every status seen.
+fn background_load(gw: &Gw, stop: Arc<AtomicUsize>) -> std::thread::JoinHandle<Vec<u16>> {
+    let url = gw.url("/v1/chat/completions");
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while stop.load(Ordering::SeqCst) == 0 {
+            seen.push(post(&url, Some(KEY), &chat_body("m", "hi", false)).status);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seen
+    })
+}
+
+#[test]
+fn redis_outage_without_degradation_answers_503_then_recovers() {
+    let mut redis = Redis::start();
+    let cfg = yaml(
+        &redis,
+        "",
+        "",
+        "[{name: rpm, count: {count: 100000, time_window: 60s}}]",
+    );
+    let gw = Gw::start(&cfg);
+    assert_eq!(chat(&gw, "m").status, 200);
+    assert_eq!(gw.metric("gateway_limiter_degraded", &[]), 0.0);
+    let stop = Arc::new(AtomicUsize::new(0));
+    let load = background_load(&gw, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    redis.stop();
+    std::thread::sleep(Duration::from_millis(800));
+    let r = chat(&gw, "m");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"]["type"], "server_error");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("limit store"));
+    assert_eq!(gw.metric("gateway_limiter_degraded", &[]), 1.0);
+    assert_eq!(get(&gw.admin_url("/ready"), None).status, 503);
+    redis.resume();
+    let back = Instant::now();
+    while chat(&gw, "m").status != 200 {
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "no recovery after Redis returned"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(1, Ordering::SeqCst);
+    let seen = load.join().unwrap();
+    assert!(seen.iter().all(|s| *s == 200 || *s == 503), "{seen:?}");
+    assert!(count(&seen, 503) > 0 && count(&seen, 200) > 0);
+    assert_eq!(*seen.last().unwrap(), 200, "recovered under load");
+    assert_eq!(gw.metric("gateway_limiter_degraded", &[]), 0.0);
+    assert_eq!(get(&gw.admin_url("/ready"), None).status, 200);
+    assert!(gw.logs().contains("limiter degraded"));
+}
+
+#[test]
+fn redis_outage_with_degradation_falls_back_to_local_limits() {
+    let mut redis = Redis::start();
+    let cfg = yaml(
+        &redis,
+        "allow_degradation: true",
+        "",
+        "[{name: rpm, count: {count: 1000, time_window: 60s}}]",
+    )
+    .replace(
+        "models:\n",
+        "models:\n  - {name: few, deployments: [{provider: mock}], limits: [{name: rpm, count: {count: 3, time_window: 60s}}]}\n",
+    );
+    let gw = Gw::start(&cfg);
+    let stop = Arc::new(AtomicUsize::new(0));
+    let load = background_load(&gw, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    redis.stop();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(gw.metric("gateway_limiter_degraded", &[]), 1.0);
+    // Limits still hold, now counted by this instance alone.
+    let few: Vec<u16> = (0..5).map(|_| chat(&gw, "few").status).collect();
+    assert_eq!(few, vec![200, 200, 200, 429, 429]);
+    assert_eq!(get(&gw.admin_url("/ready"), None).status, 200);
+    redis.resume();
+    let back = Instant::now();
+    while gw.metric("gateway_limiter_degraded", &[]) != 0.0 {
+        assert!(back.elapsed() < Duration::from_secs(5), "still degraded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Redis lost its data (no persistence): the shared window starts afresh.
+    assert_eq!(chat(&gw, "few").status, 200);
+    stop.store(1, Ordering::SeqCst);
+    let seen = load.join().unwrap();
+    assert!(
+        seen.iter().all(|s| *s == 200),
+        "no failed request: {seen:?}"
+    );
+    assert!(redis
+        .cmd(&["KEYS", "*"])
+        .unwrap()
+        .contains("plugin-limit-count:v1:model:few/rpm"));
+}
+
+/// The statuses and quota headers of a request sequence, sent on one keep-alive
+/// connection as SDKs do (the gateway gives back a request's reservation before it reads
+/// the next request of the connection).
+fn trace(gw: &Gw, model: &str, n: usize) -> Vec<String> {
+    let client = agent();
+    (0..n)
+        .map(|_| {
+            let body = serde_json::json!({"model": model, "max_tokens": 20,
+                "messages": [{"role": "user", "content": "hi"}]})
+            .to_string();
+            let sent = client
+                .post(&gw.url("/v1/chat/completions"))
+                .set("authorization", &format!("Bearer {KEY}"))
+                .send_string(&body);
+            let r = match sent {
+                Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+                Err(e) => panic!("{e}"),
+            };
+            let h = |n: &str| r.header(n).unwrap_or("-").to_string();
+            let status = r.status();
+            let line = format!(
+                "{} req={} tok={} apisix={}",
+                status,
+                h("x-ratelimit-remaining-requests"),
+                h("x-ratelimit-remaining-tokens"),
+                h("x-ratelimit-remaining")
+            );
+            let _ = r.into_string();
+            line
+        })
+        .collect()
+}
+
+#[test]
+fn redis_policy_answers_exactly_as_the_local_policy() {
+    let redis = Redis::start();
+    let models = "models:\n  \
+        - {name: mixed, deployments: [{provider: mock}], limits: [\
+            {name: rpm, count: {count: 5, time_window: 60s}, show_limit_quota_header: true}, \
+            {name: tpm, tokens: {limit: 120, time_window: 60s}}]}\n  \
+        - {name: bucket, deployments: [{provider: mock}], limits: [\
+            {name: r, req: {rate: 1, burst: 2, nodelay: true}}]}\n  \
+        - {name: delayed, deployments: [{provider: mock}], limits: [\
+            {name: r, req: {rate: 5, burst: 2}}]}\n";
+    let shared = yaml(&redis, "", "", "[]").replace("models:\n", models);
+    let local = shared.replace("policy: redis", "policy: local");
+    let (l, r) = (Gw::start(&local), Gw::start(&shared));
+    for (model, n) in [("mixed", 7), ("bucket", 4)] {
+        let (tl, tr) = (trace(&l, model, n), trace(&r, model, n));
+        assert_eq!(tl, tr, "{model}: local vs redis");
+        assert!(tl.iter().any(|t| t.starts_with("429")), "{tl:?}");
+    }
+    // Delay mode: three back-to-back requests, the third after about 2 × 200 ms.
+    for gw in [&l, &r] {
+        let started = Instant::now();
+        assert!(trace(gw, "delayed", 3).iter().all(|t| t.starts_with("200")));
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(350), "{took:?}");
+    }
+}
