@@ -76,6 +76,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         http: Arc::new(HttpClient::new(config.upstream.pool_size, ca_bundle)),
         metrics,
         limiter,
+        queues: Default::default(),
         cooldowns: Default::default(),
         runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),
     });

@@ -2,6 +2,7 @@
 
 use crate::config::Runtime;
 use crate::limits::limiter::Limiter;
+use crate::limits::queue::Queues;
 use crate::metrics::Metrics;
 use crate::providers::http::HttpClient;
 use arc_swap::ArcSwap;
@@ -19,6 +20,8 @@ pub struct GatewayState {
     /// reloads: counters are keyed by rule identity, so changed numbers apply to the usage
     /// so far.
     pub limiter: Limiter,
+    /// Requests waiting for headroom (`on_limit: queue`).
+    pub queues: Queues,
     /// Deployments cooling down after a provider 429, by deployment id.
     pub cooldowns: Cooldowns,
 }

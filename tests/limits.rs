@@ -294,3 +294,170 @@ routing: {strategy: ordered, retries: 1}
         1.0
     );
 }
+
+/// Start `n` chat requests `stagger` apart as `key`; returns (index, status, finished at).
+fn staggered(
+    gw: &Gw,
+    key: &str,
+    model: &str,
+    n: usize,
+    stagger: Duration,
+) -> Vec<std::thread::JoinHandle<(usize, u16, Instant)>> {
+    (0..n)
+        .map(|i| {
+            let (url, key, model) = (
+                gw.url("/v1/chat/completions"),
+                key.to_string(),
+                model.to_string(),
+            );
+            std::thread::sleep(stagger);
+            std::thread::spawn(move || {
+                let r = post(&url, Some(&key), &chat_body(&model, "hi", false));
+                (i, r.status, Instant::now())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn queue_admits_a_burst_in_arrival_order_at_the_limit_rate() {
+    let gw = Gw::start(&yaml(
+        "[]",
+        "[{name: r, req: {rate: 10, burst: 0, nodelay: true}, on_limit: queue, max_wait: 5s}]",
+        "",
+    ));
+    let started = Instant::now();
+    let mut done: Vec<(usize, u16, Instant)> =
+        staggered(&gw, KEY, "m", 12, Duration::from_millis(20))
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+    let took = started.elapsed();
+    assert!(
+        done.iter().all(|d| d.1 == 200),
+        "no request fails: {done:?}"
+    );
+    // 12 requests at 10/s: the last is admitted about 1.1 s after the first.
+    assert!(took >= Duration::from_millis(1000), "{took:?}");
+    assert!(took < Duration::from_millis(3000), "{took:?}");
+    done.sort_by_key(|d| d.2);
+    let order: Vec<usize> = done.iter().map(|d| d.0).collect();
+    assert_eq!(order, (0..12).collect::<Vec<_>>(), "arrival order");
+    let queued = gw.metric(
+        "gateway_limit_decisions_total",
+        &[("kind", "req"), ("scope", "model"), ("outcome", "queued")],
+    );
+    assert!(queued >= 10.0, "{queued}");
+    assert_eq!(
+        gw.metric("gateway_limit_decisions_total", &[("outcome", "rejected")]),
+        0.0
+    );
+    assert_eq!(
+        gw.metric(
+            "gateway_limit_queue_wait_seconds_count",
+            &[("scope", "model"), ("outcome", "admitted")]
+        ),
+        queued
+    );
+    assert_eq!(gw.metric("gateway_limit_queue_depth", &[]), 0.0);
+}
+
+#[test]
+fn queue_is_fair_across_consumers() {
+    let gw = Gw::start(&yaml(
+        "[]",
+        "[{name: r, req: {rate: 5, burst: 0, nodelay: true}, on_limit: queue, max_wait: 10s}]",
+        "",
+    ));
+    // lim queues 8 requests; other arrives just after with one request.
+    let started = Instant::now();
+    let lim = staggered(&gw, KEY, "m", 8, Duration::from_millis(2));
+    std::thread::sleep(Duration::from_millis(30));
+    let other = staggered(&gw, "sk-other", "m", 1, Duration::ZERO);
+    let other_done = other.into_iter().next().unwrap().join().unwrap();
+    assert_eq!(other_done.1, 200);
+    let lim_done: Vec<_> = lim.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(lim_done.iter().all(|d| d.1 == 200));
+    // other waited for one turn of lim's, not for all eight (~1.6 s at 5/s).
+    let waited = other_done.2 - started;
+    assert!(
+        waited < Duration::from_millis(900),
+        "other waited {waited:?}"
+    );
+    let overtaken = lim_done.iter().filter(|d| d.2 > other_done.2).count();
+    assert!(
+        overtaken >= 5,
+        "only {overtaken} of lim's requests finished after other's"
+    );
+}
+
+#[test]
+fn queue_wait_is_bounded_then_429_with_accurate_retry_after() {
+    let gw = Gw::start(&yaml(
+        "[]",
+        "[{name: n, count: {count: 2, time_window: 60s}, on_limit: queue, max_wait: 400ms, max_queue: 1}]",
+        "",
+    ));
+    assert_eq!(chat(&gw, "m").status, 200);
+    assert_eq!(chat(&gw, "m").status, 200);
+    let url = gw.url("/v1/chat/completions");
+    let waiter = std::thread::spawn(move || {
+        let t = Instant::now();
+        (
+            post(&url, Some(KEY), &chat_body("m", "hi", false)),
+            t.elapsed(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // The queue holds one request: the next is refused at once.
+    let t = Instant::now();
+    let full = chat(&gw, "m");
+    assert_eq!(full.status, 429);
+    assert!(t.elapsed() < Duration::from_millis(200));
+    let (r, waited) = waiter.join().unwrap();
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    let ms: u64 = r.header("retry-after-ms").unwrap().parse().unwrap();
+    assert!(ms > 58_000 && ms <= 60_000, "the window's real reset: {ms}");
+    assert_eq!(
+        r.header("retry-after"),
+        Some(&*((ms + 999) / 1000).min(60).to_string())
+    );
+    assert_eq!(
+        gw.metric(
+            "gateway_limit_queue_wait_seconds_count",
+            &[("outcome", "timeout")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        gw.metric(
+            "gateway_limit_decisions_total",
+            &[("kind", "count"), ("outcome", "rejected")]
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn queue_on_provider_key_limits_waits_for_any_deployment() {
+    let gw = Gw::start(&yaml(
+        "[{name: rpm, count: {count: 100, time_window: 60s}}]",
+        "[]",
+        r#"  - name: q
+    deployments:
+      - {provider: a, limits: [{name: r, req: {rate: 4, burst: 0, nodelay: true}, on_limit: queue, max_wait: 5s}]}
+      - {provider: b, limits: [{name: r, req: {rate: 4, burst: 0, nodelay: true}, on_limit: queue, max_wait: 5s}]}"#,
+    ));
+    let done: Vec<_> = staggered(&gw, KEY, "q", 12, Duration::from_millis(2))
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert!(done.iter().all(|d| d.1 == 200), "{done:?}");
+    // The consumer's count limit counted each request once, however long it waited.
+    let r = chat(&gw, "m");
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("87"));
+}

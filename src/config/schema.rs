@@ -277,6 +277,30 @@ pub struct LimitRuleConfig {
     /// APISIX compatibility: send `X-RateLimit-Limit/Remaining/Reset` (count rules).
     #[serde(default)]
     pub show_limit_quota_header: bool,
+    /// A request over this limit: `reject` (a 429 at once) or `queue` (wait for headroom,
+    /// at most `max_wait`, behind at most `max_queue` others).
+    #[serde(default)]
+    pub on_limit: OnLimit,
+    #[serde(default = "default_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimit {
+    #[default]
+    Reject,
+    Queue,
+}
+
+fn default_max_wait() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_queue() -> usize {
+    1000
 }
 
 /// limit-req: leaky bucket.

@@ -1,7 +1,7 @@
 //! Semantic checks that serde cannot express. Every problem is collected (not just the
 //! first) and names the path of the field at fault.
 
-use super::schema::{Config, LimitPolicy, ProviderKind};
+use super::schema::{Config, LimitPolicy, OnLimit, ProviderKind};
 use super::ConfigProblem;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -347,6 +347,14 @@ fn limit_rules(rules: &[crate::config::schema::LimitRuleConfig], path: &str, p: 
         }
         if r.rejected_code.is_some_and(|c| !(200..=599).contains(&c)) {
             p.add(format!("{path}.rejected_code"), "must be 200..=599");
+        }
+        if r.on_limit == OnLimit::Queue {
+            if r.max_wait.is_zero() || r.max_wait > std::time::Duration::from_secs(600) {
+                p.add(format!("{path}.max_wait"), "must be between 1ms and 10m");
+            }
+            if r.max_queue == 0 {
+                p.add(format!("{path}.max_queue"), "must be at least 1");
+            }
         }
         if r.rejected_msg.as_deref() == Some("") {
             p.add(format!("{path}.rejected_msg"), "must not be empty");

@@ -71,6 +71,19 @@ pub struct Rejection {
     pub alternative: Option<usize>,
 }
 
+/// Why a request was not admitted.
+#[derive(Debug)]
+pub enum Denied {
+    /// A limit of the required group said no (nothing is held).
+    Limited(Rejection),
+    /// The required group admitted the request (its part is held in the ticket) but every
+    /// alternative rejected it: the caller keeps the ticket while it waits or fails over,
+    /// so the required limits count the request once.
+    NoAlternative(Rejection, Ticket),
+    /// The shared store cannot be reached and degradation is not allowed.
+    Unavailable(String),
+}
+
 /// An admitted request: what it holds, and which alternative it got.
 pub struct Admitted {
     pub ticket: Ticket,
@@ -106,6 +119,16 @@ pub struct Ticket {
     pub delay_ms: u64,
     pub quotas: Vec<Quota>,
     pub(crate) hold: Hold,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("delay_ms", &self.delay_ms)
+            .field("quotas", &self.quotas)
+            .field("shared", &self.is_shared())
+            .finish()
+    }
 }
 
 /// The store-specific part of a ticket. Each variant releases what it holds when dropped.

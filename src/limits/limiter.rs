@@ -8,20 +8,11 @@
 //! no request waits for it: the store is probed in the background and used again as
 //! soon as it answers.
 
-use super::admission::{Admitted, Check, Rejection, Ticket};
+use super::admission::{Admitted, Check, Denied, Ticket};
 use super::local::{self, LocalStore};
 use super::redis::{RedisMetrics, RedisStore};
 use crate::config::schema::{LimitPolicy, LimitsConfig};
 use std::sync::Arc;
-
-/// Why a request was not admitted.
-#[derive(Debug, Clone)]
-pub enum Denied {
-    /// A limit said no.
-    Limited(Rejection),
-    /// The shared store cannot be reached and degradation is not allowed.
-    Unavailable(String),
-}
 
 pub struct Limiter {
     /// The in-process counters (the `local` policy, and the fallback of the others).
@@ -73,7 +64,7 @@ impl Limiter {
         if let Some(r) = &self.redis {
             let fault = if r.is_up() {
                 match r.admit(required, alternatives, estimate_tokens).await {
-                    Ok(decision) => return decision.map_err(Denied::Limited),
+                    Ok(decision) => return decision,
                     Err(f) => f.0,
                 }
             } else {
@@ -83,6 +74,6 @@ impl Limiter {
                 return Err(Denied::Unavailable(fault));
             }
         }
-        local::admit(&self.local, required, alternatives, estimate_tokens).map_err(Denied::Limited)
+        local::admit(&self.local, required, alternatives, estimate_tokens)
     }
 }

@@ -6,7 +6,9 @@
 //! [`super::admission`] for the order and semantics); [`LocalHold`] is what an admitted
 //! request holds here.
 
-use super::admission::{Admitted, Budget, Check, Hold, Quota, Rejection, Ticket, TokenUsage};
+use super::admission::{
+    Admitted, Budget, Check, Denied, Hold, Quota, Rejection, Ticket, TokenUsage,
+};
 use super::conn::ConnDecision;
 use super::count::CountState;
 use super::req::{ReqDecision, ReqState};
@@ -190,7 +192,7 @@ pub fn admit(
     required: &[Check<'_>],
     alternatives: &[Vec<Check<'_>>],
     estimate_tokens: u64,
-) -> Result<Admitted, Rejection> {
+) -> Result<Admitted, Denied> {
     let now = store.now_ms();
     let mut hold = LocalHold {
         store: store.clone(),
@@ -207,7 +209,8 @@ pub fn admit(
         now,
         &mut quotas,
         &mut delay_ms,
-    )?;
+    )
+    .map_err(Denied::Limited)?;
     hold.choice_at = (hold.conn.len(), hold.reservations.len());
     let mut choice = None;
     let mut best: Option<Rejection> = None;
@@ -240,15 +243,16 @@ pub fn admit(
             }
         }
     }
+    let ticket = Ticket {
+        delay_ms,
+        quotas,
+        hold: Hold::Local(hold),
+    };
     if let (None, Some(r)) = (choice, best) {
-        return Err(r);
+        return Err(Denied::NoAlternative(r, ticket));
     }
     Ok(Admitted {
-        ticket: Ticket {
-            delay_ms,
-            quotas,
-            hold: Hold::Local(hold),
-        },
+        ticket,
         choice,
         skipped,
     })
@@ -381,7 +385,11 @@ mod tests {
     }
 
     fn admit1(store: &Arc<LocalStore>, c: &[Check<'_>], est: u64) -> Result<Ticket, Rejection> {
-        admit(store, c, &[], est).map(|a| a.ticket)
+        match admit(store, c, &[], est) {
+            Ok(a) => Ok(a.ticket),
+            Err(Denied::Limited(r)) => Err(r),
+            Err(d) => panic!("{d:?}"),
+        }
     }
 
     fn checks(rules: &[Rule]) -> Vec<Check<'_>> {
@@ -504,15 +512,21 @@ mod tests {
             store.update("test/a-conn", |s| (s, s.and_then(Slot::conn))),
             Some(1)
         );
-        let r = admit(&store, &checks(&route), &alts(&a, &b), 0)
-            .err()
-            .unwrap();
+        let Err(Denied::NoAlternative(r, held)) = admit(&store, &checks(&route), &alts(&a, &b), 0)
+        else {
+            panic!("every alternative is at its rate");
+        };
         assert_eq!(
             r.alternative,
             Some(0),
             "both wait ~1 s; the first is reported"
         );
         assert!(r.retry_after_ms > 900);
+        // The route's slot stays held by the caller (it may wait for a deployment).
+        let route_slots = || store.update("test/c", |s| (s, s.and_then(Slot::conn)));
+        assert_eq!(route_slots(), Some(3));
+        drop(held);
+        assert_eq!(route_slots(), Some(2));
         drop((one, two));
         assert_eq!(store.len(), 2, "only the two req buckets remain");
     }

@@ -13,7 +13,7 @@
 //! [`admission`] defines the one admission call (every rule that applies to a request,
 //! evaluated at once); [`limiter`] sends it to a store: [`local`] (in-process) or
 //! [`redis`] (shared by every gateway instance, one `EVALSHA` per call). [`rules`] and
-//! [`key`] compile the config.
+//! [`key`] compile the config; [`queue`] holds requests that wait for headroom.
 //!
 //! Semantics follow `shared/reference/limits-semantics.md` (APISIX 3.18); where APISIX has
 //! a known bug the correct behaviour is implemented and documented on the item.
@@ -24,6 +24,7 @@ pub mod count;
 pub mod key;
 pub mod limiter;
 pub mod local;
+pub mod queue;
 pub mod redis;
 pub mod req;
 pub mod rules;

@@ -19,7 +19,7 @@
 //! gives failover, not sharding of the limiter's load.
 
 use super::admission::{
-    Admitted, Budget, Check, Hold, Quota, Rejection, Released, Ticket, TokenUsage,
+    Admitted, Budget, Check, Denied, Hold, Quota, Rejection, Released, Ticket, TokenUsage,
 };
 use super::rules::RuleKind;
 use crate::config::schema::{LimitPolicy, LimitsConfig, TokenStrategy};
@@ -201,7 +201,7 @@ impl RedisStore {
         required: &[Check<'_>],
         alternatives: &[Vec<Check<'_>>],
         estimate_tokens: u64,
-    ) -> Result<Result<Admitted, Rejection>, RedisFault> {
+    ) -> Result<Result<Admitted, Denied>, RedisFault> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let lease = format!("{}:{seq}", self.instance);
         let groups: Vec<&[Check<'_>]> = std::iter::once(required)
@@ -295,21 +295,7 @@ impl RedisStore {
             })
         };
         if get(2)? == 0 {
-            return Ok(Err(rejection(0)?));
-        }
-        if n_groups > 1 && chosen == 0 {
-            // Every alternative rejected: report the one that frees first.
-            let mut best: Option<Rejection> = None;
-            for g in 1..n_groups {
-                let r = rejection(g)?;
-                if best
-                    .as_ref()
-                    .is_none_or(|b| r.retry_after_ms < b.retry_after_ms)
-                {
-                    best = Some(r);
-                }
-            }
-            return best.map(Err).ok_or_else(bad);
+            return Ok(Err(Denied::Limited(rejection(0)?)));
         }
         let chosen = usize::try_from(chosen).map_err(|_| bad())?;
         let mut quotas = quotas_of(0, 0);
@@ -330,13 +316,8 @@ impl RedisStore {
                     RuleKind::Conn(_) => (2, lease.clone(), 0, 0, TokenStrategy::TotalTokens),
                     RuleKind::Tokens(l, strategy) => {
                         let tokens = estimate_tokens.min(l.limit);
-                        (
-                            4,
-                            format!("{lease}|{tokens}"),
-                            l.window_ms,
-                            tokens,
-                            strategy,
-                        )
+                        let member = format!("{lease}|{tokens}");
+                        (4, member, l.window_ms, tokens, strategy)
                     }
                     _ => continue,
                 };
@@ -360,17 +341,34 @@ impl RedisStore {
                 .collect();
             self.lock_leases().insert(seq, live);
         }
+        let ticket = Ticket {
+            delay_ms,
+            quotas,
+            hold: Hold::Redis(hold),
+        };
+        if n_groups > 1 && chosen == 0 {
+            // Every alternative rejected: report the one that frees first; the required
+            // group's part stays held by the caller.
+            let mut best: Option<Rejection> = None;
+            for g in 1..n_groups {
+                let r = rejection(g)?;
+                if best
+                    .as_ref()
+                    .is_none_or(|b| r.retry_after_ms < b.retry_after_ms)
+                {
+                    best = Some(r);
+                }
+            }
+            let best = best.ok_or_else(bad)?;
+            return Ok(Err(Denied::NoAlternative(best, ticket)));
+        }
         let mut skipped = Vec::new();
         for g in 1..chosen {
             skipped.push(rejection(g)?.rule);
         }
         Ok(Ok(Admitted {
             skipped,
-            ticket: Ticket {
-                delay_ms,
-                quotas,
-                hold: Hold::Redis(hold),
-            },
+            ticket,
             choice: if n_groups > 1 { Some(chosen - 1) } else { None },
         }))
     }

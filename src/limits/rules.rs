@@ -9,7 +9,7 @@ use super::count::CountLimit;
 use super::key::{KeyContext, KeyTemplate};
 use super::req::ReqLimit;
 use super::tokens::TokenLimit;
-use crate::config::schema::{LimitRuleConfig, TokenStrategy};
+use crate::config::schema::{LimitRuleConfig, OnLimit, TokenStrategy};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +31,15 @@ pub struct Rule {
     pub answer: RejectAnswer,
     /// Where the rule is attached, as an index of [`SCOPES`].
     pub scope: usize,
+    /// `on_limit: queue`: wait for headroom instead of a 429.
+    pub queue: Option<QueueSpec>,
+}
+
+/// How long and behind how many others a request over a queueing rule may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub max_wait: std::time::Duration,
+    pub max_queue: usize,
 }
 
 /// Bounded labels of a rule's algorithm.
@@ -87,6 +96,10 @@ impl Rule {
                 .iter()
                 .position(|s| scope.starts_with(s) && scope[s.len()..].starts_with(':'))
                 .unwrap_or(3),
+            queue: (c.on_limit == OnLimit::Queue).then_some(QueueSpec {
+                max_wait: c.max_wait,
+                max_queue: c.max_queue,
+            }),
             answer: RejectAnswer {
                 code: c.rejected_code,
                 msg: c.rejected_msg.as_deref().map(Arc::from),

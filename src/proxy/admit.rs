@@ -9,13 +9,14 @@ use super::RequestCtx;
 use crate::config::runtime::{Deployment, ModelRoute};
 use crate::config::Runtime;
 use crate::errors::GatewayError;
-use crate::limits::admission::{Admitted, Check, Rejection};
+use crate::limits::admission::{Admitted, Check, Denied, Rejection};
 use crate::limits::key::KeyContext;
-use crate::limits::limiter::Denied;
-use crate::limits::rules::{RejectAnswer, Rule, RuleKind};
+use crate::limits::queue::Place;
+use crate::limits::rules::{QueueSpec, RejectAnswer, Rule, RuleKind, KINDS, SCOPES};
 use crate::state::GatewayState;
 use pingora::proxy::Session;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What limit keys are resolved from, captured once per request.
 pub struct Subject {
@@ -71,9 +72,36 @@ impl Subject {
 /// Why no deployment was admitted.
 pub enum Refused {
     /// The consumer or route limits said no, or the limiter is unavailable: answer this.
-    Answer(GatewayError),
+    Answer(GatewayError, Option<QueueTarget>),
     /// Every deployment offered is at its provider-key limits.
-    AllLimited(Rejection),
+    AllLimited(Rejection, Option<QueueTarget>),
+}
+
+/// The queue a refused request may wait in (its rule says `on_limit: queue`).
+pub struct QueueTarget {
+    key: Arc<str>,
+    kind: usize,
+    scope: usize,
+    spec: QueueSpec,
+    retry_after_ms: u64,
+}
+
+impl Refused {
+    pub fn queue(&self) -> Option<&QueueTarget> {
+        match self {
+            Refused::Answer(_, q) | Refused::AllLimited(_, q) => q.as_ref(),
+        }
+    }
+}
+
+fn queue_target(c: &Check<'_>, key: Arc<str>, r: &Rejection) -> Option<QueueTarget> {
+    c.rule.queue.map(|spec| QueueTarget {
+        key,
+        kind: c.rule.kind_index(),
+        scope: c.rule.scope,
+        spec,
+        retry_after_ms: r.retry_after_ms,
+    })
 }
 
 fn rejected(r: Rejection, limit: Arc<str>, answer: Option<&RejectAnswer>) -> GatewayError {
@@ -95,8 +123,12 @@ fn observe<'a>(
 ) {
     let m = &state.metrics;
     let count = |rule: &Arc<str>, outcome: usize| {
+        // A queueing rule's rejection is counted by the queue (queued, then admitted or
+        // rejected when the wait ends).
         if let Some(c) = checks.clone().find(|c| c.rule.id == *rule) {
-            m.limit_decision(c.rule.kind_index(), c.rule.scope, outcome);
+            if outcome != 2 || c.rule.queue.is_none() {
+                m.limit_decision(c.rule.kind_index(), c.rule.scope, outcome);
+            }
         }
     };
     match result {
@@ -108,7 +140,7 @@ fn observe<'a>(
                 m.limit_delay.observe(a.ticket.delay_ms as f64 / 1000.0);
             }
         }
-        Err(Denied::Limited(r)) => count(&r.rule, 2),
+        Err(Denied::Limited(r) | Denied::NoAlternative(r, _)) => count(&r.rule, 2),
         Err(Denied::Unavailable(_)) => {}
     }
 }
@@ -125,8 +157,9 @@ fn observe_admitted(state: &GatewayState, checks: &[Check<'_>], delay_ms: u64) {
 }
 
 /// Admit the request for one of `open` (deployments not cooling down, in routing order):
-/// `with_route` adds the consumer and route limits (the first call of a request). `Ok`
-/// holds the ticket in `ctx` and gives the index of the chosen deployment.
+/// `with_route` adds the consumer and route limits (until they have admitted the request
+/// once). `Ok` holds the ticket in `ctx` and gives the index of the chosen deployment;
+/// `AllLimited` also holds the consumer and route part in `ctx`.
 pub async fn admit(
     state: &GatewayState,
     rt: &Runtime,
@@ -164,18 +197,122 @@ pub async fn admit(
             Ok(choice)
         }
         Err(Denied::Unavailable(why)) => {
-            Err(Refused::Answer(GatewayError::LimiterUnavailable(why)))
+            Err(Refused::Answer(GatewayError::LimiterUnavailable(why), None))
         }
-        Err(Denied::Limited(r)) if r.alternative.is_some() => Err(Refused::AllLimited(r)),
-        Err(Denied::Limited(r)) => {
-            let answer = required
+        Err(Denied::NoAlternative(r, held)) => {
+            // The consumer and route limits admitted the request: it keeps their part
+            // while it waits, and they do not count it again.
+            if !required.is_empty() {
+                observe_admitted(state, &required, held.delay_ms);
+                ctx.tickets.push(held);
+            }
+            // Waiting for any deployment of the model: one queue per model.
+            let key: Arc<str> = format!("model:{}/deployments", route.name).into();
+            let queue = alternatives
                 .iter()
+                .flatten()
                 .find(|c| c.rule.id == r.rule)
-                .map(|c| &c.rule.answer);
+                .and_then(|c| queue_target(c, key, &r));
+            Err(Refused::AllLimited(r, queue))
+        }
+        Err(Denied::Limited(r)) => {
+            let check = required.iter().find(|c| c.rule.id == r.rule);
+            let queue = check.and_then(|c| queue_target(c, c.key.clone(), &r));
+            let answer = check.map(|c| &c.rule.answer);
             let limit = r.rule.clone();
-            Err(Refused::Answer(rejected(r, limit, answer)))
+            Err(Refused::Answer(rejected(r, limit, answer), queue))
         }
     }
+}
+
+/// A request waiting in a queue; leaving it (drop) hands the turn to the next.
+pub struct Waiting<'s> {
+    state: &'s GatewayState,
+    place: Place,
+    entered: Instant,
+    deadline: Instant,
+    scope: usize,
+    kind: usize,
+}
+
+impl Waiting<'_> {
+    /// The request was admitted after waiting.
+    pub fn admitted(self) {
+        self.done("admitted");
+    }
+
+    fn done(self, outcome: &str) {
+        let scope = SCOPES[self.scope];
+        self.state
+            .metrics
+            .queue_wait
+            .with_label_values(&[scope, outcome])
+            .observe(self.entered.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.state
+            .metrics
+            .queue_depth
+            .with_label_values(&[SCOPES[self.scope]])
+            .dec();
+    }
+}
+
+/// Wait in `q` for another try: joins the queue on the first call, then waits for this
+/// request's turn, or, at the head, until headroom is due back. `false` when the request
+/// may wait no longer (queue full, or `max_wait` passed): answer the refusal then.
+pub async fn wait<'s>(
+    state: &'s GatewayState,
+    ctx: &RequestCtx,
+    waiting: &mut Option<Waiting<'s>>,
+    q: &QueueTarget,
+) -> bool {
+    let m = &state.metrics;
+    if waiting.is_none() {
+        let consumer = ctx.consumer.clone().unwrap_or_else(|| Arc::from("-"));
+        let Some(place) = state.queues.join(&q.key, consumer, q.spec.max_queue) else {
+            m.limit_decision(q.kind, q.scope, 2); // the queue is full
+            return false;
+        };
+        m.limit_decision(q.kind, q.scope, 3);
+        m.queue_depth.with_label_values(&[SCOPES[q.scope]]).inc();
+        let now = Instant::now();
+        *waiting = Some(Waiting {
+            state,
+            place,
+            entered: now,
+            deadline: now + q.spec.max_wait,
+            scope: q.scope,
+            kind: q.kind,
+        });
+    }
+    let Some(w) = waiting.as_ref() else {
+        return false;
+    };
+    let now = Instant::now();
+    if now >= w.deadline {
+        if let Some(w) = waiting.take() {
+            m.limit_decision(w.kind, w.scope, 2);
+            w.done("timeout");
+        }
+        return false;
+    }
+    let left = w.deadline - now;
+    if w.place.is_head() {
+        // Count and req limits say exactly when headroom is back; conn slots and token
+        // reservations come back when other requests end, so look again soon.
+        let due = match KINDS[q.kind] {
+            "req" | "count" => q.retry_after_ms,
+            _ => q.retry_after_ms.min(25),
+        };
+        tokio::time::sleep(Duration::from_millis(due).min(left)).await;
+    } else {
+        let _ = tokio::time::timeout(left, w.place.turn()).await;
+    }
+    true
 }
 
 /// The 429 when every deployment of `route` was at its limits.

@@ -88,6 +88,8 @@ pub async fn call<'r>(
     let mut slept = 0u64;
     let mut last_failure: Option<UpstreamFailure> = None;
     let mut limited: Option<Rejection> = None;
+    let mut waiting: Option<admit::Waiting<'_>> = None;
+    let mut route_admitted = false;
     while next < candidates.len() {
         let mut open = Vec::with_capacity(candidates.len() - next);
         for d in &candidates[next..] {
@@ -108,13 +110,29 @@ pub async fn call<'r>(
         if open.is_empty() {
             break;
         }
-        let first = ctx.attempts == 0;
-        let d = match admit::admit(state, rt, ctx, route, subject, &open, first).await {
-            Ok(j) => open[j],
-            Err(Refused::Answer(e)) => return Err(e),
-            Err(Refused::AllLimited(r)) => {
-                keep_best(&mut limited, r);
-                break;
+        let with_route = !route_admitted;
+        let result = admit::admit(state, rt, ctx, route, subject, &open, with_route).await;
+        route_admitted |= matches!(result, Ok(_) | Err(Refused::AllLimited(..)));
+        let d = match result {
+            Ok(j) => {
+                if let Some(w) = waiting.take() {
+                    w.admitted();
+                }
+                open[j]
+            }
+            Err(refused) => {
+                if let Some(q) = refused.queue() {
+                    if admit::wait(state, ctx, &mut waiting, q).await {
+                        continue;
+                    }
+                }
+                match refused {
+                    Refused::Answer(e, _) => return Err(e),
+                    Refused::AllLimited(r, _) => {
+                        keep_best(&mut limited, r);
+                        break;
+                    }
+                }
             }
         };
         next = candidates

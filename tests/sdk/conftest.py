@@ -13,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.environ.get("GATEWAY_BIN", os.path.join(ROOT, "target", "debug", "ai-rate-limiter"))
 KEY = "sk-proxy-test"
 LIMITED_KEY = "sk-ratelimited"
+QUEUED_KEY = "sk-queued"
 
 CONFIG = f"""
 server: {{threads: 2}}
@@ -24,6 +25,10 @@ consumers:
       - {{name: burst, req: {{rate: 2, burst: 0, nodelay: true}}}}
       - {{name: rpm, count: {{count: 1000, time_window: 60s}}}}
       - {{name: tpm, tokens: {{limit: 1000000, time_window: 60s}}}}
+  - name: queued
+    keys: ["{QUEUED_KEY}"]
+    limits:
+      - {{name: burst, req: {{rate: 4, burst: 0, nodelay: true}}, on_limit: queue, max_wait: 10s}}
 providers:
   - {{name: mock, kind: mock}}
   - {{name: midstream, kind: mock, mock: {{cut_stream_after_tokens: 2}}}}

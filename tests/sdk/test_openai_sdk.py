@@ -1,11 +1,12 @@
 """The official OpenAI Python SDK (pinned in requirements.txt) against the gateway."""
 import re
+import time
 
 import openai
 import pytest
 from openai import OpenAI
 
-from conftest import KEY, LIMITED_KEY
+from conftest import KEY, LIMITED_KEY, QUEUED_KEY
 
 MODEL = "gpt-4o-mini"
 
@@ -134,3 +135,27 @@ def test_rate_limit_error_then_sdk_retries_succeed(gateway):
     c2.chat.completions.create(model=MODEL, messages=msg)  # may itself have waited
     raw = c2.chat.completions.with_raw_response.create(model=MODEL, messages=msg)
     assert raw.retries_taken >= 1 and raw.parse().choices
+
+
+def _burst(gateway, key, n=8):
+    """n concurrent chat requests without SDK retries; returns the exceptions raised."""
+    from concurrent.futures import ThreadPoolExecutor
+    client = OpenAI(base_url=gateway, api_key=key, max_retries=0)
+
+    def one(_):
+        try:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+            return None
+        except openai.APIError as e:
+            return e
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return [e for e in pool.map(one, range(n)) if e is not None]
+
+
+def test_same_burst_rate_limited_then_queued_without_error(gateway):
+    errors = _burst(gateway, LIMITED_KEY)
+    assert errors and all(isinstance(e, openai.RateLimitError) for e in errors)
+    started = time.time()
+    assert _burst(gateway, QUEUED_KEY) == []
+    assert time.time() - started >= 1.5  # 8 requests at 4/s: they waited their turn
