@@ -424,7 +424,7 @@ fn queue_wait_is_bounded_then_429_with_accurate_retry_after() {
     assert!(ms > 58_000 && ms <= 60_000, "the window's real reset: {ms}");
     assert_eq!(
         r.header("retry-after"),
-        Some(&*((ms + 999) / 1000).min(60).to_string())
+        Some(&*ms.div_ceil(1000).min(60).to_string())
     );
     assert_eq!(
         gw.metric(

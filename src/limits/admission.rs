@@ -79,7 +79,7 @@ pub enum Denied {
     /// The required group admitted the request (its part is held in the ticket) but every
     /// alternative rejected it: the caller keeps the ticket while it waits or fails over,
     /// so the required limits count the request once.
-    NoAlternative(Rejection, Ticket),
+    NoAlternative(Rejection, Box<Ticket>),
     /// The shared store cannot be reached and degradation is not allowed.
     Unavailable(String),
 }

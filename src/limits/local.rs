@@ -249,7 +249,7 @@ pub fn admit(
         hold: Hold::Local(hold),
     };
     if let (None, Some(r)) = (choice, best) {
-        return Err(Denied::NoAlternative(r, ticket));
+        return Err(Denied::NoAlternative(r, Box::new(ticket)));
     }
     Ok(Admitted {
         ticket,

@@ -360,7 +360,7 @@ impl RedisStore {
                 }
             }
             let best = best.ok_or_else(bad)?;
-            return Ok(Err(Denied::NoAlternative(best, ticket)));
+            return Ok(Err(Denied::NoAlternative(best, Box::new(ticket))));
         }
         let mut skipped = Vec::new();
         for g in 1..chosen {

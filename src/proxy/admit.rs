@@ -204,7 +204,7 @@ pub async fn admit(
             // while it waits, and they do not count it again.
             if !required.is_empty() {
                 observe_admitted(state, &required, held.delay_ms);
-                ctx.tickets.push(held);
+                ctx.tickets.push(*held);
             }
             // Waiting for any deployment of the model: one queue per model.
             let key: Arc<str> = format!("model:{}/deployments", route.name).into();
