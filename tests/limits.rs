@@ -461,3 +461,24 @@ fn queue_on_provider_key_limits_waits_for_any_deployment() {
     let r = chat(&gw, "m");
     assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("87"));
 }
+
+#[test]
+fn count_group_shares_one_counter_across_routes() {
+    // APISIX's example: two routes, {count 2, time_window 60, group services_1}, called
+    // alternately → 200, 200, then rejected on both.
+    let rule =
+        "[{name: n, count: {count: 2, time_window: 60s, group: services_1}, key: $consumer_name}]";
+    let gw = Gw::start(&yaml("[]", rule, ""));
+    let got: Vec<u16> = ["m", "s", "m", "s"]
+        .iter()
+        .map(|m| chat(&gw, m).status)
+        .collect();
+    assert_eq!(got, vec![200, 200, 429, 429]);
+    // Another consumer has its own counter in the group (the key resolves differently).
+    let other = post(
+        &gw.url("/v1/chat/completions"),
+        Some("sk-other"),
+        &chat_body("s", "hi", false),
+    );
+    assert_eq!(other.status, 200);
+}

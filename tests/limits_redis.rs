@@ -343,3 +343,22 @@ fn redis_policy_answers_exactly_as_the_local_policy() {
         assert!(took >= Duration::from_millis(350), "{took:?}");
     }
 }
+
+#[test]
+fn queued_requests_share_the_rate_across_two_gateways() {
+    let redis = Redis::start();
+    let cfg = yaml(
+        &redis,
+        "",
+        "",
+        "[{name: r, req: {rate: 10, burst: 0, nodelay: true}, on_limit: queue, max_wait: 10s}]",
+    );
+    let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
+    let started = Instant::now();
+    let statuses = burst(&[&a, &b], "m", 24, 12);
+    let took = started.elapsed();
+    assert_eq!(count(&statuses, 200), 24, "{statuses:?}");
+    // 24 requests at 10/s across both instances: about 2.3 s, not half of it.
+    assert!(took >= Duration::from_millis(2100), "{took:?}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+}

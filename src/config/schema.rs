@@ -323,6 +323,10 @@ pub struct ConnRuleConfig {
     pub burst: u64,
     #[serde(default = "one_second", with = "humantime_serde")]
     pub default_conn_delay: Duration,
+    /// Accepted for APISIX configs. APISIX 3.16+ never adapts the delay (its limiter is
+    /// rebuilt per request), so the delay is always `default_conn_delay` here too.
+    #[serde(default)]
+    pub only_use_default_delay: bool,
 }
 
 fn one_second() -> Duration {
@@ -336,6 +340,10 @@ pub struct CountRuleConfig {
     pub count: u64,
     #[serde(with = "humantime_serde")]
     pub time_window: Duration,
+    /// APISIX `group`: every count rule with this group (anywhere in the file) shares one
+    /// counter per resolved key. Their `count`, `time_window` and `key` must be equal.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

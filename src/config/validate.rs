@@ -25,6 +25,7 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
     providers(c, &mut p);
     models(c, &mut p);
     limits_store(c, &mut p);
+    count_groups(c, &mut p);
     if c.routing.retries > 10 {
         p.add("routing.retries", "must be at most 10");
     }
@@ -50,6 +51,52 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
         p.add("reload.poll_interval", "must be at least 100ms");
     }
     p.0
+}
+
+/// Every count rule of one `group` must be the same limit (APISIX checks this only per
+/// process, against the first config it saw: reference bug 10).
+fn count_groups(c: &Config, p: &mut Problems) {
+    let mut all: Vec<(String, &super::schema::LimitRuleConfig)> = Vec::new();
+    for (i, consumer) in c.consumers.iter().enumerate() {
+        for (j, r) in consumer.limits.iter().enumerate() {
+            all.push((format!("consumers[{i}].limits[{j}]"), r));
+        }
+    }
+    for (i, m) in c.models.iter().enumerate() {
+        for (j, r) in m.limits.iter().enumerate() {
+            all.push((format!("models[{i}].limits[{j}]"), r));
+        }
+        for (k, d) in m.deployments.iter().enumerate() {
+            for (j, r) in d.limits.iter().enumerate() {
+                all.push((format!("models[{i}].deployments[{k}].limits[{j}]"), r));
+            }
+        }
+    }
+    let mut first: HashMap<&str, (&str, &super::schema::LimitRuleConfig)> = HashMap::new();
+    for (path, r) in &all {
+        let Some(group) = r.count.as_ref().and_then(|n| n.group.as_deref()) else {
+            continue;
+        };
+        if group.is_empty() {
+            p.add(format!("{path}.count.group"), "must not be empty");
+            continue;
+        }
+        match first.get(group) {
+            None => {
+                first.insert(group, (path, r));
+            }
+            Some((at, f)) => {
+                if f.count != r.count || f.key != r.key {
+                    p.add(
+                        format!("{path}.count"),
+                        format!(
+                            "group {group:?} must have the same count, time_window and key as {at}"
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn limits_store(c: &Config, p: &mut Problems) {
@@ -278,6 +325,7 @@ fn models(c: &Config, p: &mut Problems) {
                 "needs at least one deployment",
             );
         }
+        limit_rules(&m.limits, &format!("{path}.limits"), p);
         for (j, d) in m.deployments.iter().enumerate() {
             if !providers.contains(d.provider.as_str()) {
                 p.add(
@@ -427,5 +475,41 @@ models:
             .iter()
             .any(|p| p.starts_with("consumers: auth is enabled")));
         assert!(problems("auth: {enabled: false}").is_empty());
+    }
+
+    #[test]
+    fn limits_store_queue_and_groups_are_checked() {
+        let got = problems(
+            r#"
+auth: {enabled: false}
+limits: {policy: redis, lease_ttl: 10ms}
+providers: [{name: p, kind: mock}]
+models:
+  - name: a
+    deployments: [{provider: p}]
+    limits:
+      - {name: n, count: {count: 2, time_window: 60s, group: g}}
+      - {name: q, req: {rate: 1}, on_limit: queue, max_queue: 0}
+  - name: b
+    deployments: [{provider: p}]
+    limits: [{name: n, count: {count: 3, time_window: 60s, group: g}}]
+"#,
+        );
+        let want = [
+            "limits.redis.url: is required with policy redis",
+            "limits.lease_ttl: must be at least 300ms",
+            "models[0].limits[1].max_queue: must be at least 1",
+            "models[1].limits[0].count: group \"g\" must have the same count, time_window and key as models[0].limits[0]",
+        ];
+        for w in want {
+            assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:?}");
+        }
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        let cluster = problems(
+            "auth: {enabled: false}\nlimits: {policy: redis-cluster, redis: {nodes: [\"nope://x\"]}}\n",
+        );
+        assert_eq!(cluster.len(), 1, "{cluster:?}");
+        assert!(cluster[0].starts_with("limits.redis.nodes[0]: not a Redis URL"));
+        assert!(!cluster[0].contains("nope://x"), "URLs may hold passwords");
     }
 }

@@ -88,8 +88,13 @@ impl Rule {
                 t.strategy,
             )
         };
+        // A count group's counters belong to the group, not to the rule's scope.
+        let id = match c.count.as_ref().and_then(|n| n.group.as_deref()) {
+            Some(group) => format!("group:{group}"),
+            None => format!("{scope}/{}", c.name),
+        };
         Some(Rule {
-            id: format!("{scope}/{}", c.name).into(),
+            id: id.into(),
             kind,
             key: c.key.as_deref().and_then(|k| KeyTemplate::parse(k).ok()),
             scope: SCOPES
