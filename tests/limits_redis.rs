@@ -362,3 +362,37 @@ fn queued_requests_share_the_rate_across_two_gateways() {
     assert!(took >= Duration::from_millis(2100), "{took:?}");
     assert!(took < Duration::from_secs(6), "{took:?}");
 }
+
+#[test]
+fn redis_cluster_policy_is_exact_across_two_gateways() {
+    let cluster = common::redis::RedisCluster::start();
+    let cfg = format!(
+        r#"
+server: {{threads: 2}}
+limits:
+  policy: redis-cluster
+  redis: {{nodes: {seeds}, timeout: 500ms}}
+consumers: [{{name: c, keys: ["{KEY}"]}}]
+providers: [{{name: mock, kind: mock}}]
+models:
+  - name: m
+    deployments: [{{provider: mock}}]
+    limits: [{{name: rpm, count: {{count: 30, time_window: 60s}}}}, {{name: c, conn: {{conn: 50}}}}]
+"#,
+        seeds = cluster.seeds_yaml()
+    );
+    let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
+    let statuses = burst(&[&a, &b], "m", 90, 8);
+    assert_eq!(count(&statuses, 200), 30, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 60);
+    // Every key of one admission call lives in the slot of the gateway's hash tag.
+    let keys: String = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| n.cmd(&["KEYS", "*"]))
+        .collect();
+    assert!(
+        keys.contains("{ai-rate-limiter}plugin-limit-count:v1:model:m/rpm"),
+        "{keys}"
+    );
+}
