@@ -6,6 +6,8 @@
 #   (c) the gateway (release build): an openai-compatible provider pointing at the upstream
 #   (d) the same gateway with limit-req, limit-conn, limit-count and a token limit on
 #       (local policy, set high enough never to reject), to measure what limiting costs
+#   (e) the same limits with the redis policy (a redis-server on loopback), to measure what
+#       sharing them costs, and how many Redis round trips a request takes
 # Rounds are interleaved (a b c a b c …) and the median of each is reported, with ratios.
 # Traffic goes to 127.0.0.1 only and every run is bounded by DURATION.
 #
@@ -20,6 +22,7 @@ THREADS=${THREADS:-1}          # worker threads/processes for each proxy (nginx 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -33,6 +36,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(port); UPM=$(port); GW=$(port); GWM=$(port); NG=$(port); GL=$(port); GLM=$(port)
+GR=$(port); GRM=$(port); RP=$(port)
 
 cat > "$tmp/upstream.yaml" <<YAML
 server: {threads: 1}
@@ -68,6 +72,8 @@ models:
         limits: [{name: conn, conn: {conn: 100000}}]
 reload: {watch: false}
 YAML
+sed -e "s/^reload:/limits: {policy: redis, redis: {url: \"redis:\/\/127.0.0.1:$RP\/0\"}}\nreload:/" \
+  "$tmp/gateway-limits.yaml" > "$tmp/gateway-redis.yaml"
 cat > "$tmp/nginx.conf" <<NGINX
 worker_processes $THREADS;
 pid $tmp/nginx.pid;
@@ -111,11 +117,15 @@ ticks() {
 "$BIN" run --config "$tmp/gateway.yaml" --listen 127.0.0.1:$GW --metrics-listen 127.0.0.1:$GWM >"$tmp/gw.log" 2>&1 & pids+=($!)
 nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
 "$BIN" run --config "$tmp/gateway-limits.yaml" --listen 127.0.0.1:$GL --metrics-listen 127.0.0.1:$GLM >"$tmp/gl.log" 2>&1 & pids+=($!)
-declare -A proc=([upstream]=${pids[0]} [gateway]=${pids[1]} [nginx]=${pids[2]} [gateway-limits]=${pids[3]})
-for p in $UP $GW $NG $GL; do
+redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$tmp/redis.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$RP) 2>/dev/null && break; sleep 0.1; done
+"$BIN" run --config "$tmp/gateway-redis.yaml" --listen 127.0.0.1:$GR --metrics-listen 127.0.0.1:$GRM >"$tmp/gr.log" 2>&1 & pids+=($!)
+declare -A proc=([upstream]=${pids[0]} [gateway]=${pids[1]} [nginx]=${pids[2]} [gateway-limits]=${pids[3]} [gateway-redis]=${pids[5]})
+for p in $UP $GW $NG $GL $GR; do
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
-for target in "upstream:$UP" "nginx:$NG" "gateway:$GW" "gateway-limits:$GL"; do   # sanity check + warm-up
+TARGETS=("upstream:$UP" "nginx:$NG" "gateway:$GW" "gateway-limits:$GL" "gateway-redis:$GR")
+for target in "${TARGETS[@]}"; do   # sanity check + warm-up
   out=$(curl -s -m 5 "http://127.0.0.1:${target#*:}/v1/chat/completions" -H 'content-type: application/json' \
         -H 'authorization: Bearer sk-bench' -d '{"model":"bench","messages":[{"role":"user","content":"hi"}]}')
   echo "$out" | grep -q '"chat.completion"' || { echo "${target%%:*} did not answer: $out"; exit 1; }
@@ -123,7 +133,7 @@ for target in "upstream:$UP" "nginx:$NG" "gateway:$GW" "gateway-limits:$GL"; do 
 done
 
 for r in $(seq "$ROUNDS"); do
-  for target in "upstream:$UP" "nginx:$NG" "gateway:$GW" "gateway-limits:$GL"; do
+  for target in "${TARGETS[@]}"; do
     name=${target%%:*}
     before=$(ticks "${proc[$name]}")
     wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$tmp/post.lua" \
@@ -132,10 +142,15 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 rss=$(ps -o rss= -p "${pids[1]}" | tr -d ' ')
+# Redis calls per request of the redis-policy gateway (warm-up included on both sides).
+curl -s "http://127.0.0.1:$GRM/metrics" > "$tmp/gr-metrics.txt"
 mkdir -p bench-results && cp "$tmp"/wrk-*.txt bench-results/
 
 python3 - "$tmp" "$ROUNDS" "$CONNS" "$DURATION" "$THREADS" "$rss" "$(getconf CLK_TCK)" <<'PY'
 import re, statistics, sys
+def metric(text, name, label=""):
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+               if l.startswith(name) and label in l and not l.startswith("#"))
 tmp, rounds, conns, dur, threads, rss = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
 tck = int(sys.argv[7])
 def ms(v):
@@ -145,7 +160,7 @@ def ms(v):
     n, u = m.groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
 res = {}
-for t in ("upstream", "nginx", "gateway", "gateway-limits"):
+for t in ("upstream", "nginx", "gateway", "gateway-limits", "gateway-redis"):
     rps, p50, p99, errs, cpu = [], [], [], 0, []
     for r in range(1, rounds + 1):
         txt = open(f"{tmp}/wrk-{t}-{r}.txt").read()
@@ -166,6 +181,13 @@ for t, (rps, p50, p99, errs, cpu) in res.items():
 g, n, u = res["gateway"][0], res["nginx"][0], res["upstream"][0]
 print(f"\ngateway/nginx throughput: {g/n:.2f}x (target >= 0.8x)   gateway/upstream: {g/u:.2f}x   nginx/upstream: {n/u:.2f}x")
 print(f"limits on / limits off (gateway): throughput {res['gateway-limits'][0]/g:.2f}x (target >= 0.95x), CPU per request {res['gateway-limits'][4]/res['gateway'][4]:.2f}x")
+m = open(f"{tmp}/gr-metrics.txt").read()
+reqs = metric(m, "gateway_requests_total")
+calls = {op: metric(m, "gateway_redis_duration_seconds_count", f'op="{op}"') for op in ("admit", "release", "refresh", "ping")}
+rtt = metric(m, "gateway_redis_duration_seconds_sum", 'op="admit"') / max(calls["admit"], 1) * 1e3
+print(f"redis policy / local policy: throughput {res['gateway-redis'][0]/res['gateway-limits'][0]:.2f}x, CPU per request (gateway process) {res['gateway-redis'][4]/res['gateway-limits'][4]:.2f}x")
+print(f"Redis round trips per request: admission {calls['admit']/reqs:.2f} (target 1), all calls {sum(calls.values())/reqs:.2f} "
+      f"(releases are batched: {calls['release']/reqs:.2f} per request); mean admission round trip {rtt:.2f} ms")
 print(f"CPU per request, gateway / nginx: {res['gateway'][4]/res['nginx'][4]:.2f}x")
 print(f"gateway p99 / nginx p99: {res['gateway'][2]/res['nginx'][2]:.2f}x   gateway RSS after the run: {rss/1024:.1f} MiB")
 PY
