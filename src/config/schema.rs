@@ -391,6 +391,11 @@ pub struct LimitsConfig {
     /// third of it while the request runs: a killed gateway's slots free up after it.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
+    /// Redis policies: decide count rules whose window is longer than this from local
+    /// counters, pushing deltas to Redis this often (faster; see the README's accuracy
+    /// bound). Unset: every decision is made in Redis.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Option<Duration>,
 }
 
 impl Default for LimitsConfig {
@@ -400,6 +405,7 @@ impl Default for LimitsConfig {
             redis: RedisConfig::default(),
             allow_degradation: false,
             lease_ttl: Duration::from_secs(15),
+            sync_interval: None,
         }
     }
 }

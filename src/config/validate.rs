@@ -131,6 +131,17 @@ fn limits_store(c: &Config, p: &mut Problems) {
     if l.lease_ttl.as_millis() < 300 {
         p.add("limits.lease_ttl", "must be at least 300ms");
     }
+    if let Some(i) = l.sync_interval {
+        if i.as_millis() < 100 {
+            p.add("limits.sync_interval", "must be at least 100ms");
+        }
+        if l.policy == LimitPolicy::Local {
+            p.add(
+                "limits.sync_interval",
+                "only applies to the redis and redis-cluster policies",
+            );
+        }
+    }
 }
 
 fn server(c: &Config, p: &mut Problems) {

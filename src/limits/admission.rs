@@ -24,6 +24,7 @@ use crate::config::schema::TokenStrategy;
 use std::sync::Arc;
 
 /// One rule applied to one counter.
+#[derive(Clone)]
 pub struct Check<'a> {
     pub rule: &'a Rule,
     pub key: Arc<str>,

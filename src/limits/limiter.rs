@@ -11,6 +11,7 @@
 use super::admission::{Admitted, Check, Denied, Ticket};
 use super::local::{self, LocalStore};
 use super::redis::{RedisMetrics, RedisStore};
+use super::synced;
 use crate::config::schema::{LimitPolicy, LimitsConfig};
 use std::sync::Arc;
 
@@ -63,7 +64,11 @@ impl Limiter {
         }
         if let Some(r) = &self.redis {
             let fault = if r.is_up() {
-                match r.admit(required, alternatives, estimate_tokens).await {
+                let decision = match r.synced() {
+                    Some(s) => synced::admit(r, s, required, alternatives, estimate_tokens).await,
+                    None => r.admit(required, alternatives, estimate_tokens).await,
+                };
+                match decision {
                     Ok(decision) => return decision,
                     Err(f) => f.0,
                 }

@@ -12,7 +12,8 @@
 //!
 //! [`admission`] defines the one admission call (every rule that applies to a request,
 //! evaluated at once); [`limiter`] sends it to a store: [`local`] (in-process) or
-//! [`redis`] (shared by every gateway instance, one `EVALSHA` per call). [`rules`] and
+//! [`redis`] (shared by every gateway instance, one `EVALSHA` per call; [`synced`] decides
+//! count rules locally and syncs them periodically when `sync_interval` is set). [`rules`] and
 //! [`key`] compile the config; [`queue`] holds requests that wait for headroom.
 //!
 //! Semantics follow `shared/reference/limits-semantics.md` (APISIX 3.18); where APISIX has
@@ -28,4 +29,5 @@ pub mod queue;
 pub mod redis;
 pub mod req;
 pub mod rules;
+pub mod synced;
 pub mod tokens;

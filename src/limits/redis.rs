@@ -22,6 +22,7 @@ use super::admission::{
     Admitted, Budget, Check, Denied, Hold, Quota, Rejection, Released, Ticket, TokenUsage,
 };
 use super::rules::RuleKind;
+use super::synced::SyncedCounts;
 use crate::config::schema::{LimitPolicy, LimitsConfig, TokenStrategy};
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
@@ -35,6 +36,7 @@ use tokio::sync::mpsc;
 const ADMIT_LUA: &str = include_str!("../../lua-compat/admit.lua");
 const RELEASE_LUA: &str = include_str!("../../lua-compat/release.lua");
 const REFRESH_LUA: &str = include_str!("../../lua-compat/refresh.lua");
+const SYNC_LUA: &str = include_str!("../../lua-compat/sync.lua");
 
 /// Metrics of the shared store.
 #[derive(Clone)]
@@ -77,7 +79,10 @@ pub struct RedisStore {
     admit: Script,
     release: Script,
     refresh: Script,
+    sync: Script,
     ping: Script,
+    /// `sync_interval`: count rules decided from local views, pushed periodically.
+    synced: Option<SyncedCounts>,
     prefix: String,
     lease_ttl_ms: u64,
     timeout: Duration,
@@ -112,7 +117,9 @@ impl RedisStore {
             admit: Script::new(ADMIT_LUA),
             release: Script::new(RELEASE_LUA),
             refresh: Script::new(REFRESH_LUA),
+            sync: Script::new(SYNC_LUA),
             ping: Script::new("return 1"),
+            synced: config.sync_interval.map(SyncedCounts::new),
             prefix,
             lease_ttl_ms: config.lease_ttl.as_millis() as u64,
             timeout: r.timeout,
@@ -180,8 +187,13 @@ impl RedisStore {
         Err(RedisFault(fault))
     }
 
+    /// The delayed-sync counters, when `sync_interval` is set.
+    pub fn synced(&self) -> Option<&SyncedCounts> {
+        self.synced.as_ref()
+    }
+
     /// The Redis key of a counter.
-    fn key(&self, kind: &RuleKind, counter: &str) -> String {
+    pub(crate) fn key(&self, kind: &RuleKind, counter: &str) -> String {
         let kind = match kind {
             RuleKind::Req(_) => "limit_req:",
             RuleKind::Conn(_) => "limit_conn:",
@@ -392,9 +404,12 @@ impl RedisStore {
         let every = Duration::from_millis((self.lease_ttl_ms / 3).max(100));
         let mut refresh = tokio::time::interval(every);
         let mut probe = tokio::time::interval(Duration::from_millis(250));
+        let sync_every = self.synced.as_ref().map_or(3_600_000, |s| s.interval_ms());
+        let mut sync = tokio::time::interval(Duration::from_millis(sync_every));
         loop {
             tokio::select! {
                 _ = refresh.tick() => self.refresh_leases().await,
+                _ = sync.tick() => self.sync_counts().await,
                 _ = probe.tick() => {
                     if !self.is_up() {
                         let _ = self.call::<i64>("ping", &self.ping.prepare_invoke()).await;
@@ -451,7 +466,13 @@ impl RedisStore {
     /// at the cost of two more round trips for that request).
     async fn load_scripts(&self) {
         let Some(conn) = self.conn.get() else { return };
-        for script in [&self.admit, &self.release, &self.refresh, &self.ping] {
+        for script in [
+            &self.admit,
+            &self.release,
+            &self.refresh,
+            &self.sync,
+            &self.ping,
+        ] {
             let loaded = match conn.clone() {
                 Conn::Single(mut c) => script.prepare_invoke().load_async(&mut c).await,
                 Conn::Cluster(mut c) => script.prepare_invoke().load_async(&mut c).await,
@@ -473,6 +494,44 @@ impl RedisStore {
             inv.key(zset).arg(member);
         }
         let _ = self.call::<i64>("refresh", &inv).await;
+    }
+
+    /// Fetch the shared totals of delayed-sync counters this gateway has not seen yet.
+    pub(crate) async fn fetch_counts(&self, keys: &[(String, u64)]) -> Result<(), RedisFault> {
+        let Some(synced) = &self.synced else {
+            return Ok(());
+        };
+        let mut inv = self.sync.prepare_invoke();
+        for (key, window_ms) in keys {
+            inv.key(key).arg(0).arg(*window_ms);
+        }
+        let out: Vec<i64> = self.call("sync", &inv).await?;
+        for ((key, window_ms), v) in keys.iter().zip(out.chunks(2)) {
+            if let [consumed, pttl] = v {
+                synced.seed(key, *window_ms, *consumed, *pttl);
+            }
+        }
+        Ok(())
+    }
+
+    /// Push the deltas of the delayed-sync counters and take in the shared totals.
+    async fn sync_counts(&self) {
+        let Some(synced) = &self.synced else { return };
+        let pushes = synced.pushes();
+        if pushes.is_empty() || !self.is_up() {
+            return;
+        }
+        let mut inv = self.sync.prepare_invoke();
+        for p in &pushes {
+            inv.key(&p.key).arg(p.delta).arg(p.window_ms);
+        }
+        if let Ok(out) = self.call::<Vec<i64>>("sync", &inv).await {
+            for (p, v) in pushes.iter().zip(out.chunks(2)) {
+                if let [consumed, pttl] = v {
+                    synced.synced(p, *consumed, *pttl);
+                }
+            }
+        }
     }
 
     /// Send releases as they come, everything queued meanwhile in one call.
