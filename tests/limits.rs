@@ -147,8 +147,9 @@ fn token_limit_reserves_then_charges_real_usage() {
     ));
     let body = r#"{"model":"m","max_tokens":20,"messages":[{"role":"user","content":"hello"}]}"#;
     let mut remaining = vec![];
+    let client = agent();
     loop {
-        let r = post(&gw.url("/v1/chat/completions"), Some(KEY), body);
+        let r = post_on(&client, &gw.url("/v1/chat/completions"), Some(KEY), body);
         if r.status == 429 {
             assert_eq!(r.json()["error"]["type"], "tokens");
             break;

@@ -293,25 +293,15 @@ fn trace(gw: &Gw, model: &str, n: usize) -> Vec<String> {
             let body = serde_json::json!({"model": model, "max_tokens": 20,
                 "messages": [{"role": "user", "content": "hi"}]})
             .to_string();
-            let sent = client
-                .post(&gw.url("/v1/chat/completions"))
-                .set("authorization", &format!("Bearer {KEY}"))
-                .send_string(&body);
-            let r = match sent {
-                Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-                Err(e) => panic!("{e}"),
-            };
+            let r = post_on(&client, &gw.url("/v1/chat/completions"), Some(KEY), &body);
             let h = |n: &str| r.header(n).unwrap_or("-").to_string();
-            let status = r.status();
-            let line = format!(
+            format!(
                 "{} req={} tok={} apisix={}",
-                status,
+                r.status,
                 h("x-ratelimit-remaining-requests"),
                 h("x-ratelimit-remaining-tokens"),
                 h("x-ratelimit-remaining")
-            );
-            let _ = r.into_string();
-            line
+            )
         })
         .collect()
 }

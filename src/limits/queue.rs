@@ -86,6 +86,14 @@ impl Queues {
     }
 }
 
+impl Queues {
+    /// Requests waiting for `key` (a newcomer must queue behind them, not barge in).
+    pub fn depth(&self, key: &str) -> usize {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).map_or(0, |q| q.lock().len)
+    }
+}
+
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())

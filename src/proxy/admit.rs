@@ -94,13 +94,13 @@ impl Refused {
     }
 }
 
-fn queue_target(c: &Check<'_>, key: Arc<str>, r: &Rejection) -> Option<QueueTarget> {
+fn queue_target(c: &Check<'_>, key: Arc<str>, retry_after_ms: u64) -> Option<QueueTarget> {
     c.rule.queue.map(|spec| QueueTarget {
         key,
         kind: c.rule.kind_index(),
         scope: c.rule.scope,
         spec,
-        retry_after_ms: r.retry_after_ms,
+        retry_after_ms,
     })
 }
 
@@ -212,17 +212,56 @@ pub async fn admit(
                 .iter()
                 .flatten()
                 .find(|c| c.rule.id == r.rule)
-                .and_then(|c| queue_target(c, key, &r));
+                .and_then(|c| queue_target(c, key, r.retry_after_ms));
             Err(Refused::AllLimited(r, queue))
         }
         Err(Denied::Limited(r)) => {
             let check = required.iter().find(|c| c.rule.id == r.rule);
-            let queue = check.and_then(|c| queue_target(c, c.key.clone(), &r));
+            let queue = check.and_then(|c| queue_target(c, c.key.clone(), r.retry_after_ms));
             let answer = check.map(|c| &c.rule.answer);
             let limit = r.rule.clone();
             Err(Refused::Answer(rejected(r, limit, answer), queue))
         }
     }
+}
+
+/// A queue that already holds requests this one would wait behind (and has room): a
+/// newcomer joins it instead of trying first, so headroom goes to the queue in order.
+pub fn queue_ahead(
+    state: &GatewayState,
+    rt: &Runtime,
+    ctx: &RequestCtx,
+    route: &ModelRoute,
+    subject: &Subject,
+) -> Option<QueueTarget> {
+    let consumer_rules = ctx
+        .consumer
+        .as_deref()
+        .map_or(&[][..], |c| rt.consumer_limits(c));
+    let queueing = consumer_rules
+        .iter()
+        .chain(&route.limits)
+        .filter(|r| r.queue.is_some());
+    let waits = |key: &str, spec: Option<QueueSpec>| {
+        let depth = state.queues.depth(key);
+        depth > 0 && spec.is_some_and(|s| depth < s.max_queue)
+    };
+    for c in subject.checks(queueing) {
+        if waits(&c.key, c.rule.queue) {
+            return queue_target(&c, c.key.clone(), 0);
+        }
+    }
+    let model_key: Arc<str> = format!("model:{}/deployments", route.name).into();
+    let rule = route
+        .deployments
+        .iter()
+        .flat_map(|d| &d.limits)
+        .find(|r| r.queue.is_some())?;
+    if waits(&model_key, rule.queue) {
+        let c = subject.checks(std::iter::once(rule)).pop()?;
+        return queue_target(&c, model_key, 0);
+    }
+    None
 }
 
 /// A request waiting in a queue; leaving it (drop) hands the turn to the next.

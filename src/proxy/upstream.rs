@@ -110,6 +110,13 @@ pub async fn call<'r>(
         if open.is_empty() {
             break;
         }
+        if waiting.is_none() && !route_admitted {
+            if let Some(q) = admit::queue_ahead(state, rt, ctx, route, subject) {
+                if admit::wait(state, ctx, &mut waiting, &q).await {
+                    continue;
+                }
+            }
+        }
         let with_route = !route_admitted;
         let result = admit::admit(state, rt, ctx, route, subject, &open, with_route).await;
         route_admitted |= matches!(result, Ok(_) | Err(Refused::AllLimited(..)));

@@ -259,7 +259,13 @@ fn to_resp(r: Result<ureq::Response, ureq::Error>) -> Resp {
 }
 
 pub fn post(url: &str, key: Option<&str>, body: &str) -> Resp {
-    let mut req = agent().post(url).set("content-type", "application/json");
+    post_on(&agent(), url, key, body)
+}
+
+/// `post` on a given agent: its requests reuse one keep-alive connection, as SDKs do (the
+/// gateway settles a request's limits before it reads the connection's next request).
+pub fn post_on(agent: &ureq::Agent, url: &str, key: Option<&str>, body: &str) -> Resp {
+    let mut req = agent.post(url).set("content-type", "application/json");
     if let Some(k) = key {
         req = req.set("authorization", &format!("Bearer {k}"));
     }
