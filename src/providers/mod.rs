@@ -8,6 +8,7 @@
 //! Both produce an [`UpstreamResponse`] whose body is read chunk by chunk, so the stream
 //! phase treats a mock exactly like a real upstream.
 
+pub mod anthropic;
 pub mod http;
 pub mod mock;
 pub mod signals;

@@ -1,0 +1,536 @@
+//! Anthropic's Messages API behind the OpenAI chat API: pure translations, both ways.
+//!
+//! - [`request`]: an OpenAI chat request → a Messages request (system and developer
+//!   messages hoisted into `system`, `max_tokens` filled, `stop` → `stop_sequences`,
+//!   temperature clamped to 1, tools, tool calls and tool results, image parts).
+//! - [`response`]: a Message → a `chat.completion` (text, tool calls, `finish_reason` from
+//!   `stop_reason`, usage with cache tokens counted as prompt tokens).
+//! - [`StreamTranslator`]: Anthropic's named events → `chat.completion.chunk` events, a
+//!   final usage chunk and `data: [DONE]`; pings are dropped, an `error` event becomes an
+//!   OpenAI error event.
+//! - [`error`]: an Anthropic error answer → status and OpenAI error body (529 → 503).
+//!
+//! The mapping follows `shared/reference/openai-wire.md` §5.1.
+
+use crate::errors::{openai_error_body, GatewayError};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+/// The `anthropic-version` header sent unless the provider's headers set another.
+pub const API_VERSION: &str = "2023-06-01";
+
+fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
+    GatewayError::bad_request(message, Some(param))
+}
+
+/// The text of an OpenAI message `content` (a string or text parts).
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// OpenAI content parts → Anthropic content blocks.
+fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
+    let parts = match content {
+        Value::Null => return Ok(Vec::new()),
+        Value::String(s) => return Ok(vec![json!({"type": "text", "text": s})]),
+        Value::Array(parts) => parts,
+        _ => {
+            return Err(bad(
+                "message content must be a string or an array",
+                "messages",
+            ))
+        }
+    };
+    parts
+        .iter()
+        .map(|p| match p["type"].as_str() {
+            Some("text") => Ok(json!({"type": "text", "text": p["text"]})),
+            Some("image_url") => {
+                let url = p["image_url"]["url"].as_str().unwrap_or_default();
+                match url
+                    .strip_prefix("data:")
+                    .and_then(|r| r.split_once(";base64,"))
+                {
+                    Some((media_type, data)) => Ok(json!({"type": "image",
+                        "source": {"type": "base64", "media_type": media_type, "data": data}})),
+                    None => Ok(json!({"type": "image", "source": {"type": "url", "url": url}})),
+                }
+            }
+            other => Err(bad(
+                format!("content part type {other:?} is not supported for this model"),
+                "messages",
+            )),
+        })
+        .collect()
+}
+
+/// Append a message, merging consecutive turns of the same role (tool results after tool
+/// results, a user turn after them) into one turn.
+fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
+    if let Some(last) = messages.last_mut() {
+        if last["role"] == role {
+            if let Some(c) = last["content"].as_array_mut() {
+                c.extend(blocks);
+                return;
+            }
+        }
+    }
+    messages.push(json!({"role": role, "content": blocks}));
+}
+
+/// Translate an OpenAI chat request body into a Messages request for `model`.
+pub fn request(body: &Value, model: &str, default_max_tokens: u64) -> Result<Value, GatewayError> {
+    if body["n"].as_u64().is_some_and(|n| n != 1) {
+        return Err(bad("n must be 1 for this model", "n"));
+    }
+    let mut system = Vec::new();
+    let mut messages: Vec<Value> = Vec::new();
+    let list = body["messages"]
+        .as_array()
+        .ok_or_else(|| bad("messages must be an array", "messages"))?;
+    for m in list {
+        match m["role"].as_str() {
+            Some("system" | "developer") => system.push(text_of(&m["content"])),
+            Some("user") => push(&mut messages, "user", blocks_of(&m["content"])?),
+            Some("assistant") => {
+                let mut blocks = blocks_of(&m["content"])?;
+                for call in m["tool_calls"].as_array().into_iter().flatten() {
+                    let args = call["function"]["arguments"].as_str().unwrap_or("{}");
+                    let input: Value =
+                        serde_json::from_str(if args.is_empty() { "{}" } else { args })
+                            .map_err(|_| bad("tool call arguments must be JSON", "messages"))?;
+                    blocks.push(json!({"type": "tool_use", "id": call["id"],
+                        "name": call["function"]["name"], "input": input}));
+                }
+                push(&mut messages, "assistant", blocks);
+            }
+            Some("tool") => {
+                let block = json!({"type": "tool_result", "tool_use_id": m["tool_call_id"],
+                    "content": text_of(&m["content"])});
+                push(&mut messages, "user", vec![block]);
+            }
+            other => return Err(bad(format!("unknown message role {other:?}"), "messages")),
+        }
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    let max_tokens = body["max_completion_tokens"]
+        .as_u64()
+        .or(body["max_tokens"].as_u64())
+        .unwrap_or(default_max_tokens);
+    out.insert("max_tokens".into(), json!(max_tokens));
+    if !system.is_empty() {
+        out.insert("system".into(), json!(system.join("\n")));
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    match &body["stop"] {
+        Value::String(s) => {
+            out.insert("stop_sequences".into(), json!([s]));
+        }
+        Value::Array(a) => {
+            out.insert("stop_sequences".into(), Value::Array(a.clone()));
+        }
+        _ => {}
+    }
+    if let Some(t) = body["temperature"].as_f64() {
+        out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
+    }
+    if let Some(p) = body["top_p"].as_f64() {
+        out.insert("top_p".into(), json!(p));
+    }
+    if body["stream"].as_bool() == Some(true) {
+        out.insert("stream".into(), json!(true));
+    }
+    if let Some(user) = body["safety_identifier"].as_str().or(body["user"].as_str()) {
+        out.insert("metadata".into(), json!({"user_id": user}));
+    }
+    if let Some(tools) = body["tools"].as_array() {
+        let tools: Vec<Value> = tools
+            .iter()
+            .filter(|t| t["type"] == "function")
+            .map(|t| {
+                let f = &t["function"];
+                let mut tool = json!({"name": f["name"],
+                    "input_schema": if f["parameters"].is_object() { f["parameters"].clone() } else { json!({"type": "object"}) }});
+                if let Some(d) = f["description"].as_str() {
+                    tool["description"] = json!(d);
+                }
+                tool
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    let mut choice = match &body["tool_choice"] {
+        Value::String(s) if s == "required" => Some(json!({"type": "any"})),
+        Value::String(s) if s == "none" => Some(json!({"type": "none"})),
+        Value::String(_) => Some(json!({"type": "auto"})),
+        Value::Object(o) => o
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .map(|name| json!({"type": "tool", "name": name})),
+        _ => None,
+    };
+    if body["parallel_tool_calls"] == json!(false) && out.contains_key("tools") {
+        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        c["disable_parallel_tool_use"] = json!(true);
+    }
+    if let Some(c) = choice {
+        out.insert("tool_choice".into(), c);
+    }
+    Ok(Value::Object(out))
+}
+
+/// Anthropic `stop_reason` → OpenAI `finish_reason`.
+pub fn finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop", // end_turn, stop_sequence, pause_turn (best effort)
+    }
+}
+
+/// Anthropic usage → OpenAI usage: cache reads and writes count as prompt tokens.
+fn usage(u: &Value, output_tokens: Option<u64>) -> Value {
+    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    let prompt =
+        n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens");
+    let completion = output_tokens.unwrap_or_else(|| n("output_tokens"));
+    json!({"prompt_tokens": prompt, "completion_tokens": completion,
+           "total_tokens": prompt + completion,
+           "prompt_tokens_details": {"cached_tokens": n("cache_read_input_tokens")}})
+}
+
+/// A Message → a `chat.completion` for the public `model`.
+pub fn response(m: &Value, model: &str, created: u64) -> Value {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for block in m["content"].as_array().into_iter().flatten() {
+        match block["type"].as_str() {
+            Some("text") => text.push_str(block["text"].as_str().unwrap_or_default()),
+            Some("tool_use") => calls.push(json!({"id": block["id"], "type": "function",
+                "function": {"name": block["name"], "arguments": block["input"].to_string()}})),
+            _ => {}
+        }
+    }
+    let mut message = json!({"role": "assistant",
+        "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    json!({"id": m["id"], "object": "chat.completion", "created": created, "model": model,
+           "choices": [{"index": 0, "message": message, "logprobs": null,
+                        "finish_reason": finish_reason(m["stop_reason"].as_str().unwrap_or(""))}],
+           "usage": usage(&m["usage"], None)})
+}
+
+/// An Anthropic error answer → the status and OpenAI error body the client gets.
+pub fn error(status: u16, body: &[u8]) -> (u16, Bytes) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message = v["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned());
+    let (status, etype, code) = match status {
+        401 => (401, "invalid_request_error", Some("invalid_api_key")),
+        429 => (429, "requests", Some("rate_limit_exceeded")),
+        529 => (503, "server_error", None),
+        s if s >= 500 => (s, "server_error", None),
+        s => (s, "invalid_request_error", None),
+    };
+    (status, openai_error_body(&message, etype, None, code))
+}
+
+/// Turns Anthropic's event stream into OpenAI chunk events, one upstream event at a time.
+pub struct StreamTranslator {
+    id: String,
+    model: String,
+    created: u64,
+    usage: Value,
+    output_tokens: Option<u64>,
+    /// Anthropic block index → OpenAI tool call index.
+    tools: Vec<(u64, usize)>,
+    /// The stream has ended (`message_stop` or `error`).
+    pub ended: bool,
+}
+
+impl StreamTranslator {
+    pub fn new(model: &str, created: u64) -> StreamTranslator {
+        StreamTranslator {
+            id: String::new(),
+            model: model.to_string(),
+            created,
+            usage: Value::Null,
+            output_tokens: None,
+            tools: Vec::new(),
+            ended: false,
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        sse(&c)
+    }
+
+    /// The OpenAI events for one upstream event's `data`.
+    pub fn event(&mut self, data: &Value) -> Vec<Bytes> {
+        match data["type"].as_str().unwrap_or_default() {
+            "message_start" => {
+                let m = &data["message"];
+                self.id = m["id"].as_str().unwrap_or("msg").to_string();
+                self.usage = m["usage"].clone();
+                vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
+            }
+            "content_block_start" => {
+                let b = &data["content_block"];
+                match b["type"].as_str() {
+                    Some("tool_use") => {
+                        let index = self.tools.len();
+                        self.tools
+                            .push((data["index"].as_u64().unwrap_or(0), index));
+                        vec![self.chunk(
+                            json!({"tool_calls": [{"index": index, "id": b["id"], "type": "function",
+                                                   "function": {"name": b["name"], "arguments": ""}}]}),
+                            None,
+                        )]
+                    }
+                    Some("text") if b["text"].as_str().is_some_and(|t| !t.is_empty()) => {
+                        vec![self.chunk(json!({"content": b["text"]}), None)]
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            "content_block_delta" => {
+                let d = &data["delta"];
+                match d["type"].as_str() {
+                    Some("text_delta") => vec![self.chunk(json!({"content": d["text"]}), None)],
+                    Some("input_json_delta") => {
+                        let block = data["index"].as_u64().unwrap_or(0);
+                        let Some(&(_, index)) = self.tools.iter().find(|(b, _)| *b == block) else {
+                            return Vec::new();
+                        };
+                        let partial = d["partial_json"].as_str().unwrap_or_default();
+                        if partial.is_empty() {
+                            return Vec::new();
+                        }
+                        vec![self.chunk(
+                            json!({"tool_calls": [{"index": index, "function": {"arguments": partial}}]}),
+                            None,
+                        )]
+                    }
+                    _ => Vec::new(), // thinking and signature deltas have no OpenAI equivalent
+                }
+            }
+            "message_delta" => {
+                self.output_tokens = data["usage"]["output_tokens"].as_u64();
+                let reason = finish_reason(data["delta"]["stop_reason"].as_str().unwrap_or(""));
+                vec![self.chunk(json!({}), Some(reason))]
+            }
+            "message_stop" => {
+                self.ended = true;
+                let u = json!({"id": self.id, "object": "chat.completion.chunk",
+                    "created": self.created, "model": self.model, "choices": [],
+                    "usage": usage(&self.usage, self.output_tokens)});
+                vec![sse(&u), Bytes::from_static(b"data: [DONE]\n\n")]
+            }
+            "error" => {
+                self.ended = true;
+                let e = &data["error"];
+                let etype = match e["type"].as_str() {
+                    Some("overloaded_error" | "api_error") | None => "server_error",
+                    Some(_) => "invalid_request_error",
+                };
+                let body = openai_error_body(
+                    e["message"].as_str().unwrap_or("upstream error"),
+                    etype,
+                    None,
+                    None,
+                );
+                vec![Bytes::from([b"data: ".as_slice(), &body, b"\n\n"].concat())]
+            }
+            _ => Vec::new(), // ping
+        }
+    }
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/anthropic/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn request_mapping() {
+        let body = json!({
+            "model": "claude", "n": 1, "stop": "END", "temperature": 1.6, "top_p": 0.9,
+            "user": "u-1", "stream": true, "parallel_tool_calls": false,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "developer", "content": [{"type": "text", "text": "Use tools."}]},
+                {"role": "user", "content": [{"type": "text", "text": "Weather?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+                {"role": "tool", "tool_call_id": "call_2", "content": "25C"},
+                {"role": "user", "content": "Thanks"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+            "tool_choice": "required"});
+        let out = request(&body, "claude-sonnet-4-5", 4096).unwrap();
+        assert_eq!(out["system"], "Be brief.\nUse tools.");
+        assert_eq!(out["max_tokens"], 4096);
+        assert_eq!(out["stop_sequences"], json!(["END"]));
+        assert_eq!(out["temperature"], 1.0);
+        assert_eq!(out["metadata"]["user_id"], "u-1");
+        assert_eq!(
+            out["tool_choice"],
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(
+            out["tools"][0]["input_schema"]["properties"]["city"]["type"],
+            "string"
+        );
+        let m = out["messages"].as_array().unwrap();
+        assert_eq!(
+            m.len(),
+            3,
+            "user, assistant, user (tool results + thanks merged)"
+        );
+        assert_eq!(
+            m[0]["content"][1]["source"],
+            json!({"type": "base64", "media_type": "image/png", "data": "iVBOR"})
+        );
+        assert_eq!(m[1]["content"][0]["input"], json!({"city": "Paris"}));
+        assert_eq!(
+            m[2]["content"][0],
+            json!({"type": "tool_result", "tool_use_id": "call_1", "content": "18C"})
+        );
+        assert_eq!(m[2]["content"][2]["text"], "Thanks");
+        assert!(request(&json!({"n": 2, "messages": []}), "c", 1).is_err());
+    }
+
+    #[test]
+    fn response_mapping() {
+        let m: Value = serde_json::from_str(&fixture("message_text.json")).unwrap();
+        let c = response(&m, "claude", 7);
+        assert_eq!(
+            c["choices"][0]["message"]["content"],
+            "Hello! How can I help?"
+        );
+        assert_eq!(c["choices"][0]["finish_reason"], "stop");
+        assert_eq!(
+            c["usage"],
+            json!({"prompt_tokens": 20, "completion_tokens": 9,
+            "total_tokens": 29, "prompt_tokens_details": {"cached_tokens": 5}})
+        );
+        let t: Value = serde_json::from_str(&fixture("message_tool_use.json")).unwrap();
+        let c = response(&t, "claude", 7);
+        assert_eq!(c["choices"][0]["finish_reason"], "tool_calls");
+        let call = &c["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get_weather");
+        assert_eq!(
+            serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+            json!({"city": "Paris"})
+        );
+    }
+
+    fn translate(name: &str) -> Vec<String> {
+        let mut t = StreamTranslator::new("claude", 1);
+        let mut out = Vec::new();
+        for event in fixture(name).split("\n\n") {
+            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            for b in t.event(&serde_json::from_str(data).unwrap()) {
+                out.push(String::from_utf8(b.to_vec()).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn stream_translation() {
+        let out = translate("stream_text.sse");
+        let text: String = out
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e.strip_prefix("data: ")?.trim()).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(text, "Hello!");
+        assert!(out.iter().all(|e| !e.contains("ping")));
+        let n = out.len();
+        assert!(out[n - 3].contains("\"finish_reason\":\"stop\""));
+        assert!(
+            out[n - 2].contains("\"choices\":[]")
+                && out[n - 2].contains("\"completion_tokens\":15")
+        );
+        assert_eq!(out[n - 1], "data: [DONE]\n\n");
+
+        let tools = translate("stream_tool_use.sse");
+        let args: String = tools
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e.strip_prefix("data: ")?.trim()).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(args, "{\"city\": \"Paris\"}");
+        assert!(tools
+            .iter()
+            .any(|e| e.contains("\"id\":\"toolu_01T1x1fJ34qAmk2tNTrN7Up6\"")));
+        assert!(tools
+            .iter()
+            .any(|e| e.contains("\"finish_reason\":\"tool_calls\"")));
+
+        let err = translate("stream_overloaded.sse");
+        let last = err.last().unwrap();
+        assert!(
+            last.starts_with("data: {\"error\"") && last.contains("Overloaded"),
+            "{last}"
+        );
+    }
+
+    #[test]
+    fn error_mapping() {
+        let (s, b) = error(529, fixture("error_overloaded.json").as_bytes());
+        assert_eq!(s, 503);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(
+            (v["error"]["type"].as_str(), v["error"]["message"].as_str()),
+            (Some("server_error"), Some("Overloaded"))
+        );
+        let (s, b) = error(429, fixture("error_rate_limit.json").as_bytes());
+        assert_eq!(s, 429);
+        assert!(String::from_utf8_lossy(&b).contains("rate_limit_exceeded"));
+        let (s, _) = error(404, fixture("error_not_found.json").as_bytes());
+        assert_eq!(s, 404);
+    }
+}
