@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
 
 /// Where a provider's requests go.
 #[derive(Debug)]
@@ -108,10 +109,14 @@ impl Runtime {
                     }
                     _ => Target::Http {
                         // Validation has parsed it already.
-                        base: BaseUrl::parse(p.base_url.as_deref().unwrap_or(OPENAI_BASE_URL))
-                            .unwrap_or_else(|_| {
-                                BaseUrl::parse(OPENAI_BASE_URL).expect("constant URL")
-                            }),
+                        base: BaseUrl::parse(p.base_url.as_deref().unwrap_or(
+                            if p.kind == ProviderKind::Anthropic {
+                                ANTHROPIC_BASE_URL
+                            } else {
+                                OPENAI_BASE_URL
+                            },
+                        ))
+                        .unwrap_or_else(|_| BaseUrl::parse(OPENAI_BASE_URL).expect("constant URL")),
                         headers: p
                             .headers
                             .iter()

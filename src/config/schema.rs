@@ -136,6 +136,9 @@ pub enum ProviderKind {
     Openai,
     /// Any server that speaks the OpenAI API: DeepSeek, vLLM, Ollama, another gateway…
     OpenaiCompatible,
+    /// Anthropic's Messages API (api.anthropic.com by default): chat requests are
+    /// translated both ways.
+    Anthropic,
     /// Answers inside the gateway, no upstream.
     Mock,
 }
@@ -145,6 +148,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => "openai",
             ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Anthropic => "anthropic",
             ProviderKind::Mock => "mock",
         }
     }

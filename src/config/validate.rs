@@ -263,7 +263,7 @@ fn providers(c: &Config, p: &mut Problems) {
                     }
                 }
             }
-            ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Anthropic => {
                 if pr.mock.is_some() {
                     p.add(
                         format!("{path}.mock"),

@@ -216,6 +216,13 @@ impl AiRequest {
     /// The body to send upstream: `model` replaced by the deployment's model name and, for
     /// streams, `stream_options.include_usage` forced on so usage can be accounted. When
     /// neither changes anything, the received bytes themselves.
+    /// The whole body as a JSON tree (for providers whose API differs and need a
+    /// translation; OpenAI-style upstreams get [`Self::upstream_body`]).
+    pub fn json(&self) -> Result<serde_json::Value, GatewayError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}"), None))
+    }
+
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
         let force_usage =
             self.stream && self.endpoint != Endpoint::Embeddings && !self.client_wants_usage;

@@ -103,7 +103,8 @@ pub async fn serve(
             let (response, deployment) =
                 upstream::call(state, rt, route, &req, ctx, &subject).await?;
             let key = deployment.api_key.as_ref().map(|k| k.expose());
-            stream::relay(state, session, ctx, &req, response, key).await;
+            let kind = deployment.provider.kind;
+            stream::relay(state, session, ctx, &req, response, key, kind).await;
         }
     }
     Ok(())

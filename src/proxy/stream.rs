@@ -9,8 +9,9 @@
 
 use super::body::AiRequest;
 use super::{respond, RequestCtx, Usage};
+use crate::config::schema::ProviderKind;
 use crate::errors::openai_error_body;
-use crate::providers::{UpstreamErrorKind, UpstreamResponse};
+use crate::providers::{anthropic, UpstreamErrorKind, UpstreamResponse};
 use crate::state::GatewayState;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
@@ -19,7 +20,8 @@ use serde_json::Value;
 /// Largest non-streaming upstream body the gateway will relay.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Relay `resp`. `key` is the provider key used, scrubbed from any upstream error message.
+/// Relay `resp`. `key` is the provider key used, scrubbed from any upstream error message;
+/// `kind` says which API the answer speaks (Anthropic answers are translated).
 pub async fn relay(
     state: &GatewayState,
     session: &mut Session,
@@ -27,12 +29,24 @@ pub async fn relay(
     req: &AiRequest,
     resp: UpstreamResponse,
     key: Option<&str>,
+    kind: ProviderKind,
 ) {
+    let anthropic = kind == ProviderKind::Anthropic;
     if resp.status == 200 && req.stream && resp.is_event_stream() {
-        relay_events(state, session, ctx, req, resp).await
+        let translator = anthropic.then(|| {
+            let model = ctx.model.as_deref().unwrap_or(&req.model);
+            anthropic::StreamTranslator::new(model, unix_now())
+        });
+        relay_events(state, session, ctx, req, resp, translator).await
     } else {
-        relay_whole(state, session, ctx, resp, key).await
+        relay_whole(state, session, ctx, resp, key, anthropic).await
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 async fn relay_whole(
@@ -41,6 +55,7 @@ async fn relay_whole(
     ctx: &mut RequestCtx,
     mut resp: UpstreamResponse,
     key: Option<&str>,
+    anthropic: bool,
 ) {
     let body = match resp.body.read_all(MAX_RESPONSE_BYTES).await {
         Ok(b) => b,
@@ -51,8 +66,28 @@ async fn relay_whole(
             return;
         }
     };
-    let status = resp.status;
-    let (content_type, body) = if status >= 400 {
+    let mut status = resp.status;
+    let (content_type, body) = if anthropic {
+        if status >= 400 {
+            let (s, b) = anthropic::error(status, &body);
+            status = s;
+            ("application/json".to_string(), b)
+        } else {
+            let model = ctx.model.as_deref().unwrap_or("unknown");
+            let translated = match serde_json::from_slice::<Value>(&body) {
+                Ok(m) => anthropic::response(&m, model, unix_now()),
+                Err(_) => {
+                    count_error(state, ctx, UpstreamErrorKind::Protocol);
+                    let e = crate::errors::GatewayError::UpstreamProtocol("not a Message".into());
+                    respond::error(session, ctx, &e).await;
+                    return;
+                }
+            };
+            let b = Bytes::from(translated.to_string());
+            ctx.usage = usage_of(&b);
+            ("application/json".to_string(), b)
+        }
+    } else if status >= 400 {
         (
             "application/json".to_string(),
             normalise_error(status, &body, key),
@@ -80,6 +115,7 @@ async fn relay_events(
     ctx: &mut RequestCtx,
     req: &AiRequest,
     mut resp: UpstreamResponse,
+    mut translator: Option<anthropic::StreamTranslator>,
 ) {
     ctx.status = 200;
     let mut h = respond::header(200, "text/event-stream", ctx);
@@ -108,15 +144,32 @@ async fn relay_events(
         };
         events.push(&chunk);
         let mut out = BytesMut::with_capacity(chunk.len());
-        while let Some(event) = events.next_event() {
-            match inspect(&event, req.client_wants_usage, &mut ctx.usage) {
-                Action::Forward => out.extend_from_slice(&event),
-                Action::Drop => {}
-                Action::Done => {
-                    out.extend_from_slice(&event);
-                    done = true;
-                    break;
+        while let Some(upstream_event) = events.next_event() {
+            // Anthropic events become OpenAI ones (none, one or several).
+            let translated = match translator.as_mut() {
+                None => vec![upstream_event],
+                Some(t) => {
+                    let data = event_data(&upstream_event)
+                        .and_then(|d| serde_json::from_slice::<Value>(&d).ok());
+                    let out = data.map(|d| t.event(&d)).unwrap_or_default();
+                    if t.ended && !out.iter().any(|e| e.starts_with(b"data: [DONE]")) {
+                        done = true; // an error event: it is the last thing sent
+                    }
+                    out
                 }
+            };
+            for event in translated {
+                match inspect(&event, req.client_wants_usage, &mut ctx.usage) {
+                    Action::Forward => out.extend_from_slice(&event),
+                    Action::Drop => {}
+                    Action::Done => {
+                        out.extend_from_slice(&event);
+                        done = true;
+                    }
+                }
+            }
+            if done {
+                break;
             }
         }
         if !out.is_empty()

@@ -3,16 +3,58 @@
 //! answer: the first success, or the last failure.
 
 use super::admit::{self, Refused};
-use super::body::AiRequest;
+use super::body::{AiRequest, Endpoint};
 use super::RequestCtx;
 use crate::config::runtime::{Deployment, ModelRoute, Target};
+use crate::config::schema::ProviderKind;
 use crate::config::Runtime;
 use crate::errors::GatewayError;
 use crate::limits::admission::{Budget, Rejection};
+use crate::providers::anthropic;
 use crate::providers::http::{HttpCall, Timeouts};
 use crate::providers::{UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
 use crate::state::GatewayState;
+use bytes::Bytes;
 use std::time::Instant;
+
+/// What is sent upstream: the path after the base URL, auth headers and the body.
+struct Outgoing {
+    path: &'static str,
+    auth: Vec<(String, String)>,
+    body: Bytes,
+}
+
+/// Build a deployment's request: the received body with `model` replaced, or for
+/// Anthropic the body translated to the Messages API. A body that cannot be translated is
+/// the client's error (400), not a reason to fail over.
+fn outgoing(rt: &Runtime, d: &Deployment, req: &AiRequest) -> Result<Outgoing, GatewayError> {
+    let key = d.api_key.as_ref().map(|k| k.expose());
+    if d.provider.kind == ProviderKind::Anthropic {
+        let body =
+            anthropic::request(&req.json()?, &d.model, rt.config.routing.default_max_tokens)?;
+        let mut auth = Vec::new();
+        if let Some(k) = key {
+            auth.push(("x-api-key".into(), k.to_string()));
+        }
+        return Ok(Outgoing {
+            path: "/messages",
+            auth,
+            body: Bytes::from(body.to_string()),
+        });
+    }
+    Ok(Outgoing {
+        path: req.endpoint.path(),
+        auth: key
+            .map(|k| vec![("authorization".to_string(), format!("Bearer {k}"))])
+            .unwrap_or_default(),
+        body: req.upstream_body(&d.model),
+    })
+}
+
+/// Whether a deployment's provider has the request's endpoint.
+pub fn serves(d: &Deployment, endpoint: Endpoint) -> bool {
+    d.provider.kind != ProviderKind::Anthropic || endpoint == Endpoint::ChatCompletions
+}
 
 /// Carry out one deployment's request.
 async fn attempt(
@@ -20,6 +62,7 @@ async fn attempt(
     rt: &Runtime,
     d: &Deployment,
     req: &AiRequest,
+    out: Outgoing,
 ) -> Result<UpstreamResponse, UpstreamFailure> {
     match &d.provider.target {
         Target::Mock(mock) => Ok(mock.call(req, &d.model).await),
@@ -36,8 +79,13 @@ async fn attempt(
                 "user-agent".into(),
                 concat!("ai-rate-limiter/", env!("CARGO_PKG_VERSION")).into(),
             ));
-            if let Some(key) = &d.api_key {
-                h.push(("authorization".into(), format!("Bearer {}", key.expose())));
+            h.extend(out.auth);
+            if d.provider.kind == ProviderKind::Anthropic
+                && !headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("anthropic-version"))
+            {
+                h.push(("anthropic-version".into(), anthropic::API_VERSION.into()));
             }
             h.extend(headers.iter().cloned());
             let u = &rt.config.upstream;
@@ -45,9 +93,9 @@ async fn attempt(
                 .http
                 .send(HttpCall {
                     base,
-                    path: req.endpoint.path(),
+                    path: out.path,
                     headers: h,
-                    body: req.upstream_body(&d.model),
+                    body: out.body,
                     timeouts: Timeouts {
                         connect: u.connect_timeout,
                         read: u.read_timeout,
@@ -82,7 +130,20 @@ pub async fn call<'r>(
     subject: &admit::Subject,
 ) -> Result<(UpstreamResponse, &'r Deployment), GatewayError> {
     let routing = &rt.config.routing;
-    let candidates: Vec<&Deployment> = route.attempts(routing.strategy, u32::MAX).collect();
+    let candidates: Vec<&Deployment> = route
+        .attempts(routing.strategy, u32::MAX)
+        .filter(|d| serves(d, req.endpoint))
+        .collect();
+    if candidates.is_empty() {
+        return Err(GatewayError::bad_request(
+            format!(
+                "The model `{}` does not support /v1{}.",
+                route.name,
+                req.endpoint.path()
+            ),
+            Some("model"),
+        ));
+    }
     let mut next = 0;
     let mut failures = 0u32;
     let mut slept = 0u64;
@@ -155,7 +216,8 @@ pub async fn call<'r>(
         ctx.attempts += 1;
         ctx.provider = Some(d.provider.name.clone());
         let sent = Instant::now();
-        let failure = match attempt(state, rt, d, req).await {
+        let out = outgoing(rt, d, req)?;
+        let failure = match attempt(state, rt, d, req, out).await {
             Ok(resp) => {
                 if let Some(left) = resp.exhausted_for {
                     // The provider says this key has nothing left until its reset.

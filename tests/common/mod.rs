@@ -2,6 +2,7 @@
 //! to a temp dir, waits until it is ready, and stops it (SIGTERM, then SIGKILL) on drop.
 #![allow(dead_code)]
 
+pub mod anthropic;
 pub mod redis;
 pub mod upstream;
 
