@@ -3,6 +3,7 @@
 
 mod common;
 use common::anthropic::AnthropicUpstream;
+use common::azure::AzureUpstream;
 use common::*;
 use serde_json::{json, Value};
 
@@ -222,4 +223,86 @@ fn anthropic_errors_map_to_openai_errors() {
     );
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["param"], "n");
+}
+
+fn azure_gateway(up: &AzureUpstream) -> Gw {
+    Gw::start(&format!(
+        r#"
+server: {{threads: 2}}
+consumers: [{{name: c, keys: ["{KEY}"]}}]
+providers:
+  - {{name: azure-classic, kind: azure, base_url: "{base}", api_key: "{AZURE_KEY}", api_version: "{version}"}}
+  - {{name: azure-v1, kind: azure, base_url: "{base}", api_key: "{AZURE_KEY}"}}
+models:
+  - {{name: gpt-4o, deployments: [{{provider: azure-classic, model: gpt-4o-prod}}]}}
+  - {{name: gpt-4o-v1, deployments: [{{provider: azure-v1, model: gpt-4o-prod}}]}}
+  - {{name: embed, deployments: [{{provider: azure-classic, model: embed-prod}}]}}
+  - {{name: busy, deployments: [{{provider: azure-classic, model: throttled}}]}}
+  - {{name: gone, deployments: [{{provider: azure-v1, model: missing}}]}}
+"#,
+        base = up.base_url(),
+        version = common::azure::API_VERSION
+    ))
+}
+
+const AZURE_KEY: &str = "azure-fixture-key-456";
+
+#[test]
+fn azure_both_url_schemes_and_error_shapes() {
+    let up = AzureUpstream::start(AZURE_KEY);
+    let gw = azure_gateway(&up);
+    let msg = json!([{"role": "user", "content": "Hi"}]);
+    for model in ["gpt-4o", "gpt-4o-v1"] {
+        let r = chat(&gw, json!({"model": model, "messages": msg}));
+        assert_eq!(r.status, 200, "{model}: {}", r.body);
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            "Hi from Azure"
+        );
+        let r = chat(
+            &gw,
+            json!({"model": model, "stream": true, "messages": msg}),
+        );
+        let text: String = sse_data(&r.body)
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(text, "Hi from Azure");
+        assert!(
+            !r.body.contains("\"usage\""),
+            "usage chunk dropped unless asked"
+        );
+    }
+    let targets = up.targets();
+    assert_eq!(
+        targets[0],
+        format!(
+            "/openai/deployments/gpt-4o-prod/chat/completions?api-version={}",
+            common::azure::API_VERSION
+        )
+    );
+    assert_eq!(targets[2], "/openai/v1/chat/completions");
+    let r = post(
+        &gw.url("/v1/embeddings"),
+        Some(KEY),
+        &json!({"model": "embed", "input": "x"}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["data"][0]["embedding"], json!([0.25, -0.5]));
+    // Azure's error shapes become OpenAI's.
+    let r = chat(&gw, json!({"model": "busy", "messages": msg}));
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("33"));
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], "429");
+    assert!(e["type"].is_string() && e.get("param").is_some());
+    let r = chat(&gw, json!({"model": "gone", "messages": msg}));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "DeploymentNotFound");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
 }

@@ -29,6 +29,8 @@ pub struct Provider {
     pub name: Arc<str>,
     pub kind: ProviderKind,
     pub target: Target,
+    /// Azure: the classic API's `api-version` (unset: the `/openai/v1` API).
+    pub api_version: Option<String>,
 }
 
 /// One enabled deployment of a model.
@@ -130,6 +132,7 @@ impl Runtime {
                         name: p.name.as_str().into(),
                         kind: p.kind,
                         target,
+                        api_version: p.api_version.clone(),
                     }),
                 )
             })

@@ -139,6 +139,10 @@ pub enum ProviderKind {
     /// Anthropic's Messages API (api.anthropic.com by default): chat requests are
     /// translated both ways.
     Anthropic,
+    /// Azure OpenAI: `base_url` is the resource (`https://NAME.openai.azure.com`); with
+    /// `api_version` the classic deployment URLs, without it the `/openai/v1` API. The key
+    /// goes in the `api-key` header; a deployment's `model` is the Azure deployment name.
+    Azure,
     /// Answers inside the gateway, no upstream.
     Mock,
 }
@@ -149,6 +153,7 @@ impl ProviderKind {
             ProviderKind::Openai => "openai",
             ProviderKind::OpenaiCompatible => "openai-compatible",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Azure => "azure",
             ProviderKind::Mock => "mock",
         }
     }
@@ -169,6 +174,10 @@ pub struct ProviderConfig {
     /// Extra headers sent upstream (e.g. `OpenAI-Organization`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Azure: `api-version` of the classic deployment URLs (e.g. `2024-10-21`); unset uses
+    /// the `/openai/v1` API.
+    #[serde(default)]
+    pub api_version: Option<String>,
     /// Behaviour of a `mock` provider.
     #[serde(default)]
     pub mock: Option<MockConfig>,

@@ -263,7 +263,10 @@ fn providers(c: &Config, p: &mut Problems) {
                     }
                 }
             }
-            ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Anthropic => {
+            ProviderKind::Openai
+            | ProviderKind::OpenaiCompatible
+            | ProviderKind::Anthropic
+            | ProviderKind::Azure => {
                 if pr.mock.is_some() {
                     p.add(
                         format!("{path}.mock"),
@@ -271,9 +274,9 @@ fn providers(c: &Config, p: &mut Problems) {
                     );
                 }
                 match (&pr.base_url, pr.kind) {
-                    (None, ProviderKind::OpenaiCompatible) => p.add(
+                    (None, ProviderKind::OpenaiCompatible | ProviderKind::Azure) => p.add(
                         format!("{path}.base_url"),
-                        "required for kind openai-compatible",
+                        format!("required for kind {}", pr.kind.as_str()),
                     ),
                     (Some(url), _) => {
                         if let Err(e) = crate::providers::http::BaseUrl::parse(url) {
@@ -283,6 +286,20 @@ fn providers(c: &Config, p: &mut Problems) {
                     _ => {}
                 }
             }
+        }
+        if pr.api_version.is_some() && pr.kind != ProviderKind::Azure {
+            p.add(
+                format!("{path}.api_version"),
+                "only an azure provider takes api_version",
+            );
+        }
+        if pr.api_version.as_deref().is_some_and(|v| {
+            v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        }) {
+            p.add(format!("{path}.api_version"), "must look like 2024-10-21");
         }
         for name in pr.headers.keys() {
             let lower = name.to_ascii_lowercase();

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 /// What is sent upstream: the path after the base URL, auth headers and the body.
 struct Outgoing {
-    path: &'static str,
+    path: String,
     auth: Vec<(String, String)>,
     body: Bytes,
 }
@@ -37,19 +37,51 @@ fn outgoing(rt: &Runtime, d: &Deployment, req: &AiRequest) -> Result<Outgoing, G
             auth.push(("x-api-key".into(), k.to_string()));
         }
         return Ok(Outgoing {
-            path: "/messages",
+            path: "/messages".into(),
             auth,
             body: Bytes::from(body.to_string()),
         });
     }
+    if d.provider.kind == ProviderKind::Azure {
+        let path = match &d.provider.api_version {
+            // Classic: the deployment in the path picks the model.
+            Some(v) => format!(
+                "/openai/deployments/{}{}?api-version={v}",
+                percent_encoding::utf8_percent_encode(&d.model, PATH_SEGMENT),
+                req.endpoint.path()
+            ),
+            None => format!("/openai/v1{}", req.endpoint.path()),
+        };
+        return Ok(Outgoing {
+            path,
+            auth: key
+                .map(|k| vec![("api-key".to_string(), k.to_string())])
+                .unwrap_or_default(),
+            body: req.upstream_body(&d.model),
+        });
+    }
     Ok(Outgoing {
-        path: req.endpoint.path(),
+        path: req.endpoint.path().into(),
         auth: key
             .map(|k| vec![("authorization".to_string(), format!("Bearer {k}"))])
             .unwrap_or_default(),
         body: req.upstream_body(&d.model),
     })
 }
+
+/// Characters escaped in a URL path segment (an Azure deployment name).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
 
 /// Whether a deployment's provider has the request's endpoint.
 pub fn serves(d: &Deployment, endpoint: Endpoint) -> bool {
@@ -93,7 +125,7 @@ async fn attempt(
                 .http
                 .send(HttpCall {
                     base,
-                    path: out.path,
+                    path: &out.path,
                     headers: h,
                     body: out.body,
                     timeouts: Timeouts {

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod anthropic;
+pub mod azure;
+pub mod fixture_server;
 pub mod redis;
 pub mod upstream;
 
