@@ -27,6 +27,9 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// `gateway_limit_queue_wait_seconds{scope,outcome}`: how long queued requests waited.
     pub queue_wait: HistogramVec,
+    /// `gateway_provider_ratelimit_remaining{provider,model,budget}`: the headroom the
+    /// provider last reported for the key behind a model.
+    pub provider_remaining: prometheus::GaugeVec,
 }
 
 /// Outcomes of a limit decision.
@@ -158,6 +161,14 @@ impl Metrics {
             &["scope", "outcome"],
         )
         .expect("valid metric");
+        let provider_remaining = prometheus::GaugeVec::new(
+            Opts::new(
+                "gateway_provider_ratelimit_remaining",
+                "Requests or tokens the provider last reported left for the key behind a model (x-ratelimit-remaining-*, anthropic-ratelimit-*-remaining).",
+            ),
+            &["provider", "model", "budget"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("gateway_build_info", "Version of the running gateway."),
             &["version"],
@@ -182,6 +193,7 @@ impl Metrics {
             Box::new(redis.degraded.clone()),
             Box::new(queue_depth.clone()),
             Box::new(queue_wait.clone()),
+            Box::new(provider_remaining.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric registered once");
@@ -218,6 +230,7 @@ impl Metrics {
             redis,
             queue_depth,
             queue_wait,
+            provider_remaining,
         }
     }
 

@@ -4,6 +4,7 @@
 mod common;
 use common::anthropic::AnthropicUpstream;
 use common::azure::AzureUpstream;
+use common::deepseek::DeepSeekUpstream;
 use common::*;
 use serde_json::{json, Value};
 
@@ -305,4 +306,67 @@ fn azure_both_url_schemes_and_error_shapes() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "DeploymentNotFound");
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+}
+
+#[test]
+fn deepseek_keep_alives_blank_lines_402_and_422() {
+    let up = DeepSeekUpstream::start();
+    let gw = Gw::start(&format!(
+        r#"
+server: {{threads: 2}}
+consumers: [{{name: c, keys: ["{KEY}"]}}]
+routing: {{strategy: ordered}}
+providers:
+  - {{name: ds-broke, kind: openai-compatible, base_url: "{base}", api_key: sk-ds-broke}}
+  - {{name: ds, kind: openai-compatible, base_url: "{base}", api_key: sk-ds-ok}}
+models:
+  - {{name: deepseek-v4-flash, deployments: [{{provider: ds-broke}}, {{provider: ds}}]}}
+  - {{name: bad, deployments: [{{provider: ds}}]}}
+"#,
+        base = up.base_url()
+    ));
+    let msg = json!([{"role": "user", "content": "Hi"}]);
+    // 402 on the first key: fail over to the next, and leave the broke key alone.
+    let r = chat(&gw, json!({"model": "deepseek-v4-flash", "messages": msg}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.starts_with('{'),
+        "blank keep-alive lines are not passed on"
+    );
+    let c = r.json();
+    assert_eq!(c["choices"][0]["message"]["content"], "Hello from DeepSeek");
+    assert_eq!(c["choices"][0]["message"]["reasoning_content"], "Thinking.");
+    assert_eq!(
+        gw.metric("gateway_upstream_errors_total", &[("kind", "no_credit")]),
+        1.0
+    );
+    let r = chat(
+        &gw,
+        json!({"model": "deepseek-v4-flash", "stream": true, "stream_options": {"include_usage": true}, "messages": msg}),
+    );
+    let data = sse_data(&r.body);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let text: String = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, "Hello from DeepSeek");
+    assert!(r.body.contains("prompt_cache_hit_tokens"));
+    assert_eq!(
+        up.keys(),
+        vec!["Bearer sk-ds-broke", "Bearer sk-ds-ok", "Bearer sk-ds-ok"],
+        "the key without credit cools down"
+    );
+    // 422 is the client's error: passed on in OpenAI shape, no failover.
+    let r = chat(&gw, json!({"model": "bad", "messages": msg}));
+    assert_eq!(r.status, 422);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown variant"));
 }

@@ -186,7 +186,7 @@ impl HttpClient {
                         status: header.status.as_u16(),
                         content_type: get("content-type"),
                         retry_after: get("retry-after"),
-                        exhausted_for: super::signals::exhausted_for(get),
+                        signals: super::signals::read(get),
                         body: UpstreamBody::Http(HttpBody {
                             session: Some(session),
                             client: self.clone(),

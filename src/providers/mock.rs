@@ -208,7 +208,7 @@ impl MockProvider {
             status: 200,
             content_type: Some("text/event-stream".into()),
             retry_after: None,
-            exhausted_for: None,
+            signals: Default::default(),
             body: UpstreamBody::Mock(MockStream {
                 frames,
                 next: 0,
@@ -304,7 +304,7 @@ fn failure(status: u16, retry_after: Option<u64>) -> UpstreamResponse {
         status,
         content_type: Some("application/json".into()),
         retry_after: retry_after.map(|s| s.to_string()),
-        exhausted_for: None,
+        signals: Default::default(),
         body: UpstreamBody::Full(Some(crate::errors::openai_error_body(
             message, etype, None, code,
         ))),
@@ -316,7 +316,7 @@ fn json_response(v: Value) -> UpstreamResponse {
         status: 200,
         content_type: Some("application/json".into()),
         retry_after: None,
-        exhausted_for: None,
+        signals: Default::default(),
         body: UpstreamBody::Full(Some(Bytes::from(v.to_string()))),
     }
 }

@@ -22,6 +22,8 @@ pub enum UpstreamErrorKind {
     Timeout,
     Status429,
     Status5xx,
+    /// 402: the key has no credit left (DeepSeek).
+    NoCredit,
     StreamCut,
     Protocol,
 }
@@ -33,6 +35,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Timeout => "timeout",
             UpstreamErrorKind::Status429 => "status_429",
             UpstreamErrorKind::Status5xx => "status_5xx",
+            UpstreamErrorKind::NoCredit => "no_credit",
             UpstreamErrorKind::StreamCut => "stream_cut",
             UpstreamErrorKind::Protocol => "protocol",
         }
@@ -60,8 +63,8 @@ pub struct UpstreamResponse {
     pub status: u16,
     pub content_type: Option<String>,
     pub retry_after: Option<String>,
-    /// The provider reports this key has no requests or tokens left for this long.
-    pub exhausted_for: Option<std::time::Duration>,
+    /// What the provider's rate-limit headers say about the key.
+    pub signals: signals::Signals,
     pub body: UpstreamBody,
 }
 

@@ -1,22 +1,58 @@
-//! Rate-limit signals from providers. OpenAI-style upstreams report each key's headroom in
-//! `x-ratelimit-remaining-{requests,tokens}` with `x-ratelimit-reset-*` as Go durations;
-//! a key that reports nothing left is given a cool-down until its reset, so routing moves
-//! to keys with headroom before the provider starts answering 429.
+//! Rate-limit signals from providers: each key's headroom as the provider reports it.
+//!
+//! - OpenAI and compatible upstreams: `x-ratelimit-remaining-{requests,tokens}`, with
+//!   `x-ratelimit-reset-*` as Go durations (`6m0s`).
+//! - Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-remaining`,
+//!   with `…-reset` as an RFC 3339 time.
+//!
+//! A key that reports nothing left is given a cool-down until its reset, so routing moves to
+//! keys with headroom before the provider starts answering 429; the remaining numbers are
+//! exported as metrics. These headers are never passed on to clients.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-/// How long the key has nothing left, from the response's rate-limit headers.
-pub fn exhausted_for(get: impl Fn(&str) -> Option<String>) -> Option<Duration> {
-    ["requests", "tokens"]
-        .iter()
-        .filter_map(|b| {
-            let remaining = get(&format!("x-ratelimit-remaining-{b}"))?;
-            if remaining.trim().parse::<f64>().ok()? > 0.0 {
-                return None;
-            }
-            parse_go_duration(&get(&format!("x-ratelimit-reset-{b}"))?)
-        })
-        .max()
+/// What one response says about its key.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Signals {
+    /// The key has nothing left for this long.
+    pub exhausted_for: Option<Duration>,
+    pub remaining_requests: Option<f64>,
+    pub remaining_tokens: Option<f64>,
+}
+
+/// Read the signals of a response's headers (`get` looks a header up by name).
+pub fn read(get: impl Fn(&str) -> Option<String>) -> Signals {
+    let number = |name: &str| get(name).and_then(|v| v.trim().parse::<f64>().ok());
+    let mut s = Signals::default();
+    let mut exhausted = |remaining: Option<f64>, reset: Option<Duration>| {
+        if remaining.is_some_and(|r| r <= 0.0) {
+            s.exhausted_for = s.exhausted_for.max(reset);
+        }
+    };
+    for b in ["requests", "tokens"] {
+        let r = number(&format!("x-ratelimit-remaining-{b}"));
+        let reset = get(&format!("x-ratelimit-reset-{b}")).and_then(|v| parse_go_duration(&v));
+        exhausted(r, reset);
+    }
+    for b in ["requests", "tokens", "input-tokens", "output-tokens"] {
+        let r = number(&format!("anthropic-ratelimit-{b}-remaining"));
+        let reset = get(&format!("anthropic-ratelimit-{b}-reset")).and_then(|v| until_rfc3339(&v));
+        exhausted(r, reset);
+    }
+    s.remaining_requests = number("x-ratelimit-remaining-requests")
+        .or_else(|| number("anthropic-ratelimit-requests-remaining"));
+    s.remaining_tokens = number("x-ratelimit-remaining-tokens")
+        .or_else(|| number("anthropic-ratelimit-tokens-remaining"));
+    s
+}
+
+/// Time from now until an RFC 3339 instant (zero if it has passed).
+fn until_rfc3339(v: &str) -> Option<Duration> {
+    let at = humantime::parse_rfc3339_weak(v.trim()).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Parse a Go duration such as `6ms`, `1s`, `17.28s`, `1m0.052s`, `2h0m0s`.
@@ -78,13 +114,30 @@ mod tests {
             ("x-ratelimit-remaining-requests", "3"),
             ("x-ratelimit-reset-requests", "1s"),
         ]);
-        assert_eq!(exhausted_for(left), None);
+        assert_eq!(read(left).exhausted_for, None);
+        assert_eq!(read(left).remaining_requests, Some(3.0));
         let none = headers(&[
             ("x-ratelimit-remaining-requests", "0"),
             ("x-ratelimit-reset-requests", "20ms"),
             ("x-ratelimit-remaining-tokens", "0"),
             ("x-ratelimit-reset-tokens", "6m0s"),
         ]);
-        assert_eq!(exhausted_for(none), Some(Duration::from_secs(360)));
+        assert_eq!(read(none).exhausted_for, Some(Duration::from_secs(360)));
+        let anthropic = headers(&[
+            ("anthropic-ratelimit-tokens-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", "2099-01-01T00:00:00Z"),
+            ("anthropic-ratelimit-requests-remaining", "42"),
+        ]);
+        let s = read(anthropic);
+        assert!(s.exhausted_for.unwrap() > Duration::from_secs(86_400 * 365));
+        assert_eq!(
+            (s.remaining_requests, s.remaining_tokens),
+            (Some(42.0), Some(0.0))
+        );
+        let past = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2001-01-01T00:00:00Z"),
+        ]);
+        assert_eq!(read(past).exhausted_for, Some(Duration::ZERO));
     }
 }

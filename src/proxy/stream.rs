@@ -93,6 +93,12 @@ async fn relay_whole(
             normalise_error(status, &body, key),
         )
     } else {
+        // DeepSeek keeps slow requests alive with blank lines before the JSON.
+        let start = body
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(body.len());
+        let body = body.slice(start..);
         ctx.usage = usage_of(&body);
         (
             resp.content_type

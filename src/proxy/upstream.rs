@@ -12,6 +12,7 @@ use crate::errors::GatewayError;
 use crate::limits::admission::{Budget, Rejection};
 use crate::providers::anthropic;
 use crate::providers::http::{HttpCall, Timeouts};
+use crate::providers::signals::Signals;
 use crate::providers::{UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
 use crate::state::GatewayState;
 use bytes::Bytes;
@@ -251,11 +252,7 @@ pub async fn call<'r>(
         let out = outgoing(rt, d, req)?;
         let failure = match attempt(state, rt, d, req, out).await {
             Ok(resp) => {
-                if let Some(left) = resp.exhausted_for {
-                    // The provider says this key has nothing left until its reset.
-                    let left = left.min(std::time::Duration::from_secs(60));
-                    state.cooldowns.start(&d.id, left);
-                }
+                observe_signals(state, route, d, &resp.signals);
                 let ttfb = sent.elapsed();
                 ctx.upstream_ttfb = Some(ttfb);
                 state
@@ -278,6 +275,13 @@ pub async fn call<'r>(
                             .cooldowns
                             .start(&d.id, std::time::Duration::from_secs_f64(secs));
                         UpstreamErrorKind::Status429
+                    }
+                    402 => {
+                        // Out of credit (DeepSeek): another key may still have some.
+                        state
+                            .cooldowns
+                            .start(&d.id, std::time::Duration::from_secs(60));
+                        UpstreamErrorKind::NoCredit
                     }
                     500..=599 => UpstreamErrorKind::Status5xx,
                     _ => return Ok((resp, d)),
@@ -320,6 +324,28 @@ pub async fn call<'r>(
         (None, Some(r)) => admit::all_deployments_limited(route, r),
         (None, None) => GatewayError::NoDeployment(route.name.to_string()),
     })
+}
+
+/// Take in what the provider says about the key: a cool-down when it has nothing left
+/// (until its reset, at most 60 s), and its remaining headroom as metrics.
+fn observe_signals(state: &GatewayState, route: &ModelRoute, d: &Deployment, s: &Signals) {
+    if let Some(left) = s.exhausted_for {
+        state
+            .cooldowns
+            .start(&d.id, left.min(std::time::Duration::from_secs(60)));
+    }
+    for (budget, v) in [
+        ("requests", s.remaining_requests),
+        ("tokens", s.remaining_tokens),
+    ] {
+        if let Some(v) = v {
+            state
+                .metrics
+                .provider_remaining
+                .with_label_values(&[&*d.provider.name, &*route.name, budget])
+                .set(v);
+        }
+    }
 }
 
 fn record(state: &GatewayState, d: &Deployment, kind: UpstreamErrorKind) {

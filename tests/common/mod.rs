@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod deepseek;
 pub mod fixture_server;
 pub mod redis;
 pub mod upstream;
