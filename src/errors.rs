@@ -170,6 +170,24 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// The body in Anthropic's shape, for clients of `/v1/messages`:
+    /// `{"type":"error","error":{"type","message"}}`.
+    pub fn anthropic_body(&self) -> Bytes {
+        let etype = match self.status() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            503 => "overloaded_error",
+            _ => "api_error",
+        };
+        crate::providers::anthropic::error_body(etype, &self.to_string())
+    }
+}
+
 /// `{"error":{"message","type","param","code"}}` as bytes.
 pub fn openai_error_body(
     message: &str,

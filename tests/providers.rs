@@ -370,3 +370,74 @@ models:
         .unwrap()
         .contains("unknown variant"));
 }
+
+fn messages(gw: &Gw, key: &str, body: Value) -> Resp {
+    let sent = agent()
+        .post(&gw.url("/v1/messages"))
+        .set("x-api-key", key)
+        .set("anthropic-version", "2023-06-01")
+        .set("content-type", "application/json")
+        .send_string(&body.to_string());
+    let r = match sent {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let status = r.status();
+    let headers = r
+        .headers_names()
+        .into_iter()
+        .map(|n| (n.clone(), r.header(&n).unwrap_or("").to_string()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: r.into_string().unwrap(),
+    }
+}
+
+#[test]
+fn native_messages_pass_through_with_limits_and_accounting() {
+    let up = AnthropicUpstream::start(ANTHROPIC_KEY);
+    let gw = anthropic_gateway(&up);
+    let body = json!({"model": "claude-text", "max_tokens": 50, "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Hi"}]});
+    let r = messages(&gw, KEY, body.clone());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = r.json();
+    assert_eq!(m["type"], "message");
+    assert_eq!(m["content"][0]["text"], "Hello! How can I help?");
+    let (headers, sent) = up.last();
+    assert_eq!(sent, body, "passed through unchanged");
+    let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    assert_eq!(
+        h("x-api-key").as_deref(),
+        Some(ANTHROPIC_KEY),
+        "the provider key, not the client's"
+    );
+    // Streams pass through event by event; usage is accounted from message_start/delta.
+    let mut stream = body.clone();
+    stream["stream"] = json!(true);
+    let r = messages(&gw, KEY, stream);
+    assert!(r.body.starts_with("event: message_start"), "{}", r.body);
+    assert!(r.body.contains("event: message_stop"));
+    assert_eq!(
+        gw.wait_metric(
+            "gateway_tokens_total",
+            &[("model", "claude-text"), ("kind", "completion")],
+            24.0
+        ),
+        24.0,
+        "9 from the message + 15 from the stream"
+    );
+    // The gateway's own errors come in Anthropic's shape for these clients.
+    let r = messages(&gw, "sk-wrong", body.clone());
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+    // Upstream errors are passed through as Anthropic sent them.
+    let mut over = body;
+    over["model"] = json!("claude-overloaded");
+    let r = messages(&gw, KEY, over);
+    assert_eq!(r.status, 529);
+    assert_eq!(r.json()["error"]["type"], "overloaded_error");
+}

@@ -198,12 +198,26 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
     }
 }
 
+/// Prompt and completion tokens of an Anthropic `usage` (cache reads and writes count as
+/// prompt tokens).
+pub fn tokens(u: &Value) -> (u64, u64) {
+    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    (
+        n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens"),
+        n("output_tokens"),
+    )
+}
+
+/// An Anthropic error body: `{"type":"error","error":{"type","message"}}`.
+pub fn error_body(etype: &str, message: &str) -> Bytes {
+    Bytes::from(json!({"type": "error", "error": {"type": etype, "message": message}}).to_string())
+}
+
 /// Anthropic usage → OpenAI usage: cache reads and writes count as prompt tokens.
 fn usage(u: &Value, output_tokens: Option<u64>) -> Value {
     let n = |k: &str| u[k].as_u64().unwrap_or(0);
-    let prompt =
-        n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens");
-    let completion = output_tokens.unwrap_or_else(|| n("output_tokens"));
+    let (prompt, output) = tokens(u);
+    let completion = output_tokens.unwrap_or(output);
     json!({"prompt_tokens": prompt, "completion_tokens": completion,
            "total_tokens": prompt + completion,
            "prompt_tokens_details": {"cached_tokens": n("cache_read_input_tokens")}})

@@ -94,6 +94,8 @@ impl MockProvider {
             Endpoint::ChatCompletions | Endpoint::Completions => {
                 json_response(self.completion(req, model, &prompt))
             }
+            // Routing sends /v1/messages to Anthropic deployments only.
+            Endpoint::Messages => failure(404, None),
         }
     }
 
@@ -344,7 +346,7 @@ fn rand_id() -> String {
 /// `input` for embeddings, joined by newlines.
 fn prompt_of(req: &AiRequest) -> Prompt {
     let text = match req.endpoint {
-        Endpoint::ChatCompletions => {
+        Endpoint::ChatCompletions | Endpoint::Messages => {
             let messages: Value = req
                 .field("messages")
                 .and_then(|r| serde_json::from_str(r.get()).ok())

@@ -20,6 +20,9 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's native Messages API (`POST /v1/messages`), passed through to Anthropic
+    /// deployments.
+    Messages,
 }
 
 impl Endpoint {
@@ -29,6 +32,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
         }
     }
 }
@@ -162,7 +166,7 @@ impl AiRequest {
 
     fn check_required(&self) -> Result<(), GatewayError> {
         let (name, param) = match self.endpoint {
-            Endpoint::ChatCompletions => ("messages", "messages"),
+            Endpoint::ChatCompletions | Endpoint::Messages => ("messages", "messages"),
             Endpoint::Completions => ("prompt", "prompt"),
             Endpoint::Embeddings => ("input", "input"),
         };
@@ -200,7 +204,7 @@ impl AiRequest {
     /// reserve tokens before the real usage is known. It errs on the high side.
     pub fn prompt_estimate(&self) -> u64 {
         let field = match self.endpoint {
-            Endpoint::ChatCompletions => "messages",
+            Endpoint::ChatCompletions | Endpoint::Messages => "messages",
             Endpoint::Completions => "prompt",
             Endpoint::Embeddings => "input",
         };
@@ -224,8 +228,10 @@ impl AiRequest {
     }
 
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
-        let force_usage =
-            self.stream && self.endpoint != Endpoint::Embeddings && !self.client_wants_usage;
+        // Anthropic always reports usage (and has no `stream_options`).
+        let force_usage = self.stream
+            && !matches!(self.endpoint, Endpoint::Embeddings | Endpoint::Messages)
+            && !self.client_wants_usage;
         if upstream_model == self.model && !force_usage {
             return self.body.clone();
         }

@@ -143,7 +143,13 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
     }
     // Any request body the client is still sending is not wanted: close after answering.
     session.set_keepalive(None);
-    full(session, ctx, h, e.body()).await;
+    // Anthropic's SDKs read their own error shape.
+    let body = if ctx.endpoint == "messages" {
+        e.anthropic_body()
+    } else {
+        e.body()
+    };
+    full(session, ctx, h, body).await;
 }
 
 #[cfg(test)]

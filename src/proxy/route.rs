@@ -34,6 +34,7 @@ impl ApiRoute {
             "/v1/chat/completions" if post => Some(ApiRoute::Ai(Endpoint::ChatCompletions)),
             "/v1/completions" if post => Some(ApiRoute::Ai(Endpoint::Completions)),
             "/v1/embeddings" if post => Some(ApiRoute::Ai(Endpoint::Embeddings)),
+            "/v1/messages" if post => Some(ApiRoute::Ai(Endpoint::Messages)),
             "/v1/models" if get => Some(ApiRoute::ListModels),
             p if get => p
                 .strip_prefix("/v1/models/")
@@ -55,6 +56,7 @@ impl ApiRoute {
             ApiRoute::Ai(Endpoint::ChatCompletions) => "chat_completions",
             ApiRoute::Ai(Endpoint::Completions) => "completions",
             ApiRoute::Ai(Endpoint::Embeddings) => "embeddings",
+            ApiRoute::Ai(Endpoint::Messages) => "messages",
             ApiRoute::ListModels | ApiRoute::GetModel(_) => "models",
         }
     }
@@ -67,10 +69,14 @@ pub async fn serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
-    ctx.consumer = auth::authenticate(session, rt)?;
+    // The endpoint is known before auth so that even a 401 comes in its API's shape.
     let header = session.req_header();
-    let api = ApiRoute::parse(&header.method, header.uri.path())?;
-    ctx.endpoint = api.label();
+    let api = ApiRoute::parse(&header.method, header.uri.path());
+    if let Ok(a) = &api {
+        ctx.endpoint = a.label();
+    }
+    ctx.consumer = auth::authenticate(session, rt)?;
+    let api = api?;
     match api {
         ApiRoute::ListModels => {
             let data: Vec<_> = rt

@@ -7,7 +7,7 @@
 //! - Other answers are read whole (bounded), their usage counted, and upstream errors are
 //!   normalised to the OpenAI error shape.
 
-use super::body::AiRequest;
+use super::body::{AiRequest, Endpoint};
 use super::{respond, RequestCtx, Usage};
 use crate::config::schema::ProviderKind;
 use crate::errors::openai_error_body;
@@ -31,16 +31,138 @@ pub async fn relay(
     key: Option<&str>,
     kind: ProviderKind,
 ) {
-    let anthropic = kind == ProviderKind::Anthropic;
+    let native = req.endpoint == Endpoint::Messages;
+    let anthropic = kind == ProviderKind::Anthropic && !native;
     if resp.status == 200 && req.stream && resp.is_event_stream() {
-        let translator = anthropic.then(|| {
+        let dialect = if native {
+            Dialect::Native
+        } else if anthropic {
             let model = ctx.model.as_deref().unwrap_or(&req.model);
-            anthropic::StreamTranslator::new(model, unix_now())
-        });
-        relay_events(state, session, ctx, req, resp, translator).await
+            Dialect::Translated(anthropic::StreamTranslator::new(model, unix_now()))
+        } else {
+            Dialect::OpenAi
+        };
+        relay_events(state, session, ctx, req, resp, dialect).await
+    } else if native {
+        relay_native(state, session, ctx, resp, key).await
     } else {
         relay_whole(state, session, ctx, resp, key, anthropic).await
     }
+}
+
+/// What an event stream speaks, and how its events reach the client.
+enum Dialect {
+    /// OpenAI events, passed through (usage chunk dropped unless asked).
+    OpenAi,
+    /// Anthropic events translated to OpenAI chunks.
+    Translated(anthropic::StreamTranslator),
+    /// Anthropic events to an Anthropic client (`/v1/messages`), passed through.
+    Native,
+}
+
+impl Dialect {
+    /// The events to send for one upstream event, and whether the stream is complete.
+    fn handle(
+        &mut self,
+        event: Bytes,
+        wants_usage: bool,
+        usage: &mut Option<Usage>,
+    ) -> (Vec<Bytes>, bool) {
+        let translated = match self {
+            Dialect::OpenAi => vec![event],
+            Dialect::Native => {
+                let data =
+                    event_data(&event).and_then(|d| serde_json::from_slice::<Value>(&d).ok());
+                let kind = data.as_ref().and_then(|d| d["type"].as_str()).unwrap_or("");
+                if let Some(d) = &data {
+                    let u = usage.get_or_insert_with(Usage::default);
+                    match kind {
+                        "message_start" => {
+                            u.prompt_tokens = anthropic::tokens(&d["message"]["usage"]).0
+                        }
+                        "message_delta" => u.completion_tokens = anthropic::tokens(&d["usage"]).1,
+                        _ => {}
+                    }
+                }
+                return (vec![event], matches!(kind, "message_stop" | "error"));
+            }
+            Dialect::Translated(t) => {
+                let data =
+                    event_data(&event).and_then(|d| serde_json::from_slice::<Value>(&d).ok());
+                let out = data.map(|d| t.event(&d)).unwrap_or_default();
+                if t.ended && !out.iter().any(|e| e.starts_with(b"data: [DONE]")) {
+                    return (out, true); // an error event: the last thing sent
+                }
+                out
+            }
+        };
+        let mut out = Vec::with_capacity(translated.len());
+        let mut done = false;
+        for e in translated {
+            match inspect(&e, wants_usage, usage) {
+                Action::Forward => out.push(e),
+                Action::Drop => {}
+                Action::Done => {
+                    out.push(e);
+                    done = true;
+                }
+            }
+        }
+        (out, done)
+    }
+
+    /// The event that tells the client the upstream broke off.
+    fn cut(&self, message: &str) -> Bytes {
+        let body = match self {
+            Dialect::Native => anthropic::error_body("api_error", message),
+            _ => openai_error_body(message, "server_error", None, None),
+        };
+        let prefix: &[u8] = match self {
+            Dialect::Native => b"event: error\ndata: ",
+            _ => b"data: ",
+        };
+        Bytes::from([prefix, &body, b"\n\n"].concat())
+    }
+}
+
+/// A whole answer to `/v1/messages`: passed through as Anthropic sent it (errors too, with
+/// the key scrubbed), its usage counted.
+async fn relay_native(
+    state: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut resp: UpstreamResponse,
+    key: Option<&str>,
+) {
+    let body = match resp.body.read_all(MAX_RESPONSE_BYTES).await {
+        Ok(b) => b,
+        Err(f) => {
+            count_error(state, ctx, f.kind);
+            let e = crate::errors::GatewayError::UpstreamProtocol(f.kind.label().into());
+            respond::error(session, ctx, &e).await;
+            return;
+        }
+    };
+    let body = match key.filter(|k| k.len() >= 4) {
+        Some(k) if resp.status >= 400 => {
+            Bytes::from(String::from_utf8_lossy(&body).replace(k, "***"))
+        }
+        _ => body,
+    };
+    if resp.status < 400 {
+        if let Ok(m) = serde_json::from_slice::<Value>(&body) {
+            let (prompt, completion) = anthropic::tokens(&m["usage"]);
+            ctx.usage = Some(Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+            });
+        }
+    }
+    let mut h = respond::header(resp.status, "application/json", ctx);
+    if let Some(r) = &resp.retry_after {
+        let _ = h.insert_header("retry-after", r.as_str());
+    }
+    respond::full(session, ctx, h, body).await;
 }
 
 fn unix_now() -> u64 {
@@ -121,7 +243,7 @@ async fn relay_events(
     ctx: &mut RequestCtx,
     req: &AiRequest,
     mut resp: UpstreamResponse,
-    mut translator: Option<anthropic::StreamTranslator>,
+    mut dialect: Dialect,
 ) {
     ctx.status = 200;
     let mut h = respond::header(200, "text/event-stream", ctx);
@@ -150,31 +272,13 @@ async fn relay_events(
         };
         events.push(&chunk);
         let mut out = BytesMut::with_capacity(chunk.len());
-        while let Some(upstream_event) = events.next_event() {
-            // Anthropic events become OpenAI ones (none, one or several).
-            let translated = match translator.as_mut() {
-                None => vec![upstream_event],
-                Some(t) => {
-                    let data = event_data(&upstream_event)
-                        .and_then(|d| serde_json::from_slice::<Value>(&d).ok());
-                    let out = data.map(|d| t.event(&d)).unwrap_or_default();
-                    if t.ended && !out.iter().any(|e| e.starts_with(b"data: [DONE]")) {
-                        done = true; // an error event: it is the last thing sent
-                    }
-                    out
-                }
-            };
-            for event in translated {
-                match inspect(&event, req.client_wants_usage, &mut ctx.usage) {
-                    Action::Forward => out.extend_from_slice(&event),
-                    Action::Drop => {}
-                    Action::Done => {
-                        out.extend_from_slice(&event);
-                        done = true;
-                    }
-                }
+        while let Some(event) = events.next_event() {
+            let (send, complete) = dialect.handle(event, req.client_wants_usage, &mut ctx.usage);
+            for e in send {
+                out.extend_from_slice(&e);
             }
-            if done {
+            if complete {
+                done = true;
                 break;
             }
         }
@@ -190,16 +294,10 @@ async fn relay_events(
     if let Some(kind) = cut {
         count_error(state, ctx, kind);
         ctx.error = Some("stream_cut");
-        let body = openai_error_body(
-            &format!(
-                "The upstream stream ended before it was complete ({}).",
-                kind.label()
-            ),
-            "server_error",
-            None,
-            None,
-        );
-        let event = Bytes::from([b"data: ".as_slice(), &body, b"\n\n"].concat());
+        let event = dialect.cut(&format!(
+            "The upstream stream ended before it was complete ({}).",
+            kind.label()
+        ));
         if session
             .write_response_body(Some(event), false)
             .await

@@ -31,8 +31,13 @@ struct Outgoing {
 fn outgoing(rt: &Runtime, d: &Deployment, req: &AiRequest) -> Result<Outgoing, GatewayError> {
     let key = d.api_key.as_ref().map(|k| k.expose());
     if d.provider.kind == ProviderKind::Anthropic {
-        let body =
-            anthropic::request(&req.json()?, &d.model, rt.config.routing.default_max_tokens)?;
+        let body = if req.endpoint == Endpoint::Messages {
+            req.upstream_body(&d.model) // native: passed through
+        } else {
+            let body =
+                anthropic::request(&req.json()?, &d.model, rt.config.routing.default_max_tokens)?;
+            Bytes::from(body.to_string())
+        };
         let mut auth = Vec::new();
         if let Some(k) = key {
             auth.push(("x-api-key".into(), k.to_string()));
@@ -40,7 +45,7 @@ fn outgoing(rt: &Runtime, d: &Deployment, req: &AiRequest) -> Result<Outgoing, G
         return Ok(Outgoing {
             path: "/messages".into(),
             auth,
-            body: Bytes::from(body.to_string()),
+            body,
         });
     }
     if d.provider.kind == ProviderKind::Azure {
@@ -86,7 +91,10 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 
 /// Whether a deployment's provider has the request's endpoint.
 pub fn serves(d: &Deployment, endpoint: Endpoint) -> bool {
-    d.provider.kind != ProviderKind::Anthropic || endpoint == Endpoint::ChatCompletions
+    match (d.provider.kind, endpoint) {
+        (ProviderKind::Anthropic, e) => matches!(e, Endpoint::ChatCompletions | Endpoint::Messages),
+        (_, e) => e != Endpoint::Messages,
+    }
 }
 
 /// Carry out one deployment's request.
