@@ -4,14 +4,18 @@ import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("GATEWAY_BIN", os.path.join(ROOT, "target", "debug", "ai-rate-limiter"))
 KEY = "sk-proxy-test"
+ANTHROPIC_KEY = "sk-ant-sdk-fixture"
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "anthropic")
 LIMITED_KEY = "sk-ratelimited"
 QUEUED_KEY = "sk-queued"
 
@@ -32,6 +36,7 @@ consumers:
 providers:
   - {{name: mock, kind: mock}}
   - {{name: midstream, kind: mock, mock: {{cut_stream_after_tokens: 2}}}}
+  - {{name: claude, kind: anthropic, base_url: "{{anthropic_base}}", api_key: "{ANTHROPIC_KEY}"}}
 models:
   - {{name: gpt-4o-mini, deployments: [{{provider: mock}}]}}
   - {{name: gpt-3.5-turbo-instruct, deployments: [{{provider: mock}}]}}
@@ -39,7 +44,71 @@ models:
   - {{name: meta-llama/Llama-3-8B, deployments: [{{provider: mock}}]}}
   - {{name: "ft:gpt-4o:org:x:abc", deployments: [{{provider: mock}}]}}
   - {{name: fault-inject-midstream, deployments: [{{provider: midstream}}]}}
+  - {{name: claude-text, deployments: [{{provider: claude}}]}}
+  - {{name: claude-tool, deployments: [{{provider: claude}}]}}
+  - {{name: claude-overloaded, deployments: [{{provider: claude}}]}}
+  - {{name: claude-ratelimited, deployments: [{{provider: claude}}]}}
 """
+
+
+def fixture_text(name):
+    with open(os.path.join(FIXTURES, name)) as f:
+        return f.read()
+
+
+class AnthropicFixtures(BaseHTTPRequestHandler):
+    """Anthropic's Messages API replaying tests/fixtures/anthropic (as the Rust tests do)."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body, headers=()):
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def events(self, sse):
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for event in sse.split("\n\n"):
+            if event.strip():
+                data = (event + "\n\n").encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+                time.sleep(0.01)
+        self.wfile.write(b"0\r\n\r\n")
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        if self.headers.get("x-api-key") != ANTHROPIC_KEY or self.path != "/v1/messages":
+            return self.reply(401, '{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}')
+        model, stream = body.get("model"), body.get("stream", False)
+        if model == "claude-ratelimited":
+            return self.reply(429, fixture_text("error_rate_limit.json"), [("retry-after", "1")])
+        if model == "claude-overloaded" and not stream:
+            return self.reply(529, fixture_text("error_overloaded.json"))
+        name = {"claude-text": "text", "claude-tool": "tool_use", "claude-overloaded": "overloaded"}.get(model)
+        if name is None:
+            return self.reply(404, fixture_text("error_not_found.json"))
+        if stream:
+            return self.events(fixture_text(f"stream_{name}.sse"))
+        return self.reply(200, fixture_text(f"message_{name}.json"))
+
+
+@pytest.fixture(scope="session")
+def anthropic_upstream():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AnthropicFixtures)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
 
 
 def free_port():
@@ -49,13 +118,13 @@ def free_port():
 
 
 @pytest.fixture(scope="session")
-def gateway():
+def gateway(anthropic_upstream):
     if not os.path.exists(BIN):
         pytest.fail(f"gateway binary not found at {BIN}: run `cargo build` first (scripts/test.sh does)")
     tmp = tempfile.mkdtemp()
     cfg = os.path.join(tmp, "gateway.yaml")
     with open(cfg, "w") as f:
-        f.write(CONFIG)
+        f.write(CONFIG.replace("{anthropic_base}", anthropic_upstream))
     port, mport = free_port(), free_port()
     log = open(os.path.join(tmp, "gateway.log"), "w")
     proc = subprocess.Popen(
