@@ -19,7 +19,9 @@ consumers: [{{name: c, keys: ["{KEY}"]}}]
 routing: {{default_max_tokens: 333}}
 providers:
   - {{name: claude, kind: anthropic, base_url: "{base}", api_key: "{ANTHROPIC_KEY}"}}
+  - {{name: claude-open, kind: anthropic, base_url: "{base}", api_key: "{ANTHROPIC_KEY}", pass_ratelimit_headers: true}}
 models:
+  - {{name: open-limits, deployments: [{{provider: claude-open, model: claude-ratelimited}}]}}
   - {{name: claude-text, deployments: [{{provider: claude}}], limits: [{{name: tpm, tokens: {{limit: 100000, time_window: 60s}}}}]}}
   - {{name: claude-tool, deployments: [{{provider: claude}}]}}
   - {{name: claude-overloaded, deployments: [{{provider: claude}}]}}

@@ -31,6 +31,8 @@ pub struct Provider {
     pub target: Target,
     /// Azure: the classic API's `api-version` (unset: the `/openai/v1` API).
     pub api_version: Option<String>,
+    /// Pass the provider's rate-limit headers on to clients.
+    pub pass_ratelimit_headers: bool,
 }
 
 /// One enabled deployment of a model.
@@ -133,6 +135,7 @@ impl Runtime {
                         kind: p.kind,
                         target,
                         api_version: p.api_version.clone(),
+                        pass_ratelimit_headers: p.pass_ratelimit_headers,
                     }),
                 )
             })

@@ -178,6 +178,10 @@ pub struct ProviderConfig {
     /// the `/openai/v1` API.
     #[serde(default)]
     pub api_version: Option<String>,
+    /// Pass the provider's own rate-limit headers (`x-ratelimit-*`,
+    /// `anthropic-ratelimit-*`) on to clients. Off by default: clients see the gateway's.
+    #[serde(default)]
+    pub pass_ratelimit_headers: bool,
     /// Behaviour of a `mock` provider.
     #[serde(default)]
     pub mock: Option<MockConfig>,

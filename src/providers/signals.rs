@@ -12,12 +12,20 @@
 use std::time::{Duration, SystemTime};
 
 /// What one response says about its key.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Signals {
     /// The key has nothing left for this long.
     pub exhausted_for: Option<Duration>,
     pub remaining_requests: Option<f64>,
     pub remaining_tokens: Option<f64>,
+    /// The rate-limit headers themselves, passed on to clients only where a provider sets
+    /// `pass_ratelimit_headers`.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Whether a response header is a provider rate-limit header.
+pub fn is_ratelimit_header(name: &str) -> bool {
+    name.starts_with("x-ratelimit-") || name.starts_with("anthropic-ratelimit-")
 }
 
 /// Read the signals of a response's headers (`get` looks a header up by name).

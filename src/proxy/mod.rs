@@ -59,6 +59,8 @@ pub struct RequestCtx {
     pub tickets: Vec<Ticket>,
     /// Quotas seen at admission, for the rate-limit headers.
     pub quotas: Vec<Quota>,
+    /// The provider's rate-limit headers, when its config passes them on.
+    pub provider_headers: Vec<(String, String)>,
     _in_flight: InFlight,
 }
 
@@ -94,6 +96,7 @@ impl ProxyHttp for Gateway {
             error: None,
             tickets: Vec::new(),
             quotas: Vec::new(),
+            provider_headers: Vec::new(),
             _in_flight: InFlight(gauge),
         }
     }

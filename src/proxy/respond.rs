@@ -35,6 +35,12 @@ pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> ResponseHead
     let _ = h.insert_header("content-type", content_type);
     let _ = h.insert_header("x-request-id", ctx.request_id.as_str());
     rate_limit_headers(&mut h, &ctx.quotas);
+    for (k, v) in &ctx.provider_headers {
+        // The gateway's own limit headers win over the provider's of the same name.
+        if !h.headers.contains_key(k.as_str()) {
+            let _ = h.insert_header(k.clone(), v.as_str());
+        }
+    }
     h
 }
 

@@ -109,6 +109,9 @@ pub async fn serve(
             let (response, deployment) =
                 upstream::call(state, rt, route, &req, ctx, &subject).await?;
             let key = deployment.api_key.as_ref().map(|k| k.expose());
+            if deployment.provider.pass_ratelimit_headers {
+                ctx.provider_headers = response.signals.headers.clone();
+            }
             let kind = deployment.provider.kind;
             stream::relay(state, session, ctx, &req, response, key, kind).await;
         }
