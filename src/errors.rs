@@ -53,6 +53,9 @@ pub enum GatewayError {
         retry_after_ms: u64,
         quotas: Vec<Quota>,
     },
+    /// A resource of the gateway's own API (a file, a batch) that does not exist.
+    #[error("{0}")]
+    NotFound(String),
     #[error("The server is shutting down.")]
     ShuttingDown,
     /// The shared limit store cannot be reached and `allow_degradation` is off.
@@ -76,7 +79,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             MissingApiKey | InvalidApiKey => 401,
-            UnknownRoute { .. } | ModelNotFound(_) => 404,
+            UnknownRoute { .. } | ModelNotFound(_) | NotFound(_) => 404,
             BadRequest { .. } => 400,
             RateLimited { status, .. } => *status,
             PayloadTooLarge { .. } => 413,
@@ -135,6 +138,7 @@ impl GatewayError {
             UpstreamUnavailable(_) => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
             UpstreamProtocol(_) => "upstream_protocol",
+            NotFound(_) => "not_found",
             ShuttingDown => "shutting_down",
             LimiterUnavailable(_) => "limiter_unavailable",
             Internal(_) => "internal",

@@ -6,6 +6,7 @@
 //! process for `main` and for tests.
 
 pub mod admin;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod errors;

@@ -72,11 +72,19 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     let metrics = Metrics::new();
     metrics.config_generation.set(1);
     let limiter = Limiter::new(&config.limits, metrics.redis.clone());
+    let batch = if config.batch.enabled {
+        Some(Arc::new(crate::batch::store::Store::open(
+            &config.batch.data_dir,
+        )?))
+    } else {
+        None
+    };
     let state = Arc::new(GatewayState {
         http: Arc::new(HttpClient::new(config.upstream.pool_size, ca_bundle)),
         metrics,
         limiter,
         queues: Default::default(),
+        batch,
         cooldowns: Default::default(),
         runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),
     });
@@ -117,6 +125,15 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
                 state: state.clone(),
                 path,
                 overrides,
+            },
+        ));
+    }
+    if let Some(store) = state.batch.clone() {
+        server.add_service(background_service(
+            "batch dispatcher",
+            crate::batch::dispatch::Dispatcher {
+                state: state.clone(),
+                store,
             },
         ));
     }

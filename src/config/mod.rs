@@ -100,5 +100,12 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::single(&name, "", format!("cannot read file: {e}")))?;
-    parse_str(&text, &name)
+    let mut config = parse_str(&text, &name)?;
+    // Relative paths in the file are relative to the file.
+    if config.batch.data_dir.is_relative() {
+        if let Some(dir) = path.parent() {
+            config.batch.data_dir = dir.join(&config.batch.data_dir);
+        }
+    }
+    Ok(config)
 }

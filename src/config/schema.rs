@@ -27,6 +27,9 @@ pub struct Config {
     /// Where limit counters live (restart to change).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The batch module (Files and Batches API).
+    #[serde(default)]
+    pub batch: BatchConfig,
     #[serde(default)]
     pub upstream: UpstreamConfig,
     #[serde(default)]
@@ -381,6 +384,33 @@ pub struct TokensRuleConfig {
     pub time_window: Duration,
     #[serde(default)]
     pub strategy: TokenStrategy,
+}
+
+/// The batch module.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    pub enabled: bool,
+    /// Where the SQLite store and the files live (restart to change).
+    pub data_dir: PathBuf,
+    /// Batch requests running at once (restart to change).
+    pub concurrency: usize,
+    /// Attempts per request on a provider 429/5xx before its error line is written.
+    pub max_attempts: u32,
+    /// Largest uploaded file.
+    pub max_file_bytes: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            enabled: true,
+            data_dir: PathBuf::from("data"),
+            concurrency: 16,
+            max_attempts: 3,
+            max_file_bytes: 200 * 1024 * 1024,
+        }
+    }
 }
 
 /// Where the counters of every limit rule live.

@@ -28,14 +28,19 @@ pub struct Subject {
     pub estimate_tokens: u64,
 }
 
+/// Tokens a request is expected to use: its prompt estimate and its completion budget.
+fn estimate(rt: &Runtime, req: &AiRequest) -> u64 {
+    let completion = match req.endpoint {
+        super::body::Endpoint::Embeddings => 0,
+        _ => req
+            .max_tokens
+            .unwrap_or(rt.config.routing.default_max_tokens),
+    };
+    req.prompt_estimate() + completion
+}
+
 impl Subject {
     pub fn new(session: &Session, ctx: &RequestCtx, rt: &Runtime, req: &AiRequest) -> Subject {
-        let completion = match req.endpoint {
-            super::body::Endpoint::Embeddings => 0,
-            _ => req
-                .max_tokens
-                .unwrap_or(rt.config.routing.default_max_tokens),
-        };
         Subject {
             consumer: ctx.consumer.as_deref().map(str::to_string),
             remote_addr: session
@@ -49,7 +54,19 @@ impl Subject {
             } else {
                 http::HeaderMap::new()
             },
-            estimate_tokens: req.prompt_estimate() + completion,
+            estimate_tokens: estimate(rt, req),
+        }
+    }
+
+    /// The subject of a batch request: its consumer and model (no client address, no
+    /// headers).
+    pub fn for_batch(ctx: &RequestCtx, rt: &Runtime, req: &AiRequest) -> Subject {
+        Subject {
+            consumer: ctx.consumer.as_deref().map(str::to_string),
+            remote_addr: None,
+            model: req.model.clone(),
+            headers: http::HeaderMap::new(),
+            estimate_tokens: estimate(rt, req),
         }
     }
 

@@ -64,24 +64,10 @@ pub struct RequestCtx {
     _in_flight: InFlight,
 }
 
-/// Counts a request in the in-flight gauge for exactly as long as it lives.
-struct InFlight(prometheus::IntGauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
-        let gauge = self.state.metrics.in_flight.clone();
-        gauge.inc();
+impl RequestCtx {
+    fn with_gauge(request_id: String, gauge: prometheus::IntGauge) -> RequestCtx {
         RequestCtx {
-            request_id: String::new(),
+            request_id,
             started: Instant::now(),
             runtime: None,
             consumer: None,
@@ -99,6 +85,34 @@ impl ProxyHttp for Gateway {
             provider_headers: Vec::new(),
             _in_flight: InFlight(gauge),
         }
+    }
+
+    /// A context for a request that no client connection carries (a batch request): it
+    /// is not counted in `gateway_requests_in_flight`.
+    pub fn detached(request_id: String) -> RequestCtx {
+        let gauge = prometheus::IntGauge::new("detached", "not registered").expect("valid name");
+        gauge.inc();
+        RequestCtx::with_gauge(request_id, gauge)
+    }
+}
+
+/// Counts a request in the in-flight gauge for exactly as long as it lives.
+struct InFlight(prometheus::IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        let gauge = self.state.metrics.in_flight.clone();
+        gauge.inc();
+        RequestCtx::with_gauge(String::new(), gauge)
     }
 
     async fn request_filter(

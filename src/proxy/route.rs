@@ -19,6 +19,8 @@ pub enum ApiRoute {
     Ai(Endpoint),
     ListModels,
     GetModel(String),
+    /// The Files and Batches API.
+    Batch(crate::batch::api::Route),
 }
 
 impl ApiRoute {
@@ -30,6 +32,9 @@ impl ApiRoute {
         };
         let get = method == http::Method::GET;
         let post = method == http::Method::POST;
+        if let Some(b) = crate::batch::api::Route::parse(method, trimmed) {
+            return Ok(ApiRoute::Batch(b));
+        }
         let route = match trimmed {
             "/v1/chat/completions" if post => Some(ApiRoute::Ai(Endpoint::ChatCompletions)),
             "/v1/completions" if post => Some(ApiRoute::Ai(Endpoint::Completions)),
@@ -58,6 +63,7 @@ impl ApiRoute {
             ApiRoute::Ai(Endpoint::Embeddings) => "embeddings",
             ApiRoute::Ai(Endpoint::Messages) => "messages",
             ApiRoute::ListModels | ApiRoute::GetModel(_) => "models",
+            ApiRoute::Batch(b) => b.label(),
         }
     }
 }
@@ -94,6 +100,7 @@ pub async fn serve(
                 .ok_or(GatewayError::ModelNotFound(id))?;
             respond::json(session, ctx, &model_object(&m.name, &m.owned_by)).await;
         }
+        ApiRoute::Batch(b) => crate::batch::api::serve(state, session, ctx, b).await?,
         ApiRoute::Ai(endpoint) => {
             let raw = body::read_body(session, rt.config.server.max_body_bytes).await?;
             let req = AiRequest::parse(endpoint, raw)?;

@@ -1,0 +1,344 @@
+//! OpenAI's Files and Batches API on the proxy listener, so `client.files.*` and
+//! `client.batches.*` of the official SDKs work unchanged. Each consumer sees only its own
+//! files and batches. Uploads are written to disk as they arrive; file contents are sent
+//! from disk in chunks.
+
+use super::store::{new_id, now, FileRow, Store};
+use crate::errors::GatewayError;
+use crate::proxy::{respond, RequestCtx};
+use crate::state::GatewayState;
+use bytes::Bytes;
+use percent_encoding::percent_decode_str;
+use pingora::proxy::Session;
+use serde_json::{json, Value};
+use std::io::Write;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    UploadFile,
+    ListFiles,
+    GetFile(String),
+    DeleteFile(String),
+    FileContent(String),
+    CreateBatch,
+    ListBatches,
+    GetBatch(String),
+    CancelBatch(String),
+}
+
+impl Route {
+    pub fn parse(method: &http::Method, path: &str) -> Option<Route> {
+        use http::Method as M;
+        let p = path.trim_end_matches('/');
+        let seg: Vec<&str> = p.strip_prefix("/v1/")?.split('/').collect();
+        let id = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        Some(match (method, seg.as_slice()) {
+            (&M::POST, ["files"]) => Route::UploadFile,
+            (&M::GET, ["files"]) => Route::ListFiles,
+            (&M::GET, ["files", f]) => Route::GetFile(id(f)),
+            (&M::DELETE, ["files", f]) => Route::DeleteFile(id(f)),
+            (&M::GET, ["files", f, "content"]) => Route::FileContent(id(f)),
+            (&M::POST, ["batches"]) => Route::CreateBatch,
+            (&M::GET, ["batches"]) => Route::ListBatches,
+            (&M::GET, ["batches", b]) => Route::GetBatch(id(b)),
+            (&M::POST, ["batches", b, "cancel"]) => Route::CancelBatch(id(b)),
+            _ => return None,
+        })
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::UploadFile
+            | Route::ListFiles
+            | Route::GetFile(_)
+            | Route::DeleteFile(_)
+            | Route::FileContent(_) => "files",
+            _ => "batches",
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::Internal(format!("batch store: {e}"))
+}
+
+fn not_found(what: &str, id: &str) -> GatewayError {
+    GatewayError::NotFound(format!("No such {what} object: {id}"))
+}
+
+/// The query string's parameters.
+fn query(session: &Session) -> Vec<(String, String)> {
+    session
+        .req_header()
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let d = |s: &str| {
+                percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (d(k), d(v))
+        })
+        .collect()
+}
+
+fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn limit(q: &[(String, String)], default: usize, max: usize) -> Result<usize, GatewayError> {
+    match param(q, "limit") {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                GatewayError::bad_request(format!("limit must be 1..={max}"), Some("limit"))
+            }),
+    }
+}
+
+/// A page of a list, with `has_more` (SDK paging depends on it).
+fn page(mut data: Vec<Value>, limit: usize) -> Value {
+    let has_more = data.len() > limit;
+    data.truncate(limit);
+    json!({"object": "list", "first_id": data.first().map(|v| v["id"].clone()),
+           "last_id": data.last().map(|v| v["id"].clone()), "has_more": has_more, "data": data})
+}
+
+pub async fn serve(
+    state: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: Route,
+) -> Result<(), GatewayError> {
+    let store = state.batch.as_deref().ok_or_else(|| {
+        GatewayError::NotFound("The batch module is disabled (batch.enabled).".into())
+    })?;
+    let consumer = ctx.consumer.clone();
+    let who = consumer.as_deref();
+    let q = query(session);
+    let answer = match route {
+        Route::UploadFile => upload(state, store, session, who).await?,
+        Route::ListFiles => {
+            let n = limit(&q, 10_000, 10_000)?;
+            let asc = param(&q, "order") == Some("asc");
+            let rows = store
+                .files(who, param(&q, "purpose"), param(&q, "after"), n + 1, asc)
+                .map_err(internal)?;
+            page(rows.iter().map(FileRow::object).collect(), n)
+        }
+        Route::GetFile(id) => store
+            .file(who, &id)
+            .map_err(internal)?
+            .ok_or_else(|| not_found("File", &id))?
+            .object(),
+        Route::DeleteFile(id) => {
+            if !store.delete_file(who, &id).map_err(internal)? {
+                return Err(not_found("File", &id));
+            }
+            json!({"id": id, "object": "file", "deleted": true})
+        }
+        Route::FileContent(id) => {
+            store
+                .file(who, &id)
+                .map_err(internal)?
+                .ok_or_else(|| not_found("File", &id))?;
+            return send_file(session, ctx, &store.file_path(&id)).await;
+        }
+        Route::CreateBatch => {
+            let body = crate::proxy::body::read_body(session, 1024 * 1024).await?;
+            let v: Value = serde_json::from_slice(&body)
+                .map_err(|_| GatewayError::bad_request("The body must be a JSON object.", None))?;
+            let input = v["input_file_id"].as_str().ok_or_else(|| {
+                GatewayError::bad_request(
+                    "Missing required parameter: 'input_file_id'.",
+                    Some("input_file_id"),
+                )
+            })?;
+            let endpoint = v["endpoint"].as_str().ok_or_else(|| {
+                GatewayError::bad_request(
+                    "Missing required parameter: 'endpoint'.",
+                    Some("endpoint"),
+                )
+            })?;
+            if v["completion_window"] != "24h" {
+                return Err(GatewayError::bad_request(
+                    "completion_window must be '24h'.",
+                    Some("completion_window"),
+                ));
+            }
+            if super::execute::endpoint(endpoint).is_none() {
+                return Err(GatewayError::bad_request(
+                    format!("Unsupported endpoint '{endpoint}': use /v1/chat/completions, /v1/completions or /v1/embeddings."),
+                    Some("endpoint"),
+                ));
+            }
+            store
+                .file(who, input)
+                .map_err(internal)?
+                .ok_or_else(|| not_found("File", input))?;
+            let id = new_id("batch_");
+            store
+                .add_batch(&id, who, endpoint, input, &v["metadata"])
+                .map_err(internal)?;
+            store
+                .batch(who, &id)
+                .map_err(internal)?
+                .unwrap_or(Value::Null)
+        }
+        Route::ListBatches => {
+            let n = limit(&q, 20, 100)?;
+            let rows = store
+                .batches(who, param(&q, "after"), n + 1)
+                .map_err(internal)?;
+            page(rows, n)
+        }
+        Route::GetBatch(id) => store
+            .batch(who, &id)
+            .map_err(internal)?
+            .ok_or_else(|| not_found("Batch", &id))?,
+        Route::CancelBatch(id) => {
+            match store.cancel(who, &id).map_err(internal)? {
+                Ok(()) => {}
+                Err(s) if s.is_empty() => return Err(not_found("Batch", &id)),
+                Err(s) => {
+                    return Err(GatewayError::bad_request(
+                        format!("Cannot cancel a batch with status '{s}'."),
+                        None,
+                    ))
+                }
+            }
+            store
+                .batch(who, &id)
+                .map_err(internal)?
+                .unwrap_or(Value::Null)
+        }
+    };
+    respond::json(session, ctx, &answer).await;
+    Ok(())
+}
+
+/// `POST /v1/files`: a multipart upload written to disk as it arrives.
+async fn upload(
+    state: &GatewayState,
+    store: &Store,
+    session: &mut Session,
+    who: Option<&str>,
+) -> Result<Value, GatewayError> {
+    let max = state.runtime.load().config.batch.max_file_bytes;
+    let ct = session
+        .req_header()
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let boundary = multer::parse_boundary(&ct)
+        .map_err(|_| GatewayError::bad_request("Expected a multipart/form-data body.", None))?;
+    let body = futures_util::stream::unfold(&mut *session, |s| async move {
+        match s.read_request_body().await {
+            Ok(Some(b)) => Some((Ok::<Bytes, std::io::Error>(b), s)),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), s)),
+        }
+    });
+    let mut form = multer::Multipart::new(body, boundary);
+    let bad = |m: &str| GatewayError::bad_request(m.to_string(), None);
+    let mut purpose = None;
+    let mut file: Option<FileRow> = None;
+    while let Some(mut field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad(&format!("malformed multipart body: {e}")))?
+    {
+        match field.name() {
+            Some("purpose") => {
+                purpose = Some(field.text().await.map_err(|e| bad(&e.to_string()))?);
+            }
+            Some("file") => {
+                let id = new_id("file-");
+                let filename = field.file_name().unwrap_or("upload.jsonl").to_string();
+                let path = store.file_path(&id);
+                let mut out = std::fs::File::create(&path).map_err(internal)?;
+                let mut bytes = 0u64;
+                while let Some(chunk) = field.chunk().await.map_err(|e| bad(&e.to_string()))? {
+                    bytes += chunk.len() as u64;
+                    if bytes > max {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(GatewayError::PayloadTooLarge {
+                            limit: max as usize,
+                        });
+                    }
+                    out.write_all(&chunk).map_err(internal)?;
+                }
+                out.flush().map_err(internal)?;
+                file = Some(FileRow {
+                    id,
+                    purpose: String::new(),
+                    filename,
+                    bytes,
+                    created_at: now(),
+                    expires_at: None,
+                });
+            }
+            _ => {} // expires_after[...] and anything else
+        }
+    }
+    let purpose = purpose.ok_or_else(|| {
+        GatewayError::bad_request("Missing required parameter: 'purpose'.", Some("purpose"))
+    })?;
+    let mut file = file.ok_or_else(|| {
+        GatewayError::bad_request("Missing required parameter: 'file'.", Some("file"))
+    })?;
+    if purpose == "batch" {
+        file.expires_at = Some(file.created_at + 30 * 86_400);
+    }
+    file.purpose = purpose;
+    store.add_file(who, &file).map_err(internal)?;
+    Ok(file.object())
+}
+
+/// Send a stored file's bytes in chunks.
+async fn send_file(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    path: &std::path::Path,
+) -> Result<(), GatewayError> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(path).await.map_err(internal)?;
+    let len = f.metadata().await.map_err(internal)?.len();
+    let mut h = respond::header(200, "application/octet-stream", ctx);
+    let _ = h.insert_header("content-length", len.to_string());
+    ctx.status = 200;
+    if session
+        .write_response_header(Box::new(h), len == 0)
+        .await
+        .is_err()
+    {
+        ctx.status = 499;
+        return Ok(());
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).await.map_err(internal)?;
+        if n == 0 {
+            break;
+        }
+        if session
+            .write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), false)
+            .await
+            .is_err()
+        {
+            ctx.status = 499;
+            return Ok(());
+        }
+    }
+    let _ = session.write_response_body(None, true).await;
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! The dispatcher: a background service that validates new batches, runs their requests
+//! through [`super::execute`] (at most `batch.concurrency` at a time, retried with backoff
+//! honouring `retry-after`), and ends batches (completed, cancelled, expired) with their
+//! output and error files.
+
+use super::execute::{self, Outcome};
+use super::store::{self, Store};
+use crate::state::GatewayState;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+pub struct Dispatcher {
+    pub state: Arc<GatewayState>,
+    pub store: Arc<Store>,
+}
+
+#[async_trait]
+impl BackgroundService for Dispatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let cfg = self.state.runtime.load().config.batch.clone();
+        let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        loop {
+            if let Err(e) = self.round(&slots).await {
+                tracing::error!(error = %e, "batch dispatcher");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    async fn round(&self, slots: &Arc<Semaphore>) -> Result<(), String> {
+        let store = &self.store;
+        for (id, endpoint, file) in store.validating().map_err(|e| e.to_string())? {
+            validate(store, &id, &endpoint, &file)?;
+        }
+        store.settle()?;
+        let free = slots.available_permits();
+        if free == 0 {
+            return Ok(());
+        }
+        let max_attempts = self.state.runtime.load().config.batch.max_attempts;
+        for c in store.claim(free).map_err(|e| e.to_string())? {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let (state, store) = (self.state.clone(), self.store.clone());
+            tokio::spawn(async move {
+                let outcome = execute::execute(&state, &c, max_attempts).await;
+                let written = match outcome {
+                    Outcome::Done { ok, line, tokens } => {
+                        store.finish(&c.batch_id, &c.custom_id, ok, &line, tokens)
+                    }
+                    Outcome::Retry { after_ms, counts } => store.retry(
+                        &c.batch_id,
+                        &c.custom_id,
+                        store::now_ms() + after_ms as i64,
+                        counts,
+                    ),
+                };
+                if let Err(e) = written {
+                    tracing::error!(error = %e, batch = %c.batch_id, "writing a batch result");
+                }
+                drop(permit);
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A validation problem of one input line.
+fn problem(code: &str, message: &str, line: Option<u64>) -> Value {
+    json!({"code": code, "message": message, "param": null, "line": line})
+}
+
+/// Check a batch's input file line by line; start it, or fail it with line-numbered errors.
+fn validate(store: &Store, id: &str, endpoint: &str, file_id: &str) -> Result<(), String> {
+    let mut errors = Vec::new();
+    let mut requests = Vec::new();
+    let mut seen = HashSet::new();
+    let mut model: Option<String> = None;
+    if execute::endpoint(endpoint).is_none() {
+        errors.push(problem(
+            "invalid_endpoint",
+            "This endpoint is not supported for batches.",
+            None,
+        ));
+    }
+    match std::fs::File::open(store.file_path(file_id)) {
+        Err(_) => errors.push(problem(
+            "file_not_found",
+            "The input file does not exist.",
+            None,
+        )),
+        Ok(f) => {
+            for (i, text) in std::io::BufReader::new(f).lines().enumerate() {
+                let n = i as u64 + 1;
+                let Ok(text) = text else {
+                    errors.push(problem(
+                        "invalid_json_line",
+                        "This line is not valid UTF-8.",
+                        Some(n),
+                    ));
+                    continue;
+                };
+                if text.trim().is_empty() {
+                    continue;
+                }
+                let v: Value = match serde_json::from_str(&text) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => {
+                        errors.push(problem(
+                            "invalid_json_line",
+                            "This line is not parseable as valid JSON.",
+                            Some(n),
+                        ));
+                        continue;
+                    }
+                };
+                let Some(cid) = v["custom_id"].as_str().filter(|c| !c.is_empty()) else {
+                    errors.push(problem(
+                        "missing_required_parameter",
+                        "custom_id is required.",
+                        Some(n),
+                    ));
+                    continue;
+                };
+                if !seen.insert(cid.to_string()) {
+                    errors.push(problem("duplicate_custom_id", "The custom_id for this request is a duplicate of another request. The custom_id parameter must be unique for each request in a batch.", Some(n)));
+                }
+                if v["method"] != "POST" {
+                    errors.push(problem(
+                        "invalid_method",
+                        "Only POST is supported.",
+                        Some(n),
+                    ));
+                }
+                if v["url"] != endpoint {
+                    errors.push(problem(
+                        "invalid_url",
+                        "The url provided for this request does not match the batch endpoint.",
+                        Some(n),
+                    ));
+                }
+                if !v["body"].is_object() {
+                    errors.push(problem(
+                        "missing_required_parameter",
+                        "body must be an object.",
+                        Some(n),
+                    ));
+                } else if v["body"]["stream"] == true {
+                    errors.push(problem(
+                        "invalid_request",
+                        "Streaming is not supported in batches.",
+                        Some(n),
+                    ));
+                }
+                if model.is_none() {
+                    model = v["body"]["model"].as_str().map(str::to_string);
+                }
+                requests.push((n, cid.to_string(), v["body"].to_string()));
+                if errors.len() >= 100 {
+                    break;
+                }
+            }
+        }
+    }
+    if errors.is_empty() && requests.is_empty() {
+        errors.push(problem("empty_file", "The input file is empty.", None));
+    }
+    if !errors.is_empty() {
+        return store
+            .fail_batch(id, &json!({"object": "list", "data": errors}))
+            .map_err(|e| e.to_string());
+    }
+    store
+        .start_batch(id, model.as_deref(), &requests)
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,173 @@
+//! Carry out one batch request through the gateway's own routing and limits, exactly as a
+//! realtime request of the batch's consumer would go (admission, limit-aware routing,
+//! failover, provider translation), and turn the answer into a result line.
+
+use super::store::{new_id, Claimed};
+use crate::config::schema::ProviderKind;
+use crate::errors::GatewayError;
+use crate::limits::admission::TokenUsage;
+use crate::providers::anthropic;
+use crate::proxy::admit::Subject;
+use crate::proxy::body::{AiRequest, Endpoint};
+use crate::proxy::{upstream, RequestCtx};
+use crate::state::GatewayState;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+/// Largest answer body kept as a result.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// What became of one attempt.
+pub enum Outcome {
+    /// A result line: an output line (`ok`) or an error line; tokens used.
+    Done {
+        ok: bool,
+        line: Value,
+        tokens: (u64, u64),
+    },
+    /// Try again after this long; `counts`: it used one of the attempts (a limit's wait
+    /// does not).
+    Retry { after_ms: u64, counts: bool },
+}
+
+/// The OpenAI endpoint of a batch's `endpoint` field.
+pub fn endpoint(url: &str) -> Option<Endpoint> {
+    match url {
+        "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
+        "/v1/completions" => Some(Endpoint::Completions),
+        "/v1/embeddings" => Some(Endpoint::Embeddings),
+        _ => None,
+    }
+}
+
+fn line(custom_id: &str, status: u16, request_id: &str, body: Value) -> Value {
+    json!({"id": new_id("batch_req_"), "custom_id": custom_id,
+           "response": {"status_code": status, "request_id": request_id, "body": body},
+           "error": null})
+}
+
+fn backoff_ms(attempts: u32) -> u64 {
+    (500u64 << attempts.min(6)).min(30_000)
+}
+
+pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Outcome {
+    let rt = state.runtime.load_full();
+    let request_id = format!("req_{}", hex::encode(rand::random::<[u8; 16]>()));
+    let fail = |e: &GatewayError| Outcome::Done {
+        ok: false,
+        line: line(
+            &c.custom_id,
+            e.status(),
+            &request_id,
+            serde_json::from_slice(&e.body()).unwrap_or(Value::Null),
+        ),
+        tokens: (0, 0),
+    };
+    let Some(ep) = endpoint(&c.endpoint) else {
+        return fail(&GatewayError::bad_request(
+            "unsupported batch endpoint",
+            None,
+        ));
+    };
+    let req = match AiRequest::parse(ep, Bytes::from(c.body.clone())) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let Some(route) = rt.model(&req.model) else {
+        return fail(&GatewayError::ModelNotFound(req.model.clone()));
+    };
+    let mut ctx = RequestCtx::detached(request_id.clone());
+    ctx.consumer = c.consumer.as_deref().map(Into::into);
+    ctx.model = Some(route.name.clone());
+    let subject = Subject::for_batch(&ctx, &rt, &req);
+    let last_try = c.attempts + 1 >= max_attempts;
+    let (resp, d) = match upstream::call(state, &rt, route, &req, &mut ctx, &subject).await {
+        Ok(r) => r,
+        // Waiting for a limit is not a failed attempt.
+        Err(GatewayError::RateLimited { retry_after_ms, .. }) => {
+            return Outcome::Retry {
+                after_ms: retry_after_ms,
+                counts: false,
+            }
+        }
+        Err(e) if e.status() >= 500 && !last_try => {
+            return Outcome::Retry {
+                after_ms: backoff_ms(c.attempts),
+                counts: true,
+            }
+        }
+        Err(e) => return fail(&e),
+    };
+    let (status, retry_after) = (resp.status, resp.retry_after.clone());
+    let kind = d.provider.kind;
+    let mut body_reader = resp.body;
+    let body = match body_reader.read_all(MAX_BODY).await {
+        Ok(b) => b,
+        Err(f) if !last_try => {
+            let _ = f;
+            return Outcome::Retry {
+                after_ms: backoff_ms(c.attempts),
+                counts: true,
+            };
+        }
+        Err(f) => return fail(&GatewayError::UpstreamProtocol(f.kind.label().into())),
+    };
+    if (status == 429 || status >= 500) && !last_try {
+        let after_ms = retry_after
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(backoff_ms(c.attempts), |s| (s * 1000.0) as u64);
+        return Outcome::Retry {
+            after_ms,
+            counts: true,
+        };
+    }
+    let (status, body): (u16, Value) = match (kind, status) {
+        (ProviderKind::Anthropic, s) if s >= 400 => {
+            let (s, b) = anthropic::error(s, &body);
+            (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+        }
+        (ProviderKind::Anthropic, s) => {
+            let m: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            (
+                s,
+                anthropic::response(&m, &route.name, super::store::now() as u64),
+            )
+        }
+        (_, s) => (
+            s,
+            serde_json::from_slice(trim(&body)).unwrap_or(Value::Null),
+        ),
+    };
+    let usage = &body["usage"];
+    let tokens = (
+        usage["prompt_tokens"].as_u64().unwrap_or(0),
+        usage["completion_tokens"].as_u64().unwrap_or(0),
+    );
+    let charged = if status < 400 {
+        TokenUsage {
+            prompt: tokens.0,
+            completion: tokens.1,
+        }
+    } else {
+        TokenUsage::default()
+    };
+    for t in ctx.tickets.drain(..) {
+        if let Some(done) = t.finish(Some(charged)) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), done).await;
+        }
+    }
+    Outcome::Done {
+        ok: status < 400,
+        line: line(&c.custom_id, status, &request_id, body),
+        tokens,
+    }
+}
+
+/// DeepSeek's keep-alive blank lines before a JSON answer.
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    &b[start..]
+}

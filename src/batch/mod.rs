@@ -1,0 +1,14 @@
+//! The batch module: OpenAI's Files and Batches API on the proxy's base URL, executed by
+//! the gateway itself through its own routing and limits, so every provider can run
+//! batches.
+//!
+//! `submit → store → dispatch → collect → export`:
+//! - [`api`]: `/v1/files` and `/v1/batches` (uploads streamed to disk);
+//! - [`store`]: SQLite in the data dir, one row per request, results written once;
+//! - [`dispatch`]: a background service that validates, runs and ends batches;
+//! - [`execute`]: one request through admission, routing and the upstream call.
+
+pub mod api;
+pub mod dispatch;
+pub mod execute;
+pub mod store;

@@ -1,0 +1,580 @@
+//! The durable batch store: one SQLite file in the data dir (WAL mode), with file contents
+//! beside it on disk (`files/<id>`), so uploads and results are streamed, never held whole
+//! in memory.
+//!
+//! A batch's requests are rows keyed by `(batch_id, custom_id)`; a result is written once
+//! per row (`state` moves from `running` to `done`/`failed` only once), so a crash and a
+//! restart can neither lose nor duplicate a result line. Rows still `running` at start
+//! were interrupted and go back to `pending`.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+pub struct Store {
+    db: Mutex<Connection>,
+    dir: PathBuf,
+}
+
+/// A stored file.
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub id: String,
+    pub purpose: String,
+    pub filename: String,
+    pub bytes: u64,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+impl FileRow {
+    pub fn object(&self) -> Value {
+        json!({"id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
+               "expires_at": self.expires_at, "filename": self.filename, "purpose": self.purpose,
+               "status": "processed", "status_details": null})
+    }
+}
+
+/// A request claimed for execution.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub batch_id: String,
+    pub custom_id: String,
+    pub consumer: Option<String>,
+    pub endpoint: String,
+    pub body: String,
+    pub attempts: u32,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(rand::random::<[u8; 12]>()))
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS files (
+  id TEXT PRIMARY KEY, consumer TEXT, purpose TEXT NOT NULL, filename TEXT NOT NULL,
+  bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER);
+CREATE TABLE IF NOT EXISTS batches (
+  id TEXT PRIMARY KEY, consumer TEXT, endpoint TEXT NOT NULL, input_file_id TEXT NOT NULL,
+  completion_window TEXT NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT NULL,
+  in_progress_at INTEGER, expires_at INTEGER NOT NULL, finalizing_at INTEGER,
+  completed_at INTEGER, failed_at INTEGER, expired_at INTEGER, cancelling_at INTEGER,
+  cancelled_at INTEGER, output_file_id TEXT, error_file_id TEXT, errors TEXT,
+  metadata TEXT, model TEXT, total INTEGER NOT NULL DEFAULT 0,
+  input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS requests (
+  batch_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, body TEXT NOT NULL,
+  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, not_before INTEGER NOT NULL DEFAULT 0,
+  result TEXT, PRIMARY KEY (batch_id, custom_id));
+CREATE INDEX IF NOT EXISTS requests_state ON requests (state, not_before);
+";
+
+impl Store {
+    /// Open (or create) the store in `dir`; requests interrupted by a crash are pending again.
+    pub fn open(dir: &Path) -> Result<Store, String> {
+        std::fs::create_dir_all(dir.join("files"))
+            .map_err(|e| format!("batch data dir {}: {e}", dir.display()))?;
+        let db = Connection::open(dir.join("batches.sqlite3"))
+            .map_err(|e| format!("opening the batch store: {e}"))?;
+        db.execute_batch(SCHEMA)
+            .map_err(|e| format!("batch store schema: {e}"))?;
+        db.execute(
+            "UPDATE requests SET state = 'pending' WHERE state = 'running'",
+            [],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Store {
+            db: Mutex::new(db),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where a file's bytes live.
+    pub fn file_path(&self, id: &str) -> PathBuf {
+        self.dir.join("files").join(id)
+    }
+
+    pub fn add_file(&self, consumer: Option<&str>, f: &FileRow) -> rusqlite::Result<()> {
+        self.db().execute(
+            "INSERT INTO files (id, consumer, purpose, filename, bytes, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![f.id, consumer, f.purpose, f.filename, f.bytes as i64, f.created_at, f.expires_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn file(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Option<FileRow>> {
+        self.db()
+            .query_row(
+                "SELECT id, purpose, filename, bytes, created_at, expires_at FROM files WHERE id = ?1 AND consumer IS ?2",
+                params![id, consumer],
+                file_row,
+            )
+            .optional()
+    }
+
+    /// Files of a consumer, newest first (or oldest first with `asc`), after `after`.
+    pub fn files(
+        &self,
+        consumer: Option<&str>,
+        purpose: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        asc: bool,
+    ) -> rusqlite::Result<Vec<FileRow>> {
+        let db = self.db();
+        let cursor: Option<(i64, String)> = match after {
+            Some(a) => db
+                .query_row("SELECT created_at, id FROM files WHERE id = ?1", [a], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?,
+            None => None,
+        };
+        let (cmp, order) = if asc { (">", "ASC") } else { ("<", "DESC") };
+        let sql = format!(
+            "SELECT id, purpose, filename, bytes, created_at, expires_at FROM files
+             WHERE consumer IS ?1 AND (?2 IS NULL OR purpose = ?2)
+               AND (?3 IS NULL OR (created_at, id) {cmp} (?3, ?4))
+             ORDER BY created_at {order}, id {order} LIMIT ?5"
+        );
+        let mut st = db.prepare(&sql)?;
+        let (c_at, c_id) = cursor.unzip();
+        let rows = st.query_map(
+            params![consumer, purpose, c_at, c_id, limit as i64],
+            file_row,
+        )?;
+        rows.collect()
+    }
+
+    pub fn delete_file(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<bool> {
+        let n = self.db().execute(
+            "DELETE FROM files WHERE id = ?1 AND consumer IS ?2",
+            params![id, consumer],
+        )?;
+        if n > 0 {
+            let _ = std::fs::remove_file(self.file_path(id));
+        }
+        Ok(n > 0)
+    }
+
+    pub fn add_batch(
+        &self,
+        id: &str,
+        consumer: Option<&str>,
+        endpoint: &str,
+        input_file_id: &str,
+        metadata: &Value,
+    ) -> rusqlite::Result<()> {
+        let t = now();
+        self.db().execute(
+            "INSERT INTO batches (id, consumer, endpoint, input_file_id, completion_window, status, created_at, expires_at, metadata)
+             VALUES (?1, ?2, ?3, ?4, '24h', 'validating', ?5, ?6, ?7)",
+            params![id, consumer, endpoint, input_file_id, t, t + 86_400, metadata.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// The Batch object (`None`: no such batch for this consumer).
+    pub fn batch(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Option<Value>> {
+        let db = self.db();
+        let row = db
+            .query_row(
+                &format!("{BATCH_SELECT} WHERE b.id = ?1 AND b.consumer IS ?2"),
+                params![id, consumer],
+                batch_object,
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// Batches of a consumer, newest first, after `after`.
+    pub fn batches(
+        &self,
+        consumer: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<Value>> {
+        let db = self.db();
+        let cursor: Option<(i64, String)> = match after {
+            Some(a) => db
+                .query_row(
+                    "SELECT created_at, id FROM batches WHERE id = ?1",
+                    [a],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+            None => None,
+        };
+        let (c_at, c_id) = cursor.unzip();
+        let mut st = db.prepare(&format!(
+            "{BATCH_SELECT} WHERE b.consumer IS ?1 AND (?2 IS NULL OR (b.created_at, b.id) < (?2, ?3))
+             ORDER BY b.created_at DESC, b.id DESC LIMIT ?4"
+        ))?;
+        let rows = st.query_map(params![consumer, c_at, c_id, limit as i64], batch_object)?;
+        rows.collect()
+    }
+
+    /// Batches waiting for validation: (id, endpoint, input file).
+    pub fn validating(&self) -> rusqlite::Result<Vec<(String, String, String)>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT id, endpoint, input_file_id FROM batches WHERE status = 'validating'",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
+    pub fn fail_batch(&self, id: &str, errors: &Value) -> rusqlite::Result<()> {
+        self.db().execute(
+            "UPDATE batches SET status = 'failed', failed_at = ?2, errors = ?3 WHERE id = ?1 AND status = 'validating'",
+            params![id, now(), errors.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Store a validated batch's requests and start it.
+    pub fn start_batch(
+        &self,
+        id: &str,
+        model: Option<&str>,
+        requests: &[(u64, String, String)],
+    ) -> rusqlite::Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut ins = tx.prepare(
+                "INSERT OR IGNORE INTO requests (batch_id, custom_id, line, body, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
+            )?;
+            for (line, custom_id, body) in requests {
+                ins.execute(params![id, custom_id, *line as i64, body])?;
+            }
+        }
+        tx.execute(
+            "UPDATE batches SET status = 'in_progress', in_progress_at = ?2, total = ?3, model = ?4 WHERE id = ?1 AND status = 'validating'",
+            params![id, now(), requests.len() as i64, model],
+        )?;
+        tx.commit()
+    }
+
+    /// Claim up to `n` pending requests of running batches, oldest batch first.
+    pub fn claim(&self, n: usize) -> rusqlite::Result<Vec<Claimed>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let claimed: Vec<Claimed> = {
+            let mut st = tx.prepare(
+                "SELECT r.batch_id, r.custom_id, b.consumer, b.endpoint, r.body, r.attempts
+                 FROM requests r JOIN batches b ON b.id = r.batch_id
+                 WHERE r.state = 'pending' AND r.not_before <= ?1 AND b.status = 'in_progress'
+                 ORDER BY b.created_at, r.line LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![now_ms(), n as i64], |r| {
+                Ok(Claimed {
+                    batch_id: r.get(0)?,
+                    custom_id: r.get(1)?,
+                    consumer: r.get(2)?,
+                    endpoint: r.get(3)?,
+                    body: r.get(4)?,
+                    attempts: r.get::<_, i64>(5)? as u32,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for c in &claimed {
+            tx.execute(
+                "UPDATE requests SET state = 'running' WHERE batch_id = ?1 AND custom_id = ?2",
+                params![c.batch_id, c.custom_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(claimed)
+    }
+
+    /// Write a request's result line once (`ok`: an output line, else an error line).
+    pub fn finish(
+        &self,
+        batch_id: &str,
+        custom_id: &str,
+        ok: bool,
+        line: &Value,
+        tokens: (u64, u64),
+    ) -> rusqlite::Result<()> {
+        let db = self.db();
+        let n = db.execute(
+            "UPDATE requests SET state = ?3, result = ?4, attempts = attempts + 1
+             WHERE batch_id = ?1 AND custom_id = ?2 AND state IN ('pending', 'running')",
+            params![
+                batch_id,
+                custom_id,
+                if ok { "done" } else { "failed" },
+                line.to_string()
+            ],
+        )?;
+        if n > 0 {
+            db.execute(
+                "UPDATE batches SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3 WHERE id = ?1",
+                params![batch_id, tokens.0 as i64, tokens.1 as i64],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Put a request back for another try no earlier than `not_before_ms`.
+    pub fn retry(
+        &self,
+        batch_id: &str,
+        custom_id: &str,
+        not_before_ms: i64,
+        counts: bool,
+    ) -> rusqlite::Result<()> {
+        self.db().execute(
+            "UPDATE requests SET state = 'pending', not_before = ?3, attempts = attempts + ?4
+             WHERE batch_id = ?1 AND custom_id = ?2 AND state = 'running'",
+            params![batch_id, custom_id, not_before_ms, i64::from(counts)],
+        )?;
+        Ok(())
+    }
+
+    /// Request a cancel: `Err(status)` when the batch has already ended.
+    pub fn cancel(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Result<(), String>> {
+        let db = self.db();
+        let status: Option<String> = db
+            .query_row(
+                "SELECT status FROM batches WHERE id = ?1 AND consumer IS ?2",
+                params![id, consumer],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match status.as_deref() {
+            Some("validating" | "in_progress") => {
+                db.execute(
+                    "UPDATE batches SET status = 'cancelling', cancelling_at = ?2 WHERE id = ?1",
+                    params![id, now()],
+                )?;
+                Ok(Ok(()))
+            }
+            Some(s) => Ok(Err(s.to_string())),
+            None => Ok(Err(String::new())),
+        }
+    }
+
+    /// End what has to end: expired batches, cancels, batches with nothing left to run.
+    /// Pending requests of expired or cancelled batches get error lines; finished batches
+    /// get their output and error files.
+    pub fn settle(&self) -> Result<Vec<String>, String> {
+        let ended = {
+            let db = self.db();
+            let t = now();
+            let e = |e: rusqlite::Error| e.to_string();
+            for (status, code, message) in [
+                (
+                    "expired",
+                    "batch_expired",
+                    "This request could not be executed before the completion window expired.",
+                ),
+                (
+                    "cancelled",
+                    "batch_cancelled",
+                    "This request was cancelled before it was executed.",
+                ),
+            ] {
+                let cond = if status == "expired" {
+                    format!("status = 'in_progress' AND expires_at <= {t}")
+                } else {
+                    "status = 'cancelling'".to_string()
+                };
+                let line = |cid: &str| {
+                    json!({"id": new_id("batch_req_"), "custom_id": cid, "response": null,
+                           "error": {"code": code, "message": message}})
+                    .to_string()
+                };
+                let mut st = db
+                    .prepare(&format!(
+                        "SELECT r.batch_id, r.custom_id FROM requests r JOIN batches b ON b.id = r.batch_id WHERE b.{cond} AND r.state = 'pending'"
+                    ))
+                    .map_err(e)?;
+                let rows: Vec<(String, String)> = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(e)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(e)?;
+                for (b, c) in rows {
+                    db.execute(
+                        "UPDATE requests SET state = 'failed', result = ?3 WHERE batch_id = ?1 AND custom_id = ?2 AND state = 'pending'",
+                        params![b, c, line(&c)],
+                    )
+                    .map_err(e)?;
+                }
+                if status == "expired" {
+                    db.execute(
+                        &format!("UPDATE batches SET status = 'expiring' WHERE {cond}"),
+                        [],
+                    )
+                    .map_err(e)?;
+                }
+            }
+            // Batches with nothing pending or running are ready to finalize.
+            let mut st = db
+                .prepare(
+                    "SELECT id, status FROM batches b WHERE status IN ('in_progress', 'cancelling', 'expiring')
+                     AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = b.id AND r.state IN ('pending', 'running'))",
+                )
+                .map_err(e)?;
+            let rows: Vec<(String, String)> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(e)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(e)?;
+            rows
+        };
+        let mut done = Vec::new();
+        for (id, status) in ended {
+            self.finalize(&id, &status)?;
+            done.push(id);
+        }
+        Ok(done)
+    }
+
+    /// Write the output and error files of a batch whose requests have all ended.
+    fn finalize(&self, id: &str, status: &str) -> Result<(), String> {
+        let e = |e: rusqlite::Error| e.to_string();
+        let consumer: Option<String> = self
+            .db()
+            .query_row("SELECT consumer FROM batches WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .map_err(e)?;
+        self.db()
+            .execute(
+                "UPDATE batches SET finalizing_at = ?2 WHERE id = ?1",
+                params![id, now()],
+            )
+            .map_err(e)?;
+        let mut files = [(true, None::<String>), (false, None)];
+        for (ok, file_id) in files.iter_mut() {
+            let fid = new_id("file-");
+            let path = self.file_path(&fid);
+            let mut out =
+                std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| e.to_string())?);
+            let mut bytes = 0u64;
+            {
+                use std::io::Write;
+                let db = self.db();
+                let mut st = db
+                    .prepare("SELECT result FROM requests WHERE batch_id = ?1 AND state = ?2 ORDER BY line")
+                    .map_err(e)?;
+                let rows = st
+                    .query_map(params![id, if *ok { "done" } else { "failed" }], |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .map_err(e)?;
+                for line in rows {
+                    let line = line.map_err(e)?;
+                    out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+                    out.write_all(b"\n").map_err(|e| e.to_string())?;
+                    bytes += line.len() as u64 + 1;
+                }
+                out.flush().map_err(|e| e.to_string())?;
+            }
+            if bytes == 0 {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let name = if *ok {
+                "batch_output.jsonl"
+            } else {
+                "batch_errors.jsonl"
+            };
+            self.add_file(
+                consumer.as_deref(),
+                &FileRow {
+                    id: fid.clone(),
+                    purpose: "batch_output".into(),
+                    filename: format!("{id}_{name}"),
+                    bytes,
+                    created_at: now(),
+                    expires_at: Some(now() + 30 * 86_400),
+                },
+            )
+            .map_err(e)?;
+            *file_id = Some(fid);
+        }
+        let (final_status, stamp) = match status {
+            "cancelling" => ("cancelled", "cancelled_at"),
+            "expiring" => ("expired", "expired_at"),
+            _ => ("completed", "completed_at"),
+        };
+        self.db()
+            .execute(
+                &format!("UPDATE batches SET status = ?2, {stamp} = ?3, output_file_id = ?4, error_file_id = ?5 WHERE id = ?1"),
+                params![id, final_status, now(), files[0].1, files[1].1],
+            )
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    Ok(FileRow {
+        id: r.get(0)?,
+        purpose: r.get(1)?,
+        filename: r.get(2)?,
+        bytes: r.get::<_, i64>(3)? as u64,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+    })
+}
+
+const BATCH_SELECT: &str = "SELECT b.id, b.endpoint, b.input_file_id, b.completion_window,
+  CASE b.status WHEN 'expiring' THEN 'in_progress' ELSE b.status END, b.created_at,
+  b.in_progress_at, b.expires_at, b.finalizing_at, b.completed_at, b.failed_at, b.expired_at,
+  b.cancelling_at, b.cancelled_at, b.output_file_id, b.error_file_id, b.errors, b.metadata,
+  b.model, b.total,
+  (SELECT COUNT(*) FROM requests r WHERE r.batch_id = b.id AND r.state = 'done'),
+  (SELECT COUNT(*) FROM requests r WHERE r.batch_id = b.id AND r.state = 'failed'),
+  b.input_tokens, b.output_tokens
+  FROM batches b";
+
+fn batch_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    let json_col = |i: usize| -> rusqlite::Result<Value> {
+        Ok(r.get::<_, Option<String>>(i)?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null))
+    };
+    let (input, output): (i64, i64) = (r.get(22)?, r.get(23)?);
+    Ok(json!({
+        "id": r.get::<_, String>(0)?, "object": "batch", "endpoint": r.get::<_, String>(1)?,
+        "model": r.get::<_, Option<String>>(18)?, "errors": json_col(16)?,
+        "input_file_id": r.get::<_, String>(2)?, "completion_window": r.get::<_, String>(3)?,
+        "status": r.get::<_, String>(4)?, "output_file_id": r.get::<_, Option<String>>(14)?,
+        "error_file_id": r.get::<_, Option<String>>(15)?, "created_at": r.get::<_, i64>(5)?,
+        "in_progress_at": r.get::<_, Option<i64>>(6)?, "expires_at": r.get::<_, i64>(7)?,
+        "finalizing_at": r.get::<_, Option<i64>>(8)?, "completed_at": r.get::<_, Option<i64>>(9)?,
+        "failed_at": r.get::<_, Option<i64>>(10)?, "expired_at": r.get::<_, Option<i64>>(11)?,
+        "cancelling_at": r.get::<_, Option<i64>>(12)?, "cancelled_at": r.get::<_, Option<i64>>(13)?,
+        "request_counts": {"total": r.get::<_, i64>(19)?, "completed": r.get::<_, i64>(20)?,
+                           "failed": r.get::<_, i64>(21)?},
+        "usage": {"input_tokens": input, "input_tokens_details": {"cached_tokens": 0},
+                  "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
+                  "total_tokens": input + output},
+        "metadata": json_col(17)?,
+    }))
+}

@@ -1,0 +1,178 @@
+//! The batch module through the real gateway: Files and Batches API, validation, results.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "sk-batch";
+
+fn gateway() -> Gw {
+    Gw::start(&format!(
+        r#"
+server: {{threads: 2}}
+consumers: [{{name: b, keys: ["{KEY}"]}}, {{name: other, keys: [sk-other]}}]
+providers:
+  - {{name: mock, kind: mock}}
+  - {{name: broken, kind: mock, mock: {{failure: {{status: 500}}}}}}
+models:
+  - {{name: m, deployments: [{{provider: mock}}]}}
+  - {{name: e, deployments: [{{provider: mock}}]}}
+  - {{name: fails, deployments: [{{provider: broken}}]}}
+batch: {{max_attempts: 2}}
+"#
+    ))
+}
+
+/// Upload `content` as a batch input file; returns the file object.
+fn upload(gw: &Gw, content: &str) -> Value {
+    let boundary = "XyZbOuNdArY";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n{content}\r\n--{boundary}--\r\n"
+    );
+    let r = agent()
+        .post(&gw.url("/v1/files"))
+        .set("authorization", &format!("Bearer {KEY}"))
+        .set(
+            "content-type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )
+        .send_string(&body)
+        .unwrap();
+    serde_json::from_str(&r.into_string().unwrap()).unwrap()
+}
+
+fn wait_status(gw: &Gw, id: &str, want: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let b = get(&gw.url(&format!("/v1/batches/{id}")), Some(KEY)).json();
+        if want.contains(&b["status"].as_str().unwrap_or("")) {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "batch stuck: {b}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn lines(gw: &Gw, file: &Value) -> Vec<Value> {
+    let r = get(
+        &gw.url(&format!("/v1/files/{}/content", file.as_str().unwrap())),
+        Some(KEY),
+    );
+    assert_eq!(r.status, 200);
+    r.body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn batch_runs_to_completion_with_output_and_error_files() {
+    let gw = gateway();
+    let mut input = String::new();
+    for i in 0..20 {
+        let model = if i % 5 == 4 { "fails" } else { "m" };
+        input.push_str(
+            &json!({"custom_id": format!("r{i}"), "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": format!("hi {i}")}]}})
+            .to_string(),
+        );
+        input.push('\n');
+    }
+    let f = upload(&gw, &input);
+    assert_eq!(
+        (
+            f["object"].as_str(),
+            f["purpose"].as_str(),
+            f["status"].as_str()
+        ),
+        (Some("file"), Some("batch"), Some("processed"))
+    );
+    let r = post(
+        &gw.url("/v1/batches"),
+        Some(KEY),
+        &json!({"input_file_id": f["id"],
+        "endpoint": "/v1/chat/completions", "completion_window": "24h", "metadata": {"k": "v"}})
+        .to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = r.json();
+    assert_eq!(b["status"], "validating");
+    let done = wait_status(&gw, b["id"].as_str().unwrap(), &["completed"]);
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 20, "completed": 16, "failed": 4})
+    );
+    assert_eq!(done["metadata"], json!({"k": "v"}));
+    let out = lines(&gw, &done["output_file_id"]);
+    let err = lines(&gw, &done["error_file_id"]);
+    assert_eq!(out.len(), 16);
+    assert_eq!(err.len(), 4);
+    assert_eq!(out[0]["response"]["status_code"], 200);
+    assert_eq!(out[0]["response"]["body"]["object"], "chat.completion");
+    assert!(out[0]["error"].is_null());
+    assert_eq!(err[0]["response"]["status_code"], 500);
+    let mut ids: Vec<String> = out
+        .iter()
+        .chain(&err)
+        .map(|l| l["custom_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "every custom_id exactly once");
+    // Another consumer sees none of it.
+    assert_eq!(
+        get(
+            &gw.url(&format!("/v1/batches/{}", b["id"].as_str().unwrap())),
+            Some("sk-other")
+        )
+        .status,
+        404
+    );
+}
+
+#[test]
+fn invalid_input_fails_with_line_numbers_and_terminal_cancel_is_400() {
+    let gw = gateway();
+    let input = "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\"}}\nnot json\n{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{}}\n";
+    let f = upload(&gw, input);
+    let b = post(
+        &gw.url("/v1/batches"),
+        Some(KEY),
+        &json!({"input_file_id": f["id"],
+        "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        .to_string(),
+    )
+    .json();
+    let failed = wait_status(&gw, b["id"].as_str().unwrap(), &["failed"]);
+    let errors: Vec<(String, u64)> = failed["errors"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["code"].as_str().unwrap().to_string(),
+                e["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        errors.contains(&("invalid_json_line".into(), 2)),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&("duplicate_custom_id".into(), 3)),
+        "{errors:?}"
+    );
+    assert!(errors.contains(&("invalid_url".into(), 3)), "{errors:?}");
+    let r = post(
+        &gw.url(&format!("/v1/batches/{}/cancel", b["id"].as_str().unwrap())),
+        Some(KEY),
+        "",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'failed'"));
+}
