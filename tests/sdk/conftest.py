@@ -36,6 +36,7 @@ consumers:
 providers:
   - {{name: mock, kind: mock}}
   - {{name: midstream, kind: mock, mock: {{cut_stream_after_tokens: 2}}}}
+  - {{name: slow-mock, kind: mock, mock: {{latency_ms: 300}}}}
   - {{name: claude, kind: anthropic, base_url: "{{anthropic_base}}", api_key: "{ANTHROPIC_KEY}"}}
 models:
   - {{name: gpt-4o-mini, deployments: [{{provider: mock}}]}}
@@ -44,6 +45,7 @@ models:
   - {{name: meta-llama/Llama-3-8B, deployments: [{{provider: mock}}]}}
   - {{name: "ft:gpt-4o:org:x:abc", deployments: [{{provider: mock}}]}}
   - {{name: fault-inject-midstream, deployments: [{{provider: midstream}}]}}
+  - {{name: slow-batch, deployments: [{{provider: slow-mock}}]}}
   - {{name: claude-text, deployments: [{{provider: claude}}]}}
   - {{name: claude-tool, deployments: [{{provider: claude}}]}}
   - {{name: claude-overloaded, deployments: [{{provider: claude}}]}}
