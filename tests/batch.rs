@@ -176,3 +176,64 @@ fn invalid_input_fails_with_line_numbers_and_terminal_cancel_is_400() {
         .unwrap()
         .contains("'failed'"));
 }
+
+#[test]
+fn sigkill_mid_batch_then_restart_completes_every_line_once() {
+    let mut gw = Gw::start(&format!(
+        r#"
+server: {{threads: 2}}
+consumers: [{{name: b, keys: ["{KEY}"]}}]
+providers: [{{name: slow, kind: mock, mock: {{latency_ms: 20}}}}]
+models: [{{name: m, deployments: [{{provider: slow}}]}}]
+batch: {{concurrency: 8}}
+"#
+    ));
+    let n = 1000;
+    let input: String = (0..n)
+        .map(|i| {
+            json!({"custom_id": format!("c{i}"), "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "m", "messages": [{"role": "user", "content": "x"}]}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let f = upload(&gw, &input);
+    let b = post(
+        &gw.url("/v1/batches"),
+        Some(KEY),
+        &json!({"input_file_id": f["id"],
+        "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        .to_string(),
+    )
+    .json();
+    let id = b["id"].as_str().unwrap().to_string();
+    // Kill it once some, not all, requests are done.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let b = get(&gw.url(&format!("/v1/batches/{id}")), Some(KEY)).json();
+        if b["request_counts"]["completed"].as_u64().unwrap_or(0) >= 100 {
+            assert_eq!(b["status"], "in_progress", "killed mid-batch");
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gw.kill_and_restart();
+    let done = wait_status(&gw, &id, &["completed"]);
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": n, "completed": n, "failed": 0})
+    );
+    let out = lines(&gw, &done["output_file_id"]);
+    let mut ids: Vec<&str> = out
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (out.len(), ids.len()),
+        (n, n),
+        "every custom_id exactly once"
+    );
+}

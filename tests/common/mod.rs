@@ -30,6 +30,7 @@ pub struct Gw {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     log_path: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Gw {
@@ -42,34 +43,55 @@ impl Gw {
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, yaml).unwrap();
         let log_path = dir.path().join("gateway.log");
-        let (port, metrics_port) = (free_port(), free_port());
-        let log = std::fs::File::create(&log_path).unwrap();
+        let mut gw = Gw {
+            child: None,
+            port: free_port(),
+            metrics_port: free_port(),
+            dir,
+            config_path,
+            log_path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        gw.spawn();
+        gw
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"));
         cmd.arg("run")
             .arg("--config")
-            .arg(&config_path)
+            .arg(&self.config_path)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("127.0.0.1:{}", self.port))
             .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{metrics_port}"))
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .env_remove("RUST_LOG");
-        for (k, v) in env {
+        for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn gateway");
-        let mut gw = Gw {
-            child: Some(child),
-            port,
-            metrics_port,
-            dir,
-            config_path,
-            log_path,
-        };
-        gw.wait_ready();
-        gw
+        self.child = Some(cmd.spawn().expect("spawn gateway"));
+        self.wait_ready();
+    }
+
+    /// SIGKILL the gateway (no graceful anything) and start it again on the same config,
+    /// data dir and ports.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
     }
 
     fn wait_ready(&mut self) {
