@@ -411,12 +411,7 @@ impl Store {
                         "SELECT r.batch_id, r.custom_id FROM requests r JOIN batches b ON b.id = r.batch_id WHERE b.{cond} AND r.state = 'pending'"
                     ))
                     .map_err(e)?;
-                let rows: Vec<(String, String)> = st
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .map_err(e)?
-                    .collect::<rusqlite::Result<_>>()
-                    .map_err(e)?;
-                for (b, c) in rows {
+                for (b, c) in pairs(&mut st).map_err(e)? {
                     db.execute(
                         "UPDATE requests SET state = 'failed', result = ?3 WHERE batch_id = ?1 AND custom_id = ?2 AND state = 'pending'",
                         params![b, c, line(&c)],
@@ -438,12 +433,7 @@ impl Store {
                      AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = b.id AND r.state IN ('pending', 'running'))",
                 )
                 .map_err(e)?;
-            let rows: Vec<(String, String)> = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(e)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(e)?;
-            rows
+            pairs(&mut st).map_err(e)?
         };
         let mut done = Vec::new();
         for (id, status) in ended {
@@ -530,6 +520,11 @@ impl Store {
             .map_err(e)?;
         Ok(())
     }
+}
+
+/// The rows of a two-text-column query.
+fn pairs(st: &mut rusqlite::Statement<'_>) -> rusqlite::Result<Vec<(String, String)>> {
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
 }
 
 fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {

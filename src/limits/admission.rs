@@ -58,6 +58,23 @@ pub struct Quota {
     pub apisix_header: bool,
 }
 
+impl Quota {
+    /// The quota a limit-count decision reports.
+    pub fn of_count(
+        l: &super::count::CountLimit,
+        d: &super::count::CountDecision,
+        apisix_header: bool,
+    ) -> Quota {
+        Quota {
+            budget: Budget::Requests,
+            limit: l.count,
+            remaining: d.remaining,
+            reset_ms: d.reset_ms,
+            apisix_header,
+        }
+    }
+}
+
 /// Why a request was not admitted.
 #[derive(Debug, Clone)]
 pub struct Rejection {

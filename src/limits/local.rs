@@ -343,13 +343,7 @@ fn group(
                 let d = l.hit(slot.and_then(Slot::count), now, 1);
                 (Some(Slot::Count(d.state)), d)
             });
-            quotas.push(Quota {
-                budget: Budget::Requests,
-                limit: l.count,
-                remaining: d.remaining,
-                reset_ms: d.reset_ms,
-                apisix_header: c.rule.answer.quota_header,
-            });
+            quotas.push(Quota::of_count(&l, &d, c.rule.answer.quota_header));
             if !d.admitted {
                 return reject(hold, quotas, c.rule, Budget::Requests, d.reset_ms);
             }

@@ -189,13 +189,7 @@ fn decide_group(
             continue;
         };
         let d = sync.decide(&store.key(&c.rule.kind, &c.key), &l, now, charge);
-        quotas.push(Quota {
-            budget: Budget::Requests,
-            limit: l.count,
-            remaining: d.remaining,
-            reset_ms: d.reset_ms,
-            apisix_header: c.rule.answer.quota_header,
-        });
+        quotas.push(Quota::of_count(&l, &d, c.rule.answer.quota_header));
         if !d.admitted {
             return Err(Rejection {
                 rule: c.rule.id.clone(),

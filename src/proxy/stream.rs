@@ -134,14 +134,8 @@ async fn relay_native(
     mut resp: UpstreamResponse,
     key: Option<&str>,
 ) {
-    let body = match resp.body.read_all(MAX_RESPONSE_BYTES).await {
-        Ok(b) => b,
-        Err(f) => {
-            count_error(state, ctx, f.kind);
-            let e = crate::errors::GatewayError::UpstreamProtocol(f.kind.label().into());
-            respond::error(session, ctx, &e).await;
-            return;
-        }
+    let Some(body) = read_whole(state, session, ctx, &mut resp).await else {
+        return;
     };
     let body = match key.filter(|k| k.len() >= 4) {
         Some(k) if resp.status >= 400 => {
@@ -179,14 +173,8 @@ async fn relay_whole(
     key: Option<&str>,
     anthropic: bool,
 ) {
-    let body = match resp.body.read_all(MAX_RESPONSE_BYTES).await {
-        Ok(b) => b,
-        Err(f) => {
-            count_error(state, ctx, f.kind);
-            let e = crate::errors::GatewayError::UpstreamProtocol(f.kind.label().into());
-            respond::error(session, ctx, &e).await;
-            return;
-        }
+    let Some(body) = read_whole(state, session, ctx, &mut resp).await else {
+        return;
     };
     let mut status = resp.status;
     let (content_type, body) = if anthropic {
@@ -308,6 +296,24 @@ async fn relay_events(
     }
     if session.write_response_body(None, true).await.is_err() {
         client_gone(ctx);
+    }
+}
+
+/// Read a whole upstream answer; on failure answer the client (502) and give `None`.
+async fn read_whole(
+    state: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    resp: &mut UpstreamResponse,
+) -> Option<Bytes> {
+    match resp.body.read_all(MAX_RESPONSE_BYTES).await {
+        Ok(b) => Some(b),
+        Err(f) => {
+            count_error(state, ctx, f.kind);
+            let e = crate::errors::GatewayError::UpstreamProtocol(f.kind.label().into());
+            respond::error(session, ctx, &e).await;
+            None
+        }
     }
 }
 
