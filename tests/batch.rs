@@ -15,7 +15,9 @@ consumers: [{{name: b, keys: ["{KEY}"]}}, {{name: other, keys: [sk-other]}}]
 providers:
   - {{name: mock, kind: mock}}
   - {{name: broken, kind: mock, mock: {{failure: {{status: 500}}}}}}
+  - {{name: slow, kind: mock, mock: {{latency_ms: 300}}}}
 models:
+  - {{name: s, deployments: [{{provider: slow}}]}}
   - {{name: m, deployments: [{{provider: mock}}]}}
   - {{name: e, deployments: [{{provider: mock}}]}}
   - {{name: fails, deployments: [{{provider: broken}}]}}
@@ -236,4 +238,84 @@ batch: {{concurrency: 8}}
         (n, n),
         "every custom_id exactly once"
     );
+}
+
+#[test]
+fn inline_batch_results_as_jsonl_json_csv_and_one_request() {
+    let gw = gateway();
+    let mut requests: Vec<Value> = (0..3)
+        .map(|i| {
+            json!({"custom_id": format!("q{i}"), "body": {"model": "m", "max_tokens": 3,
+            "messages": [{"role": "user", "content": "hello, \"world\""}]}})
+        })
+        .collect();
+    requests.push(json!({"custom_id": "bad", "body": {"model": "fails", "messages": [{"role": "user", "content": "x"}]}}));
+    let b = post(
+        &gw.url("/v1/batches"),
+        Some(KEY),
+        &json!({"endpoint": "/v1/chat/completions", "requests": requests}).to_string(),
+    )
+    .json();
+    assert_eq!(b["status"], "validating", "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    wait_status(&gw, &id, &["completed"]);
+    let jsonl = get(&gw.url(&format!("/v1/batches/{id}/results")), Some(KEY)).body;
+    assert_eq!(jsonl.lines().count(), 4);
+    let json = get(
+        &gw.url(&format!("/v1/batches/{id}/results?format=json")),
+        Some(KEY),
+    )
+    .json();
+    assert_eq!(json["data"].as_array().unwrap().len(), 4);
+    assert_eq!(json["data"][0]["custom_id"], "q0");
+    let csv = get(
+        &gw.url(&format!("/v1/batches/{id}/results?format=csv")),
+        Some(KEY),
+    );
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let rows: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(
+        rows[0],
+        "custom_id,status,content,prompt_tokens,completion_tokens,total_tokens,error"
+    );
+    assert!(rows[1].starts_with("q0,200,"), "{}", rows[1]);
+    assert!(rows[1].contains(",3,"), "completion tokens: {}", rows[1]);
+    assert!(rows[4].starts_with("bad,500,,"), "{}", rows[4]);
+    let one = get(&gw.url(&format!("/v1/batches/{id}/requests/q1")), Some(KEY)).json();
+    assert_eq!(one["status"], "completed");
+    assert_eq!(one["result"]["response"]["status_code"], 200);
+}
+
+#[test]
+fn cancelling_one_pending_request() {
+    let gw = gateway();
+    let requests: Vec<Value> = (0..40)
+        .map(|i| json!({"custom_id": format!("s{i}"), "body": {"model": "s", "messages": [{"role": "user", "content": "x"}]}}))
+        .collect();
+    let b = post(
+        &gw.url("/v1/batches"),
+        Some(KEY),
+        &json!({"endpoint": "/v1/chat/completions", "requests": requests}).to_string(),
+    )
+    .json();
+    let id = b["id"].as_str().unwrap().to_string();
+    wait_status(&gw, &id, &["in_progress"]);
+    let r = post(
+        &gw.url(&format!("/v1/batches/{id}/requests/s39/cancel")),
+        Some(KEY),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "cancelled");
+    let done = wait_status(&gw, &id, &["completed"]);
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 40, "completed": 39, "failed": 1})
+    );
+    let r = post(
+        &gw.url(&format!("/v1/batches/{id}/requests/s0/cancel")),
+        Some(KEY),
+        "",
+    );
+    assert_eq!(r.status, 400, "a finished request cannot be cancelled");
 }

@@ -24,6 +24,10 @@ pub enum Route {
     ListBatches,
     GetBatch(String),
     CancelBatch(String),
+    /// Inline-batch extras: every result as JSONL, JSON or CSV; one request; cancelling one.
+    Results(String),
+    GetRequest(String, String),
+    CancelRequest(String, String),
 }
 
 impl Route {
@@ -42,6 +46,11 @@ impl Route {
             (&M::GET, ["batches"]) => Route::ListBatches,
             (&M::GET, ["batches", b]) => Route::GetBatch(id(b)),
             (&M::POST, ["batches", b, "cancel"]) => Route::CancelBatch(id(b)),
+            (&M::GET, ["batches", b, "results"]) => Route::Results(id(b)),
+            (&M::GET, ["batches", b, "requests", c]) => Route::GetRequest(id(b), id(c)),
+            (&M::POST, ["batches", b, "requests", c, "cancel"]) => {
+                Route::CancelRequest(id(b), id(c))
+            }
             _ => return None,
         })
     }
@@ -152,22 +161,34 @@ pub async fn serve(
             return send_file(session, ctx, &store.file_path(&id)).await;
         }
         Route::CreateBatch => {
-            let body = crate::proxy::body::read_body(session, 1024 * 1024).await?;
+            let max = state.runtime.load().config.server.max_body_bytes;
+            let body = crate::proxy::body::read_body(session, max).await?;
             let v: Value = serde_json::from_slice(&body)
                 .map_err(|_| GatewayError::bad_request("The body must be a JSON object.", None))?;
-            let input = v["input_file_id"].as_str().ok_or_else(|| {
-                GatewayError::bad_request(
-                    "Missing required parameter: 'input_file_id'.",
-                    Some("input_file_id"),
-                )
-            })?;
             let endpoint = v["endpoint"].as_str().ok_or_else(|| {
                 GatewayError::bad_request(
                     "Missing required parameter: 'endpoint'.",
                     Some("endpoint"),
                 )
             })?;
-            if v["completion_window"] != "24h" {
+            // An inline batch brings its requests; they become its input file.
+            let inline = match v["requests"].as_array() {
+                Some(requests) => Some(inline_file(store, who, endpoint, requests)?),
+                None => None,
+            };
+            let input = match (&inline, v["input_file_id"].as_str()) {
+                (Some(id), _) => id.as_str(),
+                (None, Some(id)) => id,
+                (None, None) => {
+                    return Err(GatewayError::bad_request(
+                        "Missing required parameter: 'input_file_id' (or 'requests').",
+                        Some("input_file_id"),
+                    ))
+                }
+            };
+            let window_ok = v["completion_window"] == "24h"
+                || (inline.is_some() && v["completion_window"].is_null());
+            if !window_ok {
                 return Err(GatewayError::bad_request(
                     "completion_window must be '24h'.",
                     Some("completion_window"),
@@ -219,8 +240,205 @@ pub async fn serve(
                 .map_err(internal)?
                 .unwrap_or(Value::Null)
         }
+        Route::Results(id) => {
+            let format = param(&q, "format").unwrap_or("jsonl").to_string();
+            if !matches!(format.as_str(), "jsonl" | "json" | "csv") {
+                return Err(GatewayError::bad_request(
+                    "format must be jsonl, json or csv.",
+                    Some("format"),
+                ));
+            }
+            store
+                .results(who, &id, 0, 1)
+                .map_err(internal)?
+                .ok_or_else(|| not_found("Batch", &id))?;
+            return send_results(store, session, ctx, who, &id, &format).await;
+        }
+        Route::GetRequest(id, cid) => store
+            .request(who, &id, &cid)
+            .map_err(internal)?
+            .ok_or_else(|| not_found("Batch request", &cid))?,
+        Route::CancelRequest(id, cid) => {
+            match store.cancel_request(who, &id, &cid).map_err(internal)? {
+                None => return Err(not_found("Batch", &id)),
+                Some(false) => {
+                    return Err(GatewayError::bad_request(
+                        "Only a request that has not started can be cancelled.",
+                        None,
+                    ))
+                }
+                Some(true) => {}
+            }
+            store
+                .request(who, &id, &cid)
+                .map_err(internal)?
+                .ok_or_else(|| not_found("Batch request", &cid))?
+        }
     };
     respond::json(session, ctx, &answer).await;
+    Ok(())
+}
+
+/// Write an inline batch's requests as its input file; returns the file id.
+fn inline_file(
+    store: &Store,
+    who: Option<&str>,
+    endpoint: &str,
+    requests: &[Value],
+) -> Result<String, GatewayError> {
+    let id = new_id("file-");
+    let file = std::fs::File::create(store.file_path(&id)).map_err(internal)?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut bytes = 0u64;
+    for r in requests {
+        let line = json!({"custom_id": r["custom_id"], "method": "POST", "url": endpoint,
+                          "body": r["body"]})
+        .to_string();
+        out.write_all(line.as_bytes()).map_err(internal)?;
+        out.write_all(b"\n").map_err(internal)?;
+        bytes += line.len() as u64 + 1;
+    }
+    out.flush().map_err(internal)?;
+    let row = FileRow {
+        id: id.clone(),
+        purpose: "batch".into(),
+        filename: "inline.jsonl".into(),
+        bytes,
+        created_at: now(),
+        expires_at: Some(now() + 30 * 86_400),
+    };
+    store.add_file(who, &row).map_err(internal)?;
+    Ok(id)
+}
+
+/// One CSV field, quoted when it needs to be.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// A result line as a CSV row: custom_id, status, content, tokens, error.
+fn csv_row(line: &Value) -> String {
+    let resp = &line["response"];
+    let body = &resp["body"];
+    let status = resp["status_code"]
+        .as_u64()
+        .map(|s| s.to_string())
+        .or_else(|| line["error"]["code"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let choice = &body["choices"][0];
+    let content = choice["message"]["content"]
+        .as_str()
+        .or(choice["text"].as_str())
+        .map(str::to_string)
+        .or_else(|| {
+            let e = body["data"][0]["embedding"].as_array()?;
+            Some(format!("[{} floats]", e.len()))
+        })
+        .unwrap_or_default();
+    let tokens = |k: &str| {
+        body["usage"][k]
+            .as_u64()
+            .map(|n| n.to_string())
+            .unwrap_or_default()
+    };
+    let error = body["error"]["message"]
+        .as_str()
+        .or(line["error"]["message"].as_str())
+        .unwrap_or("");
+    [
+        csv_field(line["custom_id"].as_str().unwrap_or("")),
+        csv_field(&status),
+        csv_field(&content),
+        tokens("prompt_tokens"),
+        tokens("completion_tokens"),
+        tokens("total_tokens"),
+        csv_field(error),
+    ]
+    .join(",")
+}
+
+/// Send every result of a batch, page by page from the store (never all in memory).
+async fn send_results(
+    store: &Store,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    who: Option<&str>,
+    id: &str,
+    format: &str,
+) -> Result<(), GatewayError> {
+    let content_type = match format {
+        "csv" => "text/csv; charset=utf-8",
+        "json" => "application/json",
+        _ => "application/jsonl",
+    };
+    let h = respond::header(200, content_type, ctx);
+    ctx.status = 200;
+    if session
+        .write_response_header(Box::new(h), false)
+        .await
+        .is_err()
+    {
+        ctx.status = 499;
+        return Ok(());
+    }
+    let mut chunk = String::new();
+    match format {
+        "csv" => chunk.push_str(
+            "custom_id,status,content,prompt_tokens,completion_tokens,total_tokens,error\n",
+        ),
+        "json" => chunk.push_str("{\"object\":\"list\",\"data\":["),
+        _ => {}
+    }
+    let (mut after, mut first) = (0, true);
+    loop {
+        let page = store
+            .results(who, id, after, 1000)
+            .map_err(internal)?
+            .unwrap_or_default();
+        for (line, text) in &page {
+            after = *line;
+            match format {
+                "csv" => {
+                    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                    chunk.push_str(&csv_row(&v));
+                    chunk.push('\n');
+                }
+                "json" => {
+                    if !first {
+                        chunk.push(',');
+                    }
+                    chunk.push_str(text);
+                }
+                _ => {
+                    chunk.push_str(text);
+                    chunk.push('\n');
+                }
+            }
+            first = false;
+        }
+        let last = page.len() < 1000;
+        if last && format == "json" {
+            chunk.push_str("]}");
+        }
+        let bytes = Bytes::from(std::mem::take(&mut chunk));
+        if !bytes.is_empty()
+            && session
+                .write_response_body(Some(bytes), false)
+                .await
+                .is_err()
+        {
+            ctx.status = 499;
+            return Ok(());
+        }
+        if last {
+            break;
+        }
+    }
+    let _ = session.write_response_body(None, true).await;
     Ok(())
 }
 

@@ -353,6 +353,103 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `consumer` owns batch `id`.
+    fn owns(db: &Connection, consumer: Option<&str>, id: &str) -> rusqlite::Result<bool> {
+        db.query_row(
+            "SELECT 1 FROM batches WHERE id = ?1 AND consumer IS ?2",
+            params![id, consumer],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|o| o.is_some())
+    }
+
+    /// Result lines of a batch (output and error lines), in input order, after input line
+    /// `after_line`: (line, result). `None`: no such batch for this consumer.
+    pub fn results(
+        &self,
+        consumer: Option<&str>,
+        id: &str,
+        after_line: i64,
+        limit: usize,
+    ) -> rusqlite::Result<Option<Vec<(i64, String)>>> {
+        let db = self.db();
+        if !Self::owns(&db, consumer, id)? {
+            return Ok(None);
+        }
+        let mut st = db.prepare(
+            "SELECT line, result FROM requests WHERE batch_id = ?1 AND line > ?2 AND result IS NOT NULL ORDER BY line LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![id, after_line, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        rows.collect::<rusqlite::Result<_>>().map(Some)
+    }
+
+    /// One request of a batch: `{custom_id, status, attempts, result}`.
+    pub fn request(
+        &self,
+        consumer: Option<&str>,
+        id: &str,
+        custom_id: &str,
+    ) -> rusqlite::Result<Option<Value>> {
+        let db = self.db();
+        if !Self::owns(&db, consumer, id)? {
+            return Ok(None);
+        }
+        db.query_row(
+            "SELECT state, attempts, result FROM requests WHERE batch_id = ?1 AND custom_id = ?2",
+            params![id, custom_id],
+            |r| {
+                let state: String = r.get(0)?;
+                let result: Option<String> = r.get(2)?;
+                let result: Value = result
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or(Value::Null);
+                let status = match state.as_str() {
+                    "done" => "completed",
+                    "failed" if result["error"]["code"] == "batch_cancelled" => "cancelled",
+                    "failed" if result["error"]["code"] == "batch_expired" => "expired",
+                    other => other,
+                };
+                Ok(
+                    json!({"object": "batch.request", "custom_id": custom_id, "status": status,
+                          "attempts": r.get::<_, i64>(1)?, "result": result}),
+                )
+            },
+        )
+        .optional()
+    }
+
+    /// Cancel one request that has not run yet: `Ok(false)` when it is running or ended.
+    pub fn cancel_request(
+        &self,
+        consumer: Option<&str>,
+        id: &str,
+        custom_id: &str,
+    ) -> rusqlite::Result<Option<bool>> {
+        let db = self.db();
+        if !Self::owns(&db, consumer, id)? {
+            return Ok(None);
+        }
+        let line = json!({"id": new_id("batch_req_"), "custom_id": custom_id, "response": null,
+            "error": {"code": "batch_cancelled", "message": "This request was cancelled before it was executed."}});
+        let n = db.execute(
+            "UPDATE requests SET state = 'failed', result = ?3 WHERE batch_id = ?1 AND custom_id = ?2 AND state = 'pending'",
+            params![id, custom_id, line.to_string()],
+        )?;
+        Ok(Some(n > 0))
+    }
+
+    /// Requests waiting to run, over every batch (a gauge).
+    pub fn pending(&self) -> rusqlite::Result<i64> {
+        self.db().query_row(
+            "SELECT COUNT(*) FROM requests WHERE state IN ('pending', 'running')",
+            [],
+            |r| r.get(0),
+        )
+    }
+
     /// Request a cancel: `Err(status)` when the batch has already ended.
     pub fn cancel(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Result<(), String>> {
         let db = self.db();
