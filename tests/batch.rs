@@ -21,7 +21,7 @@ models:
   - {{name: m, deployments: [{{provider: mock}}]}}
   - {{name: e, deployments: [{{provider: mock}}]}}
   - {{name: fails, deployments: [{{provider: broken}}]}}
-batch: {{max_attempts: 2}}
+batch: {{max_attempts: 2, webhook_secret: whsec-test}}
 "#
     ))
 }
@@ -318,4 +318,59 @@ fn cancelling_one_pending_request() {
         "",
     );
     assert_eq!(r.status, 400, "a finished request cannot be cancelled");
+}
+
+#[test]
+fn webhooks_are_signed_retried_and_recorded() {
+    use common::fixture_server::{self, Reply, Request};
+    use hmac::Mac;
+    use std::sync::{Arc, Mutex};
+    let gw = gateway();
+    let got: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let g = got.clone();
+    let port = fixture_server::start(Arc::new(move |r: &Request| {
+        let mut g = g.lock().unwrap();
+        g.push(r.clone());
+        // The first two deliveries fail: the gateway retries.
+        if g.len() <= 2 {
+            Reply::json("500 Internal Server Error", "{}")
+        } else {
+            Reply::json("200 OK", "{}")
+        }
+    }));
+    let requests: Vec<Value> = (0..4)
+        .map(|i| json!({"custom_id": format!("w{i}"), "body": {"model": "m", "messages": [{"role": "user", "content": "x"}]}}))
+        .collect();
+    let b = post(
+        &gw.url("/v1/batches"),
+        Some(KEY),
+        &json!({"endpoint": "/v1/chat/completions",
+        "requests": requests, "webhook_url": format!("http://127.0.0.1:{port}/hook")})
+        .to_string(),
+    )
+    .json();
+    let id = b["id"].as_str().unwrap().to_string();
+    wait_status(&gw, &id, &["completed"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let batch = loop {
+        let b = get(&gw.url(&format!("/v1/batches/{id}")), Some(KEY)).json();
+        if b["webhook"]["delivered"] == 1 {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "{b}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(batch["webhook"]["last"]["attempts"], 3);
+    assert_eq!(batch["webhook"]["last"]["event"], "batch.completed");
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 3);
+    let r = &got[2];
+    assert_eq!(r.target, "/hook");
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["event"], "batch.completed");
+    assert_eq!(body["batch"]["request_counts"]["completed"], 4);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"whsec-test").unwrap();
+    mac.update(&r.body);
+    let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(r.header("x-signature"), Some(want.as_str()));
 }

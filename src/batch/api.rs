@@ -204,9 +204,24 @@ pub async fn serve(
                 .file(who, input)
                 .map_err(internal)?
                 .ok_or_else(|| not_found("File", input))?;
+            let webhook = match v["webhook_url"].as_str() {
+                None => None,
+                Some(url) => {
+                    crate::providers::http::BaseUrl::parse(url)
+                        .map_err(|e| GatewayError::bad_request(e, Some("webhook_url")))?;
+                    let every = v["webhook_progress_percent"].as_u64().unwrap_or(0);
+                    if every > 99 {
+                        return Err(GatewayError::bad_request(
+                            "webhook_progress_percent must be 1..=99 (or 0 for none).",
+                            Some("webhook_progress_percent"),
+                        ));
+                    }
+                    Some((url, every as u32))
+                }
+            };
             let id = new_id("batch_");
             store
-                .add_batch(&id, who, endpoint, input, &v["metadata"])
+                .add_batch(&id, who, endpoint, input, &v["metadata"], webhook)
                 .map_err(internal)?;
             store
                 .batch(who, &id)

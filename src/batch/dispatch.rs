@@ -45,6 +45,9 @@ impl Dispatcher {
             validate(store, &id, &endpoint, &file)?;
         }
         store.settle()?;
+        for (id, url, event) in store.webhooks_due().map_err(|e| e.to_string())? {
+            super::webhook::deliver(self.state.clone(), self.store.clone(), id, url, event);
+        }
         let free = slots.available_permits();
         if free == 0 {
             return Ok(());

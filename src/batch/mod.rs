@@ -6,9 +6,11 @@
 //! - [`api`]: `/v1/files` and `/v1/batches` (uploads streamed to disk);
 //! - [`store`]: SQLite in the data dir, one row per request, results written once;
 //! - [`dispatch`]: a background service that validates, runs and ends batches;
-//! - [`execute`]: one request through admission, routing and the upstream call.
+//! - [`execute`]: one request through admission, routing and the upstream call;
+//! - [`webhook`]: signed notifications of progress and of the end of a batch.
 
 pub mod api;
 pub mod dispatch;
 pub mod execute;
 pub mod store;
+pub mod webhook;

@@ -76,7 +76,10 @@ CREATE TABLE IF NOT EXISTS batches (
   completed_at INTEGER, failed_at INTEGER, expired_at INTEGER, cancelling_at INTEGER,
   cancelled_at INTEGER, output_file_id TEXT, error_file_id TEXT, errors TEXT,
   metadata TEXT, model TEXT, total INTEGER NOT NULL DEFAULT 0,
-  input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0);
+  input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+  webhook_url TEXT, webhook_every INTEGER NOT NULL DEFAULT 0,
+  webhook_notified INTEGER NOT NULL DEFAULT 0, webhook_done INTEGER NOT NULL DEFAULT 0,
+  webhook TEXT);
 CREATE TABLE IF NOT EXISTS requests (
   batch_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, body TEXT NOT NULL,
   state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, not_before INTEGER NOT NULL DEFAULT 0,
@@ -183,12 +186,87 @@ impl Store {
         endpoint: &str,
         input_file_id: &str,
         metadata: &Value,
+        webhook: Option<(&str, u32)>,
     ) -> rusqlite::Result<()> {
         let t = now();
+        let (url, every) = webhook.unzip();
         self.db().execute(
-            "INSERT INTO batches (id, consumer, endpoint, input_file_id, completion_window, status, created_at, expires_at, metadata)
-             VALUES (?1, ?2, ?3, ?4, '24h', 'validating', ?5, ?6, ?7)",
-            params![id, consumer, endpoint, input_file_id, t, t + 86_400, metadata.to_string()],
+            "INSERT INTO batches (id, consumer, endpoint, input_file_id, completion_window, status, created_at, expires_at, metadata, webhook_url, webhook_every)
+             VALUES (?1, ?2, ?3, ?4, '24h', 'validating', ?5, ?6, ?7, ?8, ?9)",
+            params![id, consumer, endpoint, input_file_id, t, t + 86_400, metadata.to_string(), url, every.unwrap_or(0)],
+        )?;
+        Ok(())
+    }
+
+    /// Webhook events now due: (batch id, url, event). Each is taken once: progress by
+    /// `webhook_every` percent steps while running, then one event when the batch ends.
+    pub fn webhooks_due(&self) -> rusqlite::Result<Vec<(String, String, String)>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT b.id, b.webhook_url, b.status, b.webhook_every, b.webhook_notified, b.total,
+               (SELECT COUNT(*) FROM requests r WHERE r.batch_id = b.id AND r.state IN ('done', 'failed'))
+             FROM batches b WHERE b.webhook_url IS NOT NULL AND b.webhook_done = 0",
+        )?;
+        let rows: Vec<(String, String, String, i64, i64, i64, i64)> = st
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut due = Vec::new();
+        for (id, url, status, every, notified, total, ended) in rows {
+            if matches!(
+                status.as_str(),
+                "completed" | "failed" | "cancelled" | "expired"
+            ) {
+                db.execute("UPDATE batches SET webhook_done = 1 WHERE id = ?1", [&id])?;
+                due.push((id, url, format!("batch.{status}")));
+            } else if every > 0 && total > 0 && status == "in_progress" {
+                let pct = ended * 100 / total;
+                let step = pct / every * every;
+                if step > notified && step < 100 {
+                    db.execute(
+                        "UPDATE batches SET webhook_notified = ?2 WHERE id = ?1",
+                        params![id, step],
+                    )?;
+                    due.push((id, url, "batch.progress".to_string()));
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    /// Record a webhook delivery's outcome on its batch.
+    pub fn webhook_delivered(
+        &self,
+        id: &str,
+        event: &str,
+        status: Option<u16>,
+        attempts: u32,
+        error: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        let db = self.db();
+        let old: Option<String> =
+            db.query_row("SELECT webhook FROM batches WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?;
+        let mut w: Value = old
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| json!({"delivered": 0, "failed": 0}));
+        let ok = status.is_some_and(|s| (200..300).contains(&s));
+        let counter = if ok { "delivered" } else { "failed" };
+        w[counter] = json!(w[counter].as_u64().unwrap_or(0) + 1);
+        w["last"] = json!({"event": event, "status_code": status, "attempts": attempts, "error": error, "at": now()});
+        db.execute(
+            "UPDATE batches SET webhook = ?2 WHERE id = ?1",
+            params![id, w.to_string()],
         )?;
         Ok(())
     }
@@ -204,6 +282,17 @@ impl Store {
             )
             .optional()?;
         Ok(row)
+    }
+
+    /// The Batch object, whoever owns it (for webhooks).
+    pub fn batch_any(&self, id: &str) -> rusqlite::Result<Option<Value>> {
+        self.db()
+            .query_row(
+                &format!("{BATCH_SELECT} WHERE b.id = ?1"),
+                [id],
+                batch_object,
+            )
+            .optional()
     }
 
     /// Batches of a consumer, newest first, after `after`.
@@ -642,7 +731,7 @@ const BATCH_SELECT: &str = "SELECT b.id, b.endpoint, b.input_file_id, b.completi
   b.model, b.total,
   (SELECT COUNT(*) FROM requests r WHERE r.batch_id = b.id AND r.state = 'done'),
   (SELECT COUNT(*) FROM requests r WHERE r.batch_id = b.id AND r.state = 'failed'),
-  b.input_tokens, b.output_tokens
+  b.input_tokens, b.output_tokens, b.webhook_url, b.webhook
   FROM batches b";
 
 fn batch_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
@@ -668,5 +757,16 @@ fn batch_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
                   "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
                   "total_tokens": input + output},
         "metadata": json_col(17)?,
+        "webhook": match r.get::<_, Option<String>>(24)? {
+            Some(url) => {
+                let mut w = json_col(25)?;
+                if !w.is_object() {
+                    w = json!({"delivered": 0, "failed": 0});
+                }
+                w["url"] = json!(url);
+                w
+            }
+            None => Value::Null,
+        },
     }))
 }

@@ -399,6 +399,8 @@ pub struct BatchConfig {
     pub max_attempts: u32,
     /// Largest uploaded file.
     pub max_file_bytes: u64,
+    /// Webhook bodies are signed with it: `X-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    pub webhook_secret: Option<Secret>,
 }
 
 impl Default for BatchConfig {
@@ -409,6 +411,7 @@ impl Default for BatchConfig {
             concurrency: 16,
             max_attempts: 3,
             max_file_bytes: 200 * 1024 * 1024,
+            webhook_secret: None,
         }
     }
 }

@@ -1,0 +1,89 @@
+//! Webhooks of a batch: a JSON POST `{"event", "batch"}` on progress steps and when the
+//! batch ends, signed with `batch.webhook_secret` (`X-Signature: sha256=<hex HMAC-SHA256
+//! of the body>`), retried with backoff; each delivery's outcome is kept on the batch.
+
+use super::store::Store;
+use crate::providers::http::{BaseUrl, HttpCall, Timeouts};
+use crate::state::GatewayState;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ATTEMPTS: u32 = 5;
+
+/// The `X-Signature` value of `body`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Deliver one event (in the background), recording the outcome on the batch.
+pub fn deliver(
+    state: Arc<GatewayState>,
+    store: Arc<Store>,
+    batch_id: String,
+    url: String,
+    event: String,
+) {
+    tokio::spawn(async move {
+        let batch = store.batch_any(&batch_id).ok().flatten();
+        let body = json!({"event": event, "batch": batch}).to_string();
+        let secret = state.runtime.load().config.batch.webhook_secret.clone();
+        let Ok(base) = BaseUrl::parse(&url) else {
+            return;
+        };
+        let mut last = (None, None::<String>);
+        let mut attempts = 0;
+        for attempt in 0..ATTEMPTS {
+            attempts = attempt + 1;
+            let mut headers = vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                (
+                    "user-agent".to_string(),
+                    concat!("ai-rate-limiter/", env!("CARGO_PKG_VERSION")).to_string(),
+                ),
+            ];
+            if let Some(s) = &secret {
+                headers.push(("x-signature".into(), signature(s.expose(), body.as_bytes())));
+            }
+            let sent = state
+                .http
+                .send(HttpCall {
+                    base: &base,
+                    path: "",
+                    headers,
+                    body: bytes::Bytes::from(body.clone()),
+                    timeouts: Timeouts {
+                        connect: Duration::from_secs(5),
+                        read: Duration::from_secs(10),
+                        idle: Duration::from_secs(30),
+                    },
+                })
+                .await;
+            match sent {
+                Ok(mut r) => {
+                    let _ = r.body.read_all(1024 * 1024).await;
+                    last = (Some(r.status), None);
+                    if (200..300).contains(&r.status) {
+                        break;
+                    }
+                }
+                Err(f) => last = (None, Some(f.kind.label().to_string())),
+            }
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        }
+        let error = match &last {
+            (Some(s), _) if (200..300).contains(s) => None,
+            (Some(s), _) => Some(format!("status {s}")),
+            (None, e) => e.clone(),
+        };
+        if let Err(e) =
+            store.webhook_delivered(&batch_id, &event, last.0, attempts, error.as_deref())
+        {
+            tracing::error!(error = %e, "recording a webhook delivery");
+        }
+    });
+}
