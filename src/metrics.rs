@@ -30,6 +30,13 @@ pub struct Metrics {
     /// `gateway_provider_ratelimit_remaining{provider,model,budget}`: the headroom the
     /// provider last reported for the key behind a model.
     pub provider_remaining: prometheus::GaugeVec,
+    /// `gateway_batch_requests_total{outcome}`: batch request attempts by outcome
+    /// (completed, failed, retried, waited).
+    pub batch_requests: IntCounterVec,
+    /// `gateway_batch_queue_depth`: batch requests not yet ended.
+    pub batch_queue: IntGauge,
+    /// `gateway_batch_webhooks_total{result}`: webhook deliveries (delivered, failed).
+    pub batch_webhooks: IntCounterVec,
 }
 
 /// Outcomes of a limit decision.
@@ -169,6 +176,27 @@ impl Metrics {
             &["provider", "model", "budget"],
         )
         .expect("valid metric");
+        let batch_requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_batch_requests_total",
+                "Batch request attempts, by outcome (completed, failed, retried after a provider error, waited for a limit).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let batch_queue = IntGauge::new(
+            "gateway_batch_queue_depth",
+            "Batch requests waiting or running.",
+        )
+        .expect("valid metric");
+        let batch_webhooks = IntCounterVec::new(
+            Opts::new(
+                "gateway_batch_webhooks_total",
+                "Batch webhook deliveries, by result (delivered, failed after every retry).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("gateway_build_info", "Version of the running gateway."),
             &["version"],
@@ -194,6 +222,9 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(queue_wait.clone()),
             Box::new(provider_remaining.clone()),
+            Box::new(batch_requests.clone()),
+            Box::new(batch_queue.clone()),
+            Box::new(batch_webhooks.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric registered once");
@@ -203,6 +234,12 @@ impl Metrics {
         }
         for scope in crate::limits::rules::SCOPES {
             queue_depth.with_label_values(&[scope]);
+        }
+        for outcome in ["completed", "failed", "retried", "waited"] {
+            batch_requests.with_label_values(&[outcome]);
+        }
+        for result in ["delivered", "failed"] {
+            batch_webhooks.with_label_values(&[result]);
         }
         Metrics {
             registry,
@@ -231,6 +268,9 @@ impl Metrics {
             queue_depth,
             queue_wait,
             provider_remaining,
+            batch_requests,
+            batch_queue,
+            batch_webhooks,
         }
     }
 

@@ -122,6 +122,20 @@ fn batch_runs_to_completion_with_output_and_error_files() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 20, "every custom_id exactly once");
+    assert_eq!(
+        gw.metric("gateway_batch_requests_total", &[("outcome", "completed")]),
+        16.0
+    );
+    // The failing lines were retried once (max_attempts 2) before their error line.
+    assert_eq!(
+        gw.metric("gateway_batch_requests_total", &[("outcome", "failed")]),
+        4.0
+    );
+    assert_eq!(
+        gw.metric("gateway_batch_requests_total", &[("outcome", "retried")]),
+        4.0
+    );
+    assert_eq!(gw.wait_metric("gateway_batch_queue_depth", &[], 0.0), 0.0);
     // Another consumer sees none of it.
     assert_eq!(
         get(
@@ -373,4 +387,8 @@ fn webhooks_are_signed_retried_and_recorded() {
     mac.update(&r.body);
     let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     assert_eq!(r.header("x-signature"), Some(want.as_str()));
+    assert_eq!(
+        gw.metric("gateway_batch_webhooks_total", &[("result", "delivered")]),
+        1.0
+    );
 }

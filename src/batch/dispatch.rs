@@ -48,6 +48,9 @@ impl Dispatcher {
         for (id, url, event) in store.webhooks_due().map_err(|e| e.to_string())? {
             super::webhook::deliver(self.state.clone(), self.store.clone(), id, url, event);
         }
+        if let Ok(n) = store.pending() {
+            self.state.metrics.batch_queue.set(n);
+        }
         let free = slots.available_permits();
         if free == 0 {
             return Ok(());
@@ -60,6 +63,17 @@ impl Dispatcher {
             let (state, store) = (self.state.clone(), self.store.clone());
             tokio::spawn(async move {
                 let outcome = execute::execute(&state, &c, max_attempts).await;
+                let label = match &outcome {
+                    Outcome::Done { ok: true, .. } => "completed",
+                    Outcome::Done { ok: false, .. } => "failed",
+                    Outcome::Retry { counts: true, .. } => "retried",
+                    Outcome::Retry { counts: false, .. } => "waited",
+                };
+                state
+                    .metrics
+                    .batch_requests
+                    .with_label_values(&[label])
+                    .inc();
                 let written = match outcome {
                     Outcome::Done { ok, line, tokens } => {
                         store.finish(&c.batch_id, &c.custom_id, ok, &line, tokens)

@@ -80,6 +80,16 @@ pub fn deliver(
             (Some(s), _) => Some(format!("status {s}")),
             (None, e) => e.clone(),
         };
+        let result = if error.is_none() {
+            "delivered"
+        } else {
+            "failed"
+        };
+        state
+            .metrics
+            .batch_webhooks
+            .with_label_values(&[result])
+            .inc();
         if let Err(e) =
             store.webhook_delivered(&batch_id, &event, last.0, attempts, error.as_deref())
         {
