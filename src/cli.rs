@@ -33,11 +33,58 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,
     },
+    /// Submit and follow batches on a running gateway (the OpenAI Files and Batches API).
+    Batch {
+        #[command(subcommand)]
+        command: BatchCommand,
+        /// The gateway's base URL.
+        #[arg(
+            long,
+            global = true,
+            default_value = "http://127.0.0.1:9080",
+            env = "GATEWAY_URL"
+        )]
+        url: String,
+        /// A consumer key of the gateway.
+        #[arg(
+            long,
+            global = true,
+            env = "GATEWAY_API_KEY",
+            default_value = "sk-local-dev",
+            hide_env_values = true
+        )]
+        key: String,
+    },
     /// Validate a config file without serving: prints every problem with its path and
     /// exits non-zero if there is any.
     Check {
         /// The config file.
         #[arg(default_value = "gateway.yaml")]
         file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Upload a JSONL input file and create a batch; with --wait, show its progress and
+    /// download the output and error files when it ends.
+    Submit {
+        file: PathBuf,
+        /// The endpoint every line calls.
+        #[arg(long, default_value = "/v1/chat/completions")]
+        endpoint: String,
+        #[arg(long)]
+        wait: bool,
+        /// Where --wait writes `<batch>_output.jsonl` and `<batch>_errors.jsonl`.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Print a batch object.
+    Status { id: String },
+    /// Print every result line of a batch.
+    Results {
+        id: String,
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "json", "csv"])]
+        format: String,
     },
 }

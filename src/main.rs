@@ -14,6 +14,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Batch { command, url, key } => {
+            match ai_rate_limiter::batch::client::run(command, &url, &key) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { file } => match config::load_file(&file) {
             Ok(c) => {
                 println!(

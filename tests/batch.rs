@@ -392,3 +392,56 @@ fn webhooks_are_signed_retried_and_recorded() {
         1.0
     );
 }
+
+#[test]
+fn cli_submits_waits_and_downloads() {
+    let gw = gateway();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let lines: String = (0..5)
+        .map(|i| {
+            let model = if i == 4 { "fails" } else { "m" };
+            json!({"custom_id": format!("k{i}"), "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": model, "messages": [{"role": "user", "content": "x"}]}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
+            .arg("batch")
+            .args(args)
+            .args(["--url", &gw.url(""), "--key", KEY])
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "submit",
+        input.to_str().unwrap(),
+        "--wait",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(id.starts_with("batch_"), "{id}");
+    assert!(stderr.contains("100% 5/5 (1 failed) completed"), "{stderr}");
+    let count = |suffix: &str| {
+        std::fs::read_to_string(dir.path().join(format!("{id}_{suffix}.jsonl")))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!((count("output"), count("errors")), (4, 1));
+    let status = run(&["status", &id]);
+    let b: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(b["status"], "completed");
+    let csv = run(&["results", &id, "--format", "csv"]);
+    let text = String::from_utf8_lossy(&csv.stdout);
+    assert_eq!(text.lines().count(), 6, "header and 5 rows: {text}");
+    let bad = run(&["status", "batch_nope"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("404"));
+}

@@ -7,9 +7,11 @@
 //! - [`store`]: SQLite in the data dir, one row per request, results written once;
 //! - [`dispatch`]: a background service that validates, runs and ends batches;
 //! - [`execute`]: one request through admission, routing and the upstream call;
-//! - [`webhook`]: signed notifications of progress and of the end of a batch.
+//! - [`webhook`]: signed notifications of progress and of the end of a batch;
+//! - [`client`]: the `ai-rate-limiter batch` commands.
 
 pub mod api;
+pub mod client;
 pub mod dispatch;
 pub mod execute;
 pub mod store;
