@@ -44,6 +44,13 @@ fn upload(gw: &Gw, content: &str) -> Value {
     serde_json::from_str(&r.into_string().unwrap()).unwrap()
 }
 
+/// Create a chat batch on an uploaded input file.
+fn create(gw: &Gw, file: &Value) -> Value {
+    let body = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                      "completion_window": "24h"});
+    post(&gw.url("/v1/batches"), Some(KEY), &body.to_string()).json()
+}
+
 fn wait_status(gw: &Gw, id: &str, want: &[&str]) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -152,14 +159,7 @@ fn invalid_input_fails_with_line_numbers_and_terminal_cancel_is_400() {
     let gw = gateway();
     let input = "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\"}}\nnot json\n{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{}}\n";
     let f = upload(&gw, input);
-    let b = post(
-        &gw.url("/v1/batches"),
-        Some(KEY),
-        &json!({"input_file_id": f["id"],
-        "endpoint": "/v1/chat/completions", "completion_window": "24h"})
-        .to_string(),
-    )
-    .json();
+    let b = create(&gw, &f);
     let failed = wait_status(&gw, b["id"].as_str().unwrap(), &["failed"]);
     let errors: Vec<(String, u64)> = failed["errors"]["data"]
         .as_array()
@@ -214,14 +214,7 @@ batch: {{concurrency: 8}}
         })
         .collect();
     let f = upload(&gw, &input);
-    let b = post(
-        &gw.url("/v1/batches"),
-        Some(KEY),
-        &json!({"input_file_id": f["id"],
-        "endpoint": "/v1/chat/completions", "completion_window": "24h"})
-        .to_string(),
-    )
-    .json();
+    let b = create(&gw, &f);
     let id = b["id"].as_str().unwrap().to_string();
     // Kill it once some, not all, requests are done.
     let deadline = Instant::now() + Duration::from_secs(20);

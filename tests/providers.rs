@@ -266,15 +266,7 @@ fn azure_both_url_schemes_and_error_shapes() {
             &gw,
             json!({"model": model, "stream": true, "messages": msg}),
         );
-        let text: String = sse_data(&r.body)
-            .iter()
-            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .filter_map(|v| {
-                v["choices"][0]["delta"]["content"]
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .collect();
+        let text: String = streamed_text(&r.body);
         assert_eq!(text, "Hi from Azure");
         assert!(
             !r.body.contains("\"usage\""),
@@ -348,15 +340,7 @@ models:
     );
     let data = sse_data(&r.body);
     assert_eq!(data.last().unwrap(), "[DONE]");
-    let text: String = data
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
+    let text: String = streamed_text(&r.body);
     assert_eq!(text, "Hello from DeepSeek");
     assert!(r.body.contains("prompt_cache_hit_tokens"));
     assert_eq!(

@@ -312,6 +312,19 @@ pub fn chat_body(model: &str, content: &str, stream: bool) -> String {
     .to_string()
 }
 
+/// The text of a streamed chat answer: its chunks' `delta.content`, joined.
+pub fn streamed_text(body: &str) -> String {
+    sse_data(body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// The `data:` payloads of an SSE body.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
