@@ -7,11 +7,10 @@
 //! auth: `x-api-key` (the key given) and `anthropic-version`, else a 401 error body.
 
 use super::fixture_server::{self, Reply, Request};
-use std::sync::{Arc, Mutex};
 
 pub struct AnthropicUpstream {
     pub port: u16,
-    pub requests: Arc<Mutex<Vec<Request>>>,
+    pub requests: fixture_server::Recorded,
 }
 
 pub fn fixture(name: &str) -> String {
@@ -24,12 +23,8 @@ pub fn fixture(name: &str) -> String {
 
 impl AnthropicUpstream {
     pub fn start(key: &str) -> AnthropicUpstream {
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let (r, key) = (requests.clone(), key.to_string());
-        let port = fixture_server::start(Arc::new(move |req: &Request| {
-            r.lock().unwrap().push(req.clone());
-            answer(req, &key)
-        }));
+        let key = key.to_string();
+        let (port, requests) = fixture_server::recording(move |req| answer(req, &key));
         AnthropicUpstream { port, requests }
     }
 

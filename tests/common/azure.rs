@@ -4,23 +4,18 @@
 //! (`code` only, as a string). Deployment `throttled` answers Azure's 429.
 
 use super::fixture_server::{self, Reply, Request};
-use std::sync::{Arc, Mutex};
 
 pub const API_VERSION: &str = "2024-10-21";
 
 pub struct AzureUpstream {
     pub port: u16,
-    pub requests: Arc<Mutex<Vec<Request>>>,
+    pub requests: fixture_server::Recorded,
 }
 
 impl AzureUpstream {
     pub fn start(key: &str) -> AzureUpstream {
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let (r, key) = (requests.clone(), key.to_string());
-        let port = fixture_server::start(Arc::new(move |req: &Request| {
-            r.lock().unwrap().push(req.clone());
-            answer(req, &key)
-        }));
+        let key = key.to_string();
+        let (port, requests) = fixture_server::recording(move |req| answer(req, &key));
         AzureUpstream { port, requests }
     }
 

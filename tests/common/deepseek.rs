@@ -4,21 +4,15 @@
 //! `sk-ds-broke` has no credit (402); model `bad` fails validation (422).
 
 use super::fixture_server::{self, Reply, Request};
-use std::sync::{Arc, Mutex};
 
 pub struct DeepSeekUpstream {
     pub port: u16,
-    pub requests: Arc<Mutex<Vec<Request>>>,
+    pub requests: fixture_server::Recorded,
 }
 
 impl DeepSeekUpstream {
     pub fn start() -> DeepSeekUpstream {
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let r = requests.clone();
-        let port = fixture_server::start(Arc::new(move |req: &Request| {
-            r.lock().unwrap().push(req.clone());
-            answer(req)
-        }));
+        let (port, requests) = fixture_server::recording(answer);
         DeepSeekUpstream { port, requests }
     }
 

@@ -68,6 +68,20 @@ impl Reply {
 
 pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
+/// Every request a recording server received, in order.
+pub type Recorded = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
+
+/// Serve `answer`, recording every request first; returns the port and the record.
+pub fn recording(answer: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> (u16, Recorded) {
+    let requests: Recorded = Arc::default();
+    let r = requests.clone();
+    let port = start(Arc::new(move |req: &Request| {
+        r.lock().unwrap().push(req.clone());
+        answer(req)
+    }));
+    (port, requests)
+}
+
 /// Serve `handler` on a free loopback port; returns the port.
 pub fn start(handler: Handler) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
