@@ -12,11 +12,14 @@
 -- slots and reservations it took; counts it made stay counted (APISIX semantics).
 --
 -- ARGV: lease, lease_ttl_ms, estimate, ngroups, then per group its number of checks, then
---       per check 4 values: kind (1 req, 2 conn, 3 count, 4 tokens), a, b, c:
+--       per check 5 values: kind (1 req, 2 conn, 3 count, 4 tokens), a, b, c, y:
 --         req:    rate (requests/s), burst, nodelay (0/1)
 --         conn:   conn, burst, default_conn_delay_ms
 --         count:  count, window_ms, -
 --         tokens: limit, window_ms, -
+--       y: -1 for a realtime request; for a batch request the realtime rate (requests/s,
+--       >= 0) the check must leave room for (src/limits/priority.rs: a batch check without
+--       room is rejected and changes nothing).
 -- KEYS: two per check, in check order. req: hash, -; conn: zset, -; count: counter, -;
 --       tokens: hash {c = committed, e = window end}, zset of reservations.
 --
@@ -42,9 +45,10 @@ for g = 1, ngroups do
     checks[#checks + 1] = {
       kind = tonumber(ARGV[argi]), a = tonumber(ARGV[argi + 1]),
       b = tonumber(ARGV[argi + 2]), c = tonumber(ARGV[argi + 3]),
+      y = tonumber(ARGV[argi + 4]),
       k1 = KEYS[keyi], k2 = KEYS[keyi + 1],
     }
-    argi = argi + 4
+    argi = argi + 5
     keyi = keyi + 2
   end
   groups[g] = checks
@@ -62,6 +66,27 @@ local function reserved_sum(zset)
   return sum
 end
 
+-- Requests of a fixed window to leave for realtime traffic at `rate` (priority.rs).
+local function window_reserve(rate, reset)
+  if rate <= 0 then return 0 end
+  return math.ceil(rate * reset / 1000) + 1
+end
+
+local function soon(reset)
+  return math.min(math.max(reset, 1), 250)
+end
+
+-- Batch pacing of a window (priority.rs `paced`): 0 when used + need is on pace (or the
+-- window is empty), else
+-- the milliseconds until it is.
+local function pace(limit, window, reset, used, need)
+  limit = math.max(limit, 1)
+  local elapsed = math.max(window - reset, 0)
+  if used == 0 or (used + need) * window <= limit * elapsed then return 0 end
+  local at = math.ceil((used + need) * window / limit)
+  return math.min(math.max(at - elapsed, 1), math.max(reset, 1))
+end
+
 -- Evaluate one group; returns status, rejecting check, retry_after_ms, group delay.
 local function evaluate(checks, base)
   local taken = {}   -- {zset, member} to give back on rejection
@@ -75,6 +100,11 @@ local function evaluate(checks, base)
     if c.kind == 2 then
       redis.call('ZREMRANGEBYSCORE', c.k1, '-inf', now)
       local n = redis.call('ZCARD', c.k1) + 1
+      if c.y >= 0 then
+        local reserve = 0
+        if c.y > 0 then reserve = 1 + math.ceil(c.y / 4) elseif c.a >= 2 then reserve = 1 end
+        if n + reserve > c.a then return reject(i, 50) end
+      end
       if n > c.a + c.b then return reject(i, 1000) end
       redis.call('ZADD', c.k1, now + lease_ttl, lease)
       redis.call('PEXPIRE', c.k1, lease_ttl)
@@ -94,6 +124,19 @@ local function evaluate(checks, base)
       local reserved = reserved_sum(c.k2)
       local r = math.min(estimate, c.a)
       local reset = wend - now
+      if c.y >= 0 then
+        local need = math.max(r, 1)
+        local wait = 0
+        if committed + reserved + need + window_reserve(c.y, reset) * need > c.a then
+          wait = soon(reset)
+        else
+          wait = pace(c.a, c.b, reset, committed + reserved, need)
+        end
+        if wait > 0 then
+          quota[base + i] = {math.max(c.a - committed - reserved, 0), reset}
+          return reject(i, wait)
+        end
+      end
       if committed + reserved + r > c.a then
         quota[base + i] = {math.max(c.a - committed - reserved, 0), reset}
         return reject(i, reset)
@@ -112,6 +155,21 @@ local function evaluate(checks, base)
     if c.kind == 3 then
       local consumed, reset
       local pttl = redis.call('PTTL', c.k1)
+      if c.y >= 0 then
+        -- A batch request without room is not counted.
+        local used, left = 0, c.b
+        if pttl >= 0 then used, left = tonumber(redis.call('GET', c.k1)) or 0, pttl end
+        local wait = 0
+        if used + 1 + window_reserve(c.y, left) > c.a then
+          wait = soon(left)
+        else
+          wait = pace(c.a, c.b, left, used, 1)
+        end
+        if wait > 0 then
+          quota[base + i] = {math.max(c.a - used, 0), left}
+          return reject(i, wait)
+        end
+      end
       if pttl < 0 then
         redis.call('SET', c.k1, 1, 'PX', c.b)
         consumed, reset = 1, c.b
@@ -134,6 +192,14 @@ local function evaluate(checks, base)
       end
       if excess > b then
         return reject(i, math.ceil((excess - b) * 1000 / r))
+      end
+      if c.y >= 0 then
+        local reserve = 0
+        if c.y > 0 then reserve = 1 + math.ceil(c.y / c.a) elseif c.b >= 1 then reserve = 1 end
+        local over = excess + reserve * 1000 - b
+        if reserve > 0 and over > 0 then
+          return reject(i, math.min(math.max(math.ceil(over * 1000 / r), 1), 60000))
+        end
       end
       if c.c == 0 then
         local d = excess * 1000 / r

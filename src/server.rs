@@ -84,6 +84,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         metrics,
         limiter,
         queues: Default::default(),
+        realtime: Default::default(),
         batch,
         cooldowns: Default::default(),
         runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),

@@ -22,6 +22,8 @@ pub struct GatewayState {
     pub limiter: Limiter,
     /// Requests waiting for headroom (`on_limit: queue`).
     pub queues: Queues,
+    /// Realtime demand per counter, which batch work leaves room for.
+    pub realtime: crate::limits::priority::RealtimeRates,
     /// The batch store (`None` when `batch.enabled` is off).
     pub batch: Option<Arc<crate::batch::store::Store>>,
     /// Deployments cooling down after a provider 429, by deployment id.

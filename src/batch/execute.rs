@@ -14,6 +14,10 @@ use crate::state::GatewayState;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+/// A limit whose headroom is due back within this long is waited for in the worker;
+/// longer waits put the request back in the store until then.
+const WAIT_HERE_MS: u64 = 2_000;
+
 /// Largest answer body kept as a result.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
@@ -76,12 +80,31 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
     let Some(route) = rt.model(&req.model) else {
         return fail(&GatewayError::ModelNotFound(req.model.clone()));
     };
-    let mut ctx = RequestCtx::detached(request_id.clone());
-    ctx.consumer = c.consumer.as_deref().map(Into::into);
-    ctx.model = Some(route.name.clone());
+    let new_ctx = || {
+        let mut ctx = RequestCtx::detached(request_id.clone());
+        ctx.consumer = c.consumer.as_deref().map(Into::into);
+        ctx.model = Some(route.name.clone());
+        ctx
+    };
+    let mut ctx = new_ctx();
     let subject = Subject::for_batch(&ctx, &rt, &req);
     let last_try = c.attempts + 1 >= max_attempts;
-    let (resp, d) = match upstream::call(state, &rt, route, &req, &mut ctx, &subject).await {
+    let waited_since = std::time::Instant::now();
+    let called = loop {
+        match upstream::call(state, &rt, route, &req, &mut ctx, &subject).await {
+            // Headroom due back soon: wait for it here (the request keeps its worker).
+            Err(GatewayError::RateLimited { retry_after_ms, .. })
+                if retry_after_ms <= WAIT_HERE_MS
+                    && waited_since.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                ctx = new_ctx();
+                let jitter = rand::random::<u64>() % (retry_after_ms / 4 + 2);
+                tokio::time::sleep(std::time::Duration::from_millis(retry_after_ms + jitter)).await;
+            }
+            other => break other,
+        }
+    };
+    let (resp, d) = match called {
         Ok(r) => r,
         // Waiting for a limit is not a failed attempt.
         Err(GatewayError::RateLimited { retry_after_ms, .. }) => {

@@ -28,6 +28,9 @@ use std::sync::Arc;
 pub struct Check<'a> {
     pub rule: &'a Rule,
     pub key: Arc<str>,
+    /// `None` for a realtime request; for a batch request, the realtime requests per
+    /// second this check must leave room for ([`super::priority`]).
+    pub yield_to: Option<f64>,
 }
 
 /// What kind of budget a quota or rejection is about (OpenAI's `requests` / `tokens`).

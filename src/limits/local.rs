@@ -11,6 +11,7 @@ use super::admission::{
 };
 use super::conn::ConnDecision;
 use super::count::CountState;
+use super::priority;
 use super::req::{ReqDecision, ReqState};
 use super::rules::{Rule, RuleKind};
 use super::tokens::{TokenDecision, TokenLimit, TokenState};
@@ -285,17 +286,22 @@ fn group(
         if let RuleKind::Conn(l) = c.rule.kind {
             let d = store.update(&c.key, |slot| {
                 let n = slot.and_then(Slot::conn).unwrap_or(0);
+                if let Some(rate) = c.yield_to {
+                    if let Err(retry) = priority::conn_room(&l, n, rate) {
+                        return (slot, Err(retry));
+                    }
+                }
                 match l.decide(n) {
-                    ConnDecision::Admit { delay_ms } => (Some(Slot::Conn(n + 1)), Some(delay_ms)),
-                    ConnDecision::Reject => (slot, None),
+                    ConnDecision::Admit { delay_ms } => (Some(Slot::Conn(n + 1)), Ok(delay_ms)),
+                    ConnDecision::Reject => (slot, Err(1000)),
                 }
             });
             match d {
-                Some(delay) => {
+                Ok(delay) => {
                     hold.conn.push(c.key.clone());
                     *delay_ms = (*delay_ms).max(delay);
                 }
-                None => return reject(hold, quotas, c.rule, Budget::Concurrency, 1000),
+                Err(retry) => return reject(hold, quotas, c.rule, Budget::Concurrency, retry),
             }
         }
     }
@@ -303,6 +309,13 @@ fn group(
         if let RuleKind::Tokens(l, strategy) = c.rule.kind {
             let (reservation, remaining, reset_ms) = store.update(&c.key, |slot| {
                 let state = slot.and_then(Slot::tokens);
+                if let Some(rate) = c.yield_to {
+                    if let Err(retry) = priority::tokens_room(&l, state, now, estimate_tokens, rate)
+                    {
+                        let (remaining, _) = l.peek(state, now);
+                        return (slot, (None, remaining, retry));
+                    }
+                }
                 match l.reserve(state, now, estimate_tokens) {
                     TokenDecision::Admit {
                         state,
@@ -340,9 +353,20 @@ fn group(
     for c in checks {
         if let RuleKind::Count(l) = c.rule.kind {
             let d = store.update(&c.key, |slot| {
-                let d = l.hit(slot.and_then(Slot::count), now, 1);
-                (Some(Slot::Count(d.state)), d)
+                let state = slot.and_then(Slot::count);
+                if let Some(rate) = c.yield_to {
+                    // A batch request without room is not counted.
+                    if let Err(retry) = priority::count_room(&l, state, now, rate) {
+                        return (slot, Err(retry));
+                    }
+                }
+                let d = l.hit(state, now, 1);
+                (Some(Slot::Count(d.state)), Ok(d))
             });
+            let d = match d {
+                Ok(d) => d,
+                Err(retry) => return reject(hold, quotas, c.rule, Budget::Requests, retry),
+            };
             quotas.push(Quota::of_count(&l, &d, c.rule.answer.quota_header));
             if !d.admitted {
                 return reject(hold, quotas, c.rule, Budget::Requests, d.reset_ms);
@@ -352,7 +376,13 @@ fn group(
     for c in checks {
         if let RuleKind::Req(l) = c.rule.kind {
             let d = store.update(&c.key, |slot| {
-                match l.decide(slot.and_then(Slot::req), now) {
+                let state = slot.and_then(Slot::req);
+                if let Some(rate) = c.yield_to {
+                    if let Err(retry) = priority::req_room(&l, state, now, rate) {
+                        return (slot, Err(retry));
+                    }
+                }
+                match l.decide(state, now) {
                     ReqDecision::Admit { state, delay_ms } => {
                         (Some(Slot::Req(state)), Ok(delay_ms))
                     }
@@ -392,6 +422,7 @@ mod tests {
             .map(|r| Check {
                 rule: r,
                 key: r.id.clone(),
+                yield_to: None,
             })
             .collect()
     }

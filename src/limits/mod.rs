@@ -14,7 +14,8 @@
 //! evaluated at once); [`limiter`] sends it to a store: [`local`] (in-process) or
 //! [`redis`] (shared by every gateway instance, one `EVALSHA` per call; [`synced`] decides
 //! count rules locally and syncs them periodically when `sync_interval` is set). [`rules`] and
-//! [`key`] compile the config; [`queue`] holds requests that wait for headroom.
+//! [`key`] compile the config; [`queue`] holds requests that wait for headroom; [`priority`]
+//! keeps batch work to the headroom realtime traffic leaves.
 //!
 //! Semantics follow `shared/reference/limits-semantics.md` (APISIX 3.18); where APISIX has
 //! a known bug the correct behaviour is implemented and documented on the item.
@@ -25,6 +26,7 @@ pub mod count;
 pub mod key;
 pub mod limiter;
 pub mod local;
+pub mod priority;
 pub mod queue;
 pub mod redis;
 pub mod req;

@@ -244,6 +244,7 @@ impl RedisStore {
                 RuleKind::Count(l) => inv.arg(3).arg(l.count).arg(l.window_ms).arg(0),
                 RuleKind::Tokens(l, _) => inv.arg(4).arg(l.limit).arg(l.window_ms).arg(0),
             };
+            inv.arg(c.yield_to.unwrap_or(-1.0));
             inv.key(&key).key(&second);
             keys.push((key, second));
         }

@@ -49,15 +49,20 @@ impl ReqLimit {
         self.burst * 1000.0
     }
 
-    /// Decide one request at `now_ms`.
-    pub fn decide(&self, state: Option<ReqState>, now_ms: u64) -> ReqDecision {
-        let excess = match state {
+    /// The bucket's excess (milli-requests) once a request at `now_ms` is added.
+    pub fn excess_after(&self, state: Option<ReqState>, now_ms: u64) -> f64 {
+        match state {
             None => 0.0,
             Some(s) => {
                 let elapsed = now_ms.saturating_sub(s.last_ms) as f64;
                 (s.excess as f64 - self.r() * elapsed / 1000.0 + 1000.0).max(0.0)
             }
-        };
+        }
+    }
+
+    /// Decide one request at `now_ms`.
+    pub fn decide(&self, state: Option<ReqState>, now_ms: u64) -> ReqDecision {
+        let excess = self.excess_after(state, now_ms);
         if excess > self.b() {
             // Admitted once the leaked excess plus this request fits in the burst.
             let wait_ms = ((excess - self.b()) * 1000.0 / self.r()).ceil() as u64;

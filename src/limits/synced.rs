@@ -80,12 +80,24 @@ impl SyncedCounts {
     }
 
     /// Decide one request on `key`; `charge` records it (rejected requests count too).
-    pub fn decide(&self, key: &str, l: &CountLimit, now: u64, charge: bool) -> CountDecision {
+    /// `yield_to`: see [`super::priority`]; a batch request without room is neither
+    /// admitted nor recorded (`Err(retry_after_ms)`).
+    pub fn decide(
+        &self,
+        key: &str,
+        l: &CountLimit,
+        now: u64,
+        charge: bool,
+        yield_to: Option<f64>,
+    ) -> Result<CountDecision, u64> {
         let mut map = self.lock();
         let state = map.get(key).map(|e| CountState {
             consumed: e.remote + e.delta,
             window_end_ms: e.window_end_ms,
         });
+        if let Some(rate) = yield_to {
+            super::priority::count_room(l, state, now, rate)?;
+        }
         let d = l.hit(state, now, 1);
         if charge {
             let fresh = state.is_none_or(|s| now >= s.window_end_ms);
@@ -107,7 +119,7 @@ impl SyncedCounts {
             }
             e.delta += 1;
         }
-        d
+        Ok(d)
     }
 
     /// Whether this gateway has a view of `key` (otherwise it fetches one first).
@@ -188,7 +200,24 @@ fn decide_group(
         let Some(l) = synced_count(sync, c) else {
             continue;
         };
-        let d = sync.decide(&store.key(&c.rule.kind, &c.key), &l, now, charge);
+        let d = match sync.decide(
+            &store.key(&c.rule.kind, &c.key),
+            &l,
+            now,
+            charge,
+            c.yield_to,
+        ) {
+            Ok(d) => d,
+            Err(retry) => {
+                return Err(Rejection {
+                    rule: c.rule.id.clone(),
+                    budget: Budget::Requests,
+                    retry_after_ms: retry,
+                    quotas,
+                    alternative: None,
+                })
+            }
+        };
         quotas.push(Quota::of_count(&l, &d, c.rule.answer.quota_header));
         if !d.admitted {
             return Err(Rejection {
@@ -326,15 +355,15 @@ mod tests {
             window_ms: 100
         }));
         for _ in 0..3 {
-            assert!(s.decide("k", &L, 10, true).admitted);
+            assert!(s.decide("k", &L, 10, true, None).unwrap().admitted);
         }
         let p = s.pushes();
         assert_eq!((p.len(), p[0].delta), (1, 3));
         // Meanwhile one more request here; Redis says another gateway added 1 (total 4).
-        assert!(s.decide("k", &L, 20, true).admitted);
+        assert!(s.decide("k", &L, 20, true, None).unwrap().admitted);
         s.synced(&p[0], 4, 59_000);
         // View: 4 shared + 1 own = 5: the next is the 6th.
-        let d = s.decide("k", &L, 30, false);
+        let d = s.decide("k", &L, 30, false, None).unwrap();
         assert!(!d.admitted && d.remaining == 0);
         assert_eq!(s.pushes()[0].delta, 1);
     }
@@ -343,11 +372,11 @@ mod tests {
     fn window_end_starts_afresh_and_idle_counters_are_forgotten() {
         let s = SyncedCounts::new(std::time::Duration::from_millis(100));
         for _ in 0..6 {
-            s.decide("k", &L, 0, true);
+            s.decide("k", &L, 0, true, None).unwrap();
         }
         let old = s.pushes();
-        assert!(!s.decide("k", &L, 59_999, false).admitted);
-        assert!(s.decide("k", &L, 60_000, true).admitted);
+        assert!(!s.decide("k", &L, 59_999, false, None).unwrap().admitted);
+        assert!(s.decide("k", &L, 60_000, true, None).unwrap().admitted);
         // The old window's push lands after the new window began here: ignored.
         s.synced(&old[0], 6, 10);
         let now = s.pushes();

@@ -58,6 +58,12 @@ impl TokenLimit {
         self.limit.saturating_sub(s.committed + s.reserved)
     }
 
+    /// Tokens left and time to the window's reset at `now_ms`.
+    pub fn peek(&self, state: Option<TokenState>, now_ms: u64) -> (u64, u64) {
+        let s = self.roll(state, now_ms);
+        (self.remaining(&s), s.window_end_ms - now_ms)
+    }
+
     /// Try to reserve `estimate` tokens for a request at `now_ms`.
     pub fn reserve(&self, state: Option<TokenState>, now_ms: u64, estimate: u64) -> TokenDecision {
         let mut s = self.roll(state, now_ms);

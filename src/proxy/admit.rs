@@ -26,6 +26,9 @@ pub struct Subject {
     headers: http::HeaderMap,
     /// Tokens this request is expected to use (prompt estimate + completion budget).
     pub estimate_tokens: u64,
+    /// A batch request: it yields to realtime traffic ([`crate::limits::priority`]) and
+    /// never joins a realtime queue.
+    pub batch: bool,
 }
 
 /// Tokens a request is expected to use: its prompt estimate and its completion budget.
@@ -55,6 +58,7 @@ impl Subject {
                 http::HeaderMap::new()
             },
             estimate_tokens: estimate(rt, req),
+            batch: false,
         }
     }
 
@@ -67,6 +71,7 @@ impl Subject {
             model: req.model.clone(),
             headers: http::HeaderMap::new(),
             estimate_tokens: estimate(rt, req),
+            batch: true,
         }
     }
 
@@ -81,6 +86,7 @@ impl Subject {
             .map(|rule| Check {
                 rule,
                 key: rule.counter_key(&cx),
+                yield_to: None,
             })
             .collect()
     }
@@ -191,17 +197,49 @@ pub async fn admit(
         _ => &[],
     };
     let route_rules = if with_route { &route.limits[..] } else { &[] };
-    let required = subject.checks(consumer_rules.iter().chain(route_rules));
-    let alternatives: Vec<Vec<Check<'_>>> = open
+    let mut required = subject.checks(consumer_rules.iter().chain(route_rules));
+    let mut alternatives: Vec<Vec<Check<'_>>> = open
         .iter()
         .map(|d| subject.checks(d.limits.iter()))
         .collect();
+    if subject.batch {
+        let deployments_queued = state.queues.depth(&deployments_queue(route)) > 0;
+        yield_to_realtime(state, &mut required, false);
+        for alt in &mut alternatives {
+            yield_to_realtime(state, alt, deployments_queued);
+        }
+    }
     let result = state
         .limiter
         .admit(&required, &alternatives, subject.estimate_tokens)
         .await;
+    if subject.batch {
+        // Batch work has its own metrics; realtime decisions and rates stay realtime's.
+        return batch_result(ctx, result);
+    }
     let all = required.iter().chain(alternatives.iter().flatten());
     observe(state, all, &result);
+    let realtime = &state.realtime;
+    match &result {
+        _ if state.batch.is_none() => {}
+        Ok(a) => realtime.note(
+            required
+                .iter()
+                .chain(
+                    alternatives
+                        .get(a.choice.unwrap_or(0))
+                        .into_iter()
+                        .flatten(),
+                )
+                .map(|c| &c.key),
+        ),
+        Err(_) => realtime.note(
+            required
+                .iter()
+                .chain(alternatives.iter().flatten())
+                .map(|c| &c.key),
+        ),
+    }
     match result {
         Ok(a) => {
             let choice = a.choice.unwrap_or(0);
@@ -224,7 +262,7 @@ pub async fn admit(
                 ctx.tickets.push(*held);
             }
             // Waiting for any deployment of the model: one queue per model.
-            let key: Arc<str> = format!("model:{}/deployments", route.name).into();
+            let key = deployments_queue(route);
             let queue = alternatives
                 .iter()
                 .flatten()
@@ -238,6 +276,42 @@ pub async fn admit(
             let answer = check.map(|c| &c.rule.answer);
             let limit = r.rule.clone();
             Err(Refused::Answer(rejected(r, limit, answer), queue))
+        }
+    }
+}
+
+/// The queue of requests waiting for any deployment of `route`.
+fn deployments_queue(route: &ModelRoute) -> Arc<str> {
+    format!("model:{}/deployments", route.name).into()
+}
+
+/// Give a batch request's checks the realtime rate they must leave room for; none at all
+/// while realtime requests wait in the counter's queue (or in the deployments' queue).
+fn yield_to_realtime(state: &GatewayState, checks: &mut [Check<'_>], queued: bool) {
+    for c in checks {
+        c.yield_to = Some(if queued || state.queues.depth(&c.key) > 0 {
+            crate::limits::priority::QUEUED
+        } else {
+            state.realtime.rate(&c.key)
+        });
+    }
+}
+
+/// The outcome of a batch request's admission: admitted, or a 429 to wait out (nothing
+/// held: a batch request that waits gives its consumer and route part back).
+fn batch_result(ctx: &mut RequestCtx, result: Result<Admitted, Denied>) -> Result<usize, Refused> {
+    match result {
+        Ok(a) => {
+            let choice = a.choice.unwrap_or(0);
+            ctx.tickets.push(a.ticket);
+            Ok(choice)
+        }
+        Err(Denied::Unavailable(why)) => {
+            Err(Refused::Answer(GatewayError::LimiterUnavailable(why), None))
+        }
+        Err(Denied::Limited(r) | Denied::NoAlternative(r, _)) => {
+            let limit = r.rule.clone();
+            Err(Refused::Answer(rejected(r, limit, None), None))
         }
     }
 }
@@ -268,7 +342,7 @@ pub fn queue_ahead(
             return queue_target(&c, c.key.clone(), 0);
         }
     }
-    let model_key: Arc<str> = format!("model:{}/deployments", route.name).into();
+    let model_key = deployments_queue(route);
     let rule = route
         .deployments
         .iter()
