@@ -215,7 +215,7 @@ pub async fn admit(
         .await;
     if subject.batch {
         // Batch work has its own metrics; realtime decisions and rates stay realtime's.
-        return batch_result(ctx, result);
+        return batch_result(ctx, result).map_err(|e| Refused::Answer(e, None));
     }
     let all = required.iter().chain(alternatives.iter().flatten());
     observe(state, all, &result);
@@ -299,19 +299,20 @@ fn yield_to_realtime(state: &GatewayState, checks: &mut [Check<'_>], queued: boo
 
 /// The outcome of a batch request's admission: admitted, or a 429 to wait out (nothing
 /// held: a batch request that waits gives its consumer and route part back).
-fn batch_result(ctx: &mut RequestCtx, result: Result<Admitted, Denied>) -> Result<usize, Refused> {
+fn batch_result(
+    ctx: &mut RequestCtx,
+    result: Result<Admitted, Denied>,
+) -> Result<usize, GatewayError> {
     match result {
         Ok(a) => {
             let choice = a.choice.unwrap_or(0);
             ctx.tickets.push(a.ticket);
             Ok(choice)
         }
-        Err(Denied::Unavailable(why)) => {
-            Err(Refused::Answer(GatewayError::LimiterUnavailable(why), None))
-        }
+        Err(Denied::Unavailable(why)) => Err(GatewayError::LimiterUnavailable(why)),
         Err(Denied::Limited(r) | Denied::NoAlternative(r, _)) => {
             let limit = r.rule.clone();
-            Err(Refused::Answer(rejected(r, limit, None), None))
+            Err(rejected(r, limit, None))
         }
     }
 }
