@@ -35,6 +35,8 @@ pub struct Metrics {
     pub batch_requests: IntCounterVec,
     /// `gateway_batch_queue_depth`: batch requests not yet ended.
     pub batch_queue: IntGauge,
+    /// `gateway_batch_running{model}`: batch requests being dispatched now, per model.
+    pub batch_running: IntGaugeVec,
     /// `gateway_batch_webhooks_total{result}`: webhook deliveries (delivered, failed).
     pub batch_webhooks: IntCounterVec,
 }
@@ -189,6 +191,14 @@ impl Metrics {
             "Batch requests waiting or running.",
         )
         .expect("valid metric");
+        let batch_running = IntGaugeVec::new(
+            Opts::new(
+                "gateway_batch_running",
+                "Batch requests being dispatched now (admission, upstream call), per model.",
+            ),
+            &["model"],
+        )
+        .expect("valid metric");
         let batch_webhooks = IntCounterVec::new(
             Opts::new(
                 "gateway_batch_webhooks_total",
@@ -224,6 +234,7 @@ impl Metrics {
             Box::new(provider_remaining.clone()),
             Box::new(batch_requests.clone()),
             Box::new(batch_queue.clone()),
+            Box::new(batch_running.clone()),
             Box::new(batch_webhooks.clone()),
             Box::new(build_info),
         ] {
@@ -270,6 +281,7 @@ impl Metrics {
             provider_remaining,
             batch_requests,
             batch_queue,
+            batch_running,
             batch_webhooks,
         }
     }

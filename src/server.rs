@@ -132,10 +132,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     if let Some(store) = state.batch.clone() {
         server.add_service(background_service(
             "batch dispatcher",
-            crate::batch::dispatch::Dispatcher {
-                state: state.clone(),
-                store,
-            },
+            crate::batch::dispatch::Dispatcher::new(state.clone(), store),
         ));
     }
     if let Some(store) = state.limiter.redis() {

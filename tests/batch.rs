@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 const KEY: &str = "sk-batch";
 
 fn gateway() -> Gw {
-    Gw::start(&format!(
+    Gw::start(&config(""))
+}
+
+/// The test config; `batch_extra` goes into the `batch` section.
+fn config(batch_extra: &str) -> String {
+    format!(
         r#"
 server: {{threads: 2}}
 consumers: [{{name: b, keys: ["{KEY}"]}}, {{name: other, keys: [sk-other]}}]
@@ -21,9 +26,9 @@ models:
   - {{name: m, deployments: [{{provider: mock}}]}}
   - {{name: e, deployments: [{{provider: mock}}]}}
   - {{name: fails, deployments: [{{provider: broken}}]}}
-batch: {{max_attempts: 2, webhook_secret: whsec-test}}
+batch: {{max_attempts: 2, webhook_secret: whsec-test{batch_extra}}}
 "#
-    ))
+    )
 }
 
 /// Upload `content` as a batch input file; returns the file object.
@@ -437,4 +442,40 @@ fn cli_submits_waits_and_downloads() {
     let bad = run(&["status", "batch_nope"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("404"));
+}
+
+#[test]
+fn model_concurrency_caps_a_queue_and_follows_reloads() {
+    let gw = Gw::start(&config(", model_concurrency: {s: 2}"));
+    let requests: Vec<Value> = (0..60)
+        .map(|i| json!({"custom_id": format!("c{i}"), "body": {"model": "s", "messages": [{"role": "user", "content": "x"}]}}))
+        .collect();
+    let b = post(
+        &gw.url("/v1/batches"),
+        Some(KEY),
+        &json!({"endpoint": "/v1/chat/completions", "requests": requests}).to_string(),
+    )
+    .json();
+    let id = b["id"].as_str().unwrap().to_string();
+    let running = || gw.metric("gateway_batch_running", &[("model", "s")]);
+    // Sample the running requests of the queue for a while: at most the cap, and at it.
+    let sample = |secs: u64| {
+        let (mut max, deadline) = (0.0f64, Instant::now() + Duration::from_secs(secs));
+        while Instant::now() < deadline {
+            max = max.max(running());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        max
+    };
+    assert_eq!(sample(2), 2.0, "model_concurrency 2");
+    gw.write_config(&config(", model_concurrency: {s: 5}"));
+    gw.wait_metric(
+        "gateway_config_reloads_total",
+        &[("result", "success")],
+        1.0,
+    );
+    assert_eq!(sample(2), 5.0, "raised to 5 by a reload");
+    let done = wait_status(&gw, &id, &["completed"]);
+    assert_eq!(done["request_counts"]["completed"], 60);
+    assert_eq!(running(), 0.0);
 }

@@ -1,33 +1,95 @@
 //! The dispatcher: a background service that validates new batches, runs their requests
-//! through [`super::execute`] (at most `batch.concurrency` at a time, retried with backoff
-//! honouring `retry-after`), and ends batches (completed, cancelled, expired) with their
+//! through [`super::execute`] (at most `batch.concurrency` at a time, and per model at
+//! most its `batch.model_concurrency`; both read every round, so a reload changes them),
+//! retried with backoff honouring `retry-after`, and ends batches (completed, cancelled, expired) with their
 //! output and error files.
 
 use super::execute::{self, Outcome};
-use super::store::{self, Store};
+use super::store::{self, Claimed, Queue, Store};
 use crate::state::GatewayState;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 pub struct Dispatcher {
     pub state: Arc<GatewayState>,
     pub store: Arc<Store>,
+    running: Arc<Running>,
+}
+
+/// Batch requests running now: in all, and per model.
+#[derive(Default)]
+struct Running {
+    counts: Mutex<(usize, HashMap<String, usize>)>,
+}
+
+/// One running request's place in [`Running`]; given back when dropped.
+struct Slot {
+    running: Arc<Running>,
+    model: Option<String>,
+}
+
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<String, usize>)> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn total(&self) -> usize {
+        self.lock().0
+    }
+
+    fn of(&self, model: &str) -> usize {
+        self.lock().1.get(model).copied().unwrap_or(0)
+    }
+
+    fn take(self: &Arc<Self>, model: Option<String>) -> Slot {
+        let mut c = self.lock();
+        c.0 += 1;
+        if let Some(m) = &model {
+            *c.1.entry(m.clone()).or_default() += 1;
+        }
+        Slot {
+            running: self.clone(),
+            model,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.running.lock();
+        c.0 = c.0.saturating_sub(1);
+        if let Some(m) = &self.model {
+            if let Some(n) = c.1.get_mut(m) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    c.1.remove(m);
+                }
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    pub fn new(state: Arc<GatewayState>, store: Arc<Store>) -> Dispatcher {
+        Dispatcher {
+            state,
+            store,
+            running: Arc::default(),
+        }
+    }
 }
 
 #[async_trait]
 impl BackgroundService for Dispatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let cfg = self.state.runtime.load().config.batch.clone();
-        let slots = Arc::new(Semaphore::new(cfg.concurrency));
         loop {
-            if let Err(e) = self.round(&slots).await {
+            if let Err(e) = self.round() {
                 tracing::error!(error = %e, "batch dispatcher");
             }
             tokio::select! {
@@ -39,7 +101,7 @@ impl BackgroundService for Dispatcher {
 }
 
 impl Dispatcher {
-    async fn round(&self, slots: &Arc<Semaphore>) -> Result<(), String> {
+    fn round(&self) -> Result<(), String> {
         let store = &self.store;
         for (id, endpoint, file) in store.validating().map_err(|e| e.to_string())? {
             validate(store, &id, &endpoint, &file)?;
@@ -51,15 +113,35 @@ impl Dispatcher {
         if let Ok(n) = store.pending() {
             self.state.metrics.batch_queue.set(n);
         }
-        let free = slots.available_permits();
-        if free == 0 {
-            return Ok(());
+        // Read each round: concurrency changes apply at the next reload.
+        let cfg = self.state.runtime.load().config.batch.clone();
+        let mut free = cfg.concurrency.saturating_sub(self.running.total());
+        let capped: Vec<String> = cfg.model_concurrency.keys().cloned().collect();
+        for (model, cap) in &cfg.model_concurrency {
+            let room = cap.saturating_sub(self.running.of(model)).min(free);
+            if room > 0 {
+                let claimed = store.claim(room, Queue::Model(model));
+                free -= self.spawn(claimed.map_err(|e| e.to_string())?, cfg.max_attempts);
+            }
         }
-        let max_attempts = self.state.runtime.load().config.batch.max_attempts;
-        for c in store.claim(free).map_err(|e| e.to_string())? {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
-            };
+        if free > 0 {
+            let claimed = store.claim(free, Queue::AllBut(&capped));
+            self.spawn(claimed.map_err(|e| e.to_string())?, cfg.max_attempts);
+        }
+        Ok(())
+    }
+
+    /// Run claimed requests, each in its own task; returns how many.
+    fn spawn(&self, claimed: Vec<Claimed>, max_attempts: u32) -> usize {
+        let n = claimed.len();
+        for c in claimed {
+            let slot = self.running.take(c.model.clone());
+            let gauge = self
+                .state
+                .metrics
+                .batch_running
+                .with_label_values(&[c.model.as_deref().unwrap_or("-")]);
+            gauge.inc();
             let (state, store) = (self.state.clone(), self.store.clone());
             tokio::spawn(async move {
                 let outcome = execute::execute(&state, &c, max_attempts).await;
@@ -88,10 +170,11 @@ impl Dispatcher {
                 if let Err(e) = written {
                     tracing::error!(error = %e, batch = %c.batch_id, "writing a batch result");
                 }
-                drop(permit);
+                drop(slot);
+                gauge.dec();
             });
         }
-        Ok(())
+        n
     }
 }
 

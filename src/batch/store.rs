@@ -45,6 +45,17 @@ pub struct Claimed {
     pub endpoint: String,
     pub body: String,
     pub attempts: u32,
+    /// The batch's model (its dispatch queue).
+    pub model: Option<String>,
+}
+
+/// Which batches' requests [`Store::claim`] takes.
+#[derive(Clone, Copy)]
+pub enum Queue<'a> {
+    /// The batches of one model.
+    Model(&'a str),
+    /// Every batch but those of these models.
+    AllBut(&'a [String]),
 }
 
 pub fn now() -> i64 {
@@ -364,18 +375,36 @@ impl Store {
         tx.commit()
     }
 
-    /// Claim up to `n` pending requests of running batches, oldest batch first.
-    pub fn claim(&self, n: usize) -> rusqlite::Result<Vec<Claimed>> {
+    /// Claim up to `n` pending requests of running batches, oldest batch first, of the
+    /// batches on `queue`: one model, or every model but some.
+    pub fn claim(&self, n: usize, queue: Queue<'_>) -> rusqlite::Result<Vec<Claimed>> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let claimed: Vec<Claimed> = {
-            let mut st = tx.prepare(
-                "SELECT r.batch_id, r.custom_id, b.consumer, b.endpoint, r.body, r.attempts
+            let mut args: Vec<rusqlite::types::Value> = vec![now_ms().into(), (n as i64).into()];
+            let filter = match queue {
+                Queue::Model(m) => {
+                    args.push(m.to_string().into());
+                    "AND b.model = ?3".to_string()
+                }
+                Queue::AllBut(models) if !models.is_empty() => {
+                    args.extend(models.iter().map(|m| m.clone().into()));
+                    let marks: Vec<String> =
+                        (3..3 + models.len()).map(|i| format!("?{i}")).collect();
+                    format!(
+                        "AND (b.model IS NULL OR b.model NOT IN ({}))",
+                        marks.join(",")
+                    )
+                }
+                Queue::AllBut(_) => String::new(),
+            };
+            let mut st = tx.prepare(&format!(
+                "SELECT r.batch_id, r.custom_id, b.consumer, b.endpoint, r.body, r.attempts, b.model
                  FROM requests r JOIN batches b ON b.id = r.batch_id
-                 WHERE r.state = 'pending' AND r.not_before <= ?1 AND b.status = 'in_progress'
+                 WHERE r.state = 'pending' AND r.not_before <= ?1 AND b.status = 'in_progress' {filter}
                  ORDER BY b.created_at, r.line LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![now_ms(), n as i64], |r| {
+            ))?;
+            let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
                 Ok(Claimed {
                     batch_id: r.get(0)?,
                     custom_id: r.get(1)?,
@@ -383,6 +412,7 @@ impl Store {
                     endpoint: r.get(3)?,
                     body: r.get(4)?,
                     attempts: r.get::<_, i64>(5)? as u32,
+                    model: r.get(6)?,
                 })
             })?;
             rows.collect::<rusqlite::Result<_>>()?

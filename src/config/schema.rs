@@ -393,8 +393,11 @@ pub struct BatchConfig {
     pub enabled: bool,
     /// Where the SQLite store and the files live (restart to change).
     pub data_dir: PathBuf,
-    /// Batch requests running at once (restart to change).
+    /// Batch requests running at once, all models together (hot-reloadable).
     pub concurrency: usize,
+    /// Batch requests running at once per model (the batch's queue), for the models
+    /// listed (hot-reloadable); the others share `concurrency`.
+    pub model_concurrency: std::collections::BTreeMap<String, usize>,
     /// Attempts per request on a provider 429/5xx before its error line is written.
     pub max_attempts: u32,
     /// Largest uploaded file.
@@ -409,6 +412,7 @@ impl Default for BatchConfig {
             enabled: true,
             data_dir: PathBuf::from("data"),
             concurrency: 16,
+            model_concurrency: Default::default(),
             max_attempts: 3,
             max_file_bytes: 200 * 1024 * 1024,
             webhook_secret: None,

@@ -26,6 +26,7 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
     models(c, &mut p);
     limits_store(c, &mut p);
     count_groups(c, &mut p);
+    batch(c, &mut p);
     if c.routing.retries > 10 {
         p.add("routing.retries", "must be at most 10");
     }
@@ -51,6 +52,25 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
         p.add("reload.poll_interval", "must be at least 100ms");
     }
     p.0
+}
+
+fn batch(c: &Config, p: &mut Problems) {
+    let b = &c.batch;
+    if b.concurrency == 0 {
+        p.add("batch.concurrency", "must be at least 1");
+    }
+    if b.max_attempts == 0 {
+        p.add("batch.max_attempts", "must be at least 1");
+    }
+    for (model, n) in &b.model_concurrency {
+        let path = format!("batch.model_concurrency.{model}");
+        if *n == 0 {
+            p.add(&path, "must be at least 1");
+        }
+        if !c.models.iter().any(|m| &m.name == model) {
+            p.add(&path, format!("no model named `{model}`"));
+        }
+    }
 }
 
 /// Every count rule of one `group` must be the same limit (APISIX checks this only per
