@@ -479,3 +479,54 @@ fn model_concurrency_caps_a_queue_and_follows_reloads() {
     assert_eq!(done["request_counts"]["completed"], 60);
     assert_eq!(running(), 0.0);
 }
+
+#[test]
+fn completion_window_expiry_ends_the_rest_with_batch_expired_lines() {
+    let gw = Gw::start(&config(", model_concurrency: {s: 1}"));
+    let requests: Vec<Value> = (0..30)
+        .map(|i| json!({"custom_id": format!("x{i}"), "body": {"model": "s", "messages": [{"role": "user", "content": "x"}]}}))
+        .collect();
+    let r = post(
+        &gw.url("/v1/batches"),
+        Some(KEY),
+        &json!({"endpoint": "/v1/chat/completions", "requests": requests, "completion_window": "2s"})
+            .to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = r.json();
+    assert_eq!(b["completion_window"], "2s");
+    let id = b["id"].as_str().unwrap().to_string();
+    let done = wait_status(&gw, &id, &["expired"]);
+    assert!(done["expired_at"].is_i64(), "{done}");
+    let counts = &done["request_counts"];
+    let (completed, failed) = (
+        counts["completed"].as_u64().unwrap(),
+        counts["failed"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        (counts["total"].as_u64(), completed + failed),
+        (Some(30), 30)
+    );
+    assert!(completed >= 1 && failed >= 10, "{counts}");
+    let errors = lines(&gw, &done["error_file_id"]);
+    assert_eq!(errors.len() as u64, failed);
+    assert!(errors
+        .iter()
+        .all(|l| l["error"]["code"] == "batch_expired" && l["response"].is_null()));
+    let mut ids: Vec<String> = lines(&gw, &done["output_file_id"])
+        .iter()
+        .chain(&errors)
+        .map(|l| l["custom_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "every custom_id once");
+    // File batches keep OpenAI's rule.
+    let r = post(
+        &gw.url("/v1/batches"),
+        Some(KEY),
+        &json!({"endpoint": "/v1/chat/completions", "input_file_id": "file-x", "completion_window": "2s"})
+            .to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+}

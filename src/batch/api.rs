@@ -186,14 +186,7 @@ pub async fn serve(
                     ))
                 }
             };
-            let window_ok = v["completion_window"] == "24h"
-                || (inline.is_some() && v["completion_window"].is_null());
-            if !window_ok {
-                return Err(GatewayError::bad_request(
-                    "completion_window must be '24h'.",
-                    Some("completion_window"),
-                ));
-            }
+            let window = completion_window(&v["completion_window"], inline.is_some())?;
             if super::execute::endpoint(endpoint).is_none() {
                 return Err(GatewayError::bad_request(
                     format!("Unsupported endpoint '{endpoint}': use /v1/chat/completions, /v1/completions or /v1/embeddings."),
@@ -221,7 +214,7 @@ pub async fn serve(
             };
             let id = new_id("batch_");
             store
-                .add_batch(&id, who, endpoint, input, &v["metadata"], webhook)
+                .add_batch(&id, who, endpoint, input, &v["metadata"], webhook, window)
                 .map_err(internal)?;
             store
                 .batch(who, &id)
@@ -574,4 +567,21 @@ async fn send_file(
     }
     let _ = session.write_response_body(None, true).await;
     Ok(())
+}
+
+/// A batch's completion window: `24h` (OpenAI's only value); inline batches, an extension,
+/// may also give a shorter one (`"90s"`, `"30m"`, …) and default to `24h`.
+fn completion_window(v: &Value, inline: bool) -> Result<(String, i64), GatewayError> {
+    let bad = |m: &str| Err(GatewayError::bad_request(m, Some("completion_window")));
+    match (v.as_str(), inline) {
+        (Some("24h"), _) => Ok(("24h".into(), 86_400)),
+        (None, true) if v.is_null() => Ok(("24h".into(), 86_400)),
+        (Some(w), true) => match humantime::parse_duration(w) {
+            Ok(d) if d.as_secs() >= 1 && d.as_secs() <= 86_400 => {
+                Ok((w.into(), d.as_secs() as i64))
+            }
+            _ => bad("completion_window must be a duration from 1s to 24h (e.g. '30m')."),
+        },
+        _ => bad("completion_window must be '24h'."),
+    }
 }

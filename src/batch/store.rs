@@ -198,13 +198,14 @@ impl Store {
         input_file_id: &str,
         metadata: &Value,
         webhook: Option<(&str, u32)>,
+        (window, window_secs): (String, i64),
     ) -> rusqlite::Result<()> {
         let t = now();
         let (url, every) = webhook.unzip();
         self.db().execute(
             "INSERT INTO batches (id, consumer, endpoint, input_file_id, completion_window, status, created_at, expires_at, metadata, webhook_url, webhook_every)
-             VALUES (?1, ?2, ?3, ?4, '24h', 'validating', ?5, ?6, ?7, ?8, ?9)",
-            params![id, consumer, endpoint, input_file_id, t, t + 86_400, metadata.to_string(), url, every.unwrap_or(0)],
+             VALUES (?1, ?2, ?3, ?4, ?10, 'validating', ?5, ?6, ?7, ?8, ?9)",
+            params![id, consumer, endpoint, input_file_id, t, t + window_secs, metadata.to_string(), url, every.unwrap_or(0), window],
         )?;
         Ok(())
     }
