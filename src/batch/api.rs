@@ -3,7 +3,7 @@
 //! files and batches. Uploads are written to disk as they arrive; file contents are sent
 //! from disk in chunks.
 
-use super::store::{new_id, now, FileRow, Store};
+use super::store::{new_id, now, FileRow, NewBatch, Store};
 use crate::errors::GatewayError;
 use crate::proxy::{respond, RequestCtx};
 use crate::state::GatewayState;
@@ -214,7 +214,15 @@ pub async fn serve(
             };
             let id = new_id("batch_");
             store
-                .add_batch(&id, who, endpoint, input, &v["metadata"], webhook, window)
+                .add_batch(&NewBatch {
+                    id: &id,
+                    consumer: who,
+                    endpoint,
+                    input_file_id: input,
+                    metadata: &v["metadata"],
+                    webhook,
+                    window,
+                })
                 .map_err(internal)?;
             store
                 .batch(who, &id)

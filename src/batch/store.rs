@@ -49,6 +49,19 @@ pub struct Claimed {
     pub model: Option<String>,
 }
 
+/// A batch being created.
+pub struct NewBatch<'a> {
+    pub id: &'a str,
+    pub consumer: Option<&'a str>,
+    pub endpoint: &'a str,
+    pub input_file_id: &'a str,
+    pub metadata: &'a Value,
+    /// URL and progress step (percent, 0 for none).
+    pub webhook: Option<(&'a str, u32)>,
+    /// `completion_window` as given, and in seconds.
+    pub window: (String, i64),
+}
+
 /// Which batches' requests [`Store::claim`] takes.
 #[derive(Clone, Copy)]
 pub enum Queue<'a> {
@@ -190,18 +203,18 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub fn add_batch(
-        &self,
-        id: &str,
-        consumer: Option<&str>,
-        endpoint: &str,
-        input_file_id: &str,
-        metadata: &Value,
-        webhook: Option<(&str, u32)>,
-        (window, window_secs): (String, i64),
-    ) -> rusqlite::Result<()> {
+    pub fn add_batch(&self, b: &NewBatch<'_>) -> rusqlite::Result<()> {
         let t = now();
-        let (url, every) = webhook.unzip();
+        let (url, every) = b.webhook.unzip();
+        let (window, window_secs) = &b.window;
+        let NewBatch {
+            id,
+            consumer,
+            endpoint,
+            input_file_id,
+            metadata,
+            ..
+        } = b;
         self.db().execute(
             "INSERT INTO batches (id, consumer, endpoint, input_file_id, completion_window, status, created_at, expires_at, metadata, webhook_url, webhook_every)
              VALUES (?1, ?2, ?3, ?4, ?10, 'validating', ?5, ?6, ?7, ?8, ?9)",
