@@ -26,6 +26,8 @@ pub struct Dispatcher {
 #[derive(Default)]
 struct Running {
     counts: Mutex<(usize, HashMap<String, usize>)>,
+    /// Woken when a request ends, so its place is filled at once.
+    freed: tokio::sync::Notify,
 }
 
 /// One running request's place in [`Running`]; given back when dropped.
@@ -72,6 +74,7 @@ impl Drop for Slot {
                 }
             }
         }
+        self.running.freed.notify_one();
     }
 }
 
@@ -88,12 +91,20 @@ impl Dispatcher {
 #[async_trait]
 impl BackgroundService for Dispatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut upkeep = std::time::Instant::now();
         loop {
-            if let Err(e) = self.round() {
+            if upkeep.elapsed() >= Duration::from_millis(50) {
+                if let Err(e) = self.upkeep() {
+                    tracing::error!(error = %e, "batch dispatcher");
+                }
+                upkeep = std::time::Instant::now();
+            }
+            if let Err(e) = self.dispatch() {
                 tracing::error!(error = %e, "batch dispatcher");
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = self.running.freed.notified() => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -101,7 +112,8 @@ impl BackgroundService for Dispatcher {
 }
 
 impl Dispatcher {
-    fn round(&self) -> Result<(), String> {
+    /// Validate new batches, end finished ones, send due webhooks, update the metrics.
+    fn upkeep(&self) -> Result<(), String> {
         let store = &self.store;
         for (id, endpoint, file) in store.validating().map_err(|e| e.to_string())? {
             validate(store, &id, &endpoint, &file)?;
@@ -113,6 +125,12 @@ impl Dispatcher {
         if let Ok(n) = store.pending() {
             self.state.metrics.batch_queue.set(n);
         }
+        Ok(())
+    }
+
+    /// Fill the free places with due requests.
+    fn dispatch(&self) -> Result<(), String> {
+        let store = &self.store;
         // Read each round: concurrency changes apply at the next reload.
         let cfg = self.state.runtime.load().config.batch.clone();
         let mut free = cfg.concurrency.saturating_sub(self.running.total());

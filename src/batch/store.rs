@@ -109,6 +109,7 @@ CREATE TABLE IF NOT EXISTS requests (
   state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, not_before INTEGER NOT NULL DEFAULT 0,
   result TEXT, PRIMARY KEY (batch_id, custom_id));
 CREATE INDEX IF NOT EXISTS requests_state ON requests (state, not_before);
+CREATE INDEX IF NOT EXISTS requests_due ON requests (batch_id, state, line);
 ";
 
 impl Store {
@@ -395,41 +396,59 @@ impl Store {
         let mut db = self.db();
         let tx = db.transaction()?;
         let claimed: Vec<Claimed> = {
-            let mut args: Vec<rusqlite::types::Value> = vec![now_ms().into(), (n as i64).into()];
+            // The running batches of the queue, oldest first (few rows).
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
             let filter = match queue {
                 Queue::Model(m) => {
                     args.push(m.to_string().into());
-                    "AND b.model = ?3".to_string()
+                    "AND model = ?1".to_string()
                 }
                 Queue::AllBut(models) if !models.is_empty() => {
                     args.extend(models.iter().map(|m| m.clone().into()));
-                    let marks: Vec<String> =
-                        (3..3 + models.len()).map(|i| format!("?{i}")).collect();
-                    format!(
-                        "AND (b.model IS NULL OR b.model NOT IN ({}))",
-                        marks.join(",")
-                    )
+                    let marks: Vec<String> = (1..=models.len()).map(|i| format!("?{i}")).collect();
+                    format!("AND (model IS NULL OR model NOT IN ({}))", marks.join(","))
                 }
                 Queue::AllBut(_) => String::new(),
             };
             let mut st = tx.prepare(&format!(
-                "SELECT r.batch_id, r.custom_id, b.consumer, b.endpoint, r.body, r.attempts, b.model
-                 FROM requests r JOIN batches b ON b.id = r.batch_id
-                 WHERE r.state = 'pending' AND r.not_before <= ?1 AND b.status = 'in_progress' {filter}
-                 ORDER BY b.created_at, r.line LIMIT ?2",
+                "SELECT id, consumer, endpoint, model FROM batches
+                 WHERE status = 'in_progress' {filter} ORDER BY created_at, id"
             ))?;
-            let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
-                Ok(Claimed {
-                    batch_id: r.get(0)?,
-                    custom_id: r.get(1)?,
-                    consumer: r.get(2)?,
-                    endpoint: r.get(3)?,
-                    body: r.get(4)?,
-                    attempts: r.get::<_, i64>(5)? as u32,
-                    model: r.get(6)?,
-                })
-            })?;
-            rows.collect::<rusqlite::Result<_>>()?
+            let batches = st
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<rusqlite::Result<Vec<(String, Option<String>, String, Option<String>)>>>(
+                )?;
+            // Then each one's due requests in line order (index requests_due).
+            let mut st = tx.prepare(
+                "SELECT custom_id, body, attempts FROM requests INDEXED BY requests_due
+                 WHERE batch_id = ?1 AND state = 'pending' AND not_before <= ?2
+                 ORDER BY line LIMIT ?3",
+            )?;
+            let now = now_ms();
+            let mut claimed = Vec::new();
+            for (id, consumer, endpoint, model) in batches {
+                if claimed.len() >= n {
+                    break;
+                }
+                let left = (n - claimed.len()) as i64;
+                let rows = st.query_map(params![id, now, left], |r| {
+                    Ok(Claimed {
+                        batch_id: id.clone(),
+                        custom_id: r.get(0)?,
+                        consumer: consumer.clone(),
+                        endpoint: endpoint.clone(),
+                        body: r.get(1)?,
+                        attempts: r.get::<_, i64>(2)? as u32,
+                        model: model.clone(),
+                    })
+                })?;
+                for c in rows {
+                    claimed.push(c?);
+                }
+            }
+            claimed
         };
         for c in &claimed {
             tx.execute(
