@@ -73,9 +73,9 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     metrics.config_generation.set(1);
     let limiter = Limiter::new(&config.limits, metrics.redis.clone());
     let batch = if config.batch.enabled {
-        Some(Arc::new(crate::batch::store::Store::open(
-            &config.batch.data_dir,
-        )?))
+        let store: Arc<dyn crate::batch::backend::Backend> =
+            Arc::new(crate::batch::store::Store::open(&config.batch.data_dir)?);
+        Some(store)
     } else {
         None
     };

@@ -25,7 +25,7 @@ pub struct GatewayState {
     /// Realtime demand per counter, which batch work leaves room for.
     pub realtime: crate::limits::priority::RealtimeRates,
     /// The batch store (`None` when `batch.enabled` is off).
-    pub batch: Option<Arc<crate::batch::store::Store>>,
+    pub batch: Option<Arc<dyn crate::batch::backend::Backend>>,
     /// Deployments cooling down after a provider 429, by deployment id.
     pub cooldowns: Cooldowns,
 }

@@ -1,9 +1,9 @@
 //! OpenAI's Files and Batches API on the proxy listener, so `client.files.*` and
 //! `client.batches.*` of the official SDKs work unchanged. Each consumer sees only its own
-//! files and batches. Uploads are written to disk as they arrive; file contents are sent
-//! from disk in chunks.
+//! files and batches. Uploads are written to disk as they arrive, then handed to the store;
+//! file contents and results are sent in chunks, never held whole.
 
-use super::store::{new_id, now, FileRow, NewBatch, Store};
+use super::backend::{new_id, now, Backend, FileRow, NewBatch};
 use crate::errors::GatewayError;
 use crate::proxy::{respond, RequestCtx};
 use crate::state::GatewayState;
@@ -139,26 +139,29 @@ pub async fn serve(
             let asc = param(&q, "order") == Some("asc");
             let rows = store
                 .files(who, param(&q, "purpose"), param(&q, "after"), n + 1, asc)
+                .await
                 .map_err(internal)?;
             page(rows.iter().map(FileRow::object).collect(), n)
         }
         Route::GetFile(id) => store
             .file(who, &id)
+            .await
             .map_err(internal)?
             .ok_or_else(|| not_found("File", &id))?
             .object(),
         Route::DeleteFile(id) => {
-            if !store.delete_file(who, &id).map_err(internal)? {
+            if !store.delete_file(who, &id).await.map_err(internal)? {
                 return Err(not_found("File", &id));
             }
             json!({"id": id, "object": "file", "deleted": true})
         }
         Route::FileContent(id) => {
-            store
+            let f = store
                 .file(who, &id)
+                .await
                 .map_err(internal)?
                 .ok_or_else(|| not_found("File", &id))?;
-            return send_file(session, ctx, &store.file_path(&id)).await;
+            return send_file(session, ctx, store, &f).await;
         }
         Route::CreateBatch => {
             let max = state.runtime.load().config.server.max_body_bytes;
@@ -173,7 +176,7 @@ pub async fn serve(
             })?;
             // An inline batch brings its requests; they become its input file.
             let inline = match v["requests"].as_array() {
-                Some(requests) => Some(inline_file(store, who, endpoint, requests)?),
+                Some(requests) => Some(inline_file(store, who, endpoint, requests).await?),
                 None => None,
             };
             let input = match (&inline, v["input_file_id"].as_str()) {
@@ -195,6 +198,7 @@ pub async fn serve(
             }
             store
                 .file(who, input)
+                .await
                 .map_err(internal)?
                 .ok_or_else(|| not_found("File", input))?;
             let webhook = match v["webhook_url"].as_str() {
@@ -223,9 +227,11 @@ pub async fn serve(
                     webhook,
                     window,
                 })
+                .await
                 .map_err(internal)?;
             store
                 .batch(who, &id)
+                .await
                 .map_err(internal)?
                 .unwrap_or(Value::Null)
         }
@@ -233,15 +239,17 @@ pub async fn serve(
             let n = limit(&q, 20, 100)?;
             let rows = store
                 .batches(who, param(&q, "after"), n + 1)
+                .await
                 .map_err(internal)?;
             page(rows, n)
         }
         Route::GetBatch(id) => store
             .batch(who, &id)
+            .await
             .map_err(internal)?
             .ok_or_else(|| not_found("Batch", &id))?,
         Route::CancelBatch(id) => {
-            match store.cancel(who, &id).map_err(internal)? {
+            match store.cancel(who, &id).await.map_err(internal)? {
                 Ok(()) => {}
                 Err(s) if s.is_empty() => return Err(not_found("Batch", &id)),
                 Err(s) => {
@@ -253,6 +261,7 @@ pub async fn serve(
             }
             store
                 .batch(who, &id)
+                .await
                 .map_err(internal)?
                 .unwrap_or(Value::Null)
         }
@@ -266,16 +275,22 @@ pub async fn serve(
             }
             store
                 .results(who, &id, 0, 1)
+                .await
                 .map_err(internal)?
                 .ok_or_else(|| not_found("Batch", &id))?;
             return send_results(store, session, ctx, who, &id, &format).await;
         }
         Route::GetRequest(id, cid) => store
             .request(who, &id, &cid)
+            .await
             .map_err(internal)?
             .ok_or_else(|| not_found("Batch request", &cid))?,
         Route::CancelRequest(id, cid) => {
-            match store.cancel_request(who, &id, &cid).map_err(internal)? {
+            match store
+                .cancel_request(who, &id, &cid)
+                .await
+                .map_err(internal)?
+            {
                 None => return Err(not_found("Batch", &id)),
                 Some(false) => {
                     return Err(GatewayError::bad_request(
@@ -287,6 +302,7 @@ pub async fn serve(
             }
             store
                 .request(who, &id, &cid)
+                .await
                 .map_err(internal)?
                 .ok_or_else(|| not_found("Batch request", &cid))?
         }
@@ -296,14 +312,15 @@ pub async fn serve(
 }
 
 /// Write an inline batch's requests as its input file; returns the file id.
-fn inline_file(
-    store: &Store,
+async fn inline_file(
+    store: &dyn Backend,
     who: Option<&str>,
     endpoint: &str,
     requests: &[Value],
 ) -> Result<String, GatewayError> {
     let id = new_id("file-");
-    let file = std::fs::File::create(store.file_path(&id)).map_err(internal)?;
+    let path = store.scratch_dir().join(&id);
+    let file = std::fs::File::create(&path).map_err(internal)?;
     let mut out = std::io::BufWriter::new(file);
     let mut bytes = 0u64;
     for r in requests {
@@ -323,7 +340,10 @@ fn inline_file(
         created_at: now(),
         expires_at: Some(now() + 30 * 86_400),
     };
-    store.add_file(who, &row).map_err(internal)?;
+    drop(out);
+    let added = store.add_file(who, &row, &path).await.map_err(internal);
+    let _ = std::fs::remove_file(&path);
+    added?;
     Ok(id)
 }
 
@@ -379,7 +399,7 @@ fn csv_row(line: &Value) -> String {
 
 /// Send every result of a batch, page by page from the store (never all in memory).
 async fn send_results(
-    store: &Store,
+    store: &dyn Backend,
     session: &mut Session,
     ctx: &mut RequestCtx,
     who: Option<&str>,
@@ -413,6 +433,7 @@ async fn send_results(
     loop {
         let page = store
             .results(who, id, after, 1000)
+            .await
             .map_err(internal)?
             .unwrap_or_default();
         for (line, text) in &page {
@@ -461,7 +482,7 @@ async fn send_results(
 /// `POST /v1/files`: a multipart upload written to disk as it arrives.
 async fn upload(
     state: &GatewayState,
-    store: &Store,
+    store: &dyn Backend,
     session: &mut Session,
     who: Option<&str>,
 ) -> Result<Value, GatewayError> {
@@ -486,6 +507,7 @@ async fn upload(
     let bad = |m: &str| GatewayError::bad_request(m.to_string(), None);
     let mut purpose = None;
     let mut file: Option<FileRow> = None;
+    let mut scratch: Option<Scratch> = None;
     while let Some(mut field) = form
         .next_field()
         .await
@@ -498,7 +520,8 @@ async fn upload(
             Some("file") => {
                 let id = new_id("file-");
                 let filename = field.file_name().unwrap_or("upload.jsonl").to_string();
-                let path = store.file_path(&id);
+                let path = store.scratch_dir().join(&id);
+                scratch = Some(Scratch(path.clone()));
                 let mut out = std::fs::File::create(&path).map_err(internal)?;
                 let mut bytes = 0u64;
                 while let Some(chunk) = field.chunk().await.map_err(|e| bad(&e.to_string()))? {
@@ -534,38 +557,44 @@ async fn upload(
         file.expires_at = Some(file.created_at + 30 * 86_400);
     }
     file.purpose = purpose;
-    store.add_file(who, &file).map_err(internal)?;
+    if let Some(tmp) = &scratch {
+        store.add_file(who, &file, &tmp.0).await.map_err(internal)?;
+    }
     Ok(file.object())
 }
 
-/// Send a stored file's bytes in chunks.
+/// An upload's scratch file, removed however the upload ends.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Send a stored file's bytes, chunk by chunk from the store.
 async fn send_file(
     session: &mut Session,
     ctx: &mut RequestCtx,
-    path: &std::path::Path,
+    store: &dyn Backend,
+    f: &FileRow,
 ) -> Result<(), GatewayError> {
-    use tokio::io::AsyncReadExt;
-    let mut f = tokio::fs::File::open(path).await.map_err(internal)?;
-    let len = f.metadata().await.map_err(internal)?.len();
     let mut h = respond::header(200, "application/octet-stream", ctx);
-    let _ = h.insert_header("content-length", len.to_string());
+    let _ = h.insert_header("content-length", f.bytes.to_string());
     ctx.status = 200;
     if session
-        .write_response_header(Box::new(h), len == 0)
+        .write_response_header(Box::new(h), f.bytes == 0)
         .await
         .is_err()
     {
         ctx.status = 499;
         return Ok(());
     }
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf).await.map_err(internal)?;
-        if n == 0 {
-            break;
-        }
+    let mut index = 0;
+    while let Some(chunk) = store.file_chunk(&f.id, index).await.map_err(internal)? {
+        index += 1;
         if session
-            .write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), false)
+            .write_response_body(Some(chunk), false)
             .await
             .is_err()
         {

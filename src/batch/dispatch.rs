@@ -4,21 +4,20 @@
 //! retried with backoff honouring `retry-after`, and ends batches (completed, cancelled, expired) with their
 //! output and error files.
 
+use super::backend::{now_ms, Backend, Claimed, Queue};
 use super::execute::{self, Outcome};
-use super::store::{self, Claimed, Queue, Store};
 use crate::state::GatewayState;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::io::BufRead;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct Dispatcher {
     pub state: Arc<GatewayState>,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Backend>,
     running: Arc<Running>,
 }
 
@@ -79,7 +78,7 @@ impl Drop for Slot {
 }
 
 impl Dispatcher {
-    pub fn new(state: Arc<GatewayState>, store: Arc<Store>) -> Dispatcher {
+    pub fn new(state: Arc<GatewayState>, store: Arc<dyn Backend>) -> Dispatcher {
         Dispatcher {
             state,
             store,
@@ -94,12 +93,12 @@ impl BackgroundService for Dispatcher {
         let mut upkeep = std::time::Instant::now();
         loop {
             if upkeep.elapsed() >= Duration::from_millis(50) {
-                if let Err(e) = self.upkeep() {
+                if let Err(e) = self.upkeep().await {
                     tracing::error!(error = %e, "batch dispatcher");
                 }
                 upkeep = std::time::Instant::now();
             }
-            if let Err(e) = self.dispatch() {
+            if let Err(e) = self.dispatch().await {
                 tracing::error!(error = %e, "batch dispatcher");
             }
             tokio::select! {
@@ -113,23 +112,24 @@ impl BackgroundService for Dispatcher {
 
 impl Dispatcher {
     /// Validate new batches, end finished ones, send due webhooks, update the metrics.
-    fn upkeep(&self) -> Result<(), String> {
-        let store = &self.store;
-        for (id, endpoint, file) in store.validating().map_err(|e| e.to_string())? {
-            validate(store, &id, &endpoint, &file)?;
+    async fn upkeep(&self) -> Result<(), String> {
+        let store = &*self.store;
+        store.maintain().await?;
+        for (id, endpoint, file) in store.validating().await? {
+            validate(store, &id, &endpoint, &file).await?;
         }
-        store.settle()?;
-        for (id, url, event) in store.webhooks_due().map_err(|e| e.to_string())? {
+        store.settle().await?;
+        for (id, url, event) in store.webhooks_due().await? {
             super::webhook::deliver(self.state.clone(), self.store.clone(), id, url, event);
         }
-        if let Ok(n) = store.pending() {
+        if let Ok(n) = store.pending().await {
             self.state.metrics.batch_queue.set(n);
         }
         Ok(())
     }
 
     /// Fill the free places with due requests.
-    fn dispatch(&self) -> Result<(), String> {
+    async fn dispatch(&self) -> Result<(), String> {
         let store = &self.store;
         // Read each round: concurrency changes apply at the next reload.
         let cfg = self.state.runtime.load().config.batch.clone();
@@ -138,13 +138,13 @@ impl Dispatcher {
         for (model, cap) in &cfg.model_concurrency {
             let room = cap.saturating_sub(self.running.of(model)).min(free);
             if room > 0 {
-                let claimed = store.claim(room, Queue::Model(model));
-                free -= self.spawn(claimed.map_err(|e| e.to_string())?, cfg.max_attempts);
+                let claimed = store.claim(room, Queue::Model(model)).await?;
+                free -= self.spawn(claimed, cfg.max_attempts);
             }
         }
         if free > 0 {
-            let claimed = store.claim(free, Queue::AllBut(&capped));
-            self.spawn(claimed.map_err(|e| e.to_string())?, cfg.max_attempts);
+            let claimed = store.claim(free, Queue::AllBut(&capped)).await?;
+            self.spawn(claimed, cfg.max_attempts);
         }
         Ok(())
     }
@@ -175,15 +175,10 @@ impl Dispatcher {
                     .with_label_values(&[label])
                     .inc();
                 let written = match outcome {
-                    Outcome::Done { ok, line, tokens } => {
-                        store.finish(&c.batch_id, &c.custom_id, ok, &line, tokens)
+                    Outcome::Done { ok, line, tokens } => store.finish(&c, ok, &line, tokens).await,
+                    Outcome::Retry { after_ms, counts } => {
+                        store.retry(&c, now_ms() + after_ms as i64, counts).await
                     }
-                    Outcome::Retry { after_ms, counts } => store.retry(
-                        &c.batch_id,
-                        &c.custom_id,
-                        store::now_ms() + after_ms as i64,
-                        counts,
-                    ),
                 };
                 if let Err(e) = written {
                     tracing::error!(error = %e, batch = %c.batch_id, "writing a batch result");
@@ -201,8 +196,53 @@ fn problem(code: &str, message: &str, line: Option<u64>) -> Value {
     json!({"code": code, "message": message, "param": null, "line": line})
 }
 
+/// The lines of a stored file, read chunk by chunk (`None` at its end; `Err` for a line
+/// that is not UTF-8, with the reading going on).
+struct Lines<'s> {
+    store: &'s dyn Backend,
+    id: &'s str,
+    next_chunk: u64,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl Lines<'_> {
+    async fn next(&mut self) -> Result<Option<Result<String, ()>>, String> {
+        loop {
+            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                return Ok(Some(utf8(&line[..end])));
+            }
+            if self.done {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                let line = std::mem::take(&mut self.buf);
+                return Ok(Some(utf8(&line)));
+            }
+            match self.store.file_chunk(self.id, self.next_chunk).await? {
+                Some(c) => {
+                    self.next_chunk += 1;
+                    self.buf.extend_from_slice(&c);
+                }
+                None => self.done = true,
+            }
+        }
+    }
+}
+
+fn utf8(b: &[u8]) -> Result<String, ()> {
+    let b = b.strip_suffix(b"\r").unwrap_or(b);
+    String::from_utf8(b.to_vec()).map_err(|_| ())
+}
+
 /// Check a batch's input file line by line; start it, or fail it with line-numbered errors.
-fn validate(store: &Store, id: &str, endpoint: &str, file_id: &str) -> Result<(), String> {
+async fn validate(
+    store: &dyn Backend,
+    id: &str,
+    endpoint: &str,
+    file_id: &str,
+) -> Result<(), String> {
     let mut errors = Vec::new();
     let mut requests = Vec::new();
     let mut seen = HashSet::new();
@@ -214,15 +254,24 @@ fn validate(store: &Store, id: &str, endpoint: &str, file_id: &str) -> Result<()
             None,
         ));
     }
-    match std::fs::File::open(store.file_path(file_id)) {
-        Err(_) => errors.push(problem(
+    let mut lines = Lines {
+        store,
+        id: file_id,
+        next_chunk: 0,
+        buf: Vec::new(),
+        done: false,
+    };
+    let exists = store.file_chunk(file_id, 0).await.is_ok();
+    match exists {
+        false => errors.push(problem(
             "file_not_found",
             "The input file does not exist.",
             None,
         )),
-        Ok(f) => {
-            for (i, text) in std::io::BufReader::new(f).lines().enumerate() {
-                let n = i as u64 + 1;
+        true => {
+            let mut n = 0u64;
+            while let Some(text) = lines.next().await? {
+                n += 1;
                 let Ok(text) = text else {
                     errors.push(problem(
                         "invalid_json_line",
@@ -299,9 +348,7 @@ fn validate(store: &Store, id: &str, endpoint: &str, file_id: &str) -> Result<()
     if !errors.is_empty() {
         return store
             .fail_batch(id, &json!({"object": "list", "data": errors}))
-            .map_err(|e| e.to_string());
+            .await;
     }
-    store
-        .start_batch(id, model.as_deref(), &requests)
-        .map_err(|e| e.to_string())
+    store.start_batch(id, model.as_deref(), &requests).await
 }

@@ -2,7 +2,7 @@
 //! realtime request of the batch's consumer would go (admission, limit-aware routing,
 //! failover, provider translation), and turn the answer into a result line.
 
-use super::store::{new_id, Claimed};
+use super::backend::{new_id, Claimed};
 use crate::config::schema::ProviderKind;
 use crate::errors::GatewayError;
 use crate::limits::admission::TokenUsage;
@@ -153,7 +153,7 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
             let m: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             (
                 s,
-                anthropic::response(&m, &route.name, super::store::now() as u64),
+                anthropic::response(&m, &route.name, super::backend::now() as u64),
             )
         }
         (_, s) => (

@@ -4,13 +4,15 @@
 //!
 //! `submit → store → dispatch → collect → export`:
 //! - [`api`]: `/v1/files` and `/v1/batches` (uploads streamed to disk);
-//! - [`store`]: SQLite in the data dir, one row per request, results written once;
+//! - [`backend`]: what a store provides; [`store`]: SQLite in the data dir, one row per
+//!   request, results written once;
 //! - [`dispatch`]: a background service that validates, runs and ends batches;
 //! - [`execute`]: one request through admission, routing and the upstream call;
 //! - [`webhook`]: signed notifications of progress and of the end of a batch;
 //! - [`client`]: the `ai-rate-limiter batch` commands.
 
 pub mod api;
+pub mod backend;
 pub mod client;
 pub mod dispatch;
 pub mod execute;

@@ -7,6 +7,12 @@
 //! restart can neither lose nor duplicate a result line. Rows still `running` at start
 //! were interrupted and go back to `pending`.
 
+use super::backend::{
+    new_id, now, now_ms, request_status, unrun_line, webhook_event, webhook_record, Backend,
+    Claimed, FileRow, NewBatch, Queue, Request, StoreResult, CHUNK,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -15,76 +21,8 @@ use std::sync::{Mutex, MutexGuard};
 pub struct Store {
     db: Mutex<Connection>,
     dir: PathBuf,
-}
-
-/// A stored file.
-#[derive(Debug, Clone)]
-pub struct FileRow {
-    pub id: String,
-    pub purpose: String,
-    pub filename: String,
-    pub bytes: u64,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-}
-
-impl FileRow {
-    pub fn object(&self) -> Value {
-        json!({"id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
-               "expires_at": self.expires_at, "filename": self.filename, "purpose": self.purpose,
-               "status": "processed", "status_details": null})
-    }
-}
-
-/// A request claimed for execution.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    pub batch_id: String,
-    pub custom_id: String,
-    pub consumer: Option<String>,
-    pub endpoint: String,
-    pub body: String,
-    pub attempts: u32,
-    /// The batch's model (its dispatch queue).
-    pub model: Option<String>,
-}
-
-/// A batch being created.
-pub struct NewBatch<'a> {
-    pub id: &'a str,
-    pub consumer: Option<&'a str>,
-    pub endpoint: &'a str,
-    pub input_file_id: &'a str,
-    pub metadata: &'a Value,
-    /// URL and progress step (percent, 0 for none).
-    pub webhook: Option<(&'a str, u32)>,
-    /// `completion_window` as given, and in seconds.
-    pub window: (String, i64),
-}
-
-/// Which batches' requests [`Store::claim`] takes.
-#[derive(Clone, Copy)]
-pub enum Queue<'a> {
-    /// The batches of one model.
-    Model(&'a str),
-    /// Every batch but those of these models.
-    AllBut(&'a [String]),
-}
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}{}", hex::encode(rand::random::<[u8; 12]>()))
+    /// Uploads in progress (inside the data dir, so taking one over is a rename).
+    scratch: PathBuf,
 }
 
 const SCHEMA: &str = "
@@ -126,9 +64,15 @@ impl Store {
             [],
         )
         .map_err(|e| e.to_string())?;
+        let scratch = dir.join("files").join("uploading");
+        // Uploads a crash interrupted are dropped.
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| format!("batch data dir {}: {e}", dir.display()))?;
         Ok(Store {
             db: Mutex::new(db),
             dir: dir.to_path_buf(),
+            scratch,
         })
     }
 
@@ -141,7 +85,7 @@ impl Store {
         self.dir.join("files").join(id)
     }
 
-    pub fn add_file(&self, consumer: Option<&str>, f: &FileRow) -> rusqlite::Result<()> {
+    fn insert_file(&self, consumer: Option<&str>, f: &FileRow) -> rusqlite::Result<()> {
         self.db().execute(
             "INSERT INTO files (id, consumer, purpose, filename, bytes, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![f.id, consumer, f.purpose, f.filename, f.bytes as i64, f.created_at, f.expires_at],
@@ -149,7 +93,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn file(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Option<FileRow>> {
+    fn file(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Option<FileRow>> {
         self.db()
             .query_row(
                 "SELECT id, purpose, filename, bytes, created_at, expires_at FROM files WHERE id = ?1 AND consumer IS ?2",
@@ -160,7 +104,7 @@ impl Store {
     }
 
     /// Files of a consumer, newest first (or oldest first with `asc`), after `after`.
-    pub fn files(
+    fn files(
         &self,
         consumer: Option<&str>,
         purpose: Option<&str>,
@@ -193,7 +137,7 @@ impl Store {
         rows.collect()
     }
 
-    pub fn delete_file(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<bool> {
+    fn delete_file(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<bool> {
         let n = self.db().execute(
             "DELETE FROM files WHERE id = ?1 AND consumer IS ?2",
             params![id, consumer],
@@ -204,7 +148,7 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub fn add_batch(&self, b: &NewBatch<'_>) -> rusqlite::Result<()> {
+    fn add_batch(&self, b: &NewBatch<'_>) -> rusqlite::Result<()> {
         let t = now();
         let (url, every) = b.webhook.unzip();
         let (window, window_secs) = &b.window;
@@ -226,7 +170,7 @@ impl Store {
 
     /// Webhook events now due: (batch id, url, event). Each is taken once: progress by
     /// `webhook_every` percent steps while running, then one event when the batch ends.
-    pub fn webhooks_due(&self) -> rusqlite::Result<Vec<(String, String, String)>> {
+    fn webhooks_due(&self) -> rusqlite::Result<Vec<(String, String, String)>> {
         let db = self.db();
         let mut st = db.prepare(
             "SELECT b.id, b.webhook_url, b.status, b.webhook_every, b.webhook_notified, b.total,
@@ -248,29 +192,24 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?;
         let mut due = Vec::new();
         for (id, url, status, every, notified, total, ended) in rows {
-            if matches!(
-                status.as_str(),
-                "completed" | "failed" | "cancelled" | "expired"
-            ) {
+            let Some((event, step)) = webhook_event(&status, every, notified, total, ended) else {
+                continue;
+            };
+            if event == "batch.progress" {
+                db.execute(
+                    "UPDATE batches SET webhook_notified = ?2 WHERE id = ?1",
+                    params![id, step],
+                )?;
+            } else {
                 db.execute("UPDATE batches SET webhook_done = 1 WHERE id = ?1", [&id])?;
-                due.push((id, url, format!("batch.{status}")));
-            } else if every > 0 && total > 0 && status == "in_progress" {
-                let pct = ended * 100 / total;
-                let step = pct / every * every;
-                if step > notified && step < 100 {
-                    db.execute(
-                        "UPDATE batches SET webhook_notified = ?2 WHERE id = ?1",
-                        params![id, step],
-                    )?;
-                    due.push((id, url, "batch.progress".to_string()));
-                }
             }
+            due.push((id, url, event));
         }
         Ok(due)
     }
 
     /// Record a webhook delivery's outcome on its batch.
-    pub fn webhook_delivered(
+    fn webhook_delivered(
         &self,
         id: &str,
         event: &str,
@@ -283,22 +222,16 @@ impl Store {
             db.query_row("SELECT webhook FROM batches WHERE id = ?1", [id], |r| {
                 r.get(0)
             })?;
-        let mut w: Value = old
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_else(|| json!({"delivered": 0, "failed": 0}));
-        let ok = status.is_some_and(|s| (200..300).contains(&s));
-        let counter = if ok { "delivered" } else { "failed" };
-        w[counter] = json!(w[counter].as_u64().unwrap_or(0) + 1);
-        w["last"] = json!({"event": event, "status_code": status, "attempts": attempts, "error": error, "at": now()});
+        let w = webhook_record(old.as_deref(), event, status, attempts, error);
         db.execute(
             "UPDATE batches SET webhook = ?2 WHERE id = ?1",
-            params![id, w.to_string()],
+            params![id, w],
         )?;
         Ok(())
     }
 
     /// The Batch object (`None`: no such batch for this consumer).
-    pub fn batch(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Option<Value>> {
+    fn batch(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Option<Value>> {
         let db = self.db();
         let row = db
             .query_row(
@@ -311,7 +244,7 @@ impl Store {
     }
 
     /// The Batch object, whoever owns it (for webhooks).
-    pub fn batch_any(&self, id: &str) -> rusqlite::Result<Option<Value>> {
+    fn batch_any(&self, id: &str) -> rusqlite::Result<Option<Value>> {
         self.db()
             .query_row(
                 &format!("{BATCH_SELECT} WHERE b.id = ?1"),
@@ -322,7 +255,7 @@ impl Store {
     }
 
     /// Batches of a consumer, newest first, after `after`.
-    pub fn batches(
+    fn batches(
         &self,
         consumer: Option<&str>,
         after: Option<&str>,
@@ -349,7 +282,7 @@ impl Store {
     }
 
     /// Batches waiting for validation: (id, endpoint, input file).
-    pub fn validating(&self) -> rusqlite::Result<Vec<(String, String, String)>> {
+    fn validating(&self) -> rusqlite::Result<Vec<(String, String, String)>> {
         let db = self.db();
         let mut st = db.prepare(
             "SELECT id, endpoint, input_file_id FROM batches WHERE status = 'validating'",
@@ -358,7 +291,7 @@ impl Store {
         rows.collect()
     }
 
-    pub fn fail_batch(&self, id: &str, errors: &Value) -> rusqlite::Result<()> {
+    fn fail_batch(&self, id: &str, errors: &Value) -> rusqlite::Result<()> {
         self.db().execute(
             "UPDATE batches SET status = 'failed', failed_at = ?2, errors = ?3 WHERE id = ?1 AND status = 'validating'",
             params![id, now(), errors.to_string()],
@@ -367,11 +300,11 @@ impl Store {
     }
 
     /// Store a validated batch's requests and start it.
-    pub fn start_batch(
+    fn start_batch(
         &self,
         id: &str,
         model: Option<&str>,
-        requests: &[(u64, String, String)],
+        requests: &[Request],
     ) -> rusqlite::Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
@@ -392,7 +325,7 @@ impl Store {
 
     /// Claim up to `n` pending requests of running batches, oldest batch first, of the
     /// batches on `queue`: one model, or every model but some.
-    pub fn claim(&self, n: usize, queue: Queue<'_>) -> rusqlite::Result<Vec<Claimed>> {
+    fn claim(&self, n: usize, queue: Queue<'_>) -> rusqlite::Result<Vec<Claimed>> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let claimed: Vec<Claimed> = {
@@ -442,6 +375,7 @@ impl Store {
                         body: r.get(1)?,
                         attempts: r.get::<_, i64>(2)? as u32,
                         model: model.clone(),
+                        entry: None,
                     })
                 })?;
                 for c in rows {
@@ -461,7 +395,7 @@ impl Store {
     }
 
     /// Write a request's result line once (`ok`: an output line, else an error line).
-    pub fn finish(
+    fn finish(
         &self,
         batch_id: &str,
         custom_id: &str,
@@ -490,7 +424,7 @@ impl Store {
     }
 
     /// Put a request back for another try no earlier than `not_before_ms`.
-    pub fn retry(
+    fn retry(
         &self,
         batch_id: &str,
         custom_id: &str,
@@ -518,7 +452,7 @@ impl Store {
 
     /// Result lines of a batch (output and error lines), in input order, after input line
     /// `after_line`: (line, result). `None`: no such batch for this consumer.
-    pub fn results(
+    fn results(
         &self,
         consumer: Option<&str>,
         id: &str,
@@ -539,7 +473,7 @@ impl Store {
     }
 
     /// One request of a batch: `{custom_id, status, attempts, result}`.
-    pub fn request(
+    fn request(
         &self,
         consumer: Option<&str>,
         id: &str,
@@ -558,12 +492,7 @@ impl Store {
                 let result: Value = result
                     .and_then(|t| serde_json::from_str(&t).ok())
                     .unwrap_or(Value::Null);
-                let status = match state.as_str() {
-                    "done" => "completed",
-                    "failed" if result["error"]["code"] == "batch_cancelled" => "cancelled",
-                    "failed" if result["error"]["code"] == "batch_expired" => "expired",
-                    other => other,
-                };
+                let status = request_status(&state, &result);
                 Ok(
                     json!({"object": "batch.request", "custom_id": custom_id, "status": status,
                           "attempts": r.get::<_, i64>(1)?, "result": result}),
@@ -574,7 +503,7 @@ impl Store {
     }
 
     /// Cancel one request that has not run yet: `Ok(false)` when it is running or ended.
-    pub fn cancel_request(
+    fn cancel_request(
         &self,
         consumer: Option<&str>,
         id: &str,
@@ -584,17 +513,16 @@ impl Store {
         if !Self::owns(&db, consumer, id)? {
             return Ok(None);
         }
-        let line = json!({"id": new_id("batch_req_"), "custom_id": custom_id, "response": null,
-            "error": {"code": "batch_cancelled", "message": "This request was cancelled before it was executed."}});
+        let line = unrun_line(custom_id, "batch_cancelled");
         let n = db.execute(
             "UPDATE requests SET state = 'failed', result = ?3 WHERE batch_id = ?1 AND custom_id = ?2 AND state = 'pending'",
-            params![id, custom_id, line.to_string()],
+            params![id, custom_id, line],
         )?;
         Ok(Some(n > 0))
     }
 
     /// Requests waiting to run, over every batch (a gauge).
-    pub fn pending(&self) -> rusqlite::Result<i64> {
+    fn pending(&self) -> rusqlite::Result<i64> {
         self.db().query_row(
             "SELECT COUNT(*) FROM requests WHERE state IN ('pending', 'running')",
             [],
@@ -603,7 +531,7 @@ impl Store {
     }
 
     /// Request a cancel: `Err(status)` when the batch has already ended.
-    pub fn cancel(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Result<(), String>> {
+    fn cancel(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Result<(), String>> {
         let db = self.db();
         let status: Option<String> = db
             .query_row(
@@ -628,33 +556,21 @@ impl Store {
     /// End what has to end: expired batches, cancels, batches with nothing left to run.
     /// Pending requests of expired or cancelled batches get error lines; finished batches
     /// get their output and error files.
-    pub fn settle(&self) -> Result<Vec<String>, String> {
+    fn settle(&self) -> Result<Vec<String>, String> {
         let ended = {
             let db = self.db();
             let t = now();
             let e = |e: rusqlite::Error| e.to_string();
-            for (status, code, message) in [
-                (
-                    "expired",
-                    "batch_expired",
-                    "This request could not be executed before the completion window expired.",
-                ),
-                (
-                    "cancelled",
-                    "batch_cancelled",
-                    "This request was cancelled before it was executed.",
-                ),
+            for (status, code) in [
+                ("expired", "batch_expired"),
+                ("cancelled", "batch_cancelled"),
             ] {
                 let cond = if status == "expired" {
                     format!("status = 'in_progress' AND expires_at <= {t}")
                 } else {
                     "status = 'cancelling'".to_string()
                 };
-                let line = |cid: &str| {
-                    json!({"id": new_id("batch_req_"), "custom_id": cid, "response": null,
-                           "error": {"code": code, "message": message}})
-                    .to_string()
-                };
+                let line = |cid: &str| unrun_line(cid, code);
                 let mut st = db
                     .prepare(&format!(
                         "SELECT r.batch_id, r.custom_id FROM requests r JOIN batches b ON b.id = r.batch_id WHERE b.{cond} AND r.state = 'pending'"
@@ -742,7 +658,7 @@ impl Store {
             } else {
                 "batch_errors.jsonl"
             };
-            self.add_file(
+            self.insert_file(
                 consumer.as_deref(),
                 &FileRow {
                     id: fid.clone(),
@@ -772,6 +688,161 @@ impl Store {
 }
 
 /// The rows of a two-text-column query.
+fn text<T>(r: rusqlite::Result<T>) -> StoreResult<T> {
+    r.map_err(|e| e.to_string())
+}
+
+#[async_trait]
+impl Backend for Store {
+    async fn add_file(
+        &self,
+        consumer: Option<&str>,
+        f: &FileRow,
+        content: &Path,
+    ) -> StoreResult<()> {
+        std::fs::rename(content, self.file_path(&f.id)).map_err(|e| e.to_string())?;
+        text(self.insert_file(consumer, f))
+    }
+    async fn file(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<FileRow>> {
+        text(Store::file(self, consumer, id))
+    }
+    async fn files(
+        &self,
+        consumer: Option<&str>,
+        purpose: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        asc: bool,
+    ) -> StoreResult<Vec<FileRow>> {
+        text(Store::files(self, consumer, purpose, after, limit, asc))
+    }
+    async fn delete_file(&self, consumer: Option<&str>, id: &str) -> StoreResult<bool> {
+        text(Store::delete_file(self, consumer, id))
+    }
+    async fn file_chunk(&self, id: &str, index: u64) -> StoreResult<Option<Bytes>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(self.file_path(id)).map_err(|e| e.to_string())?;
+        f.seek(SeekFrom::Start(index * CHUNK as u64))
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::with_capacity(CHUNK);
+        f.take(CHUNK as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| e.to_string())?;
+        Ok((!buf.is_empty()).then(|| Bytes::from(buf)))
+    }
+    fn scratch_dir(&self) -> &Path {
+        &self.scratch
+    }
+    async fn add_batch(&self, b: &NewBatch<'_>) -> StoreResult<()> {
+        text(Store::add_batch(self, b))
+    }
+    async fn batch(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<Value>> {
+        text(Store::batch(self, consumer, id))
+    }
+    async fn batch_any(&self, id: &str) -> StoreResult<Option<Value>> {
+        text(Store::batch_any(self, id))
+    }
+    async fn batches(
+        &self,
+        consumer: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Value>> {
+        text(Store::batches(self, consumer, after, limit))
+    }
+    async fn cancel(&self, consumer: Option<&str>, id: &str) -> StoreResult<Result<(), String>> {
+        text(Store::cancel(self, consumer, id))
+    }
+    async fn validating(&self) -> StoreResult<Vec<(String, String, String)>> {
+        text(Store::validating(self))
+    }
+    async fn fail_batch(&self, id: &str, errors: &Value) -> StoreResult<()> {
+        text(Store::fail_batch(self, id, errors))
+    }
+    async fn start_batch(
+        &self,
+        id: &str,
+        model: Option<&str>,
+        requests: &[Request],
+    ) -> StoreResult<()> {
+        text(Store::start_batch(self, id, model, requests))
+    }
+    async fn claim(&self, n: usize, queue: Queue<'_>) -> StoreResult<Vec<Claimed>> {
+        text(Store::claim(self, n, queue))
+    }
+    async fn finish(
+        &self,
+        c: &Claimed,
+        ok: bool,
+        line: &Value,
+        tokens: (u64, u64),
+    ) -> StoreResult<()> {
+        text(Store::finish(
+            self,
+            &c.batch_id,
+            &c.custom_id,
+            ok,
+            line,
+            tokens,
+        ))
+    }
+    async fn retry(&self, c: &Claimed, not_before_ms: i64, counts: bool) -> StoreResult<()> {
+        text(Store::retry(
+            self,
+            &c.batch_id,
+            &c.custom_id,
+            not_before_ms,
+            counts,
+        ))
+    }
+    async fn results(
+        &self,
+        consumer: Option<&str>,
+        id: &str,
+        after_line: i64,
+        limit: usize,
+    ) -> StoreResult<Option<Vec<(i64, String)>>> {
+        text(Store::results(self, consumer, id, after_line, limit))
+    }
+    async fn request(
+        &self,
+        consumer: Option<&str>,
+        id: &str,
+        custom_id: &str,
+    ) -> StoreResult<Option<Value>> {
+        text(Store::request(self, consumer, id, custom_id))
+    }
+    async fn cancel_request(
+        &self,
+        consumer: Option<&str>,
+        id: &str,
+        custom_id: &str,
+    ) -> StoreResult<Option<bool>> {
+        text(Store::cancel_request(self, consumer, id, custom_id))
+    }
+    async fn pending(&self) -> StoreResult<i64> {
+        text(Store::pending(self))
+    }
+    async fn settle(&self) -> StoreResult<Vec<String>> {
+        Store::settle(self)
+    }
+    async fn webhooks_due(&self) -> StoreResult<Vec<(String, String, String)>> {
+        text(Store::webhooks_due(self))
+    }
+    async fn webhook_delivered(
+        &self,
+        id: &str,
+        event: &str,
+        status: Option<u16>,
+        attempts: u32,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        text(Store::webhook_delivered(
+            self, id, event, status, attempts, error,
+        ))
+    }
+}
+
 fn pairs(st: &mut rusqlite::Statement<'_>) -> rusqlite::Result<Vec<(String, String)>> {
     st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
 }

@@ -2,7 +2,7 @@
 //! batch ends, signed with `batch.webhook_secret` (`X-Signature: sha256=<hex HMAC-SHA256
 //! of the body>`), retried with backoff; each delivery's outcome is kept on the batch.
 
-use super::store::Store;
+use super::backend::Backend;
 use crate::providers::http::{BaseUrl, HttpCall, Timeouts};
 use crate::state::GatewayState;
 use hmac::{Hmac, Mac};
@@ -23,13 +23,13 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 /// Deliver one event (in the background), recording the outcome on the batch.
 pub fn deliver(
     state: Arc<GatewayState>,
-    store: Arc<Store>,
+    store: Arc<dyn Backend>,
     batch_id: String,
     url: String,
     event: String,
 ) {
     tokio::spawn(async move {
-        let batch = store.batch_any(&batch_id).ok().flatten();
+        let batch = store.batch_any(&batch_id).await.ok().flatten();
         let body = json!({"event": event, "batch": batch}).to_string();
         let secret = state.runtime.load().config.batch.webhook_secret.clone();
         let Ok(base) = BaseUrl::parse(&url) else {
@@ -90,8 +90,9 @@ pub fn deliver(
             .batch_webhooks
             .with_label_values(&[result])
             .inc();
-        if let Err(e) =
-            store.webhook_delivered(&batch_id, &event, last.0, attempts, error.as_deref())
+        if let Err(e) = store
+            .webhook_delivered(&batch_id, &event, last.0, attempts, error.as_deref())
+            .await
         {
             tracing::error!(error = %e, "recording a webhook delivery");
         }

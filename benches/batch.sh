@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Batch benchmark, run on demand, against one release gateway serving the built-in mock:
+#   (a) a 10,000-request batch on a model whose provider key is limited to 200 req/s, once
+#       with a limit-req bucket (rate 200, burst 20) and once with a limit-count window
+#       (200 per 1 s): the achieved rate as a share of the limit (target: >= 95%)
+#   (b) a 50,000-request batch on an unlimited model: the RSS it adds to the gateway,
+#       sampled until it completes and its output is downloaded (target: < 100 MiB; input
+#       and output are streamed, not held in memory)
+# Traffic goes to 127.0.0.1 only; every run is bounded by the batch sizes.
+#
+#   benches/batch.sh            # defaults: RATE_N=10000 RSS_N=50000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE_N=${RATE_N:-10000}
+RSS_N=${RSS_N:-50000}
+cargo build --release -q
+BIN=target/release/ai-rate-limiter
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+GW=$(port); GWM=$(port)
+
+cat > "$tmp/gateway.yaml" <<YAML
+server: {threads: 2}
+logging: {access_log: false, level: warn}
+consumers: [{name: bench, keys: [sk-bench]}]
+providers: [{name: mock, kind: mock}]
+models:
+  - name: bucket
+    deployments: [{provider: mock, limits: [{name: key-rps, req: {rate: 200, burst: 20, nodelay: true}}]}]
+  - name: window
+    deployments: [{provider: mock, limits: [{name: key-rps, count: {count: 200, time_window: 1s}}]}]
+  - name: free
+    deployments: [{provider: mock}]
+batch: {data_dir: "$tmp/data", concurrency: 32}
+reload: {watch: false}
+YAML
+"$BIN" run --config "$tmp/gateway.yaml" --listen 127.0.0.1:$GW --metrics-listen 127.0.0.1:$GWM >"$tmp/gw.log" 2>&1 & pid=$!; pids+=($pid)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$GWM/ready" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$GWM/ready" >/dev/null || { cat "$tmp/gw.log"; exit 1; }
+
+drive() { python3 benches/batch.py "http://127.0.0.1:$GW" "$@"; }
+drive rss "$RSS_N" "$pid"
+drive rate "$RATE_N" bucket 200
+drive rate "$RATE_N" window 200
+echo "gateway RSS at the end: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$pid/status)"
