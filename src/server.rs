@@ -73,9 +73,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     metrics.config_generation.set(1);
     let limiter = Limiter::new(&config.limits, metrics.redis.clone());
     let batch = if config.batch.enabled {
-        let store: Arc<dyn crate::batch::backend::Backend> =
-            Arc::new(crate::batch::store::Store::open(&config.batch.data_dir)?);
-        Some(store)
+        Some(batch_store(&config)?)
     } else {
         None
     };
@@ -221,4 +219,26 @@ fn write_ca_bundle(extra: &PathBuf) -> Result<String, String> {
     let path = std::env::temp_dir().join(format!("ai-rate-limiter-ca-{}.pem", std::process::id()));
     std::fs::write(&path, pem).map_err(|e| format!("writing CA bundle {}: {e}", path.display()))?;
     Ok(path.display().to_string())
+}
+
+/// The batch store the config asks for (see `batch.store`).
+fn batch_store(
+    config: &crate::config::schema::Config,
+) -> Result<Arc<dyn crate::batch::backend::Backend>, String> {
+    use crate::config::schema::{BatchStoreKind, LimitPolicy};
+    let b = &config.batch;
+    let redis = match b.store {
+        BatchStoreKind::Redis => true,
+        BatchStoreKind::Sqlite => false,
+        BatchStoreKind::Auto => config.limits.policy != LimitPolicy::Local,
+    };
+    Ok(if redis {
+        let scratch = std::env::temp_dir().join(format!("ai-rate-limiter-{}", std::process::id()));
+        Arc::new(crate::batch::redis::RedisBatches::new(
+            &config.limits,
+            scratch,
+        )?)
+    } else {
+        Arc::new(crate::batch::store::Store::open(&b.data_dir)?)
+    })
 }

@@ -5,7 +5,7 @@
 //! `submit → store → dispatch → collect → export`:
 //! - [`api`]: `/v1/files` and `/v1/batches` (uploads streamed to disk);
 //! - [`backend`]: what a store provides; [`store`]: SQLite in the data dir, one row per
-//!   request, results written once;
+//!   request, results written once; [`redis`]: the same in Redis, shared by instances;
 //! - [`dispatch`]: a background service that validates, runs and ends batches;
 //! - [`execute`]: one request through admission, routing and the upstream call;
 //! - [`webhook`]: signed notifications of progress and of the end of a batch;
@@ -16,5 +16,6 @@ pub mod backend;
 pub mod client;
 pub mod dispatch;
 pub mod execute;
+pub mod redis;
 pub mod store;
 pub mod webhook;

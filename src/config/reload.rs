@@ -87,8 +87,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         out.push("upstream.pool_size/extra_ca_file");
     }
-    if old.batch.enabled != new.batch.enabled || old.batch.data_dir != new.batch.data_dir {
-        out.push("batch.enabled/data_dir");
+    if old.batch.enabled != new.batch.enabled
+        || old.batch.data_dir != new.batch.data_dir
+        || old.batch.store != new.batch.store
+    {
+        out.push("batch.enabled/store/data_dir");
     }
     if old.limits.policy != new.limits.policy || old.limits.redis != new.limits.redis {
         out.push("limits.policy/redis");

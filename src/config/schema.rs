@@ -386,11 +386,24 @@ pub struct TokensRuleConfig {
     pub strategy: TokenStrategy,
 }
 
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BatchStoreKind {
+    #[default]
+    Auto,
+    Sqlite,
+    Redis,
+}
+
 /// The batch module.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
     pub enabled: bool,
+    /// Where batches live (restart to change): `sqlite` (one file in `data_dir`), `redis`
+    /// (the limits' Redis, shared by every instance), or `auto` (`redis` when the limits
+    /// policy is `redis` or `redis-cluster`, else `sqlite`).
+    pub store: BatchStoreKind,
     /// Where the SQLite store and the files live (restart to change).
     pub data_dir: PathBuf,
     /// Batch requests running at once, all models together (hot-reloadable).
@@ -410,6 +423,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             enabled: true,
+            store: BatchStoreKind::Auto,
             data_dir: PathBuf::from("data"),
             concurrency: 16,
             model_concurrency: Default::default(),

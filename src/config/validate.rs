@@ -62,6 +62,18 @@ fn batch(c: &Config, p: &mut Problems) {
     if b.max_attempts == 0 {
         p.add("batch.max_attempts", "must be at least 1");
     }
+    if b.store == super::schema::BatchStoreKind::Redis && c.limits.policy == LimitPolicy::Local {
+        p.add(
+            "batch.store",
+            "`redis` uses the limits' Redis: set limits.policy to redis or redis-cluster",
+        );
+    }
+    if b.store == super::schema::BatchStoreKind::Redis && c.limits.policy == LimitPolicy::Local {
+        p.add(
+            "batch.store",
+            "`redis` uses the limits' Redis: set limits.policy to redis or redis-cluster",
+        );
+    }
     for (model, n) in &b.model_concurrency {
         let path = format!("batch.model_concurrency.{model}");
         if *n == 0 {

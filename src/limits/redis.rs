@@ -49,10 +49,72 @@ pub struct RedisMetrics {
     pub degraded: prometheus::IntGauge,
 }
 
+/// A connection to Redis or to a Redis Cluster (also used by the batch store).
 #[derive(Clone)]
-enum Conn {
+pub enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Connect (single: lazily, reconnecting on its own) with `timeout` for connecting and
+    /// for every answer.
+    pub async fn open(
+        policy: LimitPolicy,
+        urls: &[String],
+        timeout: Duration,
+    ) -> RedisResult<Conn> {
+        match policy {
+            LimitPolicy::RedisCluster => {
+                let client = redis::cluster::ClusterClient::builder(urls.to_vec())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .build()?;
+                client.get_async_connection().await.map(Conn::Cluster)
+            }
+            _ => match urls.first().map(|u| redis::Client::open(u.as_str())) {
+                Some(Ok(client)) => {
+                    let cfg = redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(timeout))
+                        .set_max_delay(Duration::from_millis(500));
+                    ConnectionManager::new_lazy_with_config(client, cfg).map(Conn::Single)
+                }
+                Some(Err(e)) => Err(e),
+                None => Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "no Redis URL",
+                ))),
+            },
+        }
+    }
+
+    /// Send one command.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+
+    /// Send a pipeline.
+    pub async fn pipe<T: redis::FromRedisValue>(&self, p: &redis::Pipeline) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => p.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => p.query_async(&mut c.clone()).await,
+        }
+    }
+
+    /// Run a script (loading it first if the server does not have it).
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+        }
+    }
 }
 
 /// Why a call to Redis failed (the message never holds a URL or password).
@@ -161,14 +223,7 @@ impl RedisStore {
                 redis::ErrorKind::Io,
                 "not connected yet",
             )))),
-            Some(Conn::Single(c)) => {
-                let mut c = c.clone();
-                tokio::time::timeout(self.timeout, inv.invoke_async(&mut c)).await
-            }
-            Some(Conn::Cluster(c)) => {
-                let mut c = c.clone();
-                tokio::time::timeout(self.timeout, inv.invoke_async(&mut c)).await
-            }
+            Some(c) => tokio::time::timeout(self.timeout, c.invoke(inv)).await,
         };
         self.metrics
             .duration
@@ -422,32 +477,7 @@ impl RedisStore {
 
     async fn connect(&self) {
         loop {
-            let conn = match self.policy {
-                LimitPolicy::RedisCluster => {
-                    let client = redis::cluster::ClusterClient::builder(self.urls.clone())
-                        .connection_timeout(self.timeout)
-                        .response_timeout(self.timeout)
-                        .build();
-                    match client {
-                        Ok(c) => c.get_async_connection().await.map(Conn::Cluster),
-                        Err(e) => Err(e),
-                    }
-                }
-                _ => match self.urls.first().map(|u| redis::Client::open(u.as_str())) {
-                    Some(Ok(client)) => {
-                        let cfg = redis::aio::ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(self.timeout))
-                            .set_response_timeout(Some(self.timeout))
-                            .set_max_delay(Duration::from_millis(500));
-                        ConnectionManager::new_lazy_with_config(client, cfg).map(Conn::Single)
-                    }
-                    Some(Err(e)) => Err(e),
-                    None => Err(redis::RedisError::from((
-                        redis::ErrorKind::Client,
-                        "no Redis URL",
-                    ))),
-                },
-            };
+            let conn = Conn::open(self.policy, &self.urls, self.timeout).await;
             match conn {
                 Ok(c) => {
                     let _ = self.conn.set(c);
