@@ -6,6 +6,8 @@
 #   (b) a 50,000-request batch on an unlimited model: the RSS it adds to the gateway,
 #       sampled until it completes and its output is downloaded (target: < 100 MiB; input
 #       and output are streamed, not held in memory)
+# Both with the default SQLite store, then again with batches in Redis (a redis-server on
+# loopback, limits policy redis), for comparison.
 # Traffic goes to 127.0.0.1 only; every run is bounded by the batch sizes.
 #
 #   benches/batch.sh            # defaults: RATE_N=10000 RSS_N=50000
@@ -21,7 +23,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-GW=$(port); GWM=$(port)
+GW=$(port); GWM=$(port); RGW=$(port); RGWM=$(port); RP=$(port)
+command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)"; exit 1; }
 
 cat > "$tmp/gateway.yaml" <<YAML
 server: {threads: 2}
@@ -38,12 +41,24 @@ models:
 batch: {data_dir: "$tmp/data", concurrency: 32}
 reload: {watch: false}
 YAML
-"$BIN" run --config "$tmp/gateway.yaml" --listen 127.0.0.1:$GW --metrics-listen 127.0.0.1:$GWM >"$tmp/gw.log" 2>&1 & pid=$!; pids+=($pid)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$GWM/ready" >/dev/null && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$GWM/ready" >/dev/null || { cat "$tmp/gw.log"; exit 1; }
+sed -e "s|^reload:|limits: {policy: redis, redis: {url: \"redis://127.0.0.1:$RP\"}}\nreload:|" \
+  "$tmp/gateway.yaml" > "$tmp/gateway-redis.yaml"
+redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$tmp/redis.log" 2>&1 & pids+=($!)
 
-drive() { python3 benches/batch.py "http://127.0.0.1:$GW" "$@"; }
-drive rss "$RSS_N" "$pid"
-drive rate "$RATE_N" bucket 200
-drive rate "$RATE_N" window 200
-echo "gateway RSS at the end: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$pid/status)"
+run() { # config listen metrics log → pid
+  "$BIN" run --config "$1" --listen 127.0.0.1:$2 --metrics-listen 127.0.0.1:$3 >"$4" 2>&1 & pids+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$3/ready" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$3/ready" >/dev/null || { cat "$4"; exit 1; }
+}
+for store in sqlite redis; do
+  if [ $store = sqlite ]; then run "$tmp/gateway.yaml" $GW $GWM "$tmp/gw.log"; port=$GW
+  else run "$tmp/gateway-redis.yaml" $RGW $RGWM "$tmp/rgw.log"; port=$RGW; fi
+  pid=${pids[-1]}
+  echo "== batch store: $store"
+  drive() { python3 benches/batch.py "http://127.0.0.1:$port" "$@"; }
+  drive rss "$RSS_N" "$pid"
+  drive rate "$RATE_N" bucket 200
+  drive rate "$RATE_N" window 200
+  echo "gateway RSS at the end: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$pid/status)"
+  kill "$pid"
+done
