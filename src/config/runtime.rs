@@ -76,6 +76,61 @@ impl ModelRoute {
     }
 }
 
+/// A pass-through route, compiled.
+#[derive(Debug)]
+pub struct PassRoute {
+    pub name: Arc<str>,
+    /// (path, prefix?) pairs.
+    uris: Vec<(String, bool)>,
+    methods: Vec<http::Method>,
+    hosts: Vec<String>,
+    pub auth: bool,
+    pub nodes: Vec<(BaseUrl, u32)>,
+    pub pass_host: super::schema::PassHost,
+    pub limits: Vec<Rule>,
+    next: AtomicUsize,
+}
+
+impl PassRoute {
+    /// How well this route matches: `None`, or the length of the matched path (an exact
+    /// match beats every prefix).
+    fn matches(&self, method: &http::Method, host: Option<&str>, path: &str) -> Option<usize> {
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return None;
+        }
+        if !self.hosts.is_empty() {
+            let host = host?.split(':').next()?;
+            if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                return None;
+            }
+        }
+        self.uris
+            .iter()
+            .filter_map(|(u, prefix)| match prefix {
+                false if path == u => Some(usize::MAX),
+                true if path.starts_with(u.as_str()) => Some(u.len()),
+                _ => None,
+            })
+            .max()
+    }
+
+    /// The next node by smooth weighted round robin over the total weight.
+    pub fn pick(&self) -> Option<&BaseUrl> {
+        let total: u64 = self.nodes.iter().map(|(_, w)| u64::from(*w)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut n = self.next.fetch_add(1, Ordering::Relaxed) as u64 % total;
+        for (b, w) in &self.nodes {
+            if n < u64::from(*w) {
+                return Some(b);
+            }
+            n -= u64::from(*w);
+        }
+        None
+    }
+}
+
 /// The snapshot.
 #[derive(Debug)]
 pub struct Runtime {
@@ -89,6 +144,7 @@ pub struct Runtime {
     models: HashMap<String, ModelRoute>,
     /// Models with at least one enabled deployment, in config order.
     pub listed_models: Vec<Arc<str>>,
+    routes: Vec<PassRoute>,
 }
 
 impl Runtime {
@@ -207,9 +263,37 @@ impl Runtime {
                 (c.name.as_str().into(), rules)
             })
             .collect();
+        let routes: Vec<PassRoute> = config
+            .routes
+            .iter()
+            .map(|r| PassRoute {
+                name: r.name.as_str().into(),
+                uris: r
+                    .uris
+                    .iter()
+                    .map(|u| match u.strip_suffix('*') {
+                        Some(p) => (p.to_string(), true),
+                        None => (u.clone(), false),
+                    })
+                    .collect(),
+                methods: r.methods.iter().filter_map(|m| m.parse().ok()).collect(),
+                hosts: r.hosts.clone(),
+                auth: r.auth,
+                nodes: r
+                    .upstream
+                    .nodes
+                    .iter()
+                    .filter_map(|n| Some((BaseUrl::parse(&n.url).ok()?, n.weight)))
+                    .collect(),
+                pass_host: r.upstream.pass_host,
+                limits: Rule::compile_all(&format!("route:{}", r.name), &r.limits),
+                next: AtomicUsize::new(0),
+            })
+            .collect();
         let limits_use_headers = consumer_limits
             .values()
             .flatten()
+            .chain(routes.iter().flat_map(|r| r.limits.iter()))
             .chain(models.values().flat_map(|m: &ModelRoute| {
                 m.limits
                     .iter()
@@ -224,7 +308,27 @@ impl Runtime {
             models,
             listed_models,
             consumer_limits,
+            routes,
         }
+    }
+
+    /// The pass-through route serving a request, if any (the best match: an exact path,
+    /// else the longest prefix; the first in config order on a tie).
+    pub fn pass_route(
+        &self,
+        method: &http::Method,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<&PassRoute> {
+        let mut best: Option<(&PassRoute, usize)> = None;
+        for r in &self.routes {
+            if let Some(score) = r.matches(method, host, path) {
+                if best.is_none_or(|(_, b)| score > b) {
+                    best = Some((r, score));
+                }
+            }
+        }
+        best.map(|(r, _)| r)
     }
 
     /// The consumer owning a gateway key. Keys are compared by digest, so lookups take the

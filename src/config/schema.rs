@@ -22,6 +22,10 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// Pass-through HTTP routes (paths other than the OpenAI API), e.g. imported APISIX
+    /// routes without ai-proxy.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub routing: RoutingConfig,
     /// Where limit counters live (restart to change).
@@ -118,6 +122,61 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig { enabled: true }
     }
+}
+
+/// A pass-through route: matching requests are proxied as they are (method, path, query,
+/// headers, body) to one of its upstream nodes, picked by weight, under its limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Its identity (limit counters, metrics, logs).
+    pub name: String,
+    /// Paths it serves: exact (`/hello`), or a prefix ending in `*` (`/api/*`).
+    pub uris: Vec<String>,
+    /// HTTP methods it serves; empty = all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// `Host` values it serves; empty = any.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Require a consumer key (`Authorization: Bearer`, `apikey`, `x-api-key`, `api-key`).
+    #[serde(default)]
+    pub auth: bool,
+    pub upstream: RouteUpstreamConfig,
+    #[serde(default)]
+    pub limits: Vec<LimitRuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteUpstreamConfig {
+    /// Nodes picked by weighted round robin.
+    pub nodes: Vec<NodeConfig>,
+    /// Keep the client's `Host` header (APISIX `pass_host: pass`, the default) or send
+    /// the node's (`node`).
+    #[serde(default)]
+    pub pass_host: PassHost,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PassHost {
+    #[default]
+    Pass,
+    Node,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `http://host:port` or `https://host:port`.
+    pub url: String,
+    #[serde(default = "one_u32")]
+    pub weight: u32,
+}
+
+fn one_u32() -> u32 {
+    1
 }
 
 /// A client of the gateway, identified by one or more gateway keys.

@@ -27,6 +27,7 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
     limits_store(c, &mut p);
     count_groups(c, &mut p);
     batch(c, &mut p);
+    routes(c, &mut p);
     if c.routing.retries > 10 {
         p.add("routing.retries", "must be at most 10");
     }
@@ -52,6 +53,50 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
         p.add("reload.poll_interval", "must be at least 100ms");
     }
     p.0
+}
+
+fn routes(c: &Config, p: &mut Problems) {
+    let mut names = HashSet::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if !names.insert(r.name.as_str()) {
+            p.add(
+                format!("{path}.name"),
+                format!("duplicate route name `{}`", r.name),
+            );
+        }
+        if r.uris.is_empty() {
+            p.add(format!("{path}.uris"), "at least one path is needed");
+        }
+        for (j, u) in r.uris.iter().enumerate() {
+            if !u.starts_with('/') {
+                p.add(format!("{path}.uris[{j}]"), "must start with /");
+            }
+        }
+        for (j, m) in r.methods.iter().enumerate() {
+            if m.parse::<http::Method>().is_err() || m.chars().any(|c| c.is_ascii_lowercase()) {
+                p.add(
+                    format!("{path}.methods[{j}]"),
+                    format!("`{m}` is not an HTTP method"),
+                );
+            }
+        }
+        if r.upstream.nodes.is_empty() {
+            p.add(
+                format!("{path}.upstream.nodes"),
+                "at least one node is needed",
+            );
+        }
+        for (j, n) in r.upstream.nodes.iter().enumerate() {
+            if let Err(e) = crate::providers::http::BaseUrl::parse(&n.url) {
+                p.add(format!("{path}.upstream.nodes[{j}].url"), e);
+            }
+        }
+        if r.upstream.nodes.iter().all(|n| n.weight == 0) && !r.upstream.nodes.is_empty() {
+            p.add(format!("{path}.upstream.nodes"), "every weight is 0");
+        }
+        limit_rules(&r.limits, &format!("{path}.limits"), p);
+    }
 }
 
 fn batch(c: &Config, p: &mut Problems) {
@@ -102,6 +147,11 @@ fn count_groups(c: &Config, p: &mut Problems) {
             for (j, r) in d.limits.iter().enumerate() {
                 all.push((format!("models[{i}].deployments[{k}].limits[{j}]"), r));
             }
+        }
+    }
+    for (i, route) in c.routes.iter().enumerate() {
+        for (j, r) in route.limits.iter().enumerate() {
+            all.push((format!("routes[{i}].limits[{j}]"), r));
         }
     }
     let mut first: HashMap<&str, (&str, &super::schema::LimitRuleConfig)> = HashMap::new();

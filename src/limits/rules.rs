@@ -45,7 +45,7 @@ pub struct QueueSpec {
 /// Bounded labels of a rule's algorithm.
 pub const KINDS: [&str; 4] = ["req", "conn", "count", "tokens"];
 /// Bounded labels of where rules attach.
-pub const SCOPES: [&str; 4] = ["consumer", "model", "deployment", "other"];
+pub const SCOPES: [&str; 5] = ["consumer", "model", "deployment", "route", "other"];
 
 /// APISIX-compatible answer settings of a rule.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -100,7 +100,7 @@ impl Rule {
             scope: SCOPES
                 .iter()
                 .position(|s| scope.starts_with(s) && scope[s.len()..].starts_with(':'))
-                .unwrap_or(3),
+                .unwrap_or(SCOPES.len() - 1),
             queue: (c.on_limit == OnLimit::Queue).then_some(QueueSpec {
                 max_wait: c.max_wait,
                 max_queue: c.max_queue,

@@ -127,7 +127,7 @@ fn queue_target(c: &Check<'_>, key: Arc<str>, retry_after_ms: u64) -> Option<Que
     })
 }
 
-fn rejected(r: Rejection, limit: Arc<str>, answer: Option<&RejectAnswer>) -> GatewayError {
+pub fn rejected(r: Rejection, limit: Arc<str>, answer: Option<&RejectAnswer>) -> GatewayError {
     GatewayError::RateLimited {
         limit,
         status: answer.and_then(|a| a.code).unwrap_or(429),

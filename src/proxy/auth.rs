@@ -1,4 +1,5 @@
-//! Auth phase: the consumer's gateway key (`Authorization: Bearer …`) → consumer name.
+//! Auth phase: the consumer's gateway key (`Authorization: Bearer …`, or the `x-api-key`,
+//! `api-key` or APISIX key-auth `apikey` header) → consumer name.
 //! The client's Authorization header is only read here and is never forwarded upstream
 //! (upstream requests are built from scratch in [`super::upstream`]).
 
@@ -20,9 +21,11 @@ pub fn authenticate(session: &Session, rt: &Runtime) -> Result<Option<Arc<str>>,
             let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         })
-        // Anthropic- and Azure-style clients send their key in these headers.
+        // Anthropic- and Azure-style clients send their key in these headers, and APISIX
+        // key-auth clients in `apikey`.
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()))
         .filter(|k| !k.is_empty())
         .ok_or(GatewayError::MissingApiKey)?;
     rt.consumer_for_key(key)

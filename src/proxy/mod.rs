@@ -11,6 +11,7 @@ pub mod account;
 pub mod admit;
 pub mod auth;
 pub mod body;
+pub mod passthrough;
 pub mod respond;
 pub mod route;
 pub mod stream;
@@ -61,6 +62,8 @@ pub struct RequestCtx {
     pub quotas: Vec<Quota>,
     /// The provider's rate-limit headers, when its config passes them on.
     pub provider_headers: Vec<(String, String)>,
+    /// Set when the request is proxied as it is by a pass-through route.
+    pub pass: Option<passthrough::Pass>,
     _in_flight: InFlight,
 }
 
@@ -83,6 +86,7 @@ impl RequestCtx {
             tickets: Vec::new(),
             quotas: Vec::new(),
             provider_headers: Vec::new(),
+            pass: None,
             _in_flight: InFlight(gauge),
         }
     }
@@ -124,21 +128,50 @@ impl ProxyHttp for Gateway {
         let runtime = self.state.runtime.load_full();
         ctx.runtime = Some(runtime.clone());
         if let Err(e) = route::serve(&self.state, &runtime, session, ctx).await {
+            ctx.pass = None;
             respond::error(session, ctx, &e).await;
         }
-        Ok(true)
+        // A pass-through request goes on to Pingora's proxy flow; the rest are answered.
+        Ok(ctx.pass.is_none())
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        // Every route is answered in request_filter.
-        pingora::Error::e_explain(
-            pingora::ErrorType::InternalError,
-            "no pass-through routes are configured",
-        )
+        match &ctx.pass {
+            Some(p) => Ok(passthrough::peer(p)),
+            None => pingora::Error::e_explain(
+                pingora::ErrorType::InternalError,
+                "not a pass-through request",
+            ),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(p) = &ctx.pass {
+            passthrough::request_headers(p, upstream_request);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if ctx.pass.is_some() {
+            respond::rate_limit_headers(upstream_response, &ctx.quotas);
+            let _ = upstream_response.insert_header("x-request-id", ctx.request_id.as_str());
+        }
+        Ok(())
     }
 
     async fn logging(

@@ -46,7 +46,7 @@ pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> ResponseHead
 
 /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, from the tightest
 /// quota of each budget seen at admission.
-fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota]) {
+pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota]) {
     for (budget, suffix) in [(Budget::Requests, "requests"), (Budget::Tokens, "tokens")] {
         let Some(q) = quotas
             .iter()

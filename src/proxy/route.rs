@@ -2,7 +2,7 @@
 //! the model listing endpoints, which need no upstream.
 
 use super::body::{self, AiRequest, Endpoint};
-use super::{admit, auth, respond, stream, upstream, RequestCtx};
+use super::{admit, auth, passthrough, respond, stream, upstream, RequestCtx};
 use crate::config::Runtime;
 use crate::errors::GatewayError;
 use crate::state::GatewayState;
@@ -80,6 +80,19 @@ pub async fn serve(
     let api = ApiRoute::parse(&header.method, header.uri.path());
     if let Ok(a) = &api {
         ctx.endpoint = a.label();
+    } else {
+        // Not the OpenAI API: a pass-through route may serve it.
+        let host = header
+            .headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .or(header.uri.host());
+        if let Some(r) = rt.pass_route(&header.method, host, header.uri.path()) {
+            if r.auth {
+                ctx.consumer = auth::authenticate(session, rt)?;
+            }
+            return passthrough::prepare(state, rt, session, ctx, r).await;
+        }
     }
     ctx.consumer = auth::authenticate(session, rt)?;
     let api = api?;

@@ -1,0 +1,117 @@
+//! Pass-through routes (`routes:` in the config, e.g. imported APISIX routes without
+//! ai-proxy): a request for a path that no OpenAI API endpoint serves, but a route does, is
+//! authenticated when the route asks for it, admitted under the consumer's and the route's
+//! limits (the same admission call as AI requests), and then proxied as it is by Pingora's
+//! own proxy flow: [`peer`] gives `upstream_peer` the node picked by weight, and the
+//! response streams back untouched but for the quota headers.
+
+use super::{admit, RequestCtx};
+use crate::config::runtime::PassRoute;
+use crate::config::schema::PassHost;
+use crate::config::Runtime;
+use crate::errors::GatewayError;
+use crate::limits::admission::{Admitted, Check, Denied};
+use crate::limits::key::KeyContext;
+use crate::providers::http::BaseUrl;
+use crate::state::GatewayState;
+use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
+
+/// Where a pass-through request goes.
+pub struct Pass {
+    pub node: BaseUrl,
+    pub addr: std::net::SocketAddr,
+    pub pass_host: PassHost,
+}
+
+/// Admit a request for `route` and pick its node; `ctx.pass` is set when it may go.
+pub async fn prepare(
+    state: &GatewayState,
+    rt: &Runtime,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: &PassRoute,
+) -> Result<(), GatewayError> {
+    ctx.endpoint = "passthrough";
+    ctx.model = Some(route.name.clone());
+    let node = route
+        .pick()
+        .ok_or_else(|| GatewayError::NoDeployment(route.name.to_string()))?
+        .clone();
+    // Nodes are addresses (or names resolved here, once per request).
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(node.host.as_str(), node.port))
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            GatewayError::UpstreamUnavailable(format!("cannot resolve {}", node.host))
+        })?;
+    let consumer_rules = ctx
+        .consumer
+        .as_deref()
+        .map_or(&[][..], |c| rt.consumer_limits(c));
+    let remote = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string());
+    let cx = KeyContext {
+        consumer: ctx.consumer.as_deref(),
+        remote_addr: remote.as_deref(),
+        model: &route.name,
+        headers: &session.req_header().headers,
+    };
+    let required: Vec<Check<'_>> = consumer_rules
+        .iter()
+        .chain(&route.limits)
+        .map(|rule| Check {
+            rule,
+            key: rule.counter_key(&cx),
+            yield_to: None,
+        })
+        .collect();
+    let result = state.limiter.admit(&required, &[], 0).await;
+    match result {
+        Ok(Admitted { ticket, .. }) => {
+            for c in &required {
+                state
+                    .metrics
+                    .limit_decision(c.rule.kind_index(), c.rule.scope, 0);
+            }
+            ctx.quotas.extend(ticket.quotas.iter().copied());
+            ctx.tickets.push(ticket);
+        }
+        Err(Denied::Unavailable(why)) => return Err(GatewayError::LimiterUnavailable(why)),
+        Err(Denied::Limited(r) | Denied::NoAlternative(r, _)) => {
+            let check = required.iter().find(|c| c.rule.id == r.rule);
+            if let Some(c) = check {
+                state
+                    .metrics
+                    .limit_decision(c.rule.kind_index(), c.rule.scope, 2);
+            }
+            let limit = r.rule.clone();
+            return Err(admit::rejected(r, limit, check.map(|c| &c.rule.answer)));
+        }
+    }
+    let delay = admit::delay_ms(ctx);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    ctx.pass = Some(Pass {
+        node,
+        addr,
+        pass_host: route.pass_host,
+    });
+    Ok(())
+}
+
+/// The upstream peer of an admitted pass-through request.
+pub fn peer(pass: &Pass) -> Box<HttpPeer> {
+    let n = &pass.node;
+    Box::new(HttpPeer::new(pass.addr, n.tls, n.host.clone()))
+}
+
+/// The request as it goes upstream: the node's `Host` with `pass_host: node`.
+pub fn request_headers(pass: &Pass, req: &mut pingora::http::RequestHeader) {
+    if pass.pass_host == PassHost::Node {
+        let _ = req.insert_header("host", pass.node.authority.as_str());
+    }
+}

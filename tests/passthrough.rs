@@ -1,0 +1,99 @@
+//! Pass-through routes through the real gateway: requests for paths outside the OpenAI
+//! API that a configured route serves are proxied as they are, by weight, under the
+//! route's limits, with APISIX-style rejections when the rule asks for them.
+
+mod common;
+use common::fixture_server::{recording, Reply};
+use common::*;
+
+fn gateway(a: u16, b: u16, extra_route_fields: &str) -> Gw {
+    Gw::start(&format!(
+        r#"
+server: {{threads: 2}}
+consumers: [{{name: jack, keys: [jack-key]}}]
+providers: [{{name: mock, kind: mock}}]
+models: [{{name: m, deployments: [{{provider: mock}}]}}]
+routes:
+  - name: hello
+    uris: [/hello, "/api/*"]
+    methods: [GET, POST]
+    upstream:
+      nodes: [{{url: "http://127.0.0.1:{a}", weight: 3}}, {{url: "http://127.0.0.1:{b}", weight: 1}}]
+    limits:
+      - {{name: per-ip, key: $remote_addr, count: {{count: 6, time_window: 60s}}, rejected_code: 503, rejected_msg: "too many", show_limit_quota_header: true}}
+{extra_route_fields}
+"#
+    ))
+}
+
+#[test]
+fn requests_are_proxied_as_they_are_by_weight_under_the_route_limits() {
+    let (a, seen_a) = recording(|_| Reply::json("200 OK", r#"{"from":"a"}"#));
+    let (b, seen_b) = recording(|_| Reply::json("200 OK", r#"{"from":"b"}"#));
+    let gw = gateway(a, b, "");
+    // No key needed on a route without auth; method, path, query and body go through.
+    let r = post(&gw.url("/api/things?x=1"), None, r#"{"k":"v"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("6"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("5"));
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/hello"), None).status, 200);
+    }
+    let first = seen_a.lock().unwrap()[0].clone();
+    assert_eq!(
+        (first.method.as_str(), first.target.as_str()),
+        ("POST", "/api/things?x=1")
+    );
+    assert_eq!(first.body, br#"{"k":"v"}"#);
+    // Weights 3:1 over four requests.
+    assert_eq!(
+        (seen_a.lock().unwrap().len(), seen_b.lock().unwrap().len()),
+        (3, 1)
+    );
+    // Two more are admitted, then APISIX's rejection as configured.
+    for _ in 0..2 {
+        assert_eq!(get(&gw.url("/hello"), None).status, 200);
+    }
+    let r = get(&gw.url("/hello"), None);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body, "{\"error_msg\":\"too many\"}\n");
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    // Paths and methods no route serves are still 404s; the OpenAI API is unaffected.
+    assert_eq!(get(&gw.url("/other"), Some("jack-key")).status, 404);
+    assert_eq!(
+        agent()
+            .delete(&gw.url("/hello"))
+            .set("authorization", "Bearer jack-key")
+            .call()
+            .map_or_else(
+                |e| match e {
+                    ureq::Error::Status(s, _) => s,
+                    _ => 0,
+                },
+                |r| r.status()
+            ),
+        404
+    );
+    let r = post(
+        &gw.url("/v1/chat/completions"),
+        Some("jack-key"),
+        &chat_body("m", "hi", false),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn a_route_with_auth_takes_apisix_key_auth_keys() {
+    let (a, seen) = recording(|_| Reply::json("200 OK", "{}"));
+    let gw = gateway(a, a, "    auth: true");
+    assert_eq!(get(&gw.url("/hello"), None).status, 401);
+    let r = agent()
+        .get(&gw.url("/hello"))
+        .set("apikey", "jack-key")
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&gw.url("/hello"), Some("jack-key")).status, 200);
+    assert_eq!(get(&gw.url("/hello"), Some("nope")).status, 401);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
