@@ -55,6 +55,13 @@ pub enum Command {
         )]
         key: String,
     },
+    /// Turn an APISIX standalone config (YAML ending in #END, or JSON) into a gateway.yaml
+    /// on stdout. What cannot be mapped is listed on stderr with where it came from; the
+    /// exit code is 0 for a complete import, 3 for an incomplete one, 1 for an error.
+    ImportApisix {
+        /// The APISIX file (`apisix.yaml` or `apisix.json`).
+        file: PathBuf,
+    },
     /// Validate a config file without serving: prints every problem with its path and
     /// exits non-zero if there is any.
     Check {

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod errors;
+pub mod import;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -23,6 +23,33 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ImportApisix { file } => {
+            let json = file.extension().is_some_and(|e| e == "json");
+            let imported = std::fs::read_to_string(&file)
+                .map_err(|e| format!("{}: {e}", file.display()))
+                .and_then(|text| ai_rate_limiter::import::import(&text, json));
+            match imported {
+                Ok(i) => {
+                    print!("{}", i.yaml);
+                    for u in &i.unmapped {
+                        eprintln!("not imported: {u}");
+                    }
+                    if i.unmapped.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!(
+                            "{} item(s) not imported: the import is incomplete",
+                            i.unmapped.len()
+                        );
+                        ExitCode::from(3)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { file } => match config::load_file(&file) {
             Ok(c) => {
                 println!(

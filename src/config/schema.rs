@@ -366,6 +366,17 @@ pub struct LimitRuleConfig {
     pub max_queue: usize,
 }
 
+impl LimitRuleConfig {
+    /// The rule's group, if its kind has one set.
+    pub fn group(&self) -> Option<&str> {
+        self.req
+            .as_ref()
+            .and_then(|r| r.group.as_deref())
+            .or(self.conn.as_ref().and_then(|r| r.group.as_deref()))
+            .or(self.count.as_ref().and_then(|r| r.group.as_deref()))
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OnLimit {
@@ -391,6 +402,10 @@ pub struct ReqRuleConfig {
     pub burst: f64,
     #[serde(default)]
     pub nodelay: bool,
+    /// One bucket shared by every req rule of this group (e.g. the routes of an imported
+    /// APISIX service); their numbers and key must be equal.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// limit-conn: concurrent requests.
@@ -406,6 +421,10 @@ pub struct ConnRuleConfig {
     /// rebuilt per request), so the delay is always `default_conn_delay` here too.
     #[serde(default)]
     pub only_use_default_delay: bool,
+    /// One set of slots shared by every conn rule of this group; their numbers and key
+    /// must be equal.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 fn one_second() -> Duration {

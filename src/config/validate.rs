@@ -154,26 +154,37 @@ fn count_groups(c: &Config, p: &mut Problems) {
             all.push((format!("routes[{i}].limits[{j}]"), r));
         }
     }
-    let mut first: HashMap<&str, (&str, &super::schema::LimitRuleConfig)> = HashMap::new();
+    let mut first: HashMap<String, (&str, &super::schema::LimitRuleConfig)> = HashMap::new();
     for (path, r) in &all {
-        let Some(group) = r.count.as_ref().and_then(|n| n.group.as_deref()) else {
+        let Some(group) = r.group() else {
             continue;
         };
+        let kind = if r.req.is_some() {
+            "req"
+        } else if r.conn.is_some() {
+            "conn"
+        } else {
+            "count"
+        };
         if group.is_empty() {
-            p.add(format!("{path}.count.group"), "must not be empty");
+            p.add(format!("{path}.{kind}.group"), "must not be empty");
             continue;
         }
-        match first.get(group) {
+        let id = format!("{kind}:{group}");
+        match first.get(&id) {
             None => {
-                first.insert(group, (path, r));
+                first.insert(id, (path, r));
             }
             Some((at, f)) => {
-                if f.count != r.count || f.key != r.key {
+                if f.req != r.req || f.conn != r.conn || f.count != r.count || f.key != r.key {
+                    let what = match kind {
+                        "req" => "rate, burst, nodelay",
+                        "conn" => "conn, burst, default_conn_delay",
+                        _ => "count, time_window",
+                    };
                     p.add(
-                        format!("{path}.count"),
-                        format!(
-                            "group {group:?} must have the same count, time_window and key as {at}"
-                        ),
+                        format!("{path}.{kind}"),
+                        format!("group {group:?} must have the same {what} and key as {at}"),
                     );
                 }
             }

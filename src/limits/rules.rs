@@ -58,6 +58,15 @@ pub struct RejectAnswer {
     pub quota_header: bool,
 }
 
+fn kind_index(kind: &RuleKind) -> usize {
+    match kind {
+        RuleKind::Req(_) => 0,
+        RuleKind::Conn(_) => 1,
+        RuleKind::Count(_) => 2,
+        RuleKind::Tokens(..) => 3,
+    }
+}
+
 impl Rule {
     /// Compile a validated rule of `scope` (e.g. `consumer:jack`).
     pub fn compile(scope: &str, c: &LimitRuleConfig) -> Option<Rule> {
@@ -88,10 +97,11 @@ impl Rule {
                 t.strategy,
             )
         };
-        // A count group's counters belong to the group, not to the rule's scope.
-        let id = match c.count.as_ref().and_then(|n| n.group.as_deref()) {
-            Some(group) => format!("group:{group}"),
-            None => format!("{scope}/{}", c.name),
+        // A group's counters belong to the group, not to the rule's scope.
+        let id = match (c.group(), c.count.is_some()) {
+            (Some(group), true) => format!("group:{group}"),
+            (Some(group), false) => format!("group:{}:{group}", KINDS[kind_index(&kind)]),
+            (None, _) => format!("{scope}/{}", c.name),
         };
         Some(Rule {
             id: id.into(),
@@ -123,12 +133,7 @@ impl Rule {
 
     /// The rule's algorithm, as an index of [`KINDS`].
     pub fn kind_index(&self) -> usize {
-        match self.kind {
-            RuleKind::Req(_) => 0,
-            RuleKind::Conn(_) => 1,
-            RuleKind::Count(_) => 2,
-            RuleKind::Tokens(..) => 3,
-        }
+        kind_index(&self.kind)
     }
 
     /// Whether the rule's key reads request headers.

@@ -1,0 +1,725 @@
+//! APISIX resources as gateway config: consumers (key-auth) → `consumers`; routes with
+//! ai-proxy / ai-proxy-multi → `providers` + `models` (their limit plugins on the model,
+//! ai-rate-limiting on the deployments); other routes → pass-through `routes` with their
+//! upstream's weighted nodes; services, plugin_configs and upstreams merged into the routes
+//! that use them (a service's or global rule's limits keep one shared counter through a
+//! `group`); the plugins' policy and Redis fields → the one `limits` section.
+
+use super::limits::{self, get, map, s, text, Place, Store};
+use super::Unmapped;
+use serde_yaml_ng::{Mapping, Value};
+use std::collections::BTreeMap;
+
+/// Plugins that need nothing in the gateway config (it always exports metrics).
+const SILENT: [&str; 1] = ["prometheus"];
+
+fn list<'a>(v: &'a Value, k: &str) -> &'a [Value] {
+    get(v, k)
+        .and_then(Value::as_sequence)
+        .map_or(&[][..], Vec::as_slice)
+}
+
+/// A resource's id as APISIX derives it: `id`, a consumer's `username`, else its position.
+fn id_of(item: &Value, i: usize) -> String {
+    text(item, "id")
+        .or_else(|| text(item, "username"))
+        .unwrap_or_else(|| format!("arr_{}", i + 1))
+}
+
+fn by_id<'a>(v: &'a Value, kind: &str) -> BTreeMap<String, &'a Value> {
+    list(v, kind)
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (id_of(item, i), item))
+        .collect()
+}
+
+/// Plugins of a route after APISIX's merge (the route overrides its plugin_config, which
+/// overrides its service), each with the resource it came from and, for a service, the
+/// group name that keeps its counters shared.
+fn merged_plugins(
+    route: &Value,
+    at: &str,
+    services: &BTreeMap<String, &Value>,
+    configs: &BTreeMap<String, &Value>,
+) -> Vec<(String, Value, String, Option<String>)> {
+    let mut out: BTreeMap<String, (Value, String, Option<String>)> = BTreeMap::new();
+    let mut add = |plugins: Option<&Value>, origin: &str, shared: Option<String>| {
+        if let Some(m) = plugins.and_then(Value::as_mapping) {
+            for (k, v) in m {
+                if let Some(name) = k.as_str() {
+                    out.insert(
+                        name.to_string(),
+                        (v.clone(), origin.to_string(), shared.clone()),
+                    );
+                }
+            }
+        }
+    };
+    if let Some(sid) = text(route, "service_id") {
+        if let Some(svc) = services.get(&sid) {
+            add(
+                get(svc, "plugins"),
+                &format!("services[id={sid}]"),
+                Some(format!("service-{sid}")),
+            );
+        }
+    }
+    if let Some(cid) = text(route, "plugin_config_id") {
+        if let Some(pc) = configs.get(&cid) {
+            add(
+                get(pc, "plugins"),
+                &format!("plugin_configs[id={cid}]"),
+                None,
+            );
+        }
+    }
+    add(get(route, "plugins"), at, None);
+    out.into_iter()
+        .map(|(k, (v, origin, shared))| (k, v, origin, shared))
+        .collect()
+}
+
+/// An upstream's nodes as `[{url, weight}]`.
+fn nodes(up: &Value, at: &str, out: &mut Vec<Unmapped>) -> Vec<Value> {
+    let scheme = text(up, "scheme").unwrap_or_else(|| "http".into());
+    if scheme != "http" && scheme != "https" {
+        out.push(Unmapped {
+            at: format!("{at}.scheme"),
+            what: format!("scheme `{scheme}` is not supported"),
+        });
+        return Vec::new();
+    }
+    if let Some(t) = text(up, "type").filter(|t| t != "roundrobin") {
+        out.push(Unmapped {
+            at: format!("{at}.type"),
+            what: format!("balancer `{t}` is not supported; weighted round robin is used"),
+        });
+    }
+    let node = |host: &str, weight: Value| {
+        map(vec![
+            ("url", s(format!("{scheme}://{host}"))),
+            ("weight", weight),
+        ])
+    };
+    match get(up, "nodes") {
+        Some(Value::Mapping(m)) => m
+            .iter()
+            .filter_map(|(k, w)| Some(node(k.as_str()?, w.clone())))
+            .collect(),
+        Some(Value::Sequence(l)) => l
+            .iter()
+            .filter_map(|n| {
+                let host = text(n, "host")?;
+                let hp = match text(n, "port") {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                };
+                Some(node(
+                    &hp,
+                    get(n, "weight").cloned().unwrap_or(Value::Number(1.into())),
+                ))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The gateway being built.
+#[derive(Default)]
+struct Out {
+    consumers: Vec<Value>,
+    providers: Vec<(String, Value)>,
+    models: Vec<(String, Value)>,
+    routes: Vec<Value>,
+    store: Store,
+    unmapped: Vec<Unmapped>,
+    /// Rules every route and model gets (global rules).
+    global: Vec<Value>,
+    ai_without_auth: Vec<String>,
+}
+
+impl Out {
+    fn unmapped(&mut self, at: impl Into<String>, what: impl Into<String>) {
+        self.unmapped.push(Unmapped {
+            at: at.into(),
+            what: what.into(),
+        });
+    }
+
+    /// Add a provider, or reuse an identical one of that name.
+    fn provider(&mut self, name: String, p: Value) -> String {
+        let named = |n: &str| {
+            let mut m = Mapping::new();
+            m.insert(s("name"), s(n));
+            if let Some(rest) = p.as_mapping() {
+                m.extend(rest.clone());
+            }
+            Value::Mapping(m)
+        };
+        let mut n = name.clone();
+        let mut i = 1;
+        loop {
+            let q = named(&n);
+            match self.providers.iter().find(|(k, _)| *k == n) {
+                None => {
+                    self.providers.push((n.clone(), q));
+                    return n;
+                }
+                Some((_, existing)) if *existing == q => return n,
+                Some(_) => {
+                    i += 1;
+                    n = format!("{name}-{i}");
+                }
+            }
+        }
+    }
+}
+
+/// An ai-proxy provider config as a gateway provider (`None`: not supported).
+fn provider(conf: &Value, at: &str, out: &mut Out) -> Option<Value> {
+    let kind = text(conf, "provider").unwrap_or_default();
+    let endpoint = get(conf, "override").and_then(|o| text(o, "endpoint"));
+    let base = |default: &str| -> Value {
+        match &endpoint {
+            Some(e) => {
+                let e = e.trim_end_matches('/');
+                let trimmed = [
+                    "/chat/completions",
+                    "/completions",
+                    "/embeddings",
+                    "/messages",
+                ]
+                .iter()
+                .find_map(|p| e.strip_suffix(p))
+                .unwrap_or(e);
+                // scheme + host only: the provider path is appended, as APISIX does.
+                let path_less = trimmed.splitn(4, '/').nth(3).is_none();
+                s(if path_less {
+                    format!("{trimmed}/v1")
+                } else {
+                    trimmed.to_string()
+                })
+            }
+            None if default.is_empty() => Value::Null,
+            None => s(default),
+        }
+    };
+    let (gw_kind, base_url) = match kind.as_str() {
+        "openai" => ("openai", base("")),
+        "deepseek" => ("openai-compatible", base("https://api.deepseek.com/v1")),
+        "openrouter" => ("openai-compatible", base("https://openrouter.ai/api/v1")),
+        "aimlapi" => ("openai-compatible", base("https://api.aimlapi.com/v1")),
+        "openai-compatible" => ("openai-compatible", base("")),
+        "anthropic" => ("anthropic", base("")),
+        "azure-openai" => ("azure", base("")),
+        other => {
+            out.unmapped(
+                format!("{at}.provider"),
+                format!("provider `{other}` is not supported (openai, deepseek, openrouter, aimlapi, openai-compatible, anthropic, azure-openai are)"),
+            );
+            return None;
+        }
+    };
+    if gw_kind == "openai-compatible" && base_url.is_null()
+        || gw_kind == "azure" && base_url.is_null()
+    {
+        out.unmapped(
+            format!("{at}.override.endpoint"),
+            "this provider needs override.endpoint (the server's URL)",
+        );
+        return None;
+    }
+    let mut api_key = Value::Null;
+    let mut headers = Mapping::new();
+    let auth = get(conf, "auth");
+    if let Some(h) = auth
+        .and_then(|a| get(a, "header"))
+        .and_then(Value::as_mapping)
+    {
+        for (k, v) in h {
+            let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else {
+                continue;
+            };
+            match k.to_ascii_lowercase().as_str() {
+                "authorization" => {
+                    api_key = s(v.strip_prefix("Bearer ").unwrap_or(v).trim());
+                }
+                "api-key" | "x-api-key" => api_key = s(v),
+                _ => {
+                    headers.insert(s(k), s(v));
+                }
+            }
+        }
+    }
+    if auth.and_then(|a| get(a, "query")).is_some() {
+        out.unmapped(
+            format!("{at}.auth.query"),
+            "query-string auth is not supported",
+        );
+    }
+    Some(map(vec![
+        ("kind", s(gw_kind)),
+        ("base_url", base_url),
+        ("api_key", api_key),
+        (
+            "headers",
+            if headers.is_empty() {
+                Value::Null
+            } else {
+                Value::Mapping(headers)
+            },
+        ),
+    ]))
+}
+
+/// An AI route: its ai-proxy(-multi) instances become a model's deployments.
+fn ai_route(
+    at: &str,
+    plugins: &[(String, Value, String, Option<String>)],
+    route_name: Option<String>,
+    out: &mut Out,
+) {
+    let find = |n: &str| plugins.iter().find(|(k, ..)| k == n).map(|(_, v, ..)| v);
+    // (instance name, provider conf, priority)
+    let mut instances: Vec<(String, &Value, i64)> = Vec::new();
+    if let Some(p) = find("ai-proxy") {
+        let kind = text(p, "provider").unwrap_or_default();
+        instances.push((format!("ai-proxy-{kind}"), p, 0));
+    } else if let Some(m) = find("ai-proxy-multi") {
+        for (i, inst) in list(m, "instances").iter().enumerate() {
+            let name = text(inst, "name").unwrap_or_else(|| format!("instance-{}", i + 1));
+            let prio = get(inst, "priority").and_then(Value::as_i64).unwrap_or(0);
+            instances.push((name, inst, prio));
+        }
+        // Higher priority first; the gateway tries deployments in order.
+        instances.sort_by_key(|(_, _, p)| -p);
+        if list(m, "instances")
+            .iter()
+            .any(|i| get(i, "weight").and_then(Value::as_i64).unwrap_or(1) != 1)
+        {
+            out.unmapped(
+                format!("{at}.plugins.ai-proxy-multi.instances"),
+                "instance weights are not kept: deployments are tried in priority order (routing.strategy sets how they share traffic)",
+            );
+        }
+    }
+    let tokens = find("ai-rate-limiting")
+        .map(|c| limits::token_rules(c, at, &mut out.store, &mut out.unmapped))
+        .unwrap_or_default();
+    let mut deployments = Vec::new();
+    let mut model_name = route_name;
+    for (name, conf, _) in &instances {
+        let iat = format!("{at}.plugins.ai-proxy(-multi)[{name}]");
+        let Some(p) = provider(conf, &iat, out) else {
+            continue;
+        };
+        let upstream_model = get(conf, "options").and_then(|o| text(o, "model"));
+        let Some(upstream_model) = upstream_model else {
+            out.unmapped(
+                format!("{iat}.options.model"),
+                "no model: the gateway routes by the request's model name, so each instance needs options.model",
+            );
+            continue;
+        };
+        let provider_name = out.provider(name.clone(), p);
+        model_name.get_or_insert_with(|| upstream_model.clone());
+        // An instance's own limit wins over the top-level one (APISIX's order).
+        let pick = |want: Option<&str>| -> Vec<Value> {
+            tokens
+                .iter()
+                .filter(|(i, _)| i.as_deref() == want)
+                .map(|(_, r)| r.clone())
+                .collect()
+        };
+        let mut limits = pick(Some(name));
+        if limits.is_empty() {
+            limits = pick(None);
+        }
+        deployments.push(map(vec![
+            ("provider", s(provider_name)),
+            ("model", s(upstream_model)),
+            (
+                "limits",
+                if limits.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Sequence(limits)
+                },
+            ),
+        ]));
+    }
+    let Some(model_name) = model_name else {
+        return;
+    };
+    if deployments.is_empty() {
+        return;
+    }
+    let mut route_limits = route_limit_rules(at, plugins, out);
+    route_limits.extend(out.global.iter().cloned());
+    if out.models.iter().any(|(n, _)| *n == model_name) {
+        out.unmapped(
+            at,
+            format!("another route already serves model `{model_name}`; this route's deployments are not added"),
+        );
+        return;
+    }
+    out.models.push((
+        model_name.clone(),
+        map(vec![
+            ("name", s(model_name)),
+            ("deployments", Value::Sequence(deployments)),
+            (
+                "limits",
+                if route_limits.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Sequence(route_limits)
+                },
+            ),
+        ]),
+    ));
+}
+
+/// The limit plugins of a route (its own, its plugin_config's, its service's) as rules.
+fn route_limit_rules(
+    at: &str,
+    plugins: &[(String, Value, String, Option<String>)],
+    out: &mut Out,
+) -> Vec<Value> {
+    let mut rules = Vec::new();
+    for (name, conf, origin, shared) in plugins {
+        let place = Place {
+            at: if origin == at { at } else { origin },
+            shared: shared.as_deref(),
+        };
+        if let Some(r) = limits::rules(name, conf, &place, &mut out.store, &mut out.unmapped) {
+            rules.extend(r);
+        }
+    }
+    rules
+}
+
+fn other_plugins(at: &str, plugins: &[(String, Value, String, Option<String>)], out: &mut Out) {
+    const HANDLED: [&str; 7] = [
+        "limit-req",
+        "limit-conn",
+        "limit-count",
+        "ai-rate-limiting",
+        "ai-proxy",
+        "ai-proxy-multi",
+        "key-auth",
+    ];
+    for (name, _, origin, _) in plugins {
+        if !HANDLED.contains(&name.as_str()) && !SILENT.contains(&name.as_str()) {
+            let where_ = if origin == at { at } else { origin };
+            out.unmapped(
+                format!("{where_}.plugins.{name}"),
+                "plugin not supported by the gateway",
+            );
+        }
+    }
+}
+
+fn route(
+    item: &Value,
+    i: usize,
+    v: &Value,
+    services: &BTreeMap<String, &Value>,
+    configs: &BTreeMap<String, &Value>,
+    out: &mut Out,
+) {
+    let id = id_of(item, i);
+    let at = format!("routes[id={id}]");
+    if get(item, "status").and_then(Value::as_i64) == Some(0) {
+        return; // disabled in APISIX
+    }
+    let plugins = merged_plugins(item, &at, services, configs);
+    other_plugins(&at, &plugins, out);
+    for field in ["vars", "filter_func", "remote_addrs", "remote_addr"] {
+        if get(item, field).is_some() {
+            out.unmapped(
+                format!("{at}.{field}"),
+                "route matching on this field is not supported",
+            );
+        }
+    }
+    let has = |n: &str| plugins.iter().any(|(k, ..)| k == n);
+    if has("ai-proxy") || has("ai-proxy-multi") {
+        if !has("key-auth") {
+            out.ai_without_auth.push(at.clone());
+        }
+        ai_route(
+            &at,
+            &plugins,
+            text(item, "name").filter(|_| has("ai-proxy-multi")),
+            out,
+        );
+        return;
+    }
+    // A pass-through route.
+    let mut uris: Vec<Value> = list(item, "uris").to_vec();
+    if let Some(u) = get(item, "uri") {
+        uris.push(u.clone());
+    }
+    for u in uris.iter().filter_map(Value::as_str) {
+        if u.contains(':') || u.contains('{') || (u.contains('*') && !u.ends_with('*')) {
+            out.unmapped(
+                format!("{at}.uri"),
+                format!("path pattern `{u}` is not supported (exact paths and prefixes ending in * are)"),
+            );
+        }
+    }
+    let mut hosts: Vec<Value> = list(item, "hosts").to_vec();
+    if let Some(h) = get(item, "host") {
+        hosts.push(h.clone());
+    }
+    let service = text(item, "service_id").and_then(|sid| services.get(&sid).copied());
+    let upstreams = by_id(v, "upstreams");
+    let upstream = get(item, "upstream")
+        .or_else(|| text(item, "upstream_id").and_then(|u| upstreams.get(&u).copied()))
+        .or_else(|| service.and_then(|s| get(s, "upstream")))
+        .or_else(|| {
+            service
+                .and_then(|s| text(s, "upstream_id"))
+                .and_then(|u| upstreams.get(&u).copied())
+        });
+    let Some(up) = upstream else {
+        out.unmapped(&at, "no upstream: the route cannot be proxied");
+        return;
+    };
+    let nodes = nodes(up, &format!("{at}.upstream"), &mut out.unmapped);
+    if nodes.is_empty() {
+        out.unmapped(
+            format!("{at}.upstream.nodes"),
+            "no node the gateway can reach",
+        );
+        return;
+    }
+    let pass_host = match text(up, "pass_host").as_deref() {
+        None | Some("pass") => Value::Null,
+        Some("node") => s("node"),
+        Some(other) => {
+            out.unmapped(
+                format!("{at}.upstream.pass_host"),
+                format!("pass_host `{other}` is not supported; the client's Host is passed"),
+            );
+            Value::Null
+        }
+    };
+    let mut rules = route_limit_rules(&at, &plugins, out);
+    rules.extend(out.global.iter().cloned());
+    let name = text(item, "name").unwrap_or_else(|| format!("route-{id}"));
+    out.routes.push(map(vec![
+        ("name", s(name)),
+        ("uris", Value::Sequence(uris)),
+        (
+            "methods",
+            if list(item, "methods").is_empty() {
+                Value::Null
+            } else {
+                Value::Sequence(list(item, "methods").to_vec())
+            },
+        ),
+        (
+            "hosts",
+            if hosts.is_empty() {
+                Value::Null
+            } else {
+                Value::Sequence(hosts)
+            },
+        ),
+        (
+            "auth",
+            if has("key-auth") {
+                Value::Bool(true)
+            } else {
+                Value::Null
+            },
+        ),
+        (
+            "upstream",
+            map(vec![
+                ("nodes", Value::Sequence(nodes)),
+                ("pass_host", pass_host),
+            ]),
+        ),
+        (
+            "limits",
+            if rules.is_empty() {
+                Value::Null
+            } else {
+                Value::Sequence(rules)
+            },
+        ),
+    ]));
+}
+
+fn consumer(item: &Value, i: usize, out: &mut Out) {
+    let name = id_of(item, i);
+    let at = format!("consumers[{name}]");
+    let mut keys = Vec::new();
+    let mut rules = Vec::new();
+    for (k, conf) in get(item, "plugins")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+    {
+        let Some(plugin) = k.as_str() else { continue };
+        if plugin == "key-auth" {
+            if let Some(key) = text(conf, "key") {
+                keys.push(s(key));
+            }
+            continue;
+        }
+        let place = Place {
+            at: &at,
+            shared: None,
+        };
+        match limits::rules(plugin, conf, &place, &mut out.store, &mut out.unmapped) {
+            Some(r) => rules.extend(r),
+            None if SILENT.contains(&plugin) => {}
+            None => out.unmapped(
+                format!("{at}.plugins.{plugin}"),
+                "plugin not supported by the gateway",
+            ),
+        }
+    }
+    if keys.is_empty() {
+        out.unmapped(
+            &at,
+            "no key-auth key: this consumer cannot authenticate to the gateway",
+        );
+    }
+    out.consumers.push(map(vec![
+        ("name", s(name)),
+        ("keys", Value::Sequence(keys)),
+        (
+            "limits",
+            if rules.is_empty() {
+                Value::Null
+            } else {
+                Value::Sequence(rules)
+            },
+        ),
+    ]));
+}
+
+/// Map a parsed APISIX standalone config.
+pub fn map_config(v: &Value) -> Result<(Value, Vec<Unmapped>), String> {
+    if !v.is_mapping() {
+        return Err("the file must be a mapping of resource lists (routes, upstreams, …)".into());
+    }
+    let mut out = Out::default();
+    for key in [
+        "consumer_groups",
+        "ssls",
+        "protos",
+        "secrets",
+        "stream_routes",
+        "plugins",
+    ] {
+        if !list(v, key).is_empty() {
+            out.unmapped(key, "not supported by the gateway");
+        }
+    }
+    for (i, item) in list(v, "plugin_metadata").iter().enumerate() {
+        let id = id_of(item, i);
+        let renames = [
+            ("limit_header", "X-RateLimit-Limit"),
+            ("remaining_header", "X-RateLimit-Remaining"),
+            ("reset_header", "X-RateLimit-Reset"),
+        ]
+        .iter()
+        .any(|(f, default)| text(item, f).is_some_and(|h| !h.eq_ignore_ascii_case(default)));
+        if id != "limit-count" || renames {
+            out.unmapped(
+                format!("plugin_metadata[id={id}]"),
+                "not supported by the gateway",
+            );
+        }
+    }
+    // Global rules first: their limits go on every route and model.
+    for (i, item) in list(v, "global_rules").iter().enumerate() {
+        let id = id_of(item, i);
+        let at = format!("global_rules[id={id}]");
+        for (k, conf) in get(item, "plugins")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+        {
+            let Some(plugin) = k.as_str() else { continue };
+            let shared = format!("global-{id}");
+            let place = Place {
+                at: &at,
+                shared: Some(&shared),
+            };
+            match limits::rules(plugin, conf, &place, &mut out.store, &mut out.unmapped) {
+                Some(rules) => out.global.extend(rules.into_iter().map(|mut r| {
+                    if let Some(m) = r.as_mapping_mut() {
+                        m.insert(s("name"), s(format!("global-{id}-{plugin}")));
+                    }
+                    r
+                })),
+                None if SILENT.contains(&plugin) => {}
+                None => out.unmapped(
+                    format!("{at}.plugins.{plugin}"),
+                    "plugin not supported by the gateway",
+                ),
+            }
+        }
+    }
+    for (i, item) in list(v, "consumers").iter().enumerate() {
+        consumer(item, i, &mut out);
+    }
+    let services = by_id(v, "services");
+    let configs = by_id(v, "plugin_configs");
+    for (i, item) in list(v, "routes").iter().enumerate() {
+        route(item, i, v, &services, &configs, &mut out);
+    }
+    if !out.consumers.is_empty() {
+        for at in std::mem::take(&mut out.ai_without_auth) {
+            out.unmapped(
+                at,
+                "no key-auth: APISIX let anyone call it, the gateway asks every OpenAI API request for a consumer key",
+            );
+        }
+    }
+    let seq = |items: Vec<Value>| {
+        if items.is_empty() {
+            Value::Null
+        } else {
+            Value::Sequence(items)
+        }
+    };
+    let limits = out.store.section();
+    let config = map(vec![
+        (
+            "auth",
+            if out.consumers.is_empty() {
+                map(vec![("enabled", Value::Bool(false))])
+            } else {
+                Value::Null
+            },
+        ),
+        ("consumers", seq(out.consumers)),
+        (
+            "providers",
+            seq(out.providers.into_iter().map(|(_, p)| p).collect()),
+        ),
+        (
+            "models",
+            seq(out.models.into_iter().map(|(_, m)| m).collect()),
+        ),
+        ("routes", seq(out.routes)),
+        (
+            "limits",
+            if limits.as_mapping().is_some_and(Mapping::is_empty) {
+                Value::Null
+            } else {
+                limits
+            },
+        ),
+    ]);
+    Ok((config, out.unmapped))
+}

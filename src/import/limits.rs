@@ -1,0 +1,485 @@
+//! The APISIX limit plugins (limit-req, limit-conn, limit-count, ai-rate-limiting) as
+//! gateway limit rules, and their store settings (policy, Redis, degradation, sync) as the
+//! gateway's one `limits` section.
+
+use super::Unmapped;
+use serde_yaml_ng::{Mapping, Value};
+
+/// Build a mapping from pairs, skipping `Null` values.
+pub fn map(pairs: Vec<(&str, Value)>) -> Value {
+    let mut m = Mapping::new();
+    for (k, v) in pairs {
+        if !v.is_null() {
+            m.insert(Value::String(k.to_string()), v);
+        }
+    }
+    Value::Mapping(m)
+}
+
+pub fn s(v: impl Into<String>) -> Value {
+    Value::String(v.into())
+}
+
+pub fn get<'a>(v: &'a Value, k: &str) -> Option<&'a Value> {
+    v.as_mapping().and_then(|m| m.get(k))
+}
+
+pub fn text(v: &Value, k: &str) -> Option<String> {
+    match get(v, k)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn number(v: &Value, k: &str) -> Option<f64> {
+    match get(v, k)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn flag(v: &Value, k: &str) -> Option<bool> {
+    get(v, k).and_then(Value::as_bool)
+}
+
+/// Seconds as a gateway duration (`60s`, `500ms`).
+pub fn duration(secs: f64) -> Value {
+    if secs.fract() == 0.0 {
+        s(format!("{}s", secs as u64))
+    } else {
+        s(format!("{}ms", (secs * 1000.0).round() as u64))
+    }
+}
+
+/// Numbers as YAML numbers (integers stay integers).
+fn num(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9e15 {
+        Value::Number((x as i64).into())
+    } else {
+        Value::Number(x.into())
+    }
+}
+
+/// The gateway's `limits` section, gathered from every plugin.
+#[derive(Default)]
+pub struct Store {
+    /// (policy, redis settings, where it came from)
+    pub policy: Option<(String, Value, String)>,
+    pub allow_degradation: Option<bool>,
+    pub sync_interval: Option<f64>,
+}
+
+impl Store {
+    pub fn section(&self) -> Value {
+        let (policy, redis) = match &self.policy {
+            Some((p, r, _)) => (s(p.clone()), r.clone()),
+            None => (Value::Null, Value::Null),
+        };
+        map(vec![
+            ("policy", policy),
+            ("redis", redis),
+            (
+                "allow_degradation",
+                self.allow_degradation
+                    .filter(|d| *d)
+                    .map_or(Value::Null, Value::Bool),
+            ),
+            (
+                "sync_interval",
+                self.sync_interval.map_or(Value::Null, duration),
+            ),
+        ])
+    }
+
+    /// Take a plugin's `policy` and Redis fields.
+    fn policy(&mut self, conf: &Value, at: &str, out: &mut Vec<Unmapped>) {
+        let policy = text(conf, "policy").unwrap_or_else(|| "local".into());
+        let redis = match policy.as_str() {
+            "local" => return,
+            "redis" => {
+                let host = text(conf, "redis_host").unwrap_or_else(|| "127.0.0.1".into());
+                let port = text(conf, "redis_port").unwrap_or_else(|| "6379".into());
+                let db = text(conf, "redis_database").unwrap_or_else(|| "0".into());
+                let scheme = if flag(conf, "redis_ssl") == Some(true) {
+                    "rediss"
+                } else {
+                    "redis"
+                };
+                let auth = match (text(conf, "redis_username"), text(conf, "redis_password")) {
+                    (Some(u), Some(p)) => format!("{u}:{p}@"),
+                    (None, Some(p)) => format!(":{p}@"),
+                    _ => String::new(),
+                };
+                map(vec![
+                    ("url", s(format!("{scheme}://{auth}{host}:{port}/{db}"))),
+                    ("timeout", timeout(conf)),
+                ])
+            }
+            "redis-cluster" => {
+                let pass = text(conf, "redis_password")
+                    .map(|p| format!(":{p}@"))
+                    .unwrap_or_default();
+                let nodes: Vec<Value> = get(conf, "redis_cluster_nodes")
+                    .and_then(Value::as_sequence)
+                    .map(|n| {
+                        n.iter()
+                            .filter_map(Value::as_str)
+                            .map(|hp| s(format!("redis://{pass}{hp}")))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                map(vec![
+                    ("nodes", Value::Sequence(nodes)),
+                    ("timeout", timeout(conf)),
+                ])
+            }
+            other => {
+                out.push(Unmapped {
+                    at: at.to_string(),
+                    what: format!("policy `{other}` is not supported (local, redis, redis-cluster are); imported as local"),
+                });
+                return;
+            }
+        };
+        match &self.policy {
+            None => self.policy = Some((policy, redis, at.to_string())),
+            Some((p, r, first)) if *p != policy || *r != redis => out.push(Unmapped {
+                at: at.to_string(),
+                what: format!(
+                    "a different Redis store than {first}: the gateway has one limits store for every rule (the first one is used)"
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+
+    fn degradation(&mut self, conf: &Value, at: &str, out: &mut Vec<Unmapped>) {
+        let d = flag(conf, "allow_degradation").unwrap_or(false);
+        match self.allow_degradation {
+            None => self.allow_degradation = Some(d),
+            Some(prev) if prev != d => out.push(Unmapped {
+                at: at.to_string(),
+                what: "allow_degradation differs between plugins: the gateway has one setting (limits.allow_degradation); the first one is used".into(),
+            }),
+            Some(_) => {}
+        }
+    }
+}
+
+fn timeout(conf: &Value) -> Value {
+    number(conf, "redis_timeout").map_or(Value::Null, |ms| duration(ms / 1000.0))
+}
+
+/// Variables a gateway key can read.
+fn var(name: &str) -> Option<String> {
+    match name {
+        "remote_addr" | "consumer_name" => Some(format!("${name}")),
+        n if n.starts_with("http_") && n.len() > 5 => Some(format!("${n}")),
+        _ => None,
+    }
+}
+
+/// An APISIX `key`/`key_type` as a gateway key template; `None`: one counter for the
+/// scope (`constant`).
+pub fn key(conf: &Value, at: &str, out: &mut Vec<Unmapped>) -> Option<String> {
+    let key = text(conf, "key").unwrap_or_else(|| "remote_addr".into());
+    let unsupported = |out: &mut Vec<Unmapped>, what: String| {
+        out.push(Unmapped {
+            at: format!("{at}.key"),
+            what: format!(
+                "{what}; the client address is used instead (APISIX's fallback for an empty key)"
+            ),
+        });
+        Some("$remote_addr".to_string())
+    };
+    match text(conf, "key_type").as_deref().unwrap_or("var") {
+        "constant" => None,
+        "var" => match var(&key) {
+            Some(k) => Some(k),
+            None => unsupported(out, format!("variable `{key}` is not supported")),
+        },
+        "var_combination" => {
+            if key.contains("??") || key.contains("$ENV://") {
+                return unsupported(out, format!("key template `{key}` uses defaults or $ENV"));
+            }
+            let mut result = String::new();
+            let mut chars = key.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c != '$' {
+                    result.push(c);
+                    continue;
+                }
+                let braced = chars.peek() == Some(&'{');
+                if braced {
+                    chars.next();
+                }
+                let mut name = String::new();
+                while let Some(&n) = chars.peek() {
+                    if n.is_ascii_alphanumeric() || n == '_' || n == '.' || (braced && n == ' ') {
+                        name.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                if braced && chars.peek() == Some(&'}') {
+                    chars.next();
+                }
+                // `$name`, or `$${name}` when a name character follows (`$$` is the
+                // config's literal dollar, so the key keeps its braces after env
+                // substitution).
+                let glued = chars
+                    .peek()
+                    .is_some_and(|n| n.is_ascii_alphanumeric() || *n == '_');
+                match var(name.trim()) {
+                    Some(v) if glued => result.push_str(&format!("$${{{}}}", &v[1..])),
+                    Some(v) => result.push_str(&v),
+                    None => {
+                        return unsupported(
+                            out,
+                            format!("variable `{}` is not supported", name.trim()),
+                        )
+                    }
+                }
+            }
+            Some(result)
+        }
+        other => unsupported(out, format!("key_type `{other}` is not supported")),
+    }
+}
+
+/// Answer settings shared by every limit plugin: `rejected_code` defaults to APISIX's 503.
+fn answer(conf: &Value, rule: &mut Vec<(&'static str, Value)>) {
+    let code = number(conf, "rejected_code").unwrap_or(503.0);
+    rule.push(("rejected_code", num(code)));
+    rule.push((
+        "rejected_msg",
+        text(conf, "rejected_msg").map_or(Value::Null, s),
+    ));
+}
+
+/// Where a plugin's rules are attached, and the group that shares their counters when the
+/// plugin belongs to a resource several routes use (a service, a global rule).
+pub struct Place<'a> {
+    pub at: &'a str,
+    pub shared: Option<&'a str>,
+}
+
+/// The gateway rules of a limit plugin (none for other plugins: `None`).
+pub fn rules(
+    plugin: &str,
+    conf: &Value,
+    place: &Place<'_>,
+    store: &mut Store,
+    out: &mut Vec<Unmapped>,
+) -> Option<Vec<Value>> {
+    let at = format!("{}.plugins.{plugin}", place.at);
+    let group = place.shared.map(|g| s(format!("{g}-{plugin}")));
+    let mut rules = Vec::new();
+    match plugin {
+        "limit-req" => {
+            let mut r = vec![
+                ("name", s(plugin)),
+                ("key", key(conf, &at, out).map_or(Value::Null, s)),
+                (
+                    "req",
+                    map(vec![
+                        ("rate", num(number(conf, "rate").unwrap_or(1.0))),
+                        ("burst", num(number(conf, "burst").unwrap_or(0.0))),
+                        (
+                            "nodelay",
+                            Value::Bool(flag(conf, "nodelay").unwrap_or(false)),
+                        ),
+                        ("group", group.clone().unwrap_or(Value::Null)),
+                    ]),
+                ),
+            ];
+            answer(conf, &mut r);
+            rules.push(map(r));
+        }
+        "limit-conn" => {
+            if get(conf, "rules").is_some() {
+                out.push(Unmapped {
+                    at: format!("{at}.rules"),
+                    what: "limit-conn `rules` are not supported".into(),
+                });
+                return Some(rules);
+            }
+            let mut r = vec![
+                ("name", s(plugin)),
+                ("key", key(conf, &at, out).map_or(Value::Null, s)),
+                (
+                    "conn",
+                    map(vec![
+                        ("conn", num(number(conf, "conn").unwrap_or(1.0))),
+                        ("burst", num(number(conf, "burst").unwrap_or(0.0))),
+                        (
+                            "default_conn_delay",
+                            duration(number(conf, "default_conn_delay").unwrap_or(1.0)),
+                        ),
+                        ("group", group.clone().unwrap_or(Value::Null)),
+                    ]),
+                ),
+            ];
+            answer(conf, &mut r);
+            rules.push(map(r));
+        }
+        "limit-count" => {
+            if text(conf, "window_type").as_deref() == Some("sliding") {
+                out.push(Unmapped {
+                    at: format!("{at}.window_type"),
+                    what: "sliding windows are not supported; imported as a fixed window".into(),
+                });
+            }
+            let show = flag(conf, "show_limit_quota_header").unwrap_or(true);
+            let one = |name: String,
+                       count: f64,
+                       window: f64,
+                       key: Option<String>,
+                       group: Option<Value>| {
+                let mut r = vec![
+                    ("name", s(name)),
+                    ("key", key.map_or(Value::Null, s)),
+                    (
+                        "count",
+                        map(vec![
+                            ("count", num(count)),
+                            ("time_window", duration(window)),
+                            ("group", group.unwrap_or(Value::Null)),
+                        ]),
+                    ),
+                    ("show_limit_quota_header", Value::Bool(show)),
+                ];
+                answer(conf, &mut r);
+                map(r)
+            };
+            match get(conf, "rules").and_then(Value::as_sequence) {
+                Some(list) => {
+                    for (i, rule) in list.iter().enumerate() {
+                        let rat = format!("{at}.rules[{i}]");
+                        let (Some(count), Some(window)) =
+                            (number(rule, "count"), number(rule, "time_window"))
+                        else {
+                            out.push(Unmapped {
+                                at: rat,
+                                what: "count and time_window must be numbers (templates are not supported)".into(),
+                            });
+                            continue;
+                        };
+                        if get(rule, "header_prefix").is_some() {
+                            out.push(Unmapped {
+                                at: format!("{rat}.header_prefix"),
+                                what: "per-rule header prefixes are not supported; the tightest rule's X-RateLimit-* headers are sent".into(),
+                            });
+                        }
+                        let mut rc = map(vec![(
+                            "key",
+                            get(rule, "key").cloned().unwrap_or(Value::Null),
+                        )]);
+                        if let Some(m) = rc.as_mapping_mut() {
+                            m.insert(s("key_type"), s("var_combination"));
+                        }
+                        let k = key(&rc, &rat, out);
+                        rules.push(one(format!("{plugin}-{}", i + 1), count, window, k, None));
+                    }
+                }
+                None => {
+                    let (Some(count), Some(window)) =
+                        (number(conf, "count"), number(conf, "time_window"))
+                    else {
+                        out.push(Unmapped {
+                            at,
+                            what: "count and time_window must be numbers (templates are not supported)".into(),
+                        });
+                        return Some(rules);
+                    };
+                    let group = text(conf, "group").map(s).or(group);
+                    rules.push(one(
+                        plugin.to_string(),
+                        count,
+                        window,
+                        key(conf, &at, out),
+                        group,
+                    ));
+                }
+            }
+            if let Some(si) = number(conf, "sync_interval").filter(|x| *x > 0.0) {
+                store.sync_interval = Some(store.sync_interval.map_or(si, |p| p.min(si)));
+            }
+        }
+        _ => return None,
+    }
+    store.policy(conf, &at, out);
+    store.degradation(conf, &at, out);
+    Some(rules)
+}
+
+/// ai-rate-limiting as token rules: (instance name or `None` for every instance, rule).
+pub fn token_rules(
+    conf: &Value,
+    at: &str,
+    store: &mut Store,
+    out: &mut Vec<Unmapped>,
+) -> Vec<(Option<String>, Value)> {
+    let at = format!("{at}.plugins.ai-rate-limiting");
+    let strategy = match text(conf, "limit_strategy")
+        .as_deref()
+        .unwrap_or("total_tokens")
+    {
+        s @ ("total_tokens" | "prompt_tokens" | "completion_tokens") => s.to_string(),
+        other => {
+            out.push(Unmapped {
+                at: format!("{at}.limit_strategy"),
+                what: format!("`{other}` is not supported; total_tokens is used"),
+            });
+            "total_tokens".into()
+        }
+    };
+    if get(conf, "rules").is_some() {
+        out.push(Unmapped {
+            at: format!("{at}.rules"),
+            what: "ai-rate-limiting `rules` are not supported".into(),
+        });
+    }
+    let rule = |name: String, limit: f64, window: f64| {
+        let mut r = vec![
+            ("name", s(name)),
+            (
+                "tokens",
+                map(vec![
+                    ("limit", num(limit)),
+                    ("time_window", duration(window)),
+                    ("strategy", s(strategy.clone())),
+                ]),
+            ),
+        ];
+        answer(conf, &mut r);
+        map(r)
+    };
+    let mut rules = Vec::new();
+    for i in get(conf, "instances")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(name), Some(limit), Some(window)) = (
+            text(i, "name"),
+            number(i, "limit"),
+            number(i, "time_window"),
+        ) {
+            rules.push((
+                Some(name.clone()),
+                rule("ai-rate-limiting".into(), limit, window),
+            ));
+        }
+    }
+    if let (Some(limit), Some(window)) = (number(conf, "limit"), number(conf, "time_window")) {
+        rules.push((None, rule("ai-rate-limiting".into(), limit, window)));
+    }
+    store.policy(conf, &at, out);
+    store.degradation(conf, &at, out);
+    rules
+}
