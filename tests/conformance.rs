@@ -1,0 +1,249 @@
+//! The APISIX conformance suite: take the APISIX fixtures of `lua-compat/fixtures`,
+//! import them with the real binary, start the gateway on the result and replay request
+//! sequences whose statuses and headers follow APISIX's documented behaviour
+//! (`shared/reference/limits-semantics.md`) — once with the plugins' `policy: local`, once
+//! with `policy: redis` against a real redis-server.
+
+mod common;
+use common::fixture_server::{recording, Reply};
+use common::redis::Redis;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Import an APISIX fixture (with `policy: local` turned into `redis` when given).
+fn import(fixture: &str, redis: Option<&Redis>) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("lua-compat/fixtures");
+    let mut text = std::fs::read_to_string(dir.join(fixture)).unwrap();
+    if let Some(r) = redis {
+        let port = r.port;
+        // Flow mappings get the fields inline, block mappings one per line.
+        text = text
+            .lines()
+            .map(|l| match l.trim() {
+                "policy: local" => {
+                    let indent = &l[..l.len() - l.trim_start().len()];
+                    format!(
+                        "{indent}policy: redis\n{indent}redis_host: 127.0.0.1\n{indent}redis_port: {port}\n"
+                    )
+                }
+                _ => l.replace(
+                    "policy: local",
+                    &format!("policy: redis, redis_host: 127.0.0.1, redis_port: {port}"),
+                ) + "\n",
+            })
+            .collect();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join(fixture);
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
+        .arg("import-apisix")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    if redis.is_some() {
+        assert!(yaml.contains("policy: redis"), "{yaml}");
+    }
+    yaml
+}
+
+fn call(gw: &Gw, path: &str, key: Option<&str>) -> Resp {
+    let mut req = agent().get(&gw.url(path));
+    if let Some(k) = key {
+        req = req.set("apikey", k);
+    }
+    match req.call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => {
+            let status = r.status();
+            let headers = r
+                .headers_names()
+                .iter()
+                .map(|n| (n.clone(), r.header(n).unwrap_or("").to_string()))
+                .collect();
+            Resp {
+                status,
+                headers,
+                body: r.into_string().unwrap_or_default(),
+            }
+        }
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+fn statuses(gw: &Gw, paths: &[&str], key: Option<&str>) -> Vec<u16> {
+    paths.iter().map(|p| call(gw, p, key).status).collect()
+}
+
+/// Send `n` requests to `path` at once; (status, seconds) each, sorted by time.
+fn at_once(gw: &Gw, path: &str, n: usize) -> Vec<(u16, f64)> {
+    let url = gw.url(path);
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let status = match agent().get(&url).call() {
+                    Ok(r) => r.status(),
+                    Err(ureq::Error::Status(s, _)) => s,
+                    Err(e) => panic!("{e}"),
+                };
+                (status, t.elapsed().as_secs_f64())
+            })
+        })
+        .collect();
+    let mut out: Vec<(u16, f64)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    out.sort_by(|a, b| a.1.total_cmp(&b.1));
+    out
+}
+
+fn limit_plugins(redis: Option<&Redis>) {
+    // The backend: /conn answers after 1 s, everything else at once.
+    let (port, _) = recording(|r| {
+        if r.target.starts_with("/conn") {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        Reply::json("200 OK", "{\"ok\":true}")
+    });
+    let yaml = import("limits.apisix.yaml", redis);
+    let gw = Gw::start_with_env(&yaml, &[("UPSTREAM", &format!("127.0.0.1:{port}"))]);
+
+    // limit-req, nodelay (rate 1, burst 1): the burst is used at once, then APISIX's
+    // rejection with rejected_msg and the default 503.
+    let r: Vec<Resp> = (0..3).map(|_| call(&gw, "/req/nodelay", None)).collect();
+    assert_eq!(
+        r.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [200, 200, 503]
+    );
+    assert_eq!(r[2].body, "{\"error_msg\":\"slow down\"}\n");
+
+    // limit-req with delays (rate 2, burst 2): 4 at once → 3 admitted, delayed 0, 0.5 and
+    // 1 s (excess / rate), the 4th rejected at once.
+    let d = at_once(&gw, "/req/delay", 4);
+    assert_eq!(d.iter().filter(|(s, _)| *s == 503).count(), 1, "{d:?}");
+    let admitted: Vec<f64> = d.iter().filter(|(s, _)| *s == 200).map(|x| x.1).collect();
+    assert!(admitted[0] < 0.4, "{d:?}");
+    assert!((0.4..1.5).contains(&admitted[1]), "{d:?}");
+    assert!(admitted[2] >= 0.9, "{d:?}");
+
+    // limit-conn (conn 1, burst 1, delay 0.3 s) with a 1 s backend: 3 at once → one at
+    // once, one after the delay band's 0.3 s, one rejected.
+    let c = at_once(&gw, "/conn", 3);
+    assert_eq!(c[0].0, 503, "the third is rejected at once: {c:?}");
+    assert_eq!((c[1].0, c[2].0), (200, 200), "{c:?}");
+    assert!(
+        c[2].1 >= 1.25,
+        "the second waits the delay, then 1 s: {c:?}"
+    );
+
+    // limit-count (2 per 60 s) with its quota headers.
+    let r: Vec<Resp> = (0..3).map(|_| call(&gw, "/count", None)).collect();
+    assert_eq!(
+        r.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [200, 200, 503]
+    );
+    assert_eq!(r[0].header("x-ratelimit-limit"), Some("2"));
+    assert_eq!(r[0].header("x-ratelimit-remaining"), Some("1"));
+    assert_eq!(r[0].header("x-ratelimit-reset"), Some("60"));
+    assert_eq!(r[1].header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(r[2].header("x-ratelimit-remaining"), Some("0"));
+    let reset: f64 = r[2].header("x-ratelimit-reset").unwrap().parse().unwrap();
+    assert!(reset > 0.0 && reset <= 60.0);
+
+    // group: two routes, one counter (APISIX's /hello + /hello_chunked example).
+    assert_eq!(
+        statuses(&gw, &["/group/a", "/group/b", "/group/a", "/group/b"], None),
+        [200, 200, 503, 503]
+    );
+
+    // A service's limit-count is one counter for the routes using it.
+    assert_eq!(
+        statuses(&gw, &["/svc/a", "/svc/b", "/svc/a", "/svc/b"], None),
+        [200, 200, 200, 429]
+    );
+
+    // A consumer's limit-req counts across every route it calls (jack: rate 1, burst 1,
+    // nodelay, 429): /hello, /hello, /hello1 → 200, 200, 429.
+    assert_eq!(
+        statuses(&gw, &["/hello", "/hello", "/hello1"], Some("jack-key")),
+        [200, 200, 429]
+    );
+    assert_eq!(
+        call(&gw, "/hello", None).status,
+        401,
+        "key-auth on the route"
+    );
+
+    // rules [2 per 2 s, 3 per 5 s]: r3 is rejected by rule 1 (rule 2 stays at 2); after
+    // 2 s, r4 passes (rule 2 reaches 3) and r5 is rejected by rule 2.
+    assert_eq!(
+        statuses(&gw, &["/rules", "/rules", "/rules"], None),
+        [200, 200, 503]
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(statuses(&gw, &["/rules", "/rules"], None), [200, 503]);
+}
+
+fn ai_rate_limiting(redis: Option<&Redis>) {
+    let usage = r#"{"id":"c","object":"chat.completion","created":1,"model":"m",
+        "choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],
+        "usage":{"prompt_tokens":8,"completion_tokens":2,"total_tokens":10}}"#;
+    let (primary, seen_primary) = recording(move |_| Reply::json("200 OK", usage));
+    let (backup, seen_backup) = recording(move |_| Reply::json("200 OK", usage));
+    let yaml = import("ai.apisix.yaml", redis);
+    let gw = Gw::start_with_env(
+        &yaml,
+        &[
+            ("LLM", &format!("http://127.0.0.1:{primary}")),
+            ("LLM_BACKUP", &format!("http://127.0.0.1:{backup}")),
+        ],
+    );
+    let chat = |model: &str| {
+        post(
+            &gw.url("/v1/chat/completions"),
+            Some("app-key"),
+            &format!(
+                r#"{{"model":"{model}","max_tokens":2,"messages":[{{"role":"user","content":"hi"}}]}}"#
+            ),
+        )
+    };
+    // limit 30 per 60 s, 10 tokens a response: 200, 200, 200, then the configured 429.
+    let s: Vec<u16> = (0..4).map(|_| chat("small").status).collect();
+    assert_eq!(s, [200, 200, 200, 429]);
+    // ai-proxy-multi: the primary instance (priority 1) has 20 tokens; once they are used
+    // the backup instance serves.
+    let s: Vec<u16> = (0..3).map(|_| chat("pool").status).collect();
+    assert_eq!(s, [200, 200, 200]);
+    let small_calls = 3; // the `small` route's upstream is the primary's server too
+    assert_eq!(seen_primary.lock().unwrap().len(), small_calls + 2);
+    assert_eq!(seen_backup.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn limit_plugins_local_policy() {
+    limit_plugins(None);
+}
+
+#[test]
+fn limit_plugins_redis_policy() {
+    let redis = Redis::start();
+    limit_plugins(Some(&redis));
+}
+
+#[test]
+fn ai_rate_limiting_local_policy() {
+    ai_rate_limiting(None);
+}
+
+#[test]
+fn ai_rate_limiting_redis_policy() {
+    let redis = Redis::start();
+    ai_rate_limiting(Some(&redis));
+}
