@@ -67,6 +67,7 @@ fn every_fixture_imports_to_its_gateway_yaml() {
             .arg("check")
             .arg(&path)
             .env("OPENAI_KEY", "sk-test")
+            .env("TEAM_A_KEY", "sk-team-a")
             .output()
             .unwrap();
         assert!(

@@ -268,6 +268,81 @@ pub struct Place<'a> {
     pub shared: Option<&'a str>,
 }
 
+/// Fields every limit plugin may have that need no mapping of their own (they are read
+/// by [`Store::policy`] or have no effect on behaviour).
+const COMMON: [&str; 17] = [
+    "key",
+    "key_type",
+    "policy",
+    "rejected_code",
+    "rejected_msg",
+    "allow_degradation",
+    "redis_host",
+    "redis_port",
+    "redis_username",
+    "redis_password",
+    "redis_database",
+    "redis_timeout",
+    "redis_ssl",
+    "redis_ssl_verify",
+    "redis_keepalive_timeout",
+    "redis_keepalive_pool",
+    "_meta",
+];
+
+/// List the fields of `conf` that the import does not map.
+fn unknown_fields(plugin: &str, conf: &Value, at: &str, out: &mut Vec<Unmapped>) {
+    let own: &[&str] = match plugin {
+        "limit-req" => &["rate", "burst", "nodelay"],
+        "limit-conn" => &[
+            "conn",
+            "burst",
+            "default_conn_delay",
+            "only_use_default_delay",
+            "key_ttl",
+            "rules",
+        ],
+        "limit-count" => &[
+            "count",
+            "time_window",
+            "window_type",
+            "rules",
+            "group",
+            "show_limit_quota_header",
+            "sync_interval",
+            "redis_cluster_nodes",
+            "redis_cluster_name",
+            "redis_cluster_ssl",
+            "redis_cluster_ssl_verify",
+        ],
+        _ => &[
+            "limit",
+            "time_window",
+            "limit_strategy",
+            "instances",
+            "rules",
+            "show_limit_quota_header",
+            "redis_cluster_nodes",
+            "redis_cluster_name",
+        ],
+    };
+    let cluster = [
+        "redis_cluster_nodes",
+        "redis_cluster_name",
+        "redis_cluster_ssl",
+        "redis_cluster_ssl_verify",
+    ];
+    for k in conf.as_mapping().into_iter().flat_map(|m| m.keys()) {
+        let Some(k) = k.as_str() else { continue };
+        if !COMMON.contains(&k) && !own.contains(&k) && !cluster.contains(&k) {
+            out.push(Unmapped {
+                at: format!("{at}.{k}"),
+                what: "field not supported by the gateway".into(),
+            });
+        }
+    }
+}
+
 /// The gateway rules of a limit plugin (none for other plugins: `None`).
 pub fn rules(
     plugin: &str,
@@ -277,6 +352,9 @@ pub fn rules(
     out: &mut Vec<Unmapped>,
 ) -> Option<Vec<Value>> {
     let at = format!("{}.plugins.{plugin}", place.at);
+    if ["limit-req", "limit-conn", "limit-count"].contains(&plugin) {
+        unknown_fields(plugin, conf, &at, out);
+    }
     let group = place.shared.map(|g| s(format!("{g}-{plugin}")));
     let mut rules = Vec::new();
     match plugin {
@@ -425,6 +503,7 @@ pub fn token_rules(
     out: &mut Vec<Unmapped>,
 ) -> Vec<(Option<String>, Value)> {
     let at = format!("{at}.plugins.ai-rate-limiting");
+    unknown_fields("ai-rate-limiting", conf, &at, out);
     let strategy = match text(conf, "limit_strategy")
         .as_deref()
         .unwrap_or("total_tokens")
