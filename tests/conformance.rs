@@ -158,7 +158,12 @@ fn limit_plugins(redis: Option<&Redis>) {
     assert!(reset > 0.0 && reset <= 60.0);
     // Without rejected_msg: the OpenAI error body (APISIX sends an HTML page), status as
     // configured (APISIX's 503 default kept by the import).
-    assert_eq!(r[2].json()["error"]["code"], "rate_limit_exceeded", "{}", r[2].body);
+    assert_eq!(
+        r[2].json()["error"]["code"],
+        "rate_limit_exceeded",
+        "{}",
+        r[2].body
+    );
     assert!(r[2].header("retry-after").is_some());
 
     // group: two routes, one counter (APISIX's /hello + /hello_chunked example).

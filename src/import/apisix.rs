@@ -449,6 +449,22 @@ fn route(
         if !has("key-auth") {
             out.ai_without_auth.push(at.clone());
         }
+        const OPENAI: [&str; 5] = [
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/embeddings",
+            "/v1/messages",
+            "/v1/*",
+        ];
+        let paths = list(item, "uris").iter().chain(get(item, "uri"));
+        for u in paths.filter_map(Value::as_str) {
+            if !OPENAI.contains(&u) {
+                out.unmapped(
+                    format!("{at}.uri"),
+                    format!("AI routes are served on the OpenAI paths (/v1/chat/completions, …), not on `{u}`"),
+                );
+            }
+        }
         ai_route(
             &at,
             &plugins,
