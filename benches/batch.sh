@@ -15,14 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE_N=${RATE_N:-10000}
 RSS_N=${RSS_N:-50000}
-cargo build --release -q
-BIN=target/release/ai-rate-limiter
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 GW=$(port); GWM=$(port); RGW=$(port); RGWM=$(port); RP=$(port)
 command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)"; exit 1; }
 

@@ -31,53 +31,20 @@ batch: {{max_attempts: 2, webhook_secret: whsec-test{batch_extra}}}
     )
 }
 
-/// Upload `content` as a batch input file; returns the file object.
 fn upload(gw: &Gw, content: &str) -> Value {
-    let boundary = "XyZbOuNdArY";
-    let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n{content}\r\n--{boundary}--\r\n"
-    );
-    let r = agent()
-        .post(&gw.url("/v1/files"))
-        .set("authorization", &format!("Bearer {KEY}"))
-        .set(
-            "content-type",
-            &format!("multipart/form-data; boundary={boundary}"),
-        )
-        .send_string(&body)
-        .unwrap();
-    serde_json::from_str(&r.into_string().unwrap()).unwrap()
+    batches::upload(gw, KEY, content)
 }
 
-/// Create a chat batch on an uploaded input file.
 fn create(gw: &Gw, file: &Value) -> Value {
-    let body = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                      "completion_window": "24h"});
-    post(&gw.url("/v1/batches"), Some(KEY), &body.to_string()).json()
+    batches::create(gw, KEY, file)
 }
 
 fn wait_status(gw: &Gw, id: &str, want: &[&str]) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let b = get(&gw.url(&format!("/v1/batches/{id}")), Some(KEY)).json();
-        if want.contains(&b["status"].as_str().unwrap_or("")) {
-            return b;
-        }
-        assert!(Instant::now() < deadline, "batch stuck: {b}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    batches::wait_status(gw, KEY, id, want, 20)
 }
 
 fn lines(gw: &Gw, file: &Value) -> Vec<Value> {
-    let r = get(
-        &gw.url(&format!("/v1/files/{}/content", file.as_str().unwrap())),
-        Some(KEY),
-    );
-    assert_eq!(r.status, 200);
-    r.body
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    batches::lines(gw, KEY, file)
 }
 
 #[test]
@@ -303,16 +270,7 @@ fn inline_batch_results_as_jsonl_json_csv_and_one_request() {
 #[test]
 fn cancelling_one_pending_request() {
     let gw = gateway();
-    let requests: Vec<Value> = (0..40)
-        .map(|i| json!({"custom_id": format!("s{i}"), "body": {"model": "s", "messages": [{"role": "user", "content": "x"}]}}))
-        .collect();
-    let b = post(
-        &gw.url("/v1/batches"),
-        Some(KEY),
-        &json!({"endpoint": "/v1/chat/completions", "requests": requests}).to_string(),
-    )
-    .json();
-    let id = b["id"].as_str().unwrap().to_string();
+    let id = batches::create_inline(&gw, KEY, &batches::chat_requests(40, "s", "s"));
     wait_status(&gw, &id, &["in_progress"]);
     let r = post(
         &gw.url(&format!("/v1/batches/{id}/requests/s39/cancel")),
@@ -449,16 +407,7 @@ fn cli_submits_waits_and_downloads() {
 #[test]
 fn model_concurrency_caps_a_queue_and_follows_reloads() {
     let gw = Gw::start(&config(", model_concurrency: {s: 2}"));
-    let requests: Vec<Value> = (0..60)
-        .map(|i| json!({"custom_id": format!("c{i}"), "body": {"model": "s", "messages": [{"role": "user", "content": "x"}]}}))
-        .collect();
-    let b = post(
-        &gw.url("/v1/batches"),
-        Some(KEY),
-        &json!({"endpoint": "/v1/chat/completions", "requests": requests}).to_string(),
-    )
-    .json();
-    let id = b["id"].as_str().unwrap().to_string();
+    let id = batches::create_inline(&gw, KEY, &batches::chat_requests(60, "c", "s"));
     let running = || gw.metric("gateway_batch_running", &[("model", "s")]);
     // Sample the running requests of the queue for a while: at most the cap, and at it.
     let sample = |secs: u64| {

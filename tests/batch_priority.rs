@@ -7,7 +7,6 @@
 mod common;
 use common::redis::Redis;
 use common::*;
-use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-prio";
@@ -34,19 +33,7 @@ fn completed(gw: &Gw, id: &str) -> u64 {
 
 /// Run the scenario; returns the batch's rate alone and beside realtime traffic.
 fn realtime_beside_a_batch(gw: &Gw) -> (f64, f64) {
-    let requests: Vec<Value> = (0..1000)
-        .map(|i| {
-            json!({"custom_id": format!("b{i}"), "body": {"model": "p", "max_tokens": 2,
-                        "messages": [{"role": "user", "content": "x"}]}})
-        })
-        .collect();
-    let b = post(
-        &gw.url("/v1/batches"),
-        Some(KEY),
-        &json!({"endpoint": "/v1/chat/completions", "requests": requests}).to_string(),
-    )
-    .json();
-    let id = b["id"].as_str().expect("batch id").to_string();
+    let id = batches::create_inline(gw, KEY, &batches::chat_requests(1000, "b", "p"));
     // The batch alone: it may use the whole limit.
     std::thread::sleep(Duration::from_secs(1));
     let (a0, t0) = (completed(gw, &id), Instant::now());

@@ -30,20 +30,7 @@ batch: {{store: redis, concurrency: 32}}
 }
 
 fn upload(gw: &Gw, content: &str) -> Value {
-    let boundary = "XyZbOuNdArY";
-    let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n{content}\r\n--{boundary}--\r\n"
-    );
-    let r = agent()
-        .post(&gw.url("/v1/files"))
-        .set("authorization", &format!("Bearer {KEY}"))
-        .set(
-            "content-type",
-            &format!("multipart/form-data; boundary={boundary}"),
-        )
-        .send_string(&body)
-        .unwrap();
-    serde_json::from_str(&r.into_string().unwrap()).unwrap()
+    batches::upload(gw, KEY, content)
 }
 
 fn input(n: usize, model: impl Fn(usize) -> &'static str) -> String {
@@ -62,27 +49,11 @@ fn batch(gw: &Gw, id: &str) -> Value {
 }
 
 fn wait_status(gw: &Gw, id: &str, want: &str, secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let b = batch(gw, id);
-        if b["status"] == want {
-            return b;
-        }
-        assert!(Instant::now() < deadline, "batch stuck: {b}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    batches::wait_status(gw, KEY, id, &[want], secs)
 }
 
 fn lines(gw: &Gw, file: &Value) -> Vec<Value> {
-    let r = get(
-        &gw.url(&format!("/v1/files/{}/content", file.as_str().unwrap())),
-        Some(KEY),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    batches::lines(gw, KEY, file)
 }
 
 fn completed_here(gw: &Gw) -> f64 {
@@ -149,14 +120,10 @@ fn cancel_on_one_instance_ends_the_batch_everywhere() {
     let a = Gw::start(&config(&redis).replace("latency_ms: 5", "latency_ms: 200"));
     let b = Gw::start(&config(&redis).replace("latency_ms: 5", "latency_ms: 200"));
     let f = upload(&a, &input(500, |_| "m"));
-    let r = post(
-        &a.url("/v1/batches"),
-        Some(KEY),
-        &json!({"input_file_id": f["id"], "endpoint": "/v1/chat/completions",
-                "completion_window": "24h"})
-        .to_string(),
-    );
-    let id = r.json()["id"].as_str().unwrap().to_string();
+    let id = batches::create(&a, KEY, &f)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     wait_status(&a, &id, "in_progress", 20);
     std::thread::sleep(Duration::from_millis(500));
     let r = post(&b.url(&format!("/v1/batches/{id}/cancel")), Some(KEY), "");
@@ -181,14 +148,10 @@ fn sigkill_of_one_instance_mid_batch_loses_and_repeats_nothing() {
     let b = Gw::start(&config(&redis));
     let n = 10_000;
     let f = upload(&a, &input(n, |_| "m"));
-    let r = post(
-        &a.url("/v1/batches"),
-        Some(KEY),
-        &json!({"input_file_id": f["id"], "endpoint": "/v1/chat/completions",
-                "completion_window": "24h"})
-        .to_string(),
-    );
-    let id = r.json()["id"].as_str().unwrap().to_string();
+    let id = batches::create(&a, KEY, &f)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let done = batch(&b, &id)["request_counts"]["completed"]

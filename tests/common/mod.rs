@@ -4,6 +4,8 @@
 
 pub mod anthropic;
 pub mod azure;
+#[allow(dead_code)]
+pub mod batches;
 pub mod deepseek;
 pub mod fixture_server;
 pub mod redis;
