@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing on a fresh Debian machine (cmake for
-# Pingora, redis-server, promtool, openssl, a Python venv with the pinned OpenAI SDK), then
+# Pingora, redis-server, promtool, openssl, curl, chromium, a Python venv with the pinned OpenAI SDK), then
 # runs every test: clippy, Rust unit + integration tests (real binary, mock upstreams), and
 # the OpenAI Python SDK suite against the real gateway.
 set -euo pipefail
@@ -17,13 +17,15 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v python3 >/dev/null || missing+=(python3)
+command -v curl >/dev/null || missing+=(curl ca-certificates)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in cmake redis-server promtool openssl python3; do
+for tool in cmake redis-server promtool openssl python3 curl chromium; do
   command -v "$tool" >/dev/null || die "$tool is still missing after the install step"
 done
 

@@ -62,6 +62,12 @@ pub enum Command {
         /// The APISIX file (`apisix.yaml` or `apisix.json`).
         file: PathBuf,
     },
+    /// Ask a running gateway whether it is ready (for container health checks): exits 0
+    /// when `/ready` answers 200.
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:9091/ready")]
+        url: String,
+    },
     /// Validate a config file without serving: prints every problem with its path and
     /// exits non-zero if there is any.
     Check {

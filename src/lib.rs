@@ -18,3 +18,4 @@ pub mod providers;
 pub mod proxy;
 pub mod server;
 pub mod state;
+pub mod tls;

@@ -50,6 +50,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Health { url } => {
+            let agent = ureq::AgentBuilder::new()
+                .timeout(std::time::Duration::from_secs(2))
+                .build();
+            match agent.get(&url).call() {
+                Ok(r) if r.status() == 200 => ExitCode::SUCCESS,
+                Ok(r) => {
+                    eprintln!("{url}: {}", r.status());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{url}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { file } => match config::load_file(&file) {
             Ok(c) => {
                 println!(

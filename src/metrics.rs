@@ -54,6 +54,17 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
+    /// Requests answered so far, over every label (for the status page).
+    pub fn requests_count(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.requests
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(

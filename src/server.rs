@@ -85,6 +85,13 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         realtime: Default::default(),
         batch,
         cooldowns: Default::default(),
+        tls: match &config.server.tls {
+            Some(t) => Some(
+                crate::tls::ReloadableCert::new(&t.cert_file, &t.key_file)
+                    .map_err(|e| format!("server.tls: {e}"))?,
+            ),
+            None => None,
+        },
         runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),
     });
 
@@ -95,14 +102,15 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         },
         "proxy",
     );
-    match &config.server.tls {
-        Some(tls) => proxy
-            .add_tls(
-                &config.server.listen,
-                &tls.cert_file.display().to_string(),
-                &tls.key_file.display().to_string(),
-            )
-            .map_err(|e| format!("server.tls: {e}"))?,
+    match &state.tls {
+        // HTTP/2 and HTTP/1.1 by ALPN; the certificate comes from the reloadable resolver.
+        Some(cert) => {
+            let mut tls = pingora::listeners::tls::TlsSettings::intermediate("", "")
+                .map_err(|e| format!("server.tls: {e}"))?;
+            tls.set_cert_resolver(cert.clone());
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&config.server.listen, None, tls);
+        }
         None => proxy.add_tcp(&config.server.listen),
     }
     server.add_service(proxy);

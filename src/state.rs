@@ -28,6 +28,8 @@ pub struct GatewayState {
     pub batch: Option<Arc<dyn crate::batch::backend::Backend>>,
     /// Deployments cooling down after a provider 429, by deployment id.
     pub cooldowns: Cooldowns,
+    /// The proxy listener's certificate (with `server.tls`), swapped on reload.
+    pub tls: Option<Arc<crate::tls::ReloadableCert>>,
 }
 
 /// Until when each deployment that answered 429 is left alone.
@@ -35,6 +37,15 @@ pub struct GatewayState {
 pub struct Cooldowns(Mutex<HashMap<Arc<str>, Instant>>);
 
 impl Cooldowns {
+    /// Every deployment cooling down, with the time left.
+    pub fn all(&self) -> Vec<(Arc<str>, Duration)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        map.iter()
+            .filter_map(|(id, until)| Some((id.clone(), until.checked_duration_since(now)?)))
+            .collect()
+    }
+
     /// Time left in the deployment's cool-down, if any.
     pub fn remaining(&self, id: &str) -> Option<Duration> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,5 +1,8 @@
 //! The metrics/admin listener: `/metrics` (Prometheus text format), `/health` (the process
-//! is alive) and `/ready` (a config is loaded and the gateway can serve).
+//! is alive), `/ready` (a config is loaded and the gateway can serve), and the status page
+//! ([`status`]: `/status`, `/status.json`) behind the admin key.
+
+pub mod status;
 
 use crate::state::GatewayState;
 use async_trait::async_trait;
@@ -26,6 +29,33 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
+        if path == "/status" || path == "/status.json" {
+            let h = session.req_header();
+            let auth = h
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let query = h.uri.query().map(str::to_string);
+            if !status::authorized(&self.state, auth.as_deref(), query.as_deref()) {
+                return reply(
+                    401,
+                    "application/json",
+                    br#"{"error":"the status page needs admin.key (Authorization: Bearer <key> or ?key=)"}"#
+                        .to_vec(),
+                );
+            }
+            return if path == "/status" {
+                reply(
+                    200,
+                    "text/html; charset=utf-8",
+                    status::PAGE.as_bytes().to_vec(),
+                )
+            } else {
+                let body = status::snapshot(&self.state).await.to_string();
+                reply(200, "application/json", body.into_bytes())
+            };
+        }
         match path.as_str() {
             "/metrics" => reply(
                 200,

@@ -166,6 +166,8 @@ pub trait Backend: Send + Sync {
         custom_id: &str,
     ) -> StoreResult<Option<bool>>;
 
+    /// The newest batches of every consumer, at most `limit` (for the status page).
+    async fn overview(&self, limit: usize) -> StoreResult<Vec<Value>>;
     /// Requests waiting or running, over every batch (a gauge).
     async fn pending(&self) -> StoreResult<i64>;
     /// End what has to end: expired batches, cancels, batches with nothing left to run;

@@ -1155,6 +1155,17 @@ impl Backend for RedisBatches {
         Ok(Some(self.end_pending(id, Some(custom_id)).await? > 0))
     }
 
+    async fn overview(&self, limit: usize) -> StoreResult<Vec<Value>> {
+        let ids: Vec<String> = self.q(cmd("SMEMBERS").arg(self.k("active"))).await?;
+        let mut out = Vec::new();
+        for id in ids.iter().take(limit) {
+            if let Some(b) = self.batch_any(id).await? {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
     async fn pending(&self) -> StoreResult<i64> {
         let ids: Vec<String> = self.q(cmd("SMEMBERS").arg(self.k("active"))).await?;
         let mut n = 0;

@@ -823,6 +823,14 @@ impl Backend for Store {
     async fn pending(&self) -> StoreResult<i64> {
         text(Store::pending(self))
     }
+    async fn overview(&self, limit: usize) -> StoreResult<Vec<Value>> {
+        let db = self.db();
+        let mut st = text(db.prepare(&format!(
+            "{BATCH_SELECT} ORDER BY b.created_at DESC, b.id DESC LIMIT ?1"
+        )))?;
+        let rows = text(st.query_map([limit as i64], batch_object))?;
+        text(rows.collect())
+    }
     async fn settle(&self) -> StoreResult<Vec<String>> {
         Store::settle(self)
     }

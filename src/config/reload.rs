@@ -42,6 +42,21 @@ fn fingerprint(path: &PathBuf) -> Option<[u8; 32]> {
 }
 
 impl Reloader {
+    /// The config file's fingerprint, and the TLS files' (a renewed certificate reloads
+    /// too, without touching the config file).
+    fn watched(&self) -> Option<[u8; 32]> {
+        let mut h = Sha256::new();
+        h.update(fingerprint(&self.path)?);
+        if let Some(t) = &self.state.runtime.load().config.server.tls {
+            for f in [&t.cert_file, &t.key_file] {
+                h.update(fingerprint(f).unwrap_or_default());
+            }
+        }
+        Some(h.finalize().into())
+    }
+}
+
+impl Reloader {
     /// Load the file and swap it in. Returns whether the new config is in use.
     pub fn reload(&self, trigger: &str) -> bool {
         let m = &self.state.metrics;
@@ -52,6 +67,16 @@ impl Reloader {
                 let restart_only = restart_only_changes(&old.config, &config);
                 if !restart_only.is_empty() {
                     tracing::warn!(fields = ?restart_only, "config reload: these settings change only at restart");
+                }
+                if let (Some(cert), Some(t)) = (&self.state.tls, &config.server.tls) {
+                    match cert.reload(&t.cert_file, &t.key_file) {
+                        Ok(()) => {
+                            tracing::info!(cert = %t.cert_file.display(), "TLS certificate reloaded")
+                        }
+                        Err(e) => tracing::error!(
+                            "TLS certificate not reloaded, keeping the previous one: {e}"
+                        ),
+                    }
                 }
                 let generation = old.generation + 1;
                 self.state
@@ -109,20 +134,20 @@ impl BackgroundService for Reloader {
                 None
             }
         };
-        let mut last = fingerprint(&self.path);
+        let mut last = self.watched();
         loop {
             let reload_cfg = self.state.runtime.load().config.reload.clone();
             tokio::select! {
                 _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
-                    last = fingerprint(&self.path);
                     self.reload("sighup");
+                    last = self.watched();
                 }
                 _ = tokio::time::sleep(reload_cfg.poll_interval) => {
                     if reload_cfg.watch {
-                        let now = fingerprint(&self.path);
+                        let now = self.watched();
                         if now.is_some() && now != last {
-                            last = now;
                             self.reload("file_change");
+                            last = self.watched();
                         }
                     }
                 }

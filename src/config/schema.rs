@@ -38,6 +38,17 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// The admin pages of the metrics listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The status page (`/status` on the metrics listener).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Key for `/status` (`Authorization: Bearer <key>` or `?key=`); unset: the page is off.
+    pub key: Option<Secret>,
 }
 
 /// Listeners and process settings. Changing these needs a restart.

@@ -88,6 +88,15 @@ impl Queues {
 
 impl Queues {
     /// Requests waiting for `key` (a newcomer must queue behind them, not barge in).
+    /// Every queue holding requests, with its depth.
+    pub fn snapshot(&self) -> Vec<(Arc<str>, usize)> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .map(|(k, q)| (k.clone(), q.lock().len))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     pub fn depth(&self, key: &str) -> usize {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.get(key).map_or(0, |q| q.lock().len)

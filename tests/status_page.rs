@@ -1,0 +1,123 @@
+//! The status page on the metrics listener: behind the admin key, and in headless Chromium
+//! (Debian's `chromium`) it loads, shows live numbers that change under load, and a
+//! screenshot is written to `target/status-page.png`.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+const ADMIN: &str = "adm-1";
+
+fn gateway() -> Gw {
+    Gw::start(&format!(
+        r#"
+server: {{threads: 2}}
+consumers: [{{name: c, keys: [sk-c], limits: [{{name: rpm, count: {{count: 1000, time_window: 60s}}}}]}}]
+providers: [{{name: mock, kind: mock, mock: {{latency_ms: 20}}}}]
+models:
+  - name: m
+    deployments: [{{provider: mock, limits: [{{name: key-rpm, count: {{count: 500, time_window: 60s}}}}, {{name: key-conn, conn: {{conn: 8}}}}]}}]
+admin: {{key: {ADMIN}}}
+"#
+    ))
+}
+
+/// The page's DOM after its script has run (Chromium's virtual time budget).
+fn dom(url: &str) -> String {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=4000",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .expect("chromium is needed (apt-get install chromium)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text of the element with `id`.
+fn text_of(dom: &str, id: &str) -> String {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in {dom}"));
+    let rest = &dom[start..];
+    let open = rest.find('>').unwrap() + 1;
+    let close = rest[open..].find('<').unwrap();
+    rest[open..open + close].to_string()
+}
+
+#[test]
+fn status_page_needs_the_admin_key_and_shows_live_numbers_in_chromium() {
+    let gw = gateway();
+    let status = |q: &str| get(&gw.admin_url(&format!("/status{q}")), None);
+    assert_eq!(status("").status, 401);
+    assert_eq!(status("?key=wrong").status, 401);
+    let page = status(&format!("?key={ADMIN}"));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<title>ai-rate-limiter status</title>"));
+    let json = get(&gw.admin_url("/status.json"), Some(ADMIN)).json();
+    assert_eq!(json["models"][0]["name"], "m");
+    let d = &json["models"][0]["deployments"][0];
+    assert_eq!(d["provider"], "mock");
+    assert!(
+        !json.to_string().contains("sk-c"),
+        "no consumer key in the status"
+    );
+
+    let url = gw.admin_url(&format!("/status?key={ADMIN}"));
+    let before = dom(&url);
+    let n0: u64 = text_of(&before, "requests-total")
+        .parse()
+        .expect("a number");
+    for _ in 0..25 {
+        let r = post(
+            &gw.url("/v1/chat/completions"),
+            Some("sk-c"),
+            &chat_body("m", "hi", false),
+        );
+        assert_eq!(r.status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let after = dom(&url);
+    let n1: u64 = text_of(&after, "requests-total").parse().expect("a number");
+    assert!(n1 >= n0 + 25, "live numbers: {n0} → {n1}");
+    assert!(after.contains("key-rpm"), "deployment limits shown");
+    assert!(
+        after.contains("25 / 500"),
+        "usage of the key's window: {after}"
+    );
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../status-page.png");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=4000",
+            "--window-size=1200,900",
+            &format!("--screenshot={}", shot.display()),
+            &url,
+        ])
+        .output()
+        .expect("chromium");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+}
