@@ -256,6 +256,9 @@ impl Metrics {
         }
         for scope in crate::limits::rules::SCOPES {
             queue_depth.with_label_values(&[scope]);
+            for outcome in ["admitted", "timeout"] {
+                queue_wait.with_label_values(&[scope, outcome]);
+            }
         }
         for outcome in ["completed", "failed", "retried", "waited"] {
             batch_requests.with_label_values(&[outcome]);

@@ -72,6 +72,10 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     let metrics = Metrics::new();
     metrics.config_generation.set(1);
     let limiter = Limiter::new(&config.limits, metrics.redis.clone());
+    // Series present from the start, so dashboards see them before the first batch.
+    for m in &config.models {
+        metrics.batch_running.with_label_values(&[m.name.as_str()]);
+    }
     let batch = if config.batch.enabled {
         Some(batch_store(&config)?)
     } else {
