@@ -32,6 +32,11 @@ pub enum Command {
         /// Metrics/health listen address, overriding server.metrics_listen.
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,
+        /// Take over the listening sockets of a running gateway (zero-downtime restart):
+        /// start the new binary with --upgrade, then send SIGQUIT to the old process; it
+        /// hands its sockets over through server.upgrade_sock and drains.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Submit and follow batches on a running gateway (the OpenAI Files and Batches API).
     Batch {

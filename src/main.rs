@@ -86,6 +86,7 @@ fn main() -> ExitCode {
             config: path,
             listen,
             metrics_listen,
+            upgrade,
         } => {
             let config = match config::load_file(&path) {
                 Ok(c) => c,
@@ -102,6 +103,7 @@ fn main() -> ExitCode {
                     listen,
                     metrics_listen,
                 },
+                upgrade,
             }) {
                 Ok(s) => s,
                 Err(e) => {

@@ -28,6 +28,8 @@ pub struct ServeOptions {
     /// The file to watch for reloads (none: no reloading).
     pub config_path: Option<PathBuf>,
     pub overrides: Overrides,
+    /// Take over the sockets of a running gateway (graceful upgrade).
+    pub upgrade: bool,
 }
 
 /// Build the server with all services added; call `run_forever` on it.
@@ -36,16 +38,19 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         mut config,
         config_path,
         overrides,
+        upgrade,
     } = opts;
     overrides.apply(&mut config);
     // Pingora retries a busy address for 30 s (for graceful upgrades); a plain start should
-    // fail at once and say why.
+    // fail at once and say why. An upgrade takes the sockets over instead.
     for (name, addr) in [
         ("server.listen", &config.server.listen),
         ("server.metrics_listen", &config.server.metrics_listen),
     ] {
-        std::net::TcpListener::bind(addr)
-            .map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))?;
+        if !upgrade {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))?;
+        }
     }
     let ca_bundle = match &config.upstream.extra_ca_file {
         Some(extra) => Some(write_ca_bundle(extra)?),
@@ -64,9 +69,14 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         grace_period_seconds: Some(grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: config.upstream.pool_size,
+        upgrade_sock: upgrade_sock(&config).display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     let metrics = Metrics::new();
@@ -77,7 +87,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         metrics.batch_running.with_label_values(&[m.name.as_str()]);
     }
     let batch = if config.batch.enabled {
-        Some(batch_store(&config)?)
+        Some(batch_store(&config, upgrade)?)
     } else {
         None
     };
@@ -236,6 +246,7 @@ fn write_ca_bundle(extra: &PathBuf) -> Result<String, String> {
 /// The batch store the config asks for (see `batch.store`).
 fn batch_store(
     config: &crate::config::schema::Config,
+    upgrade: bool,
 ) -> Result<Arc<dyn crate::batch::backend::Backend>, String> {
     use crate::config::schema::{BatchStoreKind, LimitPolicy};
     let b = &config.batch;
@@ -251,6 +262,32 @@ fn batch_store(
             scratch,
         )?)
     } else {
-        Arc::new(crate::batch::store::Store::open(&b.data_dir)?)
+        let store = Arc::new(crate::batch::store::Store::open(&b.data_dir, upgrade)?);
+        if upgrade {
+            // The old process runs its requests for up to its grace period; what it left
+            // running after that was interrupted.
+            let s = store.clone();
+            let wait = config.server.shutdown_grace_period + Duration::from_secs(5);
+            std::thread::spawn(move || {
+                std::thread::sleep(wait);
+                match s.adopt_interrupted() {
+                    Ok(n) if n > 0 => tracing::warn!(
+                        requests = n,
+                        "batch requests the old process left running go back to pending"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "adopting interrupted batch requests"),
+                }
+            });
+        }
+        store
+    })
+}
+
+/// Where a graceful upgrade passes the listening sockets.
+pub fn upgrade_sock(config: &Config) -> PathBuf {
+    config.server.upgrade_sock.clone().unwrap_or_else(|| {
+        let port = config.server.listen.rsplit(':').next().unwrap_or("9080");
+        std::env::temp_dir().join(format!("ai-rate-limiter-{port}.sock"))
     })
 }

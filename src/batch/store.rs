@@ -23,6 +23,8 @@ pub struct Store {
     dir: PathBuf,
     /// Uploads in progress (inside the data dir, so taking one over is a rename).
     scratch: PathBuf,
+    /// This process's mark on the requests it runs.
+    me: String,
 }
 
 const SCHEMA: &str = "
@@ -52,28 +54,45 @@ CREATE INDEX IF NOT EXISTS requests_due ON requests (batch_id, state, line);
 
 impl Store {
     /// Open (or create) the store in `dir`; requests interrupted by a crash are pending again.
-    pub fn open(dir: &Path) -> Result<Store, String> {
+    /// Open the store in `dir`. `taking_over`: a graceful upgrade, whose old process is
+    /// still finishing its requests (see [`Store::adopt_interrupted`]); otherwise requests
+    /// left running by a previous process were interrupted and go back to pending.
+    pub fn open(dir: &Path, taking_over: bool) -> Result<Store, String> {
         std::fs::create_dir_all(dir.join("files"))
             .map_err(|e| format!("batch data dir {}: {e}", dir.display()))?;
         let db = Connection::open(dir.join("batches.sqlite3"))
             .map_err(|e| format!("opening the batch store: {e}"))?;
         db.execute_batch(SCHEMA)
             .map_err(|e| format!("batch store schema: {e}"))?;
-        db.execute(
-            "UPDATE requests SET state = 'pending' WHERE state = 'running'",
-            [],
-        )
-        .map_err(|e| e.to_string())?;
+        // Stores made before requests had an owner.
+        let _ = db.execute("ALTER TABLE requests ADD COLUMN owner TEXT", []);
         let scratch = dir.join("files").join("uploading");
-        // Uploads a crash interrupted are dropped.
-        let _ = std::fs::remove_dir_all(&scratch);
+        if !taking_over {
+            db.execute(
+                "UPDATE requests SET state = 'pending' WHERE state = 'running'",
+                [],
+            )
+            .map_err(|e| e.to_string())?;
+            // Uploads a crash interrupted are dropped.
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
         std::fs::create_dir_all(&scratch)
             .map_err(|e| format!("batch data dir {}: {e}", dir.display()))?;
         Ok(Store {
             db: Mutex::new(db),
             dir: dir.to_path_buf(),
             scratch,
+            me: new_id("proc-"),
         })
+    }
+
+    /// After a graceful upgrade, once the old process has had its grace period: requests
+    /// it left running were interrupted and go back to pending.
+    pub fn adopt_interrupted(&self) -> rusqlite::Result<usize> {
+        self.db().execute(
+            "UPDATE requests SET state = 'pending' WHERE state = 'running' AND owner IS NOT ?1",
+            [&self.me],
+        )
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -386,8 +405,8 @@ impl Store {
         };
         for c in &claimed {
             tx.execute(
-                "UPDATE requests SET state = 'running' WHERE batch_id = ?1 AND custom_id = ?2",
-                params![c.batch_id, c.custom_id],
+                "UPDATE requests SET state = 'running', owner = ?3 WHERE batch_id = ?1 AND custom_id = ?2",
+                params![c.batch_id, c.custom_id, self.me],
             )?;
         }
         tx.commit()?;

@@ -71,6 +71,9 @@ pub struct ServerConfig {
     /// After SIGTERM, how long in-flight requests may run before the process exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace_period: Duration,
+    /// The unix socket a graceful upgrade passes the listeners through (`run --upgrade`
+    /// plus SIGQUIT to the old process). Default: `/tmp/ai-rate-limiter-<listen port>.sock`.
+    pub upgrade_sock: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:9080".into(),
             metrics_listen: "127.0.0.1:9091".into(),
             tls: None,
+            upgrade_sock: None,
             threads: 0,
             work_stealing: false,
             max_body_bytes: 32 * 1024 * 1024,

@@ -63,6 +63,9 @@ impl Limiter {
             });
         }
         if let Some(r) = &self.redis {
+            if !r.is_up() {
+                r.first_connection().await;
+            }
             let fault = if r.is_up() {
                 let decision = match r.synced() {
                     Some(s) => synced::admit(r, s, required, alternatives, estimate_tokens).await,

@@ -155,6 +155,8 @@ pub struct RedisStore {
     releases: mpsc::UnboundedSender<ReleaseMsg>,
     release_rx: Mutex<Option<mpsc::UnboundedReceiver<ReleaseMsg>>>,
     up: AtomicBool,
+    /// Becomes true once the first connection attempt has an outcome.
+    attempted: tokio::sync::watch::Sender<bool>,
     metrics: RedisMetrics,
 }
 
@@ -191,6 +193,7 @@ impl RedisStore {
             releases: tx,
             release_rx: Mutex::new(Some(rx)),
             up: AtomicBool::new(false),
+            attempted: tokio::sync::watch::Sender::new(false),
             metrics,
         })
     }
@@ -198,6 +201,16 @@ impl RedisStore {
     /// Whether Redis answered the last call.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Right after start (or a graceful upgrade) the first connection is still being made:
+    /// wait for it (at most the Redis timeout) rather than answer as if Redis were down.
+    pub async fn first_connection(&self) {
+        if *self.attempted.borrow() {
+            return;
+        }
+        let mut rx = self.attempted.subscribe();
+        let _ = tokio::time::timeout(self.timeout, rx.wait_for(|done| *done)).await;
     }
 
     fn mark(&self, up: bool, why: &str) {
@@ -482,10 +495,14 @@ impl RedisStore {
                 Ok(c) => {
                     let _ = self.conn.set(c);
                     self.load_scripts().await;
+                    // Marks the store up (or down) before the first request decides.
+                    let _ = self.call::<i64>("ping", &self.ping.prepare_invoke()).await;
+                    self.attempted.send_replace(true);
                     return;
                 }
                 Err(e) => {
                     self.mark(false, "");
+                    self.attempted.send_replace(true);
                     tracing::warn!(error = %e.category(), "cannot connect to Redis yet, retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

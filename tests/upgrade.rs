@@ -1,0 +1,156 @@
+//! Zero-downtime restart: a new gateway started with `run --upgrade` takes over the
+//! listening sockets when the old one gets SIGQUIT, while clients keep sending requests.
+//! No request fails across the hand-over, and with the Redis policy the limiter's state
+//! carries on (the consumer's window keeps counting instead of starting again).
+
+mod common;
+use common::redis::Redis;
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "sk-up";
+
+fn spawn(config: &std::path::Path, log: &std::path::Path, upgrade: bool) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"));
+    cmd.arg("run").arg("--config").arg(config);
+    if upgrade {
+        cmd.arg("--upgrade");
+    }
+    cmd.stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("gateway binary")
+}
+
+fn wait_ready(metrics_port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent()
+        .get(&format!("http://127.0.0.1:{metrics_port}/ready"))
+        .call()
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "gateway not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn graceful_upgrade_hands_over_without_a_failed_request_and_keeps_limiter_state() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+server: {{listen: "127.0.0.1:{port}", metrics_listen: "127.0.0.1:{metrics_port}", threads: 2,
+          shutdown_grace_period: 5s, upgrade_sock: "{sock}"}}
+consumers: [{{name: c, keys: ["{KEY}"], limits: [{{name: window, count: {{count: 100000, time_window: 600s}}}}]}}]
+providers: [{{name: mock, kind: mock, mock: {{latency_ms: 10}}}}]
+models: [{{name: m, deployments: [{{provider: mock}}]}}]
+limits: {{policy: redis, redis: {{url: "{redis}"}}}}
+batch: {{enabled: false}}
+"#,
+            sock = dir.path().join("upgrade.sock").display(),
+            redis = redis.url()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("gateway.log");
+    let mut old = spawn(&config, &log, false);
+    wait_ready(metrics_port);
+
+    // Clients: a fresh connection per request, so every request meets whichever process
+    // is accepting at that moment.
+    let stop = Arc::new(AtomicBool::new(false));
+    let results: Arc<Mutex<Vec<Result<u64, String>>>> = Arc::default();
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, results, url) = (stop.clone(), results.clone(), url.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = ureq::AgentBuilder::new()
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .post(&url)
+                        .set("authorization", &format!("Bearer {KEY}"))
+                        .set("content-type", "application/json")
+                        .send_string(&chat_body("m", "hi", false));
+                    let outcome = match r {
+                        Ok(r) => r
+                            .header("x-ratelimit-remaining-requests")
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .ok_or_else(|| "no quota header".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    results.lock().unwrap().push(outcome);
+                }
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(800));
+    let before_upgrade = results.lock().unwrap().len();
+    let new = spawn(&config, &log, true);
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) with the pid of our own child process.
+    unsafe {
+        libc::kill(old.id() as i32, libc::SIGQUIT);
+    }
+    let status = {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = old.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "the old process did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let mut new = new;
+    let served_by_new = agent()
+        .get(&format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .call()
+        .map(|r| metric_sum(&r.into_string().unwrap(), "gateway_requests_total", &[]))
+        .unwrap_or(0.0);
+    let _ = new.kill();
+    let _ = new.wait();
+
+    let results = results.lock().unwrap();
+    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    eprintln!(
+        "{} requests ({before_upgrade} before the upgrade), {} failed; old exited with {status}; \
+         the new process served {served_by_new}",
+        results.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "failed across the hand-over: {failures:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(results.len() >= 100, "too few requests: {}", results.len());
+    assert!(served_by_new > 0.0, "the new process served requests");
+    // The window kept counting across processes: every admitted request is in it once.
+    let lowest = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .min()
+        .unwrap();
+    assert_eq!(100_000 - lowest, results.len() as u64, "one shared window");
+}
