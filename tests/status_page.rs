@@ -23,17 +23,17 @@ admin: {{key: {ADMIN}}}
     ))
 }
 
-/// The page's DOM after its script has run (Chromium's virtual time budget).
-fn dom(url: &str) -> String {
+/// Run headless Chromium on `url` (its scripts get 4 s of virtual time); stdout.
+fn chromium(url: &str, extra: &[&str]) -> String {
     let out = Command::new("chromium")
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
             "--virtual-time-budget=4000",
-            "--dump-dom",
-            url,
         ])
+        .args(extra)
+        .arg(url)
         .output()
         .expect("chromium is needed (apt-get install chromium)");
     assert!(
@@ -42,6 +42,11 @@ fn dom(url: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The page's DOM after its script has run.
+fn dom(url: &str) -> String {
+    chromium(url, &["--dump-dom"])
 }
 
 /// The text of the element with `id`.
@@ -97,22 +102,12 @@ fn status_page_needs_the_admin_key_and_shows_live_numbers_in_chromium() {
     );
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../status-page.png");
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--virtual-time-budget=4000",
+    chromium(
+        &url,
+        &[
             "--window-size=1200,900",
             &format!("--screenshot={}", shot.display()),
-            &url,
-        ])
-        .output()
-        .expect("chromium");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(
