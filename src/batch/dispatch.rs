@@ -124,6 +124,7 @@ impl Dispatcher {
         }
         if let Ok(n) = store.pending().await {
             self.state.metrics.batch_queue.set(n);
+            self.state.realtime.set_active(n > 0);
         }
         Ok(())
     }

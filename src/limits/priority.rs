@@ -124,10 +124,13 @@ pub fn conn_room(l: &ConnLimit, in_flight: u64, rate: f64) -> Result<(), u64> {
     }
 }
 
-/// Realtime admission calls per counter, for the batch priority class.
+/// Realtime admission calls per counter, for the batch priority class. Counted only while
+/// batch work is waiting or running ([`RealtimeRates::set_active`]), so realtime requests
+/// pay nothing for it otherwise; when a batch starts, the rates fill within a second.
 pub struct RealtimeRates {
     map: Mutex<HashMap<std::sync::Arc<str>, Seconds>>,
     epoch: Instant,
+    active: std::sync::atomic::AtomicBool,
 }
 
 /// Calls in the current and the previous whole second.
@@ -143,6 +146,7 @@ impl Default for RealtimeRates {
         RealtimeRates {
             map: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            active: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -174,8 +178,17 @@ impl RealtimeRates {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Count one realtime admission call on each counter.
+    /// Whether batch work is waiting or running (set by the dispatcher).
+    pub fn set_active(&self, active: bool) {
+        self.active
+            .store(active, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Count one realtime admission call on each counter (while batch work is active).
     pub fn note<'k>(&self, keys: impl Iterator<Item = &'k std::sync::Arc<str>>) {
+        if !self.active.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let now = self.second();
         let mut map = self.lock();
         if map.len() > 4096 {
@@ -293,6 +306,13 @@ mod tests {
     fn rates_count_the_last_whole_second() {
         let r = RealtimeRates::default();
         let k: std::sync::Arc<str> = "k".into();
+        r.note(std::iter::once(&k));
+        assert_eq!(
+            r.rate("k"),
+            0.0,
+            "not counted while no batch work is active"
+        );
+        r.set_active(true);
         for _ in 0..7 {
             r.note(std::iter::once(&k));
         }

@@ -221,7 +221,6 @@ pub async fn admit(
     observe(state, all, &result);
     let realtime = &state.realtime;
     match &result {
-        _ if state.batch.is_none() => {}
         Ok(a) => realtime.note(
             required
                 .iter()
