@@ -9,7 +9,7 @@ use std::time::Duration;
 
 const ADMIN: &str = "adm-1";
 
-fn gateway() -> Gw {
+fn gateway(extra: &str) -> Gw {
     Gw::start(&format!(
         r#"
 server: {{threads: 2}}
@@ -19,6 +19,7 @@ models:
   - name: m
     deployments: [{{provider: mock, limits: [{{name: key-rpm, count: {{count: 500, time_window: 60s}}}}, {{name: key-conn, conn: {{conn: 8}}}}]}}]
 admin: {{key: {ADMIN}}}
+{extra}
 "#
     ))
 }
@@ -62,7 +63,7 @@ fn text_of(dom: &str, id: &str) -> String {
 
 #[test]
 fn status_page_needs_the_admin_key_and_shows_live_numbers_in_chromium() {
-    let gw = gateway();
+    let gw = gateway("");
     let status = |q: &str| get(&gw.admin_url(&format!("/status{q}")), None);
     assert_eq!(status("").status, 401);
     assert_eq!(status("?key=wrong").status, 401);
@@ -115,4 +116,39 @@ fn status_page_needs_the_admin_key_and_shows_live_numbers_in_chromium() {
         "{} bytes",
         png.len()
     );
+}
+
+#[test]
+fn with_the_redis_policy_usage_is_read_from_the_shared_counters() {
+    let redis = common::redis::Redis::start();
+    let a = gateway(&format!(
+        "limits: {{policy: redis, redis: {{url: \"{}\"}}}}",
+        redis.url()
+    ));
+    let b = gateway(&format!(
+        "limits: {{policy: redis, redis: {{url: \"{}\"}}}}",
+        redis.url()
+    ));
+    for gw in [&a, &b, &a] {
+        for _ in 0..5 {
+            let r = post(
+                &gw.url("/v1/chat/completions"),
+                Some("sk-c"),
+                &chat_body("m", "hi", false),
+            );
+            assert_eq!(r.status, 200);
+        }
+    }
+    // Either instance shows the fleet's usage of the key's window.
+    for gw in [&a, &b] {
+        let json = get(&gw.admin_url("/status.json"), Some(ADMIN)).json();
+        let limits = &json["models"][0]["deployments"][0]["limits"];
+        assert_eq!(
+            limits[0]["rule"], "deployment:mock:m:nokey/key-rpm",
+            "{json}"
+        );
+        assert_eq!(limits[0]["used"], 15.0, "{json}");
+        assert_eq!(limits[1]["used"], 0.0, "no request in flight: {json}");
+        assert_eq!(json["policy"], "redis");
+    }
 }

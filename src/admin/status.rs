@@ -3,6 +3,9 @@
 //! depth, the latest batches with their progress, and the request counters. The page
 //! (`status.html`) fetches the JSON every second and redraws itself.
 //!
+//! Limit usage comes from this instance's counters with the `local` policy and from Redis
+//! (one pipelined read per rule list) with the shared ones.
+//!
 //! It is served only when `admin.key` is set, to requests carrying it
 //! (`Authorization: Bearer <key>`, or `?key=` for a browser). Provider keys never appear:
 //! a deployment is named by its id (`deployment:<provider>:<model>:<key digest>`).
@@ -41,73 +44,85 @@ pub fn authorized(state: &GatewayState, auth: Option<&str>, query: Option<&str>)
     })
 }
 
-/// A rule's current usage in the local store (scope-wide counters; per-key ones are
-/// summarised by their count).
-fn usage(store: &LocalStore, r: &Rule) -> Value {
-    if r.key.is_some() {
-        return json!({"rule": &*r.id, "per_key": true});
+/// A rule's limit and what its usage counts.
+fn unit(r: &Rule) -> (f64, &'static str) {
+    match &r.kind {
+        RuleKind::Req(l) => (l.burst.max(1.0), "burst in use"),
+        RuleKind::Conn(l) => (l.conn as f64, "in flight"),
+        RuleKind::Count(l) => (l.count as f64, "requests this window"),
+        RuleKind::Tokens(l, _) => (l.limit as f64, "tokens this window"),
     }
+}
+
+/// A rule's current usage in the local store.
+fn local_usage(store: &LocalStore, r: &Rule) -> f64 {
     let now = store.now_ms();
     let slot = store.update(&r.id, |s| (s, s));
-    let (used, limit, what) = match (r.kind.clone(), slot) {
-        (RuleKind::Req(l), s) => {
-            let excess = s.and_then(Slot::req).map_or(0.0, |st| {
-                let leaked = l.rate * now.saturating_sub(st.last_ms) as f64;
-                (st.excess as f64 - leaked).max(0.0) / 1000.0
-            });
-            (excess, l.burst.max(1.0), "burst in use")
-        }
-        (RuleKind::Conn(l), s) => (
-            s.and_then(Slot::conn).unwrap_or(0) as f64,
-            l.conn as f64,
-            "in flight",
-        ),
-        (RuleKind::Count(l), s) => (
-            s.and_then(Slot::count)
-                .filter(|c| now < c.window_end_ms)
-                .map_or(0, |c| c.consumed) as f64,
-            l.count as f64,
-            "requests this window",
-        ),
-        (RuleKind::Tokens(l, _), s) => (
-            s.and_then(Slot::tokens)
-                .filter(|t| now < t.window_end_ms)
-                .map_or(0, |t| t.committed + t.reserved) as f64,
-            l.limit as f64,
-            "tokens this window",
-        ),
+    match (&r.kind, slot) {
+        (RuleKind::Req(l), s) => s.and_then(Slot::req).map_or(0.0, |st| {
+            let leaked = l.rate * now.saturating_sub(st.last_ms) as f64;
+            (st.excess as f64 - leaked).max(0.0) / 1000.0
+        }),
+        (RuleKind::Conn(_), s) => s.and_then(Slot::conn).unwrap_or(0) as f64,
+        (RuleKind::Count(_), s) => s
+            .and_then(Slot::count)
+            .filter(|c| now < c.window_end_ms)
+            .map_or(0, |c| c.consumed) as f64,
+        (RuleKind::Tokens(..), s) => s
+            .and_then(Slot::tokens)
+            .filter(|t| now < t.window_end_ms)
+            .map_or(0, |t| t.committed + t.reserved) as f64,
+    }
+}
+
+/// Usage of every rule (scope-wide counters; per-key ones are summarised), from the local
+/// store or, with a shared policy, from Redis in one round trip.
+async fn usages(state: &GatewayState, rules: &[&Rule]) -> Vec<Value> {
+    let keyless: Vec<&Rule> = rules.iter().copied().filter(|r| r.key.is_none()).collect();
+    let shared = match state.limiter.redis() {
+        Some(redis) => redis.usage(&keyless).await.ok(),
+        None => None,
     };
-    json!({"rule": &*r.id, "used": used, "limit": limit, "what": what})
+    let mut shared = shared.map(|v| v.into_iter());
+    rules
+        .iter()
+        .map(|r| {
+            if r.key.is_some() {
+                return json!({"rule": &*r.id, "per_key": true});
+            }
+            let used = match shared.as_mut() {
+                Some(it) => it.next().unwrap_or(0.0),
+                None => local_usage(&state.limiter.local, r),
+            };
+            let (limit, what) = unit(r);
+            json!({"rule": &*r.id, "used": used, "limit": limit, "what": what})
+        })
+        .collect()
 }
 
 /// The page's data.
 pub async fn snapshot(state: &GatewayState) -> Value {
     let rt = state.runtime.load_full();
-    let store = &state.limiter.local;
     let cooling: std::collections::HashMap<String, f64> = state
         .cooldowns
         .all()
         .into_iter()
         .map(|(id, left)| (id.to_string(), left.as_secs_f64()))
         .collect();
-    let models: Vec<Value> = rt
-        .listed_models
-        .iter()
-        .filter_map(|name| rt.model(name))
-        .map(|m| {
-            let deployments: Vec<Value> = m
-                .deployments
-                .iter()
-                .map(|d| {
-                    json!({"id": &*d.id, "provider": &*d.provider.name, "model": d.model,
-                           "cooldown_seconds": cooling.get(&*d.id),
-                           "limits": d.limits.iter().map(|r| usage(store, r)).collect::<Vec<_>>()})
-                })
-                .collect();
-            json!({"name": &*m.name, "deployments": deployments,
-                   "limits": m.limits.iter().map(|r| usage(store, r)).collect::<Vec<_>>()})
-        })
-        .collect();
+    let mut models = Vec::new();
+    for m in rt.listed_models.iter().filter_map(|name| rt.model(name)) {
+        let mut deployments = Vec::new();
+        for d in &m.deployments {
+            let rules: Vec<&Rule> = d.limits.iter().collect();
+            deployments.push(
+                json!({"id": &*d.id, "provider": &*d.provider.name, "model": d.model,
+                "cooldown_seconds": cooling.get(&*d.id), "limits": usages(state, &rules).await}),
+            );
+        }
+        let rules: Vec<&Rule> = m.limits.iter().collect();
+        models.push(json!({"name": &*m.name, "deployments": deployments,
+                           "limits": usages(state, &rules).await}));
+    }
     let queues: Vec<Value> = state
         .queues
         .snapshot()

@@ -454,6 +454,104 @@ impl RedisStore {
         }))
     }
 
+    /// How much of each scope-wide rule is in use now, read from Redis (for the status
+    /// page): in the rule's unit (bucket excess in requests, slots, requests or tokens of
+    /// the window). One pipelined round trip.
+    pub async fn usage(&self, rules: &[&super::rules::Rule]) -> Result<Vec<f64>, RedisFault> {
+        let conn = self
+            .conn
+            .get()
+            .ok_or_else(|| RedisFault("not connected yet".into()))?;
+        let mut p = redis::pipe();
+        p.cmd("TIME");
+        for r in rules {
+            let key = self.key(&r.kind, &r.id);
+            match r.kind {
+                RuleKind::Req(_) => p.cmd("HMGET").arg(&key).arg("excess").arg("last"),
+                RuleKind::Conn(_) => p.cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES"),
+                RuleKind::Count(_) => p.cmd("GET").arg(&key),
+                RuleKind::Tokens(..) => p.cmd("HMGET").arg(&key).arg("c").arg("e"),
+            };
+            if let RuleKind::Tokens(..) = r.kind {
+                p.cmd("ZRANGE")
+                    .arg(format!("{key}:r"))
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES");
+            }
+        }
+        let out: Vec<redis::Value> = tokio::time::timeout(self.timeout, conn.pipe(&p))
+            .await
+            .map_err(|_| RedisFault("no answer".into()))?
+            .map_err(|e| RedisFault(e.to_string()))?;
+        let mut it = out.into_iter();
+        let (secs, micros): (i64, i64) = it
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .ok_or_else(|| RedisFault("TIME".into()))?;
+        let now = (secs * 1000 + micros / 1000) as f64;
+        let num = |v: Option<redis::Value>| -> Option<f64> {
+            v.and_then(|v| redis::from_redis_value::<Option<String>>(v).ok().flatten())
+                .and_then(|s| s.parse().ok())
+        };
+        // (member, score) pairs still live at `now`.
+        let live = |v: Option<redis::Value>| -> Vec<(String, f64)> {
+            v.and_then(|v| redis::from_redis_value::<Vec<(String, f64)>>(v).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, score)| *score > now)
+                .collect()
+        };
+        let mut used = Vec::with_capacity(rules.len());
+        for r in rules {
+            let u = match r.kind {
+                RuleKind::Req(l) => {
+                    let pair: Vec<Option<String>> = it
+                        .next()
+                        .and_then(|v| redis::from_redis_value(v).ok())
+                        .unwrap_or_default();
+                    let get = |i: usize| {
+                        pair.get(i)
+                            .cloned()
+                            .flatten()
+                            .and_then(|s| s.parse::<f64>().ok())
+                    };
+                    match (get(0), get(1)) {
+                        (Some(e), Some(last)) => {
+                            (e - l.rate * 1000.0 * (now - last).max(0.0) / 1000.0).max(0.0) / 1000.0
+                        }
+                        _ => 0.0,
+                    }
+                }
+                RuleKind::Conn(_) => live(it.next()).len() as f64,
+                RuleKind::Count(_) => num(it.next()).unwrap_or(0.0),
+                RuleKind::Tokens(..) => {
+                    let pair: Vec<Option<String>> = it
+                        .next()
+                        .and_then(|v| redis::from_redis_value(v).ok())
+                        .unwrap_or_default();
+                    let get = |i: usize| {
+                        pair.get(i)
+                            .cloned()
+                            .flatten()
+                            .and_then(|s| s.parse::<f64>().ok())
+                    };
+                    let committed = match (get(0), get(1)) {
+                        (Some(c), Some(end)) if end > now => c,
+                        _ => 0.0,
+                    };
+                    let reserved: f64 = live(it.next())
+                        .iter()
+                        .filter_map(|(m, _)| m.rsplit('|').next()?.parse::<f64>().ok())
+                        .sum();
+                    committed + reserved
+                }
+            };
+            used.push(u);
+        }
+        Ok(used)
+    }
+
     fn lock_leases(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<(String, String)>>> {
         self.leases.lock().unwrap_or_else(|p| p.into_inner())
     }
