@@ -502,41 +502,32 @@ impl RedisStore {
                 .filter(|(_, score)| *score > now)
                 .collect()
         };
+        // The two fields of an HMGET, as numbers.
+        let two = |v: Option<redis::Value>| -> (Option<f64>, Option<f64>) {
+            let pair: Vec<Option<String>> = v
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or_default();
+            let get = |i: usize| {
+                pair.get(i)
+                    .cloned()
+                    .flatten()
+                    .and_then(|s| s.parse::<f64>().ok())
+            };
+            (get(0), get(1))
+        };
         let mut used = Vec::with_capacity(rules.len());
         for r in rules {
             let u = match r.kind {
-                RuleKind::Req(l) => {
-                    let pair: Vec<Option<String>> = it
-                        .next()
-                        .and_then(|v| redis::from_redis_value(v).ok())
-                        .unwrap_or_default();
-                    let get = |i: usize| {
-                        pair.get(i)
-                            .cloned()
-                            .flatten()
-                            .and_then(|s| s.parse::<f64>().ok())
-                    };
-                    match (get(0), get(1)) {
-                        (Some(e), Some(last)) => {
-                            (e - l.rate * 1000.0 * (now - last).max(0.0) / 1000.0).max(0.0) / 1000.0
-                        }
-                        _ => 0.0,
+                RuleKind::Req(l) => match two(it.next()) {
+                    (Some(e), Some(last)) => {
+                        (e - l.rate * 1000.0 * (now - last).max(0.0) / 1000.0).max(0.0) / 1000.0
                     }
-                }
+                    _ => 0.0,
+                },
                 RuleKind::Conn(_) => live(it.next()).len() as f64,
                 RuleKind::Count(_) => num(it.next()).unwrap_or(0.0),
                 RuleKind::Tokens(..) => {
-                    let pair: Vec<Option<String>> = it
-                        .next()
-                        .and_then(|v| redis::from_redis_value(v).ok())
-                        .unwrap_or_default();
-                    let get = |i: usize| {
-                        pair.get(i)
-                            .cloned()
-                            .flatten()
-                            .and_then(|s| s.parse::<f64>().ok())
-                    };
-                    let committed = match (get(0), get(1)) {
+                    let committed = match two(it.next()) {
                         (Some(c), Some(end)) if end > now => c,
                         _ => 0.0,
                     };
