@@ -3,7 +3,7 @@
 //! files and batches. Uploads are written to disk as they arrive, then handed to the store;
 //! file contents and results are sent in chunks, never held whole.
 
-use super::backend::{new_id, now, Backend, FileRow, NewBatch};
+use super::backend::{new_id, now, Backend, FileRow, NewBatch, FILE_LIFETIME_SECS};
 use crate::errors::GatewayError;
 use crate::proxy::{respond, RequestCtx};
 use crate::state::GatewayState;
@@ -338,7 +338,7 @@ async fn inline_file(
         filename: "inline.jsonl".into(),
         bytes,
         created_at: now(),
-        expires_at: Some(now() + 30 * 86_400),
+        expires_at: Some(now() + FILE_LIFETIME_SECS),
     };
     drop(out);
     let added = store.add_file(who, &row, &path).await.map_err(internal);
@@ -554,7 +554,7 @@ async fn upload(
         GatewayError::bad_request("Missing required parameter: 'file'.", Some("file"))
     })?;
     if purpose == "batch" {
-        file.expires_at = Some(file.created_at + 30 * 86_400);
+        file.expires_at = Some(file.created_at + FILE_LIFETIME_SECS);
     }
     file.purpose = purpose;
     if let Some(tmp) = &scratch {

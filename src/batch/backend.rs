@@ -26,7 +26,22 @@ pub struct FileRow {
     pub expires_at: Option<i64>,
 }
 
+/// How long batch input and output files are kept (OpenAI: 30 days).
+pub const FILE_LIFETIME_SECS: i64 = 30 * 86_400;
+
 impl FileRow {
+    /// A batch's output or error file (`name`: `batch_output.jsonl` / `batch_errors.jsonl`).
+    pub fn batch_output(id: String, batch_id: &str, name: &str, bytes: u64) -> FileRow {
+        FileRow {
+            id,
+            purpose: "batch_output".into(),
+            filename: format!("{batch_id}_{name}"),
+            bytes,
+            created_at: now(),
+            expires_at: Some(now() + FILE_LIFETIME_SECS),
+        }
+    }
+
     pub fn object(&self) -> Value {
         json!({"id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
                "expires_at": self.expires_at, "filename": self.filename, "purpose": self.purpose,

@@ -679,14 +679,7 @@ impl Store {
             };
             self.insert_file(
                 consumer.as_deref(),
-                &FileRow {
-                    id: fid.clone(),
-                    purpose: "batch_output".into(),
-                    filename: format!("{id}_{name}"),
-                    bytes,
-                    created_at: now(),
-                    expires_at: Some(now() + 30 * 86_400),
-                },
+                &FileRow::batch_output(fid.clone(), id, name, bytes),
             )
             .map_err(e)?;
             *file_id = Some(fid);

@@ -148,14 +148,7 @@ impl RedisBatches {
                 written.push(None);
                 continue;
             }
-            let row = FileRow {
-                id: fid.clone(),
-                purpose: "batch_output".into(),
-                filename: format!("{id}_{name}"),
-                bytes,
-                created_at: now(),
-                expires_at: Some(now() + 30 * 86_400),
-            };
+            let row = FileRow::batch_output(fid.clone(), id, name, bytes);
             self.put_file_meta(consumer, &row).await?;
             written.push(Some(fid.clone()));
         }
