@@ -23,6 +23,8 @@ pub struct Metrics {
     pub limit_delay: prometheus::Histogram,
     /// Round trips, errors and degraded state of the shared (Redis) limit store.
     pub redis: crate::limits::redis::RedisMetrics,
+    /// Size and evictions of the in-process limit counters.
+    pub local: crate::limits::slots::SlotMetrics,
     /// `gateway_limit_queue_depth{scope}`: requests waiting for headroom.
     pub queue_depth: IntGaugeVec,
     /// `gateway_limit_queue_wait_seconds{scope,outcome}`: how long queued requests waited.
@@ -164,6 +166,7 @@ impl Metrics {
             )
             .expect("valid metric"),
         };
+        let local = crate::limits::slots::SlotMetrics::new();
         let queue_depth = IntGaugeVec::new(
             Opts::new(
                 "gateway_limit_queue_depth",
@@ -240,6 +243,8 @@ impl Metrics {
             Box::new(redis.duration.clone()),
             Box::new(redis.errors.clone()),
             Box::new(redis.degraded.clone()),
+            Box::new(local.keys.clone()),
+            Box::new(local.evictions.clone()),
             Box::new(queue_depth.clone()),
             Box::new(queue_wait.clone()),
             Box::new(provider_remaining.clone()),
@@ -290,6 +295,7 @@ impl Metrics {
             },
             limit_delay,
             redis,
+            local,
             queue_depth,
             queue_wait,
             provider_remaining,

@@ -81,7 +81,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
 
     let metrics = Metrics::new();
     metrics.config_generation.set(1);
-    let limiter = Limiter::new(&config.limits, metrics.redis.clone());
+    let limiter = Limiter::new(&config.limits, metrics.redis.clone(), metrics.local.clone());
     // Series present from the start, so dashboards see them before the first batch.
     for m in &config.models {
         metrics.batch_running.with_label_values(&[m.name.as_str()]);

@@ -57,7 +57,7 @@ fn unit(r: &Rule) -> (f64, &'static str) {
 /// A rule's current usage in the local store.
 fn local_usage(store: &LocalStore, r: &Rule) -> f64 {
     let now = store.now_ms();
-    let slot = store.update(&r.id, |s| (s, s));
+    let slot = store.get(&r.id);
     match (&r.kind, slot) {
         (RuleKind::Req(l), s) => s.and_then(Slot::req).map_or(0.0, |st| {
             let leaked = l.rate * now.saturating_sub(st.last_ms) as f64;

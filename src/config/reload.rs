@@ -118,8 +118,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         out.push("batch.enabled/store/data_dir");
     }
-    if old.limits.policy != new.limits.policy || old.limits.redis != new.limits.redis {
-        out.push("limits.policy/redis");
+    if old.limits.policy != new.limits.policy
+        || old.limits.redis != new.limits.redis
+        || old.limits.local_max_keys != new.limits.local_max_keys
+    {
+        out.push("limits.policy/redis/local_max_keys");
     }
     out
 }

@@ -557,6 +557,10 @@ pub struct LimitsConfig {
     /// bound). Unset: every decision is made in Redis.
     #[serde(with = "humantime_serde")]
     pub sync_interval: Option<Duration>,
+    /// Most limit counters held in this instance's memory (the `local` policy and the
+    /// degraded fallback). When full, a new counter evicts the one due to end soonest
+    /// (`gateway_limiter_local_evictions_total`); that key starts afresh.
+    pub local_max_keys: usize,
 }
 
 impl Default for LimitsConfig {
@@ -567,6 +571,7 @@ impl Default for LimitsConfig {
             allow_degradation: false,
             lease_ttl: Duration::from_secs(15),
             sync_interval: None,
+            local_max_keys: crate::limits::slots::DEFAULT_MAX_KEYS,
         }
     }
 }

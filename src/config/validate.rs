@@ -221,6 +221,9 @@ fn limits_store(c: &Config, p: &mut Problems) {
     if l.redis.timeout.as_millis() < 10 {
         p.add("limits.redis.timeout", "must be at least 10ms");
     }
+    if l.local_max_keys == 0 {
+        p.add("limits.local_max_keys", "must be at least 1");
+    }
     if l.lease_ttl.as_millis() < 300 {
         p.add("limits.lease_ttl", "must be at least 300ms");
     }

@@ -11,6 +11,7 @@
 use super::admission::{Admitted, Check, Denied, Ticket};
 use super::local::{self, LocalStore};
 use super::redis::{RedisMetrics, RedisStore};
+use super::slots::SlotMetrics;
 use super::synced;
 use crate::config::schema::{LimitPolicy, LimitsConfig};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(config: &LimitsConfig, metrics: RedisMetrics) -> Limiter {
+    pub fn new(config: &LimitsConfig, metrics: RedisMetrics, local: SlotMetrics) -> Limiter {
         let redis = match config.policy {
             LimitPolicy::Local => None,
             LimitPolicy::Redis | LimitPolicy::RedisCluster => {
@@ -31,7 +32,7 @@ impl Limiter {
             }
         };
         Limiter {
-            local: Arc::new(LocalStore::default()),
+            local: Arc::new(LocalStore::new(config.local_max_keys, local)),
             redis,
             allow_degradation: config.allow_degradation,
         }

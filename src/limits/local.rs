@@ -10,116 +10,13 @@ use super::admission::{
     Admitted, Budget, Check, Denied, Hold, Quota, Rejection, Ticket, TokenUsage,
 };
 use super::conn::ConnDecision;
-use super::count::CountState;
 use super::priority;
-use super::req::{ReqDecision, ReqState};
+use super::req::ReqDecision;
 use super::rules::{Rule, RuleKind};
-use super::tokens::{TokenDecision, TokenLimit, TokenState};
+use super::tokens::{TokenDecision, TokenLimit};
+pub use super::slots::{LocalStore, Slot, Stored};
 use crate::config::schema::TokenStrategy;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
-
-/// The stored state of one counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    Req(ReqState),
-    /// Requests in flight.
-    Conn(u64),
-    Count(CountState),
-    Tokens(TokenState),
-}
-
-impl Slot {
-    pub fn req(self) -> Option<ReqState> {
-        match self {
-            Slot::Req(s) => Some(s),
-            _ => None,
-        }
-    }
-    pub fn conn(self) -> Option<u64> {
-        match self {
-            Slot::Conn(n) => Some(n),
-            _ => None,
-        }
-    }
-    pub fn count(self) -> Option<CountState> {
-        match self {
-            Slot::Count(s) => Some(s),
-            _ => None,
-        }
-    }
-    pub fn tokens(self) -> Option<TokenState> {
-        match self {
-            Slot::Tokens(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-const SHARDS: usize = 32;
-
-pub struct LocalStore {
-    shards: Vec<Mutex<HashMap<String, Slot>>>,
-    hasher: RandomState,
-    epoch: Instant,
-}
-
-impl Default for LocalStore {
-    fn default() -> Self {
-        LocalStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
-            epoch: Instant::now(),
-        }
-    }
-}
-
-impl LocalStore {
-    /// Milliseconds on the store's monotonic clock.
-    pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<String, Slot>> {
-        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
-        // A poisoned shard only means another request panicked mid-update of plain data.
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Read-modify-write one counter atomically. `f` gets the current slot (if any) and
-    /// returns the slot to store (`None` removes it) and a result.
-    pub fn update<R>(&self, key: &str, f: impl FnOnce(Option<Slot>) -> (Option<Slot>, R)) -> R {
-        let mut shard = self.shard(key);
-        let (new, result) = f(shard.get(key).copied());
-        match new {
-            Some(s) => {
-                if let Some(slot) = shard.get_mut(key) {
-                    *slot = s;
-                } else {
-                    shard.insert(key.to_string(), s);
-                }
-            }
-            None => {
-                shard.remove(key);
-            }
-        }
-        result
-    }
-
-    /// Number of counters held (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
-            .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+use std::sync::Arc;
 
 struct Reservation {
     key: Arc<str>,
@@ -169,9 +66,14 @@ impl Drop for LocalHold {
     }
 }
 
+/// A concurrency count stored back unchanged.
+fn keep(slot: Option<Slot>) -> Option<Stored> {
+    slot.and_then(Slot::conn).filter(|n| *n > 0).map(Stored::conn)
+}
+
 fn release_slot(store: &LocalStore, key: &str) {
     store.update(key, |slot| match slot {
-        Some(Slot::Conn(n)) if n > 1 => (Some(Slot::Conn(n - 1)), ()),
+        Some(Slot::Conn(n)) if n > 1 => (Some(Stored::conn(n - 1)), ()),
         _ => (None, ()),
     });
 }
@@ -180,7 +82,7 @@ fn release_tokens(store: &LocalStore, r: &Reservation, now: u64, used: u64) {
     store.update(&r.key, |slot| {
         let state = slot.and_then(Slot::tokens);
         (
-            Some(Slot::Tokens(r.limit.reconcile(state, now, r.tokens, used))),
+            Some(Stored::tokens(r.limit.reconcile(state, now, r.tokens, used))),
             (),
         )
     });
@@ -284,16 +186,16 @@ fn group(
         };
     for c in checks {
         if let RuleKind::Conn(l) = c.rule.kind {
-            let d = store.update(&c.key, |slot| {
+            let d = store.update_at(&c.key, now, |slot| {
                 let n = slot.and_then(Slot::conn).unwrap_or(0);
                 if let Some(rate) = c.yield_to {
                     if let Err(retry) = priority::conn_room(&l, n, rate) {
-                        return (slot, Err(retry));
+                        return (keep(slot), Err(retry));
                     }
                 }
                 match l.decide(n) {
-                    ConnDecision::Admit { delay_ms } => (Some(Slot::Conn(n + 1)), Ok(delay_ms)),
-                    ConnDecision::Reject => (slot, Err(1000)),
+                    ConnDecision::Admit { delay_ms } => (Some(Stored::conn(n + 1)), Ok(delay_ms)),
+                    ConnDecision::Reject => (keep(slot), Err(1000)),
                 }
             });
             match d {
@@ -307,13 +209,13 @@ fn group(
     }
     for c in checks {
         if let RuleKind::Tokens(l, strategy) = c.rule.kind {
-            let (reservation, remaining, reset_ms) = store.update(&c.key, |slot| {
+            let (reservation, remaining, reset_ms) = store.update_at(&c.key, now, |slot| {
                 let state = slot.and_then(Slot::tokens);
                 if let Some(rate) = c.yield_to {
                     if let Err(retry) = priority::tokens_room(&l, state, now, estimate_tokens, rate)
                     {
                         let (remaining, _) = l.peek(state, now);
-                        return (slot, (None, remaining, retry));
+                        return (state.map(Stored::tokens), (None, remaining, retry));
                     }
                 }
                 match l.reserve(state, now, estimate_tokens) {
@@ -323,13 +225,13 @@ fn group(
                         remaining,
                         reset_ms,
                     } => (
-                        Some(Slot::Tokens(state)),
+                        Some(Stored::tokens(state)),
                         (Some(reservation), remaining, reset_ms),
                     ),
                     TokenDecision::Reject {
                         remaining,
                         reset_ms,
-                    } => (slot, (None, remaining, reset_ms)),
+                    } => (state.map(Stored::tokens), (None, remaining, reset_ms)),
                 }
             });
             quotas.push(Quota {
@@ -352,16 +254,16 @@ fn group(
     }
     for c in checks {
         if let RuleKind::Count(l) = c.rule.kind {
-            let d = store.update(&c.key, |slot| {
+            let d = store.update_at(&c.key, now, |slot| {
                 let state = slot.and_then(Slot::count);
                 if let Some(rate) = c.yield_to {
                     // A batch request without room is not counted.
                     if let Err(retry) = priority::count_room(&l, state, now, rate) {
-                        return (slot, Err(retry));
+                        return (state.map(Stored::count), Err(retry));
                     }
                 }
                 let d = l.hit(state, now, 1);
-                (Some(Slot::Count(d.state)), Ok(d))
+                (Some(Stored::count(d.state)), Ok(d))
             });
             let d = match d {
                 Ok(d) => d,
@@ -375,18 +277,20 @@ fn group(
     }
     for c in checks {
         if let RuleKind::Req(l) = c.rule.kind {
-            let d = store.update(&c.key, |slot| {
+            let d = store.update_at(&c.key, now, |slot| {
                 let state = slot.and_then(Slot::req);
                 if let Some(rate) = c.yield_to {
                     if let Err(retry) = priority::req_room(&l, state, now, rate) {
-                        return (slot, Err(retry));
+                        return (state.map(|s| Stored::req(&l, s)), Err(retry));
                     }
                 }
                 match l.decide(state, now) {
                     ReqDecision::Admit { state, delay_ms } => {
-                        (Some(Slot::Req(state)), Ok(delay_ms))
+                        (Some(Stored::req(&l, state)), Ok(delay_ms))
                     }
-                    ReqDecision::Reject { retry_after_ms } => (slot, Err(retry_after_ms)),
+                    ReqDecision::Reject { retry_after_ms } => {
+                        (state.map(|s| Stored::req(&l, s)), Err(retry_after_ms))
+                    }
                 }
             });
             match d {
@@ -534,7 +438,7 @@ mod tests {
         assert_eq!(two.choice, Some(1), "a is at its rate, b has headroom");
         // a's slot taken while trying it was given back: only one a-conn slot is held.
         assert_eq!(
-            store.update("test/a-conn", |s| (s, s.and_then(Slot::conn))),
+            store.get("test/a-conn").and_then(Slot::conn),
             Some(1)
         );
         let Err(Denied::NoAlternative(r, held)) = admit(&store, &checks(&route), &alts(&a, &b), 0)
@@ -548,7 +452,7 @@ mod tests {
         );
         assert!(r.retry_after_ms > 900);
         // The route's slot stays held by the caller (it may wait for a deployment).
-        let route_slots = || store.update("test/c", |s| (s, s.and_then(Slot::conn)));
+        let route_slots = || store.get("test/c").and_then(Slot::conn);
         assert_eq!(route_slots(), Some(3));
         drop(held);
         assert_eq!(route_slots(), Some(2));

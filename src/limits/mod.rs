@@ -31,5 +31,6 @@ pub mod queue;
 pub mod redis;
 pub mod req;
 pub mod rules;
+pub mod slots;
 pub mod synced;
 pub mod tokens;

@@ -43,6 +43,9 @@ pub struct QueueSpec {
 }
 
 /// Bounded labels of a rule's algorithm.
+/// Longest key value stored as it is; longer ones are stored as a digest.
+pub const MAX_RAW_KEY: usize = 64;
+
 pub const KINDS: [&str; 4] = ["req", "conn", "count", "tokens"];
 /// Bounded labels of where rules attach.
 pub const SCOPES: [&str; 5] = ["consumer", "model", "deployment", "route", "other"];
@@ -141,11 +144,52 @@ impl Rule {
         self.key.as_ref().is_some_and(KeyTemplate::uses_headers)
     }
 
-    /// The counter this request uses.
+    /// The counter this request uses. A resolved value longer than [`MAX_RAW_KEY`] bytes
+    /// (a client can send a header of many KiB) is stored as its SHA-256 digest, so a
+    /// counter's key has a fixed size in memory and in Redis whatever the client sends.
     pub fn counter_key(&self, cx: &KeyContext<'_>) -> Arc<str> {
         match &self.key {
-            Some(k) => format!("{}\u{1f}{}", self.id, k.resolve(cx)).into(),
+            Some(k) => {
+                let value = k.resolve(cx);
+                if value.len() > MAX_RAW_KEY {
+                    use sha2::Digest;
+                    let digest = sha2::Sha256::digest(value.as_bytes());
+                    format!("{}\u{1f}#{}", self.id, hex::encode(&digest[..16])).into()
+                } else {
+                    format!("{}\u{1f}{}", self.id, value).into()
+                }
+            }
             None => self.id.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_key_values_are_stored_as_a_fixed_size_digest() {
+        let c: LimitRuleConfig =
+            serde_yaml_ng::from_str("{name: u, key: $http_x_user, count: {count: 1, time_window: 60s}}")
+                .unwrap();
+        let rule = Rule::compile("consumer/a", &c).unwrap();
+        let key = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("x-user", v.parse().unwrap());
+            let cx = KeyContext {
+                consumer: None,
+                remote_addr: Some("127.0.0.1"),
+                model: "m",
+                headers: &h,
+            };
+            rule.counter_key(&cx)
+        };
+        assert!(key("alice").ends_with("\u{1f}alice"));
+        let long = "x".repeat(500 * 1024);
+        let (a, b) = (key(&long), key(&format!("{long}y")));
+        assert_ne!(a, b, "distinct values stay distinct");
+        assert_eq!(a, key(&long), "and stable");
+        assert!(a.len() < rule.id.len() + 40, "{}", a.len());
     }
 }
