@@ -35,6 +35,10 @@ pub enum GatewayError {
     UpstreamUnavailable(String),
     #[error("The upstream did not answer in time.")]
     UpstreamTimeout,
+    /// Every deployment left refused the gateway's own provider credentials (401/403):
+    /// an operator's problem, not the client's key.
+    #[error("The provider rejected the gateway's credentials for model `{0}`. This is a gateway configuration problem, not a problem with your API key; the operator can see it in the gateway's logs and metrics.")]
+    ProviderAuthRejected(String),
     #[error("The upstream sent an invalid response: {0}")]
     UpstreamProtocol(String),
     #[error(
@@ -84,7 +88,7 @@ impl GatewayError {
             RateLimited { status, .. } => *status,
             PayloadTooLarge { .. } => 413,
             NoDeployment(_) | ShuttingDown | LimiterUnavailable(_) => 503,
-            UpstreamUnavailable(_) | UpstreamProtocol(_) => 502,
+            UpstreamUnavailable(_) | UpstreamProtocol(_) | ProviderAuthRejected(_) => 502,
             UpstreamTimeout => 504,
             Internal(_) => 500,
         }
@@ -110,6 +114,7 @@ impl GatewayError {
             BadRequest { code, .. } => *code,
             PayloadTooLarge { .. } => Some("request_too_large"),
             RateLimited { .. } => Some("rate_limit_exceeded"),
+            ProviderAuthRejected(_) => Some("provider_auth_failed"),
             _ => None,
         }
     }
@@ -137,6 +142,7 @@ impl GatewayError {
             NoDeployment(_) => "no_deployment",
             UpstreamUnavailable(_) => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
+            ProviderAuthRejected(_) => "provider_auth_rejected",
             UpstreamProtocol(_) => "upstream_protocol",
             NotFound(_) => "not_found",
             ShuttingDown => "shutting_down",
@@ -149,7 +155,7 @@ impl GatewayError {
     /// status-based default (a 5xx caused by configuration will not heal by retrying).
     pub fn should_retry(&self) -> Option<bool> {
         match self {
-            GatewayError::NoDeployment(_) => Some(false),
+            GatewayError::NoDeployment(_) | GatewayError::ProviderAuthRejected(_) => Some(false),
             _ => None,
         }
     }

@@ -32,9 +32,18 @@ pub struct GatewayState {
     pub tls: Option<Arc<crate::tls::ReloadableCert>>,
 }
 
-/// Until when each deployment that answered 429 is left alone.
+/// Why a deployment is left alone for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CooldownReason {
+    /// The provider said the key is over its limits (429, remaining 0) or out of credit.
+    Limited,
+    /// The provider refused the gateway's credentials (401/403).
+    AuthRejected,
+}
+
+/// Until when each deployment that answered 429 (or 401/403, 402) is left alone.
 #[derive(Default)]
-pub struct Cooldowns(Mutex<HashMap<Arc<str>, Instant>>);
+pub struct Cooldowns(Mutex<HashMap<Arc<str>, (Instant, CooldownReason)>>);
 
 impl Cooldowns {
     /// Every deployment cooling down, with the time left.
@@ -42,21 +51,24 @@ impl Cooldowns {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         map.iter()
-            .filter_map(|(id, until)| Some((id.clone(), until.checked_duration_since(now)?)))
+            .filter_map(|(id, (until, _))| Some((id.clone(), until.checked_duration_since(now)?)))
             .collect()
     }
 
-    /// Time left in the deployment's cool-down, if any.
-    pub fn remaining(&self, id: &str) -> Option<Duration> {
+    /// Time left in the deployment's cool-down and why, if it is cooling down.
+    pub fn remaining(&self, id: &str) -> Option<(Duration, CooldownReason)> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(id)
-            .and_then(|until| until.checked_duration_since(Instant::now()))
+        map.get(id).and_then(|(until, why)| {
+            until
+                .checked_duration_since(Instant::now())
+                .map(|left| (left, *why))
+        })
     }
 
-    pub fn start(&self, id: &Arc<str>, length: Duration) {
+    pub fn start(&self, id: &Arc<str>, length: Duration, why: CooldownReason) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        map.retain(|_, until| *until > now);
-        map.insert(id.clone(), now + length);
+        map.retain(|_, (until, _)| *until > now);
+        map.insert(id.clone(), (now + length, why));
     }
 }

@@ -103,7 +103,10 @@ fn phases(gw: &Gw) -> (Vec<i64>, usize) {
         .collect();
     let mut last = rss_kib(gw.pid());
     let mut added = Vec::new();
-    let n: usize = std::env::var("PHASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let n: usize = std::env::var("PHASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     for _ in 0..n {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(8) {
@@ -138,7 +141,10 @@ fn assert_plateau(gw: &Gw, label: &str) {
         );
     }
     let keys = gw.metric("gateway_limiter_local_keys", &[]);
-    assert!(keys <= CAP as f64 && keys > 0.0, "{label}: {keys} keys held");
+    assert!(
+        keys <= CAP as f64 && keys > 0.0,
+        "{label}: {keys} keys held"
+    );
     assert!(
         gw.metric("gateway_limiter_local_evictions_total", &[]) > 0.0,
         "{label}: the cap evicted"

@@ -13,8 +13,8 @@ use super::conn::ConnDecision;
 use super::priority;
 use super::req::ReqDecision;
 use super::rules::{Rule, RuleKind};
-use super::tokens::{TokenDecision, TokenLimit};
 pub use super::slots::{LocalStore, Slot, Stored};
+use super::tokens::{TokenDecision, TokenLimit};
 use crate::config::schema::TokenStrategy;
 use std::sync::Arc;
 
@@ -68,7 +68,9 @@ impl Drop for LocalHold {
 
 /// A concurrency count stored back unchanged.
 fn keep(slot: Option<Slot>) -> Option<Stored> {
-    slot.and_then(Slot::conn).filter(|n| *n > 0).map(Stored::conn)
+    slot.and_then(Slot::conn)
+        .filter(|n| *n > 0)
+        .map(Stored::conn)
 }
 
 fn release_slot(store: &LocalStore, key: &str) {
@@ -82,7 +84,9 @@ fn release_tokens(store: &LocalStore, r: &Reservation, now: u64, used: u64) {
     store.update(&r.key, |slot| {
         let state = slot.and_then(Slot::tokens);
         (
-            Some(Stored::tokens(r.limit.reconcile(state, now, r.tokens, used))),
+            Some(Stored::tokens(
+                r.limit.reconcile(state, now, r.tokens, used),
+            )),
             (),
         )
     });
@@ -437,10 +441,7 @@ mod tests {
         let two = admit(&store, &checks(&route), &alts(&a, &b), 0).unwrap();
         assert_eq!(two.choice, Some(1), "a is at its rate, b has headroom");
         // a's slot taken while trying it was given back: only one a-conn slot is held.
-        assert_eq!(
-            store.get("test/a-conn").and_then(Slot::conn),
-            Some(1)
-        );
+        assert_eq!(store.get("test/a-conn").and_then(Slot::conn), Some(1));
         let Err(Denied::NoAlternative(r, held)) = admit(&store, &checks(&route), &alts(&a, &b), 0)
         else {
             panic!("every alternative is at its rate");

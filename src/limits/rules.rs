@@ -170,9 +170,10 @@ mod tests {
 
     #[test]
     fn long_key_values_are_stored_as_a_fixed_size_digest() {
-        let c: LimitRuleConfig =
-            serde_yaml_ng::from_str("{name: u, key: $http_x_user, count: {count: 1, time_window: 60s}}")
-                .unwrap();
+        let c: LimitRuleConfig = serde_yaml_ng::from_str(
+            "{name: u, key: $http_x_user, count: {count: 1, time_window: 60s}}",
+        )
+        .unwrap();
         let rule = Rule::compile("consumer/a", &c).unwrap();
         let key = |v: &str| {
             let mut h = http::HeaderMap::new();

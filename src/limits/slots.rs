@@ -96,7 +96,11 @@ impl Stored {
     pub fn tokens(s: TokenState) -> Stored {
         Stored {
             slot: Slot::Tokens(s),
-            until: if s.reserved > 0 { HELD } else { s.window_end_ms },
+            until: if s.reserved > 0 {
+                HELD
+            } else {
+                s.window_end_ms
+            },
         }
     }
 
@@ -121,12 +125,17 @@ pub const DEFAULT_MAX_KEYS: usize = 250_000;
 
 /// Gauges and counters of the map (registered by [`crate::metrics::Metrics`]).
 #[derive(Clone)]
-#[allow(clippy::new_without_default)]
 pub struct SlotMetrics {
     /// `gateway_limiter_local_keys`: counters held in memory.
     pub keys: prometheus::IntGauge,
     /// `gateway_limiter_local_evictions_total`: live counters dropped because the map was full.
     pub evictions: prometheus::IntCounter,
+}
+
+impl Default for SlotMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl SlotMetrics {
@@ -210,7 +219,8 @@ impl Shard {
             };
             let live = e.live(now).is_some();
             if live && e.until == HELD && attempt < EVICT_TRIES {
-                self.due.push(Reverse((due.max(now).saturating_add(HELD_RECHECK_MS), key)));
+                self.due
+                    .push(Reverse((due.max(now).saturating_add(HELD_RECHECK_MS), key)));
                 continue;
             }
             self.map.remove(&key);
@@ -313,7 +323,9 @@ impl LocalStore {
                     removed += 1;
                 }
                 let key: Arc<str> = key.into();
-                shard.due.push(Reverse((due_for(s.until, now), key.clone())));
+                shard
+                    .due
+                    .push(Reverse((due_for(s.until, now), key.clone())));
                 shard.map.insert(
                     key,
                     Entry {
@@ -430,7 +442,16 @@ mod tests {
         for i in 0..5_000 {
             count_at(&store, &format!("k{i}"), 1, 1_000_000);
         }
-        assert_eq!(store.update_at(held, 2, |s| (s.map(|s| Stored { slot: s, until: HELD }), s)), Some(Slot::Conn(1)));
+        assert_eq!(
+            store.update_at(held, 2, |s| (
+                s.map(|s| Stored {
+                    slot: s,
+                    until: HELD
+                }),
+                s
+            )),
+            Some(Slot::Conn(1))
+        );
         // Released: read as none at once, dropped when its item comes due.
         store.update_at(held, 3, |_| (None, ()));
         assert_eq!(store.update_at(held, 4, |s| (None, s)), None);

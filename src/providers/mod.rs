@@ -24,6 +24,8 @@ pub enum UpstreamErrorKind {
     Status5xx,
     /// 402: the key has no credit left (DeepSeek).
     NoCredit,
+    /// 401/403: the provider refused the gateway's own credentials for this key.
+    AuthRejected,
     StreamCut,
     Protocol,
 }
@@ -36,6 +38,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Status429 => "status_429",
             UpstreamErrorKind::Status5xx => "status_5xx",
             UpstreamErrorKind::NoCredit => "no_credit",
+            UpstreamErrorKind::AuthRejected => "auth_rejected",
             UpstreamErrorKind::StreamCut => "stream_cut",
             UpstreamErrorKind::Protocol => "protocol",
         }

@@ -14,7 +14,7 @@ use crate::providers::anthropic;
 use crate::providers::http::{HttpCall, Timeouts};
 use crate::providers::signals::Signals;
 use crate::providers::{UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
-use crate::state::GatewayState;
+use crate::state::{CooldownReason, GatewayState};
 use bytes::Bytes;
 use std::time::Instant;
 
@@ -192,20 +192,29 @@ pub async fn call<'r>(
     let mut limited: Option<Rejection> = None;
     let mut waiting: Option<admit::Waiting<'_>> = None;
     let mut route_admitted = false;
+    // Deployments skipped because their provider refused the gateway's credentials.
+    let (mut auth_cooled, mut other_cooled) = (0usize, 0usize);
     while next < candidates.len() {
         let mut open = Vec::with_capacity(candidates.len() - next);
         for d in &candidates[next..] {
             match state.cooldowns.remaining(&d.id) {
-                Some(left) => keep_best(
-                    &mut limited,
-                    Rejection {
-                        rule: d.id.clone(),
-                        budget: Budget::Requests,
-                        retry_after_ms: left.as_millis() as u64 + 1,
-                        quotas: Vec::new(),
-                        alternative: None,
-                    },
-                ),
+                Some((left, why)) => {
+                    if why == CooldownReason::AuthRejected {
+                        auth_cooled += 1;
+                    } else {
+                        other_cooled += 1;
+                    }
+                    keep_best(
+                        &mut limited,
+                        Rejection {
+                            rule: d.id.clone(),
+                            budget: Budget::Requests,
+                            retry_after_ms: left.as_millis() as u64 + 1,
+                            quotas: Vec::new(),
+                            alternative: None,
+                        },
+                    )
+                }
                 None => open.push(*d),
             }
         }
@@ -279,23 +288,48 @@ pub async fn call<'r>(
                             .filter(|s| s.is_finite() && *s > 0.0)
                             .unwrap_or(1.0)
                             .min(60.0);
-                        state
-                            .cooldowns
-                            .start(&d.id, std::time::Duration::from_secs_f64(secs));
+                        state.cooldowns.start(
+                            &d.id,
+                            std::time::Duration::from_secs_f64(secs),
+                            CooldownReason::Limited,
+                        );
                         UpstreamErrorKind::Status429
                     }
                     402 => {
                         // Out of credit (DeepSeek): another key may still have some.
+                        state.cooldowns.start(
+                            &d.id,
+                            std::time::Duration::from_secs(60),
+                            CooldownReason::Limited,
+                        );
+                        UpstreamErrorKind::NoCredit
+                    }
+                    401 | 403 => {
+                        // The provider refuses the gateway's key: the operator's problem.
+                        // Leave the key alone for a while and fail over; the client never
+                        // sees the provider's answer (it would blame its own key).
                         state
                             .cooldowns
-                            .start(&d.id, std::time::Duration::from_secs(60));
-                        UpstreamErrorKind::NoCredit
+                            .start(&d.id, AUTH_COOLDOWN, CooldownReason::AuthRejected);
+                        tracing::error!(
+                            request_id = %ctx.request_id,
+                            model = %route.name,
+                            provider = %d.provider.name,
+                            deployment = %d.id,
+                            status = resp.status,
+                            "the provider rejected the gateway's credentials for this deployment; it is left alone for {}s",
+                            AUTH_COOLDOWN.as_secs()
+                        );
+                        UpstreamErrorKind::AuthRejected
                     }
                     500..=599 => UpstreamErrorKind::Status5xx,
                     _ => return Ok((resp, d)),
                 };
                 if is_last {
                     record(state, d, kind);
+                    if kind == UpstreamErrorKind::AuthRejected {
+                        return Err(GatewayError::ProviderAuthRejected(route.name.to_string()));
+                    }
                     return Ok((resp, d));
                 }
                 UpstreamFailure::new(kind, format!("status {}", resp.status))
@@ -324,6 +358,12 @@ pub async fn call<'r>(
     }
     let attempts = ctx.attempts;
     Err(match (last_failure.map(|f| f.kind), limited) {
+        (Some(UpstreamErrorKind::AuthRejected), _) => {
+            GatewayError::ProviderAuthRejected(route.name.to_string())
+        }
+        (None, Some(_)) if auth_cooled > 0 && other_cooled == 0 && !route_admitted => {
+            GatewayError::ProviderAuthRejected(route.name.to_string())
+        }
         (Some(UpstreamErrorKind::Timeout), _) => GatewayError::UpstreamTimeout,
         (Some(kind), _) => GatewayError::UpstreamUnavailable(format!(
             "{attempts} attempt(s) failed, the last with {}",
@@ -336,11 +376,17 @@ pub async fn call<'r>(
 
 /// Take in what the provider says about the key: a cool-down when it has nothing left
 /// (until its reset, at most 60 s), and its remaining headroom as metrics.
+/// How long a deployment whose credentials the provider refused is left alone (a key fixed
+/// by a reload comes back at once: cool-downs are per deployment id).
+const AUTH_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn observe_signals(state: &GatewayState, route: &ModelRoute, d: &Deployment, s: &Signals) {
     if let Some(left) = s.exhausted_for {
-        state
-            .cooldowns
-            .start(&d.id, left.min(std::time::Duration::from_secs(60)));
+        state.cooldowns.start(
+            &d.id,
+            left.min(std::time::Duration::from_secs(60)),
+            CooldownReason::Limited,
+        );
     }
     for (budget, v) in [
         ("requests", s.remaining_requests),
