@@ -9,6 +9,7 @@ pub mod admin;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod errors;
 pub mod import;
 pub mod limits;

@@ -26,7 +26,7 @@ models:
   - {{name: m, deployments: [{{provider: mock}}]}}
   - {{name: e, deployments: [{{provider: mock}}]}}
   - {{name: fails, deployments: [{{provider: broken}}]}}
-batch: {{max_attempts: 2, webhook_secret: whsec-test{batch_extra}}}
+batch: {{max_attempts: 2, webhook_secret: whsec-test, webhook_allow_networks: [127.0.0.0/8]{batch_extra}}}
 "#
     )
 }

@@ -128,3 +128,116 @@ fn an_upstream_401_fails_over_and_is_never_the_clients_401() {
     assert!(log.contains("rejected the gateway's credentials"), "{log}");
     assert!(!log.contains(BAD), "the key never reaches the log");
 }
+
+/// A batch config for the webhook tests; `allow` opens networks to webhooks.
+fn batch_yaml(dir: &std::path::Path, allow: &str) -> String {
+    format!(
+        r#"
+consumers: [{{name: c, keys: ["sk-client"]}}]
+providers:
+  - {{name: mock, kind: mock}}
+  - {{name: slow, kind: mock, mock: {{latency_ms: 2500}}}}
+models:
+  - {{name: m, deployments: [{{provider: mock}}]}}
+  - {{name: slow, deployments: [{{provider: slow}}]}}
+reload: {{poll_interval: 200ms}}
+batch: {{data_dir: "{}", webhook_allow_networks: [{allow}]}}
+"#,
+        dir.display()
+    )
+}
+
+fn inline_with_webhook(gw: &Gw, url: &str) -> Resp {
+    let requests = common::batches::chat_requests(2, "w", "m");
+    post(
+        &gw.url("/v1/batches"),
+        Some("sk-client"),
+        &serde_json::json!({"endpoint": "/v1/chat/completions", "requests": requests,
+                            "webhook_url": url})
+        .to_string(),
+    )
+}
+
+#[test]
+fn webhooks_cannot_reach_internal_addresses() {
+    let (port, got) = fixture_server::recording(|_: &Request| Reply::json("200 OK", "{}"));
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gw::start(&batch_yaml(data.path(), ""));
+    // Loopback (by address and by name), private, link-local (cloud metadata), unique-local
+    // and unspecified targets, and other schemes, are refused when the batch is created.
+    for url in [
+        format!("http://127.0.0.1:{port}/hook"),
+        format!("http://localhost:{port}/hook"),
+        format!("http://[::1]:{port}/hook"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+        "http://169.254.169.254/latest/meta-data/iam".into(),
+        "http://10.0.0.1:6379/".into(),
+        "http://192.168.1.1/".into(),
+        "http://[fd00::1]/".into(),
+        "http://0.0.0.0:22/".into(),
+        "gopher://127.0.0.1:6379/_PING".into(),
+        "http://user:pw@127.0.0.1:80800/".into(),
+    ] {
+        let r = inline_with_webhook(&gw, &url);
+        assert_eq!(r.status, 400, "{url}: {}", r.body);
+        let e = r.json();
+        assert_eq!(e["error"]["code"], "invalid_webhook_url", "{url}");
+        assert_eq!(e["error"]["param"], "webhook_url");
+        assert!(r.header("x-request-id").is_some());
+    }
+    assert!(got.lock().unwrap().is_empty(), "nothing was sent anywhere");
+
+    // The operator opens loopback: accepted and delivered.
+    gw.write_config(&batch_yaml(data.path(), "127.0.0.0/8"));
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let r = loop {
+        let r = inline_with_webhook(&gw, &url);
+        if r.status == 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200)); // the reload lands
+    };
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let batch = wait_webhook(&gw, &id);
+    assert_eq!(batch["webhook"]["delivered"], 1, "{batch}");
+    assert_eq!(got.lock().unwrap().len(), 1);
+
+    // Checked again at delivery: a batch accepted while loopback was open, delivered after
+    // the network was closed again, is refused, and the consumer learns nothing more.
+    let slow = post(
+        &gw.url("/v1/batches"),
+        Some("sk-client"),
+        &serde_json::json!({"endpoint": "/v1/chat/completions", "webhook_url": url,
+            "requests": [{"custom_id": "s", "body": {"model": "slow",
+                          "messages": [{"role": "user", "content": "x"}]}}]})
+        .to_string(),
+    );
+    assert_eq!(slow.status, 200, "{}", slow.body);
+    let slow_id = slow.json()["id"].as_str().unwrap().to_string();
+    gw.write_config(&batch_yaml(data.path(), ""));
+    let batch = wait_webhook(&gw, &slow_id);
+    assert_eq!(batch["webhook"]["delivered"], 0, "{batch}");
+    assert_eq!(
+        batch["webhook"]["last"]["error"], "refused by the egress policy",
+        "{batch}"
+    );
+    assert_eq!(got.lock().unwrap().len(), 1, "no second delivery");
+}
+
+/// Wait until batch `id` has a webhook outcome; returns the batch.
+fn wait_webhook(gw: &Gw, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let b = get(&gw.url(&format!("/v1/batches/{id}")), Some("sk-client")).json();
+        if !b["webhook"]["last"].is_null() {
+            return b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no webhook outcome: {b}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -204,8 +204,20 @@ pub async fn serve(
             let webhook = match v["webhook_url"].as_str() {
                 None => None,
                 Some(url) => {
-                    crate::providers::http::BaseUrl::parse(url)
-                        .map_err(|e| GatewayError::bad_request(e, Some("webhook_url")))?;
+                    // Only public addresses (or networks the operator opened): a consumer
+                    // must not make the gateway probe its own network.
+                    let policy = crate::egress::EgressPolicy::new(
+                        &state.runtime.load().config.batch.webhook_allow_networks,
+                    );
+                    let checked = match policy.parse(url) {
+                        Ok(base) => policy.resolve(&base).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    checked.map_err(|e| GatewayError::BadRequest {
+                        message: e.to_string(),
+                        param: Some("webhook_url"),
+                        code: Some("invalid_webhook_url"),
+                    })?;
                     let every = v["webhook_progress_percent"].as_u64().unwrap_or(0);
                     if every > 99 {
                         return Err(GatewayError::bad_request(

@@ -3,7 +3,8 @@
 //! of the body>`), retried with backoff; each delivery's outcome is kept on the batch.
 
 use super::backend::Backend;
-use crate::providers::http::{BaseUrl, HttpCall, Timeouts};
+use crate::egress::EgressPolicy;
+use crate::providers::http::{HttpCall, Timeouts};
 use crate::state::GatewayState;
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -12,6 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const ATTEMPTS: u32 = 5;
+/// What `webhook.last.error` says when the target was refused or could not be reached.
+const REFUSED: &str = "refused by the egress policy";
+const UNREACHABLE: &str = "unreachable";
 
 /// The `X-Signature` value of `body`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
@@ -31,14 +35,32 @@ pub fn deliver(
     tokio::spawn(async move {
         let batch = store.batch_any(&batch_id).await.ok().flatten();
         let body = json!({"event": event, "batch": batch}).to_string();
-        let secret = state.runtime.load().config.batch.webhook_secret.clone();
-        let Ok(base) = BaseUrl::parse(&url) else {
-            return;
+        let (secret, policy) = {
+            let rt = state.runtime.load();
+            let b = &rt.config.batch;
+            (
+                b.webhook_secret.clone(),
+                EgressPolicy::new(&b.webhook_allow_networks),
+            )
         };
         let mut last = (None, None::<String>);
         let mut attempts = 0;
         for attempt in 0..ATTEMPTS {
             attempts = attempt + 1;
+            // Checked again at every delivery, on the address then connected to: the
+            // name may resolve elsewhere now, or the config may have closed the network.
+            let target = match policy.parse(&url) {
+                Ok(base) => policy.resolve(&base).await.map(|addr| (base, addr)),
+                Err(e) => Err(e),
+            };
+            let (base, addr) = match target {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(batch = %batch_id, reason = %e, "webhook refused by the egress policy");
+                    last = (None, Some(REFUSED.to_string()));
+                    break;
+                }
+            };
             let mut headers = vec![
                 ("content-type".to_string(), "application/json".to_string()),
                 (
@@ -51,17 +73,20 @@ pub fn deliver(
             }
             let sent = state
                 .http
-                .send(HttpCall {
-                    base: &base,
-                    path: "",
-                    headers,
-                    body: bytes::Bytes::from(body.clone()),
-                    timeouts: Timeouts {
-                        connect: Duration::from_secs(5),
-                        read: Duration::from_secs(10),
-                        idle: Duration::from_secs(30),
+                .send_at(
+                    addr,
+                    HttpCall {
+                        base: &base,
+                        path: "",
+                        headers,
+                        body: bytes::Bytes::from(body.clone()),
+                        timeouts: Timeouts {
+                            connect: Duration::from_secs(5),
+                            read: Duration::from_secs(10),
+                            idle: Duration::from_secs(30),
+                        },
                     },
-                })
+                )
                 .await;
             match sent {
                 Ok(mut r) => {
@@ -71,7 +96,9 @@ pub fn deliver(
                         break;
                     }
                 }
-                Err(f) => last = (None, Some(f.kind.label().to_string())),
+                // Never the raw error: which port is closed or slow is not the
+                // consumer's business.
+                Err(_) => last = (None, Some(UNREACHABLE.to_string())),
             }
             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }

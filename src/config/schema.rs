@@ -510,6 +510,9 @@ pub struct BatchConfig {
     pub max_file_bytes: u64,
     /// Webhook bodies are signed with it: `X-Signature: sha256=<hex HMAC-SHA256 of the body>`.
     pub webhook_secret: Option<Secret>,
+    /// Networks webhooks may reach although they are internal (loopback, private,
+    /// link-local, …), e.g. `[10.1.2.0/24]`; see [`crate::egress`].
+    pub webhook_allow_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for BatchConfig {
@@ -523,6 +526,7 @@ impl Default for BatchConfig {
             max_attempts: 3,
             max_file_bytes: 200 * 1024 * 1024,
             webhook_secret: None,
+            webhook_allow_networks: Vec::new(),
         }
     }
 }

@@ -187,6 +187,16 @@ impl HttpClient {
         call: HttpCall<'_>,
     ) -> Result<UpstreamResponse, UpstreamFailure> {
         let addr = self.resolve(&call.base.host, call.base.port).await?;
+        self.send_at(addr, call).await
+    }
+
+    /// [`Self::send`] to an address resolved (and checked) by the caller, e.g. under an
+    /// egress policy: the connection goes to exactly this address.
+    pub async fn send_at(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        call: HttpCall<'_>,
+    ) -> Result<UpstreamResponse, UpstreamFailure> {
         // Boxed (as is the session below): they travel with the response body through
         // several futures, and moving them by value costs a large memcpy per request.
         let mut peer = Box::new(HttpPeer::new(addr, call.base.tls, call.base.host.clone()));
