@@ -35,12 +35,13 @@ pub fn deliver(
     tokio::spawn(async move {
         let batch = store.batch_any(&batch_id).await.ok().flatten();
         let body = json!({"event": event, "batch": batch}).to_string();
-        let (secret, policy) = {
+        let (secret, policy, scrubber) = {
             let rt = state.runtime.load();
             let b = &rt.config.batch;
             (
                 b.webhook_secret.clone(),
                 EgressPolicy::new(&b.webhook_allow_networks),
+                rt.scrubber.clone(),
             )
         };
         let mut last = (None, None::<String>);
@@ -85,6 +86,7 @@ pub fn deliver(
                             read: Duration::from_secs(10),
                             idle: Duration::from_secs(30),
                         },
+                        scrubber: scrubber.clone(),
                     },
                 )
                 .await;

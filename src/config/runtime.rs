@@ -145,6 +145,8 @@ pub struct Runtime {
     /// Models with at least one enabled deployment, in config order.
     pub listed_models: Vec<Arc<str>>,
     routes: Vec<PassRoute>,
+    /// Every provider key of the config, masked in every byte read from an upstream.
+    pub scrubber: Arc<crate::providers::scrub::Scrubber>,
 }
 
 impl Runtime {
@@ -300,8 +302,23 @@ impl Runtime {
                     .chain(m.deployments.iter().flat_map(|d| d.limits.iter()))
             }))
             .any(Rule::uses_headers);
+        let scrubber = Arc::new(crate::providers::scrub::Scrubber::new(
+            config
+                .providers
+                .iter()
+                .filter_map(|p| p.api_key.as_ref())
+                .chain(
+                    config
+                        .models
+                        .iter()
+                        .flat_map(|m| m.deployments.iter())
+                        .filter_map(|d| d.api_key.as_ref()),
+                )
+                .map(Secret::expose),
+        ));
         Runtime {
             limits_use_headers,
+            scrubber,
             config,
             generation,
             consumers,

@@ -7,6 +7,7 @@
 //! gateway must route on the body's `model` field, forward multi-megabyte prompts and fail
 //! over on an upstream 429/5xx.
 
+use super::scrub::{Scrubber, StreamScrubber};
 use super::{UpstreamBody, UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
@@ -132,6 +133,8 @@ pub struct HttpCall<'a> {
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
     pub timeouts: Timeouts,
+    /// Masks the provider keys in everything read back (headers and body).
+    pub scrubber: Arc<Scrubber>,
 }
 
 /// The shared upstream client: one connection pool for the process.
@@ -238,12 +241,13 @@ impl HttpClient {
                     let header = session.response_header().ok_or_else(|| {
                         UpstreamFailure::new(UpstreamErrorKind::Protocol, "no response header")
                     })?;
+                    let scrub = &*call.scrubber;
                     let get = |name: &str| {
                         header
                             .headers
                             .get(name)
                             .and_then(|v| v.to_str().ok())
-                            .map(str::to_string)
+                            .map(|v| scrub.string(v.to_string()))
                     };
                     return Ok(UpstreamResponse {
                         status: header.status.as_u16(),
@@ -255,7 +259,7 @@ impl HttpClient {
                                 .iter()
                                 .filter(|(k, _)| super::signals::is_ratelimit_header(k.as_str()))
                                 .filter_map(|(k, v)| {
-                                    Some((k.to_string(), v.to_str().ok()?.to_string()))
+                                    Some((k.to_string(), scrub.string(v.to_str().ok()?.into())))
                                 })
                                 .collect(),
                             ..super::signals::read(get)
@@ -265,6 +269,8 @@ impl HttpClient {
                             client: self.clone(),
                             peer,
                             idle: call.timeouts.idle,
+                            scrub: StreamScrubber::new(call.scrubber.clone()),
+                            ended: false,
                         }),
                     });
                 }
@@ -323,10 +329,37 @@ pub struct HttpBody {
     client: Arc<HttpClient>,
     peer: Box<HttpPeer>,
     idle: Duration,
+    /// Every chunk passes through it: no consumer of the body sees a provider key.
+    scrub: StreamScrubber,
+    ended: bool,
 }
 
 impl HttpBody {
+    /// The next chunk (scrubbed of provider keys), `None` at the end.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamFailure> {
+        loop {
+            match self.next_raw().await? {
+                Some(b) => {
+                    let out = self.scrub.push(b);
+                    if !out.is_empty() {
+                        return Ok(Some(out));
+                    }
+                    // All of it held back (the start of a key, perhaps): read on.
+                }
+                None if !self.ended => {
+                    self.ended = true;
+                    let rest = self.scrub.finish();
+                    if !rest.is_empty() {
+                        return Ok(Some(rest));
+                    }
+                    return Ok(None);
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    async fn next_raw(&mut self) -> Result<Option<Bytes>, UpstreamFailure> {
         let Some(session) = self.session.as_mut() else {
             return Ok(None);
         };

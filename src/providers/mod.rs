@@ -11,6 +11,7 @@
 pub mod anthropic;
 pub mod http;
 pub mod mock;
+pub mod scrub;
 pub mod signals;
 
 use bytes::Bytes;

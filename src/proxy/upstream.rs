@@ -142,6 +142,7 @@ async fn attempt(
                         read: u.read_timeout,
                         idle: u.idle_timeout,
                     },
+                    scrubber: rt.scrubber.clone(),
                 })
                 .await
         }

@@ -41,6 +41,9 @@ pub struct Reply {
 pub enum Body {
     Json(String),
     Events(String),
+    /// An event stream sent as these exact chunks, 20 ms apart (to split a value
+    /// across reads).
+    Chunks(Vec<String>),
 }
 
 impl Reply {
@@ -151,7 +154,11 @@ fn serve(conn: TcpStream, handler: &Handler) {
                 );
                 conn.write_all(head.as_bytes()).is_ok() && conn.write_all(body.as_bytes()).is_ok()
             }
-            Body::Events(sse) => events(&mut conn, reply.status, &extra, &sse),
+            Body::Events(sse) => {
+                let parts = sse.split_inclusive("\n\n").map(str::to_string).collect();
+                events(&mut conn, reply.status, &extra, parts)
+            }
+            Body::Chunks(parts) => events(&mut conn, reply.status, &extra, parts),
         };
         if !ok {
             return;
@@ -159,14 +166,14 @@ fn serve(conn: TcpStream, handler: &Handler) {
     }
 }
 
-fn events(conn: &mut TcpStream, status: &str, extra: &str, sse: &str) -> bool {
+fn events(conn: &mut TcpStream, status: &str, extra: &str, parts: Vec<String>) -> bool {
     let head = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/event-stream\r\n{extra}transfer-encoding: chunked\r\n\r\n"
     );
     if conn.write_all(head.as_bytes()).is_err() {
         return false;
     }
-    for event in sse.split_inclusive("\n\n") {
+    for event in &parts {
         let chunk = format!("{:x}\r\n{event}\r\n", event.len());
         if conn.write_all(chunk.as_bytes()).is_err() {
             return false;
