@@ -29,6 +29,13 @@ pub enum GatewayError {
     },
     #[error("Request body too large: the limit is {limit} bytes.")]
     PayloadTooLarge { limit: usize },
+    #[error("Request header fields too large: the limit is {limit} bytes and {fields} fields.")]
+    HeaderTooLarge { limit: usize, fields: usize },
+    #[error("The request head was not received in time (limit: {0}s).")]
+    HeaderTimeout(u64),
+    /// An HTTP request the gateway cannot parse (bad request line, bad header).
+    #[error("Malformed HTTP request: {0}.")]
+    MalformedRequest(&'static str),
     #[error("The model `{0}` has no enabled deployment (is its provider key set?).")]
     NoDeployment(String),
     #[error("All upstream deployments failed: {0}")]
@@ -87,6 +94,9 @@ impl GatewayError {
             BadRequest { .. } => 400,
             RateLimited { status, .. } => *status,
             PayloadTooLarge { .. } => 413,
+            HeaderTooLarge { .. } => 431,
+            HeaderTimeout(_) => 408,
+            MalformedRequest(_) => 400,
             NoDeployment(_) | ShuttingDown | LimiterUnavailable(_) => 503,
             UpstreamUnavailable(_) | UpstreamProtocol(_) | ProviderAuthRejected(_) => 502,
             UpstreamTimeout => 504,
@@ -113,6 +123,9 @@ impl GatewayError {
             ModelNotFound(_) => Some("model_not_found"),
             BadRequest { code, .. } => *code,
             PayloadTooLarge { .. } => Some("request_too_large"),
+            HeaderTooLarge { .. } => Some("request_header_too_large"),
+            HeaderTimeout(_) => Some("request_timeout"),
+            MalformedRequest(_) => Some("invalid_http_request"),
             RateLimited { .. } => Some("rate_limit_exceeded"),
             ProviderAuthRejected(_) => Some("provider_auth_failed"),
             _ => None,
@@ -138,6 +151,9 @@ impl GatewayError {
             ModelNotFound(_) => "model_not_found",
             BadRequest { .. } => "bad_request",
             PayloadTooLarge { .. } => "payload_too_large",
+            HeaderTooLarge { .. } => "header_too_large",
+            HeaderTimeout(_) => "header_timeout",
+            MalformedRequest(_) => "malformed_request",
             RateLimited { .. } => "rate_limited",
             NoDeployment(_) => "no_deployment",
             UpstreamUnavailable(_) => "upstream_unavailable",
@@ -188,7 +204,7 @@ impl GatewayError {
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
-            413 => "request_too_large",
+            413 | 431 => "request_too_large",
             429 => "rate_limit_error",
             400..=499 => "invalid_request_error",
             503 => "overloaded_error",

@@ -109,12 +109,17 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),
     });
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    // Pingora's HTTP proxy behind the connection front (which reads and checks every
+    // HTTP/1 request head first: see `proxy::front`).
+    let http = pingora::proxy::http_proxy(
         &server.configuration,
         Gateway {
             state: state.clone(),
         },
-        "proxy",
+    );
+    let mut proxy = Service::new(
+        "proxy".to_string(),
+        crate::proxy::front::Front::new(http, state.clone()),
     );
     match &state.tls {
         // HTTP/2 and HTTP/1.1 by ALPN; the certificate comes from the reloadable resolver.

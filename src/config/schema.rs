@@ -68,6 +68,12 @@ pub struct ServerConfig {
     pub work_stealing: bool,
     /// Largest accepted request body; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Largest request head (request line and headers, HTTP/1.x); larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Longest time a client may take to send a whole request head (from its first byte;
+    /// on a new connection from the connection's start); past it: 408 and close.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
     /// After SIGTERM, how long in-flight requests may run before the process exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace_period: Duration,
@@ -86,6 +92,8 @@ impl Default for ServerConfig {
             threads: 0,
             work_stealing: false,
             max_body_bytes: 32 * 1024 * 1024,
+            max_header_bytes: 32 * 1024,
+            header_read_timeout: Duration::from_secs(30),
             shutdown_grace_period: Duration::from_secs(30),
         }
     }

@@ -264,6 +264,18 @@ fn server(c: &Config, p: &mut Problems) {
             p.add("server.metrics_listen", "must differ from server.listen");
         }
     }
+    if !(1024..=crate::proxy::front::MAX_HEAD_LIMIT).contains(&s.max_header_bytes) {
+        p.add(
+            "server.max_header_bytes",
+            format!(
+                "must be between 1024 and {} (Pingora's own limit)",
+                crate::proxy::front::MAX_HEAD_LIMIT
+            ),
+        );
+    }
+    if s.header_read_timeout.is_zero() {
+        p.add("server.header_read_timeout", "must be greater than zero");
+    }
     if s.max_body_bytes == 0 {
         p.add("server.max_body_bytes", "must be greater than zero");
     }

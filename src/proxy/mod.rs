@@ -11,6 +11,7 @@ pub mod account;
 pub mod admit;
 pub mod auth;
 pub mod body;
+pub mod front;
 pub mod passthrough;
 pub mod respond;
 pub mod route;
@@ -133,6 +134,18 @@ impl ProxyHttp for Gateway {
         }
         // A pass-through request goes on to Pingora's proxy flow; the rest are answered.
         Ok(ctx.pass.is_none())
+    }
+
+    fn on_connection_reuse(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+        mark: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        // The connection front saw pipelined requests: answer this one, then close.
+        if mark.is::<front::Pipelined>() {
+            session.set_keepalive(None);
+        }
     }
 
     async fn upstream_peer(
