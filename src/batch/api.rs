@@ -3,7 +3,7 @@
 //! files and batches. Uploads are written to disk as they arrive, then handed to the store;
 //! file contents and results are sent in chunks, never held whole.
 
-use super::backend::{new_id, now, Backend, FileRow, NewBatch, FILE_LIFETIME_SECS};
+use super::backend::{new_id, now, Backend, FileRow, NewBatch};
 use crate::errors::GatewayError;
 use crate::proxy::{respond, RequestCtx};
 use crate::state::GatewayState;
@@ -176,7 +176,7 @@ pub async fn serve(
             })?;
             // An inline batch brings its requests; they become its input file.
             let inline = match v["requests"].as_array() {
-                Some(requests) => Some(inline_file(store, who, endpoint, requests).await?),
+                Some(requests) => Some(inline_file(state, store, who, endpoint, requests).await?),
                 None => None,
             };
             let input = match (&inline, v["input_file_id"].as_str()) {
@@ -325,11 +325,13 @@ pub async fn serve(
 
 /// Write an inline batch's requests as its input file; returns the file id.
 async fn inline_file(
+    state: &GatewayState,
     store: &dyn Backend,
     who: Option<&str>,
     endpoint: &str,
     requests: &[Value],
 ) -> Result<String, GatewayError> {
+    let (quota, lifetime) = space(state);
     let id = new_id("file-");
     let path = store.scratch_dir().join(&id);
     let file = std::fs::File::create(&path).map_err(internal)?;
@@ -350,13 +352,33 @@ async fn inline_file(
         filename: "inline.jsonl".into(),
         bytes,
         created_at: now(),
-        expires_at: Some(now() + FILE_LIFETIME_SECS),
+        expires_at: Some(now() + lifetime),
     };
     drop(out);
-    let added = store.add_file(who, &row, &path).await.map_err(internal);
+    let added = store
+        .add_file(who, &row, &path, quota)
+        .await
+        .map_err(internal);
     let _ = std::fs::remove_file(&path);
-    added?;
+    if !added? {
+        return Err(storage_full(quota));
+    }
     Ok(id)
+}
+
+/// `batch.consumer_quota_bytes` and `batch.retention` (seconds) of the current config.
+fn space(state: &GatewayState) -> (u64, i64) {
+    let rt = state.runtime.load();
+    let b = &rt.config.batch;
+    (b.consumer_quota_bytes, b.retention.as_secs() as i64)
+}
+
+/// The answer to an upload past the consumer's storage quota (OpenAI's storage limit).
+fn storage_full(quota: u64) -> GatewayError {
+    GatewayError::bad_request(
+        format!("You have exceeded your file storage quota. Each consumer is limited to {quota} bytes of files. Please delete old files or attempt with a smaller file size."),
+        None,
+    )
 }
 
 /// One CSV field, quoted when it needs to be.
@@ -499,6 +521,9 @@ async fn upload(
     who: Option<&str>,
 ) -> Result<Value, GatewayError> {
     let max = state.runtime.load().config.batch.max_file_bytes;
+    let (quota, lifetime) = space(state);
+    // Refused as soon as the upload cannot fit (checked again, atomically, when stored).
+    let room = quota.saturating_sub(store.usage(who).await.map_err(internal)?);
     let ct = session
         .req_header()
         .headers
@@ -538,6 +563,10 @@ async fn upload(
                 let mut bytes = 0u64;
                 while let Some(chunk) = field.chunk().await.map_err(|e| bad(&e.to_string()))? {
                     bytes += chunk.len() as u64;
+                    if bytes > room {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(storage_full(quota));
+                    }
                     if bytes > max {
                         let _ = std::fs::remove_file(&path);
                         return Err(GatewayError::PayloadTooLarge {
@@ -566,11 +595,17 @@ async fn upload(
         GatewayError::bad_request("Missing required parameter: 'file'.", Some("file"))
     })?;
     if purpose == "batch" {
-        file.expires_at = Some(file.created_at + FILE_LIFETIME_SECS);
+        file.expires_at = Some(file.created_at + lifetime);
     }
     file.purpose = purpose;
     if let Some(tmp) = &scratch {
-        store.add_file(who, &file, &tmp.0).await.map_err(internal)?;
+        if !store
+            .add_file(who, &file, &tmp.0, quota)
+            .await
+            .map_err(internal)?
+        {
+            return Err(storage_full(quota));
+        }
     }
     Ok(file.object())
 }

@@ -26,19 +26,23 @@ pub struct FileRow {
     pub expires_at: Option<i64>,
 }
 
-/// How long batch input and output files are kept (OpenAI: 30 days).
-pub const FILE_LIFETIME_SECS: i64 = 30 * 86_400;
-
 impl FileRow {
-    /// A batch's output or error file (`name`: `batch_output.jsonl` / `batch_errors.jsonl`).
-    pub fn batch_output(id: String, batch_id: &str, name: &str, bytes: u64) -> FileRow {
+    /// A batch's output or error file (`name`: `batch_output.jsonl` / `batch_errors.jsonl`),
+    /// kept `lifetime_secs` (`batch.retention`).
+    pub fn batch_output(
+        id: String,
+        batch_id: &str,
+        name: &str,
+        bytes: u64,
+        lifetime_secs: i64,
+    ) -> FileRow {
         FileRow {
             id,
             purpose: "batch_output".into(),
             filename: format!("{batch_id}_{name}"),
             bytes,
             created_at: now(),
-            expires_at: Some(now() + FILE_LIFETIME_SECS),
+            expires_at: Some(now() + lifetime_secs),
         }
     }
 
@@ -86,21 +90,73 @@ pub enum Queue<'a> {
     AllBut(&'a [String]),
 }
 
-/// A validated request: (input line, custom_id, body).
-pub type Request = (u64, String, String);
+/// Where a request's line lies in its batch's input file: requests refer to the input
+/// file instead of copying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRef {
+    pub start: u64,
+    pub len: u64,
+}
+
+impl LineRef {
+    /// How a reference is stored where a body used to be (Redis): `@start:len`.
+    pub fn encode(self) -> String {
+        format!("@{}:{}", self.start, self.len)
+    }
+
+    pub fn decode(s: &str) -> Option<LineRef> {
+        let (a, b) = s.strip_prefix('@')?.split_once(':')?;
+        Some(LineRef {
+            start: a.parse().ok()?,
+            len: b.parse().ok()?,
+        })
+    }
+}
+
+/// A validated request of a batch being loaded.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    /// Input line number (from 1).
+    pub line: u64,
+    pub custom_id: String,
+    pub at: LineRef,
+}
+
+/// The `body` of an input line (as JSON text), read back through its [`LineRef`].
+pub fn body_of_line(line: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        body: &'a serde_json::value::RawValue,
+    }
+    let l: Line<'_> = serde_json::from_slice(line).ok()?;
+    Some(l.body.get().to_string())
+}
+
+/// What [`Backend::sweep`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub files: u64,
+    pub bytes: u64,
+    pub batches: u64,
+}
 
 /// Errors of a store, as text (they end up in logs and 500 bodies without secrets).
 pub type StoreResult<T> = Result<T, String>;
 
 #[async_trait]
 pub trait Backend: Send + Sync {
-    /// Store a file whose content is at `content` (a local file, taken over or copied).
+    /// Store a file whose content is at `content` (a local file, taken over or copied),
+    /// unless the consumer's files would then take more than `quota` bytes: `Ok(false)`.
     async fn add_file(
         &self,
         consumer: Option<&str>,
         f: &FileRow,
         content: &Path,
-    ) -> StoreResult<()>;
+        quota: u64,
+    ) -> StoreResult<bool>;
+    /// Bytes of the consumer's stored files (uploads and results).
+    async fn usage(&self, consumer: Option<&str>) -> StoreResult<u64>;
     async fn file(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<FileRow>>;
     async fn files(
         &self,
@@ -134,14 +190,18 @@ pub trait Backend: Send + Sync {
     /// Batches to validate now: (id, endpoint, input file). Each is given to one
     /// validator at a time.
     async fn validating(&self) -> StoreResult<Vec<(String, String, String)>>;
+    /// Fail a batch in validation, dropping the requests already added.
     async fn fail_batch(&self, id: &str, errors: &Value) -> StoreResult<()>;
-    /// Store a validated batch's requests and start it.
-    async fn start_batch(
-        &self,
-        id: &str,
-        model: Option<&str>,
-        requests: &[Request],
-    ) -> StoreResult<()>;
+    /// Add validated requests of a batch in validation (not yet run); returns the lines
+    /// whose custom_id another line already has. Adding a line again (validation resumed
+    /// after a crash) is not a duplicate.
+    async fn add_requests(&self, id: &str, rows: &[NewRequest]) -> StoreResult<Vec<u64>>;
+    /// Start a batch whose `total` requests were all added.
+    async fn start_batch(&self, id: &str, model: Option<&str>, total: u64) -> StoreResult<()>;
+    /// Delete what the retention schedule says is over: expired files (kept while a
+    /// running batch reads them) and the requests and results of batches that ended more
+    /// than `retention_secs` ago; give the space back.
+    async fn sweep(&self, retention_secs: i64) -> StoreResult<Swept>;
 
     /// Claim up to `n` due requests of running batches on `queue`, oldest batch first.
     async fn claim(&self, n: usize, queue: Queue<'_>) -> StoreResult<Vec<Claimed>>;
@@ -186,8 +246,8 @@ pub trait Backend: Send + Sync {
     /// Requests waiting or running, over every batch (a gauge).
     async fn pending(&self) -> StoreResult<i64>;
     /// End what has to end: expired batches, cancels, batches with nothing left to run;
-    /// returns the batches ended.
-    async fn settle(&self) -> StoreResult<Vec<String>>;
+    /// returns the batches ended. Their output files live `file_lifetime_secs`.
+    async fn settle(&self, file_lifetime_secs: i64) -> StoreResult<Vec<String>>;
     /// Housekeeping of the work queue (Redis: keep this instance's claims alive, take
     /// over those of instances that died, requeue retries that are due).
     async fn maintain(&self) -> StoreResult<()> {

@@ -10,8 +10,8 @@ use crate::state::GatewayState;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,13 @@ pub struct Dispatcher {
     pub state: Arc<GatewayState>,
     pub store: Arc<dyn Backend>,
     running: Arc<Running>,
+    /// When the retention sweep last ran.
+    last_sweep: Mutex<std::time::Instant>,
+}
+
+/// How often the retention sweep runs: every minute, or more often for a short retention.
+fn sweep_every(retention_secs: i64) -> Duration {
+    Duration::from_secs((retention_secs / 2).clamp(1, 60) as u64)
 }
 
 /// Batch requests running now: in all, and per model.
@@ -83,6 +90,7 @@ impl Dispatcher {
             state,
             store,
             running: Arc::default(),
+            last_sweep: Mutex::new(std::time::Instant::now()),
         }
     }
 }
@@ -115,10 +123,38 @@ impl Dispatcher {
     async fn upkeep(&self) -> Result<(), String> {
         let store = &*self.store;
         store.maintain().await?;
+        let (max_line, retention) = {
+            let rt = self.state.runtime.load();
+            (
+                rt.config.server.max_body_bytes,
+                rt.config.batch.retention.as_secs() as i64,
+            )
+        };
         for (id, endpoint, file) in store.validating().await? {
-            validate(store, &id, &endpoint, &file).await?;
+            super::validate::validate(store, &id, &endpoint, &file, max_line).await?;
         }
-        store.settle().await?;
+        store.settle(retention).await?;
+        if self
+            .last_sweep
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+            >= sweep_every(retention)
+        {
+            match store.sweep(retention).await {
+                Ok(s) if s != Default::default() => tracing::info!(
+                    files = s.files,
+                    bytes = s.bytes,
+                    batches = s.batches,
+                    "batch retention: deleted expired files and ended batches' requests"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "batch retention sweep"),
+            }
+            if let Ok(mut t) = self.last_sweep.lock() {
+                *t = std::time::Instant::now();
+            }
+        }
         for (id, url, event) in store.webhooks_due().await? {
             super::webhook::deliver(self.state.clone(), self.store.clone(), id, url, event);
         }
@@ -190,166 +226,4 @@ impl Dispatcher {
         }
         n
     }
-}
-
-/// A validation problem of one input line.
-fn problem(code: &str, message: &str, line: Option<u64>) -> Value {
-    json!({"code": code, "message": message, "param": null, "line": line})
-}
-
-/// The lines of a stored file, read chunk by chunk (`None` at its end; `Err` for a line
-/// that is not UTF-8, with the reading going on).
-struct Lines<'s> {
-    store: &'s dyn Backend,
-    id: &'s str,
-    next_chunk: u64,
-    buf: Vec<u8>,
-    done: bool,
-}
-
-impl Lines<'_> {
-    async fn next(&mut self) -> Result<Option<Result<String, ()>>, String> {
-        loop {
-            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=end).collect();
-                return Ok(Some(utf8(&line[..end])));
-            }
-            if self.done {
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                let line = std::mem::take(&mut self.buf);
-                return Ok(Some(utf8(&line)));
-            }
-            match self.store.file_chunk(self.id, self.next_chunk).await? {
-                Some(c) => {
-                    self.next_chunk += 1;
-                    self.buf.extend_from_slice(&c);
-                }
-                None => self.done = true,
-            }
-        }
-    }
-}
-
-fn utf8(b: &[u8]) -> Result<String, ()> {
-    let b = b.strip_suffix(b"\r").unwrap_or(b);
-    String::from_utf8(b.to_vec()).map_err(|_| ())
-}
-
-/// Check a batch's input file line by line; start it, or fail it with line-numbered errors.
-async fn validate(
-    store: &dyn Backend,
-    id: &str,
-    endpoint: &str,
-    file_id: &str,
-) -> Result<(), String> {
-    let mut errors = Vec::new();
-    let mut requests = Vec::new();
-    let mut seen = HashSet::new();
-    let mut model: Option<String> = None;
-    if execute::endpoint(endpoint).is_none() {
-        errors.push(problem(
-            "invalid_endpoint",
-            "This endpoint is not supported for batches.",
-            None,
-        ));
-    }
-    let mut lines = Lines {
-        store,
-        id: file_id,
-        next_chunk: 0,
-        buf: Vec::new(),
-        done: false,
-    };
-    let exists = store.file_chunk(file_id, 0).await.is_ok();
-    match exists {
-        false => errors.push(problem(
-            "file_not_found",
-            "The input file does not exist.",
-            None,
-        )),
-        true => {
-            let mut n = 0u64;
-            while let Some(text) = lines.next().await? {
-                n += 1;
-                let Ok(text) = text else {
-                    errors.push(problem(
-                        "invalid_json_line",
-                        "This line is not valid UTF-8.",
-                        Some(n),
-                    ));
-                    continue;
-                };
-                if text.trim().is_empty() {
-                    continue;
-                }
-                let v: Value = match serde_json::from_str(&text) {
-                    Ok(v @ Value::Object(_)) => v,
-                    _ => {
-                        errors.push(problem(
-                            "invalid_json_line",
-                            "This line is not parseable as valid JSON.",
-                            Some(n),
-                        ));
-                        continue;
-                    }
-                };
-                let Some(cid) = v["custom_id"].as_str().filter(|c| !c.is_empty()) else {
-                    errors.push(problem(
-                        "missing_required_parameter",
-                        "custom_id is required.",
-                        Some(n),
-                    ));
-                    continue;
-                };
-                if !seen.insert(cid.to_string()) {
-                    errors.push(problem("duplicate_custom_id", "The custom_id for this request is a duplicate of another request. The custom_id parameter must be unique for each request in a batch.", Some(n)));
-                }
-                if v["method"] != "POST" {
-                    errors.push(problem(
-                        "invalid_method",
-                        "Only POST is supported.",
-                        Some(n),
-                    ));
-                }
-                if v["url"] != endpoint {
-                    errors.push(problem(
-                        "invalid_url",
-                        "The url provided for this request does not match the batch endpoint.",
-                        Some(n),
-                    ));
-                }
-                if !v["body"].is_object() {
-                    errors.push(problem(
-                        "missing_required_parameter",
-                        "body must be an object.",
-                        Some(n),
-                    ));
-                } else if v["body"]["stream"] == true {
-                    errors.push(problem(
-                        "invalid_request",
-                        "Streaming is not supported in batches.",
-                        Some(n),
-                    ));
-                }
-                if model.is_none() {
-                    model = v["body"]["model"].as_str().map(str::to_string);
-                }
-                requests.push((n, cid.to_string(), v["body"].to_string()));
-                if errors.len() >= 100 {
-                    break;
-                }
-            }
-        }
-    }
-    if errors.is_empty() && requests.is_empty() {
-        errors.push(problem("empty_file", "The input file is empty.", None));
-    }
-    if !errors.is_empty() {
-        return store
-            .fail_batch(id, &json!({"object": "list", "data": errors}))
-            .await;
-    }
-    store.start_batch(id, model.as_deref(), &requests).await
 }

@@ -6,7 +6,9 @@
 //! - [`api`]: `/v1/files` and `/v1/batches` (uploads streamed to disk);
 //! - [`backend`]: what a store provides; [`store`]: SQLite in the data dir, one row per
 //!   request, results written once; [`redis`]: the same in Redis, shared by instances;
-//! - [`dispatch`]: a background service that validates, runs and ends batches;
+//! - [`dispatch`]: a background service that validates, runs and ends batches, and
+//!   deletes what the retention schedule says is over;
+//! - [`validate`]: an input file checked line by line with bounded memory;
 //! - [`execute`]: one request through admission, routing and the upstream call;
 //! - [`webhook`]: signed notifications of progress and of the end of a batch;
 //! - [`client`]: the `ai-rate-limiter batch` commands.
@@ -18,4 +20,5 @@ pub mod dispatch;
 pub mod execute;
 pub mod redis;
 pub mod store;
+pub mod validate;
 pub mod webhook;

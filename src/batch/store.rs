@@ -9,7 +9,7 @@
 
 use super::backend::{
     new_id, now, now_ms, request_status, unrun_line, webhook_event, webhook_record, Backend,
-    Claimed, FileRow, NewBatch, Queue, Request, StoreResult, CHUNK,
+    Claimed, FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept, CHUNK,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,7 +27,11 @@ pub struct Store {
     me: String,
 }
 
+#[path = "store_space.rs"]
+mod space;
+
 const SCHEMA: &str = "
+PRAGMA auto_vacuum = INCREMENTAL;
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS files (
@@ -45,7 +49,7 @@ CREATE TABLE IF NOT EXISTS batches (
   webhook_notified INTEGER NOT NULL DEFAULT 0, webhook_done INTEGER NOT NULL DEFAULT 0,
   webhook TEXT);
 CREATE TABLE IF NOT EXISTS requests (
-  batch_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, body TEXT NOT NULL,
+  batch_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, body TEXT NOT NULL DEFAULT '',
   state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, not_before INTEGER NOT NULL DEFAULT 0,
   result TEXT, PRIMARY KEY (batch_id, custom_id));
 CREATE INDEX IF NOT EXISTS requests_state ON requests (state, not_before);
@@ -64,8 +68,17 @@ impl Store {
             .map_err(|e| format!("opening the batch store: {e}"))?;
         db.execute_batch(SCHEMA)
             .map_err(|e| format!("batch store schema: {e}"))?;
-        // Stores made before requests had an owner.
+        // Stores made before requests had an owner, referred to their input file, and
+        // ended batches were purged.
         let _ = db.execute("ALTER TABLE requests ADD COLUMN owner TEXT", []);
+        let _ = db.execute("ALTER TABLE requests ADD COLUMN start INTEGER", []);
+        let _ = db.execute("ALTER TABLE requests ADD COLUMN len INTEGER", []);
+        let _ = db.execute(
+            "ALTER TABLE batches ADD COLUMN purged INTEGER NOT NULL DEFAULT 0",
+            [],
+        );
+        db.execute_batch(space::SCHEMA)
+            .map_err(|e| format!("batch store schema: {e}"))?;
         let scratch = dir.join("files").join("uploading");
         if !taking_over {
             db.execute(
@@ -157,12 +170,13 @@ impl Store {
     }
 
     fn delete_file(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<bool> {
-        let n = self.db().execute(
+        let db = self.db();
+        let n = db.execute(
             "DELETE FROM files WHERE id = ?1 AND consumer IS ?2",
             params![id, consumer],
         )?;
         if n > 0 {
-            let _ = std::fs::remove_file(self.file_path(id));
+            self.drop_content(&db, id)?;
         }
         Ok(n > 0)
     }
@@ -311,35 +325,23 @@ impl Store {
     }
 
     fn fail_batch(&self, id: &str, errors: &Value) -> rusqlite::Result<()> {
-        self.db().execute(
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
             "UPDATE batches SET status = 'failed', failed_at = ?2, errors = ?3 WHERE id = ?1 AND status = 'validating'",
             params![id, now(), errors.to_string()],
         )?;
-        Ok(())
+        tx.execute("DELETE FROM requests WHERE batch_id = ?1", [id])?;
+        tx.commit()
     }
 
-    /// Store a validated batch's requests and start it.
-    fn start_batch(
-        &self,
-        id: &str,
-        model: Option<&str>,
-        requests: &[Request],
-    ) -> rusqlite::Result<()> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        {
-            let mut ins = tx.prepare(
-                "INSERT OR IGNORE INTO requests (batch_id, custom_id, line, body, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
-            )?;
-            for (line, custom_id, body) in requests {
-                ins.execute(params![id, custom_id, *line as i64, body])?;
-            }
-        }
-        tx.execute(
+    /// Start a batch whose requests were all added.
+    fn start_batch(&self, id: &str, model: Option<&str>, total: u64) -> rusqlite::Result<()> {
+        self.db().execute(
             "UPDATE batches SET status = 'in_progress', in_progress_at = ?2, total = ?3, model = ?4 WHERE id = ?1 AND status = 'validating'",
-            params![id, now(), requests.len() as i64, model],
+            params![id, now(), total as i64, model],
         )?;
-        tx.commit()
+        Ok(())
     }
 
     /// Claim up to `n` pending requests of running batches, oldest batch first, of the
@@ -363,42 +365,64 @@ impl Store {
                 Queue::AllBut(_) => String::new(),
             };
             let mut st = tx.prepare(&format!(
-                "SELECT id, consumer, endpoint, model FROM batches
+                "SELECT id, consumer, endpoint, model, input_file_id FROM batches
                  WHERE status = 'in_progress' {filter} ORDER BY created_at, id"
             ))?;
+            type Running = (String, Option<String>, String, Option<String>, String);
             let batches = st
                 .query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                    ))
                 })?
-                .collect::<rusqlite::Result<Vec<(String, Option<String>, String, Option<String>)>>>(
-                )?;
+                .collect::<rusqlite::Result<Vec<Running>>>()?;
             // Then each one's due requests in line order (index requests_due).
             let mut st = tx.prepare(
-                "SELECT custom_id, body, attempts FROM requests INDEXED BY requests_due
+                "SELECT custom_id, body, attempts, start, len FROM requests INDEXED BY requests_due
                  WHERE batch_id = ?1 AND state = 'pending' AND not_before <= ?2
                  ORDER BY line LIMIT ?3",
             )?;
             let now = now_ms();
             let mut claimed = Vec::new();
-            for (id, consumer, endpoint, model) in batches {
+            for (id, consumer, endpoint, model, input) in batches {
                 if claimed.len() >= n {
                     break;
                 }
                 let left = (n - claimed.len()) as i64;
+                let mut lines = space::LineReader::new(self.file_path(&input));
                 let rows = st.query_map(params![id, now, left], |r| {
-                    Ok(Claimed {
-                        batch_id: id.clone(),
-                        custom_id: r.get(0)?,
-                        consumer: consumer.clone(),
-                        endpoint: endpoint.clone(),
-                        body: r.get(1)?,
-                        attempts: r.get::<_, i64>(2)? as u32,
-                        model: model.clone(),
-                        entry: None,
-                    })
+                    let at = match (r.get::<_, Option<i64>>(3)?, r.get::<_, Option<i64>>(4)?) {
+                        (Some(start), Some(len)) => Some(super::backend::LineRef {
+                            start: start as u64,
+                            len: len as u64,
+                        }),
+                        _ => None,
+                    };
+                    Ok((
+                        Claimed {
+                            batch_id: id.clone(),
+                            custom_id: r.get(0)?,
+                            consumer: consumer.clone(),
+                            endpoint: endpoint.clone(),
+                            body: r.get(1)?,
+                            attempts: r.get::<_, i64>(2)? as u32,
+                            model: model.clone(),
+                            entry: None,
+                        },
+                        at,
+                    ))
                 })?;
                 for c in rows {
-                    claimed.push(c?);
+                    let (mut c, at) = c?;
+                    if let Some(at) = at {
+                        // An unreadable line runs as an empty body: an error line, not a stall.
+                        c.body = lines.body(at).unwrap_or_default();
+                    }
+                    claimed.push(c);
                 }
             }
             claimed
@@ -575,7 +599,7 @@ impl Store {
     /// End what has to end: expired batches, cancels, batches with nothing left to run.
     /// Pending requests of expired or cancelled batches get error lines; finished batches
     /// get their output and error files.
-    fn settle(&self) -> Result<Vec<String>, String> {
+    fn settle(&self, lifetime: i64) -> Result<Vec<String>, String> {
         let ended = {
             let db = self.db();
             let t = now();
@@ -621,14 +645,14 @@ impl Store {
         };
         let mut done = Vec::new();
         for (id, status) in ended {
-            self.finalize(&id, &status)?;
+            self.finalize(&id, &status, lifetime)?;
             done.push(id);
         }
         Ok(done)
     }
 
     /// Write the output and error files of a batch whose requests have all ended.
-    fn finalize(&self, id: &str, status: &str) -> Result<(), String> {
+    fn finalize(&self, id: &str, status: &str, lifetime: i64) -> Result<(), String> {
         let e = |e: rusqlite::Error| e.to_string();
         let consumer: Option<String> = self
             .db()
@@ -679,7 +703,7 @@ impl Store {
             };
             self.insert_file(
                 consumer.as_deref(),
-                &FileRow::batch_output(fid.clone(), id, name, bytes),
+                &FileRow::batch_output(fid.clone(), id, name, bytes, lifetime),
             )
             .map_err(e)?;
             *file_id = Some(fid);
@@ -711,9 +735,12 @@ impl Backend for Store {
         consumer: Option<&str>,
         f: &FileRow,
         content: &Path,
-    ) -> StoreResult<()> {
-        std::fs::rename(content, self.file_path(&f.id)).map_err(|e| e.to_string())?;
-        text(self.insert_file(consumer, f))
+        quota: u64,
+    ) -> StoreResult<bool> {
+        self.add_file_within(consumer, f, content, quota)
+    }
+    async fn usage(&self, consumer: Option<&str>) -> StoreResult<u64> {
+        text(Store::usage(&self.db(), consumer))
     }
     async fn file(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<FileRow>> {
         text(Store::file(self, consumer, id))
@@ -771,13 +798,14 @@ impl Backend for Store {
     async fn fail_batch(&self, id: &str, errors: &Value) -> StoreResult<()> {
         text(Store::fail_batch(self, id, errors))
     }
-    async fn start_batch(
-        &self,
-        id: &str,
-        model: Option<&str>,
-        requests: &[Request],
-    ) -> StoreResult<()> {
-        text(Store::start_batch(self, id, model, requests))
+    async fn add_requests(&self, id: &str, rows: &[NewRequest]) -> StoreResult<Vec<u64>> {
+        text(Store::add_requests(self, id, rows))
+    }
+    async fn start_batch(&self, id: &str, model: Option<&str>, total: u64) -> StoreResult<()> {
+        text(Store::start_batch(self, id, model, total))
+    }
+    async fn sweep(&self, retention_secs: i64) -> StoreResult<Swept> {
+        text(Store::sweep(self, retention_secs))
     }
     async fn claim(&self, n: usize, queue: Queue<'_>) -> StoreResult<Vec<Claimed>> {
         text(Store::claim(self, n, queue))
@@ -843,8 +871,8 @@ impl Backend for Store {
         let rows = text(st.query_map([limit as i64], batch_object))?;
         text(rows.collect())
     }
-    async fn settle(&self) -> StoreResult<Vec<String>> {
-        Store::settle(self)
+    async fn settle(&self, file_lifetime_secs: i64) -> StoreResult<Vec<String>> {
+        Store::settle(self, file_lifetime_secs)
     }
     async fn webhooks_due(&self) -> StoreResult<Vec<(String, String, String)>> {
         text(Store::webhooks_due(self))

@@ -516,6 +516,13 @@ pub struct BatchConfig {
     pub max_attempts: u32,
     /// Largest uploaded file.
     pub max_file_bytes: u64,
+    /// Most bytes of files (uploads and results) one consumer may keep; past it an upload
+    /// is refused like OpenAI's storage limit.
+    pub consumer_quota_bytes: u64,
+    /// How long batch files (inputs, outputs, errors) and an ended batch's requests and
+    /// results are kept before the sweep deletes them.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
     /// Webhook bodies are signed with it: `X-Signature: sha256=<hex HMAC-SHA256 of the body>`.
     pub webhook_secret: Option<Secret>,
     /// Networks webhooks may reach although they are internal (loopback, private,
@@ -533,6 +540,8 @@ impl Default for BatchConfig {
             model_concurrency: Default::default(),
             max_attempts: 3,
             max_file_bytes: 200 * 1024 * 1024,
+            consumer_quota_bytes: 10 * 1024 * 1024 * 1024,
+            retention: Duration::from_secs(30 * 86_400),
             webhook_secret: None,
             webhook_allow_networks: Vec::new(),
         }

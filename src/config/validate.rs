@@ -107,6 +107,12 @@ fn batch(c: &Config, p: &mut Problems) {
     if b.max_attempts == 0 {
         p.add("batch.max_attempts", "must be at least 1");
     }
+    if c.batch.consumer_quota_bytes == 0 {
+        p.add("batch.consumer_quota_bytes", "must be greater than zero");
+    }
+    if c.batch.retention.as_secs() < 1 {
+        p.add("batch.retention", "must be at least 1s");
+    }
     if b.store == super::schema::BatchStoreKind::Redis && c.limits.policy == LimitPolicy::Local {
         p.add(
             "batch.store",

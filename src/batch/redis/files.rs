@@ -84,14 +84,7 @@ impl RedisBatches {
         if self.file(consumer, id).await?.is_none() {
             return Ok(false);
         }
-        let mut p = redis::pipe();
-        p.cmd("DEL").arg(self.k(&format!("f:{id}"))).ignore();
-        p.cmd("DEL").arg(self.k(&format!("fd:{id}"))).ignore();
-        p.cmd("ZREM")
-            .arg(self.k(&format!("files:{}", owner(consumer))))
-            .arg(id)
-            .ignore();
-        self.p::<()>(&p).await?;
+        self.forget_file(id).await?;
         Ok(true)
     }
 

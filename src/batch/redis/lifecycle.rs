@@ -56,7 +56,12 @@ impl RedisBatches {
     }
 
     /// Write and finalize a batch whose requests have all ended (one instance at a time).
-    pub(super) async fn finalize(&self, id: &str, h: &HashMap<String, String>) -> StoreResult<()> {
+    pub(super) async fn finalize(
+        &self,
+        id: &str,
+        h: &HashMap<String, String>,
+        lifetime: i64,
+    ) -> StoreResult<()> {
         let lock = self.k(&format!("fin:{id}"));
         let got: Option<String> = self
             .q(cmd("SET")
@@ -148,7 +153,7 @@ impl RedisBatches {
                 written.push(None);
                 continue;
             }
-            let row = FileRow::batch_output(fid.clone(), id, name, bytes);
+            let row = FileRow::batch_output(fid.clone(), id, name, bytes, lifetime);
             self.put_file_meta(consumer, &row).await?;
             written.push(Some(fid.clone()));
         }
@@ -171,6 +176,11 @@ impl RedisBatches {
             }
         }
         p.cmd("SREM").arg(self.k("active")).arg(id).ignore();
+        p.cmd("ZADD")
+            .arg(self.k("ended"))
+            .arg(now())
+            .arg(id)
+            .ignore();
         p.cmd("DEL").arg(&lock).ignore();
         self.p(&p).await
     }
@@ -286,11 +296,13 @@ impl RedisBatches {
         Ok(out)
     }
 
+    /// Start a batch whose requests were added ([`Self::add_requests`]): one work-queue
+    /// entry per request, in input order, resumable after a crash (`loaded`).
     pub(super) async fn load_batch(
         &self,
         id: &str,
         model: Option<&str>,
-        requests: &[Request],
+        total: u64,
     ) -> StoreResult<()> {
         let bkey = self.k(&format!("b:{id}"));
         let model = model.unwrap_or("-");
@@ -313,7 +325,7 @@ impl RedisBatches {
             }
         }
         let _: () = self.q(cmd("SADD").arg(self.k("queues")).arg(model)).await?;
-        // Running before the requests arrive, so no entry finds its batch not started;
+        // Running before the entries arrive, so no entry finds its batch not started;
         // `loading` marks a load a crash may interrupt (resumed from `loaded`).
         let r = self
             .cas(
@@ -323,7 +335,7 @@ impl RedisBatches {
                 "in_progress",
                 &[
                     ("in_progress_at", now().to_string()),
-                    ("total", requests.len().to_string()),
+                    ("total", total.to_string()),
                     ("model", model.to_string()),
                     ("loading", "1".to_string()),
                 ],
@@ -332,26 +344,23 @@ impl RedisBatches {
         if r != "ok" && r != "in_progress" {
             return Ok(()); // cancelled meanwhile
         }
-        let loaded: Option<usize> = self.q(cmd("HGET").arg(&bkey).arg("loaded")).await?;
-        for part in requests[loaded.unwrap_or(0).min(requests.len())..].chunks(500) {
+        let mut loaded: usize = self
+            .q::<Option<usize>>(cmd("HGET").arg(&bkey).arg("loaded"))
+            .await?
+            .unwrap_or(0);
+        loop {
+            let cids: Vec<String> = self
+                .q(cmd("LRANGE")
+                    .arg(self.k(&format!("l:{id}")))
+                    .arg(loaded)
+                    .arg(loaded + 499))
+                .await?;
+            if cids.is_empty() {
+                break;
+            }
             let mut p = redis::pipe();
             p.atomic();
-            let cids: Vec<&str> = part.iter().map(|r| r.1.as_str()).collect();
-            p.cmd("RPUSH")
-                .arg(self.k(&format!("l:{id}")))
-                .arg(&cids)
-                .ignore();
-            for (_, cid, body) in part {
-                p.cmd("HSET")
-                    .arg(self.k(&format!("body:{id}")))
-                    .arg(cid)
-                    .arg(body)
-                    .ignore();
-                p.cmd("HSETNX")
-                    .arg(self.k(&format!("st:{id}")))
-                    .arg(cid)
-                    .arg("pending")
-                    .ignore();
+            for cid in &cids {
                 p.cmd("XADD")
                     .arg(&stream)
                     .arg("*")
@@ -364,9 +373,10 @@ impl RedisBatches {
             p.cmd("HINCRBY")
                 .arg(&bkey)
                 .arg("loaded")
-                .arg(part.len())
+                .arg(cids.len())
                 .ignore();
             self.p::<()>(&p).await?;
+            loaded += cids.len();
         }
         let mut p = redis::pipe();
         p.cmd("HDEL").arg(&bkey).arg("loading").ignore();
@@ -412,7 +422,7 @@ impl RedisBatches {
         Ok(Some(out))
     }
 
-    pub(super) async fn settle_batches(&self) -> StoreResult<Vec<String>> {
+    pub(super) async fn settle_batches(&self, lifetime: i64) -> StoreResult<Vec<String>> {
         let ids: Vec<String> = self.q(cmd("SMEMBERS").arg(self.k("active"))).await?;
         let mut ended = Vec::new();
         for id in ids {
@@ -446,7 +456,7 @@ impl RedisBatches {
                 _ => false,
             };
             if ready {
-                self.finalize(&id, &h).await?;
+                self.finalize(&id, &h, lifetime).await?;
                 ended.push(id);
             }
         }

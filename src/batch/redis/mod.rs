@@ -11,7 +11,9 @@
 //! | `files:{owner}` / `batches:{owner}` | zset | a consumer's files / batches by creation time |
 //! | `b:{batch}` | hash | the batch object's fields and its counters |
 //! | `l:{batch}` | list | custom_ids in input order (results and output files follow it) |
-//! | `body:{batch}` `st:{batch}` `at:{batch}` `res:{batch}` | hashes | per custom_id: body, state, attempts, result line |
+//! | `body:{batch}` `ln:{batch}` `st:{batch}` `at:{batch}` `res:{batch}` | hashes | per custom_id: where its line lies in the input file (`@start:len`, not a copy), its line number, state, attempts, result line |
+//! | `usage:{owner}` | string | bytes of a consumer's files (the quota) |
+//! | `fexp`, `ended` | zsets | files by expiry time, ended batches by end time (the retention sweep) |
 //! | `q:{model}` | stream, group `d` | the work queue of a model: one entry per request to run |
 //! | `delayed` | zset | retries by due time, put back on their stream when due |
 //! | `active`, `hooks`, `queues` | sets | unfinished batches, batches owing a webhook, streams |
@@ -26,11 +28,12 @@
 
 mod files;
 mod lifecycle;
+mod space;
 mod work;
 
 use crate::batch::backend::{
     now, now_ms, request_status, unrun_line, webhook_event, webhook_record, Backend, Claimed,
-    FileRow, NewBatch, Queue, Request, StoreResult, CHUNK,
+    FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept, CHUNK,
 };
 use crate::config::schema::{LimitPolicy, LimitsConfig};
 use crate::limits::redis::Conn;
@@ -68,6 +71,10 @@ const END_PENDING: &str = include_str!("../../../lua-compat/batch/end_pending.lu
 /// value ('~' when absent).
 const CAS: &str = include_str!("../../../lua-compat/batch/cas.lua");
 
+/// Add requests in validation once each: KEYS ln, body, st, l; ARGV (cid, line, ref)…;
+/// returns the duplicate lines.
+const ADD_REQUESTS: &str = include_str!("../../../lua-compat/batch/add_requests.lua");
+
 pub struct RedisBatches {
     policy: LimitPolicy,
     urls: Vec<String>,
@@ -93,6 +100,7 @@ struct Scripts {
     requeue: Script,
     end_pending: Script,
     cas: Script,
+    add_requests: Script,
 }
 
 fn text<T>(r: redis::RedisResult<T>) -> StoreResult<T> {
@@ -138,6 +146,7 @@ impl RedisBatches {
                 requeue: Script::new(REQUEUE),
                 end_pending: Script::new(END_PENDING),
                 cas: Script::new(CAS),
+                add_requests: Script::new(ADD_REQUESTS),
             },
             inflight: Mutex::new(HashMap::new()),
             adopted: Mutex::new(VecDeque::new()),
@@ -232,7 +241,12 @@ impl RedisBatches {
         }
         if let Some(e) = f.expires_at {
             p.cmd("HSET").arg(&key).arg("expires_at").arg(e).ignore();
+            p.cmd("ZADD").arg(self.k("fexp")).arg(e).arg(&f.id).ignore();
         }
+        p.cmd("INCRBY")
+            .arg(self.k(&format!("usage:{}", owner(consumer))))
+            .arg(f.bytes)
+            .ignore();
         p.cmd("ZADD")
             .arg(self.k(&format!("files:{}", owner(consumer))))
             .arg(f.created_at)
@@ -297,8 +311,17 @@ impl Backend for RedisBatches {
         consumer: Option<&str>,
         f: &FileRow,
         content: &Path,
-    ) -> StoreResult<()> {
-        self.store_file(consumer, f, content).await
+        quota: u64,
+    ) -> StoreResult<bool> {
+        if self.used(consumer).await?.saturating_add(f.bytes) > quota {
+            return Ok(false);
+        }
+        self.store_file(consumer, f, content).await?;
+        Ok(true)
+    }
+
+    async fn usage(&self, consumer: Option<&str>) -> StoreResult<u64> {
+        self.used(consumer).await
     }
 
     async fn file(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<FileRow>> {
@@ -391,16 +414,20 @@ impl Backend for RedisBatches {
         let mut p = redis::pipe();
         p.cmd("SREM").arg(self.k("active")).arg(id).ignore();
         p.cmd("DEL").arg(self.k(&format!("v:{id}"))).ignore();
-        self.p(&p).await
+        self.p::<()>(&p).await?;
+        self.drop_requests(id).await
     }
 
-    async fn start_batch(
-        &self,
-        id: &str,
-        model: Option<&str>,
-        requests: &[Request],
-    ) -> StoreResult<()> {
-        self.load_batch(id, model, requests).await
+    async fn add_requests(&self, id: &str, rows: &[NewRequest]) -> StoreResult<Vec<u64>> {
+        self.add_rows(id, rows).await
+    }
+
+    async fn start_batch(&self, id: &str, model: Option<&str>, total: u64) -> StoreResult<()> {
+        self.load_batch(id, model, total).await
+    }
+
+    async fn sweep(&self, retention_secs: i64) -> StoreResult<Swept> {
+        self.sweep_space(retention_secs).await
     }
 
     async fn claim(&self, n: usize, queue: Queue<'_>) -> StoreResult<Vec<Claimed>> {
@@ -504,8 +531,8 @@ impl Backend for RedisBatches {
         Ok(n)
     }
 
-    async fn settle(&self) -> StoreResult<Vec<String>> {
-        self.settle_batches().await
+    async fn settle(&self, file_lifetime_secs: i64) -> StoreResult<Vec<String>> {
+        self.settle_batches(file_lifetime_secs).await
     }
 
     async fn maintain(&self) -> StoreResult<()> {

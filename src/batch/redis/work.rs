@@ -12,7 +12,7 @@ impl RedisBatches {
         entry: String,
         batch: String,
         cid: String,
-        batches: &mut HashMap<String, (Option<String>, String)>,
+        batches: &mut HashMap<String, (Option<String>, String, String)>,
     ) -> StoreResult<Option<Claimed>> {
         let stream = self.queue_key(model);
         let mut inv = self.scripts.take.prepare_invoke();
@@ -29,15 +29,29 @@ impl RedisBatches {
             return Ok(None);
         };
         if !batches.contains_key(&batch) {
-            let (consumer, endpoint): (Option<String>, Option<String>) = self
-                .q(cmd("HMGET")
+            let (consumer, endpoint, input): (Option<String>, Option<String>, Option<String>) =
+                self.q(cmd("HMGET")
                     .arg(self.k(&format!("b:{batch}")))
                     .arg("consumer")
-                    .arg("endpoint"))
-                .await?;
-            batches.insert(batch.clone(), (consumer, endpoint.unwrap_or_default()));
+                    .arg("endpoint")
+                    .arg("input_file_id"))
+                    .await?;
+            batches.insert(
+                batch.clone(),
+                (
+                    consumer,
+                    endpoint.unwrap_or_default(),
+                    input.unwrap_or_default(),
+                ),
+            );
         }
-        let (consumer, endpoint) = batches.get(&batch).cloned().unwrap_or_default();
+        let (consumer, endpoint, input) = batches.get(&batch).cloned().unwrap_or_default();
+        // Requests refer to their line in the input file; an unreadable one runs as an
+        // empty body (an error line, not a stall).
+        let body = match crate::batch::backend::LineRef::decode(&body) {
+            Some(at) => self.line_body(&input, at).await?.unwrap_or_default(),
+            None => body,
+        };
         Self::lock(&self.inflight).insert(entry.clone(), stream);
         Ok(Some(Claimed {
             batch_id: batch,
