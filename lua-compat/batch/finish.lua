@@ -11,5 +11,9 @@ if s == 'running' or s == 'pending' then
   redis.call('HINCRBY', KEYS[3], 'output_tokens', ARGV[5])
   redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
 end
-if ARGV[6] ~= '' then redis.call('XACK', KEYS[5], 'd', ARGV[6]) end
+-- An entry done with is deleted, so the stream does not grow with every request run.
+if ARGV[6] ~= '' then
+  redis.call('XACK', KEYS[5], 'd', ARGV[6])
+  redis.call('XDEL', KEYS[5], ARGV[6])
+end
 return 1

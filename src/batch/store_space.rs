@@ -172,7 +172,10 @@ impl Store {
         if swept.files + swept.batches > 0 {
             // Pages freed by the deletes go back to the file system (stores created with
             // incremental auto-vacuum), and the write-ahead log is truncated.
-            db.execute_batch("PRAGMA incremental_vacuum;")?;
+            // (The pragma frees one page per step: step it to the end.)
+            let mut vacuum = db.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = vacuum.query([])?;
+            while rows.next()?.is_some() {}
             let _: rusqlite::Result<(i64, i64, i64)> =
                 db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))

@@ -55,8 +55,7 @@ impl Lines<'_> {
                     start: self.offset,
                     len: end as u64,
                 };
-                let line = if self.skipping {
-                    self.skipping = false;
+                let line = if std::mem::take(&mut self.skipping) || end > self.max_line {
                     Line::TooLarge
                 } else {
                     utf8(&self.buf[..end])
@@ -81,7 +80,7 @@ impl Lines<'_> {
                     start: self.offset,
                     len: self.buf.len() as u64,
                 };
-                let line = if std::mem::take(&mut self.skipping) {
+                let line = if std::mem::take(&mut self.skipping) || self.buf.len() > self.max_line {
                     Line::TooLarge
                 } else {
                     utf8(&self.buf)

@@ -23,9 +23,12 @@ impl RedisBatches {
             .arg(&cid);
         let got: Option<(String, String)> = text(self.conn().await?.invoke(&inv).await)?;
         let Some((body, attempts)) = got else {
-            let _: i64 = self
-                .q(cmd("XACK").arg(&stream).arg(GROUP).arg(&entry))
-                .await?;
+            // Its request has ended: the entry is done with (and deleted, so the stream
+            // does not grow with every request run).
+            let mut p = redis::pipe();
+            p.cmd("XACK").arg(&stream).arg(GROUP).arg(&entry).ignore();
+            p.cmd("XDEL").arg(&stream).arg(&entry).ignore();
+            self.p::<()>(&p).await?;
             return Ok(None);
         };
         if !batches.contains_key(&batch) {
