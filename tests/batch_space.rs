@@ -4,7 +4,7 @@
 //! and validation memory does not grow with the file.
 
 mod common;
-use common::batches::{create, upload, wait_status};
+use common::batches::{create, try_upload, upload, wait_status};
 use common::redis::Redis;
 use common::*;
 use serde_json::{json, Value};
@@ -166,24 +166,9 @@ fn quota(redis: Option<&Redis>) {
     let first = upload(&gw, KEY, &two_mb);
     assert!(first["id"].is_string(), "{first}");
     // The second would pass the quota: 400 invalid_request_error, as OpenAI's storage limit.
-    let boundary = "B0uNdArY";
-    let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\r\n{two_mb}\r\n--{boundary}--\r\n"
-    );
-    let r = agent()
-        .post(&gw.url("/v1/files"))
-        .set("authorization", &format!("Bearer {KEY}"))
-        .set(
-            "content-type",
-            &format!("multipart/form-data; boundary={boundary}"),
-        )
-        .send_string(&body);
-    let r = match r {
-        Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
-        other => panic!("expected 400, got {other:?}"),
-    };
-    assert_eq!(r.0, 400);
-    let e: Value = serde_json::from_str(&r.1).unwrap();
+    let r = try_upload(&gw, KEY, &two_mb);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let e = r.json();
     assert_eq!(e["error"]["type"], "invalid_request_error");
     assert!(
         e["error"]["message"]

@@ -6,20 +6,27 @@ use std::time::{Duration, Instant};
 
 /// Upload `content` as a batch input file as `key`'s consumer; returns the file object.
 pub fn upload(gw: &Gw, key: &str, content: &str) -> Value {
+    let r = try_upload(gw, key, content);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+/// [`upload`], whatever the answer.
+pub fn try_upload(gw: &Gw, key: &str, content: &str) -> super::Resp {
     let boundary = "XyZbOuNdArY";
     let body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n{content}\r\n--{boundary}--\r\n"
     );
-    let r = agent()
-        .post(&gw.url("/v1/files"))
-        .set("authorization", &format!("Bearer {key}"))
-        .set(
-            "content-type",
-            &format!("multipart/form-data; boundary={boundary}"),
-        )
-        .send_string(&body)
-        .unwrap();
-    serde_json::from_str(&r.into_string().unwrap()).unwrap()
+    super::to_resp(
+        agent()
+            .post(&gw.url("/v1/files"))
+            .set("authorization", &format!("Bearer {key}"))
+            .set(
+                "content-type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
+            .send_string(&body),
+    )
 }
 
 /// Create a chat batch on an uploaded input file; returns the batch object.

@@ -262,7 +262,8 @@ impl Resp {
     }
 }
 
-fn to_resp(r: Result<ureq::Response, ureq::Error>) -> Resp {
+/// A response (or an error status) as a [`Resp`].
+pub fn to_resp(r: Result<ureq::Response, ureq::Error>) -> Resp {
     let resp = match r {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
