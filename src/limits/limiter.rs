@@ -28,7 +28,7 @@ impl Limiter {
         let redis = match config.policy {
             LimitPolicy::Local => None,
             LimitPolicy::Redis | LimitPolicy::RedisCluster => {
-                Some(RedisStore::new(config, metrics))
+                Some(RedisStore::new(config, metrics, local.keys.clone()))
             }
         };
         Limiter {

@@ -127,11 +127,20 @@ pub fn conn_room(l: &ConnLimit, in_flight: u64, rate: f64) -> Result<(), u64> {
 /// Realtime admission calls per counter, for the batch priority class. Counted only while
 /// batch work is waiting or running ([`RealtimeRates::set_active`]), so realtime requests
 /// pay nothing for it otherwise; when a batch starts, the rates fill within a second.
+///
+/// Bounded whatever the keys: counters idle for two seconds are forgotten at most once a
+/// second (not on every call), and past [`MAX_TRACKED`] counters new ones are not
+/// measured (a batch check on them then leaves room for no realtime demand).
 pub struct RealtimeRates {
     map: Mutex<HashMap<std::sync::Arc<str>, Seconds>>,
     epoch: Instant,
     active: std::sync::atomic::AtomicBool,
+    /// The second of the last sweep of idle counters.
+    swept: std::sync::atomic::AtomicU64,
 }
+
+/// Most counters whose realtime rate is measured at once.
+pub const MAX_TRACKED: usize = 65_536;
 
 /// Calls in the current and the previous whole second.
 #[derive(Clone, Copy)]
@@ -147,6 +156,7 @@ impl Default for RealtimeRates {
             map: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             active: std::sync::atomic::AtomicBool::new(false),
+            swept: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -191,10 +201,14 @@ impl RealtimeRates {
         }
         let now = self.second();
         let mut map = self.lock();
-        if map.len() > 4096 {
+        use std::sync::atomic::Ordering::Relaxed;
+        if map.len() > 4096 && self.swept.swap(now, Relaxed) != now {
             map.retain(|_, s| now.saturating_sub(s.second) < 2);
         }
         for k in keys {
+            if map.len() >= MAX_TRACKED && !map.contains_key(k) {
+                continue;
+            }
             let s = map.entry(k.clone()).or_insert(Seconds {
                 second: now,
                 current: 0,

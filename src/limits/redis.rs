@@ -162,7 +162,12 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// A store for `config` (policy `redis` or `redis-cluster`). Connects in [`Self::run`].
-    pub fn new(config: &LimitsConfig, metrics: RedisMetrics) -> Arc<RedisStore> {
+    /// `keys`: the gauge of counters held in memory (the synced views count there).
+    pub fn new(
+        config: &LimitsConfig,
+        metrics: RedisMetrics,
+        keys: prometheus::IntGauge,
+    ) -> Arc<RedisStore> {
         let r = &config.redis;
         let urls = match config.policy {
             LimitPolicy::RedisCluster => r.nodes.iter().map(|n| n.expose().to_string()).collect(),
@@ -183,7 +188,9 @@ impl RedisStore {
             refresh: Script::new(REFRESH_LUA),
             sync: Script::new(SYNC_LUA),
             ping: Script::new("return 1"),
-            synced: config.sync_interval.map(SyncedCounts::new),
+            synced: config
+                .sync_interval
+                .map(|i| SyncedCounts::new(i, config.local_max_keys, keys.clone())),
             prefix,
             lease_ttl_ms: config.lease_ttl.as_millis() as u64,
             timeout: r.timeout,

@@ -29,6 +29,11 @@ pub struct SyncedCounts {
     interval_ms: u64,
     epoch: Instant,
     map: Mutex<HashMap<String, Entry>>,
+    /// Most local views (`limits.local_max_keys`): past it, a counter without a view is
+    /// decided in Redis (exactly, one round trip) instead of getting one.
+    max_views: usize,
+    /// `gateway_limiter_local_keys`: the views count as counters held in memory.
+    gauge: prometheus::IntGauge,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -53,12 +58,28 @@ pub struct Push {
 }
 
 impl SyncedCounts {
-    pub fn new(interval: std::time::Duration) -> SyncedCounts {
+    pub fn new(
+        interval: std::time::Duration,
+        max_views: usize,
+        gauge: prometheus::IntGauge,
+    ) -> SyncedCounts {
         SyncedCounts {
             interval_ms: interval.as_millis() as u64,
             epoch: Instant::now(),
             map: Mutex::new(HashMap::new()),
+            max_views,
+            gauge,
         }
+    }
+
+    /// Keep the gauge in step with a change of the map's size.
+    fn counted(&self, before: usize, after: usize) {
+        self.gauge.add(after as i64 - before as i64);
+    }
+
+    /// Whether the views are at their cap.
+    fn full(&self) -> bool {
+        self.lock().len() >= self.max_views
     }
 
     pub fn interval_ms(&self) -> u64 {
@@ -101,6 +122,7 @@ impl SyncedCounts {
         let d = l.hit(state, now, 1);
         if charge {
             let fresh = state.is_none_or(|s| now >= s.window_end_ms);
+            let before = map.len();
             let e = map.entry(key.to_string()).or_insert(Entry {
                 remote: 0,
                 delta: 0,
@@ -118,6 +140,7 @@ impl SyncedCounts {
                 };
             }
             e.delta += 1;
+            self.counted(before, map.len());
         }
         Ok(d)
     }
@@ -131,6 +154,7 @@ impl SyncedCounts {
     pub fn seed(&self, key: &str, window_ms: u64, consumed: i64, pttl_ms: i64) {
         let now = self.now_ms();
         let mut map = self.lock();
+        let before = map.len();
         map.entry(key.to_string()).or_insert(Entry {
             remote: consumed.max(0) as u64,
             delta: 0,
@@ -139,6 +163,7 @@ impl SyncedCounts {
             window_end_ms: if pttl_ms < 0 { 0 } else { now + pttl_ms as u64 },
             generation: 0,
         });
+        self.counted(before, map.len());
     }
 
     /// Every counter to sync, with the delta to push (0 only fetches the shared total).
@@ -146,7 +171,9 @@ impl SyncedCounts {
     pub fn pushes(&self) -> Vec<Push> {
         let now = self.now_ms();
         let mut map = self.lock();
+        let before = map.len();
         map.retain(|_, e| e.delta > 0 || now < e.window_end_ms);
+        self.counted(before, map.len());
         map.iter()
             .map(|(k, e)| Push {
                 key: k.clone(),
@@ -171,6 +198,7 @@ impl SyncedCounts {
         if pttl_ms < 0 {
             if e.delta == 0 {
                 map.remove(key);
+                self.gauge.dec();
             }
             return;
         }
@@ -187,16 +215,34 @@ fn synced_count(sync: &SyncedCounts, c: &Check<'_>) -> Option<CountLimit> {
     }
 }
 
+/// Which checks of a group this call decides locally, fixed once per admission call: the
+/// synced count rules, except (when the views are full) those without a view yet.
+fn local_checks(
+    store: &RedisStore,
+    sync: &SyncedCounts,
+    checks: &[Check<'_>],
+    full: bool,
+) -> Vec<bool> {
+    checks
+        .iter()
+        .map(|c| {
+            synced_count(sync, c).is_some()
+                && (!full || sync.knows(&store.key(&c.rule.kind, &c.key)))
+        })
+        .collect()
+}
+
 /// Decide the synced count checks of a group: `Ok(quotas)` when all admit.
 fn decide_group(
     store: &RedisStore,
     sync: &SyncedCounts,
     checks: &[Check<'_>],
+    local: &[bool],
     charge: bool,
 ) -> Result<Vec<Quota>, Rejection> {
     let now = sync.now_ms();
     let mut quotas = Vec::new();
-    for c in checks {
+    for (c, _) in checks.iter().zip(local).filter(|(_, l)| **l) {
         let Some(l) = synced_count(sync, c) else {
             continue;
         };
@@ -232,11 +278,12 @@ fn decide_group(
     Ok(quotas)
 }
 
-fn rest<'r>(sync: &SyncedCounts, checks: &[Check<'r>]) -> Vec<Check<'r>> {
+fn rest<'r>(checks: &[Check<'r>], local: &[bool]) -> Vec<Check<'r>> {
     checks
         .iter()
-        .filter(|c| synced_count(sync, c).is_none())
-        .cloned()
+        .zip(local)
+        .filter(|(_, l)| !**l)
+        .map(|(c, _)| c.clone())
         .collect()
 }
 
@@ -249,12 +296,25 @@ pub async fn admit(
     alternatives: &[Vec<Check<'_>>],
     estimate_tokens: u64,
 ) -> Result<Result<Admitted, Denied>, RedisFault> {
+    let full = sync.full();
+    let local_required = local_checks(store, sync, required, full);
+    let local_alts: Vec<Vec<bool>> = alternatives
+        .iter()
+        .map(|a| local_checks(store, sync, a, full))
+        .collect();
     // Counters this gateway has no view of yet: fetch the shared totals first (one round
     // trip, once per counter and window).
     let unknown: Vec<(String, u64)> = required
         .iter()
-        .chain(alternatives.iter().flatten())
-        .filter_map(|c| {
+        .zip(&local_required)
+        .chain(
+            alternatives
+                .iter()
+                .zip(&local_alts)
+                .flat_map(|(a, l)| a.iter().zip(l)),
+        )
+        .filter(|(_, l)| **l)
+        .filter_map(|(c, _)| {
             synced_count(sync, c).map(|l| (store.key(&c.rule.kind, &c.key), l.window_ms))
         })
         .filter(|(k, _)| !sync.knows(k))
@@ -262,7 +322,7 @@ pub async fn admit(
     if !unknown.is_empty() {
         store.fetch_counts(&unknown).await?;
     }
-    let mut quotas = match decide_group(store, sync, required, true) {
+    let mut quotas = match decide_group(store, sync, required, &local_required, true) {
         Ok(q) => q,
         Err(r) => return Ok(Err(Denied::Limited(r))),
     };
@@ -270,8 +330,8 @@ pub async fn admit(
     let mut offered = Vec::new();
     let mut best: Option<Rejection> = None;
     for (i, alt) in alternatives.iter().enumerate() {
-        match decide_group(store, sync, alt, false) {
-            Ok(_) => offered.push((i, rest(sync, alt))),
+        match decide_group(store, sync, alt, &local_alts[i], false) {
+            Ok(_) => offered.push((i, rest(alt, &local_alts[i]))),
             Err(mut r) => {
                 r.alternative = Some(i);
                 if best
@@ -283,7 +343,7 @@ pub async fn admit(
             }
         }
     }
-    let required_rest = rest(sync, required);
+    let required_rest = rest(required, &local_required);
     let remote_alts: Vec<Vec<Check<'_>>> = offered.iter().map(|(_, c)| c.clone()).collect();
     let nothing_remote = required_rest.is_empty() && remote_alts.iter().all(Vec::is_empty);
     let decision = if nothing_remote {
@@ -316,7 +376,7 @@ pub async fn admit(
             return Ok(Err(Denied::NoAlternative(best, Box::new(decision.ticket))));
         };
         // Charge the chosen alternative's synced counts.
-        if let Ok(q) = decide_group(store, sync, &alternatives[i], true) {
+        if let Ok(q) = decide_group(store, sync, &alternatives[i], &local_alts[i], true) {
             quotas.extend(q);
         }
         decision.choice = Some(i);
@@ -348,7 +408,11 @@ mod tests {
 
     #[test]
     fn local_view_plus_own_requests_then_the_shared_total() {
-        let s = SyncedCounts::new(std::time::Duration::from_millis(100));
+        let s = SyncedCounts::new(
+            std::time::Duration::from_millis(100),
+            1000,
+            crate::limits::slots::SlotMetrics::new().keys,
+        );
         assert!(s.applies(&L));
         assert!(!s.applies(&CountLimit {
             count: 1,
@@ -370,7 +434,11 @@ mod tests {
 
     #[test]
     fn window_end_starts_afresh_and_idle_counters_are_forgotten() {
-        let s = SyncedCounts::new(std::time::Duration::from_millis(100));
+        let s = SyncedCounts::new(
+            std::time::Duration::from_millis(100),
+            1000,
+            crate::limits::slots::SlotMetrics::new().keys,
+        );
         for _ in 0..6 {
             s.decide("k", &L, 0, true, None).unwrap();
         }
