@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 pub const MIN_KEY_LEN: usize = 8;
 
 /// The keys of one config snapshot.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Scrubber {
     search: Option<AhoCorasick>,
     /// Longest key, in bytes.
@@ -28,7 +28,18 @@ pub struct Scrubber {
     /// Keys, to tell whether a chunk ends with the start of one.
     keys: Vec<Vec<u8>>,
     /// `first[b]`: some key starts with byte `b`.
-    first: Vec<bool>,
+    first: [bool; 256],
+}
+
+impl Default for Scrubber {
+    fn default() -> Self {
+        Scrubber {
+            search: None,
+            longest: 0,
+            keys: Vec::new(),
+            first: [false; 256],
+        }
+    }
 }
 
 impl Scrubber {
@@ -47,7 +58,7 @@ impl Scrubber {
             .match_kind(MatchKind::LeftmostLongest)
             .build(&keys)
             .ok();
-        let mut first = vec![false; 256];
+        let mut first = [false; 256];
         for k in &keys {
             first[k[0] as usize] = true;
         }
