@@ -285,7 +285,7 @@ fn batch_store(
                 }
             });
         }
-        store
+        Arc::new(crate::batch::store::Sqlite::new(store))
     })
 }
 

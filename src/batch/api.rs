@@ -11,7 +11,7 @@ use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use pingora::proxy::Session;
 use serde_json::{json, Value};
-use std::io::Write;
+use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
@@ -334,18 +334,17 @@ async fn inline_file(
     let (quota, lifetime) = space(state);
     let id = new_id("file-");
     let path = store.scratch_dir().join(&id);
-    let file = std::fs::File::create(&path).map_err(internal)?;
-    let mut out = std::io::BufWriter::new(file);
-    let mut bytes = 0u64;
+    let _scratch = Scratch(path.clone());
+    // The requests are in memory already (a request body, bounded): one async write.
+    let mut content = Vec::new();
     for r in requests {
         let line = json!({"custom_id": r["custom_id"], "method": "POST", "url": endpoint,
-                          "body": r["body"]})
-        .to_string();
-        out.write_all(line.as_bytes()).map_err(internal)?;
-        out.write_all(b"\n").map_err(internal)?;
-        bytes += line.len() as u64 + 1;
+                          "body": r["body"]});
+        serde_json::to_writer(&mut content, &line).map_err(internal)?;
+        content.push(b'\n');
     }
-    out.flush().map_err(internal)?;
+    let bytes = content.len() as u64;
+    tokio::fs::write(&path, content).await.map_err(internal)?;
     let row = FileRow {
         id: id.clone(),
         purpose: "batch".into(),
@@ -354,12 +353,10 @@ async fn inline_file(
         created_at: now(),
         expires_at: Some(now() + lifetime),
     };
-    drop(out);
     let added = store
         .add_file(who, &row, &path, quota)
         .await
         .map_err(internal);
-    let _ = std::fs::remove_file(&path);
     if !added? {
         return Err(storage_full(quota));
     }
@@ -559,23 +556,22 @@ async fn upload(
                 let filename = field.file_name().unwrap_or("upload.jsonl").to_string();
                 let path = store.scratch_dir().join(&id);
                 scratch = Some(Scratch(path.clone()));
-                let mut out = std::fs::File::create(&path).map_err(internal)?;
+                let mut out = tokio::fs::File::create(&path).await.map_err(internal)?;
                 let mut bytes = 0u64;
                 while let Some(chunk) = field.chunk().await.map_err(|e| bad(&e.to_string()))? {
                     bytes += chunk.len() as u64;
+                    // (The scratch file goes when `scratch` is dropped.)
                     if bytes > room {
-                        let _ = std::fs::remove_file(&path);
                         return Err(storage_full(quota));
                     }
                     if bytes > max {
-                        let _ = std::fs::remove_file(&path);
                         return Err(GatewayError::PayloadTooLarge {
                             limit: max as usize,
                         });
                     }
-                    out.write_all(&chunk).map_err(internal)?;
+                    out.write_all(&chunk).await.map_err(internal)?;
                 }
-                out.flush().map_err(internal)?;
+                out.flush().await.map_err(internal)?;
                 file = Some(FileRow {
                     id,
                     purpose: String::new(),
@@ -610,12 +606,17 @@ async fn upload(
     Ok(file.object())
 }
 
-/// An upload's scratch file, removed however the upload ends.
+/// An upload's scratch file, removed however the upload ends (off the async threads;
+/// after a successful upload the store has moved it and there is nothing to remove).
 struct Scratch(std::path::PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let path = std::mem::take(&mut self.0);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || std::fs::remove_file(path))),
+            Err(_) => drop(std::fs::remove_file(path)),
+        }
     }
 }
 

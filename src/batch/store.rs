@@ -6,12 +6,14 @@
 //! per row (`state` moves from `running` to `done`/`failed` only once), so a crash and a
 //! restart can neither lose nor duplicate a result line. Rows still `running` at start
 //! were interrupted and go back to `pending`.
+//!
+//! [`Store`]'s calls block (rusqlite, file I/O under one lock); the gateway uses it as
+//! [`Sqlite`], which runs every call on tokio's blocking pool, never on a proxy thread.
 
 use super::backend::{
-    new_id, now, now_ms, request_status, unrun_line, webhook_event, webhook_record, Backend,
-    Claimed, FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept, CHUNK,
+    new_id, now, now_ms, request_status, unrun_line, webhook_event, webhook_record, Claimed,
+    FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept, CHUNK,
 };
-use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
@@ -27,8 +29,11 @@ pub struct Store {
     me: String,
 }
 
+#[path = "store_async.rs"]
+mod async_backend;
 #[path = "store_space.rs"]
 mod space;
+pub use async_backend::Sqlite;
 
 const SCHEMA: &str = "
 PRAGMA auto_vacuum = INCREMENTAL;
@@ -728,37 +733,9 @@ fn text<T>(r: rusqlite::Result<T>) -> StoreResult<T> {
     r.map_err(|e| e.to_string())
 }
 
-#[async_trait]
-impl Backend for Store {
-    async fn add_file(
-        &self,
-        consumer: Option<&str>,
-        f: &FileRow,
-        content: &Path,
-        quota: u64,
-    ) -> StoreResult<bool> {
-        self.add_file_within(consumer, f, content, quota)
-    }
-    async fn usage(&self, consumer: Option<&str>) -> StoreResult<u64> {
-        text(Store::usage(&self.db(), consumer))
-    }
-    async fn file(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<FileRow>> {
-        text(Store::file(self, consumer, id))
-    }
-    async fn files(
-        &self,
-        consumer: Option<&str>,
-        purpose: Option<&str>,
-        after: Option<&str>,
-        limit: usize,
-        asc: bool,
-    ) -> StoreResult<Vec<FileRow>> {
-        text(Store::files(self, consumer, purpose, after, limit, asc))
-    }
-    async fn delete_file(&self, consumer: Option<&str>, id: &str) -> StoreResult<bool> {
-        text(Store::delete_file(self, consumer, id))
-    }
-    async fn file_chunk(&self, id: &str, index: u64) -> StoreResult<Option<Bytes>> {
+impl Store {
+    /// The `index`-th chunk of a file's content.
+    pub(super) fn file_chunk(&self, id: &str, index: u64) -> StoreResult<Option<Bytes>> {
         use std::io::{Read, Seek, SeekFrom};
         let mut f = std::fs::File::open(self.file_path(id)).map_err(|e| e.to_string())?;
         f.seek(SeekFrom::Start(index * CHUNK as u64))
@@ -769,125 +746,20 @@ impl Backend for Store {
             .map_err(|e| e.to_string())?;
         Ok((!buf.is_empty()).then(|| Bytes::from(buf)))
     }
-    fn scratch_dir(&self) -> &Path {
-        &self.scratch
-    }
-    async fn add_batch(&self, b: &NewBatch<'_>) -> StoreResult<()> {
-        text(Store::add_batch(self, b))
-    }
-    async fn batch(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<Value>> {
-        text(Store::batch(self, consumer, id))
-    }
-    async fn batch_any(&self, id: &str) -> StoreResult<Option<Value>> {
-        text(Store::batch_any(self, id))
-    }
-    async fn batches(
-        &self,
-        consumer: Option<&str>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<Value>> {
-        text(Store::batches(self, consumer, after, limit))
-    }
-    async fn cancel(&self, consumer: Option<&str>, id: &str) -> StoreResult<Result<(), String>> {
-        text(Store::cancel(self, consumer, id))
-    }
-    async fn validating(&self) -> StoreResult<Vec<(String, String, String)>> {
-        text(Store::validating(self))
-    }
-    async fn fail_batch(&self, id: &str, errors: &Value) -> StoreResult<()> {
-        text(Store::fail_batch(self, id, errors))
-    }
-    async fn add_requests(&self, id: &str, rows: &[NewRequest]) -> StoreResult<Vec<u64>> {
-        text(Store::add_requests(self, id, rows))
-    }
-    async fn start_batch(&self, id: &str, model: Option<&str>, total: u64) -> StoreResult<()> {
-        text(Store::start_batch(self, id, model, total))
-    }
-    async fn sweep(&self, retention_secs: i64) -> StoreResult<Swept> {
-        text(Store::sweep(self, retention_secs))
-    }
-    async fn claim(&self, n: usize, queue: Queue<'_>) -> StoreResult<Vec<Claimed>> {
-        text(Store::claim(self, n, queue))
-    }
-    async fn finish(
-        &self,
-        c: &Claimed,
-        ok: bool,
-        line: &Value,
-        tokens: (u64, u64),
-    ) -> StoreResult<()> {
-        text(Store::finish(
-            self,
-            &c.batch_id,
-            &c.custom_id,
-            ok,
-            line,
-            tokens,
-        ))
-    }
-    async fn retry(&self, c: &Claimed, not_before_ms: i64, counts: bool) -> StoreResult<()> {
-        text(Store::retry(
-            self,
-            &c.batch_id,
-            &c.custom_id,
-            not_before_ms,
-            counts,
-        ))
-    }
-    async fn results(
-        &self,
-        consumer: Option<&str>,
-        id: &str,
-        after_line: i64,
-        limit: usize,
-    ) -> StoreResult<Option<Vec<(i64, String)>>> {
-        text(Store::results(self, consumer, id, after_line, limit))
-    }
-    async fn request(
-        &self,
-        consumer: Option<&str>,
-        id: &str,
-        custom_id: &str,
-    ) -> StoreResult<Option<Value>> {
-        text(Store::request(self, consumer, id, custom_id))
-    }
-    async fn cancel_request(
-        &self,
-        consumer: Option<&str>,
-        id: &str,
-        custom_id: &str,
-    ) -> StoreResult<Option<bool>> {
-        text(Store::cancel_request(self, consumer, id, custom_id))
-    }
-    async fn pending(&self) -> StoreResult<i64> {
-        text(Store::pending(self))
-    }
-    async fn overview(&self, limit: usize) -> StoreResult<Vec<Value>> {
+
+    /// The newest batches of every consumer.
+    pub(super) fn overview(&self, limit: usize) -> rusqlite::Result<Vec<Value>> {
         let db = self.db();
-        let mut st = text(db.prepare(&format!(
+        let mut st = db.prepare(&format!(
             "{BATCH_SELECT} ORDER BY b.created_at DESC, b.id DESC LIMIT ?1"
-        )))?;
-        let rows = text(st.query_map([limit as i64], batch_object))?;
-        text(rows.collect())
+        ))?;
+        let rows = st.query_map([limit as i64], batch_object)?;
+        rows.collect()
     }
-    async fn settle(&self, file_lifetime_secs: i64) -> StoreResult<Vec<String>> {
-        Store::settle(self, file_lifetime_secs)
-    }
-    async fn webhooks_due(&self) -> StoreResult<Vec<(String, String, String)>> {
-        text(Store::webhooks_due(self))
-    }
-    async fn webhook_delivered(
-        &self,
-        id: &str,
-        event: &str,
-        status: Option<u16>,
-        attempts: u32,
-        error: Option<&str>,
-    ) -> StoreResult<()> {
-        text(Store::webhook_delivered(
-            self, id, event, status, attempts, error,
-        ))
+
+    /// Where uploads are written before they are taken over.
+    pub fn scratch(&self) -> &Path {
+        &self.scratch
     }
 }
 

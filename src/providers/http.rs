@@ -157,7 +157,9 @@ impl HttpClient {
         }
     }
 
-    async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamFailure> {
+    /// The address of `host:port`: resolved without blocking (tokio's resolver pool) and
+    /// cached for [`DNS_TTL`].
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamFailure> {
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             return Ok(SocketAddr::new(ip, port));
         }

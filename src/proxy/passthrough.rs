@@ -38,13 +38,13 @@ pub async fn prepare(
         .pick()
         .ok_or_else(|| GatewayError::NoDeployment(route.name.to_string()))?
         .clone();
-    // Nodes are addresses (or names resolved here, once per request).
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(node.host.as_str(), node.port))
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| {
-            GatewayError::UpstreamUnavailable(format!("cannot resolve {}", node.host))
-        })?;
+    // Nodes are addresses, or names resolved by the providers' cached async resolver
+    // (never a blocking lookup on the proxy's threads).
+    let addr = state
+        .http
+        .resolve(&node.host, node.port)
+        .await
+        .map_err(|_| GatewayError::UpstreamUnavailable(format!("cannot resolve {}", node.host)))?;
     let consumer_rules = ctx
         .consumer
         .as_deref()

@@ -9,14 +9,17 @@ impl RedisBatches {
         f: &FileRow,
         content: &Path,
     ) -> StoreResult<()> {
-        use std::io::Read;
+        use tokio::io::AsyncReadExt;
         let data = self.k(&format!("fd:{}", f.id));
-        let mut file = std::fs::File::open(content).map_err(|e| e.to_string())?;
+        let mut file = tokio::fs::File::open(content)
+            .await
+            .map_err(|e| e.to_string())?;
         loop {
             let mut buf = Vec::with_capacity(CHUNK);
             (&mut file)
                 .take(CHUNK as u64)
                 .read_to_end(&mut buf)
+                .await
                 .map_err(|e| e.to_string())?;
             if buf.is_empty() {
                 break;
