@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod egress;
 pub mod errors;
+pub mod gateway;
 pub mod import;
 pub mod limits;
 pub mod logging;

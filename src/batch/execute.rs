@@ -5,11 +5,11 @@
 use super::backend::{new_id, Claimed};
 use crate::config::schema::ProviderKind;
 use crate::errors::GatewayError;
+use crate::gateway::admit::Subject;
+use crate::gateway::request::{AiRequest, Endpoint};
+use crate::gateway::{upstream, CallCtx};
 use crate::limits::admission::TokenUsage;
 use crate::providers::anthropic;
-use crate::proxy::admit::Subject;
-use crate::proxy::body::{AiRequest, Endpoint};
-use crate::proxy::{upstream, RequestCtx};
 use crate::state::GatewayState;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -81,7 +81,7 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
         return fail(&GatewayError::ModelNotFound(req.model.clone()));
     };
     let new_ctx = || {
-        let mut ctx = RequestCtx::detached(request_id.clone());
+        let mut ctx = CallCtx::new(request_id.clone());
         ctx.consumer = c.consumer.as_deref().map(Into::into);
         ctx.model = Some(route.name.clone());
         ctx

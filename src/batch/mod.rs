@@ -3,7 +3,7 @@
 //! batches.
 //!
 //! `submit → store → dispatch → collect → export`:
-//! - [`api`]: `/v1/files` and `/v1/batches` (uploads streamed to disk);
+//! - the HTTP surface (`/v1/files`, `/v1/batches`) is the proxy's: `crate::proxy::batches`;
 //! - [`backend`]: what a store provides; [`store`]: SQLite in the data dir, one row per
 //!   request, results written once; [`redis`]: the same in Redis, shared by instances;
 //! - [`dispatch`]: a background service that validates, runs and ends batches, and
@@ -13,7 +13,6 @@
 //! - [`webhook`]: signed notifications of progress and of the end of a batch;
 //! - [`client`]: the `ai-rate-limiter batch` commands.
 
-pub mod api;
 pub mod backend;
 pub mod client;
 pub mod dispatch;

@@ -99,6 +99,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// Largest `server.max_header_bytes` (Pingora refuses larger heads itself).
+pub const MAX_HEAD_LIMIT: usize = 1024 * 1024 - 1;
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsListenerConfig {

@@ -270,12 +270,12 @@ fn server(c: &Config, p: &mut Problems) {
             p.add("server.metrics_listen", "must differ from server.listen");
         }
     }
-    if !(1024..=crate::proxy::front::MAX_HEAD_LIMIT).contains(&s.max_header_bytes) {
+    if !(1024..=super::schema::MAX_HEAD_LIMIT).contains(&s.max_header_bytes) {
         p.add(
             "server.max_header_bytes",
             format!(
                 "must be between 1024 and {} (Pingora's own limit)",
-                crate::proxy::front::MAX_HEAD_LIMIT
+                super::schema::MAX_HEAD_LIMIT
             ),
         );
     }

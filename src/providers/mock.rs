@@ -7,7 +7,7 @@
 
 use super::{UpstreamBody, UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
 use crate::config::schema::MockConfig;
-use crate::proxy::body::{AiRequest, Endpoint};
+use crate::gateway::request::{AiRequest, Endpoint};
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};

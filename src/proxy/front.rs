@@ -34,8 +34,6 @@ use tokio::time::Instant;
 
 /// Most header fields in one request (Pingora's own bound).
 pub const MAX_HEADERS: usize = 256;
-/// Largest `server.max_header_bytes` (Pingora refuses larger heads itself).
-pub const MAX_HEAD_LIMIT: usize = 1024 * 1024 - 1;
 /// How long an idle keep-alive connection waits for its next request (Pingora's default).
 const KEEPALIVE: Duration = Duration::from_secs(60);
 

@@ -8,96 +8,49 @@
 //! reached for them.
 
 pub mod account;
-pub mod admit;
 pub mod auth;
+pub mod batches;
 pub mod body;
 pub mod front;
 pub mod passthrough;
 pub mod respond;
 pub mod route;
 pub mod stream;
-pub mod upstream;
 
-use crate::config::Runtime;
 use crate::errors::GatewayError;
-use crate::limits::admission::{Quota, Ticket};
 use crate::state::GatewayState;
 use async_trait::async_trait;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The Pingora service of the proxy listener.
 pub struct Gateway {
     pub state: Arc<GatewayState>,
 }
 
-/// Token usage of one response.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-}
+pub use crate::gateway::{CallCtx, Usage};
 
-/// Everything one request carries from phase to phase.
+/// Everything one client request carries from phase to phase: the call core's context
+/// (reached through `Deref`) plus what only the proxy needs.
 pub struct RequestCtx {
-    pub request_id: String,
-    pub started: Instant,
-    pub runtime: Option<Arc<Runtime>>,
-    pub consumer: Option<Arc<str>>,
-    /// The public model name (only names from the config: a bounded label).
-    pub model: Option<Arc<str>>,
-    pub provider: Option<Arc<str>>,
-    pub endpoint: &'static str,
-    pub stream: bool,
-    /// Status sent to the client (499: client went away).
-    pub status: u16,
-    pub upstream_ttfb: Option<Duration>,
-    pub usage: Option<Usage>,
-    pub attempts: u32,
-    pub error: Option<&'static str>,
-    /// Limit tickets held until the request ends (slots, token reservations).
-    pub tickets: Vec<Ticket>,
-    /// Quotas seen at admission, for the rate-limit headers.
-    pub quotas: Vec<Quota>,
-    /// The provider's rate-limit headers, when its config passes them on.
-    pub provider_headers: Vec<(String, String)>,
+    pub call: CallCtx,
     /// Set when the request is proxied as it is by a pass-through route.
     pub pass: Option<passthrough::Pass>,
     _in_flight: InFlight,
 }
 
-impl RequestCtx {
-    fn with_gauge(request_id: String, gauge: prometheus::IntGauge) -> RequestCtx {
-        RequestCtx {
-            request_id,
-            started: Instant::now(),
-            runtime: None,
-            consumer: None,
-            model: None,
-            provider: None,
-            endpoint: "none",
-            stream: false,
-            status: 0,
-            upstream_ttfb: None,
-            usage: None,
-            attempts: 0,
-            error: None,
-            tickets: Vec::new(),
-            quotas: Vec::new(),
-            provider_headers: Vec::new(),
-            pass: None,
-            _in_flight: InFlight(gauge),
-        }
+impl std::ops::Deref for RequestCtx {
+    type Target = CallCtx;
+    fn deref(&self) -> &CallCtx {
+        &self.call
     }
+}
 
-    /// A context for a request that no client connection carries (a batch request): it
-    /// is not counted in `gateway_requests_in_flight`.
-    pub fn detached(request_id: String) -> RequestCtx {
-        let gauge = prometheus::IntGauge::new("detached", "not registered").expect("valid name");
-        gauge.inc();
-        RequestCtx::with_gauge(request_id, gauge)
+impl std::ops::DerefMut for RequestCtx {
+    fn deref_mut(&mut self) -> &mut CallCtx {
+        &mut self.call
     }
 }
 
@@ -117,7 +70,11 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         let gauge = self.state.metrics.in_flight.clone();
         gauge.inc();
-        RequestCtx::with_gauge(String::new(), gauge)
+        RequestCtx {
+            call: CallCtx::new(String::new()),
+            pass: None,
+            _in_flight: InFlight(gauge),
+        }
     }
 
     async fn request_filter(

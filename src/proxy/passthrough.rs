@@ -5,11 +5,12 @@
 //! own proxy flow: [`peer`] gives `upstream_peer` the node picked by weight, and the
 //! response streams back untouched but for the quota headers.
 
-use super::{admit, RequestCtx};
+use super::RequestCtx;
 use crate::config::runtime::PassRoute;
 use crate::config::schema::PassHost;
 use crate::config::Runtime;
 use crate::errors::GatewayError;
+use crate::gateway::admit;
 use crate::limits::admission::{Admitted, Check, Denied};
 use crate::limits::key::KeyContext;
 use crate::providers::http::BaseUrl;

@@ -1,10 +1,12 @@
 //! Route phase: which API a request is for, and which model route serves it. Also answers
 //! the model listing endpoints, which need no upstream.
 
-use super::body::{self, AiRequest, Endpoint};
-use super::{admit, auth, passthrough, respond, stream, upstream, RequestCtx};
+use super::body;
+use super::{auth, passthrough, respond, stream, RequestCtx};
 use crate::config::Runtime;
 use crate::errors::GatewayError;
+use crate::gateway::request::{AiRequest, Endpoint};
+use crate::gateway::{admit, upstream};
 use crate::state::GatewayState;
 use percent_encoding::percent_decode_str;
 use pingora::proxy::Session;
@@ -20,7 +22,7 @@ pub enum ApiRoute {
     ListModels,
     GetModel(String),
     /// The Files and Batches API.
-    Batch(crate::batch::api::Route),
+    Batch(super::batches::Route),
 }
 
 impl ApiRoute {
@@ -32,7 +34,7 @@ impl ApiRoute {
         };
         let get = method == http::Method::GET;
         let post = method == http::Method::POST;
-        if let Some(b) = crate::batch::api::Route::parse(method, trimmed) {
+        if let Some(b) = super::batches::Route::parse(method, trimmed) {
             return Ok(ApiRoute::Batch(b));
         }
         let route = match trimmed {
@@ -113,7 +115,7 @@ pub async fn serve(
                 .ok_or(GatewayError::ModelNotFound(id))?;
             respond::json(session, ctx, &model_object(&m.name, &m.owned_by)).await;
         }
-        ApiRoute::Batch(b) => crate::batch::api::serve(state, session, ctx, b).await?,
+        ApiRoute::Batch(b) => super::batches::serve(state, session, ctx, b).await?,
         ApiRoute::Ai(endpoint) => {
             let raw = body::read_body(session, rt.config.server.max_body_bytes).await?;
             let req = AiRequest::parse(endpoint, raw)?;
@@ -125,7 +127,17 @@ pub async fn serve(
             if route.deployments.is_empty() {
                 return Err(GatewayError::NoDeployment(req.model.clone()));
             }
-            let subject = admit::Subject::new(session, ctx, rt, &req);
+            let remote = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string());
+            // Cloned only when some limit key reads headers.
+            let headers = if rt.limits_use_headers {
+                session.req_header().headers.clone()
+            } else {
+                http::HeaderMap::new()
+            };
+            let subject = admit::Subject::new(ctx, rt, &req, remote, headers);
             let (response, deployment) =
                 upstream::call(state, rt, route, &req, ctx, &subject).await?;
             let key = deployment.api_key.as_ref().map(|k| k.expose());

@@ -7,10 +7,10 @@
 //! - Other answers are read whole (bounded), their usage counted, and upstream errors are
 //!   normalised to the OpenAI error shape.
 
-use super::body::{AiRequest, Endpoint};
 use super::{respond, RequestCtx, Usage};
 use crate::config::schema::ProviderKind;
 use crate::errors::openai_error_body;
+use crate::gateway::request::{AiRequest, Endpoint};
 use crate::providers::{anthropic, UpstreamErrorKind, UpstreamResponse};
 use crate::state::GatewayState;
 use bytes::{Bytes, BytesMut};

@@ -4,8 +4,8 @@
 //! another deployment asks again for the remaining deployments only, so the consumer and
 //! route limits count the request once.
 
-use super::body::AiRequest;
-use super::RequestCtx;
+use super::request::AiRequest;
+use super::CallCtx;
 use crate::config::runtime::{Deployment, ModelRoute};
 use crate::config::Runtime;
 use crate::errors::GatewayError;
@@ -14,7 +14,6 @@ use crate::limits::key::KeyContext;
 use crate::limits::queue::Place;
 use crate::limits::rules::{QueueSpec, RejectAnswer, Rule, RuleKind, KINDS, SCOPES};
 use crate::state::GatewayState;
-use pingora::proxy::Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +33,7 @@ pub struct Subject {
 /// Tokens a request is expected to use: its prompt estimate and its completion budget.
 fn estimate(rt: &Runtime, req: &AiRequest) -> u64 {
     let completion = match req.endpoint {
-        super::body::Endpoint::Embeddings => 0,
+        super::request::Endpoint::Embeddings => 0,
         _ => req
             .max_tokens
             .unwrap_or(rt.config.routing.default_max_tokens),
@@ -43,20 +42,20 @@ fn estimate(rt: &Runtime, req: &AiRequest) -> u64 {
 }
 
 impl Subject {
-    pub fn new(session: &Session, ctx: &RequestCtx, rt: &Runtime, req: &AiRequest) -> Subject {
+    /// The subject of a client's request: its consumer, the client address and (when
+    /// some limit key reads them: see [`Runtime::limits_use_headers`]) its headers.
+    pub fn new(
+        ctx: &CallCtx,
+        rt: &Runtime,
+        req: &AiRequest,
+        remote_addr: Option<String>,
+        headers: http::HeaderMap,
+    ) -> Subject {
         Subject {
             consumer: ctx.consumer.as_deref().map(str::to_string),
-            remote_addr: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string()),
+            remote_addr,
             model: req.model.clone(),
-            // Cloned only when some limit key reads headers.
-            headers: if rt.limits_use_headers {
-                session.req_header().headers.clone()
-            } else {
-                http::HeaderMap::new()
-            },
+            headers,
             estimate_tokens: estimate(rt, req),
             batch: false,
         }
@@ -64,7 +63,7 @@ impl Subject {
 
     /// The subject of a batch request: its consumer and model (no client address, no
     /// headers).
-    pub fn for_batch(ctx: &RequestCtx, rt: &Runtime, req: &AiRequest) -> Subject {
+    pub fn for_batch(ctx: &CallCtx, rt: &Runtime, req: &AiRequest) -> Subject {
         Subject {
             consumer: ctx.consumer.as_deref().map(str::to_string),
             remote_addr: None,
@@ -186,7 +185,7 @@ fn observe_admitted(state: &GatewayState, checks: &[Check<'_>], delay_ms: u64) {
 pub async fn admit(
     state: &GatewayState,
     rt: &Runtime,
-    ctx: &mut RequestCtx,
+    ctx: &mut CallCtx,
     route: &ModelRoute,
     subject: &Subject,
     open: &[&Deployment],
@@ -299,7 +298,7 @@ fn yield_to_realtime(state: &GatewayState, checks: &mut [Check<'_>], queued: boo
 /// The outcome of a batch request's admission: admitted, or a 429 to wait out (nothing
 /// held: a batch request that waits gives its consumer and route part back).
 fn batch_result(
-    ctx: &mut RequestCtx,
+    ctx: &mut CallCtx,
     result: Result<Admitted, Denied>,
 ) -> Result<usize, GatewayError> {
     match result {
@@ -321,7 +320,7 @@ fn batch_result(
 pub fn queue_ahead(
     state: &GatewayState,
     rt: &Runtime,
-    ctx: &RequestCtx,
+    ctx: &CallCtx,
     route: &ModelRoute,
     subject: &Subject,
 ) -> Option<QueueTarget> {
@@ -396,7 +395,7 @@ impl Drop for Waiting<'_> {
 /// may wait no longer (queue full, or `max_wait` passed): answer the refusal then.
 pub async fn wait<'s>(
     state: &'s GatewayState,
-    ctx: &RequestCtx,
+    ctx: &CallCtx,
     waiting: &mut Option<Waiting<'s>>,
     q: &QueueTarget,
 ) -> bool {
@@ -456,6 +455,6 @@ pub fn all_deployments_limited(route: &ModelRoute, best: Rejection) -> GatewayEr
 }
 
 /// The longest delay the held tickets ask for (limit-req / limit-conn).
-pub fn delay_ms(ctx: &RequestCtx) -> u64 {
+pub fn delay_ms(ctx: &CallCtx) -> u64 {
     ctx.tickets.iter().map(|t| t.delay_ms).max().unwrap_or(0)
 }

@@ -3,9 +3,9 @@
 //! files and batches. Uploads are written to disk as they arrive, then handed to the store;
 //! file contents and results are sent in chunks, never held whole.
 
-use super::backend::{new_id, now, Backend, FileRow, NewBatch};
+use super::{respond, RequestCtx};
+use crate::batch::backend::{new_id, now, Backend, FileRow, NewBatch};
 use crate::errors::GatewayError;
-use crate::proxy::{respond, RequestCtx};
 use crate::state::GatewayState;
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
@@ -190,7 +190,7 @@ pub async fn serve(
                 }
             };
             let window = completion_window(&v["completion_window"], inline.is_some())?;
-            if super::execute::endpoint(endpoint).is_none() {
+            if crate::batch::execute::endpoint(endpoint).is_none() {
                 return Err(GatewayError::bad_request(
                     format!("Unsupported endpoint '{endpoint}': use /v1/chat/completions, /v1/completions or /v1/embeddings."),
                     Some("endpoint"),

@@ -3,8 +3,8 @@
 //! answer: the first success, or the last failure.
 
 use super::admit::{self, Refused};
-use super::body::{AiRequest, Endpoint};
-use super::RequestCtx;
+use super::request::{AiRequest, Endpoint};
+use super::CallCtx;
 use crate::config::runtime::{Deployment, ModelRoute, Target};
 use crate::config::schema::ProviderKind;
 use crate::config::Runtime;
@@ -168,7 +168,7 @@ pub async fn call<'r>(
     rt: &Runtime,
     route: &'r ModelRoute,
     req: &AiRequest,
-    ctx: &mut RequestCtx,
+    ctx: &mut CallCtx,
     subject: &admit::Subject,
 ) -> Result<(UpstreamResponse, &'r Deployment), GatewayError> {
     let routing = &rt.config.routing;

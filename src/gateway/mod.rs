@@ -1,0 +1,74 @@
+//! The call core: one request through admission, deployment choice, the upstream call and
+//! failover, over a plain context ([`CallCtx`]) that knows nothing of Pingora's session.
+//! The proxy (`crate::proxy`) and the batch dispatcher (`crate::batch`) both call it.
+//!
+//! - [`request`]: the canonical request (an OpenAI-style body scanned once);
+//! - [`admit`]: admission of a request under every limit that applies (consumer, route,
+//!   provider key), queueing and the batch priority class;
+//! - [`upstream`]: deployment choice, cool-downs, the upstream attempt and the retry and
+//!   failover classification.
+
+pub mod admit;
+pub mod request;
+pub mod upstream;
+
+use crate::config::Runtime;
+use crate::limits::admission::{Quota, Ticket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Token usage of one response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// What one call carries from phase to phase (no transport state: a batch request has the
+/// same context as a client's).
+pub struct CallCtx {
+    pub request_id: String,
+    pub started: Instant,
+    pub runtime: Option<Arc<Runtime>>,
+    pub consumer: Option<Arc<str>>,
+    /// The public model name (only names from the config: a bounded label).
+    pub model: Option<Arc<str>>,
+    pub provider: Option<Arc<str>>,
+    pub endpoint: &'static str,
+    pub stream: bool,
+    /// Status sent to the client (499: client went away).
+    pub status: u16,
+    pub upstream_ttfb: Option<Duration>,
+    pub usage: Option<Usage>,
+    pub attempts: u32,
+    pub error: Option<&'static str>,
+    /// Limit tickets held until the request ends (slots, token reservations).
+    pub tickets: Vec<Ticket>,
+    /// Quotas seen at admission, for the rate-limit headers.
+    pub quotas: Vec<Quota>,
+    /// The provider's rate-limit headers, when its config passes them on.
+    pub provider_headers: Vec<(String, String)>,
+}
+
+impl CallCtx {
+    pub fn new(request_id: String) -> CallCtx {
+        CallCtx {
+            request_id,
+            started: Instant::now(),
+            runtime: None,
+            consumer: None,
+            model: None,
+            provider: None,
+            endpoint: "none",
+            stream: false,
+            status: 0,
+            upstream_ttfb: None,
+            usage: None,
+            attempts: 0,
+            error: None,
+            tickets: Vec::new(),
+            quotas: Vec::new(),
+            provider_headers: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The canonical AI request: an OpenAI-style body scanned once into its top-level fields,
+//! each kept as a byte range of the received body (no copy, no tree), so a 10 MiB prompt
+//! costs one validation pass. The upstream body is the received body itself when nothing
+//! needs changing; otherwise it is written back from those ranges with only `model` (and,
+//! for streams, `stream_options`) replaced. Unknown fields pass through untouched.
+//!
+//! Used by the proxy (from a client's body) and the batch dispatcher (from an input line).
+
+use crate::errors::GatewayError;
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::ops::Range;
+/// The OpenAI endpoints that carry a model in their body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    /// Anthropic's native Messages API (`POST /v1/messages`), passed through to Anthropic
+    /// deployments.
+    Messages,
+}
+
+impl Endpoint {
+    /// Path after the API version prefix.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
+        }
+    }
+}
+
+/// A parsed AI request body.
+#[derive(Debug)]
+pub struct AiRequest {
+    pub endpoint: Endpoint,
+    /// The body as received.
+    body: Bytes,
+    /// Top-level fields: name → byte range of the raw JSON value in `body`.
+    fields: BTreeMap<String, Range<usize>>,
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for the final usage chunk (`stream_options.include_usage`).
+    pub client_wants_usage: bool,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
+}
+
+impl AiRequest {
+    pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Self, GatewayError> {
+        let fields = field_ranges(&body)?;
+        let raw = |name: &str| {
+            let range = fields.get(name)?.clone();
+            std::str::from_utf8(&body[range]).ok()
+        };
+        let model = match raw("model").map(serde_json::from_str::<String>) {
+            Some(Ok(m)) if !m.is_empty() => m,
+            Some(Ok(_)) | None => {
+                return Err(GatewayError::bad_request(
+                    "You must provide a model parameter.",
+                    Some("model"),
+                ))
+            }
+            Some(Err(_)) => {
+                return Err(GatewayError::bad_request(
+                    "'model' must be a string.",
+                    Some("model"),
+                ))
+            }
+        };
+        let stream = match raw("stream") {
+            None | Some("null") | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(GatewayError::bad_request(
+                    "'stream' must be a boolean.",
+                    Some("stream"),
+                ))
+            }
+        };
+        let client_wants_usage = raw("stream_options")
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+            .and_then(|v| v.get("include_usage").and_then(|u| u.as_bool()))
+            .unwrap_or(false);
+        let max_tokens = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| raw(k).and_then(|r| r.parse::<u64>().ok()));
+        let req = AiRequest {
+            endpoint,
+            body,
+            fields,
+            model,
+            stream,
+            client_wants_usage,
+            max_tokens,
+        };
+        req.check_required()?;
+        Ok(req)
+    }
+
+    /// The raw JSON text of a top-level field.
+    fn raw(&self, name: &str) -> Option<&str> {
+        let range = self.fields.get(name)?.clone();
+        std::str::from_utf8(&self.body[range]).ok()
+    }
+
+    fn check_required(&self) -> Result<(), GatewayError> {
+        let (name, param) = match self.endpoint {
+            Endpoint::ChatCompletions | Endpoint::Messages => ("messages", "messages"),
+            Endpoint::Completions => ("prompt", "prompt"),
+            Endpoint::Embeddings => ("input", "input"),
+        };
+        let Some(raw) = self.raw(name) else {
+            return Err(GatewayError::bad_request(
+                format!("Missing required parameter: '{name}'."),
+                Some(param),
+            ));
+        };
+        if self.endpoint == Endpoint::ChatCompletions {
+            if !raw.starts_with('[') {
+                return Err(GatewayError::bad_request(
+                    "'messages' must be an array.",
+                    Some(param),
+                ));
+            }
+            if raw[1..].trim_start().starts_with(']') {
+                return Err(GatewayError::BadRequest {
+                    message: "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.".into(),
+                    param: Some("messages"),
+                    code: Some("empty_array"),
+                });
+            }
+        }
+        if self.endpoint == Endpoint::Embeddings && self.stream {
+            return Err(GatewayError::bad_request(
+                "Embeddings cannot be streamed.",
+                Some("stream"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A rough count of the prompt's tokens (one per four bytes of its raw JSON), used to
+    /// reserve tokens before the real usage is known. It errs on the high side.
+    pub fn prompt_estimate(&self) -> u64 {
+        let field = match self.endpoint {
+            Endpoint::ChatCompletions | Endpoint::Messages => "messages",
+            Endpoint::Completions => "prompt",
+            Endpoint::Embeddings => "input",
+        };
+        self.raw(field)
+            .map_or(1, |r| (r.len() as u64).div_ceil(4).max(1))
+    }
+
+    /// A top-level field as raw JSON.
+    pub fn field(&self, name: &str) -> Option<&RawValue> {
+        serde_json::from_str(self.raw(name)?).ok()
+    }
+
+    /// The body to send upstream: `model` replaced by the deployment's model name and, for
+    /// streams, `stream_options.include_usage` forced on so usage can be accounted. When
+    /// neither changes anything, the received bytes themselves.
+    /// The whole body as a JSON tree (for providers whose API differs and need a
+    /// translation; OpenAI-style upstreams get [`Self::upstream_body`]).
+    pub fn json(&self) -> Result<serde_json::Value, GatewayError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}"), None))
+    }
+
+    pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
+        // Anthropic always reports usage (and has no `stream_options`).
+        let force_usage = self.stream
+            && !matches!(self.endpoint, Endpoint::Embeddings | Endpoint::Messages)
+            && !self.client_wants_usage;
+        if upstream_model == self.model && !force_usage {
+            return self.body.clone();
+        }
+        let mut out = Vec::with_capacity(self.body.len() + upstream_model.len() + 48);
+        out.push(b'{');
+        let mut first = true;
+        let mut push = |out: &mut Vec<u8>, k: &str, v: &str| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // Keys came from valid JSON: re-encode them to keep escapes right.
+            out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(v.as_bytes());
+        };
+        let model_json = serde_json::to_string(upstream_model).unwrap_or_default();
+        let mut saw_options = false;
+        for k in self.fields.keys() {
+            let v = self.raw(k).unwrap_or("null");
+            match k.as_str() {
+                "model" => push(&mut out, k, &model_json),
+                "stream_options" if force_usage => {
+                    saw_options = true;
+                    let mut opts = serde_json::from_str::<serde_json::Value>(v)
+                        .ok()
+                        .filter(|o| o.is_object())
+                        .unwrap_or_else(|| serde_json::json!({}));
+                    opts["include_usage"] = serde_json::Value::Bool(true);
+                    push(&mut out, k, &opts.to_string());
+                }
+                _ => push(&mut out, k, v),
+            }
+        }
+        if force_usage && !saw_options {
+            push(&mut out, "stream_options", r#"{"include_usage":true}"#);
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+/// The top-level fields of a JSON object body, as byte ranges of `body`.
+fn field_ranges(body: &[u8]) -> Result<BTreeMap<String, Range<usize>>, GatewayError> {
+    let parsed: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::bad_request(
+            format!("We could not parse the JSON body of your request. ({e})"),
+            None,
+        )
+    })?;
+    let base = body.as_ptr() as usize;
+    Ok(parsed
+        .into_iter()
+        .map(|(k, v)| {
+            // A borrowed raw value points into `body`.
+            let start = v.get().as_ptr() as usize - base;
+            (k.into_owned(), start..start + v.get().len())
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(endpoint: Endpoint, body: &[u8]) -> Result<AiRequest, GatewayError> {
+        AiRequest::parse(endpoint, Bytes::copy_from_slice(body))
+    }
+
+    #[test]
+    fn peeks_and_rewrites() {
+        let body = br#"{"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":7,"extra":{"a":[1,2.50]}}"#;
+        let r = parse(Endpoint::ChatCompletions, body).unwrap();
+        assert_eq!(r.model, "pub");
+        assert!(r.stream && !r.client_wants_usage);
+        assert_eq!(r.max_tokens, Some(7));
+        let up: serde_json::Value = serde_json::from_slice(&r.upstream_body("up-model")).unwrap();
+        assert_eq!(up["model"], "up-model");
+        assert_eq!(up["stream_options"]["include_usage"], true);
+        assert_eq!(up["messages"][0]["content"], "hi");
+        // Raw numbers are copied byte for byte.
+        assert!(String::from_utf8(r.upstream_body("m").to_vec())
+            .unwrap()
+            .contains("[1,2.50]"));
+    }
+
+    #[test]
+    fn passes_unchanged_bodies_through_and_keeps_escapes() {
+        let plain = br#"{"model":"pub", "messages":[{"role":"user","content":"hi"}]}"#;
+        let r = parse(Endpoint::ChatCompletions, plain).unwrap();
+        assert_eq!(&r.upstream_body("pub")[..], &plain[..]);
+        let esc = br#"{"model":"pub","messages":[{"content":"a\"b"}],"we\u0069rd":"\u00e9"}"#;
+        let r = parse(Endpoint::ChatCompletions, esc).unwrap();
+        let up: serde_json::Value = serde_json::from_slice(&r.upstream_body("x")).unwrap();
+        assert_eq!(up["weird"], "\u{e9}");
+        assert_eq!(up["messages"][0]["content"], "a\"b");
+        assert_eq!(up["model"], "x");
+    }
+
+    #[test]
+    fn keeps_client_stream_options() {
+        let body = br#"{"model":"m","prompt":"x","stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false}}"#;
+        let r = parse(Endpoint::Completions, body).unwrap();
+        assert!(r.client_wants_usage);
+        let up: serde_json::Value = serde_json::from_slice(&r.upstream_body("m")).unwrap();
+        assert_eq!(up["stream_options"]["include_obfuscation"], false);
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"not json", "parse"),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}]}"#,
+                "model parameter",
+            ),
+            (br#"{"model":3,"messages":[]}"#, "must be a string"),
+            (br#"{"model":"m","messages":[ ]}"#, "empty array"),
+            (
+                br#"{"model":"m"}"#,
+                "Missing required parameter: 'messages'",
+            ),
+            (
+                br#"{"model":"m","messages":[{}],"stream":"yes"}"#,
+                "boolean",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = parse(Endpoint::ChatCompletions, body).unwrap_err();
+            assert_eq!(e.status(), 400);
+            assert!(e.to_string().contains(want), "{e} !~ {want}");
+        }
+    }
+}
