@@ -210,8 +210,13 @@ impl GatewayError {
             503 => "overloaded_error",
             _ => "api_error",
         };
-        crate::providers::anthropic::error_body(etype, &self.to_string())
+        anthropic_error_body(etype, &self.to_string())
     }
+}
+
+/// Anthropic's error shape, `{"type":"error","error":{"type","message"}}`, as bytes.
+pub fn anthropic_error_body(etype: &str, message: &str) -> Bytes {
+    Bytes::from(json!({"type": "error", "error": {"type": etype, "message": message}}).to_string())
 }
 
 /// `{"error":{"message","type","param","code"}}` as bytes.

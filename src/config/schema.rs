@@ -99,6 +99,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// `limits.local_max_keys` when unset (about 50 MB of counters).
+pub const DEFAULT_LOCAL_MAX_KEYS: usize = 250_000;
+
 /// Largest `server.max_header_bytes` (Pingora refuses larger heads itself).
 pub const MAX_HEAD_LIMIT: usize = 1024 * 1024 - 1;
 
@@ -595,7 +598,7 @@ impl Default for LimitsConfig {
             allow_degradation: false,
             lease_ttl: Duration::from_secs(15),
             sync_interval: None,
-            local_max_keys: crate::limits::slots::DEFAULT_MAX_KEYS,
+            local_max_keys: DEFAULT_LOCAL_MAX_KEYS,
         }
     }
 }

@@ -139,7 +139,7 @@ pub struct Ticket {
     /// Sleep this long before going upstream (limit-req / limit-conn delay).
     pub delay_ms: u64,
     pub quotas: Vec<Quota>,
-    pub(crate) hold: Hold,
+    pub(crate) hold: Option<Box<dyn Hold>>,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -152,11 +152,15 @@ impl std::fmt::Debug for Ticket {
     }
 }
 
-/// The store-specific part of a ticket. Each variant releases what it holds when dropped.
-pub(crate) enum Hold {
-    Nothing,
-    Local(super::local::LocalHold),
-    Redis(super::redis::RedisHold),
+/// The store-specific part of a ticket (each store has its own: this module names none of
+/// them). It releases what it holds when dropped.
+pub(crate) trait Hold: Send + Sync {
+    /// Charge real usage (or, without it, the reservations) and release the rest.
+    fn finish(self: Box<Self>, usage: Option<TokenUsage>) -> Option<Released>;
+    /// Give back what the chosen alternative holds.
+    fn release_choice(&mut self);
+    /// Whether it is held in the shared (Redis) store.
+    fn is_shared(&self) -> bool;
 }
 
 impl Ticket {
@@ -165,7 +169,7 @@ impl Ticket {
         Ticket {
             delay_ms: 0,
             quotas: Vec::new(),
-            hold: Hold::Nothing,
+            hold: None,
         }
     }
 
@@ -175,29 +179,20 @@ impl Ticket {
     /// it is done (the logging phase waits for it, so a client's next request on the same
     /// connection sees its own usage).
     pub fn finish(self, usage: Option<TokenUsage>) -> Option<Released> {
-        match self.hold {
-            Hold::Nothing => None,
-            Hold::Local(h) => {
-                h.finish(usage);
-                None
-            }
-            Hold::Redis(h) => h.finish(usage),
-        }
+        self.hold.and_then(|h| h.finish(usage))
     }
 
     /// Give back what the chosen alternative holds, keeping the required group's part
     /// (failover: the request leaves that deployment but its consumer and route limits
     /// still hold, and must not count it again).
     pub fn release_choice(&mut self) {
-        match &mut self.hold {
-            Hold::Nothing => {}
-            Hold::Local(h) => h.release_choice(),
-            Hold::Redis(h) => h.release_choice(),
+        if let Some(h) = &mut self.hold {
+            h.release_choice();
         }
     }
 
     /// Whether the ticket is held in the shared (Redis) store.
     pub fn is_shared(&self) -> bool {
-        matches!(self.hold, Hold::Redis(_))
+        self.hold.as_ref().is_some_and(|h| h.is_shared())
     }
 }

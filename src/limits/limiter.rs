@@ -12,7 +12,7 @@ use super::admission::{Admitted, Check, Denied, Ticket};
 use super::local::{self, LocalStore};
 use super::redis::{RedisMetrics, RedisStore};
 use super::slots::SlotMetrics;
-use super::synced;
+use super::synced_admit;
 use crate::config::schema::{LimitPolicy, LimitsConfig};
 use std::sync::Arc;
 
@@ -69,7 +69,9 @@ impl Limiter {
             }
             let fault = if r.is_up() {
                 let decision = match r.synced() {
-                    Some(s) => synced::admit(r, s, required, alternatives, estimate_tokens).await,
+                    Some(s) => {
+                        synced_admit::admit(r, s, required, alternatives, estimate_tokens).await
+                    }
                     None => r.admit(required, alternatives, estimate_tokens).await,
                 };
                 match decision {

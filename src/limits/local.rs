@@ -34,18 +34,27 @@ pub struct LocalHold {
     choice_at: (usize, usize),
 }
 
+impl Hold for LocalHold {
+    fn finish(self: Box<Self>, usage: Option<TokenUsage>) -> Option<super::admission::Released> {
+        self.finish_now(usage);
+        None
+    }
+    fn release_choice(&mut self) {
+        let (c, r) = self.choice_at;
+        self.truncate(c, r);
+    }
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
 impl LocalHold {
-    pub(crate) fn finish(mut self, usage: Option<TokenUsage>) {
+    fn finish_now(mut self: Box<Self>, usage: Option<TokenUsage>) {
         let now = self.store.now_ms();
         for r in std::mem::take(&mut self.reservations) {
             let used = usage.map_or(r.tokens, |u| u.cost(r.strategy));
             release_tokens(&self.store, &r, now, used);
         }
-    }
-
-    pub(crate) fn release_choice(&mut self) {
-        let (c, r) = self.choice_at;
-        self.truncate(c, r);
     }
 
     /// Give back what was taken after the first `conn` slots and `res` reservations.
@@ -153,7 +162,7 @@ pub fn admit(
     let ticket = Ticket {
         delay_ms,
         quotas,
-        hold: Hold::Local(hold),
+        hold: Some(Box::new(hold)),
     };
     if let (None, Some(r)) = (choice, best) {
         return Err(Denied::NoAlternative(r, Box::new(ticket)));

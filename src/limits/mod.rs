@@ -33,4 +33,5 @@ pub mod req;
 pub mod rules;
 pub mod slots;
 pub mod synced;
+pub mod synced_admit;
 pub mod tokens;

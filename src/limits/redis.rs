@@ -432,7 +432,7 @@ impl RedisStore {
         let ticket = Ticket {
             delay_ms,
             quotas,
-            hold: Hold::Redis(hold),
+            hold: Some(Box::new(hold)),
         };
         if n_groups > 1 && chosen == 0 {
             // Every alternative rejected: report the one that frees first; the required
@@ -730,13 +730,17 @@ pub struct RedisHold {
     held: Vec<Held>,
 }
 
-impl RedisHold {
-    pub(crate) fn finish(mut self, usage: Option<TokenUsage>) -> Option<Released> {
+impl Hold for RedisHold {
+    fn finish(mut self: Box<Self>, usage: Option<TokenUsage>) -> Option<Released> {
         let held = std::mem::take(&mut self.held);
         self.give_back(held, usage, true)
     }
 
-    pub(crate) fn release_choice(&mut self) {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn release_choice(&mut self) {
         let (alt, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|h| h.alternative);
@@ -751,7 +755,9 @@ impl RedisHold {
             self.give_back(alt, None, false);
         }
     }
+}
 
+impl RedisHold {
     /// Send releases for `held`; `finished` charges usage and asks for an acknowledgement.
     fn give_back(
         &mut self,

@@ -121,7 +121,7 @@ pub const HELD_RECHECK_MS: u64 = 5_000;
 const EVICT_TRIES: usize = 8;
 const SHARDS: usize = 32;
 /// `limits.local_max_keys` when unset.
-pub const DEFAULT_MAX_KEYS: usize = 250_000;
+pub const DEFAULT_MAX_KEYS: usize = crate::config::schema::DEFAULT_LOCAL_MAX_KEYS;
 
 /// Gauges and counters of the map (registered by [`crate::metrics::Metrics`]).
 #[derive(Clone)]

@@ -209,9 +209,7 @@ pub fn tokens(u: &Value) -> (u64, u64) {
 }
 
 /// An Anthropic error body: `{"type":"error","error":{"type","message"}}`.
-pub fn error_body(etype: &str, message: &str) -> Bytes {
-    Bytes::from(json!({"type": "error", "error": {"type": etype, "message": message}}).to_string())
-}
+pub use crate::errors::anthropic_error_body as error_body;
 
 /// Anthropic usage → OpenAI usage: cache reads and writes count as prompt tokens.
 fn usage(u: &Value, output_tokens: Option<u64>) -> Value {
