@@ -35,8 +35,15 @@ pub struct LocalHold {
 }
 
 impl Hold for LocalHold {
-    fn finish(self: Box<Self>, usage: Option<TokenUsage>) -> Option<super::admission::Released> {
-        self.finish_now(usage);
+    fn finish(
+        mut self: Box<Self>,
+        usage: Option<TokenUsage>,
+    ) -> Option<super::admission::Released> {
+        let now = self.store.now_ms();
+        for r in std::mem::take(&mut self.reservations) {
+            let used = usage.map_or(r.tokens, |u| u.cost(r.strategy));
+            release_tokens(&self.store, &r, now, used);
+        }
         None
     }
     fn release_choice(&mut self) {
@@ -49,14 +56,6 @@ impl Hold for LocalHold {
 }
 
 impl LocalHold {
-    fn finish_now(mut self: Box<Self>, usage: Option<TokenUsage>) {
-        let now = self.store.now_ms();
-        for r in std::mem::take(&mut self.reservations) {
-            let used = usage.map_or(r.tokens, |u| u.cost(r.strategy));
-            release_tokens(&self.store, &r, now, used);
-        }
-    }
-
     /// Give back what was taken after the first `conn` slots and `res` reservations.
     fn truncate(&mut self, conn: usize, res: usize) {
         let now = self.store.now_ms();
