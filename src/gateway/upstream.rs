@@ -16,7 +16,7 @@ use crate::providers::signals::Signals;
 use crate::providers::{UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
 use crate::state::{CooldownReason, GatewayState};
 use bytes::Bytes;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What is sent upstream: the path after the base URL, auth headers and the body.
 struct Outgoing {
@@ -260,7 +260,7 @@ pub async fn call<'r>(
             .map_or(candidates.len(), |p| p + 1);
         let delay = admit::delay_ms(ctx);
         if delay > slept {
-            tokio::time::sleep(std::time::Duration::from_millis(delay - slept)).await;
+            tokio::time::sleep(Duration::from_millis(delay - slept)).await;
             slept = delay;
         }
         let is_last = failures >= routing.retries || next == candidates.len();
@@ -278,54 +278,26 @@ pub async fn call<'r>(
                     .ttfb
                     .with_label_values(&[&*route.name, &*d.provider.name])
                     .observe(ttfb.as_secs_f64());
-                let kind = match resp.status {
-                    429 => {
-                        // The provider says this key is over its limits: leave it alone for
-                        // its retry-after (1 s when it gives none, 60 s at most).
-                        let secs = resp
-                            .retry_after
-                            .as_deref()
-                            .and_then(|v| v.trim().parse::<f64>().ok())
-                            .filter(|s| s.is_finite() && *s > 0.0)
-                            .unwrap_or(1.0)
-                            .min(60.0);
-                        state.cooldowns.start(
-                            &d.id,
-                            std::time::Duration::from_secs_f64(secs),
-                            CooldownReason::Limited,
-                        );
-                        UpstreamErrorKind::Status429
-                    }
-                    402 => {
-                        // Out of credit (DeepSeek): another key may still have some.
-                        state.cooldowns.start(
-                            &d.id,
-                            std::time::Duration::from_secs(60),
-                            CooldownReason::Limited,
-                        );
-                        UpstreamErrorKind::NoCredit
-                    }
-                    401 | 403 => {
-                        // The provider refuses the gateway's key: the operator's problem.
-                        // Leave the key alone for a while and fail over; the client never
-                        // sees the provider's answer (it would blame its own key).
-                        state
-                            .cooldowns
-                            .start(&d.id, AUTH_COOLDOWN, CooldownReason::AuthRejected);
-                        tracing::error!(
-                            request_id = %ctx.request_id,
-                            model = %route.name,
-                            provider = %d.provider.name,
-                            deployment = %d.id,
-                            status = resp.status,
-                            "the provider rejected the gateway's credentials for this deployment; it is left alone for {}s",
-                            AUTH_COOLDOWN.as_secs()
-                        );
-                        UpstreamErrorKind::AuthRejected
-                    }
-                    500..=599 => UpstreamErrorKind::Status5xx,
-                    _ => return Ok((resp, d)),
+                let (kind, cooldown) = match classify(resp.status, resp.retry_after.as_deref()) {
+                    Verdict::Relay => return Ok((resp, d)),
+                    Verdict::Failed { kind, cooldown } => (kind, cooldown),
                 };
+                if let Some((length, why)) = cooldown {
+                    state.cooldowns.start(&d.id, length, why);
+                }
+                if kind == UpstreamErrorKind::AuthRejected {
+                    // The operator's problem: the client never sees the provider's answer
+                    // (it would blame its own key).
+                    tracing::error!(
+                        request_id = %ctx.request_id,
+                        model = %route.name,
+                        provider = %d.provider.name,
+                        deployment = %d.id,
+                        status = resp.status,
+                        "the provider rejected the gateway's credentials for this deployment; it is left alone for {}s",
+                        AUTH_COOLDOWN.as_secs()
+                    );
+                }
                 if is_last {
                     record(state, d, kind);
                     if kind == UpstreamErrorKind::AuthRejected {
@@ -379,13 +351,61 @@ pub async fn call<'r>(
 /// (until its reset, at most 60 s), and its remaining headroom as metrics.
 /// How long a deployment whose credentials the provider refused is left alone (a key fixed
 /// by a reload comes back at once: cool-downs are per deployment id).
-const AUTH_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(60);
+const AUTH_COOLDOWN: Duration = Duration::from_secs(60);
+/// How long a key out of credit (402) is left alone.
+const NO_CREDIT_COOLDOWN: Duration = Duration::from_secs(60);
+
+/// What an upstream answer means for the call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// The client's answer, whatever its status (4xx are the client's errors).
+    Relay,
+    /// A failed attempt: the deployment is cooled down (if said) and the request fails
+    /// over while the retry budget lasts; on the last attempt the answer is relayed,
+    /// except a refused credential, which becomes 502 `provider_auth_failed`.
+    Failed {
+        kind: UpstreamErrorKind,
+        cooldown: Option<(Duration, CooldownReason)>,
+    },
+}
+
+/// Classify an upstream answer by its status (and `retry-after`): the retry and failover
+/// rules of the call core, a pure function.
+pub fn classify(status: u16, retry_after: Option<&str>) -> Verdict {
+    let failed = |kind, cooldown| Verdict::Failed { kind, cooldown };
+    match status {
+        // The key is over the provider's limits: left alone for its retry-after (1 s when
+        // it gives none, 60 s at most).
+        429 => {
+            let secs = retry_after
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .unwrap_or(1.0)
+                .min(60.0);
+            failed(
+                UpstreamErrorKind::Status429,
+                Some((Duration::from_secs_f64(secs), CooldownReason::Limited)),
+            )
+        }
+        // Out of credit (DeepSeek): another key may still have some.
+        402 => failed(
+            UpstreamErrorKind::NoCredit,
+            Some((NO_CREDIT_COOLDOWN, CooldownReason::Limited)),
+        ),
+        401 | 403 => failed(
+            UpstreamErrorKind::AuthRejected,
+            Some((AUTH_COOLDOWN, CooldownReason::AuthRejected)),
+        ),
+        500..=599 => failed(UpstreamErrorKind::Status5xx, None),
+        _ => Verdict::Relay,
+    }
+}
 
 fn observe_signals(state: &GatewayState, route: &ModelRoute, d: &Deployment, s: &Signals) {
     if let Some(left) = s.exhausted_for {
         state.cooldowns.start(
             &d.id,
-            left.min(std::time::Duration::from_secs(60)),
+            left.min(Duration::from_secs(60)),
             CooldownReason::Limited,
         );
     }
@@ -409,4 +429,94 @@ fn record(state: &GatewayState, d: &Deployment, kind: UpstreamErrorKind) {
         .upstream_errors
         .with_label_values(&[&*d.provider.name, kind.label()])
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cooldown(v: Verdict) -> Option<(Duration, CooldownReason)> {
+        match v {
+            Verdict::Failed { cooldown, .. } => cooldown,
+            Verdict::Relay => None,
+        }
+    }
+
+    #[test]
+    fn client_errors_and_successes_are_relayed() {
+        for s in [200, 201, 400, 404, 413, 422] {
+            assert_eq!(classify(s, None), Verdict::Relay, "{s}");
+        }
+    }
+
+    #[test]
+    fn provider_limits_cool_the_key_for_its_retry_after_within_bounds() {
+        let v = classify(429, Some("7"));
+        assert!(matches!(
+            v,
+            Verdict::Failed {
+                kind: UpstreamErrorKind::Status429,
+                ..
+            }
+        ));
+        assert_eq!(
+            cooldown(v),
+            Some((Duration::from_secs(7), CooldownReason::Limited))
+        );
+        assert_eq!(
+            cooldown(classify(429, None)).unwrap().0,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            cooldown(classify(429, Some("junk"))).unwrap().0,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            cooldown(classify(429, Some("-3"))).unwrap().0,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            cooldown(classify(429, Some("3600"))).unwrap().0,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            cooldown(classify(429, Some("0.25"))).unwrap().0,
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn credentials_credit_and_server_errors_fail_over() {
+        assert_eq!(
+            classify(401, None),
+            Verdict::Failed {
+                kind: UpstreamErrorKind::AuthRejected,
+                cooldown: Some((AUTH_COOLDOWN, CooldownReason::AuthRejected))
+            }
+        );
+        assert!(matches!(
+            classify(403, None),
+            Verdict::Failed {
+                kind: UpstreamErrorKind::AuthRejected,
+                ..
+            }
+        ));
+        assert_eq!(
+            classify(402, None),
+            Verdict::Failed {
+                kind: UpstreamErrorKind::NoCredit,
+                cooldown: Some((NO_CREDIT_COOLDOWN, CooldownReason::Limited))
+            }
+        );
+        for s in [500, 502, 503, 529] {
+            assert_eq!(
+                classify(s, Some("5")),
+                Verdict::Failed {
+                    kind: UpstreamErrorKind::Status5xx,
+                    cooldown: None
+                },
+                "{s}"
+            );
+        }
+    }
 }
