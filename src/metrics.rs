@@ -2,6 +2,7 @@
 //! provider names from the config (or `none`/`unknown`), status classes, error kinds. No
 //! consumer key or free-form text ever becomes a label.
 
+use crate::limits::rules::{Kind, Scope};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -43,8 +44,32 @@ pub struct Metrics {
     pub batch_webhooks: IntCounterVec,
 }
 
-/// Outcomes of a limit decision.
-pub const LIMIT_OUTCOMES: [&str; 4] = ["admitted", "delayed", "rejected", "queued"];
+/// The outcome of a limit decision (a bounded metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Admitted,
+    Delayed,
+    Rejected,
+    Queued,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Admitted,
+        Outcome::Delayed,
+        Outcome::Rejected,
+        Outcome::Queued,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Admitted => "admitted",
+            Outcome::Delayed => "delayed",
+            Outcome::Rejected => "rejected",
+            Outcome::Queued => "queued",
+        }
+    }
+}
 
 const REDIS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -259,7 +284,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        for scope in crate::limits::rules::SCOPES {
+        for scope in Scope::ALL.map(Scope::label) {
             queue_depth.with_label_values(&[scope]);
             for outcome in ["admitted", "timeout"] {
                 queue_wait.with_label_values(&[scope, outcome]);
@@ -282,12 +307,16 @@ impl Metrics {
             config_reloads,
             config_generation,
             limit_decisions: {
-                use crate::limits::rules::{KINDS, SCOPES};
-                let mut all = Vec::with_capacity(KINDS.len() * SCOPES.len() * LIMIT_OUTCOMES.len());
-                for kind in KINDS {
-                    for scope in SCOPES {
-                        for outcome in LIMIT_OUTCOMES {
-                            all.push(limit_decisions.with_label_values(&[kind, scope, outcome]));
+                let mut all =
+                    Vec::with_capacity(Kind::ALL.len() * Scope::ALL.len() * Outcome::ALL.len());
+                for kind in Kind::ALL {
+                    for scope in Scope::ALL {
+                        for outcome in Outcome::ALL {
+                            all.push(limit_decisions.with_label_values(&[
+                                kind.label(),
+                                scope.label(),
+                                outcome.label(),
+                            ]));
                         }
                     }
                 }
@@ -306,10 +335,10 @@ impl Metrics {
         }
     }
 
-    /// Count one limit decision (indexes into `KINDS`, `SCOPES`, [`LIMIT_OUTCOMES`]).
-    pub fn limit_decision(&self, kind: usize, scope: usize, outcome: usize) {
-        let scopes = crate::limits::rules::SCOPES.len();
-        let i = (kind * scopes + scope) * LIMIT_OUTCOMES.len() + outcome;
+    /// Count one limit decision.
+    pub fn limit_decision(&self, kind: Kind, scope: Scope, outcome: Outcome) {
+        let i = (kind as usize * Scope::ALL.len() + scope as usize) * Outcome::ALL.len()
+            + outcome as usize;
         if let Some(c) = self.limit_decisions.get(i) {
             c.inc();
         }

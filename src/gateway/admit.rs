@@ -12,7 +12,8 @@ use crate::errors::GatewayError;
 use crate::limits::admission::{Admitted, Check, Denied, Rejection};
 use crate::limits::key::KeyContext;
 use crate::limits::queue::Place;
-use crate::limits::rules::{QueueSpec, RejectAnswer, Rule, RuleKind, KINDS, SCOPES};
+use crate::limits::rules::{Kind, QueueSpec, RejectAnswer, Rule, RuleKind, Scope};
+use crate::metrics::Outcome;
 use crate::state::GatewayState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,8 +103,8 @@ pub enum Refused {
 /// The queue a refused request may wait in (its rule says `on_limit: queue`).
 pub struct QueueTarget {
     key: Arc<str>,
-    kind: usize,
-    scope: usize,
+    kind: Kind,
+    scope: Scope,
     spec: QueueSpec,
     retry_after_ms: u64,
 }
@@ -119,7 +120,7 @@ impl Refused {
 fn queue_target(c: &Check<'_>, key: Arc<str>, retry_after_ms: u64) -> Option<QueueTarget> {
     c.rule.queue.map(|spec| QueueTarget {
         key,
-        kind: c.rule.kind_index(),
+        kind: c.rule.algorithm(),
         scope: c.rule.scope,
         spec,
         retry_after_ms,
@@ -144,25 +145,25 @@ fn observe<'a>(
     result: &Result<Admitted, Denied>,
 ) {
     let m = &state.metrics;
-    let count = |rule: &Arc<str>, outcome: usize| {
+    let count = |rule: &Arc<str>, outcome: Outcome| {
         // A queueing rule's rejection is counted by the queue (queued, then admitted or
         // rejected when the wait ends).
         if let Some(c) = checks.clone().find(|c| c.rule.id == *rule) {
-            if outcome != 2 || c.rule.queue.is_none() {
-                m.limit_decision(c.rule.kind_index(), c.rule.scope, outcome);
+            if outcome != Outcome::Rejected || c.rule.queue.is_none() {
+                m.limit_decision(c.rule.algorithm(), c.rule.scope, outcome);
             }
         }
     };
     match result {
         Ok(a) => {
             for rule in &a.skipped {
-                count(rule, 2);
+                count(rule, Outcome::Rejected);
             }
             if a.ticket.delay_ms > 0 {
                 m.limit_delay.observe(a.ticket.delay_ms as f64 / 1000.0);
             }
         }
-        Err(Denied::Limited(r) | Denied::NoAlternative(r, _)) => count(&r.rule, 2),
+        Err(Denied::Limited(r) | Denied::NoAlternative(r, _)) => count(&r.rule, Outcome::Rejected),
         Err(Denied::Unavailable(_)) => {}
     }
 }
@@ -171,10 +172,14 @@ fn observe<'a>(
 fn observe_admitted(state: &GatewayState, checks: &[Check<'_>], delay_ms: u64) {
     for c in checks {
         let delaying = matches!(c.rule.kind, RuleKind::Req(_) | RuleKind::Conn(_));
-        let outcome = usize::from(delaying && delay_ms > 0); // admitted or delayed
+        let outcome = if delaying && delay_ms > 0 {
+            Outcome::Delayed
+        } else {
+            Outcome::Admitted
+        };
         state
             .metrics
-            .limit_decision(c.rule.kind_index(), c.rule.scope, outcome);
+            .limit_decision(c.rule.algorithm(), c.rule.scope, outcome);
     }
 }
 
@@ -360,8 +365,8 @@ pub struct Waiting<'s> {
     place: Place,
     entered: Instant,
     deadline: Instant,
-    scope: usize,
-    kind: usize,
+    scope: Scope,
+    kind: Kind,
 }
 
 impl Waiting<'_> {
@@ -371,7 +376,7 @@ impl Waiting<'_> {
     }
 
     fn done(self, outcome: &str) {
-        let scope = SCOPES[self.scope];
+        let scope = self.scope.label();
         self.state
             .metrics
             .queue_wait
@@ -385,7 +390,7 @@ impl Drop for Waiting<'_> {
         self.state
             .metrics
             .queue_depth
-            .with_label_values(&[SCOPES[self.scope]])
+            .with_label_values(&[self.scope.label()])
             .dec();
     }
 }
@@ -403,11 +408,11 @@ pub async fn wait<'s>(
     if waiting.is_none() {
         let consumer = ctx.consumer.clone().unwrap_or_else(|| Arc::from("-"));
         let Some(place) = state.queues.join(&q.key, consumer, q.spec.max_queue) else {
-            m.limit_decision(q.kind, q.scope, 2); // the queue is full
+            m.limit_decision(q.kind, q.scope, Outcome::Rejected); // the queue is full
             return false;
         };
-        m.limit_decision(q.kind, q.scope, 3);
-        m.queue_depth.with_label_values(&[SCOPES[q.scope]]).inc();
+        m.limit_decision(q.kind, q.scope, Outcome::Queued);
+        m.queue_depth.with_label_values(&[q.scope.label()]).inc();
         let now = Instant::now();
         *waiting = Some(Waiting {
             state,
@@ -424,7 +429,7 @@ pub async fn wait<'s>(
     let now = Instant::now();
     if now >= w.deadline {
         if let Some(w) = waiting.take() {
-            m.limit_decision(w.kind, w.scope, 2);
+            m.limit_decision(w.kind, w.scope, Outcome::Rejected);
             w.done("timeout");
         }
         return false;
@@ -433,9 +438,9 @@ pub async fn wait<'s>(
     if w.place.is_head() {
         // Count and req limits say exactly when headroom is back; conn slots and token
         // reservations come back when other requests end, so look again soon.
-        let due = match KINDS[q.kind] {
-            "req" | "count" => q.retry_after_ms,
-            _ => q.retry_after_ms.min(25),
+        let due = match q.kind {
+            Kind::Req | Kind::Count => q.retry_after_ms,
+            Kind::Conn | Kind::Tokens => q.retry_after_ms.min(25),
         };
         tokio::time::sleep(Duration::from_millis(due).min(left)).await;
     } else {

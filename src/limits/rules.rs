@@ -29,8 +29,8 @@ pub struct Rule {
     pub key: Option<KeyTemplate>,
     /// How a rejection by this rule is answered.
     pub answer: RejectAnswer,
-    /// Where the rule is attached, as an index of [`SCOPES`].
-    pub scope: usize,
+    /// Where the rule is attached.
+    pub scope: Scope,
     /// `on_limit: queue`: wait for headroom instead of a 429.
     pub queue: Option<QueueSpec>,
 }
@@ -42,13 +42,71 @@ pub struct QueueSpec {
     pub max_queue: usize,
 }
 
-/// Bounded labels of a rule's algorithm.
 /// Longest key value stored as it is; longer ones are stored as a digest.
 pub const MAX_RAW_KEY: usize = 64;
 
-pub const KINDS: [&str; 4] = ["req", "conn", "count", "tokens"];
-/// Bounded labels of where rules attach.
-pub const SCOPES: [&str; 5] = ["consumer", "model", "deployment", "route", "other"];
+/// A rule's algorithm (a bounded metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Req,
+    Conn,
+    Count,
+    Tokens,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Req, Kind::Conn, Kind::Count, Kind::Tokens];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Req => "req",
+            Kind::Conn => "conn",
+            Kind::Count => "count",
+            Kind::Tokens => "tokens",
+        }
+    }
+}
+
+/// Where a rule is attached (a bounded metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Consumer,
+    Model,
+    Deployment,
+    Route,
+    Other,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] = [
+        Scope::Consumer,
+        Scope::Model,
+        Scope::Deployment,
+        Scope::Route,
+        Scope::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Scope::Consumer => "consumer",
+            Scope::Model => "model",
+            Scope::Deployment => "deployment",
+            Scope::Route => "route",
+            Scope::Other => "other",
+        }
+    }
+
+    /// The scope of a rule attached at `scope` (`consumer:team-a`, `model:gpt`, …).
+    fn of(scope: &str) -> Scope {
+        Scope::ALL
+            .into_iter()
+            .find(|s| {
+                let l = s.label();
+                scope.starts_with(l) && scope[l.len()..].starts_with(':')
+            })
+            .unwrap_or(Scope::Other)
+    }
+}
 
 /// APISIX-compatible answer settings of a rule.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -61,12 +119,12 @@ pub struct RejectAnswer {
     pub quota_header: bool,
 }
 
-fn kind_index(kind: &RuleKind) -> usize {
+fn kind_of(kind: &RuleKind) -> Kind {
     match kind {
-        RuleKind::Req(_) => 0,
-        RuleKind::Conn(_) => 1,
-        RuleKind::Count(_) => 2,
-        RuleKind::Tokens(..) => 3,
+        RuleKind::Req(_) => Kind::Req,
+        RuleKind::Conn(_) => Kind::Conn,
+        RuleKind::Count(_) => Kind::Count,
+        RuleKind::Tokens(..) => Kind::Tokens,
     }
 }
 
@@ -103,17 +161,14 @@ impl Rule {
         // A group's counters belong to the group, not to the rule's scope.
         let id = match (c.group(), c.count.is_some()) {
             (Some(group), true) => format!("group:{group}"),
-            (Some(group), false) => format!("group:{}:{group}", KINDS[kind_index(&kind)]),
+            (Some(group), false) => format!("group:{}:{group}", kind_of(&kind).label()),
             (None, _) => format!("{scope}/{}", c.name),
         };
         Some(Rule {
             id: id.into(),
             kind,
             key: c.key.as_deref().and_then(|k| KeyTemplate::parse(k).ok()),
-            scope: SCOPES
-                .iter()
-                .position(|s| scope.starts_with(s) && scope[s.len()..].starts_with(':'))
-                .unwrap_or(SCOPES.len() - 1),
+            scope: Scope::of(scope),
             queue: (c.on_limit == OnLimit::Queue).then_some(QueueSpec {
                 max_wait: c.max_wait,
                 max_queue: c.max_queue,
@@ -134,9 +189,9 @@ impl Rule {
             .collect()
     }
 
-    /// The rule's algorithm, as an index of [`KINDS`].
-    pub fn kind_index(&self) -> usize {
-        kind_index(&self.kind)
+    /// The rule's algorithm.
+    pub fn algorithm(&self) -> Kind {
+        kind_of(&self.kind)
     }
 
     /// Whether the rule's key reads request headers.

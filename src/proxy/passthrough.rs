@@ -13,6 +13,7 @@ use crate::errors::GatewayError;
 use crate::gateway::admit;
 use crate::limits::admission::{Admitted, Check, Denied};
 use crate::limits::key::KeyContext;
+use crate::metrics::Outcome;
 use crate::providers::http::BaseUrl;
 use crate::state::GatewayState;
 use pingora::proxy::Session;
@@ -75,7 +76,7 @@ pub async fn prepare(
             for c in &required {
                 state
                     .metrics
-                    .limit_decision(c.rule.kind_index(), c.rule.scope, 0);
+                    .limit_decision(c.rule.algorithm(), c.rule.scope, Outcome::Admitted);
             }
             ctx.quotas.extend(ticket.quotas.iter().copied());
             ctx.tickets.push(ticket);
@@ -86,7 +87,7 @@ pub async fn prepare(
             if let Some(c) = check {
                 state
                     .metrics
-                    .limit_decision(c.rule.kind_index(), c.rule.scope, 2);
+                    .limit_decision(c.rule.algorithm(), c.rule.scope, Outcome::Rejected);
             }
             let limit = r.rule.clone();
             return Err(admit::rejected(r, limit, check.map(|c| &c.rule.answer)));
