@@ -59,10 +59,7 @@ fn local_usage(store: &LocalStore, r: &Rule) -> f64 {
     let now = store.now_ms();
     let slot = store.get(&r.id);
     match (&r.kind, slot) {
-        (RuleKind::Req(l), s) => s.and_then(Slot::req).map_or(0.0, |st| {
-            let leaked = l.rate * now.saturating_sub(st.last_ms) as f64;
-            (st.excess as f64 - leaked).max(0.0) / 1000.0
-        }),
+        (RuleKind::Req(l), s) => l.level(s.and_then(Slot::req), now),
         (RuleKind::Conn(_), s) => s.and_then(Slot::conn).unwrap_or(0) as f64,
         (RuleKind::Count(_), s) => s
             .and_then(Slot::count)

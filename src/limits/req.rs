@@ -7,8 +7,9 @@
 //!
 //! Differences from APISIX, all fixes listed in the reference's bug table:
 //! - the clock is monotonic, so a wall-clock step cannot leak the bucket (bug 3);
-//! - idle state may be dropped after [`ReqLimit::idle_ttl_ms`] = `(burst + 1) / rate`,
-//!   the time the bucket needs to drain, not APISIX's shorter Redis TTL (bug 1).
+//! - idle state may be dropped once drained ([`ReqLimit::drained_at`], at most
+//!   `(burst + 1) / rate` after the last request), not after APISIX's shorter Redis TTL
+//!   (bug 1).
 //!
 //! Excess is truncated to whole milli-requests as in APISIX's local mode (bug 4: match).
 
@@ -89,9 +90,17 @@ impl ReqLimit {
         }
     }
 
-    /// After this long without requests the bucket is empty and its state can be dropped.
-    pub fn idle_ttl_ms(&self) -> u64 {
-        ((self.burst + 1.0) / self.rate * 1000.0).ceil() as u64
+    /// The bucket's level at `now_ms` in requests (what it holds, without a new request).
+    pub fn level(&self, state: Option<ReqState>, now_ms: u64) -> f64 {
+        (self.excess_after(state, now_ms) - 1000.0).max(0.0) / 1000.0
+    }
+
+    /// When the bucket has drained so far that its state decides as no state at all (a
+    /// request then finds `excess_after` 0): its state can be dropped from then on. At most
+    /// `(burst + 1) / rate` after the last request, where APISIX's Redis TTL is shorter.
+    pub fn drained_at(&self, s: ReqState) -> u64 {
+        let drain_ms = ((s.excess as f64 + 1000.0) / self.rate).ceil() as u64;
+        s.last_ms.saturating_add(drain_ms)
     }
 }
 
@@ -215,25 +224,34 @@ mod tests {
     }
 
     #[test]
-    fn idle_ttl_covers_the_drain_time() {
+    fn drained_state_decides_as_no_state() {
         // APISIX's Redis TTL for rate 0.1, burst 0 is 1 s; the bucket needs 10 s.
+        let l = ReqLimit {
+            rate: 0.1,
+            burst: 0.0,
+            nodelay: false,
+        };
+        let s = ReqState {
+            excess: 0,
+            last_ms: 5,
+        };
+        assert_eq!(l.drained_at(s), 10_005);
+        let l = ReqLimit {
+            rate: 2.0,
+            burst: 3.0,
+            nodelay: false,
+        };
+        let full = ReqState {
+            excess: 3000,
+            last_ms: 0,
+        };
+        assert_eq!(l.drained_at(full), 2_000, "(burst + 1) / rate");
+        assert_eq!(l.level(Some(full), 0), 3.0);
+        assert_eq!(l.level(Some(full), 1_000), 1.0);
         assert_eq!(
-            ReqLimit {
-                rate: 0.1,
-                burst: 0.0,
-                nodelay: false
-            }
-            .idle_ttl_ms(),
-            10_000
+            l.excess_after(Some(full), l.drained_at(full)),
+            l.excess_after(None, l.drained_at(full))
         );
-        assert_eq!(
-            ReqLimit {
-                rate: 2.0,
-                burst: 3.0,
-                nodelay: false
-            }
-            .idle_ttl_ms(),
-            2_000
-        );
+        assert_eq!(l.level(Some(full), 2_000), 0.0);
     }
 }

@@ -77,10 +77,9 @@ pub struct Stored {
 impl Stored {
     /// A leaky bucket: empty once its excess plus one request has leaked.
     pub fn req(l: &ReqLimit, s: ReqState) -> Stored {
-        let drain_ms = ((s.excess as f64 + 1000.0) / l.rate).ceil() as u64;
         Stored {
             slot: Slot::Req(s),
-            until: s.last_ms.saturating_add(drain_ms),
+            until: l.drained_at(s),
         }
     }
 
