@@ -325,24 +325,23 @@ impl RedisStore {
         }
         let out: Vec<i64> = self.call("admit", &inv).await?;
         let bad = || RedisFault("unexpected answer from admit.lua".into());
-        let get = |i: usize| out.get(i).copied().ok_or_else(bad);
         let n_groups = groups.len();
         let checks_total: usize = groups.iter().map(|g| g.len()).sum();
-        if out.len() != 2 + 3 * n_groups + 2 * checks_total {
-            return Err(bad());
-        }
-        let chosen = get(0)?;
-        let delay_ms = get(1)?.max(0) as u64;
+        let answer = AdmitAnswer::decode(&out, n_groups, checks_total).ok_or_else(bad)?;
+        let chosen = answer.chosen;
+        let delay_ms = answer.delay_ms;
         // Quotas of a group, in the order the local store reports them (tokens, count).
         let quotas_of = |g: usize, base: usize| -> Vec<Quota> {
             let mut q = Vec::new();
             for want_tokens in [true, false] {
                 for (i, c) in groups[g].iter().enumerate() {
-                    let at = 2 + 3 * n_groups + 2 * (base + i);
-                    let (remaining, reset) = (out[at], out[at + 1]);
-                    if remaining < 0 {
+                    let CheckAnswer {
+                        remaining: Some(remaining),
+                        reset_ms,
+                    } = answer.checks[base + i]
+                    else {
                         continue;
-                    }
+                    };
                     let (budget, limit, header) = match c.rule.kind {
                         RuleKind::Tokens(l, _) if want_tokens => (Budget::Tokens, l.limit, false),
                         RuleKind::Count(l) if !want_tokens => {
@@ -353,8 +352,8 @@ impl RedisStore {
                     q.push(Quota {
                         budget,
                         limit,
-                        remaining: remaining as u64,
-                        reset_ms: reset.max(0) as u64,
+                        remaining,
+                        reset_ms,
                         apisix_header: header,
                     });
                 }
@@ -368,8 +367,11 @@ impl RedisStore {
             b += g.len();
         }
         let rejection = |g: usize| -> Result<Rejection, RedisFault> {
-            let idx = get(3 + 3 * g)? as usize;
-            let c = groups[g].get(idx.wrapping_sub(1)).ok_or_else(bad)?;
+            let verdict = &answer.groups[g];
+            let c = verdict
+                .rejected_by
+                .and_then(|i| groups[g].get(i))
+                .ok_or_else(bad)?;
             Ok(Rejection {
                 rule: c.rule.id.clone(),
                 budget: match c.rule.kind {
@@ -377,15 +379,14 @@ impl RedisStore {
                     RuleKind::Tokens(..) => Budget::Tokens,
                     _ => Budget::Requests,
                 },
-                retry_after_ms: get(4 + 3 * g)?.max(1) as u64,
+                retry_after_ms: verdict.retry_after_ms,
                 quotas: quotas_of(g, bases[g]),
                 alternative: g.checked_sub(1),
             })
         };
-        if get(2)? == 0 {
+        if !answer.groups[0].passed {
             return Ok(Err(Denied::Limited(rejection(0)?)));
         }
-        let chosen = usize::try_from(chosen).map_err(|_| bad())?;
         let mut quotas = quotas_of(0, 0);
         if chosen > 0 {
             quotas.extend(quotas_of(chosen, bases[chosen]));
@@ -721,6 +722,62 @@ struct Held {
     window_ms: u64,
     tokens: u64,
     strategy: TokenStrategy,
+}
+
+/// `admit.lua`'s answer, decoded: `{chosen, delay_ms, (passed, rejecting check,
+/// retry_after_ms) per group, (remaining, reset_ms) per check}`.
+struct AdmitAnswer {
+    /// The alternative admitted (1-based; 0: none, or no alternatives).
+    chosen: usize,
+    delay_ms: u64,
+    groups: Vec<GroupAnswer>,
+    checks: Vec<CheckAnswer>,
+}
+
+/// One group's verdict.
+struct GroupAnswer {
+    passed: bool,
+    /// The check that refused it (0-based), when it did not pass.
+    rejected_by: Option<usize>,
+    retry_after_ms: u64,
+}
+
+/// One check's quota, when it has one (count and token rules).
+#[derive(Clone, Copy)]
+struct CheckAnswer {
+    remaining: Option<u64>,
+    reset_ms: u64,
+}
+
+impl AdmitAnswer {
+    /// Decode the flat array; `None` when its shape is not the expected one.
+    fn decode(out: &[i64], n_groups: usize, n_checks: usize) -> Option<AdmitAnswer> {
+        if out.len() != 2 + 3 * n_groups + 2 * n_checks {
+            return None;
+        }
+        let groups = out[2..2 + 3 * n_groups]
+            .chunks_exact(3)
+            .map(|g| GroupAnswer {
+                passed: g[0] != 0,
+                rejected_by: usize::try_from(g[1]).ok().and_then(|i| i.checked_sub(1)),
+                retry_after_ms: g[2].max(1) as u64,
+            })
+            .collect();
+        let checks = out[2 + 3 * n_groups..]
+            .chunks_exact(2)
+            .map(|c| CheckAnswer {
+                remaining: u64::try_from(c[0]).ok(),
+                reset_ms: c[1].max(0) as u64,
+            })
+            .collect();
+        let chosen = usize::try_from(out[0]).ok().filter(|c| *c < n_groups.max(1))?;
+        Some(AdmitAnswer {
+            chosen,
+            delay_ms: out[1].max(0) as u64,
+            groups,
+            checks,
+        })
+    }
 }
 
 /// The leases an admitted request holds in Redis; given back when finished or dropped.
