@@ -3,13 +3,13 @@
 //! failover, provider translation), and turn the answer into a result line.
 
 use super::backend::{new_id, Claimed};
-use crate::config::schema::ProviderKind;
 use crate::errors::GatewayError;
 use crate::gateway::admit::Subject;
 use crate::gateway::request::{AiRequest, Endpoint};
 use crate::gateway::{upstream, CallCtx};
 use crate::limits::admission::TokenUsage;
 use crate::providers::anthropic;
+use crate::providers::Dialect;
 use crate::state::GatewayState;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -122,7 +122,7 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
         Err(e) => return fail(&e),
     };
     let (status, retry_after) = (resp.status, resp.retry_after.clone());
-    let kind = d.provider.kind;
+    let dialect = d.provider.api.dialect();
     let mut body_reader = resp.body;
     let body = match body_reader.read_all(MAX_BODY).await {
         Ok(b) => b,
@@ -144,12 +144,12 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
             counts: true,
         };
     }
-    let (status, body): (u16, Value) = match (kind, status) {
-        (ProviderKind::Anthropic, s) if s >= 400 => {
+    let (status, body): (u16, Value) = match (dialect, status) {
+        (Dialect::AnthropicMessages, s) if s >= 400 => {
             let (s, b) = anthropic::error(s, &body);
             (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
         }
-        (ProviderKind::Anthropic, s) => {
+        (Dialect::AnthropicMessages, s) => {
             let m: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             (
                 s,

@@ -28,6 +28,8 @@ pub enum Target {
 pub struct Provider {
     pub name: Arc<str>,
     pub kind: ProviderKind,
+    /// What differs in its API (request mapping, headers, answer dialect).
+    pub api: &'static dyn crate::providers::Provider,
     pub target: Target,
     /// Azure: the classic API's `api-version` (unset: the `/openai/v1` API).
     pub api_version: Option<String>,
@@ -191,6 +193,7 @@ impl Runtime {
                     Arc::new(Provider {
                         name: p.name.as_str().into(),
                         kind: p.kind,
+                        api: crate::providers::registry(p.kind),
                         target,
                         api_version: p.api_version.clone(),
                         pass_ratelimit_headers: p.pass_ratelimit_headers,

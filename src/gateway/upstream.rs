@@ -6,95 +6,30 @@ use super::admit::{self, Refused};
 use super::request::{AiRequest, Endpoint};
 use super::CallCtx;
 use crate::config::runtime::{Deployment, ModelRoute, Target};
-use crate::config::schema::ProviderKind;
 use crate::config::Runtime;
 use crate::errors::GatewayError;
 use crate::limits::admission::{Budget, Rejection};
-use crate::providers::anthropic;
+use crate::providers::api::{Outgoing, Target as ProviderTarget};
 use crate::providers::http::{HttpCall, Timeouts};
 use crate::providers::signals::Signals;
 use crate::providers::{UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
 use crate::state::{CooldownReason, GatewayState};
-use bytes::Bytes;
 use std::time::{Duration, Instant};
 
-/// What is sent upstream: the path after the base URL, auth headers and the body.
-struct Outgoing {
-    path: String,
-    auth: Vec<(String, String)>,
-    body: Bytes,
-}
-
-/// Build a deployment's request: the received body with `model` replaced, or for
-/// Anthropic the body translated to the Messages API. A body that cannot be translated is
-/// the client's error (400), not a reason to fail over.
+/// Build a deployment's request through its provider's mapping.
 fn outgoing(rt: &Runtime, d: &Deployment, req: &AiRequest) -> Result<Outgoing, GatewayError> {
-    let key = d.api_key.as_ref().map(|k| k.expose());
-    if d.provider.kind == ProviderKind::Anthropic {
-        let body = if req.endpoint == Endpoint::Messages {
-            req.upstream_body(&d.model) // native: passed through
-        } else {
-            let body =
-                anthropic::request(&req.json()?, &d.model, rt.config.routing.default_max_tokens)?;
-            Bytes::from(body.to_string())
-        };
-        let mut auth = Vec::new();
-        if let Some(k) = key {
-            auth.push(("x-api-key".into(), k.to_string()));
-        }
-        return Ok(Outgoing {
-            path: "/messages".into(),
-            auth,
-            body,
-        });
-    }
-    if d.provider.kind == ProviderKind::Azure {
-        let path = match &d.provider.api_version {
-            // Classic: the deployment in the path picks the model.
-            Some(v) => format!(
-                "/openai/deployments/{}{}?api-version={v}",
-                percent_encoding::utf8_percent_encode(&d.model, PATH_SEGMENT),
-                req.endpoint.path()
-            ),
-            None => format!("/openai/v1{}", req.endpoint.path()),
-        };
-        return Ok(Outgoing {
-            path,
-            auth: key
-                .map(|k| vec![("api-key".to_string(), k.to_string())])
-                .unwrap_or_default(),
-            body: req.upstream_body(&d.model),
-        });
-    }
-    Ok(Outgoing {
-        path: req.endpoint.path().into(),
-        auth: key
-            .map(|k| vec![("authorization".to_string(), format!("Bearer {k}"))])
-            .unwrap_or_default(),
-        body: req.upstream_body(&d.model),
-    })
+    let target = ProviderTarget {
+        model: &d.model,
+        api_key: d.api_key.as_ref().map(|k| k.expose()),
+        api_version: d.provider.api_version.as_deref(),
+        default_max_tokens: rt.config.routing.default_max_tokens,
+    };
+    d.provider.api.outgoing(&target, req)
 }
-
-/// Characters escaped in a URL path segment (an Azure deployment name).
-const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
 
 /// Whether a deployment's provider has the request's endpoint.
 pub fn serves(d: &Deployment, endpoint: Endpoint) -> bool {
-    match (d.provider.kind, endpoint) {
-        (ProviderKind::Anthropic, e) => matches!(e, Endpoint::ChatCompletions | Endpoint::Messages),
-        (_, e) => e != Endpoint::Messages,
-    }
+    d.provider.api.serves(endpoint)
 }
 
 /// Carry out one deployment's request.
@@ -121,12 +56,10 @@ async fn attempt(
                 concat!("ai-rate-limiter/", env!("CARGO_PKG_VERSION")).into(),
             ));
             h.extend(out.auth);
-            if d.provider.kind == ProviderKind::Anthropic
-                && !headers
-                    .iter()
-                    .any(|(k, _)| k.eq_ignore_ascii_case("anthropic-version"))
-            {
-                h.push(("anthropic-version".into(), anthropic::API_VERSION.into()));
+            for (name, value) in d.provider.api.default_headers() {
+                if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                    h.push((name.to_string(), value.to_string()));
+                }
             }
             h.extend(headers.iter().cloned());
             let u = &rt.config.upstream;

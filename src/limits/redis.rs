@@ -770,7 +770,9 @@ impl AdmitAnswer {
                 reset_ms: c[1].max(0) as u64,
             })
             .collect();
-        let chosen = usize::try_from(out[0]).ok().filter(|c| *c < n_groups.max(1))?;
+        let chosen = usize::try_from(out[0])
+            .ok()
+            .filter(|c| *c < n_groups.max(1))?;
         Some(AdmitAnswer {
             chosen,
             delay_ms: out[1].max(0) as u64,

@@ -4,15 +4,26 @@
 //!   itself through pingora-core's pooled connectors (so bodies of any size go through and
 //!   a 429/5xx can fail over to the next deployment; see the README's architecture notes).
 //! - [`mock`]: the built-in mock that answers without an upstream.
+//! - [`api`]: the [`Provider`] trait (request mapping, default headers, answer dialect),
+//!   implemented by [`openai`], [`azure`] and [`Anthropic`] ([`anthropic`] holds its
+//!   translations), chosen by [`registry`].
 //!
 //! Both produce an [`UpstreamResponse`] whose body is read chunk by chunk, so the stream
 //! phase treats a mock exactly like a real upstream.
 
 pub mod anthropic;
+#[path = "anthropic_api.rs"]
+mod anthropic_api;
+pub mod api;
+pub mod azure;
 pub mod http;
 pub mod mock;
+pub mod openai;
 pub mod scrub;
 pub mod signals;
+
+pub use anthropic_api::Anthropic;
+pub use api::{registry, Dialect, Provider};
 
 use bytes::Bytes;
 

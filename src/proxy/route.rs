@@ -144,8 +144,8 @@ pub async fn serve(
             if deployment.provider.pass_ratelimit_headers {
                 ctx.provider_headers = response.signals.headers.clone();
             }
-            let kind = deployment.provider.kind;
-            stream::relay(state, session, ctx, &req, response, key, kind).await;
+            let dialect = deployment.provider.api.dialect();
+            stream::relay(state, session, ctx, &req, response, key, dialect).await;
         }
     }
     Ok(())

@@ -8,9 +8,9 @@
 //!   normalised to the OpenAI error shape.
 
 use super::{respond, RequestCtx, Usage};
-use crate::config::schema::ProviderKind;
 use crate::errors::openai_error_body;
 use crate::gateway::request::{AiRequest, Endpoint};
+use crate::providers::Dialect as ProviderDialect;
 use crate::providers::{anthropic, UpstreamErrorKind, UpstreamResponse};
 use crate::state::GatewayState;
 use bytes::{Bytes, BytesMut};
@@ -21,7 +21,7 @@ use serde_json::Value;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Relay `resp`. `key` is the provider key used, scrubbed from any upstream error message;
-/// `kind` says which API the answer speaks (Anthropic answers are translated).
+/// `dialect` says which API the answer speaks (Anthropic answers are translated).
 pub async fn relay(
     state: &GatewayState,
     session: &mut Session,
@@ -29,10 +29,10 @@ pub async fn relay(
     req: &AiRequest,
     resp: UpstreamResponse,
     key: Option<&str>,
-    kind: ProviderKind,
+    dialect: ProviderDialect,
 ) {
     let native = req.endpoint == Endpoint::Messages;
-    let anthropic = kind == ProviderKind::Anthropic && !native;
+    let anthropic = dialect == ProviderDialect::AnthropicMessages && !native;
     if resp.status == 200 && req.stream && resp.is_event_stream() {
         let dialect = if native {
             Dialect::Native

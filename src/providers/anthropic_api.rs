@@ -1,0 +1,81 @@
+//! Anthropic as a [`Provider`]: chat requests translated to the Messages API (see
+//! [`super::anthropic`] for the translations), `/v1/messages` passed through, the key in
+//! `x-api-key`, `anthropic-version` on every request.
+
+use super::anthropic::{request, API_VERSION};
+use super::api::{Dialect, Outgoing, Provider, Target};
+use crate::errors::GatewayError;
+use crate::gateway::request::{AiRequest, Endpoint};
+use bytes::Bytes;
+
+#[derive(Debug)]
+pub struct Anthropic;
+
+impl Provider for Anthropic {
+    fn serves(&self, endpoint: Endpoint) -> bool {
+        matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages)
+    }
+
+    fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
+        let body = if req.endpoint == Endpoint::Messages {
+            req.upstream_body(t.model) // native: passed through
+        } else {
+            Bytes::from(request(&req.json()?, t.model, t.default_max_tokens)?.to_string())
+        };
+        Ok(Outgoing {
+            path: "/messages".into(),
+            auth: t
+                .api_key
+                .map(|k| vec![("x-api-key".to_string(), k.to_string())])
+                .unwrap_or_default(),
+            body,
+        })
+    }
+
+    fn default_headers(&self) -> &'static [(&'static str, &'static str)] {
+        &[("anthropic-version", API_VERSION)]
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::AnthropicMessages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_is_translated_and_messages_pass_through() {
+        let t = Target {
+            model: "claude-x",
+            api_key: Some("sk-ant"),
+            api_version: None,
+            default_max_tokens: 64,
+        };
+        let chat = AiRequest::parse(
+            Endpoint::ChatCompletions,
+            Bytes::from_static(br#"{"model":"c","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]}"#),
+        )
+        .unwrap();
+        let out = Anthropic.outgoing(&t, &chat).unwrap();
+        assert_eq!(out.path, "/messages");
+        assert_eq!(out.auth, vec![("x-api-key".into(), "sk-ant".into())]);
+        let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"model": "claude-x", "max_tokens": 64, "system": "be brief",
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
+        );
+        let native = AiRequest::parse(
+            Endpoint::Messages,
+            Bytes::from_static(br#"{"model":"c","max_tokens":5,"messages":[]}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            &Anthropic.outgoing(&t, &native).unwrap().body[..],
+            br#"{"max_tokens":5,"messages":[],"model":"claude-x"}"#
+        );
+        assert!(!Anthropic.serves(Endpoint::Embeddings));
+    }
+}

@@ -1,0 +1,79 @@
+//! Azure OpenAI: with `api_version`, the classic `/openai/deployments/{deployment}/…?
+//! api-version=…` URLs (the deployment's `model` is the Azure deployment name); without
+//! it, the `/openai/v1/…` API. The key goes in `api-key`.
+
+use super::api::{Outgoing, Provider, Target};
+use crate::errors::GatewayError;
+use crate::gateway::request::AiRequest;
+
+#[derive(Debug)]
+pub struct Azure;
+
+/// Characters escaped in a URL path segment (an Azure deployment name).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+impl Provider for Azure {
+    fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
+        let path = match t.api_version {
+            // Classic: the deployment in the path picks the model.
+            Some(v) => format!(
+                "/openai/deployments/{}{}?api-version={v}",
+                percent_encoding::utf8_percent_encode(t.model, PATH_SEGMENT),
+                req.endpoint.path()
+            ),
+            None => format!("/openai/v1{}", req.endpoint.path()),
+        };
+        Ok(Outgoing {
+            path,
+            auth: t
+                .api_key
+                .map(|k| vec![("api-key".to_string(), k.to_string())])
+                .unwrap_or_default(),
+            body: req.upstream_body(t.model),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::request::Endpoint;
+
+    #[test]
+    fn classic_and_v1_urls_with_the_api_key_header() {
+        let req = AiRequest::parse(
+            Endpoint::Embeddings,
+            bytes::Bytes::from_static(br#"{"model":"m","input":"x"}"#),
+        )
+        .unwrap();
+        let mut t = Target {
+            model: "my deploy",
+            api_key: Some("az-key"),
+            api_version: Some("2024-10-21"),
+            default_max_tokens: 16,
+        };
+        let out = Azure.outgoing(&t, &req).unwrap();
+        assert_eq!(
+            out.path,
+            "/openai/deployments/my%20deploy/embeddings?api-version=2024-10-21"
+        );
+        assert_eq!(out.auth, vec![("api-key".into(), "az-key".into())]);
+        assert_eq!(&out.body[..], br#"{"input":"x","model":"my deploy"}"#);
+        t.api_version = None;
+        assert_eq!(
+            Azure.outgoing(&t, &req).unwrap().path,
+            "/openai/v1/embeddings"
+        );
+    }
+}

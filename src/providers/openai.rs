@@ -1,0 +1,53 @@
+//! OpenAI and every OpenAI-compatible server (DeepSeek, vLLM, Ollama, another gateway):
+//! the client's body goes upstream with only `model` replaced, on the same path, with the
+//! key as a bearer token.
+
+use super::api::{bearer, Outgoing, Provider, Target};
+use crate::errors::GatewayError;
+use crate::gateway::request::AiRequest;
+
+#[derive(Debug)]
+pub struct OpenAi;
+
+impl Provider for OpenAi {
+    fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
+        Ok(Outgoing {
+            path: req.endpoint.path().into(),
+            auth: bearer(t.api_key),
+            body: req.upstream_body(t.model),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::request::Endpoint;
+
+    #[test]
+    fn same_path_bearer_key_and_only_the_model_replaced() {
+        let req = AiRequest::parse(
+            Endpoint::ChatCompletions,
+            bytes::Bytes::from_static(
+                br#"{"model":"public","messages":[{"role":"user","content":"hi"}],"x":1}"#,
+            ),
+        )
+        .unwrap();
+        let t = Target {
+            model: "gpt-4o-mini",
+            api_key: Some("sk-k"),
+            api_version: None,
+            default_max_tokens: 16,
+        };
+        let out = OpenAi.outgoing(&t, &req).unwrap();
+        assert_eq!(out.path, "/chat/completions");
+        assert_eq!(
+            out.auth,
+            vec![("authorization".into(), "Bearer sk-k".into())]
+        );
+        assert_eq!(
+            &out.body[..],
+            br#"{"messages":[{"role":"user","content":"hi"}],"model":"gpt-4o-mini","x":1}"#
+        );
+    }
+}
