@@ -1,9 +1,8 @@
 //! The [`Provider`] trait: what differs between upstream APIs, one implementation per
 //! provider module ([`super::openai`], [`super::azure`], [`super::Anthropic`]), chosen
-//! by [`registry`] — the one place that matches on a provider kind. Adding a provider is
-//! one module and one line here.
+//! by [`super::registry`] — the one place that matches on a provider kind. Adding a
+//! provider is one module and one line there.
 
-use crate::config::schema::ProviderKind;
 use crate::errors::GatewayError;
 use crate::gateway::request::{AiRequest, Endpoint};
 use bytes::Bytes;
@@ -55,18 +54,6 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The dialect its answers are written in.
     fn dialect(&self) -> Dialect {
         Dialect::OpenAi
-    }
-}
-
-/// The provider implementation of a kind (the mock answers in process, in the OpenAI
-/// dialect, and builds no request: it is treated as OpenAI).
-pub fn registry(kind: ProviderKind) -> &'static dyn Provider {
-    match kind {
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Mock => {
-            &super::openai::OpenAi
-        }
-        ProviderKind::Azure => &super::azure::Azure,
-        ProviderKind::Anthropic => &super::Anthropic,
     }
 }
 

@@ -23,9 +23,21 @@ pub mod scrub;
 pub mod signals;
 
 pub use anthropic_api::Anthropic;
-pub use api::{registry, Dialect, Provider};
+pub use api::{Dialect, Provider};
 
 use bytes::Bytes;
+
+/// The provider implementation of a kind (the mock answers in process, in the OpenAI
+/// dialect, and builds no request: it is treated as OpenAI).
+pub fn registry(kind: crate::config::schema::ProviderKind) -> &'static dyn Provider {
+    match kind {
+        crate::config::schema::ProviderKind::Openai
+        | crate::config::schema::ProviderKind::OpenaiCompatible
+        | crate::config::schema::ProviderKind::Mock => &openai::OpenAi,
+        crate::config::schema::ProviderKind::Azure => &azure::Azure,
+        crate::config::schema::ProviderKind::Anthropic => &Anthropic,
+    }
+}
 
 /// Why one upstream attempt failed (bounded set: a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
