@@ -25,17 +25,18 @@ pub mod signals;
 pub use anthropic_api::Anthropic;
 pub use api::{Dialect, Provider};
 
+use crate::config::schema::ProviderKind;
 use bytes::Bytes;
 
 /// The provider implementation of a kind (the mock answers in process, in the OpenAI
 /// dialect, and builds no request: it is treated as OpenAI).
-pub fn registry(kind: crate::config::schema::ProviderKind) -> &'static dyn Provider {
+pub fn registry(kind: ProviderKind) -> &'static dyn Provider {
     match kind {
-        crate::config::schema::ProviderKind::Openai
-        | crate::config::schema::ProviderKind::OpenaiCompatible
-        | crate::config::schema::ProviderKind::Mock => &openai::OpenAi,
-        crate::config::schema::ProviderKind::Azure => &azure::Azure,
-        crate::config::schema::ProviderKind::Anthropic => &Anthropic,
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Mock => {
+            &openai::OpenAi
+        }
+        ProviderKind::Azure => &azure::Azure,
+        ProviderKind::Anthropic => &Anthropic,
     }
 }
 
