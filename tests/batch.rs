@@ -1,20 +1,83 @@
-//! The batch module through the real gateway: Files and Batches API, validation, results.
+//! The batch module through the real gateway: Files and Batches API, validation, results,
+//! webhooks, expiry, crash recovery, the CLI. A conformance suite: every scenario runs
+//! against both stores (`sqlite::*` and `redis::*`, the latter on a real redis-server).
 
 mod common;
+use common::redis::Redis;
 use common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-batch";
 
-fn gateway() -> Gw {
-    Gw::start(&config(""))
+/// The store a scenario runs on; a Redis store owns its redis-server.
+struct Store(Option<Redis>);
+
+impl Store {
+    fn new(redis: bool) -> Store {
+        Store(redis.then(Redis::start))
+    }
+
+    /// The config lines that put batches in this store.
+    fn yaml(&self) -> String {
+        match &self.0 {
+            None => String::new(),
+            Some(r) => format!(
+                "limits: {{policy: redis, redis: {{url: \"{}\"}}, lease_ttl: 2s}}\n",
+                r.url()
+            ),
+        }
+    }
+
+    fn batch_store(&self) -> &'static str {
+        if self.0.is_some() {
+            ", store: redis"
+        } else {
+            ""
+        }
+    }
+
+    fn gateway(&self) -> Gw {
+        Gw::start(&self.config(""))
+    }
+
+    /// The test config; `batch_extra` goes into the `batch` section.
+    fn config(&self, batch_extra: &str) -> String {
+        config(
+            &self.yaml(),
+            &format!("{}{batch_extra}", self.batch_store()),
+        )
+    }
 }
 
-/// The test config; `batch_extra` goes into the `batch` section.
-fn config(batch_extra: &str) -> String {
+/// Every scenario, once per store.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(super::Store::new(false)) } )*
+        }
+        mod redis {
+            $( #[test] fn $name() { super::$name(super::Store::new(true)) } )*
+        }
+    };
+}
+
+on_both_stores!(
+    batch_runs_to_completion_with_output_and_error_files,
+    invalid_input_fails_with_line_numbers_and_terminal_cancel_is_400,
+    sigkill_mid_batch_then_restart_completes_every_line_once,
+    inline_batch_results_as_jsonl_json_csv_and_one_request,
+    cancelling_one_pending_request,
+    webhooks_are_signed_retried_and_recorded,
+    cli_submits_waits_and_downloads,
+    model_concurrency_caps_a_queue_and_follows_reloads,
+    completion_window_expiry_ends_the_rest_with_batch_expired_lines,
+);
+
+fn config(limits: &str, batch_extra: &str) -> String {
     format!(
         r#"
+{limits}
 server: {{threads: 2}}
 consumers: [{{name: b, keys: ["{KEY}"]}}, {{name: other, keys: [sk-other]}}]
 providers:
@@ -47,9 +110,8 @@ fn lines(gw: &Gw, file: &Value) -> Vec<Value> {
     batches::lines(gw, KEY, file)
 }
 
-#[test]
-fn batch_runs_to_completion_with_output_and_error_files() {
-    let gw = gateway();
+fn batch_runs_to_completion_with_output_and_error_files(store: Store) {
+    let gw = store.gateway();
     let mut input = String::new();
     for i in 0..20 {
         let model = if i % 5 == 4 { "fails" } else { "m" };
@@ -126,9 +188,8 @@ fn batch_runs_to_completion_with_output_and_error_files() {
     );
 }
 
-#[test]
-fn invalid_input_fails_with_line_numbers_and_terminal_cancel_is_400() {
-    let gw = gateway();
+fn invalid_input_fails_with_line_numbers_and_terminal_cancel_is_400(store: Store) {
+    let gw = store.gateway();
     let input = "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\"}}\nnot json\n{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{}}\n";
     let f = upload(&gw, input);
     let b = create(&gw, &f);
@@ -165,16 +226,18 @@ fn invalid_input_fails_with_line_numbers_and_terminal_cancel_is_400() {
         .contains("'failed'"));
 }
 
-#[test]
-fn sigkill_mid_batch_then_restart_completes_every_line_once() {
+fn sigkill_mid_batch_then_restart_completes_every_line_once(store: Store) {
     let mut gw = Gw::start(&format!(
         r#"
+{limits}
 server: {{threads: 2}}
 consumers: [{{name: b, keys: ["{KEY}"]}}]
 providers: [{{name: slow, kind: mock, mock: {{latency_ms: 5}}}}]
 models: [{{name: m, deployments: [{{provider: slow}}]}}]
-batch: {{concurrency: 32}}
-"#
+batch: {{concurrency: 32{store}}}
+"#,
+        limits = store.yaml(),
+        store = store.batch_store()
     ));
     let n = 10_000;
     let input: String = (0..n)
@@ -221,9 +284,8 @@ batch: {{concurrency: 32}}
     );
 }
 
-#[test]
-fn inline_batch_results_as_jsonl_json_csv_and_one_request() {
-    let gw = gateway();
+fn inline_batch_results_as_jsonl_json_csv_and_one_request(store: Store) {
+    let gw = store.gateway();
     let mut requests: Vec<Value> = (0..3)
         .map(|i| {
             json!({"custom_id": format!("q{i}"), "body": {"model": "m", "max_tokens": 3,
@@ -267,9 +329,8 @@ fn inline_batch_results_as_jsonl_json_csv_and_one_request() {
     assert_eq!(one["result"]["response"]["status_code"], 200);
 }
 
-#[test]
-fn cancelling_one_pending_request() {
-    let gw = gateway();
+fn cancelling_one_pending_request(store: Store) {
+    let gw = store.gateway();
     let id = batches::create_inline(&gw, KEY, &batches::chat_requests(40, "s", "s"));
     wait_status(&gw, &id, &["in_progress"]);
     let r = post(
@@ -292,12 +353,11 @@ fn cancelling_one_pending_request() {
     assert_eq!(r.status, 400, "a finished request cannot be cancelled");
 }
 
-#[test]
-fn webhooks_are_signed_retried_and_recorded() {
+fn webhooks_are_signed_retried_and_recorded(store: Store) {
     use common::fixture_server::{self, Reply, Request};
     use hmac::Mac;
     use std::sync::{Arc, Mutex};
-    let gw = gateway();
+    let gw = store.gateway();
     let got: Arc<Mutex<Vec<Request>>> = Arc::default();
     let g = got.clone();
     let port = fixture_server::start(Arc::new(move |r: &Request| {
@@ -351,9 +411,8 @@ fn webhooks_are_signed_retried_and_recorded() {
     );
 }
 
-#[test]
-fn cli_submits_waits_and_downloads() {
-    let gw = gateway();
+fn cli_submits_waits_and_downloads(store: Store) {
+    let gw = store.gateway();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     let lines: String = (0..5)
@@ -404,9 +463,8 @@ fn cli_submits_waits_and_downloads() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("404"));
 }
 
-#[test]
-fn model_concurrency_caps_a_queue_and_follows_reloads() {
-    let gw = Gw::start(&config(", model_concurrency: {s: 2}"));
+fn model_concurrency_caps_a_queue_and_follows_reloads(store: Store) {
+    let gw = Gw::start(&store.config(", model_concurrency: {s: 2}"));
     let id = batches::create_inline(&gw, KEY, &batches::chat_requests(60, "c", "s"));
     let running = || gw.metric("gateway_batch_running", &[("model", "s")]);
     // Sample the running requests of the queue for a while: at most the cap, and at it.
@@ -419,7 +477,7 @@ fn model_concurrency_caps_a_queue_and_follows_reloads() {
         max
     };
     assert_eq!(sample(2), 2.0, "model_concurrency 2");
-    gw.write_config(&config(", model_concurrency: {s: 5}"));
+    gw.write_config(&store.config(", model_concurrency: {s: 5}"));
     gw.wait_metric(
         "gateway_config_reloads_total",
         &[("result", "success")],
@@ -431,9 +489,8 @@ fn model_concurrency_caps_a_queue_and_follows_reloads() {
     assert_eq!(running(), 0.0);
 }
 
-#[test]
-fn completion_window_expiry_ends_the_rest_with_batch_expired_lines() {
-    let gw = Gw::start(&config(", model_concurrency: {s: 1}"));
+fn completion_window_expiry_ends_the_rest_with_batch_expired_lines(store: Store) {
+    let gw = Gw::start(&store.config(", model_concurrency: {s: 1}"));
     let requests: Vec<Value> = (0..30)
         .map(|i| json!({"custom_id": format!("x{i}"), "body": {"model": "s", "messages": [{"role": "user", "content": "x"}]}}))
         .collect();
