@@ -1,0 +1,337 @@
+//! The admission call in Redis: one `EVALSHA` of `lua-compat/admit.lua` for every rule of
+//! a request, its answer decoded into named structs; and the usage read for the status
+//! page.
+
+use super::*;
+
+impl RedisStore {
+    /// Evaluate one admission call in Redis (see `lua-compat/admit.lua`).
+    pub async fn admit(
+        self: &Arc<Self>,
+        required: &[Check<'_>],
+        alternatives: &[Vec<Check<'_>>],
+        estimate_tokens: u64,
+    ) -> Result<Result<Admitted, Denied>, RedisFault> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let lease = format!("{}:{seq}", self.instance);
+        let groups: Vec<&[Check<'_>]> = std::iter::once(required)
+            .chain(alternatives.iter().map(Vec::as_slice))
+            .collect();
+        let mut inv = self.admit.prepare_invoke();
+        inv.arg(&lease)
+            .arg(self.lease_ttl_ms)
+            .arg(estimate_tokens)
+            .arg(groups.len());
+        for g in &groups {
+            inv.arg(g.len());
+        }
+        let mut keys = Vec::new();
+        for c in groups.iter().flat_map(|g| g.iter()) {
+            let key = self.key(&c.rule.kind, &c.key);
+            let second = match c.rule.kind {
+                RuleKind::Tokens(..) => format!("{key}:r"),
+                _ => key.clone(),
+            };
+            match c.rule.kind {
+                RuleKind::Req(l) => inv.arg(1).arg(l.rate).arg(l.burst).arg(u8::from(l.nodelay)),
+                RuleKind::Conn(l) => inv
+                    .arg(2)
+                    .arg(l.conn)
+                    .arg(l.burst)
+                    .arg(l.default_conn_delay_ms),
+                RuleKind::Count(l) => inv.arg(3).arg(l.count).arg(l.window_ms).arg(0),
+                RuleKind::Tokens(l, _) => inv.arg(4).arg(l.limit).arg(l.window_ms).arg(0),
+            };
+            inv.arg(c.yield_to.unwrap_or(-1.0));
+            inv.key(&key).key(&second);
+            keys.push((key, second));
+        }
+        let out: Vec<i64> = self.call("admit", &inv).await?;
+        let bad = || RedisFault("unexpected answer from admit.lua".into());
+        let n_groups = groups.len();
+        let checks_total: usize = groups.iter().map(|g| g.len()).sum();
+        let answer = AdmitAnswer::decode(&out, n_groups, checks_total).ok_or_else(bad)?;
+        let chosen = answer.chosen;
+        let delay_ms = answer.delay_ms;
+        // Quotas of a group, in the order the local store reports them (tokens, count).
+        let quotas_of = |g: usize, base: usize| -> Vec<Quota> {
+            let mut q = Vec::new();
+            for want_tokens in [true, false] {
+                for (i, c) in groups[g].iter().enumerate() {
+                    let CheckAnswer {
+                        remaining: Some(remaining),
+                        reset_ms,
+                    } = answer.checks[base + i]
+                    else {
+                        continue;
+                    };
+                    let (budget, limit, header) = match c.rule.kind {
+                        RuleKind::Tokens(l, _) if want_tokens => (Budget::Tokens, l.limit, false),
+                        RuleKind::Count(l) if !want_tokens => {
+                            (Budget::Requests, l.count, c.rule.answer.quota_header)
+                        }
+                        _ => continue,
+                    };
+                    q.push(Quota {
+                        budget,
+                        limit,
+                        remaining,
+                        reset_ms,
+                        apisix_header: header,
+                    });
+                }
+            }
+            q
+        };
+        let mut bases = Vec::with_capacity(n_groups);
+        let mut b = 0;
+        for g in &groups {
+            bases.push(b);
+            b += g.len();
+        }
+        let rejection = |g: usize| -> Result<Rejection, RedisFault> {
+            let verdict = &answer.groups[g];
+            let c = verdict
+                .rejected_by
+                .and_then(|i| groups[g].get(i))
+                .ok_or_else(bad)?;
+            Ok(Rejection {
+                rule: c.rule.id.clone(),
+                budget: match c.rule.kind {
+                    RuleKind::Conn(_) => Budget::Concurrency,
+                    RuleKind::Tokens(..) => Budget::Tokens,
+                    _ => Budget::Requests,
+                },
+                retry_after_ms: verdict.retry_after_ms,
+                quotas: quotas_of(g, bases[g]),
+                alternative: g.checked_sub(1),
+            })
+        };
+        if !answer.groups[0].passed {
+            return Ok(Err(Denied::Limited(rejection(0)?)));
+        }
+        let mut quotas = quotas_of(0, 0);
+        if chosen > 0 {
+            quotas.extend(quotas_of(chosen, bases[chosen]));
+        }
+        // What the admitted groups hold: their conn leases and token reservations.
+        let mut hold = RedisHold {
+            store: self.clone(),
+            seq,
+            held: Vec::new(),
+        };
+        let admitted: &[usize] = if chosen > 0 { &[0, chosen] } else { &[0] };
+        for &g in admitted {
+            for (i, c) in groups[g].iter().enumerate() {
+                let (key, zset) = &keys[bases[g] + i];
+                let (kind, member, window_ms, tokens, strategy) = match c.rule.kind {
+                    RuleKind::Conn(_) => (2, lease.clone(), 0, 0, TokenStrategy::TotalTokens),
+                    RuleKind::Tokens(l, strategy) => {
+                        let tokens = estimate_tokens.min(l.limit);
+                        let member = format!("{lease}|{tokens}");
+                        (4, member, l.window_ms, tokens, strategy)
+                    }
+                    _ => continue,
+                };
+                hold.held.push(Held {
+                    alternative: g > 0,
+                    kind,
+                    key: key.clone(),
+                    zset: zset.clone(),
+                    member,
+                    window_ms,
+                    tokens,
+                    strategy,
+                });
+            }
+        }
+        if !hold.held.is_empty() {
+            let live = hold
+                .held
+                .iter()
+                .map(|h| (h.zset.clone(), h.member.clone()))
+                .collect();
+            self.lock_leases().insert(seq, live);
+        }
+        let ticket = Ticket {
+            delay_ms,
+            quotas,
+            hold: Some(Box::new(hold)),
+        };
+        if n_groups > 1 && chosen == 0 {
+            // Every alternative rejected: report the one that frees first; the required
+            // group's part stays held by the caller.
+            let mut best: Option<Rejection> = None;
+            for g in 1..n_groups {
+                let r = rejection(g)?;
+                if best
+                    .as_ref()
+                    .is_none_or(|b| r.retry_after_ms < b.retry_after_ms)
+                {
+                    best = Some(r);
+                }
+            }
+            let best = best.ok_or_else(bad)?;
+            return Ok(Err(Denied::NoAlternative(best, Box::new(ticket))));
+        }
+        let mut skipped = Vec::new();
+        for g in 1..chosen {
+            skipped.push(rejection(g)?.rule);
+        }
+        Ok(Ok(Admitted {
+            skipped,
+            ticket,
+            choice: if n_groups > 1 { Some(chosen - 1) } else { None },
+        }))
+    }
+
+    /// How much of each scope-wide rule is in use now, read from Redis (for the status
+    /// page): in the rule's unit (bucket excess in requests, slots, requests or tokens of
+    /// the window). One pipelined round trip.
+    pub async fn usage(
+        &self,
+        rules: &[&crate::limits::rules::Rule],
+    ) -> Result<Vec<f64>, RedisFault> {
+        let conn = self
+            .conn
+            .get()
+            .ok_or_else(|| RedisFault("not connected yet".into()))?;
+        let mut p = redis::pipe();
+        p.cmd("TIME");
+        for r in rules {
+            let key = self.key(&r.kind, &r.id);
+            match r.kind {
+                RuleKind::Req(_) => p.cmd("HMGET").arg(&key).arg("excess").arg("last"),
+                RuleKind::Conn(_) => p.cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES"),
+                RuleKind::Count(_) => p.cmd("GET").arg(&key),
+                RuleKind::Tokens(..) => p.cmd("HMGET").arg(&key).arg("c").arg("e"),
+            };
+            if let RuleKind::Tokens(..) = r.kind {
+                p.cmd("ZRANGE")
+                    .arg(format!("{key}:r"))
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES");
+            }
+        }
+        let out: Vec<redis::Value> = tokio::time::timeout(self.timeout, conn.pipe(&p))
+            .await
+            .map_err(|_| RedisFault("no answer".into()))?
+            .map_err(|e| RedisFault(e.to_string()))?;
+        let mut it = out.into_iter();
+        let (secs, micros): (i64, i64) = it
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .ok_or_else(|| RedisFault("TIME".into()))?;
+        let now = (secs * 1000 + micros / 1000) as f64;
+        let num = |v: Option<redis::Value>| -> Option<f64> {
+            v.and_then(|v| redis::from_redis_value::<Option<String>>(v).ok().flatten())
+                .and_then(|s| s.parse().ok())
+        };
+        // (member, score) pairs still live at `now`.
+        let live = |v: Option<redis::Value>| -> Vec<(String, f64)> {
+            v.and_then(|v| redis::from_redis_value::<Vec<(String, f64)>>(v).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, score)| *score > now)
+                .collect()
+        };
+        // The two fields of an HMGET, as numbers.
+        let two = |v: Option<redis::Value>| -> (Option<f64>, Option<f64>) {
+            let pair: Vec<Option<String>> = v
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or_default();
+            let get = |i: usize| {
+                pair.get(i)
+                    .cloned()
+                    .flatten()
+                    .and_then(|s| s.parse::<f64>().ok())
+            };
+            (get(0), get(1))
+        };
+        let mut used = Vec::with_capacity(rules.len());
+        for r in rules {
+            let u = match r.kind {
+                RuleKind::Req(l) => match two(it.next()) {
+                    (Some(e), Some(last)) => {
+                        (e - l.rate * 1000.0 * (now - last).max(0.0) / 1000.0).max(0.0) / 1000.0
+                    }
+                    _ => 0.0,
+                },
+                RuleKind::Conn(_) => live(it.next()).len() as f64,
+                RuleKind::Count(_) => num(it.next()).unwrap_or(0.0),
+                RuleKind::Tokens(..) => {
+                    let committed = match two(it.next()) {
+                        (Some(c), Some(end)) if end > now => c,
+                        _ => 0.0,
+                    };
+                    let reserved: f64 = live(it.next())
+                        .iter()
+                        .filter_map(|(m, _)| m.rsplit('|').next()?.parse::<f64>().ok())
+                        .sum();
+                    committed + reserved
+                }
+            };
+            used.push(u);
+        }
+        Ok(used)
+    }
+}
+
+/// `admit.lua`'s answer, decoded: `{chosen, delay_ms, (passed, rejecting check,
+/// retry_after_ms) per group, (remaining, reset_ms) per check}`.
+struct AdmitAnswer {
+    /// The alternative admitted (1-based; 0: none, or no alternatives).
+    chosen: usize,
+    delay_ms: u64,
+    groups: Vec<GroupAnswer>,
+    checks: Vec<CheckAnswer>,
+}
+
+/// One group's verdict.
+struct GroupAnswer {
+    passed: bool,
+    /// The check that refused it (0-based), when it did not pass.
+    rejected_by: Option<usize>,
+    retry_after_ms: u64,
+}
+
+/// One check's quota, when it has one (count and token rules).
+#[derive(Clone, Copy)]
+struct CheckAnswer {
+    remaining: Option<u64>,
+    reset_ms: u64,
+}
+
+impl AdmitAnswer {
+    /// Decode the flat array; `None` when its shape is not the expected one.
+    fn decode(out: &[i64], n_groups: usize, n_checks: usize) -> Option<AdmitAnswer> {
+        if out.len() != 2 + 3 * n_groups + 2 * n_checks {
+            return None;
+        }
+        let groups = out[2..2 + 3 * n_groups]
+            .chunks_exact(3)
+            .map(|g| GroupAnswer {
+                passed: g[0] != 0,
+                rejected_by: usize::try_from(g[1]).ok().and_then(|i| i.checked_sub(1)),
+                retry_after_ms: g[2].max(1) as u64,
+            })
+            .collect();
+        let checks = out[2 + 3 * n_groups..]
+            .chunks_exact(2)
+            .map(|c| CheckAnswer {
+                remaining: u64::try_from(c[0]).ok(),
+                reset_ms: c[1].max(0) as u64,
+            })
+            .collect();
+        let chosen = usize::try_from(out[0])
+            .ok()
+            .filter(|c| *c < n_groups.max(1))?;
+        Some(AdmitAnswer {
+            chosen,
+            delay_ms: out[1].max(0) as u64,
+            groups,
+            checks,
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! What an admitted request holds in Redis (concurrency leases, token reservations) and
+//! how it is given back.
+
+use super::*;
+
+/// One lease an admitted request holds in Redis.
+pub(super) struct Held {
+    /// Part of the chosen alternative (not the required group).
+    pub(super) alternative: bool,
+    pub(super) kind: u8,
+    pub(super) key: String,
+    pub(super) zset: String,
+    pub(super) member: String,
+    pub(super) window_ms: u64,
+    pub(super) tokens: u64,
+    pub(super) strategy: TokenStrategy,
+}
+
+/// The leases an admitted request holds in Redis; given back when finished or dropped.
+pub struct RedisHold {
+    pub(super) store: Arc<RedisStore>,
+    pub(super) seq: u64,
+    pub(super) held: Vec<Held>,
+}
+
+impl Hold for RedisHold {
+    fn finish(mut self: Box<Self>, usage: Option<TokenUsage>) -> Option<Released> {
+        let held = std::mem::take(&mut self.held);
+        self.give_back(held, usage, true)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn release_choice(&mut self) {
+        let (alt, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.alternative);
+        self.held = keep;
+        if !alt.is_empty() {
+            let live = self
+                .held
+                .iter()
+                .map(|h| (h.zset.clone(), h.member.clone()))
+                .collect();
+            self.store.lock_leases().insert(self.seq, live);
+            self.give_back(alt, None, false);
+        }
+    }
+}
+
+impl RedisHold {
+    /// Send releases for `held`; `finished` charges usage and asks for an acknowledgement.
+    fn give_back(
+        &mut self,
+        held: Vec<Held>,
+        usage: Option<TokenUsage>,
+        finished: bool,
+    ) -> Option<Released> {
+        if held.is_empty() {
+            return None;
+        }
+        if self.held.is_empty() {
+            self.store.lock_leases().remove(&self.seq);
+        }
+        let releases = held
+            .into_iter()
+            .map(|h| {
+                let used = match (finished, usage) {
+                    (false, _) => 0,
+                    (true, Some(u)) => u.cost(h.strategy),
+                    (true, None) => h.tokens,
+                };
+                Release {
+                    kind: h.kind,
+                    key: h.key,
+                    zset: h.zset,
+                    member: h.member,
+                    window_ms: h.window_ms,
+                    used,
+                }
+            })
+            .collect();
+        let (tx, rx) = if finished {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        // The receiver lives as long as the process; if it is gone the leases expire.
+        let _ = self.store.releases.send((releases, tx));
+        rx
+    }
+}
+
+impl Drop for RedisHold {
+    fn drop(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.give_back(held, None, false);
+    }
+}
