@@ -5,7 +5,8 @@
 //! that use them (a service's or global rule's limits keep one shared counter through a
 //! `group`); the plugins' policy and Redis fields → the one `limits` section.
 
-use super::limits::{self, get, map, s, text, Place, Store};
+use super::limits::{self, Place, Store};
+use super::yaml::{get, map, s, text};
 use super::Unmapped;
 use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeMap;

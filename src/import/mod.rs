@@ -8,6 +8,7 @@
 
 pub mod apisix;
 mod limits;
+mod yaml;
 
 use serde_yaml_ng::Value;
 
