@@ -1,0 +1,213 @@
+//! The `limits` section and limit rules of `gateway.yaml`.
+
+use super::*;
+
+/// One limit rule: a name (its identity, so a reload that changes the numbers keeps the
+/// usage so far) and exactly one of `req`, `conn`, `count` or `tokens`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRuleConfig {
+    pub name: String,
+    /// APISIX-style key template: `$consumer_name`, `$remote_addr`, `$http_<header>`,
+    /// `$model`, combinations such as `"$consumer_name $http_x_user"`. Default: one
+    /// counter for the whole scope.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub req: Option<ReqRuleConfig>,
+    #[serde(default)]
+    pub conn: Option<ConnRuleConfig>,
+    #[serde(default)]
+    pub count: Option<CountRuleConfig>,
+    #[serde(default)]
+    pub tokens: Option<TokensRuleConfig>,
+    /// APISIX compatibility: status of a rejection (default 429, as the SDKs expect).
+    #[serde(default)]
+    pub rejected_code: Option<u16>,
+    /// APISIX compatibility: answer `{"error_msg": "…"}` instead of the OpenAI error body.
+    #[serde(default)]
+    pub rejected_msg: Option<String>,
+    /// APISIX compatibility: send `X-RateLimit-Limit/Remaining/Reset` (count rules).
+    #[serde(default)]
+    pub show_limit_quota_header: bool,
+    /// A request over this limit: `reject` (a 429 at once) or `queue` (wait for headroom,
+    /// at most `max_wait`, behind at most `max_queue` others).
+    #[serde(default)]
+    pub on_limit: OnLimit,
+    #[serde(default = "default_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+}
+
+impl LimitRuleConfig {
+    /// The rule's group, if its kind has one set.
+    pub fn group(&self) -> Option<&str> {
+        self.req
+            .as_ref()
+            .and_then(|r| r.group.as_deref())
+            .or(self.conn.as_ref().and_then(|r| r.group.as_deref()))
+            .or(self.count.as_ref().and_then(|r| r.group.as_deref()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimit {
+    #[default]
+    Reject,
+    Queue,
+}
+
+fn default_max_wait() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_queue() -> usize {
+    1000
+}
+
+/// limit-req: leaky bucket.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReqRuleConfig {
+    pub rate: f64,
+    #[serde(default)]
+    pub burst: f64,
+    #[serde(default)]
+    pub nodelay: bool,
+    /// One bucket shared by every req rule of this group (e.g. the routes of an imported
+    /// APISIX service); their numbers and key must be equal.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// limit-conn: concurrent requests.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConnRuleConfig {
+    pub conn: u64,
+    #[serde(default)]
+    pub burst: u64,
+    #[serde(default = "one_second", with = "humantime_serde")]
+    pub default_conn_delay: Duration,
+    /// Accepted for APISIX configs. APISIX 3.16+ never adapts the delay (its limiter is
+    /// rebuilt per request), so the delay is always `default_conn_delay` here too.
+    #[serde(default)]
+    pub only_use_default_delay: bool,
+    /// One set of slots shared by every conn rule of this group; their numbers and key
+    /// must be equal.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// limit-count: fixed window opened by the first request.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CountRuleConfig {
+    pub count: u64,
+    #[serde(with = "humantime_serde")]
+    pub time_window: Duration,
+    /// APISIX `group`: every count rule with this group (anywhere in the file) shares one
+    /// counter per resolved key. Their `count`, `time_window` and `key` must be equal.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStrategy {
+    #[default]
+    TotalTokens,
+    PromptTokens,
+    CompletionTokens,
+}
+
+/// Token limit per window, reserved at admission and reconciled with real usage.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokensRuleConfig {
+    pub limit: u64,
+    #[serde(with = "humantime_serde")]
+    pub time_window: Duration,
+    #[serde(default)]
+    pub strategy: TokenStrategy,
+}
+
+/// Where the counters of every limit rule live.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitPolicy {
+    /// In-process: exact for one gateway.
+    #[default]
+    Local,
+    /// One Redis server shared by every gateway instance.
+    Redis,
+    /// A Redis Cluster shared by every gateway instance.
+    RedisCluster,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub policy: LimitPolicy,
+    pub redis: RedisConfig,
+    /// When Redis cannot be reached: `true` decides with the local counters of this
+    /// instance (visible in `gateway_limiter_degraded`), `false` answers 503.
+    pub allow_degradation: bool,
+    /// Concurrency slots and token reservations are leases of this length, refreshed every
+    /// third of it while the request runs: a killed gateway's slots free up after it.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Redis policies: decide count rules whose window is longer than this from local
+    /// counters, pushing deltas to Redis this often (faster; see the README's accuracy
+    /// bound). Unset: every decision is made in Redis.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Option<Duration>,
+    /// Most limit counters held in this instance's memory (the `local` policy and the
+    /// degraded fallback). When full, a new counter evicts the one due to end soonest
+    /// (`gateway_limiter_local_evictions_total`); that key starts afresh.
+    pub local_max_keys: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            policy: LimitPolicy::Local,
+            redis: RedisConfig::default(),
+            allow_degradation: false,
+            lease_ttl: Duration::from_secs(15),
+            sync_interval: None,
+            local_max_keys: DEFAULT_LOCAL_MAX_KEYS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://`); policy `redis`.
+    pub url: Option<Secret>,
+    /// Seed nodes (`redis://host:port` each); policy `redis-cluster`.
+    pub nodes: Vec<Secret>,
+    /// Longest wait for one Redis call; past it the call counts as a Redis fault.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Prefix of every key the gateway writes (several gateways fleets on one Redis).
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            nodes: Vec::new(),
+            timeout: Duration::from_secs(1),
+            key_prefix: String::new(),
+        }
+    }
+}
