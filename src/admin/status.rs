@@ -127,7 +127,13 @@ pub async fn snapshot(state: &GatewayState) -> Value {
         .map(|(k, n)| json!({"queue": k.replace('\u{1f}', " "), "depth": n}))
         .collect();
     let batches = match &state.batch {
-        Some(b) => b.overview(20).await.unwrap_or_default(),
+        Some(b) => b
+            .overview(20)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(crate::batch::model::Batch::object)
+            .collect(),
         None => Vec::new(),
     };
     let m = &state.metrics;

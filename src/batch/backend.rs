@@ -7,6 +7,7 @@
 //! request moves from running to done or failed only once), a request interrupted by a
 //! crash runs again, and file contents move in [`CHUNK`]-sized pieces, never whole.
 
+pub use super::model::{Batch, BatchStatus};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -173,17 +174,17 @@ pub trait Backend: Send + Sync {
     fn scratch_dir(&self) -> &Path;
 
     async fn add_batch(&self, b: &NewBatch<'_>) -> StoreResult<()>;
-    /// The Batch object (`None`: no such batch for this consumer).
-    async fn batch(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<Value>>;
-    /// The Batch object, whoever owns it (for webhooks).
-    async fn batch_any(&self, id: &str) -> StoreResult<Option<Value>>;
+    /// A consumer's batch (`None`: no such batch for this consumer).
+    async fn batch(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<Batch>>;
+    /// A batch, whoever owns it (for webhooks).
+    async fn batch_any(&self, id: &str) -> StoreResult<Option<Batch>>;
     /// Batches of a consumer, newest first, after `after`.
     async fn batches(
         &self,
         consumer: Option<&str>,
         after: Option<&str>,
         limit: usize,
-    ) -> StoreResult<Vec<Value>>;
+    ) -> StoreResult<Vec<Batch>>;
     /// Request a cancel: `Err(status)` when the batch has already ended (`""`: no batch).
     async fn cancel(&self, consumer: Option<&str>, id: &str) -> StoreResult<Result<(), String>>;
 
@@ -242,7 +243,7 @@ pub trait Backend: Send + Sync {
     ) -> StoreResult<Option<bool>>;
 
     /// The newest batches of every consumer, at most `limit` (for the status page).
-    async fn overview(&self, limit: usize) -> StoreResult<Vec<Value>>;
+    async fn overview(&self, limit: usize) -> StoreResult<Vec<Batch>>;
     /// Requests waiting or running, over every batch (a gauge).
     async fn pending(&self) -> StoreResult<i64>;
     /// End what has to end: expired batches, cancels, batches with nothing left to run;

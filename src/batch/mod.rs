@@ -17,6 +17,7 @@ pub mod backend;
 pub mod client;
 pub mod dispatch;
 pub mod execute;
+pub mod model;
 pub mod redis;
 pub mod store;
 pub mod validate;

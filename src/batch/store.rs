@@ -14,6 +14,7 @@ use super::backend::{
     new_id, now, now_ms, request_status, unrun_line, webhook_event, webhook_record, Claimed,
     FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept, CHUNK,
 };
+use super::model::{json_or_null, Batch, BatchStatus};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
@@ -269,7 +270,7 @@ impl Store {
     }
 
     /// The Batch object (`None`: no such batch for this consumer).
-    fn batch(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Option<Value>> {
+    fn batch(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Option<Batch>> {
         let db = self.db();
         let row = db
             .query_row(
@@ -282,7 +283,7 @@ impl Store {
     }
 
     /// The Batch object, whoever owns it (for webhooks).
-    fn batch_any(&self, id: &str) -> rusqlite::Result<Option<Value>> {
+    fn batch_any(&self, id: &str) -> rusqlite::Result<Option<Batch>> {
         self.db()
             .query_row(
                 &format!("{BATCH_SELECT} WHERE b.id = ?1"),
@@ -298,7 +299,7 @@ impl Store {
         consumer: Option<&str>,
         after: Option<&str>,
         limit: usize,
-    ) -> rusqlite::Result<Vec<Value>> {
+    ) -> rusqlite::Result<Vec<Batch>> {
         let db = self.db();
         let cursor: Option<(i64, String)> = match after {
             Some(a) => db
@@ -393,7 +394,7 @@ impl Store {
     }
 
     /// The newest batches of every consumer.
-    pub(super) fn overview(&self, limit: usize) -> rusqlite::Result<Vec<Value>> {
+    pub(super) fn overview(&self, limit: usize) -> rusqlite::Result<Vec<Batch>> {
         let db = self.db();
         let mut st = db.prepare(&format!(
             "{BATCH_SELECT} ORDER BY b.created_at DESC, b.id DESC LIMIT ?1"
@@ -433,39 +434,45 @@ const BATCH_SELECT: &str = "SELECT b.id, b.endpoint, b.input_file_id, b.completi
   b.input_tokens, b.output_tokens, b.webhook_url, b.webhook
   FROM batches b";
 
-fn batch_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+fn batch_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<Batch> {
     let json_col = |i: usize| -> rusqlite::Result<Value> {
-        Ok(r.get::<_, Option<String>>(i)?
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or(Value::Null))
+        Ok(json_or_null(r.get::<_, Option<String>>(i)?.as_deref()))
     };
-    let (input, output): (i64, i64) = (r.get(22)?, r.get(23)?);
-    Ok(json!({
-        "id": r.get::<_, String>(0)?, "object": "batch", "endpoint": r.get::<_, String>(1)?,
-        "model": r.get::<_, Option<String>>(18)?, "errors": json_col(16)?,
-        "input_file_id": r.get::<_, String>(2)?, "completion_window": r.get::<_, String>(3)?,
-        "status": r.get::<_, String>(4)?, "output_file_id": r.get::<_, Option<String>>(14)?,
-        "error_file_id": r.get::<_, Option<String>>(15)?, "created_at": r.get::<_, i64>(5)?,
-        "in_progress_at": r.get::<_, Option<i64>>(6)?, "expires_at": r.get::<_, i64>(7)?,
-        "finalizing_at": r.get::<_, Option<i64>>(8)?, "completed_at": r.get::<_, Option<i64>>(9)?,
-        "failed_at": r.get::<_, Option<i64>>(10)?, "expired_at": r.get::<_, Option<i64>>(11)?,
-        "cancelling_at": r.get::<_, Option<i64>>(12)?, "cancelled_at": r.get::<_, Option<i64>>(13)?,
-        "request_counts": {"total": r.get::<_, i64>(19)?, "completed": r.get::<_, i64>(20)?,
-                           "failed": r.get::<_, i64>(21)?},
-        "usage": {"input_tokens": input, "input_tokens_details": {"cached_tokens": 0},
-                  "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
-                  "total_tokens": input + output},
-        "metadata": json_col(17)?,
-        "webhook": match r.get::<_, Option<String>>(24)? {
-            Some(url) => {
-                let mut w = json_col(25)?;
-                if !w.is_object() {
-                    w = json!({"delivered": 0, "failed": 0});
-                }
-                w["url"] = json!(url);
-                w
-            }
-            None => Value::Null,
+    let status: String = r.get(4)?;
+    Ok(Batch {
+        id: r.get(0)?,
+        endpoint: r.get(1)?,
+        input_file_id: r.get(2)?,
+        completion_window: r.get(3)?,
+        status: BatchStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                format!("unknown batch status {status:?}").into(),
+            )
+        })?,
+        created_at: r.get(5)?,
+        in_progress_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        finalizing_at: r.get(8)?,
+        completed_at: r.get(9)?,
+        failed_at: r.get(10)?,
+        expired_at: r.get(11)?,
+        cancelling_at: r.get(12)?,
+        cancelled_at: r.get(13)?,
+        output_file_id: r.get(14)?,
+        error_file_id: r.get(15)?,
+        errors: json_col(16)?,
+        metadata: json_col(17)?,
+        model: r.get(18)?,
+        total: r.get(19)?,
+        completed: r.get(20)?,
+        failed: r.get(21)?,
+        input_tokens: r.get(22)?,
+        output_tokens: r.get(23)?,
+        webhook: match r.get::<_, Option<String>>(24)? {
+            Some(url) => Some((url, json_col(25)?)),
+            None => None,
         },
-    }))
+    })
 }

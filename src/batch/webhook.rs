@@ -33,7 +33,12 @@ pub fn deliver(
     event: String,
 ) {
     tokio::spawn(async move {
-        let batch = store.batch_any(&batch_id).await.ok().flatten();
+        let batch = store
+            .batch_any(&batch_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|b| b.object());
         let body = json!({"event": event, "batch": batch}).to_string();
         let (secret, policy, scrubber) = {
             let rt = state.runtime.load();

@@ -4,7 +4,7 @@
 //! file contents and results are sent in chunks, never held whole.
 
 use super::{respond, RequestCtx};
-use crate::batch::backend::{new_id, now, Backend, FileRow, NewBatch};
+use crate::batch::backend::{new_id, now, Backend, Batch, FileRow, NewBatch};
 use crate::errors::GatewayError;
 use crate::state::GatewayState;
 use bytes::Bytes;
@@ -248,7 +248,7 @@ pub async fn serve(
                 .batch(who, &id)
                 .await
                 .map_err(internal)?
-                .unwrap_or(Value::Null)
+                .map_or(Value::Null, |b| b.object())
         }
         Route::ListBatches => {
             let n = limit(&q, 20, 100)?;
@@ -256,13 +256,14 @@ pub async fn serve(
                 .batches(who, param(&q, "after"), n + 1)
                 .await
                 .map_err(internal)?;
-            page(rows, n)
+            page(rows.iter().map(Batch::object).collect(), n)
         }
         Route::GetBatch(id) => store
             .batch(who, &id)
             .await
             .map_err(internal)?
-            .ok_or_else(|| not_found("Batch", &id))?,
+            .ok_or_else(|| not_found("Batch", &id))?
+            .object(),
         Route::CancelBatch(id) => {
             match store.cancel(who, &id).await.map_err(internal)? {
                 Ok(()) => {}
@@ -278,7 +279,7 @@ pub async fn serve(
                 .batch(who, &id)
                 .await
                 .map_err(internal)?
-                .unwrap_or(Value::Null)
+                .map_or(Value::Null, |b| b.object())
         }
         Route::Results(id) => {
             let format = param(&q, "format").unwrap_or("jsonl").to_string();

@@ -235,7 +235,7 @@ impl RedisBatches {
         consumer: Option<&str>,
         after: Option<&str>,
         limit: usize,
-    ) -> StoreResult<Vec<Value>> {
+    ) -> StoreResult<Vec<Batch>> {
         let key = self.k(&format!("batches:{}", owner(consumer)));
         let start: isize = match after {
             Some(a) => {

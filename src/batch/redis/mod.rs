@@ -35,6 +35,7 @@ use crate::batch::backend::{
     now, now_ms, request_status, unrun_line, webhook_event, webhook_record, Backend, Claimed,
     FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept, CHUNK,
 };
+use crate::batch::model::{json_or_null, Batch, BatchStatus};
 use crate::config::schema::{LimitPolicy, LimitsConfig};
 use crate::limits::redis::Conn;
 use async_trait::async_trait;
@@ -255,51 +256,37 @@ impl RedisBatches {
         self.p(&p).await
     }
 
-    fn batch_object(h: &HashMap<String, String>) -> Value {
+    /// A batch from its hash (`None` when its status is unknown: not a batch).
+    fn batch_object(h: &HashMap<String, String>) -> Option<Batch> {
         let s = |k: &str| h.get(k).cloned();
         let i = |k: &str| h.get(k).and_then(|v| v.parse::<i64>().ok());
-        let j = |k: &str| {
-            h.get(k)
-                .and_then(|v| serde_json::from_str::<Value>(v).ok())
-                .unwrap_or(Value::Null)
-        };
-        let status = match s("status").as_deref() {
-            Some("expiring") => "in_progress".to_string(),
-            Some(other) => other.to_string(),
-            None => String::new(),
-        };
-        let (input, output) = (
-            i("input_tokens").unwrap_or(0),
-            i("output_tokens").unwrap_or(0),
-        );
-        json!({
-            "id": s("id"), "object": "batch", "endpoint": s("endpoint"), "model": s("model"),
-            "errors": j("errors"), "input_file_id": s("input_file_id"),
-            "completion_window": s("completion_window"), "status": status,
-            "output_file_id": s("output_file_id"), "error_file_id": s("error_file_id"),
-            "created_at": i("created_at"), "in_progress_at": i("in_progress_at"),
-            "expires_at": i("expires_at"), "finalizing_at": i("finalizing_at"),
-            "completed_at": i("completed_at"), "failed_at": i("failed_at"),
-            "expired_at": i("expired_at"), "cancelling_at": i("cancelling_at"),
-            "cancelled_at": i("cancelled_at"),
-            "request_counts": {"total": i("total").unwrap_or(0),
-                               "completed": i("completed").unwrap_or(0),
-                               "failed": i("failed").unwrap_or(0)},
-            "usage": {"input_tokens": input, "input_tokens_details": {"cached_tokens": 0},
-                      "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
-                      "total_tokens": input + output},
-            "metadata": j("metadata"),
-            "webhook": match s("webhook_url") {
-                Some(url) => {
-                    let mut w = j("webhook");
-                    if !w.is_object() {
-                        w = json!({"delivered": 0, "failed": 0});
-                    }
-                    w["url"] = json!(url);
-                    w
-                }
-                None => Value::Null,
-            },
+        let j = |k: &str| json_or_null(h.get(k).map(String::as_str));
+        Some(Batch {
+            id: s("id")?,
+            endpoint: s("endpoint").unwrap_or_default(),
+            model: s("model"),
+            errors: j("errors"),
+            input_file_id: s("input_file_id").unwrap_or_default(),
+            completion_window: s("completion_window").unwrap_or_default(),
+            status: BatchStatus::parse(h.get("status")?)?,
+            output_file_id: s("output_file_id"),
+            error_file_id: s("error_file_id"),
+            created_at: i("created_at"),
+            in_progress_at: i("in_progress_at"),
+            expires_at: i("expires_at"),
+            finalizing_at: i("finalizing_at"),
+            completed_at: i("completed_at"),
+            failed_at: i("failed_at"),
+            expired_at: i("expired_at"),
+            cancelling_at: i("cancelling_at"),
+            cancelled_at: i("cancelled_at"),
+            total: i("total").unwrap_or(0),
+            completed: i("completed").unwrap_or(0),
+            failed: i("failed").unwrap_or(0),
+            input_tokens: i("input_tokens").unwrap_or(0),
+            output_tokens: i("output_tokens").unwrap_or(0),
+            metadata: j("metadata"),
+            webhook: s("webhook_url").map(|url| (url, j("webhook"))),
         })
     }
 }
@@ -355,19 +342,19 @@ impl Backend for RedisBatches {
         self.create_batch(b).await
     }
 
-    async fn batch(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<Value>> {
+    async fn batch(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<Batch>> {
         Ok(self
             .owned(consumer, id)
             .await?
-            .map(|h| Self::batch_object(&h)))
+            .and_then(|h| Self::batch_object(&h)))
     }
 
-    async fn batch_any(&self, id: &str) -> StoreResult<Option<Value>> {
+    async fn batch_any(&self, id: &str) -> StoreResult<Option<Batch>> {
         let h: Vec<(String, String)> = self
             .q(cmd("HGETALL").arg(self.k(&format!("b:{id}"))))
             .await?;
         let h = fields(h);
-        Ok((!h.is_empty()).then(|| Self::batch_object(&h)))
+        Ok(Self::batch_object(&h))
     }
 
     async fn batches(
@@ -375,7 +362,7 @@ impl Backend for RedisBatches {
         consumer: Option<&str>,
         after: Option<&str>,
         limit: usize,
-    ) -> StoreResult<Vec<Value>> {
+    ) -> StoreResult<Vec<Batch>> {
         self.list_batches(consumer, after, limit).await
     }
 
@@ -504,7 +491,7 @@ impl Backend for RedisBatches {
         Ok(Some(self.end_pending(id, Some(custom_id)).await? > 0))
     }
 
-    async fn overview(&self, limit: usize) -> StoreResult<Vec<Value>> {
+    async fn overview(&self, limit: usize) -> StoreResult<Vec<Batch>> {
         let ids: Vec<String> = self.q(cmd("SMEMBERS").arg(self.k("active"))).await?;
         let mut out = Vec::new();
         for id in ids.iter().take(limit) {

@@ -5,7 +5,7 @@
 
 use super::{text, Store};
 use crate::batch::backend::{
-    Backend, Claimed, FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept,
+    Backend, Batch, Claimed, FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -111,11 +111,11 @@ impl Backend for Sqlite {
         })
         .await
     }
-    async fn batch(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<Value>> {
+    async fn batch(&self, consumer: Option<&str>, id: &str) -> StoreResult<Option<Batch>> {
         let (c, id) = (owned(consumer), id.to_string());
         self.off(move |s| text(s.batch(c.as_deref(), &id))).await
     }
-    async fn batch_any(&self, id: &str) -> StoreResult<Option<Value>> {
+    async fn batch_any(&self, id: &str) -> StoreResult<Option<Batch>> {
         let id = id.to_string();
         self.off(move |s| text(s.batch_any(&id))).await
     }
@@ -124,7 +124,7 @@ impl Backend for Sqlite {
         consumer: Option<&str>,
         after: Option<&str>,
         limit: usize,
-    ) -> StoreResult<Vec<Value>> {
+    ) -> StoreResult<Vec<Batch>> {
         let (c, a) = (owned(consumer), owned(after));
         self.off(move |s| text(s.batches(c.as_deref(), a.as_deref(), limit)))
             .await
@@ -220,7 +220,7 @@ impl Backend for Sqlite {
     async fn pending(&self) -> StoreResult<i64> {
         self.off(|s| text(s.pending())).await
     }
-    async fn overview(&self, limit: usize) -> StoreResult<Vec<Value>> {
+    async fn overview(&self, limit: usize) -> StoreResult<Vec<Batch>> {
         self.off(move |s| text(s.overview(limit))).await
     }
     async fn settle(&self, file_lifetime_secs: i64) -> StoreResult<Vec<String>> {
