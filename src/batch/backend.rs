@@ -7,7 +7,7 @@
 //! request moves from running to done or failed only once), a request interrupted by a
 //! crash runs again, and file contents move in [`CHUNK`]-sized pieces, never whole.
 
-pub use super::model::{Batch, BatchStatus};
+pub use super::model::{Batch, BatchStatus, Cancel};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -142,8 +142,46 @@ pub struct Swept {
     pub batches: u64,
 }
 
-/// Errors of a store, as text (they end up in logs and 500 bodies without secrets).
-pub type StoreResult<T> = Result<T, String>;
+/// Why a store call failed (logged, and a 500 to the client, without secrets).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("batch store (SQLite): {0}")]
+    Database(String),
+    #[error("batch store (Redis): {0}")]
+    Redis(String),
+    #[error("batch store (files): {0}")]
+    Io(String),
+    /// Anything else the store found wrong (an unreadable record, a lost task).
+    #[error("batch store: {0}")]
+    Other(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Redis(e.to_string())
+    }
+}
+
+impl From<String> for StoreError {
+    fn from(e: String) -> Self {
+        StoreError::Other(e)
+    }
+}
+
+/// The result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -185,8 +223,8 @@ pub trait Backend: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<Batch>>;
-    /// Request a cancel: `Err(status)` when the batch has already ended (`""`: no batch).
-    async fn cancel(&self, consumer: Option<&str>, id: &str) -> StoreResult<Result<(), String>>;
+    /// Request a cancel.
+    async fn cancel(&self, consumer: Option<&str>, id: &str) -> StoreResult<Cancel>;
 
     /// Batches to validate now: (id, endpoint, input file). Each is given to one
     /// validator at a time.

@@ -4,7 +4,7 @@
 //! retried with backoff honouring `retry-after`, and ends batches (completed, cancelled, expired) with their
 //! output and error files.
 
-use super::backend::{now_ms, Backend, Claimed, Queue};
+use super::backend::{now_ms, Backend, Claimed, Queue, StoreResult};
 use super::execute::{self, Outcome};
 use crate::state::GatewayState;
 use async_trait::async_trait;
@@ -120,7 +120,7 @@ impl BackgroundService for Dispatcher {
 
 impl Dispatcher {
     /// Validate new batches, end finished ones, send due webhooks, update the metrics.
-    async fn upkeep(&self) -> Result<(), String> {
+    async fn upkeep(&self) -> StoreResult<()> {
         let store = &*self.store;
         store.maintain().await?;
         let (max_line, retention) = {
@@ -166,7 +166,7 @@ impl Dispatcher {
     }
 
     /// Fill the free places with due requests.
-    async fn dispatch(&self) -> Result<(), String> {
+    async fn dispatch(&self) -> StoreResult<()> {
         let store = &self.store;
         // Read each round: concurrency changes apply at the next reload.
         let cfg = self.state.runtime.load().config.batch.clone();

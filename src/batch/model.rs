@@ -35,6 +35,14 @@ impl BatchStatus {
         })
     }
 
+    /// A stored status as clients see it (unknown ones as they are).
+    pub fn shown(stored: &str) -> String {
+        match BatchStatus::parse(stored) {
+            Some(s) => s.as_str().to_string(),
+            None => stored.to_string(),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             BatchStatus::Validating => "validating",
@@ -58,6 +66,17 @@ impl BatchStatus {
                 | BatchStatus::Cancelled
         )
     }
+}
+
+/// What a cancel request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// The batch is now `cancelling`.
+    Requested,
+    /// No such batch for this consumer.
+    NotFound,
+    /// The batch cannot be cancelled in this status (it has ended, or is ending).
+    Refused(String),
 }
 
 /// One batch, as stored.

@@ -14,7 +14,7 @@ use super::backend::{
     new_id, now, now_ms, request_status, unrun_line, webhook_event, webhook_record, Claimed,
     FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept, CHUNK,
 };
-use super::model::{json_or_null, Batch, BatchStatus};
+use super::model::{json_or_null, Batch, BatchStatus, Cancel};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
@@ -350,8 +350,8 @@ impl Store {
         Ok(())
     }
 
-    /// Request a cancel: `Err(status)` when the batch has already ended.
-    fn cancel(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Result<(), String>> {
+    /// Request a cancel.
+    fn cancel(&self, consumer: Option<&str>, id: &str) -> rusqlite::Result<Cancel> {
         let db = self.db();
         let status: Option<String> = db
             .query_row(
@@ -366,17 +366,17 @@ impl Store {
                     "UPDATE batches SET status = 'cancelling', cancelling_at = ?2 WHERE id = ?1",
                     params![id, now()],
                 )?;
-                Ok(Ok(()))
+                Ok(Cancel::Requested)
             }
-            Some(s) => Ok(Err(s.to_string())),
-            None => Ok(Err(String::new())),
+            Some(s) => Ok(Cancel::Refused(BatchStatus::shown(s))),
+            None => Ok(Cancel::NotFound),
         }
     }
 }
 
 /// The rows of a two-text-column query.
 fn text<T>(r: rusqlite::Result<T>) -> StoreResult<T> {
-    r.map_err(|e| e.to_string())
+    r.map_err(Into::into)
 }
 
 impl Store {

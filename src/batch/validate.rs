@@ -8,7 +8,7 @@
 //!   custom_ids are found by the store;
 //! - a batch with any problem is failed and the requests already added are dropped.
 
-use super::backend::{Backend, LineRef, NewRequest};
+use super::backend::{Backend, LineRef, NewRequest, StoreResult};
 use super::execute;
 use serde_json::{json, Value};
 
@@ -46,7 +46,7 @@ struct Lines<'s> {
 
 impl Lines<'_> {
     /// The next line and where it lies (`None` at the end of the file).
-    async fn next(&mut self) -> Result<Option<(Line, LineRef)>, String> {
+    async fn next(&mut self) -> StoreResult<Option<(Line, LineRef)>> {
         let mut scanned = 0;
         loop {
             if let Some(i) = memchr::memchr(b'\n', &self.buf[scanned..]) {
@@ -176,7 +176,7 @@ pub async fn validate(
     endpoint: &str,
     file_id: &str,
     max_line: usize,
-) -> Result<(), String> {
+) -> StoreResult<()> {
     let mut errors = Vec::new();
     let mut model: Option<String> = None;
     let mut total = 0u64;
@@ -261,7 +261,7 @@ async fn add(
     id: &str,
     group: &mut Vec<NewRequest>,
     errors: &mut Vec<Value>,
-) -> Result<(), String> {
+) -> StoreResult<()> {
     if group.is_empty() {
         return Ok(());
     }

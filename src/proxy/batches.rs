@@ -4,7 +4,7 @@
 //! file contents and results are sent in chunks, never held whole.
 
 use super::{respond, RequestCtx};
-use crate::batch::backend::{new_id, now, Backend, Batch, FileRow, NewBatch};
+use crate::batch::backend::{new_id, now, Backend, Batch, Cancel, FileRow, NewBatch};
 use crate::errors::GatewayError;
 use crate::state::GatewayState;
 use bytes::Bytes;
@@ -266,9 +266,9 @@ pub async fn serve(
             .object(),
         Route::CancelBatch(id) => {
             match store.cancel(who, &id).await.map_err(internal)? {
-                Ok(()) => {}
-                Err(s) if s.is_empty() => return Err(not_found("Batch", &id)),
-                Err(s) => {
+                Cancel::Requested => {}
+                Cancel::NotFound => return Err(not_found("Batch", &id)),
+                Cancel::Refused(s) => {
                     return Err(GatewayError::bad_request(
                         format!("Cannot cancel a batch with status '{s}'."),
                         None,

@@ -97,7 +97,9 @@ impl RedisBatches {
                 .q(cmd("EXISTS").arg(self.k(&format!("f:{id}"))))
                 .await?;
             if !exists {
-                return Err(format!("no file {id}"));
+                return Err(crate::batch::backend::StoreError::Other(format!(
+                    "no file {id}"
+                )));
             }
         }
         let c: Option<Vec<u8>> = self

@@ -35,7 +35,7 @@ use crate::batch::backend::{
     now, now_ms, request_status, unrun_line, webhook_event, webhook_record, Backend, Claimed,
     FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept, CHUNK,
 };
-use crate::batch::model::{json_or_null, Batch, BatchStatus};
+use crate::batch::model::{json_or_null, Batch, BatchStatus, Cancel};
 use crate::config::schema::{LimitPolicy, LimitsConfig};
 use crate::limits::redis::Conn;
 use async_trait::async_trait;
@@ -105,7 +105,7 @@ struct Scripts {
 }
 
 fn text<T>(r: redis::RedisResult<T>) -> StoreResult<T> {
-    r.map_err(|e| format!("batch store (Redis): {e}"))
+    r.map_err(Into::into)
 }
 
 /// The owner part of per-consumer keys.
@@ -366,9 +366,9 @@ impl Backend for RedisBatches {
         self.list_batches(consumer, after, limit).await
     }
 
-    async fn cancel(&self, consumer: Option<&str>, id: &str) -> StoreResult<Result<(), String>> {
+    async fn cancel(&self, consumer: Option<&str>, id: &str) -> StoreResult<Cancel> {
         if self.owned(consumer, id).await?.is_none() {
-            return Ok(Err(String::new()));
+            return Ok(Cancel::NotFound);
         }
         let r = self
             .cas(
@@ -379,7 +379,10 @@ impl Backend for RedisBatches {
                 &[("cancelling_at", now().to_string())],
             )
             .await?;
-        Ok(if r == "ok" { Ok(()) } else { Err(r) })
+        Ok(match r.as_str() {
+            "ok" => Cancel::Requested,
+            other => Cancel::Refused(BatchStatus::shown(other)),
+        })
     }
 
     async fn validating(&self) -> StoreResult<Vec<(String, String, String)>> {

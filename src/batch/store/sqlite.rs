@@ -5,7 +5,7 @@
 
 use super::{text, Store};
 use crate::batch::backend::{
-    Backend, Batch, Claimed, FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept,
+    Backend, Batch, Cancel, Claimed, FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -129,7 +129,7 @@ impl Backend for Sqlite {
         self.off(move |s| text(s.batches(c.as_deref(), a.as_deref(), limit)))
             .await
     }
-    async fn cancel(&self, consumer: Option<&str>, id: &str) -> StoreResult<Result<(), String>> {
+    async fn cancel(&self, consumer: Option<&str>, id: &str) -> StoreResult<Cancel> {
         let (c, id) = (owned(consumer), id.to_string());
         self.off(move |s| text(s.cancel(c.as_deref(), &id))).await
     }
@@ -224,7 +224,7 @@ impl Backend for Sqlite {
         self.off(move |s| text(s.overview(limit))).await
     }
     async fn settle(&self, file_lifetime_secs: i64) -> StoreResult<Vec<String>> {
-        self.off(move |s| s.settle(file_lifetime_secs)).await
+        self.off(move |s| Ok(s.settle(file_lifetime_secs)?)).await
     }
     async fn webhooks_due(&self) -> StoreResult<Vec<(String, String, String)>> {
         self.off(|s| text(s.webhooks_due())).await
