@@ -1,9 +1,22 @@
 //! ai-rate-limiter: an OpenAI-compatible LLM gateway on Pingora.
 //!
-//! The request path (`proxy`): auth → body → route → upstream → stream → account.
-//! Configuration (`config`) is an immutable snapshot swapped on reload. Providers
-//! (`providers`) carry out one deployment's request. `server::build_server` assembles a
-//! process for `main` and for tests.
+//! The map:
+//! - [`proxy`]: the Pingora adapter and the HTTP surfaces (the connection front, auth,
+//!   body, routing, relaying answers, the Files/Batches API, pass-through routes);
+//! - [`gateway`]: the call core both the proxy and the batch dispatcher use — the
+//!   canonical request, admission, deployment choice, the upstream attempt and failover —
+//!   over a plain context with no Pingora type (it replaced `proxy::admit`,
+//!   `proxy::upstream` and the request model of `proxy::body`);
+//! - [`providers`]: the upstream HTTP client and one module per provider behind the
+//!   `Provider` trait, chosen by `providers::registry`;
+//! - [`limits`]: the limit algorithms, rules, keys and stores (local, Redis, synced);
+//! - [`batch`]: the batch model, stores (SQLite on the blocking pool, Redis), validation,
+//!   dispatch and webhooks — it does not depend on `proxy`;
+//! - [`config`] (schema → validation → an immutable runtime snapshot swapped on reload),
+//!   [`import`] (APISIX), [`admin`] (metrics, health, status page), [`egress`] (where
+//!   client-named URLs may go), [`errors`] (one error enum).
+//!
+//! `server::build_server` assembles a process for `main` and for tests.
 
 pub mod admin;
 pub mod batch;

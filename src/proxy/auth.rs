@@ -1,7 +1,7 @@
 //! Auth phase: the consumer's gateway key (`Authorization: Bearer …`, or the `x-api-key`,
 //! `api-key` or APISIX key-auth `apikey` header) → consumer name.
 //! The client's Authorization header is only read here and is never forwarded upstream
-//! (upstream requests are built from scratch in [`super::upstream`]).
+//! (upstream requests are built from scratch in [`crate::gateway::upstream`]).
 
 use crate::config::Runtime;
 use crate::errors::GatewayError;

@@ -1,11 +1,12 @@
-//! The realtime path. The `impl ProxyHttp` is kept thin: `request_filter` runs the phases
-//! in order and `logging` accounts for the request on every outcome.
+//! The Pingora adapter and the HTTP surfaces. The `impl ProxyHttp` is kept thin:
+//! `request_filter` runs the phases in order and `logging` accounts for the request on
+//! every outcome.
 //!
-//! `auth → body → route → upstream → stream → account`
+//! `front → auth → body → route → (gateway: admit → upstream) → stream → account`
 //!
-//! AI routes are served entirely inside `request_filter` (the gateway drives the upstream
-//! call itself, see [`crate::providers::http`]), so Pingora's `upstream_peer` is never
-//! reached for them.
+//! AI routes are served entirely inside `request_filter` (the call core drives the
+//! upstream call itself, see [`crate::gateway`] and [`crate::providers::http`]), so
+//! Pingora's `upstream_peer` is reached only by pass-through routes.
 
 pub mod account;
 pub mod auth;

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Two gateway builds side by side in one run, run on demand (for a refactor: no
+# throughput loss beyond noise): BASELINE is a release binary of the old code, the other
+# is this checkout's release build. Both serve the same configs in front of one mock
+# upstream — plain, and with limit-req + limit-count + a token limit on (local policy,
+# never rejecting) — under wrk on loopback, interleaved rounds, medians, ratios.
+#
+#   BASELINE=/path/to/old/ai-rate-limiter benches/compare.sh   # ROUNDS=3 DURATION=8 CONNS=32
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${BASELINE:?set BASELINE to the release binary to compare with}"
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+CONNS=${CONNS:-32}
+command -v wrk >/dev/null || {
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+}
+. benches/common.sh
+UP=$(port); UPM=$(port)
+cat > "$tmp/upstream.yaml" <<YAML
+server: {threads: 1}
+logging: {access_log: false, level: warn}
+auth: {enabled: false}
+providers: [{name: mock, kind: mock}]
+models: [{name: bench, deployments: [{provider: mock}]}]
+reload: {watch: false}
+YAML
+cat > "$tmp/plain.yaml" <<YAML
+server: {threads: 1}
+logging: {access_log: false, level: warn}
+consumers: [{name: bench, keys: [sk-bench]}]
+providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream-0123456789}]
+models: [{name: bench, deployments: [{provider: up}]}]
+reload: {watch: false}
+YAML
+sed 's/keys: \[sk-bench\]}\]/keys: [sk-bench], limits: [{name: rpm, count: {count: 100000000, time_window: 60s}}, {name: rps, req: {rate: 1000000, burst: 1000000, nodelay: true}}, {name: tpm, tokens: {limit: 100000000000, time_window: 60s}}]}]/' \
+  "$tmp/plain.yaml" > "$tmp/limits.yaml"
+"$BIN" run --config "$tmp/upstream.yaml" --listen 127.0.0.1:$UP --metrics-listen 127.0.0.1:$UPM >"$tmp/up.log" 2>&1 & pids+=($!)
+declare -A port proc
+for build in baseline current; do
+  exe=$BIN; [ $build = baseline ] && exe=$BASELINE
+  for cfg in plain limits; do
+    p=$(port); m=$(port)
+    "$exe" run --config "$tmp/$cfg.yaml" --listen 127.0.0.1:$p --metrics-listen 127.0.0.1:$m >"$tmp/$build-$cfg.log" 2>&1 & pids+=($!)
+    port[$build-$cfg]=$p; proc[$build-$cfg]=$!
+  done
+done
+for p in $UP "${port[@]}"; do
+  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+done
+cat > "$tmp/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"bench","messages":[{"role":"user","content":"Hello, how are you today?"}],"max_tokens":16}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer sk-bench"
+LUA
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+for t in "${!port[@]}"; do
+  wrk -t1 -c"$CONNS" -d2s -s "$tmp/post.lua" "http://127.0.0.1:${port[$t]}/v1/chat/completions" >/dev/null
+done
+for r in $(seq "$ROUNDS"); do
+  for cfg in plain limits; do
+    for build in baseline current; do
+      t=$build-$cfg
+      before=$(ticks "${proc[$t]}")
+      wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$tmp/post.lua" \
+        "http://127.0.0.1:${port[$t]}/v1/chat/completions" > "$tmp/wrk-$t-$r.txt"
+      echo "cpu_ticks: $(( $(ticks "${proc[$t]}") - before ))" >> "$tmp/wrk-$t-$r.txt"
+    done
+  done
+done
+python3 - "$tmp" "$ROUNDS" "$(getconf CLK_TCK)" <<'PY'
+import re, statistics, sys
+tmp, rounds, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+res = {}
+print("\n| config | build | req/s | CPU µs/request |\n|---|---|---:|---:|")
+for cfg in ("plain", "limits"):
+    for build in ("baseline", "current"):
+        rps, cpu = [], []
+        for r in range(1, rounds + 1):
+            t = open(f"{tmp}/wrk-{build}-{cfg}-{r}.txt").read()
+            if "Non-2xx" in t:
+                sys.exit(f"errors from {build}/{cfg}:\n{t}")
+            n = int(re.search(r"(\d+) requests in", t).group(1))
+            rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)))
+            cpu.append(int(re.search(r"cpu_ticks: (\d+)", t).group(1)) / tck / n * 1e6)
+        res[cfg, build] = (statistics.median(rps), statistics.median(cpu))
+        print(f"| {cfg} | {build} | {res[cfg, build][0]:,.0f} | {res[cfg, build][1]:.1f} |")
+for cfg in ("plain", "limits"):
+    (a, ca), (b, cb) = res[cfg, "current"], res[cfg, "baseline"]
+    print(f"{cfg}: current / baseline throughput {a/b:.3f}x, CPU per request {ca/cb:.3f}x")
+PY
