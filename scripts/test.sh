@@ -42,6 +42,8 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/sdk/requirements.txt \
   || die "cannot install the pinned Python test requirements"
 
+say "module dependencies (no file-level cycle, batch does not depend on proxy)"
+python3 scripts/deps.py
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
