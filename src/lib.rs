@@ -3,8 +3,10 @@
 //! The map:
 //! - [`proxy`]: the Pingora adapter and the HTTP surfaces (the connection front, auth,
 //!   body, routing, relaying answers, the Files/Batches API, pass-through routes);
-//! - [`gateway`]: the call core both the proxy and the batch dispatcher use — the
-//!   canonical request, admission, deployment choice, the upstream attempt and failover —
+//! - [`canonical`]: the canonical request every surface parses into and every provider
+//!   maps from;
+//! - [`gateway`]: the call core both the proxy and the batch dispatcher use — admission,
+//!   deployment choice, the upstream attempt and failover —
 //!   over a plain context with no Pingora type (it replaced `proxy::admit`,
 //!   `proxy::upstream` and the request model of `proxy::body`);
 //! - [`providers`]: the upstream HTTP client and one module per provider behind the
@@ -20,6 +22,7 @@
 
 pub mod admin;
 pub mod batch;
+pub mod canonical;
 pub mod cli;
 pub mod config;
 pub mod egress;

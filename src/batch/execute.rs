@@ -3,9 +3,9 @@
 //! failover, provider translation), and turn the answer into a result line.
 
 use super::backend::{new_id, Claimed};
+use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use crate::gateway::admit::Subject;
-use crate::gateway::request::{AiRequest, Endpoint};
 use crate::gateway::{upstream, CallCtx};
 use crate::limits::admission::TokenUsage;
 use crate::providers::anthropic;

@@ -4,8 +4,8 @@
 //! another deployment asks again for the remaining deployments only, so the consumer and
 //! route limits count the request once.
 
-use super::request::AiRequest;
 use super::CallCtx;
+use crate::canonical::AiRequest;
 use crate::config::runtime::{Deployment, ModelRoute};
 use crate::config::Runtime;
 use crate::errors::GatewayError;
@@ -34,7 +34,7 @@ pub struct Subject {
 /// Tokens a request is expected to use: its prompt estimate and its completion budget.
 fn estimate(rt: &Runtime, req: &AiRequest) -> u64 {
     let completion = match req.endpoint {
-        super::request::Endpoint::Embeddings => 0,
+        crate::canonical::Endpoint::Embeddings => 0,
         _ => req
             .max_tokens
             .unwrap_or(rt.config.routing.default_max_tokens),

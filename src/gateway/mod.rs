@@ -2,14 +2,13 @@
 //! failover, over a plain context ([`CallCtx`]) that knows nothing of Pingora's session.
 //! The proxy (`crate::proxy`) and the batch dispatcher (`crate::batch`) both call it.
 //!
-//! - [`request`]: the canonical request (an OpenAI-style body scanned once);
+//! - the canonical request it works on is [`crate::canonical`];
 //! - [`admit`]: admission of a request under every limit that applies (consumer, route,
 //!   provider key), queueing and the batch priority class;
 //! - [`upstream`]: deployment choice, cool-downs, the upstream attempt and the retry and
 //!   failover classification.
 
 pub mod admit;
-pub mod request;
 pub mod upstream;
 
 use crate::config::Runtime;

@@ -3,8 +3,8 @@
 //! answer: the first success, or the last failure.
 
 use super::admit::{self, Refused};
-use super::request::{AiRequest, Endpoint};
 use super::CallCtx;
+use crate::canonical::{AiRequest, Endpoint};
 use crate::config::runtime::{Deployment, ModelRoute, Target};
 use crate::config::Runtime;
 use crate::errors::GatewayError;

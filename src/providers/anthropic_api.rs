@@ -4,8 +4,8 @@
 
 use super::anthropic::{request, API_VERSION};
 use super::api::{Dialect, Outgoing, Provider, Target};
+use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
-use crate::gateway::request::{AiRequest, Endpoint};
 use bytes::Bytes;
 
 #[derive(Debug)]

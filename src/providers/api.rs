@@ -3,8 +3,8 @@
 //! by [`super::registry`] — the one place that matches on a provider kind. Adding a
 //! provider is one module and one line there.
 
+use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
-use crate::gateway::request::{AiRequest, Endpoint};
 use bytes::Bytes;
 
 /// The deployment facts a provider builds its request from.

@@ -3,8 +3,8 @@
 //! it, the `/openai/v1/…` API. The key goes in `api-key`.
 
 use super::api::{Outgoing, Provider, Target};
+use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
-use crate::gateway::request::AiRequest;
 
 #[derive(Debug)]
 pub struct Azure;
@@ -48,7 +48,7 @@ impl Provider for Azure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::request::Endpoint;
+    use crate::canonical::Endpoint;
 
     #[test]
     fn classic_and_v1_urls_with_the_api_key_header() {

@@ -6,8 +6,8 @@
 //! test can check that a prompt reached the provider intact.
 
 use super::{UpstreamBody, UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
+use crate::canonical::{AiRequest, Endpoint};
 use crate::config::schema::MockConfig;
-use crate::gateway::request::{AiRequest, Endpoint};
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};

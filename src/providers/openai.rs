@@ -3,8 +3,8 @@
 //! key as a bearer token.
 
 use super::api::{bearer, Outgoing, Provider, Target};
+use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
-use crate::gateway::request::AiRequest;
 
 #[derive(Debug)]
 pub struct OpenAi;
@@ -22,7 +22,7 @@ impl Provider for OpenAi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::request::Endpoint;
+    use crate::canonical::Endpoint;
 
     #[test]
     fn same_path_bearer_key_and_only_the_model_replaced() {

@@ -1,6 +1,6 @@
 //! Body phase: read the request body from the client, bounded by `server.max_body_bytes`
 //! (413 past it). The body is then parsed into the canonical request
-//! ([`crate::gateway::request::AiRequest`]).
+//! ([`crate::canonical::AiRequest`]).
 
 use crate::errors::GatewayError;
 use bytes::{Bytes, BytesMut};

@@ -3,9 +3,9 @@
 
 use super::body;
 use super::{auth, passthrough, respond, stream, RequestCtx};
+use crate::canonical::{AiRequest, Endpoint};
 use crate::config::Runtime;
 use crate::errors::GatewayError;
-use crate::gateway::request::{AiRequest, Endpoint};
 use crate::gateway::{admit, upstream};
 use crate::state::GatewayState;
 use percent_encoding::percent_decode_str;

@@ -8,8 +8,8 @@
 //!   normalised to the OpenAI error shape.
 
 use super::{respond, RequestCtx, Usage};
+use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::openai_error_body;
-use crate::gateway::request::{AiRequest, Endpoint};
 use crate::providers::Dialect as ProviderDialect;
 use crate::providers::{anthropic, UpstreamErrorKind, UpstreamResponse};
 use crate::state::GatewayState;
