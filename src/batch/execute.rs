@@ -8,8 +8,6 @@ use crate::errors::GatewayError;
 use crate::gateway::admit::Subject;
 use crate::gateway::{upstream, CallCtx};
 use crate::limits::admission::TokenUsage;
-use crate::providers::anthropic;
-use crate::providers::Dialect;
 use crate::state::GatewayState;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -122,7 +120,7 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
         Err(e) => return fail(&e),
     };
     let (status, retry_after) = (resp.status, resp.retry_after.clone());
-    let dialect = d.provider.api.dialect();
+    let provider = d.provider.api;
     let mut body_reader = resp.body;
     let body = match body_reader.read_all(MAX_BODY).await {
         Ok(b) => b,
@@ -144,23 +142,13 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
             counts: true,
         };
     }
-    let (status, body): (u16, Value) = match (dialect, status) {
-        (Dialect::AnthropicMessages, s) if s >= 400 => {
-            let (s, b) = anthropic::error(s, &body);
-            (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
-        }
-        (Dialect::AnthropicMessages, s) => {
-            let m: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            (
-                s,
-                anthropic::response(&m, &route.name, super::backend::now() as u64),
-            )
-        }
-        (_, s) => (
-            s,
-            serde_json::from_slice(trim(&body)).unwrap_or(Value::Null),
-        ),
-    };
+    let answer =
+        match provider.whole_answer(status, body, &route.name, super::backend::now() as u64) {
+            Ok(a) => a,
+            Err(e) => return fail(&e),
+        };
+    let status = answer.status;
+    let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     let usage = &body["usage"];
     let tokens = (
         usage["prompt_tokens"].as_u64().unwrap_or(0),
@@ -184,13 +172,4 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
         line: line(&c.custom_id, status, &request_id, body),
         tokens,
     }
-}
-
-/// DeepSeek's keep-alive blank lines before a JSON answer.
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    &b[start..]
 }

@@ -3,7 +3,7 @@
 //! `x-api-key`, `anthropic-version` on every request.
 
 use super::anthropic::{request, API_VERSION};
-use super::api::{Dialect, Outgoing, Provider, Target};
+use super::api::{Dialect, Outgoing, Provider, Target, WholeAnswer};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use bytes::Bytes;
@@ -38,6 +38,30 @@ impl Provider for Anthropic {
 
     fn dialect(&self) -> Dialect {
         Dialect::AnthropicMessages
+    }
+
+    fn whole_answer(
+        &self,
+        status: u16,
+        body: Bytes,
+        model: &str,
+        created: u64,
+    ) -> Result<WholeAnswer, GatewayError> {
+        if status >= 400 {
+            let (status, body) = super::anthropic::error(status, &body);
+            return Ok(WholeAnswer {
+                status,
+                body,
+                as_sent: false,
+            });
+        }
+        let message: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| GatewayError::UpstreamProtocol("not a Message".into()))?;
+        Ok(WholeAnswer {
+            status,
+            body: Bytes::from(super::anthropic::response(&message, model, created).to_string()),
+            as_sent: false,
+        })
     }
 }
 

@@ -55,10 +55,111 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn dialect(&self) -> Dialect {
         Dialect::OpenAi
     }
+
+    /// A whole (non-stream) answer as an OpenAI client sees it: errors in the OpenAI
+    /// shape, answers translated when the provider speaks another API. `Err`: the body is
+    /// not an answer of this API (a protocol error).
+    fn whole_answer(
+        &self,
+        status: u16,
+        body: Bytes,
+        _model: &str,
+        _created: u64,
+    ) -> Result<WholeAnswer, GatewayError> {
+        Ok(openai_whole_answer(status, body))
+    }
+}
+
+/// A whole answer in the OpenAI dialect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WholeAnswer {
+    pub status: u16,
+    pub body: Bytes,
+    /// The upstream's own answer, passed on as it is (its `content-type` is kept).
+    pub as_sent: bool,
+}
+
+/// An OpenAI-dialect answer: errors normalised to the four-key shape (Azure's code-only
+/// errors included), successes passed on without the blank keep-alive lines DeepSeek puts
+/// before slow JSON answers.
+pub fn openai_whole_answer(status: u16, body: Bytes) -> WholeAnswer {
+    if status >= 400 {
+        return WholeAnswer {
+            status,
+            body: normalise_error(status, &body),
+            as_sent: false,
+        };
+    }
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    WholeAnswer {
+        status,
+        body: body.slice(start..),
+        as_sent: true,
+    }
+}
+
+/// An upstream error body in the OpenAI shape with all four keys (provider keys were
+/// already masked as the bytes were read: see [`super::scrub`]).
+pub fn normalise_error(status: u16, body: &[u8]) -> Bytes {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let err = v.get("error").filter(|e| e.is_object()).unwrap_or(&v);
+    let text = String::from_utf8_lossy(&body[..body.len().min(1000)]).into_owned();
+    let message = err["message"].as_str().map(str::to_string).unwrap_or(text);
+    let default_type = if status >= 500 {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    let etype = err["type"].as_str().unwrap_or(default_type);
+    let param = err["param"].as_str();
+    let code = match &err["code"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    crate::errors::openai_error_body(&message, etype, param, code.as_deref())
 }
 
 /// `Authorization: Bearer <key>`, when there is a key.
 pub fn bearer(key: Option<&str>) -> Vec<(String, String)> {
     key.map(|k| vec![("authorization".to_string(), format!("Bearer {k}"))])
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_azure_errors() {
+        let b = normalise_error(
+            429,
+            br#"{"error":{"code":"429","message":"Requests ... exceeded token rate limit"}}"#,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"]["code"], "429");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["param"].is_null());
+        let b = normalise_error(502, b"<html>bad gateway</html>");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"]["message"], "<html>bad gateway</html>");
+        assert_eq!(v["error"]["type"], "server_error");
+    }
+
+    #[test]
+    fn whole_openai_answers_lose_keep_alive_blank_lines() {
+        let a = openai_whole_answer(200, Bytes::from_static(b"\n\n  {\"id\":1}"));
+        assert_eq!(
+            a,
+            WholeAnswer {
+                status: 200,
+                body: Bytes::from_static(b"{\"id\":1}"),
+                as_sent: true
+            }
+        );
+        assert!(!openai_whole_answer(500, Bytes::from_static(b"{}")).as_sent);
+    }
 }

@@ -140,12 +140,10 @@ pub async fn serve(
             let subject = admit::Subject::new(ctx, rt, &req, remote, headers);
             let (response, deployment) =
                 upstream::call(state, rt, route, &req, ctx, &subject).await?;
-            let key = deployment.api_key.as_ref().map(|k| k.expose());
             if deployment.provider.pass_ratelimit_headers {
                 ctx.provider_headers = response.signals.headers.clone();
             }
-            let dialect = deployment.provider.api.dialect();
-            stream::relay(state, session, ctx, &req, response, key, dialect).await;
+            stream::relay(state, session, ctx, &req, response, deployment.provider.api).await;
         }
     }
     Ok(())

@@ -10,8 +10,8 @@
 use super::{respond, RequestCtx, Usage};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::openai_error_body;
-use crate::providers::Dialect as ProviderDialect;
 use crate::providers::{anthropic, UpstreamErrorKind, UpstreamResponse};
+use crate::providers::{Dialect as ProviderDialect, Provider};
 use crate::state::GatewayState;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
@@ -20,19 +20,18 @@ use serde_json::Value;
 /// Largest non-streaming upstream body the gateway will relay.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Relay `resp`. `key` is the provider key used, scrubbed from any upstream error message;
-/// `dialect` says which API the answer speaks (Anthropic answers are translated).
+/// Relay `resp` from `provider` (its answers are translated when it speaks another API;
+/// provider keys were masked as the bytes were read).
 pub async fn relay(
     state: &GatewayState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     req: &AiRequest,
     resp: UpstreamResponse,
-    key: Option<&str>,
-    dialect: ProviderDialect,
+    provider: &dyn Provider,
 ) {
     let native = req.endpoint == Endpoint::Messages;
-    let anthropic = dialect == ProviderDialect::AnthropicMessages && !native;
+    let anthropic = provider.dialect() == ProviderDialect::AnthropicMessages && !native;
     if resp.status == 200 && req.stream && resp.is_event_stream() {
         let dialect = if native {
             Dialect::Native
@@ -44,9 +43,9 @@ pub async fn relay(
         };
         relay_events(state, session, ctx, req, resp, dialect).await
     } else if native {
-        relay_native(state, session, ctx, resp, key).await
+        relay_native(state, session, ctx, resp).await
     } else {
-        relay_whole(state, session, ctx, resp, key, anthropic).await
+        relay_whole(state, session, ctx, resp, provider).await
     }
 }
 
@@ -125,23 +124,16 @@ impl Dialect {
     }
 }
 
-/// A whole answer to `/v1/messages`: passed through as Anthropic sent it (errors too, with
-/// the key scrubbed), its usage counted.
+/// A whole answer to `/v1/messages`: passed through as Anthropic sent it (errors too;
+/// provider keys were masked as the bytes were read), its usage counted.
 async fn relay_native(
     state: &GatewayState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     mut resp: UpstreamResponse,
-    key: Option<&str>,
 ) {
     let Some(body) = read_whole(state, session, ctx, &mut resp).await else {
         return;
-    };
-    let body = match key.filter(|k| k.len() >= 4) {
-        Some(k) if resp.status >= 400 => {
-            Bytes::from(String::from_utf8_lossy(&body).replace(k, "***"))
-        }
-        _ => body,
     };
     if resp.status < 400 {
         if let Ok(m) = serde_json::from_slice::<Value>(&body) {
@@ -170,59 +162,34 @@ async fn relay_whole(
     session: &mut Session,
     ctx: &mut RequestCtx,
     mut resp: UpstreamResponse,
-    key: Option<&str>,
-    anthropic: bool,
+    provider: &dyn Provider,
 ) {
     let Some(body) = read_whole(state, session, ctx, &mut resp).await else {
         return;
     };
-    let mut status = resp.status;
-    let (content_type, body) = if anthropic {
-        if status >= 400 {
-            let (s, b) = anthropic::error(status, &body);
-            status = s;
-            ("application/json".to_string(), b)
-        } else {
-            let model = ctx.model.as_deref().unwrap_or("unknown");
-            let translated = match serde_json::from_slice::<Value>(&body) {
-                Ok(m) => anthropic::response(&m, model, unix_now()),
-                Err(_) => {
-                    count_error(state, ctx, UpstreamErrorKind::Protocol);
-                    let e = crate::errors::GatewayError::UpstreamProtocol("not a Message".into());
-                    respond::error(session, ctx, &e).await;
-                    return;
-                }
-            };
-            let b = Bytes::from(translated.to_string());
-            ctx.usage = usage_of(&b);
-            ("application/json".to_string(), b)
+    let model = ctx.model.as_deref().unwrap_or("unknown").to_string();
+    let answer = match provider.whole_answer(resp.status, body, &model, unix_now()) {
+        Ok(a) => a,
+        Err(e) => {
+            count_error(state, ctx, UpstreamErrorKind::Protocol);
+            respond::error(session, ctx, &e).await;
+            return;
         }
-    } else if status >= 400 {
-        (
-            "application/json".to_string(),
-            normalise_error(status, &body, key),
-        )
-    } else {
-        // DeepSeek keeps slow requests alive with blank lines before the JSON.
-        let start = body
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(body.len());
-        let body = body.slice(start..);
-        ctx.usage = usage_of(&body);
-        (
-            resp.content_type
-                .unwrap_or_else(|| "application/json".into()),
-            body,
-        )
     };
-    let mut h = respond::header(status, &content_type, ctx);
-    if matches!(status, 429 | 503) {
+    if answer.status < 400 {
+        ctx.usage = usage_of(&answer.body);
+    }
+    let content_type = match resp.content_type {
+        Some(c) if answer.as_sent => c,
+        _ => "application/json".to_string(),
+    };
+    let mut h = respond::header(answer.status, &content_type, ctx);
+    if matches!(answer.status, 429 | 503) {
         if let Some(r) = &resp.retry_after {
             let _ = h.insert_header("retry-after", r.as_str());
         }
     }
-    respond::full(session, ctx, h, body).await;
+    respond::full(session, ctx, h, answer.body).await;
 }
 
 async fn relay_events(
@@ -411,31 +378,6 @@ fn usage_of(body: &[u8]) -> Option<Usage> {
     usage_value(&serde_json::json!({"usage": only.usage?}))
 }
 
-/// An upstream error body in the OpenAI shape with all four keys, with the provider key
-/// scrubbed should the upstream have echoed it.
-fn normalise_error(status: u16, body: &[u8], key: Option<&str>) -> Bytes {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let err = v.get("error").filter(|e| e.is_object()).unwrap_or(&v);
-    let text = String::from_utf8_lossy(&body[..body.len().min(1000)]).into_owned();
-    let mut message = err["message"].as_str().map(str::to_string).unwrap_or(text);
-    if let Some(k) = key.filter(|k| k.len() >= 4) {
-        message = message.replace(k, "***");
-    }
-    let default_type = if status >= 500 {
-        "server_error"
-    } else {
-        "invalid_request_error"
-    };
-    let etype = err["type"].as_str().unwrap_or(default_type);
-    let param = err["param"].as_str();
-    let code = match &err["code"] {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    };
-    openai_error_body(&message, etype, param, code.as_deref())
-}
-
 /// Splits a byte stream into SSE events, each ending with its blank line.
 #[derive(Default)]
 struct EventSplitter {
@@ -498,33 +440,6 @@ mod tests {
             Action::Done
         );
         assert_eq!(inspect(b": ping\n\n", false, &mut usage), Action::Forward);
-    }
-
-    #[test]
-    fn normalises_azure_errors() {
-        let b = normalise_error(
-            429,
-            br#"{"error":{"code":"429","message":"Requests ... exceeded token rate limit"}}"#,
-            None,
-        );
-        let v: Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v["error"]["code"], "429");
-        assert_eq!(v["error"]["type"], "invalid_request_error");
-        assert!(v["error"]["param"].is_null());
-        let b = normalise_error(502, b"<html>bad gateway</html>", None);
-        let v: Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v["error"]["message"], "<html>bad gateway</html>");
-        assert_eq!(v["error"]["type"], "server_error");
-    }
-
-    #[test]
-    fn scrubs_echoed_provider_key() {
-        let b = normalise_error(
-            401,
-            br#"{"error":{"message":"Incorrect API key provided: sk-canary-123."}}"#,
-            Some("sk-canary-123"),
-        );
-        assert!(!String::from_utf8_lossy(&b).contains("sk-canary-123"));
     }
 
     #[test]
