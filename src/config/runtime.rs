@@ -28,7 +28,7 @@ pub enum Target {
 pub struct Provider {
     pub name: Arc<str>,
     pub kind: ProviderKind,
-    /// What differs in its API (request mapping, headers, answer dialect).
+    /// What differs in its API (request mapping, headers, answer translation).
     pub api: &'static dyn crate::providers::Provider,
     pub target: Target,
     /// Azure: the classic API's `api-version` (unset: the `/openai/v1` API).

@@ -379,6 +379,16 @@ fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
+impl super::api::EventTranslator for StreamTranslator {
+    fn event(&mut self, data: &Value) -> Vec<Bytes> {
+        StreamTranslator::event(self, data)
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

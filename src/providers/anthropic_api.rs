@@ -3,7 +3,7 @@
 //! `x-api-key`, `anthropic-version` on every request.
 
 use super::anthropic::{request, API_VERSION};
-use super::api::{Dialect, Outgoing, Provider, Target, WholeAnswer};
+use super::api::{EventTranslator, Outgoing, Provider, Target, WholeAnswer};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use bytes::Bytes;
@@ -36,8 +36,10 @@ impl Provider for Anthropic {
         &[("anthropic-version", API_VERSION)]
     }
 
-    fn dialect(&self) -> Dialect {
-        Dialect::AnthropicMessages
+    fn stream_translator(&self, model: &str, created: u64) -> Option<Box<dyn EventTranslator>> {
+        Some(Box::new(super::anthropic::StreamTranslator::new(
+            model, created,
+        )))
     }
 
     fn whole_answer(

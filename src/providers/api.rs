@@ -25,15 +25,6 @@ pub struct Outgoing {
     pub body: Bytes,
 }
 
-/// The wire dialect of a provider's answers, which decides how they reach an OpenAI
-/// client (passed on, or translated).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    OpenAi,
-    /// Anthropic's Messages API (answers and event streams are translated).
-    AnthropicMessages,
-}
-
 /// One upstream API.
 pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Whether it serves requests on `endpoint`.
@@ -51,9 +42,10 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         &[]
     }
 
-    /// The dialect its answers are written in.
-    fn dialect(&self) -> Dialect {
-        Dialect::OpenAi
+    /// A translator of its event streams for OpenAI clients (`None`: they already speak
+    /// OpenAI's and pass through).
+    fn stream_translator(&self, _model: &str, _created: u64) -> Option<Box<dyn EventTranslator>> {
+        None
     }
 
     /// A whole (non-stream) answer as an OpenAI client sees it: errors in the OpenAI
@@ -68,6 +60,14 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     ) -> Result<WholeAnswer, GatewayError> {
         Ok(openai_whole_answer(status, body))
     }
+}
+
+/// Turns a provider's stream events into OpenAI `chat.completion.chunk` events.
+pub trait EventTranslator: Send {
+    /// The events to send for one upstream event (its `data` as JSON).
+    fn event(&mut self, data: &serde_json::Value) -> Vec<Bytes>;
+    /// Whether the provider's stream has ended (its last event, or an error).
+    fn ended(&self) -> bool;
 }
 
 /// A whole answer in the OpenAI dialect.

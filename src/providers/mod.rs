@@ -4,7 +4,7 @@
 //!   itself through pingora-core's pooled connectors (so bodies of any size go through and
 //!   a 429/5xx can fail over to the next deployment; see the README's architecture notes).
 //! - [`mock`]: the built-in mock that answers without an upstream.
-//! - [`api`]: the [`Provider`] trait (request mapping, default headers, answer dialect),
+//! - [`api`]: the [`Provider`] trait (request mapping, default headers, whole-answer and stream translation),
 //!   implemented by [`openai`], [`azure`] and [`Anthropic`] ([`anthropic`] holds its
 //!   translations), chosen by [`registry`].
 //!
@@ -23,7 +23,7 @@ pub mod scrub;
 pub mod signals;
 
 pub use anthropic_api::Anthropic;
-pub use api::{Dialect, Provider};
+pub use api::{EventTranslator, Provider};
 
 use crate::config::schema::ProviderKind;
 use bytes::Bytes;

@@ -10,8 +10,9 @@
 use super::{respond, RequestCtx, Usage};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::openai_error_body;
+use crate::providers::api::EventTranslator;
+use crate::providers::Provider;
 use crate::providers::{anthropic, UpstreamErrorKind, UpstreamResponse};
-use crate::providers::{Dialect as ProviderDialect, Provider};
 use crate::state::GatewayState;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
@@ -31,15 +32,15 @@ pub async fn relay(
     provider: &dyn Provider,
 ) {
     let native = req.endpoint == Endpoint::Messages;
-    let anthropic = provider.dialect() == ProviderDialect::AnthropicMessages && !native;
     if resp.status == 200 && req.stream && resp.is_event_stream() {
+        let model = ctx.model.as_deref().unwrap_or(&req.model).to_string();
         let dialect = if native {
             Dialect::Native
-        } else if anthropic {
-            let model = ctx.model.as_deref().unwrap_or(&req.model);
-            Dialect::Translated(anthropic::StreamTranslator::new(model, unix_now()))
         } else {
-            Dialect::OpenAi
+            match provider.stream_translator(&model, unix_now()) {
+                Some(t) => Dialect::Translated(t),
+                None => Dialect::OpenAi,
+            }
         };
         relay_events(state, session, ctx, req, resp, dialect).await
     } else if native {
@@ -53,8 +54,8 @@ pub async fn relay(
 enum Dialect {
     /// OpenAI events, passed through (usage chunk dropped unless asked).
     OpenAi,
-    /// Anthropic events translated to OpenAI chunks.
-    Translated(anthropic::StreamTranslator),
+    /// The provider's events translated to OpenAI chunks.
+    Translated(Box<dyn EventTranslator>),
     /// Anthropic events to an Anthropic client (`/v1/messages`), passed through.
     Native,
 }
@@ -89,7 +90,7 @@ impl Dialect {
                 let data =
                     event_data(&event).and_then(|d| serde_json::from_slice::<Value>(&d).ok());
                 let out = data.map(|d| t.event(&d)).unwrap_or_default();
-                if t.ended && !out.iter().any(|e| e.starts_with(b"data: [DONE]")) {
+                if t.ended() && !out.iter().any(|e| e.starts_with(b"data: [DONE]")) {
                     return (out, true); // an error event: the last thing sent
                 }
                 out
