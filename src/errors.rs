@@ -5,7 +5,7 @@
 //! (`{"error":{"message","type","param","code"}}`) and its bounded metric label. Messages
 //! never contain provider keys: variants carry only what the client may see.
 
-use crate::limits::admission::{Budget, Quota};
+use crate::quota::{Budget, Quota};
 use bytes::Bytes;
 use serde_json::json;
 use std::sync::Arc;

@@ -34,6 +34,7 @@ pub mod logging;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;
+pub mod quota;
 pub mod server;
 pub mod state;
 pub mod tls;
