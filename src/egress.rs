@@ -9,7 +9,7 @@
 //! uses (DNS may have changed: the checked address is the one connected to). Redirects are
 //! never followed: a 3xx is a failed delivery.
 
-use crate::providers::http::BaseUrl;
+use crate::url::BaseUrl;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -38,3 +38,4 @@ pub mod quota;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod url;

@@ -4,8 +4,8 @@
 
 use super::schema::{Config, ProviderKind, RoutingStrategy, Secret};
 use crate::limits::rules::Rule;
-use crate::providers::http::BaseUrl;
 use crate::providers::mock::MockProvider;
+use crate::url::BaseUrl;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

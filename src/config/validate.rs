@@ -91,7 +91,7 @@ fn routes(c: &Config, p: &mut Problems) {
             );
         }
         for (j, n) in r.upstream.nodes.iter().enumerate() {
-            if let Err(e) = crate::providers::http::BaseUrl::parse(&n.url) {
+            if let Err(e) = crate::url::BaseUrl::parse(&n.url) {
                 p.add(format!("{path}.upstream.nodes[{j}].url"), e);
             }
         }
@@ -286,7 +286,7 @@ fn providers(c: &Config, p: &mut Problems) {
                         format!("required for kind {}", pr.kind.as_str()),
                     ),
                     (Some(url), _) => {
-                        if let Err(e) = crate::providers::http::BaseUrl::parse(url) {
+                        if let Err(e) = crate::url::BaseUrl::parse(url) {
                             p.add(format!("{path}.base_url"), e);
                         }
                     }

@@ -14,8 +14,8 @@ use crate::gateway::admit;
 use crate::limits::admission::{Admitted, Check, Denied};
 use crate::limits::key::KeyContext;
 use crate::metrics::Outcome;
-use crate::providers::http::BaseUrl;
 use crate::state::GatewayState;
+use crate::url::BaseUrl;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 
