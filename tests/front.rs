@@ -170,3 +170,39 @@ fn pipelined_requests_get_the_first_answer_then_a_close() {
         assert!(head.contains("connection: keep-alive"), "{head}");
     }
 }
+
+#[test]
+fn a_rate_limited_answer_keeps_the_connection_and_an_unread_body_closes_it() {
+    let gw = Gw::start(
+        r#"
+consumers:
+  - {name: c, keys: ["sk-front"], limits: [{name: rpm, count: {count: 1, time_window: 60s}}]}
+providers: [{name: mock, kind: mock}]
+models: [{name: m, deployments: [{provider: mock}]}]
+"#,
+    );
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let req = |key: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // 200, then 429s: the body was read, so the connection stays open for the retries.
+    for want in [200, 429, 429] {
+        s.write_all(req("sk-front").as_bytes()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = s.read(&mut buf).unwrap();
+        let raw = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let (status, head, _) = first_response(&raw);
+        assert_eq!(status, want, "{raw}");
+        assert!(head.contains("connection: keep-alive"), "{head}");
+    }
+    // A refusal before the body is read (bad key) closes the connection.
+    let raw = exchange(&gw, req("sk-wrong").as_bytes());
+    let (status, head, _) = first_response(&raw);
+    assert_eq!(status, 401);
+    assert!(head.contains("connection: close"), "{head}");
+}

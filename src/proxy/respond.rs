@@ -147,8 +147,12 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
         let _ = h.insert_header("retry-after-ms", retry_after_ms.min(60_000).to_string());
         rate_limit_headers(&mut h, quotas);
     }
-    // Any request body the client is still sending is not wanted: close after answering.
-    session.set_keepalive(None);
+    // A request body the client is still sending is not wanted: close after answering.
+    // When the body has been read (a 429 after admission, a 400 on its content) the
+    // connection stays open, so a rate-limited client does not reconnect for every retry.
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
     // Anthropic's SDKs read their own error shape.
     let body = if ctx.endpoint == "messages" {
         e.anthropic_body()
