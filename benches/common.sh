@@ -8,3 +8,33 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The mock upstream every load benchmark proxies to (auth and access log off).
+mock_upstream_yaml() { # $1: file, $2: extra mock settings (e.g. "completion_tokens: 64")
+  cat > "$1" <<YAML
+server: {threads: 1}
+logging: {access_log: false, level: warn}
+auth: {enabled: false}
+providers: [{name: mock, kind: mock, mock: {${2:-}}}]
+models: [{name: bench, deployments: [{provider: mock}]}]
+reload: {watch: false}
+YAML
+}
+
+# CPU ticks (user + system) used so far by a process and its children.
+ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+  done
+  echo "$total"
+}
+
+# One measured wrk run: $1 pid of the target, $2 wrk script, $3 URL, $4 output file
+# (wrk's report plus `cpu_ticks: N` of the target during the run).
+measured_wrk() {
+  local before
+  before=$(ticks "$1")
+  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$2" "$3" > "$4"
+  echo "cpu_ticks: $(( $(ticks "$1") - before ))" >> "$4"
+}

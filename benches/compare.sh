@@ -18,14 +18,7 @@ command -v wrk >/dev/null || {
 }
 . benches/common.sh
 UP=$(port); UPM=$(port)
-cat > "$tmp/upstream.yaml" <<YAML
-server: {threads: 1}
-logging: {access_log: false, level: warn}
-auth: {enabled: false}
-providers: [{name: mock, kind: mock}]
-models: [{name: bench, deployments: [{provider: mock}]}]
-reload: {watch: false}
-YAML
+mock_upstream_yaml "$tmp/upstream.yaml"
 cat > "$tmp/plain.yaml" <<YAML
 server: {threads: 1}
 logging: {access_log: false, level: warn}
@@ -55,7 +48,6 @@ wrk.body = '{"model":"bench","messages":[{"role":"user","content":"Hello, how ar
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
 LUA
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for t in "${!port[@]}"; do
   wrk -t1 -c"$CONNS" -d2s -s "$tmp/post.lua" "http://127.0.0.1:${port[$t]}/v1/chat/completions" >/dev/null
 done
@@ -63,10 +55,8 @@ for r in $(seq "$ROUNDS"); do
   for cfg in plain limits; do
     for build in baseline current; do
       t=$build-$cfg
-      before=$(ticks "${proc[$t]}")
-      wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$tmp/post.lua" \
-        "http://127.0.0.1:${port[$t]}/v1/chat/completions" > "$tmp/wrk-$t-$r.txt"
-      echo "cpu_ticks: $(( $(ticks "${proc[$t]}") - before ))" >> "$tmp/wrk-$t-$r.txt"
+      measured_wrk "${proc[$t]}" "$tmp/post.lua" \
+        "http://127.0.0.1:${port[$t]}/v1/chat/completions" "$tmp/wrk-$t-$r.txt"
     done
   done
 done

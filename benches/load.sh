@@ -31,14 +31,7 @@ fi
 UP=$(port); UPM=$(port); GW=$(port); GWM=$(port); NG=$(port); GL=$(port); GLM=$(port)
 GR=$(port); GRM=$(port); RP=$(port)
 
-cat > "$tmp/upstream.yaml" <<YAML
-server: {threads: 1}
-logging: {access_log: false, level: warn}
-auth: {enabled: false}
-providers: [{name: mock, kind: mock}]
-models: [{name: bench, deployments: [{provider: mock}]}]
-reload: {watch: false}
-YAML
+mock_upstream_yaml "$tmp/upstream.yaml"
 cat > "$tmp/gateway.yaml" <<YAML
 server: {threads: $THREADS}
 logging: {access_log: false, level: warn}
@@ -97,14 +90,6 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
 LUA
 
-# CPU time (utime + stime, in clock ticks) of a process and its children (nginx workers).
-ticks() {
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
-    total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
-  done
-  echo "$total"
-}
 
 "$BIN" run --config "$tmp/upstream.yaml" --listen 127.0.0.1:$UP --metrics-listen 127.0.0.1:$UPM >"$tmp/up.log" 2>&1 & pids+=($!)
 "$BIN" run --config "$tmp/gateway.yaml" --listen 127.0.0.1:$GW --metrics-listen 127.0.0.1:$GWM >"$tmp/gw.log" 2>&1 & pids+=($!)
@@ -128,10 +113,8 @@ done
 for r in $(seq "$ROUNDS"); do
   for target in "${TARGETS[@]}"; do
     name=${target%%:*}
-    before=$(ticks "${proc[$name]}")
-    wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$tmp/post.lua" \
-      "http://127.0.0.1:${target#*:}/v1/chat/completions" > "$tmp/wrk-$name-$r.txt"
-    echo "cpu_ticks: $(( $(ticks "${proc[$name]}") - before ))" >> "$tmp/wrk-$name-$r.txt"
+    measured_wrk "${proc[$name]}" "$tmp/post.lua" \
+      "http://127.0.0.1:${target#*:}/v1/chat/completions" "$tmp/wrk-$name-$r.txt"
   done
 done
 rss=$(ps -o rss= -p "${pids[1]}" | tr -d ' ')

@@ -19,14 +19,7 @@ command -v wrk >/dev/null || {
 . benches/common.sh
 UP=$(port); UPM=$(port); ON=$(port); ONM=$(port); OFF=$(port); OFFM=$(port)
 
-cat > "$tmp/upstream.yaml" <<YAML
-server: {threads: 1}
-logging: {access_log: false, level: warn}
-auth: {enabled: false}
-providers: [{name: mock, kind: mock, mock: {completion_tokens: 64}}]
-models: [{name: bench, deployments: [{provider: mock}]}]
-reload: {watch: false}
-YAML
+mock_upstream_yaml "$tmp/upstream.yaml" "completion_tokens: 64"
 gateway() { # $1: provider key
   cat <<YAML
 server: {threads: 1}
@@ -55,7 +48,6 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
 LUA
 done
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for name in on off; do   # warm-up
   port=$ON; [ $name = off ] && port=$OFF
   wrk -t1 -c"$CONNS" -d2s -s "$tmp/stream.lua" "http://127.0.0.1:$port/v1/chat/completions" >/dev/null
@@ -64,10 +56,8 @@ for r in $(seq "$ROUNDS"); do
   for kind in stream whole; do
     for name in on off; do
       port=$ON; [ $name = off ] && port=$OFF
-      before=$(ticks "${proc[$name]}")
-      wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$tmp/$kind.lua" \
-        "http://127.0.0.1:$port/v1/chat/completions" > "$tmp/wrk-$kind-$name-$r.txt"
-      echo "cpu_ticks: $(( $(ticks "${proc[$name]}") - before ))" >> "$tmp/wrk-$kind-$name-$r.txt"
+      measured_wrk "${proc[$name]}" "$tmp/$kind.lua" \
+        "http://127.0.0.1:$port/v1/chat/completions" "$tmp/wrk-$kind-$name-$r.txt"
     done
   done
 done
