@@ -335,12 +335,10 @@ pub fn unrun_line(custom_id: &str, code: &str) -> String {
 }
 
 /// A request's status as the API shows it, from its stored state and result.
-pub fn request_status<'a>(state: &'a str, result: &Value) -> &'a str {
-    match state {
-        "done" => "completed",
-        "failed" if result["error"]["code"] == "batch_cancelled" => "cancelled",
-        "failed" if result["error"]["code"] == "batch_expired" => "expired",
-        other => other,
+pub fn request_status<'a>(stored: &'a str, result: &Value) -> &'a str {
+    match super::model::RequestState::parse(stored) {
+        Some(state) => state.shown(result),
+        None => stored,
     }
 }
 

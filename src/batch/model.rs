@@ -68,6 +68,48 @@ impl BatchStatus {
     }
 }
 
+/// A request's stored state: it moves `pending → running → done | failed` only forward
+/// (a retry puts a running request back to pending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+impl RequestState {
+    pub fn parse(stored: &str) -> Option<RequestState> {
+        Some(match stored {
+            "pending" => RequestState::Pending,
+            "running" => RequestState::Running,
+            "done" => RequestState::Done,
+            "failed" => RequestState::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Running => "running",
+            RequestState::Done => "done",
+            RequestState::Failed => "failed",
+        }
+    }
+
+    /// The status the API shows: a failed request that a cancel or the completion window
+    /// ended is `cancelled` / `expired`.
+    pub fn shown(self, result: &Value) -> &'static str {
+        match self {
+            RequestState::Done => "completed",
+            RequestState::Failed if result["error"]["code"] == "batch_cancelled" => "cancelled",
+            RequestState::Failed if result["error"]["code"] == "batch_expired" => "expired",
+            other => other.as_str(),
+        }
+    }
+}
+
 /// What a cancel request found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancel {
@@ -174,5 +216,13 @@ mod tests {
             assert_eq!(BatchStatus::parse(s).unwrap().as_str(), s);
         }
         assert!(BatchStatus::Cancelled.ended() && !BatchStatus::Cancelling.ended());
+        let cancelled = json!({"error": {"code": "batch_cancelled"}});
+        assert_eq!(RequestState::Failed.shown(&cancelled), "cancelled");
+        assert_eq!(RequestState::Failed.shown(&Value::Null), "failed");
+        assert_eq!(RequestState::Done.shown(&Value::Null), "completed");
+        assert_eq!(
+            RequestState::parse("running").map(RequestState::as_str),
+            Some("running")
+        );
     }
 }
