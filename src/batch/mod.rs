@@ -3,7 +3,7 @@
 //! batches.
 //!
 //! `submit → store → dispatch → collect → export`:
-//! - the HTTP surface (`/v1/files`, `/v1/batches`) is the proxy's: `crate::proxy::batches`;
+//! - the HTTP surface (`/v1/files`, `/v1/batches`) belongs to the proxy listener (its `batches` module), which calls into this one;
 //! - [`backend`]: what a store provides; [`store`]: SQLite in the data dir, one row per
 //!   request, results written once; [`redis`]: the same in Redis, shared by instances;
 //! - [`dispatch`]: a background service that validates, runs and ends batches, and

@@ -56,16 +56,6 @@ impl BatchStatus {
         }
     }
 
-    /// Whether the batch has ended (nothing of it runs any more).
-    pub fn ended(self) -> bool {
-        matches!(
-            self,
-            BatchStatus::Completed
-                | BatchStatus::Failed
-                | BatchStatus::Expired
-                | BatchStatus::Cancelled
-        )
-    }
 }
 
 /// A request's stored state: it moves `pending → running → done | failed` only forward
@@ -215,7 +205,6 @@ mod tests {
         ] {
             assert_eq!(BatchStatus::parse(s).unwrap().as_str(), s);
         }
-        assert!(BatchStatus::Cancelled.ended() && !BatchStatus::Cancelling.ended());
         let cancelled = json!({"error": {"code": "batch_cancelled"}});
         assert_eq!(RequestState::Failed.shown(&cancelled), "cancelled");
         assert_eq!(RequestState::Failed.shown(&Value::Null), "failed");
