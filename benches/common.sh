@@ -38,3 +38,32 @@ measured_wrk() {
   wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$2" "$3" > "$4"
   echo "cpu_ticks: $(( $(ticks "$1") - before ))" >> "$4"
 }
+
+# Install the Debian packages whose command is missing: `install_missing wrk:wrk nginx:nginx-light`.
+install_missing() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  local SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Wait (up to 10 s each) until every loopback port given accepts connections.
+wait_ports() {
+  local p
+  for p in "$@"; do
+    for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+  done
+}
+
+# A wrk script posting one chat completion: $1 file, $2 stream (true/false), $3 max_tokens.
+chat_lua() {
+  cat > "$1" <<LUA
+wrk.method = "POST"
+wrk.body = '{"model":"bench","stream":${2:-false},"messages":[{"role":"user","content":"Hello, how are you today?"}],"max_tokens":${3:-16}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer sk-bench"
+LUA
+}

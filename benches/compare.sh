@@ -12,11 +12,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-32}
-command -v wrk >/dev/null || {
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
-}
 . benches/common.sh
+install_missing wrk:wrk
 UP=$(port); UPM=$(port)
 mock_upstream_yaml "$tmp/upstream.yaml"
 cat > "$tmp/plain.yaml" <<YAML
@@ -39,15 +36,8 @@ for build in baseline current; do
     port[$build-$cfg]=$p; proc[$build-$cfg]=$!
   done
 done
-for p in $UP "${port[@]}"; do
-  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
-done
-cat > "$tmp/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"model":"bench","messages":[{"role":"user","content":"Hello, how are you today?"}],"max_tokens":16}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench"
-LUA
+wait_ports $UP "${port[@]}"
+chat_lua "$tmp/post.lua"
 for t in "${!port[@]}"; do
   wrk -t1 -c"$CONNS" -d2s -s "$tmp/post.lua" "http://127.0.0.1:${port[$t]}/v1/chat/completions" >/dev/null
 done

@@ -19,15 +19,8 @@ DURATION=${DURATION:-8}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}          # worker threads/processes for each proxy (nginx and gateway alike)
 
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx-light)
-command -v redis-server >/dev/null || missing+=(redis-server)
-if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
 . benches/common.sh
+install_missing wrk:wrk nginx:nginx-light redis-server:redis-server
 UP=$(port); UPM=$(port); GW=$(port); GWM=$(port); NG=$(port); GL=$(port); GLM=$(port)
 GR=$(port); GRM=$(port); RP=$(port)
 
@@ -83,12 +76,7 @@ http {
   }
 }
 NGINX
-cat > "$tmp/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"model":"bench","messages":[{"role":"user","content":"Hello, how are you today?"}],"max_tokens":16}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench"
-LUA
+chat_lua "$tmp/post.lua"
 
 
 "$BIN" run --config "$tmp/upstream.yaml" --listen 127.0.0.1:$UP --metrics-listen 127.0.0.1:$UPM >"$tmp/up.log" 2>&1 & pids+=($!)
@@ -96,12 +84,10 @@ LUA
 nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
 "$BIN" run --config "$tmp/gateway-limits.yaml" --listen 127.0.0.1:$GL --metrics-listen 127.0.0.1:$GLM >"$tmp/gl.log" 2>&1 & pids+=($!)
 redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$tmp/redis.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$RP) 2>/dev/null && break; sleep 0.1; done
+wait_ports $RP
 "$BIN" run --config "$tmp/gateway-redis.yaml" --listen 127.0.0.1:$GR --metrics-listen 127.0.0.1:$GRM >"$tmp/gr.log" 2>&1 & pids+=($!)
 declare -A proc=([upstream]=${pids[0]} [gateway]=${pids[1]} [nginx]=${pids[2]} [gateway-limits]=${pids[3]} [gateway-redis]=${pids[5]})
-for p in $UP $GW $NG $GL $GR; do
-  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
-done
+wait_ports $UP $GW $NG $GL $GR
 TARGETS=("upstream:$UP" "nginx:$NG" "gateway:$GW" "gateway-limits:$GL" "gateway-redis:$GR")
 for target in "${TARGETS[@]}"; do   # sanity check + warm-up
   out=$(curl -s -m 5 "http://127.0.0.1:${target#*:}/v1/chat/completions" -H 'content-type: application/json' \

@@ -12,11 +12,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-6}
 CONNS=${CONNS:-16}
-command -v wrk >/dev/null || {
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
-}
 . benches/common.sh
+install_missing wrk:wrk
 UP=$(port); UPM=$(port); ON=$(port); ONM=$(port); OFF=$(port); OFFM=$(port)
 
 mock_upstream_yaml "$tmp/upstream.yaml" "completion_tokens: 64"
@@ -36,17 +33,10 @@ gateway "sk-up" > "$tmp/off.yaml"
 "$BIN" run --config "$tmp/on.yaml" --listen 127.0.0.1:$ON --metrics-listen 127.0.0.1:$ONM >"$tmp/on.log" 2>&1 & pids+=($!)
 "$BIN" run --config "$tmp/off.yaml" --listen 127.0.0.1:$OFF --metrics-listen 127.0.0.1:$OFFM >"$tmp/off.log" 2>&1 & pids+=($!)
 declare -A proc=([on]=${pids[1]} [off]=${pids[2]})
-for p in $UP $ON $OFF; do
-  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
-done
+wait_ports $UP $ON $OFF
 for kind in stream whole; do
   stream=false; [ $kind = stream ] && stream=true
-  cat > "$tmp/$kind.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"model":"bench","stream":$stream,"messages":[{"role":"user","content":"Hello, how are you today?"}],"max_tokens":64}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench"
-LUA
+  chat_lua "$tmp/$kind.lua" $stream 64
 done
 for name in on off; do   # warm-up
   port=$ON; [ $name = off ] && port=$OFF
