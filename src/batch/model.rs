@@ -55,7 +55,6 @@ impl BatchStatus {
             BatchStatus::Cancelled => "cancelled",
         }
     }
-
 }
 
 /// A request's stored state: it moves `pending → running → done | failed` only forward
