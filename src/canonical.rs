@@ -12,6 +12,30 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
+/// Token usage of one answer, in the gateway's terms (what token limits and accounting
+/// charge).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// An OpenAI `usage` object (`completion_tokens` missing: `total - prompt`, as
+    /// embeddings answers have none).
+    pub fn from_openai(u: &serde_json::Value) -> Option<Usage> {
+        let u = u.as_object()?;
+        let n = |k: &str| u.get(k).and_then(serde_json::Value::as_u64);
+        let prompt = n("prompt_tokens").unwrap_or(0);
+        let completion = n("completion_tokens")
+            .unwrap_or_else(|| n("total_tokens").unwrap_or(prompt).saturating_sub(prompt));
+        Some(Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+        })
+    }
+}
+
 /// The OpenAI endpoints that carry a model in their body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {

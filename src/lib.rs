@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod providers;
 pub mod proxy;
 pub mod quota;
+pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod tls;

@@ -1,8 +1,9 @@
 //! The `ai-rate-limiter` binary: parse the command line, load the config, run.
 
 use ai_rate_limiter::cli::{Cli, Command};
-use ai_rate_limiter::config::{self, reload::Overrides};
+use ai_rate_limiter::config;
 use ai_rate_limiter::server::{build_server, ServeOptions};
+use ai_rate_limiter::state::reload::Overrides;
 use clap::Parser;
 use std::process::ExitCode;
 

@@ -2,14 +2,16 @@
 //! and the shutdown drainer, on one Pingora [`Server`]. Used by `main` and by tests.
 
 use crate::admin::AdminApp;
-use crate::config::reload::{Overrides, Reloader};
-use crate::config::{Config, Runtime};
+use crate::config::Config;
+use crate::gateway::GatewayState;
 use crate::limits::limiter::Limiter;
 use crate::limits::redis::RedisStore;
 use crate::metrics::Metrics;
 use crate::providers::http::HttpClient;
 use crate::proxy::Gateway;
-use crate::state::GatewayState;
+use crate::runtime::Runtime;
+use crate::state::reload::{Overrides, Reloader};
+use crate::state::AppState;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use base64::Engine;
@@ -91,14 +93,18 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     } else {
         None
     };
-    let state = Arc::new(GatewayState {
+    let gateway = Arc::new(GatewayState {
         http: Arc::new(HttpClient::new(config.upstream.pool_size, ca_bundle)),
         metrics,
         limiter,
         queues: Default::default(),
         realtime: Default::default(),
-        batch,
         cooldowns: Default::default(),
+        runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),
+    });
+    let state = Arc::new(AppState {
+        gateway,
+        batch,
         tls: match &config.server.tls {
             Some(t) => Some(
                 crate::tls::ReloadableCert::new(&t.cert_file, &t.key_file)
@@ -106,7 +112,6 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
             ),
             None => None,
         },
-        runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),
     });
 
     // Pingora's HTTP proxy behind the connection front (which reads and checks every
@@ -157,7 +162,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     if let Some(store) = state.batch.clone() {
         server.add_service(background_service(
             "batch dispatcher",
-            crate::batch::dispatch::Dispatcher::new(state.clone(), store),
+            crate::batch::dispatch::Dispatcher::new(state.gateway.clone(), store),
         ));
     }
     if let Some(store) = state.limiter.redis() {
@@ -190,7 +195,7 @@ impl BackgroundService for SharedStore {
 /// ends the process as soon as no request is in flight, so an idle gateway stops at once
 /// while in-flight streams still get up to the grace period to finish.
 struct Drainer {
-    state: Arc<GatewayState>,
+    state: Arc<AppState>,
     grace: Duration,
 }
 

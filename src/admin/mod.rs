@@ -4,7 +4,7 @@
 
 pub mod status;
 
-use crate::state::GatewayState;
+use crate::state::AppState;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
@@ -13,7 +13,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 pub struct AdminApp {
-    pub state: Arc<GatewayState>,
+    pub state: Arc<AppState>,
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {

@@ -12,13 +12,13 @@
 
 use crate::limits::local::{LocalStore, Slot};
 use crate::limits::rules::{Rule, RuleKind};
-use crate::state::GatewayState;
+use crate::state::AppState;
 use serde_json::{json, Value};
 
 pub const PAGE: &str = include_str!("status.html");
 
 /// Whether `headers`/`query` carry the admin key.
-pub fn authorized(state: &GatewayState, auth: Option<&str>, query: Option<&str>) -> bool {
+pub fn authorized(state: &AppState, auth: Option<&str>, query: Option<&str>) -> bool {
     let rt = state.runtime.load();
     let Some(key) = rt.config.admin.key.as_ref().map(|k| k.expose().to_string()) else {
         return false;
@@ -74,7 +74,7 @@ fn local_usage(store: &LocalStore, r: &Rule) -> f64 {
 
 /// Usage of every rule (scope-wide counters; per-key ones are summarised), from the local
 /// store or, with a shared policy, from Redis in one round trip.
-async fn usages(state: &GatewayState, rules: &[&Rule]) -> Vec<Value> {
+async fn usages(state: &AppState, rules: &[&Rule]) -> Vec<Value> {
     let keyless: Vec<&Rule> = rules.iter().copied().filter(|r| r.key.is_none()).collect();
     let shared = match state.limiter.redis() {
         Some(redis) => redis.usage(&keyless).await.ok(),
@@ -98,7 +98,7 @@ async fn usages(state: &GatewayState, rules: &[&Rule]) -> Vec<Value> {
 }
 
 /// The page's data.
-pub async fn snapshot(state: &GatewayState) -> Value {
+pub async fn snapshot(state: &AppState) -> Value {
     let rt = state.runtime.load_full();
     let cooling: std::collections::HashMap<String, f64> = state
         .cooldowns

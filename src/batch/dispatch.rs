@@ -6,7 +6,7 @@
 
 use super::backend::{now_ms, Backend, Claimed, Queue, StoreResult};
 use super::execute::{self, Outcome};
-use crate::state::GatewayState;
+use crate::gateway::GatewayState;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;

@@ -3,12 +3,13 @@
 //! failover, provider translation), and turn the answer into a result line.
 
 use super::backend::{new_id, Claimed};
+use crate::canonical::Usage;
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use crate::gateway::admit::Subject;
+use crate::gateway::GatewayState;
 use crate::gateway::{upstream, CallCtx};
 use crate::limits::admission::TokenUsage;
-use crate::state::GatewayState;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -149,11 +150,11 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
         };
     let status = answer.status;
     let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    let usage = &body["usage"];
-    let tokens = (
-        usage["prompt_tokens"].as_u64().unwrap_or(0),
-        usage["completion_tokens"].as_u64().unwrap_or(0),
-    );
+    let usage = body
+        .get("usage")
+        .and_then(Usage::from_openai)
+        .unwrap_or_default();
+    let tokens = (usage.prompt_tokens, usage.completion_tokens);
     let charged = if status < 400 {
         TokenUsage {
             prompt: tokens.0,

@@ -4,8 +4,8 @@
 
 use super::backend::Backend;
 use crate::egress::EgressPolicy;
+use crate::gateway::GatewayState;
 use crate::providers::http::{HttpCall, Timeouts};
-use crate::state::GatewayState;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;

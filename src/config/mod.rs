@@ -1,21 +1,23 @@
-//! Configuration: `gateway.yaml` → schema structs → validation → runtime snapshot.
+//! Configuration: `gateway.yaml` → schema structs → validation. A leaf of the module
+//! graph: it knows the file's language, not the parts it configures.
 //!
 //! - [`schema`]: the file's shape (serde, `deny_unknown_fields`).
 //! - [`env`]: `${VAR}` / `${VAR:-default}` substitution, done on parsed YAML values so a
 //!   secret can never inject YAML syntax.
+//! - [`key`]: the limit-key template language (`$consumer_name $http_x_user`), parsed
+//!   here so validation can name a bad key's path; `limits` evaluates it per request.
 //! - [`validate`]: every problem, each with its path (`models[2].deployments[0].provider`).
-//! - [`runtime`]: the immutable snapshot the request path reads through an `ArcSwap`.
-//! - [`reload`]: file watcher and SIGHUP; an invalid file keeps the old snapshot.
+//!
+//! The compiled snapshot the request path reads is [`crate::runtime`]; the hot reload
+//! that swaps it is [`crate::state::reload`].
 
 pub mod env;
-pub mod reload;
-pub mod runtime;
+pub mod key;
 pub mod schema;
 pub mod validate;
 
 use std::path::Path;
 
-pub use runtime::Runtime;
 pub use schema::Config;
 
 /// One problem found in a config file, with the path of the offending field.

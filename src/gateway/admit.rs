@@ -6,15 +6,15 @@
 
 use super::CallCtx;
 use crate::canonical::AiRequest;
-use crate::config::runtime::{Deployment, ModelRoute};
-use crate::config::Runtime;
+use crate::config::key::KeyContext;
 use crate::errors::GatewayError;
+use crate::gateway::GatewayState;
 use crate::limits::admission::{Admitted, Check, Denied, Rejection};
-use crate::limits::key::KeyContext;
 use crate::limits::queue::Place;
 use crate::limits::rules::{Kind, QueueSpec, RejectAnswer, Rule, RuleKind, Scope};
 use crate::metrics::Outcome;
-use crate::state::GatewayState;
+use crate::runtime::Runtime;
+use crate::runtime::{Deployment, ModelRoute};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

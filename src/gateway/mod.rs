@@ -5,23 +5,23 @@
 //! - the canonical request it works on is [`crate::canonical`];
 //! - [`admit`]: admission of a request under every limit that applies (consumer, route,
 //!   provider key), queueing and the batch priority class;
+//! - [`state`]: what every call shares in a process (snapshot, pool, limiter, queues,
+//!   cool-downs);
 //! - [`upstream`]: deployment choice, cool-downs, the upstream attempt and the retry and
 //!   failover classification.
 
 pub mod admit;
+pub mod state;
 pub mod upstream;
 
-use crate::config::Runtime;
+pub use state::{CooldownReason, Cooldowns, GatewayState};
+
 use crate::limits::admission::{Quota, Ticket};
+use crate::runtime::Runtime;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Token usage of one response.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-}
+pub use crate::canonical::Usage;
 
 /// What one call carries from phase to phase (no transport state: a batch request has the
 /// same context as a client's).

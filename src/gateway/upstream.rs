@@ -5,15 +5,15 @@
 use super::admit::{self, Refused};
 use super::CallCtx;
 use crate::canonical::{AiRequest, Endpoint};
-use crate::config::runtime::{Deployment, ModelRoute, Target};
-use crate::config::Runtime;
 use crate::errors::GatewayError;
+use crate::gateway::{CooldownReason, GatewayState};
 use crate::limits::admission::{Budget, Rejection};
 use crate::providers::api::{Outgoing, Target as ProviderTarget};
 use crate::providers::http::{HttpCall, Timeouts};
 use crate::providers::signals::Signals;
 use crate::providers::{UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
-use crate::state::{CooldownReason, GatewayState};
+use crate::runtime::Runtime;
+use crate::runtime::{Deployment, ModelRoute, Target};
 use std::time::{Duration, Instant};
 
 /// Build a deployment's request through its provider's mapping.
@@ -203,7 +203,8 @@ pub async fn call<'r>(
         let out = outgoing(rt, d, req)?;
         let failure = match attempt(state, rt, d, req, out).await {
             Ok(resp) => {
-                observe_signals(state, route, d, &resp.signals);
+                let signals = d.provider.api.signals(&resp.ratelimit_headers);
+                observe_signals(state, route, d, &signals);
                 let ttfb = sent.elapsed();
                 ctx.upstream_ttfb = Some(ttfb);
                 state

@@ -23,7 +23,6 @@
 pub mod admission;
 pub mod conn;
 pub mod count;
-pub mod key;
 pub mod limiter;
 pub mod local;
 pub mod priority;

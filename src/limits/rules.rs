@@ -6,9 +6,9 @@
 
 use super::conn::ConnLimit;
 use super::count::CountLimit;
-use super::key::{KeyContext, KeyTemplate};
 use super::req::ReqLimit;
 use super::tokens::TokenLimit;
+use crate::config::key::{KeyContext, KeyTemplate};
 use crate::config::schema::{LimitRuleConfig, OnLimit, TokenStrategy};
 use std::sync::Arc;
 

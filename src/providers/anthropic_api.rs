@@ -2,11 +2,13 @@
 //! [`super::anthropic`] for the translations), `/v1/messages` passed through, the key in
 //! `x-api-key`, `anthropic-version` on every request.
 
-use super::anthropic::{request, API_VERSION};
+use super::anthropic::{request, tokens, API_VERSION};
 use super::api::{EventTranslator, Outgoing, Provider, Target, WholeAnswer};
-use crate::canonical::{AiRequest, Endpoint};
+use super::signals::Signals;
+use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::errors::GatewayError;
 use bytes::Bytes;
+use serde_json::Value;
 
 #[derive(Debug)]
 pub struct Anthropic;
@@ -30,6 +32,31 @@ impl Provider for Anthropic {
                 .unwrap_or_default(),
             body,
         })
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some("https://api.anthropic.com/v1")
+    }
+
+    fn signals(&self, headers: &[(String, String)]) -> Signals {
+        super::signals::anthropic(headers)
+    }
+
+    fn usage(&self, message: &Value) -> Option<Usage> {
+        let (prompt, completion) = tokens(message.get("usage")?);
+        Some(Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+        })
+    }
+
+    /// `message_start` carries the input tokens, `message_delta` the output so far.
+    fn stream_usage(&self, event: &Value, usage: &mut Usage) {
+        match event["type"].as_str() {
+            Some("message_start") => usage.prompt_tokens = tokens(&event["message"]["usage"]).0,
+            Some("message_delta") => usage.completion_tokens = tokens(&event["usage"]).1,
+            _ => {}
+        }
     }
 
     fn default_headers(&self) -> &'static [(&'static str, &'static str)] {
@@ -57,8 +84,10 @@ impl Provider for Anthropic {
                 as_sent: false,
             });
         }
-        let message: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|_| GatewayError::UpstreamProtocol("not a Message".into()))?;
+        let message: Value = serde_json::from_slice(&body)
+            .ok()
+            .filter(|m: &Value| m["type"] == "message")
+            .ok_or_else(|| GatewayError::UpstreamProtocol("not a Message".into()))?;
         Ok(WholeAnswer {
             status,
             body: Bytes::from(super::anthropic::response(&message, model, created).to_string()),

@@ -1,9 +1,12 @@
-//! The [`Provider`] trait: what differs between upstream APIs, one implementation per
-//! provider module ([`super::openai`], [`super::azure`], [`super::Anthropic`]), chosen
+//! The [`Provider`] trait: what differs between upstream APIs (request mapping, default
+//! headers and base URL, answer and stream translation, error normalisation, usage
+//! extraction, rate-limit signals), one implementation per provider module
+//! ([`super::openai`], [`super::azure`], [`super::Anthropic`], [`super::mock`]), chosen
 //! by [`super::registry`] — the one place that matches on a provider kind. Adding a
 //! provider is one module and one line there.
 
-use crate::canonical::{AiRequest, Endpoint};
+use super::signals::{self, Signals};
+use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::errors::GatewayError;
 use bytes::Bytes;
 
@@ -36,6 +39,35 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// `model` replaced, or translated). A body that cannot be translated is the client's
     /// error (400), not a reason to fail over.
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError>;
+
+    /// The base URL when the config names none (`None`: the config must name one).
+    fn default_base_url(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Whether it answers in process (the mock) instead of over HTTP.
+    fn in_process(&self) -> bool {
+        false
+    }
+
+    /// What a response's rate-limit headers say about the key.
+    fn signals(&self, headers: &[(String, String)]) -> Signals {
+        signals::openai(headers)
+    }
+
+    /// Token usage in a whole answer of its own API, as relayed untranslated to a client
+    /// of that API (`/v1/messages`). Translated answers are OpenAI's and read with
+    /// [`Usage::from_openai`].
+    fn usage(&self, answer: &serde_json::Value) -> Option<Usage> {
+        Usage::from_openai(answer.get("usage")?)
+    }
+
+    /// What one event of its own stream API says about usage, added to `usage`.
+    fn stream_usage(&self, event: &serde_json::Value, usage: &mut Usage) {
+        if let Some(u) = event.get("usage").and_then(Usage::from_openai) {
+            *usage = u;
+        }
+    }
 
     /// Headers every request carries unless the provider's `headers` set them.
     fn default_headers(&self) -> &'static [(&'static str, &'static str)] {

@@ -161,17 +161,14 @@ impl HttpClient {
                         status: header.status.as_u16(),
                         content_type: get("content-type"),
                         retry_after: get("retry-after"),
-                        signals: super::signals::Signals {
-                            headers: header
-                                .headers
-                                .iter()
-                                .filter(|(k, _)| super::signals::is_ratelimit_header(k.as_str()))
-                                .filter_map(|(k, v)| {
-                                    Some((k.to_string(), scrub.string(v.to_str().ok()?.into())))
-                                })
-                                .collect(),
-                            ..super::signals::read(get)
-                        },
+                        ratelimit_headers: header
+                            .headers
+                            .iter()
+                            .filter(|(k, _)| super::signals::is_ratelimit_header(k.as_str()))
+                            .filter_map(|(k, v)| {
+                                Some((k.to_string(), scrub.string(v.to_str().ok()?.into())))
+                            })
+                            .collect(),
                         body: UpstreamBody::Http(HttpBody {
                             session: Some(session),
                             client: self.clone(),

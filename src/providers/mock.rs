@@ -42,6 +42,25 @@ const WORDS: &[&str] = &[
 /// Most tokens one mock answer will produce.
 const MAX_COMPLETION_TOKENS: u64 = 4096;
 
+/// The mock as a [`super::Provider`]: it speaks OpenAI's dialect and answers in process
+/// (each configured mock is a [`MockProvider`] target with its own counter).
+#[derive(Debug)]
+pub struct Mock;
+
+impl super::Provider for Mock {
+    fn in_process(&self) -> bool {
+        true
+    }
+
+    fn outgoing(
+        &self,
+        t: &super::api::Target<'_>,
+        req: &AiRequest,
+    ) -> Result<super::api::Outgoing, crate::errors::GatewayError> {
+        super::openai::OpenAi.outgoing(t, req)
+    }
+}
+
 /// A mock provider with its request counter (for `failure.every`).
 #[derive(Debug)]
 pub struct MockProvider {
@@ -210,7 +229,7 @@ impl MockProvider {
             status: 200,
             content_type: Some("text/event-stream".into()),
             retry_after: None,
-            signals: Default::default(),
+            ratelimit_headers: Vec::new(),
             body: UpstreamBody::Mock(MockStream {
                 frames,
                 next: 0,
@@ -306,7 +325,7 @@ fn failure(status: u16, retry_after: Option<u64>) -> UpstreamResponse {
         status,
         content_type: Some("application/json".into()),
         retry_after: retry_after.map(|s| s.to_string()),
-        signals: Default::default(),
+        ratelimit_headers: Vec::new(),
         body: UpstreamBody::Full(Some(crate::errors::openai_error_body(
             message, etype, None, code,
         ))),
@@ -318,7 +337,7 @@ fn json_response(v: Value) -> UpstreamResponse {
         status: 200,
         content_type: Some("application/json".into()),
         retry_after: None,
-        signals: Default::default(),
+        ratelimit_headers: Vec::new(),
         body: UpstreamBody::Full(Some(Bytes::from(v.to_string()))),
     }
 }

@@ -28,15 +28,13 @@ pub use api::{EventTranslator, Provider};
 use crate::config::schema::ProviderKind;
 use bytes::Bytes;
 
-/// The provider implementation of a kind (the mock answers in process, in the OpenAI
-/// dialect, and builds no request: it is treated as OpenAI).
+/// The provider implementation of a kind: the one place that matches on it.
 pub fn registry(kind: ProviderKind) -> &'static dyn Provider {
     match kind {
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Mock => {
-            &openai::OpenAi
-        }
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => &openai::OpenAi,
         ProviderKind::Azure => &azure::Azure,
         ProviderKind::Anthropic => &Anthropic,
+        ProviderKind::Mock => &mock::Mock,
     }
 }
 
@@ -91,8 +89,8 @@ pub struct UpstreamResponse {
     pub status: u16,
     pub content_type: Option<String>,
     pub retry_after: Option<String>,
-    /// What the provider's rate-limit headers say about the key.
-    pub signals: signals::Signals,
+    /// The provider's rate-limit headers (read by [`Provider::signals`]).
+    pub ratelimit_headers: signals::RateLimitHeaders,
     pub body: UpstreamBody,
 }
 

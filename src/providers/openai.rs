@@ -6,10 +6,17 @@ use super::api::{bearer, Outgoing, Provider, Target};
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 
+/// Where `kind: openai` goes when the config names no `base_url`.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
 #[derive(Debug)]
 pub struct OpenAi;
 
 impl Provider for OpenAi {
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some(OPENAI_BASE_URL)
+    }
+
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
         Ok(Outgoing {
             path: req.endpoint.path().into(),

@@ -7,7 +7,9 @@
 //!
 //! A key that reports nothing left is given a cool-down until its reset, so routing moves to
 //! keys with headroom before the provider starts answering 429; the remaining numbers are
-//! exported as metrics. These headers are never passed on to clients.
+//! exported as metrics. Each provider's [`super::Provider::signals`] picks the reader of
+//! its dialect. The headers reach clients only where a provider sets
+//! `pass_ratelimit_headers`.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,39 +20,65 @@ pub struct Signals {
     pub exhausted_for: Option<Duration>,
     pub remaining_requests: Option<f64>,
     pub remaining_tokens: Option<f64>,
-    /// The rate-limit headers themselves, passed on to clients only where a provider sets
-    /// `pass_ratelimit_headers`.
-    pub headers: Vec<(String, String)>,
 }
+
+/// A response's rate-limit headers (lower-case names, keys already masked), as the HTTP
+/// client collects them: passed on to clients only where a provider sets
+/// `pass_ratelimit_headers`, and read by the provider's [`super::Provider::signals`].
+pub type RateLimitHeaders = Vec<(String, String)>;
 
 /// Whether a response header is a provider rate-limit header.
 pub fn is_ratelimit_header(name: &str) -> bool {
     name.starts_with("x-ratelimit-") || name.starts_with("anthropic-ratelimit-")
 }
 
-/// Read the signals of a response's headers (`get` looks a header up by name).
-pub fn read(get: impl Fn(&str) -> Option<String>) -> Signals {
-    let number = |name: &str| get(name).and_then(|v| v.trim().parse::<f64>().ok());
+fn lookup<'h>(headers: &'h [(String, String)]) -> impl Fn(&str) -> Option<&'h str> {
+    move |name| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn number(v: Option<&str>) -> Option<f64> {
+    v.and_then(|v| v.trim().parse::<f64>().ok())
+}
+
+/// Keep the longest wait among the budgets that have nothing left.
+fn exhausted(s: &mut Signals, remaining: Option<f64>, reset: Option<Duration>) {
+    if remaining.is_some_and(|r| r <= 0.0) {
+        s.exhausted_for = s.exhausted_for.max(reset);
+    }
+}
+
+/// OpenAI's (and Azure's, DeepSeek's, most compatible servers') headers:
+/// `x-ratelimit-remaining-{requests,tokens}`, resets as Go durations.
+pub fn openai(headers: &[(String, String)]) -> Signals {
+    let get = lookup(headers);
     let mut s = Signals::default();
-    let mut exhausted = |remaining: Option<f64>, reset: Option<Duration>| {
-        if remaining.is_some_and(|r| r <= 0.0) {
-            s.exhausted_for = s.exhausted_for.max(reset);
-        }
-    };
     for b in ["requests", "tokens"] {
-        let r = number(&format!("x-ratelimit-remaining-{b}"));
-        let reset = get(&format!("x-ratelimit-reset-{b}")).and_then(|v| parse_go_duration(&v));
-        exhausted(r, reset);
+        let r = number(get(&format!("x-ratelimit-remaining-{b}")));
+        let reset = get(&format!("x-ratelimit-reset-{b}")).and_then(parse_go_duration);
+        exhausted(&mut s, r, reset);
     }
+    s.remaining_requests = number(get("x-ratelimit-remaining-requests"));
+    s.remaining_tokens = number(get("x-ratelimit-remaining-tokens"));
+    s
+}
+
+/// Anthropic's headers: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
+/// remaining`, resets as RFC 3339 times.
+pub fn anthropic(headers: &[(String, String)]) -> Signals {
+    let get = lookup(headers);
+    let mut s = Signals::default();
     for b in ["requests", "tokens", "input-tokens", "output-tokens"] {
-        let r = number(&format!("anthropic-ratelimit-{b}-remaining"));
-        let reset = get(&format!("anthropic-ratelimit-{b}-reset")).and_then(|v| until_rfc3339(&v));
-        exhausted(r, reset);
+        let r = number(get(&format!("anthropic-ratelimit-{b}-remaining")));
+        let reset = get(&format!("anthropic-ratelimit-{b}-reset")).and_then(until_rfc3339);
+        exhausted(&mut s, r, reset);
     }
-    s.remaining_requests = number("x-ratelimit-remaining-requests")
-        .or_else(|| number("anthropic-ratelimit-requests-remaining"));
-    s.remaining_tokens = number("x-ratelimit-remaining-tokens")
-        .or_else(|| number("anthropic-ratelimit-tokens-remaining"));
+    s.remaining_requests = number(get("anthropic-ratelimit-requests-remaining"));
+    s.remaining_tokens = number(get("anthropic-ratelimit-tokens-remaining"));
     s
 }
 
@@ -110,42 +138,43 @@ mod tests {
 
     #[test]
     fn exhausted_only_when_nothing_is_left() {
-        let headers = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
+        let headers = |pairs: &[(&str, &str)]| -> RateLimitHeaders {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         let left = headers(&[
             ("x-ratelimit-remaining-requests", "3"),
             ("x-ratelimit-reset-requests", "1s"),
         ]);
-        assert_eq!(read(left).exhausted_for, None);
-        assert_eq!(read(left).remaining_requests, Some(3.0));
+        assert_eq!(openai(&left).exhausted_for, None);
+        assert_eq!(openai(&left).remaining_requests, Some(3.0));
         let none = headers(&[
             ("x-ratelimit-remaining-requests", "0"),
             ("x-ratelimit-reset-requests", "20ms"),
             ("x-ratelimit-remaining-tokens", "0"),
             ("x-ratelimit-reset-tokens", "6m0s"),
         ]);
-        assert_eq!(read(none).exhausted_for, Some(Duration::from_secs(360)));
-        let anthropic = headers(&[
+        assert_eq!(openai(&none).exhausted_for, Some(Duration::from_secs(360)));
+        // Each dialect reads its own headers only.
+        assert_eq!(anthropic(&none), Signals::default());
+        let a = headers(&[
             ("anthropic-ratelimit-tokens-remaining", "0"),
             ("anthropic-ratelimit-tokens-reset", "2099-01-01T00:00:00Z"),
             ("anthropic-ratelimit-requests-remaining", "42"),
         ]);
-        let s = read(anthropic);
+        let s = anthropic(&a);
         assert!(s.exhausted_for.unwrap() > Duration::from_secs(86_400 * 365));
         assert_eq!(
             (s.remaining_requests, s.remaining_tokens),
             (Some(42.0), Some(0.0))
         );
+        assert_eq!(openai(&a), Signals::default());
         let past = headers(&[
             ("anthropic-ratelimit-requests-remaining", "0"),
             ("anthropic-ratelimit-requests-reset", "2001-01-01T00:00:00Z"),
         ]);
-        assert_eq!(read(past).exhausted_for, Some(Duration::ZERO));
+        assert_eq!(anthropic(&past).exhausted_for, Some(Duration::ZERO));
     }
 }

@@ -4,13 +4,13 @@
 use super::RequestCtx;
 use crate::limits::admission::{Released, TokenUsage};
 use crate::metrics::status_class;
-use crate::state::GatewayState;
+use crate::state::AppState;
 use pingora::proxy::Session;
 
 /// Account for the request. Returns the releases still being applied by a shared limit
 /// store, for the caller to wait on.
 pub fn finish(
-    state: &GatewayState,
+    state: &AppState,
     session: &mut Session,
     e: Option<&pingora::Error>,
     ctx: &mut RequestCtx,

@@ -3,8 +3,8 @@
 //! The client's Authorization header is only read here and is never forwarded upstream
 //! (upstream requests are built from scratch in [`crate::gateway::upstream`]).
 
-use crate::config::Runtime;
 use crate::errors::GatewayError;
+use crate::runtime::Runtime;
 use pingora::proxy::Session;
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@
 use super::{respond, RequestCtx};
 use crate::batch::backend::{new_id, now, Backend, Batch, Cancel, FileRow, NewBatch};
 use crate::errors::GatewayError;
-use crate::state::GatewayState;
+use crate::state::AppState;
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use pingora::proxy::Session;
@@ -124,7 +124,7 @@ fn page(mut data: Vec<Value>, limit: usize) -> Value {
 }
 
 pub async fn serve(
-    state: &GatewayState,
+    state: &AppState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: Route,

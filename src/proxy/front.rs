@@ -19,7 +19,7 @@
 
 use crate::errors::GatewayError;
 use crate::proxy::Gateway;
-use crate::state::GatewayState;
+use crate::state::AppState;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpServerApp, ServerApp};
@@ -40,7 +40,7 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 /// The proxy listener's application: this front, then Pingora's HTTP proxy.
 pub struct Front {
     proxy: Arc<HttpProxy<Gateway>>,
-    state: Arc<GatewayState>,
+    state: Arc<AppState>,
     max_head: usize,
     head_timeout: Duration,
 }
@@ -59,7 +59,7 @@ enum Head {
 }
 
 impl Front {
-    pub fn new(proxy: HttpProxy<Gateway>, state: Arc<GatewayState>) -> Front {
+    pub fn new(proxy: HttpProxy<Gateway>, state: Arc<AppState>) -> Front {
         let server = &state.runtime.load().config.server;
         Front {
             max_head: server.max_header_bytes,

@@ -19,7 +19,7 @@ pub mod route;
 pub mod stream;
 
 use crate::errors::GatewayError;
-use crate::state::GatewayState;
+use crate::state::AppState;
 use async_trait::async_trait;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -28,7 +28,7 @@ use std::time::Duration;
 
 /// The Pingora service of the proxy listener.
 pub struct Gateway {
-    pub state: Arc<GatewayState>,
+    pub state: Arc<AppState>,
 }
 
 pub use crate::gateway::{CallCtx, Usage};

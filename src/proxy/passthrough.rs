@@ -6,15 +6,15 @@
 //! response streams back untouched but for the quota headers.
 
 use super::RequestCtx;
-use crate::config::runtime::PassRoute;
+use crate::config::key::KeyContext;
 use crate::config::schema::PassHost;
-use crate::config::Runtime;
 use crate::errors::GatewayError;
 use crate::gateway::admit;
 use crate::limits::admission::{Admitted, Check, Denied};
-use crate::limits::key::KeyContext;
 use crate::metrics::Outcome;
-use crate::state::GatewayState;
+use crate::runtime::PassRoute;
+use crate::runtime::Runtime;
+use crate::state::AppState;
 use crate::url::BaseUrl;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
@@ -28,7 +28,7 @@ pub struct Pass {
 
 /// Admit a request for `route` and pick its node; `ctx.pass` is set when it may go.
 pub async fn prepare(
-    state: &GatewayState,
+    state: &AppState,
     rt: &Runtime,
     session: &mut Session,
     ctx: &mut RequestCtx,

@@ -4,10 +4,10 @@
 use super::body;
 use super::{auth, passthrough, respond, stream, RequestCtx};
 use crate::canonical::{AiRequest, Endpoint};
-use crate::config::Runtime;
 use crate::errors::GatewayError;
 use crate::gateway::{admit, upstream};
-use crate::state::GatewayState;
+use crate::runtime::Runtime;
+use crate::state::AppState;
 use percent_encoding::percent_decode_str;
 use pingora::proxy::Session;
 use serde_json::json;
@@ -72,7 +72,7 @@ impl ApiRoute {
 
 /// Serve one request through every phase.
 pub async fn serve(
-    state: &GatewayState,
+    state: &AppState,
     rt: &Runtime,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -141,7 +141,7 @@ pub async fn serve(
             let (response, deployment) =
                 upstream::call(state, rt, route, &req, ctx, &subject).await?;
             if deployment.provider.pass_ratelimit_headers {
-                ctx.provider_headers = response.signals.headers.clone();
+                ctx.provider_headers = response.ratelimit_headers.clone();
             }
             stream::relay(state, session, ctx, &req, response, deployment.provider.api).await;
         }

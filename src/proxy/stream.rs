@@ -9,11 +9,11 @@
 
 use super::{respond, RequestCtx, Usage};
 use crate::canonical::{AiRequest, Endpoint};
-use crate::errors::openai_error_body;
+use crate::errors::{anthropic_error_body, openai_error_body};
 use crate::providers::api::EventTranslator;
 use crate::providers::Provider;
-use crate::providers::{anthropic, UpstreamErrorKind, UpstreamResponse};
-use crate::state::GatewayState;
+use crate::providers::{UpstreamErrorKind, UpstreamResponse};
+use crate::state::AppState;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use serde_json::Value;
@@ -24,18 +24,18 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Relay `resp` from `provider` (its answers are translated when it speaks another API;
 /// provider keys were masked as the bytes were read).
 pub async fn relay(
-    state: &GatewayState,
+    state: &AppState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     req: &AiRequest,
     resp: UpstreamResponse,
-    provider: &dyn Provider,
+    provider: &'static dyn Provider,
 ) {
     let native = req.endpoint == Endpoint::Messages;
     if resp.status == 200 && req.stream && resp.is_event_stream() {
         let model = ctx.model.as_deref().unwrap_or(&req.model).to_string();
         let dialect = if native {
-            Dialect::Native
+            Dialect::Native(provider)
         } else {
             match provider.stream_translator(&model, unix_now()) {
                 Some(t) => Dialect::Translated(t),
@@ -44,7 +44,7 @@ pub async fn relay(
         };
         relay_events(state, session, ctx, req, resp, dialect).await
     } else if native {
-        relay_native(state, session, ctx, resp).await
+        relay_native(state, session, ctx, resp, provider).await
     } else {
         relay_whole(state, session, ctx, resp, provider).await
     }
@@ -56,8 +56,9 @@ enum Dialect {
     OpenAi,
     /// The provider's events translated to OpenAI chunks.
     Translated(Box<dyn EventTranslator>),
-    /// Anthropic events to an Anthropic client (`/v1/messages`), passed through.
-    Native,
+    /// The provider's own events to a client of its API (`/v1/messages`), passed
+    /// through; the provider reads their usage.
+    Native(&'static dyn Provider),
 }
 
 impl Dialect {
@@ -70,19 +71,12 @@ impl Dialect {
     ) -> (Vec<Bytes>, bool) {
         let translated = match self {
             Dialect::OpenAi => vec![event],
-            Dialect::Native => {
+            Dialect::Native(provider) => {
                 let data =
                     event_data(&event).and_then(|d| serde_json::from_slice::<Value>(&d).ok());
                 let kind = data.as_ref().and_then(|d| d["type"].as_str()).unwrap_or("");
                 if let Some(d) = &data {
-                    let u = usage.get_or_insert_with(Usage::default);
-                    match kind {
-                        "message_start" => {
-                            u.prompt_tokens = anthropic::tokens(&d["message"]["usage"]).0
-                        }
-                        "message_delta" => u.completion_tokens = anthropic::tokens(&d["usage"]).1,
-                        _ => {}
-                    }
+                    provider.stream_usage(d, usage.get_or_insert_with(Usage::default));
                 }
                 return (vec![event], matches!(kind, "message_stop" | "error"));
             }
@@ -114,11 +108,11 @@ impl Dialect {
     /// The event that tells the client the upstream broke off.
     fn cut(&self, message: &str) -> Bytes {
         let body = match self {
-            Dialect::Native => anthropic::error_body("api_error", message),
+            Dialect::Native(_) => anthropic_error_body("api_error", message),
             _ => openai_error_body(message, "server_error", None, None),
         };
         let prefix: &[u8] = match self {
-            Dialect::Native => b"event: error\ndata: ",
+            Dialect::Native(_) => b"event: error\ndata: ",
             _ => b"data: ",
         };
         Bytes::from([prefix, &body, b"\n\n"].concat())
@@ -128,21 +122,18 @@ impl Dialect {
 /// A whole answer to `/v1/messages`: passed through as Anthropic sent it (errors too;
 /// provider keys were masked as the bytes were read), its usage counted.
 async fn relay_native(
-    state: &GatewayState,
+    state: &AppState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     mut resp: UpstreamResponse,
+    provider: &dyn Provider,
 ) {
     let Some(body) = read_whole(state, session, ctx, &mut resp).await else {
         return;
     };
     if resp.status < 400 {
         if let Ok(m) = serde_json::from_slice::<Value>(&body) {
-            let (prompt, completion) = anthropic::tokens(&m["usage"]);
-            ctx.usage = Some(Usage {
-                prompt_tokens: prompt,
-                completion_tokens: completion,
-            });
+            ctx.usage = provider.usage(&m);
         }
     }
     let mut h = respond::header(resp.status, "application/json", ctx);
@@ -159,7 +150,7 @@ fn unix_now() -> u64 {
 }
 
 async fn relay_whole(
-    state: &GatewayState,
+    state: &AppState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     mut resp: UpstreamResponse,
@@ -194,7 +185,7 @@ async fn relay_whole(
 }
 
 async fn relay_events(
-    state: &GatewayState,
+    state: &AppState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     req: &AiRequest,
@@ -269,7 +260,7 @@ async fn relay_events(
 
 /// Read a whole upstream answer; on failure answer the client (502) and give `None`.
 async fn read_whole(
-    state: &GatewayState,
+    state: &AppState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     resp: &mut UpstreamResponse,
@@ -290,7 +281,7 @@ fn client_gone(ctx: &mut RequestCtx) {
     ctx.error = Some("client_disconnected");
 }
 
-fn count_error(state: &GatewayState, ctx: &RequestCtx, kind: UpstreamErrorKind) {
+fn count_error(state: &AppState, ctx: &RequestCtx, kind: UpstreamErrorKind) {
     let provider = ctx.provider.as_deref().unwrap_or("none");
     state
         .metrics
@@ -320,7 +311,7 @@ fn inspect(event: &[u8], client_wants_usage: bool, usage: &mut Option<Usage>) ->
     let Ok(v) = serde_json::from_slice::<Value>(&data) else {
         return Action::Forward;
     };
-    if let Some(u) = usage_value(&v) {
+    if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
         *usage = Some(u);
         if !client_wants_usage && v["choices"].as_array().is_some_and(|c| c.is_empty()) {
             return Action::Drop;
@@ -351,32 +342,14 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn usage_value(v: &Value) -> Option<Usage> {
-    let u = v.get("usage")?.as_object()?;
-    let prompt = u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
-    let completion = u
-        .get("completion_tokens")
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| {
-            u.get("total_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(prompt)
-                .saturating_sub(prompt)
-        });
-    Some(Usage {
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-    })
-}
-
-/// Usage of a complete JSON answer.
+/// Usage of a complete OpenAI JSON answer.
 fn usage_of(body: &[u8]) -> Option<Usage> {
     #[derive(serde::Deserialize)]
     struct Only {
         usage: Option<Value>,
     }
     let only: Only = serde_json::from_slice(body).ok()?;
-    usage_value(&serde_json::json!({"usage": only.usage?}))
+    Usage::from_openai(&only.usage?)
 }
 
 /// Splits a byte stream into SSE events, each ending with its blank line.

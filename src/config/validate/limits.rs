@@ -182,7 +182,7 @@ pub(super) fn limit_rules(
             p.add(format!("{path}.rejected_msg"), "must not be empty");
         }
         if let Some(k) = &r.key {
-            if let Err(e) = crate::limits::key::KeyTemplate::parse(k) {
+            if let Err(e) = crate::config::key::KeyTemplate::parse(k) {
                 p.add(format!("{path}.key"), e);
             }
         }

@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 
 /// Write an inline batch's requests as its input file; returns the file id.
 pub(super) async fn inline_file(
-    state: &GatewayState,
+    state: &AppState,
     store: &dyn Backend,
     who: Option<&str>,
     endpoint: &str,
@@ -46,7 +46,7 @@ pub(super) async fn inline_file(
 }
 
 /// `batch.consumer_quota_bytes` and `batch.retention` (seconds) of the current config.
-pub(super) fn space(state: &GatewayState) -> (u64, i64) {
+pub(super) fn space(state: &AppState) -> (u64, i64) {
     let rt = state.runtime.load();
     let b = &rt.config.batch;
     (b.consumer_quota_bytes, b.retention.as_secs() as i64)
@@ -62,7 +62,7 @@ pub(super) fn storage_full(quota: u64) -> GatewayError {
 
 /// `POST /v1/files`: a multipart upload written to disk as it arrives.
 pub(super) async fn upload(
-    state: &GatewayState,
+    state: &AppState,
     store: &dyn Backend,
     session: &mut Session,
     who: Option<&str>,

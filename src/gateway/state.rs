@@ -1,10 +1,13 @@
-//! State shared by every service of one gateway process.
+//! What every call through the core shares in one process: the config snapshot, the
+//! upstream pool, metrics, the limiter, the wait queues and the deployments cooling down.
+//! The proxy and the batch dispatcher hold it; it knows nothing of either.
 
-use crate::config::Runtime;
 use crate::limits::limiter::Limiter;
+use crate::limits::priority::RealtimeRates;
 use crate::limits::queue::Queues;
 use crate::metrics::Metrics;
 use crate::providers::http::HttpClient;
+use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,13 +26,9 @@ pub struct GatewayState {
     /// Requests waiting for headroom (`on_limit: queue`).
     pub queues: Queues,
     /// Realtime demand per counter, which batch work leaves room for.
-    pub realtime: crate::limits::priority::RealtimeRates,
-    /// The batch store (`None` when `batch.enabled` is off).
-    pub batch: Option<Arc<dyn crate::batch::backend::Backend>>,
+    pub realtime: RealtimeRates,
     /// Deployments cooling down after a provider 429, by deployment id.
     pub cooldowns: Cooldowns,
-    /// The proxy listener's certificate (with `server.tls`), swapped on reload.
-    pub tls: Option<Arc<crate::tls::ReloadableCert>>,
 }
 
 /// Why a deployment is left alone for a while.

@@ -2,17 +2,15 @@
 //! reads it through an `ArcSwap`, so a reload never blocks or tears a request: each request
 //! keeps the snapshot it started with.
 
-use super::schema::{Config, ProviderKind, RoutingStrategy, Secret};
+use crate::config::schema::{Config, ProviderKind, RoutingStrategy, Secret};
 use crate::limits::rules::Rule;
 use crate::providers::mock::MockProvider;
+use crate::providers::openai::OPENAI_BASE_URL;
 use crate::url::BaseUrl;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
-pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
 
 /// Where a provider's requests go.
 #[derive(Debug)]
@@ -88,7 +86,7 @@ pub struct PassRoute {
     hosts: Vec<String>,
     pub auth: bool,
     pub nodes: Vec<(BaseUrl, u32)>,
-    pub pass_host: super::schema::PassHost,
+    pub pass_host: crate::config::schema::PassHost,
     pub limits: Vec<Rule>,
     next: AtomicUsize,
 }
@@ -167,33 +165,33 @@ impl Runtime {
             .providers
             .iter()
             .map(|p| {
-                let target = match p.kind {
-                    ProviderKind::Mock => {
-                        Target::Mock(MockProvider::new(p.mock.clone().unwrap_or_default()))
-                    }
-                    _ => Target::Http {
-                        // Validation has parsed it already.
-                        base: BaseUrl::parse(p.base_url.as_deref().unwrap_or(
-                            if p.kind == ProviderKind::Anthropic {
-                                ANTHROPIC_BASE_URL
-                            } else {
-                                OPENAI_BASE_URL
-                            },
-                        ))
+                let api = crate::providers::registry(p.kind);
+                let target = if api.in_process() {
+                    Target::Mock(MockProvider::new(p.mock.clone().unwrap_or_default()))
+                } else {
+                    Target::Http {
+                        // Validation has parsed it (and required it where there is no
+                        // default).
+                        base: BaseUrl::parse(
+                            p.base_url
+                                .as_deref()
+                                .or(api.default_base_url())
+                                .unwrap_or(OPENAI_BASE_URL),
+                        )
                         .unwrap_or_else(|_| BaseUrl::parse(OPENAI_BASE_URL).expect("constant URL")),
                         headers: p
                             .headers
                             .iter()
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect(),
-                    },
+                    }
                 };
                 (
                     p.name.as_str(),
                     Arc::new(Provider {
                         name: p.name.as_str().into(),
                         kind: p.kind,
-                        api: crate::providers::registry(p.kind),
+                        api,
                         target,
                         api_version: p.api_version.clone(),
                         pass_ratelimit_headers: p.pass_ratelimit_headers,

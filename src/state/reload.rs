@@ -3,8 +3,9 @@
 //! swaps) and on SIGHUP. A valid file becomes the new snapshot atomically; an invalid one
 //! keeps the old snapshot, logs every problem and counts a failed reload.
 
-use super::{load_file, schema::Config, Runtime};
-use crate::state::GatewayState;
+use crate::config::{load_file, schema::Config};
+use crate::runtime::Runtime;
+use crate::state::AppState;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -32,7 +33,7 @@ impl Overrides {
 }
 
 pub struct Reloader {
-    pub state: Arc<GatewayState>,
+    pub state: Arc<AppState>,
     pub path: PathBuf,
     pub overrides: Overrides,
 }

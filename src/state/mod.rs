@@ -1,0 +1,28 @@
+//! The process: the call core's shared state plus what only the HTTP side and the
+//! process own (the batch store the Files/Batches API reads, the listener certificate),
+//! and the hot reload that swaps the config snapshot ([`reload`]).
+
+pub mod reload;
+
+use crate::batch::backend::Backend;
+use crate::gateway::GatewayState;
+use crate::tls::ReloadableCert;
+use std::ops::Deref;
+use std::sync::Arc;
+
+pub struct AppState {
+    /// What the call core shares (snapshot, pool, metrics, limiter, queues, cool-downs);
+    /// the batch dispatcher holds this, not the whole process.
+    pub gateway: Arc<GatewayState>,
+    /// The batch store (`None` when `batch.enabled` is off).
+    pub batch: Option<Arc<dyn Backend>>,
+    /// The proxy listener's certificate (with `server.tls`), swapped on reload.
+    pub tls: Option<Arc<ReloadableCert>>,
+}
+
+impl Deref for AppState {
+    type Target = GatewayState;
+    fn deref(&self) -> &GatewayState {
+        &self.gateway
+    }
+}
