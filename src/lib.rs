@@ -11,12 +11,18 @@
 //!   `proxy::upstream` and the request model of `proxy::body`);
 //! - [`providers`]: the upstream HTTP client and one module per provider behind the
 //!   `Provider` trait, chosen by `providers::registry`;
-//! - [`limits`]: the limit algorithms, rules, keys and stores (local, Redis, synced);
+//! - [`limits`]: the limit algorithms, rules and stores (local, Redis, synced), and the
+//!   queueing and batch-priority policy;
 //! - [`batch`]: the batch model, stores (SQLite on the blocking pool, Redis), validation,
-//!   dispatch and webhooks — it does not depend on `proxy`;
-//! - [`config`] (schema → validation → an immutable runtime snapshot swapped on reload),
+//!   dispatch and webhooks — a client of `gateway`, it does not depend on `proxy`;
+//! - [`config`] (schema → validation; a leaf), [`runtime`] (the immutable snapshot
+//!   compiled from it), [`state`] (the process state and the hot reload that swaps the
+//!   snapshot; it replaced `config::reload` and the old all-in-one `GatewayState`),
 //!   [`import`] (APISIX), [`admin`] (metrics, health, status page), [`egress`] (where
 //!   client-named URLs may go), [`errors`] (one error enum).
+//!
+//! No two modules depend on each other, directly or not (`scripts/deps.py`, run by the
+//! test command).
 //!
 //! `server::build_server` assembles a process for `main` and for tests.
 

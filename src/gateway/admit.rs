@@ -3,6 +3,11 @@
 //! (limit-aware routing) — one Redis round trip with the shared policies. A failover to
 //! another deployment asks again for the remaining deployments only, so the consumer and
 //! route limits count the request once.
+//!
+//! The policy is `limits`': which queue a refused request waits in, when a queue's head
+//! asks again and when a newcomer joins instead of trying ([`crate::limits::queue`]), how
+//! much room batch work leaves realtime traffic ([`crate::limits::priority`]). This module
+//! applies it to one call and counts the decisions in the metrics.
 
 use super::CallCtx;
 use crate::canonical::AiRequest;
@@ -10,13 +15,15 @@ use crate::config::key::KeyContext;
 use crate::errors::GatewayError;
 use crate::gateway::GatewayState;
 use crate::limits::admission::{Admitted, Check, Denied, Rejection};
-use crate::limits::queue::Place;
+use crate::limits::priority::yield_to_realtime;
+pub use crate::limits::queue::QueueTarget;
+use crate::limits::queue::{deployments_key, join_instead_of_trying, Place};
 use crate::limits::rules::{Kind, QueueSpec, RejectAnswer, Rule, RuleKind, Scope};
 use crate::metrics::Outcome;
 use crate::runtime::Runtime;
 use crate::runtime::{Deployment, ModelRoute};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What limit keys are resolved from, captured once per request.
 pub struct Subject {
@@ -100,31 +107,12 @@ pub enum Refused {
     AllLimited(Rejection, Option<QueueTarget>),
 }
 
-/// The queue a refused request may wait in (its rule says `on_limit: queue`).
-pub struct QueueTarget {
-    key: Arc<str>,
-    kind: Kind,
-    scope: Scope,
-    spec: QueueSpec,
-    retry_after_ms: u64,
-}
-
 impl Refused {
     pub fn queue(&self) -> Option<&QueueTarget> {
         match self {
             Refused::Answer(_, q) | Refused::AllLimited(_, q) => q.as_ref(),
         }
     }
-}
-
-fn queue_target(c: &Check<'_>, key: Arc<str>, retry_after_ms: u64) -> Option<QueueTarget> {
-    c.rule.queue.map(|spec| QueueTarget {
-        key,
-        kind: c.rule.algorithm(),
-        scope: c.rule.scope,
-        spec,
-        retry_after_ms,
-    })
 }
 
 pub fn rejected(r: Rejection, limit: Arc<str>, answer: Option<&RejectAnswer>) -> GatewayError {
@@ -207,10 +195,10 @@ pub async fn admit(
         .map(|d| subject.checks(d.limits.iter()))
         .collect();
     if subject.batch {
-        let deployments_queued = state.queues.depth(&deployments_queue(route)) > 0;
-        yield_to_realtime(state, &mut required, false);
+        let deployments_queued = state.queues.depth(&deployments_key(&route.name)) > 0;
+        yield_to_realtime(&mut required, &state.realtime, &state.queues, false);
         for alt in &mut alternatives {
-            yield_to_realtime(state, alt, deployments_queued);
+            yield_to_realtime(alt, &state.realtime, &state.queues, deployments_queued);
         }
     }
     let result = state
@@ -265,38 +253,21 @@ pub async fn admit(
                 ctx.tickets.push(*held);
             }
             // Waiting for any deployment of the model: one queue per model.
-            let key = deployments_queue(route);
+            let key = deployments_key(&route.name);
             let queue = alternatives
                 .iter()
                 .flatten()
                 .find(|c| c.rule.id == r.rule)
-                .and_then(|c| queue_target(c, key, r.retry_after_ms));
+                .and_then(|c| QueueTarget::of(c, key, r.retry_after_ms));
             Err(Refused::AllLimited(r, queue))
         }
         Err(Denied::Limited(r)) => {
             let check = required.iter().find(|c| c.rule.id == r.rule);
-            let queue = check.and_then(|c| queue_target(c, c.key.clone(), r.retry_after_ms));
+            let queue = check.and_then(|c| QueueTarget::of(c, c.key.clone(), r.retry_after_ms));
             let answer = check.map(|c| &c.rule.answer);
             let limit = r.rule.clone();
             Err(Refused::Answer(rejected(r, limit, answer), queue))
         }
-    }
-}
-
-/// The queue of requests waiting for any deployment of `route`.
-fn deployments_queue(route: &ModelRoute) -> Arc<str> {
-    format!("model:{}/deployments", route.name).into()
-}
-
-/// Give a batch request's checks the realtime rate they must leave room for; none at all
-/// while realtime requests wait in the counter's queue (or in the deployments' queue).
-fn yield_to_realtime(state: &GatewayState, checks: &mut [Check<'_>], queued: bool) {
-    for c in checks {
-        c.yield_to = Some(if queued || state.queues.depth(&c.key) > 0 {
-            crate::limits::priority::QUEUED
-        } else {
-            state.realtime.rate(&c.key)
-        });
     }
 }
 
@@ -337,16 +308,14 @@ pub fn queue_ahead(
         .iter()
         .chain(&route.limits)
         .filter(|r| r.queue.is_some());
-    let waits = |key: &str, spec: Option<QueueSpec>| {
-        let depth = state.queues.depth(key);
-        depth > 0 && spec.is_some_and(|s| depth < s.max_queue)
-    };
+    let waits =
+        |key: &str, spec: Option<QueueSpec>| join_instead_of_trying(state.queues.depth(key), spec);
     for c in subject.checks(queueing) {
         if waits(&c.key, c.rule.queue) {
-            return queue_target(&c, c.key.clone(), 0);
+            return QueueTarget::of(&c, c.key.clone(), 0);
         }
     }
-    let model_key = deployments_queue(route);
+    let model_key = deployments_key(&route.name);
     let rule = route
         .deployments
         .iter()
@@ -354,7 +323,7 @@ pub fn queue_ahead(
         .find(|r| r.queue.is_some())?;
     if waits(&model_key, rule.queue) {
         let c = subject.checks(std::iter::once(rule)).pop()?;
-        return queue_target(&c, model_key, 0);
+        return QueueTarget::of(&c, model_key, 0);
     }
     None
 }
@@ -436,13 +405,7 @@ pub async fn wait<'s>(
     }
     let left = w.deadline - now;
     if w.place.is_head() {
-        // Count and req limits say exactly when headroom is back; conn slots and token
-        // reservations come back when other requests end, so look again soon.
-        let due = match q.kind {
-            Kind::Req | Kind::Count => q.retry_after_ms,
-            Kind::Conn | Kind::Tokens => q.retry_after_ms.min(25),
-        };
-        tokio::time::sleep(Duration::from_millis(due).min(left)).await;
+        tokio::time::sleep(q.head_retry_in().min(left)).await;
     } else {
         let _ = tokio::time::timeout(left, w.place.turn()).await;
     }

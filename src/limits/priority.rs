@@ -21,8 +21,10 @@
 //! The functions here are pure; the stores (local, `admit.lua`, synced counts) apply them
 //! inside their atomic update.
 
+use super::admission::Check;
 use super::conn::ConnLimit;
 use super::count::{CountLimit, CountState};
+use super::queue::Queues;
 use super::req::{ReqLimit, ReqState};
 use super::tokens::{TokenLimit, TokenState};
 use std::collections::HashMap;
@@ -31,6 +33,24 @@ use std::time::Instant;
 
 /// The rate given to a batch check whose counter has realtime requests queued: no room.
 pub const QUEUED: f64 = 1e9;
+
+/// Give a batch request's checks the realtime rate each must leave room for: none at all
+/// ([`QUEUED`]) while realtime requests wait in the counter's queue, or, with
+/// `deployments_queued`, in its model's deployments queue.
+pub fn yield_to_realtime(
+    checks: &mut [Check<'_>],
+    rates: &RealtimeRates,
+    queues: &Queues,
+    deployments_queued: bool,
+) {
+    for c in checks {
+        c.yield_to = Some(if deployments_queued || queues.depth(&c.key) > 0 {
+            QUEUED
+        } else {
+            rates.rate(&c.key)
+        });
+    }
+}
 
 /// Requests of a fixed window (count, tokens) to leave for realtime traffic at `rate`.
 pub fn window_reserve(rate: f64, reset_ms: u64) -> u64 {

@@ -11,10 +11,60 @@
 //! Queues are per gateway instance; with the Redis policy the admission they retry is the
 //! shared one, so instances share the headroom, each serving its own queue in order.
 
+use super::admission::Check;
+use super::rules::{Kind, QueueSpec, Scope};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::Notify;
+
+/// The queue a refused request may wait in: its counter (or its model's deployments) and
+/// the rule that queues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueTarget {
+    pub key: Arc<str>,
+    pub kind: Kind,
+    pub scope: Scope,
+    pub spec: QueueSpec,
+    /// When the refusal said headroom would be back.
+    pub retry_after_ms: u64,
+}
+
+impl QueueTarget {
+    /// The queue of `check`'s rule under `key`, when the rule says `on_limit: queue`.
+    pub fn of(check: &Check<'_>, key: Arc<str>, retry_after_ms: u64) -> Option<QueueTarget> {
+        check.rule.queue.map(|spec| QueueTarget {
+            key,
+            kind: check.rule.algorithm(),
+            scope: check.rule.scope,
+            spec,
+            retry_after_ms,
+        })
+    }
+
+    /// How long the head of the queue waits before asking the limiter again: count and
+    /// req limits say exactly when headroom is back; conn slots and token reservations
+    /// come back when other requests end, so the head looks again within 25 ms.
+    pub fn head_retry_in(&self) -> Duration {
+        Duration::from_millis(match self.kind {
+            Kind::Req | Kind::Count => self.retry_after_ms,
+            Kind::Conn | Kind::Tokens => self.retry_after_ms.min(25),
+        })
+    }
+}
+
+/// Whether a newcomer joins a queue of `depth` waiters instead of trying first (so
+/// headroom goes to the queue in order): someone waits and there is room.
+pub fn join_instead_of_trying(depth: usize, spec: Option<QueueSpec>) -> bool {
+    depth > 0 && spec.is_some_and(|s| depth < s.max_queue)
+}
+
+/// The key of the queue of requests waiting for any deployment of `model` (one queue per
+/// model, whichever deployment's limit refused them).
+pub fn deployments_key(model: &str) -> Arc<str> {
+    format!("model:{model}/deployments").into()
+}
 
 /// All queues of this instance, by counter key.
 #[derive(Default)]
@@ -159,6 +209,39 @@ impl Drop for Place {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_head_retries_when_headroom_is_due_or_polls_for_releases() {
+        let t = |kind, retry_after_ms| QueueTarget {
+            key: "k".into(),
+            kind,
+            scope: Scope::Route,
+            spec: QueueSpec {
+                max_wait: Duration::from_secs(1),
+                max_queue: 4,
+            },
+            retry_after_ms,
+        };
+        assert_eq!(
+            t(Kind::Count, 900).head_retry_in(),
+            Duration::from_millis(900)
+        );
+        assert_eq!(t(Kind::Req, 40).head_retry_in(), Duration::from_millis(40));
+        assert_eq!(
+            t(Kind::Conn, 900).head_retry_in(),
+            Duration::from_millis(25)
+        );
+        assert_eq!(t(Kind::Tokens, 5).head_retry_in(), Duration::from_millis(5));
+        let spec = Some(t(Kind::Count, 0).spec);
+        assert!(!join_instead_of_trying(0, spec), "nobody waits: try first");
+        assert!(join_instead_of_trying(3, spec));
+        assert!(
+            !join_instead_of_trying(4, spec),
+            "full: try, then be refused"
+        );
+        assert!(!join_instead_of_trying(3, None), "the rule does not queue");
+        assert_eq!(&*deployments_key("gpt"), "model:gpt/deployments");
+    }
 
     #[test]
     fn arrival_order_within_a_consumer_turns_across_consumers() {
