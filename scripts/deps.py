@@ -6,7 +6,8 @@ top-level modules or between files, or on an edge against the layering the archi
 promises (run by the test command):
 
     config, url, quota, errors, canonical      leaves: the file's language, shared types
-    limits, providers, metrics, runtime        the parts, configured by `config`
+    limits, providers, metrics, runtime,       the parts, configured by `config`
+    surfaces
     gateway                                    the call core over those parts
     batch                                      the batch module, a client of `gateway`
     state, proxy, admin, server                the process and its HTTP surfaces

@@ -73,6 +73,10 @@ pub struct AiRequest {
     pub client_wants_usage: bool,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_tokens: Option<u64>,
+    /// For a surface other than chat (`/v1/messages`): the same request as an OpenAI chat
+    /// request, sent to deployments whose provider does not serve the surface itself
+    /// (see `crate::surfaces`).
+    pub pivot: Option<Box<AiRequest>>,
 }
 
 impl AiRequest {
@@ -122,9 +126,19 @@ impl AiRequest {
             stream,
             client_wants_usage,
             max_tokens,
+            pivot: None,
         };
         req.check_required()?;
         Ok(req)
+    }
+
+    /// The request a provider gets: this one when it serves the endpoint, else the chat
+    /// pivot when it serves chat; `None` when it can serve neither.
+    pub fn for_provider(&self, serves: impl Fn(Endpoint) -> bool) -> Option<&AiRequest> {
+        if serves(self.endpoint) {
+            return Some(self);
+        }
+        self.pivot.as_deref().filter(|p| serves(p.endpoint))
     }
 
     /// The raw JSON text of a top-level field.

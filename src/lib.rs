@@ -44,5 +44,6 @@ pub mod quota;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod surfaces;
 pub mod tls;
 pub mod url;

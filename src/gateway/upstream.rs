@@ -4,7 +4,7 @@
 
 use super::admit::{self, Refused};
 use super::CallCtx;
-use crate::canonical::{AiRequest, Endpoint};
+use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use crate::gateway::{CooldownReason, GatewayState};
 use crate::limits::admission::{Budget, Rejection};
@@ -27,9 +27,10 @@ fn outgoing(rt: &Runtime, d: &Deployment, req: &AiRequest) -> Result<Outgoing, G
     d.provider.api.outgoing(&target, req)
 }
 
-/// Whether a deployment's provider has the request's endpoint.
-pub fn serves(d: &Deployment, endpoint: Endpoint) -> bool {
-    d.provider.api.serves(endpoint)
+/// The request a deployment gets: the client's own when its provider serves the
+/// endpoint, else the chat pivot of a surface request; `None` when it can serve neither.
+pub fn request_for<'a>(d: &Deployment, req: &'a AiRequest) -> Option<&'a AiRequest> {
+    req.for_provider(|e| d.provider.api.serves(e))
 }
 
 /// Carry out one deployment's request.
@@ -107,7 +108,7 @@ pub async fn call<'r>(
     let routing = &rt.config.routing;
     let candidates: Vec<&Deployment> = route
         .attempts(routing.strategy, u32::MAX)
-        .filter(|d| serves(d, req.endpoint))
+        .filter(|d| request_for(d, req).is_some())
         .collect();
     if candidates.is_empty() {
         return Err(GatewayError::bad_request(
@@ -200,8 +201,9 @@ pub async fn call<'r>(
         ctx.attempts += 1;
         ctx.provider = Some(d.provider.name.clone());
         let sent = Instant::now();
-        let out = outgoing(rt, d, req)?;
-        let failure = match attempt(state, rt, d, req, out).await {
+        let request = request_for(d, req).unwrap_or(req);
+        let out = outgoing(rt, d, request)?;
+        let failure = match attempt(state, rt, d, request, out).await {
             Ok(resp) => {
                 let signals = d.provider.api.signals(&resp.ratelimit_headers);
                 observe_signals(state, route, d, &signals);

@@ -21,6 +21,8 @@ pub enum ApiRoute {
     Ai(Endpoint),
     ListModels,
     GetModel(String),
+    /// `POST /v1/messages/count_tokens`: an estimate, for any model.
+    CountTokens,
     /// The Files and Batches API.
     Batch(super::batches::Route),
 }
@@ -42,6 +44,7 @@ impl ApiRoute {
             "/v1/completions" if post => Some(ApiRoute::Ai(Endpoint::Completions)),
             "/v1/embeddings" if post => Some(ApiRoute::Ai(Endpoint::Embeddings)),
             "/v1/messages" if post => Some(ApiRoute::Ai(Endpoint::Messages)),
+            "/v1/messages/count_tokens" if post => Some(ApiRoute::CountTokens),
             "/v1/models" if get => Some(ApiRoute::ListModels),
             p if get => p
                 .strip_prefix("/v1/models/")
@@ -65,6 +68,8 @@ impl ApiRoute {
             ApiRoute::Ai(Endpoint::Embeddings) => "embeddings",
             ApiRoute::Ai(Endpoint::Messages) => "messages",
             ApiRoute::ListModels | ApiRoute::GetModel(_) => "models",
+            // Anthropic's API: its errors come in Anthropic's shape.
+            ApiRoute::CountTokens => "messages",
             ApiRoute::Batch(b) => b.label(),
         }
     }
@@ -116,9 +121,20 @@ pub async fn serve(
             respond::json(session, ctx, &model_object(&m.name, &m.owned_by)).await;
         }
         ApiRoute::Batch(b) => super::batches::serve(state, session, ctx, b).await?,
+        ApiRoute::CountTokens => {
+            let raw = body::read_body(session, rt.config.server.max_body_bytes).await?;
+            let body: serde_json::Value = serde_json::from_slice(&raw)
+                .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}"), None))?;
+            let model = body["model"].as_str().unwrap_or_default();
+            rt.model(model)
+                .filter(|m| !m.deployments.is_empty())
+                .ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))?;
+            let tokens = crate::surfaces::messages::count_tokens(&body);
+            respond::json(session, ctx, &json!({"input_tokens": tokens})).await;
+        }
         ApiRoute::Ai(endpoint) => {
             let raw = body::read_body(session, rt.config.server.max_body_bytes).await?;
-            let req = AiRequest::parse(endpoint, raw)?;
+            let mut req = AiRequest::parse(endpoint, raw)?;
             ctx.stream = req.stream;
             let route = rt
                 .model(&req.model)
@@ -126,6 +142,14 @@ pub async fn serve(
             ctx.model = Some(route.name.clone());
             if route.deployments.is_empty() {
                 return Err(GatewayError::NoDeployment(req.model.clone()));
+            }
+            // A surface some deployment does not serve itself goes there as chat.
+            if route
+                .deployments
+                .iter()
+                .any(|d| !d.provider.api.serves(endpoint))
+            {
+                req.pivot = crate::surfaces::pivot(&req)?.map(Box::new);
             }
             let remote = session
                 .client_addr()

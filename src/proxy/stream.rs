@@ -14,6 +14,7 @@ use crate::providers::api::EventTranslator;
 use crate::providers::Provider;
 use crate::providers::{UpstreamErrorKind, UpstreamResponse};
 use crate::state::AppState;
+use crate::surfaces::{self, ChunkTranslator};
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use serde_json::Value;
@@ -31,9 +32,13 @@ pub async fn relay(
     resp: UpstreamResponse,
     provider: &'static dyn Provider,
 ) {
-    let native = req.endpoint == Endpoint::Messages;
+    // The provider speaks the client's surface itself (else it was sent the chat pivot,
+    // and its chat answer goes back through the surface's translation).
+    let direct = provider.serves(req.endpoint);
+    let native = direct && req.endpoint == Endpoint::Messages;
+    let surface = if direct { None } else { Some(req.endpoint) };
+    let model = ctx.model.as_deref().unwrap_or(&req.model).to_string();
     if resp.status == 200 && req.stream && resp.is_event_stream() {
-        let model = ctx.model.as_deref().unwrap_or(&req.model).to_string();
         let dialect = if native {
             Dialect::Native(provider)
         } else {
@@ -42,11 +47,12 @@ pub async fn relay(
                 None => Dialect::OpenAi,
             }
         };
-        relay_events(state, session, ctx, req, resp, dialect).await
+        let surface = surface.and_then(|e| surfaces::stream(e, &model));
+        relay_events(state, session, ctx, req, resp, dialect, surface).await
     } else if native {
         relay_native(state, session, ctx, resp, provider).await
     } else {
-        relay_whole(state, session, ctx, resp, provider).await
+        relay_whole(state, session, ctx, resp, provider, surface).await
     }
 }
 
@@ -155,6 +161,7 @@ async fn relay_whole(
     ctx: &mut RequestCtx,
     mut resp: UpstreamResponse,
     provider: &dyn Provider,
+    surface: Option<Endpoint>,
 ) {
     let Some(body) = read_whole(state, session, ctx, &mut resp).await else {
         return;
@@ -171,17 +178,24 @@ async fn relay_whole(
     if answer.status < 400 {
         ctx.usage = usage_of(&answer.body);
     }
+    let (status, body, as_sent) = match surface {
+        Some(e) => {
+            let (status, body) = surfaces::answer(e, answer.status, answer.body, &model);
+            (status, body, false)
+        }
+        None => (answer.status, answer.body, answer.as_sent),
+    };
     let content_type = match resp.content_type {
-        Some(c) if answer.as_sent => c,
+        Some(c) if as_sent => c,
         _ => "application/json".to_string(),
     };
-    let mut h = respond::header(answer.status, &content_type, ctx);
-    if matches!(answer.status, 429 | 503) {
+    let mut h = respond::header(status, &content_type, ctx);
+    if matches!(status, 429 | 503 | 529) {
         if let Some(r) = &resp.retry_after {
             let _ = h.insert_header("retry-after", r.as_str());
         }
     }
-    respond::full(session, ctx, h, answer.body).await;
+    respond::full(session, ctx, h, body).await;
 }
 
 async fn relay_events(
@@ -191,6 +205,7 @@ async fn relay_events(
     req: &AiRequest,
     mut resp: UpstreamResponse,
     mut dialect: Dialect,
+    mut surface: Option<Box<dyn ChunkTranslator>>,
 ) {
     ctx.status = 200;
     let mut h = respond::header(200, "text/event-stream", ctx);
@@ -220,11 +235,20 @@ async fn relay_events(
         events.push(&chunk);
         let mut out = BytesMut::with_capacity(chunk.len());
         while let Some(event) = events.next_event() {
-            let (send, complete) = dialect.handle(event, req.client_wants_usage, &mut ctx.usage);
+            // A surface needs the usage chunk to report usage itself.
+            let wants_usage = req.client_wants_usage || surface.is_some();
+            let (send, complete) = dialect.handle(event, wants_usage, &mut ctx.usage);
             for e in send {
-                out.extend_from_slice(&e);
+                match surface.as_mut() {
+                    Some(s) => {
+                        for e in surface_events(s.as_mut(), &e) {
+                            out.extend_from_slice(&e);
+                        }
+                    }
+                    None => out.extend_from_slice(&e),
+                }
             }
-            if complete {
+            if complete || surface.as_ref().is_some_and(|s| s.ended()) {
                 done = true;
                 break;
             }
@@ -241,10 +265,14 @@ async fn relay_events(
     if let Some(kind) = cut {
         count_error(state, ctx, kind);
         ctx.error = Some("stream_cut");
-        let event = dialect.cut(&format!(
+        let message = format!(
             "The upstream stream ended before it was complete ({}).",
             kind.label()
-        ));
+        );
+        let event = match surface.as_mut() {
+            Some(s) => Bytes::from(s.cut(&message).concat()),
+            None => dialect.cut(&message),
+        };
         if session
             .write_response_body(Some(event), false)
             .await
@@ -288,6 +316,18 @@ fn count_error(state: &AppState, ctx: &RequestCtx, kind: UpstreamErrorKind) {
         .upstream_errors
         .with_label_values(&[provider, kind.label()])
         .inc();
+}
+
+/// A surface's events for one OpenAI chunk event (its `data`, or `[DONE]`).
+fn surface_events(s: &mut dyn ChunkTranslator, event: &[u8]) -> Vec<Bytes> {
+    match event_data(event) {
+        Some(d) if d.starts_with(b"[DONE]") => s.chunk(None),
+        Some(d) => match serde_json::from_slice::<Value>(&d) {
+            Ok(v) => s.chunk(Some(&v)),
+            Err(_) => Vec::new(),
+        },
+        None => Vec::new(), // comments such as `: keep-alive`
+    }
 }
 
 /// What to do with one event.

@@ -5,6 +5,8 @@
 //! a stream cut mid-way). Answers carry `mock.prompt_sha256` / `mock.prompt_bytes` so a
 //! test can check that a prompt reached the provider intact.
 
+mod tools;
+
 use super::{UpstreamBody, UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::config::schema::MockConfig;
@@ -113,7 +115,7 @@ impl MockProvider {
             Endpoint::ChatCompletions | Endpoint::Completions => {
                 json_response(self.completion(req, model, &prompt))
             }
-            // Routing sends /v1/messages to Anthropic deployments only.
+            // A Messages request reaches the mock as its chat pivot.
             Endpoint::Messages => failure(404, None),
         }
     }
@@ -141,6 +143,13 @@ impl MockProvider {
 
     fn completion(&self, req: &AiRequest, model: &str, prompt: &Prompt) -> Value {
         let (words, finish) = self.completion_words(req, prompt);
+        if let Some(call) = self.tool_call(req, prompt) {
+            return json!({"id": format!("chatcmpl-{}", rand_id()), "object": "chat.completion",
+                "created": now(), "model": model, "system_fingerprint": "fp_mock",
+                "choices": [{"index": 0, "message": call.message(), "logprobs": null,
+                             "finish_reason": "tool_calls"}],
+                "usage": usage(prompt.tokens(), call.tokens()), "mock": mock_info(prompt)});
+        }
         let usage = usage(prompt.tokens(), words.len() as u64);
         let text = words.concat();
         let (id, object, choice) = match req.endpoint {
@@ -162,8 +171,20 @@ impl MockProvider {
                "mock": mock_info(prompt)})
     }
 
+    /// The tool call a chat request requires, if any (see [`tools`]).
+    fn tool_call(&self, req: &AiRequest, prompt: &Prompt) -> Option<tools::Call> {
+        let seed = u64::from_le_bytes(prompt.digest[..8].try_into().unwrap_or_default());
+        (req.endpoint == Endpoint::ChatCompletions)
+            .then(|| tools::required(req, seed))
+            .flatten()
+    }
+
     fn stream(&self, req: &AiRequest, model: &str, prompt: &Prompt) -> UpstreamResponse {
-        let (words, finish) = self.completion_words(req, prompt);
+        let (mut words, mut finish) = self.completion_words(req, prompt);
+        let call = self.tool_call(req, prompt);
+        if call.is_some() {
+            (words, finish) = (Vec::new(), "tool_calls");
+        }
         let chat = req.endpoint == Endpoint::ChatCompletions;
         let id = if chat {
             format!("chatcmpl-{}", rand_id())
@@ -205,12 +226,18 @@ impl MockProvider {
         for w in &words {
             events.push(chunk(delta_choice(json!({"content": w}), w, Value::Null)));
         }
+        for d in call.iter().flat_map(tools::Call::deltas) {
+            events.push(chunk(delta_choice(d, "", Value::Null)));
+        }
         events.push(chunk(delta_choice(json!({}), "", json!(finish))));
+        let completion = call
+            .as_ref()
+            .map_or(words.len() as u64, tools::Call::tokens);
         if with_usage {
             events.push(
                 json!({"id": id, "object": object, "created": created, "model": model,
                                "system_fingerprint": "fp_mock", "choices": [],
-                               "usage": usage(prompt.tokens(), words.len() as u64)}),
+                               "usage": usage(prompt.tokens(), completion)}),
             );
         }
         let mut frames: Vec<Bytes> = events

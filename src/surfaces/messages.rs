@@ -1,0 +1,436 @@
+//! Anthropic's Messages API (`POST /v1/messages`) for models whose provider does not speak
+//! it: the request becomes an OpenAI chat request (the pivot every provider serves), and
+//! the chat answer, stream and errors come back in Anthropic's shape. The inverse of the
+//! Anthropic provider's translations ([`crate::providers::anthropic`]); the mapping
+//! follows `shared/reference/openai-wire.md` §5.1 read right to left.
+//!
+//! Losses: `top_k`, `thinking` and cache-control markers are dropped (chat has none);
+//! `document` blocks are refused (400); server tools (`web_search_*`) are dropped.
+
+use super::ChunkTranslator;
+use crate::errors::{anthropic_error_body, GatewayError};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+fn bad(message: impl Into<String>) -> GatewayError {
+    GatewayError::bad_request(message, Some("messages"))
+}
+
+/// The text of an Anthropic `system` or `tool_result` content (a string or text blocks).
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// An Anthropic image block → an OpenAI `image_url` part.
+fn image_part(block: &Value) -> Result<Value, GatewayError> {
+    let s = &block["source"];
+    let url = match s["type"].as_str() {
+        Some("base64") => format!(
+            "data:{};base64,{}",
+            s["media_type"].as_str().unwrap_or("image/png"),
+            s["data"].as_str().unwrap_or_default()
+        ),
+        Some("url") => s["url"].as_str().unwrap_or_default().to_string(),
+        other => return Err(bad(format!("image source type {other:?} is not supported"))),
+    };
+    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+}
+
+/// One Anthropic message → OpenAI chat messages (tool results become `tool` messages
+/// placed before the rest of the turn, as chat requires them right after the call).
+fn messages_of(m: &Value, out: &mut Vec<Value>) -> Result<(), GatewayError> {
+    let role = m["role"].as_str().unwrap_or_default();
+    if role != "user" && role != "assistant" {
+        return Err(bad(format!(
+            "messages: role must be \"user\" or \"assistant\", got {role:?}"
+        )));
+    }
+    let blocks = match &m["content"] {
+        Value::String(s) => {
+            out.push(json!({"role": role, "content": s}));
+            return Ok(());
+        }
+        Value::Array(b) => b,
+        _ => return Err(bad("message content must be a string or an array")),
+    };
+    let mut parts = Vec::new();
+    let mut calls = Vec::new();
+    for b in blocks {
+        match b["type"].as_str() {
+            Some("text") => parts.push(json!({"type": "text", "text": b["text"]})),
+            Some("image") => parts.push(image_part(b)?),
+            Some("tool_use") => calls.push(json!({"id": b["id"], "type": "function",
+                "function": {"name": b["name"], "arguments": b["input"].to_string()}})),
+            Some("tool_result") => {
+                let mut text = text_of(&b["content"]);
+                if b["is_error"] == json!(true) && !text.starts_with("Error") {
+                    text = format!("Error: {text}");
+                }
+                out.push(
+                    json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": text}),
+                );
+            }
+            // Reasoning of an earlier turn: chat upstreams take none back.
+            Some("thinking" | "redacted_thinking") => {}
+            other => {
+                return Err(bad(format!(
+                    "content block type {other:?} is not supported for this model"
+                )))
+            }
+        }
+    }
+    if role == "assistant" {
+        let text = parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("");
+        let mut msg = json!({"role": "assistant",
+            "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+        if !calls.is_empty() {
+            msg["tool_calls"] = Value::Array(calls);
+        }
+        out.push(msg);
+    } else if !parts.is_empty() {
+        let only_text = parts.iter().all(|p| p["type"] == "text");
+        let content = if only_text && parts.len() == 1 {
+            parts[0]["text"].clone()
+        } else {
+            Value::Array(parts)
+        };
+        out.push(json!({"role": "user", "content": content}));
+    }
+    Ok(())
+}
+
+/// A Messages request → the OpenAI chat request for the same public model.
+pub fn to_chat(body: &Value) -> Result<Value, GatewayError> {
+    let mut out = Map::new();
+    out.insert("model".into(), body["model"].clone());
+    let mut messages = Vec::new();
+    let system = text_of(&body["system"]);
+    if !system.is_empty() {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    for m in body["messages"]
+        .as_array()
+        .ok_or_else(|| bad("messages: Field required"))?
+    {
+        messages_of(m, &mut messages)?;
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    let max_tokens = body["max_tokens"].as_u64().ok_or_else(|| {
+        GatewayError::bad_request("max_tokens: Field required", Some("max_tokens"))
+    })?;
+    out.insert("max_tokens".into(), json!(max_tokens));
+    for k in ["temperature", "top_p"] {
+        if body[k].is_number() {
+            out.insert(k.into(), body[k].clone());
+        }
+    }
+    if let Some(stops) = body["stop_sequences"].as_array().filter(|s| !s.is_empty()) {
+        out.insert("stop".into(), Value::Array(stops.clone()));
+    }
+    if body["stream"] == json!(true) {
+        out.insert("stream".into(), json!(true));
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if let Some(user) = body["metadata"]["user_id"].as_str() {
+        out.insert("user".into(), json!(user));
+    }
+    if let Some(tools) = body["tools"].as_array() {
+        let tools: Vec<Value> = tools
+            .iter()
+            .filter(|t| t["type"].is_null() || t["type"] == "custom")
+            .map(|t| {
+                let mut f = json!({"name": t["name"], "parameters": t["input_schema"]});
+                if let Some(d) = t["description"].as_str() {
+                    f["description"] = json!(d);
+                }
+                json!({"type": "function", "function": f})
+            })
+            .collect();
+        if !tools.is_empty() {
+            out.insert("tools".into(), Value::Array(tools));
+        }
+    }
+    let choice = &body["tool_choice"];
+    let mapped = match choice["type"].as_str() {
+        Some("auto") => Some(json!("auto")),
+        Some("any") => Some(json!("required")),
+        Some("none") => Some(json!("none")),
+        Some("tool") => Some(json!({"type": "function", "function": {"name": choice["name"]}})),
+        _ => None,
+    };
+    if out.contains_key("tools") {
+        if let Some(c) = mapped {
+            out.insert("tool_choice".into(), c);
+        }
+        if choice["disable_parallel_tool_use"] == json!(true) {
+            out.insert("parallel_tool_calls".into(), json!(false));
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// `count_tokens`' estimate: the gateway's usual one token per four bytes of what the
+/// model reads (system prompt, messages, tools), at least one.
+pub fn count_tokens(body: &Value) -> u64 {
+    let bytes: usize = ["system", "messages", "tools"]
+        .iter()
+        .filter(|k| !body[**k].is_null())
+        .map(|k| body[*k].to_string().len())
+        .sum();
+    (bytes as u64).div_ceil(4).max(1)
+}
+
+/// OpenAI `finish_reason` → Anthropic `stop_reason`.
+fn stop_reason(finish: &str) -> &'static str {
+    match finish {
+        "length" => "max_tokens",
+        "tool_calls" | "function_call" => "tool_use",
+        "content_filter" => "refusal",
+        _ => "end_turn",
+    }
+}
+
+/// OpenAI usage → Anthropic usage (cached prompt tokens as cache reads, so that input +
+/// cache reads is the prompt, as Anthropic counts).
+fn usage(u: &Value) -> Value {
+    let prompt = u["prompt_tokens"].as_u64().unwrap_or(0);
+    let cached = u["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap_or(0)
+        .min(prompt);
+    json!({"input_tokens": prompt - cached, "output_tokens": u["completion_tokens"].as_u64().unwrap_or(0),
+           "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached})
+}
+
+/// A message id for a chat completion id (`msg_` prefix, as the SDKs show).
+fn message_id(chat_id: &Value) -> String {
+    match chat_id.as_str() {
+        Some(id) if id.starts_with("msg_") => id.to_string(),
+        Some(id) if !id.is_empty() => format!("msg_{id}"),
+        _ => format!("msg_{:016x}", rand::random::<u64>()),
+    }
+}
+
+/// Parsed tool-call arguments (an object; text that is not JSON is kept under `_raw`).
+fn input_of(arguments: &str) -> Value {
+    match serde_json::from_str::<Value>(if arguments.is_empty() {
+        "{}"
+    } else {
+        arguments
+    }) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => json!({"_raw": arguments}),
+    }
+}
+
+/// A `chat.completion` → a Message for the public `model`.
+pub fn from_chat(chat: &Value, model: &str) -> Value {
+    let choice = &chat["choices"][0];
+    let msg = &choice["message"];
+    let mut content = Vec::new();
+    if let Some(t) = msg["content"].as_str().filter(|t| !t.is_empty()) {
+        content.push(json!({"type": "text", "text": t}));
+    }
+    for call in msg["tool_calls"].as_array().into_iter().flatten() {
+        let args = call["function"]["arguments"].as_str().unwrap_or("{}");
+        content.push(json!({"type": "tool_use", "id": call["id"],
+            "name": call["function"]["name"], "input": input_of(args)}));
+    }
+    json!({"id": message_id(&chat["id"]), "type": "message", "role": "assistant", "model": model,
+           "content": content,
+           "stop_reason": stop_reason(choice["finish_reason"].as_str().unwrap_or("stop")),
+           "stop_sequence": null, "usage": usage(&chat["usage"])})
+}
+
+/// Anthropic's error type for a status.
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// An OpenAI-shaped error body → Anthropic's shape, same status.
+pub fn error_from_openai(status: u16, body: &[u8]) -> Bytes {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message = v["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned());
+    anthropic_error_body(error_type(status), &message)
+}
+
+fn event(v: &Value) -> Bytes {
+    let t = v["type"].as_str().unwrap_or("error");
+    Bytes::from(format!("event: {t}\ndata: {v}\n\n"))
+}
+
+/// What block is open in the Anthropic stream being built.
+#[derive(PartialEq)]
+enum Open {
+    None,
+    Text,
+    /// A tool-use block, for this chat tool-call index.
+    Tool(u64),
+}
+
+/// OpenAI chunks → Anthropic's named events: `message_start` first, one content block per
+/// text run or tool call (opened and closed in order), `message_delta` with the stop
+/// reason and usage once the chat stream has ended, then `message_stop`.
+pub struct ChunkStream {
+    model: String,
+    started: bool,
+    open: Open,
+    /// Index of the next content block.
+    next_block: u64,
+    stop_reason: &'static str,
+    usage: Value,
+    ended: bool,
+}
+
+impl ChunkStream {
+    pub fn new(model: &str) -> ChunkStream {
+        ChunkStream {
+            model: model.to_string(),
+            started: false,
+            open: Open::None,
+            next_block: 0,
+            stop_reason: "end_turn",
+            usage: Value::Null,
+            ended: false,
+        }
+    }
+
+    fn start(&mut self, chat_id: &Value, out: &mut Vec<Bytes>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        out.push(event(&json!({"type": "message_start", "message": {
+            "id": message_id(chat_id), "type": "message", "role": "assistant", "model": self.model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0}}})));
+    }
+
+    fn close(&mut self, out: &mut Vec<Bytes>) {
+        if self.open != Open::None {
+            out.push(event(
+                &json!({"type": "content_block_stop", "index": self.next_block - 1}),
+            ));
+            self.open = Open::None;
+        }
+    }
+
+    fn open(&mut self, open: Open, block: Value, out: &mut Vec<Bytes>) {
+        self.close(out);
+        out.push(event(
+            &json!({"type": "content_block_start", "index": self.next_block,
+            "content_block": block}),
+        ));
+        self.next_block += 1;
+        self.open = open;
+    }
+
+    fn delta(&self, delta: Value) -> Bytes {
+        event(&json!({"type": "content_block_delta", "index": self.next_block - 1, "delta": delta}))
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        self.start(&Value::Null, out);
+        self.close(out);
+        let u = usage(&self.usage);
+        out.push(event(&json!({"type": "message_delta",
+            "delta": {"stop_reason": self.stop_reason, "stop_sequence": null},
+            "usage": {"output_tokens": u["output_tokens"], "input_tokens": u["input_tokens"],
+                      "cache_read_input_tokens": u["cache_read_input_tokens"]}})));
+        out.push(event(&json!({"type": "message_stop"})));
+        self.ended = true;
+    }
+}
+
+impl ChunkTranslator for ChunkStream {
+    fn chunk(&mut self, data: Option<&Value>) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if self.ended {
+            return out;
+        }
+        let Some(c) = data else {
+            self.finish(&mut out); // `data: [DONE]`
+            return out;
+        };
+        if let Some(e) = c.get("error").filter(|e| e.is_object()) {
+            let message = e["message"].as_str().unwrap_or("upstream error");
+            let etype = if e["type"] == "server_error" || e["type"].is_null() {
+                "api_error"
+            } else {
+                "invalid_request_error"
+            };
+            out.push(event(
+                &json!({"type": "error", "error": {"type": etype, "message": message}}),
+            ));
+            self.ended = true;
+            return out;
+        }
+        self.start(&c["id"], &mut out);
+        if c["usage"].is_object() {
+            self.usage = c["usage"].clone();
+        }
+        let Some(choice) = c["choices"].get(0) else {
+            return out;
+        };
+        let d = &choice["delta"];
+        if let Some(t) = d["content"].as_str().filter(|t| !t.is_empty()) {
+            if self.open != Open::Text {
+                self.open(Open::Text, json!({"type": "text", "text": ""}), &mut out);
+            }
+            out.push(self.delta(json!({"type": "text_delta", "text": t})));
+        }
+        for call in d["tool_calls"].as_array().into_iter().flatten() {
+            let index = call["index"].as_u64().unwrap_or(0);
+            if self.open != Open::Tool(index) {
+                let block = json!({"type": "tool_use", "id": call["id"],
+                    "name": call["function"]["name"], "input": {}});
+                self.open(Open::Tool(index), block, &mut out);
+            }
+            if let Some(a) = call["function"]["arguments"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+            {
+                out.push(self.delta(json!({"type": "input_json_delta", "partial_json": a})));
+            }
+        }
+        if let Some(f) = choice["finish_reason"].as_str() {
+            self.stop_reason = stop_reason(f);
+        }
+        out
+    }
+
+    fn cut(&mut self, message: &str) -> Vec<Bytes> {
+        self.ended = true;
+        vec![event(
+            &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+        )]
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+}
