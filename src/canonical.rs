@@ -21,13 +21,16 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// An OpenAI `usage` object (`completion_tokens` missing: `total - prompt`, as
-    /// embeddings answers have none).
+    /// An OpenAI `usage` object, of chat (`prompt_tokens`, `completion_tokens`) or of the
+    /// Responses API (`input_tokens`, `output_tokens`); without completion tokens,
+    /// `total - prompt`, as embeddings answers have none.
     pub fn from_openai(u: &serde_json::Value) -> Option<Usage> {
         let u = u.as_object()?;
         let n = |k: &str| u.get(k).and_then(serde_json::Value::as_u64);
-        let prompt = n("prompt_tokens").unwrap_or(0);
+        // Chat's names, or the Responses API's.
+        let prompt = n("prompt_tokens").or(n("input_tokens")).unwrap_or(0);
         let completion = n("completion_tokens")
+            .or(n("output_tokens"))
             .unwrap_or_else(|| n("total_tokens").unwrap_or(prompt).saturating_sub(prompt));
         Some(Usage {
             prompt_tokens: prompt,
@@ -42,9 +45,10 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
-    /// Anthropic's native Messages API (`POST /v1/messages`), passed through to Anthropic
-    /// deployments.
+    /// Anthropic's Messages API (`POST /v1/messages`).
     Messages,
+    /// OpenAI's Responses API (`POST /v1/responses`).
+    Responses,
 }
 
 impl Endpoint {
@@ -55,6 +59,7 @@ impl Endpoint {
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
+            Endpoint::Responses => "/responses",
         }
     }
 }
@@ -115,7 +120,7 @@ impl AiRequest {
             .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
             .and_then(|v| v.get("include_usage").and_then(|u| u.as_bool()))
             .unwrap_or(false);
-        let max_tokens = ["max_completion_tokens", "max_tokens"]
+        let max_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
             .iter()
             .find_map(|k| raw(k).and_then(|r| r.parse::<u64>().ok()));
         let req = AiRequest {
@@ -151,7 +156,7 @@ impl AiRequest {
         let (name, param) = match self.endpoint {
             Endpoint::ChatCompletions | Endpoint::Messages => ("messages", "messages"),
             Endpoint::Completions => ("prompt", "prompt"),
-            Endpoint::Embeddings => ("input", "input"),
+            Endpoint::Embeddings | Endpoint::Responses => ("input", "input"),
         };
         let Some(raw) = self.raw(name) else {
             return Err(GatewayError::bad_request(
@@ -189,10 +194,12 @@ impl AiRequest {
         let field = match self.endpoint {
             Endpoint::ChatCompletions | Endpoint::Messages => "messages",
             Endpoint::Completions => "prompt",
-            Endpoint::Embeddings => "input",
+            Endpoint::Embeddings | Endpoint::Responses => "input",
         };
-        self.raw(field)
-            .map_or(1, |r| (r.len() as u64).div_ceil(4).max(1))
+        let bytes = self.raw(field).map_or(0, str::len)
+            + self.raw("instructions").map_or(0, str::len)
+            + self.raw("system").map_or(0, str::len);
+        (bytes as u64).div_ceil(4).max(1)
     }
 
     /// A top-level field as raw JSON.
@@ -212,8 +219,12 @@ impl AiRequest {
 
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
         // Anthropic always reports usage (and has no `stream_options`).
+        // Responses report usage in their terminal event.
         let force_usage = self.stream
-            && !matches!(self.endpoint, Endpoint::Embeddings | Endpoint::Messages)
+            && !matches!(
+                self.endpoint,
+                Endpoint::Embeddings | Endpoint::Messages | Endpoint::Responses
+            )
             && !self.client_wants_usage;
         if upstream_model == self.model && !force_usage {
             return self.body.clone();

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod providers;
 pub mod proxy;
 pub mod quota;
+pub mod response_store;
 pub mod runtime;
 pub mod server;
 pub mod state;

@@ -105,6 +105,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     let state = Arc::new(AppState {
         gateway,
         batch,
+        responses: response_store(&config)?,
         tls: match &config.server.tls {
             Some(t) => Some(
                 crate::tls::ReloadableCert::new(&t.cert_file, &t.key_file)
@@ -165,6 +166,15 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
             crate::batch::dispatch::Dispatcher::new(state.gateway.clone(), store),
         ));
     }
+    if let Some(store) = state.responses.clone() {
+        server.add_service(background_service(
+            "responses sweeper",
+            ResponseSweeper {
+                store,
+                state: state.clone(),
+            },
+        ));
+    }
     if let Some(store) = state.limiter.redis() {
         server.add_service(background_service(
             "shared limit store",
@@ -176,6 +186,31 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         Drainer { state, grace },
     ));
     Ok(server)
+}
+
+/// Ends stored Responses API responses past `responses.retention`, every ten minutes.
+struct ResponseSweeper {
+    store: Arc<dyn crate::response_store::ResponseStore>,
+    state: Arc<AppState>,
+}
+
+#[async_trait]
+impl BackgroundService for ResponseSweeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            let keep = self.state.runtime.load().config.responses.retention;
+            let before = crate::response_store::now().saturating_sub(keep.as_secs());
+            match self.store.sweep(before).await {
+                Ok(n) if n > 0 => tracing::info!(responses = n, "expired responses deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "sweeping expired responses"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }
 
 /// Runs the Redis store's background work: connection, lease refresh, releases, probes.
@@ -292,6 +327,30 @@ fn batch_store(
         }
         Arc::new(crate::batch::store::Sqlite::new(store))
     })
+}
+
+/// The Responses API store of `responses.store`.
+fn response_store(
+    config: &crate::config::schema::Config,
+) -> Result<Option<Arc<dyn crate::response_store::ResponseStore>>, String> {
+    use crate::config::schema::{LimitPolicy, ResponseStoreKind};
+    let r = &config.responses;
+    let redis = match r.store {
+        ResponseStoreKind::Off => return Ok(None),
+        ResponseStoreKind::Redis => true,
+        ResponseStoreKind::Sqlite => false,
+        ResponseStoreKind::Auto => config.limits.policy != LimitPolicy::Local,
+    };
+    Ok(Some(if redis {
+        Arc::new(crate::response_store::redis::RedisResponses::new(
+            &config.limits,
+            r.retention,
+        ))
+    } else {
+        Arc::new(crate::response_store::sqlite::SqliteResponses::open(
+            &r.data_dir,
+        )?)
+    }))
 }
 
 /// Where a graceful upgrade passes the listening sockets.

@@ -322,8 +322,13 @@ fn every_gateway_answer_is_openai_shaped_with_request_id() {
             Some("invalid_api_key"),
         ),
         (
-            post(&front.url("/v1/responses"), Some(KEY), "{}"),
+            post(&front.url("/v1/assistants"), Some(KEY), "{}"),
             404,
+            None,
+        ),
+        (
+            post(&front.url("/v1/responses"), Some(KEY), "{}"),
+            400,
             None,
         ),
         (

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 mod batch;
 mod limits;
+mod responses;
 pub use batch::*;
 pub use limits::*;
+pub use responses::*;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,6 +41,8 @@ pub struct Config {
     /// The batch module (Files and Batches API).
     #[serde(default)]
     pub batch: BatchConfig,
+    #[serde(default)]
+    pub responses: ResponsesConfig,
     #[serde(default)]
     pub upstream: UpstreamConfig,
     #[serde(default)]

@@ -122,9 +122,19 @@ fn batch(c: &Config, p: &mut Problems) {
             "`redis` uses the limits' Redis: set limits.policy to redis or redis-cluster",
         );
     }
-    if b.store == super::schema::BatchStoreKind::Redis && c.limits.policy == LimitPolicy::Local {
+    let r = &c.responses;
+    if r.consumer_quota_bytes == 0 {
         p.add(
-            "batch.store",
+            "responses.consumer_quota_bytes",
+            "must be greater than zero",
+        );
+    }
+    if r.retention.as_secs() < 1 {
+        p.add("responses.retention", "must be at least 1s");
+    }
+    if r.store == super::schema::ResponseStoreKind::Redis && c.limits.policy == LimitPolicy::Local {
+        p.add(
+            "responses.store",
             "`redis` uses the limits' Redis: set limits.policy to redis or redis-cluster",
         );
     }

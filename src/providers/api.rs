@@ -30,9 +30,10 @@ pub struct Outgoing {
 
 /// One upstream API.
 pub trait Provider: Send + Sync + std::fmt::Debug {
-    /// Whether it serves requests on `endpoint`.
+    /// Whether it serves requests on `endpoint` itself (else the call core sends it the
+    /// chat form of a surface request: see `crate::surfaces`).
     fn serves(&self, endpoint: Endpoint) -> bool {
-        endpoint != Endpoint::Messages
+        !matches!(endpoint, Endpoint::Messages | Endpoint::Responses)
     }
 
     /// The request for a deployment: path, auth headers and body (the client's body with
@@ -62,9 +63,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         Usage::from_openai(answer.get("usage")?)
     }
 
-    /// What one event of its own stream API says about usage, added to `usage`.
+    /// What one event of its own stream API says about usage, added to `usage` (chat
+    /// chunks carry `usage`; Responses' terminal events carry `response.usage`).
     fn stream_usage(&self, event: &serde_json::Value, usage: &mut Usage) {
-        if let Some(u) = event.get("usage").and_then(Usage::from_openai) {
+        let u = event
+            .get("usage")
+            .or(event.get("response").and_then(|r| r.get("usage")));
+        if let Some(u) = u.and_then(Usage::from_openai) {
             *usage = u;
         }
     }

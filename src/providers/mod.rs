@@ -31,7 +31,8 @@ use bytes::Bytes;
 /// The provider implementation of a kind: the one place that matches on it.
 pub fn registry(kind: ProviderKind) -> &'static dyn Provider {
     match kind {
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => &openai::OpenAi,
+        ProviderKind::Openai => &openai::OpenAi,
+        ProviderKind::OpenaiCompatible => &openai::OpenAiCompatible,
         ProviderKind::Azure => &azure::Azure,
         ProviderKind::Anthropic => &Anthropic,
         ProviderKind::Mock => &mock::Mock,

@@ -3,7 +3,7 @@
 //! key as a bearer token.
 
 use super::api::{bearer, Outgoing, Provider, Target};
-use crate::canonical::AiRequest;
+use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 
 /// Where `kind: openai` goes when the config names no `base_url`.
@@ -13,6 +13,11 @@ pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub struct OpenAi;
 
 impl Provider for OpenAi {
+    /// OpenAI serves the Responses API itself.
+    fn serves(&self, endpoint: Endpoint) -> bool {
+        endpoint != Endpoint::Messages
+    }
+
     fn default_base_url(&self) -> Option<&'static str> {
         Some(OPENAI_BASE_URL)
     }
@@ -26,10 +31,20 @@ impl Provider for OpenAi {
     }
 }
 
+/// An OpenAI-compatible server (DeepSeek, vLLM, Ollama, another gateway): OpenAI's
+/// request mapping, but it is not assumed to serve the Responses API.
+#[derive(Debug)]
+pub struct OpenAiCompatible;
+
+impl Provider for OpenAiCompatible {
+    fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
+        OpenAi.outgoing(t, req)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canonical::Endpoint;
 
     #[test]
     fn same_path_bearer_key_and_only_the_model_replaced() {

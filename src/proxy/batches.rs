@@ -79,7 +79,7 @@ fn not_found(what: &str, id: &str) -> GatewayError {
 }
 
 /// The query string's parameters.
-fn query(session: &Session) -> Vec<(String, String)> {
+pub(super) fn query(session: &Session) -> Vec<(String, String)> {
     session
         .req_header()
         .uri
@@ -98,11 +98,15 @@ fn query(session: &Session) -> Vec<(String, String)> {
         .collect()
 }
 
-fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-fn limit(q: &[(String, String)], default: usize, max: usize) -> Result<usize, GatewayError> {
+pub(super) fn limit(
+    q: &[(String, String)],
+    default: usize,
+    max: usize,
+) -> Result<usize, GatewayError> {
     match param(q, "limit") {
         None => Ok(default),
         Some(v) => v

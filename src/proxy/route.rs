@@ -23,6 +23,8 @@ pub enum ApiRoute {
     GetModel(String),
     /// `POST /v1/messages/count_tokens`: an estimate, for any model.
     CountTokens,
+    /// A stored Responses API response: retrieve, delete, input items.
+    StoredResponse(super::responses::Route),
     /// The Files and Batches API.
     Batch(super::batches::Route),
 }
@@ -39,12 +41,16 @@ impl ApiRoute {
         if let Some(b) = super::batches::Route::parse(method, trimmed) {
             return Ok(ApiRoute::Batch(b));
         }
+        if let Some(r) = super::responses::Route::parse(method, trimmed) {
+            return Ok(ApiRoute::StoredResponse(r));
+        }
         let route = match trimmed {
             "/v1/chat/completions" if post => Some(ApiRoute::Ai(Endpoint::ChatCompletions)),
             "/v1/completions" if post => Some(ApiRoute::Ai(Endpoint::Completions)),
             "/v1/embeddings" if post => Some(ApiRoute::Ai(Endpoint::Embeddings)),
             "/v1/messages" if post => Some(ApiRoute::Ai(Endpoint::Messages)),
             "/v1/messages/count_tokens" if post => Some(ApiRoute::CountTokens),
+            "/v1/responses" if post => Some(ApiRoute::Ai(Endpoint::Responses)),
             "/v1/models" if get => Some(ApiRoute::ListModels),
             p if get => p
                 .strip_prefix("/v1/models/")
@@ -67,9 +73,11 @@ impl ApiRoute {
             ApiRoute::Ai(Endpoint::Completions) => "completions",
             ApiRoute::Ai(Endpoint::Embeddings) => "embeddings",
             ApiRoute::Ai(Endpoint::Messages) => "messages",
+            ApiRoute::Ai(Endpoint::Responses) => "responses",
             ApiRoute::ListModels | ApiRoute::GetModel(_) => "models",
             // Anthropic's API: its errors come in Anthropic's shape.
             ApiRoute::CountTokens => "messages",
+            ApiRoute::StoredResponse(_) => "responses",
             ApiRoute::Batch(b) => b.label(),
         }
     }
@@ -121,6 +129,7 @@ pub async fn serve(
             respond::json(session, ctx, &model_object(&m.name, &m.owned_by)).await;
         }
         ApiRoute::Batch(b) => super::batches::serve(state, session, ctx, b).await?,
+        ApiRoute::StoredResponse(r) => super::responses::serve(state, session, ctx, r).await?,
         ApiRoute::CountTokens => {
             let raw = body::read_body(session, rt.config.server.max_body_bytes).await?;
             let body: serde_json::Value = serde_json::from_slice(&raw)
@@ -134,7 +143,12 @@ pub async fn serve(
         }
         ApiRoute::Ai(endpoint) => {
             let raw = body::read_body(session, rt.config.server.max_body_bytes).await?;
-            let mut req = AiRequest::parse(endpoint, raw)?;
+            let (mut req, prepared) = if endpoint == Endpoint::Responses {
+                let (req, p) = super::responses::prepare(state, ctx, raw).await?;
+                (req, Some(p))
+            } else {
+                (AiRequest::parse(endpoint, raw)?, None)
+            };
             ctx.stream = req.stream;
             let route = rt
                 .model(&req.model)
@@ -167,7 +181,22 @@ pub async fn serve(
             if deployment.provider.pass_ratelimit_headers {
                 ctx.provider_headers = response.ratelimit_headers.clone();
             }
-            stream::relay(state, session, ctx, &req, response, deployment.provider.api).await;
+            let echo = prepared
+                .as_ref()
+                .map_or(&serde_json::Value::Null, |p| &p.echo);
+            let object = stream::relay(
+                state,
+                session,
+                ctx,
+                &req,
+                response,
+                deployment.provider.api,
+                echo,
+            )
+            .await;
+            if let Some(p) = prepared {
+                super::responses::keep(state, ctx, p, object).await;
+            }
         }
     }
     Ok(())
@@ -207,6 +236,14 @@ mod tests {
         let e = ApiRoute::parse(&Method::GET, "/v1/chat/completions").unwrap_err();
         assert_eq!(e.status(), 404);
         assert_eq!(e.to_string(), "Invalid URL (GET /v1/chat/completions)");
-        assert!(ApiRoute::parse(&Method::POST, "/v1/responses").is_err());
+        assert_eq!(
+            ApiRoute::parse(&Method::POST, "/v1/responses").unwrap(),
+            ApiRoute::Ai(Endpoint::Responses)
+        );
+        assert_eq!(
+            ApiRoute::parse(&Method::GET, "/v1/responses/resp_1/input_items").unwrap(),
+            ApiRoute::StoredResponse(super::super::responses::Route::InputItems("resp_1".into()))
+        );
+        assert!(ApiRoute::parse(&Method::PUT, "/v1/responses/resp_1").is_err());
     }
 }

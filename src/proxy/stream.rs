@@ -23,7 +23,9 @@ use serde_json::Value;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Relay `resp` from `provider` (its answers are translated when it speaks another API;
-/// provider keys were masked as the bytes were read).
+/// provider keys were masked as the bytes were read). `echo` is the client's body for
+/// surfaces that echo it (the Responses API; else null). Returns the Response object the
+/// client got, for the store.
 pub async fn relay(
     state: &AppState,
     session: &mut Session,
@@ -31,28 +33,29 @@ pub async fn relay(
     req: &AiRequest,
     resp: UpstreamResponse,
     provider: &'static dyn Provider,
-) {
+    echo: &Value,
+) -> Option<Value> {
     // The provider speaks the client's surface itself (else it was sent the chat pivot,
     // and its chat answer goes back through the surface's translation).
     let direct = provider.serves(req.endpoint);
-    let native = direct && req.endpoint == Endpoint::Messages;
+    let native = direct && matches!(req.endpoint, Endpoint::Messages | Endpoint::Responses);
     let surface = if direct { None } else { Some(req.endpoint) };
     let model = ctx.model.as_deref().unwrap_or(&req.model).to_string();
     if resp.status == 200 && req.stream && resp.is_event_stream() {
         let dialect = if native {
-            Dialect::Native(provider)
+            Dialect::Native(provider, None)
         } else {
             match provider.stream_translator(&model, unix_now()) {
                 Some(t) => Dialect::Translated(t),
                 None => Dialect::OpenAi,
             }
         };
-        let surface = surface.and_then(|e| surfaces::stream(e, &model));
+        let surface = surface.and_then(|e| surfaces::stream(e, echo, &model));
         relay_events(state, session, ctx, req, resp, dialect, surface).await
     } else if native {
         relay_native(state, session, ctx, resp, provider).await
     } else {
-        relay_whole(state, session, ctx, resp, provider, surface).await
+        relay_whole(state, session, ctx, resp, provider, surface, echo).await
     }
 }
 
@@ -62,9 +65,10 @@ enum Dialect {
     OpenAi,
     /// The provider's events translated to OpenAI chunks.
     Translated(Box<dyn EventTranslator>),
-    /// The provider's own events to a client of its API (`/v1/messages`), passed
-    /// through; the provider reads their usage.
-    Native(&'static dyn Provider),
+    /// The provider's own events to a client of its API (`/v1/messages`,
+    /// `/v1/responses`), passed through; the provider reads their usage, and a Responses
+    /// stream's final object is kept.
+    Native(&'static dyn Provider, Option<Value>),
 }
 
 impl Dialect {
@@ -77,14 +81,25 @@ impl Dialect {
     ) -> (Vec<Bytes>, bool) {
         let translated = match self {
             Dialect::OpenAi => vec![event],
-            Dialect::Native(provider) => {
+            Dialect::Native(provider, last) => {
                 let data =
                     event_data(&event).and_then(|d| serde_json::from_slice::<Value>(&d).ok());
                 let kind = data.as_ref().and_then(|d| d["type"].as_str()).unwrap_or("");
+                let terminal = matches!(
+                    kind,
+                    "message_stop"
+                        | "error"
+                        | "response.completed"
+                        | "response.incomplete"
+                        | "response.failed"
+                );
                 if let Some(d) = &data {
                     provider.stream_usage(d, usage.get_or_insert_with(Usage::default));
+                    if terminal && d["response"].is_object() {
+                        *last = Some(d["response"].clone());
+                    }
                 }
-                return (vec![event], matches!(kind, "message_stop" | "error"));
+                return (vec![event], terminal);
             }
             Dialect::Translated(t) => {
                 let data =
@@ -114,32 +129,36 @@ impl Dialect {
     /// The event that tells the client the upstream broke off.
     fn cut(&self, message: &str) -> Bytes {
         let body = match self {
-            Dialect::Native(_) => anthropic_error_body("api_error", message),
+            Dialect::Native(p, _) if p.serves(Endpoint::Messages) => {
+                anthropic_error_body("api_error", message)
+            }
             _ => openai_error_body(message, "server_error", None, None),
         };
         let prefix: &[u8] = match self {
-            Dialect::Native(_) => b"event: error\ndata: ",
+            Dialect::Native(..) => b"event: error\ndata: ",
             _ => b"data: ",
         };
         Bytes::from([prefix, &body, b"\n\n"].concat())
     }
 }
 
-/// A whole answer to `/v1/messages`: passed through as Anthropic sent it (errors too;
-/// provider keys were masked as the bytes were read), its usage counted.
+/// A whole answer of the provider's own API to a client of that API (`/v1/messages` to
+/// Anthropic, `/v1/responses` to OpenAI): passed through as sent (errors too; provider
+/// keys were masked as the bytes were read), its usage counted. Returns a Response
+/// object, for the store.
 async fn relay_native(
     state: &AppState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     mut resp: UpstreamResponse,
     provider: &dyn Provider,
-) {
-    let Some(body) = read_whole(state, session, ctx, &mut resp).await else {
-        return;
-    };
+) -> Option<Value> {
+    let body = read_whole(state, session, ctx, &mut resp).await?;
+    let mut object = None;
     if resp.status < 400 {
         if let Ok(m) = serde_json::from_slice::<Value>(&body) {
             ctx.usage = provider.usage(&m);
+            object = (m["object"] == "response").then_some(m);
         }
     }
     let mut h = respond::header(resp.status, "application/json", ctx);
@@ -147,6 +166,7 @@ async fn relay_native(
         let _ = h.insert_header("retry-after", r.as_str());
     }
     respond::full(session, ctx, h, body).await;
+    object
 }
 
 fn unix_now() -> u64 {
@@ -162,28 +182,27 @@ async fn relay_whole(
     mut resp: UpstreamResponse,
     provider: &dyn Provider,
     surface: Option<Endpoint>,
-) {
-    let Some(body) = read_whole(state, session, ctx, &mut resp).await else {
-        return;
-    };
+    echo: &Value,
+) -> Option<Value> {
+    let body = read_whole(state, session, ctx, &mut resp).await?;
     let model = ctx.model.as_deref().unwrap_or("unknown").to_string();
     let answer = match provider.whole_answer(resp.status, body, &model, unix_now()) {
         Ok(a) => a,
         Err(e) => {
             count_error(state, ctx, UpstreamErrorKind::Protocol);
             respond::error(session, ctx, &e).await;
-            return;
+            return None;
         }
     };
     if answer.status < 400 {
         ctx.usage = usage_of(&answer.body);
     }
-    let (status, body, as_sent) = match surface {
+    let (status, body, as_sent, object) = match surface {
         Some(e) => {
-            let (status, body) = surfaces::answer(e, answer.status, answer.body, &model);
-            (status, body, false)
+            let a = surfaces::answer(e, echo, answer.status, answer.body, &model);
+            (a.status, a.body, false, a.object)
         }
-        None => (answer.status, answer.body, answer.as_sent),
+        None => (answer.status, answer.body, answer.as_sent, None),
     };
     let content_type = match resp.content_type {
         Some(c) if as_sent => c,
@@ -196,6 +215,7 @@ async fn relay_whole(
         }
     }
     respond::full(session, ctx, h, body).await;
+    object
 }
 
 async fn relay_events(
@@ -206,7 +226,7 @@ async fn relay_events(
     mut resp: UpstreamResponse,
     mut dialect: Dialect,
     mut surface: Option<Box<dyn ChunkTranslator>>,
-) {
+) -> Option<Value> {
     ctx.status = 200;
     let mut h = respond::header(200, "text/event-stream", ctx);
     let _ = h.insert_header("cache-control", "no-cache");
@@ -215,7 +235,8 @@ async fn relay_events(
         .await
         .is_err()
     {
-        return client_gone(ctx);
+        client_gone(ctx);
+        return None;
     }
     let mut events = EventSplitter::default();
     let mut done = false;
@@ -259,7 +280,8 @@ async fn relay_events(
                 .await
                 .is_err()
         {
-            return client_gone(ctx);
+            client_gone(ctx);
+            return None;
         }
     }
     if let Some(kind) = cut {
@@ -278,11 +300,17 @@ async fn relay_events(
             .await
             .is_err()
         {
-            return client_gone(ctx);
+            client_gone(ctx);
+            return None;
         }
     }
     if session.write_response_body(None, true).await.is_err() {
         client_gone(ctx);
+    }
+    match (surface, dialect) {
+        (Some(s), _) => s.final_object(),
+        (None, Dialect::Native(_, last)) => last,
+        _ => None,
     }
 }
 

@@ -1,11 +1,13 @@
 //! The process: the call core's shared state plus what only the HTTP side and the
-//! process own (the batch store the Files/Batches API reads, the listener certificate),
+//! process own (the batch store the Files/Batches API reads, the Responses API store, the
+//! listener certificate),
 //! and the hot reload that swaps the config snapshot ([`reload`]).
 
 pub mod reload;
 
 use crate::batch::backend::Backend;
 use crate::gateway::GatewayState;
+use crate::response_store::ResponseStore;
 use crate::tls::ReloadableCert;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ pub struct AppState {
     pub gateway: Arc<GatewayState>,
     /// The batch store (`None` when `batch.enabled` is off).
     pub batch: Option<Arc<dyn Backend>>,
+    /// The Responses API store (`None` with `responses.store: off`).
+    pub responses: Option<Arc<dyn ResponseStore>>,
     /// The proxy listener's certificate (with `server.tls`), swapped on reload.
     pub tls: Option<Arc<ReloadableCert>>,
 }

@@ -5,11 +5,13 @@
 //! back translated to the surface. Each surface is one module of pure translations:
 //!
 //! - [`messages`]: Anthropic Messages ⟷ chat.
+//! - [`responses`]: OpenAI's Responses API ⟷ chat.
 //!
 //! The matrix surface × provider is thus one inbound adapter per surface (here) and one
 //! outbound adapter per provider (`crate::providers`), composed by the call core.
 
 pub mod messages;
+pub mod responses;
 
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
@@ -24,44 +26,99 @@ pub trait ChunkTranslator: Send {
     fn cut(&mut self, message: &str) -> Vec<Bytes>;
     /// Whether the surface's stream is complete.
     fn ended(&self) -> bool;
+    /// The object the stream built, once complete (the Response to store).
+    fn final_object(&self) -> Option<Value> {
+        None
+    }
 }
 
 /// The chat request for a surface request (`None`: chat itself, or a surface with no
-/// chat form such as embeddings).
+/// chat form such as embeddings). A Responses request's `input` must already hold any
+/// previous response's history (see [`responses::expand`]).
 pub fn pivot(req: &AiRequest) -> Result<Option<AiRequest>, GatewayError> {
     let chat = match req.endpoint {
         Endpoint::Messages => messages::to_chat(&req.json()?)?,
+        Endpoint::Responses => {
+            let body = req.json()?;
+            responses::to_chat(&body, &responses::input_items(&body["input"])?)?
+        }
         _ => return Ok(None),
     };
     AiRequest::parse(Endpoint::ChatCompletions, Bytes::from(chat.to_string())).map(Some)
 }
 
+/// A whole answer as the surface's client sees it.
+pub struct SurfaceAnswer {
+    pub status: u16,
+    pub body: Bytes,
+    /// The Response object to store (Responses API successes).
+    pub object: Option<Value>,
+}
+
 /// A whole chat answer (the provider's, in the OpenAI dialect) as the surface's client
-/// sees it: status and JSON body.
-pub fn answer(endpoint: Endpoint, status: u16, chat: Bytes, model: &str) -> (u16, Bytes) {
-    match endpoint {
-        Endpoint::Messages if status >= 400 => (status, messages::error_from_openai(status, &chat)),
-        Endpoint::Messages => match serde_json::from_slice::<Value>(&chat) {
-            Ok(c) => (
+/// sees it; `echo` is the client's request body (the Responses API echoes it).
+pub fn answer(
+    endpoint: Endpoint,
+    echo: &Value,
+    status: u16,
+    chat: Bytes,
+    model: &str,
+) -> SurfaceAnswer {
+    let plain = |status, body| SurfaceAnswer {
+        status,
+        body,
+        object: None,
+    };
+    let parsed = serde_json::from_slice::<Value>(&chat);
+    match (endpoint, parsed) {
+        (Endpoint::Messages, _) if status >= 400 => {
+            plain(status, messages::error_from_openai(status, &chat))
+        }
+        (Endpoint::Messages, Ok(c)) => plain(
+            status,
+            Bytes::from(messages::from_chat(&c, model).to_string()),
+        ),
+        (Endpoint::Messages, Err(_)) => plain(
+            502,
+            crate::errors::anthropic_error_body(
+                "api_error",
+                "The upstream sent an invalid response.",
+            ),
+        ),
+        // Errors are already in OpenAI's shape, which the Responses API shares.
+        (Endpoint::Responses, _) if status >= 400 => plain(status, chat),
+        (Endpoint::Responses, Ok(c)) => {
+            let r = responses::from_chat(&c, echo, &responses::new_id("resp_"), model, unix_now());
+            SurfaceAnswer {
                 status,
-                Bytes::from(messages::from_chat(&c, model).to_string()),
-            ),
-            Err(_) => (
-                502,
-                crate::errors::anthropic_error_body(
-                    "api_error",
-                    "The upstream sent an invalid response.",
-                ),
-            ),
-        },
-        _ => (status, chat),
+                body: Bytes::from(r.to_string()),
+                object: Some(r),
+            }
+        }
+        (Endpoint::Responses, Err(_)) => plain(
+            502,
+            GatewayError::UpstreamProtocol("not a chat completion".into()).body(),
+        ),
+        _ => plain(status, chat),
     }
 }
 
 /// The stream translator of a surface for a chat stream (`None`: chat itself).
-pub fn stream(endpoint: Endpoint, model: &str) -> Option<Box<dyn ChunkTranslator>> {
+pub fn stream(endpoint: Endpoint, echo: &Value, model: &str) -> Option<Box<dyn ChunkTranslator>> {
     match endpoint {
         Endpoint::Messages => Some(Box::new(messages::ChunkStream::new(model))),
+        Endpoint::Responses => Some(Box::new(responses::stream::ResponseStream::new(
+            echo,
+            &responses::new_id("resp_"),
+            model,
+            unix_now(),
+        ))),
         _ => None,
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -115,12 +115,17 @@ impl MockProvider {
             Endpoint::ChatCompletions | Endpoint::Completions => {
                 json_response(self.completion(req, model, &prompt))
             }
-            // A Messages request reaches the mock as its chat pivot.
-            Endpoint::Messages => failure(404, None),
+            // Messages and Responses requests reach the mock as their chat pivot.
+            Endpoint::Messages | Endpoint::Responses => failure(404, None),
         }
     }
 
     fn completion_words(&self, req: &AiRequest, prompt: &Prompt) -> (Vec<String>, &'static str) {
+        if req.endpoint == Endpoint::ChatCompletions {
+            if let Some(json) = tools::structured(req) {
+                return (json, "stop");
+            }
+        }
         let wanted = u64::from(self.cfg.completion_tokens).min(MAX_COMPLETION_TOKENS);
         let (count, finish) = match req.max_tokens {
             Some(m) if m < wanted => (m, "length"),
@@ -392,7 +397,7 @@ fn rand_id() -> String {
 /// `input` for embeddings, joined by newlines.
 fn prompt_of(req: &AiRequest) -> Prompt {
     let text = match req.endpoint {
-        Endpoint::ChatCompletions | Endpoint::Messages => {
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => {
             let messages: Value = req
                 .field("messages")
                 .and_then(|r| serde_json::from_str(r.get()).ok())

@@ -1,7 +1,8 @@
-//! The mock's tool calls: when a chat request requires one (`tool_choice` `"required"`
-//! or a named function), the mock calls a function instead of answering text, with
-//! arguments made from the function's JSON schema, so tool flows can be tried on every
-//! surface without a provider.
+//! The mock's tool calls and structured outputs: when a chat request requires a call
+//! (`tool_choice` `"required"` or a named function), the mock calls a function instead of
+//! answering text, with arguments made from the function's JSON schema; when it asks for
+//! JSON (`response_format`), the answer is JSON that fits the schema. So tool flows and
+//! `parse()` helpers can be tried on every surface without a provider.
 
 use crate::canonical::AiRequest;
 use serde_json::{json, Map, Value};
@@ -65,6 +66,31 @@ pub fn required(req: &AiRequest, seed: u64) -> Option<Call> {
         name: f["name"].as_str()?.to_string(),
         arguments: example(&f["parameters"], 0).to_string(),
     })
+}
+
+/// The answer to a chat request that asks for structured output (`response_format`
+/// `json_schema` or `json_object`): JSON that fits its schema, in pieces of a few bytes
+/// (the stream's deltas).
+pub fn structured(req: &AiRequest) -> Option<Vec<String>> {
+    let format: Value = req
+        .field("response_format")
+        .and_then(|r| serde_json::from_str(r.get()).ok())?;
+    let text = match format["type"].as_str()? {
+        "json_schema" => example(&format["json_schema"]["schema"], 0).to_string(),
+        "json_object" => json!({"mock": true}).to_string(),
+        _ => return None,
+    };
+    let mut pieces = Vec::new();
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(8);
+        while !rest.is_char_boundary(cut) {
+            cut += 1;
+        }
+        pieces.push(rest[..cut].to_string());
+        rest = &rest[cut..];
+    }
+    Some(pieces)
 }
 
 /// A value that fits a JSON schema (the first enum value, else one of its type; objects

@@ -1,0 +1,378 @@
+//! OpenAI's Responses API (`POST /v1/responses`) for models whose provider does not
+//! speak it (every provider but OpenAI itself): the request becomes a chat request, the
+//! chat answer a Response object, the chat stream Responses' typed events ([`stream`]).
+//! The mapping follows `shared/reference/responses-api.md` §7 (direction A).
+//!
+//! Losses: built-in tools (`web_search`, `file_search`, …), `reasoning` and
+//! `item_reference` input items, `include`, `truncation: auto`, `background`,
+//! `conversation` and `prompt` have no chat equivalent and are dropped; `input_file`
+//! parts go as chat `file` parts (providers that take none refuse them).
+
+pub mod stream;
+
+use crate::errors::GatewayError;
+use serde_json::{json, Map, Value};
+
+fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
+    GatewayError::bad_request(message, Some(param))
+}
+
+/// A fresh id with a prefix (`resp_`, `msg_`, `fc_`, `rs_`).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(rand::random::<[u8; 12]>()))
+}
+
+/// The input as a list of items (a string is one user message).
+pub fn input_items(input: &Value) -> Result<Vec<Value>, GatewayError> {
+    match input {
+        Value::String(s) => Ok(vec![json!({"type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": s}]})]),
+        Value::Array(items) => Ok(items.clone()),
+        Value::Null => Ok(Vec::new()),
+        _ => Err(bad("'input' must be a string or an array.", "input")),
+    }
+}
+
+/// Input items as stored and listed: each with an id and a status.
+pub fn with_ids(items: Vec<Value>) -> Vec<Value> {
+    items
+        .into_iter()
+        .map(|mut item| {
+            if let Some(o) = item.as_object_mut() {
+                let kind = o
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("message")
+                    .to_string();
+                let prefix = match kind.as_str() {
+                    "function_call" => "fc_",
+                    "function_call_output" => "fco_",
+                    "reasoning" => "rs_",
+                    _ => "msg_",
+                };
+                o.entry("type").or_insert_with(|| json!("message"));
+                o.entry("id").or_insert_with(|| json!(new_id(prefix)));
+                if kind == "message" {
+                    if let Some(Value::String(s)) = o.get("content").cloned() {
+                        let part = if o.get("role").and_then(Value::as_str) == Some("assistant") {
+                            json!({"type": "output_text", "text": s, "annotations": []})
+                        } else {
+                            json!({"type": "input_text", "text": s})
+                        };
+                        o.insert("content".into(), json!([part]));
+                    }
+                    o.entry("status").or_insert_with(|| json!("completed"));
+                }
+            }
+            item
+        })
+        .collect()
+}
+
+/// The text of content parts (`input_text`, `output_text`, `text`), joined.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").or(p.get("refusal")).and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+/// Input content parts → chat content parts.
+fn parts_of(content: &Value) -> Result<Value, GatewayError> {
+    let Value::Array(parts) = content else {
+        return Ok(json!(text_of(content)));
+    };
+    let mut out = Vec::new();
+    for p in parts {
+        out.push(match p["type"].as_str() {
+            Some("input_text" | "output_text" | "text") => {
+                json!({"type": "text", "text": p["text"]})
+            }
+            Some("input_image") => {
+                let url = p["image_url"]
+                    .as_str()
+                    .or(p["file_id"].as_str())
+                    .ok_or_else(|| bad("input_image needs image_url or file_id", "input"))?;
+                let mut image = json!({"url": url});
+                if let Some(d) = p["detail"].as_str() {
+                    image["detail"] = json!(d);
+                }
+                json!({"type": "image_url", "image_url": image})
+            }
+            Some("input_file") => {
+                let mut file = Map::new();
+                for k in ["file_id", "file_data", "filename"] {
+                    if let Some(v) = p[k].as_str() {
+                        file.insert(k.into(), json!(v));
+                    }
+                }
+                if let Some(u) = p["file_url"].as_str() {
+                    file.entry("file_id").or_insert_with(|| json!(u));
+                }
+                json!({"type": "file", "file": file})
+            }
+            other => {
+                return Err(bad(
+                    format!("content part type {other:?} is not supported for this model"),
+                    "input",
+                ))
+            }
+        });
+    }
+    Ok(Value::Array(out))
+}
+
+/// Input items → chat messages (consecutive function calls join one assistant message).
+fn messages_of(items: &[Value], out: &mut Vec<Value>) -> Result<(), GatewayError> {
+    for item in items {
+        match item["type"].as_str().unwrap_or("message") {
+            "message" => {
+                let role = match item["role"].as_str() {
+                    Some("developer" | "system") => "system",
+                    Some("assistant") => "assistant",
+                    Some("user") => "user",
+                    other => return Err(bad(format!("unknown message role {other:?}"), "input")),
+                };
+                let content = if role == "user" {
+                    parts_of(&item["content"])?
+                } else {
+                    json!(text_of(&item["content"]))
+                };
+                out.push(json!({"role": role, "content": content}));
+            }
+            "function_call" => {
+                let call = json!({"id": item["call_id"], "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]}});
+                let joins = out.last().is_some_and(|m| {
+                    m["role"] == "assistant" && (m["tool_calls"].is_array() || m["content"] == "")
+                });
+                if joins {
+                    if let Some(last) = out.last_mut() {
+                        match last["tool_calls"].as_array_mut() {
+                            Some(calls) => calls.push(call),
+                            None => last["tool_calls"] = json!([call]),
+                        }
+                        if last["content"] == "" {
+                            last["content"] = Value::Null;
+                        }
+                    }
+                } else {
+                    out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
+                }
+            }
+            // An output without a call id answers nothing: dropped, as peers do.
+            "function_call_output" if item["call_id"].as_str().is_some_and(|c| !c.is_empty()) => {
+                out.push(json!({"role": "tool", "tool_call_id": item["call_id"],
+                    "content": text_of(&item["output"])}));
+            }
+            _ => {} // reasoning, item references, built-in tool items: no chat form
+        }
+    }
+    Ok(())
+}
+
+/// A Responses request (its input already expanded with any previous response's
+/// history) → the chat request for the same public model.
+pub fn to_chat(body: &Value, items: &[Value]) -> Result<Value, GatewayError> {
+    let mut out = Map::new();
+    out.insert("model".into(), body["model"].clone());
+    let mut messages = Vec::new();
+    if let Some(i) = body["instructions"].as_str().filter(|i| !i.is_empty()) {
+        messages.push(json!({"role": "system", "content": i}));
+    }
+    messages_of(items, &mut messages)?;
+    if messages.is_empty() {
+        return Err(bad("Missing required parameter: 'input'.", "input"));
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    if let Some(n) = body["max_output_tokens"].as_u64() {
+        out.insert("max_tokens".into(), json!(n));
+    }
+    for k in ["temperature", "top_p", "parallel_tool_calls", "user"] {
+        if !body[k].is_null() {
+            out.insert(k.into(), body[k].clone());
+        }
+    }
+    if let (None, Some(s)) = (body["user"].as_str(), body["safety_identifier"].as_str()) {
+        out.insert("user".into(), json!(s));
+    }
+    if body["stream"] == json!(true) {
+        out.insert("stream".into(), json!(true));
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    let tools: Vec<Value> = body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["type"] == "function")
+        .map(|t| {
+            let mut params = t["parameters"].clone();
+            if !params.is_object() {
+                params = json!({"type": "object", "properties": {}});
+            } else if params.get("type").is_none() {
+                params["type"] = json!("object");
+            }
+            let mut f = json!({"name": t["name"], "parameters": params});
+            for k in ["description", "strict"] {
+                if !t[k].is_null() {
+                    f[k] = t[k].clone();
+                }
+            }
+            json!({"type": "function", "function": f})
+        })
+        .collect();
+    if !tools.is_empty() {
+        out.insert("tools".into(), Value::Array(tools));
+        let choice = &body["tool_choice"];
+        let mapped = match choice {
+            Value::String(_) => Some(choice.clone()),
+            Value::Object(o) => match o.get("type").and_then(Value::as_str) {
+                Some("function") => {
+                    Some(json!({"type": "function", "function": {"name": o.get("name")}}))
+                }
+                Some("allowed_tools") => o.get("mode").cloned(),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(c) = mapped {
+            out.insert("tool_choice".into(), c);
+        }
+    }
+    let format = &body["text"]["format"];
+    match format["type"].as_str() {
+        Some("json_schema") => {
+            let mut schema = json!({"name": format["name"], "schema": format["schema"]});
+            for k in ["strict", "description"] {
+                if !format[k].is_null() {
+                    schema[k] = format[k].clone();
+                }
+            }
+            out.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": schema}),
+            );
+        }
+        Some("json_object") => {
+            out.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        _ => {}
+    }
+    if let Some(e) = body["reasoning"]["effort"]
+        .as_str()
+        .filter(|e| *e != "none")
+    {
+        out.insert("reasoning_effort".into(), json!(e));
+    }
+    Ok(Value::Object(out))
+}
+
+/// The Response object's fields that echo the request, for a response `id` of the public
+/// `model` (status, output and usage are set by the caller).
+pub fn skeleton(body: &Value, id: &str, model: &str, created: u64) -> Value {
+    let or = |k: &str, d: Value| {
+        if body[k].is_null() {
+            d
+        } else {
+            body[k].clone()
+        }
+    };
+    json!({"id": id, "object": "response", "created_at": created, "status": "in_progress",
+        "error": null, "incomplete_details": null, "instructions": or("instructions", Value::Null),
+        "max_output_tokens": or("max_output_tokens", Value::Null), "model": model, "output": [],
+        "parallel_tool_calls": or("parallel_tool_calls", json!(true)),
+        "previous_response_id": or("previous_response_id", Value::Null),
+        "reasoning": or("reasoning", json!({"effort": null, "summary": null})),
+        "store": or("store", json!(true)), "temperature": or("temperature", json!(1.0)),
+        "text": or("text", json!({"format": {"type": "text"}})),
+        "tool_choice": or("tool_choice", json!("auto")), "tools": or("tools", json!([])),
+        "top_p": or("top_p", json!(1.0)), "truncation": or("truncation", json!("disabled")),
+        "usage": null, "user": or("user", Value::Null), "metadata": or("metadata", json!({}))})
+}
+
+/// Chat usage → Responses usage.
+pub fn usage(u: &Value) -> Value {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let input = n(&u["prompt_tokens"]);
+    let output = match u["completion_tokens"].as_u64() {
+        Some(c) => c,
+        None => n(&u["total_tokens"]).saturating_sub(input),
+    };
+    json!({"input_tokens": input,
+           "input_tokens_details": {"cached_tokens": n(&u["prompt_tokens_details"]["cached_tokens"]),
+                                    "cache_write_tokens": 0},
+           "output_tokens": output,
+           "output_tokens_details": {"reasoning_tokens": n(&u["completion_tokens_details"]["reasoning_tokens"])},
+           "total_tokens": input + output})
+}
+
+/// Status and `incomplete_details` for a chat `finish_reason`.
+pub fn status_of(finish: Option<&str>) -> (&'static str, Value) {
+    match finish {
+        Some("length") => ("incomplete", json!({"reason": "max_output_tokens"})),
+        Some("content_filter") => ("incomplete", json!({"reason": "content_filter"})),
+        _ => ("completed", Value::Null),
+    }
+}
+
+/// The status of a message item in a response of `status` (cut short: incomplete).
+pub fn item_status(status: &str) -> &'static str {
+    if status == "incomplete" {
+        "incomplete"
+    } else {
+        "completed"
+    }
+}
+
+/// A message output item with its whole text.
+pub fn message_item(id: &str, text: &str, status: &str) -> Value {
+    json!({"id": id, "type": "message", "status": status, "role": "assistant",
+           "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
+}
+
+/// A function-call output item.
+pub fn call_item(id: &str, call_id: &Value, name: &Value, arguments: &str, status: &str) -> Value {
+    json!({"id": id, "type": "function_call", "status": status, "call_id": call_id,
+           "name": name, "arguments": arguments})
+}
+
+/// A reasoning output item (its text as a summary).
+pub fn reasoning_item(id: &str, text: &str) -> Value {
+    json!({"id": id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]})
+}
+
+/// A `chat.completion` → the Response for request `body`, as response `id`.
+pub fn from_chat(chat: &Value, body: &Value, id: &str, model: &str, created: u64) -> Value {
+    let choice = &chat["choices"][0];
+    let msg = &choice["message"];
+    let mut output = Vec::new();
+    if let Some(r) = msg["reasoning_content"].as_str().filter(|r| !r.is_empty()) {
+        output.push(reasoning_item(&new_id("rs_"), r));
+    }
+    let (status, incomplete) = status_of(choice["finish_reason"].as_str());
+    if let Some(t) = msg["content"].as_str().filter(|t| !t.is_empty()) {
+        output.push(message_item(&new_id("msg_"), t, item_status(status)));
+    }
+    for call in msg["tool_calls"].as_array().into_iter().flatten() {
+        let args = call["function"]["arguments"].as_str().unwrap_or("");
+        output.push(call_item(
+            &new_id("fc_"),
+            &call["id"],
+            &call["function"]["name"],
+            args,
+            "completed",
+        ));
+    }
+    let mut r = skeleton(body, id, model, created);
+    r["status"] = json!(status);
+    r["incomplete_details"] = incomplete;
+    r["output"] = Value::Array(output);
+    r["usage"] = usage(&chat["usage"]);
+    r["completed_at"] = json!(created);
+    r
+}

@@ -1,0 +1,335 @@
+//! Chat chunks → the Responses event stream, keeping the invariants both SDKs check
+//! (`shared/reference/responses-api.md` §4.5): `response.created` first, `sequence_number`
+//! from 0 without gaps, items appended in `output_index` order, each item-scoped event
+//! naming its item, `*.done` events and the terminal event carrying the whole text,
+//! arguments, output and usage. No `[DONE]` is sent.
+
+use super::{call_item, message_item, new_id, reasoning_item, skeleton, status_of, usage};
+use crate::surfaces::ChunkTranslator;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+/// The item being streamed.
+enum Open {
+    None,
+    Reasoning {
+        id: String,
+        text: String,
+    },
+    Message {
+        id: String,
+        text: String,
+    },
+    /// A function call, for this chat tool-call index.
+    Call {
+        index: u64,
+        id: String,
+        call_id: Value,
+        name: Value,
+        arguments: String,
+    },
+}
+
+/// One Responses stream being built from a chat stream.
+pub struct ResponseStream {
+    response: Value,
+    seq: u64,
+    open: Open,
+    /// Completed output items, in order.
+    output: Vec<Value>,
+    finish: Option<String>,
+    usage: Value,
+    started: bool,
+    ended: bool,
+}
+
+impl ResponseStream {
+    /// A stream for request `body`, as response `id` of the public `model`.
+    pub fn new(body: &Value, id: &str, model: &str, created: u64) -> ResponseStream {
+        ResponseStream {
+            response: skeleton(body, id, model, created),
+            seq: 0,
+            open: Open::None,
+            output: Vec::new(),
+            finish: None,
+            usage: Value::Null,
+            started: false,
+            ended: false,
+        }
+    }
+
+    /// The final Response (after the terminal event), to store.
+    pub fn final_response(&self) -> Option<&Value> {
+        (self.ended && self.response["status"] != "in_progress").then_some(&self.response)
+    }
+
+    fn event(&mut self, mut data: Value) -> Bytes {
+        data["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        let kind = data["type"].as_str().unwrap_or("error").to_string();
+        Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+    }
+
+    fn start(&mut self, out: &mut Vec<Bytes>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let r = self.response.clone();
+        out.push(self.event(json!({"type": "response.created", "response": r})));
+        out.push(self.event(json!({"type": "response.in_progress", "response": r})));
+    }
+
+    fn index(&self) -> usize {
+        self.output.len()
+    }
+
+    fn add(&mut self, open: Open, item: Value, out: &mut Vec<Bytes>) {
+        self.close(out);
+        let i = self.index();
+        out.push(
+            self.event(
+                json!({"type": "response.output_item.added", "output_index": i, "item": item}),
+            ),
+        );
+        self.open = open;
+    }
+
+    /// Finish the open item: its `.done` events with the whole content.
+    fn close(&mut self, out: &mut Vec<Bytes>) {
+        let i = self.index();
+        let item = match std::mem::replace(&mut self.open, Open::None) {
+            Open::None => return,
+            Open::Reasoning { id, text } => {
+                let part = json!({"type": "summary_text", "text": text});
+                out.push(
+                    self.event(json!({"type": "response.reasoning_summary_text.done",
+                    "item_id": id, "output_index": i, "summary_index": 0, "text": text})),
+                );
+                out.push(
+                    self.event(json!({"type": "response.reasoning_summary_part.done",
+                    "item_id": id, "output_index": i, "summary_index": 0, "part": part})),
+                );
+                reasoning_item(&id, &text)
+            }
+            Open::Message { id, text } => {
+                let part =
+                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                out.push(
+                    self.event(json!({"type": "response.output_text.done", "item_id": id,
+                    "output_index": i, "content_index": 0, "text": text, "logprobs": []})),
+                );
+                out.push(
+                    self.event(json!({"type": "response.content_part.done", "item_id": id,
+                    "output_index": i, "content_index": 0, "part": part})),
+                );
+                let (status, _) = status_of(self.finish.as_deref());
+                message_item(&id, &text, super::item_status(status))
+            }
+            Open::Call {
+                id,
+                call_id,
+                name,
+                arguments,
+                ..
+            } => {
+                out.push(
+                    self.event(json!({"type": "response.function_call_arguments.done",
+                    "item_id": id, "output_index": i, "name": name, "arguments": arguments})),
+                );
+                call_item(&id, &call_id, &name, &arguments, "completed")
+            }
+        };
+        out.push(
+            self.event(
+                json!({"type": "response.output_item.done", "output_index": i, "item": item}),
+            ),
+        );
+        self.output.push(item);
+    }
+
+    fn reasoning(&mut self, delta: &str, out: &mut Vec<Bytes>) {
+        if !matches!(self.open, Open::Reasoning { .. }) {
+            let id = new_id("rs_");
+            let item = json!({"id": id, "type": "reasoning", "summary": []});
+            self.add(
+                Open::Reasoning {
+                    id: id.clone(),
+                    text: String::new(),
+                },
+                item,
+                out,
+            );
+            let i = self.index();
+            out.push(
+                self.event(json!({"type": "response.reasoning_summary_part.added",
+                "item_id": id, "output_index": i, "summary_index": 0,
+                "part": {"type": "summary_text", "text": ""}})),
+            );
+        }
+        let i = self.index();
+        if let Open::Reasoning { id, text } = &mut self.open {
+            text.push_str(delta);
+            let id = id.clone();
+            out.push(
+                self.event(json!({"type": "response.reasoning_summary_text.delta",
+                "item_id": id, "output_index": i, "summary_index": 0, "delta": delta})),
+            );
+        }
+    }
+
+    fn text(&mut self, delta: &str, out: &mut Vec<Bytes>) {
+        if !matches!(self.open, Open::Message { .. }) {
+            let id = new_id("msg_");
+            let item = json!({"id": id, "type": "message", "status": "in_progress",
+                              "role": "assistant", "content": []});
+            self.add(
+                Open::Message {
+                    id: id.clone(),
+                    text: String::new(),
+                },
+                item,
+                out,
+            );
+            let i = self.index();
+            out.push(
+                self.event(json!({"type": "response.content_part.added", "item_id": id,
+                "output_index": i, "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})),
+            );
+        }
+        let i = self.index();
+        if let Open::Message { id, text } = &mut self.open {
+            text.push_str(delta);
+            let id = id.clone();
+            out.push(
+                self.event(json!({"type": "response.output_text.delta", "item_id": id,
+                "output_index": i, "content_index": 0, "delta": delta, "logprobs": []})),
+            );
+        }
+    }
+
+    fn call(&mut self, c: &Value, out: &mut Vec<Bytes>) {
+        let index = c["index"].as_u64().unwrap_or(0);
+        if !matches!(self.open, Open::Call { index: open, .. } if open == index) {
+            let id = new_id("fc_");
+            let (call_id, name) = (c["id"].clone(), c["function"]["name"].clone());
+            let item = call_item(&id, &call_id, &name, "", "in_progress");
+            let open = Open::Call {
+                index,
+                id,
+                call_id,
+                name,
+                arguments: String::new(),
+            };
+            self.add(open, item, out);
+        }
+        let Some(a) = c["function"]["arguments"]
+            .as_str()
+            .filter(|a| !a.is_empty())
+        else {
+            return;
+        };
+        let i = self.index();
+        if let Open::Call { id, arguments, .. } = &mut self.open {
+            arguments.push_str(a);
+            let id = id.clone();
+            out.push(
+                self.event(json!({"type": "response.function_call_arguments.delta",
+                "item_id": id, "output_index": i, "delta": a})),
+            );
+        }
+    }
+
+    /// Close everything and send the terminal event with the whole response.
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        self.start(out);
+        self.close(out);
+        let (status, incomplete) = status_of(self.finish.as_deref());
+        let r = &mut self.response;
+        r["status"] = json!(status);
+        r["incomplete_details"] = incomplete;
+        r["output"] = Value::Array(self.output.clone());
+        r["usage"] = usage(&self.usage);
+        r["completed_at"] = r["created_at"].clone();
+        let kind = if status == "completed" {
+            "response.completed"
+        } else {
+            "response.incomplete"
+        };
+        let r = self.response.clone();
+        out.push(self.event(json!({"type": kind, "response": r})));
+        self.ended = true;
+    }
+
+    /// An `error` event, flat as OpenAI sends it plus a nested copy so that both SDKs
+    /// raise (§4.6).
+    fn error(&mut self, code: &str, message: &str, out: &mut Vec<Bytes>) {
+        let e = json!({"type": "server_error", "code": code, "message": message, "param": null});
+        out.push(
+            self.event(json!({"type": "error", "code": code, "message": message,
+            "param": null, "error": e})),
+        );
+        self.response["status"] = json!("failed");
+        self.ended = true;
+    }
+}
+
+impl ChunkTranslator for ResponseStream {
+    fn chunk(&mut self, data: Option<&Value>) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if self.ended {
+            return out;
+        }
+        let Some(c) = data else {
+            self.finish(&mut out); // `data: [DONE]`
+            return out;
+        };
+        if let Some(e) = c.get("error").filter(|e| e.is_object()) {
+            self.start(&mut out);
+            let code = e["code"].as_str().unwrap_or("server_error").to_string();
+            let message = e["message"]
+                .as_str()
+                .unwrap_or("upstream error")
+                .to_string();
+            self.error(&code, &message, &mut out);
+            return out;
+        }
+        self.start(&mut out);
+        if c["usage"].is_object() {
+            self.usage = c["usage"].clone();
+        }
+        let Some(choice) = c["choices"].get(0) else {
+            return out;
+        };
+        let d = &choice["delta"];
+        if let Some(r) = d["reasoning_content"].as_str().filter(|r| !r.is_empty()) {
+            self.reasoning(r, &mut out);
+        }
+        if let Some(t) = d["content"].as_str().filter(|t| !t.is_empty()) {
+            self.text(t, &mut out);
+        }
+        for call in d["tool_calls"].as_array().into_iter().flatten() {
+            self.call(call, &mut out);
+        }
+        if let Some(f) = choice["finish_reason"].as_str() {
+            self.finish = Some(f.to_string());
+        }
+        out
+    }
+
+    fn cut(&mut self, message: &str) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        self.start(&mut out);
+        self.error("server_error", message, &mut out);
+        out
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+
+    fn final_object(&self) -> Option<Value> {
+        self.final_response().cloned()
+    }
+}
