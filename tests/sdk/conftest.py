@@ -38,6 +38,8 @@ providers:
   - {{name: midstream, kind: mock, mock: {{cut_stream_after_tokens: 2}}}}
   - {{name: slow-mock, kind: mock, mock: {{latency_ms: 300}}}}
   - {{name: claude, kind: anthropic, base_url: "{{anthropic_base}}", api_key: "{ANTHROPIC_KEY}"}}
+  # The gateway itself as an OpenAI-compatible upstream: surfaces translated over real HTTP.
+  - {{name: loop, kind: openai-compatible, base_url: "{{self_base}}", api_key: "{KEY}"}}
 models:
   - {{name: gpt-4o-mini, deployments: [{{provider: mock}}]}}
   - {{name: gpt-3.5-turbo-instruct, deployments: [{{provider: mock}}]}}
@@ -50,6 +52,7 @@ models:
   - {{name: claude-tool, deployments: [{{provider: claude}}]}}
   - {{name: claude-overloaded, deployments: [{{provider: claude}}]}}
   - {{name: claude-ratelimited, deployments: [{{provider: claude}}]}}
+  - {{name: via-http, deployments: [{{provider: loop, model: gpt-4o-mini}}]}}
 """
 
 
@@ -125,9 +128,10 @@ def gateway(anthropic_upstream):
         pytest.fail(f"gateway binary not found at {BIN}: run `cargo build` first (scripts/test.sh does)")
     tmp = tempfile.mkdtemp()
     cfg = os.path.join(tmp, "gateway.yaml")
-    with open(cfg, "w") as f:
-        f.write(CONFIG.replace("{anthropic_base}", anthropic_upstream))
     port, mport = free_port(), free_port()
+    with open(cfg, "w") as f:
+        f.write(CONFIG.replace("{anthropic_base}", anthropic_upstream)
+                .replace("{self_base}", f"http://127.0.0.1:{port}/v1"))
     log = open(os.path.join(tmp, "gateway.log"), "w")
     proc = subprocess.Popen(
         [BIN, "run", "--config", cfg, "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}"],
