@@ -39,6 +39,7 @@ pub fn endpoint(url: &str) -> Option<Endpoint> {
         "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
         "/v1/completions" => Some(Endpoint::Completions),
         "/v1/embeddings" => Some(Endpoint::Embeddings),
+        "/v1/responses" => Some(Endpoint::Responses),
         _ => None,
     }
 }
@@ -72,12 +73,36 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
             None,
         ));
     };
-    let req = match AiRequest::parse(ep, Bytes::from(c.body.clone())) {
+    let mut req = match AiRequest::parse(ep, Bytes::from(c.body.clone())) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
     let Some(route) = rt.model(&req.model) else {
         return fail(&GatewayError::ModelNotFound(req.model.clone()));
+    };
+    // A Responses line: no stored history in a batch; other providers get its chat form.
+    let echo = if ep == Endpoint::Responses {
+        let echo = match req.json() {
+            Ok(v) => v,
+            Err(e) => return fail(&e),
+        };
+        for field in ["previous_response_id", "background", "conversation"] {
+            if !echo[field].is_null() && echo[field] != json!(false) {
+                return fail(&GatewayError::bad_request(
+                    format!("'{field}' is not supported in batch requests."),
+                    None,
+                ));
+            }
+        }
+        if route.deployments.iter().any(|d| !d.provider.api.serves(ep)) {
+            match crate::surfaces::pivot(&req) {
+                Ok(p) => req.pivot = p.map(Box::new),
+                Err(e) => return fail(&e),
+            }
+        }
+        echo
+    } else {
+        Value::Null
     };
     let new_ctx = || {
         let mut ctx = CallCtx::new(request_id.clone());
@@ -143,11 +168,16 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
             counts: true,
         };
     }
-    let answer =
+    let mut answer =
         match provider.whole_answer(status, body, &route.name, super::backend::now() as u64) {
             Ok(a) => a,
             Err(e) => return fail(&e),
         };
+    if !provider.serves(ep) {
+        // It answered the chat form: the line gets the surface's answer.
+        let a = crate::surfaces::answer(ep, &echo, answer.status, answer.body, &route.name);
+        (answer.status, answer.body) = (a.status, a.body);
+    }
     let status = answer.status;
     let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     let usage = body

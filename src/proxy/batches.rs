@@ -199,7 +199,7 @@ pub async fn serve(
             let window = completion_window(&v["completion_window"], inline.is_some())?;
             if crate::batch::execute::endpoint(endpoint).is_none() {
                 return Err(GatewayError::bad_request(
-                    format!("Unsupported endpoint '{endpoint}': use /v1/chat/completions, /v1/completions or /v1/embeddings."),
+                    format!("Unsupported endpoint '{endpoint}': use /v1/chat/completions, /v1/completions, /v1/embeddings or /v1/responses."),
                     Some("endpoint"),
                 ));
             }

@@ -90,3 +90,28 @@ def test_failed_validation(client):
     b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
     b = wait(client, b.id, {"failed"})
     assert b.errors.data[0].code == "invalid_json_line" and b.errors.data[0].line == 1 and b.failed_at
+
+
+def test_batch_of_responses_requests(client):
+    rows = [{"custom_id": "q-1", "method": "POST", "url": "/v1/responses",
+             "body": {"model": "gpt-4o-mini", "instructions": "One word.", "input": "Capital of Norway?",
+                      "max_output_tokens": 16}},
+            {"custom_id": "q-2", "method": "POST", "url": "/v1/responses",
+             "body": {"model": "via-http", "input": [{"role": "user", "content": [{"type": "input_text", "text": "2+2?"}]}],
+                      "text": {"format": {"type": "json_schema", "name": "n", "strict": True,
+                                          "schema": {"type": "object", "properties": {"v": {"type": "integer"}},
+                                                     "required": ["v"], "additionalProperties": False}}}}},
+            {"custom_id": "q-3", "method": "POST", "url": "/v1/responses",
+             "body": {"model": "gpt-4o-mini", "input": "x", "previous_response_id": "resp_1"}}]
+    f = client.files.create(file=("r.jsonl", jsonl(rows), "application/jsonl"), purpose="batch")
+    b = client.batches.create(input_file_id=f.id, endpoint="/v1/responses", completion_window="24h")
+    b = wait(client, b.id, {"completed"})
+    assert (b.request_counts.completed, b.request_counts.failed) == (2, 1)
+    out = {o["custom_id"]: o for o in map(json.loads, client.files.content(b.output_file_id).text.splitlines())}
+    one = out["q-1"]["response"]["body"]
+    assert one["object"] == "response" and one["status"] == "completed" and one["instructions"] == "One word."
+    assert one["output"][0]["content"][0]["text"] and one["usage"]["output_tokens"] > 0
+    two = out["q-2"]["response"]["body"]
+    assert json.loads(two["output"][0]["content"][0]["text"]) == {"v": 1}
+    err = json.loads(client.files.content(b.error_file_id).text.splitlines()[0])
+    assert err["custom_id"] == "q-3" and err["response"]["status_code"] == 400
