@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing on a fresh Debian machine (cmake for
-# Pingora, redis-server, promtool, openssl, curl, chromium, a Python venv with the pinned OpenAI SDK), then
-# runs every test: clippy, Rust unit + integration tests (real binary, mock upstreams), and
-# the OpenAI Python SDK suite against the real gateway.
+# Pingora, redis-server, promtool, openssl, curl, chromium, Node.js and npm, a Python venv
+# with the pinned OpenAI and Anthropic SDKs, the pinned Node SDKs), then runs every test:
+# the dependency check, fmt, clippy, Rust unit + integration tests (real binary, fake
+# upstreams), and the Python and Node SDK suites against the real gateway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,13 +20,15 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v python3 >/dev/null || missing+=(python3)
 command -v curl >/dev/null || missing+=(curl ca-certificates)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in cmake redis-server promtool openssl python3 curl chromium; do
+for tool in cmake redis-server promtool openssl python3 curl chromium node npm; do
   command -v "$tool" >/dev/null || die "$tool is still missing after the install step"
 done
 
@@ -41,8 +44,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/sdk/requirements.txt \
   || die "cannot install the pinned Python test requirements"
+node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
+  || die "Node.js >= 20 is needed by the pinned Node SDKs (found $(node --version))"
+# The pinned Node SDKs, exactly as package-lock.json records them. openai 7.x declares
+# Node >= 22; it runs on Node 20 (the suite proves it), so the engine check only warns.
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error) \
+  || die "cannot install the pinned Node test packages"
 
-say "module dependencies (no file-level cycle, batch does not depend on proxy)"
+say "module dependencies (no cycle between modules or files, layering kept)"
 python3 scripts/deps.py
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -50,5 +59,7 @@ say "cargo clippy"
 cargo clippy --locked --all-targets -q -- -D warnings
 say "Rust tests (unit + integration)"
 cargo test --locked
-say "OpenAI Python SDK tests"
+say "Python SDK tests (openai, anthropic)"
 GATEWAY_BIN="$PWD/target/debug/ai-rate-limiter" .venv/bin/python -m pytest -q tests/sdk
+say "Node SDK tests (openai, @anthropic-ai/sdk)"
+(cd tests/node && GATEWAY_BIN="$PWD/../../target/debug/ai-rate-limiter" npm test --silent)
