@@ -58,6 +58,7 @@ fn kind(provider: &str) -> ProviderKind {
         "azure" => ProviderKind::Azure,
         "anthropic" => ProviderKind::Anthropic,
         "mock" => ProviderKind::Mock,
+        "gemini" => ProviderKind::Gemini,
         other => panic!("no provider {other}"),
     }
 }
@@ -122,7 +123,10 @@ fn answer(p: &dyn Provider, status: u16, file: &str) -> String {
 }
 
 fn stream(p: &dyn Provider, file: &str) -> String {
-    let text = String::from_utf8(input(file)).expect("utf-8 fixture");
+    // Events end with a blank line of LF or CRLF (Gemini sends CRLF).
+    let text = String::from_utf8(input(file))
+        .expect("utf-8 fixture")
+        .replace("\r\n", "\n");
     let mut translator = p.stream_translator("public-chat", 1_700_000_000);
     let mut usage = Usage::default();
     let mut s = String::new();
@@ -178,6 +182,7 @@ enum Run {
     Signals(&'static str),
 }
 
+#[rustfmt::skip]
 const CASES: &[(&str, &str, Run)] = {
     use Endpoint::*;
     use Run::*;
@@ -337,6 +342,18 @@ const CASES: &[(&str, &str, Run)] = {
             "signals",
             Signals("translations/in/openai_headers.txt"),
         ),
+        ("gemini", "request.chat_plain", Request(ChatCompletions, "translations/in/chat_plain.json")),
+        ("gemini", "request.chat_tools", Request(ChatCompletions, "translations/in/chat_tools.json")),
+        ("gemini", "request.embeddings", Request(Embeddings, "translations/in/embeddings.json")),
+        ("gemini", "request.completions", Request(Completions, "translations/in/completions.json")),
+        ("gemini", "answer.200_text", Answer(200, "gemini/text.json")),
+        ("gemini", "answer.200_function_call", Answer(200, "gemini/function_call.json")),
+        ("gemini", "answer.200_blocked", Answer(200, "gemini/blocked.json")),
+        ("gemini", "answer.200_embeddings", Answer(200, "gemini/embeddings.json")),
+        ("gemini", "answer.429", Answer(429, "gemini/error_429.json")),
+        ("gemini", "answer.400_key_invalid", Answer(400, "gemini/error_key_invalid.json")),
+        ("gemini", "stream.text", Stream("gemini/stream_text.sse")),
+        ("gemini", "stream.call", Stream("gemini/stream_call.sse")),
     ]
 };
 
@@ -355,7 +372,7 @@ fn every_translation_matches_its_snapshot() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // Every snapshot on disk belongs to a case (a renamed case leaves no stale file).
-    for dir in ["openai", "azure", "anthropic", "mock"] {
+    for dir in ["openai", "azure", "anthropic", "mock", "gemini"] {
         for f in std::fs::read_dir(fixtures().join("translations").join(dir)).unwrap() {
             let name = f.unwrap().file_name().into_string().unwrap();
             let case = name.trim_end_matches(".out");

@@ -243,6 +243,9 @@ pub enum ProviderKind {
     /// `api_version` the classic deployment URLs, without it the `/openai/v1` API. The key
     /// goes in the `api-key` header; a deployment's `model` is the Azure deployment name.
     Azure,
+    /// Google's Gemini API (generativelanguage.googleapis.com by default): chat requests
+    /// are translated to `generateContent`, embeddings to `batchEmbedContents`.
+    Gemini,
     /// Answers inside the gateway, no upstream.
     Mock,
 }
@@ -254,6 +257,7 @@ impl ProviderKind {
             ProviderKind::OpenaiCompatible => "openai-compatible",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Azure => "azure",
+            ProviderKind::Gemini => "gemini",
             ProviderKind::Mock => "mock",
         }
     }

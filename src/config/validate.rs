@@ -283,7 +283,8 @@ fn providers(c: &Config, p: &mut Problems) {
             ProviderKind::Openai
             | ProviderKind::OpenaiCompatible
             | ProviderKind::Anthropic
-            | ProviderKind::Azure => {
+            | ProviderKind::Azure
+            | ProviderKind::Gemini => {
                 if pr.mock.is_some() {
                     p.add(
                         format!("{path}.mock"),

@@ -83,6 +83,22 @@ async fn attempt(
     }
 }
 
+/// Largest error answer read to classify it.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// For a provider whose error answers carry their meaning in the body: read it (kept for
+/// the relay) and ask the provider what status and retry delay to classify by.
+async fn error_verdict(d: &Deployment, resp: &mut UpstreamResponse) -> Option<(u16, Option<u64>)> {
+    if resp.status < 400 || !d.provider.api.reads_error_bodies() {
+        return None;
+    }
+    // A body that cannot be read is relayed empty (the error is normalised all the same).
+    let body = resp.body.read_all(MAX_ERROR_BODY).await.unwrap_or_default();
+    let verdict = d.provider.api.error_verdict(resp.status, &body);
+    resp.body = crate::providers::UpstreamBody::Full(Some(body));
+    verdict
+}
+
 /// Keep the rejection that frees first.
 fn keep_best(best: &mut Option<Rejection>, r: Rejection) {
     if best
@@ -204,7 +220,7 @@ pub async fn call<'r>(
         let request = request_for(d, req).unwrap_or(req);
         let out = outgoing(rt, d, request)?;
         let failure = match attempt(state, rt, d, request, out).await {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let signals = d.provider.api.signals(&resp.ratelimit_headers);
                 observe_signals(state, route, d, &signals);
                 let ttfb = sent.elapsed();
@@ -214,7 +230,16 @@ pub async fn call<'r>(
                     .ttfb
                     .with_label_values(&[&*route.name, &*d.provider.name])
                     .observe(ttfb.as_secs_f64());
-                let (kind, cooldown) = match classify(resp.status, resp.retry_after.as_deref()) {
+                let (status, retry_after) = match error_verdict(d, &mut resp).await {
+                    Some((status, Some(secs))) => {
+                        // The client is told the provider's delay too.
+                        resp.retry_after = Some(secs.to_string());
+                        (status, resp.retry_after.clone())
+                    }
+                    Some((status, None)) => (status, resp.retry_after.clone()),
+                    None => (resp.status, resp.retry_after.clone()),
+                };
+                let (kind, cooldown) = match classify(status, retry_after.as_deref()) {
                     Verdict::Relay => return Ok((resp, d)),
                     Verdict::Failed { kind, cooldown } => (kind, cooldown),
                 };

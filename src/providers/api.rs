@@ -74,6 +74,19 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         }
     }
 
+    /// Whether its error answers must be read before the call core classifies them (the
+    /// body says what the status does not: see [`Provider::error_verdict`]).
+    fn reads_error_bodies(&self) -> bool {
+        false
+    }
+
+    /// For a provider that [`reads_error_bodies`](Provider::reads_error_bodies): the
+    /// status and retry-after seconds to classify an error answer by (Gemini: an invalid
+    /// key is a 400 that means 401; a 429's retry delay is in the body). `None`: as sent.
+    fn error_verdict(&self, _status: u16, _body: &[u8]) -> Option<(u16, Option<u64>)> {
+        None
+    }
+
     /// Headers every request carries unless the provider's `headers` set them.
     fn default_headers(&self) -> &'static [(&'static str, &'static str)] {
         &[]

@@ -16,6 +16,7 @@ pub mod anthropic;
 mod anthropic_api;
 pub mod api;
 pub mod azure;
+pub mod gemini;
 pub mod http;
 pub mod mock;
 pub mod openai;
@@ -35,6 +36,7 @@ pub fn registry(kind: ProviderKind) -> &'static dyn Provider {
         ProviderKind::OpenaiCompatible => &openai::OpenAiCompatible,
         ProviderKind::Azure => &azure::Azure,
         ProviderKind::Anthropic => &Anthropic,
+        ProviderKind::Gemini => &gemini::Gemini,
         ProviderKind::Mock => &mock::Mock,
     }
 }

@@ -1,0 +1,245 @@
+//! Google's Gemini API (`kind: gemini`) as a [`Provider`]: chat completions become
+//! `generateContent` / `streamGenerateContent?alt=sse`, embeddings `batchEmbedContents`,
+//! the key goes in `x-goog-api-key` (never in the URL). Answers, streams and Google's
+//! error shapes come back in OpenAI's dialect ([`translate`]); a 429's
+//! `RetryInfo.retryDelay` becomes the key's cool-down and the client's `retry-after`, and
+//! an invalid key (Google's 400 `API_KEY_INVALID`) counts as the provider refusing the
+//! gateway's credentials. Vertex AI takes the same bodies (`super::vertex`).
+
+pub mod translate;
+
+use super::api::{EventTranslator, Outgoing, Provider, Target, WholeAnswer};
+use crate::canonical::{AiRequest, Endpoint};
+use crate::errors::{openai_error_body, GatewayError};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use translate::{call_id, finish_reason, split_parts, usage};
+
+/// Where `kind: gemini` goes when the config names no `base_url`.
+pub const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta";
+
+#[derive(Debug)]
+pub struct Gemini;
+
+/// A model name safe to put in a URL path (`models/` added unless it names another
+/// collection, such as `tunedModels/…`).
+pub fn model_path(model: &str) -> Result<String, GatewayError> {
+    let bad = model.is_empty()
+        || model.contains("..")
+        || model
+            .chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || "-._/@".contains(c)));
+    if bad {
+        return Err(GatewayError::bad_request(
+            format!("model name {model:?} cannot be sent to this provider"),
+            Some("model"),
+        ));
+    }
+    Ok(if model.contains('/') {
+        model.to_string()
+    } else {
+        format!("models/{model}")
+    })
+}
+
+/// The `generateContent` body and method suffix of a chat request.
+pub fn chat_call(req: &AiRequest) -> Result<(Value, &'static str), GatewayError> {
+    let body = translate::request(&req.json()?)?;
+    let method = if req.stream {
+        ":streamGenerateContent?alt=sse"
+    } else {
+        ":generateContent"
+    };
+    Ok((body, method))
+}
+
+impl Provider for Gemini {
+    fn serves(&self, endpoint: Endpoint) -> bool {
+        matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings)
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some(GEMINI_BASE_URL)
+    }
+
+    fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
+        let model = model_path(t.model)?;
+        let (path, body) = if req.endpoint == Endpoint::Embeddings {
+            let body = translate::embeddings_request(&req.json()?, &model)?;
+            (format!("/{model}:batchEmbedContents"), body)
+        } else {
+            let (body, method) = chat_call(req)?;
+            (format!("/{model}{method}"), body)
+        };
+        Ok(Outgoing {
+            path,
+            auth: t
+                .api_key
+                .map(|k| vec![("x-goog-api-key".to_string(), k.to_string())])
+                .unwrap_or_default(),
+            body: Bytes::from(body.to_string()),
+        })
+    }
+
+    fn stream_translator(&self, model: &str, created: u64) -> Option<Box<dyn EventTranslator>> {
+        Some(Box::new(GeminiStream::new(model, created)))
+    }
+
+    fn whole_answer(
+        &self,
+        status: u16,
+        body: Bytes,
+        model: &str,
+        created: u64,
+    ) -> Result<WholeAnswer, GatewayError> {
+        whole_answer(status, body, model, created)
+    }
+
+    fn reads_error_bodies(&self) -> bool {
+        true
+    }
+
+    fn error_verdict(&self, status: u16, body: &[u8]) -> Option<(u16, Option<u64>)> {
+        error_verdict(status, body)
+    }
+}
+
+/// A whole Gemini answer (chat or embeddings) in OpenAI's dialect.
+pub fn whole_answer(
+    status: u16,
+    body: Bytes,
+    model: &str,
+    created: u64,
+) -> Result<WholeAnswer, GatewayError> {
+    if status >= 400 {
+        let (status, body) = translate::error(status, &body);
+        return Ok(WholeAnswer {
+            status,
+            body,
+            as_sent: false,
+        });
+    }
+    let g: Value = serde_json::from_slice(&body)
+        .map_err(|_| GatewayError::UpstreamProtocol("not a Gemini answer".into()))?;
+    let out = if g.get("embeddings").is_some() {
+        translate::embeddings_response(&g, model)
+    } else if g.get("candidates").is_some() || g.get("promptFeedback").is_some() {
+        translate::response(&g, model, created)
+    } else {
+        return Err(GatewayError::UpstreamProtocol("not a Gemini answer".into()));
+    };
+    Ok(WholeAnswer {
+        status,
+        body: Bytes::from(out.to_string()),
+        as_sent: false,
+    })
+}
+
+/// What a Google error means for routing: an invalid key is the provider refusing the
+/// gateway's credentials (401); a 429 waits its `retryDelay`.
+pub fn error_verdict(status: u16, body: &[u8]) -> Option<(u16, Option<u64>)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let e = if v.is_array() {
+        &v[0]["error"]
+    } else {
+        &v["error"]
+    };
+    if translate::key_invalid(e) {
+        return Some((401, None));
+    }
+    Some((status, translate::retry_delay(e)))
+}
+
+/// Gemini's stream (each event a whole `GenerateContentResponse` holding only the new
+/// parts; no `[DONE]`: the chunk with `finishReason` is the last) → OpenAI chunks, a
+/// usage chunk and `data: [DONE]`.
+pub struct GeminiStream {
+    id: String,
+    model: String,
+    created: u64,
+    started: bool,
+    calls: usize,
+    ended: bool,
+}
+
+impl GeminiStream {
+    pub fn new(model: &str, created: u64) -> GeminiStream {
+        GeminiStream {
+            id: String::new(),
+            model: model.to_string(),
+            created,
+            started: false,
+            calls: 0,
+            ended: false,
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        Bytes::from(format!("data: {c}\n\n"))
+    }
+}
+
+impl EventTranslator for GeminiStream {
+    fn event(&mut self, data: &Value) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if self.ended {
+            return out;
+        }
+        let err = if data.is_array() {
+            &data[0]["error"]
+        } else {
+            &data["error"]
+        };
+        if err.is_object() {
+            self.ended = true;
+            let message = err["message"].as_str().unwrap_or("upstream error");
+            let body = openai_error_body(message, "server_error", None, None);
+            out.push(Bytes::from([b"data: ".as_slice(), &body, b"\n\n"].concat()));
+            return out;
+        }
+        if !self.started {
+            self.started = true;
+            let rid = data["responseId"].as_str().unwrap_or("gemini");
+            self.id = format!("chatcmpl-{rid}");
+            out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+        }
+        let cand = &data["candidates"][0];
+        let (text, thought, calls) = split_parts(&cand["content"]["parts"]);
+        if !thought.is_empty() {
+            out.push(self.chunk(json!({"reasoning_content": thought}), None));
+        }
+        if !text.is_empty() {
+            out.push(self.chunk(json!({"content": text}), None));
+        }
+        for (name, args) in calls {
+            let index = self.calls;
+            self.calls += 1;
+            let id = call_id(&self.id, index);
+            out.push(self.chunk(
+                json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                    "function": {"name": name, "arguments": args}}]}),
+                None,
+            ));
+        }
+        let blocked = data.get("promptFeedback").is_some() && data["candidates"].is_null();
+        if let Some(reason) = cand["finishReason"]
+            .as_str()
+            .or(blocked.then_some("SAFETY"))
+        {
+            self.ended = true;
+            out.push(self.chunk(json!({}), Some(finish_reason(reason, self.calls > 0))));
+            let u = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [], "usage": usage(&data["usageMetadata"])});
+            out.push(Bytes::from(format!("data: {u}\n\n")));
+            out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        }
+        out
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+}

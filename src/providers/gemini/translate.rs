@@ -1,0 +1,426 @@
+//! Pure translations between OpenAI chat and Gemini's `generateContent` (shared by the
+//! Gemini API and Vertex AI, which take the same body): the mapping of
+//! `shared/reference/gemini-bedrock-vertex.md` §d.1–d.2.
+
+use crate::errors::{openai_error_body, GatewayError};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
+    GatewayError::bad_request(message, Some(param))
+}
+
+/// The text of an OpenAI message content (a string or text parts).
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// OpenAI content parts → Gemini parts.
+fn parts_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
+    let parts = match content {
+        Value::Null => return Ok(Vec::new()),
+        Value::String(s) if s.is_empty() => return Ok(Vec::new()),
+        Value::String(s) => return Ok(vec![json!({"text": s})]),
+        Value::Array(p) => p,
+        _ => {
+            return Err(bad(
+                "message content must be a string or an array",
+                "messages",
+            ))
+        }
+    };
+    parts
+        .iter()
+        .map(|p| match p["type"].as_str() {
+            Some("text") => Ok(json!({"text": p["text"]})),
+            Some("image_url") => {
+                let url = p["image_url"]["url"].as_str().unwrap_or_default();
+                match url
+                    .strip_prefix("data:")
+                    .and_then(|r| r.split_once(";base64,"))
+                {
+                    Some((mime, data)) => {
+                        Ok(json!({"inlineData": {"mimeType": mime, "data": data}}))
+                    }
+                    None if url.starts_with("gs://") || url.starts_with("https://") => {
+                        let mime = mime_of(url);
+                        Ok(json!({"fileData": {"mimeType": mime, "fileUri": url}}))
+                    }
+                    None => Err(bad(
+                        "image URLs must be data: URLs, https:// or gs://",
+                        "messages",
+                    )),
+                }
+            }
+            other => Err(bad(
+                format!("content part type {other:?} is not supported for this model"),
+                "messages",
+            )),
+        })
+        .collect()
+}
+
+fn mime_of(url: &str) -> &'static str {
+    let lower = url.to_ascii_lowercase();
+    if lower.ends_with(".png") {
+        "image/png"
+    } else if lower.ends_with(".gif") {
+        "image/gif"
+    } else if lower.ends_with(".webp") {
+        "image/webp"
+    } else {
+        "image/jpeg"
+    }
+}
+
+/// Append a turn, merging consecutive turns of the same role (Gemini wants alternation);
+/// function responses keep a turn of their own.
+fn push(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
+    if parts.is_empty() {
+        return;
+    }
+    let responses = parts[0].get("functionResponse").is_some();
+    if let Some(last) = contents.last_mut() {
+        let last_responses = last["parts"][0].get("functionResponse").is_some();
+        if last["role"] == role && responses == last_responses {
+            if let Some(p) = last["parts"].as_array_mut() {
+                p.extend(parts);
+                return;
+            }
+        }
+    }
+    contents.push(json!({"role": role, "parts": parts}));
+}
+
+/// An OpenAI chat request → a `generateContent` body.
+pub fn request(body: &Value) -> Result<Value, GatewayError> {
+    let mut system = Vec::new();
+    let mut contents: Vec<Value> = Vec::new();
+    // Tool results carry only the call id; Gemini wants the function's name.
+    let mut names: Vec<(String, String)> = Vec::new();
+    let list = body["messages"]
+        .as_array()
+        .ok_or_else(|| bad("messages must be an array", "messages"))?;
+    for m in list {
+        match m["role"].as_str() {
+            Some("system" | "developer") => system.push(text_of(&m["content"])),
+            Some("user") => push(&mut contents, "user", parts_of(&m["content"])?),
+            Some("assistant") => {
+                let mut parts = parts_of(&m["content"])?;
+                for call in m["tool_calls"].as_array().into_iter().flatten() {
+                    let name = call["function"]["name"].as_str().unwrap_or_default();
+                    let args = call["function"]["arguments"].as_str().unwrap_or("{}");
+                    let args: Value =
+                        serde_json::from_str(if args.is_empty() { "{}" } else { args })
+                            .map_err(|_| bad("tool call arguments must be JSON", "messages"))?;
+                    names.push((
+                        call["id"].as_str().unwrap_or_default().to_string(),
+                        name.to_string(),
+                    ));
+                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                }
+                push(&mut contents, "model", parts);
+            }
+            Some("tool") => {
+                let id = m["tool_call_id"].as_str().unwrap_or_default();
+                let name = names
+                    .iter()
+                    .find(|(i, _)| i == id)
+                    .map(|(_, n)| n.clone())
+                    .ok_or_else(|| {
+                        bad(format!("tool message for unknown call {id:?}"), "messages")
+                    })?;
+                let part = json!({"functionResponse": {"name": name,
+                    "response": {"content": text_of(&m["content"])}}});
+                push(&mut contents, "user", vec![part]);
+            }
+            other => return Err(bad(format!("unknown message role {other:?}"), "messages")),
+        }
+    }
+    let mut out = Map::new();
+    if !system.is_empty() {
+        out.insert(
+            "systemInstruction".into(),
+            json!({"parts": [{"text": system.join("\n")}]}),
+        );
+    }
+    out.insert("contents".into(), Value::Array(contents));
+    let mut gen = Map::new();
+    if let Some(n) = body["max_completion_tokens"]
+        .as_u64()
+        .or(body["max_tokens"].as_u64())
+    {
+        gen.insert("maxOutputTokens".into(), json!(n));
+    }
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("seed", "seed"),
+        ("n", "candidateCount"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ] {
+        if body[from].is_number() {
+            gen.insert(to.into(), body[from].clone());
+        }
+    }
+    if body["n"].as_u64().is_some_and(|n| n != 1) {
+        return Err(bad("n must be 1 for this model", "n"));
+    }
+    match &body["stop"] {
+        Value::String(s) => {
+            gen.insert("stopSequences".into(), json!([s]));
+        }
+        Value::Array(a) => {
+            gen.insert("stopSequences".into(), Value::Array(a.clone()));
+        }
+        _ => {}
+    }
+    match body["response_format"]["type"].as_str() {
+        Some("json_schema") => {
+            gen.insert("responseMimeType".into(), json!("application/json"));
+            gen.insert(
+                "responseJsonSchema".into(),
+                body["response_format"]["json_schema"]["schema"].clone(),
+            );
+        }
+        Some("json_object") => {
+            gen.insert("responseMimeType".into(), json!("application/json"));
+        }
+        _ => {}
+    }
+    if let Some(effort) = body["reasoning_effort"].as_str() {
+        let budget = match effort {
+            "none" | "minimal" => 0,
+            "low" => 1024,
+            "medium" => 8192,
+            _ => 24576,
+        };
+        gen.insert(
+            "thinkingConfig".into(),
+            json!({"thinkingBudget": budget, "includeThoughts": budget > 0}),
+        );
+    }
+    if !gen.is_empty() {
+        out.insert("generationConfig".into(), Value::Object(gen));
+    }
+    let decls: Vec<Value> = body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["type"] == "function")
+        .map(|t| {
+            let f = &t["function"];
+            let mut d = json!({"name": f["name"]});
+            if let Some(desc) = f["description"].as_str() {
+                d["description"] = json!(desc);
+            }
+            if f["parameters"].is_object() {
+                d["parametersJsonSchema"] = f["parameters"].clone();
+            }
+            d
+        })
+        .collect();
+    if !decls.is_empty() {
+        out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+        let config = match &body["tool_choice"] {
+            Value::String(s) if s == "none" => Some(json!({"mode": "NONE"})),
+            Value::String(s) if s == "required" => Some(json!({"mode": "ANY"})),
+            Value::String(_) => Some(json!({"mode": "AUTO"})),
+            Value::Object(o) => o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .map(|n| json!({"mode": "ANY", "allowedFunctionNames": [n]})),
+            _ => None,
+        };
+        if let Some(c) = config {
+            out.insert("toolConfig".into(), json!({"functionCallingConfig": c}));
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// OpenAI embeddings input → a `batchEmbedContents` body for `model` (`models/…`).
+pub fn embeddings_request(body: &Value, model: &str) -> Result<Value, GatewayError> {
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) if a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect(),
+        _ => return Err(bad("this model embeds text inputs only", "input")),
+    };
+    let requests: Vec<Value> = inputs
+        .iter()
+        .map(|t| {
+            let mut r = json!({"model": model, "content": {"parts": [{"text": t}]}});
+            if let Some(d) = body["dimensions"].as_u64() {
+                r["outputDimensionality"] = json!(d);
+            }
+            r
+        })
+        .collect();
+    Ok(json!({"requests": requests}))
+}
+
+/// Gemini `finishReason` → OpenAI `finish_reason` (a function call ends with `STOP`).
+pub fn finish_reason(reason: &str, called: bool) -> &'static str {
+    match reason {
+        "MAX_TOKENS" => "length",
+        "SAFETY"
+        | "RECITATION"
+        | "LANGUAGE"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION" => "content_filter",
+        _ if called => "tool_calls",
+        _ => "stop",
+    }
+}
+
+/// Gemini `usageMetadata` → OpenAI usage (thinking tokens count as completion tokens).
+pub fn usage(u: &Value) -> Value {
+    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    let prompt = n("promptTokenCount");
+    let completion = n("candidatesTokenCount") + n("thoughtsTokenCount");
+    let total = u["totalTokenCount"].as_u64().unwrap_or(prompt + completion);
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total,
+           "prompt_tokens_details": {"cached_tokens": n("cachedContentTokenCount")},
+           "completion_tokens_details": {"reasoning_tokens": n("thoughtsTokenCount")}})
+}
+
+/// A call id for the `index`-th function call of response `id`.
+pub fn call_id(id: &str, index: usize) -> String {
+    format!(
+        "call_{}_{index}",
+        id.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(24)
+            .collect::<String>()
+    )
+}
+
+/// The text, reasoning and calls of one candidate's parts.
+pub fn split_parts(parts: &Value) -> (String, String, Vec<(String, String)>) {
+    let (mut text, mut thought, mut calls) = (String::new(), String::new(), Vec::new());
+    for p in parts.as_array().into_iter().flatten() {
+        if let Some(t) = p["text"].as_str() {
+            if p["thought"] == json!(true) {
+                thought.push_str(t);
+            } else {
+                text.push_str(t);
+            }
+        } else if let Some(c) = p.get("functionCall") {
+            let args = if c["args"].is_object() {
+                c["args"].to_string()
+            } else {
+                "{}".into()
+            };
+            calls.push((c["name"].as_str().unwrap_or_default().to_string(), args));
+        }
+    }
+    (text, thought, calls)
+}
+
+/// A `generateContent` answer → a `chat.completion` for the public `model`.
+pub fn response(g: &Value, model: &str, created: u64) -> Value {
+    let id = g["responseId"].as_str().unwrap_or("gemini").to_string();
+    let cand = &g["candidates"][0];
+    let (text, thought, calls) = split_parts(&cand["content"]["parts"]);
+    let finish = if g["candidates"].as_array().is_none_or(|c| c.is_empty()) {
+        "content_filter" // the prompt was blocked (promptFeedback.blockReason)
+    } else {
+        finish_reason(
+            cand["finishReason"].as_str().unwrap_or(""),
+            !calls.is_empty(),
+        )
+    };
+    let mut message = json!({"role": "assistant",
+        "content": if text.is_empty() && (!calls.is_empty() || finish == "content_filter") { Value::Null } else { json!(text) }});
+    if !thought.is_empty() {
+        message["reasoning_content"] = json!(thought);
+    }
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, (name, args))| {
+                    json!({"id": call_id(&id, i), "type": "function",
+                    "function": {"name": name, "arguments": args}})
+                })
+                .collect(),
+        );
+    }
+    json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": created,
+           "model": model, "choices": [{"index": 0, "message": message, "logprobs": null,
+           "finish_reason": finish}], "usage": usage(&g["usageMetadata"])})
+}
+
+/// A `batchEmbedContents` answer → an OpenAI embeddings list (Gemini reports no usage:
+/// the gateway's estimate of the inputs is used by the caller).
+pub fn embeddings_response(g: &Value, model: &str) -> Value {
+    let data: Vec<Value> = g["embeddings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e["values"]}))
+        .collect();
+    json!({"object": "list", "model": model, "data": data,
+           "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+}
+
+/// The retry delay of a Google error (`RetryInfo.retryDelay`, a duration string), in
+/// whole seconds rounded up.
+pub fn retry_delay(error: &Value) -> Option<u64> {
+    error["details"]
+        .as_array()?
+        .iter()
+        .find_map(|d| d["retryDelay"].as_str())
+        .and_then(|s| s.trim().strip_suffix('s')?.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| s.ceil() as u64)
+}
+
+/// Whether a Google error says the API key is invalid (a 400, not a 401).
+pub fn key_invalid(error: &Value) -> bool {
+    error["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|d| d["reason"] == "API_KEY_INVALID")
+}
+
+/// A Google error answer (`{"error":{code,message,status,details}}`, possibly wrapped in
+/// an array) → the status and OpenAI error body the client gets.
+pub fn error(status: u16, body: &[u8]) -> (u16, Bytes) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = if v.is_array() {
+        &v[0]["error"]
+    } else {
+        &v["error"]
+    };
+    let message = e["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned());
+    let (status, etype, code) = match (status, e["status"].as_str()) {
+        _ if key_invalid(e) => (401, "invalid_request_error", Some("invalid_api_key")),
+        (429, _) => (429, "requests", Some("rate_limit_exceeded")),
+        (s, _) if s >= 500 => (s, "server_error", None),
+        (s, _) => (s, "invalid_request_error", None),
+    };
+    (status, openai_error_body(&message, etype, None, code))
+}
