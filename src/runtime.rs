@@ -33,6 +33,8 @@ pub struct Provider {
     pub api_version: Option<String>,
     /// Pass the provider's rate-limit headers on to clients.
     pub pass_ratelimit_headers: bool,
+    /// Cloud credentials its requests are signed or authorised with (Bedrock, Vertex).
+    pub credentials: Option<crate::providers::api::Credentials>,
 }
 
 /// One enabled deployment of a model.
@@ -175,7 +177,9 @@ impl Runtime {
                         base: BaseUrl::parse(
                             p.base_url
                                 .as_deref()
-                                .or(api.default_base_url())
+                                .map(str::to_string)
+                                .or(api.default_base_url(p))
+                                .as_deref()
                                 .unwrap_or(OPENAI_BASE_URL),
                         )
                         .unwrap_or_else(|_| BaseUrl::parse(OPENAI_BASE_URL).expect("constant URL")),
@@ -195,6 +199,12 @@ impl Runtime {
                         target,
                         api_version: p.api_version.clone(),
                         pass_ratelimit_headers: p.pass_ratelimit_headers,
+                        // Validation has checked them; a failure here leaves the provider
+                        // without credentials, and its upstream refuses it (logged).
+                        credentials: api.credentials(p).unwrap_or_else(|e| {
+                            tracing::error!(provider = %p.name, "credentials: {e}");
+                            None
+                        }),
                     }),
                 )
             })

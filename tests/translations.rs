@@ -69,6 +69,7 @@ fn target(provider: &str) -> Target<'static> {
         api_key: Some("sk-test-0123456789"),
         api_version: (provider == "azure").then_some("2024-10-21"),
         default_max_tokens: 4096,
+        credentials: None,
     }
 }
 

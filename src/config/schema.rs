@@ -246,6 +246,12 @@ pub enum ProviderKind {
     /// Google's Gemini API (generativelanguage.googleapis.com by default): chat requests
     /// are translated to `generateContent`, embeddings to `batchEmbedContents`.
     Gemini,
+    /// Google Vertex AI (`project`, `location`, `credentials_file`): Gemini models on the
+    /// `publishers/google` path, Claude models (`claude-…`) on `publishers/anthropic`.
+    Vertex,
+    /// AWS Bedrock Runtime (`region` and keys, or `api_key` as a bearer key): Converse and
+    /// ConverseStream, signed with SigV4.
+    Bedrock,
     /// Answers inside the gateway, no upstream.
     Mock,
 }
@@ -258,6 +264,8 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Azure => "azure",
             ProviderKind::Gemini => "gemini",
+            ProviderKind::Vertex => "vertex",
+            ProviderKind::Bedrock => "bedrock",
             ProviderKind::Mock => "mock",
         }
     }
@@ -289,6 +297,27 @@ pub struct ProviderConfig {
     /// Behaviour of a `mock` provider.
     #[serde(default)]
     pub mock: Option<MockConfig>,
+    /// Bedrock: the AWS region (`us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Bedrock: the AWS access key id (with `secret_access_key`; or `api_key` as a bearer
+    /// key instead).
+    #[serde(default)]
+    pub access_key_id: Option<Secret>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// Bedrock: the session token of temporary credentials.
+    #[serde(default)]
+    pub session_token: Option<Secret>,
+    /// Vertex: the Google Cloud project.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Vertex: the location (`us-central1`, `global`, `us`, `eu`, …).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Vertex: a service-account JSON key file (its `token_uri` is where tokens come from).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// What the built-in mock provider does.

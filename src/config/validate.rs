@@ -6,6 +6,7 @@ use super::ConfigProblem;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
+mod cloud;
 mod limits;
 use limits::{count_groups, limit_rules, limits_store};
 
@@ -284,7 +285,9 @@ fn providers(c: &Config, p: &mut Problems) {
             | ProviderKind::OpenaiCompatible
             | ProviderKind::Anthropic
             | ProviderKind::Azure
-            | ProviderKind::Gemini => {
+            | ProviderKind::Gemini
+            | ProviderKind::Vertex
+            | ProviderKind::Bedrock => {
                 if pr.mock.is_some() {
                     p.add(
                         format!("{path}.mock"),
@@ -305,6 +308,7 @@ fn providers(c: &Config, p: &mut Problems) {
                 }
             }
         }
+        cloud::check(pr, &path, p);
         if pr.api_version.is_some() && pr.kind != ProviderKind::Azure {
             p.add(
                 format!("{path}.api_version"),

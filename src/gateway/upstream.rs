@@ -8,23 +8,30 @@ use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use crate::gateway::{CooldownReason, GatewayState};
 use crate::limits::admission::{Budget, Rejection};
-use crate::providers::api::{Outgoing, Target as ProviderTarget};
+use crate::providers::api::{Credentials, Outgoing, Target as ProviderTarget, Wire};
 use crate::providers::http::{HttpCall, Timeouts};
 use crate::providers::signals::Signals;
-use crate::providers::{UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
+use crate::providers::{
+    DecodedBody, UpstreamBody, UpstreamErrorKind, UpstreamFailure, UpstreamResponse,
+};
 use crate::runtime::Runtime;
 use crate::runtime::{Deployment, ModelRoute, Target};
 use std::time::{Duration, Instant};
 
-/// Build a deployment's request through its provider's mapping.
-fn outgoing(rt: &Runtime, d: &Deployment, req: &AiRequest) -> Result<Outgoing, GatewayError> {
-    let target = ProviderTarget {
+/// What a deployment's provider builds and signs its requests from.
+fn target<'a>(rt: &Runtime, d: &'a Deployment) -> ProviderTarget<'a> {
+    ProviderTarget {
         model: &d.model,
         api_key: d.api_key.as_ref().map(|k| k.expose()),
         api_version: d.provider.api_version.as_deref(),
         default_max_tokens: rt.config.routing.default_max_tokens,
-    };
-    d.provider.api.outgoing(&target, req)
+        credentials: d.provider.credentials.as_ref(),
+    }
+}
+
+/// Build a deployment's request through its provider's mapping.
+fn outgoing(rt: &Runtime, d: &Deployment, req: &AiRequest) -> Result<Outgoing, GatewayError> {
+    d.provider.api.outgoing(&target(rt, d), req)
 }
 
 /// The request a deployment gets: the client's own when its provider serves the
@@ -63,8 +70,29 @@ async fn attempt(
                 }
             }
             h.extend(headers.iter().cloned());
+            let google = match &d.provider.credentials {
+                Some(Credentials::Google(tokens)) => {
+                    let token = tokens.token(&state.http).await?;
+                    h.push(("authorization".into(), format!("Bearer {token}")));
+                    Some(tokens)
+                }
+                _ => None,
+            };
+            let path = format!("{}{}", base.prefix, out.path);
+            let mut wire = Wire {
+                authority: &base.authority,
+                path: &path,
+                headers: &mut h,
+                body: &out.body,
+            };
+            d.provider
+                .api
+                .sign(&target(rt, d), &mut wire)
+                .map_err(|e| {
+                    UpstreamFailure::new(UpstreamErrorKind::AuthRejected, e.to_string())
+                })?;
             let u = &rt.config.upstream;
-            state
+            let mut resp = state
                 .http
                 .send(HttpCall {
                     base,
@@ -78,7 +106,22 @@ async fn attempt(
                     },
                     scrubber: rt.scrubber.clone(),
                 })
-                .await
+                .await?;
+            if let (401, Some(tokens)) = (resp.status, google) {
+                tokens.invalidate().await; // the next attempt fetches a fresh one
+            }
+            if resp.status < 300 {
+                if let Some(decoder) = d.provider.api.body_decoder(resp.content_type.as_deref()) {
+                    let inner = std::mem::replace(&mut resp.body, UpstreamBody::Full(None));
+                    resp.body = UpstreamBody::Decoded(Box::new(DecodedBody {
+                        inner,
+                        decoder,
+                        ready: Default::default(),
+                    }));
+                    resp.content_type = Some("text/event-stream".into());
+                }
+            }
+            Ok(resp)
         }
     }
 }

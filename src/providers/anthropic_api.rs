@@ -34,8 +34,8 @@ impl Provider for Anthropic {
         })
     }
 
-    fn default_base_url(&self) -> Option<&'static str> {
-        Some("https://api.anthropic.com/v1")
+    fn default_base_url(&self, _p: &crate::config::schema::ProviderConfig) -> Option<String> {
+        Some("https://api.anthropic.com/v1".to_string())
     }
 
     fn signals(&self, headers: &[(String, String)]) -> Signals {
@@ -107,6 +107,7 @@ mod tests {
             api_key: Some("sk-ant"),
             api_version: None,
             default_max_tokens: 64,
+            credentials: None,
         };
         let chat = AiRequest::parse(
             Endpoint::ChatCompletions,

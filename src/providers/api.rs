@@ -7,6 +7,7 @@
 
 use super::signals::{self, Signals};
 use crate::canonical::{AiRequest, Endpoint, Usage};
+use crate::config::schema::ProviderConfig;
 use crate::errors::GatewayError;
 use bytes::Bytes;
 
@@ -19,6 +20,37 @@ pub struct Target<'a> {
     pub api_version: Option<&'a str>,
     /// Completion tokens to ask for when the client set none (APIs that require it).
     pub default_max_tokens: u64,
+    /// Cloud credentials the provider signs with (Bedrock's AWS keys).
+    pub credentials: Option<&'a Credentials>,
+}
+
+/// A provider's cloud credentials, built once per config snapshot by
+/// [`Provider::credentials`].
+#[derive(Debug)]
+pub enum Credentials {
+    /// AWS keys (Bedrock): requests are signed with SigV4.
+    Aws(super::bedrock::AwsCredentials),
+    /// A Google service account (Vertex AI): requests carry an OAuth2 access token.
+    Google(std::sync::Arc<super::vertex::TokenSource>),
+}
+
+/// Turns an upstream body in a binary framing into SSE events (Bedrock's event stream),
+/// so the stream phase reads every provider's stream alike.
+pub trait BodyDecoder: Send {
+    /// The SSE events (each ending with its blank line) completed by `chunk`.
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, super::UpstreamFailure>;
+    /// The body ended: an error when it ended inside a frame.
+    fn finish(&mut self) -> Result<(), super::UpstreamFailure>;
+}
+
+/// A request as it goes on the wire, for providers that sign it.
+pub struct Wire<'a> {
+    /// `host[:port]`, as sent in `Host`.
+    pub authority: &'a str,
+    /// The whole path (base prefix included) and query.
+    pub path: &'a str,
+    pub headers: &'a mut Vec<(String, String)>,
+    pub body: &'a [u8],
 }
 
 /// What is sent upstream: the path after the base URL, auth headers and the body.
@@ -41,9 +73,21 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// error (400), not a reason to fail over.
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError>;
 
-    /// The base URL when the config names none (`None`: the config must name one).
-    fn default_base_url(&self) -> Option<&'static str> {
+    /// The base URL when the config names none (`None`: the config must name one); it may
+    /// depend on the provider's settings (Bedrock's region, Vertex's project and location).
+    fn default_base_url(&self, _p: &ProviderConfig) -> Option<String> {
         None
+    }
+
+    /// The cloud credentials its requests need, from its settings (checked by validation).
+    fn credentials(&self, _p: &ProviderConfig) -> Result<Option<Credentials>, String> {
+        Ok(None)
+    }
+
+    /// Sign a request built for it, as it goes on the wire (Bedrock: SigV4), after every
+    /// header is set.
+    fn sign(&self, _t: &Target<'_>, _wire: &mut Wire<'_>) -> Result<(), GatewayError> {
+        Ok(())
     }
 
     /// Whether it answers in process (the mock) instead of over HTTP.
@@ -72,6 +116,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         if let Some(u) = u.and_then(Usage::from_openai) {
             *usage = u;
         }
+    }
+
+    /// A decoder for a successful answer's body in a binary framing (by its content
+    /// type); the stream phase then sees SSE events.
+    fn body_decoder(&self, _content_type: Option<&str>) -> Option<Box<dyn BodyDecoder>> {
+        None
     }
 
     /// Whether its error answers must be read before the call core classifies them (the

@@ -62,6 +62,7 @@ mod tests {
             api_key: Some("az-key"),
             api_version: Some("2024-10-21"),
             default_max_tokens: 16,
+            credentials: None,
         };
         let out = Azure.outgoing(&t, &req).unwrap();
         assert_eq!(

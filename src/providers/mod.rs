@@ -16,12 +16,14 @@ pub mod anthropic;
 mod anthropic_api;
 pub mod api;
 pub mod azure;
+pub mod bedrock;
 pub mod gemini;
 pub mod http;
 pub mod mock;
 pub mod openai;
 pub mod scrub;
 pub mod signals;
+pub mod vertex;
 
 pub use anthropic_api::Anthropic;
 pub use api::{EventTranslator, Provider};
@@ -37,6 +39,8 @@ pub fn registry(kind: ProviderKind) -> &'static dyn Provider {
         ProviderKind::Azure => &azure::Azure,
         ProviderKind::Anthropic => &Anthropic,
         ProviderKind::Gemini => &gemini::Gemini,
+        ProviderKind::Bedrock => &bedrock::Bedrock,
+        ProviderKind::Vertex => &vertex::Vertex,
         ProviderKind::Mock => &mock::Mock,
     }
 }
@@ -113,6 +117,15 @@ pub enum UpstreamBody {
     Mock(mock::MockStream),
     /// A body read from an upstream connection.
     Http(http::HttpBody),
+    /// A body in a binary framing, decoded into SSE events as it is read.
+    Decoded(Box<DecodedBody>),
+}
+
+/// A body and the decoder of its framing (see [`api::BodyDecoder`]).
+pub struct DecodedBody {
+    pub inner: UpstreamBody,
+    pub decoder: Box<dyn api::BodyDecoder>,
+    pub ready: std::collections::VecDeque<Bytes>,
 }
 
 impl UpstreamBody {
@@ -122,6 +135,18 @@ impl UpstreamBody {
             UpstreamBody::Full(b) => Ok(b.take()),
             UpstreamBody::Mock(m) => m.next_chunk().await,
             UpstreamBody::Http(h) => h.next_chunk().await,
+            UpstreamBody::Decoded(d) => loop {
+                if let Some(event) = d.ready.pop_front() {
+                    return Ok(Some(event));
+                }
+                match Box::pin(d.inner.next_chunk()).await? {
+                    Some(chunk) => d.ready.extend(d.decoder.feed(&chunk)?),
+                    None => {
+                        d.decoder.finish()?;
+                        return Ok(None);
+                    }
+                }
+            },
         }
     }
 

@@ -18,8 +18,8 @@ impl Provider for OpenAi {
         endpoint != Endpoint::Messages
     }
 
-    fn default_base_url(&self) -> Option<&'static str> {
-        Some(OPENAI_BASE_URL)
+    fn default_base_url(&self, _p: &crate::config::schema::ProviderConfig) -> Option<String> {
+        Some(OPENAI_BASE_URL.to_string())
     }
 
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
@@ -60,6 +60,7 @@ mod tests {
             api_key: Some("sk-k"),
             api_version: None,
             default_max_tokens: 16,
+            credentials: None,
         };
         let out = OpenAi.outgoing(&t, &req).unwrap();
         assert_eq!(out.path, "/chat/completions");

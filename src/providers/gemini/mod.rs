@@ -58,8 +58,8 @@ impl Provider for Gemini {
         matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings)
     }
 
-    fn default_base_url(&self) -> Option<&'static str> {
-        Some(GEMINI_BASE_URL)
+    fn default_base_url(&self, _p: &crate::config::schema::ProviderConfig) -> Option<String> {
+        Some(GEMINI_BASE_URL.to_string())
     }
 
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {

@@ -1,0 +1,250 @@
+//! Bedrock's ConverseStream: the binary `application/vnd.amazon.eventstream` framing
+//! (decoded incrementally by [`EventStreamDecoder`], CRCs checked, frames split across
+//! reads kept) and its events translated to OpenAI chunks ([`ConverseStream`]).
+
+use super::translate::{finish_reason, usage};
+use crate::errors::openai_error_body;
+use crate::providers::api::{BodyDecoder, EventTranslator};
+use crate::providers::{UpstreamErrorKind, UpstreamFailure};
+use aws_smithy_eventstream::frame::read_message_from;
+use aws_smithy_types::event_stream::Message;
+use bytes::{Buf, Bytes, BytesMut};
+use serde_json::{json, Value};
+
+/// Largest frame accepted (APISIX caps at 16 MiB too).
+const MAX_FRAME: u32 = 16 * 1024 * 1024;
+
+/// Turns event-stream frames into SSE events whose data is
+/// `{"event": <:event-type>, "payload": <JSON>}`, or `{"exception": <type>, "message"}`
+/// for exception and error frames, so the stream phase handles them like any SSE.
+#[derive(Default)]
+pub struct EventStreamDecoder {
+    buf: BytesMut,
+}
+
+fn header<'m>(m: &'m Message, name: &str) -> Option<&'m str> {
+    m.headers()
+        .iter()
+        .find(|h| h.name().as_str() == name)
+        .and_then(|h| h.value().as_string().ok())
+        .map(|s| s.as_str())
+}
+
+fn protocol(detail: String) -> UpstreamFailure {
+    UpstreamFailure::new(UpstreamErrorKind::Protocol, detail)
+}
+
+impl EventStreamDecoder {
+    /// The SSE event for one frame.
+    fn event(m: &Message) -> Bytes {
+        let payload: Value = serde_json::from_slice(m.payload()).unwrap_or(Value::Null);
+        let data = match header(m, ":message-type") {
+            Some("event") => {
+                json!({"event": header(m, ":event-type").unwrap_or(""), "payload": payload})
+            }
+            Some("exception") => {
+                json!({"exception": header(m, ":exception-type").unwrap_or("exception"),
+                "message": payload["message"].as_str().unwrap_or("upstream exception")})
+            }
+            _ => json!({"exception": header(m, ":error-code").unwrap_or("error"),
+                "message": header(m, ":error-message").unwrap_or("upstream error")}),
+        };
+        Bytes::from(format!("data: {data}\n\n"))
+    }
+}
+
+impl BodyDecoder for EventStreamDecoder {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, UpstreamFailure> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        // A frame starts with its total length: bounded before anything is buffered for
+        // it; `read_message_from` checks both CRCs.
+        while self.buf.len() >= 4 {
+            let total = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+            if !(16..=MAX_FRAME).contains(&total) {
+                return Err(protocol(format!("event-stream frame of {total} bytes")));
+            }
+            if self.buf.len() < total as usize {
+                break;
+            }
+            let frame = self.buf.split_to(total as usize).freeze();
+            let m = read_message_from(frame)
+                .map_err(|e| protocol(format!("event-stream frame: {e}")))?;
+            out.push(Self::event(&m));
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<(), UpstreamFailure> {
+        if self.buf.has_remaining() {
+            return Err(protocol("the event stream ended inside a frame".into()));
+        }
+        Ok(())
+    }
+}
+
+/// ConverseStream events → OpenAI chunks, a usage chunk and `data: [DONE]` (usage comes
+/// in `metadata`, after `messageStop`).
+pub struct ConverseStream {
+    id: String,
+    model: String,
+    created: u64,
+    /// Bedrock block index → OpenAI tool-call index (OpenAI numbers only the calls).
+    tools: Vec<(u64, usize)>,
+    finish: &'static str,
+    ended: bool,
+}
+
+impl ConverseStream {
+    pub fn new(model: &str, created: u64) -> ConverseStream {
+        ConverseStream {
+            id: format!(
+                "chatcmpl-bedrock-{}",
+                hex::encode(rand::random::<[u8; 8]>())
+            ),
+            model: model.to_string(),
+            created,
+            tools: Vec::new(),
+            finish: "stop",
+            ended: false,
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        Bytes::from(format!("data: {c}\n\n"))
+    }
+}
+
+impl EventTranslator for ConverseStream {
+    fn event(&mut self, data: &Value) -> Vec<Bytes> {
+        if self.ended {
+            return Vec::new();
+        }
+        if let Some(kind) = data["exception"].as_str() {
+            self.ended = true;
+            let message = format!("{kind}: {}", data["message"].as_str().unwrap_or_default());
+            let etype = if kind == "throttlingException" {
+                "requests"
+            } else {
+                "server_error"
+            };
+            let body = openai_error_body(&message, etype, None, None);
+            return vec![Bytes::from([b"data: ".as_slice(), &body, b"\n\n"].concat())];
+        }
+        let p = &data["payload"];
+        match data["event"].as_str().unwrap_or_default() {
+            "messageStart" => vec![self.chunk(json!({"role": "assistant", "content": ""}), None)],
+            "contentBlockStart" => {
+                let Some(t) = p["start"].get("toolUse") else {
+                    return Vec::new();
+                };
+                let index = self.tools.len();
+                self.tools
+                    .push((p["contentBlockIndex"].as_u64().unwrap_or(0), index));
+                vec![self.chunk(
+                    json!({"tool_calls": [{"index": index, "id": t["toolUseId"], "type": "function",
+                        "function": {"name": t["name"], "arguments": ""}}]}),
+                    None,
+                )]
+            }
+            "contentBlockDelta" => {
+                let d = &p["delta"];
+                if let Some(t) = d["text"].as_str() {
+                    return vec![self.chunk(json!({"content": t}), None)];
+                }
+                if let Some(r) = d["reasoningContent"]["text"].as_str() {
+                    return vec![self.chunk(json!({"reasoning_content": r}), None)];
+                }
+                let block = p["contentBlockIndex"].as_u64().unwrap_or(0);
+                match (
+                    d["toolUse"]["input"].as_str(),
+                    self.tools.iter().find(|(b, _)| *b == block),
+                ) {
+                    (Some(input), Some(&(_, index))) if !input.is_empty() => vec![self.chunk(
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": input}}]}),
+                        None,
+                    )],
+                    _ => Vec::new(),
+                }
+            }
+            "messageStop" => {
+                self.finish = finish_reason(p["stopReason"].as_str().unwrap_or(""));
+                vec![self.chunk(json!({}), Some(self.finish))]
+            }
+            "metadata" => {
+                self.ended = true;
+                let u = json!({"id": self.id, "object": "chat.completion.chunk",
+                    "created": self.created, "model": self.model, "choices": [],
+                    "usage": usage(&p["usage"])});
+                vec![
+                    Bytes::from(format!("data: {u}\n\n")),
+                    Bytes::from_static(b"data: [DONE]\n\n"),
+                ]
+            }
+            _ => Vec::new(), // contentBlockStop
+        }
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference's byte-level example (§c.6): a `contentBlockDelta` frame, as dumped.
+    fn frame() -> Vec<u8> {
+        let dump = "00 00 00 9f 00 00 00 57 c3 7b ab ff 0b 3a 65 76
+            65 6e 74 2d 74 79 70 65 07 00 11 63 6f 6e 74 65
+            6e 74 42 6c 6f 63 6b 44 65 6c 74 61 0d 3a 63 6f
+            6e 74 65 6e 74 2d 74 79 70 65 07 00 10 61 70 70
+            6c 69 63 61 74 69 6f 6e 2f 6a 73 6f 6e 0d 3a 6d
+            65 73 73 61 67 65 2d 74 79 70 65 07 00 05 65 76
+            65 6e 74 7b 22 63 6f 6e 74 65 6e 74 42 6c 6f 63
+            6b 49 6e 64 65 78 22 3a 30 2c 22 64 65 6c 74 61
+            22 3a 7b 22 74 65 78 74 22 3a 22 48 69 22 7d 2c
+            22 70 22 3a 22 61 62 63 64 22 7d f2 ac e5 ff";
+        dump.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn decodes_frames_split_at_every_offset_and_rejects_bad_crcs() {
+        let f = frame();
+        assert_eq!(f.len(), 159);
+        let want = "data: {\"event\":\"contentBlockDelta\",\"payload\":{\"contentBlockIndex\":0,\"delta\":{\"text\":\"Hi\"},\"p\":\"abcd\"}}\n\n";
+        for cut in 0..f.len() {
+            let mut d = EventStreamDecoder::default();
+            let mut out = d.feed(&f[..cut]).unwrap();
+            out.extend(d.feed(&f[cut..]).unwrap());
+            assert_eq!(out.len(), 1, "cut at {cut}");
+            assert_eq!(std::str::from_utf8(&out[0]).unwrap(), want);
+            d.finish().unwrap();
+        }
+        // Two frames in one read give two events.
+        let two = [f.clone(), f.clone()].concat();
+        assert_eq!(EventStreamDecoder::default().feed(&two).unwrap().len(), 2);
+        // A damaged prelude CRC, a damaged message CRC, an impossible length.
+        for i in [8, 158] {
+            let mut bad = f.clone();
+            bad[i] ^= 0xff;
+            assert!(
+                EventStreamDecoder::default().feed(&bad).is_err(),
+                "byte {i}"
+            );
+        }
+        let mut short = f.clone();
+        short[3] = 8;
+        assert!(EventStreamDecoder::default().feed(&short).is_err());
+        // A stream that stops inside a frame is an error, not a silent end.
+        let mut d = EventStreamDecoder::default();
+        d.feed(&f[..100]).unwrap();
+        assert!(d.finish().is_err());
+    }
+}

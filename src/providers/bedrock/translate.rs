@@ -1,0 +1,296 @@
+//! Pure translations between OpenAI chat and Bedrock's Converse API
+//! (`shared/reference/gemini-bedrock-vertex.md` §d.3–d.4).
+
+use crate::errors::{openai_error_body, GatewayError};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
+    GatewayError::bad_request(message, Some(param))
+}
+
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// Bedrock's tool names: `[a-zA-Z0-9_-]{1,64}`.
+fn tool_name(name: &str) -> Result<&str, GatewayError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(name)
+    } else {
+        Err(bad(format!("tool name {name:?} is not valid for this model (letters, digits, _ and -, at most 64)"), "tools"))
+    }
+}
+
+/// OpenAI content parts → Converse content blocks (images only as data URLs: Bedrock
+/// fetches no URL).
+fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
+    let parts = match content {
+        Value::Null => return Ok(Vec::new()),
+        Value::String(s) if s.trim().is_empty() => return Ok(Vec::new()),
+        Value::String(s) => return Ok(vec![json!({"text": s})]),
+        Value::Array(p) => p,
+        _ => {
+            return Err(bad(
+                "message content must be a string or an array",
+                "messages",
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for p in parts {
+        match p["type"].as_str() {
+            Some("text") => {
+                if p["text"].as_str().is_some_and(|t| !t.trim().is_empty()) {
+                    out.push(json!({"text": p["text"]}));
+                }
+            }
+            Some("image_url") => {
+                let url = p["image_url"]["url"].as_str().unwrap_or_default();
+                let (mime, data) = url
+                    .strip_prefix("data:")
+                    .and_then(|r| r.split_once(";base64,"))
+                    .ok_or_else(|| bad("images must be data: URLs for this model", "messages"))?;
+                let format = match mime {
+                    "image/png" => "png",
+                    "image/gif" => "gif",
+                    "image/webp" => "webp",
+                    _ => "jpeg",
+                };
+                out.push(json!({"image": {"format": format, "source": {"bytes": data}}}));
+            }
+            other => {
+                return Err(bad(
+                    format!("content part type {other:?} is not supported for this model"),
+                    "messages",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Append a message, merging consecutive ones of the same role (Bedrock wants turns to
+/// alternate; consecutive tool results become one user message).
+fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
+    if blocks.is_empty() {
+        return;
+    }
+    if let Some(last) = messages.last_mut() {
+        if last["role"] == role {
+            if let Some(c) = last["content"].as_array_mut() {
+                c.extend(blocks);
+                return;
+            }
+        }
+    }
+    messages.push(json!({"role": role, "content": blocks}));
+}
+
+/// An OpenAI chat request → a Converse body (the model goes in the URL, not the body).
+pub fn request(body: &Value, default_max_tokens: u64) -> Result<Value, GatewayError> {
+    if body["n"].as_u64().is_some_and(|n| n != 1) {
+        return Err(bad("n must be 1 for this model", "n"));
+    }
+    let mut system = Vec::new();
+    let mut messages: Vec<Value> = Vec::new();
+    let mut history_has_tools = false;
+    for m in body["messages"]
+        .as_array()
+        .ok_or_else(|| bad("messages must be an array", "messages"))?
+    {
+        match m["role"].as_str() {
+            Some("system" | "developer") => system.push(text_of(&m["content"])),
+            Some("user") => push(&mut messages, "user", blocks_of(&m["content"])?),
+            Some("assistant") => {
+                let mut blocks = blocks_of(&m["content"])?;
+                for call in m["tool_calls"].as_array().into_iter().flatten() {
+                    history_has_tools = true;
+                    let args = call["function"]["arguments"].as_str().unwrap_or("{}");
+                    let input: Value =
+                        serde_json::from_str(if args.is_empty() { "{}" } else { args })
+                            .map_err(|_| bad("tool call arguments must be JSON", "messages"))?;
+                    let name = tool_name(call["function"]["name"].as_str().unwrap_or_default())?;
+                    blocks.push(
+                        json!({"toolUse": {"toolUseId": call["id"], "name": name, "input": input}}),
+                    );
+                }
+                push(&mut messages, "assistant", blocks);
+            }
+            Some("tool") => {
+                history_has_tools = true;
+                let block = json!({"toolResult": {"toolUseId": m["tool_call_id"],
+                    "content": [{"text": text_of(&m["content"])}]}});
+                push(&mut messages, "user", vec![block]);
+            }
+            other => return Err(bad(format!("unknown message role {other:?}"), "messages")),
+        }
+    }
+    let mut out = Map::new();
+    if !system.is_empty() {
+        out.insert("system".into(), json!([{"text": system.join("\n")}]));
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    let mut inference = Map::new();
+    let max = body["max_completion_tokens"]
+        .as_u64()
+        .or(body["max_tokens"].as_u64())
+        .unwrap_or(default_max_tokens);
+    inference.insert("maxTokens".into(), json!(max));
+    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
+        if body[from].is_number() {
+            inference.insert(to.into(), body[from].clone());
+        }
+    }
+    match &body["stop"] {
+        Value::String(s) => {
+            inference.insert("stopSequences".into(), json!([s]));
+        }
+        Value::Array(a) => {
+            inference.insert("stopSequences".into(), Value::Array(a.clone()));
+        }
+        _ => {}
+    }
+    out.insert("inferenceConfig".into(), Value::Object(inference));
+    let mut specs = Vec::new();
+    for t in body["tools"].as_array().into_iter().flatten() {
+        if t["type"] != "function" {
+            continue;
+        }
+        let f = &t["function"];
+        let schema = if f["parameters"].is_object() {
+            f["parameters"].clone()
+        } else {
+            json!({"type": "object"})
+        };
+        let mut spec = json!({"name": tool_name(f["name"].as_str().unwrap_or_default())?,
+                              "inputSchema": {"json": schema}});
+        if let Some(d) = f["description"].as_str() {
+            spec["description"] = json!(d);
+        }
+        specs.push(json!({"toolSpec": spec}));
+    }
+    // Bedrock has no "none": drop the tools, unless the history holds tool blocks (which
+    // need a toolConfig), then the model may still call one.
+    let none = body["tool_choice"] == json!("none");
+    if !specs.is_empty() && (!none || history_has_tools) {
+        let mut config = json!({"tools": specs});
+        let choice = match &body["tool_choice"] {
+            Value::String(s) if s == "required" => Some(json!({"any": {}})),
+            Value::String(s) if s == "auto" => Some(json!({"auto": {}})),
+            Value::Object(o) => o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .map(|n| json!({"tool": {"name": n}})),
+            _ => None,
+        };
+        if let Some(c) = choice {
+            config["toolChoice"] = c;
+        }
+        out.insert("toolConfig".into(), config);
+    }
+    let format = &body["response_format"];
+    let schema = match format["type"].as_str() {
+        Some("json_schema") => Some((
+            format["json_schema"]["schema"].clone(),
+            format["json_schema"]["name"].clone(),
+        )),
+        Some("json_object") => Some((
+            json!({"type": "object", "additionalProperties": true}),
+            json!("json"),
+        )),
+        _ => None,
+    };
+    if let Some((schema, name)) = schema {
+        out.insert(
+            "outputConfig".into(),
+            json!({"textFormat": {"type": "json_schema",
+            "structure": {"jsonSchema": {"schema": schema.to_string(), "name": name}}}}),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+/// Converse `stopReason` → OpenAI `finish_reason`.
+pub fn finish_reason(stop: &str) -> &'static str {
+    match stop {
+        "tool_use" => "tool_calls",
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "guardrail_intervened" | "content_filtered" => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// Converse usage → OpenAI usage.
+pub fn usage(u: &Value) -> Value {
+    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    let (prompt, completion) = (n("inputTokens"), n("outputTokens"));
+    json!({"prompt_tokens": prompt, "completion_tokens": completion,
+           "total_tokens": u["totalTokens"].as_u64().unwrap_or(prompt + completion),
+           "prompt_tokens_details": {"cached_tokens": n("cacheReadInputTokens")}})
+}
+
+/// A Converse answer → a `chat.completion` for the public `model`.
+pub fn response(c: &Value, model: &str, created: u64) -> Value {
+    let (mut text, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
+    for b in c["output"]["message"]["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(t) = b["text"].as_str() {
+            text.push_str(t);
+        } else if let Some(u) = b.get("toolUse") {
+            calls.push(json!({"id": u["toolUseId"], "type": "function",
+                "function": {"name": u["name"], "arguments": u["input"].to_string()}}));
+        } else if let Some(r) = b["reasoningContent"]["reasoningText"]["text"].as_str() {
+            reasoning.push_str(r);
+        }
+    }
+    let mut message = json!({"role": "assistant",
+        "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !reasoning.is_empty() {
+        message["reasoning_content"] = json!(reasoning);
+    }
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let id = format!(
+        "chatcmpl-bedrock-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    );
+    json!({"id": id, "object": "chat.completion", "created": created, "model": model,
+           "choices": [{"index": 0, "message": message, "logprobs": null,
+                        "finish_reason": finish_reason(c["stopReason"].as_str().unwrap_or(""))}],
+           "usage": usage(&c["usage"])})
+}
+
+/// A Bedrock error answer (`{"message"}`) → status and OpenAI error body.
+pub fn error(status: u16, body: &[u8]) -> (u16, Bytes) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message = v["message"]
+        .as_str()
+        .or(v["Message"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned());
+    let (status, etype, code) = match status {
+        429 => (429, "requests", Some("rate_limit_exceeded")),
+        408 => (504, "server_error", Some("timeout")),
+        424 => (502, "server_error", None),
+        s if s >= 500 => (s, "server_error", None),
+        s => (s, "invalid_request_error", None),
+    };
+    (status, openai_error_body(&message, etype, None, code))
+}
