@@ -29,9 +29,9 @@ pub struct Target<'a> {
 #[derive(Debug)]
 pub enum Credentials {
     /// AWS keys (Bedrock): requests are signed with SigV4.
-    Aws(super::bedrock::AwsCredentials),
+    Aws(super::aws_auth::AwsCredentials),
     /// A Google service account (Vertex AI): requests carry an OAuth2 access token.
-    Google(std::sync::Arc<super::vertex::TokenSource>),
+    Google(std::sync::Arc<super::google_auth::TokenSource>),
 }
 
 /// Turns an upstream body in a binary framing into SSE events (Bedrock's event stream),

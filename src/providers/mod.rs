@@ -15,9 +15,11 @@ pub mod anthropic;
 #[path = "anthropic_api.rs"]
 mod anthropic_api;
 pub mod api;
+pub mod aws_auth;
 pub mod azure;
 pub mod bedrock;
 pub mod gemini;
+pub mod google_auth;
 pub mod http;
 pub mod mock;
 pub mod openai;
