@@ -44,6 +44,9 @@ pub enum Body {
     /// An event stream sent as these exact chunks, 20 ms apart (to split a value
     /// across reads).
     Chunks(Vec<String>),
+    /// A binary body of this content type, sent chunked in these pieces, 20 ms apart
+    /// (AWS's event stream).
+    Binary(&'static str, Vec<Vec<u8>>),
 }
 
 impl Reply {
@@ -159,11 +162,41 @@ fn serve(conn: TcpStream, handler: &Handler) {
                 events(&mut conn, reply.status, &extra, parts)
             }
             Body::Chunks(parts) => events(&mut conn, reply.status, &extra, parts),
+            Body::Binary(content_type, parts) => {
+                binary(&mut conn, reply.status, content_type, &extra, parts)
+            }
         };
         if !ok {
             return;
         }
     }
+}
+
+fn binary(
+    conn: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    extra: &str,
+    parts: Vec<Vec<u8>>,
+) -> bool {
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\n{extra}transfer-encoding: chunked\r\n\r\n"
+    );
+    if conn.write_all(head.as_bytes()).is_err() {
+        return false;
+    }
+    for part in &parts {
+        let ok = conn
+            .write_all(format!("{:x}\r\n", part.len()).as_bytes())
+            .is_ok()
+            && conn.write_all(part).is_ok()
+            && conn.write_all(b"\r\n").is_ok();
+        if !ok {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    conn.write_all(b"0\r\n\r\n").is_ok()
 }
 
 fn events(conn: &mut TcpStream, status: &str, extra: &str, parts: Vec<String>) -> bool {
