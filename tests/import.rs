@@ -63,11 +63,21 @@ fn every_fixture_imports_to_its_gateway_yaml() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("gateway.yaml");
         std::fs::write(&path, &stdout).unwrap();
+        // The service-account file a migrated Vertex provider names (saved by the operator).
+        let sa = tmp.path().join("sa.json");
+        let key = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vertex/test_key.pem"),
+        )
+        .unwrap();
+        let sa_json = serde_json::json!({"client_email": "gw@p.iam.gserviceaccount.com",
+            "private_key": key, "token_uri": "https://oauth2.googleapis.com/token"});
+        std::fs::write(&sa, sa_json.to_string()).unwrap();
         let check = bin()
             .arg("check")
             .arg(&path)
             .env("OPENAI_KEY", "sk-test")
             .env("TEAM_A_KEY", "sk-team-a")
+            .env("GCP_CREDENTIALS_FILE", &sa)
             .output()
             .unwrap();
         assert!(

@@ -40,10 +40,17 @@ pub(super) fn provider(conf: &Value, at: &str, out: &mut Out) -> Option<Value> {
         "openai-compatible" => ("openai-compatible", base("")),
         "anthropic" => ("anthropic", base("")),
         "azure-openai" => ("azure", base("")),
+        // APISIX speaks to Gemini through Google's OpenAI-compatible endpoint: so does the
+        // import, so clients get the same answers (`kind: gemini` is the native API).
+        "gemini" => (
+            "openai-compatible",
+            base("https://generativelanguage.googleapis.com/v1beta/openai"),
+        ),
+        "vertex-ai" | "bedrock" => return cloud_provider(&kind, conf, at, out),
         other => {
             out.unmapped(
                 format!("{at}.provider"),
-                format!("provider `{other}` is not supported (openai, deepseek, openrouter, aimlapi, openai-compatible, anthropic, azure-openai are)"),
+                format!("provider `{other}` is not supported (openai, deepseek, openrouter, aimlapi, openai-compatible, anthropic, azure-openai, gemini, vertex-ai, bedrock are)"),
             );
             return None;
         }
@@ -100,6 +107,55 @@ pub(super) fn provider(conf: &Value, at: &str, out: &mut Out) -> Option<Value> {
     ]))
 }
 
+/// APISIX's `vertex-ai` and `bedrock` providers as `kind: vertex` / `kind: bedrock`.
+fn cloud_provider(kind: &str, conf: &Value, at: &str, out: &mut Out) -> Option<Value> {
+    let pc = get(conf, "provider_conf");
+    let field = |k: &str| pc.and_then(|p| text(p, k));
+    let auth = get(conf, "auth");
+    if kind == "bedrock" {
+        let aws = auth.and_then(|a| get(a, "aws"));
+        let key = |k: &str| aws.and_then(|a| text(a, k)).map(s).unwrap_or(Value::Null);
+        let (Some(region), Some(_)) = (field("region"), aws) else {
+            out.unmapped(
+                format!("{at}.provider_conf.region"),
+                "bedrock needs provider_conf.region and auth.aws",
+            );
+            return None;
+        };
+        out.unmapped(
+            format!("{at}.provider"),
+            "clients send OpenAI chat bodies here (the gateway translates them to Converse), not Converse bodies",
+        );
+        return Some(map(vec![
+            ("kind", s("bedrock")),
+            ("region", s(region)),
+            ("access_key_id", key("access_key_id")),
+            ("secret_access_key", key("secret_access_key")),
+            ("session_token", key("session_token")),
+        ]));
+    }
+    let (Some(project), Some(location)) = (field("project_id"), field("region")) else {
+        out.unmapped(
+            format!("{at}.provider_conf"),
+            "vertex-ai needs provider_conf.project_id and region here (override.endpoint alone is not enough)",
+        );
+        return None;
+    };
+    out.unmapped(
+        format!("{at}.auth.gcp.service_account_json"),
+        "save the service account JSON (or GCP_SERVICE_ACCOUNT) to the file credentials_file names (GCP_CREDENTIALS_FILE)",
+    );
+    Some(map(vec![
+        ("kind", s("vertex")),
+        ("project", s(project)),
+        ("location", s(location)),
+        (
+            "credentials_file",
+            s("${GCP_CREDENTIALS_FILE:-gcp-service-account.json}"),
+        ),
+    ]))
+}
+
 /// An AI route: its ai-proxy(-multi) instances become a model's deployments.
 pub(super) fn ai_route(
     at: &str,
@@ -141,7 +197,15 @@ pub(super) fn ai_route(
         let Some(p) = provider(conf, &iat, out) else {
             continue;
         };
-        let upstream_model = get(conf, "options").and_then(|o| text(o, "model"));
+        // Vertex's OpenAI-compatible endpoint names models `google/<model>`; the native
+        // API takes `<model>`.
+        let upstream_model =
+            get(conf, "options")
+                .and_then(|o| text(o, "model"))
+                .map(|m| match text(conf, "provider").as_deref() {
+                    Some("vertex-ai") => m.strip_prefix("google/").unwrap_or(&m).to_string(),
+                    _ => m,
+                });
         let Some(upstream_model) = upstream_model else {
             out.unmapped(
                 format!("{iat}.options.model"),
