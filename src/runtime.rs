@@ -317,7 +317,12 @@ impl Runtime {
             config
                 .providers
                 .iter()
-                .filter_map(|p| p.api_key.as_ref())
+                .flat_map(|p| {
+                    // Every secret a provider holds: its key, and AWS's secret and token.
+                    [&p.api_key, &p.secret_access_key, &p.session_token]
+                        .into_iter()
+                        .flatten()
+                })
                 .chain(
                     config
                         .models
