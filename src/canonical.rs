@@ -39,6 +39,22 @@ impl Usage {
     }
 }
 
+/// The text of a message content: a string as it is, or the text of its parts (`text`,
+/// or a refusal's `refusal`) joined by `sep`. Chat text parts, Anthropic text blocks and
+/// Responses input/output text all read this way.
+pub fn content_text(content: &serde_json::Value, sep: &str) -> String {
+    match content {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").or(p.get("refusal")))
+            .filter_map(serde_json::Value::as_str)
+            .collect::<Vec<_>>()
+            .join(sep),
+        _ => String::new(),
+    }
+}
+
 /// The OpenAI endpoints that carry a model in their body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {

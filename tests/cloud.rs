@@ -9,8 +9,8 @@ mod common;
 use ai_rate_limiter::providers::aws_auth::AwsCredentials;
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-use common::fixture_server::{recording, Body, Recorded, Reply, Request};
-use common::{agent, Gw, Resp};
+use common::fixture_server::{last, recording, Body, Recorded, Reply, Request};
+use common::{send, sse_events, Gw, Resp};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,26 +23,13 @@ const TOKEN: &str = "session-token-0123456789";
 const BEARER: &str = "bedrock-api-key-0123456789";
 
 fn post(gw: &Gw, path: &str, body: &Value) -> Resp {
-    let sent = agent()
-        .post(&gw.url(path))
-        .set("authorization", &format!("Bearer {KEY}"))
-        .set("content-type", "application/json")
-        .send_string(&body.to_string());
-    let r = match sent {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    let status = r.status();
-    let headers = r
-        .headers_names()
-        .into_iter()
-        .map(|n| (n.clone(), r.header(&n).unwrap_or("").to_string()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: r.into_string().unwrap(),
-    }
+    let auth = format!("Bearer {KEY}");
+    send(
+        "POST",
+        &gw.url(path),
+        &[("authorization", &auth)],
+        Some(body),
+    )
 }
 
 fn chat(gw: &Gw, model: &str, extra: Value) -> Resp {
@@ -233,14 +220,11 @@ reload: {{watch: false}}
     (gw, seen)
 }
 
-fn last(seen: &Recorded) -> Request {
-    seen.lock().unwrap().last().cloned().unwrap()
-}
-
 fn data_events(body: &str) -> Vec<Value> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str(d).ok())
+    sse_events(body)
+        .into_iter()
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_null())
         .collect()
 }
 

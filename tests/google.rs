@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::fixture_server::{recording, Recorded, Reply, Request};
-use common::{agent, Gw, Resp};
+use common::fixture_server::{last, recording, Recorded, Reply, Request};
+use common::{send, Gw, Resp};
 use serde_json::{json, Value};
 
 const KEY: &str = "sk-client";
@@ -80,31 +80,9 @@ reload: {{watch: false}}
 }
 
 fn post(gw: &Gw, path: &str, body: &Value) -> Resp {
-    let sent = agent()
-        .post(&gw.url(path))
-        .set("authorization", &format!("Bearer {KEY}"))
-        .set("x-api-key", KEY)
-        .set("content-type", "application/json")
-        .send_string(&body.to_string());
-    let r = match sent {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    let status = r.status();
-    let headers = r
-        .headers_names()
-        .into_iter()
-        .map(|n| (n.clone(), r.header(&n).unwrap_or("").to_string()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: r.into_string().unwrap(),
-    }
-}
-
-fn last(seen: &Recorded) -> Request {
-    seen.lock().unwrap().last().cloned().unwrap()
+    let auth = format!("Bearer {KEY}");
+    let headers = [("authorization", auth.as_str()), ("x-api-key", KEY)];
+    send("POST", &gw.url(path), &headers, Some(body))
 }
 
 #[test]

@@ -358,27 +358,8 @@ models:
 }
 
 fn messages(gw: &Gw, key: &str, body: Value) -> Resp {
-    let sent = agent()
-        .post(&gw.url("/v1/messages"))
-        .set("x-api-key", key)
-        .set("anthropic-version", "2023-06-01")
-        .set("content-type", "application/json")
-        .send_string(&body.to_string());
-    let r = match sent {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    let status = r.status();
-    let headers = r
-        .headers_names()
-        .into_iter()
-        .map(|n| (n.clone(), r.header(&n).unwrap_or("").to_string()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: r.into_string().unwrap(),
-    }
+    let headers = [("x-api-key", key), ("anthropic-version", "2023-06-01")];
+    send("POST", &gw.url("/v1/messages"), &headers, Some(&body))
 }
 
 #[test]

@@ -8,8 +8,8 @@ mod common;
 use ai_rate_limiter::response_store::{
     redis::RedisResponses, sqlite::SqliteResponses, ResponseStore, StoredResponse,
 };
-use common::fixture_server::{recording, Recorded, Reply, Request};
-use common::{agent, Gw, Resp};
+use common::fixture_server::{last, recording, Recorded, Reply, Request};
+use common::{send, sse_events, Gw, Resp};
 use serde_json::{json, Value};
 
 const KEY: &str = "sk-client";
@@ -133,62 +133,12 @@ reload: {{watch: false}}
 }
 
 fn call(gw: &Gw, method: &str, path: &str, key: &str, body: Option<&Value>) -> Resp {
-    let r = agent()
-        .request(method, &gw.url(path))
-        .set("authorization", &format!("Bearer {key}"));
-    let sent = match body {
-        Some(b) => r
-            .set("content-type", "application/json")
-            .send_string(&b.to_string()),
-        None => r.call(),
-    };
-    let r = match sent {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    let status = r.status();
-    let headers = r
-        .headers_names()
-        .into_iter()
-        .map(|n| (n.clone(), r.header(&n).unwrap_or("").to_string()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: r.into_string().unwrap(),
-    }
+    let auth = format!("Bearer {key}");
+    send(method, &gw.url(path), &[("authorization", &auth)], body)
 }
 
 fn create(gw: &Gw, body: Value) -> Resp {
     call(gw, "POST", "/v1/responses", KEY, Some(&body))
-}
-
-fn last_sent(seen: &Recorded) -> Request {
-    seen.lock()
-        .unwrap()
-        .last()
-        .cloned()
-        .expect("the upstream got a request")
-}
-
-fn events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap_or("");
-            let data = e
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap_or("null");
-            (
-                name.to_string(),
-                serde_json::from_str(data).unwrap_or(Value::Null),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -225,7 +175,7 @@ fn translated_whole_responses_and_their_requests() {
         json!({"input_tokens": 11, "input_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 0},
                "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 15})
     );
-    let sent = last_sent(&seen);
+    let sent = last(&seen);
     assert_eq!(sent.target, "/v1/chat/completions");
     assert_eq!(
         sent.json(),
@@ -274,7 +224,7 @@ fn translated_streams_keep_the_sdk_invariants() {
         !r.body.contains("[DONE]"),
         "no [DONE] on a Responses stream"
     );
-    let ev = events(&r.body);
+    let ev = sse_events(&r.body);
     let kinds: Vec<&str> = ev.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         kinds,
@@ -307,7 +257,7 @@ fn translated_streams_keep_the_sdk_invariants() {
     assert_eq!(done["output"][0]["content"][0]["text"], "Hello");
     assert_eq!(done["usage"]["total_tokens"], 15);
     assert_eq!(
-        last_sent(&seen).json()["stream_options"],
+        last(&seen).json()["stream_options"],
         json!({"include_usage": true})
     );
 
@@ -317,7 +267,7 @@ fn translated_streams_keep_the_sdk_invariants() {
         json!({"model": "tools", "input": "Weather?", "stream": true,
                "tools": [{"type": "function", "name": "get_weather", "parameters": null, "strict": null}]}),
     );
-    let ev = events(&r.body);
+    let ev = sse_events(&r.body);
     let kinds: Vec<&str> = ev.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         kinds,
@@ -364,7 +314,7 @@ fn stored_responses_chain_for_every_provider_and_stay_with_their_consumer() {
     assert_eq!(second.status, 200, "{}", second.body);
     assert_eq!(second.json()["previous_response_id"], id);
     assert_eq!(
-        last_sent(&seen).json()["messages"],
+        last(&seen).json()["messages"],
         json!([{"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]},
                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
@@ -453,7 +403,7 @@ fn stored_responses_chain_for_every_provider_and_stay_with_their_consumer() {
     assert_eq!(call(&gw, "GET", &path, KEY, None).status, 404);
     // A streamed response is stored too.
     let streamed = create(&gw, json!({"model": "chat", "input": "Hi", "stream": true}));
-    let ev = events(&streamed.body);
+    let ev = sse_events(&streamed.body);
     let sid = ev[0].1["response"]["id"].as_str().unwrap();
     let got = call(&gw, "GET", &format!("/v1/responses/{sid}"), KEY, None).json();
     assert_eq!(got["output"][0]["content"][0]["text"], "Hello");
@@ -465,7 +415,7 @@ fn native_responses_on_openai_pass_through_and_are_stored() {
     let r = create(&gw, json!({"model": "gpt", "input": "Hi", "store": true}));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["id"], "resp_upstream1");
-    let sent = last_sent(&seen);
+    let sent = last(&seen);
     assert_eq!(sent.target, "/v1/responses");
     assert_eq!(
         sent.header("authorization"),
@@ -481,7 +431,7 @@ fn native_responses_on_openai_pass_through_and_are_stored() {
         json!({"model": "gpt", "input": "More", "previous_response_id": "resp_upstream1"}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let sent = last_sent(&seen).json();
+    let sent = last(&seen).json();
     assert!(sent.get("previous_response_id").is_none());
     assert_eq!(
         sent["input"],
@@ -491,7 +441,7 @@ fn native_responses_on_openai_pass_through_and_are_stored() {
     );
     // Streams pass through event by event; usage is accounted from response.completed.
     let r = create(&gw, json!({"model": "gpt", "input": "Hi", "stream": true}));
-    let kinds: Vec<String> = events(&r.body).into_iter().map(|(k, _)| k).collect();
+    let kinds: Vec<String> = sse_events(&r.body).into_iter().map(|(k, _)| k).collect();
     assert_eq!(
         kinds,
         [

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::fixture_server::{recording, Recorded, Reply, Request};
-use common::{agent, Gw, Resp};
+use common::fixture_server::{last, recording, Recorded, Reply, Request};
+use common::{send, sse_events, Gw, Resp};
 use serde_json::{json, Value};
 
 const KEY: &str = "sk-client";
@@ -101,54 +101,8 @@ reload: {{watch: false}}
 }
 
 fn post(gw: &Gw, path: &str, body: &Value) -> Resp {
-    let sent = agent()
-        .post(&gw.url(path))
-        .set("x-api-key", KEY)
-        .set("anthropic-version", "2023-06-01")
-        .set("content-type", "application/json")
-        .send_string(&body.to_string());
-    let r = match sent {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    let status = r.status();
-    let headers = r
-        .headers_names()
-        .into_iter()
-        .map(|n| (n.clone(), r.header(&n).unwrap_or("").to_string()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: r.into_string().unwrap(),
-    }
-}
-
-fn last_sent(seen: &Recorded) -> Request {
-    seen.lock()
-        .unwrap()
-        .last()
-        .cloned()
-        .expect("the upstream got a request")
-}
-
-/// The `data` of each event of an SSE body, with its `event:` name.
-fn events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap_or("")
-                .to_string();
-            let data = e
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap_or("null");
-            (name, serde_json::from_str(data).unwrap_or(Value::Null))
-        })
-        .collect()
+    let headers = [("x-api-key", KEY), ("anthropic-version", "2023-06-01")];
+    send("POST", &gw.url(path), &headers, Some(body))
 }
 
 #[test]
@@ -174,7 +128,7 @@ fn messages_on_a_chat_provider_whole_answers() {
     );
     assert_eq!(m["usage"]["cache_read_input_tokens"], 3);
     assert_eq!(m["usage"]["output_tokens"], 4);
-    let sent = last_sent(&seen);
+    let sent = last(&seen);
     assert_eq!(sent.target, "/v1/chat/completions");
     assert_eq!(
         sent.json(),
@@ -236,7 +190,7 @@ fn messages_on_a_chat_provider_streams_and_tool_use() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
-    let ev = events(&r.body);
+    let ev = sse_events(&r.body);
     let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -259,7 +213,7 @@ fn messages_on_a_chat_provider_streams_and_tool_use() {
     );
     assert_eq!(ev[5].1["delta"]["stop_reason"], "end_turn");
     assert_eq!(ev[5].1["usage"]["output_tokens"], 4);
-    let sent = last_sent(&seen).json();
+    let sent = last(&seen).json();
     assert_eq!(sent["stream"], true);
     assert_eq!(sent["stream_options"], json!({"include_usage": true}));
 
@@ -273,7 +227,7 @@ fn messages_on_a_chat_provider_streams_and_tool_use() {
                 "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true},
                 "messages": [{"role": "user", "content": "Weather in Oslo?"}]}),
     );
-    let ev = events(&r.body);
+    let ev = sse_events(&r.body);
     assert_eq!(
         ev[1].1["content_block"],
         json!({"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {}})
@@ -284,7 +238,7 @@ fn messages_on_a_chat_provider_streams_and_tool_use() {
         .collect();
     assert_eq!(args, r#"{"city":"Oslo"}"#);
     assert_eq!(ev[ev.len() - 2].1["delta"]["stop_reason"], "tool_use");
-    let sent = last_sent(&seen).json();
+    let sent = last(&seen).json();
     assert_eq!(
         sent["tools"],
         json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather",
@@ -315,7 +269,7 @@ fn messages_on_a_chat_provider_streams_and_tool_use() {
         json!({"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Oslo"}})
     );
     assert_eq!(
-        last_sent(&seen).json()["messages"],
+        last(&seen).json()["messages"],
         json!([{"role": "user", "content": "Weather in Oslo?"},
                {"role": "assistant", "content": "Checking.", "tool_calls": [{"id": "call_1", "type": "function",
                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},

@@ -12,6 +12,7 @@
 //!
 //! The mapping follows `shared/reference/openai-wire.md` §5.1.
 
+use crate::canonical::content_text;
 use crate::errors::{openai_error_body, GatewayError};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -21,19 +22,6 @@ pub const API_VERSION: &str = "2023-06-01";
 
 fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
     GatewayError::bad_request(message, Some(param))
-}
-
-/// The text of an OpenAI message `content` (a string or text parts).
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 /// OpenAI content parts → Anthropic content blocks.
@@ -98,7 +86,7 @@ pub fn request(body: &Value, model: &str, default_max_tokens: u64) -> Result<Val
         .ok_or_else(|| bad("messages must be an array", "messages"))?;
     for m in list {
         match m["role"].as_str() {
-            Some("system" | "developer") => system.push(text_of(&m["content"])),
+            Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
             Some("user") => push(&mut messages, "user", blocks_of(&m["content"])?),
             Some("assistant") => {
                 let mut blocks = blocks_of(&m["content"])?;
@@ -114,7 +102,7 @@ pub fn request(body: &Value, model: &str, default_max_tokens: u64) -> Result<Val
             }
             Some("tool") => {
                 let block = json!({"type": "tool_result", "tool_use_id": m["tool_call_id"],
-                    "content": text_of(&m["content"])});
+                    "content": content_text(&m["content"], "\n")});
                 push(&mut messages, "user", vec![block]);
             }
             other => return Err(bad(format!("unknown message role {other:?}"), "messages")),

@@ -8,25 +8,13 @@
 //! `document` blocks are refused (400); server tools (`web_search_*`) are dropped.
 
 use super::ChunkTranslator;
+use crate::canonical::content_text;
 use crate::errors::{anthropic_error_body, GatewayError};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 fn bad(message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request(message, Some("messages"))
-}
-
-/// The text of an Anthropic `system` or `tool_result` content (a string or text blocks).
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 /// An Anthropic image block → an OpenAI `image_url` part.
@@ -70,7 +58,7 @@ fn messages_of(m: &Value, out: &mut Vec<Value>) -> Result<(), GatewayError> {
             Some("tool_use") => calls.push(json!({"id": b["id"], "type": "function",
                 "function": {"name": b["name"], "arguments": b["input"].to_string()}})),
             Some("tool_result") => {
-                let mut text = text_of(&b["content"]);
+                let mut text = content_text(&b["content"], "\n");
                 if b["is_error"] == json!(true) && !text.starts_with("Error") {
                     text = format!("Error: {text}");
                 }
@@ -116,7 +104,7 @@ pub fn to_chat(body: &Value) -> Result<Value, GatewayError> {
     let mut out = Map::new();
     out.insert("model".into(), body["model"].clone());
     let mut messages = Vec::new();
-    let system = text_of(&body["system"]);
+    let system = content_text(&body["system"], "\n");
     if !system.is_empty() {
         messages.push(json!({"role": "system", "content": system}));
     }

@@ -77,6 +77,15 @@ pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 /// Every request a recording server received, in order.
 pub type Recorded = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
 
+/// The last request a recording server received.
+pub fn last(seen: &Recorded) -> Request {
+    seen.lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("the upstream got a request")
+}
+
 /// Serve `answer`, recording every request first; returns the port and the record.
 pub fn recording(answer: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> (u16, Recorded) {
     let requests: Recorded = Arc::default();

@@ -287,6 +287,48 @@ pub fn to_resp(r: Result<ureq::Response, ureq::Error>) -> Resp {
     }
 }
 
+/// A request with these headers and (for a JSON body) `content-type: application/json`,
+/// whatever the answer's status.
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> Resp {
+    let mut req = agent().request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    to_resp(match body {
+        Some(b) => req
+            .set("content-type", "application/json")
+            .send_string(&b.to_string()),
+        None => req.call(),
+    })
+}
+
+/// The events of an SSE body: each one's `event:` name (empty without one) and its
+/// `data` as JSON (null when it is not JSON).
+pub fn sse_events(body: &str) -> Vec<(String, serde_json::Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("");
+            let data = e
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or("null");
+            (
+                name.to_string(),
+                serde_json::from_str(data).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 pub fn post(url: &str, key: Option<&str>, body: &str) -> Resp {
     post_on(&agent(), url, key, body)
 }

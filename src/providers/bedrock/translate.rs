@@ -1,24 +1,13 @@
 //! Pure translations between OpenAI chat and Bedrock's Converse API
 //! (`shared/reference/gemini-bedrock-vertex.md` §d.3–d.4).
 
+use crate::canonical::content_text;
 use crate::errors::{openai_error_body, GatewayError};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
     GatewayError::bad_request(message, Some(param))
-}
-
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 /// Bedrock's tool names: `[a-zA-Z0-9_-]{1,64}`.
@@ -112,7 +101,7 @@ pub fn request(body: &Value, default_max_tokens: u64) -> Result<Value, GatewayEr
         .ok_or_else(|| bad("messages must be an array", "messages"))?
     {
         match m["role"].as_str() {
-            Some("system" | "developer") => system.push(text_of(&m["content"])),
+            Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
             Some("user") => push(&mut messages, "user", blocks_of(&m["content"])?),
             Some("assistant") => {
                 let mut blocks = blocks_of(&m["content"])?;
@@ -132,7 +121,7 @@ pub fn request(body: &Value, default_max_tokens: u64) -> Result<Value, GatewayEr
             Some("tool") => {
                 history_has_tools = true;
                 let block = json!({"toolResult": {"toolUseId": m["tool_call_id"],
-                    "content": [{"text": text_of(&m["content"])}]}});
+                    "content": [{"text": content_text(&m["content"], "\n")}]}});
                 push(&mut messages, "user", vec![block]);
             }
             other => return Err(bad(format!("unknown message role {other:?}"), "messages")),

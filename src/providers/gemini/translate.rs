@@ -2,25 +2,13 @@
 //! Gemini API and Vertex AI, which take the same body): the mapping of
 //! `shared/reference/gemini-bedrock-vertex.md` §d.1–d.2.
 
+use crate::canonical::content_text;
 use crate::errors::{openai_error_body, GatewayError};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
     GatewayError::bad_request(message, Some(param))
-}
-
-/// The text of an OpenAI message content (a string or text parts).
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 /// OpenAI content parts → Gemini parts.
@@ -111,7 +99,7 @@ pub fn request(body: &Value) -> Result<Value, GatewayError> {
         .ok_or_else(|| bad("messages must be an array", "messages"))?;
     for m in list {
         match m["role"].as_str() {
-            Some("system" | "developer") => system.push(text_of(&m["content"])),
+            Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
             Some("user") => push(&mut contents, "user", parts_of(&m["content"])?),
             Some("assistant") => {
                 let mut parts = parts_of(&m["content"])?;
@@ -139,7 +127,7 @@ pub fn request(body: &Value) -> Result<Value, GatewayError> {
                         bad(format!("tool message for unknown call {id:?}"), "messages")
                     })?;
                 let part = json!({"functionResponse": {"name": name,
-                    "response": {"content": text_of(&m["content"])}}});
+                    "response": {"content": content_text(&m["content"], "\n")}}});
                 push(&mut contents, "user", vec![part]);
             }
             other => return Err(bad(format!("unknown message role {other:?}"), "messages")),

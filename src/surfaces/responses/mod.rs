@@ -10,6 +10,7 @@
 
 pub mod stream;
 
+use crate::canonical::content_text;
 use crate::errors::GatewayError;
 use serde_json::{json, Map, Value};
 
@@ -69,23 +70,10 @@ pub fn with_ids(items: Vec<Value>) -> Vec<Value> {
         .collect()
 }
 
-/// The text of content parts (`input_text`, `output_text`, `text`), joined.
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").or(p.get("refusal")).and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
-}
-
 /// Input content parts → chat content parts.
 fn parts_of(content: &Value) -> Result<Value, GatewayError> {
     let Value::Array(parts) = content else {
-        return Ok(json!(text_of(content)));
+        return Ok(json!(content_text(content, "")));
     };
     let mut out = Vec::new();
     for p in parts {
@@ -141,7 +129,7 @@ fn messages_of(items: &[Value], out: &mut Vec<Value>) -> Result<(), GatewayError
                 let content = if role == "user" {
                     parts_of(&item["content"])?
                 } else {
-                    json!(text_of(&item["content"]))
+                    json!(content_text(&item["content"], ""))
                 };
                 out.push(json!({"role": role, "content": content}));
             }
@@ -168,7 +156,7 @@ fn messages_of(items: &[Value], out: &mut Vec<Value>) -> Result<(), GatewayError
             // An output without a call id answers nothing: dropped, as peers do.
             "function_call_output" if item["call_id"].as_str().is_some_and(|c| !c.is_empty()) => {
                 out.push(json!({"role": "tool", "tool_call_id": item["call_id"],
-                    "content": text_of(&item["output"])}));
+                    "content": content_text(&item["output"], "")}));
             }
             _ => {} // reasoning, item references, built-in tool items: no chat form
         }
