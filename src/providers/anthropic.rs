@@ -235,18 +235,10 @@ pub fn response(m: &Value, model: &str, created: u64) -> Value {
 /// An Anthropic error answer → the status and OpenAI error body the client gets.
 pub fn error(status: u16, body: &[u8]) -> (u16, Bytes) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let message = v["error"]["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned());
-    let (status, etype, code) = match status {
-        401 => (401, "invalid_request_error", Some("invalid_api_key")),
-        429 => (429, "requests", Some("rate_limit_exceeded")),
-        529 => (503, "server_error", None),
-        s if s >= 500 => (s, "server_error", None),
-        s => (s, "invalid_request_error", None),
-    };
-    (status, openai_error_body(&message, etype, None, code))
+    // 529 (overloaded) is a 503 to OpenAI clients, which they retry.
+    let status = if status == 529 { 503 } else { status };
+    let a = super::api::error_answer(status, v["error"]["message"].as_str(), body);
+    (a.status, a.body)
 }
 
 /// Turns Anthropic's event stream into OpenAI chunk events, one upstream event at a time.
@@ -276,10 +268,7 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
-        let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
-        sse(&c)
+        super::api::chat_chunk(&self.id, self.created, &self.model, delta, finish)
     }
 
     /// The OpenAI events for one upstream event's `data`.

@@ -223,6 +223,42 @@ pub fn normalise_error(status: u16, body: &[u8]) -> Bytes {
     crate::errors::openai_error_body(&message, etype, param, code.as_deref())
 }
 
+/// A provider's error answer as the OpenAI error a client gets, with `status`: 401 →
+/// `invalid_api_key`, 429 → type `requests` and `rate_limit_exceeded`, 5xx →
+/// `server_error`, others `invalid_request_error`. `message` falls back to the start of
+/// the provider's body.
+pub fn error_answer(status: u16, message: Option<&str>, body: &[u8]) -> WholeAnswer {
+    let text = message
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned());
+    let (etype, code) = match status {
+        401 => ("invalid_request_error", Some("invalid_api_key")),
+        429 => ("requests", Some("rate_limit_exceeded")),
+        s if s >= 500 => ("server_error", None),
+        _ => ("invalid_request_error", None),
+    };
+    WholeAnswer {
+        status,
+        body: crate::errors::openai_error_body(&text, etype, None, code),
+        as_sent: false,
+    }
+}
+
+/// One `chat.completion.chunk` event (`data: …` and its blank line) of a translated
+/// stream.
+pub fn chat_chunk(
+    id: &str,
+    created: u64,
+    model: &str,
+    delta: serde_json::Value,
+    finish: Option<&str>,
+) -> Bytes {
+    let c = serde_json::json!({"id": id, "object": "chat.completion.chunk", "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+    Bytes::from(format!("data: {c}\n\n"))
+}
+
 /// `Authorization: Bearer <key>`, when there is a key.
 pub fn bearer(key: Option<&str>) -> Vec<(String, String)> {
     key.map(|k| vec![("authorization".to_string(), format!("Bearer {k}"))])

@@ -2,7 +2,7 @@
 //! (`shared/reference/gemini-bedrock-vertex.md` §d.3–d.4).
 
 use crate::canonical::content_text;
-use crate::errors::{openai_error_body, GatewayError};
+use crate::errors::GatewayError;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
@@ -269,17 +269,16 @@ pub fn response(c: &Value, model: &str, created: u64) -> Value {
 /// A Bedrock error answer (`{"message"}`) → status and OpenAI error body.
 pub fn error(status: u16, body: &[u8]) -> (u16, Bytes) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let message = v["message"]
-        .as_str()
-        .or(v["Message"].as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned());
-    let (status, etype, code) = match status {
-        429 => (429, "requests", Some("rate_limit_exceeded")),
-        408 => (504, "server_error", Some("timeout")),
-        424 => (502, "server_error", None),
-        s if s >= 500 => (s, "server_error", None),
-        s => (s, "invalid_request_error", None),
+    // The model timed out (408) or failed (424): the gateway's 504 and 502.
+    let status = match status {
+        408 => 504,
+        424 => 502,
+        s => s,
     };
-    (status, openai_error_body(&message, etype, None, code))
+    let a = crate::providers::api::error_answer(
+        status,
+        v["message"].as_str().or(v["Message"].as_str()),
+        body,
+    );
+    (a.status, a.body)
 }

@@ -175,10 +175,7 @@ impl GeminiStream {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
-        let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
-        Bytes::from(format!("data: {c}\n\n"))
+        crate::providers::api::chat_chunk(&self.id, self.created, &self.model, delta, finish)
     }
 }
 

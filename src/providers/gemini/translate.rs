@@ -3,7 +3,7 @@
 //! `shared/reference/gemini-bedrock-vertex.md` §d.1–d.2.
 
 use crate::canonical::content_text;
-use crate::errors::{openai_error_body, GatewayError};
+use crate::errors::GatewayError;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
@@ -400,15 +400,8 @@ pub fn error(status: u16, body: &[u8]) -> (u16, Bytes) {
     } else {
         &v["error"]
     };
-    let message = e["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned());
-    let (status, etype, code) = match (status, e["status"].as_str()) {
-        _ if key_invalid(e) => (401, "invalid_request_error", Some("invalid_api_key")),
-        (429, _) => (429, "requests", Some("rate_limit_exceeded")),
-        (s, _) if s >= 500 => (s, "server_error", None),
-        (s, _) => (s, "invalid_request_error", None),
-    };
-    (status, openai_error_body(&message, etype, None, code))
+    // An invalid key is Google's 400; to the client it is what it means, a 401.
+    let status = if key_invalid(e) { 401 } else { status };
+    let a = crate::providers::api::error_answer(status, e["message"].as_str(), body);
+    (a.status, a.body)
 }
