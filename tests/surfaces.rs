@@ -4,84 +4,12 @@
 
 mod common;
 
-use common::fixture_server::{last, recording, Recorded, Reply, Request};
+use common::chat_upstream::{upstream, UPSTREAM_KEY};
+use common::fixture_server::{last, recording, Recorded, Request};
 use common::{send, sse_events, Gw, Resp};
 use serde_json::{json, Value};
 
 const KEY: &str = "sk-client";
-const UPSTREAM_KEY: &str = "sk-upstream-0123456789";
-
-/// The chat answers of the fake upstream, chosen by the upstream model name.
-fn upstream(req: &Request) -> Reply {
-    let body = req.json();
-    if req.header("authorization") != Some(&format!("Bearer {UPSTREAM_KEY}")) {
-        return Reply::json(
-            "401 Unauthorized",
-            r#"{"error":{"message":"bad key","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#,
-        );
-    }
-    let stream = body["stream"] == json!(true);
-    let chunk = |delta: Value, finish: Value| {
-        format!(
-            "data: {}\n\n",
-            json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "up",
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-        )
-    };
-    let usage = json!({"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15,
-                       "prompt_tokens_details": {"cached_tokens": 3}});
-    let usage_chunk = format!(
-        "data: {}\n\ndata: [DONE]\n\n",
-        json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "up",
-               "choices": [], "usage": usage})
-    );
-    match body["model"].as_str() {
-        Some("up-limited") => Reply::json(
-            "429 Too Many Requests",
-            r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
-        )
-        .with("retry-after", "7"),
-        Some("up-tools") if stream => Reply::events(
-            [
-                chunk(json!({"role": "assistant", "content": null}), Value::Null),
-                chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                    "function": {"name": "get_weather", "arguments": ""}}]}), Value::Null),
-                chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}), Value::Null),
-                chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]}), Value::Null),
-                chunk(json!({}), json!("tool_calls")),
-                usage_chunk,
-            ]
-            .concat(),
-        ),
-        Some("up-tools") => Reply::json(
-            "200 OK",
-            json!({"id": "chatcmpl-8", "object": "chat.completion", "created": 1, "model": "up",
-                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
-                    "content": null, "tool_calls": [{"id": "call_1", "type": "function",
-                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]}}],
-                "usage": usage})
-            .to_string(),
-        ),
-        _ if stream => Reply::events(
-            [
-                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-                chunk(json!({"content": "Hel"}), Value::Null),
-                chunk(json!({"content": "lo"}), Value::Null),
-                chunk(json!({}), json!("stop")),
-                usage_chunk,
-            ]
-            .concat(),
-        ),
-        _ => Reply::json(
-            "200 OK",
-            json!({"id": "chatcmpl-7", "object": "chat.completion", "created": 1, "model": "up",
-                "choices": [{"index": 0, "finish_reason": "length",
-                    "message": {"role": "assistant", "content": "Hello"}}],
-                "usage": usage})
-            .to_string(),
-        ),
-    }
-}
 
 fn gateway() -> (Gw, Recorded) {
     let (port, seen) = recording(upstream);
@@ -92,6 +20,7 @@ providers:
   - {{name: compat, kind: openai-compatible, base_url: "http://127.0.0.1:{port}/v1", api_key: "{UPSTREAM_KEY}"}}
 models:
   - {{name: chat, deployments: [{{provider: compat, model: up-text}}]}}
+  - {{name: short, deployments: [{{provider: compat, model: up-short}}]}}
   - {{name: tools, deployments: [{{provider: compat, model: up-tools}}]}}
   - {{name: limited, deployments: [{{provider: compat, model: up-limited}}]}}
 reload: {{watch: false}}
@@ -111,7 +40,7 @@ fn messages_on_a_chat_provider_whole_answers() {
     let r = post(
         &gw,
         "/v1/messages",
-        &json!({"model": "chat", "max_tokens": 5, "system": [{"type": "text", "text": "Be brief."}],
+        &json!({"model": "short", "max_tokens": 5, "system": [{"type": "text", "text": "Be brief."}],
                 "stop_sequences": ["END"], "temperature": 0.3, "metadata": {"user_id": "u1"},
                 "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"},
                     {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}]}]}),
@@ -119,7 +48,7 @@ fn messages_on_a_chat_provider_whole_answers() {
     assert_eq!(r.status, 200, "{}", r.body);
     let m = r.json();
     assert_eq!(m["type"], "message");
-    assert_eq!(m["model"], "chat");
+    assert_eq!(m["model"], "short");
     assert_eq!(m["content"], json!([{"type": "text", "text": "Hello"}]));
     assert_eq!(m["stop_reason"], "max_tokens");
     assert_eq!(
@@ -132,7 +61,7 @@ fn messages_on_a_chat_provider_whole_answers() {
     assert_eq!(sent.target, "/v1/chat/completions");
     assert_eq!(
         sent.json(),
-        json!({"model": "up-text", "max_tokens": 5, "stop": ["END"], "temperature": 0.3, "user": "u1",
+        json!({"model": "up-short", "max_tokens": 5, "stop": ["END"], "temperature": 0.3, "user": "u1",
                "messages": [{"role": "system", "content": "Be brief."},
                             {"role": "user", "content": [{"type": "text", "text": "Hi"},
                                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}}]}]})
@@ -141,7 +70,7 @@ fn messages_on_a_chat_provider_whole_answers() {
     assert_eq!(
         gw.wait_metric(
             "gateway_tokens_total",
-            &[("model", "chat"), ("kind", "completion")],
+            &[("model", "short"), ("kind", "completion")],
             4.0
         ),
         4.0

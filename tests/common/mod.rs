@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod azure;
 #[allow(dead_code)]
 pub mod batches;
+pub mod chat_upstream;
 pub mod deepseek;
 pub mod fixture_server;
 pub mod redis;
