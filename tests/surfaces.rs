@@ -5,7 +5,7 @@
 mod common;
 
 use common::chat_upstream::{upstream, UPSTREAM_KEY};
-use common::fixture_server::{last, recording, Recorded, Request};
+use common::fixture_server::{last, recording, Recorded};
 use common::{send, sse_events, Gw, Resp};
 use serde_json::{json, Value};
 
