@@ -9,7 +9,7 @@ use ai_rate_limiter::response_store::{
     redis::RedisResponses, sqlite::SqliteResponses, ResponseStore, StoredResponse,
 };
 use common::chat_upstream::{upstream, UPSTREAM_KEY};
-use common::fixture_server::{last, recording, Recorded, Request};
+use common::fixture_server::{last, recording, Recorded};
 use common::{send, sse_events, Gw, Resp};
 use serde_json::{json, Value};
 
