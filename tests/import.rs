@@ -97,3 +97,35 @@ fn a_yaml_file_without_the_end_marker_is_refused() {
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("#END"));
 }
+
+#[test]
+fn a_group_whose_members_disagree_fails_the_import_naming_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("apisix.yaml");
+    std::fs::write(
+        &path,
+        r#"routes:
+  - id: a
+    uri: /a
+    upstream: { nodes: { "127.0.0.1:1980": 1 }, type: roundrobin }
+    plugins:
+      limit-count: { count: 2, time_window: 60, group: shared }
+  - id: b
+    uri: /b
+    upstream: { nodes: { "127.0.0.1:1980": 1 }, type: roundrobin }
+    plugins:
+      limit-count: { count: 3, time_window: 60, group: shared }
+#END
+"#,
+    )
+    .unwrap();
+    let run = bin().arg("import-apisix").arg(&path).output().unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(run.stdout.is_empty(), "nothing is printed");
+    let err = String::from_utf8(run.stderr).unwrap();
+    assert!(
+        err.contains("routes[id=b].plugins.limit-count (count 3")
+            && err.contains("routes[id=a].plugins.limit-count (count 2"),
+        "{err}"
+    );
+}

@@ -536,5 +536,8 @@ pub fn map_config(v: &Value) -> Result<(Value, Vec<Unmapped>), String> {
             },
         ),
     ]);
+    if !out.store.errors.is_empty() {
+        return Err(out.store.errors.join("\n"));
+    }
     Ok((config, out.unmapped))
 }

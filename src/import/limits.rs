@@ -13,6 +13,10 @@ pub struct Store {
     pub policy: Option<(String, Value, String)>,
     pub allow_degradation: Option<bool>,
     pub sync_interval: Option<f64>,
+    /// limit-count groups seen: name → (where, count, time_window, key).
+    pub groups: std::collections::HashMap<String, (String, f64, f64, Option<String>)>,
+    /// Problems that make the import impossible (a group whose members disagree).
+    pub errors: Vec<String>,
 }
 
 impl Store {
@@ -417,14 +421,26 @@ pub fn rules(
                         });
                         return Some(rules);
                     };
-                    let group = text(conf, "group").map(s).or(group);
-                    rules.push(one(
-                        plugin.to_string(),
-                        count,
-                        window,
-                        key(conf, &at, out),
-                        group,
-                    ));
+                    let own = text(conf, "group");
+                    let k = key(conf, &at, out);
+                    if let Some(g) = &own {
+                        let this = (at.clone(), count, window, k.clone());
+                        match store.groups.get(g) {
+                            None => {
+                                store.groups.insert(g.clone(), this);
+                            }
+                            Some((first, c, w, fk)) if (*c, *w, fk) != (count, window, &k) => {
+                                store.errors.push(format!(
+                                    "limit-count group {g:?} is configured differently at {at} (count {count}, time_window {window}, key {}) and at {first} (count {c}, time_window {w}, key {}): APISIX refuses this (group conf mismatched)",
+                                    k.as_deref().unwrap_or("remote_addr"),
+                                    fk.as_deref().unwrap_or("remote_addr"),
+                                ));
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    let group = own.map(s).or(group);
+                    rules.push(one(plugin.to_string(), count, window, k, group));
                 }
             }
             if let Some(si) = number(conf, "sync_interval").filter(|x| *x > 0.0) {

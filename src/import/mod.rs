@@ -76,11 +76,60 @@ pub fn parse(text: &str, json: bool) -> Result<Value, String> {
     serde_yaml_ng::from_str(&text).map_err(|e| format!("not valid YAML: {e}"))
 }
 
+/// The importer never prints a config `check` would refuse: its output is validated as the
+/// gateway would load it. Variables take the environment's value or their default (an
+/// unset one without a default is checked as a placeholder); files the config names
+/// (certificates, CA bundles, service-account keys) belong to the machine it will run on
+/// and are not checked here.
+fn check_output(yaml: &str) -> Result<(), String> {
+    // `${VAR}` without a default gets a placeholder default; defaults stay as written.
+    let mut text = String::with_capacity(yaml.len());
+    let mut rest = yaml;
+    while let Some(at) = rest.find("${") {
+        text.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if after[name_len..].starts_with('}') && name_len > 0 {
+            text.push_str(&format!(
+                "${{{}:-imported-placeholder}}",
+                &after[..name_len]
+            ));
+            rest = &after[name_len + 1..];
+        } else {
+            text.push_str("${");
+            rest = after;
+        }
+    }
+    text.push_str(rest);
+    let env = |name: &str| std::env::var(name).ok();
+    let problems = match crate::config::parse_str_with_env(&text, "the imported config", &env) {
+        Ok(_) => return Ok(()),
+        Err(e) => e.problems,
+    };
+    let machine = ["credentials_file", "extra_ca_file", "cert_file", "key_file"];
+    let real: Vec<String> = problems
+        .iter()
+        .filter(|p| !machine.iter().any(|f| p.path.ends_with(f)))
+        .map(|p| format!("  - {p}"))
+        .collect();
+    if real.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the imported config would be refused ({} problem(s)); nothing was written:\n{}",
+        real.len(),
+        real.join("\n")
+    ))
+}
+
 /// Import `text` (JSON when `json`).
 pub fn import(text: &str, json: bool) -> Result<Imported, String> {
     let v = parse(text, json)?;
     let (config, unmapped) = apisix::map_config(&v)?;
     let yaml = serde_yaml_ng::to_string(&config).map_err(|e| e.to_string())?;
+    check_output(&yaml)?;
     let header =
         "# Imported from an APISIX standalone config by `ai-rate-limiter import-apisix`.\n";
     Ok(Imported {
