@@ -40,6 +40,7 @@ fn limiters(c: &mut Criterion) {
     let count = CountLimit {
         count: 1_000_000,
         window_ms: 60_000,
+        sliding: false,
     };
     c.bench_function("limit-count hit", |b| {
         let (mut state, mut now) = (None, 0u64);

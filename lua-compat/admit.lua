@@ -15,12 +15,13 @@
 --       per check 5 values: kind (1 req, 2 conn, 3 count, 4 tokens), a, b, c, y:
 --         req:    rate (requests/s), burst, nodelay (0/1)
 --         conn:   conn, burst, default_conn_delay_ms
---         count:  count, window_ms, -
+--         count:  count, window_ms, sliding (0/1)
 --         tokens: limit, window_ms, -
 --       y: -1 for a realtime request; for a batch request the realtime rate (requests/s,
 --       >= 0) the check must leave room for (src/limits/priority.rs: a batch check without
 --       room is rejected and changes nothing).
--- KEYS: two per check, in check order. req: hash, -; conn: zset, -; count: counter, -;
+-- KEYS: two per check, in check order. req: hash, -; conn: zset, -; count: counter (a
+--       sliding window: hash {end, cur, prev}), -;
 --       tokens: hash {c = committed, e = window end}, zset of reservations.
 --
 -- Returns: { chosen alternative (0 = none or no alternatives), delay_ms,
@@ -150,9 +151,50 @@ local function evaluate(checks, base)
       quota[base + i] = {math.max(c.a - committed - reserved - r, 0), reset}
     end
   end
-  -- 3. count: a rejected request still counts.
+  -- 3. count: a rejected request still counts (fixed windows); sliding windows (c = 1,
+  --    src/limits/count.rs) count admitted requests only.
   for i, c in ipairs(checks) do
-    if c.kind == 3 then
+    if c.kind == 3 and c.c == 1 then
+      local w = c.b
+      local wend = (math.floor(now / w) + 1) * w
+      local v = redis.call('HMGET', c.k1, 'end', 'cur', 'prev')
+      local e, cur, prev = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0
+      if e == wend then
+        -- the same window
+      elseif e and e + w == wend then
+        prev, cur = cur, 0
+      else
+        prev, cur = 0, 0
+      end
+      local left = wend - now
+      local last = math.min(prev, c.a)
+      local weighted = last * left / w
+      if c.y >= 0 then
+        -- A batch request without room is not counted.
+        local used = cur + math.floor(weighted)
+        local wait = 0
+        if used + 1 + window_reserve(c.y, left) > c.a then
+          wait = soon(left)
+        else
+          wait = pace(c.a, w, left, used, 1)
+        end
+        if wait > 0 then
+          quota[base + i] = {math.max(c.a - used, 0), left}
+          return reject(i, wait)
+        end
+      end
+      if cur >= c.a or weighted + cur >= c.a then
+        local reset = left
+        if cur < c.a and last > 0 then reset = left - (c.a - cur) / (last / w) end
+        reset = math.ceil(math.max(reset, 0) / 10) * 10
+        quota[base + i] = {0, reset}
+        return reject(i, math.max(reset, 10))
+      end
+      cur = cur + 1
+      redis.call('HSET', c.k1, 'end', wend, 'cur', cur, 'prev', prev)
+      redis.call('PEXPIRE', c.k1, 2 * w)
+      quota[base + i] = {math.max(math.floor(c.a - cur - weighted), 0), math.ceil(left / 10) * 10}
+    elseif c.kind == 3 then
       local consumed, reset
       local pttl = redis.call('PTTL', c.k1)
       if c.y >= 0 then

@@ -316,15 +316,29 @@ fn redis_policy_answers_exactly_as_the_local_policy() {
         - {name: bucket, deployments: [{provider: mock}], limits: [\
             {name: r, req: {rate: 1, burst: 2, nodelay: true}}]}\n  \
         - {name: delayed, deployments: [{provider: mock}], limits: [\
-            {name: r, req: {rate: 5, burst: 2}}]}\n";
+            {name: r, req: {rate: 5, burst: 2}}]}\n  \
+        - {name: sliding, deployments: [{provider: mock}], limits: [\
+            {name: s, count: {count: 3, time_window: 86400s, window_type: sliding}, show_limit_quota_header: true}]}\n";
     let shared = yaml(&redis, "", "", "[]").replace("models:\n", models);
     let local = shared.replace("policy: redis", "policy: local");
     let (l, r) = (Gw::start(&local), Gw::start(&shared));
-    for (model, n) in [("mixed", 7), ("bucket", 4)] {
+    for (model, n) in [("mixed", 7), ("bucket", 4), ("sliding", 5)] {
         let (tl, tr) = (trace(&l, model, n), trace(&r, model, n));
         assert_eq!(tl, tr, "{model}: local vs redis");
         assert!(tl.iter().any(|t| t.starts_with("429")), "{tl:?}");
     }
+    // A sliding window (APISIX 3.18): rejections are not counted, so a rejected request
+    // leaves Remaining at 0 rather than below, in both stores.
+    let statuses: Vec<String> = trace(&l, "sliding", 1)
+        .into_iter()
+        .chain(trace(&r, "sliding", 1))
+        .collect();
+    assert!(
+        statuses
+            .iter()
+            .all(|t| t.starts_with("429") && t.contains("apisix=0")),
+        "{statuses:?}"
+    );
     // Delay mode: three back-to-back requests, the third after about 2 × 200 ms.
     for gw in [&l, &r] {
         let started = Instant::now();

@@ -353,12 +353,7 @@ pub fn rules(
             rules.push(map(r));
         }
         "limit-count" => {
-            if text(conf, "window_type").as_deref() == Some("sliding") {
-                out.push(Unmapped {
-                    at: format!("{at}.window_type"),
-                    what: "sliding windows are not supported; imported as a fixed window".into(),
-                });
-            }
+            let sliding = text(conf, "window_type").as_deref() == Some("sliding");
             let show = flag(conf, "show_limit_quota_header").unwrap_or(true);
             let one = |name: String,
                        count: f64,
@@ -374,6 +369,10 @@ pub fn rules(
                             ("count", num(count)),
                             ("time_window", duration(window)),
                             ("group", group.unwrap_or(Value::Null)),
+                            (
+                                "window_type",
+                                if sliding { s("sliding") } else { Value::Null },
+                            ),
                         ]),
                     ),
                     ("show_limit_quota_header", Value::Bool(show)),

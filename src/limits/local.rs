@@ -271,11 +271,11 @@ fn group(
                 if let Some(rate) = c.yield_to {
                     // A batch request without room is not counted.
                     if let Err(retry) = priority::count_room(&l, state, now, rate) {
-                        return (state.map(Stored::count), Err(retry));
+                        return (state.map(|s| Stored::count(&l, s)), Err(retry));
                     }
                 }
                 let d = l.hit(state, now, 1);
-                (Some(Stored::count(d.state)), Ok(d))
+                (Some(Stored::count(&l, d.state)), Ok(d))
             });
             let d = match d {
                 Ok(d) => d,
@@ -283,7 +283,8 @@ fn group(
             };
             quotas.push(Quota::of_count(&l, &d, c.rule.answer.quota_header));
             if !d.admitted {
-                return reject(hold, quotas, c.rule, Budget::Requests, d.reset_ms);
+                // A sliding rejection may report a reset of 0: retry just after it.
+                return reject(hold, quotas, c.rule, Budget::Requests, d.reset_ms.max(10));
             }
         }
     }

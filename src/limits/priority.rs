@@ -84,7 +84,14 @@ pub fn count_room(
     rate: f64,
 ) -> Result<(), u64> {
     let (consumed, reset_ms) = match l.current(state, now_ms) {
+        // A sliding window also carries the previous window's remaining weight.
+        Some(s) if l.sliding => {
+            let left = s.window_end_ms - now_ms;
+            let weighted = s.previous.min(l.count) * left / l.window_ms.max(1);
+            (s.consumed + weighted, left)
+        }
         Some(s) => (s.consumed, s.window_end_ms - now_ms),
+        None if l.sliding => (0, l.window_ms - now_ms % l.window_ms.max(1)),
         None => (0, l.window_ms),
     };
     if consumed + 1 + window_reserve(rate, reset_ms) > l.count {
@@ -258,11 +265,13 @@ mod tests {
         let l = CountLimit {
             count: 10,
             window_ms: 1000,
+            sliding: false,
         };
         let at = |consumed, now, rate| {
             let s = CountState {
                 consumed,
                 window_end_ms: 1000,
+                previous: 0,
             };
             count_room(&l, Some(s), now, rate)
         };

@@ -276,6 +276,8 @@ impl RedisStore {
         let kind = match kind {
             RuleKind::Req(_) => "limit_req:",
             RuleKind::Conn(_) => "limit_conn:",
+            // A sliding window's state is a hash, never the fixed window's counter.
+            RuleKind::Count(l) if l.sliding => "plugin-limit-count:sliding:",
             RuleKind::Count(_) => "plugin-limit-count:v1:",
             RuleKind::Tokens(..) => "plugin-ai-rate-limiting:v1:",
         };

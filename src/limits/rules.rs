@@ -147,6 +147,7 @@ impl Rule {
             RuleKind::Count(CountLimit {
                 count: r.count,
                 window_ms: r.time_window.as_millis() as u64,
+                sliding: r.window_type == crate::config::schema::WindowType::Sliding,
             })
         } else {
             let t = c.tokens.as_ref()?;

@@ -83,11 +83,11 @@ impl Stored {
         }
     }
 
-    /// A count window: over at its end.
-    pub fn count(s: CountState) -> Stored {
+    /// A count window: over at its end (a sliding one a window later).
+    pub fn count(l: &super::count::CountLimit, s: CountState) -> Stored {
         Stored {
             slot: Slot::Count(s),
-            until: s.window_end_ms,
+            until: l.expires_at(&s),
         }
     }
 
@@ -389,10 +389,11 @@ mod tests {
         let l = CountLimit {
             count: 100,
             window_ms: window,
+            sliding: false,
         };
         store.update_at(key, now, |s| {
             let d = l.hit(s.and_then(Slot::count), now, 1);
-            (Some(Stored::count(d.state)), d.state.consumed)
+            (Some(Stored::count(&l, d.state)), d.state.consumed)
         })
     }
 

@@ -91,9 +91,9 @@ impl SyncedCounts {
     }
 
     /// Whether a count rule is decided locally (APISIX: only when the window is longer
-    /// than the interval).
+    /// than the interval). Sliding windows are always decided in the shared store.
     pub fn applies(&self, l: &CountLimit) -> bool {
-        l.window_ms > self.interval_ms
+        !l.sliding && l.window_ms > self.interval_ms
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -115,6 +115,7 @@ impl SyncedCounts {
         let state = map.get(key).map(|e| CountState {
             consumed: e.remote + e.delta,
             window_end_ms: e.window_end_ms,
+            previous: 0,
         });
         if let Some(rate) = yield_to {
             super::priority::count_room(l, state, now, rate)?;
@@ -214,6 +215,7 @@ mod tests {
     const L: CountLimit = CountLimit {
         count: 5,
         window_ms: 60_000,
+        sliding: false,
     };
 
     #[test]
@@ -226,7 +228,8 @@ mod tests {
         assert!(s.applies(&L));
         assert!(!s.applies(&CountLimit {
             count: 1,
-            window_ms: 100
+            window_ms: 100,
+            sliding: false,
         }));
         for _ in 0..3 {
             assert!(s.decide("k", &L, 10, true, None).unwrap().admitted);

@@ -116,6 +116,18 @@ pub struct CountRuleConfig {
     /// counter per resolved key. Their `count`, `time_window` and `key` must be equal.
     #[serde(default)]
     pub group: Option<String>,
+    /// `fixed` (opened by a key's first request) or `sliding` (APISIX 3.18: epoch-aligned
+    /// windows, the previous one weighted by its overlap; rejections not counted).
+    #[serde(default)]
+    pub window_type: WindowType,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowType {
+    #[default]
+    Fixed,
+    Sliding,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

@@ -39,7 +39,11 @@ impl RedisStore {
                     .arg(l.conn)
                     .arg(l.burst)
                     .arg(l.default_conn_delay_ms),
-                RuleKind::Count(l) => inv.arg(3).arg(l.count).arg(l.window_ms).arg(0),
+                RuleKind::Count(l) => inv
+                    .arg(3)
+                    .arg(l.count)
+                    .arg(l.window_ms)
+                    .arg(u8::from(l.sliding)),
                 RuleKind::Tokens(l, _) => inv.arg(4).arg(l.limit).arg(l.window_ms).arg(0),
             };
             inv.arg(c.yield_to.unwrap_or(-1.0));
@@ -203,6 +207,8 @@ impl RedisStore {
             match r.kind {
                 RuleKind::Req(_) => p.cmd("HMGET").arg(&key).arg("excess").arg("last"),
                 RuleKind::Conn(_) => p.cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES"),
+                // A sliding window shows its current window's count.
+                RuleKind::Count(l) if l.sliding => p.cmd("HGET").arg(&key).arg("cur"),
                 RuleKind::Count(_) => p.cmd("GET").arg(&key),
                 RuleKind::Tokens(..) => p.cmd("HMGET").arg(&key).arg("c").arg("e"),
             };
