@@ -451,3 +451,33 @@ fn sync_interval_counts_locally_and_converges_across_gateways() {
         "admitted {admitted}: at most count + the other instance's share"
     );
 }
+
+#[test]
+fn expression_strategy_charges_its_cost_in_both_stores() {
+    // ai-rate-limiting's `limit_strategy: expression`: each answer of 5 completion tokens
+    // costs 5 × 10 = 50 of 100, so the third request finds nothing left — where the
+    // total-tokens strategy would have charged about 6 each.
+    let redis = Redis::start();
+    let rule = r#"[{name: cost, tokens: {limit: 100, time_window: 60s, strategy: expression, cost_expr: "completion_tokens * 10 + missing_field"}}]"#;
+    let shared = yaml(&redis, "", "", rule);
+    let local = shared.replace("policy: redis", "policy: local");
+    for cfg in [local, shared] {
+        let gw = Gw::start(&cfg);
+        // One keep-alive connection: a request's charge is settled before the next is read.
+        let client = agent();
+        let statuses: Vec<u16> = (0..3)
+            .map(|_| {
+                let body = serde_json::json!({"model": "m", "max_tokens": 5,
+                    "messages": [{"role": "user", "content": "hi"}]});
+                post_on(
+                    &client,
+                    &gw.url("/v1/chat/completions"),
+                    Some(KEY),
+                    &body.to_string(),
+                )
+                .status
+            })
+            .collect();
+        assert_eq!(statuses, [200, 200, 429], "{cfg}");
+    }
+}

@@ -186,15 +186,17 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
         .unwrap_or_default();
     let tokens = (usage.prompt_tokens, usage.completion_tokens);
     let charged = if status < 400 {
+        ctx.note_usage_fields(&body["usage"]);
         TokenUsage {
             prompt: tokens.0,
             completion: tokens.1,
+            fields: ctx.usage_fields.clone(),
         }
     } else {
         TokenUsage::default()
     };
     for t in ctx.tickets.drain(..) {
-        if let Some(done) = t.finish(Some(charged)) {
+        if let Some(done) = t.finish(Some(charged.clone())) {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), done).await;
         }
     }

@@ -4,6 +4,8 @@
 //! - [`schema`]: the file's shape (serde, `deny_unknown_fields`).
 //! - [`env`]: `${VAR}` / `${VAR:-default}` substitution, done on parsed YAML values so a
 //!   secret can never inject YAML syntax.
+//! - [`cost_expr`]: ai-rate-limiting's `cost_expr` arithmetic, parsed and checked here,
+//!   evaluated by `limits` over each answer's usage fields.
 //! - [`key`]: the limit-key template language (`$consumer_name $http_x_user`), parsed
 //!   here so validation can name a bad key's path; `limits` evaluates it per request.
 //! - [`validate`]: every problem, each with its path (`models[2].deployments[0].provider`).
@@ -11,6 +13,7 @@
 //! The compiled snapshot the request path reads is [`crate::runtime`]; the hot reload
 //! that swaps it is [`crate::state::reload`].
 
+pub mod cost_expr;
 pub mod env;
 pub mod key;
 pub mod schema;

@@ -39,6 +39,9 @@ pub struct CallCtx {
     pub status: u16,
     pub upstream_ttfb: Option<Duration>,
     pub usage: Option<Usage>,
+    /// The answer's usage object's numeric fields (what a `cost_expr` may name), merged
+    /// across a stream's events.
+    pub usage_fields: Option<Arc<std::collections::BTreeMap<String, f64>>>,
     pub attempts: u32,
     pub error: Option<&'static str>,
     /// Limit tickets held until the request ends (slots, token reservations).
@@ -50,6 +53,22 @@ pub struct CallCtx {
 }
 
 impl CallCtx {
+    /// Take in a usage object's numeric fields (a stream's later events add to or replace
+    /// earlier values; zeros never replace a value).
+    pub fn note_usage_fields(&mut self, usage: &serde_json::Value) {
+        let Some(o) = usage.as_object() else { return };
+        let mut fields = self.usage_fields.as_deref().cloned().unwrap_or_default();
+        for (k, v) in o {
+            match v.as_f64() {
+                Some(x) if x > 0.0 || !fields.contains_key(k) => {
+                    fields.insert(k.clone(), x);
+                }
+                _ => {}
+            }
+        }
+        self.usage_fields = Some(Arc::new(fields));
+    }
+
     pub fn new(request_id: String) -> CallCtx {
         CallCtx {
             request_id,
@@ -63,6 +82,7 @@ impl CallCtx {
             status: 0,
             upstream_ttfb: None,
             usage: None,
+            usage_fields: None,
             attempts: 0,
             error: None,
             tickets: Vec::new(),

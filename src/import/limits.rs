@@ -266,6 +266,7 @@ fn unknown_fields(plugin: &str, conf: &Value, at: &str, out: &mut Vec<Unmapped>)
             "limit",
             "time_window",
             "limit_strategy",
+            "cost_expr",
             "instances",
             "rules",
             "show_limit_quota_header",
@@ -462,11 +463,26 @@ pub fn token_rules(
 ) -> Vec<(Option<String>, Value)> {
     let at = format!("{at}.plugins.ai-rate-limiting");
     unknown_fields("ai-rate-limiting", conf, &at, out);
+    let mut cost_expr = Value::Null;
     let strategy = match text(conf, "limit_strategy")
         .as_deref()
         .unwrap_or("total_tokens")
     {
         s @ ("total_tokens" | "prompt_tokens" | "completion_tokens") => s.to_string(),
+        "expression" => match text(conf, "cost_expr") {
+            Some(e) => {
+                cost_expr = s(e);
+                "expression".into()
+            }
+            None => {
+                out.push(Unmapped {
+                    at: format!("{at}.cost_expr"),
+                    what: "limit_strategy expression without cost_expr; total_tokens is used"
+                        .into(),
+                });
+                "total_tokens".into()
+            }
+        },
         other => {
             out.push(Unmapped {
                 at: format!("{at}.limit_strategy"),
@@ -490,6 +506,7 @@ pub fn token_rules(
                     ("limit", num(limit)),
                     ("time_window", duration(window)),
                     ("strategy", s(strategy.clone())),
+                    ("cost_expr", cost_expr.clone()),
                 ]),
             ),
         ];

@@ -20,7 +20,9 @@
 //! reservations cannot leak.
 
 use super::rules::Rule;
+use crate::config::cost_expr::CostExpr;
 use crate::config::schema::TokenStrategy;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One rule applied to one counter.
@@ -89,18 +91,50 @@ pub struct Admitted {
 }
 
 /// Token usage of a finished request.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TokenUsage {
     pub prompt: u64,
     pub completion: u64,
+    /// The answer's usage object's numeric fields, by name, for `cost_expr` (`None`:
+    /// `prompt_tokens`, `completion_tokens` and `total_tokens` from the two above).
+    pub fields: Option<Arc<BTreeMap<String, f64>>>,
+}
+
+/// How a token rule charges an answer: its strategy, and the expression of
+/// `strategy: expression`.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    pub strategy: TokenStrategy,
+    pub expr: Option<Arc<CostExpr>>,
 }
 
 impl TokenUsage {
-    pub fn cost(&self, s: TokenStrategy) -> u64 {
-        match s {
+    /// What `c` charges for this usage (an expression that yields no finite number
+    /// charges nothing, as APISIX skips it).
+    pub fn cost(&self, c: &Charge) -> u64 {
+        match c.strategy {
             TokenStrategy::TotalTokens => self.prompt + self.completion,
             TokenStrategy::PromptTokens => self.prompt,
             TokenStrategy::CompletionTokens => self.completion,
+            TokenStrategy::Expression => {
+                let Some(expr) = &c.expr else { return 0 };
+                let derived;
+                let fields = match &self.fields {
+                    Some(f) => f.as_ref(),
+                    None => {
+                        derived = BTreeMap::from([
+                            ("prompt_tokens".to_string(), self.prompt as f64),
+                            ("completion_tokens".to_string(), self.completion as f64),
+                            (
+                                "total_tokens".to_string(),
+                                (self.prompt + self.completion) as f64,
+                            ),
+                        ]);
+                        &derived
+                    }
+                };
+                expr.cost(fields).unwrap_or(0)
+            }
         }
     }
 }

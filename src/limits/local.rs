@@ -15,13 +15,13 @@ use super::req::ReqDecision;
 use super::rules::{Rule, RuleKind};
 pub use super::slots::{LocalStore, Slot, Stored};
 use super::tokens::{TokenDecision, TokenLimit};
-use crate::config::schema::TokenStrategy;
+use crate::limits::admission::Charge;
 use std::sync::Arc;
 
 struct Reservation {
     key: Arc<str>,
     limit: TokenLimit,
-    strategy: TokenStrategy,
+    charge: Charge,
     tokens: u64,
 }
 
@@ -41,7 +41,7 @@ impl Hold for LocalHold {
     ) -> Option<super::admission::Released> {
         let now = self.store.now_ms();
         for r in std::mem::take(&mut self.reservations) {
-            let used = usage.map_or(r.tokens, |u| u.cost(r.strategy));
+            let used = usage.as_ref().map_or(r.tokens, |u| u.cost(&r.charge));
             release_tokens(&self.store, &r, now, used);
         }
         None
@@ -220,7 +220,10 @@ fn group(
         }
     }
     for c in checks {
-        if let RuleKind::Tokens(l, strategy) = c.rule.kind {
+        if let RuleKind::Tokens(l, _) = c.rule.kind {
+            let Some(charge) = c.rule.charge() else {
+                continue;
+            };
             let (reservation, remaining, reset_ms) = store.update_at(&c.key, now, |slot| {
                 let state = slot.and_then(Slot::tokens);
                 if let Some(rate) = c.yield_to {
@@ -257,7 +260,7 @@ fn group(
                 Some(tokens) => hold.reservations.push(Reservation {
                     key: c.key.clone(),
                     limit: l,
-                    strategy,
+                    charge,
                     tokens,
                 }),
                 None => return reject(hold, quotas, c.rule, Budget::Tokens, reset_ms),
@@ -383,6 +386,7 @@ mod tests {
         t2.finish(Some(TokenUsage {
             prompt: 30,
             completion: 20,
+            fields: None,
         }));
         let t3 = admit1(&store, &checks(&rules), 100).unwrap();
         assert_eq!(

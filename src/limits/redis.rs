@@ -23,7 +23,8 @@ use super::admission::{
 };
 use super::rules::RuleKind;
 use super::synced::SyncedCounts;
-use crate::config::schema::{LimitPolicy, LimitsConfig, TokenStrategy};
+use crate::config::schema::{LimitPolicy, LimitsConfig};
+use crate::limits::admission::Charge;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisResult, Script};

@@ -4,10 +4,12 @@
 //! reload that changes a limit keeps the usage consumed so far (APISIX keys counters by a
 //! hash of the config and resets them on any edit: reference bug 9).
 
+use super::admission::Charge;
 use super::conn::ConnLimit;
 use super::count::CountLimit;
 use super::req::ReqLimit;
 use super::tokens::TokenLimit;
+use crate::config::cost_expr::CostExpr;
 use crate::config::key::{KeyContext, KeyTemplate};
 use crate::config::schema::{LimitRuleConfig, OnLimit, TokenStrategy};
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub struct Rule {
     pub scope: Scope,
     /// `on_limit: queue`: wait for headroom instead of a 429.
     pub queue: Option<QueueSpec>,
+    /// Token rules with `strategy: expression`: the parsed `cost_expr`.
+    pub cost_expr: Option<Arc<CostExpr>>,
 }
 
 /// How long and behind how many others a request over a queueing rule may wait.
@@ -165,9 +169,17 @@ impl Rule {
             (Some(group), false) => format!("group:{}:{group}", kind_of(&kind).label()),
             (None, _) => format!("{scope}/{}", c.name),
         };
+        // Validation has parsed it.
+        let cost_expr = c
+            .tokens
+            .as_ref()
+            .and_then(|t| t.cost_expr.as_deref())
+            .and_then(|e| CostExpr::parse(e).ok())
+            .map(Arc::new);
         Some(Rule {
             id: id.into(),
             kind,
+            cost_expr,
             key: c.key.as_deref().and_then(|k| KeyTemplate::parse(k).ok()),
             scope: Scope::of(scope),
             queue: (c.on_limit == OnLimit::Queue).then_some(QueueSpec {
@@ -188,6 +200,17 @@ impl Rule {
             .iter()
             .filter_map(|r| Rule::compile(scope, r))
             .collect()
+    }
+
+    /// How the rule charges an answer's tokens (token rules).
+    pub fn charge(&self) -> Option<Charge> {
+        match self.kind {
+            RuleKind::Tokens(_, strategy) => Some(Charge {
+                strategy,
+                expr: self.cost_expr.clone(),
+            }),
+            _ => None,
+        }
     }
 
     /// The rule's algorithm.

@@ -34,6 +34,7 @@ pub fn finish(
         Some(u) => Some(TokenUsage {
             prompt: u.prompt_tokens,
             completion: u.completion_tokens,
+            fields: ctx.usage_fields.clone(),
         }),
         None if matches!(ctx.status, 200 | 499) => None,
         None => Some(TokenUsage::default()),
@@ -41,7 +42,7 @@ pub fn finish(
     let released = ctx
         .tickets
         .drain(..)
-        .filter_map(|t| t.finish(usage))
+        .filter_map(|t| t.finish(usage.clone()))
         .collect();
     let model = ctx.model.as_deref().unwrap_or("none");
     let provider = ctx.provider.as_deref().unwrap_or("none");

@@ -7,7 +7,7 @@
 //! - Other answers are read whole (bounded), their usage counted, and upstream errors are
 //!   normalised to the OpenAI error shape.
 
-use super::{respond, RequestCtx, Usage};
+use super::{respond, CallCtx, RequestCtx, Usage};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::{anthropic_error_body, openai_error_body};
 use crate::providers::api::EventTranslator;
@@ -77,7 +77,7 @@ impl Dialect {
         &mut self,
         event: Bytes,
         wants_usage: bool,
-        usage: &mut Option<Usage>,
+        call: &mut CallCtx,
     ) -> (Vec<Bytes>, bool) {
         let translated = match self {
             Dialect::OpenAi => vec![event],
@@ -94,7 +94,12 @@ impl Dialect {
                         | "response.failed"
                 );
                 if let Some(d) = &data {
-                    provider.stream_usage(d, usage.get_or_insert_with(Usage::default));
+                    provider.stream_usage(d, call.usage.get_or_insert_with(Usage::default));
+                    // Anthropic's usage objects, or a Responses stream's final one.
+                    let raw = d.get("usage").or(d["message"].get("usage"));
+                    if let Some(u) = raw.or(d["response"].get("usage")) {
+                        call.note_usage_fields(u);
+                    }
                     if terminal && d["response"].is_object() {
                         *last = Some(d["response"].clone());
                     }
@@ -114,7 +119,7 @@ impl Dialect {
         let mut out = Vec::with_capacity(translated.len());
         let mut done = false;
         for e in translated {
-            match inspect(&e, wants_usage, usage) {
+            match inspect(&e, wants_usage, call) {
                 Action::Forward => out.push(e),
                 Action::Drop => {}
                 Action::Done => {
@@ -158,6 +163,7 @@ async fn relay_native(
     if resp.status < 400 {
         if let Ok(m) = serde_json::from_slice::<Value>(&body) {
             ctx.usage = provider.usage(&m);
+            ctx.note_usage_fields(&m["usage"]);
             object = (m["object"] == "response").then_some(m);
         }
     }
@@ -195,7 +201,10 @@ async fn relay_whole(
         }
     };
     if answer.status < 400 {
-        ctx.usage = usage_of(&answer.body);
+        if let Some(raw) = usage_object(&answer.body) {
+            ctx.usage = Usage::from_openai(&raw);
+            ctx.note_usage_fields(&raw);
+        }
     }
     let (status, body, as_sent, object) = match surface {
         Some(e) => {
@@ -258,7 +267,7 @@ async fn relay_events(
         while let Some(event) = events.next_event() {
             // A surface needs the usage chunk to report usage itself.
             let wants_usage = req.client_wants_usage || surface.is_some();
-            let (send, complete) = dialect.handle(event, wants_usage, &mut ctx.usage);
+            let (send, complete) = dialect.handle(event, wants_usage, ctx);
             for e in send {
                 match surface.as_mut() {
                     Some(s) => {
@@ -366,7 +375,7 @@ enum Action {
     Done,
 }
 
-fn inspect(event: &[u8], client_wants_usage: bool, usage: &mut Option<Usage>) -> Action {
+fn inspect(event: &[u8], client_wants_usage: bool, call: &mut CallCtx) -> Action {
     let Some(data) = event_data(event) else {
         return Action::Forward; // comments such as `: keep-alive`
     };
@@ -380,7 +389,8 @@ fn inspect(event: &[u8], client_wants_usage: bool, usage: &mut Option<Usage>) ->
         return Action::Forward;
     };
     if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
-        *usage = Some(u);
+        call.usage = Some(u);
+        call.note_usage_fields(&v["usage"]);
         if !client_wants_usage && v["choices"].as_array().is_some_and(|c| c.is_empty()) {
             return Action::Drop;
         }
@@ -410,14 +420,14 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Usage of a complete OpenAI JSON answer.
-fn usage_of(body: &[u8]) -> Option<Usage> {
+/// The `usage` object of a complete OpenAI JSON answer (parsed alone).
+fn usage_object(body: &[u8]) -> Option<Value> {
     #[derive(serde::Deserialize)]
     struct Only {
         usage: Option<Value>,
     }
     let only: Only = serde_json::from_slice(body).ok()?;
-    Usage::from_openai(&only.usage?)
+    only.usage.filter(Value::is_object)
 }
 
 /// Splits a byte stream into SSE events, each ending with its blank line.
@@ -464,8 +474,9 @@ mod tests {
     #[test]
     fn usage_chunk_counted_and_dropped_unless_asked() {
         let chunk = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n";
-        let mut usage = None;
-        assert_eq!(inspect(chunk, false, &mut usage), Action::Drop);
+        let mut call = CallCtx::new("t".into());
+        assert_eq!(inspect(chunk, false, &mut call), Action::Drop);
+        let usage = call.usage;
         assert_eq!(
             usage,
             Some(Usage {
@@ -473,20 +484,19 @@ mod tests {
                 completion_tokens: 2
             })
         );
-        assert_eq!(inspect(chunk, true, &mut usage), Action::Forward);
+        assert_eq!(call.usage_fields.as_ref().unwrap()["total_tokens"], 7.0);
+        assert_eq!(inspect(chunk, true, &mut call), Action::Forward);
         let normal =
             b"data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n";
-        assert_eq!(inspect(normal, false, &mut usage), Action::Forward);
-        assert_eq!(
-            inspect(b"data: [DONE]\n\n", false, &mut usage),
-            Action::Done
-        );
-        assert_eq!(inspect(b": ping\n\n", false, &mut usage), Action::Forward);
+        assert_eq!(inspect(normal, false, &mut call), Action::Forward);
+        assert_eq!(inspect(b"data: [DONE]\n\n", false, &mut call), Action::Done);
+        assert_eq!(inspect(b": ping\n\n", false, &mut call), Action::Forward);
     }
 
     #[test]
     fn usage_from_json_body() {
-        let u = usage_of(br#"{"id":"x","usage":{"prompt_tokens":8,"total_tokens":8}}"#).unwrap();
+        let raw = usage_object(br#"{"id":"x","usage":{"prompt_tokens":8,"total_tokens":8}}"#);
+        let u = Usage::from_openai(&raw.unwrap()).unwrap();
         assert_eq!(
             u,
             Usage {
@@ -494,6 +504,6 @@ mod tests {
                 completion_tokens: 0
             }
         );
-        assert!(usage_of(b"{}").is_none());
+        assert!(usage_object(b"{}").is_none());
     }
 }

@@ -137,6 +137,8 @@ pub enum TokenStrategy {
     TotalTokens,
     PromptTokens,
     CompletionTokens,
+    /// `cost_expr` over the answer's usage fields.
+    Expression,
 }
 
 /// Token limit per window, reserved at admission and reconciled with real usage.
@@ -148,6 +150,11 @@ pub struct TokensRuleConfig {
     pub time_window: Duration,
     #[serde(default)]
     pub strategy: TokenStrategy,
+    /// With `strategy: expression`: the cost of an answer from its usage fields, e.g.
+    /// `input_tokens + cache_read_input_tokens * 0.1 + output_tokens` (see
+    /// [`crate::config::cost_expr`]).
+    #[serde(default)]
+    pub cost_expr: Option<String>,
 }
 
 /// Where the counters of every limit rule live.

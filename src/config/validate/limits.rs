@@ -166,6 +166,26 @@ pub(super) fn limit_rules(
         if let Some(t) = &r.tokens {
             positive("tokens.limit", t.limit > 0);
             positive("tokens.time_window", t.time_window.as_millis() > 0);
+            let expression = t.strategy == crate::config::schema::TokenStrategy::Expression;
+            match (&t.cost_expr, expression) {
+                (None, true) => p.add(
+                    format!("{path}.tokens.cost_expr"),
+                    "required when strategy is expression",
+                ),
+                (Some(_), false) => p.add(
+                    format!("{path}.tokens.cost_expr"),
+                    "only with strategy: expression",
+                ),
+                (Some(e), true) => {
+                    if let Err(why) = crate::config::cost_expr::CostExpr::parse(e) {
+                        p.add(
+                            format!("{path}.tokens.cost_expr"),
+                            format!("invalid cost_expr: {why}"),
+                        );
+                    }
+                }
+                (None, false) => {}
+            }
         }
         if r.rejected_code.is_some_and(|c| !(200..=599).contains(&c)) {
             p.add(format!("{path}.rejected_code"), "must be 200..=599");

@@ -128,12 +128,12 @@ impl RedisStore {
         for &g in admitted {
             for (i, c) in groups[g].iter().enumerate() {
                 let (key, zset) = &keys[bases[g] + i];
-                let (kind, member, window_ms, tokens, strategy) = match c.rule.kind {
-                    RuleKind::Conn(_) => (2, lease.clone(), 0, 0, TokenStrategy::TotalTokens),
-                    RuleKind::Tokens(l, strategy) => {
+                let (kind, member, window_ms, tokens) = match c.rule.kind {
+                    RuleKind::Conn(_) => (2, lease.clone(), 0, 0),
+                    RuleKind::Tokens(l, _) => {
                         let tokens = estimate_tokens.min(l.limit);
                         let member = format!("{lease}|{tokens}");
-                        (4, member, l.window_ms, tokens, strategy)
+                        (4, member, l.window_ms, tokens)
                     }
                     _ => continue,
                 };
@@ -145,7 +145,7 @@ impl RedisStore {
                     member,
                     window_ms,
                     tokens,
-                    strategy,
+                    charge: c.rule.charge(),
                 });
             }
         }

@@ -13,7 +13,7 @@ pub(super) struct Held {
     pub(super) member: String,
     pub(super) window_ms: u64,
     pub(super) tokens: u64,
-    pub(super) strategy: TokenStrategy,
+    pub(super) charge: Option<Charge>,
 }
 
 /// The leases an admitted request holds in Redis; given back when finished or dropped.
@@ -67,9 +67,9 @@ impl RedisHold {
         let releases = held
             .into_iter()
             .map(|h| {
-                let used = match (finished, usage) {
+                let used = match (finished, &usage) {
                     (false, _) => 0,
-                    (true, Some(u)) => u.cost(h.strategy),
+                    (true, Some(u)) => h.charge.as_ref().map_or(0, |c| u.cost(c)),
                     (true, None) => h.tokens,
                 };
                 Release {
