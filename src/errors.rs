@@ -74,6 +74,14 @@ pub enum GatewayError {
     LimiterUnavailable(String),
     #[error("Internal error: {0}")]
     Internal(String),
+    /// A consumer a route or model does not allow (APISIX `consumer-restriction`).
+    #[error("{message}")]
+    ConsumerForbidden {
+        status: u16,
+        message: String,
+        /// Answer APISIX's `{"message": …}` body (imported routes).
+        apisix: bool,
+    },
 }
 
 impl GatewayError {
@@ -101,6 +109,7 @@ impl GatewayError {
             UpstreamUnavailable(_) | UpstreamProtocol(_) | ProviderAuthRejected(_) => 502,
             UpstreamTimeout => 504,
             Internal(_) => 500,
+            ConsumerForbidden { status, .. } => *status,
         }
     }
 
@@ -128,6 +137,7 @@ impl GatewayError {
             MalformedRequest(_) => Some("invalid_http_request"),
             RateLimited { .. } => Some("rate_limit_exceeded"),
             ProviderAuthRejected(_) => Some("provider_auth_failed"),
+            ConsumerForbidden { .. } => Some("consumer_forbidden"),
             _ => None,
         }
     }
@@ -164,6 +174,7 @@ impl GatewayError {
             ShuttingDown => "shutting_down",
             LimiterUnavailable(_) => "limiter_unavailable",
             Internal(_) => "internal",
+            ConsumerForbidden { .. } => "consumer_forbidden",
         }
     }
 
@@ -186,6 +197,14 @@ impl GatewayError {
             let mut b = json!({ "error_msg": &**m }).to_string();
             b.push('\n');
             return Bytes::from(b);
+        }
+        if let GatewayError::ConsumerForbidden {
+            message,
+            apisix: true,
+            ..
+        } = self
+        {
+            return Bytes::from(json!({ "message": message }).to_string());
         }
         openai_error_body(
             &self.to_string(),

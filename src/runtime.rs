@@ -58,6 +58,8 @@ pub struct ModelRoute {
     /// Enabled deployments only; empty when every provider key is unset.
     pub deployments: Vec<Deployment>,
     pub limits: Vec<Rule>,
+    /// Which consumers may use it.
+    pub restriction: Option<crate::config::schema::ConsumerRestriction>,
     next: AtomicUsize,
 }
 
@@ -90,6 +92,8 @@ pub struct PassRoute {
     pub nodes: Vec<(BaseUrl, u32)>,
     pub pass_host: crate::config::schema::PassHost,
     pub limits: Vec<Rule>,
+    /// Which consumers may use it.
+    pub restriction: Option<crate::config::schema::ConsumerRestriction>,
     next: AtomicUsize,
 }
 
@@ -158,9 +162,16 @@ impl Runtime {
             .iter()
             .flat_map(|c| {
                 let name: Arc<str> = c.name.as_str().into();
+                let basic = c
+                    .basic_auth
+                    .iter()
+                    .map(|b| basic_digest(&b.username, b.password.expose()));
                 c.keys
                     .iter()
-                    .map(move |k| (key_digest(k.expose()), name.clone()))
+                    .map(|k| key_digest(k.expose()))
+                    .chain(basic)
+                    .map(move |d| (d, name.clone()))
+                    .collect::<Vec<_>>()
             })
             .collect();
         let providers: HashMap<&str, Arc<Provider>> = config
@@ -264,6 +275,7 @@ impl Runtime {
                     name,
                     owned_by,
                     deployments,
+                    restriction: m.consumer_restriction.clone(),
                     next: AtomicUsize::new(0),
                 },
             );
@@ -300,6 +312,7 @@ impl Runtime {
                     .collect(),
                 pass_host: r.upstream.pass_host,
                 limits: Rule::compile_all(&format!("route:{}", r.name), &r.limits),
+                restriction: r.consumer_restriction.clone(),
                 next: AtomicUsize::new(0),
             })
             .collect();
@@ -370,6 +383,13 @@ impl Runtime {
         self.consumers.get(&key_digest(key)).cloned()
     }
 
+    /// The consumer owning an HTTP Basic credential (compared by digest, as keys are).
+    pub fn consumer_for_basic(&self, username: &str, password: &str) -> Option<Arc<str>> {
+        self.consumers
+            .get(&basic_digest(username, password))
+            .cloned()
+    }
+
     /// The limits of a consumer.
     pub fn consumer_limits(&self, name: &str) -> &[Rule] {
         self.consumer_limits.get(name).map_or(&[], Vec::as_slice)
@@ -378,6 +398,11 @@ impl Runtime {
     pub fn model(&self, name: &str) -> Option<&ModelRoute> {
         self.models.get(name)
     }
+}
+
+/// The digest a Basic credential is stored under (apart from every API key's).
+fn basic_digest(username: &str, password: &str) -> [u8; 32] {
+    key_digest(&format!("basic\u{0}{username}\u{0}{password}"))
 }
 
 fn key_digest(key: &str) -> [u8; 32] {

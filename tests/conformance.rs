@@ -256,3 +256,77 @@ fn ai_rate_limiting_redis_policy() {
     let redis = Redis::start();
     ai_rate_limiting(Some(&redis));
 }
+
+fn access_plugins(redis: Option<&Redis>) {
+    let usage = r#"{"id":"c","object":"chat.completion","created":1,"model":"m",
+        "choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],
+        "usage":{"prompt_tokens":8,"completion_tokens":2,"total_tokens":10}}"#;
+    let (port, _) = recording(move |r| {
+        if r.target.starts_with("/v1/chat") {
+            Reply::json("200 OK", usage)
+        } else {
+            Reply::json("200 OK", "{\"ok\":true}")
+        }
+    });
+    let yaml = import("access.apisix.yaml", redis);
+    let gw = Gw::start_with_env(
+        &yaml,
+        &[
+            ("UPSTREAM", &format!("127.0.0.1:{port}")),
+            ("LLM", &format!("http://127.0.0.1:{port}")),
+        ],
+    );
+    let basic = |user: &str, password: &str| {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let r = agent()
+            .get(&gw.url("/hello"))
+            .set("authorization", &format!("Basic {token}"))
+            .call();
+        let r = match r {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        (r.status(), r.into_string().unwrap_or_default())
+    };
+    // basic-auth + consumer-restriction (whitelist jack) + limit-count 2 per consumer.
+    let jack: Vec<u16> = (0..3).map(|_| basic("jack", "jack-secret").0).collect();
+    assert_eq!(jack, [200, 200, 429]);
+    assert_eq!(
+        basic("rose", "rose-secret"),
+        (
+            403,
+            r#"{"message":"The consumer_name is forbidden."}"#.to_string()
+        )
+    );
+    assert_eq!(basic("jack", "wrong").0, 401);
+    assert_eq!(call(&gw, "/hello", None).status, 401);
+    // The AI route: key-auth, rose on the blacklist with APISIX's configured message.
+    let ask = |key: &str| {
+        let r = agent()
+            .post(&gw.url("/v1/chat/completions"))
+            .set("apikey", key)
+            .send_string(r#"{"model":"small","messages":[{"role":"user","content":"hi"}]}"#);
+        let r = match r {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        (r.status(), r.into_string().unwrap_or_default())
+    };
+    assert_eq!(
+        ask("rose-key"),
+        (403, r#"{"message":"not for you"}"#.to_string())
+    );
+    assert_eq!(ask("jack-key").0, 200);
+}
+
+#[test]
+fn access_plugins_local_policy() {
+    access_plugins(None);
+}
+
+#[test]
+fn access_plugins_redis_policy() {
+    let redis = Redis::start();
+    access_plugins(Some(&redis));
+}

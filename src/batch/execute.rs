@@ -80,6 +80,13 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
     let Some(route) = rt.model(&req.model) else {
         return fail(&GatewayError::ModelNotFound(req.model.clone()));
     };
+    if let Some(Err(e)) = route
+        .restriction
+        .as_ref()
+        .map(|r| r.check(c.consumer.as_deref()))
+    {
+        return fail(&e);
+    }
     // A Responses line: no stored history in a batch; other providers get its chat form.
     let echo = if ep == Endpoint::Responses {
         let echo = match req.json() {

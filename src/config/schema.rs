@@ -183,6 +183,9 @@ pub struct RouteConfig {
     pub upstream: RouteUpstreamConfig,
     #[serde(default)]
     pub limits: Vec<LimitRuleConfig>,
+    /// Which consumers may use it (needs `auth`).
+    #[serde(default)]
+    pub consumer_restriction: Option<ConsumerRestriction>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -224,9 +227,67 @@ pub struct ConsumerConfig {
     pub name: String,
     #[serde(default)]
     pub keys: Vec<Secret>,
+    /// HTTP Basic credentials (`Authorization: Basic …`, APISIX `basic-auth`).
+    #[serde(default)]
+    pub basic_auth: Vec<BasicAuthConfig>,
     /// Limits on everything this consumer sends, across models.
     #[serde(default)]
     pub limits: Vec<LimitRuleConfig>,
+}
+
+/// One HTTP Basic credential of a consumer.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Which consumers may use a route or model (APISIX `consumer-restriction`, by consumer
+/// name): one listed in `deny` is refused; with `allow`, only those listed are let in.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerRestriction {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Status of a refusal (default 403).
+    #[serde(default = "default_forbidden")]
+    pub rejected_code: u16,
+    /// Message of a refusal (default `The consumer_name is forbidden.`).
+    #[serde(default)]
+    pub rejected_msg: Option<String>,
+    /// Answer APISIX's `{"message": …}` body instead of the OpenAI error (set by the
+    /// importer, so migrated clients get the same answer).
+    #[serde(default)]
+    pub apisix_body: bool,
+}
+
+fn default_forbidden() -> u16 {
+    403
+}
+
+impl ConsumerRestriction {
+    /// Refuse `consumer` (`None`: no consumer identified, APISIX's 401).
+    pub fn check(&self, consumer: Option<&str>) -> Result<(), crate::errors::GatewayError> {
+        let Some(name) = consumer else {
+            return Err(crate::errors::GatewayError::MissingApiKey);
+        };
+        let denied = self.deny.iter().any(|d| d == name)
+            || (!self.allow.is_empty() && !self.allow.iter().any(|a| a == name));
+        if !denied {
+            return Ok(());
+        }
+        Err(crate::errors::GatewayError::ConsumerForbidden {
+            status: self.rejected_code,
+            message: self
+                .rejected_msg
+                .clone()
+                .unwrap_or_else(|| "The consumer_name is forbidden.".into()),
+            apisix: self.apisix_body,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -380,6 +441,9 @@ pub struct ModelConfig {
     /// Limits on this model route (per key expression; default one shared counter).
     #[serde(default)]
     pub limits: Vec<LimitRuleConfig>,
+    /// Which consumers may use it (default: every consumer).
+    #[serde(default)]
+    pub consumer_restriction: Option<ConsumerRestriction>,
 }
 
 /// One place a model is served: provider + upstream model name + key.

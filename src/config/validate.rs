@@ -6,6 +6,7 @@ use super::ConfigProblem;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
+mod access;
 mod cloud;
 mod limits;
 use limits::{count_groups, limit_rules, limits_store};
@@ -26,6 +27,7 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
     let mut p = Problems(Vec::new());
     server(c, &mut p);
     consumers(c, &mut p);
+    access::basic_auth(c, &mut p);
     providers(c, &mut p);
     models(c, &mut p);
     limits_store(c, &mut p);
@@ -63,6 +65,15 @@ fn routes(c: &Config, p: &mut Problems) {
     let mut names = HashSet::new();
     for (i, r) in c.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
+        if let Some(cr) = &r.consumer_restriction {
+            access::restriction(cr, &path, p);
+            if !r.auth {
+                p.add(
+                    format!("{path}.consumer_restriction"),
+                    "needs auth: true (a consumer to restrict)",
+                );
+            }
+        }
         if !names.insert(r.name.as_str()) {
             p.add(
                 format!("{path}.name"),
@@ -230,6 +241,8 @@ fn consumers(c: &Config, p: &mut Problems) {
             }
         }
     }
+    // A Basic credential is a key too.
+    any_key |= c.consumers.iter().any(|c| !c.basic_auth.is_empty());
     if c.auth.enabled && !any_key {
         p.add(
             "consumers",
@@ -361,6 +374,9 @@ fn models(c: &Config, p: &mut Problems) {
     let mut names = HashSet::new();
     for (i, m) in c.models.iter().enumerate() {
         let path = format!("models[{i}]");
+        if let Some(cr) = &m.consumer_restriction {
+            access::restriction(cr, &path, p);
+        }
         if m.name.is_empty() {
             p.add(format!("{path}.name"), "must not be empty");
         } else if !names.insert(m.name.as_str()) {

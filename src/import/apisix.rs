@@ -200,7 +200,7 @@ fn route_limit_rules(
 }
 
 fn other_plugins(at: &str, plugins: &[(String, Value, String, Option<String>)], out: &mut Out) {
-    const HANDLED: [&str; 7] = [
+    const HANDLED: [&str; 9] = [
         "limit-req",
         "limit-conn",
         "limit-count",
@@ -208,6 +208,8 @@ fn other_plugins(at: &str, plugins: &[(String, Value, String, Option<String>)], 
         "ai-proxy",
         "ai-proxy-multi",
         "key-auth",
+        "basic-auth",
+        "consumer-restriction",
     ];
     for (name, _, origin, _) in plugins {
         if !HANDLED.contains(&name.as_str()) && !SILENT.contains(&name.as_str()) {
@@ -218,6 +220,53 @@ fn other_plugins(at: &str, plugins: &[(String, Value, String, Option<String>)], 
             );
         }
     }
+}
+
+/// APISIX consumer-restriction (by consumer name) as a `consumer_restriction`, answering
+/// APISIX's `{"message": …}` as APISIX does.
+fn restriction(
+    plugins: &[(String, Value, String, Option<String>)],
+    at: &str,
+    out: &mut Out,
+) -> Value {
+    let Some((_, conf, ..)) = plugins.iter().find(|(k, ..)| k == "consumer-restriction") else {
+        return Value::Null;
+    };
+    let at = format!("{at}.plugins.consumer-restriction");
+    if text(conf, "type").is_some_and(|t| t != "consumer_name") {
+        out.unmapped(
+            format!("{at}.type"),
+            "only restrictions by consumer_name are supported",
+        );
+        return Value::Null;
+    }
+    if get(conf, "allowed_by_methods").is_some() {
+        out.unmapped(
+            format!("{at}.allowed_by_methods"),
+            "per-method allowances are not supported",
+        );
+    }
+    let names = |k: &str| {
+        let l = list(conf, k).to_vec();
+        if l.is_empty() {
+            Value::Null
+        } else {
+            Value::Sequence(l)
+        }
+    };
+    map(vec![
+        ("allow", names("whitelist")),
+        ("deny", names("blacklist")),
+        (
+            "rejected_code",
+            get(conf, "rejected_code").cloned().unwrap_or(Value::Null),
+        ),
+        (
+            "rejected_msg",
+            text(conf, "rejected_msg").map_or(Value::Null, s),
+        ),
+        ("apisix_body", Value::Bool(true)),
+    ])
 }
 
 fn route(
@@ -244,8 +293,9 @@ fn route(
         }
     }
     let has = |n: &str| plugins.iter().any(|(k, ..)| k == n);
+    let auth = has("key-auth") || has("basic-auth");
     if has("ai-proxy") || has("ai-proxy-multi") {
-        if !has("key-auth") {
+        if !auth {
             out.ai_without_auth.push(at.clone());
         }
         const OPENAI: [&str; 5] = [
@@ -325,6 +375,7 @@ fn route(
     let mut rules = route_limit_rules(&at, &plugins, out);
     rules.extend(out.global.iter().cloned());
     let name = text(item, "name").unwrap_or_else(|| format!("route-{id}"));
+    let restricted = restriction(&plugins, &at, out);
     out.routes.push(map(vec![
         ("name", s(name)),
         ("uris", Value::Sequence(uris)),
@@ -344,14 +395,8 @@ fn route(
                 Value::Sequence(hosts)
             },
         ),
-        (
-            "auth",
-            if has("key-auth") {
-                Value::Bool(true)
-            } else {
-                Value::Null
-            },
-        ),
+        ("auth", if auth { Value::Bool(true) } else { Value::Null }),
+        ("consumer_restriction", restricted),
         (
             "upstream",
             map(vec![
@@ -374,6 +419,7 @@ fn consumer(item: &Value, i: usize, out: &mut Out) {
     let name = id_of(item, i);
     let at = format!("consumers[{name}]");
     let mut keys = Vec::new();
+    let mut basic = Vec::new();
     let mut rules = Vec::new();
     for (k, conf) in get(item, "plugins")
         .and_then(Value::as_mapping)
@@ -384,6 +430,12 @@ fn consumer(item: &Value, i: usize, out: &mut Out) {
         if plugin == "key-auth" {
             if let Some(key) = text(conf, "key") {
                 keys.push(s(key));
+            }
+            continue;
+        }
+        if plugin == "basic-auth" {
+            if let (Some(u), Some(p)) = (text(conf, "username"), text(conf, "password")) {
+                basic.push(map(vec![("username", s(u)), ("password", s(p))]));
             }
             continue;
         }
@@ -400,15 +452,23 @@ fn consumer(item: &Value, i: usize, out: &mut Out) {
             ),
         }
     }
-    if keys.is_empty() {
+    if keys.is_empty() && basic.is_empty() {
         out.unmapped(
             &at,
-            "no key-auth key: this consumer cannot authenticate to the gateway",
+            "no key-auth key or basic-auth credential: this consumer cannot authenticate to the gateway",
         );
     }
     out.consumers.push(map(vec![
         ("name", s(name)),
         ("keys", Value::Sequence(keys)),
+        (
+            "basic_auth",
+            if basic.is_empty() {
+                Value::Null
+            } else {
+                Value::Sequence(basic)
+            },
+        ),
         (
             "limits",
             if rules.is_empty() {

@@ -1,5 +1,6 @@
 //! Auth phase: the consumer's gateway key (`Authorization: Bearer …`, or the `x-api-key`,
-//! `api-key` or APISIX key-auth `apikey` header) → consumer name.
+//! `api-key` or APISIX key-auth `apikey` header), or its HTTP Basic credential
+//! (`Authorization: Basic …`, APISIX basic-auth) → consumer name.
 //! The client's Authorization header is only read here and is never forwarded upstream
 //! (upstream requests are built from scratch in [`crate::gateway::upstream`]).
 
@@ -14,6 +15,27 @@ pub fn authenticate(session: &Session, rt: &Runtime) -> Result<Option<Arc<str>>,
         return Ok(None);
     }
     let headers = &session.req_header().headers;
+    // HTTP Basic (APISIX basic-auth): `Authorization: Basic base64(user:password)`.
+    if let Some(encoded) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("basic").then(|| rest.trim())
+        })
+    {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or(GatewayError::InvalidApiKey)?;
+        let (user, password) = decoded.split_once(':').ok_or(GatewayError::InvalidApiKey)?;
+        return rt
+            .consumer_for_basic(user, password)
+            .map(Some)
+            .ok_or(GatewayError::InvalidApiKey);
+    }
     let key = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -36,6 +36,9 @@ pub async fn prepare(
 ) -> Result<(), GatewayError> {
     ctx.endpoint = "passthrough";
     ctx.model = Some(route.name.clone());
+    if let Some(r) = &route.restriction {
+        r.check(ctx.consumer.as_deref())?;
+    }
     let node = route
         .pick()
         .ok_or_else(|| GatewayError::NoDeployment(route.name.to_string()))?

@@ -117,6 +117,12 @@ pub async fn serve(
                 .listed_models
                 .iter()
                 .filter_map(|name| rt.model(name))
+                // A consumer sees only the models it may use.
+                .filter(|m| {
+                    m.restriction
+                        .as_ref()
+                        .is_none_or(|r| r.check(ctx.consumer.as_deref()).is_ok())
+                })
                 .map(|m| model_object(&m.name, &m.owned_by))
                 .collect();
             respond::json(session, ctx, &json!({"object": "list", "data": data})).await;
@@ -154,6 +160,9 @@ pub async fn serve(
                 .model(&req.model)
                 .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
             ctx.model = Some(route.name.clone());
+            if let Some(r) = &route.restriction {
+                r.check(ctx.consumer.as_deref())?;
+            }
             if route.deployments.is_empty() {
                 return Err(GatewayError::NoDeployment(req.model.clone()));
             }

@@ -255,11 +255,13 @@ pub(super) fn ai_route(
         );
         return;
     }
+    let restricted = super::restriction(plugins, at, out);
     out.models.push((
         model_name.clone(),
         map(vec![
             ("name", s(model_name)),
             ("deployments", Value::Sequence(deployments)),
+            ("consumer_restriction", restricted),
             (
                 "limits",
                 if route_limits.is_empty() {
