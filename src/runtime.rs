@@ -366,6 +366,17 @@ impl Runtime {
         host: Option<&str>,
         path: &str,
     ) -> Option<&PassRoute> {
+        self.pass_match(method, host, path).map(|(r, _)| r)
+    }
+
+    /// The best pass-through route and whether it matched the path exactly (not by a
+    /// prefix).
+    pub fn pass_match(
+        &self,
+        method: &http::Method,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<(&PassRoute, bool)> {
         let mut best: Option<(&PassRoute, usize)> = None;
         for r in &self.routes {
             if let Some(score) = r.matches(method, host, path) {
@@ -374,7 +385,12 @@ impl Runtime {
                 }
             }
         }
-        best.map(|(r, _)| r)
+        best.map(|(r, score)| (r, score == usize::MAX))
+    }
+
+    /// Whether the config serves any model (the gateway's own OpenAI API is in use).
+    pub fn serves_models(&self) -> bool {
+        !self.models.is_empty()
     }
 
     /// The consumer owning a gateway key. Keys are compared by digest, so lookups take the

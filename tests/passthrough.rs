@@ -97,3 +97,62 @@ fn a_route_with_auth_takes_apisix_key_auth_keys() {
     assert_eq!(get(&gw.url("/hello"), Some("nope")).status, 401);
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
+
+#[test]
+fn a_prefix_route_fronting_an_openai_server_keeps_the_openai_paths() {
+    // APISIX in front of vLLM with only limits (no ai-proxy): `/v1/*` must keep receiving
+    // /v1/chat/completions, not the gateway's own API (which would answer 404 for an unknown
+    // model).
+    let (port, seen) = recording(|_| {
+        Reply::json(
+            "200 OK",
+            r#"{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+        )
+    });
+    let cfg = |models: &str| {
+        format!(
+            r#"
+consumers: [{{name: jack, keys: [jack-key]}}]
+providers: [{{name: mock, kind: mock}}]
+models: {models}
+routes:
+  - name: vllm
+    uris: ["/v1/*"]
+    auth: true
+    upstream: {{nodes: [{{url: "http://127.0.0.1:{port}"}}]}}
+    limits: [{{name: rpm, count: {{count: 2, time_window: 60s}}, rejected_code: 429}}]
+  - name: exact
+    uris: [/v1/embeddings]
+    upstream: {{nodes: [{{url: "http://127.0.0.1:{port}"}}]}}
+"#
+        )
+    };
+    let body = r#"{"model":"served-by-vllm","messages":[{"role":"user","content":"hi"}]}"#;
+    // No models: the prefix route gets the OpenAI paths, under its limits.
+    let gw = Gw::start(&cfg("[]"));
+    let s: Vec<u16> = (0..3)
+        .map(|_| post(&gw.url("/v1/chat/completions"), Some("jack-key"), body).status)
+        .collect();
+    assert_eq!(s, [200, 200, 429]);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap().target,
+        "/v1/chat/completions"
+    );
+    drop(gw);
+    // With models, the gateway's own endpoints are the more specific routes; an exact
+    // pass-through path still wins over them.
+    let gw = Gw::start(&cfg("[{name: m, deployments: [{provider: mock}]}]"));
+    let r = post(&gw.url("/v1/chat/completions"), Some("jack-key"), body);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
+    let before = seen.lock().unwrap().len();
+    let r = post(
+        &gw.url("/v1/embeddings"),
+        None,
+        r#"{"model":"x","input":"hi"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(seen.lock().unwrap().len(), before + 1);
+}

@@ -93,21 +93,27 @@ pub async fn serve(
     // The endpoint is known before auth so that even a 401 comes in its API's shape.
     let header = session.req_header();
     let api = ApiRoute::parse(&header.method, header.uri.path());
+    let host = header
+        .headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .or(header.uri.host());
+    // A pass-through route serves what the OpenAI API does not, and also an API path it
+    // names exactly (as APISIX prefers the exact route). A prefix route (`/v1/*`, `/*`)
+    // gives way to the gateway's own API when the config serves models — their endpoints
+    // are the more specific routes — and receives those paths when it serves none (it
+    // fronts an OpenAI-compatible server).
+    let pass = rt
+        .pass_match(&header.method, host, header.uri.path())
+        .filter(|(_, exact)| api.is_err() || *exact || !rt.serves_models());
+    if let Some((r, _)) = pass {
+        if r.auth {
+            ctx.consumer = auth::authenticate(session, rt)?;
+        }
+        return passthrough::prepare(state, rt, session, ctx, r).await;
+    }
     if let Ok(a) = &api {
         ctx.endpoint = a.label();
-    } else {
-        // Not the OpenAI API: a pass-through route may serve it.
-        let host = header
-            .headers
-            .get("host")
-            .and_then(|v| v.to_str().ok())
-            .or(header.uri.host());
-        if let Some(r) = rt.pass_route(&header.method, host, header.uri.path()) {
-            if r.auth {
-                ctx.consumer = auth::authenticate(session, rt)?;
-            }
-            return passthrough::prepare(state, rt, session, ctx, r).await;
-        }
     }
     ctx.consumer = auth::authenticate(session, rt)?;
     let api = api?;
