@@ -88,6 +88,13 @@ local function pace(limit, window, reset, used, need)
   return math.min(math.max(at - elapsed, 1), math.max(reset, 1))
 end
 
+-- How long a batch request on a count check waits (0: it has room): it must leave the
+-- realtime share of the window, and is paced over the window.
+local function count_wait(c, used, left)
+  if used + 1 + window_reserve(c.y, left) > c.a then return soon(left) end
+  return pace(c.a, c.b, left, used, 1)
+end
+
 -- Evaluate one group; returns status, rejecting check, retry_after_ms, group delay.
 local function evaluate(checks, base)
   local taken = {}   -- {zset, member} to give back on rejection
@@ -172,12 +179,7 @@ local function evaluate(checks, base)
       if c.y >= 0 then
         -- A batch request without room is not counted.
         local used = cur + math.floor(weighted)
-        local wait = 0
-        if used + 1 + window_reserve(c.y, left) > c.a then
-          wait = soon(left)
-        else
-          wait = pace(c.a, w, left, used, 1)
-        end
+        local wait = count_wait(c, used, left)
         if wait > 0 then
           quota[base + i] = {math.max(c.a - used, 0), left}
           return reject(i, wait)
@@ -201,12 +203,7 @@ local function evaluate(checks, base)
         -- A batch request without room is not counted.
         local used, left = 0, c.b
         if pttl >= 0 then used, left = tonumber(redis.call('GET', c.k1)) or 0, pttl end
-        local wait = 0
-        if used + 1 + window_reserve(c.y, left) > c.a then
-          wait = soon(left)
-        else
-          wait = pace(c.a, c.b, left, used, 1)
-        end
+        local wait = count_wait(c, used, left)
         if wait > 0 then
           quota[base + i] = {math.max(c.a - used, 0), left}
           return reject(i, wait)

@@ -19,8 +19,8 @@
 //! usage, and dropping it (on any outcome) releases whatever is still held, so slots and
 //! reservations cannot leak.
 
+pub use super::rules::Charge;
 use super::rules::Rule;
-use crate::config::cost_expr::CostExpr;
 use crate::config::schema::TokenStrategy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -98,14 +98,6 @@ pub struct TokenUsage {
     /// The answer's usage object's numeric fields, by name, for `cost_expr` (`None`:
     /// `prompt_tokens`, `completion_tokens` and `total_tokens` from the two above).
     pub fields: Option<Arc<BTreeMap<String, f64>>>,
-}
-
-/// How a token rule charges an answer: its strategy, and the expression of
-/// `strategy: expression`.
-#[derive(Debug, Clone)]
-pub struct Charge {
-    pub strategy: TokenStrategy,
-    pub expr: Option<Arc<CostExpr>>,
 }
 
 impl TokenUsage {

@@ -4,7 +4,6 @@
 //! reload that changes a limit keeps the usage consumed so far (APISIX keys counters by a
 //! hash of the config and resets them on any edit: reference bug 9).
 
-use super::admission::Charge;
 use super::conn::ConnLimit;
 use super::count::CountLimit;
 use super::req::ReqLimit;
@@ -37,6 +36,14 @@ pub struct Rule {
     pub queue: Option<QueueSpec>,
     /// Token rules with `strategy: expression`: the parsed `cost_expr`.
     pub cost_expr: Option<Arc<CostExpr>>,
+}
+
+/// How a token rule charges an answer: its strategy, and the expression of
+/// `strategy: expression`.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    pub strategy: TokenStrategy,
+    pub expr: Option<Arc<CostExpr>>,
 }
 
 /// How long and behind how many others a request over a queueing rule may wait.
