@@ -139,9 +139,19 @@ fn with_the_redis_policy_usage_is_read_from_the_shared_counters() {
             assert_eq!(r.status, 200);
         }
     }
-    // Either instance shows the fleet's usage of the key's window.
+    // Either instance shows the fleet's usage of the key's window. The last request's
+    // concurrency slot is given back just after its answer (in the logging phase): read
+    // until it is, for at most 5 s.
     for gw in [&a, &b] {
-        let json = get(&gw.admin_url("/status.json"), Some(ADMIN)).json();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let json = loop {
+            let json = get(&gw.admin_url("/status.json"), Some(ADMIN)).json();
+            let in_flight = &json["models"][0]["deployments"][0]["limits"][1]["used"];
+            if *in_flight == 0.0 || std::time::Instant::now() > deadline {
+                break json;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         let limits = &json["models"][0]["deployments"][0]["limits"];
         assert_eq!(
             limits[0]["rule"], "deployment:mock:m:nokey/key-rpm",
