@@ -19,12 +19,31 @@ impl Budget {
 }
 
 /// A quota seen while admitting, for the rate-limit headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quota {
     pub budget: Budget,
     pub limit: u64,
     pub remaining: u64,
     pub reset_ms: u64,
     /// Also sent as APISIX's `X-RateLimit-*` headers (`show_limit_quota_header`).
-    pub apisix_header: bool,
+    pub apisix_header: Option<ApisixHeader>,
+}
+
+/// How a limit-count rule names its APISIX quota headers: the configured names
+/// (`X-RateLimit-Limit`, … by default), with a rule's prefix (APISIX `rules[].header_prefix`,
+/// or the rule's 1-based index) put before their first `RateLimit-`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApisixHeader {
+    pub prefix: Option<std::sync::Arc<str>>,
+}
+
+impl ApisixHeader {
+    /// `base` with this prefix: `X-RateLimit-Limit` + `jack` → `X-jack-RateLimit-Limit`.
+    /// A name without `RateLimit-` is left as it is (APISIX does the same).
+    pub fn name(&self, base: &str) -> String {
+        match (&self.prefix, base.find("RateLimit-")) {
+            (Some(p), Some(at)) => format!("{}{p}-{}", &base[..at], &base[at..]),
+            _ => base.to_string(),
+        }
+    }
 }

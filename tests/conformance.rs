@@ -192,10 +192,30 @@ fn limit_plugins(redis: Option<&Redis>) {
 
     // rules [2 per 2 s, 3 per 5 s]: r3 is rejected by rule 1 (rule 2 stays at 2); after
     // 2 s, r4 passes (rule 2 reaches 3) and r5 is rejected by rule 2.
+    // Each rule names its headers: X-<index>-RateLimit-* or X-<header_prefix>-…; a rule
+    // that rejects ends evaluation, so the later rule sends none.
+    let first = call(&gw, "/rules", None);
+    let h = |r: &Resp, n: &str| r.header(n).map(str::to_string);
     assert_eq!(
-        statuses(&gw, &["/rules", "/rules", "/rules"], None),
-        [200, 200, 503]
+        (
+            h(&first, "x-1-ratelimit-limit"),
+            h(&first, "x-1-ratelimit-remaining")
+        ),
+        (Some("2".into()), Some("1".into()))
     );
+    assert_eq!(
+        (
+            h(&first, "x-jack-ratelimit-limit"),
+            h(&first, "x-jack-ratelimit-remaining")
+        ),
+        (Some("3".into()), Some("2".into()))
+    );
+    assert_eq!(h(&first, "x-ratelimit-limit"), None, "no unprefixed trio");
+    assert_eq!(statuses(&gw, &["/rules"], None), [200]);
+    let third = call(&gw, "/rules", None);
+    assert_eq!(third.status, 503);
+    assert_eq!(h(&third, "x-1-ratelimit-remaining"), Some("0".into()));
+    assert_eq!(h(&third, "x-jack-ratelimit-limit"), None);
     std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(statuses(&gw, &["/rules", "/rules"], None), [200, 503]);
 }
@@ -292,6 +312,18 @@ fn access_plugins(redis: Option<&Redis>) {
     // basic-auth + consumer-restriction (whitelist jack) + limit-count 2 per consumer.
     let jack: Vec<u16> = (0..3).map(|_| basic("jack", "jack-secret").0).collect();
     assert_eq!(jack, [200, 200, 429]);
+    // plugin_metadata's header names.
+    let r = agent()
+        .get(&gw.url("/hello"))
+        .set("apikey", "jack-key")
+        .call();
+    let r = match r {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(r.header("apisix-ratelimit-quota"), Some("2"));
+    assert_eq!(r.header("apisix-ratelimit-remaining"), Some("0"));
+    assert!(r.header("x-ratelimit-limit").is_none());
     assert_eq!(
         basic("rose", "rose-secret"),
         (

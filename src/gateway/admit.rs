@@ -238,7 +238,7 @@ pub async fn admit(
             if let Some(alt) = alternatives.get(choice) {
                 observe_admitted(state, alt, a.ticket.delay_ms);
             }
-            ctx.quotas.extend(a.ticket.quotas.iter().copied());
+            ctx.quotas.extend(a.ticket.quotas.iter().cloned());
             ctx.tickets.push(a.ticket);
             Ok(choice)
         }

@@ -500,18 +500,27 @@ pub fn map_config(v: &Value) -> Result<(Value, Vec<Unmapped>), String> {
     }
     for (i, item) in list(v, "plugin_metadata").iter().enumerate() {
         let id = id_of(item, i);
-        let renames = [
-            ("limit_header", "X-RateLimit-Limit"),
-            ("remaining_header", "X-RateLimit-Remaining"),
-            ("reset_header", "X-RateLimit-Reset"),
-        ]
-        .iter()
-        .any(|(f, default)| text(item, f).is_some_and(|h| !h.eq_ignore_ascii_case(default)));
-        if id != "limit-count" || renames {
+        if id != "limit-count" {
             out.unmapped(
                 format!("plugin_metadata[id={id}]"),
                 "not supported by the gateway",
             );
+            continue;
+        }
+        // limit-count's header names (the same for every limit-count of the file).
+        let name = |f: &str, default: &str| text(item, f).unwrap_or_else(|| default.into());
+        let names = (
+            name("limit_header", "X-RateLimit-Limit"),
+            name("remaining_header", "X-RateLimit-Remaining"),
+            name("reset_header", "X-RateLimit-Reset"),
+        );
+        let default = (
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+        );
+        if (names.0.as_str(), names.1.as_str(), names.2.as_str()) != default {
+            out.store.quota_headers = Some(names);
         }
     }
     // Global rules first: their limits go on every route and model.

@@ -17,6 +17,8 @@ pub struct Store {
     pub groups: std::collections::HashMap<String, (String, f64, f64, Option<String>)>,
     /// Problems that make the import impossible (a group whose members disagree).
     pub errors: Vec<String>,
+    /// limit-count's `plugin_metadata` header names: (limit, remaining, reset).
+    pub quota_headers: Option<(String, String, String)>,
 }
 
 impl Store {
@@ -37,6 +39,18 @@ impl Store {
             (
                 "sync_interval",
                 self.sync_interval.map_or(Value::Null, duration),
+            ),
+            (
+                "quota_headers",
+                self.quota_headers
+                    .as_ref()
+                    .map_or(Value::Null, |(l, r, t)| {
+                        map(vec![
+                            ("limit", s(l.clone())),
+                            ("remaining", s(r.clone())),
+                            ("reset", s(t.clone())),
+                        ])
+                    }),
             ),
         ])
     }
@@ -394,12 +408,9 @@ pub fn rules(
                             });
                             continue;
                         };
-                        if get(rule, "header_prefix").is_some() {
-                            out.push(Unmapped {
-                                at: format!("{rat}.header_prefix"),
-                                what: "per-rule header prefixes are not supported; the tightest rule's X-RateLimit-* headers are sent".into(),
-                            });
-                        }
+                        // Each rule names its quota headers `X-<prefix or index>-RateLimit-*`.
+                        let prefix =
+                            text(rule, "header_prefix").unwrap_or_else(|| (i + 1).to_string());
                         let mut rc = map(vec![(
                             "key",
                             get(rule, "key").cloned().unwrap_or(Value::Null),
@@ -408,7 +419,11 @@ pub fn rules(
                             m.insert(s("key_type"), s("var_combination"));
                         }
                         let k = key(&rc, &rat, out);
-                        rules.push(one(format!("{plugin}-{}", i + 1), count, window, k, None));
+                        let mut r = one(format!("{plugin}-{}", i + 1), count, window, k, None);
+                        if let Some(m) = r.as_mapping_mut() {
+                            m.insert(s("quota_header_prefix"), s(prefix));
+                        }
+                        rules.push(r);
                     }
                 }
                 None => {

@@ -42,7 +42,7 @@ impl Quota {
     pub fn of_count(
         l: &super::count::CountLimit,
         d: &super::count::CountDecision,
-        apisix_header: bool,
+        apisix_header: Option<crate::quota::ApisixHeader>,
     ) -> Quota {
         Quota {
             budget: Budget::Requests,

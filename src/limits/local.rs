@@ -254,7 +254,7 @@ fn group(
                 limit: l.limit,
                 remaining,
                 reset_ms,
-                apisix_header: false,
+                apisix_header: None,
             });
             match reservation {
                 Some(tokens) => hold.reservations.push(Reservation {
@@ -284,7 +284,7 @@ fn group(
                 Ok(d) => d,
                 Err(retry) => return reject(hold, quotas, c.rule, Budget::Requests, retry),
             };
-            quotas.push(Quota::of_count(&l, &d, c.rule.answer.quota_header));
+            quotas.push(Quota::of_count(&l, &d, c.rule.answer.quota_header.clone()));
             if !d.admitted {
                 // A sliding rejection may report a reset of 0: retry just after it.
                 return reject(hold, quotas, c.rule, Budget::Requests, d.reset_ms.max(10));

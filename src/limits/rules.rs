@@ -126,8 +126,8 @@ pub struct RejectAnswer {
     pub code: Option<u16>,
     /// `{"error_msg": …}` body instead of the OpenAI error.
     pub msg: Option<Arc<str>>,
-    /// APISIX's `X-RateLimit-*` quota headers.
-    pub quota_header: bool,
+    /// APISIX's `X-RateLimit-*` quota headers, and how they are named.
+    pub quota_header: Option<crate::quota::ApisixHeader>,
 }
 
 fn kind_of(kind: &RuleKind) -> Kind {
@@ -196,7 +196,11 @@ impl Rule {
             answer: RejectAnswer {
                 code: c.rejected_code,
                 msg: c.rejected_msg.as_deref().map(Arc::from),
-                quota_header: c.show_limit_quota_header,
+                quota_header: c
+                    .show_limit_quota_header
+                    .then(|| crate::quota::ApisixHeader {
+                        prefix: c.quota_header_prefix.as_deref().map(Arc::from),
+                    }),
             },
         })
     }

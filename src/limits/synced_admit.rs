@@ -66,7 +66,7 @@ fn decide_group(
                 })
             }
         };
-        quotas.push(Quota::of_count(&l, &d, c.rule.answer.quota_header));
+        quotas.push(Quota::of_count(&l, &d, c.rule.answer.quota_header.clone()));
         if !d.admitted {
             return Err(Rejection {
                 rule: c.rule.id.clone(),

@@ -140,7 +140,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if ctx.pass.is_some() {
-            respond::rate_limit_headers(upstream_response, &ctx.quotas);
+            respond::quota_headers(upstream_response, ctx, &ctx.quotas);
             let _ = upstream_response.insert_header("x-request-id", ctx.request_id.as_str());
         }
         Ok(())

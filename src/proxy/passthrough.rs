@@ -81,7 +81,7 @@ pub async fn prepare(
                     .metrics
                     .limit_decision(c.rule.algorithm(), c.rule.scope, Outcome::Admitted);
             }
-            ctx.quotas.extend(ticket.quotas.iter().copied());
+            ctx.quotas.extend(ticket.quotas.iter().cloned());
             ctx.tickets.push(ticket);
         }
         Err(Denied::Unavailable(why)) => return Err(GatewayError::LimiterUnavailable(why)),

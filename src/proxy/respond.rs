@@ -2,6 +2,7 @@
 //! `x-request-id`.
 
 use super::RequestCtx;
+use crate::config::schema::QuotaHeaderNames;
 use crate::errors::GatewayError;
 use crate::limits::admission::{Budget, Quota};
 use bytes::Bytes;
@@ -34,7 +35,7 @@ pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> ResponseHead
     // These names and values are constants or validated: insertion cannot fail.
     let _ = h.insert_header("content-type", content_type);
     let _ = h.insert_header("x-request-id", ctx.request_id.as_str());
-    rate_limit_headers(&mut h, &ctx.quotas);
+    quota_headers(&mut h, ctx, &ctx.quotas);
     for (k, v) in &ctx.provider_headers {
         // The gateway's own limit headers win over the provider's of the same name.
         if !h.headers.contains_key(k.as_str()) {
@@ -44,9 +45,19 @@ pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> ResponseHead
     h
 }
 
+/// The rate-limit headers of `quotas`, APISIX's under the names of the request's config.
+pub fn quota_headers(h: &mut ResponseHeader, ctx: &RequestCtx, quotas: &[Quota]) {
+    let default_names = QuotaHeaderNames::default();
+    let names = ctx
+        .runtime
+        .as_deref()
+        .map_or(&default_names, |rt| &rt.config.limits.quota_headers);
+    rate_limit_headers(h, quotas, names);
+}
+
 /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, from the tightest
 /// quota of each budget seen at admission.
-pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota]) {
+pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &QuotaHeaderNames) {
     for (budget, suffix) in [(Budget::Requests, "requests"), (Budget::Tokens, "tokens")] {
         let Some(q) = quotas
             .iter()
@@ -65,17 +76,38 @@ pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota]) {
             go_duration(q.reset_ms),
         );
     }
-    // APISIX's quota headers (limit-count with show_limit_quota_header); reset in seconds
-    // floored to 2 decimals, as APISIX 3.18 writes it.
-    if let Some(q) = quotas
-        .iter()
-        .filter(|q| q.apisix_header)
-        .min_by_key(|q| q.remaining)
-    {
-        let _ = h.insert_header("x-ratelimit-limit", q.limit.to_string());
-        let _ = h.insert_header("x-ratelimit-remaining", q.remaining.to_string());
+    // APISIX's quota headers (limit-count with show_limit_quota_header), under the
+    // configured names, one trio per rule prefix (the tightest quota of the rules that
+    // share one); reset in seconds floored to 2 decimals, as APISIX 3.18 writes it.
+    let mut prefixes: Vec<&Option<std::sync::Arc<str>>> = Vec::new();
+    for q in quotas {
+        if let Some(a) = &q.apisix_header {
+            if !prefixes.contains(&&a.prefix) {
+                prefixes.push(&a.prefix);
+            }
+        }
+    }
+    for prefix in prefixes {
+        let Some(q) = quotas
+            .iter()
+            .filter(|q| {
+                q.apisix_header
+                    .as_ref()
+                    .is_some_and(|a| &a.prefix == prefix)
+            })
+            .min_by_key(|q| q.remaining)
+        else {
+            continue;
+        };
+        let Some(a) = &q.apisix_header else { continue };
         let reset = (q.reset_ms / 10) as f64 / 100.0;
-        let _ = h.insert_header("x-ratelimit-reset", format!("{reset}"));
+        for (base, value) in [
+            (&names.limit, q.limit.to_string()),
+            (&names.remaining, q.remaining.to_string()),
+            (&names.reset, format!("{reset}")),
+        ] {
+            let _ = h.insert_header(a.name(base).to_ascii_lowercase(), value);
+        }
     }
 }
 
@@ -145,7 +177,7 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
         let secs = retry_after_ms.div_ceil(1000).clamp(1, 60);
         let _ = h.insert_header("retry-after", secs.to_string());
         let _ = h.insert_header("retry-after-ms", retry_after_ms.min(60_000).to_string());
-        rate_limit_headers(&mut h, quotas);
+        quota_headers(&mut h, ctx, quotas);
     }
     // A request body the client is still sending is not wanted: close after answering.
     // When the body has been read (a 429 after admission, a 400 on its content) the

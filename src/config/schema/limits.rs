@@ -30,6 +30,10 @@ pub struct LimitRuleConfig {
     /// APISIX compatibility: send `X-RateLimit-Limit/Remaining/Reset` (count rules).
     #[serde(default)]
     pub show_limit_quota_header: bool,
+    /// APISIX limit-count `rules[].header_prefix` (or the rule's 1-based index): this
+    /// rule's quota headers are `X-<prefix>-RateLimit-*`, beside the other rules'.
+    #[serde(default)]
+    pub quota_header_prefix: Option<String>,
     /// A request over this limit: `reject` (a 429 at once) or `queue` (wait for headroom,
     /// at most `max_wait`, behind at most `max_queue` others).
     #[serde(default)]
@@ -191,6 +195,27 @@ pub struct LimitsConfig {
     /// degraded fallback). When full, a new counter evicts the one due to end soonest
     /// (`gateway_limiter_local_evictions_total`); that key starts afresh.
     pub local_max_keys: usize,
+    /// Names of the APISIX quota headers (APISIX `plugin_metadata` of limit-count).
+    pub quota_headers: QuotaHeaderNames,
+}
+
+/// The names of APISIX's quota headers.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaHeaderNames {
+    pub limit: String,
+    pub remaining: String,
+    pub reset: String,
+}
+
+impl Default for QuotaHeaderNames {
+    fn default() -> Self {
+        QuotaHeaderNames {
+            limit: "X-RateLimit-Limit".into(),
+            remaining: "X-RateLimit-Remaining".into(),
+            reset: "X-RateLimit-Reset".into(),
+        }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -202,6 +227,7 @@ impl Default for LimitsConfig {
             lease_ttl: Duration::from_secs(15),
             sync_interval: None,
             local_max_keys: DEFAULT_LOCAL_MAX_KEYS,
+            quota_headers: QuotaHeaderNames::default(),
         }
     }
 }

@@ -67,6 +67,19 @@ pub(super) fn count_groups(c: &Config, p: &mut Problems) {
 }
 
 pub(super) fn limits_store(c: &Config, p: &mut Problems) {
+    let names = &c.limits.quota_headers;
+    for (field, name) in [
+        ("limit", &names.limit),
+        ("remaining", &names.remaining),
+        ("reset", &names.reset),
+    ] {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            p.add(
+                format!("limits.quota_headers.{field}"),
+                "must be a valid header name",
+            );
+        }
+    }
     let l = &c.limits;
     let check_url = |path: String, url: &crate::config::schema::Secret, p: &mut Problems| {
         // The message never repeats the URL: it may hold a password.
@@ -185,6 +198,19 @@ pub(super) fn limit_rules(
                     }
                 }
                 (None, false) => {}
+            }
+        }
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if let Some(prefix) = &r.quota_header_prefix {
+            if !token(prefix) {
+                p.add(
+                    format!("{path}.quota_header_prefix"),
+                    "letters, digits, - and _ only (it goes in a header name)",
+                );
             }
         }
         if r.rejected_code.is_some_and(|c| !(200..=599).contains(&c)) {

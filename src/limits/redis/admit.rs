@@ -70,10 +70,12 @@ impl RedisStore {
                         continue;
                     };
                     let (budget, limit, header) = match c.rule.kind {
-                        RuleKind::Tokens(l, _) if want_tokens => (Budget::Tokens, l.limit, false),
-                        RuleKind::Count(l) if !want_tokens => {
-                            (Budget::Requests, l.count, c.rule.answer.quota_header)
-                        }
+                        RuleKind::Tokens(l, _) if want_tokens => (Budget::Tokens, l.limit, None),
+                        RuleKind::Count(l) if !want_tokens => (
+                            Budget::Requests,
+                            l.count,
+                            c.rule.answer.quota_header.clone(),
+                        ),
                         _ => continue,
                     };
                     q.push(Quota {
