@@ -177,9 +177,14 @@ fn quota(redis: Option<&Redis>) {
             .contains("exceeded your file storage quota"),
         "{e}"
     );
-    // Nothing of the refused upload stays on disk.
+    // Nothing of the refused upload stays on disk (its scratch file is removed off the
+    // async threads, just after the answer: allow it a moment).
     if redis.is_none() {
         let scratch = data.path().join("files").join("uploading");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_dir(&scratch).unwrap().count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
     }
     // Inline batches count too.
