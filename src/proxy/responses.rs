@@ -131,9 +131,9 @@ pub async fn prepare(
     Ok((req, Prepared { echo, items }))
 }
 
-/// Keep the Response the client got (unless it asked for `store: false`).
-pub async fn keep(state: &AppState, ctx: &RequestCtx, p: Prepared, response: Option<Value>) {
-    let (Some(store), Some(response)) = (&state.responses, response) else {
+/// Keep the Response the client gets (unless it asked for `store: false`).
+pub async fn keep(state: &AppState, ctx: &RequestCtx, p: &Prepared, response: Value) {
+    let Some(store) = &state.responses else {
         return;
     };
     if p.echo["store"] == json!(false) {
@@ -148,7 +148,7 @@ pub async fn keep(state: &AppState, ctx: &RequestCtx, p: Prepared, response: Opt
         consumer: owner(ctx),
         created: response["created_at"].as_u64().unwrap_or_else(now),
         response,
-        input: p.items,
+        input: p.items.clone(),
     };
     if let Err(e) = store.put(r, rt.config.responses.consumer_quota_bytes).await {
         tracing::error!(error = %e, request_id = %ctx.request_id, "response not stored");

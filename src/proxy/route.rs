@@ -196,22 +196,8 @@ pub async fn serve(
             if deployment.provider.pass_ratelimit_headers {
                 ctx.provider_headers = response.ratelimit_headers.clone();
             }
-            let echo = prepared
-                .as_ref()
-                .map_or(&serde_json::Value::Null, |p| &p.echo);
-            let object = stream::relay(
-                state,
-                session,
-                ctx,
-                &req,
-                response,
-                deployment.provider.api,
-                echo,
-            )
-            .await;
-            if let Some(p) = prepared {
-                super::responses::keep(state, ctx, p, object).await;
-            }
+            let api = deployment.provider.api;
+            stream::relay(state, session, ctx, &req, response, api, prepared.as_ref()).await;
         }
     }
     Ok(())

@@ -7,6 +7,7 @@
 //! - Other answers are read whole (bounded), their usage counted, and upstream errors are
 //!   normalised to the OpenAI error shape.
 
+use super::responses::Prepared;
 use super::{respond, CallCtx, RequestCtx, Usage};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::{anthropic_error_body, openai_error_body};
@@ -23,9 +24,9 @@ use serde_json::Value;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Relay `resp` from `provider` (its answers are translated when it speaks another API;
-/// provider keys were masked as the bytes were read). `echo` is the client's body for
-/// surfaces that echo it (the Responses API; else null). Returns the Response object the
-/// client got, for the store.
+/// provider keys were masked as the bytes were read). `responses`: a Responses API call,
+/// whose body the Response echoes and whose Response is stored — before the client has
+/// the last of it, so a `retrieve` right after finds it.
 pub async fn relay(
     state: &AppState,
     session: &mut Session,
@@ -33,8 +34,10 @@ pub async fn relay(
     req: &AiRequest,
     resp: UpstreamResponse,
     provider: &'static dyn Provider,
-    echo: &Value,
-) -> Option<Value> {
+    responses: Option<&Prepared>,
+) {
+    let null = Value::Null;
+    let echo = responses.map_or(&null, |p| &p.echo);
     // The provider speaks the client's surface itself (else it was sent the chat pivot,
     // and its chat answer goes back through the surface's translation).
     let direct = provider.serves(req.endpoint);
@@ -51,12 +54,27 @@ pub async fn relay(
             }
         };
         let surface = surface.and_then(|e| surfaces::stream(e, echo, &model));
-        relay_events(state, session, ctx, req, resp, dialect, surface).await
+        let events = Events { dialect, surface };
+        relay_events(state, session, ctx, req, resp, events, responses).await
     } else if native {
-        relay_native(state, session, ctx, resp, provider).await
+        relay_native(state, session, ctx, resp, provider, responses).await
     } else {
-        relay_whole(state, session, ctx, resp, provider, surface, echo).await
+        relay_whole(state, session, ctx, resp, provider, surface, responses).await
     }
+}
+
+/// Store a Responses API call's Response (`store`, default true) before its answer ends.
+async fn keep(state: &AppState, ctx: &RequestCtx, p: Option<&Prepared>, object: Option<Value>) {
+    if let (Some(p), Some(o)) = (p, object) {
+        super::responses::keep(state, ctx, p, o).await;
+    }
+}
+
+/// How a stream's events are turned into the client's: the upstream's dialect, then the
+/// client's surface when it is not chat.
+struct Events {
+    dialect: Dialect,
+    surface: Option<Box<dyn ChunkTranslator>>,
 }
 
 /// What an event stream speaks, and how its events reach the client.
@@ -157,8 +175,11 @@ async fn relay_native(
     ctx: &mut RequestCtx,
     mut resp: UpstreamResponse,
     provider: &dyn Provider,
-) -> Option<Value> {
-    let body = read_whole(state, session, ctx, &mut resp).await?;
+    responses: Option<&Prepared>,
+) {
+    let Some(body) = read_whole(state, session, ctx, &mut resp).await else {
+        return;
+    };
     let mut object = None;
     if resp.status < 400 {
         if let Ok(m) = serde_json::from_slice::<Value>(&body) {
@@ -167,12 +188,12 @@ async fn relay_native(
             object = (m["object"] == "response").then_some(m);
         }
     }
+    keep(state, ctx, responses, object).await;
     let mut h = respond::header(resp.status, "application/json", ctx);
     if let Some(r) = &resp.retry_after {
         let _ = h.insert_header("retry-after", r.as_str());
     }
     respond::full(session, ctx, h, body).await;
-    object
 }
 
 fn unix_now() -> u64 {
@@ -188,16 +209,20 @@ async fn relay_whole(
     mut resp: UpstreamResponse,
     provider: &dyn Provider,
     surface: Option<Endpoint>,
-    echo: &Value,
-) -> Option<Value> {
-    let body = read_whole(state, session, ctx, &mut resp).await?;
+    responses: Option<&Prepared>,
+) {
+    let null = Value::Null;
+    let echo = responses.map_or(&null, |p| &p.echo);
+    let Some(body) = read_whole(state, session, ctx, &mut resp).await else {
+        return;
+    };
     let model = ctx.model.as_deref().unwrap_or("unknown").to_string();
     let answer = match provider.whole_answer(resp.status, body, &model, unix_now()) {
         Ok(a) => a,
         Err(e) => {
             count_error(state, ctx, UpstreamErrorKind::Protocol);
             respond::error(session, ctx, &e).await;
-            return None;
+            return;
         }
     };
     if answer.status < 400 {
@@ -217,6 +242,7 @@ async fn relay_whole(
         Some(c) if as_sent => c,
         _ => "application/json".to_string(),
     };
+    keep(state, ctx, responses, object).await;
     let mut h = respond::header(status, &content_type, ctx);
     if matches!(status, 429 | 503 | 529) {
         if let Some(r) = &resp.retry_after {
@@ -224,7 +250,6 @@ async fn relay_whole(
         }
     }
     respond::full(session, ctx, h, body).await;
-    object
 }
 
 async fn relay_events(
@@ -233,9 +258,13 @@ async fn relay_events(
     ctx: &mut RequestCtx,
     req: &AiRequest,
     mut resp: UpstreamResponse,
-    mut dialect: Dialect,
-    mut surface: Option<Box<dyn ChunkTranslator>>,
-) -> Option<Value> {
+    events: Events,
+    responses: Option<&Prepared>,
+) {
+    let Events {
+        mut dialect,
+        mut surface,
+    } = events;
     ctx.status = 200;
     let mut h = respond::header(200, "text/event-stream", ctx);
     let _ = h.insert_header("cache-control", "no-cache");
@@ -245,7 +274,7 @@ async fn relay_events(
         .is_err()
     {
         client_gone(ctx);
-        return None;
+        return;
     }
     let mut events = EventSplitter::default();
     let mut done = false;
@@ -283,6 +312,15 @@ async fn relay_events(
                 break;
             }
         }
+        if done {
+            // The Response is stored before the client reads the stream's last event.
+            let object = match (&surface, &dialect) {
+                (Some(s), _) => s.final_object(),
+                (None, Dialect::Native(_, last)) => last.clone(),
+                _ => None,
+            };
+            keep(state, ctx, responses, object).await;
+        }
         if !out.is_empty()
             && session
                 .write_response_body(Some(out.freeze()), false)
@@ -290,7 +328,7 @@ async fn relay_events(
                 .is_err()
         {
             client_gone(ctx);
-            return None;
+            return;
         }
     }
     if let Some(kind) = cut {
@@ -310,16 +348,11 @@ async fn relay_events(
             .is_err()
         {
             client_gone(ctx);
-            return None;
+            return;
         }
     }
     if session.write_response_body(None, true).await.is_err() {
         client_gone(ctx);
-    }
-    match (surface, dialect) {
-        (Some(s), _) => s.final_object(),
-        (None, Dialect::Native(_, last)) => last,
-        _ => None,
     }
 }
 
