@@ -16,7 +16,9 @@
 --         req:    rate (requests/s), burst, nodelay (0/1)
 --         conn:   conn, burst, default_conn_delay_ms
 --         count:  count, window_ms, sliding (0/1)
---         tokens: limit, window_ms, -
+--         tokens: limit, window_ms, any_left (0/1: APISIX's admission, while one
+--                 token is left, reserving what is left up to the estimate; reports
+--                 the remaining before its own reservation)
 --       y: -1 for a realtime request; for a batch request the realtime rate (requests/s,
 --       >= 0) the check must leave room for (src/limits/priority.rs: a batch check without
 --       room is rejected and changes nothing).
@@ -130,7 +132,9 @@ local function evaluate(checks, base)
         wend = now + c.b
       end
       local reserved = reserved_sum(c.k2)
+      local left = math.max(c.a - committed - reserved, 0)
       local r = math.min(estimate, c.a)
+      if c.c == 1 then r = math.min(estimate, left) end
       local reset = wend - now
       if c.y >= 0 then
         local need = math.max(r, 1)
@@ -145,8 +149,8 @@ local function evaluate(checks, base)
           return reject(i, wait)
         end
       end
-      if committed + reserved + r > c.a then
-        quota[base + i] = {math.max(c.a - committed - reserved, 0), reset}
+      if left == 0 or committed + reserved + r > c.a then
+        quota[base + i] = {left, reset}
         return reject(i, reset)
       end
       redis.call('HSET', c.k1, 'c', committed, 'e', wend)
@@ -155,7 +159,11 @@ local function evaluate(checks, base)
       redis.call('ZADD', c.k2, now + lease_ttl, member)
       redis.call('PEXPIRE', c.k2, lease_ttl)
       taken[#taken + 1] = {c.k2, member}
-      quota[base + i] = {math.max(c.a - committed - reserved - r, 0), reset}
+      if c.c == 1 then
+        quota[base + i] = {left, reset}
+      else
+        quota[base + i] = {math.max(c.a - committed - reserved - r, 0), reset}
+      end
     end
   end
   -- 3. count: a rejected request still counts (fixed windows); sliding windows (c = 1,

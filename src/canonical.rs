@@ -233,6 +233,23 @@ impl AiRequest {
             .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}"), None))
     }
 
+    /// This request with top-level fields set (APISIX ai-proxy `options`: a flat overwrite
+    /// of the client's fields), parsed again.
+    pub fn with_fields(
+        &self,
+        set: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<AiRequest, GatewayError> {
+        let mut out = serde_json::Map::with_capacity(self.fields.len() + set.len());
+        for k in self.fields.keys().filter(|k| !set.contains_key(*k)) {
+            if let Some(v) = self.field(k) {
+                out.insert(k.clone(), serde_json::to_value(v).unwrap_or_default());
+            }
+        }
+        out.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let body = Bytes::from(serde_json::Value::Object(out).to_string());
+        AiRequest::parse(self.endpoint, body)
+    }
+
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
         // Anthropic always reports usage (and has no `stream_options`).
         // Responses report usage in their terminal event.
@@ -374,5 +391,19 @@ mod tests {
             assert_eq!(e.status(), 400);
             assert!(e.to_string().contains(want), "{e} !~ {want}");
         }
+    }
+
+    #[test]
+    fn options_overwrite_top_level_fields() {
+        let body =
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.2}"#;
+        let r = parse(Endpoint::ChatCompletions, body).unwrap();
+        let set = serde_json::json!({"temperature": 1.0, "foo": "bar"});
+        let o = r.with_fields(set.as_object().unwrap()).unwrap();
+        let v = o.json().unwrap();
+        assert_eq!(v["temperature"], 1.0);
+        assert_eq!(v["foo"], "bar");
+        assert_eq!(v["messages"][0]["content"], "hi");
+        assert_eq!(o.model, "m");
     }
 }

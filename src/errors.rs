@@ -64,6 +64,13 @@ pub enum GatewayError {
         retry_after_ms: u64,
         quotas: Vec<Quota>,
     },
+    /// APISIX ai-proxy-multi: every instance was at its limits (503).
+    #[error("{message}")]
+    AllServersTried {
+        message: &'static str,
+        retry_after_ms: u64,
+        quotas: Vec<Quota>,
+    },
     /// A resource of the gateway's own API (a file, a batch) that does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -105,7 +112,7 @@ impl GatewayError {
             HeaderTooLarge { .. } => 431,
             HeaderTimeout(_) => 408,
             MalformedRequest(_) => 400,
-            NoDeployment(_) | ShuttingDown | LimiterUnavailable(_) => 503,
+            NoDeployment(_) | ShuttingDown | LimiterUnavailable(_) | AllServersTried { .. } => 503,
             UpstreamUnavailable(_) | UpstreamProtocol(_) | ProviderAuthRejected(_) => 502,
             UpstreamTimeout => 504,
             Internal(_) => 500,
@@ -138,6 +145,7 @@ impl GatewayError {
             RateLimited { .. } => Some("rate_limit_exceeded"),
             ProviderAuthRejected(_) => Some("provider_auth_failed"),
             ConsumerForbidden { .. } => Some("consumer_forbidden"),
+            AllServersTried { .. } => Some("all_servers_tried"),
             _ => None,
         }
     }
@@ -175,6 +183,7 @@ impl GatewayError {
             LimiterUnavailable(_) => "limiter_unavailable",
             Internal(_) => "internal",
             ConsumerForbidden { .. } => "consumer_forbidden",
+            AllServersTried { .. } => "all_servers_tried",
         }
     }
 

@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+mod routes;
+pub use routes::{Matched, UriMatcher};
+
 /// Where a provider's requests go.
 #[derive(Debug)]
 pub enum Target {
@@ -46,9 +49,16 @@ pub struct Deployment {
     pub provider: Arc<Provider>,
     /// Model name sent upstream.
     pub model: String,
+    /// On an AI route without a configured model: the request's model goes upstream.
+    pub client_model: bool,
+    /// Top-level body fields forced on every request (APISIX ai-proxy `options`).
+    pub options: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     pub api_key: Option<Secret>,
     /// The provider key's own limits.
     pub limits: Vec<Rule>,
+    /// With the model's fallback policy: higher first, then weighted round robin.
+    pub priority: i64,
+    pub weight: u32,
 }
 
 #[derive(Debug)]
@@ -60,10 +70,57 @@ pub struct ModelRoute {
     pub limits: Vec<Rule>,
     /// Which consumers may use it.
     pub restriction: Option<crate::config::schema::ConsumerRestriction>,
+    /// Served at its own paths (an APISIX AI route), not by name on the OpenAI API.
+    pub route: Option<UriMatcher>,
+    /// APISIX ai-proxy-multi's choice and fallback between the deployments.
+    pub fallback: Option<crate::config::schema::FallbackConfig>,
     next: AtomicUsize,
 }
 
 impl ModelRoute {
+    /// With a fallback policy: every deployment in APISIX's order for one request —
+    /// priorities from high to low, inside one a weighted round robin start followed by
+    /// the rest of that priority (weight-0 deployments are never picked).
+    pub fn fallback_order(&self) -> Vec<&Deployment> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) as u64;
+        let mut prios: Vec<i64> = self.deployments.iter().map(|d| d.priority).collect();
+        prios.sort_unstable_by(|a, b| b.cmp(a));
+        prios.dedup();
+        let mut out = Vec::with_capacity(self.deployments.len());
+        for p in prios {
+            let group: Vec<&Deployment> = self
+                .deployments
+                .iter()
+                .filter(|d| d.priority == p && d.weight > 0)
+                .collect();
+            let total: u64 = group.iter().map(|d| u64::from(d.weight)).sum();
+            if total == 0 {
+                continue;
+            }
+            let mut at = n % total;
+            let start = group
+                .iter()
+                .position(|d| {
+                    let w = u64::from(d.weight);
+                    if at < w {
+                        return true;
+                    }
+                    at -= w;
+                    false
+                })
+                .unwrap_or(0);
+            out.extend((0..group.len()).map(|i| group[(start + i) % group.len()]));
+        }
+        out
+    }
+
+    /// Whether the deployments span several priorities (APISIX's priority balancer).
+    pub fn has_priorities(&self) -> bool {
+        self.deployments
+            .windows(2)
+            .any(|w| w[0].priority != w[1].priority)
+    }
+
     /// The deployments to try for one request, in order: at most `retries + 1`, each once.
     pub fn attempts(
         &self,
@@ -84,10 +141,7 @@ impl ModelRoute {
 #[derive(Debug)]
 pub struct PassRoute {
     pub name: Arc<str>,
-    /// (path, prefix?) pairs.
-    uris: Vec<(String, bool)>,
-    methods: Vec<http::Method>,
-    hosts: Vec<String>,
+    matcher: UriMatcher,
     pub auth: bool,
     pub nodes: Vec<(BaseUrl, u32)>,
     pub pass_host: crate::config::schema::PassHost,
@@ -98,28 +152,6 @@ pub struct PassRoute {
 }
 
 impl PassRoute {
-    /// How well this route matches: `None`, or the length of the matched path (an exact
-    /// match beats every prefix).
-    fn matches(&self, method: &http::Method, host: Option<&str>, path: &str) -> Option<usize> {
-        if !self.methods.is_empty() && !self.methods.contains(method) {
-            return None;
-        }
-        if !self.hosts.is_empty() {
-            let host = host?.split(':').next()?;
-            if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-                return None;
-            }
-        }
-        self.uris
-            .iter()
-            .filter_map(|(u, prefix)| match prefix {
-                false if path == u => Some(usize::MAX),
-                true if path.starts_with(u.as_str()) => Some(u.len()),
-                _ => None,
-            })
-            .max()
-    }
-
     /// The next node by smooth weighted round robin over the total weight.
     pub fn pick(&self) -> Option<&BaseUrl> {
         let total: u64 = self.nodes.iter().map(|(_, w)| u64::from(*w)).sum();
@@ -151,6 +183,8 @@ pub struct Runtime {
     /// Models with at least one enabled deployment, in config order.
     pub listed_models: Vec<Arc<str>>,
     routes: Vec<PassRoute>,
+    /// Models served at their own paths, in config order.
+    ai_routes: Vec<Arc<str>>,
     /// Every provider key of the config, masked in every byte read from an upstream.
     pub scrubber: Arc<crate::providers::scrub::Scrubber>,
 }
@@ -241,6 +275,8 @@ impl Runtime {
                     if api_key.as_ref().is_some_and(Secret::is_empty) {
                         return None;
                     }
+                    // On an AI route without a model, the request's own goes upstream.
+                    let client_model = d.model.is_none() && m.route.is_some();
                     let model = d.model.clone().unwrap_or_else(|| m.name.clone());
                     // The provider key's identity: its limits follow the key, whichever
                     // public model routes to it (a digest prefix, never the key).
@@ -254,7 +290,11 @@ impl Runtime {
                         provider,
                         limits: Rule::compile_all(&scope, &d.limits),
                         model,
+                        client_model,
+                        options: (!d.options.is_empty()).then(|| Arc::new(d.options.clone())),
                         api_key,
+                        priority: d.priority,
+                        weight: d.weight,
                     })
                 })
                 .collect();
@@ -265,7 +305,7 @@ impl Runtime {
                     .unwrap_or_else(|| "ai-rate-limiter".into())
             });
             let name: Arc<str> = m.name.as_str().into();
-            if !deployments.is_empty() {
+            if !deployments.is_empty() && m.route.is_none() {
                 listed_models.push(name.clone());
             }
             models.insert(
@@ -276,10 +316,21 @@ impl Runtime {
                     owned_by,
                     deployments,
                     restriction: m.consumer_restriction.clone(),
+                    route: m
+                        .route
+                        .as_ref()
+                        .map(|r| UriMatcher::new(&r.uris, &r.methods, &r.hosts)),
+                    fallback: m.fallback.clone(),
                     next: AtomicUsize::new(0),
                 },
             );
         }
+        let ai_routes: Vec<Arc<str>> = config
+            .models
+            .iter()
+            .filter(|m| m.route.is_some())
+            .map(|m| m.name.as_str().into())
+            .collect();
         let consumer_limits: HashMap<Arc<str>, Vec<Rule>> = config
             .consumers
             .iter()
@@ -293,16 +344,7 @@ impl Runtime {
             .iter()
             .map(|r| PassRoute {
                 name: r.name.as_str().into(),
-                uris: r
-                    .uris
-                    .iter()
-                    .map(|u| match u.strip_suffix('*') {
-                        Some(p) => (p.to_string(), true),
-                        None => (u.clone(), false),
-                    })
-                    .collect(),
-                methods: r.methods.iter().filter_map(|m| m.parse().ok()).collect(),
-                hosts: r.hosts.clone(),
+                matcher: UriMatcher::new(&r.uris, &r.methods, &r.hosts),
                 auth: r.auth,
                 nodes: r
                     .upstream
@@ -355,42 +397,44 @@ impl Runtime {
             listed_models,
             consumer_limits,
             routes,
+            ai_routes,
         }
     }
 
-    /// The pass-through route serving a request, if any (the best match: an exact path,
-    /// else the longest prefix; the first in config order on a tie).
+    /// The route serving a request's path, if any (pass-through or AI route: the best
+    /// match, an exact path, else the longest prefix; the first in config order on a tie),
+    /// and whether it matched the path exactly (not by a prefix).
+    pub fn route_match(
+        &self,
+        method: &http::Method,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<(Matched<'_>, bool)> {
+        let pass = self.routes.iter().map(|r| (&r.matcher, Matched::Pass(r)));
+        let ai = self
+            .ai_routes
+            .iter()
+            .filter_map(|name| self.models.get(&**name))
+            .filter_map(|m| Some((m.route.as_ref()?, Matched::Ai(m))));
+        routes::best(pass.chain(ai), method, host, path)
+    }
+
+    /// The pass-through route serving a request, if any.
     pub fn pass_route(
         &self,
         method: &http::Method,
         host: Option<&str>,
         path: &str,
     ) -> Option<&PassRoute> {
-        self.pass_match(method, host, path).map(|(r, _)| r)
-    }
-
-    /// The best pass-through route and whether it matched the path exactly (not by a
-    /// prefix).
-    pub fn pass_match(
-        &self,
-        method: &http::Method,
-        host: Option<&str>,
-        path: &str,
-    ) -> Option<(&PassRoute, bool)> {
-        let mut best: Option<(&PassRoute, usize)> = None;
-        for r in &self.routes {
-            if let Some(score) = r.matches(method, host, path) {
-                if best.is_none_or(|(_, b)| score > b) {
-                    best = Some((r, score));
-                }
-            }
+        match self.route_match(method, host, path)? {
+            (Matched::Pass(r), _) => Some(r),
+            _ => None,
         }
-        best.map(|(r, score)| (r, score == usize::MAX))
     }
 
-    /// Whether the config serves any model (the gateway's own OpenAI API is in use).
+    /// Whether the config serves any model on the OpenAI API (by name).
     pub fn serves_models(&self) -> bool {
-        !self.models.is_empty()
+        self.models.values().any(|m| m.route.is_none())
     }
 
     /// The consumer owning a gateway key. Keys are compared by digest, so lookups take the
@@ -411,8 +455,17 @@ impl Runtime {
         self.consumer_limits.get(name).map_or(&[], Vec::as_slice)
     }
 
+    /// A model of the OpenAI API, by name (AI routes are served at their paths only).
     pub fn model(&self, name: &str) -> Option<&ModelRoute> {
-        self.models.get(name)
+        self.models.get(name).filter(|m| m.route.is_none())
+    }
+
+    /// Every model, AI routes included, in config order (the status page).
+    pub fn all_models(&self) -> impl Iterator<Item = &ModelRoute> {
+        self.config
+            .models
+            .iter()
+            .filter_map(|m| self.models.get(&m.name))
     }
 }
 

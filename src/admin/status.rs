@@ -107,7 +107,7 @@ pub async fn snapshot(state: &AppState) -> Value {
         .map(|(id, left)| (id.to_string(), left.as_secs_f64()))
         .collect();
     let mut models = Vec::new();
-    for m in rt.listed_models.iter().filter_map(|name| rt.model(name)) {
+    for m in rt.all_models().filter(|m| !m.deployments.is_empty()) {
         let mut deployments = Vec::new();
         for d in &m.deployments {
             let rules: Vec<&Rule> = d.limits.iter().collect();

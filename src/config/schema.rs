@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod ai_route;
 mod batch;
 mod limits;
 mod responses;
+pub use ai_route::*;
 pub use batch::*;
 pub use limits::*;
 pub use responses::*;
@@ -444,6 +446,12 @@ pub struct ModelConfig {
     /// Which consumers may use it (default: every consumer).
     #[serde(default)]
     pub consumer_restriction: Option<ConsumerRestriction>,
+    /// Served at these paths instead of by name on the OpenAI API (an APISIX AI route).
+    #[serde(default)]
+    pub route: Option<AiRouteConfig>,
+    /// APISIX ai-proxy-multi's choice and fallback between the deployments.
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
 }
 
 /// One place a model is served: provider + upstream model name + key.
@@ -451,9 +459,19 @@ pub struct ModelConfig {
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     pub provider: String,
-    /// Model name upstream; defaults to the public name.
+    /// Model name upstream; defaults to the public name (on an AI route: the request's).
     #[serde(default)]
     pub model: Option<String>,
+    /// Top-level body fields set on every request this deployment sends, replacing the
+    /// client's (APISIX ai-proxy `options`; `model` is the field above).
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// With the model's `fallback`: higher priorities are tried first.
+    #[serde(default)]
+    pub priority: i64,
+    /// With the model's `fallback`: share of traffic inside its priority.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
     /// Overrides the provider's key for this deployment (several keys = several deployments).
     #[serde(default)]
     pub api_key: Option<Secret>,

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 mod access;
+mod ai_route;
 mod cloud;
 mod limits;
 use limits::{count_groups, limit_rules, limits_store};
@@ -80,22 +81,7 @@ fn routes(c: &Config, p: &mut Problems) {
                 format!("duplicate route name `{}`", r.name),
             );
         }
-        if r.uris.is_empty() {
-            p.add(format!("{path}.uris"), "at least one path is needed");
-        }
-        for (j, u) in r.uris.iter().enumerate() {
-            if !u.starts_with('/') {
-                p.add(format!("{path}.uris[{j}]"), "must start with /");
-            }
-        }
-        for (j, m) in r.methods.iter().enumerate() {
-            if m.parse::<http::Method>().is_err() || m.chars().any(|c| c.is_ascii_lowercase()) {
-                p.add(
-                    format!("{path}.methods[{j}]"),
-                    format!("`{m}` is not an HTTP method"),
-                );
-            }
-        }
+        ai_route::paths(&r.uris, &r.methods, &path, p);
         if r.upstream.nodes.is_empty() {
             p.add(
                 format!("{path}.upstream.nodes"),
@@ -392,6 +378,7 @@ fn models(c: &Config, p: &mut Problems) {
             );
         }
         limit_rules(&m.limits, &format!("{path}.limits"), p);
+        ai_route::model(m, &path, p);
         for (j, d) in m.deployments.iter().enumerate() {
             if !providers.contains(d.provider.as_str()) {
                 p.add(

@@ -412,6 +412,20 @@ pub async fn wait<'s>(
     true
 }
 
+/// APISIX ai-proxy-multi's answer when its rate-limit pre-check found every instance
+/// exhausted: 503 `all servers tried` (a single priority: `all upstream servers tried`).
+pub fn all_servers_tried(route: &ModelRoute, best: Rejection) -> GatewayError {
+    GatewayError::AllServersTried {
+        message: if route.has_priorities() {
+            "all servers tried"
+        } else {
+            "all upstream servers tried"
+        },
+        retry_after_ms: best.retry_after_ms,
+        quotas: best.quotas,
+    }
+}
+
 /// The 429 when every deployment of `route` was at its limits.
 pub fn all_deployments_limited(route: &ModelRoute, best: Rejection) -> GatewayError {
     let limit = format!(
@@ -419,7 +433,14 @@ pub fn all_deployments_limited(route: &ModelRoute, best: Rejection) -> GatewayEr
         route.name
     )
     .into();
-    rejected(best, limit, None)
+    // The rejecting rule's APISIX answer (`rejected_code`, `rejected_msg`), if it has one.
+    let answer = route
+        .deployments
+        .iter()
+        .flat_map(|d| d.limits.iter())
+        .find(|r| r.id == best.rule)
+        .map(|r| r.answer.clone());
+    rejected(best, limit, answer.as_ref())
 }
 
 /// The longest delay the held tickets ask for (limit-req / limit-conn).

@@ -11,6 +11,7 @@
 //!   failover classification.
 
 pub mod admit;
+pub mod fallback;
 pub mod state;
 pub mod upstream;
 

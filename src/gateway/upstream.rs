@@ -3,7 +3,7 @@
 //! answer: the first success, or the last failure.
 
 use super::admit::{self, Refused};
-use super::CallCtx;
+use super::{fallback, CallCtx};
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use crate::gateway::{CooldownReason, GatewayState};
@@ -19,9 +19,9 @@ use crate::runtime::{Deployment, ModelRoute, Target};
 use std::time::{Duration, Instant};
 
 /// What a deployment's provider builds and signs its requests from.
-fn target<'a>(rt: &Runtime, d: &'a Deployment) -> ProviderTarget<'a> {
+fn target<'a>(rt: &Runtime, d: &'a Deployment, req: &'a AiRequest) -> ProviderTarget<'a> {
     ProviderTarget {
-        model: &d.model,
+        model: upstream_model(d, req),
         api_key: d.api_key.as_ref().map(|k| k.expose()),
         api_version: d.provider.api_version.as_deref(),
         default_max_tokens: rt.config.routing.default_max_tokens,
@@ -29,9 +29,19 @@ fn target<'a>(rt: &Runtime, d: &'a Deployment) -> ProviderTarget<'a> {
     }
 }
 
+/// The model a deployment asks its upstream for: its own, or on an AI route without one,
+/// the request's.
+pub fn upstream_model<'a>(d: &'a Deployment, req: &'a AiRequest) -> &'a str {
+    if d.client_model {
+        &req.model
+    } else {
+        &d.model
+    }
+}
+
 /// Build a deployment's request through its provider's mapping.
 fn outgoing(rt: &Runtime, d: &Deployment, req: &AiRequest) -> Result<Outgoing, GatewayError> {
-    d.provider.api.outgoing(&target(rt, d), req)
+    d.provider.api.outgoing(&target(rt, d, req), req)
 }
 
 /// The request a deployment gets: the client's own when its provider serves the
@@ -49,7 +59,7 @@ async fn attempt(
     out: Outgoing,
 ) -> Result<UpstreamResponse, UpstreamFailure> {
     match &d.provider.target {
-        Target::Mock(mock) => Ok(mock.call(req, &d.model).await),
+        Target::Mock(mock) => Ok(mock.call(req, upstream_model(d, req)).await),
         Target::Http { base, headers } => {
             let mut h: Vec<(String, String)> = Vec::with_capacity(headers.len() + 4);
             h.push(("content-type".into(), "application/json".into()));
@@ -87,7 +97,7 @@ async fn attempt(
             };
             d.provider
                 .api
-                .sign(&target(rt, d), &mut wire)
+                .sign(&target(rt, d, req), &mut wire)
                 .map_err(|e| {
                     UpstreamFailure::new(UpstreamErrorKind::AuthRejected, e.to_string())
                 })?;
@@ -165,10 +175,17 @@ pub async fn call<'r>(
     subject: &admit::Subject,
 ) -> Result<(UpstreamResponse, &'r Deployment), GatewayError> {
     let routing = &rt.config.routing;
-    let candidates: Vec<&Deployment> = route
-        .attempts(routing.strategy, u32::MAX)
+    // APISIX ai-proxy-multi: priority and weight order, its own retry rule, no cool-downs.
+    let fb = route.fallback.as_ref();
+    let order: Vec<&Deployment> = match fb {
+        Some(_) => route.fallback_order(),
+        None => route.attempts(routing.strategy, u32::MAX).collect(),
+    };
+    let candidates: Vec<&Deployment> = order
+        .into_iter()
         .filter(|d| request_for(d, req).is_some())
         .collect();
+    let retries = fb.map_or(routing.retries, fallback::retry_budget);
     if candidates.is_empty() {
         return Err(GatewayError::bad_request(
             format!(
@@ -191,7 +208,7 @@ pub async fn call<'r>(
     while next < candidates.len() {
         let mut open = Vec::with_capacity(candidates.len() - next);
         for d in &candidates[next..] {
-            match state.cooldowns.remaining(&d.id) {
+            match state.cooldowns.remaining(&d.id).filter(|_| fb.is_none()) {
                 Some((left, why)) => {
                     if why == CooldownReason::AuthRejected {
                         auth_cooled += 1;
@@ -223,6 +240,10 @@ pub async fn call<'r>(
             }
         }
         let with_route = !route_admitted;
+        // Without APISIX's rate-limit pre-check, only the picked deployment is admitted.
+        if fb.is_some_and(|f| !fallback::skips_limited(f)) {
+            open.truncate(1);
+        }
         let result = admit::admit(state, rt, ctx, route, subject, &open, with_route).await;
         route_admitted |= matches!(result, Ok(_) | Err(Refused::AllLimited(..)));
         let d = match result {
@@ -241,6 +262,9 @@ pub async fn call<'r>(
                 match refused {
                     Refused::Answer(e, _) => return Err(e),
                     Refused::AllLimited(r, _) => {
+                        if fb.is_some_and(fallback::skips_limited) && candidates.len() > 1 {
+                            return Err(admit::all_servers_tried(route, r));
+                        }
                         keep_best(&mut limited, r);
                         break;
                     }
@@ -256,11 +280,17 @@ pub async fn call<'r>(
             tokio::time::sleep(Duration::from_millis(delay - slept)).await;
             slept = delay;
         }
-        let is_last = failures >= routing.retries || next == candidates.len();
+        let is_last = failures >= retries || next == candidates.len();
         ctx.attempts += 1;
         ctx.provider = Some(d.provider.name.clone());
         let sent = Instant::now();
         let request = request_for(d, req).unwrap_or(req);
+        // APISIX ai-proxy `options`: this deployment's fields over the client's.
+        let with_options = match &d.options {
+            Some(set) => Some(request.with_fields(set)?),
+            None => None,
+        };
+        let request = with_options.as_ref().unwrap_or(request);
         let out = outgoing(rt, d, request)?;
         let failure = match attempt(state, rt, d, request, out).await {
             Ok(mut resp) => {
@@ -282,9 +312,20 @@ pub async fn call<'r>(
                     Some((status, None)) => (status, resp.retry_after.clone()),
                     None => (resp.status, resp.retry_after.clone()),
                 };
+                if let Some(f) = fb {
+                    match fallback::step(f, status, sent.elapsed()) {
+                        fallback::Step::Relay => return Ok((resp, d)),
+                        fallback::Step::Retry if is_last => {
+                            resp.status = fallback::exhausted_status(status, failures >= retries);
+                            return Ok((resp, d));
+                        }
+                        fallback::Step::Retry => {}
+                    }
+                }
                 let (kind, cooldown) = match classify(status, retry_after.as_deref()) {
-                    Verdict::Relay => return Ok((resp, d)),
-                    Verdict::Failed { kind, cooldown } => (kind, cooldown),
+                    Verdict::Relay if fb.is_none() => return Ok((resp, d)),
+                    Verdict::Relay => (UpstreamErrorKind::Status5xx, None),
+                    Verdict::Failed { kind, cooldown } => (kind, cooldown.filter(|_| fb.is_none())),
                 };
                 if let Some((length, why)) = cooldown {
                     state.cooldowns.start(&d.id, length, why);
@@ -327,9 +368,17 @@ pub async fn call<'r>(
             "upstream attempt failed{}",
             if is_last { "" } else { ", failing over" }
         );
+        // APISIX retries a transport failure as the 504 / 500 its transport reports.
+        let status = if failure.kind == UpstreamErrorKind::Timeout {
+            504
+        } else {
+            500
+        };
+        let relay =
+            fb.is_some_and(|f| fallback::step(f, status, sent.elapsed()) == fallback::Step::Relay);
         last_failure = Some(failure);
         failures += 1;
-        if is_last {
+        if is_last || relay {
             break;
         }
     }

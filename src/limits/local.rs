@@ -254,7 +254,7 @@ fn group(
                 limit: l.limit,
                 remaining,
                 reset_ms,
-                apisix_header: None,
+                apisix_header: c.rule.answer.quota_header.clone(),
             });
             match reservation {
                 Some(tokens) => hold.reservations.push(Reservation {

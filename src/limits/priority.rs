@@ -325,6 +325,7 @@ mod tests {
         let t = TokenLimit {
             limit: 1000,
             window_ms: 1000,
+            any_left: false,
         };
         // 1 req/s realtime at the window's start: 2 requests of 100 are kept.
         assert!(tokens_room(&t, None, 0, 100, 1.0).is_ok());

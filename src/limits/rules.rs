@@ -166,6 +166,7 @@ impl Rule {
                 TokenLimit {
                     limit: t.limit,
                     window_ms: t.time_window.as_millis() as u64,
+                    any_left: t.admission == crate::config::schema::TokenAdmission::AnyLeft,
                 },
                 t.strategy,
             )
@@ -200,6 +201,8 @@ impl Rule {
                     .show_limit_quota_header
                     .then(|| crate::quota::ApisixHeader {
                         prefix: c.quota_header_prefix.as_deref().map(Arc::from),
+                        ai: c.tokens.is_some(),
+                        suffix: c.quota_header_suffix.as_deref().map(Arc::from),
                     }),
             },
         })

@@ -7,6 +7,12 @@
 //! ends the reservation is replaced by the real usage. Concurrent admissions can therefore
 //! never exceed the limit by more than the reservations underestimated.
 //!
+//! `any_left` (APISIX's admission, for imported routes): a request is admitted while one
+//! token is left, however large it is, and reserves what is left up to its estimate; the
+//! remaining it reports is what is left before its own reservation (APISIX's
+//! `limit − consumed`). Sequential requests get APISIX's answers; concurrent ones still
+//! cannot all pass on the same last tokens.
+//!
 //! The window is fixed and opened by the first request after the previous one ended, as in
 //! limit-count. Reservations of requests still in flight carry into the next window, since
 //! their usage will be charged there.
@@ -16,6 +22,8 @@
 pub struct TokenLimit {
     pub limit: u64,
     pub window_ms: u64,
+    /// APISIX's admission: while one token is left (see the module doc).
+    pub any_left: bool,
 }
 
 /// Stored state of one key.
@@ -67,11 +75,16 @@ impl TokenLimit {
     /// Try to reserve `estimate` tokens for a request at `now_ms`.
     pub fn reserve(&self, state: Option<TokenState>, now_ms: u64, estimate: u64) -> TokenDecision {
         let mut s = self.roll(state, now_ms);
-        let reservation = estimate.min(self.limit);
+        let left = self.remaining(&s);
+        let reservation = if self.any_left {
+            estimate.min(left)
+        } else {
+            estimate.min(self.limit)
+        };
         let reset_ms = s.window_end_ms - now_ms;
-        if s.committed + s.reserved + reservation > self.limit {
+        if left == 0 || s.committed + s.reserved + reservation > self.limit {
             return TokenDecision::Reject {
-                remaining: self.remaining(&s),
+                remaining: left,
                 reset_ms,
             };
         }
@@ -79,7 +92,11 @@ impl TokenLimit {
         TokenDecision::Admit {
             state: s,
             reservation,
-            remaining: self.remaining(&s),
+            remaining: if self.any_left {
+                left
+            } else {
+                self.remaining(&s)
+            },
             reset_ms,
         }
     }
@@ -107,6 +124,7 @@ mod tests {
     const L: TokenLimit = TokenLimit {
         limit: 100,
         window_ms: 60_000,
+        any_left: false,
     };
 
     fn admit(d: TokenDecision) -> (TokenState, u64) {
@@ -142,6 +160,7 @@ mod tests {
         let l = TokenLimit {
             limit: 30,
             window_ms: 60_000,
+            any_left: false,
         };
         let mut state = None;
         let mut seen = vec![];
@@ -196,5 +215,46 @@ mod tests {
         );
         let s = L.reconcile(Some(s), 60_001, r2, 10);
         assert_eq!((s.committed, s.reserved), (10, 90));
+    }
+
+    #[test]
+    fn any_left_admits_while_a_token_is_left_as_apisix() {
+        // ai-rate-limiting.t T2-T7: limit 30, no max_tokens (estimate 1030), 10 tokens a
+        // response: 200, 200, 200, 503 with Remaining 30, 20, 10, 0.
+        let l = TokenLimit {
+            limit: 30,
+            window_ms: 60_000,
+            any_left: true,
+        };
+        let mut state = None;
+        let mut seen = vec![];
+        for t in 0..4 {
+            match l.reserve(state, t * 10, 1030) {
+                TokenDecision::Admit {
+                    state: s,
+                    reservation,
+                    remaining,
+                    reset_ms,
+                } => {
+                    assert_eq!(reservation, remaining);
+                    if t == 0 {
+                        assert_eq!(reset_ms, 60_000);
+                    }
+                    seen.push(remaining);
+                    state = Some(l.reconcile(Some(s), t * 10 + 5, reservation, 10));
+                }
+                TokenDecision::Reject { remaining, .. } => seen.push(remaining),
+            }
+        }
+        assert_eq!(seen, vec![30, 20, 10, 0]);
+        // Two at once on the last 10: the first holds them, the second is refused.
+        let l2 = TokenLimit { limit: 10, ..l };
+        let TokenDecision::Admit { state: s, .. } = l2.reserve(None, 0, 1030) else {
+            panic!()
+        };
+        assert!(matches!(
+            l2.reserve(Some(s), 1, 5),
+            TokenDecision::Reject { remaining: 0, .. }
+        ));
     }
 }

@@ -9,6 +9,7 @@
 //! Pingora's `upstream_peer` is reached only by pass-through routes.
 
 pub mod account;
+pub mod ai_route;
 pub mod auth;
 pub mod batches;
 pub mod body;

@@ -79,34 +79,31 @@ pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &Quot
     // APISIX's quota headers (limit-count with show_limit_quota_header), under the
     // configured names, one trio per rule prefix (the tightest quota of the rules that
     // share one); reset in seconds floored to 2 decimals, as APISIX 3.18 writes it.
-    let mut prefixes: Vec<&Option<std::sync::Arc<str>>> = Vec::new();
+    let mut seen: Vec<&crate::quota::ApisixHeader> = Vec::new();
     for q in quotas {
         if let Some(a) = &q.apisix_header {
-            if !prefixes.contains(&&a.prefix) {
-                prefixes.push(&a.prefix);
+            if !seen.contains(&a) {
+                seen.push(a);
             }
         }
     }
-    for prefix in prefixes {
+    let configured = [&*names.limit, &*names.remaining, &*names.reset];
+    for a in seen {
         let Some(q) = quotas
             .iter()
-            .filter(|q| {
-                q.apisix_header
-                    .as_ref()
-                    .is_some_and(|a| &a.prefix == prefix)
-            })
+            .filter(|q| q.apisix_header.as_ref() == Some(a))
             .min_by_key(|q| q.remaining)
         else {
             continue;
         };
-        let Some(a) = &q.apisix_header else { continue };
         let reset = (q.reset_ms / 10) as f64 / 100.0;
-        for (base, value) in [
-            (&names.limit, q.limit.to_string()),
-            (&names.remaining, q.remaining.to_string()),
-            (&names.reset, format!("{reset}")),
+        let [limit, remaining, reset_name] = a.names(configured);
+        for (name, value) in [
+            (limit, q.limit.to_string()),
+            (remaining, q.remaining.to_string()),
+            (reset_name, format!("{reset}")),
         ] {
-            let _ = h.insert_header(a.name(base).to_ascii_lowercase(), value);
+            let _ = h.insert_header(name.to_ascii_lowercase(), value);
         }
     }
 }
@@ -167,6 +164,11 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
         let _ = h.insert_header("x-should-retry", if retry { "true" } else { "false" });
     }
     if let GatewayError::RateLimited {
+        retry_after_ms,
+        quotas,
+        ..
+    }
+    | GatewayError::AllServersTried {
         retry_after_ms,
         quotas,
         ..

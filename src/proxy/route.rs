@@ -6,7 +6,7 @@ use super::{auth, passthrough, respond, stream, RequestCtx};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use crate::gateway::{admit, upstream};
-use crate::runtime::Runtime;
+use crate::runtime::{Matched, ModelRoute, Runtime};
 use crate::state::AppState;
 use percent_encoding::percent_decode_str;
 use pingora::proxy::Session;
@@ -100,17 +100,27 @@ pub async fn serve(
         .or(header.uri.host());
     // A pass-through route serves what the OpenAI API does not, and also an API path it
     // names exactly (as APISIX prefers the exact route). A prefix route (`/v1/*`, `/*`)
-    // gives way to the gateway's own API when the config serves models — their endpoints
-    // are the more specific routes — and receives those paths when it serves none (it
-    // fronts an OpenAI-compatible server).
-    let pass = rt
-        .pass_match(&header.method, host, header.uri.path())
+    // gives way to the gateway's own API when the config serves models by name — their
+    // endpoints are the more specific routes — and receives those paths when it serves
+    // none (it fronts an OpenAI-compatible server). AI routes (models at their own paths)
+    // match the same way.
+    let matched = rt
+        .route_match(&header.method, host, header.uri.path())
         .filter(|(_, exact)| api.is_err() || *exact || !rt.serves_models());
-    if let Some((r, _)) = pass {
-        if r.auth {
-            ctx.consumer = auth::authenticate(session, rt)?;
+    match matched {
+        Some((Matched::Pass(r), _)) => {
+            if r.auth {
+                ctx.consumer = auth::authenticate(session, rt)?;
+            }
+            return passthrough::prepare(state, rt, session, ctx, r).await;
         }
-        return passthrough::prepare(state, rt, session, ctx, r).await;
+        Some((Matched::Ai(route), _)) => {
+            ctx.endpoint = "chat_completions";
+            ctx.consumer = auth::authenticate(session, rt)?;
+            let (endpoint, raw) = super::ai_route::read(rt, session, ctx, route).await?;
+            return serve_ai(state, rt, session, ctx, endpoint, raw, Some(route)).await;
+        }
+        None => {}
     }
     if let Ok(a) = &api {
         ctx.endpoint = a.label();
@@ -155,51 +165,68 @@ pub async fn serve(
         }
         ApiRoute::Ai(endpoint) => {
             let raw = body::read_body(session, rt.config.server.max_body_bytes).await?;
-            let (mut req, prepared) = if endpoint == Endpoint::Responses {
-                let (req, p) = super::responses::prepare(state, ctx, raw).await?;
-                (req, Some(p))
-            } else {
-                (AiRequest::parse(endpoint, raw)?, None)
-            };
-            ctx.stream = req.stream;
-            let route = rt
-                .model(&req.model)
-                .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
-            ctx.model = Some(route.name.clone());
-            if let Some(r) = &route.restriction {
-                r.check(ctx.consumer.as_deref())?;
-            }
-            if route.deployments.is_empty() {
-                return Err(GatewayError::NoDeployment(req.model.clone()));
-            }
-            // A surface some deployment does not serve itself goes there as chat.
-            if route
-                .deployments
-                .iter()
-                .any(|d| !d.provider.api.serves(endpoint))
-            {
-                req.pivot = crate::surfaces::pivot(&req)?.map(Box::new);
-            }
-            let remote = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string());
-            // Cloned only when some limit key reads headers.
-            let headers = if rt.limits_use_headers {
-                session.req_header().headers.clone()
-            } else {
-                http::HeaderMap::new()
-            };
-            let subject = admit::Subject::new(ctx, rt, &req, remote, headers);
-            let (response, deployment) =
-                upstream::call(state, rt, route, &req, ctx, &subject).await?;
-            if deployment.provider.pass_ratelimit_headers {
-                ctx.provider_headers = response.ratelimit_headers.clone();
-            }
-            let api = deployment.provider.api;
-            stream::relay(state, session, ctx, &req, response, api, prepared.as_ref()).await;
+            serve_ai(state, rt, session, ctx, endpoint, raw, None).await?;
         }
     }
+    Ok(())
+}
+
+/// An AI request: parsed, checked against its model route (`ai_route`, or the model its
+/// body names), sent through the call core and relayed.
+async fn serve_ai(
+    state: &AppState,
+    rt: &Runtime,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    endpoint: Endpoint,
+    raw: bytes::Bytes,
+    ai_route: Option<&ModelRoute>,
+) -> Result<(), GatewayError> {
+    let (mut req, prepared) = if endpoint == Endpoint::Responses {
+        let (req, p) = super::responses::prepare(state, ctx, raw).await?;
+        (req, Some(p))
+    } else {
+        (AiRequest::parse(endpoint, raw)?, None)
+    };
+    ctx.stream = req.stream;
+    let route = match ai_route {
+        Some(r) => r,
+        None => rt
+            .model(&req.model)
+            .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?,
+    };
+    ctx.model = Some(route.name.clone());
+    if let Some(r) = &route.restriction {
+        r.check(ctx.consumer.as_deref())?;
+    }
+    if route.deployments.is_empty() {
+        return Err(GatewayError::NoDeployment(route.name.to_string()));
+    }
+    // A surface some deployment does not serve itself goes there as chat.
+    if route
+        .deployments
+        .iter()
+        .any(|d| !d.provider.api.serves(endpoint))
+    {
+        req.pivot = crate::surfaces::pivot(&req)?.map(Box::new);
+    }
+    let remote = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string());
+    // Cloned only when some limit key reads headers.
+    let headers = if rt.limits_use_headers {
+        session.req_header().headers.clone()
+    } else {
+        http::HeaderMap::new()
+    };
+    let subject = admit::Subject::new(ctx, rt, &req, remote, headers);
+    let (response, deployment) = upstream::call(state, rt, route, &req, ctx, &subject).await?;
+    if deployment.provider.pass_ratelimit_headers {
+        ctx.provider_headers = response.ratelimit_headers.clone();
+    }
+    let api = deployment.provider.api;
+    stream::relay(state, session, ctx, &req, response, api, prepared.as_ref()).await;
     Ok(())
 }
 

@@ -34,6 +34,11 @@ pub struct LimitRuleConfig {
     /// rule's quota headers are `X-<prefix>-RateLimit-*`, beside the other rules'.
     #[serde(default)]
     pub quota_header_prefix: Option<String>,
+    /// Token rules with `show_limit_quota_header`: APISIX ai-rate-limiting's headers
+    /// `X-AI-RateLimit-{Limit,Remaining,Reset}-<suffix>` (the instance name); with
+    /// `quota_header_prefix` instead, `X-AI-<prefix>-RateLimit-*` (its `rules`).
+    #[serde(default)]
+    pub quota_header_suffix: Option<String>,
     /// A request over this limit: `reject` (a 429 at once) or `queue` (wait for headroom,
     /// at most `max_wait`, behind at most `max_queue` others).
     #[serde(default)]
@@ -159,6 +164,18 @@ pub struct TokensRuleConfig {
     /// [`crate::config::cost_expr`]).
     #[serde(default)]
     pub cost_expr: Option<String>,
+    /// `reserve` (default): admitted only if the estimate fits. `any_left` (APISIX): admitted
+    /// while one token is left, reserving what is left up to the estimate.
+    #[serde(default)]
+    pub admission: TokenAdmission,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAdmission {
+    #[default]
+    Reserve,
+    AnyLeft,
 }
 
 /// Where the counters of every limit rule live.

@@ -213,6 +213,20 @@ pub(super) fn limit_rules(
                 );
             }
         }
+        if let Some(suffix) = &r.quota_header_suffix {
+            if !token(suffix) {
+                p.add(
+                    format!("{path}.quota_header_suffix"),
+                    "letters, digits, - and _ only (it goes in a header name)",
+                );
+            }
+            if r.tokens.is_none() {
+                p.add(
+                    format!("{path}.quota_header_suffix"),
+                    "only on token rules (APISIX ai-rate-limiting's headers)",
+                );
+            }
+        }
         if r.rejected_code.is_some_and(|c| !(200..=599).contains(&c)) {
             p.add(format!("{path}.rejected_code"), "must be 200..=599");
         }

@@ -44,7 +44,11 @@ impl RedisStore {
                     .arg(l.count)
                     .arg(l.window_ms)
                     .arg(u8::from(l.sliding)),
-                RuleKind::Tokens(l, _) => inv.arg(4).arg(l.limit).arg(l.window_ms).arg(0),
+                RuleKind::Tokens(l, _) => inv
+                    .arg(4)
+                    .arg(l.limit)
+                    .arg(l.window_ms)
+                    .arg(u8::from(l.any_left)),
             };
             inv.arg(c.yield_to.unwrap_or(-1.0));
             inv.key(&key).key(&second);
@@ -70,7 +74,9 @@ impl RedisStore {
                         continue;
                     };
                     let (budget, limit, header) = match c.rule.kind {
-                        RuleKind::Tokens(l, _) if want_tokens => (Budget::Tokens, l.limit, None),
+                        RuleKind::Tokens(l, _) if want_tokens => {
+                            (Budget::Tokens, l.limit, c.rule.answer.quota_header.clone())
+                        }
                         RuleKind::Count(l) if !want_tokens => (
                             Budget::Requests,
                             l.count,
@@ -133,7 +139,19 @@ impl RedisStore {
                 let (kind, member, window_ms, tokens) = match c.rule.kind {
                     RuleKind::Conn(_) => (2, lease.clone(), 0, 0),
                     RuleKind::Tokens(l, _) => {
-                        let tokens = estimate_tokens.min(l.limit);
+                        // `any_left` reserves what was left (the remaining it reports),
+                        // up to the estimate; see TokenLimit::reserve.
+                        let cap = match (l.any_left, &answer.checks[bases[g] + i]) {
+                            (
+                                true,
+                                CheckAnswer {
+                                    remaining: Some(left),
+                                    ..
+                                },
+                            ) => *left,
+                            _ => l.limit,
+                        };
+                        let tokens = estimate_tokens.min(cap);
                         let member = format!("{lease}|{tokens}");
                         (4, member, l.window_ms, tokens)
                     }
