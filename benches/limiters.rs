@@ -52,6 +52,7 @@ fn limiters(c: &mut Criterion) {
     let tokens = TokenLimit {
         limit: 1_000_000_000,
         window_ms: 60_000,
+        any_left: false,
     };
     c.bench_function("tokens reserve+reconcile", |b| {
         let (mut state, mut now) = (None, 0u64);

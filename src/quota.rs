@@ -59,7 +59,7 @@ impl ApisixHeader {
     }
 
     /// The names of the three headers: the configured ones, or ai-rate-limiting's.
-    pub fn names<'a>(&self, configured: [&'a str; 3]) -> [String; 3] {
+    pub fn names(&self, configured: [&str; 3]) -> [String; 3] {
         let ai = [
             "X-AI-RateLimit-Limit",
             "X-AI-RateLimit-Remaining",

@@ -72,6 +72,8 @@ pub struct ModelRoute {
     pub restriction: Option<crate::config::schema::ConsumerRestriction>,
     /// Served at its own paths (an APISIX AI route), not by name on the OpenAI API.
     pub route: Option<UriMatcher>,
+    /// On an AI route: whether callers need a consumer key.
+    pub auth: bool,
     /// APISIX ai-proxy-multi's choice and fallback between the deployments.
     pub fallback: Option<crate::config::schema::FallbackConfig>,
     next: AtomicUsize,
@@ -321,6 +323,7 @@ impl Runtime {
                         .as_ref()
                         .map(|r| UriMatcher::new(&r.uris, &r.methods, &r.hosts)),
                     fallback: m.fallback.clone(),
+                    auth: m.route.as_ref().is_none_or(|r| r.auth),
                     next: AtomicUsize::new(0),
                 },
             );

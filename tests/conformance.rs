@@ -5,55 +5,13 @@
 //! with `policy: redis` against a real redis-server.
 
 mod common;
+use common::apisix::import;
 use common::fixture_server::{recording, Reply};
 use common::redis::Redis;
 use common::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Import an APISIX fixture (with `policy: local` turned into `redis` when given).
-fn import(fixture: &str, redis: Option<&Redis>) -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("lua-compat/fixtures");
-    let mut text = std::fs::read_to_string(dir.join(fixture)).unwrap();
-    if let Some(r) = redis {
-        let port = r.port;
-        // Flow mappings get the fields inline, block mappings one per line.
-        text = text
-            .lines()
-            .map(|l| match l.trim() {
-                "policy: local" => {
-                    let indent = &l[..l.len() - l.trim_start().len()];
-                    format!(
-                        "{indent}policy: redis\n{indent}redis_host: 127.0.0.1\n{indent}redis_port: {port}\n"
-                    )
-                }
-                _ => l.replace(
-                    "policy: local",
-                    &format!("policy: redis, redis_host: 127.0.0.1, redis_port: {port}"),
-                ) + "\n",
-            })
-            .collect();
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join(fixture);
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
-        .arg("import-apisix")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).unwrap();
-    if redis.is_some() {
-        assert!(yaml.contains("policy: redis"), "{yaml}");
-    }
-    yaml
-}
 
 fn call(gw: &Gw, path: &str, key: Option<&str>) -> Resp {
     let mut req = agent().get(&gw.url(path));
@@ -246,9 +204,17 @@ fn ai_rate_limiting(redis: Option<&Redis>) {
     // limit 30 per 60 s, 10 tokens a response: 200, 200, 200, then the configured 429.
     let s: Vec<u16> = (0..4).map(|_| chat("small").status).collect();
     assert_eq!(s, [200, 200, 200, 429]);
-    // ai-proxy-multi: the primary instance (priority 1) has 20 tokens; once they are used
-    // the backup instance serves.
-    let s: Vec<u16> = (0..3).map(|_| chat("pool").status).collect();
+    // ai-proxy-multi (its own URI): the primary instance (priority 1) has 20 tokens; once
+    // they are used the backup instance serves (the rate-limit pre-check).
+    let pool = |_| {
+        post(
+            &gw.url("/pool/v1/chat/completions"),
+            Some("app-key"),
+            r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .status
+    };
+    let s: Vec<u16> = (0..3).map(pool).collect();
     assert_eq!(s, [200, 200, 200]);
     let small_calls = 3; // the `small` route's upstream is the primary's server too
     assert_eq!(seen_primary.lock().unwrap().len(), small_calls + 2);

@@ -12,6 +12,7 @@ use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeMap;
 
 mod ai;
+mod tokens;
 use ai::ai_route;
 
 /// Plugins that need nothing in the gateway config (it always exports metrics).
@@ -140,7 +141,6 @@ struct Out {
     unmapped: Vec<Unmapped>,
     /// Rules every route and model gets (global rules).
     global: Vec<Value>,
-    ai_without_auth: Vec<String>,
 }
 
 impl Out {
@@ -295,31 +295,19 @@ fn route(
     let has = |n: &str| plugins.iter().any(|(k, ..)| k == n);
     let auth = has("key-auth") || has("basic-auth");
     if has("ai-proxy") || has("ai-proxy-multi") {
-        if !auth {
-            out.ai_without_auth.push(at.clone());
-        }
-        const OPENAI: [&str; 5] = [
-            "/v1/chat/completions",
-            "/v1/completions",
-            "/v1/embeddings",
-            "/v1/messages",
-            "/v1/*",
-        ];
-        let paths = list(item, "uris").iter().chain(get(item, "uri"));
-        for u in paths.filter_map(Value::as_str) {
-            if !OPENAI.contains(&u) {
+        for u in list(item, "uris")
+            .iter()
+            .chain(get(item, "uri"))
+            .filter_map(Value::as_str)
+        {
+            if u.contains(':') || u.contains('{') || (u.contains('*') && !u.ends_with('*')) {
                 out.unmapped(
                     format!("{at}.uri"),
-                    format!("AI routes are served on the OpenAI paths (/v1/chat/completions, …), not on `{u}`"),
+                    format!("path pattern `{u}` is not supported (exact paths and prefixes ending in * are)"),
                 );
             }
         }
-        ai_route(
-            &at,
-            &plugins,
-            text(item, "name").filter(|_| has("ai-proxy-multi")),
-            out,
-        );
+        ai_route(&at, item, &id, &plugins, auth, out);
         return;
     }
     // A pass-through route.
@@ -560,14 +548,6 @@ pub fn map_config(v: &Value) -> Result<(Value, Vec<Unmapped>), String> {
     let configs = by_id(v, "plugin_configs");
     for (i, item) in list(v, "routes").iter().enumerate() {
         route(item, i, v, &services, &configs, &mut out);
-    }
-    if !out.consumers.is_empty() {
-        for at in std::mem::take(&mut out.ai_without_auth) {
-            out.unmapped(
-                at,
-                "no key-auth: APISIX let anyone call it, the gateway asks every OpenAI API request for a consumer key",
-            );
-        }
     }
     let seq = |items: Vec<Value>| {
         if items.is_empty() {

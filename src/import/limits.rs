@@ -56,7 +56,7 @@ impl Store {
     }
 
     /// Take a plugin's `policy` and Redis fields.
-    fn policy(&mut self, conf: &Value, at: &str, out: &mut Vec<Unmapped>) {
+    pub(crate) fn policy(&mut self, conf: &Value, at: &str, out: &mut Vec<Unmapped>) {
         let policy = text(conf, "policy").unwrap_or_else(|| "local".into());
         let redis = match policy.as_str() {
             "local" => return,
@@ -117,7 +117,7 @@ impl Store {
         }
     }
 
-    fn degradation(&mut self, conf: &Value, at: &str, out: &mut Vec<Unmapped>) {
+    pub(crate) fn degradation(&mut self, conf: &Value, at: &str, out: &mut Vec<Unmapped>) {
         let d = flag(conf, "allow_degradation").unwrap_or(false);
         match self.allow_degradation {
             None => self.allow_degradation = Some(d),
@@ -213,7 +213,7 @@ pub fn key(conf: &Value, at: &str, out: &mut Vec<Unmapped>) -> Option<String> {
 }
 
 /// Answer settings shared by every limit plugin: `rejected_code` defaults to APISIX's 503.
-fn answer(conf: &Value, rule: &mut Vec<(&'static str, Value)>) {
+pub(crate) fn answer(conf: &Value, rule: &mut Vec<(&'static str, Value)>) {
     let code = number(conf, "rejected_code").unwrap_or(503.0);
     rule.push(("rejected_code", num(code)));
     rule.push((
@@ -252,7 +252,7 @@ const COMMON: [&str; 17] = [
 ];
 
 /// List the fields of `conf` that the import does not map.
-fn unknown_fields(plugin: &str, conf: &Value, at: &str, out: &mut Vec<Unmapped>) {
+pub(crate) fn unknown_fields(plugin: &str, conf: &Value, at: &str, out: &mut Vec<Unmapped>) {
     let own: &[&str] = match plugin {
         "limit-req" => &["rate", "burst", "nodelay"],
         "limit-conn" => &[
@@ -467,90 +467,6 @@ pub fn rules(
     store.policy(conf, &at, out);
     store.degradation(conf, &at, out);
     Some(rules)
-}
-
-/// ai-rate-limiting as token rules: (instance name or `None` for every instance, rule).
-pub fn token_rules(
-    conf: &Value,
-    at: &str,
-    store: &mut Store,
-    out: &mut Vec<Unmapped>,
-) -> Vec<(Option<String>, Value)> {
-    let at = format!("{at}.plugins.ai-rate-limiting");
-    unknown_fields("ai-rate-limiting", conf, &at, out);
-    let mut cost_expr = Value::Null;
-    let strategy = match text(conf, "limit_strategy")
-        .as_deref()
-        .unwrap_or("total_tokens")
-    {
-        s @ ("total_tokens" | "prompt_tokens" | "completion_tokens") => s.to_string(),
-        "expression" => match text(conf, "cost_expr") {
-            Some(e) => {
-                cost_expr = s(e);
-                "expression".into()
-            }
-            None => {
-                out.push(Unmapped {
-                    at: format!("{at}.cost_expr"),
-                    what: "limit_strategy expression without cost_expr; total_tokens is used"
-                        .into(),
-                });
-                "total_tokens".into()
-            }
-        },
-        other => {
-            out.push(Unmapped {
-                at: format!("{at}.limit_strategy"),
-                what: format!("`{other}` is not supported; total_tokens is used"),
-            });
-            "total_tokens".into()
-        }
-    };
-    if get(conf, "rules").is_some() {
-        out.push(Unmapped {
-            at: format!("{at}.rules"),
-            what: "ai-rate-limiting `rules` are not supported".into(),
-        });
-    }
-    let rule = |name: String, limit: f64, window: f64| {
-        let mut r = vec![
-            ("name", s(name)),
-            (
-                "tokens",
-                map(vec![
-                    ("limit", num(limit)),
-                    ("time_window", duration(window)),
-                    ("strategy", s(strategy.clone())),
-                    ("cost_expr", cost_expr.clone()),
-                ]),
-            ),
-        ];
-        answer(conf, &mut r);
-        map(r)
-    };
-    let mut rules = Vec::new();
-    for i in get(conf, "instances")
-        .and_then(Value::as_sequence)
-        .into_iter()
-        .flatten()
-    {
-        if let (Some(name), Some(limit), Some(window)) = (
-            text(i, "name"),
-            number(i, "limit"),
-            number(i, "time_window"),
-        ) {
-            rules.push((
-                Some(name.clone()),
-                rule("ai-rate-limiting".into(), limit, window),
-            ));
-        }
-    }
-    if let (Some(limit), Some(window)) = (number(conf, "limit"), number(conf, "time_window")) {
-        rules.push((None, rule("ai-rate-limiting".into(), limit, window)));
-    }
-    store.policy(conf, &at, out);
-    store.degradation(conf, &at, out);
-    rules
 }
 
 #[cfg(test)]

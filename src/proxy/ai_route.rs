@@ -1,5 +1,7 @@
 //! AI routes: a model served at its own paths, as an APISIX ai-proxy / ai-proxy-multi
-//! route is. The body says which API it is (APISIX's protocol detection, in its order):
+//! route is. The body says which API it is (APISIX's protocol detection, in its order,
+//! except Bedrock Converse bodies, which are not understood: on a `/converse` path a
+//! `messages` body is chat, translated to Converse for Bedrock deployments):
 //! a path ending in `/v1/messages` is Anthropic Messages; a path ending in `/v1/responses`
 //! with an `input` is the Responses API; a `messages` array is chat completions (on any
 //! path); an `input` is embeddings. The body's `model` is optional: a deployment with a
@@ -7,7 +9,7 @@
 //! the client's. From there the request is the OpenAI API's (limits, token accounting,
 //! fallback, streaming), answered in its API's shape.
 
-use super::{body, RequestCtx};
+use super::body;
 use crate::canonical::Endpoint;
 use crate::errors::GatewayError;
 use crate::runtime::{ModelRoute, Runtime};
@@ -20,12 +22,6 @@ use std::collections::BTreeMap;
 pub fn detect(path: &str, fields: &BTreeMap<String, &RawValue>) -> Result<Endpoint, GatewayError> {
     let path = path.trim_end_matches('/');
     let is_array = |k: &str| fields.get(k).is_some_and(|v| v.get().starts_with('['));
-    if path.ends_with("/converse") && is_array("messages") {
-        return Err(GatewayError::bad_request(
-            "Bedrock Converse bodies are not served here: send OpenAI chat bodies (the gateway translates them for Bedrock).",
-            None,
-        ));
-    }
     if path.ends_with("/v1/messages") {
         return Ok(Endpoint::Messages);
     }
@@ -45,14 +41,8 @@ pub fn detect(path: &str, fields: &BTreeMap<String, &RawValue>) -> Result<Endpoi
     ))
 }
 
-/// Read and classify the body of a request on an AI route; returns the API and the body
-/// to serve (with the route's name as `model` when the client sent none).
-pub async fn read(
-    rt: &Runtime,
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    route: &ModelRoute,
-) -> Result<(Endpoint, Bytes), GatewayError> {
+/// Read and classify the body of a request on an AI route; returns the API and the body.
+pub async fn read(rt: &Runtime, session: &mut Session) -> Result<(Endpoint, Bytes), GatewayError> {
     let header = session.req_header();
     if let Some(ct) = header
         .headers
@@ -78,13 +68,19 @@ pub async fn read(
         GatewayError::bad_request(format!("could not parse JSON request body: {e}"), None)
     })?;
     let endpoint = detect(&path, &fields)?;
-    ctx.endpoint = super::route::ApiRoute::Ai(endpoint).label();
+    Ok((endpoint, raw))
+}
+
+/// The body to serve: with the route's name as `model` when the client sent none (and no
+/// deployment needs the client's).
+pub fn with_route_model(route: &ModelRoute, raw: Bytes) -> Result<Bytes, GatewayError> {
+    let fields: BTreeMap<String, &RawValue> = serde_json::from_slice(&raw).unwrap_or_default();
     let client_model = fields
         .get("model")
         .and_then(|m| serde_json::from_str::<String>(m.get()).ok())
         .filter(|m| !m.is_empty());
     if client_model.is_some() {
-        return Ok((endpoint, raw));
+        return Ok(raw);
     }
     if route.deployments.iter().any(|d| d.client_model) {
         return Err(GatewayError::bad_request(
@@ -92,7 +88,7 @@ pub async fn read(
             Some("model"),
         ));
     }
-    Ok((endpoint, with_model(&raw, &route.name)))
+    Ok(with_model(&raw, &route.name))
 }
 
 /// `body` (a JSON object) with `"model": name` as its first field, any `model` it had
@@ -135,7 +131,7 @@ mod tests {
             .unwrap_err()
             .contains("no matching AI protocol"));
         assert!(kind("/ai", r#"{"prompt":"x"}"#).is_err());
-        assert!(kind("/m/converse", chat).unwrap_err().contains("Converse"));
+        assert_eq!(kind("/m/converse", chat), Ok(Endpoint::ChatCompletions));
     }
 
     #[test]

@@ -116,8 +116,12 @@ pub async fn serve(
         }
         Some((Matched::Ai(route), _)) => {
             ctx.endpoint = "chat_completions";
-            ctx.consumer = auth::authenticate(session, rt)?;
-            let (endpoint, raw) = super::ai_route::read(rt, session, ctx, route).await?;
+            if route.auth {
+                ctx.consumer = auth::authenticate(session, rt)?;
+            }
+            let (endpoint, raw) = super::ai_route::read(rt, session).await?;
+            ctx.endpoint = ApiRoute::Ai(endpoint).label();
+            let raw = super::ai_route::with_route_model(route, raw)?;
             return serve_ai(state, rt, session, ctx, endpoint, raw, Some(route)).await;
         }
         None => {}

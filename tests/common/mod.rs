@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod anthropic;
+pub mod apisix;
 pub mod azure;
 #[allow(dead_code)]
 pub mod batches;

@@ -5,7 +5,7 @@ use super::*;
 
 /// A model served at its own paths, as an APISIX ai-proxy route is: whatever model the body
 /// names (or none), with ai-proxy's protocol detection (see `proxy::ai_route`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AiRouteConfig {
     /// Exact paths, or prefixes ending in `*`.
@@ -16,6 +16,14 @@ pub struct AiRouteConfig {
     /// Host names matched (default: any).
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Ask for a consumer's key (default). `false`: anyone may call it (an APISIX route
+    /// without key-auth), without a consumer.
+    #[serde(default = "yes")]
+    pub auth: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// When a model moves on to its next deployment, as APISIX ai-proxy-multi decides
@@ -46,8 +54,10 @@ pub enum FallbackOn {
     /// is, the answer is APISIX's 503 `all servers tried`.
     RateLimiting,
     /// An upstream 429 moves on.
+    #[serde(rename = "http_429")]
     Http429,
     /// An upstream 5xx, timeout or connection error moves on.
+    #[serde(rename = "http_5xx")]
     Http5xx,
 }
 

@@ -2,6 +2,7 @@
 //! and models.
 
 use super::*;
+use crate::import::yaml::num;
 
 /// An ai-proxy provider config as a gateway provider (`None`: not supported).
 pub(super) fn provider(conf: &Value, at: &str, out: &mut Out) -> Option<Value> {
@@ -156,80 +157,85 @@ fn cloud_provider(kind: &str, conf: &Value, at: &str, out: &mut Out) -> Option<V
     ]))
 }
 
-/// An AI route: its ai-proxy(-multi) instances become a model's deployments.
+/// An AI route: a model served at the route's paths (`route`), its ai-proxy(-multi)
+/// instances the deployments, in APISIX's choice and fallback (`fallback`).
 pub(super) fn ai_route(
     at: &str,
+    item: &Value,
+    id: &str,
     plugins: &[(String, Value, String, Option<String>)],
-    route_name: Option<String>,
+    auth: bool,
     out: &mut Out,
 ) {
     let find = |n: &str| plugins.iter().find(|(k, ..)| k == n).map(|(_, v, ..)| v);
-    // (instance name, provider conf, priority)
-    let mut instances: Vec<(String, &Value, i64)> = Vec::new();
+    // (instance name, provider conf, priority, weight)
+    let mut instances: Vec<(String, &Value, i64, i64)> = Vec::new();
+    let mut fallback = Mapping::new();
     if let Some(p) = find("ai-proxy") {
         let kind = text(p, "provider").unwrap_or_default();
-        instances.push((format!("ai-proxy-{kind}"), p, 0));
+        instances.push((format!("ai-proxy-{kind}"), p, 0, 1));
     } else if let Some(m) = find("ai-proxy-multi") {
         for (i, inst) in list(m, "instances").iter().enumerate() {
             let name = text(inst, "name").unwrap_or_else(|| format!("instance-{}", i + 1));
             let prio = get(inst, "priority").and_then(Value::as_i64).unwrap_or(0);
-            instances.push((name, inst, prio));
+            let weight = get(inst, "weight").and_then(Value::as_i64).unwrap_or(1);
+            instances.push((name, inst, prio, weight));
         }
-        // Higher priority first; the gateway tries deployments in order.
-        instances.sort_by_key(|(_, _, p)| -p);
-        if list(m, "instances")
-            .iter()
-            .any(|i| get(i, "weight").and_then(Value::as_i64).unwrap_or(1) != 1)
-        {
-            out.unmapped(
-                format!("{at}.plugins.ai-proxy-multi.instances"),
-                "instance weights are not kept: deployments are tried in priority order (routing.strategy sets how they share traffic)",
-            );
-        }
+        fallback = fallback_of(m, at, out);
     }
     let tokens = find("ai-rate-limiting")
-        .map(|c| limits::token_rules(c, at, &mut out.store, &mut out.unmapped))
+        .map(|c| tokens::token_rules(c, at, &mut out.store, &mut out.unmapped))
         .unwrap_or_default();
+    let model_name = text(item, "name").unwrap_or_else(|| format!("route-{id}"));
     let mut deployments = Vec::new();
-    let mut model_name = route_name;
-    for (name, conf, _) in &instances {
+    for (name, conf, priority, weight) in &instances {
         let iat = format!("{at}.plugins.ai-proxy(-multi)[{name}]");
         let Some(p) = provider(conf, &iat, out) else {
             continue;
         };
+        let mut options = get(conf, "options")
+            .and_then(Value::as_mapping)
+            .cloned()
+            .unwrap_or_default();
         // Vertex's OpenAI-compatible endpoint names models `google/<model>`; the native
-        // API takes `<model>`.
-        let upstream_model =
-            get(conf, "options")
-                .and_then(|o| text(o, "model"))
-                .map(|m| match text(conf, "provider").as_deref() {
-                    Some("vertex-ai") => m.strip_prefix("google/").unwrap_or(&m).to_string(),
-                    _ => m,
-                });
-        let Some(upstream_model) = upstream_model else {
-            out.unmapped(
-                format!("{iat}.options.model"),
-                "no model: the gateway routes by the request's model name, so each instance needs options.model",
-            );
-            continue;
-        };
+        // API takes `<model>`. Without options.model the client's model goes upstream.
+        let upstream_model = options
+            .remove("model")
+            .and_then(|m| m.as_str().map(str::to_string))
+            .map(|m| match text(conf, "provider").as_deref() {
+                Some("vertex-ai") => m.strip_prefix("google/").unwrap_or(&m).to_string(),
+                _ => m,
+            });
         let provider_name = out.provider(name.clone(), p);
-        model_name.get_or_insert_with(|| upstream_model.clone());
-        // An instance's own limit wins over the top-level one (APISIX's order).
-        let pick = |want: Option<&str>| -> Vec<Value> {
-            tokens
-                .iter()
-                .filter(|(i, _)| i.as_deref() == want)
-                .map(|(_, r)| r.clone())
-                .collect()
-        };
-        let mut limits = pick(Some(name));
-        if limits.is_empty() {
-            limits = pick(None);
-        }
+        let limits = tokens.for_instance(name, &model_name);
+        let multi = find("ai-proxy-multi").is_some();
         deployments.push(map(vec![
             ("provider", s(provider_name)),
-            ("model", s(upstream_model)),
+            ("model", upstream_model.map_or(Value::Null, s)),
+            (
+                "options",
+                if options.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Mapping(options)
+                },
+            ),
+            (
+                "priority",
+                if *priority != 0 {
+                    num(*priority as f64)
+                } else {
+                    Value::Null
+                },
+            ),
+            (
+                "weight",
+                if multi && *weight != 1 {
+                    num(*weight as f64)
+                } else {
+                    Value::Null
+                },
+            ),
             (
                 "limits",
                 if limits.is_empty() {
@@ -240,26 +246,54 @@ pub(super) fn ai_route(
             ),
         ]));
     }
-    let Some(model_name) = model_name else {
-        return;
-    };
     if deployments.is_empty() {
         return;
     }
     let mut route_limits = route_limit_rules(at, plugins, out);
+    route_limits.extend(tokens.route.iter().cloned());
     route_limits.extend(out.global.iter().cloned());
     if out.models.iter().any(|(n, _)| *n == model_name) {
         out.unmapped(
             at,
-            format!("another route already serves model `{model_name}`; this route's deployments are not added"),
+            format!("another route is already named `{model_name}`; this one is not added"),
         );
         return;
     }
     let restricted = super::restriction(plugins, at, out);
+    let seq = |k: &str| -> Value {
+        let mut v: Vec<Value> = list(item, &format!("{k}s")).to_vec();
+        v.extend(get(item, k).cloned());
+        if v.is_empty() {
+            Value::Null
+        } else {
+            Value::Sequence(v)
+        }
+    };
     out.models.push((
         model_name.clone(),
         map(vec![
             ("name", s(model_name)),
+            (
+                "route",
+                map(vec![
+                    ("uris", seq("uri")),
+                    (
+                        "methods",
+                        get(item, "methods").cloned().unwrap_or(Value::Null),
+                    ),
+                    ("hosts", seq("host")),
+                    // Without key-auth / basic-auth APISIX lets anyone call it.
+                    (
+                        "auth",
+                        if auth {
+                            Value::Null
+                        } else {
+                            Value::Bool(false)
+                        },
+                    ),
+                ]),
+            ),
+            ("fallback", Value::Mapping(fallback)),
             ("deployments", Value::Sequence(deployments)),
             ("consumer_restriction", restricted),
             (
@@ -272,4 +306,63 @@ pub(super) fn ai_route(
             ),
         ]),
     ));
+}
+
+/// ai-proxy-multi's `fallback_strategy`, `fallback_http_statuses`, `max_retries` and
+/// `retry_on_failure_within_ms` as a model's `fallback` (ai-proxy: an empty one, so the
+/// upstream's answers are relayed as APISIX relays them).
+fn fallback_of(m: &Value, at: &str, out: &mut Out) -> Mapping {
+    let mut on: Vec<Value> = Vec::new();
+    let mut add = |k: &str| {
+        if !on.contains(&s(k)) {
+            on.push(s(k));
+        }
+    };
+    match get(m, "fallback_strategy") {
+        Some(Value::String(v)) => match v.as_str() {
+            "instance_health_and_rate_limiting" => add("rate_limiting"),
+            "http_429" => add("http_429"),
+            "http_5xx" => add("http_5xx"),
+            other => out.unmapped(
+                format!("{at}.plugins.ai-proxy-multi.fallback_strategy"),
+                format!("`{other}` is not a fallback strategy"),
+            ),
+        },
+        Some(Value::Sequence(v)) => {
+            for x in v.iter().filter_map(Value::as_str) {
+                match x {
+                    "rate_limiting" | "http_429" | "http_5xx" => add(x),
+                    other => out.unmapped(
+                        format!("{at}.plugins.ai-proxy-multi.fallback_strategy"),
+                        format!("`{other}` is not a fallback strategy"),
+                    ),
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut f = Mapping::new();
+    if !on.is_empty() {
+        f.insert(s("on"), Value::Sequence(on));
+    }
+    if let Some(v) = get(m, "fallback_http_statuses").filter(|v| v.is_sequence()) {
+        f.insert(s("statuses"), v.clone());
+    }
+    if let Some(n) = get(m, "max_retries").and_then(Value::as_i64) {
+        f.insert(s("max_retries"), num(n as f64));
+    }
+    if let Some(ms) = get(m, "retry_on_failure_within_ms").and_then(Value::as_i64) {
+        f.insert(s("retry_within"), s(format!("{ms}ms")));
+    }
+    if let Some(b) = get(m, "balancer").and_then(|b| text(b, "algorithm")) {
+        if b != "roundrobin" {
+            out.unmapped(
+                format!("{at}.plugins.ai-proxy-multi.balancer"),
+                format!(
+                    "balancer `{b}` is not supported: priorities and weighted round robin are used"
+                ),
+            );
+        }
+    }
+    f
 }

@@ -1,0 +1,197 @@
+//! APISIX conformance of AI routes on their own URIs (`lua-compat/fixtures/ai_routes`):
+//! the sequences of APISIX's `ai-proxy.t`, `ai-rate-limiting.t` and
+//! `ai-proxy-multi.balancer.t`, replayed on the imported config under the `local` and the
+//! `redis` policy against a fake OpenAI upstream that checks what it receives.
+
+mod common;
+use common::apisix::import;
+use common::fixture_server::{recording, Recorded, Reply};
+use common::redis::Redis;
+use common::*;
+
+/// A chat answer for `model` using 10 tokens (prompt 8, completion 2), as APISIX's
+/// `openai/chat-model-echo.json` fixture.
+fn chat_answer(model: &str) -> String {
+    format!(
+        r#"{{"id":"c","object":"chat.completion","created":1,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":8,"completion_tokens":2,"total_tokens":10}}}}"#
+    )
+}
+
+fn upstream() -> (u16, Recorded) {
+    recording(|r| {
+        let body = r.json();
+        let model = body["model"].as_str().unwrap_or("").to_string();
+        if r.target.starts_with("/v1/embeddings") {
+            return Reply::json(
+                "200 OK",
+                r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],"model":"e","usage":{"prompt_tokens":2,"total_tokens":2}}"#,
+            );
+        }
+        match model.as_str() {
+            "fail-429" => Reply::json("429 Too Many Requests", r#"{"error":{"message":"busy"}}"#),
+            "fail-500" => Reply::json("500 Internal Server Error", "upstream boom"),
+            m => Reply::json("200 OK", chat_answer(m)),
+        }
+    })
+}
+
+const CHAT: &str = r#"{"messages":[{"role":"system","content":"You are a mathematician"},{"role":"user","content":"What is 1+1?"}]}"#;
+
+fn chat(gw: &Gw, path: &str) -> Resp {
+    post(&gw.url(path), None, CHAT)
+}
+
+fn ai_routes(redis: Option<&Redis>) {
+    let (port, seen) = upstream();
+    let yaml = import("ai_routes.apisix.yaml", redis);
+    let gw = Gw::start_with_env(&yaml, &[("LLM", &format!("http://127.0.0.1:{port}"))]);
+    let sent = |n: usize| seen.lock().unwrap()[n].clone();
+
+    // ai-proxy.t T11: no model in the body; options overwrite the body's fields and the
+    // provider's chat path is called whatever the route's URI.
+    // ai-rate-limiting.t T2-T7: limit 30, 10 tokens a response: 200, 200, 200, 503 with
+    // Remaining 30, 20, 10, 0 under the instance's name.
+    let mut statuses = vec![];
+    let mut remaining = vec![];
+    for i in 0..4 {
+        let r = chat(&gw, "/ai");
+        statuses.push(r.status);
+        remaining.push(
+            r.header("x-ai-ratelimit-remaining-ai-proxy-openai")
+                .unwrap_or("-")
+                .to_string(),
+        );
+        if i == 0 {
+            assert_eq!(r.header("x-ai-ratelimit-limit-ai-proxy-openai"), Some("30"));
+            assert_eq!(r.header("x-ai-ratelimit-reset-ai-proxy-openai"), Some("60"));
+            assert_eq!(r.json()["model"], "gpt-4");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 503]);
+    assert_eq!(remaining, ["30", "20", "10", "0"]);
+    let first = sent(0);
+    assert_eq!(first.target, "/v1/chat/completions");
+    assert_eq!(first.header("authorization"), Some("Bearer sk-upstream"));
+    let body = first.json();
+    assert_eq!(
+        (&body["model"], &body["foo"], &body["temperature"]),
+        (&"gpt-4".into(), &"bar".into(), &1.0.into())
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "the rejected request stays here"
+    );
+
+    // Protocol detection on a route without options: the client's model goes upstream;
+    // an `input` body is embeddings; `{}` matches no protocol.
+    let n = seen.lock().unwrap().len();
+    let r = post(
+        &gw.url("/anything"),
+        None,
+        r#"{"model":"my-model","messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(
+        (r.status, sent(n).json()["model"].clone()),
+        (200, "my-model".into())
+    );
+    let r = post(
+        &gw.url("/anything"),
+        None,
+        r#"{"model":"e","input":"hello"}"#,
+    );
+    assert_eq!(
+        (r.status, sent(n + 1).target.as_str()),
+        (200, "/v1/embeddings")
+    );
+    let r = post(&gw.url("/anything"), None, "{}");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("no matching AI protocol"), "{}", r.body);
+    let r = post(&gw.url("/anything"), None, CHAT);
+    assert_eq!(r.status, 400, "no model anywhere: {}", r.body);
+    let r = send(
+        "POST",
+        &gw.url("/anything"),
+        &[("content-type", "text/plain")],
+        None,
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body.contains("unsupported content-type: text/plain"),
+        "{}",
+        r.body
+    );
+    // The OpenAI API serves no model by name here (APISIX has no route for it).
+    let by_name = r#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(
+        post(&gw.url("/v1/chat/completions"), None, by_name).status,
+        404
+    );
+
+    // ai-rate-limiting.t T14: priorities 1 and 0, 10 tokens each, the rate-limit
+    // pre-check: gpt-4, then gpt-3, then 503 `all servers tried`.
+    let models: Vec<String> = (0..2)
+        .map(|_| {
+            let r = chat(&gw, "/multi");
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.json()["model"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(models, ["gpt-4", "gpt-3"]);
+    let r = chat(&gw, "/multi");
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("all servers tried"), "{}", r.body);
+
+    // ai-proxy-multi.balancer.t T16: instances answering 429 and 500 with
+    // ["http_429","http_5xx"]: every request tries both and gets 502 with the last body
+    // (a body that is not JSON comes in the OpenAI error shape, its text the message).
+    let n = seen.lock().unwrap().len();
+    for _ in 0..3 {
+        let r = chat(&gw, "/retry");
+        assert_eq!(
+            (r.status, &r.json()["error"]["message"]),
+            (502, &"upstream boom".into())
+        );
+    }
+    let tried: Vec<String> = seen.lock().unwrap()[n..]
+        .iter()
+        .map(|r| r.json()["model"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(tried, ["fail-429", "fail-500"].repeat(3));
+
+    // Weights 3 and 1 inside one priority: 6 and 2 of 8 requests.
+    let n = seen.lock().unwrap().len();
+    for _ in 0..8 {
+        assert_eq!(chat(&gw, "/weighted").status, 200);
+    }
+    let heavy = seen.lock().unwrap()[n..]
+        .iter()
+        .filter(|r| r.json()["model"] == "heavy")
+        .count();
+    assert_eq!(heavy, 6);
+
+    // ai-rate-limiting rules (T28-T29): one budget per rule whichever instance serves,
+    // headers X-AI-<prefix or index>-RateLimit-*, rejected_msg in APISIX's body.
+    let r = chat(&gw, "/rules");
+    assert_eq!(r.header("x-ai-1-ratelimit-limit"), Some("20"));
+    assert_eq!(r.header("x-ai-team-ratelimit-limit"), Some("30"));
+    assert_eq!(r.header("x-ai-team-ratelimit-remaining"), Some("30"));
+    assert_eq!(
+        chat(&gw, "/rules").header("x-ai-1-ratelimit-remaining"),
+        Some("10")
+    );
+    let r = chat(&gw, "/rules");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.body, "{\"error_msg\":\"token budget exceeded\"}\n");
+}
+
+#[test]
+fn ai_routes_local_policy() {
+    ai_routes(None);
+}
+
+#[test]
+fn ai_routes_redis_policy() {
+    let redis = Redis::start();
+    ai_routes(Some(&redis));
+}
