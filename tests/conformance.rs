@@ -9,8 +9,6 @@ use common::apisix::import;
 use common::fixture_server::{recording, Reply};
 use common::redis::Redis;
 use common::*;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn call(gw: &Gw, path: &str, key: Option<&str>) -> Resp {
