@@ -174,6 +174,40 @@ fn limit_plugins(redis: Option<&Redis>) {
     assert_eq!(h(&third, "x-jack-ratelimit-limit"), None);
     std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(statuses(&gw, &["/rules", "/rules"], None), [200, 503]);
+    templates(&gw);
+}
+
+/// limit-count-variable.t: `count`/`time_window` templates with `??` defaults, resolved
+/// per request; one counter whatever count a client sends; a bad value is a 500.
+fn templates(gw: &Gw) {
+    let with = |count: Option<&str>| {
+        let headers: Vec<(&str, &str)> = count.map(|c| ("count", c)).into_iter().collect();
+        send("GET", &gw.url("/template"), &headers, None)
+    };
+    let h = |r: &Resp, n: &str| r.header(n).map(str::to_string);
+    let r = with(Some("3"));
+    assert_eq!(r.status, 200);
+    assert_eq!(h(&r, "x-ratelimit-limit").as_deref(), Some("3"));
+    assert_eq!(h(&r, "x-ratelimit-remaining").as_deref(), Some("2"));
+    let r = with(Some("2"));
+    assert_eq!(
+        (r.status, h(&r, "x-ratelimit-remaining")),
+        (200, Some("0".into()))
+    );
+    let r = with(Some("5"));
+    assert_eq!(
+        (r.status, h(&r, "x-ratelimit-remaining")),
+        (200, Some("2".into()))
+    );
+    // No header: the default, 2, which 4 requests are over.
+    let r = with(None);
+    assert_eq!(
+        (r.status, h(&r, "x-ratelimit-limit")),
+        (503, Some("2".into()))
+    );
+    for bad in ["0", "1.5", "9999999999999999"] {
+        assert_eq!(with(Some(bad)).status, 500, "count {bad}");
+    }
 }
 
 fn ai_rate_limiting(redis: Option<&Redis>) {

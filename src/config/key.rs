@@ -1,8 +1,10 @@
 //! APISIX-style limit keys: a template such as `$consumer_name`, `$remote_addr`,
 //! `$http_x_user` (the `X-User` header), `$model`, or a combination like
 //! `"$consumer_name $http_x_user"`. `${name}` is accepted too and `\$` is a literal dollar.
-//! Unset variables become empty; if no variable resolves, the client address is used, as
-//! APISIX does (its `var_combination` fallback).
+//! Unset variables become empty, or the default of `${name ?? default}` (which counts as
+//! resolved, as in APISIX 3.18); if no variable resolves, the client address is used, as
+//! APISIX does (its `var_combination` fallback). The same templates give rule numbers
+//! (`count: "${http_count ?? 2}"`, see [`KeyTemplate::number`]).
 
 /// A variable a key can use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +19,8 @@ enum Var {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Lit(String),
-    Var(Var),
+    /// A variable and its `??` default.
+    Var(Var, Option<String>),
 }
 
 /// A parsed key template.
@@ -59,6 +62,22 @@ impl KeyTemplate {
                             break;
                         }
                     }
+                    let mut default = None;
+                    if braced && chars.peek() == Some(&'?') {
+                        chars.next();
+                        if chars.next() != Some('?') {
+                            return Err(format!("expected ?? in {s:?}"));
+                        }
+                        let mut d = String::new();
+                        while let Some(&n) = chars.peek() {
+                            if n == '}' {
+                                break;
+                            }
+                            d.push(n);
+                            chars.next();
+                        }
+                        default = Some(d.trim().to_string());
+                    }
                     if braced && chars.next() != Some('}') {
                         return Err(format!("unterminated ${{ in key {s:?}"));
                     }
@@ -79,7 +98,7 @@ impl KeyTemplate {
                     if !lit.is_empty() {
                         parts.push(Part::Lit(std::mem::take(&mut lit)));
                     }
-                    parts.push(Part::Var(var));
+                    parts.push(Part::Var(var, default));
                 }
                 c => lit.push(c),
             }
@@ -94,35 +113,66 @@ impl KeyTemplate {
     pub fn uses_headers(&self) -> bool {
         self.parts
             .iter()
-            .any(|p| matches!(p, Part::Var(Var::Header(_))))
+            .any(|p| matches!(p, Part::Var(Var::Header(_), _)))
     }
 
-    /// The key for one request.
-    pub fn resolve(&self, cx: &KeyContext<'_>) -> String {
+    /// The text for one request, and whether any variable resolved (a default counts).
+    fn render(&self, cx: &KeyContext<'_>) -> (String, bool) {
         let mut out = String::new();
         let mut resolved_any = false;
         for p in &self.parts {
             match p {
                 Part::Lit(l) => out.push_str(l),
-                Part::Var(v) => {
+                Part::Var(v, default) => {
                     let value = match v {
                         Var::ConsumerName => cx.consumer,
                         Var::RemoteAddr => cx.remote_addr,
                         Var::Model => Some(cx.model),
                         Var::Header(h) => cx.headers.get(h.as_str()).and_then(|v| v.to_str().ok()),
                     };
-                    if let Some(v) = value.filter(|v| !v.is_empty()) {
+                    if let Some(v) = value.filter(|v| !v.is_empty()).or(default.as_deref()) {
                         resolved_any = true;
                         out.push_str(v);
                     }
                 }
             }
         }
-        if resolved_any {
-            out
-        } else {
-            cx.remote_addr.unwrap_or("").to_string()
+        (out, resolved_any)
+    }
+
+    /// The key for one request.
+    pub fn resolve(&self, cx: &KeyContext<'_>) -> String {
+        match self.render(cx) {
+            (out, true) => out,
+            _ => cx.remote_addr.unwrap_or("").to_string(),
         }
+    }
+
+    /// A rule number for one request (APISIX 3.18 `count`/`time_window` templates): the
+    /// text must be an integer in 1..=2^53-1; otherwise the reason, which APISIX answers
+    /// with a 500.
+    pub fn number(&self, cx: &KeyContext<'_>) -> Result<u64, String> {
+        let (text, _) = self.render(cx);
+        text.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=(1u64 << 53) - 1).contains(n))
+            .ok_or_else(|| {
+                format!("resolved value {text:?} is not an integer between 1 and 2^53-1")
+            })
+    }
+
+    /// The number this template gives when no variable is set (its defaults), if any.
+    pub fn default_number(&self) -> Option<u64> {
+        let text: String = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(l) => l.as_str(),
+                Part::Var(_, d) => d.as_deref().unwrap_or(""),
+            })
+            .collect();
+        text.trim().parse().ok()
     }
 }
 
@@ -162,5 +212,23 @@ mod tests {
             .unwrap_err()
             .contains("unknown variable"));
         assert!(KeyTemplate::parse("${model").is_err());
+    }
+
+    #[test]
+    fn defaults_and_numbers() {
+        let mut h = http::HeaderMap::new();
+        let t = KeyTemplate::parse("${http_count ?? 2}").unwrap();
+        assert_eq!(t.number(&cx(&h)), Ok(2));
+        assert_eq!(t.default_number(), Some(2));
+        h.insert("count", "3".parse().unwrap());
+        assert_eq!(t.number(&cx(&h)), Ok(3));
+        for bad in ["0", "-1", "1.5", "9999999999999999", "x"] {
+            h.insert("count", bad.parse().unwrap());
+            assert!(t.number(&cx(&h)).is_err(), "{bad}");
+        }
+        // A default counts as resolved: the key always applies.
+        let k = KeyTemplate::parse("${http_project ?? apisix}").unwrap();
+        assert_eq!(k.resolve(&cx(&h)), "apisix");
+        assert_eq!(KeyTemplate::parse("5").unwrap().number(&cx(&h)), Ok(5));
     }
 }

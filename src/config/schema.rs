@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod ai_route;
+mod amount;
 mod batch;
 mod limits;
 mod responses;
 pub use ai_route::*;
+pub use amount::*;
 pub use batch::*;
 pub use limits::*;
 pub use responses::*;

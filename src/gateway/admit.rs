@@ -82,7 +82,12 @@ impl Subject {
         }
     }
 
-    fn checks<'r>(&self, rules: impl Iterator<Item = &'r Rule>) -> Vec<Check<'r>> {
+    /// The checks of `rules` for this request; a templated number APISIX would refuse
+    /// is a 500, as APISIX answers it.
+    fn checks<'r>(
+        &self,
+        rules: impl Iterator<Item = &'r Rule>,
+    ) -> Result<Vec<Check<'r>>, GatewayError> {
         let cx = KeyContext {
             consumer: self.consumer.as_deref(),
             remote_addr: self.remote_addr.as_deref(),
@@ -90,13 +95,14 @@ impl Subject {
             headers: &self.headers,
         };
         rules
-            .map(|rule| Check {
-                rule,
-                key: rule.counter_key(&cx),
-                yield_to: None,
-            })
+            .map(|rule| Check::new(rule, &cx).map_err(unresolved))
             .collect()
     }
+}
+
+/// A rule whose templated numbers do not resolve (APISIX: 500).
+pub fn unresolved(why: String) -> GatewayError {
+    GatewayError::Internal(format!("failed to get rate limit rules: {why}"))
 }
 
 /// Why no deployment was admitted.
@@ -159,7 +165,7 @@ fn observe<'a>(
 /// Count the admitted checks (the required group and the chosen alternative).
 fn observe_admitted(state: &GatewayState, checks: &[Check<'_>], delay_ms: u64) {
     for c in checks {
-        let delaying = matches!(c.rule.kind, RuleKind::Req(_) | RuleKind::Conn(_));
+        let delaying = matches!(c.kind, RuleKind::Req(_) | RuleKind::Conn(_));
         let outcome = if delaying && delay_ms > 0 {
             Outcome::Delayed
         } else {
@@ -189,11 +195,15 @@ pub async fn admit(
         _ => &[],
     };
     let route_rules = if with_route { &route.limits[..] } else { &[] };
-    let mut required = subject.checks(consumer_rules.iter().chain(route_rules));
+    let answer = |e| Refused::Answer(e, None);
+    let mut required = subject
+        .checks(consumer_rules.iter().chain(route_rules))
+        .map_err(answer)?;
     let mut alternatives: Vec<Vec<Check<'_>>> = open
         .iter()
         .map(|d| subject.checks(d.limits.iter()))
-        .collect();
+        .collect::<Result<_, _>>()
+        .map_err(answer)?;
     if subject.batch {
         let deployments_queued = state.queues.depth(&deployments_key(&route.name)) > 0;
         yield_to_realtime(&mut required, &state.realtime, &state.queues, false);
@@ -310,7 +320,8 @@ pub fn queue_ahead(
         .filter(|r| r.queue.is_some());
     let waits =
         |key: &str, spec: Option<QueueSpec>| join_instead_of_trying(state.queues.depth(key), spec);
-    for c in subject.checks(queueing) {
+    // A rule that does not resolve is answered by the admission that follows.
+    for c in subject.checks(queueing).unwrap_or_default() {
         if waits(&c.key, c.rule.queue) {
             return QueueTarget::of(&c, c.key.clone(), 0);
         }
@@ -322,7 +333,7 @@ pub fn queue_ahead(
         .flat_map(|d| &d.limits)
         .find(|r| r.queue.is_some())?;
     if waits(&model_key, rule.queue) {
-        let c = subject.checks(std::iter::once(rule)).pop()?;
+        let c = subject.checks(std::iter::once(rule)).ok()?.pop()?;
         return QueueTarget::of(&c, model_key, 0);
     }
     None

@@ -14,7 +14,7 @@ pub struct Store {
     pub allow_degradation: Option<bool>,
     pub sync_interval: Option<f64>,
     /// limit-count groups seen: name → (where, count, time_window, key).
-    pub groups: std::collections::HashMap<String, (String, f64, f64, Option<String>)>,
+    pub groups: std::collections::HashMap<String, (String, String, String, Option<String>)>,
     /// Problems that make the import impossible (a group whose members disagree).
     pub errors: Vec<String>,
     /// limit-count's `plugin_metadata` header names: (limit, remaining, reset).
@@ -213,6 +213,44 @@ pub fn key(conf: &Value, at: &str, out: &mut Vec<Unmapped>) -> Option<String> {
 }
 
 /// Answer settings shared by every limit plugin: `rejected_code` defaults to APISIX's 503.
+/// `count` (or `limit`) and `time_window` of an APISIX limit as gateway values: numbers, or
+/// 3.18 templates (`${http_count ?? 2}`, the window in seconds) kept to be resolved per
+/// request. `Err`: why they cannot be mapped.
+pub(crate) fn amounts(conf: &Value, amount: &str) -> Result<(Value, Value), String> {
+    let one = |k: &str| -> Result<Result<f64, String>, String> {
+        match get(conf, k) {
+            Some(Value::String(t)) if t.contains('$') => crate::config::key::KeyTemplate::parse(t)
+                .map(|_| Err(t.clone()))
+                .map_err(|e| format!("{k}: {e}")),
+            _ => number(conf, k)
+                .map(Ok)
+                .ok_or_else(|| format!("{k} must be a number or a ${{…}} template")),
+        }
+    };
+    // `${` starts an environment variable in gateway.yaml: `$${` is the template's.
+    let template = |t: String| s(t.replace("${", "$${"));
+    let a = match one(amount)? {
+        Ok(n) => num(n),
+        Err(t) => template(t),
+    };
+    let w = match one("time_window")? {
+        Ok(n) => duration(n),
+        Err(t) => template(t),
+    };
+    Ok((a, w))
+}
+
+/// A mapped number as the import reports it.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(t) => t.clone(),
+        other => serde_yaml_ng::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
 pub(crate) fn answer(conf: &Value, rule: &mut Vec<(&'static str, Value)>) {
     let code = number(conf, "rejected_code").unwrap_or(503.0);
     rule.push(("rejected_code", num(code)));
@@ -371,8 +409,8 @@ pub fn rules(
             let sliding = text(conf, "window_type").as_deref() == Some("sliding");
             let show = flag(conf, "show_limit_quota_header").unwrap_or(true);
             let one = |name: String,
-                       count: f64,
-                       window: f64,
+                       count: Value,
+                       window: Value,
                        key: Option<String>,
                        group: Option<Value>| {
                 let mut r = vec![
@@ -381,8 +419,8 @@ pub fn rules(
                     (
                         "count",
                         map(vec![
-                            ("count", num(count)),
-                            ("time_window", duration(window)),
+                            ("count", count),
+                            ("time_window", window),
                             ("group", group.unwrap_or(Value::Null)),
                             (
                                 "window_type",
@@ -399,14 +437,12 @@ pub fn rules(
                 Some(list) => {
                     for (i, rule) in list.iter().enumerate() {
                         let rat = format!("{at}.rules[{i}]");
-                        let (Some(count), Some(window)) =
-                            (number(rule, "count"), number(rule, "time_window"))
-                        else {
-                            out.push(Unmapped {
-                                at: rat,
-                                what: "count and time_window must be numbers (templates are not supported)".into(),
-                            });
-                            continue;
+                        let (count, window) = match amounts(rule, "count") {
+                            Ok(a) => a,
+                            Err(what) => {
+                                out.push(Unmapped { at: rat, what });
+                                continue;
+                            }
                         };
                         // Each rule names its quota headers `X-<prefix or index>-RateLimit-*`.
                         let prefix =
@@ -427,26 +463,25 @@ pub fn rules(
                     }
                 }
                 None => {
-                    let (Some(count), Some(window)) =
-                        (number(conf, "count"), number(conf, "time_window"))
-                    else {
-                        out.push(Unmapped {
-                            at,
-                            what: "count and time_window must be numbers (templates are not supported)".into(),
-                        });
-                        return Some(rules);
+                    let (count, window) = match amounts(conf, "count") {
+                        Ok(a) => a,
+                        Err(what) => {
+                            out.push(Unmapped { at, what });
+                            return Some(rules);
+                        }
                     };
                     let own = text(conf, "group");
                     let k = key(conf, &at, out);
                     if let Some(g) = &own {
-                        let this = (at.clone(), count, window, k.clone());
+                        let (cs, ws) = (shown(&count), shown(&window));
+                        let this = (at.clone(), cs.clone(), ws.clone(), k.clone());
                         match store.groups.get(g) {
                             None => {
                                 store.groups.insert(g.clone(), this);
                             }
-                            Some((first, c, w, fk)) if (*c, *w, fk) != (count, window, &k) => {
+                            Some((first, c, w, fk)) if (c, w, fk) != (&cs, &ws, &k) => {
                                 store.errors.push(format!(
-                                    "limit-count group {g:?} is configured differently at {at} (count {count}, time_window {window}, key {}) and at {first} (count {c}, time_window {w}, key {}): APISIX refuses this (group conf mismatched)",
+                                    "limit-count group {g:?} is configured differently at {at} (count {cs}, time_window {ws}, key {}) and at {first} (count {c}, time_window {w}, key {}): APISIX refuses this (group conf mismatched)",
                                     k.as_deref().unwrap_or("remote_addr"),
                                     fk.as_deref().unwrap_or("remote_addr"),
                                 ));

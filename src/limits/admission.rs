@@ -20,7 +20,8 @@
 //! reservations cannot leak.
 
 pub use super::rules::Charge;
-use super::rules::Rule;
+use super::rules::{Rule, RuleKind};
+use crate::config::key::KeyContext;
 use crate::config::schema::TokenStrategy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,12 +31,31 @@ use std::sync::Arc;
 pub struct Check<'a> {
     pub rule: &'a Rule,
     pub key: Arc<str>,
+    /// The rule's algorithm and numbers for this request (templates resolved).
+    pub kind: RuleKind,
     /// `None` for a realtime request; for a batch request, the realtime requests per
     /// second this check must leave room for ([`super::priority`]).
     pub yield_to: Option<f64>,
 }
 
 pub use crate::quota::{Budget, Quota};
+
+impl<'a> Check<'a> {
+    /// `rule` for one request: its counter key and its numbers (APISIX templates resolved;
+    /// an error is a value APISIX refuses with a 500).
+    pub fn new(rule: &'a Rule, cx: &KeyContext<'_>) -> Result<Check<'a>, String> {
+        let kind = match &rule.templates {
+            Some(t) => t.apply(rule.kind, cx)?,
+            None => rule.kind,
+        };
+        Ok(Check {
+            rule,
+            key: rule.counter_key(cx),
+            kind,
+            yield_to: None,
+        })
+    }
+}
 
 impl Quota {
     /// The quota a limit-count decision reports.

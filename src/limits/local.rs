@@ -197,7 +197,7 @@ fn group(
             })
         };
     for c in checks {
-        if let RuleKind::Conn(l) = c.rule.kind {
+        if let RuleKind::Conn(l) = c.kind {
             let d = store.update_at(&c.key, now, |slot| {
                 let n = slot.and_then(Slot::conn).unwrap_or(0);
                 if let Some(rate) = c.yield_to {
@@ -220,7 +220,7 @@ fn group(
         }
     }
     for c in checks {
-        if let RuleKind::Tokens(l, _) = c.rule.kind {
+        if let RuleKind::Tokens(l, _) = c.kind {
             let Some(charge) = c.rule.charge() else {
                 continue;
             };
@@ -268,7 +268,7 @@ fn group(
         }
     }
     for c in checks {
-        if let RuleKind::Count(l) = c.rule.kind {
+        if let RuleKind::Count(l) = c.kind {
             let d = store.update_at(&c.key, now, |slot| {
                 let state = slot.and_then(Slot::count);
                 if let Some(rate) = c.yield_to {
@@ -292,7 +292,7 @@ fn group(
         }
     }
     for c in checks {
-        if let RuleKind::Req(l) = c.rule.kind {
+        if let RuleKind::Req(l) = c.kind {
             let d = store.update_at(&c.key, now, |slot| {
                 let state = slot.and_then(Slot::req);
                 if let Some(rate) = c.yield_to {
@@ -342,6 +342,7 @@ mod tests {
             .map(|r| Check {
                 rule: r,
                 key: r.id.clone(),
+                kind: r.kind,
                 yield_to: None,
             })
             .collect()

@@ -13,7 +13,7 @@ use crate::config::key::{KeyContext, KeyTemplate};
 use crate::config::schema::{LimitRuleConfig, OnLimit, TokenStrategy};
 use std::sync::Arc;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RuleKind {
     Req(ReqLimit),
     Conn(ConnLimit),
@@ -36,6 +36,41 @@ pub struct Rule {
     pub queue: Option<QueueSpec>,
     /// Token rules with `strategy: expression`: the parsed `cost_expr`.
     pub cost_expr: Option<Arc<CostExpr>>,
+    /// APISIX 3.18 templates of the rule's numbers, resolved per request.
+    pub templates: Option<Arc<NumberTemplates>>,
+}
+
+/// The templated numbers of a count or token rule (`None`: the configured value).
+#[derive(Debug, Clone)]
+pub struct NumberTemplates {
+    pub amount: Option<KeyTemplate>,
+    /// Seconds.
+    pub window: Option<KeyTemplate>,
+}
+
+impl NumberTemplates {
+    /// `kind` with the templated numbers of one request (an error APISIX answers with 500).
+    pub fn apply(&self, kind: RuleKind, cx: &KeyContext<'_>) -> Result<RuleKind, String> {
+        let amount = self.amount.as_ref().map(|t| t.number(cx)).transpose()?;
+        let window_ms = self
+            .window
+            .as_ref()
+            .map(|t| t.number(cx).map(|s| s.saturating_mul(1000)))
+            .transpose()?;
+        Ok(match kind {
+            RuleKind::Count(mut l) => {
+                l.count = amount.unwrap_or(l.count);
+                l.window_ms = window_ms.unwrap_or(l.window_ms);
+                RuleKind::Count(l)
+            }
+            RuleKind::Tokens(mut l, strategy) => {
+                l.limit = amount.unwrap_or(l.limit);
+                l.window_ms = window_ms.unwrap_or(l.window_ms);
+                RuleKind::Tokens(l, strategy)
+            }
+            other => other,
+        })
+    }
 }
 
 /// How a token rule charges an answer: its strategy, and the expression of
@@ -156,16 +191,16 @@ impl Rule {
             })
         } else if let Some(r) = &c.count {
             RuleKind::Count(CountLimit {
-                count: r.count,
-                window_ms: r.time_window.as_millis() as u64,
+                count: r.count.fixed,
+                window_ms: r.time_window.fixed.as_millis() as u64,
                 sliding: r.window_type == crate::config::schema::WindowType::Sliding,
             })
         } else {
             let t = c.tokens.as_ref()?;
             RuleKind::Tokens(
                 TokenLimit {
-                    limit: t.limit,
-                    window_ms: t.time_window.as_millis() as u64,
+                    limit: t.limit.fixed,
+                    window_ms: t.time_window.fixed.as_millis() as u64,
                     any_left: t.admission == crate::config::schema::TokenAdmission::AnyLeft,
                 },
                 t.strategy,
@@ -184,7 +219,22 @@ impl Rule {
             .and_then(|t| t.cost_expr.as_deref())
             .and_then(|e| CostExpr::parse(e).ok())
             .map(Arc::new);
+        let parse = |t: Option<&String>| t.and_then(|t| KeyTemplate::parse(t).ok());
+        let (amount, window) = match (&c.count, &c.tokens) {
+            (Some(r), _) => (
+                parse(r.count.template.as_ref()),
+                parse(r.time_window.template.as_ref()),
+            ),
+            (_, Some(t)) => (
+                parse(t.limit.template.as_ref()),
+                parse(t.time_window.template.as_ref()),
+            ),
+            _ => (None, None),
+        };
+        let templates = (amount.is_some() || window.is_some())
+            .then(|| Arc::new(NumberTemplates { amount, window }));
         Some(Rule {
+            templates,
             id: id.into(),
             kind,
             cost_expr,

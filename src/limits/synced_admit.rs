@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 /// The count limit of a check that is decided locally, if it is one.
 fn synced_count(sync: &SyncedCounts, c: &Check<'_>) -> Option<CountLimit> {
-    match c.rule.kind {
+    match c.kind {
         RuleKind::Count(l) if sync.applies(&l) => Some(l),
         _ => None,
     }
@@ -28,8 +28,7 @@ fn local_checks(
     checks
         .iter()
         .map(|c| {
-            synced_count(sync, c).is_some()
-                && (!full || sync.knows(&store.key(&c.rule.kind, &c.key)))
+            synced_count(sync, c).is_some() && (!full || sync.knows(&store.key(&c.kind, &c.key)))
         })
         .collect()
 }
@@ -48,13 +47,7 @@ fn decide_group(
         let Some(l) = synced_count(sync, c) else {
             continue;
         };
-        let d = match sync.decide(
-            &store.key(&c.rule.kind, &c.key),
-            &l,
-            now,
-            charge,
-            c.yield_to,
-        ) {
+        let d = match sync.decide(&store.key(&c.kind, &c.key), &l, now, charge, c.yield_to) {
             Ok(d) => d,
             Err(retry) => {
                 return Err(Rejection {
@@ -117,7 +110,7 @@ pub async fn admit(
         )
         .filter(|(_, l)| **l)
         .filter_map(|(c, _)| {
-            synced_count(sync, c).map(|l| (store.key(&c.rule.kind, &c.key), l.window_ms))
+            synced_count(sync, c).map(|l| (store.key(&c.kind, &c.key), l.window_ms))
         })
         .filter(|(k, _)| !sync.knows(k))
         .collect();

@@ -67,12 +67,9 @@ pub async fn prepare(
     let required: Vec<Check<'_>> = consumer_rules
         .iter()
         .chain(&route.limits)
-        .map(|rule| Check {
-            rule,
-            key: rule.counter_key(&cx),
-            yield_to: None,
-        })
-        .collect();
+        .map(|rule| Check::new(rule, &cx))
+        .collect::<Result<_, _>>()
+        .map_err(crate::gateway::admit::unresolved)?;
     let result = state.limiter.admit(&required, &[], 0).await;
     match result {
         Ok(Admitted { ticket, .. }) => {

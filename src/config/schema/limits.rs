@@ -118,9 +118,10 @@ fn one_second() -> Duration {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CountRuleConfig {
-    pub count: u64,
-    #[serde(with = "humantime_serde")]
-    pub time_window: Duration,
+    /// A number, or an APISIX template resolved per request (`"${http_count ?? 2}"`).
+    pub count: Amount,
+    /// A duration, or a template giving seconds.
+    pub time_window: Window,
     /// APISIX `group`: every count rule with this group (anywhere in the file) shares one
     /// counter per resolved key. Their `count`, `time_window` and `key` must be equal.
     #[serde(default)]
@@ -154,9 +155,10 @@ pub enum TokenStrategy {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokensRuleConfig {
-    pub limit: u64,
-    #[serde(with = "humantime_serde")]
-    pub time_window: Duration,
+    /// A number, or an APISIX template resolved per request.
+    pub limit: Amount,
+    /// A duration, or a template giving seconds.
+    pub time_window: Window,
     #[serde(default)]
     pub strategy: TokenStrategy,
     /// With `strategy: expression`: the cost of an answer from its usage fields, e.g.

@@ -173,12 +173,24 @@ pub(super) fn limit_rules(
             positive("conn.default_conn_delay", !c.default_conn_delay.is_zero());
         }
         if let Some(c) = &r.count {
-            positive("count.count", c.count > 0);
-            positive("count.time_window", c.time_window.as_millis() > 0);
+            positive(
+                "count.count",
+                c.count.template.is_some() || c.count.fixed > 0,
+            );
+            positive(
+                "count.time_window",
+                c.time_window.template.is_some() || c.time_window.fixed.as_millis() > 0,
+            );
         }
         if let Some(t) = &r.tokens {
-            positive("tokens.limit", t.limit > 0);
-            positive("tokens.time_window", t.time_window.as_millis() > 0);
+            positive(
+                "tokens.limit",
+                t.limit.template.is_some() || t.limit.fixed > 0,
+            );
+            positive(
+                "tokens.time_window",
+                t.time_window.template.is_some() || t.time_window.fixed.as_millis() > 0,
+            );
             let expression = t.strategy == crate::config::schema::TokenStrategy::Expression;
             match (&t.cost_expr, expression) {
                 (None, true) => p.add(
@@ -240,6 +252,33 @@ pub(super) fn limit_rules(
         }
         if r.rejected_msg.as_deref() == Some("") {
             p.add(format!("{path}.rejected_msg"), "must not be empty");
+        }
+        let templates = [
+            (
+                "count.count",
+                r.count.as_ref().and_then(|c| c.count.template.as_ref()),
+            ),
+            (
+                "count.time_window",
+                r.count
+                    .as_ref()
+                    .and_then(|c| c.time_window.template.as_ref()),
+            ),
+            (
+                "tokens.limit",
+                r.tokens.as_ref().and_then(|t| t.limit.template.as_ref()),
+            ),
+            (
+                "tokens.time_window",
+                r.tokens
+                    .as_ref()
+                    .and_then(|t| t.time_window.template.as_ref()),
+            ),
+        ];
+        for (field, t) in templates {
+            if let Some(Err(e)) = t.map(|t| crate::config::key::KeyTemplate::parse(t)) {
+                p.add(format!("{path}.{field}"), e);
+            }
         }
         if let Some(k) = &r.key {
             if let Err(e) = crate::config::key::KeyTemplate::parse(k) {

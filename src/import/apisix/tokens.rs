@@ -2,8 +2,8 @@
 //! any_left`: admitted while one token is left, as APISIX's dry run decides) and so are its
 //! headers (`X-AI-RateLimit-*-<instance>`, or `X-AI-<prefix>-RateLimit-*` for `rules`).
 
-use super::super::limits::{answer, key, unknown_fields, Store};
-use super::super::yaml::{duration, get, map, num, number, s, text};
+use super::super::limits::{amounts, answer, key, unknown_fields, Store};
+use super::super::yaml::{get, map, s, text};
 use super::super::Unmapped;
 use serde_yaml_ng::Value;
 
@@ -85,15 +85,15 @@ pub fn token_rules(
     let show = get(conf, "show_limit_quota_header")
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    let rule = |name: String, limit: f64, window: f64, k: Option<String>| {
+    let rule = |name: String, (limit, window): (Value, Value), k: Option<String>| {
         let mut r = vec![
             ("name", s(name)),
             ("key", k.map_or(Value::Null, s)),
             (
                 "tokens",
                 map(vec![
-                    ("limit", num(limit)),
-                    ("time_window", duration(window)),
+                    ("limit", limit),
+                    ("time_window", window),
                     ("strategy", s(strategy.clone())),
                     ("cost_expr", cost_expr.clone()),
                     ("admission", s("any_left")),
@@ -110,22 +110,29 @@ pub fn token_rules(
         .into_iter()
         .flatten()
     {
-        if let (Some(name), Some(limit), Some(window)) = (
-            text(i, "name"),
-            number(i, "limit"),
-            number(i, "time_window"),
-        ) {
-            let r = rule("ai-rate-limiting".into(), limit, window, None);
-            rules.per_instance.push((name, r));
-        } else {
-            out.push(Unmapped {
+        match (text(i, "name"), amounts(i, "limit")) {
+            (Some(name), Ok(a)) => {
+                let r = rule("ai-rate-limiting".into(), a, None);
+                rules.per_instance.push((name, r));
+            }
+            (_, Err(what)) => out.push(Unmapped {
                 at: format!("{at}.instances"),
-                what: "an instance limit needs numbers (templates are not supported)".into(),
-            });
+                what,
+            }),
+            (None, _) => out.push(Unmapped {
+                at: format!("{at}.instances"),
+                what: "an instance needs a name".into(),
+            }),
         }
     }
-    if let (Some(limit), Some(window)) = (number(conf, "limit"), number(conf, "time_window")) {
-        rules.every_instance = Some(rule("ai-rate-limiting".into(), limit, window, None));
+    if get(conf, "limit").is_some() {
+        match amounts(conf, "limit") {
+            Ok(a) => rules.every_instance = Some(rule("ai-rate-limiting".into(), a, None)),
+            Err(what) => out.push(Unmapped {
+                at: at.clone(),
+                what,
+            }),
+        }
     }
     for (i, r) in get(conf, "rules")
         .and_then(Value::as_sequence)
@@ -134,19 +141,19 @@ pub fn token_rules(
         .enumerate()
     {
         let rat = format!("{at}.rules[{i}]");
-        let (Some(count), Some(window)) = (number(r, "count"), number(r, "time_window")) else {
-            out.push(Unmapped {
-                at: rat,
-                what: "count and time_window must be numbers (templates are not supported)".into(),
-            });
-            continue;
+        let a = match amounts(r, "count") {
+            Ok(a) => a,
+            Err(what) => {
+                out.push(Unmapped { at: rat, what });
+                continue;
+            }
         };
         let mut rc = map(vec![("key", get(r, "key").cloned().unwrap_or(Value::Null))]);
         if let Some(m) = rc.as_mapping_mut() {
             m.insert(s("key_type"), s("var_combination"));
         }
         let k = key(&rc, &rat, out);
-        let mut tr = rule(format!("ai-rate-limiting-{}", i + 1), count, window, k);
+        let mut tr = rule(format!("ai-rate-limiting-{}", i + 1), a, k);
         let prefix = text(r, "header_prefix").unwrap_or_else(|| (i + 1).to_string());
         if let Some(m) = tr.as_mapping_mut() {
             m.insert(s("quota_header_prefix"), s(prefix));

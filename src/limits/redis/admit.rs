@@ -27,12 +27,12 @@ impl RedisStore {
         }
         let mut keys = Vec::new();
         for c in groups.iter().flat_map(|g| g.iter()) {
-            let key = self.key(&c.rule.kind, &c.key);
-            let second = match c.rule.kind {
+            let key = self.key(&c.kind, &c.key);
+            let second = match c.kind {
                 RuleKind::Tokens(..) => format!("{key}:r"),
                 _ => key.clone(),
             };
-            match c.rule.kind {
+            match c.kind {
                 RuleKind::Req(l) => inv.arg(1).arg(l.rate).arg(l.burst).arg(u8::from(l.nodelay)),
                 RuleKind::Conn(l) => inv
                     .arg(2)
@@ -73,7 +73,7 @@ impl RedisStore {
                     else {
                         continue;
                     };
-                    let (budget, limit, header) = match c.rule.kind {
+                    let (budget, limit, header) = match c.kind {
                         RuleKind::Tokens(l, _) if want_tokens => {
                             (Budget::Tokens, l.limit, c.rule.answer.quota_header.clone())
                         }
@@ -109,7 +109,7 @@ impl RedisStore {
                 .ok_or_else(bad)?;
             Ok(Rejection {
                 rule: c.rule.id.clone(),
-                budget: match c.rule.kind {
+                budget: match c.kind {
                     RuleKind::Conn(_) => Budget::Concurrency,
                     RuleKind::Tokens(..) => Budget::Tokens,
                     _ => Budget::Requests,
@@ -136,7 +136,7 @@ impl RedisStore {
         for &g in admitted {
             for (i, c) in groups[g].iter().enumerate() {
                 let (key, zset) = &keys[bases[g] + i];
-                let (kind, member, window_ms, tokens) = match c.rule.kind {
+                let (kind, member, window_ms, tokens) = match c.kind {
                     RuleKind::Conn(_) => (2, lease.clone(), 0, 0),
                     RuleKind::Tokens(l, _) => {
                         // `any_left` reserves what was left (the remaining it reports),
