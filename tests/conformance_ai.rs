@@ -21,6 +21,17 @@ fn upstream() -> (u16, Recorded) {
     recording(|r| {
         let body = r.json();
         let model = body["model"].as_str().unwrap_or("").to_string();
+        if r.target.starts_with("/v1/responses") {
+            return Reply::json(
+                "200 OK",
+                r#"{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"m","output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"ok","annotations":[]}]}],"usage":{"input_tokens":3,"output_tokens":1,"total_tokens":4}}"#,
+            );
+        }
+        if body["stream"] == true {
+            return Reply::events(format!(
+                "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"{model}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"ok\"}},\"finish_reason\":null}}]}}\n\ndata: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"{model}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":8,\"completion_tokens\":2,\"total_tokens\":10}}}}\n\ndata: [DONE]\n\n"
+            ));
+        }
         if r.target.starts_with("/v1/embeddings") {
             return Reply::json(
                 "200 OK",
@@ -104,6 +115,24 @@ fn ai_routes(redis: Option<&Redis>) {
         (r.status, sent(n + 1).target.as_str()),
         (200, "/v1/embeddings")
     );
+    // A Responses body is the Responses API only on a path ending in /v1/responses.
+    let r = post(
+        &gw.url("/anything/v1/responses"),
+        None,
+        r#"{"model":"m","input":"hi","store":false}"#,
+    );
+    assert_eq!((r.status, sent(n + 2).target.as_str()), (200, "/v1/responses"));
+    assert_eq!(r.json()["output"][0]["content"][0]["text"], "ok");
+    // A stream: the upstream is asked for usage (stream_options.include_usage), the
+    // client gets every event.
+    let r = post(
+        &gw.url("/anything"),
+        None,
+        r#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("\"content\":\"ok\"") && r.body.contains("[DONE]"), "{}", r.body);
+    assert_eq!(sent(n + 3).json()["stream_options"]["include_usage"], true);
     let r = post(&gw.url("/anything"), None, "{}");
     assert_eq!(r.status, 400);
     assert!(r.body.contains("no matching AI protocol"), "{}", r.body);
@@ -158,6 +187,10 @@ fn ai_routes(redis: Option<&Redis>) {
         .map(|r| r.json()["model"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(tried, ["fail-429", "fail-500"].repeat(3));
+
+    // max_retries 0: the first failure as it is (the 429 and its body).
+    let r = chat(&gw, "/retry-capped");
+    assert_eq!((r.status, &r.json()["error"]["message"]), (429, &"busy".into()));
 
     // Weights 3 and 1 inside one priority: 6 and 2 of 8 requests.
     let n = seen.lock().unwrap().len();

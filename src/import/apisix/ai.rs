@@ -8,6 +8,24 @@ use crate::import::yaml::num;
 pub(super) fn provider(conf: &Value, at: &str, out: &mut Out) -> Option<Value> {
     let kind = text(conf, "provider").unwrap_or_default();
     let endpoint = get(conf, "override").and_then(|o| text(o, "endpoint"));
+    for k in get(conf, "override")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(Value::as_str)
+        .filter(|k| *k != "endpoint")
+    {
+        out.unmapped(
+            format!("{at}.override.{k}"),
+            "not supported (set the fields with `options`, which replace the client's)",
+        );
+    }
+    if let Some(path) = endpoint.as_deref().and_then(endpoint_path) {
+        out.unmapped(
+            format!("{at}.override.endpoint"),
+            format!("APISIX sends every API to the endpoint's path `{path}`; the gateway appends the API's path to it (/chat/completions, /embeddings, …)"),
+        );
+    }
     let base = |default: &str| -> Value {
         match &endpoint {
             Some(e) => {
@@ -106,6 +124,18 @@ pub(super) fn provider(conf: &Value, at: &str, out: &mut Out) -> Option<Value> {
             },
         ),
     ]))
+}
+
+/// The path of an `override.endpoint` that APISIX would call for every API instead of the
+/// provider's, when it is not one the gateway's base URL reproduces (none, `/v1`, or an
+/// API path such as `/v1/chat/completions`).
+fn endpoint_path(e: &str) -> Option<String> {
+    let rest = e.split_once("://").map_or(e, |(_, r)| r);
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    let path = path.split('?').next().unwrap_or("").trim_end_matches('/');
+    let api = ["/chat/completions", "/completions", "/embeddings", "/messages"];
+    let known = path.is_empty() || path.ends_with("/v1") || api.iter().any(|p| path.ends_with(p));
+    (!known).then(|| path.to_string())
 }
 
 /// APISIX's `vertex-ai` and `bedrock` providers as `kind: vertex` / `kind: bedrock`.
