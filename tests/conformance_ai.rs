@@ -39,6 +39,14 @@ fn upstream() -> (u16, Recorded) {
             );
         }
         match model.as_str() {
+            // ai-rate-limiting-expression.t T8: usage 50 / 200 / 100 / 30.
+            "expr" => Reply::json(
+                "200 OK",
+                chat_answer("expr").replace(
+                    r#""usage":{"prompt_tokens":8,"completion_tokens":2,"total_tokens":10}"#,
+                    r#""usage":{"prompt_tokens":50,"completion_tokens":30,"total_tokens":80,"cache_read_input_tokens":200,"cache_creation_input_tokens":100}"#,
+                ),
+            ),
             "fail-429" => Reply::json("429 Too Many Requests", r#"{"error":{"message":"busy"}}"#),
             "fail-500" => Reply::json("500 Internal Server Error", "upstream boom"),
             m => Reply::json("200 OK", chat_answer(m)),
@@ -121,7 +129,10 @@ fn ai_routes(redis: Option<&Redis>) {
         None,
         r#"{"model":"m","input":"hi","store":false}"#,
     );
-    assert_eq!((r.status, sent(n + 2).target.as_str()), (200, "/v1/responses"));
+    assert_eq!(
+        (r.status, sent(n + 2).target.as_str()),
+        (200, "/v1/responses")
+    );
     assert_eq!(r.json()["output"][0]["content"][0]["text"], "ok");
     // A stream: the upstream is asked for usage (stream_options.include_usage), the
     // client gets every event.
@@ -131,7 +142,11 @@ fn ai_routes(redis: Option<&Redis>) {
         r#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}"#,
     );
     assert_eq!(r.status, 200);
-    assert!(r.body.contains("\"content\":\"ok\"") && r.body.contains("[DONE]"), "{}", r.body);
+    assert!(
+        r.body.contains("\"content\":\"ok\"") && r.body.contains("[DONE]"),
+        "{}",
+        r.body
+    );
     assert_eq!(sent(n + 3).json()["stream_options"]["include_usage"], true);
     let r = post(&gw.url("/anything"), None, "{}");
     assert_eq!(r.status, 400);
@@ -190,7 +205,10 @@ fn ai_routes(redis: Option<&Redis>) {
 
     // max_retries 0: the first failure as it is (the 429 and its body).
     let r = chat(&gw, "/retry-capped");
-    assert_eq!((r.status, &r.json()["error"]["message"]), (429, &"busy".into()));
+    assert_eq!(
+        (r.status, &r.json()["error"]["message"]),
+        (429, &"busy".into())
+    );
 
     // Weights 3 and 1 inside one priority: 6 and 2 of 8 requests.
     let n = seen.lock().unwrap().len();
@@ -202,6 +220,17 @@ fn ai_routes(redis: Option<&Redis>) {
         .filter(|r| r.json()["model"] == "heavy")
         .count();
     assert_eq!(heavy, 6);
+
+    // ai-rate-limiting-expression.t T8-T9: 50 + 200 × 0.1 + 100 × 1.25 + 30 = 225.
+    let remaining: Vec<String> = (0..2)
+        .map(|_| {
+            let r = chat(&gw, "/expr");
+            r.header("x-ai-ratelimit-remaining-ai-proxy-openai")
+                .unwrap_or("-")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(remaining, ["1000", "775"]);
 
     // ai-rate-limiting rules (T28-T29): one budget per rule whichever instance serves,
     // headers X-AI-<prefix or index>-RateLimit-*, rejected_msg in APISIX's body.

@@ -133,7 +133,12 @@ fn endpoint_path(e: &str) -> Option<String> {
     let rest = e.split_once("://").map_or(e, |(_, r)| r);
     let path = rest.find('/').map_or("", |i| &rest[i..]);
     let path = path.split('?').next().unwrap_or("").trim_end_matches('/');
-    let api = ["/chat/completions", "/completions", "/embeddings", "/messages"];
+    let api = [
+        "/chat/completions",
+        "/completions",
+        "/embeddings",
+        "/messages",
+    ];
     let known = path.is_empty() || path.ends_with("/v1") || api.iter().any(|p| path.ends_with(p));
     (!known).then(|| path.to_string())
 }
