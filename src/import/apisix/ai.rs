@@ -206,12 +206,18 @@ pub(super) fn ai_route(
     // (instance name, provider conf, priority, weight)
     let mut instances: Vec<(String, &Value, i64, i64)> = Vec::new();
     let mut fallback = Mapping::new();
+    for plugin in ["ai-proxy", "ai-proxy-multi"] {
+        if let Some(conf) = find(plugin) {
+            unmapped_fields(conf, &format!("{at}.plugins.{plugin}"), out);
+        }
+    }
     if let Some(p) = find("ai-proxy") {
         let kind = text(p, "provider").unwrap_or_default();
         instances.push((format!("ai-proxy-{kind}"), p, 0, 1));
     } else if let Some(m) = find("ai-proxy-multi") {
         for (i, inst) in list(m, "instances").iter().enumerate() {
             let name = text(inst, "name").unwrap_or_else(|| format!("instance-{}", i + 1));
+            unmapped_fields(inst, &format!("{at}.plugins.ai-proxy-multi[{name}]"), out);
             let prio = get(inst, "priority").and_then(Value::as_i64).unwrap_or(0);
             let weight = get(inst, "weight").and_then(Value::as_i64).unwrap_or(1);
             instances.push((name, inst, prio, weight));
@@ -341,6 +347,33 @@ pub(super) fn ai_route(
             ),
         ]),
     ));
+}
+
+/// List the ai-proxy / ai-proxy-multi (or instance) fields that change what a client sees
+/// and are not mapped: the gateway's own `upstream` and `server` settings apply instead.
+fn unmapped_fields(conf: &Value, at: &str, out: &mut Out) {
+    const NOT_MAPPED: [(&str, &str); 6] = [
+        ("timeout", "upstream.read_timeout applies"),
+        ("max_req_body_size", "server.max_body_bytes applies"),
+        ("max_stream_duration_ms", "streams are not cut by duration"),
+        ("max_response_bytes", "answers are not cut by size"),
+        (
+            "checks",
+            "active health checks are not run (failed attempts fail over instead)",
+        ),
+        ("examples", "the semantic balancer is not supported"),
+    ];
+    for (k, why) in NOT_MAPPED {
+        if get(conf, k).is_some() {
+            out.unmapped(format!("{at}.{k}"), why);
+        }
+    }
+    if get(conf, "ssl_verify").and_then(Value::as_bool) == Some(false) {
+        out.unmapped(
+            format!("{at}.ssl_verify"),
+            "upstream certificates are always verified (add the CA with upstream.extra_ca_file)",
+        );
+    }
 }
 
 /// ai-proxy-multi's `fallback_strategy`, `fallback_http_statuses`, `max_retries` and
