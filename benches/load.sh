@@ -96,6 +96,8 @@ for target in "${TARGETS[@]}"; do   # sanity check + warm-up
   wrk -t1 -c"$CONNS" -d2s -s "$tmp/post.lua" "http://127.0.0.1:${target#*:}/v1/chat/completions" >/dev/null
 done
 
+# Redis's own cost per admission: command statistics of the measured rounds only.
+redis-cli -p "$RP" CONFIG RESETSTAT >/dev/null
 for r in $(seq "$ROUNDS"); do
   for target in "${TARGETS[@]}"; do
     name=${target%%:*}
@@ -106,6 +108,7 @@ done
 rss=$(ps -o rss= -p "${pids[1]}" | tr -d ' ')
 # Redis calls per request of the redis-policy gateway (warm-up included on both sides).
 curl -s "http://127.0.0.1:$GRM/metrics" > "$tmp/gr-metrics.txt"
+redis-cli -p "$RP" INFO commandstats > "$tmp/redis-stats.txt"; cp "$tmp/redis-stats.txt" bench-results/redis-commandstats.txt
 mkdir -p bench-results && cp "$tmp"/wrk-*.txt bench-results/
 
 python3 - "$tmp" "$ROUNDS" "$CONNS" "$DURATION" "$THREADS" "$rss" "$(getconf CLK_TCK)" <<'PY'
@@ -150,6 +153,21 @@ rtt = metric(m, "gateway_redis_duration_seconds_sum", 'op="admit"') / max(calls[
 print(f"redis policy / local policy: throughput {res['gateway-redis'][0]/res['gateway-limits'][0]:.2f}x, CPU per request (gateway process) {res['gateway-redis'][4]/res['gateway-limits'][4]:.2f}x")
 print(f"Redis round trips per request: admission {calls['admit']/reqs:.2f} (target 1), all calls {sum(calls.values())/reqs:.2f} "
       f"(releases are batched: {calls['release']/reqs:.2f} per request); mean admission round trip {rtt:.2f} ms")
+# Redis CPU: every command's usec (scripts include the commands they run), over the
+# requests the redis-policy gateway served in the measured rounds.
+stats = {}
+for l in open(f"{tmp}/redis-stats.txt"):
+    m = re.match(r"cmdstat_(\w+):calls=(\d+),usec=(\d+)", l.strip())
+    if m:
+        stats[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+served = sum(int(re.search(r"(\d+) requests in", open(f"{tmp}/wrk-gateway-redis-{r}.txt").read()).group(1))
+             for r in range(1, rounds + 1))
+# A script's usec includes the commands it runs (they are also listed on their own).
+ev_calls, ev_usec = stats.get("evalsha", (0, 0))
+per_request = ev_usec / max(served, 1)
+print(f"Redis CPU: {ev_usec/max(ev_calls,1):.1f} µs per script call (EVALSHA: admissions and batched releases), "
+      f"{per_request:.1f} µs per request; {ev_calls/max(served,1):.2f} script calls per request "
+      f"(goals: <= 8 µs per admission, <= 1.05 calls); one Redis node's ceiling ≈ {1e6/max(per_request,0.001):,.0f} requests/s for the whole fleet")
 print(f"CPU per request, gateway / nginx: {res['gateway'][4]/res['nginx'][4]:.2f}x")
 print(f"gateway p99 / nginx p99: {res['gateway'][2]/res['nginx'][2]:.2f}x   gateway RSS after the run: {rss/1024:.1f} MiB")
 PY

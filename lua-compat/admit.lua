@@ -24,7 +24,8 @@
 --       room is rejected and changes nothing).
 -- KEYS: two per check, in check order. req: hash, -; conn: zset, -; count: counter (a
 --       sliding window: hash {end, cur, prev}), -;
---       tokens: hash {c = committed, e = window end}, zset of reservations.
+--       tokens: hash {c = committed, e = window end, r = tokens reserved}, zset of
+--       reservations (member `lease|tokens`, score = lease expiry).
 --
 -- Returns: { chosen alternative (0 = none or no alternatives), delay_ms,
 --            per group: status (1 admitted, 0 rejected, -1 not evaluated), rejecting
@@ -60,12 +61,20 @@ end
 local quota = {}     -- per check index (global): {remaining, reset}
 local delay = 0
 
-local function reserved_sum(zset)
+local function tokens_of(member)
+  return tonumber(string.match(member, '|(%d+)$')) or 0
+end
+
+-- Tokens held by live reservations. Far from the limit the hash's running sum `r` (kept by
+-- this script and release.lua) is enough: O(1) instead of reading every reservation. It
+-- can only overstate (a killed gateway's reservations expire without release.lua), so
+-- where it could change the decision (`exact`: close to the limit, or a batch request's
+-- pace) — or when it is missing — the sum is rebuilt from the live reservations.
+local function reserved_sum(zset, r, exact)
+  if r ~= nil and not exact then return math.max(r, 0) end
   redis.call('ZREMRANGEBYSCORE', zset, '-inf', now)
   local sum = 0
-  for _, m in ipairs(redis.call('ZRANGE', zset, 0, -1)) do
-    sum = sum + (tonumber(string.match(m, '|(%d+)$')) or 0)
-  end
+  for _, m in ipairs(redis.call('ZRANGE', zset, 0, -1)) do sum = sum + tokens_of(m) end
   return sum
 end
 
@@ -99,22 +108,29 @@ end
 
 -- Evaluate one group; returns status, rejecting check, retry_after_ms, group delay.
 local function evaluate(checks, base)
-  local taken = {}   -- {zset, member} to give back on rejection
+  local taken = {}   -- {zset, member[, hash, tokens]} to give back on rejection
   local gdelay = 0
   local function reject(i, retry)
-    for _, h in ipairs(taken) do redis.call('ZREM', h[1], h[2]) end
+    for _, h in ipairs(taken) do
+      if redis.call('ZREM', h[1], h[2]) == 1 and h[3] then
+        redis.call('HINCRBY', h[3], 'r', -h[4])
+      end
+    end
     return 0, i, math.max(retry, 1), 0
   end
   -- 1. conn: take a lease in each.
   for i, c in ipairs(checks) do
     if c.kind == 2 then
-      redis.call('ZREMRANGEBYSCORE', c.k1, '-inf', now)
       local n = redis.call('ZCARD', c.k1) + 1
-      if c.y >= 0 then
-        local reserve = 0
-        if c.y > 0 then reserve = 1 + math.ceil(c.y / 4) elseif c.a >= 2 then reserve = 1 end
-        if n + reserve > c.a then return reject(i, 50) end
+      local reserve = 0
+      if c.y > 0 then reserve = 1 + math.ceil(c.y / 4) elseif c.y == 0 and c.a >= 2 then reserve = 1 end
+      -- Expired leases (a gateway that stopped refreshing) are dropped when they could
+      -- change the decision: a request with room is admitted whatever they hold.
+      if n + reserve > c.a then
+        redis.call('ZREMRANGEBYSCORE', c.k1, '-inf', now)
+        n = redis.call('ZCARD', c.k1) + 1
       end
+      if c.y >= 0 and n + reserve > c.a then return reject(i, 50) end
       if n > c.a + c.b then return reject(i, 1000) end
       redis.call('ZADD', c.k1, now + lease_ttl, lease)
       redis.call('PEXPIRE', c.k1, lease_ttl)
@@ -125,13 +141,18 @@ local function evaluate(checks, base)
   -- 2. tokens: reserve the estimate in each.
   for i, c in ipairs(checks) do
     if c.kind == 4 then
-      local committed = tonumber(redis.call('HGET', c.k1, 'c'))
-      local wend = tonumber(redis.call('HGET', c.k1, 'e'))
-      if not committed or not wend or now >= wend then
+      local v = redis.call('HMGET', c.k1, 'c', 'e', 'r')
+      local committed, wend = tonumber(v[1]), tonumber(v[2])
+      local opening = not committed or not wend or now >= wend
+      if opening then
         committed = 0
         wend = now + c.b
       end
-      local reserved = reserved_sum(c.k2)
+      -- Expired reservations only matter where they could change the decision (close to
+      -- the limit) or a batch request's pace; elsewhere the running sum is enough.
+      local stored = tonumber(v[3]) or 0
+      local exact = c.y >= 0 or committed + stored + math.min(estimate, c.a) > c.a
+      local reserved = reserved_sum(c.k2, tonumber(v[3]), exact)
       local left = math.max(c.a - committed - reserved, 0)
       local r = math.min(estimate, c.a)
       if c.c == 1 then r = math.min(estimate, left) end
@@ -153,12 +174,14 @@ local function evaluate(checks, base)
         quota[base + i] = {left, reset}
         return reject(i, reset)
       end
-      redis.call('HSET', c.k1, 'c', committed, 'e', wend)
-      redis.call('PEXPIRE', c.k1, reset)
+      -- The hash outlives its window by a lease (it carries `r`); when it is gone while
+      -- reservations live on, `r` is rebuilt from the set.
+      redis.call('HSET', c.k1, 'c', committed, 'e', wend, 'r', reserved + r)
+      if opening then redis.call('PEXPIRE', c.k1, reset + lease_ttl) end
       local member = lease .. '|' .. r
       redis.call('ZADD', c.k2, now + lease_ttl, member)
       redis.call('PEXPIRE', c.k2, lease_ttl)
-      taken[#taken + 1] = {c.k2, member}
+      taken[#taken + 1] = {c.k2, member, c.k1, r}
       if c.c == 1 then
         quota[base + i] = {left, reset}
       else
@@ -232,8 +255,8 @@ local function evaluate(checks, base)
     if c.kind == 1 then
       local r, b = c.a * 1000, c.b * 1000
       local excess = 0
-      local e = tonumber(redis.call('HGET', c.k1, 'excess'))
-      local last = tonumber(redis.call('HGET', c.k1, 'last'))
+      local v = redis.call('HMGET', c.k1, 'excess', 'last')
+      local e, last = tonumber(v[1]), tonumber(v[2])
       if e and last then
         excess = math.max(e - r * math.max(now - last, 0) / 1000 + 1000, 0)
       end

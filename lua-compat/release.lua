@@ -1,8 +1,9 @@
 -- release.lua: give back what admitted requests held, for many requests at once.
 --
 -- Mirrors Ticket::finish / drop in src/limits/admission.rs: a conn lease is removed; a
--- token reservation is removed and the tokens really used are charged to the window
--- (opening a new window if the old one has ended, as TokenLimit::reconcile does).
+-- token reservation is removed (and taken off the hash's running sum `r`) and the tokens
+-- really used are charged to the window (opening a new window if the old one has ended, as
+-- TokenLimit::reconcile does).
 --
 -- ARGV: n, then per entry 4 values: kind (2 conn, 4 tokens), member, window_ms, used.
 -- KEYS: two per entry. conn: zset, -; tokens: hash {c, e}, zset of reservations.
@@ -16,16 +17,22 @@ for i = 1, tonumber(ARGV[1]) do
   if kind == 2 then
     redis.call('ZREM', k1, member)
   elseif kind == 4 then
-    redis.call('ZREM', k2, member)
+    local removed = redis.call('ZREM', k2, member)
     local used = tonumber(ARGV[a + 3])
-    local committed = tonumber(redis.call('HGET', k1, 'c'))
-    local wend = tonumber(redis.call('HGET', k1, 'e'))
+    local v = redis.call('HMGET', k1, 'c', 'e', 'r')
+    local committed, wend, r = tonumber(v[1]), tonumber(v[2]), tonumber(v[3])
     if not committed or not wend or now >= wend then
       committed = 0
       wend = now + tonumber(ARGV[a + 2])
     end
-    redis.call('HSET', k1, 'c', committed + used, 'e', wend)
-    redis.call('PEXPIRE', k1, wend - now)
+    if r then
+      -- admit.lua's running sum of reservations; without it, it is rebuilt from the set.
+      if removed == 1 then r = math.max(r - (tonumber(string.match(member, '|(%d+)$')) or 0), 0) end
+      redis.call('HSET', k1, 'c', committed + used, 'e', wend, 'r', r)
+    else
+      redis.call('HSET', k1, 'c', committed + used, 'e', wend)
+    end
+    redis.call('PEXPIRE', k1, math.max(wend - now, redis.call('PTTL', k2)))
   end
 end
 return 1

@@ -180,6 +180,82 @@ fn killed_gateway_slots_expire_within_the_lease_ttl() {
     );
 }
 
+#[test]
+fn killed_gateway_token_reservations_expire_within_the_lease_ttl() {
+    // admit.lua keeps a running sum of reservations; a killed gateway's reservations are
+    // taken off it once their lease expires, when they could change a decision.
+    let redis = Redis::start();
+    let cfg = format!(
+        r#"
+server: {{threads: 2}}
+limits: {{policy: redis, redis: {{url: "{url}", timeout: 300ms}}, lease_ttl: 1s}}
+consumers:
+  - {{name: c, keys: ["{KEY}"], limits: [{{name: tpm, tokens: {{limit: 1500, time_window: 60s}}}}]}}
+providers:
+  - {{name: mock, kind: mock}}
+  - {{name: slow, kind: mock, mock: {{tokens_per_second: 4, completion_tokens: 400}}}}
+models:
+  - {{name: m, deployments: [{{provider: mock}}]}}
+  - {{name: s, deployments: [{{provider: slow}}]}}
+"#,
+        url = redis.url()
+    );
+    let a = Gw::start(&cfg);
+    let b = Gw::start(&cfg);
+    // A long stream on A reserves about 1,030 tokens (no max_tokens: 1,024 + the prompt).
+    let url = a.url("/v1/chat/completions");
+    std::thread::spawn(move || {
+        if let Ok(r) = agent()
+            .post(&url)
+            .set("authorization", &format!("Bearer {KEY}"))
+            .send_string(&chat_body("s", "go", true))
+        {
+            let _ = std::io::copy(&mut r.into_reader(), &mut std::io::sink());
+        }
+    });
+    a.wait_metric("gateway_requests_in_flight", &[], 1.0);
+    let big = r#"{"model":"m","max_tokens":600,"messages":[{"role":"user","content":"hi"}]}"#;
+    let ask = || post(&b.url("/v1/chat/completions"), Some(KEY), big);
+    assert_eq!(
+        ask().status,
+        429,
+        "A's reservation leaves less than 600 tokens"
+    );
+    // Refreshed while the stream runs.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(ask().status, 429, "a running stream keeps its reservation");
+    a.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    loop {
+        let r = ask();
+        assert!(r.status == 200 || r.status == 429, "{}", r.body);
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_millis(2500),
+            "the killed gateway's reservation still held after {:?}",
+            killed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A's reservation is gone from the running sum, and every finished request's too.
+    let reserved = || {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "HGET"])
+            .arg("plugin-ai-rate-limiting:v1:consumer:c/tpm")
+            .arg("r")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reserved() != "0" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reserved(), "0");
+}
+
 /// Send requests in a loop until `stop` is set; returns every status seen.
 fn background_load(gw: &Gw, stop: Arc<AtomicUsize>) -> std::thread::JoinHandle<Vec<u16>> {
     let url = gw.url("/v1/chat/completions");
