@@ -12,7 +12,19 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Transparent huge pages off for this process: mimalloc asks for them on its arenas, and
+/// every fresh 2 MiB page then costs a whole-page clear on its first touch — a fifth of the
+/// CPU of the streaming benchmark went to `clear_page_erms` (benches/stream.sh, README).
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> ExitCode {
+    no_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Batch { command, url, key } => {
