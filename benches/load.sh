@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Load benchmark, run on demand: one client (wrk), one upstream (a gateway process serving
-# the built-in mock with auth and access log off), three targets side by side in one run:
-#   (a) the mock upstream directly
+# Load benchmark, run on demand: one client (wrk), one upstream, five targets side by side
+# in one run:
+#   (a) the upstream directly: a gateway process serving the built-in mock (default; it eats
+#       CPU on the same cores), or with UPSTREAM=static an nginx answering a fixed chat
+#       completion (cheap, so the proxies' own costs show)
 #   (b) Debian's nginx: proxy_pass to the upstream, limit_req set high enough never to reject
 #   (c) the gateway (release build): an openai-compatible provider pointing at the upstream
 #   (d) the same gateway with limit-req, limit-conn, limit-count and a token limit on
 #       (local policy, set high enough never to reject), to measure what limiting costs
 #   (e) the same limits with the redis policy (a redis-server on loopback), to measure what
-#       sharing them costs, and how many Redis round trips a request takes
-# Rounds are interleaved (a b c a b c …) and the median of each is reported, with ratios.
-# Traffic goes to 127.0.0.1 only and every run is bounded by DURATION.
+#       sharing them costs: round trips, and Redis's own CPU (INFO commandstats)
+# Saturated rounds are interleaved (a b c a b c …), then each target at a fixed RATE for its
+# p99; medians of rounds, with ratios. Traffic goes to 127.0.0.1 only, bounded by DURATION.
 #
-#   benches/load.sh                 # defaults: ROUNDS=3 DURATION=8 CONNS=32 THREADS=1
+#   benches/load.sh                 # defaults: ROUNDS=3 DURATION=8 CONNS=32 THREADS=1 RATE=2000
+#   UPSTREAM=static benches/load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}          # worker threads/processes for each proxy (nginx and gateway alike)
+RATE=${RATE:-2000}              # the fixed request rate whose latency is reported (p99)
+UPSTREAM=${UPSTREAM:-gateway}   # gateway: a gateway process serving the mock (it eats CPU on
+                                # the same cores); static: nginx answering a fixed chat completion
 
 . benches/common.sh
 install_missing wrk:wrk nginx:nginx-light redis-server:redis-server
@@ -25,6 +31,27 @@ UP=$(port); UPM=$(port); GW=$(port); GWM=$(port); NG=$(port); GL=$(port); GLM=$(
 GR=$(port); GRM=$(port); RP=$(port)
 
 mock_upstream_yaml "$tmp/upstream.yaml"
+answer='{"id":"chatcmpl-static","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! I am a static upstream answering every request the same way."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":14,"total_tokens":23}}'
+cat > "$tmp/static.conf" <<NGINX
+worker_processes 1;
+pid $tmp/static.pid;
+error_log $tmp/static-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/sbody;
+  server {
+    listen 127.0.0.1:$UP;
+    keepalive_requests 1000000;
+    location / { default_type application/json; return 200 '$answer'; }
+  }
+}
+NGINX
+# wrk at a fixed rate: every connection waits CONNS/RATE between its requests.
+cat > "$tmp/fixed.lua" <<LUA
+$(chat_lua /dev/stdout)
+function delay() return $(( 1000 * CONNS / RATE )) end
+LUA
 cat > "$tmp/gateway.yaml" <<YAML
 server: {threads: $THREADS}
 logging: {access_log: false, level: warn}
@@ -79,7 +106,11 @@ NGINX
 chat_lua "$tmp/post.lua"
 
 
-"$BIN" run --config "$tmp/upstream.yaml" --listen 127.0.0.1:$UP --metrics-listen 127.0.0.1:$UPM >"$tmp/up.log" 2>&1 & pids+=($!)
+if [ "$UPSTREAM" = static ]; then
+  nginx -c "$tmp/static.conf" -g 'daemon off;' & pids+=($!)
+else
+  "$BIN" run --config "$tmp/upstream.yaml" --listen 127.0.0.1:$UP --metrics-listen 127.0.0.1:$UPM >"$tmp/up.log" 2>&1 & pids+=($!)
+fi
 "$BIN" run --config "$tmp/gateway.yaml" --listen 127.0.0.1:$GW --metrics-listen 127.0.0.1:$GWM >"$tmp/gw.log" 2>&1 & pids+=($!)
 nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
 "$BIN" run --config "$tmp/gateway-limits.yaml" --listen 127.0.0.1:$GL --metrics-listen 127.0.0.1:$GLM >"$tmp/gl.log" 2>&1 & pids+=($!)
@@ -105,26 +136,33 @@ for r in $(seq "$ROUNDS"); do
       "http://127.0.0.1:${target#*:}/v1/chat/completions" "$tmp/wrk-$name-$r.txt"
   done
 done
+redis-cli -p "$RP" INFO commandstats > "$tmp/redis-stats.txt"
+# Latency at a fixed rate (not the saturated latency above), every target in turn.
+for r in $(seq "$ROUNDS"); do
+  for target in "${TARGETS[@]}"; do
+    wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$tmp/fixed.lua" \
+      "http://127.0.0.1:${target#*:}/v1/chat/completions" > "$tmp/fixed-${target%%:*}-$r.txt"
+  done
+done
 rss=$(ps -o rss= -p "${pids[1]}" | tr -d ' ')
 # Redis calls per request of the redis-policy gateway (warm-up included on both sides).
 curl -s "http://127.0.0.1:$GRM/metrics" > "$tmp/gr-metrics.txt"
-redis-cli -p "$RP" INFO commandstats > "$tmp/redis-stats.txt"; cp "$tmp/redis-stats.txt" bench-results/redis-commandstats.txt
-mkdir -p bench-results && cp "$tmp"/wrk-*.txt bench-results/
+mkdir -p bench-results && cp "$tmp"/wrk-*.txt "$tmp"/fixed-*.txt "$tmp/redis-stats.txt" bench-results/
 
-python3 - "$tmp" "$ROUNDS" "$CONNS" "$DURATION" "$THREADS" "$rss" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$tmp" "$ROUNDS" "$CONNS" "$DURATION" "$THREADS" "$rss" "$(getconf CLK_TCK)" "$RATE" "$UPSTREAM" <<'PY'
 import re, statistics, sys
 def metric(text, name, label=""):
     return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
                if l.startswith(name) and label in l and not l.startswith("#"))
 tmp, rounds, conns, dur, threads, rss = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
-tck = int(sys.argv[7])
+tck, rate, upstream_kind = int(sys.argv[7]), int(sys.argv[8]), sys.argv[9]
 def ms(v):
     m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v)
     if not m:
         sys.exit(f"cannot read wrk latency {v!r}")
     n, u = m.groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
-res = {}
+res, fixed_p99 = {}, {}
 for t in ("upstream", "nginx", "gateway", "gateway-limits", "gateway-redis"):
     rps, p50, p99, errs, cpu = [], [], [], 0, []
     for r in range(1, rounds + 1):
@@ -136,13 +174,21 @@ for t in ("upstream", "nginx", "gateway", "gateway-limits", "gateway-redis"):
         cpu.append(int(re.search(r"cpu_ticks: (\d+)", txt).group(1)) / tck / n * 1e6)
         m = re.search(r"Non-2xx or 3xx responses: (\d+)", txt)
         errs += int(m.group(1)) if m else 0
+    fixed = []
+    for r in range(1, rounds + 1):
+        txt = open(f"{tmp}/fixed-{t}-{r}.txt").read()
+        fixed.append((ms(re.search(r"^\s+99%\s+(\S+)", txt, re.M).group(1)),
+                      float(re.search(r"Requests/sec:\s+([\d.]+)", txt).group(1))))
+    fixed_p99[t] = (statistics.median(f[0] for f in fixed), statistics.median(f[1] for f in fixed))
     res[t] = (statistics.median(rps), statistics.median(p50), statistics.median(p99), errs, statistics.median(cpu))
 print(f"\nLoad benchmark: wrk -t1 -c{conns}, {rounds} interleaved rounds of {dur}s, median of rounds;"
       f" {threads} worker thread(s) for nginx and the gateway; chat completion, non-stream.\n")
-print("| target | req/s | p50 ms | p99 ms | non-2xx | CPU µs/request of the target process |")
-print("|---|---:|---:|---:|---:|---:|")
+print(f"Upstream: {upstream_kind}. Fixed-rate latency: wrk with {conns} connections pacing themselves to about {rate} req/s.\n")
+print(f"| target | req/s | p50 ms | p99 ms | non-2xx | CPU µs/request of the target process | p99 ms at ~{rate} req/s (rate reached) |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for t, (rps, p50, p99, errs, cpu) in res.items():
-    print(f"| {t} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errs} | {cpu:.1f} |")
+    fp, fr = fixed_p99[t]
+    print(f"| {t} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errs} | {cpu:.1f} | {fp:.2f} ({fr:,.0f}) |")
 g, n, u = res["gateway"][0], res["nginx"][0], res["upstream"][0]
 print(f"\ngateway/nginx throughput: {g/n:.2f}x (target >= 0.8x)   gateway/upstream: {g/u:.2f}x   nginx/upstream: {n/u:.2f}x")
 print(f"limits on / limits off (gateway): throughput {res['gateway-limits'][0]/g:.2f}x (target >= 0.95x), CPU per request {res['gateway-limits'][4]/res['gateway'][4]:.2f}x")
@@ -169,5 +215,10 @@ print(f"Redis CPU: {ev_usec/max(ev_calls,1):.1f} µs per script call (EVALSHA: a
       f"{per_request:.1f} µs per request; {ev_calls/max(served,1):.2f} script calls per request "
       f"(goals: <= 8 µs per admission, <= 1.05 calls); one Redis node's ceiling ≈ {1e6/max(per_request,0.001):,.0f} requests/s for the whole fleet")
 print(f"CPU per request, gateway / nginx: {res['gateway'][4]/res['nginx'][4]:.2f}x")
+up = fixed_p99["upstream"][0]
+print(f"p99 added over the upstream at ~{rate} req/s: nginx {fixed_p99['nginx'][0]-up:.2f} ms, gateway {fixed_p99['gateway'][0]-up:.2f} ms, "
+      f"limits local {fixed_p99['gateway-limits'][0]-up:.2f} ms (goal <= 0.5), redis {fixed_p99['gateway-redis'][0]-up:.2f} ms (goal <= 1)")
+lim = res["gateway-limits"]
+print(f"gateway with limits (local) / nginx: throughput {lim[0]/n:.2f}x (goal >= 1.0x), CPU per request {lim[4]/res['nginx'][4]:.2f}x (goal <= 1.0x)")
 print(f"gateway p99 / nginx p99: {res['gateway'][2]/res['nginx'][2]:.2f}x   gateway RSS after the run: {rss/1024:.1f} MiB")
 PY
