@@ -46,32 +46,7 @@ fn chat(gw: &Gw, model: &str) -> Resp {
 /// Run `n` requests from `threads` threads, alternating between the gateways; returns
 /// the statuses.
 fn burst(gws: &[&Gw], model: &str, n: usize, threads: usize) -> Vec<u16> {
-    let urls: Vec<String> = gws.iter().map(|g| g.url("/v1/chat/completions")).collect();
-    let next = Arc::new(AtomicUsize::new(0));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (urls, next, model) = (urls.clone(), next.clone(), model.to_string());
-            std::thread::spawn(move || {
-                let mut out = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= n {
-                        return out;
-                    }
-                    let body = chat_body(&model, "hi", false);
-                    out.push(post(&urls[i % urls.len()], Some(KEY), &body).status);
-                }
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect()
-}
-
-fn count(statuses: &[u16], s: u16) -> usize {
-    statuses.iter().filter(|x| **x == s).count()
+    burst_as(gws, &[KEY], model, n, threads)
 }
 
 #[test]
@@ -441,40 +416,6 @@ fn queued_requests_share_the_rate_across_two_gateways() {
     // 24 requests at 10/s across both instances: about 2.3 s, not half of it.
     assert!(took >= Duration::from_millis(2100), "{took:?}");
     assert!(took < Duration::from_secs(6), "{took:?}");
-}
-
-#[test]
-fn redis_cluster_policy_is_exact_across_two_gateways() {
-    let cluster = common::redis::RedisCluster::start();
-    let cfg = format!(
-        r#"
-server: {{threads: 2}}
-limits:
-  policy: redis-cluster
-  redis: {{nodes: {seeds}, timeout: 500ms}}
-consumers: [{{name: c, keys: ["{KEY}"]}}]
-providers: [{{name: mock, kind: mock}}]
-models:
-  - name: m
-    deployments: [{{provider: mock}}]
-    limits: [{{name: rpm, count: {{count: 30, time_window: 60s}}}}, {{name: c, conn: {{conn: 50}}}}]
-"#,
-        seeds = cluster.seeds_yaml()
-    );
-    let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
-    let statuses = burst(&[&a, &b], "m", 90, 8);
-    assert_eq!(count(&statuses, 200), 30, "{statuses:?}");
-    assert_eq!(count(&statuses, 429), 60);
-    // Every key of one admission call lives in the slot of the gateway's hash tag.
-    let keys: String = cluster
-        .nodes
-        .iter()
-        .filter_map(|n| n.cmd(&["KEYS", "*"]))
-        .collect();
-    assert!(
-        keys.contains("{ai-rate-limiter}plugin-limit-count:v1:model:m/rpm"),
-        "{keys}"
-    );
 }
 
 #[test]

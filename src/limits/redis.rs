@@ -14,14 +14,15 @@
 //! in the background and marked up when Redis answers again. While it is down the
 //! [`super::limiter::Limiter`] decides with local counters or answers 503, as configured.
 //!
-//! On Redis Cluster every key carries the hash tag `{<key_prefix>ai-rate-limiter}`, so the
-//! keys of one admission call are in one slot and the script stays atomic. The cluster
-//! gives failover, not sharding of the limiter's load.
+//! On Redis Cluster a counter's hash tag names its entity (consumer, model, deployment,
+//! group, keyed value), so unrelated counters spread over the nodes; an admission whose
+//! keys span several slots is one call per slot ([`call`] says why it stays exact), and
+//! releases, refreshes and syncs are sent per slot.
 
 use super::admission::{
     Admitted, Budget, Check, Denied, Hold, Quota, Rejection, Released, Ticket, TokenUsage,
 };
-use super::rules::RuleKind;
+use super::rules::{Rule, RuleKind};
 use super::synced::SyncedCounts;
 use crate::config::schema::{LimitPolicy, LimitsConfig};
 use crate::limits::admission::Charge;
@@ -35,7 +36,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 mod admit;
+mod call;
 mod hold;
+use call::{AdmitCall, CheckAnswer, LeaseOf};
 use hold::{Held, RedisHold};
 
 const ADMIT_LUA: &str = include_str!("../../lua-compat/admit.lua");
@@ -178,10 +181,7 @@ impl RedisStore {
             LimitPolicy::RedisCluster => r.nodes.iter().map(|n| n.expose().to_string()).collect(),
             _ => r.url.iter().map(|u| u.expose().to_string()).collect(),
         };
-        let prefix = match config.policy {
-            LimitPolicy::RedisCluster => format!("{{{}ai-rate-limiter}}", r.key_prefix),
-            _ => r.key_prefix.clone(),
-        };
+        let prefix = r.key_prefix.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         metrics.degraded.set(1); // until the first connection succeeds
         Arc::new(RedisStore {
@@ -272,8 +272,12 @@ impl RedisStore {
         self.synced.as_ref()
     }
 
-    /// The Redis key of a counter.
-    pub(crate) fn key(&self, kind: &RuleKind, counter: &str) -> String {
+    /// The Redis key of a counter: APISIX's prefix for the algorithm, then the counter.
+    /// On Redis Cluster the key starts with the hash tag
+    /// `{<key_prefix>ai-rate-limiter:<entity><resolved key>}` (see [`Rule::entity`]): the
+    /// counters of one consumer, model, deployment, group or keyed value share a slot, and
+    /// unrelated ones land on different slots, so the limiter's load spreads over the nodes.
+    pub(crate) fn key(&self, rule: &Rule, kind: &RuleKind, counter: &str) -> String {
         let kind = match kind {
             RuleKind::Req(_) => "limit_req:",
             RuleKind::Conn(_) => "limit_conn:",
@@ -282,10 +286,21 @@ impl RedisStore {
             RuleKind::Count(_) => "plugin-limit-count:v1:",
             RuleKind::Tokens(..) => "plugin-ai-rate-limiting:v1:",
         };
-        let mut k = String::with_capacity(self.prefix.len() + kind.len() + counter.len());
+        let unit = |c: char| if c == '\u{1f}' { ':' } else { c };
+        let mut k =
+            String::with_capacity(2 * self.prefix.len() + kind.len() + 2 * counter.len() + 20);
+        if self.policy == LimitPolicy::RedisCluster {
+            // The counter is the rule's id and, for a keyed rule, its resolved key.
+            let resolved = counter.strip_prefix(&*rule.id).unwrap_or("");
+            k.push('{');
+            k.push_str(&self.prefix);
+            k.push_str("ai-rate-limiter:");
+            k.extend(rule.entity.chars().chain(resolved.chars()).map(unit));
+            k.push('}');
+        }
         k.push_str(&self.prefix);
         k.push_str(kind);
-        k.extend(counter.chars().map(|c| if c == '\u{1f}' { ':' } else { c }));
+        k.extend(counter.chars().map(unit));
         k
     }
 
@@ -371,12 +386,14 @@ impl RedisStore {
         if live.is_empty() {
             return;
         }
-        let mut inv = self.refresh.prepare_invoke();
-        inv.arg(self.lease_ttl_ms);
-        for (zset, member) in &live {
-            inv.key(zset).arg(member);
+        for run in self.by_slot(live, |(zset, _)| zset) {
+            let mut inv = self.refresh.prepare_invoke();
+            inv.arg(self.lease_ttl_ms);
+            for (zset, member) in &run {
+                inv.key(zset).arg(member);
+            }
+            let _ = self.call::<i64>("refresh", &inv).await;
         }
-        let _ = self.call::<i64>("refresh", &inv).await;
     }
 
     /// Fetch the shared totals of delayed-sync counters this gateway has not seen yet.
@@ -384,14 +401,16 @@ impl RedisStore {
         let Some(synced) = &self.synced else {
             return Ok(());
         };
-        let mut inv = self.sync.prepare_invoke();
-        for (key, window_ms) in keys {
-            inv.key(key).arg(0).arg(*window_ms);
-        }
-        let out: Vec<i64> = self.call("sync", &inv).await?;
-        for ((key, window_ms), v) in keys.iter().zip(out.chunks(2)) {
-            if let [consumed, pttl] = v {
-                synced.seed(key, *window_ms, *consumed, *pttl);
+        for run in self.by_slot(keys.iter().collect(), |(key, _)| key) {
+            let mut inv = self.sync.prepare_invoke();
+            for (key, window_ms) in &run {
+                inv.key(key).arg(0).arg(*window_ms);
+            }
+            let out: Vec<i64> = self.call("sync", &inv).await?;
+            for ((key, window_ms), v) in run.iter().zip(out.chunks(2)) {
+                if let [consumed, pttl] = v {
+                    synced.seed(key, *window_ms, *consumed, *pttl);
+                }
             }
         }
         Ok(())
@@ -404,14 +423,16 @@ impl RedisStore {
         if pushes.is_empty() || !self.is_up() {
             return;
         }
-        let mut inv = self.sync.prepare_invoke();
-        for p in &pushes {
-            inv.key(&p.key).arg(p.delta).arg(p.window_ms);
-        }
-        if let Ok(out) = self.call::<Vec<i64>>("sync", &inv).await {
-            for (p, v) in pushes.iter().zip(out.chunks(2)) {
-                if let [consumed, pttl] = v {
-                    synced.synced(p, *consumed, *pttl);
+        for run in self.by_slot(pushes.iter().collect(), |p| &p.key) {
+            let mut inv = self.sync.prepare_invoke();
+            for p in &run {
+                inv.key(&p.key).arg(p.delta).arg(p.window_ms);
+            }
+            if let Ok(out) = self.call::<Vec<i64>>("sync", &inv).await {
+                for (p, v) in run.iter().zip(out.chunks(2)) {
+                    if let [consumed, pttl] = v {
+                        synced.synced(p, *consumed, *pttl);
+                    }
                 }
             }
         }
@@ -430,18 +451,20 @@ impl RedisStore {
                     Err(_) => break,
                 }
             }
-            let mut inv = self.release.prepare_invoke();
-            inv.arg(batch.len());
-            for r in &batch {
-                inv.arg(r.kind)
-                    .arg(&r.member)
-                    .arg(r.window_ms)
-                    .arg(r.used)
-                    .key(&r.key)
-                    .key(&r.zset);
+            for run in self.by_slot(batch, |r| &r.key) {
+                let mut inv = self.release.prepare_invoke();
+                inv.arg(run.len());
+                for r in &run {
+                    inv.arg(r.kind)
+                        .arg(&r.member)
+                        .arg(r.window_ms)
+                        .arg(r.used)
+                        .key(&r.key)
+                        .key(&r.zset);
+                }
+                // On failure the leases expire by themselves after lease_ttl.
+                let _ = self.call::<i64>("release", &inv).await;
             }
-            // On failure the leases expire by themselves after lease_ttl.
-            let _ = self.call::<i64>("release", &inv).await;
             for a in acks {
                 let _ = a.send(());
             }

@@ -25,6 +25,11 @@ pub enum RuleKind {
 pub struct Rule {
     /// `scope/name`: the identity of the rule's counters.
     pub id: Arc<str>,
+    /// What the rule's counters are about, without the rule's name: the scope
+    /// (`consumer:a`, `model:m`, …) or the group. On Redis Cluster a counter's hash tag is
+    /// this plus the counter's resolved key, so the counters of one entity share a slot
+    /// and unrelated entities spread over the nodes.
+    pub entity: Arc<str>,
     pub kind: RuleKind,
     /// `None`: one counter for the whole scope.
     pub key: Option<KeyTemplate>,
@@ -212,6 +217,10 @@ impl Rule {
             (Some(group), false) => format!("group:{}:{group}", kind_of(&kind).label()),
             (None, _) => format!("{scope}/{}", c.name),
         };
+        let entity: Arc<str> = match c.group() {
+            Some(_) => id.as_str().into(),
+            None => scope.into(),
+        };
         // Validation has parsed it.
         let cost_expr = c
             .tokens
@@ -236,6 +245,7 @@ impl Rule {
         Some(Rule {
             templates,
             id: id.into(),
+            entity,
             kind,
             cost_expr,
             key: c.key.as_deref().and_then(|k| KeyTemplate::parse(k).ok()),

@@ -28,7 +28,8 @@ fn local_checks(
     checks
         .iter()
         .map(|c| {
-            synced_count(sync, c).is_some() && (!full || sync.knows(&store.key(&c.kind, &c.key)))
+            synced_count(sync, c).is_some()
+                && (!full || sync.knows(&store.key(c.rule, &c.kind, &c.key)))
         })
         .collect()
 }
@@ -47,7 +48,13 @@ fn decide_group(
         let Some(l) = synced_count(sync, c) else {
             continue;
         };
-        let d = match sync.decide(&store.key(&c.kind, &c.key), &l, now, charge, c.yield_to) {
+        let d = match sync.decide(
+            &store.key(c.rule, &c.kind, &c.key),
+            &l,
+            now,
+            charge,
+            c.yield_to,
+        ) {
             Ok(d) => d,
             Err(retry) => {
                 return Err(Rejection {
@@ -110,7 +117,7 @@ pub async fn admit(
         )
         .filter(|(_, l)| **l)
         .filter_map(|(c, _)| {
-            synced_count(sync, c).map(|l| (store.key(&c.kind, &c.key), l.window_ms))
+            synced_count(sync, c).map(|l| (store.key(c.rule, &c.kind, &c.key), l.window_ms))
         })
         .filter(|(k, _)| !sync.knows(k))
         .collect();

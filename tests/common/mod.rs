@@ -416,3 +416,39 @@ models:
 "#
     )
 }
+
+/// Run `n` chat requests for `model` from `threads` threads, request `i` going to gateway
+/// `i % gws.len()` with consumer key `i % keys.len()`; returns the statuses.
+pub fn burst_as(gws: &[&Gw], keys: &[&str], model: &str, n: usize, threads: usize) -> Vec<u16> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let urls: Vec<String> = gws.iter().map(|g| g.url("/v1/chat/completions")).collect();
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let next = std::sync::Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (urls, keys, next) = (urls.clone(), keys.clone(), next.clone());
+            let model = model.to_string();
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        return out;
+                    }
+                    let body = chat_body(&model, "hi", false);
+                    let key = &keys[i % keys.len()];
+                    out.push(post(&urls[i % urls.len()], Some(key), &body).status);
+                }
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
+/// How many of `statuses` are `s`.
+pub fn count(statuses: &[u16], s: u16) -> usize {
+    statuses.iter().filter(|x| **x == s).count()
+}

@@ -17,48 +17,38 @@ impl RedisStore {
         let groups: Vec<&[Check<'_>]> = std::iter::once(required)
             .chain(alternatives.iter().map(Vec::as_slice))
             .collect();
-        let mut inv = self.admit.prepare_invoke();
-        inv.arg(&lease)
-            .arg(self.lease_ttl_ms)
-            .arg(estimate_tokens)
-            .arg(groups.len());
+        // Every check once, in group order; a group is the indexes of its checks.
+        let checks: Vec<&Check<'_>> = groups.iter().flat_map(|g| g.iter()).collect();
+        let keys: Vec<(String, String)> = checks
+            .iter()
+            .map(|c| {
+                let key = self.key(c.rule, &c.kind, &c.key);
+                let second = match c.kind {
+                    RuleKind::Tokens(..) => format!("{key}:r"),
+                    _ => key.clone(),
+                };
+                (key, second)
+            })
+            .collect();
+        let mut members = Vec::with_capacity(groups.len());
+        let mut next = 0;
         for g in &groups {
-            inv.arg(g.len());
+            members.push((next..next + g.len()).collect::<Vec<usize>>());
+            next += g.len();
         }
-        let mut keys = Vec::new();
-        for c in groups.iter().flat_map(|g| g.iter()) {
-            let key = self.key(&c.kind, &c.key);
-            let second = match c.kind {
-                RuleKind::Tokens(..) => format!("{key}:r"),
-                _ => key.clone(),
-            };
-            match c.kind {
-                RuleKind::Req(l) => inv.arg(1).arg(l.rate).arg(l.burst).arg(u8::from(l.nodelay)),
-                RuleKind::Conn(l) => inv
-                    .arg(2)
-                    .arg(l.conn)
-                    .arg(l.burst)
-                    .arg(l.default_conn_delay_ms),
-                RuleKind::Count(l) => inv
-                    .arg(3)
-                    .arg(l.count)
-                    .arg(l.window_ms)
-                    .arg(u8::from(l.sliding)),
-                RuleKind::Tokens(l, _) => inv
-                    .arg(4)
-                    .arg(l.limit)
-                    .arg(l.window_ms)
-                    .arg(u8::from(l.any_left)),
-            };
-            inv.arg(c.yield_to.unwrap_or(-1.0));
-            inv.key(&key).key(&second);
-            keys.push((key, second));
-        }
-        let out: Vec<i64> = self.call("admit", &inv).await?;
+        let call = AdmitCall {
+            lease: &lease,
+            estimate: estimate_tokens,
+            checks: &checks,
+            keys: &keys,
+        };
+        let answer = if self.spans_slots(&keys) {
+            self.admit_spread(&call, &members).await?
+        } else {
+            self.admit_once(&call, &members).await?
+        };
         let bad = || RedisFault("unexpected answer from admit.lua".into());
         let n_groups = groups.len();
-        let checks_total: usize = groups.iter().map(|g| g.len()).sum();
-        let answer = AdmitAnswer::decode(&out, n_groups, checks_total).ok_or_else(bad)?;
         let chosen = answer.chosen;
         let delay_ms = answer.delay_ms;
         // Quotas of a group, in the order the local store reports them (tokens, count).
@@ -136,27 +126,15 @@ impl RedisStore {
         for &g in admitted {
             for (i, c) in groups[g].iter().enumerate() {
                 let (key, zset) = &keys[bases[g] + i];
-                let (kind, member, window_ms, tokens) = match c.kind {
-                    RuleKind::Conn(_) => (2, lease.clone(), 0, 0),
-                    RuleKind::Tokens(l, _) => {
-                        // `any_left` reserves what was left (the remaining it reports),
-                        // up to the estimate; see TokenLimit::reserve.
-                        let cap = match (l.any_left, &answer.checks[bases[g] + i]) {
-                            (
-                                true,
-                                CheckAnswer {
-                                    remaining: Some(left),
-                                    ..
-                                },
-                            ) => *left,
-                            _ => l.limit,
-                        };
-                        let tokens = estimate_tokens.min(cap);
-                        let member = format!("{lease}|{tokens}");
-                        (4, member, l.window_ms, tokens)
-                    }
-                    _ => continue,
+                let Some(lease_of) = call.lease_of(c, &answer.checks[bases[g] + i]) else {
+                    continue;
                 };
+                let LeaseOf {
+                    kind,
+                    member,
+                    window_ms,
+                    tokens,
+                } = lease_of;
                 hold.held.push(Held {
                     alternative: g > 0,
                     kind,
@@ -223,7 +201,7 @@ impl RedisStore {
         let mut p = redis::pipe();
         p.cmd("TIME");
         for r in rules {
-            let key = self.key(&r.kind, &r.id);
+            let key = self.key(r, &r.kind, &r.id);
             match r.kind {
                 RuleKind::Req(_) => p.cmd("HMGET").arg(&key).arg("excess").arg("last"),
                 RuleKind::Conn(_) => p.cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES"),
@@ -240,10 +218,24 @@ impl RedisStore {
                     .arg("WITHSCORES");
             }
         }
-        let out: Vec<redis::Value> = tokio::time::timeout(self.timeout, conn.pipe(&p))
-            .await
-            .map_err(|_| RedisFault("no answer".into()))?
-            .map_err(|e| RedisFault(e.to_string()))?;
+        let no_answer = |_| RedisFault("no answer".into());
+        let out: Vec<redis::Value> = if self.policy == LimitPolicy::RedisCluster {
+            // The keys live on several slots: one command at a time, each to its node.
+            let mut out = Vec::with_capacity(p.len());
+            for cmd in p.cmd_iter() {
+                let v = tokio::time::timeout(self.timeout, conn.query(cmd))
+                    .await
+                    .map_err(no_answer)?
+                    .map_err(|e| RedisFault(e.to_string()))?;
+                out.push(v);
+            }
+            out
+        } else {
+            tokio::time::timeout(self.timeout, conn.pipe(&p))
+                .await
+                .map_err(no_answer)?
+                .map_err(|e| RedisFault(e.to_string()))?
+        };
         let mut it = out.into_iter();
         let (secs, micros): (i64, i64) = it
             .next()
@@ -301,63 +293,5 @@ impl RedisStore {
             used.push(u);
         }
         Ok(used)
-    }
-}
-
-/// `admit.lua`'s answer, decoded: `{chosen, delay_ms, (passed, rejecting check,
-/// retry_after_ms) per group, (remaining, reset_ms) per check}`.
-struct AdmitAnswer {
-    /// The alternative admitted (1-based; 0: none, or no alternatives).
-    chosen: usize,
-    delay_ms: u64,
-    groups: Vec<GroupAnswer>,
-    checks: Vec<CheckAnswer>,
-}
-
-/// One group's verdict.
-struct GroupAnswer {
-    passed: bool,
-    /// The check that refused it (0-based), when it did not pass.
-    rejected_by: Option<usize>,
-    retry_after_ms: u64,
-}
-
-/// One check's quota, when it has one (count and token rules).
-#[derive(Clone, Copy)]
-struct CheckAnswer {
-    remaining: Option<u64>,
-    reset_ms: u64,
-}
-
-impl AdmitAnswer {
-    /// Decode the flat array; `None` when its shape is not the expected one.
-    fn decode(out: &[i64], n_groups: usize, n_checks: usize) -> Option<AdmitAnswer> {
-        if out.len() != 2 + 3 * n_groups + 2 * n_checks {
-            return None;
-        }
-        let groups = out[2..2 + 3 * n_groups]
-            .chunks_exact(3)
-            .map(|g| GroupAnswer {
-                passed: g[0] != 0,
-                rejected_by: usize::try_from(g[1]).ok().and_then(|i| i.checked_sub(1)),
-                retry_after_ms: g[2].max(1) as u64,
-            })
-            .collect();
-        let checks = out[2 + 3 * n_groups..]
-            .chunks_exact(2)
-            .map(|c| CheckAnswer {
-                remaining: u64::try_from(c[0]).ok(),
-                reset_ms: c[1].max(0) as u64,
-            })
-            .collect();
-        let chosen = usize::try_from(out[0])
-            .ok()
-            .filter(|c| *c < n_groups.max(1))?;
-        Some(AdmitAnswer {
-            chosen,
-            delay_ms: out[1].max(0) as u64,
-            groups,
-            checks,
-        })
     }
 }

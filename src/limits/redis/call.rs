@@ -1,0 +1,395 @@
+//! The calls of one admission: one `EVALSHA` of `lua-compat/admit.lua` when every key of the
+//! request lives in one slot (always on a single Redis), or — on Redis Cluster, where the
+//! counters of unrelated consumers, models and deployments live on different slots — one
+//! call per slot, in a fixed order, with compensation.
+//!
+//! ## Why the spread admission is exact
+//!
+//! Each counter is only ever read and written by `admit.lua` in one atomic call on the node
+//! that owns it, so no counter ever admits past its limit: a request is admitted only when
+//! every one of its calls admitted it. The calls follow `admit.lua`'s own order within a
+//! group (every conn check, then tokens, count, req), checks of one slot sharing a call
+//! where that order allows, so what a rejected request leaves behind is what the single
+//! call leaves: the conn leases and token reservations it took are given back (the earlier
+//! calls' ones through the release path, right away), and the counts and leaky buckets
+//! that admitted it before the rejecting check keep it (APISIX's semantics, where each limit
+//! plugin counts on its own). The checks keep the single call's exact order, so the same
+//! checks have run when one refuses. Alternatives are tried one after another, each exactly as
+//! above, and the first one admitted is chosen.
+//!
+//! What differs from one atomic call: between two calls of one request another request may
+//! see the first call's lease or reservation, which is given back a round trip later if
+//! the request is then rejected. That can refuse a request a single call would have
+//! admitted (never the reverse), for one round trip, and only near a limit.
+
+use super::*;
+use redis::cluster_routing::Slot;
+
+/// What one admission sends: the lease, the token estimate, every check (in group order)
+/// and its two keys.
+pub(super) struct AdmitCall<'c, 'r> {
+    pub(super) lease: &'c str,
+    pub(super) estimate: u64,
+    pub(super) checks: &'c [&'c Check<'r>],
+    pub(super) keys: &'c [(String, String)],
+}
+
+/// What an admitted check holds in Redis: a conn lease or a token reservation.
+pub(super) struct LeaseOf {
+    pub(super) kind: u8,
+    pub(super) member: String,
+    pub(super) window_ms: u64,
+    pub(super) tokens: u64,
+}
+
+impl AdmitCall<'_, '_> {
+    /// What check `c` holds once admitted, given its answer (`None`: count and req checks
+    /// hold nothing).
+    pub(super) fn lease_of(&self, c: &Check<'_>, answer: &CheckAnswer) -> Option<LeaseOf> {
+        match c.kind {
+            RuleKind::Conn(_) => Some(LeaseOf {
+                kind: 2,
+                member: self.lease.to_string(),
+                window_ms: 0,
+                tokens: 0,
+            }),
+            RuleKind::Tokens(l, _) => {
+                // `any_left` reserves what was left (the remaining it reports), up to the
+                // estimate; see TokenLimit::reserve.
+                let cap = match (l.any_left, answer.remaining) {
+                    (true, Some(left)) => left,
+                    _ => l.limit,
+                };
+                let tokens = self.estimate.min(cap);
+                Some(LeaseOf {
+                    kind: 4,
+                    member: format!("{}|{tokens}", self.lease),
+                    window_ms: l.window_ms,
+                    tokens,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl RedisStore {
+    /// Whether the keys of one admission live on several cluster slots.
+    pub(super) fn spans_slots(&self, keys: &[(String, String)]) -> bool {
+        if self.policy != LimitPolicy::RedisCluster {
+            return false;
+        }
+        let mut slots = keys.iter().map(|(k, _)| Slot::for_key(k));
+        let first = slots.next();
+        slots.any(|s| Some(s) != first)
+    }
+
+    /// Split `items` into runs whose keys share a cluster slot (one run off a cluster).
+    pub(super) fn by_slot<T>(&self, items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+        if self.policy != LimitPolicy::RedisCluster {
+            return vec![items];
+        }
+        let mut runs: Vec<(Slot, Vec<T>)> = Vec::new();
+        for item in items {
+            let slot = Slot::for_key(key(&item));
+            match runs.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, run)) => run.push(item),
+                None => runs.push((slot, vec![item])),
+            }
+        }
+        runs.into_iter().map(|(_, run)| run).collect()
+    }
+
+    /// One `EVALSHA` of admit.lua for `groups` (indexes into `call.checks`).
+    pub(super) async fn admit_once(
+        &self,
+        call: &AdmitCall<'_, '_>,
+        groups: &[Vec<usize>],
+    ) -> Result<AdmitAnswer, RedisFault> {
+        let mut inv = self.admit.prepare_invoke();
+        inv.arg(call.lease)
+            .arg(self.lease_ttl_ms)
+            .arg(call.estimate)
+            .arg(groups.len());
+        for g in groups {
+            inv.arg(g.len());
+        }
+        for &i in groups.iter().flatten() {
+            let c = call.checks[i];
+            match c.kind {
+                RuleKind::Req(l) => inv.arg(1).arg(l.rate).arg(l.burst).arg(u8::from(l.nodelay)),
+                RuleKind::Conn(l) => inv
+                    .arg(2)
+                    .arg(l.conn)
+                    .arg(l.burst)
+                    .arg(l.default_conn_delay_ms),
+                RuleKind::Count(l) => inv
+                    .arg(3)
+                    .arg(l.count)
+                    .arg(l.window_ms)
+                    .arg(u8::from(l.sliding)),
+                RuleKind::Tokens(l, _) => inv
+                    .arg(4)
+                    .arg(l.limit)
+                    .arg(l.window_ms)
+                    .arg(u8::from(l.any_left)),
+            };
+            inv.arg(c.yield_to.unwrap_or(-1.0));
+            let (key, second) = &call.keys[i];
+            inv.key(key).key(second);
+        }
+        let out: Vec<i64> = self.call("admit", &inv).await?;
+        let n_checks = groups.iter().map(Vec::len).sum();
+        AdmitAnswer::decode(&out, groups.len(), n_checks)
+            .ok_or_else(|| RedisFault("unexpected answer from admit.lua".into()))
+    }
+
+    /// The admission of checks spread over several slots (see the module's doc): the
+    /// required group, then each alternative until one is admitted, each group in calls
+    /// of one slot. The answer has the single call's shape.
+    pub(super) async fn admit_spread(
+        &self,
+        call: &AdmitCall<'_, '_>,
+        groups: &[Vec<usize>],
+    ) -> Result<AdmitAnswer, RedisFault> {
+        let mut answer = AdmitAnswer {
+            chosen: 0,
+            delay_ms: 0,
+            groups: groups
+                .iter()
+                .map(|_| GroupAnswer {
+                    passed: false,
+                    rejected_by: None,
+                    retry_after_ms: 1,
+                })
+                .collect(),
+            checks: vec![
+                CheckAnswer {
+                    remaining: None,
+                    reset_ms: 0,
+                };
+                call.checks.len()
+            ],
+        };
+        let Some(required) = groups.first() else {
+            return Ok(answer);
+        };
+        let Some(delay) = self.group_spread(call, required, 0, &mut answer).await? else {
+            return Ok(answer);
+        };
+        answer.delay_ms = delay;
+        for (g, group) in groups.iter().enumerate().skip(1) {
+            if let Some(d) = self.group_spread(call, group, g, &mut answer).await? {
+                answer.chosen = g;
+                answer.delay_ms = answer.delay_ms.max(d);
+                break;
+            }
+        }
+        Ok(answer)
+    }
+
+    /// One group over its slots: `Some(delay)` when admitted. Fills the group's verdict
+    /// and its checks' answers in `answer`.
+    async fn group_spread(
+        &self,
+        call: &AdmitCall<'_, '_>,
+        group: &[usize],
+        g: usize,
+        answer: &mut AdmitAnswer,
+    ) -> Result<Option<u64>, RedisFault> {
+        let mut taken: Vec<Release> = Vec::new();
+        let mut delay = 0;
+        for chunk in slot_calls(call, group) {
+            let one = match self.admit_once(call, std::slice::from_ref(&chunk)).await {
+                Ok(one) => one,
+                Err(fault) => {
+                    self.give_back(taken);
+                    return Err(fault);
+                }
+            };
+            for (j, &i) in chunk.iter().enumerate() {
+                answer.checks[i] = one.checks[j];
+            }
+            let verdict = &one.groups[0];
+            if !verdict.passed {
+                self.give_back(taken);
+                answer.groups[g] = GroupAnswer {
+                    passed: false,
+                    rejected_by: verdict
+                        .rejected_by
+                        .and_then(|j| chunk.get(j))
+                        .and_then(|i| group.iter().position(|x| x == i)),
+                    retry_after_ms: verdict.retry_after_ms,
+                };
+                return Ok(None);
+            }
+            delay = delay.max(one.delay_ms);
+            for &i in &chunk {
+                if let Some(l) = call.lease_of(call.checks[i], &answer.checks[i]) {
+                    let (key, zset) = &call.keys[i];
+                    taken.push(Release {
+                        kind: l.kind,
+                        key: key.clone(),
+                        zset: zset.clone(),
+                        member: l.member,
+                        window_ms: l.window_ms,
+                        used: 0,
+                    });
+                }
+            }
+        }
+        answer.groups[g] = GroupAnswer {
+            passed: true,
+            rejected_by: None,
+            retry_after_ms: 1,
+        };
+        Ok(Some(delay))
+    }
+
+    /// Give back leases and reservations taken by the earlier calls of a rejected group.
+    fn give_back(&self, taken: Vec<Release>) {
+        if !taken.is_empty() {
+            // The receiver lives as long as the process; if it is gone they expire.
+            let _ = self.releases.send((taken, None));
+        }
+    }
+}
+
+/// The calls of one group: its checks in admit.lua's order (every conn check, then tokens,
+/// count, req; in the group's order within each), consecutive checks of one slot in one
+/// call. The order is kept exactly: a count that refuses stops the counts after it, as in
+/// the single call.
+fn slot_calls(call: &AdmitCall<'_, '_>, group: &[usize]) -> Vec<Vec<usize>> {
+    plan_calls(
+        group,
+        |i| match call.checks[i].kind {
+            RuleKind::Conn(_) => 0,
+            RuleKind::Tokens(..) => 1,
+            RuleKind::Count(_) => 2,
+            RuleKind::Req(_) => 3,
+        },
+        |i| Slot::for_key(&call.keys[i].0),
+    )
+}
+
+/// [`slot_calls`] over plain functions: `step` of a check in admit.lua's order, `slot` of
+/// its keys.
+fn plan_calls(
+    group: &[usize],
+    step: impl Fn(usize) -> u8,
+    slot: impl Fn(usize) -> Slot,
+) -> Vec<Vec<usize>> {
+    let mut ordered = group.to_vec();
+    ordered.sort_by_key(|&i| step(i)); // stable: the group's order within a step
+    let mut calls: Vec<(Slot, Vec<usize>)> = Vec::new();
+    for i in ordered {
+        let slot = slot(i);
+        match calls.last_mut() {
+            Some((s, run)) if *s == slot => run.push(i),
+            _ => calls.push((slot, vec![i])),
+        }
+    }
+    calls.into_iter().map(|(_, run)| run).collect()
+}
+
+/// `admit.lua`'s answer, decoded: `{chosen, delay_ms, (passed, rejecting check,
+/// retry_after_ms) per group, (remaining, reset_ms) per check}`.
+pub(super) struct AdmitAnswer {
+    /// The alternative admitted (1-based; 0: none, or no alternatives).
+    pub(super) chosen: usize,
+    pub(super) delay_ms: u64,
+    pub(super) groups: Vec<GroupAnswer>,
+    pub(super) checks: Vec<CheckAnswer>,
+}
+
+/// One group's verdict.
+pub(super) struct GroupAnswer {
+    pub(super) passed: bool,
+    /// The check that refused it (0-based), when it did not pass.
+    pub(super) rejected_by: Option<usize>,
+    pub(super) retry_after_ms: u64,
+}
+
+/// One check's quota, when it has one (count and token rules).
+#[derive(Clone, Copy)]
+pub(super) struct CheckAnswer {
+    pub(super) remaining: Option<u64>,
+    pub(super) reset_ms: u64,
+}
+
+impl AdmitAnswer {
+    /// Decode the flat array; `None` when its shape is not the expected one.
+    pub(super) fn decode(out: &[i64], n_groups: usize, n_checks: usize) -> Option<AdmitAnswer> {
+        if out.len() != 2 + 3 * n_groups + 2 * n_checks {
+            return None;
+        }
+        let groups = out[2..2 + 3 * n_groups]
+            .chunks_exact(3)
+            .map(|g| GroupAnswer {
+                passed: g[0] != 0,
+                rejected_by: usize::try_from(g[1]).ok().and_then(|i| i.checked_sub(1)),
+                retry_after_ms: g[2].max(1) as u64,
+            })
+            .collect();
+        let checks = out[2 + 3 * n_groups..]
+            .chunks_exact(2)
+            .map(|c| CheckAnswer {
+                remaining: u64::try_from(c[0]).ok(),
+                reset_ms: c[1].max(0) as u64,
+            })
+            .collect();
+        let chosen = usize::try_from(out[0])
+            .ok()
+            .filter(|c| *c < n_groups.max(1))?;
+        Some(AdmitAnswer {
+            chosen,
+            delay_ms: out[1].max(0) as u64,
+            groups,
+            checks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_keep_admit_lua_order_and_share_a_call_per_slot_run() {
+        // (step, key) per check: a consumer count, a model conn + tokens + count, a
+        // consumer req; keys tagged by entity.
+        let checks = [
+            (2, "{x:consumer:a}c"),
+            (0, "{x:model:m}n"),
+            (1, "{x:model:m}t"),
+            (2, "{x:model:m}c"),
+            (3, "{x:consumer:a}r"),
+        ];
+        let plan = plan_calls(
+            &[0, 1, 2, 3, 4],
+            |i| checks[i].0,
+            |i| Slot::for_key(checks[i].1),
+        );
+        // conn, tokens (model) | count (consumer) | count (model) | req (consumer): the
+        // consumer's count still runs before the model's, as in one call.
+        assert_eq!(plan, vec![vec![1, 2], vec![0], vec![3], vec![4]]);
+        // One slot: one call, in admit.lua's order.
+        let same = plan_calls(&[0, 4], |i| checks[i].0, |_| Slot::for_key("{k}"));
+        assert_eq!(same, vec![vec![0, 4]]);
+    }
+
+    #[test]
+    fn entities_hash_to_their_own_slots() {
+        let slot = |k: &str| Slot::for_key(k);
+        // Same tag, same slot, whatever follows the tag.
+        assert_eq!(
+            slot("{ai-rate-limiter:model:m}limit_conn:model:m/c"),
+            slot("{ai-rate-limiter:model:m}plugin-limit-count:v1:model:m/rpm")
+        );
+        // Unrelated entities hash apart.
+        assert_ne!(
+            slot("{ai-rate-limiter:model:m}limit_conn:model:m/c"),
+            slot("{ai-rate-limiter:consumer:a}limit_conn:consumer:a/c")
+        );
+    }
+}

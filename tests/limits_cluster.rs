@@ -1,0 +1,188 @@
+//! Shared limits on a real three-node Redis Cluster: counters of unrelated consumers,
+//! models and deployments live on different nodes, and an admission whose counters span
+//! several slots stays exact (one call per slot, compensation on a later refusal).
+
+mod common;
+use common::redis::{Redis, RedisCluster};
+use common::*;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "admin-secret";
+
+/// A config on `cluster` with `consumers`, `providers` and `models` (YAML flow lists).
+fn yaml(cluster: &RedisCluster, consumers: &str, providers: &str, models: &str) -> String {
+    format!(
+        r#"
+server: {{threads: 2}}
+admin: {{key: {ADMIN}}}
+limits:
+  policy: redis-cluster
+  redis: {{nodes: {seeds}, timeout: 500ms}}
+  lease_ttl: 60s
+consumers: {consumers}
+providers: {providers}
+models: {models}
+"#,
+        seeds = cluster.seeds_yaml()
+    )
+}
+
+/// The keys each node holds.
+fn keys_by_node(cluster: &RedisCluster) -> Vec<String> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| n.cmd(&["KEYS", "*"]).unwrap_or_default())
+        .collect()
+}
+
+/// The integer answer of `args` from the node that owns the key (the others answer MOVED).
+fn owner_int(cluster: &RedisCluster, args: &[&str]) -> i64 {
+    cluster
+        .nodes
+        .iter()
+        .filter_map(|n: &Redis| n.cmd(args))
+        .find_map(|r| match r.as_bytes().first() {
+            // An integer, or a bulk string holding one (GET).
+            Some(b':') => r[1..].trim().parse().ok(),
+            Some(b'$') => r.lines().nth(1).and_then(|v| v.trim().parse().ok()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no node answered {args:?} with an integer"))
+}
+
+/// Poll `f` until it holds or 3 s pass.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn counters_spread_over_the_nodes_and_stay_exact_across_two_gateways() {
+    let cluster = RedisCluster::start();
+    // Six consumers with a window of 10 each, behind one model with its own limits: every
+    // request needs the consumer's slot and the model's.
+    let consumers: Vec<String> = (0..6)
+        .map(|i| {
+            format!("{{name: c{i}, keys: [sk-c{i}], limits: [{{name: rpm, count: {{count: 10, time_window: 60s}}}}]}}")
+        })
+        .collect();
+    let cfg = yaml(
+        &cluster,
+        &format!("[{}]", consumers.join(", ")),
+        "[{name: mock, kind: mock}]",
+        "[{name: m, deployments: [{provider: mock}], limits: [{name: rpm, count: {count: 1000, time_window: 60s}}, {name: c, conn: {conn: 50}}, {name: tpm, tokens: {limit: 1000000, time_window: 60s}}]}]",
+    );
+    let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
+    let keys: Vec<String> = (0..6).map(|i| format!("sk-c{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let statuses = burst_as(&[&a, &b], &keys, "m", 6 * 25, 8);
+    assert_eq!(count(&statuses, 200), 60, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 90);
+    // The model's window counted every admitted request once.
+    assert_eq!(
+        owner_int(
+            &cluster,
+            &[
+                "GET",
+                "{ai-rate-limiter:model:m}plugin-limit-count:v1:model:m/rpm"
+            ]
+        ),
+        60
+    );
+    // Each entity's counters share a slot; the entities use more than one node.
+    let held = keys_by_node(&cluster);
+    let busy = held
+        .iter()
+        .filter(|k| k.contains("ai-rate-limiter:"))
+        .count();
+    assert!(busy >= 2, "counters all on one node: {held:?}");
+    assert!(held
+        .concat()
+        .contains("{ai-rate-limiter:consumer:c3}plugin-limit-count:v1:consumer:c3/rpm"));
+    // Every lease came back (release calls are sent per slot).
+    eventually("conn leases released", || {
+        owner_int(
+            &cluster,
+            &["ZCARD", "{ai-rate-limiter:model:m}limit_conn:model:m/c"],
+        ) == 0
+    });
+    // The status page reads usage from the owning nodes.
+    let json = get(&a.admin_url("/status.json"), Some(ADMIN)).json();
+    let limits = json["models"][0]["limits"].to_string();
+    assert!(limits.contains(r#""used":60.0"#), "{limits}");
+}
+
+#[test]
+fn a_refusal_on_a_later_slot_gives_back_what_the_earlier_slots_took() {
+    let cluster = RedisCluster::start();
+    // Model slot first (conn, tokens), then the consumer's count refuses: the model's
+    // only concurrency slot and its token reservation must come back, not wait for the
+    // 60 s lease.
+    let cfg = yaml(
+        &cluster,
+        "[{name: a, keys: [sk-a], limits: [{name: rpm, count: {count: 3, time_window: 60s}}]}, {name: b, keys: [sk-b]}]",
+        "[{name: mock, kind: mock}]",
+        "[{name: m, deployments: [{provider: mock}], limits: [{name: c, conn: {conn: 1}}, {name: tpm, tokens: {limit: 100000, time_window: 60s}}]}]",
+    );
+    let gw = Gw::start(&cfg);
+    let chat = |key: &str| {
+        post(
+            &gw.url("/v1/chat/completions"),
+            Some(key),
+            &chat_body("m", "hi", false),
+        )
+    };
+    let conn = "{ai-rate-limiter:model:m}limit_conn:model:m/c";
+    let reservations = "{ai-rate-limiter:model:m}plugin-ai-rate-limiting:v1:model:m/tpm:r";
+    let tokens = "{ai-rate-limiter:model:m}plugin-ai-rate-limiting:v1:model:m/tpm";
+    let given_back = || {
+        owner_int(&cluster, &["ZCARD", conn]) == 0
+            && owner_int(&cluster, &["ZCARD", reservations]) == 0
+    };
+    for i in 0..3 {
+        let r = chat("sk-a");
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        // The client has its answer before the gateway's release lands in Redis.
+        eventually("an admitted request's lease given back", given_back);
+    }
+    for _ in 0..5 {
+        let r = chat("sk-a");
+        assert_eq!(r.status, 429, "{}", r.body);
+        assert!(r.body.contains("consumer:a/rpm"), "{}", r.body);
+    }
+    eventually(
+        "the refused requests' lease and reservations given back",
+        given_back,
+    );
+    // The running sum of reservations is back to zero too.
+    let r = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| n.cmd(&["HGET", tokens, "r"]))
+        .find(|r| r.starts_with('$'))
+        .unwrap_or_default();
+    assert!(r.ends_with("\r\n0\r\n"), "r = {r:?}");
+    // Another consumer gets the model's one slot at once.
+    assert_eq!(chat("sk-b").status, 200);
+}
+
+#[test]
+fn alternatives_on_other_slots_admit_exactly_their_windows() {
+    let cluster = RedisCluster::start();
+    // Two deployments (two slots) of 10 requests each behind a consumer limit (a third
+    // slot): 40 requests through two gateways get exactly 20 answers.
+    let cfg = yaml(
+        &cluster,
+        "[{name: a, keys: [sk-a], limits: [{name: rpm, count: {count: 100, time_window: 60s}}]}]",
+        "[{name: one, kind: mock}, {name: two, kind: mock}]",
+        "[{name: m, deployments: [{provider: one, limits: [{name: rpm, count: {count: 10, time_window: 60s}}]}, {provider: two, limits: [{name: rpm, count: {count: 10, time_window: 60s}}]}]}]",
+    );
+    let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
+    let statuses = burst_as(&[&a, &b], &["sk-a"], "m", 40, 8);
+    assert_eq!(count(&statuses, 200), 20, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 20);
+}
