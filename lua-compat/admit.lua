@@ -26,6 +26,10 @@
 --       sliding window: hash {end, cur, prev}), -;
 --       tokens: hash {c = committed, e = window end, r = tokens reserved}, zset of
 --       reservations (member `lease|tokens`, score = lease expiry).
+--       On Redis Cluster, keys of several slots that one node owns come in one call: KEYS
+--       then holds only the first (it routes the call) and all of them follow the checks
+--       in ARGV; each is probed first, and if one lives on another node (the gateway's
+--       map of the cluster was stale) the script changes nothing and returns {-1}.
 --
 -- Returns: { chosen alternative (0 = none or no alternatives), delay_ms,
 --            per group: status (1 admitted, 0 rejected, -1 not evaluated), rejecting
@@ -40,6 +44,19 @@ local estimate = tonumber(ARGV[3])
 local ngroups = tonumber(ARGV[4])
 
 -- Parse the groups.
+local nchecks = 0
+for g = 1, ngroups do nchecks = nchecks + tonumber(ARGV[4 + g]) end
+local keys = KEYS
+if #KEYS < 2 * nchecks then
+  keys = {}
+  local first = 5 + ngroups + 5 * nchecks
+  for i = 1, 2 * nchecks do
+    local k = ARGV[first + i - 1]
+    local probe = redis.pcall('EXISTS', k)
+    if type(probe) == 'table' and probe.err then return {-1} end
+    keys[i] = k
+  end
+end
 local groups = {}
 local argi = 5 + ngroups
 local keyi = 1
@@ -50,7 +67,7 @@ for g = 1, ngroups do
       kind = tonumber(ARGV[argi]), a = tonumber(ARGV[argi + 1]),
       b = tonumber(ARGV[argi + 2]), c = tonumber(ARGV[argi + 3]),
       y = tonumber(ARGV[argi + 4]),
-      k1 = KEYS[keyi], k2 = KEYS[keyi + 1],
+      k1 = keys[keyi], k2 = keys[keyi + 1],
     }
     argi = argi + 5
     keyi = keyi + 2

@@ -7,13 +7,28 @@
 --
 -- ARGV: n, then per entry 4 values: kind (2 conn, 4 tokens), member, window_ms, used.
 -- KEYS: two per entry. conn: zset, -; tokens: hash {c, e}, zset of reservations.
+--       On Redis Cluster, keys of several slots that one node owns come in one call: KEYS
+--       then holds only the first and all of them follow the entries in ARGV; each is
+--       probed first, and if one lives on another node the script changes nothing and
+--       returns -1 (the gateway then sends one call per slot).
 
+local n = tonumber(ARGV[1])
+local keys = KEYS
+if #KEYS < 2 * n then
+  keys = {}
+  for i = 1, 2 * n do
+    local k = ARGV[1 + 4 * n + i]
+    local probe = redis.pcall('EXISTS', k)
+    if type(probe) == 'table' and probe.err then return -1 end
+    keys[i] = k
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, tonumber(ARGV[1]) do
+for i = 1, n do
   local a = 2 + (i - 1) * 4
   local kind, member = tonumber(ARGV[a]), ARGV[a + 1]
-  local k1, k2 = KEYS[2 * i - 1], KEYS[2 * i]
+  local k1, k2 = keys[2 * i - 1], keys[2 * i]
   if kind == 2 then
     redis.call('ZREM', k1, member)
   elseif kind == 4 then

@@ -119,12 +119,14 @@ fn counters_spread_over_the_nodes_and_stay_exact_across_two_gateways() {
 #[test]
 fn a_refusal_on_a_later_slot_gives_back_what_the_earlier_slots_took() {
     let cluster = RedisCluster::start();
-    // Model slot first (conn, tokens), then the consumer's count refuses: the model's
-    // only concurrency slot and its token reservation must come back, not wait for the
-    // 60 s lease.
+    // The model's slot first (conn, tokens), then the consumer's count refuses: the model's
+    // only concurrency slot and its token reservation must come back at once, not after
+    // the 60 s lease. Consumer `a`'s counters share a node with the model's (one atomic
+    // call over two slots); consumer `b`'s live on another node (two calls, and the
+    // first one's lease and reservation given back by the gateway).
     let cfg = yaml(
         &cluster,
-        "[{name: a, keys: [sk-a], limits: [{name: rpm, count: {count: 3, time_window: 60s}}]}, {name: b, keys: [sk-b]}]",
+        "[{name: a, keys: [sk-a], limits: [{name: rpm, count: {count: 3, time_window: 60s}}]}, {name: b, keys: [sk-b], limits: [{name: rpm, count: {count: 3, time_window: 60s}}]}, {name: free, keys: [sk-free]}]",
         "[{name: mock, kind: mock}]",
         "[{name: m, deployments: [{provider: mock}], limits: [{name: c, conn: {conn: 1}}, {name: tpm, tokens: {limit: 100000, time_window: 60s}}]}]",
     );
@@ -143,31 +145,109 @@ fn a_refusal_on_a_later_slot_gives_back_what_the_earlier_slots_took() {
         owner_int(&cluster, &["ZCARD", conn]) == 0
             && owner_int(&cluster, &["ZCARD", reservations]) == 0
     };
-    for i in 0..3 {
-        let r = chat("sk-a");
-        assert_eq!(r.status, 200, "request {i}: {}", r.body);
-        // The client has its answer before the gateway's release lands in Redis.
-        eventually("an admitted request's lease given back", given_back);
+    let admit_calls = || {
+        metric_sum(
+            &gw.metrics(),
+            "gateway_redis_duration_seconds_count",
+            &[("op", "admit")],
+        )
+    };
+    for (consumer, calls_per_request) in [("a", 1.0), ("b", 2.0)] {
+        let key = format!("sk-{consumer}");
+        let before = admit_calls();
+        for i in 0..3 {
+            let r = chat(&key);
+            assert_eq!(r.status, 200, "{consumer}, request {i}: {}", r.body);
+            // The client has its answer before the gateway's release lands in Redis.
+            eventually("an admitted request's lease given back", given_back);
+        }
+        for _ in 0..5 {
+            let r = chat(&key);
+            assert_eq!(r.status, 429, "{}", r.body);
+            assert!(
+                r.body.contains(&format!("consumer:{consumer}/rpm")),
+                "{}",
+                r.body
+            );
+        }
+        assert_eq!(
+            admit_calls() - before,
+            8.0 * calls_per_request,
+            "{consumer}"
+        );
+        eventually(
+            "the refused requests' lease and reservations given back",
+            given_back,
+        );
+        // The running sum of reservations is back to zero too.
+        let r = cluster
+            .nodes
+            .iter()
+            .filter_map(|n| n.cmd(&["HGET", tokens, "r"]))
+            .find(|r| r.starts_with('$'))
+            .unwrap_or_default();
+        assert!(r.ends_with("\r\n0\r\n"), "r = {r:?}");
+        // Another consumer gets the model's one slot at once.
+        assert_eq!(chat("sk-free").status, 200);
+        eventually("the free consumer's lease given back", given_back);
     }
-    for _ in 0..5 {
-        let r = chat("sk-a");
-        assert_eq!(r.status, 429, "{}", r.body);
-        assert!(r.body.contains("consumer:a/rpm"), "{}", r.body);
-    }
-    eventually(
-        "the refused requests' lease and reservations given back",
-        given_back,
-    );
-    // The running sum of reservations is back to zero too.
-    let r = cluster
-        .nodes
-        .iter()
-        .filter_map(|n| n.cmd(&["HGET", tokens, "r"]))
-        .find(|r| r.starts_with('$'))
-        .unwrap_or_default();
-    assert!(r.ends_with("\r\n0\r\n"), "r = {r:?}");
-    // Another consumer gets the model's one slot at once.
-    assert_eq!(chat("sk-b").status, 200);
+}
+
+#[test]
+fn scripts_change_nothing_when_a_key_is_on_another_node() {
+    // A stale cluster map: the gateway sends keys of two nodes in one call. admit.lua and
+    // release.lua probe every key first and answer -1 without writing anything.
+    let cluster = RedisCluster::start();
+    let (here, there) = ("{b}here", "{a}there"); // slots 3300 and 15495: nodes 1 and 3
+    let admit = include_str!("../lua-compat/admit.lua");
+    let release = include_str!("../lua-compat/release.lua");
+    let node = &cluster.nodes[0];
+    // One group of two count checks; KEYS holds the first key, all four keys follow.
+    let out = node
+        .cmd(&[
+            "EVAL", admit, "1", here, "lease", "1000", "1", "1", "2", "3", "5", "60000", "0", "-1",
+            "3", "5", "60000", "0", "-1", here, here, there, there,
+        ])
+        .unwrap();
+    assert_eq!(out, "*1\r\n:-1\r\n", "{out}");
+    let out = node
+        .cmd(&[
+            "EVAL", release, "1", here, "2", "2", "m", "0", "0", "2", "m", "0", "0", here, here,
+            there, there,
+        ])
+        .unwrap();
+    assert_eq!(out, ":-1\r\n", "{out}");
+    let keys = keys_by_node(&cluster).concat();
+    assert!(!keys.contains("here") && !keys.contains("there"), "{keys}");
+    // Keys of two slots on one node are served.
+    let out = node
+        .cmd(&[
+            "EVAL",
+            admit,
+            "1",
+            here,
+            "lease",
+            "1000",
+            "1",
+            "1",
+            "2",
+            "3",
+            "5",
+            "60000",
+            "0",
+            "-1",
+            "3",
+            "5",
+            "60000",
+            "0",
+            "-1",
+            here,
+            here,
+            "{f}same-node",
+            "{f}same-node",
+        ])
+        .unwrap();
+    assert!(out.starts_with("*9\r\n:0\r\n:0\r\n:1\r\n"), "{out}");
 }
 
 #[test]

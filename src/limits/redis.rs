@@ -38,8 +38,10 @@ use tokio::sync::mpsc;
 mod admit;
 mod call;
 mod hold;
+mod topology;
 use call::{AdmitCall, CheckAnswer, LeaseOf};
 use hold::{Held, RedisHold};
+use topology::Topology;
 
 const ADMIT_LUA: &str = include_str!("../../lua-compat/admit.lua");
 const RELEASE_LUA: &str = include_str!("../../lua-compat/release.lua");
@@ -163,6 +165,10 @@ pub struct RedisStore {
     releases: mpsc::UnboundedSender<ReleaseMsg>,
     release_rx: Mutex<Option<mpsc::UnboundedReceiver<ReleaseMsg>>>,
     up: AtomicBool,
+    /// Redis Cluster: which node owns which slot, as last read.
+    topology: arc_swap::ArcSwap<Topology>,
+    /// Wakes [`Self::run`] to read the cluster map again (a script found it stale).
+    topology_stale: tokio::sync::Notify,
     /// Becomes true once the first connection attempt has an outcome.
     attempted: tokio::sync::watch::Sender<bool>,
     metrics: RedisMetrics,
@@ -205,6 +211,8 @@ impl RedisStore {
             releases: tx,
             release_rx: Mutex::new(Some(rx)),
             up: AtomicBool::new(false),
+            topology: Default::default(),
+            topology_stale: tokio::sync::Notify::new(),
             attempted: tokio::sync::watch::Sender::new(false),
             metrics,
         })
@@ -327,7 +335,11 @@ impl RedisStore {
         let mut sync = tokio::time::interval(Duration::from_millis(sync_every));
         loop {
             tokio::select! {
-                _ = refresh.tick() => self.refresh_leases().await,
+                _ = refresh.tick() => {
+                    self.read_topology().await;
+                    self.refresh_leases().await;
+                }
+                _ = self.topology_stale.notified() => self.read_topology().await,
                 _ = sync.tick() => self.sync_counts().await,
                 _ = probe.tick() => {
                     if !self.is_up() {
@@ -345,6 +357,7 @@ impl RedisStore {
                 Ok(c) => {
                     let _ = self.conn.set(c);
                     self.load_scripts().await;
+                    self.read_topology().await;
                     // Marks the store up (or down) before the first request decides.
                     let _ = self.call::<i64>("ping", &self.ping.prepare_invoke()).await;
                     self.attempted.send_replace(true);
@@ -379,6 +392,33 @@ impl RedisStore {
                 tracing::warn!(error = %e, "loading a limiter script into Redis failed; it is loaded on first use");
             }
         }
+    }
+
+    /// Redis Cluster: read which node owns which slot (`CLUSTER SLOTS`).
+    async fn read_topology(&self) {
+        if self.policy != LimitPolicy::RedisCluster {
+            return;
+        }
+        let Some(conn) = self.conn.get() else { return };
+        let read = tokio::time::timeout(
+            self.timeout,
+            conn.query::<redis::Value>(&redis::cmd("CLUSTER").arg("SLOTS").to_owned()),
+        )
+        .await;
+        match read
+            .ok()
+            .and_then(Result::ok)
+            .as_ref()
+            .and_then(Topology::parse)
+        {
+            Some(map) => self.topology.store(Arc::new(map)),
+            None => tracing::debug!("could not read the Redis Cluster map; calls go per slot"),
+        }
+    }
+
+    /// A script found a key on another node than the map said: read it again soon.
+    fn topology_stale(&self) {
+        self.topology_stale.notify_one();
     }
 
     async fn refresh_leases(&self) {
@@ -438,6 +478,19 @@ impl RedisStore {
         }
     }
 
+    /// One call of release.lua. On failure the leases expire by themselves after
+    /// lease_ttl; -1: a key is not on the node the cluster map said (nothing changed).
+    async fn release_call(&self, run: &[Release]) -> Result<i64, RedisFault> {
+        let mut inv = self.release.prepare_invoke();
+        inv.arg(run.len());
+        for r in run {
+            inv.arg(r.kind).arg(&r.member).arg(r.window_ms).arg(r.used);
+        }
+        let keys = run.iter().flat_map(|r| [r.key.as_str(), r.zset.as_str()]);
+        call::push_keys(&mut inv, keys);
+        self.call("release", &inv).await
+    }
+
     /// Send releases as they come, everything queued meanwhile in one call.
     async fn release_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<ReleaseMsg>) {
         while let Some((mut batch, ack)) = rx.recv().await {
@@ -451,19 +504,14 @@ impl RedisStore {
                     Err(_) => break,
                 }
             }
-            for run in self.by_slot(batch, |r| &r.key) {
-                let mut inv = self.release.prepare_invoke();
-                inv.arg(run.len());
-                for r in &run {
-                    inv.arg(r.kind)
-                        .arg(&r.member)
-                        .arg(r.window_ms)
-                        .arg(r.used)
-                        .key(&r.key)
-                        .key(&r.zset);
+            // One call per node; if the cluster map was stale, one per slot.
+            for run in self.by_node(batch, |r| &r.key) {
+                if let Ok(-1) = self.release_call(&run).await {
+                    self.topology_stale();
+                    for run in self.by_slot(run, |r| &r.key) {
+                        let _ = self.release_call(&run).await;
+                    }
                 }
-                // On failure the leases expire by themselves after lease_ttl.
-                let _ = self.call::<i64>("release", &inv).await;
             }
             for a in acks {
                 let _ = a.send(());

@@ -42,10 +42,16 @@ impl RedisStore {
             checks: &checks,
             keys: &keys,
         };
-        let answer = if self.spans_slots(&keys) {
-            self.admit_spread(&call, &members).await?
-        } else {
-            self.admit_once(&call, &members).await?
+        // One atomic call when one node owns every key (always off a cluster); else, or
+        // when the cluster map was stale, one call per slot.
+        let spans = self.spans_slots(&keys);
+        let once = match !spans || self.one_node(&keys) {
+            true => self.admit_once(&call, &members).await?,
+            false => None,
+        };
+        let answer = match once {
+            Some(answer) => answer,
+            None => self.admit_spread(&call, &members).await?,
         };
         let bad = || RedisFault("unexpected answer from admit.lua".into());
         let n_groups = groups.len();

@@ -22,8 +22,8 @@
 //! the request is then rejected. That can refuse a request a single call would have
 //! admitted (never the reverse), for one round trip, and only near a limit.
 
+use super::topology::slot;
 use super::*;
-use redis::cluster_routing::Slot;
 
 /// What one admission sends: the lease, the token estimate, every check (in group order)
 /// and its two keys.
@@ -76,36 +76,54 @@ impl AdmitCall<'_, '_> {
 impl RedisStore {
     /// Whether the keys of one admission live on several cluster slots.
     pub(super) fn spans_slots(&self, keys: &[(String, String)]) -> bool {
-        if self.policy != LimitPolicy::RedisCluster {
-            return false;
-        }
-        let mut slots = keys.iter().map(|(k, _)| Slot::for_key(k));
-        let first = slots.next();
-        slots.any(|s| Some(s) != first)
+        self.policy == LimitPolicy::RedisCluster && !one_slot(keys.iter().map(|(k, _)| k.as_str()))
+    }
+
+    /// Whether the cluster map puts every key on one node.
+    pub(super) fn one_node(&self, keys: &[(String, String)]) -> bool {
+        let map = self.topology.load();
+        let mut nodes = keys.iter().map(|(k, _)| map.node(slot(k)));
+        let first = nodes.next().flatten();
+        first.is_some() && nodes.all(|n| n == first)
     }
 
     /// Split `items` into runs whose keys share a cluster slot (one run off a cluster).
     pub(super) fn by_slot<T>(&self, items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+        self.runs(items, |item| u32::from(slot(key(item))))
+    }
+
+    /// Split `items` into runs whose keys one node owns, as the cluster map says (a key of
+    /// a slot the map does not know gets a run of its slot); one run off a cluster.
+    pub(super) fn by_node<T>(&self, items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+        let map = self.topology.load();
+        self.runs(items, |item| {
+            let s = slot(key(item));
+            map.node(s).map_or(1 << 16 | u32::from(s), |n| n as u32)
+        })
+    }
+
+    fn runs<T>(&self, items: Vec<T>, owner: impl Fn(&T) -> u32) -> Vec<Vec<T>> {
         if self.policy != LimitPolicy::RedisCluster {
             return vec![items];
         }
-        let mut runs: Vec<(Slot, Vec<T>)> = Vec::new();
+        let mut runs: Vec<(u32, Vec<T>)> = Vec::new();
         for item in items {
-            let slot = Slot::for_key(key(&item));
-            match runs.iter_mut().find(|(s, _)| *s == slot) {
+            let o = owner(&item);
+            match runs.iter_mut().find(|(r, _)| *r == o) {
                 Some((_, run)) => run.push(item),
-                None => runs.push((slot, vec![item])),
+                None => runs.push((o, vec![item])),
             }
         }
         runs.into_iter().map(|(_, run)| run).collect()
     }
 
-    /// One `EVALSHA` of admit.lua for `groups` (indexes into `call.checks`).
+    /// One `EVALSHA` of admit.lua for `groups` (indexes into `call.checks`); `None` when
+    /// the keys span slots and one of them is not on the node the cluster map said.
     pub(super) async fn admit_once(
         &self,
         call: &AdmitCall<'_, '_>,
         groups: &[Vec<usize>],
-    ) -> Result<AdmitAnswer, RedisFault> {
+    ) -> Result<Option<AdmitAnswer>, RedisFault> {
         let mut inv = self.admit.prepare_invoke();
         inv.arg(call.lease)
             .arg(self.lease_ttl_ms)
@@ -135,12 +153,21 @@ impl RedisStore {
                     .arg(u8::from(l.any_left)),
             };
             inv.arg(c.yield_to.unwrap_or(-1.0));
-            let (key, second) = &call.keys[i];
-            inv.key(key).key(second);
         }
+        let keys = groups.iter().flatten().flat_map(|&i| {
+            let (key, second) = &call.keys[i];
+            [key.as_str(), second.as_str()]
+        });
+        push_keys(&mut inv, keys);
         let out: Vec<i64> = self.call("admit", &inv).await?;
+        if out == [-1] {
+            // A key lives on another node than the cluster map said.
+            self.topology_stale();
+            return Ok(None);
+        }
         let n_checks = groups.iter().map(Vec::len).sum();
         AdmitAnswer::decode(&out, groups.len(), n_checks)
+            .map(Some)
             .ok_or_else(|| RedisFault("unexpected answer from admit.lua".into()))
     }
 
@@ -201,7 +228,12 @@ impl RedisStore {
         let mut delay = 0;
         for chunk in slot_calls(call, group) {
             let one = match self.admit_once(call, std::slice::from_ref(&chunk)).await {
-                Ok(one) => one,
+                Ok(Some(one)) => one,
+                // A chunk's keys share a slot: the script never refuses them.
+                Ok(None) => {
+                    self.give_back(taken);
+                    return Err(RedisFault("admit.lua refused keys of one slot".into()));
+                }
                 Err(fault) => {
                     self.give_back(taken);
                     return Err(fault);
@@ -255,6 +287,34 @@ impl RedisStore {
     }
 }
 
+/// Whether `keys` share one cluster slot.
+pub(super) fn one_slot<'k>(mut keys: impl Iterator<Item = &'k str>) -> bool {
+    let first = keys.next().map(slot);
+    keys.all(|k| Some(slot(k)) == first)
+}
+
+/// Pass `keys` to a script, after every other argument: declared when they share a slot;
+/// else only the first is declared (it routes the call to its node) and all of them follow
+/// the arguments, for the script to probe and use (keys of several slots of one node).
+pub(super) fn push_keys<'k>(
+    inv: &mut redis::ScriptInvocation<'_>,
+    keys: impl Iterator<Item = &'k str> + Clone,
+) {
+    if one_slot(keys.clone()) {
+        for k in keys {
+            inv.key(k);
+        }
+    } else {
+        let mut all = keys.peekable();
+        if let Some(first) = all.peek() {
+            inv.key(*first);
+        }
+        for k in all {
+            inv.arg(k);
+        }
+    }
+}
+
 /// The calls of one group: its checks in admit.lua's order (every conn check, then tokens,
 /// count, req; in the group's order within each), consecutive checks of one slot in one
 /// call. The order is kept exactly: a count that refuses stops the counts after it, as in
@@ -268,7 +328,7 @@ fn slot_calls(call: &AdmitCall<'_, '_>, group: &[usize]) -> Vec<Vec<usize>> {
             RuleKind::Count(_) => 2,
             RuleKind::Req(_) => 3,
         },
-        |i| Slot::for_key(&call.keys[i].0),
+        |i| slot(&call.keys[i].0),
     )
 }
 
@@ -277,11 +337,11 @@ fn slot_calls(call: &AdmitCall<'_, '_>, group: &[usize]) -> Vec<Vec<usize>> {
 fn plan_calls(
     group: &[usize],
     step: impl Fn(usize) -> u8,
-    slot: impl Fn(usize) -> Slot,
+    slot: impl Fn(usize) -> u16,
 ) -> Vec<Vec<usize>> {
     let mut ordered = group.to_vec();
     ordered.sort_by_key(|&i| step(i)); // stable: the group's order within a step
-    let mut calls: Vec<(Slot, Vec<usize>)> = Vec::new();
+    let mut calls: Vec<(u16, Vec<usize>)> = Vec::new();
     for i in ordered {
         let slot = slot(i);
         match calls.last_mut() {
@@ -365,22 +425,17 @@ mod tests {
             (2, "{x:model:m}c"),
             (3, "{x:consumer:a}r"),
         ];
-        let plan = plan_calls(
-            &[0, 1, 2, 3, 4],
-            |i| checks[i].0,
-            |i| Slot::for_key(checks[i].1),
-        );
+        let plan = plan_calls(&[0, 1, 2, 3, 4], |i| checks[i].0, |i| slot(checks[i].1));
         // conn, tokens (model) | count (consumer) | count (model) | req (consumer): the
         // consumer's count still runs before the model's, as in one call.
         assert_eq!(plan, vec![vec![1, 2], vec![0], vec![3], vec![4]]);
         // One slot: one call, in admit.lua's order.
-        let same = plan_calls(&[0, 4], |i| checks[i].0, |_| Slot::for_key("{k}"));
+        let same = plan_calls(&[0, 4], |i| checks[i].0, |_| slot("{k}"));
         assert_eq!(same, vec![vec![0, 4]]);
     }
 
     #[test]
     fn entities_hash_to_their_own_slots() {
-        let slot = |k: &str| Slot::for_key(k);
         // Same tag, same slot, whatever follows the tag.
         assert_eq!(
             slot("{ai-rate-limiter:model:m}limit_conn:model:m/c"),

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Redis Cluster scale-out benchmark, run on demand: what one admission costs the busiest
+# Redis node, with one node and with a three-node cluster, measured side by side in one
+# run. Many consumers (CONSUMERS, each with a request window, a token window and a leaky
+# bucket of its own) call one model through two gateways: one on the `redis` policy (one
+# redis-server), one on `redis-cluster` (three nodes, no replicas). wrk picks a consumer
+# key at random for every request; rounds are interleaved. Redis's own CPU comes from
+# INFO (commandstats for the scripts, and used_cpu_user + used_cpu_sys for the whole
+# process, network included), per node. The fleet's ceiling is when its busiest node is
+# saturated: 1 s / (that node's CPU per request).
+# Traffic goes to 127.0.0.1 only, bounded by DURATION.
+#
+#   benches/cluster.sh          # defaults: ROUNDS=3 DURATION=8 CONNS=32 CONSUMERS=200
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+CONNS=${CONNS:-32}
+CONSUMERS=${CONSUMERS:-200}
+
+. benches/common.sh
+install_missing wrk:wrk nginx:nginx-light redis-server:redis-server redis-cli:redis-tools
+UP=$(port); GS=$(port); GSM=$(port); GC=$(port); GCM=$(port); RP=$(port)
+NODES=("$(port)" "$(port)" "$(port)")
+
+# A static upstream: nginx answering one chat completion (cheap, so Redis shows).
+answer='{"id":"chatcmpl-static","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}'
+cat > "$tmp/static.conf" <<NGINX
+worker_processes 1;
+pid $tmp/static.pid;
+error_log $tmp/static-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/sbody;
+  server {
+    listen 127.0.0.1:$UP;
+    keepalive_requests 1000000;
+    location / { default_type application/json; return 200 '$answer'; }
+  }
+}
+NGINX
+
+consumers=$(for i in $(seq "$CONSUMERS"); do
+  echo "  - {name: c$i, keys: [sk-c$i], limits: [{name: rpm, count: {count: 100000000, time_window: 60s}}, {name: tpm, tokens: {limit: 100000000000, time_window: 60s}}, {name: rate, req: {rate: 1000000, burst: 1000000, nodelay: true}}]}"
+done)
+gateway_yaml() { # $1: the limits line
+  cat <<YAML
+server: {threads: 1}
+logging: {access_log: false, level: warn}
+$1
+consumers:
+$consumers
+providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream}]
+models: [{name: bench, deployments: [{provider: up}]}]
+reload: {watch: false}
+YAML
+}
+seeds=$(printf '"redis://127.0.0.1:%s", ' "${NODES[@]}")
+gateway_yaml "limits: {policy: redis, redis: {url: \"redis://127.0.0.1:$RP/0\"}}" > "$tmp/single.yaml"
+gateway_yaml "limits: {policy: redis-cluster, redis: {nodes: [${seeds%, }]}}" > "$tmp/cluster.yaml"
+
+cat > "$tmp/post.lua" <<LUA
+local body = '{"model":"bench","messages":[{"role":"user","content":"Hello, how are you today?"}],"max_tokens":16}'
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  wrk.headers["Authorization"] = "Bearer sk-c" .. math.random($CONSUMERS)
+  return wrk.format("POST", "/v1/chat/completions", wrk.headers, body)
+end
+LUA
+
+nginx -c "$tmp/static.conf" -g 'daemon off;' & pids+=($!)
+redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" >/dev/null & pids+=($!)
+for n in "${NODES[@]}"; do
+  mkdir -p "$tmp/node-$n"
+  redis-server --port "$n" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp/node-$n" \
+    --cluster-enabled yes --cluster-config-file nodes.conf >/dev/null & pids+=($!)
+done
+wait_ports "$UP" "$RP" "${NODES[@]}"
+redis-cli --cluster create $(printf '127.0.0.1:%s ' "${NODES[@]}") --cluster-replicas 0 --cluster-yes >/dev/null
+for _ in $(seq 100); do
+  redis-cli -p "${NODES[0]}" CLUSTER INFO | grep -q cluster_state:ok && break; sleep 0.1
+done
+"$BIN" run --config "$tmp/single.yaml" --listen 127.0.0.1:$GS --metrics-listen 127.0.0.1:$GSM >"$tmp/gs.log" 2>&1 & pids+=($!)
+"$BIN" run --config "$tmp/cluster.yaml" --listen 127.0.0.1:$GC --metrics-listen 127.0.0.1:$GCM >"$tmp/gc.log" 2>&1 & pids+=($!)
+wait_ports "$GS" "$GC"
+sleep 1
+
+# Warm-up (every consumer's counters exist), then Redis's statistics from zero.
+for p in "$GS" "$GC"; do wrk -t1 -c"$CONNS" -d2s -s "$tmp/post.lua" "http://127.0.0.1:$p/v1/chat/completions" >/dev/null; done
+for n in "$RP" "${NODES[@]}"; do redis-cli -p "$n" CONFIG RESETSTAT >/dev/null; done
+cpu() { redis-cli -p "$1" INFO cpu | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.6f", s}'; }
+for n in "$RP" "${NODES[@]}"; do echo "$n $(cpu "$n")" >> "$tmp/cpu-before.txt"; done
+for r in $(seq "$ROUNDS"); do
+  for target in single:$GS cluster:$GC; do
+    wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$tmp/post.lua" \
+      "http://127.0.0.1:${target#*:}/v1/chat/completions" > "$tmp/wrk-${target%%:*}-$r.txt"
+  done
+done
+for n in "$RP" "${NODES[@]}"; do
+  echo "$n $(cpu "$n")" >> "$tmp/cpu-after.txt"
+  redis-cli -p "$n" INFO commandstats > "$tmp/stats-$n.txt"
+  redis-cli -p "$n" DBSIZE > "$tmp/dbsize-$n.txt"
+done
+mkdir -p bench-results && cp "$tmp"/wrk-*.txt bench-results/ 2>/dev/null || true
+
+python3 - "$tmp" "$ROUNDS" "$RP" "${NODES[@]}" <<'PY'
+import re, statistics, sys
+tmp, rounds, single, nodes = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+def wrk(name):
+    rps, total = [], 0
+    for r in range(1, rounds + 1):
+        txt = open(f"{tmp}/wrk-{name}-{r}.txt").read()
+        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", txt).group(1)))
+        total += int(re.search(r"(\d+) requests in", txt).group(1))
+        if "Non-2xx" in txt:
+            sys.exit(f"{name}: non-2xx answers:\n{txt}")
+    return statistics.median(rps), total
+def cpu(f):
+    return {l.split()[0]: float(l.split()[1]) for l in open(f"{tmp}/{f}")}
+before, after = cpu("cpu-before.txt"), cpu("cpu-after.txt")
+def node(port, served):
+    calls = usec = 0
+    for l in open(f"{tmp}/stats-{port}.txt"):
+        m = re.match(r"cmdstat_(evalsha|eval):calls=(\d+),usec=(\d+)", l)
+        if m:
+            calls += int(m.group(2)); usec += int(m.group(3))
+    keys = int(open(f"{tmp}/dbsize-{port}.txt").read().strip() or 0)
+    return {"calls": calls / served, "script": usec / served,
+            "process": (after[port] - before[port]) * 1e6 / served, "keys": keys}
+(s_rps, s_n), (c_rps, c_n) = wrk("single"), wrk("cluster")
+one = node(single, s_n)
+three = {p: node(p, c_n) for p in nodes}
+print(f"\nCluster benchmark: {len(nodes)} cluster nodes vs one node, {rounds} interleaved rounds, median req/s;"
+      f" Redis CPU per request served (all rounds).\n")
+print("| Redis | gateway req/s | node | keys | script calls/request | script CPU µs/request | process CPU µs/request |")
+print("|---|---:|---|---:|---:|---:|---:|")
+print(f"| one node | {s_rps:,.0f} | :{single} | {one['keys']} | {one['calls']:.2f} | {one['script']:.1f} | {one['process']:.1f} |")
+for i, (p, v) in enumerate(three.items()):
+    first = f"| cluster | {c_rps:,.0f}" if i == 0 else "| | "
+    print(f"{first} | :{p} | {v['keys']} | {v['calls']:.2f} | {v['script']:.1f} | {v['process']:.1f} |")
+busiest = max(v["process"] for v in three.values())
+total = sum(v["process"] for v in three.values())
+print(f"\nfleet ceiling (busiest node saturated, process CPU): one node ≈ {1e6/max(one['process'],0.001):,.0f} req/s;"
+      f" cluster ≈ {1e6/max(busiest,0.001):,.0f} req/s ({one['process']/max(busiest,0.001):.2f}x);"
+      f" cluster CPU summed over nodes: {total:.1f} µs/request ({total/max(one['process'],0.001):.2f}x one node's)")
+PY
