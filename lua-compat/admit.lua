@@ -11,7 +11,12 @@
 -- APISIX's order: conn -> tokens -> count -> req. A group that rejects gives back the
 -- slots and reservations it took; counts it made stay counted (APISIX semantics).
 --
--- ARGV: lease, lease_ttl_ms, estimate, ngroups, then per group its number of checks, then
+-- Several requests' admissions can share one call (the gateway's group commit: whatever
+-- arrived while the previous call was in flight): each is decided in turn, exactly as if
+-- it had its own call, and the answers are concatenated.
+--
+-- ARGV: m (admissions in this call), then per admission:
+--       lease, lease_ttl_ms, estimate, ngroups, then per group its number of checks, then
 --       per check 5 values: kind (1 req, 2 conn, 3 count, 4 tokens), a, b, c, y:
 --         req:    rate (requests/s), burst, nodelay (0/1)
 --         conn:   conn, burst, default_conn_delay_ms
@@ -22,8 +27,8 @@
 --       y: -1 for a realtime request; for a batch request the realtime rate (requests/s,
 --       >= 0) the check must leave room for (src/limits/priority.rs: a batch check without
 --       room is rejected and changes nothing).
--- KEYS: two per check, in check order. req: hash, -; conn: zset, -; count: counter (a
---       sliding window: hash {end, cur, prev}), -;
+-- KEYS: two per check, in admission and check order. req: hash, -; conn: zset, -;
+--       count: counter (a sliding window: hash {end, cur, prev}), -;
 --       tokens: hash {c = committed, e = window end, r = tokens reserved}, zset of
 --       reservations (member `lease|tokens`, score = lease expiry).
 --       On Redis Cluster, keys of several slots that one node owns come in one call: KEYS
@@ -31,52 +36,41 @@
 --       in ARGV; each is probed first, and if one lives on another node (the gateway's
 --       map of the cluster was stale) the script changes nothing and returns {-1}.
 --
--- Returns: { chosen alternative (0 = none or no alternatives), delay_ms,
+-- Returns, per admission: its answer's length, then the answer:
+--          { chosen alternative (0 = none or no alternatives), delay_ms,
 --            per group: status (1 admitted, 0 rejected, -1 not evaluated), rejecting
 --            check (1-based within the group), retry_after_ms,
 --            per check: remaining, reset_ms (-1 when not reported) }
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = ARGV[1]
-local lease_ttl = tonumber(ARGV[2])
-local estimate = tonumber(ARGV[3])
-local ngroups = tonumber(ARGV[4])
+local nadmit = tonumber(ARGV[1])
 
--- Parse the groups.
-local nchecks = 0
-for g = 1, ngroups do nchecks = nchecks + tonumber(ARGV[4 + g]) end
+-- Where each admission's arguments start, and the keys: declared, or (several slots of
+-- one node) after the arguments, probed.
+local starts, nkeys, argi = {}, 0, 2
+for a = 1, nadmit do
+  starts[a] = argi
+  local ngroups = tonumber(ARGV[argi + 3])
+  local n = 0
+  for g = 1, ngroups do n = n + tonumber(ARGV[argi + 3 + g]) end
+  nkeys = nkeys + 2 * n
+  argi = argi + 4 + ngroups + 5 * n
+end
 local keys = KEYS
-if #KEYS < 2 * nchecks then
+if #KEYS < nkeys then
   keys = {}
-  local first = 5 + ngroups + 5 * nchecks
-  for i = 1, 2 * nchecks do
-    local k = ARGV[first + i - 1]
+  for i = 1, nkeys do
+    local k = ARGV[argi + i - 1]
     local probe = redis.pcall('EXISTS', k)
     if type(probe) == 'table' and probe.err then return {-1} end
     keys[i] = k
   end
 end
-local groups = {}
-local argi = 5 + ngroups
-local keyi = 1
-for g = 1, ngroups do
-  local checks = {}
-  for _ = 1, tonumber(ARGV[4 + g]) do
-    checks[#checks + 1] = {
-      kind = tonumber(ARGV[argi]), a = tonumber(ARGV[argi + 1]),
-      b = tonumber(ARGV[argi + 2]), c = tonumber(ARGV[argi + 3]),
-      y = tonumber(ARGV[argi + 4]),
-      k1 = keys[keyi], k2 = keys[keyi + 1],
-    }
-    argi = argi + 5
-    keyi = keyi + 2
-  end
-  groups[g] = checks
-end
 
-local quota = {}     -- per check index (global): {remaining, reset}
-local delay = 0
+-- The admission being decided.
+local lease, lease_ttl, estimate
+local quota          -- per check index (within the admission): {remaining, reset}
 
 local function tokens_of(member)
   return tonumber(string.match(member, '|(%d+)$')) or 0
@@ -300,38 +294,68 @@ local function evaluate(checks, base)
   return 1, 0, 0, gdelay
 end
 
-local out = {0, 0}
-local bases, base = {}, 0
-for g = 1, ngroups do
-  bases[g] = base
-  base = base + #groups[g]
-  out[3 * g] = -1
-  out[3 * g + 1] = 0
-  out[3 * g + 2] = 0
-end
-local function record(g, s, i, retry)
-  out[3 * g], out[3 * g + 1], out[3 * g + 2] = s, i, retry
-end
-
-local s, i, retry, d = evaluate(groups[1], 0)
-record(1, s, i, retry)
-delay = d
-if s == 1 and ngroups > 1 then
-  for g = 2, ngroups do
-    s, i, retry, d = evaluate(groups[g], bases[g])
-    record(g, s, i, retry)
-    if s == 1 then
-      out[1] = g - 1
-      delay = math.max(delay, d)
-      break
+-- Decide one admission whose arguments start at ARGV[argi] and keys at keys[keyi];
+-- append its answer (length first) to `result`; return where the next one's keys start.
+local function admit(argi, keyi, result)
+  lease = ARGV[argi]
+  lease_ttl = tonumber(ARGV[argi + 1])
+  estimate = tonumber(ARGV[argi + 2])
+  local ngroups = tonumber(ARGV[argi + 3])
+  local groups = {}
+  local ai = argi + 4 + ngroups
+  for g = 1, ngroups do
+    local checks = {}
+    for _ = 1, tonumber(ARGV[argi + 3 + g]) do
+      checks[#checks + 1] = {
+        kind = tonumber(ARGV[ai]), a = tonumber(ARGV[ai + 1]),
+        b = tonumber(ARGV[ai + 2]), c = tonumber(ARGV[ai + 3]),
+        y = tonumber(ARGV[ai + 4]),
+        k1 = keys[keyi], k2 = keys[keyi + 1],
+      }
+      ai = ai + 5
+      keyi = keyi + 2
+    end
+    groups[g] = checks
+  end
+  quota = {}
+  local out = {0, 0}
+  local bases, base = {}, 0
+  for g = 1, ngroups do
+    bases[g] = base
+    base = base + #groups[g]
+    out[3 * g] = -1
+    out[3 * g + 1] = 0
+    out[3 * g + 2] = 0
+  end
+  local function record(g, s, i, retry)
+    out[3 * g], out[3 * g + 1], out[3 * g + 2] = s, i, retry
+  end
+  local s, i, retry, d = evaluate(groups[1], 0)
+  record(1, s, i, retry)
+  local delay = d
+  if s == 1 and ngroups > 1 then
+    for g = 2, ngroups do
+      s, i, retry, d = evaluate(groups[g], bases[g])
+      record(g, s, i, retry)
+      if s == 1 then
+        out[1] = g - 1
+        delay = math.max(delay, d)
+        break
+      end
     end
   end
+  out[2] = delay
+  local n = 3 * ngroups + 2
+  for q = 1, base do
+    local v = quota[q]
+    out[n + 2 * q - 1] = v and v[1] or -1
+    out[n + 2 * q] = v and v[2] or -1
+  end
+  result[#result + 1] = #out
+  for _, v in ipairs(out) do result[#result + 1] = v end
+  return keyi
 end
-out[2] = delay
-local n = 3 * ngroups + 2
-for q = 1, base do
-  local v = quota[q]
-  out[n + 2 * q - 1] = v and v[1] or -1
-  out[n + 2 * q] = v and v[2] or -1
-end
-return out
+
+local result, keyi = {}, 1
+for a = 1, nadmit do keyi = admit(starts[a], keyi, result) end
+return result

@@ -202,11 +202,12 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
     let admit = include_str!("../lua-compat/admit.lua");
     let release = include_str!("../lua-compat/release.lua");
     let node = &cluster.nodes[0];
-    // One group of two count checks; KEYS holds the first key, all four keys follow.
+    // One admission of one group of two count checks; KEYS holds the first key, all four
+    // keys follow.
     let out = node
         .cmd(&[
-            "EVAL", admit, "1", here, "lease", "1000", "1", "1", "2", "3", "5", "60000", "0", "-1",
-            "3", "5", "60000", "0", "-1", here, here, there, there,
+            "EVAL", admit, "1", here, "1", "lease", "1000", "1", "1", "2", "3", "5", "60000", "0",
+            "-1", "3", "5", "60000", "0", "-1", here, here, there, there,
         ])
         .unwrap();
     assert_eq!(out, "*1\r\n:-1\r\n", "{out}");
@@ -226,6 +227,7 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
             admit,
             "1",
             here,
+            "1",
             "lease",
             "1000",
             "1",
@@ -247,7 +249,8 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
             "{f}same-node",
         ])
         .unwrap();
-    assert!(out.starts_with("*9\r\n:0\r\n:0\r\n:1\r\n"), "{out}");
+    // Its length, then: no alternative, no delay, group admitted.
+    assert!(out.starts_with("*10\r\n:9\r\n:0\r\n:0\r\n:1\r\n"), "{out}");
 }
 
 #[test]

@@ -62,11 +62,15 @@ fn limit_count_is_exact_across_two_gateways() {
     let statuses = burst(&[&a, &b], "m", 300, 8);
     assert_eq!(count(&statuses, 200), 100, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 200);
-    // One admission round trip per request on each gateway.
+    // At most one admission round trip per request on each gateway (admissions that
+    // arrive while a call is in flight share the next one).
     for gw in [&a, &b] {
         let admits = gw.metric("gateway_redis_duration_seconds_count", &[("op", "admit")]);
         let requests = gw.metric("gateway_requests_total", &[]);
-        assert_eq!(admits, requests, "one EVALSHA per request");
+        assert!(
+            admits >= 1.0 && admits <= requests,
+            "{admits} EVALSHA for {requests} requests"
+        );
     }
     let left: u64 = chat(&a, "m")
         .header("x-ratelimit-remaining-requests")

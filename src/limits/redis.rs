@@ -1,8 +1,9 @@
 //! The `redis` and `redis-cluster` policies: counters shared by every gateway instance.
 //!
-//! One admission call is one `EVALSHA` of `lua-compat/admit.lua`, which evaluates every
-//! group and check atomically with Redis server time, so several gateways see one exact
-//! set of counters and a request costs one round trip whatever the number of limits.
+//! One admission is decided by `lua-compat/admit.lua`, which evaluates every group and
+//! check atomically with Redis server time, so several gateways see one exact set of
+//! counters and a request costs one round trip whatever the number of limits. Admissions
+//! that arrive while a call is in flight share the next call ([`group`]).
 //!
 //! Concurrency slots and token reservations are *leases*: sorted-set members whose score
 //! is their expiry. [`RedisStore::run`] (a background task) refreshes every live lease a
@@ -37,6 +38,7 @@ use tokio::sync::mpsc;
 
 mod admit;
 mod call;
+mod group;
 mod hold;
 mod topology;
 use call::{AdmitCall, CheckAnswer, LeaseOf};
@@ -164,6 +166,9 @@ pub struct RedisStore {
     leases: Mutex<HashMap<u64, Vec<(String, String)>>>,
     releases: mpsc::UnboundedSender<ReleaseMsg>,
     release_rx: Mutex<Option<mpsc::UnboundedReceiver<ReleaseMsg>>>,
+    /// Admissions waiting for the next call (the `redis` policy's group commit).
+    admissions: group::AdmitQueue,
+    admit_rx: Mutex<Option<mpsc::UnboundedReceiver<group::AdmitJob>>>,
     up: AtomicBool,
     /// Redis Cluster: which node owns which slot, as last read.
     topology: arc_swap::ArcSwap<Topology>,
@@ -189,6 +194,7 @@ impl RedisStore {
         };
         let prefix = r.key_prefix.clone();
         let (tx, rx) = mpsc::unbounded_channel();
+        let (admissions, admit_rx) = mpsc::unbounded_channel();
         metrics.degraded.set(1); // until the first connection succeeds
         Arc::new(RedisStore {
             policy: config.policy,
@@ -210,6 +216,8 @@ impl RedisStore {
             leases: Mutex::new(HashMap::new()),
             releases: tx,
             release_rx: Mutex::new(Some(rx)),
+            admissions,
+            admit_rx: Mutex::new(Some(admit_rx)),
             up: AtomicBool::new(false),
             topology: Default::default(),
             topology_stale: tokio::sync::Notify::new(),
@@ -319,6 +327,14 @@ impl RedisStore {
     /// The background work of the store: connect, refresh leases, send releases, probe
     /// while down. Runs until the process ends.
     pub async fn run(self: Arc<Self>) {
+        let admit_rx = self
+            .admit_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rx) = admit_rx {
+            tokio::spawn(self.clone().admit_loop(rx));
+        }
         self.connect().await;
         let rx = self
             .release_rx

@@ -124,49 +124,75 @@ impl RedisStore {
         call: &AdmitCall<'_, '_>,
         groups: &[Vec<usize>],
     ) -> Result<Option<AdmitAnswer>, RedisFault> {
-        let mut inv = self.admit.prepare_invoke();
-        inv.arg(call.lease)
-            .arg(self.lease_ttl_ms)
-            .arg(call.estimate)
-            .arg(groups.len());
+        let n_checks: usize = groups.iter().map(Vec::len).sum();
+        let mut args: Vec<Vec<u8>> = Vec::with_capacity(4 + groups.len() + 5 * n_checks);
+        fn push<T: redis::ToRedisArgs>(args: &mut Vec<Vec<u8>>, v: T) {
+            args.extend(v.to_redis_args());
+        }
+        push(&mut args, call.lease);
+        push(&mut args, self.lease_ttl_ms);
+        push(&mut args, call.estimate);
+        push(&mut args, groups.len());
         for g in groups {
-            inv.arg(g.len());
+            push(&mut args, g.len());
         }
         for &i in groups.iter().flatten() {
             let c = call.checks[i];
+            let a = &mut args;
             match c.kind {
-                RuleKind::Req(l) => inv.arg(1).arg(l.rate).arg(l.burst).arg(u8::from(l.nodelay)),
-                RuleKind::Conn(l) => inv
-                    .arg(2)
-                    .arg(l.conn)
-                    .arg(l.burst)
-                    .arg(l.default_conn_delay_ms),
-                RuleKind::Count(l) => inv
-                    .arg(3)
-                    .arg(l.count)
-                    .arg(l.window_ms)
-                    .arg(u8::from(l.sliding)),
-                RuleKind::Tokens(l, _) => inv
-                    .arg(4)
-                    .arg(l.limit)
-                    .arg(l.window_ms)
-                    .arg(u8::from(l.any_left)),
-            };
-            inv.arg(c.yield_to.unwrap_or(-1.0));
+                RuleKind::Req(l) => {
+                    push(a, 1);
+                    push(a, l.rate);
+                    push(a, l.burst);
+                    push(a, u8::from(l.nodelay));
+                }
+                RuleKind::Conn(l) => {
+                    push(a, 2);
+                    push(a, l.conn);
+                    push(a, l.burst);
+                    push(a, l.default_conn_delay_ms);
+                }
+                RuleKind::Count(l) => {
+                    push(a, 3);
+                    push(a, l.count);
+                    push(a, l.window_ms);
+                    push(a, u8::from(l.sliding));
+                }
+                RuleKind::Tokens(l, _) => {
+                    push(a, 4);
+                    push(a, l.limit);
+                    push(a, l.window_ms);
+                    push(a, u8::from(l.any_left));
+                }
+            }
+            push(&mut args, c.yield_to.unwrap_or(-1.0));
         }
         let keys = groups.iter().flatten().flat_map(|&i| {
             let (key, second) = &call.keys[i];
             [key.as_str(), second.as_str()]
         });
-        push_keys(&mut inv, keys);
-        let out: Vec<i64> = self.call("admit", &inv).await?;
+        let out = if self.policy == LimitPolicy::RedisCluster {
+            // Calls on a cluster go to the node of their keys: one admission each.
+            let mut inv = self.admit.prepare_invoke();
+            inv.arg(1);
+            for a in &args {
+                inv.arg(a.as_slice());
+            }
+            push_keys(&mut inv, keys);
+            self.call::<Vec<i64>>("admit", &inv).await?
+        } else {
+            self.group_commit(args, keys.map(str::to_string).collect())
+                .await?
+        };
         if out == [-1] {
             // A key lives on another node than the cluster map said.
             self.topology_stale();
             return Ok(None);
         }
-        let n_checks = groups.iter().map(Vec::len).sum();
-        AdmitAnswer::decode(&out, groups.len(), n_checks)
+        // One admission's answer, after its length.
+        out.get(1..)
+            .filter(|answer| usize::try_from(out[0]).ok() == Some(answer.len()))
+            .and_then(|answer| AdmitAnswer::decode(answer, groups.len(), n_checks))
             .map(Some)
             .ok_or_else(|| RedisFault("unexpected answer from admit.lua".into()))
     }
