@@ -5,6 +5,8 @@
 #       CPU on the same cores), or with UPSTREAM=static an nginx answering a fixed chat
 #       completion (cheap, so the proxies' own costs show)
 #   (b) Debian's nginx: proxy_pass to the upstream, limit_req set high enough never to reject
+#   (p) Pingora's bare reverse proxy (benches/bare_proxy.rs): the floor of the HTTP stack
+#       the gateway is built on, doing what (b) does
 #   (c) the gateway (release build): an openai-compatible provider pointing at the upstream
 #   (d) the same gateway with limit-req, limit-conn, limit-count and a token limit on
 #       (local policy, set high enough never to reject), to measure what limiting costs
@@ -27,8 +29,9 @@ UPSTREAM=${UPSTREAM:-gateway}   # gateway: a gateway process serving the mock (i
 
 . benches/common.sh
 install_missing wrk:wrk nginx:nginx-light redis-server:redis-server
+cargo build --release -q --example bare_proxy
 UP=$(port); UPM=$(port); GW=$(port); GWM=$(port); NG=$(port); GL=$(port); GLM=$(port)
-GR=$(port); GRM=$(port); RP=$(port)
+GR=$(port); GRM=$(port); RP=$(port); PB=$(port)
 
 mock_upstream_yaml "$tmp/upstream.yaml"
 answer='{"id":"chatcmpl-static","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! I am a static upstream answering every request the same way."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":14,"total_tokens":23}}'
@@ -47,10 +50,11 @@ http {
   }
 }
 NGINX
-# wrk at a fixed rate: every connection waits CONNS/RATE between its requests.
+# wrk at a fixed rate: every connection waits a random time between its requests, CONNS/RATE
+# on average (exponential: Poisson arrivals, so the connections do not fire in step).
 cat > "$tmp/fixed.lua" <<LUA
 $(chat_lua /dev/stdout)
-function delay() return $(( 1000 * CONNS / RATE )) end
+function delay() return math.floor(-$(( 1000 * CONNS / RATE )) * math.log(1 - math.random()) + 0.5) end
 LUA
 cat > "$tmp/gateway.yaml" <<YAML
 server: {threads: $THREADS}
@@ -117,9 +121,10 @@ nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
 redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$tmp/redis.log" 2>&1 & pids+=($!)
 wait_ports $RP
 "$BIN" run --config "$tmp/gateway-redis.yaml" --listen 127.0.0.1:$GR --metrics-listen 127.0.0.1:$GRM >"$tmp/gr.log" 2>&1 & pids+=($!)
-declare -A proc=([upstream]=${pids[0]} [gateway]=${pids[1]} [nginx]=${pids[2]} [gateway-limits]=${pids[3]} [gateway-redis]=${pids[5]})
-wait_ports $UP $GW $NG $GL $GR
-TARGETS=("upstream:$UP" "nginx:$NG" "gateway:$GW" "gateway-limits:$GL" "gateway-redis:$GR")
+target/release/examples/bare_proxy 127.0.0.1:$PB 127.0.0.1:$UP "$THREADS" >"$tmp/pb.log" 2>&1 & pids+=($!)
+declare -A proc=([upstream]=${pids[0]} [gateway]=${pids[1]} [nginx]=${pids[2]} [gateway-limits]=${pids[3]} [gateway-redis]=${pids[5]} [pingora]=${pids[6]})
+wait_ports $UP $GW $NG $GL $GR $PB
+TARGETS=("upstream:$UP" "nginx:$NG" "pingora:$PB" "gateway:$GW" "gateway-limits:$GL" "gateway-redis:$GR")
 for target in "${TARGETS[@]}"; do   # sanity check + warm-up
   out=$(curl -s -m 5 "http://127.0.0.1:${target#*:}/v1/chat/completions" -H 'content-type: application/json' \
         -H 'authorization: Bearer sk-bench' -d '{"model":"bench","messages":[{"role":"user","content":"hi"}]}')
@@ -163,7 +168,7 @@ def ms(v):
     n, u = m.groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
 res, fixed_p99 = {}, {}
-for t in ("upstream", "nginx", "gateway", "gateway-limits", "gateway-redis"):
+for t in ("upstream", "nginx", "pingora", "gateway", "gateway-limits", "gateway-redis"):
     rps, p50, p99, errs, cpu = [], [], [], 0, []
     for r in range(1, rounds + 1):
         txt = open(f"{tmp}/wrk-{t}-{r}.txt").read()
@@ -215,6 +220,10 @@ print(f"Redis CPU: {ev_usec/max(ev_calls,1):.1f} µs per script call (EVALSHA: a
       f"{per_request:.1f} µs per request; {ev_calls/max(served,1):.2f} script calls per request "
       f"(goals: <= 8 µs per admission, <= 1.05 calls); one Redis node's ceiling ≈ {1e6/max(per_request,0.001):,.0f} requests/s for the whole fleet")
 print(f"CPU per request, gateway / nginx: {res['gateway'][4]/res['nginx'][4]:.2f}x")
+pb = res["pingora"]
+print(f"Pingora's bare proxy / nginx: throughput {pb[0]/n:.2f}x, CPU per request {pb[4]/res['nginx'][4]:.2f}x;"
+      f" the gateway's own work above it: {res['gateway'][4]-pb[4]:.1f} µs per request"
+      f" (limits on: {res['gateway-limits'][4]-pb[4]:.1f} µs)")
 up = fixed_p99["upstream"][0]
 print(f"p99 added over the upstream at ~{rate} req/s: nginx {fixed_p99['nginx'][0]-up:.2f} ms, gateway {fixed_p99['gateway'][0]-up:.2f} ms, "
       f"limits local {fixed_p99['gateway-limits'][0]-up:.2f} ms (goal <= 0.5), redis {fixed_p99['gateway-redis'][0]-up:.2f} ms (goal <= 1)")

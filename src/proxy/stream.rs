@@ -19,6 +19,7 @@ use crate::surfaces::{self, ChunkTranslator};
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Largest non-streaming upstream body the gateway will relay.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -431,18 +432,20 @@ fn inspect(event: &[u8], client_wants_usage: bool, call: &mut CallCtx) -> Action
     Action::Forward
 }
 
-/// The `data` of an event (data lines joined by `\n`), `None` when it has none.
-fn event_data(event: &[u8]) -> Option<Vec<u8>> {
-    let mut data: Option<Vec<u8>> = None;
+/// The `data` of an event (data lines joined by `\n`), `None` when it has none. An event
+/// of one data line (every OpenAI chunk) is borrowed, not copied.
+fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut data: Option<Cow<'_, [u8]>> = None;
     for line in event.split(|&b| b == b'\n' || b == b'\r') {
         if let Some(rest) = line.strip_prefix(b"data:") {
             let rest = rest.strip_prefix(b" ").unwrap_or(rest);
             match &mut data {
                 Some(d) => {
+                    let d = d.to_mut();
                     d.push(b'\n');
                     d.extend_from_slice(rest);
                 }
-                None => data = Some(rest.to_vec()),
+                None => data = Some(Cow::Borrowed(rest)),
             }
         }
     }
@@ -450,7 +453,7 @@ fn event_data(event: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// The `usage` object of a complete OpenAI JSON answer (parsed alone).
@@ -476,7 +479,8 @@ impl EventSplitter {
 
     fn next_event(&mut self) -> Option<Bytes> {
         let b = &self.buf;
-        let end = (0..b.len()).find_map(|i| match b[i] {
+        // Only line ends can end an event: jump from one to the next.
+        let end = memchr::memchr2_iter(b'\n', b'\r', b).find_map(|i| match b[i] {
             b'\n' if b.get(i + 1) == Some(&b'\n') => Some(i + 2),
             b'\r' if b[i..].starts_with(b"\r\n\r\n") => Some(i + 4),
             b'\r' if b.get(i + 1) == Some(&b'\r') => Some(i + 2),
@@ -502,6 +506,16 @@ mod tests {
             Some(&b"data: {\"a\":1}\r\n\r\n"[..])
         );
         assert_eq!(s.next_event().as_deref(), Some(&b"data: [DONE]\n\n"[..]));
+    }
+
+    #[test]
+    fn event_data_joins_lines_and_borrows_a_single_one() {
+        let one = event_data(b"data: {\"a\":1}\n\n").unwrap();
+        assert!(matches!(one, Cow::Borrowed(b"{\"a\":1}")));
+        let two = event_data(b"event: x\r\ndata: a\r\ndata:b\r\n\r\n").unwrap();
+        assert_eq!(&*two, b"a\nb");
+        assert!(event_data(b": keep-alive\n\n").is_none());
+        assert!(contains(b"xx\"usage\":{", b"usage") && !contains(b"us", b"usage"));
     }
 
     #[test]

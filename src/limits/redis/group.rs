@@ -1,9 +1,10 @@
 //! Group commit of admissions (the `redis` policy): one task sends the admission calls,
-//! one at a time, and every admission that arrives while a call is in flight rides in the
-//! next one. Under load a call carries many admissions, so Redis pays the cost of entering
-//! the script, reading `TIME` and handling a command once per call instead of once per
-//! request, and the gateway makes fewer round trips; when idle, an admission goes out at
-//! once, alone.
+//! at most [`MAX_IN_FLIGHT`] at a time, and admissions that arrive while they are all in
+//! flight ride together in the next one. Under load a call carries many admissions, so
+//! Redis pays the cost of entering the script, reading `TIME` and handling a command once
+//! per call instead of once per request, and the gateway makes fewer round trips; when
+//! idle, an admission goes out at once, alone. Several calls in flight keep a burst from
+//! waiting behind one large call.
 //!
 //! Exactness is untouched: `admit.lua` decides the admissions of one call one after the
 //! other, each exactly as if it had its own call, and the call is atomic.
@@ -11,8 +12,11 @@
 use super::*;
 use tokio::sync::oneshot;
 
-/// Admissions per call at most (the arguments of one call stay a few KiB per admission).
-const MAX_PER_CALL: usize = 64;
+/// Admissions per call at most: a call's admissions all wait for its answer.
+const MAX_PER_CALL: usize = 16;
+
+/// Admission calls on their way at once (the connection pipelines them).
+const MAX_IN_FLIGHT: usize = 4;
 
 /// One admission waiting for a call: its arguments and keys in admit.lua's layout, and
 /// whom to give its answer (its length first, then the answer).
@@ -41,9 +45,14 @@ impl RedisStore {
             .map_err(|_| RedisFault("the admission queue dropped a request".into()))?
     }
 
-    /// Send the queued admissions, everything queued meanwhile in one call.
+    /// Send the queued admissions: at once while fewer than [`MAX_IN_FLIGHT`] calls are
+    /// on their way, else together in the next call.
     pub(super) async fn admit_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AdmitJob>) {
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         while let Some(first) = rx.recv().await {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
             let mut jobs = vec![first];
             while jobs.len() < MAX_PER_CALL {
                 match rx.try_recv() {
@@ -51,33 +60,42 @@ impl RedisStore {
                     Err(_) => break,
                 }
             }
-            let mut inv = self.admit.prepare_invoke();
-            inv.arg(jobs.len());
-            for job in &jobs {
-                for a in &job.args {
-                    inv.arg(a.as_slice());
-                }
-            }
-            for job in &jobs {
-                for k in &job.keys {
-                    inv.key(k);
-                }
-            }
-            let out = self.call::<Vec<i64>>("admit", &inv).await;
-            let answers = out.and_then(|out| {
-                split(out, jobs.len())
-                    .ok_or_else(|| RedisFault("unexpected answer from admit.lua".into()))
+            let store = self.clone();
+            tokio::spawn(async move {
+                store.admit_jobs(jobs).await;
+                drop(permit);
             });
-            match answers {
-                Ok(answers) => {
-                    for (job, answer) in jobs.into_iter().zip(answers) {
-                        let _ = job.reply.send(Ok(answer));
-                    }
+        }
+    }
+
+    /// One call of admit.lua for `jobs`; each gets its answer (or the call's fault).
+    async fn admit_jobs(&self, jobs: Vec<AdmitJob>) {
+        let mut inv = self.admit.prepare_invoke();
+        inv.arg(jobs.len());
+        for job in &jobs {
+            for a in &job.args {
+                inv.arg(a.as_slice());
+            }
+        }
+        for job in &jobs {
+            for k in &job.keys {
+                inv.key(k);
+            }
+        }
+        let out = self.call::<Vec<i64>>("admit", &inv).await;
+        let answers = out.and_then(|out| {
+            split(out, jobs.len())
+                .ok_or_else(|| RedisFault("unexpected answer from admit.lua".into()))
+        });
+        match answers {
+            Ok(answers) => {
+                for (job, answer) in jobs.into_iter().zip(answers) {
+                    let _ = job.reply.send(Ok(answer));
                 }
-                Err(fault) => {
-                    for job in jobs {
-                        let _ = job.reply.send(Err(fault.clone()));
-                    }
+            }
+            Err(fault) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(fault.clone()));
                 }
             }
         }
