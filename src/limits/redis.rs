@@ -40,6 +40,8 @@ mod admit;
 mod call;
 mod group;
 mod hold;
+mod lane;
+mod release;
 mod topology;
 use call::{AdmitCall, CheckAnswer, LeaseOf};
 use hold::{Held, RedisHold};
@@ -84,20 +86,26 @@ impl Conn {
                     .build()?;
                 client.get_async_connection().await.map(Conn::Cluster)
             }
-            _ => match urls.first().map(|u| redis::Client::open(u.as_str())) {
-                Some(Ok(client)) => {
-                    let cfg = redis::aio::ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(timeout))
-                        .set_response_timeout(Some(timeout))
-                        .set_max_delay(Duration::from_millis(500));
-                    ConnectionManager::new_lazy_with_config(client, cfg).map(Conn::Single)
-                }
-                Some(Err(e)) => Err(e),
-                None => Err(redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "no Redis URL",
-                ))),
-            },
+            _ => Conn::single_lazy(urls, timeout),
+        }
+    }
+
+    /// A connection to one Redis, made on first use (on the runtime that uses it) and
+    /// remade by itself after a fault.
+    pub fn single_lazy(urls: &[String], timeout: Duration) -> RedisResult<Conn> {
+        match urls.first().map(|u| redis::Client::open(u.as_str())) {
+            Some(Ok(client)) => {
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_lazy_with_config(client, cfg).map(Conn::Single)
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "no Redis URL",
+            ))),
         }
     }
 
@@ -169,6 +177,9 @@ pub struct RedisStore {
     /// Admissions waiting for the next call (the `redis` policy's group commit).
     admissions: group::AdmitQueue,
     admit_rx: Mutex<Option<mpsc::UnboundedReceiver<group::AdmitJob>>>,
+    /// Each worker thread's own connection and queues (the `redis` policy).
+    lanes: thread_local::ThreadLocal<lane::Lane>,
+    me: std::sync::Weak<RedisStore>,
     up: AtomicBool,
     /// Redis Cluster: which node owns which slot, as last read.
     topology: arc_swap::ArcSwap<Topology>,
@@ -196,7 +207,9 @@ impl RedisStore {
         let (tx, rx) = mpsc::unbounded_channel();
         let (admissions, admit_rx) = mpsc::unbounded_channel();
         metrics.degraded.set(1); // until the first connection succeeds
-        Arc::new(RedisStore {
+        Arc::new_cyclic(|me| RedisStore {
+            lanes: thread_local::ThreadLocal::new(),
+            me: me.clone(),
             policy: config.policy,
             urls,
             conn: OnceLock::new(),
@@ -258,8 +271,18 @@ impl RedisStore {
         op: &'static str,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisFault> {
+        self.call_via(None, op, inv).await
+    }
+
+    /// [`Self::call`] on `via` (a worker thread's own connection) or the shared one.
+    async fn call_via<T: redis::FromRedisValue>(
+        &self,
+        via: Option<&Conn>,
+        op: &'static str,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisFault> {
         let started = Instant::now();
-        let result: Result<RedisResult<T>, _> = match self.conn.get() {
+        let result: Result<RedisResult<T>, _> = match via.or(self.conn.get()) {
             None => Ok(Err(redis::RedisError::from((
                 redis::ErrorKind::Io,
                 "not connected yet",
@@ -333,7 +356,7 @@ impl RedisStore {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(rx) = admit_rx {
-            tokio::spawn(self.clone().admit_loop(rx));
+            tokio::spawn(self.clone().admit_loop(rx, None));
         }
         self.connect().await;
         let rx = self
@@ -342,7 +365,7 @@ impl RedisStore {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(rx) = rx {
-            tokio::spawn(self.clone().release_loop(rx));
+            tokio::spawn(self.clone().release_loop(rx, None));
         }
         let every = Duration::from_millis((self.lease_ttl_ms / 3).max(100));
         let mut refresh = tokio::time::interval(every);
@@ -490,47 +513,6 @@ impl RedisStore {
                         synced.synced(p, *consumed, *pttl);
                     }
                 }
-            }
-        }
-    }
-
-    /// One call of release.lua. On failure the leases expire by themselves after
-    /// lease_ttl; -1: a key is not on the node the cluster map said (nothing changed).
-    async fn release_call(&self, run: &[Release]) -> Result<i64, RedisFault> {
-        let mut inv = self.release.prepare_invoke();
-        inv.arg(run.len());
-        for r in run {
-            inv.arg(r.kind).arg(&r.member).arg(r.window_ms).arg(r.used);
-        }
-        let keys = run.iter().flat_map(|r| [r.key.as_str(), r.zset.as_str()]);
-        call::push_keys(&mut inv, keys);
-        self.call("release", &inv).await
-    }
-
-    /// Send releases as they come, everything queued meanwhile in one call.
-    async fn release_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<ReleaseMsg>) {
-        while let Some((mut batch, ack)) = rx.recv().await {
-            let mut acks: Vec<_> = ack.into_iter().collect();
-            while batch.len() < 2000 {
-                match rx.try_recv() {
-                    Ok((more, ack)) => {
-                        batch.extend(more);
-                        acks.extend(ack);
-                    }
-                    Err(_) => break,
-                }
-            }
-            // One call per node; if the cluster map was stale, one per slot.
-            for run in self.by_node(batch, |r| &r.key) {
-                if let Ok(-1) = self.release_call(&run).await {
-                    self.topology_stale();
-                    for run in self.by_slot(run, |r| &r.key) {
-                        let _ = self.release_call(&run).await;
-                    }
-                }
-            }
-            for a in acks {
-                let _ = a.send(());
             }
         }
     }

@@ -307,8 +307,7 @@ impl RedisStore {
     /// Give back leases and reservations taken by the earlier calls of a rejected group.
     fn give_back(&self, taken: Vec<Release>) {
         if !taken.is_empty() {
-            // The receiver lives as long as the process; if it is gone they expire.
-            let _ = self.releases.send((taken, None));
+            self.send_release((taken, None));
         }
     }
 }

@@ -37,7 +37,7 @@ impl RedisStore {
         keys: Vec<String>,
     ) -> Result<Vec<i64>, RedisFault> {
         let (reply, answer) = oneshot::channel();
-        self.admissions
+        self.admission_queue()
             .send(AdmitJob { args, keys, reply })
             .map_err(|_| RedisFault("the admission queue is closed".into()))?;
         answer
@@ -46,8 +46,12 @@ impl RedisStore {
     }
 
     /// Send the queued admissions: at once while fewer than [`MAX_IN_FLIGHT`] calls are
-    /// on their way, else together in the next call.
-    pub(super) async fn admit_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AdmitJob>) {
+    /// on their way, else together in the next call; on `via` or the shared connection.
+    pub(super) async fn admit_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<AdmitJob>,
+        via: Option<Conn>,
+    ) {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         while let Some(first) = rx.recv().await {
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -60,16 +64,16 @@ impl RedisStore {
                     Err(_) => break,
                 }
             }
-            let store = self.clone();
+            let (store, via) = (self.clone(), via.clone());
             tokio::spawn(async move {
-                store.admit_jobs(jobs).await;
+                store.admit_jobs(via.as_ref(), jobs).await;
                 drop(permit);
             });
         }
     }
 
     /// One call of admit.lua for `jobs`; each gets its answer (or the call's fault).
-    async fn admit_jobs(&self, jobs: Vec<AdmitJob>) {
+    async fn admit_jobs(&self, via: Option<&Conn>, jobs: Vec<AdmitJob>) {
         let mut inv = self.admit.prepare_invoke();
         inv.arg(jobs.len());
         for job in &jobs {
@@ -82,7 +86,7 @@ impl RedisStore {
                 inv.key(k);
             }
         }
-        let out = self.call::<Vec<i64>>("admit", &inv).await;
+        let out = self.call_via::<Vec<i64>>(via, "admit", &inv).await;
         let answers = out.and_then(|out| {
             split(out, jobs.len())
                 .ok_or_else(|| RedisFault("unexpected answer from admit.lua".into()))

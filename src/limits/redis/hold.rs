@@ -88,8 +88,7 @@ impl RedisHold {
         } else {
             (None, None)
         };
-        // The receiver lives as long as the process; if it is gone the leases expire.
-        let _ = self.store.releases.send((releases, tx));
+        self.store.send_release((releases, tx));
         rx
     }
 }
