@@ -99,6 +99,15 @@ local function soon(reset)
   return math.min(math.max(reset, 1), 250)
 end
 
+-- A key that must live `ttl` past now is given 2 × ttl whenever less than `ttl` is left
+-- (`x`: the expiry last set, kept in a hash field), so it never expires sooner than with a
+-- PEXPIRE per request, and costs one PEXPIRE per `ttl` (each was a tenth of an admission).
+-- Returns the new expiry to store, or nil when the key keeps its own.
+local function renew(x, ttl)
+  if x and x >= now + ttl then return nil end
+  return now + 2 * ttl
+end
+
 -- Batch pacing of a window (priority.rs `paced`): 0 when used + need is on pace (or the
 -- window is empty), else
 -- the milliseconds until it is.
@@ -144,7 +153,7 @@ local function evaluate(checks, base)
       if c.y >= 0 and n + reserve > c.a then return reject(i, 50) end
       if n > c.a + c.b then return reject(i, 1000) end
       redis.call('ZADD', c.k1, now + lease_ttl, lease)
-      redis.call('PEXPIRE', c.k1, lease_ttl)
+      if redis.call('PTTL', c.k1) < lease_ttl then redis.call('PEXPIRE', c.k1, 2 * lease_ttl) end
       taken[#taken + 1] = {c.k1, lease}
       if n > c.a then gdelay = math.max(gdelay, c.c * math.floor((n - 1) / c.a)) end
     end
@@ -152,7 +161,7 @@ local function evaluate(checks, base)
   -- 2. tokens: reserve the estimate in each.
   for i, c in ipairs(checks) do
     if c.kind == 4 then
-      local v = redis.call('HMGET', c.k1, 'c', 'e', 'r')
+      local v = redis.call('HMGET', c.k1, 'c', 'e', 'r', 'zx')
       local committed, wend = tonumber(v[1]), tonumber(v[2])
       local opening = not committed or not wend or now >= wend
       if opening then
@@ -187,11 +196,17 @@ local function evaluate(checks, base)
       end
       -- The hash outlives its window by a lease (it carries `r`); when it is gone while
       -- reservations live on, `r` is rebuilt from the set.
-      redis.call('HSET', c.k1, 'c', committed, 'e', wend, 'r', reserved + r)
+      -- `zx`: the reservation set's expiry (see renew).
+      local zx = renew(tonumber(v[4]), lease_ttl)
+      if zx then
+        redis.call('HSET', c.k1, 'c', committed, 'e', wend, 'r', reserved + r, 'zx', zx)
+      else
+        redis.call('HSET', c.k1, 'c', committed, 'e', wend, 'r', reserved + r)
+      end
       if opening then redis.call('PEXPIRE', c.k1, reset + lease_ttl) end
       local member = lease .. '|' .. r
       redis.call('ZADD', c.k2, now + lease_ttl, member)
-      redis.call('PEXPIRE', c.k2, lease_ttl)
+      if zx then redis.call('PEXPIRE', c.k2, 2 * lease_ttl) end
       taken[#taken + 1] = {c.k2, member, c.k1, r}
       if c.c == 1 then
         quota[base + i] = {left, reset}
@@ -206,7 +221,7 @@ local function evaluate(checks, base)
     if c.kind == 3 and c.c == 1 then
       local w = c.b
       local wend = (math.floor(now / w) + 1) * w
-      local v = redis.call('HMGET', c.k1, 'end', 'cur', 'prev')
+      local v = redis.call('HMGET', c.k1, 'end', 'cur', 'prev', 'x')
       local e, cur, prev = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0
       if e == wend then
         -- the same window
@@ -235,8 +250,13 @@ local function evaluate(checks, base)
         return reject(i, math.max(reset, 10))
       end
       cur = cur + 1
-      redis.call('HSET', c.k1, 'end', wend, 'cur', cur, 'prev', prev)
-      redis.call('PEXPIRE', c.k1, 2 * w)
+      local x = renew(tonumber(v[4]), 2 * w)
+      if x then
+        redis.call('HSET', c.k1, 'end', wend, 'cur', cur, 'prev', prev, 'x', x)
+        redis.call('PEXPIRE', c.k1, 4 * w)
+      else
+        redis.call('HSET', c.k1, 'end', wend, 'cur', cur, 'prev', prev)
+      end
       quota[base + i] = {math.max(math.floor(c.a - cur - weighted), 0), math.ceil(left / 10) * 10}
     elseif c.kind == 3 then
       local consumed, reset
@@ -266,7 +286,7 @@ local function evaluate(checks, base)
     if c.kind == 1 then
       local r, b = c.a * 1000, c.b * 1000
       local excess = 0
-      local v = redis.call('HMGET', c.k1, 'excess', 'last')
+      local v = redis.call('HMGET', c.k1, 'excess', 'last', 'x')
       local e, last = tonumber(v[1]), tonumber(v[2])
       if e and last then
         excess = math.max(e - r * math.max(now - last, 0) / 1000 + 1000, 0)
@@ -286,9 +306,15 @@ local function evaluate(checks, base)
         local d = excess * 1000 / r
         if d >= 1 then gdelay = math.max(gdelay, math.floor(d)) end
       end
-      redis.call('HSET', c.k1, 'excess', math.floor(excess), 'last', now)
       -- The bucket needs (burst + 1) / rate to drain (APISIX's TTL is shorter: bug 1).
-      redis.call('PEXPIRE', c.k1, math.ceil((c.b + 1) / c.a * 1000) + 1000)
+      local ttl = math.ceil((c.b + 1) / c.a * 1000) + 1000
+      local x = renew(tonumber(v[3]), ttl)
+      if x then
+        redis.call('HSET', c.k1, 'excess', math.floor(excess), 'last', now, 'x', x)
+        redis.call('PEXPIRE', c.k1, 2 * ttl)
+      else
+        redis.call('HSET', c.k1, 'excess', math.floor(excess), 'last', now)
+      end
     end
   end
   return 1, 0, 0, gdelay

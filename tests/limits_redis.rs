@@ -160,6 +160,28 @@ fn killed_gateway_slots_expire_within_the_lease_ttl() {
 }
 
 #[test]
+fn counters_expire_no_sooner_and_at_most_twice_as_late_as_they_must() {
+    // admit.lua renews a key's expiry only when less than what it needs is left, giving it
+    // twice that: a leaky bucket (rate 2/s, burst 0) must live 1.5 s past a request.
+    let redis = Redis::start();
+    let cfg = yaml(&redis, "", "", "[{name: rate, req: {rate: 2, burst: 0}}]");
+    let gw = Gw::start(&cfg);
+    let pttl = |key: &str| -> i64 {
+        let r = redis.cmd(&["PTTL", key]).unwrap();
+        r.trim().trim_start_matches(':').parse().unwrap()
+    };
+    let bucket = "limit_req:model:m/rate";
+    assert_eq!(chat(&gw, "m").status, 200);
+    let first = pttl(bucket);
+    assert!((1500..=3000).contains(&first), "{first}");
+    // A second request within the renewal's margin keeps the expiry (no PEXPIRE).
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(chat(&gw, "m").status, 200);
+    let second = pttl(bucket);
+    assert!(second >= 1500 && second < first, "{first} then {second}");
+}
+
+#[test]
 fn killed_gateway_token_reservations_expire_within_the_lease_ttl() {
     // admit.lua keeps a running sum of reservations; a killed gateway's reservations are
     // taken off it once their lease expires, when they could change a decision.
