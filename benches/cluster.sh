@@ -21,25 +21,11 @@ CONSUMERS=${CONSUMERS:-200}
 . benches/common.sh
 install_missing wrk:wrk nginx:nginx-light redis-server:redis-server redis-cli:redis-tools
 UP=$(port); GS=$(port); GSM=$(port); GC=$(port); GCM=$(port); RP=$(port)
-NODES=("$(port)" "$(port)" "$(port)")
+# A cluster node's bus listens on its port + 10000, which must exist.
+node_port() { local p; while p=$(port); [ "$p" -ge 55536 ]; do :; done; echo "$p"; }
+NODES=("$(node_port)" "$(node_port)" "$(node_port)")
 
-# A static upstream: nginx answering one chat completion (cheap, so Redis shows).
-answer='{"id":"chatcmpl-static","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}'
-cat > "$tmp/static.conf" <<NGINX
-worker_processes 1;
-pid $tmp/static.pid;
-error_log $tmp/static-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $tmp/sbody;
-  server {
-    listen 127.0.0.1:$UP;
-    keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '$answer'; }
-  }
-}
-NGINX
+static_upstream_conf "$tmp/static.conf" "$UP"
 
 consumers=$(for i in $(seq "$CONSUMERS"); do
   echo "  - {name: c$i, keys: [sk-c$i], limits: [{name: rpm, count: {count: 100000000, time_window: 60s}}, {name: tpm, tokens: {limit: 100000000000, time_window: 60s}}, {name: rate, req: {rate: 1000000, burst: 1000000, nodelay: true}}]}"

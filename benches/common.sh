@@ -67,3 +67,38 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
 LUA
 }
+
+# A static upstream: nginx answering every request with one fixed chat completion (cheap,
+# so the proxies' own costs show). $1: conf file to write, $2: port. Run it with
+# `nginx -c FILE -g 'daemon off;'`.
+static_upstream_conf() {
+  local answer='{"id":"chatcmpl-static","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! I am a static upstream answering every request the same way."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":14,"total_tokens":23}}'
+  cat > "$1" <<NGINX
+worker_processes 1;
+pid $1.pid;
+error_log $1.error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1.body;
+  server {
+    listen 127.0.0.1:$2;
+    keepalive_requests 1000000;
+    location / { default_type application/json; return 200 '$answer'; }
+  }
+}
+NGINX
+}
+
+# A gateway in front of the upstream on port $3 (an openai-compatible provider, consumer
+# key sk-bench, no limits). $1: file, $2: worker threads.
+proxy_gateway_yaml() {
+  cat > "$1" <<YAML
+server: {threads: $2}
+logging: {access_log: false, level: warn}
+consumers: [{name: bench, keys: [sk-bench]}]
+providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$3/v1", api_key: sk-upstream}]
+models: [{name: bench, deployments: [{provider: up}]}]
+reload: {watch: false}
+YAML
+}

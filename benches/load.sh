@@ -34,36 +34,14 @@ UP=$(port); UPM=$(port); GW=$(port); GWM=$(port); NG=$(port); GL=$(port); GLM=$(
 GR=$(port); GRM=$(port); RP=$(port); PB=$(port)
 
 mock_upstream_yaml "$tmp/upstream.yaml"
-answer='{"id":"chatcmpl-static","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! I am a static upstream answering every request the same way."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":14,"total_tokens":23}}'
-cat > "$tmp/static.conf" <<NGINX
-worker_processes 1;
-pid $tmp/static.pid;
-error_log $tmp/static-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $tmp/sbody;
-  server {
-    listen 127.0.0.1:$UP;
-    keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '$answer'; }
-  }
-}
-NGINX
+static_upstream_conf "$tmp/static.conf" "$UP"
 # wrk at a fixed rate: every connection waits a random time between its requests, CONNS/RATE
 # on average (exponential: Poisson arrivals, so the connections do not fire in step).
 cat > "$tmp/fixed.lua" <<LUA
 $(chat_lua /dev/stdout)
 function delay() return math.floor(-$(( 1000 * CONNS / RATE )) * math.log(1 - math.random()) + 0.5) end
 LUA
-cat > "$tmp/gateway.yaml" <<YAML
-server: {threads: $THREADS}
-logging: {access_log: false, level: warn}
-consumers: [{name: bench, keys: [sk-bench]}]
-providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream}]
-models: [{name: bench, deployments: [{provider: up}]}]
-reload: {watch: false}
-YAML
+proxy_gateway_yaml "$tmp/gateway.yaml" "$THREADS" "$UP"
 cat > "$tmp/gateway-limits.yaml" <<YAML
 server: {threads: $THREADS}
 logging: {access_log: false, level: warn}

@@ -16,14 +16,7 @@ SPREAD=${SPREAD:-1}
 . benches/common.sh
 UP=$(port); UPM=$(port); GW=$(port); GWM=$(port)
 mock_upstream_yaml "$tmp/upstream.yaml" "tokens_per_second: 50, completion_tokens: 64"
-cat > "$tmp/gateway.yaml" <<YAML
-server: {threads: 1}
-logging: {access_log: false, level: warn}
-consumers: [{name: bench, keys: [sk-bench]}]
-providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream}]
-models: [{name: bench, deployments: [{provider: up}]}]
-reload: {watch: false}
-YAML
+proxy_gateway_yaml "$tmp/gateway.yaml" 1 "$UP"
 "$BIN" run --config "$tmp/upstream.yaml" --listen 127.0.0.1:$UP --metrics-listen 127.0.0.1:$UPM >"$tmp/up.log" 2>&1 & pids+=($!)
 "$BIN" run --config "$tmp/gateway.yaml" --listen 127.0.0.1:$GW --metrics-listen 127.0.0.1:$GWM >"$tmp/gw.log" 2>&1 & pids+=($!)
 gw_pid=${pids[1]}

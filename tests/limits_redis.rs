@@ -49,6 +49,22 @@ fn burst(gws: &[&Gw], model: &str, n: usize, threads: usize) -> Vec<u16> {
     burst_as(gws, &[KEY], model, n, threads)
 }
 
+/// Start a streaming request for `model` on `gw` in a thread that keeps reading it (a
+/// client that goes away would end its stream and free what it holds).
+fn stream_in_background(gw: &Gw, model: &str) {
+    let url = gw.url("/v1/chat/completions");
+    let body = chat_body(model, "go", true);
+    std::thread::spawn(move || {
+        if let Ok(r) = agent()
+            .post(&url)
+            .set("authorization", &format!("Bearer {KEY}"))
+            .send_string(&body)
+        {
+            let _ = std::io::copy(&mut r.into_reader(), &mut std::io::sink());
+        }
+    });
+}
+
 #[test]
 fn limit_count_is_exact_across_two_gateways() {
     let redis = Redis::start();
@@ -113,19 +129,8 @@ fn killed_gateway_slots_expire_within_the_lease_ttl() {
     let a = Gw::start(&cfg);
     let b = Gw::start(&cfg);
     // Two long streams on A hold both slots (each lasts ~100 s at 4 tokens/s).
-    let url = a.url("/v1/chat/completions");
     for _ in 0..2 {
-        let url = url.clone();
-        std::thread::spawn(move || {
-            // Keep reading: a client that goes away would end its stream and free the slot.
-            if let Ok(r) = agent()
-                .post(&url)
-                .set("authorization", &format!("Bearer {KEY}"))
-                .send_string(&chat_body("s", "go", true))
-            {
-                let _ = std::io::copy(&mut r.into_reader(), &mut std::io::sink());
-            }
-        });
+        stream_in_background(&a, "s");
     }
     a.wait_metric("gateway_requests_in_flight", &[], 2.0);
     std::thread::sleep(Duration::from_millis(200));
@@ -204,16 +209,7 @@ models:
     let a = Gw::start(&cfg);
     let b = Gw::start(&cfg);
     // A long stream on A reserves about 1,030 tokens (no max_tokens: 1,024 + the prompt).
-    let url = a.url("/v1/chat/completions");
-    std::thread::spawn(move || {
-        if let Ok(r) = agent()
-            .post(&url)
-            .set("authorization", &format!("Bearer {KEY}"))
-            .send_string(&chat_body("s", "go", true))
-        {
-            let _ = std::io::copy(&mut r.into_reader(), &mut std::io::sink());
-        }
-    });
+    stream_in_background(&a, "s");
     a.wait_metric("gateway_requests_in_flight", &[], 1.0);
     let big = r#"{"model":"m","max_tokens":600,"messages":[{"role":"user","content":"hi"}]}"#;
     let ask = || post(&b.url("/v1/chat/completions"), Some(KEY), big);

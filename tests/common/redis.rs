@@ -94,8 +94,12 @@ impl RedisCluster {
     pub fn start() -> RedisCluster {
         let nodes: Vec<Redis> = (0..3)
             .map(|_| {
+                // A node's cluster bus listens on its port + 10000, which must exist.
+                let port = std::iter::repeat_with(super::free_port)
+                    .find(|p| *p < 55536)
+                    .unwrap_or_default();
                 let mut r = Redis {
-                    port: super::free_port(),
+                    port,
                     child: None,
                     dir: tempfile::tempdir().unwrap(),
                 };

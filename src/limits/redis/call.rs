@@ -11,11 +11,11 @@
 //! group (every conn check, then tokens, count, req), checks of one slot sharing a call
 //! where that order allows, so what a rejected request leaves behind is what the single
 //! call leaves: the conn leases and token reservations it took are given back (the earlier
-//! calls' ones through the release path, right away), and the counts and leaky buckets
-//! that admitted it before the rejecting check keep it (APISIX's semantics, where each limit
-//! plugin counts on its own). The checks keep the single call's exact order, so the same
-//! checks have run when one refuses. Alternatives are tried one after another, each exactly as
-//! above, and the first one admitted is chosen.
+//! calls' ones through the release path, before the refusal is answered), and the counts
+//! and leaky buckets that admitted it before the rejecting check keep it (APISIX's
+//! semantics, where each limit plugin counts on its own). The checks keep the single
+//! call's exact order, so the same checks have run when one refuses. Alternatives are
+//! tried one after another, each exactly as above, and the first one admitted is chosen.
 //!
 //! What differs from one atomic call: between two calls of one request another request may
 //! see the first call's lease or reservation, which is given back a round trip later if
@@ -257,11 +257,11 @@ impl RedisStore {
                 Ok(Some(one)) => one,
                 // A chunk's keys share a slot: the script never refuses them.
                 Ok(None) => {
-                    self.give_back(taken);
+                    self.give_back(taken).await;
                     return Err(RedisFault("admit.lua refused keys of one slot".into()));
                 }
                 Err(fault) => {
-                    self.give_back(taken);
+                    self.give_back(taken).await;
                     return Err(fault);
                 }
             };
@@ -270,7 +270,7 @@ impl RedisStore {
             }
             let verdict = &one.groups[0];
             if !verdict.passed {
-                self.give_back(taken);
+                self.give_back(taken).await;
                 answer.groups[g] = GroupAnswer {
                     passed: false,
                     rejected_by: verdict
@@ -304,10 +304,14 @@ impl RedisStore {
         Ok(Some(delay))
     }
 
-    /// Give back leases and reservations taken by the earlier calls of a rejected group.
-    fn give_back(&self, taken: Vec<Release>) {
+    /// Give back leases and reservations taken by the earlier calls of a rejected group,
+    /// and wait until they are (one round trip): the client's next request sees them free.
+    async fn give_back(&self, taken: Vec<Release>) {
         if !taken.is_empty() {
-            self.send_release((taken, None));
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.send_release((taken, Some(tx)));
+            // The release call has the Redis timeout; if it fails the leases expire.
+            let _ = rx.await;
         }
     }
 }
