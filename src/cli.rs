@@ -80,6 +80,13 @@ pub enum Command {
         #[arg(default_value = "gateway.yaml")]
         file: PathBuf,
     },
+    /// Print the effective price of every deployment (USD per million tokens): its own
+    /// fields over its model's, and the defaults that follow.
+    Prices {
+        /// The config file.
+        #[arg(default_value = "gateway.yaml")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -95,6 +95,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Prices { file } => match config::load_file(&file) {
+            Ok(c) => {
+                print!("{}", config::prices::table(&c));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run {
             config: path,
             listen,

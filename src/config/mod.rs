@@ -16,6 +16,7 @@
 pub mod cost_expr;
 pub mod env;
 pub mod key;
+pub mod prices;
 pub mod schema;
 pub mod validate;
 

@@ -10,11 +10,13 @@ mod ai_route;
 mod amount;
 mod batch;
 mod limits;
+mod price;
 mod responses;
 pub use ai_route::*;
 pub use amount::*;
 pub use batch::*;
 pub use limits::*;
+pub use price::*;
 pub use responses::*;
 
 /// The whole file.
@@ -454,6 +456,9 @@ pub struct ModelConfig {
     /// APISIX ai-proxy-multi's choice and fallback between the deployments.
     #[serde(default)]
     pub fallback: Option<FallbackConfig>,
+    /// The default price of its deployments (USD per million tokens).
+    #[serde(default)]
+    pub price: Option<Price>,
 }
 
 /// One place a model is served: provider + upstream model name + key.
@@ -481,6 +486,9 @@ pub struct DeploymentConfig {
     /// skipped by routing, and the request fails over to one with headroom.
     #[serde(default)]
     pub limits: Vec<LimitRuleConfig>,
+    /// This deployment's price, over the model's field by field.
+    #[serde(default)]
+    pub price: Option<Price>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

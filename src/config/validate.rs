@@ -10,6 +10,7 @@ mod access;
 mod ai_route;
 mod cloud;
 mod limits;
+mod price;
 use limits::{count_groups, limit_rules, limits_store};
 
 struct Problems(Vec<ConfigProblem>);
@@ -378,6 +379,9 @@ fn models(c: &Config, p: &mut Problems) {
             );
         }
         limit_rules(&m.limits, &format!("{path}.limits"), p);
+        if let Some(pr) = &m.price {
+            price::price(pr, &format!("{path}.price"), p);
+        }
         ai_route::model(m, &path, p);
         for (j, d) in m.deployments.iter().enumerate() {
             if !providers.contains(d.provider.as_str()) {
@@ -387,6 +391,9 @@ fn models(c: &Config, p: &mut Problems) {
                 );
             }
             limit_rules(&d.limits, &format!("{path}.deployments[{j}].limits"), p);
+            if let Some(pr) = &d.price {
+                price::price(pr, &format!("{path}.deployments[{j}].price"), p);
+            }
             if d.model.as_deref() == Some("") {
                 p.add(
                     format!("{path}.deployments[{j}].model"),
