@@ -31,6 +31,7 @@ pub mod batch;
 pub mod canonical;
 pub mod cli;
 pub mod config;
+pub mod cost;
 pub mod egress;
 pub mod errors;
 pub mod gateway;
