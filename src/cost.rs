@@ -1,6 +1,6 @@
 //! What a request cost: its real usage, split by how providers bill it, times the
 //! deployment's price (`config::schema::Price`). Pure; the callers decide where the figure
-//! goes (issue 17: response header, access log, batch output, metric, spend limits).
+//! goes (response header, access log, batch output lines, metric).
 //!
 //! The usage comes in any shape the gateway answers with, every provider's translated
 //! onto one of them:
@@ -97,6 +97,12 @@ impl Billed {
         let discount = if batch { price.batch_discount } else { 0.0 };
         per_million / 1e6 * (1.0 - discount)
     }
+}
+
+/// A USD amount as the header and logs show it: up to 10 decimals, no trailing zeros.
+pub fn usd(v: f64) -> String {
+    let s = format!("{v:.10}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 #[cfg(test)]
@@ -199,5 +205,8 @@ mod tests {
         assert!((b.cost_usd(&price, false) - want).abs() < 1e-12);
         assert!((b.cost_usd(&price, true) - want / 2.0).abs() < 1e-12);
         assert_eq!(Billed::default().cost_usd(&price, false), 0.0);
+        assert_eq!(usd(0.0077825), "0.0077825");
+        assert_eq!(usd(0.0), "0");
+        assert_eq!(usd(1.5), "1.5");
     }
 }

@@ -4,8 +4,8 @@
 
 use crate::limits::rules::{Kind, Scope};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -14,6 +14,9 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub ttfb: HistogramVec,
     pub tokens: IntCounterVec,
+    /// `gateway_spend_usd_total{model,provider,consumer}`: priced usage (consumers come
+    /// from the config: a bounded label).
+    pub spend: CounterVec,
     pub in_flight: IntGauge,
     pub upstream_errors: IntCounterVec,
     pub config_reloads: IntCounterVec,
@@ -126,6 +129,14 @@ impl Metrics {
                 "Tokens reported by upstream usage, by kind (prompt, completion).",
             ),
             &["model", "provider", "kind"],
+        )
+        .expect("valid metric");
+        let spend = CounterVec::new(
+            Opts::new(
+                "gateway_spend_usd_total",
+                "What answered requests cost in USD: their usage at the deployment's price (deployments with a price only).",
+            ),
+            &["model", "provider", "consumer"],
         )
         .expect("valid metric");
         let in_flight = IntGauge::new("gateway_requests_in_flight", "Requests being served now.")
@@ -259,6 +270,7 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(ttfb.clone()),
             Box::new(tokens.clone()),
+            Box::new(spend.clone()),
             Box::new(in_flight.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(config_reloads.clone()),
@@ -302,6 +314,7 @@ impl Metrics {
             duration,
             ttfb,
             tokens,
+            spend,
             in_flight,
             upstream_errors,
             config_reloads,

@@ -59,6 +59,9 @@ pub struct Deployment {
     /// With the model's fallback policy: higher first, then weighted round robin.
     pub priority: i64,
     pub weight: u32,
+    /// USD per million tokens (the deployment's `price` over its model's), when both input
+    /// and output are given.
+    pub price: Option<crate::config::schema::EffectivePrice>,
 }
 
 #[derive(Debug)]
@@ -297,6 +300,8 @@ impl Runtime {
                         api_key,
                         priority: d.priority,
                         weight: d.weight,
+                        price: crate::config::schema::Price::of(m.price.as_ref(), d.price.as_ref())
+                            .and_then(|p| p.effective()),
                     })
                 })
                 .collect();

@@ -115,6 +115,7 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
         let mut ctx = CallCtx::new(request_id.clone());
         ctx.consumer = c.consumer.as_deref().map(Into::into);
         ctx.model = Some(route.name.clone());
+        ctx.batch = true;
         ctx
     };
     let mut ctx = new_ctx();
@@ -207,9 +208,21 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), done).await;
         }
     }
+    let mut line = line(&c.custom_id, status, &request_id, body);
+    // What the request cost (the batch discount applied), when its deployment has a price.
+    if let Some(cost) = ctx.cost_usd().filter(|_| status < 400) {
+        line["cost_usd"] = json!(cost);
+        let consumer = ctx.consumer.as_deref().unwrap_or("none");
+        let provider = ctx.provider.as_deref().unwrap_or("none");
+        state
+            .metrics
+            .spend
+            .with_label_values(&[&route.name, provider, consumer])
+            .inc_by(cost);
+    }
     Outcome::Done {
         ok: status < 400,
-        line: line(&c.custom_id, status, &request_id, body),
+        line,
         tokens,
     }
 }

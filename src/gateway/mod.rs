@@ -51,6 +51,12 @@ pub struct CallCtx {
     pub quotas: Vec<Quota>,
     /// The provider's rate-limit headers, when its config passes them on.
     pub provider_headers: Vec<(String, String)>,
+    /// The price of the deployment that answered (its last attempt), when configured.
+    pub price: Option<crate::config::schema::EffectivePrice>,
+    /// The answer's usage split by how it is billed.
+    pub billed: Option<crate::cost::Billed>,
+    /// A batch request (its price gets the batch discount).
+    pub batch: bool,
 }
 
 impl CallCtx {
@@ -66,6 +72,18 @@ impl CallCtx {
                 }
                 _ => {}
             }
+        }
+        // Billed from every field seen so far (an Anthropic stream gives its input and
+        // cache counts first and its output last) and this object's details.
+        let mut merged: serde_json::Map<String, serde_json::Value> = fields
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::json!(*v as u64)))
+            .collect();
+        for (k, v) in o.iter().filter(|(_, v)| v.is_object()) {
+            merged.insert(k.clone(), v.clone());
+        }
+        if let Some(b) = crate::cost::Billed::from_usage(&serde_json::Value::Object(merged)) {
+            self.billed = Some(b);
         }
         self.usage_fields = Some(Arc::new(fields));
     }
@@ -89,6 +107,15 @@ impl CallCtx {
             tickets: Vec::new(),
             quotas: Vec::new(),
             provider_headers: Vec::new(),
+            price: None,
+            billed: None,
+            batch: false,
         }
+    }
+
+    /// What the request cost in USD, when its deployment has a price and its answer a
+    /// usage.
+    pub fn cost_usd(&self) -> Option<f64> {
+        Some(self.billed?.cost_usd(self.price.as_ref()?, self.batch))
     }
 }

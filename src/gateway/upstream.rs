@@ -283,6 +283,7 @@ pub async fn call<'r>(
         let is_last = failures >= retries || next == candidates.len();
         ctx.attempts += 1;
         ctx.provider = Some(d.provider.name.clone());
+        ctx.price = d.price;
         let sent = Instant::now();
         let request = request_for(d, req).unwrap_or(req);
         // APISIX ai-proxy `options`: this deployment's fields over the client's.

@@ -54,6 +54,13 @@ pub fn finish(
     m.duration
         .with_label_values(&[model, provider, ctx.endpoint])
         .observe(elapsed.as_secs_f64());
+    let cost = ctx.cost_usd();
+    if let Some(c) = cost {
+        let consumer = ctx.consumer.as_deref().unwrap_or("none");
+        m.spend
+            .with_label_values(&[model, provider, consumer])
+            .inc_by(c);
+    }
     if let Some(u) = ctx.usage {
         m.tokens
             .with_label_values(&[model, provider, "prompt"])
@@ -84,6 +91,7 @@ pub fn finish(
             upstream_ttfb_ms = ctx.upstream_ttfb.map(|d| d.as_millis() as u64),
             prompt_tokens = ctx.usage.map(|u| u.prompt_tokens),
             completion_tokens = ctx.usage.map(|u| u.completion_tokens),
+            cost_usd = cost,
             error = ctx.error.or(e.map(|_| "proxy_error")),
             "request"
         );

@@ -36,6 +36,9 @@ pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> ResponseHead
     let _ = h.insert_header("content-type", content_type);
     let _ = h.insert_header("x-request-id", ctx.request_id.as_str());
     quota_headers(&mut h, ctx, &ctx.quotas);
+    if let Some(cost) = ctx.cost_usd() {
+        let _ = h.insert_header("x-gateway-cost-usd", crate::cost::usd(cost));
+    }
     for (k, v) in &ctx.provider_headers {
         // The gateway's own limit headers win over the provider's of the same name.
         if !h.headers.contains_key(k.as_str()) {
