@@ -109,13 +109,13 @@ fn every_metric_of_the_dashboard_is_exported() {
         }
     }
     assert!(wanted.len() >= 10, "{wanted:?}");
-    // A gateway on the Redis policy that has served a request and seen an upstream error,
-    // so that every labelled series exists.
+    // A gateway on the Redis policy that has served a priced request and seen an upstream
+    // error, so that every labelled series exists.
     let redis = common::redis::Redis::start();
     let gw = Gw::start(&format!(
         "auth: {{enabled: false}}\n\
          providers: [{{name: mock, kind: mock}}, {{name: bad, kind: mock, mock: {{failure: {{status: 500}}}}}}]\n\
-         models: [{{name: m, deployments: [{{provider: mock, limits: [{{name: c, conn: {{conn: 5}}}}]}}]}}, {{name: b, deployments: [{{provider: bad}}]}}]\n\
+         models: [{{name: m, price: {{input: 1, output: 2}}, deployments: [{{provider: mock, limits: [{{name: c, conn: {{conn: 5}}}}]}}]}}, {{name: b, deployments: [{{provider: bad}}]}}]\n\
          limits: {{policy: redis, redis: {{url: \"{}\"}}}}\n",
         redis.url()
     ));
