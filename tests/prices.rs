@@ -69,20 +69,26 @@ fn a_bad_price_is_refused_with_its_path() {
     );
 }
 
-#[test]
-fn each_answer_carries_its_cost_and_the_metric_adds_it_up() {
-    let gw = Gw::start(
+/// A gateway with a priced model (realtime requests pay full price, batches half) and an
+/// unpriced one, for consumer `alice`.
+fn priced_gateway() -> Gw {
+    Gw::start(
         r#"
 consumers: [{name: alice, keys: [sk-alice]}]
 providers: [{name: local, kind: mock}]
 models:
   - name: priced
-    price: {input: 2.5, output: 10}
+    price: {input: 2.5, output: 10, batch_discount: 0.5}
     deployments: [{provider: local}]
   - name: free
     deployments: [{provider: local}]
 "#,
-    );
+    )
+}
+
+#[test]
+fn each_answer_carries_its_cost_and_the_metric_adds_it_up() {
+    let gw = priced_gateway();
     let url = gw.url("/v1/chat/completions");
     let r = post(
         &url,
@@ -141,16 +147,7 @@ models:
 #[test]
 fn batch_lines_carry_their_discounted_cost() {
     use common::batches::{chat_requests, create_inline, wait_status};
-    let gw = Gw::start(
-        r#"
-consumers: [{name: alice, keys: [sk-alice]}]
-providers: [{name: local, kind: mock}]
-models:
-  - name: priced
-    price: {input: 2.5, output: 10, batch_discount: 0.5}
-    deployments: [{provider: local}]
-"#,
-    );
+    let gw = priced_gateway();
     let id = create_inline(&gw, "sk-alice", &chat_requests(2, "q", "priced"));
     wait_status(&gw, "sk-alice", &id, &["completed"], 30);
     let results = get(
