@@ -73,8 +73,13 @@ impl CallCtx {
                 _ => {}
             }
         }
-        // Billed from every field seen so far (an Anthropic stream gives its input and
-        // cache counts first and its output last) and this object's details.
+        // Billed (only when the deployment has a price: nothing else reads it) from every
+        // field seen so far (an Anthropic stream gives its input and cache counts first
+        // and its output last) and this object's details.
+        if self.price.is_none() {
+            self.usage_fields = Some(Arc::new(fields));
+            return;
+        }
         let mut merged: serde_json::Map<String, serde_json::Value> = fields
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::json!(*v as u64)))

@@ -174,9 +174,6 @@ pub struct RedisStore {
     leases: Mutex<HashMap<u64, Vec<(String, String)>>>,
     releases: mpsc::UnboundedSender<ReleaseMsg>,
     release_rx: Mutex<Option<mpsc::UnboundedReceiver<ReleaseMsg>>>,
-    /// Admissions waiting for the next call (the `redis` policy's group commit).
-    admissions: group::AdmitQueue,
-    admit_rx: Mutex<Option<mpsc::UnboundedReceiver<group::AdmitJob>>>,
     /// Each worker thread's own connection and queues (the `redis` policy).
     lanes: thread_local::ThreadLocal<lane::Lane>,
     me: std::sync::Weak<RedisStore>,
@@ -205,7 +202,6 @@ impl RedisStore {
         };
         let prefix = r.key_prefix.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        let (admissions, admit_rx) = mpsc::unbounded_channel();
         metrics.degraded.set(1); // until the first connection succeeds
         Arc::new_cyclic(|me| RedisStore {
             lanes: thread_local::ThreadLocal::new(),
@@ -229,8 +225,6 @@ impl RedisStore {
             leases: Mutex::new(HashMap::new()),
             releases: tx,
             release_rx: Mutex::new(Some(rx)),
-            admissions,
-            admit_rx: Mutex::new(Some(admit_rx)),
             up: AtomicBool::new(false),
             topology: Default::default(),
             topology_stale: tokio::sync::Notify::new(),
@@ -350,14 +344,6 @@ impl RedisStore {
     /// The background work of the store: connect, refresh leases, send releases, probe
     /// while down. Runs until the process ends.
     pub async fn run(self: Arc<Self>) {
-        let admit_rx = self
-            .admit_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(rx) = admit_rx {
-            tokio::spawn(self.clone().admit_loop(rx, None));
-        }
         self.connect().await;
         let rx = self
             .release_rx

@@ -38,6 +38,7 @@ impl RedisStore {
     ) -> Result<Vec<i64>, RedisFault> {
         let (reply, answer) = oneshot::channel();
         self.admission_queue()
+            .ok_or_else(|| RedisFault("no admission lane on this thread".into()))?
             .send(AdmitJob { args, keys, reply })
             .map_err(|_| RedisFault("the admission queue is closed".into()))?;
         answer
@@ -46,11 +47,11 @@ impl RedisStore {
     }
 
     /// Send the queued admissions: at once while fewer than [`MAX_IN_FLIGHT`] calls are
-    /// on their way, else together in the next call; on `via` or the shared connection.
+    /// on their way, else together in the next call; on the lane's connection `via`.
     pub(super) async fn admit_loop(
         self: Arc<Self>,
         mut rx: mpsc::UnboundedReceiver<AdmitJob>,
-        via: Option<Conn>,
+        via: Conn,
     ) {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         while let Some(first) = rx.recv().await {
@@ -66,14 +67,14 @@ impl RedisStore {
             }
             let (store, via) = (self.clone(), via.clone());
             tokio::spawn(async move {
-                store.admit_jobs(via.as_ref(), jobs).await;
+                store.admit_jobs(&via, jobs).await;
                 drop(permit);
             });
         }
     }
 
     /// One call of admit.lua for `jobs`; each gets its answer (or the call's fault).
-    async fn admit_jobs(&self, via: Option<&Conn>, jobs: Vec<AdmitJob>) {
+    async fn admit_jobs(&self, via: &Conn, jobs: Vec<AdmitJob>) {
         let mut inv = self.admit.prepare_invoke();
         inv.arg(jobs.len());
         for job in &jobs {
@@ -86,7 +87,7 @@ impl RedisStore {
                 inv.key(k);
             }
         }
-        let out = self.call_via::<Vec<i64>>(via, "admit", &inv).await;
+        let out = self.call_via::<Vec<i64>>(Some(via), "admit", &inv).await;
         let answers = out.and_then(|out| {
             split(out, jobs.len())
                 .ok_or_else(|| RedisFault("unexpected answer from admit.lua".into()))

@@ -5,8 +5,8 @@
 //! showed as a fifth of the gateway's CPU when one background thread made every call.
 //!
 //! The connection is made lazily on the thread, reconnects by itself, and loads the
-//! scripts on first use. Without a runtime on the calling thread (never on the proxy's
-//! path) the shared queues of the background service are used.
+//! scripts on first use. Releases without a lane (the cluster policy, or no runtime on the
+//! calling thread) go to the shared queue of the background service.
 
 use super::*;
 
@@ -30,7 +30,7 @@ impl RedisStore {
                 let conn = Conn::single_lazy(&self.urls, self.timeout).map_err(|_| ())?;
                 let (admissions, admit_rx) = mpsc::unbounded_channel();
                 let (releases, release_rx) = mpsc::unbounded_channel();
-                handle.spawn(store.clone().admit_loop(admit_rx, Some(conn.clone())));
+                handle.spawn(store.clone().admit_loop(admit_rx, conn.clone()));
                 handle.spawn(store.release_loop(release_rx, Some(conn)));
                 Ok::<_, ()>(Lane {
                     admissions,
@@ -40,9 +40,9 @@ impl RedisStore {
             .ok()
     }
 
-    /// Where this thread queues its admissions.
-    pub(super) fn admission_queue(&self) -> &group::AdmitQueue {
-        self.lane().map_or(&self.admissions, |l| &l.admissions)
+    /// Where this thread queues its admissions (`None`: no lane here).
+    pub(super) fn admission_queue(&self) -> Option<&group::AdmitQueue> {
+        self.lane().map(|l| &l.admissions)
     }
 
     /// Queue releases on this thread's lane (or the shared queue).
