@@ -281,7 +281,21 @@ impl RedisStore {
                 redis::ErrorKind::Io,
                 "not connected yet",
             )))),
-            Some(c) => tokio::time::timeout(self.timeout, c.invoke(inv)).await,
+            Some(c) => {
+                tokio::time::timeout(self.timeout, async {
+                    match c.invoke(inv).await {
+                        // A connection that Redis dropped (a restart, a failover) answers
+                        // its next call with the drop and reconnects in the background:
+                        // one more try on the new connection, so that a worker thread
+                        // whose connection sat idle through an outage does not decide by
+                        // local counters while Redis is back. A script whose answer was
+                        // lost may run twice; that only over-counts (it fails closed).
+                        Err(e) if e.is_unrecoverable_error() => c.invoke(inv).await,
+                        other => other,
+                    }
+                })
+                .await
+            }
         };
         self.metrics
             .duration
