@@ -17,19 +17,22 @@
 --
 -- ARGV: m (admissions in this call), then per admission:
 --       lease, lease_ttl_ms, estimate, ngroups, then per group its number of checks, then
---       per check 5 values: kind (1 req, 2 conn, 3 count, 4 tokens), a, b, c, y:
+--       per check 5 values: kind (1 req, 2 conn, 3 count, 4 tokens, 5 spend), a, b, c, y:
 --         req:    rate (requests/s), burst, nodelay (0/1)
 --         conn:   conn, burst, default_conn_delay_ms
 --         count:  count, window_ms, sliding (0/1)
 --         tokens: limit, window_ms, any_left (0/1: APISIX's admission, while one
 --                 token is left, reserving what is left up to the estimate; reports
 --                 the remaining before its own reservation)
+--         spend:  limit, window_ms, estimate: the token algorithm in micro-dollars, each
+--                 check reserving its own estimate (the request's cost at the dearest
+--                 deployment) instead of the admission's token estimate
 --       y: -1 for a realtime request; for a batch request the realtime rate (requests/s,
 --       >= 0) the check must leave room for (src/limits/priority.rs: a batch check without
 --       room is rejected and changes nothing).
 -- KEYS: two per check, in admission and check order. req: hash, -; conn: zset, -;
 --       count: counter (a sliding window: hash {end, cur, prev}), -;
---       tokens: hash {c = committed, e = window end, r = tokens reserved}, zset of
+--       tokens, spend: hash {c = committed, e = window end, r = tokens reserved}, zset of
 --       reservations (member `lease|tokens`, score = lease expiry).
 --       On Redis Cluster, keys of several slots that one node owns come in one call: KEYS
 --       then holds only the first (it routes the call) and all of them follow the checks
@@ -158,7 +161,7 @@ local function evaluate(checks, base)
       if n > c.a then gdelay = math.max(gdelay, c.c * math.floor((n - 1) / c.a)) end
     end
   end
-  -- 2. tokens: reserve the estimate in each.
+  -- 2. tokens (and spend): reserve the estimate in each.
   for i, c in ipairs(checks) do
     if c.kind == 4 then
       local v = redis.call('HMGET', c.k1, 'c', 'e', 'r', 'zx')
@@ -171,11 +174,11 @@ local function evaluate(checks, base)
       -- Expired reservations only matter where they could change the decision (close to
       -- the limit) or a batch request's pace; elsewhere the running sum is enough.
       local stored = tonumber(v[3]) or 0
-      local exact = c.y >= 0 or committed + stored + math.min(estimate, c.a) > c.a
+      local exact = c.y >= 0 or committed + stored + math.min(c.e, c.a) > c.a
       local reserved = reserved_sum(c.k2, tonumber(v[3]), exact)
       local left = math.max(c.a - committed - reserved, 0)
-      local r = math.min(estimate, c.a)
-      if c.c == 1 then r = math.min(estimate, left) end
+      local r = math.min(c.e, c.a)
+      if c.c == 1 then r = math.min(c.e, left) end
       local reset = wend - now
       if c.y >= 0 then
         local need = math.max(r, 1)
@@ -332,9 +335,12 @@ local function admit(argi, keyi, result)
   for g = 1, ngroups do
     local checks = {}
     for _ = 1, tonumber(ARGV[argi + 3 + g]) do
+      -- A spend check is a token check with its own estimate (`e`) and no any_left.
+      local kind, cc, e = tonumber(ARGV[ai]), tonumber(ARGV[ai + 3]), estimate
+      if kind == 5 then kind, cc, e = 4, 0, cc end
       checks[#checks + 1] = {
-        kind = tonumber(ARGV[ai]), a = tonumber(ARGV[ai + 1]),
-        b = tonumber(ARGV[ai + 2]), c = tonumber(ARGV[ai + 3]),
+        kind = kind, a = tonumber(ARGV[ai + 1]),
+        b = tonumber(ARGV[ai + 2]), c = cc, e = e,
         y = tonumber(ARGV[ai + 4]),
         k1 = keys[keyi], k2 = keys[keyi + 1],
       }

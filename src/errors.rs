@@ -123,6 +123,10 @@ impl GatewayError {
     /// OpenAI `error.type`.
     pub fn error_type(&self) -> &'static str {
         if let GatewayError::RateLimited { budget, .. } = self {
+            if *budget == Budget::Spend {
+                // OpenAI's answer to an account out of credit (a 429 too).
+                return "insufficient_quota";
+            }
             return budget.as_str();
         }
         match self.status() {
@@ -142,6 +146,10 @@ impl GatewayError {
             HeaderTooLarge { .. } => Some("request_header_too_large"),
             HeaderTimeout(_) => Some("request_timeout"),
             MalformedRequest(_) => Some("invalid_http_request"),
+            RateLimited {
+                budget: Budget::Spend,
+                ..
+            } => Some("insufficient_quota"),
             RateLimited { .. } => Some("rate_limit_exceeded"),
             ProviderAuthRejected(_) => Some("provider_auth_failed"),
             ConsumerForbidden { .. } => Some("consumer_forbidden"),
@@ -192,6 +200,13 @@ impl GatewayError {
     pub fn should_retry(&self) -> Option<bool> {
         match self {
             GatewayError::NoDeployment(_) | GatewayError::ProviderAuthRejected(_) => Some(false),
+            // A spend budget that frees in more than a minute: the SDKs' retries (a few
+            // seconds apart) cannot succeed.
+            GatewayError::RateLimited {
+                budget: Budget::Spend,
+                retry_after_ms,
+                ..
+            } if *retry_after_ms > 60_000 => Some(false),
             _ => None,
         }
     }
@@ -288,5 +303,34 @@ mod tests {
             GatewayError::NoDeployment("m".into()).should_retry(),
             Some(false)
         );
+    }
+
+    #[test]
+    fn an_exhausted_budget_is_openais_insufficient_quota() {
+        let spent = |retry_after_ms| GatewayError::RateLimited {
+            limit: "consumer:a/daily".into(),
+            status: 429,
+            apisix_msg: None,
+            budget: Budget::Spend,
+            retry_after_ms,
+            quotas: Vec::new(),
+        };
+        let e = spent(3_600_000);
+        assert_eq!(e.status(), 429);
+        assert_eq!(e.error_type(), "insufficient_quota");
+        assert_eq!(e.code(), Some("insufficient_quota"));
+        // Retrying a day's budget in seconds cannot succeed; a second's budget can.
+        assert_eq!(e.should_retry(), Some(false));
+        assert_eq!(spent(1_000).should_retry(), None);
+        let tokens = GatewayError::RateLimited {
+            limit: "model:m/tpm".into(),
+            status: 429,
+            apisix_msg: None,
+            budget: Budget::Tokens,
+            retry_after_ms: 3_600_000,
+            quotas: Vec::new(),
+        };
+        assert_eq!(tokens.code(), Some("rate_limit_exceeded"));
+        assert_eq!(tokens.should_retry(), None);
     }
 }

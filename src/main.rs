@@ -81,6 +81,9 @@ fn main() -> ExitCode {
         }
         Command::Check { file } => match config::load_file(&file) {
             Ok(c) => {
+                for w in config::prices::spend_warnings(&c) {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: OK ({} consumer(s), {} provider(s), {} model(s))",
                     file.display(),

@@ -7,6 +7,8 @@ pub enum Budget {
     Requests,
     Tokens,
     Concurrency,
+    /// A spend budget (micro-dollars).
+    Spend,
 }
 
 impl Budget {
@@ -14,6 +16,7 @@ impl Budget {
         match self {
             Budget::Requests | Budget::Concurrency => "requests",
             Budget::Tokens => "tokens",
+            Budget::Spend => "spend",
         }
     }
 }

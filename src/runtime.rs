@@ -196,6 +196,9 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn build(config: Config, generation: u64) -> Runtime {
+        for w in crate::config::prices::spend_warnings(&config) {
+            tracing::warn!("{w}");
+        }
         let consumers = config
             .consumers
             .iter()

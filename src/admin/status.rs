@@ -44,13 +44,23 @@ pub fn authorized(state: &AppState, auth: Option<&str>, query: Option<&str>) -> 
     })
 }
 
-/// A rule's limit and what its usage counts.
+/// A rule's limit and what its usage counts (a spend rule's in USD, its counters hold
+/// micro-dollars: see [`shown`]).
 fn unit(r: &Rule) -> (f64, &'static str) {
     match &r.kind {
+        RuleKind::Spend(l) => (l.limit as f64 / 1e6, "USD this window"),
         RuleKind::Req(l) => (l.burst.max(1.0), "burst in use"),
         RuleKind::Conn(l) => (l.conn as f64, "in flight"),
         RuleKind::Count(l) => (l.count as f64, "requests this window"),
         RuleKind::Tokens(l, _) => (l.limit as f64, "tokens this window"),
+    }
+}
+
+/// A usage read from a counter, in the unit [`unit`] shows.
+fn shown(r: &Rule, used: f64) -> f64 {
+    match r.kind {
+        RuleKind::Spend(_) => used / 1e6,
+        _ => used,
     }
 }
 
@@ -65,10 +75,11 @@ fn local_usage(store: &LocalStore, r: &Rule) -> f64 {
             .and_then(Slot::count)
             .filter(|c| now < c.window_end_ms)
             .map_or(0, |c| c.consumed) as f64,
-        (RuleKind::Tokens(..), s) => s
-            .and_then(Slot::tokens)
-            .filter(|t| now < t.window_end_ms)
-            .map_or(0, |t| t.committed + t.reserved) as f64,
+        (RuleKind::Tokens(..) | RuleKind::Spend(_), s) => {
+            s.and_then(Slot::tokens)
+                .filter(|t| now < t.window_end_ms)
+                .map_or(0, |t| t.committed + t.reserved) as f64
+        }
     }
 }
 
@@ -91,6 +102,7 @@ async fn usages(state: &AppState, rules: &[&Rule]) -> Vec<Value> {
                 Some(it) => it.next().unwrap_or(0.0),
                 None => local_usage(&state.limiter.local, r),
             };
+            let used = shown(r, used);
             let (limit, what) = unit(r);
             json!({"rule": &*r.id, "used": used, "limit": limit, "what": what})
         })
@@ -120,6 +132,15 @@ pub async fn snapshot(state: &AppState) -> Value {
         models.push(json!({"name": &*m.name, "deployments": deployments,
                            "limits": usages(state, &rules).await}));
     }
+    // Consumers with limits (their spend against their budget among them), in config
+    // order.
+    let mut consumers = Vec::new();
+    for c in &rt.config.consumers {
+        let rules: Vec<&Rule> = rt.consumer_limits(&c.name).iter().collect();
+        if !rules.is_empty() {
+            consumers.push(json!({"name": c.name, "limits": usages(state, &rules).await}));
+        }
+    }
     let queues: Vec<Value> = state
         .queues
         .snapshot()
@@ -145,6 +166,7 @@ pub async fn snapshot(state: &AppState) -> Value {
         "requests_total": requests,
         "in_flight": m.in_flight.get(),
         "models": models,
+        "consumers": consumers,
         "queues": queues,
         "batches": batches,
     })

@@ -195,11 +195,8 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
     let tokens = (usage.prompt_tokens, usage.completion_tokens);
     let charged = if status < 400 {
         ctx.note_usage_fields(&body["usage"]);
-        TokenUsage {
-            prompt: tokens.0,
-            completion: tokens.1,
-            fields: ctx.usage_fields.clone(),
-        }
+        ctx.usage = Some(usage);
+        ctx.charged_usage().unwrap_or_default()
     } else {
         TokenUsage::default()
     };

@@ -74,6 +74,51 @@ pub fn table(config: &Config) -> String {
     out
 }
 
+/// What `check` (and the gateway at start and on reload) warns about: deployments a spend
+/// limit covers that have no price, so their requests would be charged nothing. A
+/// consumer's spend limit covers every model; a model's, its deployments; a deployment's,
+/// itself.
+pub fn spend_warnings(config: &Config) -> Vec<String> {
+    let spend = |rules: &[super::schema::LimitRuleConfig]| rules.iter().any(|r| r.spend.is_some());
+    let consumers: Vec<&str> = config
+        .consumers
+        .iter()
+        .filter(|c| spend(&c.limits))
+        .map(|c| c.name.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for (i, m) in config.models.iter().enumerate() {
+        for (j, d) in m.deployments.iter().enumerate() {
+            let priced = Price::of(m.price.as_ref(), d.price.as_ref())
+                .as_ref()
+                .and_then(Price::effective)
+                .is_some();
+            if priced {
+                continue;
+            }
+            let mut by = Vec::new();
+            if !consumers.is_empty() {
+                by.push(format!("consumer(s) {}", consumers.join(", ")));
+            }
+            if spend(&m.limits) {
+                by.push(format!("model {}", m.name));
+            }
+            if spend(&d.limits) {
+                by.push("the deployment itself".to_string());
+            }
+            if !by.is_empty() {
+                out.push(format!(
+                    "models[{i}].deployments[{j}] ({}/{}): no price (input and output), but the spend limits of {} cover it: its requests are charged nothing",
+                    d.provider,
+                    d.model.as_deref().unwrap_or(m.name.as_str()),
+                    by.join(" and ")
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// A price without trailing zeros.
 fn usd(v: f64) -> String {
     let s = format!("{v:.6}");
@@ -117,5 +162,41 @@ models:
             "{t}"
         );
         assert!(t.ends_with("1 deployment(s) without a price (both input and output are needed)\n"));
+    }
+
+    #[test]
+    fn spend_limits_over_unpriced_deployments_are_warned_about() {
+        let yaml = r#"
+auth: {enabled: true}
+consumers:
+  - {name: a, keys: [sk-a], limits: [{name: d, spend: {limit_usd: 5, time_window: 24h}}]}
+  - {name: b, keys: [sk-b]}
+providers: [{name: local, kind: mock}]
+models:
+  - name: priced
+    price: {input: 1, output: 2}
+    deployments: [{provider: local}, {provider: local, model: x, price: {output: 3}}]
+  - name: half
+    price: {input: 1}
+    deployments: [{provider: local}]
+"#;
+        let config = crate::config::parse_str(yaml, "test").expect("valid");
+        let w = spend_warnings(&config);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("models[1].deployments[0] (local/half): no price")
+                && w[0].contains("consumer(s) a"),
+            "{w:?}"
+        );
+        // Without spend limits nothing is missing.
+        let none = crate::config::parse_str(
+            &yaml.replace(
+                "spend: {limit_usd: 5, time_window: 24h}",
+                "count: {count: 5, time_window: 60s}",
+            ),
+            "t",
+        )
+        .expect("valid");
+        assert!(spend_warnings(&none).is_empty());
     }
 }

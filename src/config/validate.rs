@@ -98,6 +98,14 @@ fn routes(c: &Config, p: &mut Problems) {
             p.add(format!("{path}.upstream.nodes"), "every weight is 0");
         }
         limit_rules(&r.limits, &format!("{path}.limits"), p);
+        for (j, l) in r.limits.iter().enumerate() {
+            if l.spend.is_some() {
+                p.add(
+                    format!("{path}.limits[{j}].spend"),
+                    "a pass-through route has no priced usage: put spend limits on consumers, models or deployments",
+                );
+            }
+        }
     }
 }
 

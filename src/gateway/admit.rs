@@ -14,7 +14,7 @@ use crate::canonical::AiRequest;
 use crate::config::key::KeyContext;
 use crate::errors::GatewayError;
 use crate::gateway::GatewayState;
-use crate::limits::admission::{Admitted, Check, Denied, Rejection};
+use crate::limits::admission::{Admitted, Check, Denied, Estimate, Rejection};
 use crate::limits::priority::yield_to_realtime;
 pub use crate::limits::queue::QueueTarget;
 use crate::limits::queue::{deployments_key, join_instead_of_trying, Place};
@@ -31,22 +31,24 @@ pub struct Subject {
     remote_addr: Option<String>,
     model: String,
     headers: http::HeaderMap,
-    /// Tokens this request is expected to use (prompt estimate + completion budget).
-    pub estimate_tokens: u64,
+    /// Tokens this request is expected to use: its prompt estimate and its completion
+    /// budget.
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
     /// A batch request: it yields to realtime traffic ([`crate::limits::priority`]) and
     /// never joins a realtime queue.
     pub batch: bool,
 }
 
 /// Tokens a request is expected to use: its prompt estimate and its completion budget.
-fn estimate(rt: &Runtime, req: &AiRequest) -> u64 {
+fn estimate(rt: &Runtime, req: &AiRequest) -> (u64, u64) {
     let completion = match req.endpoint {
         crate::canonical::Endpoint::Embeddings => 0,
         _ => req
             .max_tokens
             .unwrap_or(rt.config.routing.default_max_tokens),
     };
-    req.prompt_estimate() + completion
+    (req.prompt_estimate(), completion)
 }
 
 impl Subject {
@@ -64,7 +66,8 @@ impl Subject {
             remote_addr,
             model: req.model.clone(),
             headers,
-            estimate_tokens: estimate(rt, req),
+            prompt_tokens: estimate(rt, req).0,
+            completion_tokens: estimate(rt, req).1,
             batch: false,
         }
     }
@@ -77,8 +80,32 @@ impl Subject {
             remote_addr: None,
             model: req.model.clone(),
             headers: http::HeaderMap::new(),
-            estimate_tokens: estimate(rt, req),
+            prompt_tokens: estimate(rt, req).0,
+            completion_tokens: estimate(rt, req).1,
             batch: true,
+        }
+    }
+
+    /// What the request is expected to use if one of `open` serves it: its tokens, and
+    /// their cost at the dearest of those deployments (completion tokens at the output or
+    /// reasoning price, whichever is higher; a batch request with the batch discount), so
+    /// a spend reservation covers whichever deployment answers. Deployments without a
+    /// price add nothing (`check` warns when a spend limit covers one).
+    pub fn estimate(&self, open: &[&Deployment]) -> Estimate {
+        let cost = |p: &crate::config::schema::EffectivePrice| {
+            let per_million = self.prompt_tokens as f64 * p.input
+                + self.completion_tokens as f64 * p.output.max(p.reasoning);
+            let discount = if self.batch { p.batch_discount } else { 0.0 };
+            // USD per million tokens × tokens = micro-dollars.
+            per_million * (1.0 - discount)
+        };
+        let spend = open
+            .iter()
+            .filter_map(|d| d.price.as_ref().map(cost))
+            .fold(0.0, f64::max);
+        Estimate {
+            tokens: self.prompt_tokens + self.completion_tokens,
+            spend_micro_usd: spend.ceil() as u64,
         }
     }
 
@@ -204,6 +231,15 @@ pub async fn admit(
         .map(|d| subject.checks(d.limits.iter()))
         .collect::<Result<_, _>>()
         .map_err(answer)?;
+    let estimate = subject.estimate(open);
+    if estimate.spend_micro_usd == 0 {
+        // Nothing it can be served by has a price: it cannot spend, so no budget holds it
+        // (an exhausted one included).
+        required.retain(|c| !matches!(c.kind, RuleKind::Spend(_)));
+        for alt in &mut alternatives {
+            alt.retain(|c| !matches!(c.kind, RuleKind::Spend(_)));
+        }
+    }
     if subject.batch {
         let deployments_queued = state.queues.depth(&deployments_key(&route.name)) > 0;
         yield_to_realtime(&mut required, &state.realtime, &state.queues, false);
@@ -213,7 +249,7 @@ pub async fn admit(
     }
     let result = state
         .limiter
-        .admit(&required, &alternatives, subject.estimate_tokens)
+        .admit(&required, &alternatives, estimate)
         .await;
     if subject.batch {
         // Batch work has its own metrics; realtime decisions and rates stay realtime's.

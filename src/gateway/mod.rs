@@ -123,4 +123,16 @@ impl CallCtx {
     pub fn cost_usd(&self) -> Option<f64> {
         Some(self.billed?.cost_usd(self.price.as_ref()?, self.batch))
     }
+
+    /// The usage token and spend limits charge in place of their reservations, when the
+    /// answer reported one.
+    pub fn charged_usage(&self) -> Option<crate::limits::admission::TokenUsage> {
+        let u = self.usage?;
+        Some(crate::limits::admission::TokenUsage {
+            prompt: u.prompt_tokens,
+            completion: u.completion_tokens,
+            fields: self.usage_fields.clone(),
+            spend_micro_usd: self.cost_usd().map(crate::limits::rules::micro_usd),
+        })
+    }
 }

@@ -10,7 +10,7 @@
 //! Inside a group the order is APISIX's (limit-conn → limit-count → limit-req), with token
 //! reservations right after the concurrency slots:
 //! 1. `conn`: take a slot in each; a rejection here consumes nothing else.
-//! 2. `tokens`: reserve the estimate in each.
+//! 2. `tokens` and `spend`: reserve the estimate in each (tokens, or micro-dollars).
 //! 3. `count`: count the request (a rejection still counts, as in APISIX).
 //! 4. `req`: leak and add to each bucket.
 //!
@@ -74,6 +74,24 @@ impl Quota {
     }
 }
 
+/// What a request is expected to use: its token checks reserve `tokens`, its spend checks
+/// `spend_micro_usd`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    pub tokens: u64,
+    pub spend_micro_usd: u64,
+}
+
+impl Estimate {
+    /// What a check of `kind` reserves.
+    pub fn of(&self, kind: &RuleKind) -> u64 {
+        match kind {
+            RuleKind::Spend(_) => self.spend_micro_usd,
+            _ => self.tokens,
+        }
+    }
+}
+
 /// Why a request was not admitted.
 #[derive(Debug, Clone)]
 pub struct Rejection {
@@ -115,6 +133,9 @@ pub struct Admitted {
 pub struct TokenUsage {
     pub prompt: u64,
     pub completion: u64,
+    /// What the answer cost in micro-dollars (`None`: the deployment has no price; spend
+    /// rules then charge nothing, and `check` warns about the missing price).
+    pub spend_micro_usd: Option<u64>,
     /// The answer's usage object's numeric fields, by name, for `cost_expr` (`None`:
     /// `prompt_tokens`, `completion_tokens` and `total_tokens` from the two above).
     pub fields: Option<Arc<BTreeMap<String, f64>>>,
@@ -124,12 +145,16 @@ impl TokenUsage {
     /// What `c` charges for this usage (an expression that yields no finite number
     /// charges nothing, as APISIX skips it).
     pub fn cost(&self, c: &Charge) -> u64 {
-        match c.strategy {
+        let (strategy, expr) = match c {
+            Charge::Spend => return self.spend_micro_usd.unwrap_or(0),
+            Charge::Tokens { strategy, expr } => (strategy, expr),
+        };
+        match strategy {
             TokenStrategy::TotalTokens => self.prompt + self.completion,
             TokenStrategy::PromptTokens => self.prompt,
             TokenStrategy::CompletionTokens => self.completion,
             TokenStrategy::Expression => {
-                let Some(expr) = &c.expr else { return 0 };
+                let Some(expr) = expr else { return 0 };
                 let derived;
                 let fields = match &self.fields {
                     Some(f) => f.as_ref(),

@@ -8,7 +8,7 @@
 //! no request waits for it: the store is probed in the background and used again as
 //! soon as it answers.
 
-use super::admission::{Admitted, Check, Denied, Ticket};
+use super::admission::{Admitted, Check, Denied, Estimate, Ticket};
 use super::local::{self, LocalStore};
 use super::redis::{RedisMetrics, RedisStore};
 use super::slots::SlotMetrics;
@@ -54,7 +54,7 @@ impl Limiter {
         &self,
         required: &[Check<'_>],
         alternatives: &[Vec<Check<'_>>],
-        estimate_tokens: u64,
+        estimate: Estimate,
     ) -> Result<Admitted, Denied> {
         if required.is_empty() && alternatives.iter().all(Vec::is_empty) {
             return Ok(Admitted {
@@ -69,10 +69,8 @@ impl Limiter {
             }
             let fault = if r.is_up() {
                 let decision = match r.synced() {
-                    Some(s) => {
-                        synced_admit::admit(r, s, required, alternatives, estimate_tokens).await
-                    }
-                    None => r.admit(required, alternatives, estimate_tokens).await,
+                    Some(s) => synced_admit::admit(r, s, required, alternatives, estimate).await,
+                    None => r.admit(required, alternatives, estimate).await,
                 };
                 match decision {
                     Ok(decision) => return decision,
@@ -85,6 +83,6 @@ impl Limiter {
                 return Err(Denied::Unavailable(fault));
             }
         }
-        local::admit(&self.local, required, alternatives, estimate_tokens)
+        local::admit(&self.local, required, alternatives, estimate)
     }
 }

@@ -7,7 +7,7 @@
 //! request holds here.
 
 use super::admission::{
-    Admitted, Budget, Check, Denied, Hold, Quota, Rejection, Ticket, TokenUsage,
+    Admitted, Budget, Check, Denied, Estimate, Hold, Quota, Rejection, Ticket, TokenUsage,
 };
 use super::conn::ConnDecision;
 use super::priority;
@@ -101,12 +101,12 @@ fn release_tokens(store: &LocalStore, r: &Reservation, now: u64, used: u64) {
 }
 
 /// Evaluate one admission call (required group, then the first alternative that passes)
-/// for a request expected to use `estimate_tokens`.
+/// for a request expected to use `estimate`.
 pub fn admit(
     store: &Arc<LocalStore>,
     required: &[Check<'_>],
     alternatives: &[Vec<Check<'_>>],
-    estimate_tokens: u64,
+    estimate: Estimate,
 ) -> Result<Admitted, Denied> {
     let now = store.now_ms();
     let mut hold = LocalHold {
@@ -120,7 +120,7 @@ pub fn admit(
     group(
         &mut hold,
         required,
-        estimate_tokens,
+        estimate,
         now,
         &mut quotas,
         &mut delay_ms,
@@ -132,14 +132,7 @@ pub fn admit(
     let mut skipped = Vec::new();
     for (i, checks) in alternatives.iter().enumerate() {
         let (q, d) = (quotas.len(), delay_ms);
-        match group(
-            &mut hold,
-            checks,
-            estimate_tokens,
-            now,
-            &mut quotas,
-            &mut delay_ms,
-        ) {
+        match group(&mut hold, checks, estimate, now, &mut quotas, &mut delay_ms) {
             Ok(()) => {
                 choice = Some(i);
                 break;
@@ -178,7 +171,7 @@ pub fn admit(
 fn group(
     hold: &mut LocalHold,
     checks: &[Check<'_>],
-    estimate_tokens: u64,
+    estimate: Estimate,
     now: u64,
     quotas: &mut Vec<Quota>,
     delay_ms: &mut u64,
@@ -220,20 +213,24 @@ fn group(
         }
     }
     for c in checks {
-        if let RuleKind::Tokens(l, _) = c.kind {
+        if let Some(l) = c.kind.reservation() {
             let Some(charge) = c.rule.charge() else {
                 continue;
             };
+            let budget = match c.kind {
+                RuleKind::Spend(_) => Budget::Spend,
+                _ => Budget::Tokens,
+            };
+            let need = estimate.of(&c.kind);
             let (reservation, remaining, reset_ms) = store.update_at(&c.key, now, |slot| {
                 let state = slot.and_then(Slot::tokens);
                 if let Some(rate) = c.yield_to {
-                    if let Err(retry) = priority::tokens_room(&l, state, now, estimate_tokens, rate)
-                    {
+                    if let Err(retry) = priority::tokens_room(&l, state, now, need, rate) {
                         let (remaining, _) = l.peek(state, now);
                         return (state.map(Stored::tokens), (None, remaining, retry));
                     }
                 }
-                match l.reserve(state, now, estimate_tokens) {
+                match l.reserve(state, now, need) {
                     TokenDecision::Admit {
                         state,
                         reservation,
@@ -250,7 +247,7 @@ fn group(
                 }
             });
             quotas.push(Quota {
-                budget: Budget::Tokens,
+                budget,
                 limit: l.limit,
                 remaining,
                 reset_ms,
@@ -263,7 +260,7 @@ fn group(
                     charge,
                     tokens,
                 }),
-                None => return reject(hold, quotas, c.rule, Budget::Tokens, reset_ms),
+                None => return reject(hold, quotas, c.rule, budget, reset_ms),
             }
         }
     }
@@ -329,6 +326,10 @@ mod tests {
     }
 
     fn admit1(store: &Arc<LocalStore>, c: &[Check<'_>], est: u64) -> Result<Ticket, Rejection> {
+        let est = Estimate {
+            tokens: est,
+            spend_micro_usd: est,
+        };
         match admit(store, c, &[], est) {
             Ok(a) => Ok(a.ticket),
             Err(Denied::Limited(r)) => Err(r),
@@ -388,6 +389,7 @@ mod tests {
             prompt: 30,
             completion: 20,
             fields: None,
+            spend_micro_usd: None,
         }));
         let t3 = admit1(&store, &checks(&rules), 100).unwrap();
         assert_eq!(
@@ -450,13 +452,14 @@ mod tests {
             let t: &'static [Rule] = Box::leak(t.to_vec().into_boxed_slice());
             vec![checks(s), checks(t)]
         };
-        let one = admit(&store, &checks(&route), &alts(&a, &b), 0).unwrap();
+        let one = admit(&store, &checks(&route), &alts(&a, &b), Estimate::default()).unwrap();
         assert_eq!(one.choice, Some(0));
-        let two = admit(&store, &checks(&route), &alts(&a, &b), 0).unwrap();
+        let two = admit(&store, &checks(&route), &alts(&a, &b), Estimate::default()).unwrap();
         assert_eq!(two.choice, Some(1), "a is at its rate, b has headroom");
         // a's slot taken while trying it was given back: only one a-conn slot is held.
         assert_eq!(store.get("test/a-conn").and_then(Slot::conn), Some(1));
-        let Err(Denied::NoAlternative(r, held)) = admit(&store, &checks(&route), &alts(&a, &b), 0)
+        let Err(Denied::NoAlternative(r, held)) =
+            admit(&store, &checks(&route), &alts(&a, &b), Estimate::default())
         else {
             panic!("every alternative is at its rate");
         };

@@ -49,7 +49,7 @@ impl QueueTarget {
     pub fn head_retry_in(&self) -> Duration {
         Duration::from_millis(match self.kind {
             Kind::Req | Kind::Count => self.retry_after_ms,
-            Kind::Conn | Kind::Tokens => self.retry_after_ms.min(25),
+            Kind::Conn | Kind::Tokens | Kind::Spend => self.retry_after_ms.min(25),
         })
     }
 }

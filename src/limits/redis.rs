@@ -21,7 +21,7 @@
 //! releases, refreshes and syncs are sent per slot.
 
 use super::admission::{
-    Admitted, Budget, Check, Denied, Hold, Quota, Rejection, Released, Ticket, TokenUsage,
+    Admitted, Budget, Check, Denied, Estimate, Hold, Quota, Rejection, Released, Ticket, TokenUsage,
 };
 use super::rules::{Rule, RuleKind};
 use super::synced::SyncedCounts;
@@ -332,6 +332,8 @@ impl RedisStore {
             RuleKind::Count(l) if l.sliding => "plugin-limit-count:sliding:",
             RuleKind::Count(_) => "plugin-limit-count:v1:",
             RuleKind::Tokens(..) => "plugin-ai-rate-limiting:v1:",
+            // The gateway's own (APISIX has no spend limits).
+            RuleKind::Spend(_) => "ai-rate-limiter-spend:v1:",
         };
         let unit = |c: char| if c == '\u{1f}' { ':' } else { c };
         let mut k =

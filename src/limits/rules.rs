@@ -19,6 +19,19 @@ pub enum RuleKind {
     Conn(ConnLimit),
     Count(CountLimit),
     Tokens(TokenLimit, TokenStrategy),
+    /// A spend budget: the token algorithm in micro-dollars (`limit` µUSD per window),
+    /// each request reserving its spend estimate and charged its real cost.
+    Spend(TokenLimit),
+}
+
+impl RuleKind {
+    /// The window algorithm of a token or spend rule (they differ only in their unit).
+    pub fn reservation(&self) -> Option<TokenLimit> {
+        match self {
+            RuleKind::Tokens(l, _) | RuleKind::Spend(l) => Some(*l),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,12 +91,16 @@ impl NumberTemplates {
     }
 }
 
-/// How a token rule charges an answer: its strategy, and the expression of
-/// `strategy: expression`.
+/// How a token or spend rule charges an answer.
 #[derive(Debug, Clone)]
-pub struct Charge {
-    pub strategy: TokenStrategy,
-    pub expr: Option<Arc<CostExpr>>,
+pub enum Charge {
+    /// Tokens by the rule's strategy (and the expression of `strategy: expression`).
+    Tokens {
+        strategy: TokenStrategy,
+        expr: Option<Arc<CostExpr>>,
+    },
+    /// The answer's cost in micro-dollars.
+    Spend,
 }
 
 /// How long and behind how many others a request over a queueing rule may wait.
@@ -103,10 +120,17 @@ pub enum Kind {
     Conn,
     Count,
     Tokens,
+    Spend,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Req, Kind::Conn, Kind::Count, Kind::Tokens];
+    pub const ALL: [Kind; 5] = [
+        Kind::Req,
+        Kind::Conn,
+        Kind::Count,
+        Kind::Tokens,
+        Kind::Spend,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -114,6 +138,7 @@ impl Kind {
             Kind::Conn => "conn",
             Kind::Count => "count",
             Kind::Tokens => "tokens",
+            Kind::Spend => "spend",
         }
     }
 }
@@ -176,6 +201,7 @@ fn kind_of(kind: &RuleKind) -> Kind {
         RuleKind::Conn(_) => Kind::Conn,
         RuleKind::Count(_) => Kind::Count,
         RuleKind::Tokens(..) => Kind::Tokens,
+        RuleKind::Spend(_) => Kind::Spend,
     }
 }
 
@@ -199,6 +225,12 @@ impl Rule {
                 count: r.count.fixed,
                 window_ms: r.time_window.fixed.as_millis() as u64,
                 sliding: r.window_type == crate::config::schema::WindowType::Sliding,
+            })
+        } else if let Some(s) = &c.spend {
+            RuleKind::Spend(TokenLimit {
+                limit: micro_usd(s.limit_usd),
+                window_ms: s.time_window.as_millis() as u64,
+                any_left: false,
             })
         } else {
             let t = c.tokens.as_ref()?;
@@ -276,13 +308,14 @@ impl Rule {
             .collect()
     }
 
-    /// How the rule charges an answer's tokens (token rules).
+    /// How the rule charges an answer (token and spend rules).
     pub fn charge(&self) -> Option<Charge> {
         match self.kind {
-            RuleKind::Tokens(_, strategy) => Some(Charge {
+            RuleKind::Tokens(_, strategy) => Some(Charge::Tokens {
                 strategy,
                 expr: self.cost_expr.clone(),
             }),
+            RuleKind::Spend(_) => Some(Charge::Spend),
             _ => None,
         }
     }
@@ -315,6 +348,11 @@ impl Rule {
             None => self.id.clone(),
         }
     }
+}
+
+/// An amount of USD in whole micro-dollars (rounded to the nearest; negative → 0).
+pub fn micro_usd(usd: f64) -> u64 {
+    (usd * 1e6).round().max(0.0) as u64
 }
 
 #[cfg(test)]

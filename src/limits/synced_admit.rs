@@ -2,7 +2,7 @@
 //! gateway's views ([`super::synced`]), the rest in Redis in one round trip
 //! ([`super::redis`]).
 
-use super::admission::{Admitted, Budget, Check, Denied, Quota, Rejection, Ticket};
+use super::admission::{Admitted, Budget, Check, Denied, Estimate, Quota, Rejection, Ticket};
 use super::count::CountLimit;
 use super::redis::{RedisFault, RedisStore};
 use super::rules::RuleKind;
@@ -96,7 +96,7 @@ pub async fn admit(
     sync: &SyncedCounts,
     required: &[Check<'_>],
     alternatives: &[Vec<Check<'_>>],
-    estimate_tokens: u64,
+    estimate: Estimate,
 ) -> Result<Result<Admitted, Denied>, RedisFault> {
     let full = sync.full();
     let local_required = local_checks(store, sync, required, full);
@@ -155,9 +155,7 @@ pub async fn admit(
             skipped: Vec::new(),
         })
     } else {
-        store
-            .admit(&required_rest, &remote_alts, estimate_tokens)
-            .await?
+        store.admit(&required_rest, &remote_alts, estimate).await?
     };
     let mut decision = match decision {
         Ok(a) => a,

@@ -30,12 +30,8 @@ pub fn finish(
     // Charge token usage in place of the reservations. Without usage, an answer that
     // started (or a client that left mid-stream) is charged its reservation; a request that
     // failed before any answer is charged nothing.
-    let usage = match ctx.usage {
-        Some(u) => Some(TokenUsage {
-            prompt: u.prompt_tokens,
-            completion: u.completion_tokens,
-            fields: ctx.usage_fields.clone(),
-        }),
+    let usage = match ctx.charged_usage() {
+        Some(u) => Some(u),
         None if matches!(ctx.status, 200 | 499) => None,
         None => Some(TokenUsage::default()),
     };

@@ -70,7 +70,10 @@ pub async fn prepare(
         .map(|rule| Check::new(rule, &cx))
         .collect::<Result<_, _>>()
         .map_err(crate::gateway::admit::unresolved)?;
-    let result = state.limiter.admit(&required, &[], 0).await;
+    let result = state
+        .limiter
+        .admit(&required, &[], Default::default())
+        .await;
     match result {
         Ok(Admitted { ticket, .. }) => {
             for c in &required {

@@ -178,10 +178,16 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
     } = e
     {
         // Whole seconds, at most 60, so every SDK version honours it; the exact value in ms.
-        let retry_after_ms: u64 = *retry_after_ms;
-        let secs = retry_after_ms.div_ceil(1000).clamp(1, 60);
+        // An answer the SDKs are told not to retry (a spend budget that frees in more than
+        // a minute) says when it frees, for the client's own scheduling.
+        let cap = match e.should_retry() {
+            Some(false) => u64::MAX,
+            _ => 60_000,
+        };
+        let retry_after_ms: u64 = (*retry_after_ms).min(cap);
+        let secs = retry_after_ms.div_ceil(1000).max(1);
         let _ = h.insert_header("retry-after", secs.to_string());
-        let _ = h.insert_header("retry-after-ms", retry_after_ms.min(60_000).to_string());
+        let _ = h.insert_header("retry-after-ms", retry_after_ms.to_string());
         quota_headers(&mut h, ctx, quotas);
     }
     // A request body the client is still sending is not wanted: close after answering.

@@ -3,7 +3,7 @@
 use super::*;
 
 /// One limit rule: a name (its identity, so a reload that changes the numbers keeps the
-/// usage so far) and exactly one of `req`, `conn`, `count` or `tokens`.
+/// usage so far) and exactly one of `req`, `conn`, `count`, `tokens` or `spend`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitRuleConfig {
@@ -21,6 +21,8 @@ pub struct LimitRuleConfig {
     pub count: Option<CountRuleConfig>,
     #[serde(default)]
     pub tokens: Option<TokensRuleConfig>,
+    #[serde(default)]
+    pub spend: Option<SpendRuleConfig>,
     /// APISIX compatibility: status of a rejection (default 429, as the SDKs expect).
     #[serde(default)]
     pub rejected_code: Option<u16>,
@@ -178,6 +180,17 @@ pub enum TokenAdmission {
     #[default]
     Reserve,
     AnyLeft,
+}
+
+/// A spend budget per window: USD, reserved at admission from the request's estimate at
+/// the highest price among the model's deployments and reconciled with the real cost
+/// (see `crate::limits::rules::RuleKind::Spend`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpendRuleConfig {
+    pub limit_usd: f64,
+    #[serde(with = "humantime_serde")]
+    pub time_window: Duration,
 }
 
 /// Where the counters of every limit rule live.

@@ -148,11 +148,12 @@ pub(super) fn limit_rules(
             r.conn.is_some(),
             r.count.is_some(),
             r.tokens.is_some(),
+            r.spend.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             p.add(
                 path.clone(),
-                "needs exactly one of req, conn, count, tokens",
+                "needs exactly one of req, conn, count, tokens, spend",
             );
         }
         if let Some(q) = &r.req {
@@ -210,6 +211,28 @@ pub(super) fn limit_rules(
                     }
                 }
                 (None, false) => {}
+            }
+        }
+        if let Some(s) = &r.spend {
+            // At least a micro-dollar, at most a billion dollars: the counters are whole
+            // micro-dollars.
+            if !(s.limit_usd >= 1e-6 && s.limit_usd <= 1e9) {
+                p.add(
+                    format!("{path}.spend.limit_usd"),
+                    "must be a number of USD between 0.000001 and 1000000000",
+                );
+            }
+            if s.time_window.is_zero() {
+                p.add(
+                    format!("{path}.spend.time_window"),
+                    "must be greater than 0",
+                );
+            }
+            if r.show_limit_quota_header {
+                p.add(
+                    format!("{path}.show_limit_quota_header"),
+                    "APISIX's quota headers count requests or tokens, not spend",
+                );
             }
         }
         let token = |s: &str| {

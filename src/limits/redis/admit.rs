@@ -10,7 +10,7 @@ impl RedisStore {
         self: &Arc<Self>,
         required: &[Check<'_>],
         alternatives: &[Vec<Check<'_>>],
-        estimate_tokens: u64,
+        estimate: Estimate,
     ) -> Result<Result<Admitted, Denied>, RedisFault> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let lease = format!("{}:{seq}", self.instance);
@@ -24,7 +24,7 @@ impl RedisStore {
             .map(|c| {
                 let key = self.key(c.rule, &c.kind, &c.key);
                 let second = match c.kind {
-                    RuleKind::Tokens(..) => format!("{key}:r"),
+                    RuleKind::Tokens(..) | RuleKind::Spend(_) => format!("{key}:r"),
                     _ => key.clone(),
                 };
                 (key, second)
@@ -38,7 +38,7 @@ impl RedisStore {
         }
         let call = AdmitCall {
             lease: &lease,
-            estimate: estimate_tokens,
+            estimate,
             checks: &checks,
             keys: &keys,
         };
@@ -73,6 +73,7 @@ impl RedisStore {
                         RuleKind::Tokens(l, _) if want_tokens => {
                             (Budget::Tokens, l.limit, c.rule.answer.quota_header.clone())
                         }
+                        RuleKind::Spend(l) if want_tokens => (Budget::Spend, l.limit, None),
                         RuleKind::Count(l) if !want_tokens => (
                             Budget::Requests,
                             l.count,
@@ -108,6 +109,7 @@ impl RedisStore {
                 budget: match c.kind {
                     RuleKind::Conn(_) => Budget::Concurrency,
                     RuleKind::Tokens(..) => Budget::Tokens,
+                    RuleKind::Spend(_) => Budget::Spend,
                     _ => Budget::Requests,
                 },
                 retry_after_ms: verdict.retry_after_ms,
@@ -214,9 +216,11 @@ impl RedisStore {
                 // A sliding window shows its current window's count.
                 RuleKind::Count(l) if l.sliding => p.cmd("HGET").arg(&key).arg("cur"),
                 RuleKind::Count(_) => p.cmd("GET").arg(&key),
-                RuleKind::Tokens(..) => p.cmd("HMGET").arg(&key).arg("c").arg("e"),
+                RuleKind::Tokens(..) | RuleKind::Spend(_) => {
+                    p.cmd("HMGET").arg(&key).arg("c").arg("e")
+                }
             };
-            if let RuleKind::Tokens(..) = r.kind {
+            if let RuleKind::Tokens(..) | RuleKind::Spend(_) = r.kind {
                 p.cmd("ZRANGE")
                     .arg(format!("{key}:r"))
                     .arg(0)
@@ -284,7 +288,7 @@ impl RedisStore {
                 },
                 RuleKind::Conn(_) => live(it.next()).len() as f64,
                 RuleKind::Count(_) => num(it.next()).unwrap_or(0.0),
-                RuleKind::Tokens(..) => {
+                RuleKind::Tokens(..) | RuleKind::Spend(_) => {
                     let committed = match two(it.next()) {
                         (Some(c), Some(end)) if end > now => c,
                         _ => 0.0,

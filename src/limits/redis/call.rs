@@ -25,11 +25,11 @@
 use super::topology::slot;
 use super::*;
 
-/// What one admission sends: the lease, the token estimate, every check (in group order)
+/// What one admission sends: the lease, the estimates, every check (in group order)
 /// and its two keys.
 pub(super) struct AdmitCall<'c, 'r> {
     pub(super) lease: &'c str,
-    pub(super) estimate: u64,
+    pub(super) estimate: Estimate,
     pub(super) checks: &'c [&'c Check<'r>],
     pub(super) keys: &'c [(String, String)],
 }
@@ -53,14 +53,14 @@ impl AdmitCall<'_, '_> {
                 window_ms: 0,
                 tokens: 0,
             }),
-            RuleKind::Tokens(l, _) => {
+            RuleKind::Tokens(l, _) | RuleKind::Spend(l) => {
                 // `any_left` reserves what was left (the remaining it reports), up to the
                 // estimate; see TokenLimit::reserve.
                 let cap = match (l.any_left, answer.remaining) {
                     (true, Some(left)) => left,
                     _ => l.limit,
                 };
-                let tokens = self.estimate.min(cap);
+                let tokens = self.estimate.of(&c.kind).min(cap);
                 Some(LeaseOf {
                     kind: 4,
                     member: format!("{}|{tokens}", self.lease),
@@ -131,7 +131,7 @@ impl RedisStore {
         }
         push(&mut args, call.lease);
         push(&mut args, self.lease_ttl_ms);
-        push(&mut args, call.estimate);
+        push(&mut args, call.estimate.tokens);
         push(&mut args, groups.len());
         for g in groups {
             push(&mut args, g.len());
@@ -163,6 +163,12 @@ impl RedisStore {
                     push(a, l.limit);
                     push(a, l.window_ms);
                     push(a, u8::from(l.any_left));
+                }
+                RuleKind::Spend(l) => {
+                    push(a, 5);
+                    push(a, l.limit);
+                    push(a, l.window_ms);
+                    push(a, call.estimate.spend_micro_usd);
                 }
             }
             push(&mut args, c.yield_to.unwrap_or(-1.0));
@@ -353,7 +359,7 @@ fn slot_calls(call: &AdmitCall<'_, '_>, group: &[usize]) -> Vec<Vec<usize>> {
         group,
         |i| match call.checks[i].kind {
             RuleKind::Conn(_) => 0,
-            RuleKind::Tokens(..) => 1,
+            RuleKind::Tokens(..) | RuleKind::Spend(_) => 1,
             RuleKind::Count(_) => 2,
             RuleKind::Req(_) => 3,
         },

@@ -1,0 +1,247 @@
+//! Spend limits through the real binary: budgets in USD reserved at admission from the
+//! request's estimated cost and reconciled with its real cost, refused with OpenAI's
+//! `insufficient_quota`, kept across a reload, shown on the status page, charged to batch
+//! work at its discounted price, and shared exactly by two gateways on one real Redis.
+//!
+//! Every request here costs exactly one cent: the mock answers 5 completion tokens (the
+//! default completion budget, so the estimate is exact too) at $2000 per million output
+//! tokens, and input is free.
+
+mod common;
+use common::redis::Redis;
+use common::*;
+
+const KEY: &str = "sk-payer";
+
+/// A gateway config with a one-cent-per-request model; `limits` goes under `limits:`,
+/// `budget` is the consumer's spend rule.
+fn yaml(limits: &str, budget: &str) -> String {
+    format!(
+        r#"
+server: {{threads: 2}}
+limits: {{{limits}}}
+routing: {{default_max_tokens: 5}}
+consumers:
+  - name: payer
+    keys: ["{KEY}"]
+    limits: [{budget}]
+providers:
+  - {{name: local, kind: mock, mock: {{completion_tokens: 5}}}}
+models:
+  - name: cent
+    price: {{input: 0, output: 2000, batch_discount: 0.5}}
+    deployments: [{{provider: local}}]
+  - name: free
+    deployments: [{{provider: local}}]
+"#
+    )
+}
+
+fn chat(gw: &Gw, model: &str) -> Resp {
+    post(
+        &gw.url("/v1/chat/completions"),
+        Some(KEY),
+        &chat_body(model, "hi", false),
+    )
+}
+
+/// The consumer's spend rule on the status page: (used, limit) in USD.
+fn status_spend(gw: &Gw) -> (f64, f64) {
+    let s = get(&gw.admin_url("/status.json"), Some("admin-secret")).json();
+    let rule = s["consumers"][0]["limits"]
+        .as_array()
+        .and_then(|l| l.iter().find(|r| r["rule"] == "consumer:payer/budget"))
+        .unwrap_or_else(|| panic!("no budget in {s}"))
+        .clone();
+    assert_eq!(rule["what"], "USD this window");
+    (
+        rule["used"].as_f64().unwrap(),
+        rule["limit"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn a_budget_admits_what_it_pays_for_then_answers_insufficient_quota() {
+    let gw = Gw::start(&format!(
+        "admin: {{key: admin-secret}}\n{}",
+        yaml(
+            "",
+            "{name: budget, spend: {limit_usd: 0.05, time_window: 1h}}"
+        )
+    ));
+    // Twelve at once: exactly five fit (each reserves its cent at admission).
+    let statuses = burst_as(&[&gw], &[KEY], "cent", 12, 6);
+    assert_eq!(count(&statuses, 200), 5, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 7, "{statuses:?}");
+    let r = chat(&gw, "cent");
+    assert_eq!(r.status, 429);
+    let e = &r.json()["error"];
+    assert_eq!(e["type"], "insufficient_quota", "{}", r.body);
+    assert_eq!(e["code"], "insufficient_quota");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("consumer:payer/budget"),
+        "{e}"
+    );
+    // The budget frees in an hour: the SDKs are told not to retry in seconds.
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((3500..=3600).contains(&retry), "{retry}");
+    assert!(r.header("x-request-id").is_some());
+    // A model without a price costs nothing and so is not held by the budget (`check`
+    // warns about it).
+    assert_eq!(chat(&gw, "free").status, 200);
+    // Refusals are counted under their own kind.
+    let refused = gw.metric(
+        "gateway_limit_decisions_total",
+        &[("kind", "spend"), ("outcome", "rejected")],
+    );
+    assert!(refused >= 8.0, "{refused}");
+    let (used, limit) = status_spend(&gw);
+    assert!((used - 0.05).abs() < 1e-9 && (limit - 0.05).abs() < 1e-9);
+}
+
+#[test]
+fn a_reload_keeps_what_was_spent_and_applies_the_new_budget() {
+    let gw = Gw::start(&format!(
+        "admin: {{key: admin-secret}}\n{}",
+        yaml(
+            "",
+            "{name: budget, spend: {limit_usd: 0.03, time_window: 1h}}"
+        )
+    ));
+    let first: Vec<u16> = (0..4).map(|_| chat(&gw, "cent").status).collect();
+    assert_eq!(first, [200, 200, 200, 429]);
+    gw.write_config(&format!(
+        "admin: {{key: admin-secret}}\n{}",
+        yaml(
+            "",
+            "{name: budget, spend: {limit_usd: 0.05, time_window: 1h}}"
+        )
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status_spend(&gw).1 < 0.05 {
+        assert!(std::time::Instant::now() < deadline, "no reload");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Three cents spent stay spent: two more fit in the new five.
+    let after: Vec<u16> = (0..3).map(|_| chat(&gw, "cent").status).collect();
+    assert_eq!(after, [200, 200, 429]);
+}
+
+#[test]
+fn the_reservation_is_reconciled_with_the_real_cost() {
+    // A larger completion budget reserves more than the answer costs; the difference
+    // comes back when the answer's usage is known.
+    let gw = Gw::start(&format!(
+        "admin: {{key: admin-secret}}\n{}",
+        yaml(
+            "",
+            "{name: budget, spend: {limit_usd: 0.10, time_window: 1h}}"
+        )
+    ));
+    let body = serde_json::json!({"model": "cent", "max_tokens": 40,
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    // Each reserves 40 × $0.002 = $0.08 of the $0.10 and is charged one cent: one at a
+    // time they all pass until less than $0.08 is left.
+    let seen: Vec<u16> = (0..4)
+        .map(|_| post(&gw.url("/v1/chat/completions"), Some(KEY), &body).status)
+        .collect();
+    assert_eq!(seen, [200, 200, 200, 429], "8 cents are needed free");
+    let (used, _) = status_spend(&gw);
+    assert!((used - 0.03).abs() < 1e-9, "charged the real cost: {used}");
+}
+
+#[test]
+fn batch_work_is_charged_its_discounted_cost() {
+    use common::batches::{chat_requests, create_inline, wait_status};
+    let gw = Gw::start(&format!(
+        "admin: {{key: admin-secret}}\n{}",
+        yaml(
+            "",
+            "{name: budget, spend: {limit_usd: 1, time_window: 20s}}"
+        )
+    ));
+    // Batch work is paced over the window (as on token limits): a short window lets the
+    // five through at once. chat_requests asks for 2 completion tokens: $0.004, half price in a batch.
+    let id = create_inline(&gw, KEY, &chat_requests(5, "q", "cent"));
+    wait_status(&gw, KEY, &id, &["completed"], 30);
+    let (used, _) = status_spend(&gw);
+    assert!((used - 5.0 * 0.002).abs() < 1e-9, "{used}");
+}
+
+#[test]
+fn check_warns_when_a_spend_limit_covers_a_model_without_a_price() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        yaml(
+            "",
+            "{name: budget, spend: {limit_usd: 1, time_window: 24h}}",
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: models[1].deployments[0] (local/free): no price")
+            && err.contains("consumer(s) payer"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("models[0]"),
+        "the priced model is fine: {err}"
+    );
+    // A bad budget is refused with its path.
+    std::fs::write(
+        &path,
+        yaml(
+            "",
+            "{name: budget, spend: {limit_usd: -1, time_window: 24h}}",
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("consumers[0].limits[0].spend.limit_usd"));
+}
+
+#[test]
+fn two_gateways_on_one_redis_share_one_budget_exactly() {
+    let redis = Redis::start();
+    let limits = format!(
+        "policy: redis, redis: {{url: \"{}\", timeout: 500ms}}, lease_ttl: 5s",
+        redis.url()
+    );
+    // $1 pays for exactly 100 one-cent requests.
+    let cfg = yaml(
+        &limits,
+        "{name: budget, spend: {limit_usd: 1, time_window: 1h}}",
+    );
+    let a = Gw::start(&format!("admin: {{key: admin-secret}}\n{cfg}"));
+    let b = Gw::start(&cfg);
+    let statuses = burst_as(&[&a, &b], &[KEY], "cent", 150, 8);
+    assert_eq!(count(&statuses, 200), 100, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 50, "{statuses:?}");
+    // Everything was charged its real cost: the whole budget, spent, and none left.
+    let (used, _) = status_spend(&a);
+    assert!((used - 1.0).abs() < 1e-9, "{used}");
+    assert_eq!(chat(&b, "cent").status, 429);
+    assert!(redis
+        .cmd(&["KEYS", "*"])
+        .unwrap()
+        .contains("ai-rate-limiter-spend:v1:consumer:payer/budget"));
+}
