@@ -47,5 +47,6 @@ pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod surfaces;
+pub mod telemetry;
 pub mod tls;
 pub mod url;

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub batch_running: IntGaugeVec,
     /// `gateway_batch_webhooks_total{result}`: webhook deliveries (delivered, failed).
     pub batch_webhooks: IntCounterVec,
+    /// `gateway_trace_spans_total{outcome}`: what became of trace spans.
+    pub traces: crate::telemetry::TraceMetrics,
 }
 
 /// The outcome of a limit decision (a bounded metric label).
@@ -257,6 +259,7 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let traces = crate::telemetry::TraceMetrics::new();
         let build_info = IntGaugeVec::new(
             Opts::new("gateway_build_info", "Version of the running gateway."),
             &["version"],
@@ -289,6 +292,7 @@ impl Metrics {
             Box::new(batch_queue.clone()),
             Box::new(batch_running.clone()),
             Box::new(batch_webhooks.clone()),
+            Box::new(traces.spans.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric registered once");
@@ -345,6 +349,7 @@ impl Metrics {
             batch_queue,
             batch_running,
             batch_webhooks,
+            traces,
         }
     }
 

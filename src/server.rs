@@ -101,7 +101,9 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         realtime: Default::default(),
         cooldowns: Default::default(),
         runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),
+        tracer: Default::default(),
     });
+    gateway.set_traces(config.traces.as_ref());
     let state = Arc::new(AppState {
         gateway,
         batch,

@@ -54,9 +54,42 @@ fn backoff_ms(attempts: u32) -> u64 {
     (500u64 << attempts.min(6)).min(30_000)
 }
 
+/// Carry out one attempt of a batch request, traced as a request of its own when traces
+/// are on (`gateway.batch` says so; a retried request gets a trace per attempt).
 pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Outcome {
-    let rt = state.runtime.load_full();
     let request_id = format!("req_{}", hex::encode(rand::random::<[u8; 16]>()));
+    let mut ctx = CallCtx::new(request_id);
+    ctx.batch = true;
+    let tracer = state.tracer.load_full();
+    ctx.trace = tracer.as_ref().map(|t| Box::new(t.begin(None)));
+    let outcome = run(state, c, max_attempts, &mut ctx).await;
+    if let (Some(tracer), Some(trace)) = (tracer, ctx.trace.as_deref()) {
+        ctx.status = match &outcome {
+            Outcome::Done { line, .. } => {
+                line["response"]["status_code"].as_u64().unwrap_or(0) as u16
+            }
+            Outcome::Retry { counts: false, .. } => 429,
+            Outcome::Retry { counts: true, .. } => 503,
+        };
+        tracer.finish(trace, &ctx.trace_summary("POST"));
+    }
+    outcome
+}
+
+/// The endpoint label of a batch request (as the proxy labels a realtime one).
+fn label(ep: Endpoint) -> &'static str {
+    match ep {
+        Endpoint::ChatCompletions => "chat_completions",
+        Endpoint::Completions => "completions",
+        Endpoint::Embeddings => "embeddings",
+        Endpoint::Messages => "messages",
+        Endpoint::Responses => "responses",
+    }
+}
+
+async fn run(state: &GatewayState, c: &Claimed, max_attempts: u32, ctx: &mut CallCtx) -> Outcome {
+    let rt = state.runtime.load_full();
+    let request_id = ctx.request_id.clone();
     let fail = |e: &GatewayError| Outcome::Done {
         ok: false,
         line: line(
@@ -73,6 +106,8 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
             None,
         ));
     };
+    ctx.endpoint = label(ep);
+    ctx.consumer = c.consumer.as_deref().map(Into::into);
     let mut req = match AiRequest::parse(ep, Bytes::from(c.body.clone())) {
         Ok(r) => r,
         Err(e) => return fail(&e),
@@ -111,25 +146,28 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
     } else {
         Value::Null
     };
-    let new_ctx = || {
-        let mut ctx = CallCtx::new(request_id.clone());
-        ctx.consumer = c.consumer.as_deref().map(Into::into);
-        ctx.model = Some(route.name.clone());
-        ctx.batch = true;
-        ctx
+    ctx.model = Some(route.name.clone());
+    // A fresh context for another try after a wait (the trace goes on).
+    let fresh = |ctx: &mut CallCtx| {
+        let mut next = CallCtx::new(request_id.clone());
+        next.consumer = ctx.consumer.clone();
+        next.model = ctx.model.clone();
+        next.endpoint = ctx.endpoint;
+        next.batch = true;
+        next.trace = ctx.trace.take();
+        *ctx = next;
     };
-    let mut ctx = new_ctx();
-    let subject = Subject::for_batch(&ctx, &rt, &req);
+    let subject = Subject::for_batch(ctx, &rt, &req);
     let last_try = c.attempts + 1 >= max_attempts;
     let waited_since = std::time::Instant::now();
     let called = loop {
-        match upstream::call(state, &rt, route, &req, &mut ctx, &subject).await {
+        match upstream::call(state, &rt, route, &req, ctx, &subject).await {
             // Headroom due back soon: wait for it here (the request keeps its worker).
             Err(GatewayError::RateLimited { retry_after_ms, .. })
                 if retry_after_ms <= WAIT_HERE_MS
                     && waited_since.elapsed() < std::time::Duration::from_secs(10) =>
             {
-                ctx = new_ctx();
+                fresh(ctx);
                 let jitter = rand::random::<u64>() % (retry_after_ms / 4 + 2);
                 tokio::time::sleep(std::time::Duration::from_millis(retry_after_ms + jitter)).await;
             }

@@ -12,12 +12,14 @@ mod batch;
 mod limits;
 mod price;
 mod responses;
+mod traces;
 pub use ai_route::*;
 pub use amount::*;
 pub use batch::*;
 pub use limits::*;
 pub use price::*;
 pub use responses::*;
+pub use traces::*;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -56,6 +58,9 @@ pub struct Config {
     /// The admin pages of the metrics listener.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// OpenTelemetry traces (OTLP/HTTP); unset: none.
+    #[serde(default)]
+    pub traces: Option<TracesConfig>,
 }
 
 /// The status page (`/status` on the metrics listener).

@@ -60,7 +60,42 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
     if c.reload.poll_interval.as_millis() < 100 {
         p.add("reload.poll_interval", "must be at least 100ms");
     }
+    if let Some(t) = &c.traces {
+        traces(t, &mut p);
+    }
     p.0
+}
+
+fn traces(t: &crate::config::schema::TracesConfig, p: &mut Problems) {
+    match http::Uri::try_from(t.endpoint.as_str()) {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+        _ => p.add(
+            "traces.endpoint",
+            "must be an http(s) URL such as http://otel-collector:4318/v1/traces",
+        ),
+    }
+    if !(0.0..=1.0).contains(&t.sampling_ratio) {
+        p.add("traces.sampling_ratio", "must be between 0 and 1");
+    }
+    if t.service_name.is_empty() {
+        p.add("traces.service_name", "must not be empty");
+    }
+    if t.timeout.is_zero() {
+        p.add("traces.timeout", "must be greater than zero");
+    }
+    if t.max_queue == 0 {
+        p.add("traces.max_queue", "must be at least 1");
+    }
+    for (name, value) in &t.headers {
+        let ok = http::HeaderName::try_from(name.as_str()).is_ok()
+            && http::HeaderValue::try_from(value.expose()).is_ok();
+        if !ok {
+            p.add(
+                format!("traces.headers.{name}"),
+                "not a valid HTTP header name and value",
+            );
+        }
+    }
 }
 
 fn routes(c: &Config, p: &mut Problems) {

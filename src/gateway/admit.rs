@@ -386,6 +386,11 @@ pub struct Waiting<'s> {
 }
 
 impl Waiting<'_> {
+    /// How long it has waited so far.
+    pub fn waited(&self) -> std::time::Duration {
+        self.entered.elapsed()
+    }
+
     /// The request was admitted after waiting.
     pub fn admitted(self) {
         self.done("admitted");

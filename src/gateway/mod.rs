@@ -13,6 +13,7 @@
 pub mod admit;
 pub mod fallback;
 pub mod state;
+mod traced;
 pub mod upstream;
 
 pub use state::{CooldownReason, Cooldowns, GatewayState};
@@ -57,6 +58,8 @@ pub struct CallCtx {
     pub billed: Option<crate::cost::Billed>,
     /// A batch request (its price gets the batch discount).
     pub batch: bool,
+    /// Its trace, when `traces` is configured (boxed: most of it is unused otherwise).
+    pub trace: Option<Box<crate::telemetry::spans::RequestTrace>>,
 }
 
 impl CallCtx {
@@ -115,6 +118,7 @@ impl CallCtx {
             price: None,
             billed: None,
             batch: false,
+            trace: None,
         }
     }
 
@@ -122,6 +126,25 @@ impl CallCtx {
     /// usage.
     pub fn cost_usd(&self) -> Option<f64> {
         Some(self.billed?.cost_usd(self.price.as_ref()?, self.batch))
+    }
+
+    /// What the request came to, for its trace (`method`: the client's HTTP method).
+    pub fn trace_summary<'a>(&'a self, method: &'a str) -> crate::telemetry::spans::Summary<'a> {
+        crate::telemetry::spans::Summary {
+            operation: crate::telemetry::operation(self.endpoint),
+            endpoint: self.endpoint,
+            method,
+            request_model: self.model.as_deref(),
+            consumer: self.consumer.as_deref(),
+            request_id: &self.request_id,
+            status: self.status,
+            stream: self.stream,
+            batch: self.batch,
+            usage: self.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            cache: self.billed.map(|b| (b.cached_input, b.cache_write)),
+            cost_usd: self.cost_usd(),
+            error: self.error,
+        }
     }
 
     /// The usage token and spend limits charge in place of their reservations, when the

@@ -29,6 +29,33 @@ pub struct GatewayState {
     pub realtime: RealtimeRates,
     /// Deployments cooling down after a provider 429, by deployment id.
     pub cooldowns: Cooldowns,
+    /// The trace exporter (`traces`), when configured; replaced when a reload changes it.
+    pub tracer: arc_swap::ArcSwapOption<crate::telemetry::Tracer>,
+}
+
+impl GatewayState {
+    /// Export traces as `config` says (at start and on every reload): a changed config
+    /// starts a new exporter (the old one flushes what it holds), an unchanged one keeps
+    /// its exporter, none stops tracing.
+    pub fn set_traces(&self, config: Option<&crate::config::schema::TracesConfig>) {
+        let current = self.tracer.load();
+        if current.as_deref().map(|t| t.config()) == config {
+            return;
+        }
+        let next = config.and_then(|c| {
+            match crate::telemetry::Tracer::new(c, self.metrics.traces.clone()) {
+                Ok(t) => {
+                    tracing::info!(endpoint = %c.endpoint, sampling_ratio = c.sampling_ratio, "exporting traces");
+                    Some(Arc::new(t))
+                }
+                Err(e) => {
+                    tracing::error!("traces are off: {e}");
+                    None
+                }
+            }
+        });
+        self.tracer.store(next);
+    }
 }
 
 /// Why a deployment is left alone for a while.

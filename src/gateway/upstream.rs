@@ -57,6 +57,7 @@ async fn attempt(
     d: &Deployment,
     req: &AiRequest,
     out: Outgoing,
+    traceparent: Option<String>,
 ) -> Result<UpstreamResponse, UpstreamFailure> {
     match &d.provider.target {
         Target::Mock(mock) => Ok(mock.call(req, upstream_model(d, req)).await),
@@ -80,6 +81,11 @@ async fn attempt(
                 }
             }
             h.extend(headers.iter().cloned());
+            // W3C trace context: the upstream's parent is this attempt's span.
+            if let Some(tp) = traceparent {
+                h.retain(|(k, _)| !k.eq_ignore_ascii_case("traceparent"));
+                h.push(("traceparent".into(), tp));
+            }
             let google = match &d.provider.credentials {
                 Some(Credentials::Google(tokens)) => {
                     let token = tokens.token(&state.http).await?;
@@ -244,13 +250,17 @@ pub async fn call<'r>(
         if fb.is_some_and(|f| !fallback::skips_limited(f)) {
             open.truncate(1);
         }
+        ctx.trace_admission_started();
         let result = admit::admit(state, rt, ctx, route, subject, &open, with_route).await;
         route_admitted |= matches!(result, Ok(_) | Err(Refused::AllLimited(..)));
         let d = match result {
             Ok(j) => {
-                if let Some(w) = waiting.take() {
+                let waited = waiting.take().map(|w| {
+                    let waited = w.waited();
                     w.admitted();
-                }
+                    waited
+                });
+                ctx.trace_admitted(waited);
                 open[j]
             }
             Err(refused) => {
@@ -259,6 +269,7 @@ pub async fn call<'r>(
                         continue;
                     }
                 }
+                ctx.trace_refused(&refused, waiting.as_ref().map(|w| w.waited()));
                 match refused {
                     Refused::Answer(e, _) => return Err(e),
                     Refused::AllLimited(r, _) => {
@@ -293,7 +304,10 @@ pub async fn call<'r>(
         };
         let request = with_options.as_ref().unwrap_or(request);
         let out = outgoing(rt, d, request)?;
-        let failure = match attempt(state, rt, d, request, out).await {
+        let traceparent = ctx.trace_attempt(d, request);
+        let result = attempt(state, rt, d, request, out, traceparent).await;
+        ctx.trace_attempt_ended(&result, req.stream);
+        let failure = match result {
             Ok(mut resp) => {
                 let signals = d.provider.api.signals(&resp.ratelimit_headers);
                 observe_signals(state, route, d, &signals);

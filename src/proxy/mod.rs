@@ -88,6 +88,14 @@ impl ProxyHttp for Gateway {
         ctx.request_id = respond::request_id(session);
         let runtime = self.state.runtime.load_full();
         ctx.runtime = Some(runtime.clone());
+        if let Some(tracer) = self.state.tracer.load().as_deref() {
+            let parent = session
+                .req_header()
+                .headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok());
+            ctx.trace = Some(Box::new(tracer.begin(parent)));
+        }
         if let Err(e) = route::serve(&self.state, &runtime, session, ctx).await {
             ctx.pass = None;
             respond::error(session, ctx, &e).await;
@@ -130,6 +138,11 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         if let Some(p) = &ctx.pass {
             passthrough::request_headers(p, upstream_request);
+            // The upstream's parent is the request's own span.
+            if let Some(t) = ctx.trace.as_deref() {
+                let tp = crate::telemetry::context::format(t.trace_id, t.root, t.sampled);
+                let _ = upstream_request.insert_header("traceparent", tp);
+            }
         }
         Ok(())
     }

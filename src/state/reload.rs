@@ -80,6 +80,7 @@ impl Reloader {
                     }
                 }
                 let generation = old.generation + 1;
+                self.state.set_traces(config.traces.as_ref());
                 self.state
                     .runtime
                     .store(Arc::new(Runtime::build(config, generation)));

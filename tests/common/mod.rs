@@ -10,6 +10,7 @@ pub mod batches;
 pub mod chat_upstream;
 pub mod deepseek;
 pub mod fixture_server;
+pub mod otlp;
 pub mod redis;
 pub mod upstream;
 

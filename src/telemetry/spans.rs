@@ -1,0 +1,483 @@
+//! What one request's trace records while it runs, and the spans it becomes when it ends.
+//!
+//! Recording is a few timestamps and ids in the request's context (no span objects, no
+//! locks); the spans are built once, at the end, and only for a sampled trace:
+//!
+//! - the request (kind SERVER), a child of the client's span when it sent `traceparent`:
+//!   the OpenTelemetry GenAI attributes (`gen_ai.operation.name`, `gen_ai.provider.name`,
+//!   `gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.usage.*`) and the gateway's
+//!   own (`gateway.consumer`, `gateway.deployment`, `gateway.limit.outcome`,
+//!   `gateway.cost_usd`, …);
+//! - `gateway.admission`: the limit decision, queue wait included;
+//! - one span per upstream attempt (kind CLIENT), whose id the upstream receives as its
+//!   parent in `traceparent`;
+//! - `gateway.stream`: a streamed answer, from its first byte to its end.
+//!
+//! No prompt, completion or key is ever recorded: only names from the config, numbers and
+//! labels.
+
+use super::context::{self, TraceParent};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The trace of one request, recorded as it runs.
+#[derive(Debug, Clone)]
+pub struct RequestTrace {
+    pub trace_id: TraceId,
+    /// The request's own span.
+    pub root: SpanId,
+    /// The client's span, when it sent a valid `traceparent`.
+    parent: Option<SpanId>,
+    /// Whether this trace is exported (the client's decision, or the ratio's).
+    pub sampled: bool,
+    start: SystemTime,
+    admission: Option<Admission>,
+    attempts: Vec<Attempt>,
+    stream_start: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone)]
+struct Admission {
+    start: SystemTime,
+    end: Option<SystemTime>,
+    outcome: &'static str,
+    queue_wait: Duration,
+}
+
+/// One upstream attempt.
+#[derive(Debug, Clone)]
+struct Attempt {
+    span: SpanId,
+    start: SystemTime,
+    end: Option<SystemTime>,
+    target: AttemptTarget,
+    status: Option<u16>,
+    error: Option<&'static str>,
+}
+
+/// Where an attempt goes: names from the config.
+#[derive(Debug, Clone)]
+pub struct AttemptTarget {
+    pub deployment: Arc<str>,
+    /// `gen_ai.provider.name`: see [`super::provider_name`].
+    pub provider: Arc<str>,
+    /// The model name sent upstream.
+    pub model: String,
+    /// The upstream's host (none for the built-in mock).
+    pub server: Option<String>,
+}
+
+/// What the request came to, read from its context when it ends.
+#[derive(Debug, Clone, Default)]
+pub struct Summary<'a> {
+    /// `chat`, `text_completion` or `embeddings` (an AI request), else `None`.
+    pub operation: Option<&'static str>,
+    /// The endpoint label (`chat_completions`, `models`, `batches`, …).
+    pub endpoint: &'a str,
+    pub method: &'a str,
+    pub request_model: Option<&'a str>,
+    pub consumer: Option<&'a str>,
+    pub request_id: &'a str,
+    pub status: u16,
+    pub stream: bool,
+    pub batch: bool,
+    /// Prompt and completion tokens.
+    pub usage: Option<(u64, u64)>,
+    /// Prompt tokens read from and written to the provider's cache, when billed.
+    pub cache: Option<(u64, u64)>,
+    pub cost_usd: Option<f64>,
+    /// The gateway's error label (`rate_limited`, `upstream_timeout`, …).
+    pub error: Option<&'a str>,
+}
+
+impl RequestTrace {
+    /// A request's trace: in the client's trace (and following its sampled flag) when its
+    /// `traceparent` is valid, else a new trace sampled at `ratio`.
+    pub fn begin(traceparent: Option<&str>, ratio: f64) -> RequestTrace {
+        let parent = traceparent.and_then(TraceParent::parse);
+        let (trace_id, parent_id, sampled) = match parent {
+            Some(p) => (p.trace_id, Some(p.parent_id), p.sampled),
+            None => {
+                let id = context::new_trace_id();
+                (id, None, context::sampled_by_ratio(id, ratio))
+            }
+        };
+        RequestTrace {
+            trace_id,
+            root: context::new_span_id(),
+            parent: parent_id,
+            sampled,
+            start: SystemTime::now(),
+            admission: None,
+            attempts: Vec::new(),
+            stream_start: None,
+        }
+    }
+
+    /// The limit decision starts (once per request; a failover's re-admission is part of
+    /// its attempt).
+    pub fn admission_started(&mut self) {
+        if self.admission.is_none() {
+            self.admission = Some(Admission {
+                start: SystemTime::now(),
+                end: None,
+                outcome: "admitted",
+                queue_wait: Duration::ZERO,
+            });
+        }
+    }
+
+    /// The limit decision ended: `admitted`, `queued` (admitted after a wait), `rejected`
+    /// or `unavailable`; `queue_wait` spent waiting for headroom.
+    pub fn admission_ended(&mut self, outcome: &'static str, queue_wait: Duration) {
+        if let Some(a) = self.admission.as_mut().filter(|a| a.end.is_none()) {
+            a.end = Some(SystemTime::now());
+            a.outcome = outcome;
+            a.queue_wait = queue_wait;
+        }
+    }
+
+    /// An upstream attempt starts: the `traceparent` to send with it.
+    pub fn attempt_started(&mut self, target: AttemptTarget) -> String {
+        let span = context::new_span_id();
+        self.attempts.push(Attempt {
+            span,
+            start: SystemTime::now(),
+            end: None,
+            target,
+            status: None,
+            error: None,
+        });
+        context::format(self.trace_id, span, self.sampled)
+    }
+
+    /// The current attempt got its answer's head (`status`) or failed (`error`).
+    pub fn attempt_ended(&mut self, status: Option<u16>, error: Option<&'static str>) {
+        if let Some(a) = self.attempts.last_mut().filter(|a| a.end.is_none()) {
+            a.end = Some(SystemTime::now());
+            a.status = status;
+            a.error = error;
+        }
+    }
+
+    /// A streamed answer starts reaching the client.
+    pub fn stream_started(&mut self) {
+        self.stream_start.get_or_insert_with(SystemTime::now);
+    }
+
+    /// The spans of the finished request, ended at `end`.
+    pub fn spans(
+        &self,
+        s: &Summary<'_>,
+        end: SystemTime,
+        scope: &InstrumentationScope,
+    ) -> Vec<SpanData> {
+        let last = self.attempts.last();
+        let mut attrs = vec![
+            kv("gateway.request_id", s.request_id.to_string()),
+            kv("http.request.method", s.method.to_string()),
+            kv("gateway.endpoint", s.endpoint.to_string()),
+            KeyValue::new("http.response.status_code", i64::from(s.status)),
+            KeyValue::new("gateway.attempts", self.attempts.len() as i64),
+            KeyValue::new("gateway.batch", s.batch),
+        ];
+        if let Some(op) = s.operation {
+            attrs.push(kv("gen_ai.operation.name", op));
+            attrs.push(KeyValue::new("gateway.stream", s.stream));
+        }
+        if let Some(m) = s.request_model {
+            attrs.push(kv("gen_ai.request.model", m.to_string()));
+        }
+        if let Some(a) = last {
+            attrs.push(kv("gen_ai.provider.name", a.target.provider.to_string()));
+            attrs.push(kv("gen_ai.response.model", a.target.model.clone()));
+            attrs.push(kv("gateway.deployment", a.target.deployment.to_string()));
+        }
+        if let Some(c) = s.consumer {
+            attrs.push(kv("gateway.consumer", c.to_string()));
+        }
+        if let Some((input, output)) = s.usage {
+            attrs.push(KeyValue::new("gen_ai.usage.input_tokens", input as i64));
+            attrs.push(KeyValue::new("gen_ai.usage.output_tokens", output as i64));
+        }
+        if let Some((read, write)) = s.cache {
+            attrs.push(KeyValue::new(
+                "gen_ai.usage.cache_read.input_tokens",
+                read as i64,
+            ));
+            attrs.push(KeyValue::new(
+                "gen_ai.usage.cache_creation.input_tokens",
+                write as i64,
+            ));
+        }
+        if let Some(c) = s.cost_usd {
+            attrs.push(KeyValue::new("gateway.cost_usd", c));
+        }
+        if let Some(a) = &self.admission {
+            attrs.push(kv("gateway.limit.outcome", a.outcome));
+        }
+        if let Some(e) = s.error {
+            attrs.push(kv("error.type", e.to_string()));
+        }
+        let name = match (s.operation, s.request_model) {
+            (Some(op), Some(m)) => format!("{op} {m}"),
+            _ => format!("{} {}", s.method, s.endpoint),
+        };
+        // A server span is in error for a 5xx only (a 4xx is the client's).
+        let status = match s.status {
+            500.. => Status::error(s.error.unwrap_or("server error").to_string()),
+            _ => Status::Unset,
+        };
+        let mut out = vec![self.span(
+            self.root,
+            self.parent.unwrap_or(SpanId::INVALID),
+            self.parent.is_some(),
+            SpanKind::Server,
+            name.into(),
+            (self.start, end),
+            attrs,
+            status,
+            scope,
+        )];
+        if let Some(a) = &self.admission {
+            let attrs = vec![
+                kv("gateway.limit.outcome", a.outcome),
+                KeyValue::new("gateway.queue.wait_ms", a.queue_wait.as_millis() as i64),
+            ];
+            let status = match a.outcome {
+                "rejected" | "unavailable" => Status::error(a.outcome),
+                _ => Status::Unset,
+            };
+            out.push(self.child(
+                SpanKind::Internal,
+                "gateway.admission".into(),
+                (a.start, a.end.unwrap_or(end)),
+                attrs,
+                status,
+                scope,
+            ));
+        }
+        for a in &self.attempts {
+            let mut attrs = vec![
+                kv("gen_ai.provider.name", a.target.provider.to_string()),
+                kv("gen_ai.request.model", a.target.model.clone()),
+                kv("gateway.deployment", a.target.deployment.to_string()),
+            ];
+            if let Some(op) = s.operation {
+                attrs.push(kv("gen_ai.operation.name", op));
+            }
+            if let Some(h) = &a.target.server {
+                attrs.push(kv("server.address", h.clone()));
+            }
+            if let Some(code) = a.status {
+                attrs.push(KeyValue::new("http.response.status_code", i64::from(code)));
+            }
+            let error = a
+                .error
+                .map(str::to_string)
+                .or(a.status.filter(|c| *c >= 400).map(|c| c.to_string()));
+            if let Some(e) = &error {
+                attrs.push(kv("error.type", e.clone()));
+            }
+            let status = match error {
+                Some(e) => Status::error(e),
+                None => Status::Unset,
+            };
+            let name = match s.operation {
+                Some(op) => format!("{op} {}", a.target.model),
+                None => format!("upstream {}", a.target.deployment),
+            };
+            out.push(self.span(
+                a.span,
+                self.root,
+                false,
+                SpanKind::Client,
+                name.into(),
+                (a.start, a.end.unwrap_or(end)),
+                attrs,
+                status,
+                scope,
+            ));
+        }
+        if let Some(start) = self.stream_start {
+            out.push(self.child(
+                SpanKind::Internal,
+                "gateway.stream".into(),
+                (start, end.max(start)),
+                Vec::new(),
+                Status::Unset,
+                scope,
+            ));
+        }
+        out
+    }
+
+    /// A span under the request's own.
+    fn child(
+        &self,
+        kind: SpanKind,
+        name: Cow<'static, str>,
+        times: (SystemTime, SystemTime),
+        attrs: Vec<KeyValue>,
+        status: Status,
+        scope: &InstrumentationScope,
+    ) -> SpanData {
+        let id = context::new_span_id();
+        self.span(
+            id, self.root, false, kind, name, times, attrs, status, scope,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn span(
+        &self,
+        id: SpanId,
+        parent: SpanId,
+        parent_is_remote: bool,
+        kind: SpanKind,
+        name: Cow<'static, str>,
+        (start, end): (SystemTime, SystemTime),
+        attributes: Vec<KeyValue>,
+        status: Status,
+        scope: &InstrumentationScope,
+    ) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                self.trace_id,
+                id,
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: parent,
+            parent_span_is_remote: parent_is_remote,
+            span_kind: kind,
+            name,
+            start_time: start,
+            end_time: end.max(start),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: scope.clone(),
+        }
+    }
+}
+
+fn kv(key: &'static str, value: impl Into<opentelemetry::Value>) -> KeyValue {
+    KeyValue::new(key, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> AttemptTarget {
+        AttemptTarget {
+            deployment: "gpt-4o/openai#0".into(),
+            provider: "openai".into(),
+            model: "gpt-4o-2024-08-06".into(),
+            server: Some("api.openai.com".into()),
+        }
+    }
+
+    #[test]
+    fn a_request_becomes_a_tree_of_spans_in_the_clients_trace() {
+        let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut t = RequestTrace::begin(Some(client), 0.0);
+        assert!(t.sampled, "the client's flag wins over the ratio");
+        t.admission_started();
+        t.admission_ended("queued", Duration::from_millis(120));
+        let first = t.attempt_started(target());
+        t.attempt_ended(None, Some("timeout"));
+        let second = t.attempt_started(target());
+        t.attempt_ended(Some(200), None);
+        t.stream_started();
+        let p1 = TraceParent::parse(&first).unwrap();
+        let p2 = TraceParent::parse(&second).unwrap();
+        assert_eq!(p1.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(p1.parent_id, p2.parent_id, "each attempt is its own parent");
+        let s = Summary {
+            operation: Some("chat"),
+            endpoint: "chat_completions",
+            method: "POST",
+            request_model: Some("gpt-4o"),
+            consumer: Some("team-a"),
+            request_id: "req_1",
+            status: 200,
+            stream: true,
+            usage: Some((12, 30)),
+            cache: Some((4, 0)),
+            cost_usd: Some(0.0003),
+            ..Summary::default()
+        };
+        let scope = InstrumentationScope::builder("t").build();
+        let spans = t.spans(&s, SystemTime::now(), &scope);
+        let names: Vec<&str> = spans.iter().map(|s| &*s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "chat gpt-4o",
+                "gateway.admission",
+                "chat gpt-4o-2024-08-06",
+                "chat gpt-4o-2024-08-06",
+                "gateway.stream"
+            ]
+        );
+        let root = &spans[0];
+        assert_eq!(root.parent_span_id.to_string(), "00f067aa0ba902b7");
+        assert!(root.parent_span_is_remote);
+        for child in &spans[1..] {
+            assert_eq!(child.parent_span_id, t.root);
+            assert_eq!(child.span_context.trace_id(), t.trace_id);
+        }
+        assert_eq!(spans[2].span_context.span_id(), p1.parent_id);
+        assert_eq!(spans[3].span_context.span_id(), p2.parent_id);
+        assert!(matches!(spans[2].status, Status::Error { .. }));
+        let attr = |span: &SpanData, key: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == key)
+                .map(|kv| kv.value.to_string())
+        };
+        assert_eq!(
+            attr(root, "gen_ai.usage.input_tokens").as_deref(),
+            Some("12")
+        );
+        assert_eq!(
+            attr(root, "gen_ai.usage.cache_read.input_tokens").as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            attr(root, "gateway.limit.outcome").as_deref(),
+            Some("queued")
+        );
+        assert_eq!(
+            attr(&spans[1], "gateway.queue.wait_ms").as_deref(),
+            Some("120")
+        );
+        assert_eq!(attr(root, "gateway.attempts").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn without_a_traceparent_the_ratio_decides() {
+        assert!(RequestTrace::begin(None, 1.0).sampled);
+        assert!(!RequestTrace::begin(None, 0.0).sampled);
+        let bad = RequestTrace::begin(Some("garbage"), 1.0);
+        assert!(bad.sampled && bad.parent.is_none());
+        // An unsampled client trace stays unsampled, and says so downstream.
+        let mut t = RequestTrace::begin(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+            1.0,
+        );
+        assert!(!t.sampled);
+        assert!(t.attempt_started(target()).ends_with("-00"));
+    }
+}
