@@ -46,7 +46,7 @@ impl CallCtx {
     /// An attempt on `d` starts: the `traceparent` to send upstream.
     pub(super) fn trace_attempt(&mut self, d: &Deployment, req: &AiRequest) -> Option<String> {
         let t = self.trace.as_deref_mut()?;
-        Some(t.attempt_started(AttemptTarget {
+        Some(t.attempt_started(|| AttemptTarget {
             deployment: d.id.clone(),
             provider: crate::telemetry::provider_name(d.provider.kind, &d.provider.name),
             model: upstream_model(d, req).to_string(),

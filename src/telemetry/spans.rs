@@ -123,7 +123,7 @@ impl RequestTrace {
     /// The limit decision starts (once per request; a failover's re-admission is part of
     /// its attempt).
     pub fn admission_started(&mut self) {
-        if self.admission.is_none() {
+        if self.sampled && self.admission.is_none() {
             self.admission = Some(Admission {
                 start: SystemTime::now(),
                 end: None,
@@ -143,17 +143,20 @@ impl RequestTrace {
         }
     }
 
-    /// An upstream attempt starts: the `traceparent` to send with it.
-    pub fn attempt_started(&mut self, target: AttemptTarget) -> String {
+    /// An upstream attempt to `target` starts: the `traceparent` to send with it. An
+    /// unsampled trace records nothing (the upstream still hears the decision).
+    pub fn attempt_started(&mut self, target: impl FnOnce() -> AttemptTarget) -> String {
         let span = context::new_span_id();
-        self.attempts.push(Attempt {
-            span,
-            start: SystemTime::now(),
-            end: None,
-            target,
-            status: None,
-            error: None,
-        });
+        if self.sampled {
+            self.attempts.push(Attempt {
+                span,
+                start: SystemTime::now(),
+                end: None,
+                target: target(),
+                status: None,
+                error: None,
+            });
+        }
         context::format(self.trace_id, span, self.sampled)
     }
 
@@ -168,7 +171,9 @@ impl RequestTrace {
 
     /// A streamed answer starts reaching the client.
     pub fn stream_started(&mut self) {
-        self.stream_start.get_or_insert_with(SystemTime::now);
+        if self.sampled {
+            self.stream_start.get_or_insert_with(SystemTime::now);
+        }
     }
 
     /// The spans of the finished request, ended at `end`.
@@ -195,9 +200,9 @@ impl RequestTrace {
             attrs.push(kv("gen_ai.request.model", m.to_string()));
         }
         if let Some(a) = last {
-            attrs.push(kv("gen_ai.provider.name", a.target.provider.to_string()));
+            attrs.push(kv("gen_ai.provider.name", a.target.provider.clone()));
             attrs.push(kv("gen_ai.response.model", a.target.model.clone()));
-            attrs.push(kv("gateway.deployment", a.target.deployment.to_string()));
+            attrs.push(kv("gateway.deployment", a.target.deployment.clone()));
         }
         if let Some(c) = s.consumer {
             attrs.push(kv("gateway.consumer", c.to_string()));
@@ -265,9 +270,9 @@ impl RequestTrace {
         }
         for a in &self.attempts {
             let mut attrs = vec![
-                kv("gen_ai.provider.name", a.target.provider.to_string()),
+                kv("gen_ai.provider.name", a.target.provider.clone()),
                 kv("gen_ai.request.model", a.target.model.clone()),
-                kv("gateway.deployment", a.target.deployment.to_string()),
+                kv("gateway.deployment", a.target.deployment.clone()),
             ];
             if let Some(op) = s.operation {
                 attrs.push(kv("gen_ai.operation.name", op));
@@ -395,9 +400,9 @@ mod tests {
         assert!(t.sampled, "the client's flag wins over the ratio");
         t.admission_started();
         t.admission_ended("queued", Duration::from_millis(120));
-        let first = t.attempt_started(target());
+        let first = t.attempt_started(target);
         t.attempt_ended(None, Some("timeout"));
-        let second = t.attempt_started(target());
+        let second = t.attempt_started(target);
         t.attempt_ended(Some(200), None);
         t.stream_started();
         let p1 = TraceParent::parse(&first).unwrap();
@@ -478,6 +483,7 @@ mod tests {
             1.0,
         );
         assert!(!t.sampled);
-        assert!(t.attempt_started(target()).ends_with("-00"));
+        assert!(t.attempt_started(target).ends_with("-00"));
+        assert!(t.attempts.is_empty(), "an unsampled trace records nothing");
     }
 }
