@@ -7,7 +7,7 @@ promises (run by the test command):
 
     config, url, quota, errors, canonical      leaves: the file's language, shared types
     limits, providers, metrics, runtime,       the parts, configured by `config`
-    telemetry,
+    telemetry, history,
     surfaces
     gateway                                    the call core over those parts
     batch                                      the batch module, a client of `gateway`

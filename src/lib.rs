@@ -35,6 +35,7 @@ pub mod cost;
 pub mod egress;
 pub mod errors;
 pub mod gateway;
+pub mod history;
 pub mod import;
 pub mod limits;
 pub mod logging;

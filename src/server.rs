@@ -102,6 +102,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         cooldowns: Default::default(),
         runtime: ArcSwap::from_pointee(Runtime::build(config.clone(), 1)),
         tracer: Default::default(),
+        history: Default::default(),
     });
     gateway.set_traces(config.traces.as_ref());
     let state = Arc::new(AppState {

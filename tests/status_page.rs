@@ -13,10 +13,11 @@ fn gateway(extra: &str) -> Gw {
     Gw::start(&format!(
         r#"
 server: {{threads: 2}}
-consumers: [{{name: c, keys: [sk-c], limits: [{{name: rpm, count: {{count: 1000, time_window: 60s}}}}]}}]
+consumers: [{{name: c, keys: [sk-c], limits: [{{name: rpm, count: {{count: 1000, time_window: 60s}}}}, {{name: daily, spend: {{limit_usd: 5, time_window: 24h}}}}]}}]
 providers: [{{name: mock, kind: mock, mock: {{latency_ms: 20}}}}]
 models:
   - name: m
+    price: {{input: 100, output: 400}}
     deployments: [{{provider: mock, limits: [{{name: key-rpm, count: {{count: 500, time_window: 60s}}}}, {{name: key-conn, conn: {{conn: 8}}}}]}}]
 admin: {{key: {ADMIN}}}
 {extra}
@@ -100,6 +101,48 @@ fn status_page_needs_the_admin_key_and_shows_live_numbers_in_chromium() {
     assert!(
         after.contains("25 / 500"),
         "usage of the key's window: {after}"
+    );
+    // The charts of the last 15 minutes moved with the load: the requests line left the
+    // baseline, and the figures of the newest slot are the load's.
+    let line = |dom: &str, chart: &str, name: &str| -> Vec<f64> {
+        let svg = &dom[dom.find(&format!("id=\"chart-{chart}\"")).unwrap()..];
+        let at = svg
+            .find(&format!("data-line=\"{name}\""))
+            .unwrap_or_else(|| panic!("no {name} line in chart {chart}"));
+        let pts = &svg[at..];
+        let pts = &pts[pts.find("points=\"").unwrap() + 8..];
+        pts[..pts.find('"').unwrap()]
+            .split(' ')
+            .map(|p| p.split(',').nth(1).unwrap().parse().unwrap())
+            .collect()
+    };
+    let (was, now) = (
+        line(&before, "requests", "total"),
+        line(&after, "requests", "total"),
+    );
+    assert_eq!(was.len(), 180, "one point per 5 s");
+    assert!(
+        was.iter().all(|y| *y == was[0]),
+        "no traffic before: {was:?}"
+    );
+    assert!(now.iter().any(|y| *y < was[0]), "the line rose: {now:?}");
+    assert_ne!(was, now);
+    let now_rps: f64 = text_of(&after, "now-requests").parse().expect("a rate");
+    assert!(now_rps > 0.0, "{now_rps}");
+    for (chart, name) in [
+        ("tokens", "m"),
+        ("spend", "c"),
+        ("p95", "m"),
+        ("consumers", "c"),
+    ] {
+        let l = line(&after, chart, name);
+        assert!(l.iter().any(|y| *y < l[0]), "{chart}/{name} moved: {l:?}");
+    }
+    // The consumer's budget: its spend against its limit, in USD.
+    let budget = &after[after.find("id=\"consumers\"").unwrap()..];
+    assert!(
+        budget.contains("consumer:c/daily") && budget.contains("/ $5</span> USD this window"),
+        "{budget}"
     );
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../status-page.png");

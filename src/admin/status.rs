@@ -1,6 +1,8 @@
-//! The status page (`/status`, its data at `/status.json`), for operators: every model's
-//! deployments (provider, key fingerprint, limit usage, cool-down), the queues with their
-//! depth, the latest batches with their progress, and the request counters. The page
+//! The status page (`/status`, its data at `/status.json`), for operators: charts of the
+//! last 15 minutes ([`crate::history`]), every model's deployments (provider, key
+//! fingerprint, limit usage, cool-down), each consumer's limits (a spend budget in USD),
+//! the queues with their depth, the latest batches with their progress, and the request
+//! counters. The page
 //! (`status.html`) fetches the JSON every second and redraws itself.
 //!
 //! Limit usage comes from this instance's counters with the `local` policy and from Redis
@@ -167,6 +169,7 @@ pub async fn snapshot(state: &AppState) -> Value {
         "in_flight": m.in_flight.get(),
         "models": models,
         "consumers": consumers,
+        "history": state.history.series(),
         "queues": queues,
         "batches": batches,
     })

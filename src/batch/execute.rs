@@ -63,6 +63,9 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
     let tracer = state.tracer.load_full();
     ctx.trace = tracer.as_ref().map(|t| Box::new(t.begin(None)));
     let outcome = run(state, c, max_attempts, &mut ctx).await;
+    if let Outcome::Done { ok: true, .. } = &outcome {
+        state.history.record(&ctx.history_sample());
+    }
     if let (Some(tracer), Some(trace)) = (tracer, ctx.trace.as_deref()) {
         ctx.status = match &outcome {
             Outcome::Done { line, .. } => {

@@ -58,6 +58,8 @@ pub struct CallCtx {
     pub billed: Option<crate::cost::Billed>,
     /// A batch request (its price gets the batch discount).
     pub batch: bool,
+    /// How long it waited in a limit queue before it was admitted, if it did.
+    pub queue_wait: Option<Duration>,
     /// Its trace, when `traces` is configured (boxed: most of it is unused otherwise).
     pub trace: Option<Box<crate::telemetry::spans::RequestTrace>>,
 }
@@ -119,6 +121,7 @@ impl CallCtx {
             billed: None,
             batch: false,
             trace: None,
+            queue_wait: None,
         }
     }
 
@@ -126,6 +129,22 @@ impl CallCtx {
     /// usage.
     pub fn cost_usd(&self) -> Option<f64> {
         Some(self.billed?.cost_usd(self.price.as_ref()?, self.batch))
+    }
+
+    /// What the request came to, for the status page's history.
+    pub fn history_sample(&self) -> crate::history::Sample<'_> {
+        crate::history::Sample {
+            model: self.model.as_ref(),
+            consumer: self.consumer.as_ref(),
+            status: self.status,
+            latency: self.started.elapsed(),
+            tokens: self
+                .usage
+                .map_or(0, |u| u.prompt_tokens + u.completion_tokens),
+            spend_usd: self.cost_usd().unwrap_or(0.0),
+            queue_wait: self.queue_wait,
+            batch: self.batch,
+        }
     }
 
     /// What the request came to, for its trace (`method`: the client's HTTP method).

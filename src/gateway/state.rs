@@ -29,6 +29,8 @@ pub struct GatewayState {
     pub realtime: RealtimeRates,
     /// Deployments cooling down after a provider 429, by deployment id.
     pub cooldowns: Cooldowns,
+    /// The last 15 minutes of traffic, for the status page's charts.
+    pub history: crate::history::History,
     /// The trace exporter (`traces`), when configured; replaced when a reload changes it.
     pub tracer: arc_swap::ArcSwapOption<crate::telemetry::Tracer>,
 }

@@ -21,7 +21,10 @@ impl CallCtx {
     }
 
     /// Admitted, after waiting in a queue for `waited` (if it did).
-    pub(super) fn trace_admitted(&mut self, waited: Option<Duration>) {
+    pub(super) fn note_admitted(&mut self, waited: Option<Duration>) {
+        if waited.is_some() {
+            self.queue_wait = waited;
+        }
         if let Some(t) = self.trace.as_deref_mut() {
             let outcome = if waited.is_some() {
                 "queued"

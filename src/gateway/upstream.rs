@@ -260,7 +260,7 @@ pub async fn call<'r>(
                     w.admitted();
                     waited
                 });
-                ctx.trace_admitted(waited);
+                ctx.note_admitted(waited);
                 open[j]
             }
             Err(refused) => {

@@ -65,6 +65,7 @@ pub fn finish(
             .with_label_values(&[model, provider, "completion"])
             .inc_by(u.completion_tokens);
     }
+    state.history.record(&ctx.history_sample());
     if let (Some(trace), Some(tracer)) = (ctx.trace.as_deref(), state.tracer.load().as_deref()) {
         let method = session.req_header().method.as_str();
         tracer.finish(trace, &ctx.trace_summary(method));
