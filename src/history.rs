@@ -160,7 +160,7 @@ impl History {
         let series = |pick: &dyn Fn(&Slot) -> Option<&Counts>| -> Value {
             let mut out: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
             for (i, slot) in slots.iter().enumerate() {
-                let c = slot.and_then(|s| pick(s));
+                let c = slot.and_then(pick);
                 let c = c.cloned().unwrap_or_default();
                 let per_s = |n: u64| round(n as f64 / secs(i), 3);
                 let wait = (c.queued > 0).then(|| c.queue_wait_ms / c.queued);
