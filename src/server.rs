@@ -267,6 +267,12 @@ impl BackgroundService for Drainer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The last requests' spans reach the collector (bounded by the export timeout).
+        if let Some(tracer) = self.state.tracer.load_full() {
+            let limit = tracer.config().timeout + Duration::from_secs(1);
+            let flush = tokio::task::spawn_blocking(move || tracer.flush());
+            let _ = tokio::time::timeout(limit, flush).await;
+        }
         tracing::info!(
             in_flight = self.state.metrics.in_flight.get(),
             "shutdown complete"

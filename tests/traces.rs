@@ -238,6 +238,48 @@ fn a_dead_collector_costs_nothing_but_a_counter() {
 }
 
 #[test]
+fn the_last_spans_are_flushed_at_shutdown() {
+    let otlp = OtlpReceiver::start();
+    let upstream = DeepSeekUpstream::start();
+    let mut gw = Gw::start(&yaml(&otlp.endpoint(), 1.0, &upstream));
+    let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    assert_eq!(chat(&gw, false, Some(&tp)).status, 200);
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit(std::time::Duration::from_secs(15)).is_some());
+    // Exported before the process ended (the batch would have waited up to a second).
+    let spans: Vec<Value> = otlp
+        .spans()
+        .into_iter()
+        .filter(|s| s["trace_id"] == CLIENT_TRACE)
+        .collect();
+    assert_eq!(spans.len(), 3, "{spans:?}");
+}
+
+#[test]
+fn a_reload_switches_traces_on_and_off() {
+    let otlp = OtlpReceiver::start();
+    let upstream = DeepSeekUpstream::start();
+    let untraced = yaml(&otlp.endpoint(), 1.0, &upstream);
+    let untraced = &untraced[untraced.find("consumers:").unwrap()..];
+    let gw = Gw::start(untraced);
+    let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    assert_eq!(chat(&gw, false, Some(&tp)).status, 200);
+    gw.write_config(&yaml(&otlp.endpoint(), 1.0, &upstream));
+    gw.wait_log(|l| l.contains("exporting traces"));
+    assert_eq!(chat(&gw, false, Some(&tp)).status, 200);
+    assert_eq!(
+        otlp.trace(CLIENT_TRACE, 3).len(),
+        3,
+        "only the request after the reload"
+    );
+    gw.write_config(untraced);
+    gw.wait_log(|l| l.matches("config reloaded").count() >= 2);
+    assert_eq!(chat(&gw, false, Some(&tp)).status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(otlp.trace(CLIENT_TRACE, 3).len(), 3, "off again");
+}
+
+#[test]
 fn a_bad_traces_section_is_refused_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.yaml");

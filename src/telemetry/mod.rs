@@ -141,6 +141,16 @@ impl Tracer {
     }
 }
 
+impl Tracer {
+    /// Export everything queued now, waiting for it (blocking: call it off the async
+    /// threads). For shutdown: the spans of the last requests are not lost.
+    pub fn flush(&self) {
+        if let Some(p) = &self.processor {
+            let _ = p.force_flush();
+        }
+    }
+}
+
 impl Drop for Tracer {
     /// Flush what is queued (a reload's old tracer, or shutdown) on a thread of its own:
     /// the processor's shutdown waits for its last export.
