@@ -112,8 +112,19 @@ fn a_reload_keeps_what_was_spent_and_applies_the_new_budget() {
             "{name: budget, spend: {limit_usd: 0.03, time_window: 1h}}"
         )
     ));
-    let first: Vec<u16> = (0..4).map(|_| chat(&gw, "cent").status).collect();
-    assert_eq!(first, [200, 200, 200, 429]);
+    let first: Vec<Resp> = (0..4).map(|_| chat(&gw, "cent")).collect();
+    let statuses: Vec<u16> = first.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    // Each answer says what is left of the budget after it (its cent reserved).
+    let left: Vec<Option<&str>> = first
+        .iter()
+        .map(|r| r.header("x-gateway-budget-remaining-usd"))
+        .collect();
+    assert_eq!(left[..3], [Some("0.02"), Some("0.01"), Some("0")]);
+    assert!(first[0]
+        .header("x-gateway-budget-reset")
+        .unwrap()
+        .ends_with('s'));
     gw.write_config(&format!(
         "admin: {{key: admin-secret}}\n{}",
         yaml(

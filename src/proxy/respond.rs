@@ -79,6 +79,19 @@ pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &Quot
             go_duration(q.reset_ms),
         );
     }
+    // The tightest spend budget: what is left in USD (after this request's reservation)
+    // and when its window ends.
+    if let Some(q) = quotas
+        .iter()
+        .filter(|q| q.budget == Budget::Spend)
+        .min_by_key(|q| q.remaining)
+    {
+        let _ = h.insert_header(
+            "x-gateway-budget-remaining-usd",
+            crate::cost::usd(q.remaining as f64 / 1e6),
+        );
+        let _ = h.insert_header("x-gateway-budget-reset", go_duration(q.reset_ms));
+    }
     // APISIX's quota headers (limit-count with show_limit_quota_header), under the
     // configured names, one trio per rule prefix (the tightest quota of the rules that
     // share one); reset in seconds floored to 2 decimals, as APISIX 3.18 writes it.
