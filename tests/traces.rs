@@ -281,18 +281,9 @@ fn a_reload_switches_traces_on_and_off() {
 
 #[test]
 fn a_bad_traces_section_is_refused_with_its_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &path,
+    let out = check_config(
         "traces: {endpoint: 'ftp://x', sampling_ratio: 2}\nproviders: [{name: l, kind: mock}]\nmodels: [{name: m, deployments: [{provider: l}]}]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
-        .arg("check")
-        .arg(&path)
-        .output()
-        .unwrap();
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

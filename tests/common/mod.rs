@@ -449,6 +449,18 @@ pub fn burst_as(gws: &[&Gw], keys: &[&str], model: &str, n: usize, threads: usiz
         .collect()
 }
 
+/// `ai-rate-limiter check` on a file holding `yaml`.
+pub fn check_config(yaml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
 /// How many of `statuses` are `s`.
 pub fn count(statuses: &[u16], s: u16) -> usize {
     statuses.iter().filter(|x| **x == s).count()
