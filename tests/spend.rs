@@ -238,3 +238,42 @@ fn two_gateways_on_one_redis_share_one_budget_exactly() {
         .unwrap()
         .contains("ai-rate-limiter-spend:v1:consumer:payer/budget"));
 }
+
+#[test]
+fn a_queued_request_waits_for_a_reservation_to_be_reconciled() {
+    // Answers take 300 ms; each reserves $0.08 of the $0.10 and costs one cent. With
+    // `on_limit: queue` the second of two concurrent requests waits for the first's
+    // reservation to become its real cost, then fits ($0.01 + $0.08), instead of a 429.
+    let cfg = yaml(
+        "",
+        "{name: budget, spend: {limit_usd: 0.10, time_window: 1h}, on_limit: queue, max_wait: 5s}",
+    )
+    .replace(
+        "mock: {completion_tokens: 5}",
+        "mock: {completion_tokens: 5, latency_ms: 300}",
+    );
+    let gw = Gw::start(&cfg);
+    let url = gw.url("/v1/chat/completions");
+    let body = serde_json::json!({"model": "cent", "max_tokens": 40,
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let both: Vec<_> = (0..2)
+        .map(|i| {
+            let (url, body) = (url.clone(), body.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100 * i));
+                post(&url, Some(KEY), &body).status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = both.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(statuses, [200, 200]);
+    // One of them waited (without the queue it would have been refused).
+    assert_eq!(
+        gw.metric(
+            "gateway_limit_decisions_total",
+            &[("kind", "spend"), ("outcome", "queued")]
+        ),
+        1.0
+    );
+}
