@@ -18,6 +18,7 @@ ANTHROPIC_KEY = "sk-ant-sdk-fixture"
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "anthropic")
 LIMITED_KEY = "sk-ratelimited"
 QUEUED_KEY = "sk-queued"
+BUDGET_KEY = "sk-budget"
 
 CONFIG = f"""
 server: {{threads: 2}}
@@ -33,6 +34,10 @@ consumers:
     keys: ["{QUEUED_KEY}"]
     limits:
       - {{name: burst, req: {{rate: 4, burst: 0, nodelay: true}}, on_limit: queue, max_wait: 10s}}
+  - name: budget
+    keys: ["{BUDGET_KEY}"]
+    limits:
+      - {{name: daily, spend: {{limit_usd: 0.01, time_window: 24h}}}}
 providers:
   - {{name: mock, kind: mock}}
   - {{name: midstream, kind: mock, mock: {{cut_stream_after_tokens: 2}}}}
@@ -53,6 +58,7 @@ models:
   - {{name: claude-overloaded, deployments: [{{provider: claude}}]}}
   - {{name: claude-ratelimited, deployments: [{{provider: claude}}]}}
   - {{name: via-http, deployments: [{{provider: loop, model: gpt-4o-mini}}]}}
+  - {{name: priced, price: {{input: 0, output: 1000}}, deployments: [{{provider: mock}}]}}
 """
 
 

@@ -137,6 +137,27 @@ def test_rate_limit_error_then_sdk_retries_succeed(gateway):
     assert raw.retries_taken >= 1 and raw.parse().choices
 
 
+def test_an_exhausted_budget_is_insufficient_quota_and_the_sdk_does_not_retry(gateway):
+    import httpx2 as httpx  # the HTTP client this openai version is built on
+    from conftest import BUDGET_KEY
+    sent = []
+    http = httpx.Client(event_hooks={"request": [lambda r: sent.append(r.url.path)]})
+    client = OpenAI(base_url=gateway, api_key=BUDGET_KEY, max_retries=2, http_client=http)
+    msg = [{"role": "user", "content": "x"}]
+    # Five completion tokens at $1000 per million: half a cent each; the budget is a cent.
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(model="priced", messages=msg, max_tokens=5)
+        assert float(raw.headers["x-gateway-cost-usd"]) == 0.005
+    assert raw.headers["x-gateway-budget-remaining-usd"] == "0"
+    sent.clear()
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="priced", messages=msg, max_tokens=5)
+    assert e.value.code == "insufficient_quota" and e.value.type == "insufficient_quota"
+    assert e.value.response.headers["x-should-retry"] == "false"
+    assert int(e.value.response.headers["retry-after"]) > 3600
+    assert len(sent) == 1, "the SDK did not retry a budget that frees in a day"
+
+
 def _burst(gateway, key, n=8):
     """n concurrent chat requests without SDK retries; returns the exceptions raised."""
     from concurrent.futures import ThreadPoolExecutor
