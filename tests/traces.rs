@@ -30,7 +30,7 @@ providers:
 models:
   - name: chat
     price: {{input: 0.27, output: 1.1}}
-    deployments: [{{provider: ds, model: deepseek-v4-flash}}]
+    deployments: [{{provider: ds, model: deepseek-chat}}]
 "#,
         base = upstream.base_url()
     )
@@ -83,6 +83,7 @@ fn a_request_is_a_span_tree_in_the_clients_trace_with_genai_attributes() {
     assert_eq!(a["gen_ai.operation.name"], "chat");
     assert_eq!(a["gen_ai.provider.name"], "ds");
     assert_eq!(a["gen_ai.request.model"], "chat");
+    // The deployment asked for deepseek-chat; the provider says which model answered.
     assert_eq!(a["gen_ai.response.model"], "deepseek-v4-flash");
     assert_eq!(a["gen_ai.usage.input_tokens"], 11);
     assert_eq!(a["gen_ai.usage.output_tokens"], 5);
@@ -99,7 +100,11 @@ fn a_request_is_a_span_tree_in_the_clients_trace_with_genai_attributes() {
     let admission = named(&spans, "gateway.admission");
     assert_eq!(admission["parent_span_id"], root_id);
     assert_eq!(admission["attributes"]["gateway.queue.wait_ms"], 0);
-    let attempt = named(&spans, "chat deepseek-v4-flash");
+    let attempt = named(&spans, "chat deepseek-chat");
+    assert_eq!(
+        attempt["attributes"]["gen_ai.request.model"],
+        "deepseek-chat"
+    );
     assert_eq!(attempt["parent_span_id"], root_id);
     assert_eq!(attempt["kind"], 3, "CLIENT");
     assert_eq!(attempt["attributes"]["http.response.status_code"], 200);
@@ -144,6 +149,10 @@ fn a_request_is_a_span_tree_in_the_clients_trace_with_genai_attributes() {
     assert_eq!(root["parent_span_id"], "", "a new trace has no parent");
     assert_eq!(root["attributes"]["gateway.stream"], true);
     assert_eq!(root["attributes"]["gen_ai.usage.output_tokens"], 5);
+    assert_eq!(
+        root["attributes"]["gen_ai.response.model"],
+        "deepseek-v4-flash"
+    );
 
     // No prompt, no completion, no key went to the collector.
     let raw = otlp.raw();

@@ -58,6 +58,9 @@ pub struct CallCtx {
     pub billed: Option<crate::cost::Billed>,
     /// A batch request (its price gets the batch discount).
     pub batch: bool,
+    /// The model the provider says answered (traces' `gen_ai.response.model`), when the
+    /// request is traced and the answer in the OpenAI dialect says it.
+    pub response_model: Option<String>,
     /// How long it waited in a limit queue before it was admitted, if it did.
     pub queue_wait: Option<Duration>,
     /// Its trace, when `traces` is configured (boxed: most of it is unused otherwise).
@@ -122,6 +125,7 @@ impl CallCtx {
             batch: false,
             trace: None,
             queue_wait: None,
+            response_model: None,
         }
     }
 
@@ -129,6 +133,18 @@ impl CallCtx {
     /// usage.
     pub fn cost_usd(&self) -> Option<f64> {
         Some(self.billed?.cost_usd(self.price.as_ref()?, self.batch))
+    }
+
+    /// Keep the answer's `model` for the trace (upstream bytes, already scrubbed of keys:
+    /// at most 256 bytes are kept, and only for a sampled trace).
+    pub fn note_response_model(&mut self, model: Option<&str>) {
+        if let (Some(m), Some(true)) = (model, self.trace.as_deref().map(|t| t.sampled)) {
+            let mut end = m.len().min(256);
+            while !m.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.response_model = Some(m[..end].to_string());
+        }
     }
 
     /// What the request came to, for the status page's history.
@@ -154,6 +170,7 @@ impl CallCtx {
             endpoint: self.endpoint,
             method,
             request_model: self.model.as_deref(),
+            response_model: self.response_model.as_deref(),
             consumer: self.consumer.as_deref(),
             request_id: &self.request_id,
             status: self.status,

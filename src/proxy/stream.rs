@@ -227,9 +227,14 @@ async fn relay_whole(
         }
     };
     if answer.status < 400 {
-        if let Some(raw) = usage_object(&answer.body) {
+        let (usage, answered_by) = answer_fields(&answer.body);
+        if let Some(raw) = usage {
             ctx.usage = Usage::from_openai(&raw);
             ctx.note_usage_fields(&raw);
+        }
+        // As the provider names it (a translated answer carries the public name).
+        if answer.as_sent {
+            ctx.note_response_model(answered_by.as_deref());
         }
     }
     let (status, body, as_sent, object) = match surface {
@@ -425,6 +430,7 @@ fn inspect(event: &[u8], client_wants_usage: bool, call: &mut CallCtx) -> Action
     if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
         call.usage = Some(u);
         call.note_usage_fields(&v["usage"]);
+        call.note_response_model(v["model"].as_str());
         if !client_wants_usage && v["choices"].as_array().is_some_and(|c| c.is_empty()) {
             return Action::Drop;
         }
@@ -457,13 +463,18 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// The `usage` object of a complete OpenAI JSON answer (parsed alone).
-fn usage_object(body: &[u8]) -> Option<Value> {
+/// An OpenAI-dialect answer's `usage` object and `model` (the provider's own name for the
+/// model that answered), read without building the rest of the tree.
+fn answer_fields(body: &[u8]) -> (Option<Value>, Option<String>) {
     #[derive(serde::Deserialize)]
     struct Only {
         usage: Option<Value>,
+        model: Option<String>,
     }
-    let only: Only = serde_json::from_slice(body).ok()?;
-    only.usage.filter(Value::is_object)
+    match serde_json::from_slice::<Only>(body) {
+        Ok(o) => (o.usage.filter(Value::is_object), o.model),
+        Err(_) => (None, None),
+    }
 }
 
 /// Splits a byte stream into SSE events, each ending with its blank line.
@@ -542,7 +553,10 @@ mod tests {
 
     #[test]
     fn usage_from_json_body() {
-        let raw = usage_object(br#"{"id":"x","usage":{"prompt_tokens":8,"total_tokens":8}}"#);
+        let (raw, model) = answer_fields(
+            br#"{"id":"x","model":"m-2024","usage":{"prompt_tokens":8,"total_tokens":8}}"#,
+        );
+        assert_eq!(model.as_deref(), Some("m-2024"));
         let u = Usage::from_openai(&raw.unwrap()).unwrap();
         assert_eq!(
             u,
@@ -551,6 +565,6 @@ mod tests {
                 completion_tokens: 0
             }
         );
-        assert!(usage_object(b"{}").is_none());
+        assert_eq!(answer_fields(b"{}"), (None, None));
     }
 }

@@ -82,6 +82,8 @@ pub struct Summary<'a> {
     pub endpoint: &'a str,
     pub method: &'a str,
     pub request_model: Option<&'a str>,
+    /// The model the provider says answered (else the deployment's model is reported).
+    pub response_model: Option<&'a str>,
     pub consumer: Option<&'a str>,
     pub request_id: &'a str,
     pub status: u16,
@@ -201,7 +203,10 @@ impl RequestTrace {
         }
         if let Some(a) = last {
             attrs.push(kv("gen_ai.provider.name", a.target.provider.clone()));
-            attrs.push(kv("gen_ai.response.model", a.target.model.clone()));
+            let answered = s
+                .response_model
+                .map_or_else(|| a.target.model.clone(), str::to_string);
+            attrs.push(kv("gen_ai.response.model", answered));
             attrs.push(kv("gateway.deployment", a.target.deployment.clone()));
         }
         if let Some(c) = s.consumer {
