@@ -395,6 +395,14 @@ fn vertex_upstream(v: Arc<Vertex>, public: String) -> impl Fn(&Request) -> Reply
             ))
             .unwrap()
         };
+        if req.target.contains("gemini-echo") {
+            // An upstream that echoes the caller's credentials in its error.
+            let token = req.header("authorization").unwrap_or_default();
+            return Reply::json(
+                "400 Bad Request",
+                json!({"error": {"code": 400, "message": format!("bad request from {token}"), "status": "INVALID_ARGUMENT"}}).to_string(),
+            );
+        }
         match req.target.rsplit_once(':').map(|(_, m)| m) {
             Some("generateContent") => Reply::json("200 OK", gemini),
             Some("rawPredict") => Reply::json("200 OK", anthropic("message_text.json")),
@@ -436,6 +444,7 @@ providers:
 models:
   - {{name: gem, deployments: [{{provider: vx, model: gemini-2.5-flash}}]}}
   - {{name: claude, deployments: [{{provider: vx, model: "claude-sonnet-4@20250514"}}]}}
+  - {{name: echo, deployments: [{{provider: vx, model: gemini-echo}}]}}
 reload: {{watch: false}}
 "#,
         sa.display()
@@ -480,4 +489,9 @@ reload: {{watch: false}}
     );
     assert_eq!(chat(&gw, "claude", json!({})).status, 200);
     assert_eq!(state.tokens.load(Ordering::SeqCst), 2);
+    // The access token is a credential too: an upstream that echoes it has it masked.
+    let r = chat(&gw, "echo", json!({}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("bad request from Bearer "), "{}", r.body);
+    assert!(!r.body.contains("ya29.token-"), "{}", r.body);
 }

@@ -86,9 +86,12 @@ async fn attempt(
                 h.retain(|(k, _)| !k.eq_ignore_ascii_case("traceparent"));
                 h.push(("traceparent".into(), tp));
             }
+            // A Vertex access token is masked in the answer like a configured key.
+            let mut scrubber = rt.scrubber.clone();
             let google = match &d.provider.credentials {
                 Some(Credentials::Google(tokens)) => {
                     let token = tokens.token(&state.http).await?;
+                    scrubber = tokens.scrubber(&rt.scrubber, &token);
                     h.push(("authorization".into(), format!("Bearer {token}")));
                     Some(tokens)
                 }
@@ -120,7 +123,7 @@ async fn attempt(
                         read: u.read_timeout,
                         idle: u.idle_timeout,
                     },
-                    scrubber: rt.scrubber.clone(),
+                    scrubber,
                 })
                 .await?;
             if let (401, Some(tokens)) = (resp.status, google) {

@@ -4,12 +4,13 @@
 //! wait for it.
 
 use super::http::{HttpCall, HttpClient, Timeouts};
+use super::scrub::Scrubber;
 use super::{UpstreamErrorKind, UpstreamFailure};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -56,7 +57,14 @@ pub struct TokenSource {
     /// The current token and when it must be renewed. The async mutex makes one fetch
     /// serve every request waiting for it.
     token: tokio::sync::Mutex<Option<(String, Instant)>>,
+    /// The scrubber of the calls carrying the current token: the config's keys (by the
+    /// address of the snapshot's scrubber) plus the token, built once per token.
+    scrub: Mutex<Option<TokenScrubber>>,
 }
+
+/// The snapshot scrubber it was built over (weak: a freed snapshot's address is never
+/// mistaken for a new one), the token, and the scrubber of both.
+type TokenScrubber = (Weak<Scrubber>, String, Arc<Scrubber>);
 
 impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,6 +91,7 @@ impl TokenSource {
                 Arc::new(TokenSource {
                     path: path.to_path_buf(),
                     token: tokio::sync::Mutex::new(None),
+                    scrub: Mutex::new(None),
                 })
             })
             .clone()
@@ -102,6 +111,20 @@ impl TokenSource {
             Instant::now() + lifetime.saturating_sub(EARLY),
         ));
         Ok(token)
+    }
+
+    /// The scrubber for a call carrying `token`: `base` (the snapshot's keys) and the
+    /// token, so an upstream that echoes the access token has it masked like a key.
+    pub fn scrubber(&self, base: &Arc<Scrubber>, token: &str) -> Arc<Scrubber> {
+        let mut held = self.scrub.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((b, t, s)) = held.as_ref() {
+            if t == token && b.upgrade().is_some_and(|b| Arc::ptr_eq(&b, base)) {
+                return s.clone();
+            }
+        }
+        let s = Arc::new(base.with(token));
+        *held = Some((Arc::downgrade(base), token.to_string(), s.clone()));
+        s
     }
 
     /// Forget the token (the API refused it).

@@ -44,10 +44,21 @@ impl Default for Scrubber {
 
 impl Scrubber {
     pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Scrubber {
+        Scrubber::of(keys.into_iter().map(|k| k.as_bytes().to_vec()).collect())
+    }
+
+    /// These keys and `extra` (a credential obtained at run time, such as a Vertex
+    /// access token, masked in the answers of the calls that carry it).
+    pub fn with(&self, extra: &str) -> Scrubber {
+        let mut keys = self.keys.clone();
+        keys.push(extra.as_bytes().to_vec());
+        Scrubber::of(keys)
+    }
+
+    fn of(keys: Vec<Vec<u8>>) -> Scrubber {
         let mut keys: Vec<Vec<u8>> = keys
             .into_iter()
             .filter(|k| k.len() >= MIN_KEY_LEN)
-            .map(|k| k.as_bytes().to_vec())
             .collect();
         keys.sort();
         keys.dedup();
