@@ -326,6 +326,14 @@ fn bedrock_errors_and_mid_stream_exceptions() {
         "throttlingException: Too many tokens"
     );
     assert!(!r.body.contains("[DONE]"));
+    // It counts as the provider's 429 (the key cools down as after one), for the metrics
+    // and the access log.
+    let labels = [("provider", "aws"), ("kind", "status_429")];
+    assert_eq!(
+        gw.wait_metric("gateway_upstream_errors_total", &labels, 2.0),
+        2.0
+    );
+    gw.wait_log(|l| l.contains("stream_throttled"));
     // The Responses API reaches Bedrock through chat.
     let r = post(
         &gw,

@@ -35,6 +35,8 @@ pub struct CallCtx {
     /// The public model name (only names from the config: a bounded label).
     pub model: Option<Arc<str>>,
     pub provider: Option<Arc<str>>,
+    /// The deployment of the last attempt (its id).
+    pub deployment: Option<Arc<str>>,
     pub endpoint: &'static str,
     pub stream: bool,
     /// Status sent to the client (499: client went away).
@@ -109,6 +111,7 @@ impl CallCtx {
             consumer: None,
             model: None,
             provider: None,
+            deployment: None,
             endpoint: "none",
             stream: false,
             status: 0,

@@ -297,6 +297,7 @@ pub async fn call<'r>(
         let is_last = failures >= retries || next == candidates.len();
         ctx.attempts += 1;
         ctx.provider = Some(d.provider.name.clone());
+        ctx.deployment = Some(d.id.clone());
         ctx.price = d.price;
         let sent = Instant::now();
         let request = request_for(d, req).unwrap_or(req);

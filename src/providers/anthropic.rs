@@ -252,6 +252,8 @@ pub struct StreamTranslator {
     tools: Vec<(u64, usize)>,
     /// The stream has ended (`message_stop` or `error`).
     pub ended: bool,
+    /// It ended with a `rate_limit_error` event.
+    pub throttled: bool,
 }
 
 impl StreamTranslator {
@@ -264,6 +266,7 @@ impl StreamTranslator {
             output_tokens: None,
             tools: Vec::new(),
             ended: false,
+            throttled: false,
         }
     }
 
@@ -335,8 +338,10 @@ impl StreamTranslator {
             "error" => {
                 self.ended = true;
                 let e = &data["error"];
+                self.throttled = e["type"] == "rate_limit_error";
                 let etype = match e["type"].as_str() {
                     Some("overloaded_error" | "api_error") | None => "server_error",
+                    Some("rate_limit_error") => "requests",
                     Some(_) => "invalid_request_error",
                 };
                 let body = openai_error_body(
@@ -363,6 +368,10 @@ impl super::api::EventTranslator for StreamTranslator {
 
     fn ended(&self) -> bool {
         self.ended
+    }
+
+    fn throttled(&self) -> bool {
+        self.throttled
     }
 }
 

@@ -168,6 +168,11 @@ pub trait EventTranslator: Send {
     fn event(&mut self, data: &serde_json::Value) -> Vec<Bytes>;
     /// Whether the provider's stream has ended (its last event, or an error).
     fn ended(&self) -> bool;
+    /// Whether it ended with the provider's rate-limit error (Bedrock's
+    /// `throttlingException` mid-stream): the key is over its limits, as a 429 says.
+    fn throttled(&self) -> bool {
+        false
+    }
 }
 
 /// A whole answer in the OpenAI dialect.

@@ -146,6 +146,10 @@ impl EventTranslator for Sniffing {
     fn ended(&self) -> bool {
         self.inner.as_ref().is_some_and(|i| i.ended())
     }
+
+    fn throttled(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.throttled())
+    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,7 @@ pub struct ConverseStream {
     tools: Vec<(u64, usize)>,
     finish: &'static str,
     ended: bool,
+    throttled: bool,
 }
 
 impl ConverseStream {
@@ -107,6 +108,7 @@ impl ConverseStream {
             tools: Vec::new(),
             finish: "stop",
             ended: false,
+            throttled: false,
         }
     }
 
@@ -123,7 +125,8 @@ impl EventTranslator for ConverseStream {
         if let Some(kind) = data["exception"].as_str() {
             self.ended = true;
             let message = format!("{kind}: {}", data["message"].as_str().unwrap_or_default());
-            let etype = if kind == "throttlingException" {
+            self.throttled = kind == "throttlingException";
+            let etype = if self.throttled {
                 "requests"
             } else {
                 "server_error"
@@ -188,6 +191,10 @@ impl EventTranslator for ConverseStream {
     fn ended(&self) -> bool {
         self.ended
     }
+
+    fn throttled(&self) -> bool {
+        self.throttled
+    }
 }
 
 #[cfg(test)]
@@ -243,5 +250,18 @@ mod tests {
         let mut d = EventStreamDecoder::default();
         d.feed(&f[..100]).unwrap();
         assert!(d.finish().is_err());
+    }
+
+    #[test]
+    fn a_throttling_exception_ends_the_stream_as_a_rate_limit() {
+        let mut t = ConverseStream::new("m", 1);
+        let out =
+            t.event(&json!({"exception": "throttlingException", "message": "Too many tokens"}));
+        assert!(t.ended() && t.throttled());
+        let text = std::str::from_utf8(&out[0]).unwrap();
+        assert!(text.contains(r#""type":"requests""#), "{text}");
+        let mut other = ConverseStream::new("m", 1);
+        other.event(&json!({"exception": "internalServerException", "message": "x"}));
+        assert!(other.ended() && !other.throttled());
     }
 }
