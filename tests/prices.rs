@@ -3,17 +3,9 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 
 fn prices(yaml: &str) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
-        .arg("prices")
-        .arg(&path)
-        .output()
-        .unwrap()
+    cli_on_config("prices", yaml)
 }
 
 #[test]

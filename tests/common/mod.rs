@@ -451,11 +451,16 @@ pub fn burst_as(gws: &[&Gw], keys: &[&str], model: &str, n: usize, threads: usiz
 
 /// `ai-rate-limiter check` on a file holding `yaml`.
 pub fn check_config(yaml: &str) -> std::process::Output {
+    cli_on_config("check", yaml)
+}
+
+/// `ai-rate-limiter <command>` on a file holding `yaml` (`check`, `prices`).
+pub fn cli_on_config(command: &str, yaml: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.yaml");
     std::fs::write(&path, yaml).unwrap();
     Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
-        .arg("check")
+        .arg(command)
         .arg(&path)
         .output()
         .unwrap()
