@@ -54,15 +54,21 @@ fn burst(gws: &[&Gw], model: &str, n: usize, threads: usize) -> Vec<u16> {
 fn stream_in_background(gw: &Gw, model: &str) {
     let url = gw.url("/v1/chat/completions");
     let body = chat_body(model, "go", true);
+    let (head, headed) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        if let Ok(r) = agent()
+        let r = agent()
             .post(&url)
             .set("authorization", &format!("Bearer {KEY}"))
-            .send_string(&body)
-        {
+            .send_string(&body);
+        let _ = head.send(());
+        if let Ok(r) = r {
             let _ = std::io::copy(&mut r.into_reader(), &mut std::io::sink());
         }
     });
+    // Its answer's head has come: it was admitted (its slot and reservation are held).
+    headed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the stream started");
 }
 
 #[test]
