@@ -241,7 +241,7 @@ fn two_gateways_on_one_redis_share_one_budget_exactly() {
 
 #[test]
 fn a_queued_request_waits_for_a_reservation_to_be_reconciled() {
-    // Answers take 300 ms; each reserves $0.08 of the $0.10 and costs one cent. With
+    // Answers take a second; each reserves $0.08 of the $0.10 and costs one cent. With
     // `on_limit: queue` the second of two concurrent requests waits for the first's
     // reservation to become its real cost, then fits ($0.01 + $0.08), instead of a 429.
     let cfg = yaml(
@@ -250,7 +250,7 @@ fn a_queued_request_waits_for_a_reservation_to_be_reconciled() {
     )
     .replace(
         "mock: {completion_tokens: 5}",
-        "mock: {completion_tokens: 5, latency_ms: 300}",
+        "mock: {completion_tokens: 5, latency_ms: 1000}",
     );
     let gw = Gw::start(&cfg);
     let url = gw.url("/v1/chat/completions");
