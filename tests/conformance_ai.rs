@@ -56,8 +56,14 @@ fn upstream() -> (u16, Recorded) {
 
 const CHAT: &str = r#"{"messages":[{"role":"system","content":"You are a mathematician"},{"role":"user","content":"What is 1+1?"}]}"#;
 
+/// One chat request, on a keep-alive connection shared by the sequence (as SDKs and
+/// APISIX's test client send them): the gateway charges a request's usage before it reads
+/// the connection's next request, so a sequence sees each answer's usage counted. (On a
+/// new connection the next request may arrive while the previous answer is still being
+/// charged.)
 fn chat(gw: &Gw, path: &str) -> Resp {
-    post(&gw.url(path), None, CHAT)
+    static CLIENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    post_on(CLIENT.get_or_init(agent), &gw.url(path), None, CHAT)
 }
 
 fn ai_routes(redis: Option<&Redis>) {
