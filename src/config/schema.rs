@@ -12,6 +12,7 @@ mod batch;
 mod limits;
 mod price;
 mod responses;
+mod secret;
 mod traces;
 pub use ai_route::*;
 pub use amount::*;
@@ -19,6 +20,7 @@ pub use batch::*;
 pub use limits::*;
 pub use price::*;
 pub use responses::*;
+pub use secret::*;
 pub use traces::*;
 
 /// The whole file.
@@ -572,33 +574,5 @@ impl Default for ReloadConfig {
             watch: true,
             poll_interval: Duration::from_secs(1),
         }
-    }
-}
-
-/// A secret string (keys). Its `Debug` never shows the value, so no log can leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
     }
 }

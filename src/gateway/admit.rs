@@ -61,13 +61,14 @@ impl Subject {
         remote_addr: Option<String>,
         headers: http::HeaderMap,
     ) -> Subject {
+        let (prompt_tokens, completion_tokens) = estimate(rt, req);
         Subject {
             consumer: ctx.consumer.as_deref().map(str::to_string),
             remote_addr,
             model: req.model.clone(),
             headers,
-            prompt_tokens: estimate(rt, req).0,
-            completion_tokens: estimate(rt, req).1,
+            prompt_tokens,
+            completion_tokens,
             batch: false,
         }
     }
@@ -76,13 +77,8 @@ impl Subject {
     /// headers).
     pub fn for_batch(ctx: &CallCtx, rt: &Runtime, req: &AiRequest) -> Subject {
         Subject {
-            consumer: ctx.consumer.as_deref().map(str::to_string),
-            remote_addr: None,
-            model: req.model.clone(),
-            headers: http::HeaderMap::new(),
-            prompt_tokens: estimate(rt, req).0,
-            completion_tokens: estimate(rt, req).1,
             batch: true,
+            ..Subject::new(ctx, rt, req, None, http::HeaderMap::new())
         }
     }
 
