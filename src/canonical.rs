@@ -162,6 +162,11 @@ impl AiRequest {
         self.pivot.as_deref().filter(|p| serves(p.endpoint))
     }
 
+    /// Bytes of the body as received.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// The raw JSON text of a top-level field.
     fn raw(&self, name: &str) -> Option<&str> {
         let range = self.fields.get(name)?.clone();
@@ -303,6 +308,13 @@ impl AiRequest {
 
 /// The top-level fields of a JSON object body, as byte ranges of `body`.
 fn field_ranges(body: &[u8]) -> Result<BTreeMap<String, Range<usize>>, GatewayError> {
+    if let Err(e) = crate::json_keys::check(body) {
+        return Err(GatewayError::BadRequest {
+            message: format!("We could not parse the JSON body of your request. ({e})"),
+            param: None,
+            code: e.contains("duplicate key").then_some("duplicate_key"),
+        });
+    }
     let parsed: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(body).map_err(|e| {
         GatewayError::bad_request(
             format!("We could not parse the JSON body of your request. ({e})"),

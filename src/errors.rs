@@ -17,6 +17,9 @@ pub enum GatewayError {
     MissingApiKey,
     #[error("Incorrect API key provided.")]
     InvalidApiKey,
+    /// Too many failed authentications from this address (or for this user).
+    #[error("Too many failed authentication attempts. Please try again in {}s.", .retry_after_ms.div_ceil(1000))]
+    AuthThrottled { retry_after_ms: u64 },
     #[error("Invalid URL ({method} {path})")]
     UnknownRoute { method: String, path: String },
     #[error("The model `{0}` does not exist or you do not have access to it.")]
@@ -108,6 +111,7 @@ impl GatewayError {
             UnknownRoute { .. } | ModelNotFound(_) | NotFound(_) => 404,
             BadRequest { .. } => 400,
             RateLimited { status, .. } => *status,
+            AuthThrottled { .. } => 429,
             PayloadTooLarge { .. } => 413,
             HeaderTooLarge { .. } => 431,
             HeaderTimeout(_) => 408,
@@ -129,6 +133,9 @@ impl GatewayError {
             }
             return budget.as_str();
         }
+        if let GatewayError::AuthThrottled { .. } = self {
+            return "requests";
+        }
         match self.status() {
             400..=499 => "invalid_request_error",
             _ => "server_error",
@@ -140,6 +147,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             MissingApiKey | InvalidApiKey => Some("invalid_api_key"),
+            AuthThrottled { .. } => Some("auth_throttled"),
             ModelNotFound(_) => Some("model_not_found"),
             BadRequest { code, .. } => *code,
             PayloadTooLarge { .. } => Some("request_too_large"),
@@ -173,6 +181,7 @@ impl GatewayError {
         match self {
             MissingApiKey => "missing_api_key",
             InvalidApiKey => "invalid_api_key",
+            AuthThrottled { .. } => "auth_throttled",
             UnknownRoute { .. } => "unknown_route",
             ModelNotFound(_) => "model_not_found",
             BadRequest { .. } => "bad_request",

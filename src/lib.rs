@@ -37,6 +37,7 @@ pub mod errors;
 pub mod gateway;
 pub mod history;
 pub mod import;
+pub mod json_keys;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

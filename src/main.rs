@@ -91,6 +91,10 @@ fn main() -> ExitCode {
                     c.providers.len(),
                     c.models.len()
                 );
+                // Relative paths are relative to the file: say where they resolved.
+                for (field, path) in c.paths() {
+                    println!("  {field}: {}", path.display());
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -47,6 +47,9 @@ pub struct Metrics {
     pub batch_webhooks: IntCounterVec,
     /// `gateway_trace_spans_total{outcome}`: what became of trace spans.
     pub traces: crate::telemetry::TraceMetrics,
+    /// `gateway_auth_throttled_total`: authentication attempts refused (429) by the brake
+    /// on failed attempts.
+    pub auth_throttled: prometheus::IntCounter,
 }
 
 /// The outcome of a limit decision (a bounded metric label).
@@ -260,6 +263,11 @@ impl Metrics {
         )
         .expect("valid metric");
         let traces = crate::telemetry::TraceMetrics::new();
+        let auth_throttled = prometheus::IntCounter::new(
+            "gateway_auth_throttled_total",
+            "Authentication attempts refused (429) after too many failures from the address or for the user.",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("gateway_build_info", "Version of the running gateway."),
             &["version"],
@@ -293,6 +301,7 @@ impl Metrics {
             Box::new(batch_running.clone()),
             Box::new(batch_webhooks.clone()),
             Box::new(traces.spans.clone()),
+            Box::new(auth_throttled.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric registered once");
@@ -350,6 +359,7 @@ impl Metrics {
             batch_running,
             batch_webhooks,
             traces,
+            auth_throttled,
         }
     }
 

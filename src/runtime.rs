@@ -148,6 +148,8 @@ pub struct PassRoute {
     pub name: Arc<str>,
     matcher: UriMatcher,
     pub auth: bool,
+    /// Strip the consumer's credential headers before the backend sees the request.
+    pub hide_credentials: bool,
     pub nodes: Vec<(BaseUrl, u32)>,
     pub pass_host: crate::config::schema::PassHost,
     pub limits: Vec<Rule>,
@@ -357,6 +359,7 @@ impl Runtime {
                 name: r.name.as_str().into(),
                 matcher: UriMatcher::new(&r.uris, &r.methods, &r.hosts),
                 auth: r.auth,
+                hide_credentials: r.hide_credentials,
                 nodes: r
                     .upstream
                     .nodes

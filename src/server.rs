@@ -108,7 +108,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     let state = Arc::new(AppState {
         gateway,
         batch,
-        responses: response_store(&config)?,
+        responses: response_store(&config, config_path.as_deref())?,
         tls: match &config.server.tls {
             Some(t) => Some(
                 crate::tls::ReloadableCert::new(&t.cert_file, &t.key_file)
@@ -116,6 +116,8 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
             ),
             None => None,
         },
+        auth_failures: Default::default(),
+        started: std::time::Instant::now(),
     });
 
     // Pingora's HTTP proxy behind the connection front (which reads and checks every
@@ -349,6 +351,7 @@ fn batch_store(
 /// The Responses API store of `responses.store`.
 fn response_store(
     config: &crate::config::schema::Config,
+    config_path: Option<&std::path::Path>,
 ) -> Result<Option<Arc<dyn crate::response_store::ResponseStore>>, String> {
     use crate::config::schema::{LimitPolicy, ResponseStoreKind};
     let r = &config.responses;
@@ -364,8 +367,11 @@ fn response_store(
             r.retention,
         ))
     } else {
+        // The store belongs to the config file that first opened it.
+        let owner = config_path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
         Arc::new(crate::response_store::sqlite::SqliteResponses::open(
             &r.data_dir,
+            owner.as_deref(),
         )?)
     }))
 }

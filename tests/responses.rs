@@ -6,7 +6,7 @@
 mod common;
 
 use ai_rate_limiter::response_store::{
-    redis::RedisResponses, sqlite::SqliteResponses, ResponseStore, StoredResponse,
+    redis::RedisResponses, sqlite::SqliteResponses, Put, RawResponse, ResponseStore,
 };
 use common::chat_upstream::{upstream, UPSTREAM_KEY};
 use common::fixture_server::{last, recording, Recorded};
@@ -365,13 +365,14 @@ fn native_responses_on_openai_pass_through_and_are_stored() {
     );
 }
 
-fn stored(id: &str, consumer: &str, created: u64, pad: usize) -> StoredResponse {
-    StoredResponse {
+fn stored(id: &str, consumer: &str, created: u64, pad: usize) -> RawResponse {
+    RawResponse {
         id: id.into(),
         consumer: consumer.into(),
         created,
-        response: json!({"id": id, "object": "response", "pad": "x".repeat(pad)}),
-        input: vec![json!({"type": "message", "id": "msg_1", "role": "user", "content": "hi"})],
+        response: json!({"id": id, "object": "response", "pad": "x".repeat(pad)}).to_string(),
+        input: json!([{"type": "message", "id": "msg_1", "role": "user", "content": "hi"}])
+            .to_string(),
     }
 }
 
@@ -422,8 +423,59 @@ async fn contract(store: &dyn ResponseStore, sweeps: bool) {
     for (c, id) in [("a", "r2"), ("a", "r3"), ("a", "r4"), ("b", "b1")] {
         assert!(store.get(c, id).await.unwrap().is_some(), "{id} kept");
     }
+    assert_eq!(store.held("a").await.unwrap(), 3 * one, "the running total");
     assert!(store.delete("a", "r4").await.unwrap());
     assert_eq!(store.get("a", "r4").await.unwrap(), None);
+    assert_eq!(
+        store.held("a").await.unwrap(),
+        2 * one,
+        "a delete gives its bytes back"
+    );
+    assert!(store
+        .response("a", "r3")
+        .await
+        .unwrap()
+        .is_some_and(|r| r.contains("\"r3\"")));
+    assert_eq!(store.response("b", "r3").await.unwrap(), None);
+    // The quota is a bound: a response alone over it is refused, and so is one that
+    // would need more than MAX_EVICTIONS of the owner's responses to go (nothing goes).
+    let big = stored("big", "a", now, 4 * 1000);
+    assert!(matches!(
+        store.put(big, 3 * one).await.unwrap(),
+        Put::Refused { .. }
+    ));
+    assert_eq!(store.held("a").await.unwrap(), 2 * one);
+    let max = ai_rate_limiter::response_store::MAX_EVICTIONS;
+    let tiny = stored("t0", "c", now, 0).bytes();
+    let mut sum = 0;
+    for i in 0..max + 10 {
+        let r = stored(&format!("t{i}"), "c", now, 0);
+        sum += r.bytes();
+        let put = store.put(r, 1 << 30).await.unwrap();
+        assert!(matches!(put, Put::Stored { .. }));
+    }
+    let held = store.held("c").await.unwrap();
+    assert_eq!(held, sum);
+    // Fits only if every tiny one goes: more than MAX_EVICTIONS, so refused.
+    let huge = stored("h", "c", now, 4000);
+    let quota = huge.bytes() + 5 * tiny;
+    assert!(matches!(
+        store.put(huge, quota).await.unwrap(),
+        Put::Refused { .. }
+    ));
+    assert_eq!(store.held("c").await.unwrap(), held, "nothing was evicted");
+    assert!(store.get("c", "t0").await.unwrap().is_some());
+    // Fits after evicting some: held never exceeds the quota.
+    let mid = stored("m", "c", now, 0);
+    let quota = held;
+    match store.put(mid, quota).await.unwrap() {
+        Put::Stored { held, evicted } => {
+            assert!(held <= quota, "{held} > {quota}");
+            assert_eq!(evicted, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.get("c", "t0").await.unwrap(), None, "the oldest went");
     if sweeps {
         assert_eq!(
             store.sweep(now - 15).await.unwrap(),
@@ -437,7 +489,7 @@ async fn contract(store: &dyn ResponseStore, sweeps: bool) {
 #[tokio::test]
 async fn the_store_contract_on_sqlite_and_redis() {
     let dir = tempfile::tempdir().unwrap();
-    contract(&SqliteResponses::open(dir.path()).unwrap(), true).await;
+    contract(&SqliteResponses::open(dir.path(), None).unwrap(), true).await;
     let redis = common::redis::Redis::start();
     let limits: ai_rate_limiter::config::schema::LimitsConfig = serde_yaml_ng::from_str(&format!(
         "{{policy: redis, redis: {{url: \"{}\"}}}}",

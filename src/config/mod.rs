@@ -16,6 +16,7 @@
 pub mod cost_expr;
 pub mod env;
 pub mod key;
+pub mod paths;
 pub mod prices;
 pub mod schema;
 pub mod validate;
@@ -73,6 +74,17 @@ pub fn parse_str_with_env(
     source_name: &str,
     env_lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    parse_in(text, source_name, env_lookup, None)
+}
+
+/// Parse config text whose relative paths are relative to `base` (the file's directory),
+/// resolved before validation reads any of them.
+fn parse_in(
+    text: &str,
+    source_name: &str,
+    env_lookup: &dyn Fn(&str) -> Option<String>,
+    base: Option<&Path>,
+) -> Result<Config, ConfigError> {
     let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
         .map_err(|e| ConfigError::single(source_name, "", format!("invalid YAML: {e}")))?;
     if value.is_null() {
@@ -85,11 +97,18 @@ pub fn parse_str_with_env(
             problems,
         });
     }
-    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         ConfigError::single(source_name, &path, e.into_inner().to_string())
     })?;
+    if let Some(dir) = base {
+        for (_, p) in config.paths_mut() {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+    }
     let problems = validate::validate(&config);
     if problems.is_empty() {
         Ok(config)
@@ -106,12 +125,14 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::single(&name, "", format!("cannot read file: {e}")))?;
-    let mut config = parse_str(&text, &name)?;
-    // Relative paths in the file are relative to the file.
-    if config.batch.data_dir.is_relative() {
-        if let Some(dir) = path.parent() {
-            config.batch.data_dir = dir.join(&config.batch.data_dir);
-        }
-    }
-    Ok(config)
+    // Relative paths in the file are relative to the file's directory, not to the
+    // working directory: two configs started from one directory never share a store.
+    let dir = match path.parent() {
+        Some(d) if d.as_os_str().is_empty() => Path::new("."),
+        Some(d) => d,
+        None => Path::new("."),
+    };
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let env_lookup = |name: &str| std::env::var(name).ok();
+    parse_in(&text, &name, &env_lookup, Some(&dir))
 }

@@ -193,6 +193,11 @@ pub struct RouteConfig {
     /// Require a consumer key (`Authorization: Bearer`, `apikey`, `x-api-key`, `api-key`).
     #[serde(default)]
     pub auth: bool,
+    /// Remove the consumer's credential headers (`authorization`, `x-api-key`, `api-key`,
+    /// `apikey`) before the request goes to the backend (APISIX key-auth / basic-auth
+    /// `hide_credentials`; off by default, as in APISIX).
+    #[serde(default)]
+    pub hide_credentials: bool,
     pub upstream: RouteUpstreamConfig,
     #[serde(default)]
     pub limits: Vec<LimitRuleConfig>,

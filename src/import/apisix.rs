@@ -294,6 +294,11 @@ fn route(
     }
     let has = |n: &str| plugins.iter().any(|(k, ..)| k == n);
     let auth = has("key-auth") || has("basic-auth");
+    // key-auth / basic-auth `hide_credentials: true`: the backend does not see the key.
+    let hide = plugins.iter().any(|(k, conf, ..)| {
+        (k == "key-auth" || k == "basic-auth")
+            && get(conf, "hide_credentials").and_then(Value::as_bool) == Some(true)
+    });
     if has("ai-proxy") || has("ai-proxy-multi") {
         for u in list(item, "uris")
             .iter()
@@ -384,6 +389,10 @@ fn route(
             },
         ),
         ("auth", if auth { Value::Bool(true) } else { Value::Null }),
+        (
+            "hide_credentials",
+            if hide { Value::Bool(true) } else { Value::Null },
+        ),
         ("consumer_restriction", restricted),
         (
             "upstream",

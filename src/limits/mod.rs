@@ -21,6 +21,7 @@
 //! a known bug the correct behaviour is implemented and documented on the item.
 
 pub mod admission;
+pub mod auth_failures;
 pub mod conn;
 pub mod count;
 pub mod limiter;

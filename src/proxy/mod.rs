@@ -15,6 +15,7 @@ pub mod batches;
 pub mod body;
 pub mod front;
 pub mod passthrough;
+pub mod path;
 pub mod respond;
 pub mod responses;
 pub mod route;

@@ -24,6 +24,7 @@ pub struct Pass {
     pub node: BaseUrl,
     pub addr: std::net::SocketAddr,
     pub pass_host: PassHost,
+    pub hide_credentials: bool,
 }
 
 /// Admit a request for `route` and pick its node; `ctx.pass` is set when it may go.
@@ -50,6 +51,26 @@ pub async fn prepare(
         .resolve(&node.host, node.port)
         .await
         .map_err(|_| GatewayError::UpstreamUnavailable(format!("cannot resolve {}", node.host)))?;
+    admit_plain(state, rt, session, ctx, &route.name, &route.limits).await?;
+    ctx.pass = Some(Pass {
+        node,
+        addr,
+        pass_host: route.pass_host,
+        hide_credentials: route.hide_credentials,
+    });
+    Ok(())
+}
+
+/// Admit a request that carries no tokens (a pass-through request, a stored-response
+/// read) under the consumer's limits and `extra` rules, as `model` for key templates.
+pub async fn admit_plain(
+    state: &AppState,
+    rt: &Runtime,
+    session: &Session,
+    ctx: &mut RequestCtx,
+    model: &str,
+    extra: &[crate::limits::rules::Rule],
+) -> Result<(), GatewayError> {
     let consumer_rules = ctx
         .consumer
         .as_deref()
@@ -61,12 +82,12 @@ pub async fn prepare(
     let cx = KeyContext {
         consumer: ctx.consumer.as_deref(),
         remote_addr: remote.as_deref(),
-        model: &route.name,
+        model,
         headers: &session.req_header().headers,
     };
     let required: Vec<Check<'_>> = consumer_rules
         .iter()
-        .chain(&route.limits)
+        .chain(extra)
         .map(|rule| Check::new(rule, &cx))
         .collect::<Result<_, _>>()
         .map_err(crate::gateway::admit::unresolved)?;
@@ -100,11 +121,6 @@ pub async fn prepare(
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
-    ctx.pass = Some(Pass {
-        node,
-        addr,
-        pass_host: route.pass_host,
-    });
     Ok(())
 }
 
@@ -114,9 +130,18 @@ pub fn peer(pass: &Pass) -> Box<HttpPeer> {
     Box::new(HttpPeer::new(pass.addr, n.tls, n.host.clone()))
 }
 
-/// The request as it goes upstream: the node's `Host` with `pass_host: node`.
+/// The headers a consumer's credential travels in ([`super::auth`] reads each).
+pub const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "x-api-key", "api-key", "apikey"];
+
+/// The request as it goes upstream: the node's `Host` with `pass_host: node`; without
+/// the consumer's credentials with `hide_credentials`.
 pub fn request_headers(pass: &Pass, req: &mut pingora::http::RequestHeader) {
     if pass.pass_host == PassHost::Node {
         let _ = req.insert_header("host", pass.node.authority.as_str());
+    }
+    if pass.hide_credentials {
+        for h in CREDENTIAL_HEADERS {
+            req.remove_header(h);
+        }
     }
 }

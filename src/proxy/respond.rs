@@ -203,6 +203,11 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
         let _ = h.insert_header("retry-after-ms", retry_after_ms.to_string());
         quota_headers(&mut h, ctx, quotas);
     }
+    if let GatewayError::AuthThrottled { retry_after_ms } = e {
+        let secs = retry_after_ms.div_ceil(1000).max(1);
+        let _ = h.insert_header("retry-after", secs.to_string());
+        let _ = h.insert_header("retry-after-ms", retry_after_ms.to_string());
+    }
     // A request body the client is still sending is not wanted: close after answering.
     // When the body has been read (a 429 after admission, a 400 on its content) the
     // connection stays open, so a rate-limited client does not reconnect for every retry.

@@ -90,6 +90,7 @@ pub async fn serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
+    let encoded_slash = normalize_path(session)?;
     // The endpoint is known before auth so that even a 401 comes in its API's shape.
     let header = session.req_header();
     let api = ApiRoute::parse(&header.method, header.uri.path());
@@ -107,17 +108,20 @@ pub async fn serve(
     let matched = rt
         .route_match(&header.method, host, header.uri.path())
         .filter(|(_, exact)| api.is_err() || *exact || !rt.serves_models());
+    if encoded_slash && (matched.is_some() || api.is_err()) {
+        return Err(path_error(super::path::PathError::EncodedSlash));
+    }
     match matched {
         Some((Matched::Pass(r), _)) => {
             if r.auth {
-                ctx.consumer = auth::authenticate(session, rt)?;
+                ctx.consumer = auth::authenticate(state, session, rt)?;
             }
             return passthrough::prepare(state, rt, session, ctx, r).await;
         }
         Some((Matched::Ai(route), _)) => {
             ctx.endpoint = "chat_completions";
             if route.auth {
-                ctx.consumer = auth::authenticate(session, rt)?;
+                ctx.consumer = auth::authenticate(state, session, rt)?;
             }
             let (endpoint, raw) = super::ai_route::read(rt, session).await?;
             ctx.endpoint = ApiRoute::Ai(endpoint).label();
@@ -129,7 +133,7 @@ pub async fn serve(
     if let Ok(a) = &api {
         ctx.endpoint = a.label();
     }
-    ctx.consumer = auth::authenticate(session, rt)?;
+    ctx.consumer = auth::authenticate(state, session, rt)?;
     let api = api?;
     match api {
         ApiRoute::ListModels => {
@@ -173,6 +177,44 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+fn path_error(e: super::path::PathError) -> GatewayError {
+    GatewayError::BadRequest {
+        message: format!("Invalid request path: {}.", e.message()),
+        param: None,
+        code: Some("invalid_path"),
+    }
+}
+
+/// Replace the request's path by its normal form ([`super::path`]), which routing, auth
+/// and the upstream all see; refuse a path that cannot be made safe. Whether the path
+/// keeps an encoded slash (which only the gateway's own API may take).
+fn normalize_path(session: &mut Session) -> Result<bool, GatewayError> {
+    use super::path::{normalize, PathError};
+    let uri = &session.req_header().uri;
+    let (normal, slash) = match normalize(uri.path(), false) {
+        Ok(p) => (p, false),
+        Err(PathError::EncodedSlash) => (normalize(uri.path(), true).map_err(path_error)?, true),
+        Err(e) => return Err(path_error(e)),
+    };
+    let normal = match normal {
+        std::borrow::Cow::Borrowed(_) => return Ok(slash),
+        std::borrow::Cow::Owned(p) => p,
+    };
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(path_and_query)
+            .map_err(|_| GatewayError::MalformedRequest("bad request path"))?,
+    );
+    let new = http::Uri::from_parts(parts)
+        .map_err(|_| GatewayError::MalformedRequest("bad request path"))?;
+    session.req_header_mut().set_uri(new);
+    Ok(slash)
 }
 
 /// An AI request: parsed, checked against its model route (`ai_route`, or the model its

@@ -1,8 +1,11 @@
 //! The Redis response store: one hash per response with the retention as its TTL, and
-//! per consumer an index (by creation) and the sizes the quota counts, kept in one
-//! script (`lua-compat/responses/put.lua`) so concurrent writers cannot overshoot.
+//! per consumer an index (by creation), the sizes of its responses and their running
+//! total, kept by one script (`lua-compat/responses/put.lua`) so concurrent writers on
+//! every instance cannot overshoot. A put's work is bounded (at most
+//! [`super::MAX_EVICTIONS`] evictions and 64 expired entries forgotten), so one
+//! consumer's store never slows the Redis that also decides everyone's limits.
 
-use super::{ResponseStore, Result, StoredResponse};
+use super::{Put, RawResponse, ResponseStore, Result, MAX_EVICTIONS};
 use crate::config::schema::{LimitPolicy, LimitsConfig};
 use crate::limits::redis::Conn;
 use async_trait::async_trait;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 const PUT: &str = include_str!("../../lua-compat/responses/put.lua");
+const DELETE: &str = include_str!("../../lua-compat/responses/delete.lua");
 
 pub struct RedisResponses {
     policy: LimitPolicy,
@@ -21,6 +25,7 @@ pub struct RedisResponses {
     prefix: String,
     retention: Duration,
     put: Script,
+    delete: Script,
 }
 
 impl RedisResponses {
@@ -42,6 +47,7 @@ impl RedisResponses {
             prefix,
             retention,
             put: Script::new(PUT),
+            delete: Script::new(DELETE),
         }
     }
 
@@ -55,33 +61,52 @@ impl RedisResponses {
     fn item(&self, id: &str) -> String {
         format!("{}r:{id}", self.prefix)
     }
+
+    /// The consumer's index, sizes and total.
+    fn owner_keys(&self, consumer: &str) -> [String; 3] {
+        [
+            format!("{}owner:{consumer}", self.prefix),
+            format!("{}sizes:{consumer}", self.prefix),
+            format!("{}held:{consumer}", self.prefix),
+        ]
+    }
 }
 
 #[async_trait]
 impl ResponseStore for RedisResponses {
-    async fn put(&self, r: StoredResponse, quota: u64) -> Result<()> {
+    async fn put(&self, r: RawResponse, quota: u64) -> Result<Put> {
         let bytes = r.bytes();
         let ttl = self.retention.as_secs().max(1);
         let cutoff = r.created.saturating_sub(ttl);
+        let [owner, sizes, held] = self.owner_keys(&r.consumer);
         let mut inv = self.put.prepare_invoke();
         inv.key(self.item(&r.id))
-            .key(format!("{}owner:{}", self.prefix, r.consumer))
-            .key(format!("{}sizes:{}", self.prefix, r.consumer))
+            .key(owner)
+            .key(sizes)
+            .key(held)
             .arg(&r.consumer)
             .arg(r.created)
             .arg(bytes)
-            .arg(r.response.to_string())
-            .arg(serde_json::Value::Array(r.input).to_string())
+            .arg(r.response)
+            .arg(r.input)
             .arg(ttl)
             .arg(quota)
             .arg(&r.id)
             .arg(format!("{}r:", self.prefix))
-            .arg(cutoff);
-        let _: i64 = self.conn().await?.invoke(&inv).await?;
-        Ok(())
+            .arg(cutoff)
+            .arg(MAX_EVICTIONS);
+        let v: Vec<i64> = self.conn().await?.invoke(&inv).await?;
+        let held = v.get(1).copied().unwrap_or(0).max(0) as u64;
+        Ok(match v.first() {
+            Some(1) => Put::Stored {
+                held,
+                evicted: v.get(2).copied().unwrap_or(0).max(0) as usize,
+            },
+            _ => Put::Refused { held },
+        })
     }
 
-    async fn get(&self, consumer: &str, id: &str) -> Result<Option<StoredResponse>> {
+    async fn get(&self, consumer: &str, id: &str) -> Result<Option<RawResponse>> {
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(self.item(id))
             .arg("consumer")
@@ -97,36 +122,53 @@ impl ResponseStore for RedisResponses {
         if owner != consumer {
             return Ok(None);
         }
-        Ok(Some(StoredResponse {
+        Ok(Some(RawResponse {
             id: id.to_string(),
             consumer: owner,
             created: created.parse().unwrap_or(0),
-            response: serde_json::from_str(&response).unwrap_or_default(),
-            input: serde_json::from_str(&input).unwrap_or_default(),
+            response,
+            input,
         }))
     }
 
-    async fn delete(&self, consumer: &str, id: &str) -> Result<bool> {
-        if self.get(consumer, id).await?.is_none() {
-            return Ok(false);
-        }
-        let mut p = redis::pipe();
-        p.cmd("DEL").arg(self.item(id)).ignore();
-        p.cmd("ZREM")
-            .arg(format!("{}owner:{consumer}", self.prefix))
-            .arg(id)
-            .ignore();
-        p.cmd("HDEL")
-            .arg(format!("{}sizes:{consumer}", self.prefix))
-            .arg(id)
-            .ignore();
-        let () = self.conn().await?.pipe(&p).await?;
-        Ok(true)
+    async fn response(&self, consumer: &str, id: &str) -> Result<Option<String>> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.item(id)).arg("consumer").arg("response");
+        let v: Vec<Option<String>> = self.conn().await?.query(&cmd).await?;
+        Ok(
+            match <[Option<String>; 2]>::try_from(v).unwrap_or_default() {
+                [Some(owner), Some(response)] if owner == consumer => Some(response),
+                _ => None,
+            },
+        )
     }
 
-    /// Responses expire on their own (their TTL); each consumer's index forgets them at
-    /// its next write.
+    async fn delete(&self, consumer: &str, id: &str) -> Result<bool> {
+        let [owner, sizes, held] = self.owner_keys(consumer);
+        let mut inv = self.delete.prepare_invoke();
+        inv.key(self.item(id))
+            .key(owner)
+            .key(sizes)
+            .key(held)
+            .arg(consumer)
+            .arg(id);
+        let n: i64 = self.conn().await?.invoke(&inv).await?;
+        Ok(n == 1)
+    }
+
+    /// Responses expire on their own (their TTL); each consumer's index and total forget
+    /// them at its next writes.
     async fn sweep(&self, _before: u64) -> Result<u64> {
         Ok(0)
+    }
+
+    async fn held(&self, consumer: &str) -> Result<u64> {
+        let [_, _, held] = self.owner_keys(consumer);
+        let v: Option<u64> = self
+            .conn()
+            .await?
+            .query(redis::cmd("GET").arg(held))
+            .await?;
+        Ok(v.unwrap_or(0))
     }
 }

@@ -22,6 +22,10 @@ pub struct AppState {
     pub responses: Option<Arc<dyn ResponseStore>>,
     /// The proxy listener's certificate (with `server.tls`), swapped on reload.
     pub tls: Option<Arc<ReloadableCert>>,
+    /// The brake on failed authentications (per client address and per user).
+    pub auth_failures: std::sync::Mutex<crate::limits::auth_failures::AuthFailures>,
+    /// The clock of `auth_failures` (seconds since it).
+    pub started: std::time::Instant,
 }
 
 impl Deref for AppState {

@@ -14,7 +14,9 @@
 //! - `gateway.stream`: a streamed answer, from its first byte to its end.
 //!
 //! No prompt, completion or key is ever recorded: only names from the config, numbers and
-//! labels.
+//! labels. A string that can come from a client or an upstream (a model name the client
+//! chose on an AI route, the model an upstream says answered) is cut to
+//! [`MAX_ATTRIBUTE_BYTES`], in attributes and span names alike.
 
 use super::context::{self, TraceParent};
 use opentelemetry::trace::{
@@ -25,6 +27,31 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+/// Longest string attribute or span name exported (longer ones are cut, marked `…`).
+pub const MAX_ATTRIBUTE_BYTES: usize = 256;
+
+/// `s` cut to [`MAX_ATTRIBUTE_BYTES`] at a character boundary.
+fn bounded(s: Cow<'static, str>) -> Cow<'static, str> {
+    if s.len() <= MAX_ATTRIBUTE_BYTES {
+        return s;
+    }
+    let mut end = MAX_ATTRIBUTE_BYTES - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &s[..end]))
+}
+
+fn bounded_attr(kv: KeyValue) -> KeyValue {
+    match kv.value {
+        opentelemetry::Value::String(v) if v.as_str().len() > MAX_ATTRIBUTE_BYTES => KeyValue::new(
+            kv.key,
+            bounded(Cow::Owned(v.as_str().to_string())).into_owned(),
+        ),
+        _ => kv,
+    }
+}
 
 /// The trace of one request, recorded as it runs.
 #[derive(Debug, Clone)]
@@ -368,10 +395,10 @@ impl RequestTrace {
             parent_span_id: parent,
             parent_span_is_remote: parent_is_remote,
             span_kind: kind,
-            name,
+            name: bounded(name),
             start_time: start,
             end_time: end.max(start),
-            attributes,
+            attributes: attributes.into_iter().map(bounded_attr).collect(),
             dropped_attributes_count: 0,
             events: SpanEvents::default(),
             links: SpanLinks::default(),
@@ -388,6 +415,19 @@ fn kv(key: &'static str, value: impl Into<opentelemetry::Value>) -> KeyValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_strings_are_cut() {
+        let long = "m".repeat(1 << 20);
+        let cut = bounded(Cow::Owned(long));
+        assert!(cut.len() <= MAX_ATTRIBUTE_BYTES && cut.ends_with('…'));
+        let multi = "é".repeat(300);
+        let cut = bounded(Cow::Owned(multi));
+        assert!(cut.len() <= MAX_ATTRIBUTE_BYTES);
+        let kv = bounded_attr(KeyValue::new("k", "x".repeat(1000)));
+        assert!(kv.value.as_str().len() <= MAX_ATTRIBUTE_BYTES);
+        assert_eq!(bounded(Cow::Borrowed("short")), "short");
+    }
 
     fn target() -> AttemptTarget {
         AttemptTarget {
