@@ -126,6 +126,7 @@ fn main() -> ExitCode {
                 }
             };
             ai_rate_limiter::logging::init(&config.logging);
+            ai_rate_limiter::server::exit_watchdog(config.server.shutdown_grace_period);
             let server = match build_server(ServeOptions {
                 config,
                 config_path: Some(path),

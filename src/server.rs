@@ -239,6 +239,45 @@ impl BackgroundService for SharedStore {
     }
 }
 
+/// A last guard on shutdown, outside Pingora and its runtimes: once SIGINT or SIGTERM has
+/// come, the process ends within the grace period plus five seconds (SIGINT, Pingora's
+/// fast shutdown: five seconds), whatever its runtimes are doing — a listener spinning on
+/// a runtime being torn down cannot keep it alive. A SIGQUIT (graceful upgrade) is left
+/// to Pingora.
+pub fn exit_watchdog(grace: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("exit-watchdog".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let limit = rt.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return None;
+                };
+                tokio::select! {
+                    _ = int.recv() => Some(Duration::from_secs(5)),
+                    _ = term.recv() => Some(grace + Duration::from_secs(5)),
+                }
+            });
+            if let Some(limit) = limit {
+                std::thread::sleep(limit);
+                eprintln!("shutdown did not complete in {limit:?}: exiting");
+                std::process::exit(1);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no shutdown watchdog");
+    }
+}
+
 /// After SIGTERM, Pingora stops accepting and waits its whole grace period. The drainer
 /// ends the process as soon as no request is in flight, so an idle gateway stops at once
 /// while in-flight streams still get up to the grace period to finish.

@@ -550,6 +550,9 @@ pub struct UpstreamConfig {
     /// PEM file of extra CA certificates trusted in addition to the system roots
     /// (restart to change).
     pub extra_ca_file: Option<PathBuf>,
+    /// Largest streamed event (SSE) an upstream may send; a longer one ends the stream
+    /// as a protocol error.
+    pub max_event_bytes: usize,
 }
 
 impl Default for UpstreamConfig {
@@ -560,6 +563,7 @@ impl Default for UpstreamConfig {
             idle_timeout: Duration::from_secs(60),
             pool_size: 256,
             extra_ca_file: None,
+            max_event_bytes: 4 * 1024 * 1024,
         }
     }
 }

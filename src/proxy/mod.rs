@@ -175,6 +175,22 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// Resolves once the client has closed (or reset) its connection; pends otherwise. Used
+/// beside every wait on an upstream, so that a client that leaves ends the upstream call
+/// and frees what its request holds at once, not at `upstream.read_timeout`.
+pub async fn client_closed(session: &mut Session) {
+    match session.downstream_session.read_body_or_idle(true).await {
+        Ok(_) => std::future::pending().await,
+        Err(e) if *e.etype() == pingora::ErrorType::ConnectError => {
+            // Bytes after the body: the client pipelined its next request mid-answer.
+            // This answer closes the connection, and the client sends it again.
+            session.set_keepalive(None);
+            std::future::pending().await
+        }
+        Err(_) => {}
+    }
+}
+
 impl From<GatewayError> for Box<pingora::Error> {
     fn from(e: GatewayError) -> Self {
         pingora::Error::explain(pingora::ErrorType::HTTPStatus(e.status()), e.to_string())

@@ -267,7 +267,19 @@ async fn serve_ai(
         http::HeaderMap::new()
     };
     let subject = admit::Subject::new(ctx, rt, &req, remote, headers);
-    let (response, deployment) = upstream::call(state, rt, route, &req, ctx, &subject).await?;
+    let called = tokio::select! {
+        biased;
+        r = upstream::call(state, rt, route, &req, ctx, &subject) => r,
+        // The client left while its request waited (in a queue, or for the upstream's
+        // answer): the call is dropped, and what it held is released when the request
+        // is accounted.
+        () = super::client_closed(session) => {
+            ctx.status = 499;
+            ctx.error = Some("client_disconnected");
+            return Ok(());
+        }
+    };
+    let (response, deployment) = called?;
     if deployment.provider.pass_ratelimit_headers {
         ctx.provider_headers = response.ratelimit_headers.clone();
     }

@@ -282,11 +282,25 @@ async fn relay_events(
         client_gone(ctx);
         return;
     }
-    let mut events = EventSplitter::default();
+    let max_event = ctx
+        .runtime
+        .as_ref()
+        .map_or(4 << 20, |rt| rt.config.upstream.max_event_bytes);
+    let mut events = EventSplitter::new(max_event);
     let mut done = false;
     let mut cut: Option<UpstreamErrorKind> = None;
     while !done {
-        let chunk = match resp.body.next_chunk().await {
+        // A client that leaves ends the upstream call at once (its slots and reservations
+        // are given back when the request is accounted), however silent the upstream is.
+        let next = tokio::select! {
+            biased;
+            c = resp.body.next_chunk() => c,
+            () = super::client_closed(session) => {
+                client_gone(ctx);
+                return;
+            }
+        };
+        let chunk = match next {
             Ok(Some(c)) => c,
             Ok(None) => {
                 cut = Some(UpstreamErrorKind::StreamCut);
@@ -299,7 +313,20 @@ async fn relay_events(
         };
         events.push(&chunk);
         let mut out = BytesMut::with_capacity(chunk.len());
-        while let Some(event) = events.next_event() {
+        loop {
+            let event = match events.next_event() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(EventTooLarge) => {
+                    tracing::warn!(
+                        request_id = %ctx.request_id,
+                        limit = max_event,
+                        "upstream event over upstream.max_event_bytes: stream ended"
+                    );
+                    cut = Some(UpstreamErrorKind::Protocol);
+                    break;
+                }
+            };
             // A surface needs the usage chunk to report usage itself.
             let wants_usage = req.client_wants_usage || surface.is_some();
             let (send, complete) = dialect.handle(event, wants_usage, ctx);
@@ -317,6 +344,19 @@ async fn relay_events(
                 done = true;
                 break;
             }
+        }
+        if cut.is_some() {
+            // What was whole before the oversized event still reaches the client.
+            if !out.is_empty()
+                && session
+                    .write_response_body(Some(out.freeze()), false)
+                    .await
+                    .is_err()
+            {
+                client_gone(ctx);
+                return;
+            }
+            break;
         }
         if done {
             // The Response is stored before the client reads the stream's last event.
@@ -374,7 +414,15 @@ async fn read_whole(
     ctx: &mut RequestCtx,
     resp: &mut UpstreamResponse,
 ) -> Option<Bytes> {
-    match resp.body.read_all(MAX_RESPONSE_BYTES).await {
+    let read = tokio::select! {
+        biased;
+        r = resp.body.read_all(MAX_RESPONSE_BYTES) => r,
+        () = super::client_closed(session) => {
+            client_gone(ctx);
+            return None;
+        }
+    };
+    match read {
         Ok(b) => Some(b),
         Err(f) => {
             count_error(state, ctx, f.kind);
@@ -385,7 +433,7 @@ async fn read_whole(
     }
 }
 
-fn client_gone(ctx: &mut RequestCtx) {
+pub(super) fn client_gone(ctx: &mut RequestCtx) {
     ctx.status = 499;
     ctx.error = Some("client_disconnected");
 }
@@ -501,27 +549,59 @@ fn answer_fields(body: &[u8]) -> (Option<Value>, Option<String>) {
     }
 }
 
-/// Splits a byte stream into SSE events, each ending with its blank line.
-#[derive(Default)]
+/// Splits a byte stream into SSE events, each ending with its blank line. Each byte is
+/// scanned once (a search resumes where the last one stopped, 3 bytes back for a line
+/// end cut between chunks), and an event may hold at most `max` bytes: a longer one is
+/// refused as soon as that many bytes have come without its end.
 struct EventSplitter {
     buf: BytesMut,
+    /// Bytes of `buf` already searched for an event end.
+    scanned: usize,
+    max: usize,
 }
 
+/// An upstream event longer than `upstream.max_event_bytes`.
+#[derive(Debug, PartialEq, Eq)]
+struct EventTooLarge;
+
 impl EventSplitter {
+    fn new(max: usize) -> EventSplitter {
+        EventSplitter {
+            buf: BytesMut::new(),
+            scanned: 0,
+            max,
+        }
+    }
+
     fn push(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
     }
 
-    fn next_event(&mut self) -> Option<Bytes> {
+    fn next_event(&mut self) -> Result<Option<Bytes>, EventTooLarge> {
+        let from = self.scanned.saturating_sub(3);
         let b = &self.buf;
         // Only line ends can end an event: jump from one to the next.
-        let end = memchr::memchr2_iter(b'\n', b'\r', b).find_map(|i| match b[i] {
-            b'\n' if b.get(i + 1) == Some(&b'\n') => Some(i + 2),
-            b'\r' if b[i..].starts_with(b"\r\n\r\n") => Some(i + 4),
-            b'\r' if b.get(i + 1) == Some(&b'\r') => Some(i + 2),
-            _ => None,
-        })?;
-        Some(self.buf.split_to(end).freeze())
+        let end = memchr::memchr2_iter(b'\n', b'\r', &b[from..]).find_map(|i| {
+            let i = from + i;
+            match b[i] {
+                b'\n' if b.get(i + 1) == Some(&b'\n') => Some(i + 2),
+                b'\r' if b[i..].starts_with(b"\r\n\r\n") => Some(i + 4),
+                b'\r' if b.get(i + 1) == Some(&b'\r') => Some(i + 2),
+                _ => None,
+            }
+        });
+        match end {
+            Some(end) if end > self.max => Err(EventTooLarge),
+            Some(end) => {
+                self.scanned = 0;
+                Ok(Some(self.buf.split_to(end).freeze()))
+            }
+            None if self.buf.len() > self.max => Err(EventTooLarge),
+            None => {
+                self.scanned = self.buf.len();
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -531,16 +611,36 @@ mod tests {
 
     #[test]
     fn splits_events_across_chunks() {
-        let mut s = EventSplitter::default();
+        let mut s = EventSplitter::new(1 << 20);
+        let next = |s: &mut EventSplitter| s.next_event().unwrap();
         s.push(b": keep-alive\n\ndata: {\"a\":");
-        assert_eq!(s.next_event().as_deref(), Some(&b": keep-alive\n\n"[..]));
-        assert!(s.next_event().is_none());
-        s.push(b"1}\r\n\r\ndata: [DONE]\n\n");
+        assert_eq!(next(&mut s).as_deref(), Some(&b": keep-alive\n\n"[..]));
+        assert!(next(&mut s).is_none());
+        s.push(b"1}\r\n\r");
+        assert!(next(&mut s).is_none());
+        s.push(b"\ndata: [DONE]\n");
         assert_eq!(
-            s.next_event().as_deref(),
+            next(&mut s).as_deref(),
             Some(&b"data: {\"a\":1}\r\n\r\n"[..])
         );
-        assert_eq!(s.next_event().as_deref(), Some(&b"data: [DONE]\n\n"[..]));
+        assert!(next(&mut s).is_none());
+        s.push(b"\n");
+        assert_eq!(next(&mut s).as_deref(), Some(&b"data: [DONE]\n\n"[..]));
+    }
+
+    #[test]
+    fn events_are_bounded_and_scanned_once() {
+        let mut s = EventSplitter::new(1000);
+        for _ in 0..9 {
+            s.push(&[b'x'; 100]);
+            assert_eq!(s.next_event(), Ok(None));
+        }
+        assert_eq!(s.scanned, 900, "the next search starts near the end");
+        s.push(&[b'x'; 200]);
+        assert_eq!(s.next_event(), Err(EventTooLarge));
+        let mut s = EventSplitter::new(10);
+        s.push(b"data: 0123456789\n\n");
+        assert_eq!(s.next_event(), Err(EventTooLarge));
     }
 
     #[test]
