@@ -345,20 +345,7 @@ async fn relay_events(
                 break;
             }
         }
-        if cut.is_some() {
-            // What was whole before the oversized event still reaches the client.
-            if !out.is_empty()
-                && session
-                    .write_response_body(Some(out.freeze()), false)
-                    .await
-                    .is_err()
-            {
-                client_gone(ctx);
-                return;
-            }
-            break;
-        }
-        if done {
+        if done && cut.is_none() {
             // The Response is stored before the client reads the stream's last event.
             let object = match (&surface, &dialect) {
                 (Some(s), _) => s.final_object(),
@@ -367,6 +354,7 @@ async fn relay_events(
             };
             keep(state, ctx, responses, object).await;
         }
+        // What was whole (before an oversized event too) reaches the client.
         if !out.is_empty()
             && session
                 .write_response_body(Some(out.freeze()), false)
@@ -375,6 +363,9 @@ async fn relay_events(
         {
             client_gone(ctx);
             return;
+        }
+        if cut.is_some() {
+            break;
         }
     }
     if let Dialect::Translated(t) = &dialect {
