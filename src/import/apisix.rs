@@ -6,7 +6,7 @@
 //! `group`); the plugins' policy and Redis fields → the one `limits` section.
 
 use super::limits::{self, Place, Store};
-use super::yaml::{get, map, s, text};
+use super::yaml::{flag, get, map, s, text, true_or_none};
 use super::Unmapped;
 use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeMap;
@@ -296,8 +296,7 @@ fn route(
     let auth = has("key-auth") || has("basic-auth");
     // key-auth / basic-auth `hide_credentials: true`: the backend does not see the key.
     let hide = plugins.iter().any(|(k, conf, ..)| {
-        (k == "key-auth" || k == "basic-auth")
-            && get(conf, "hide_credentials").and_then(Value::as_bool) == Some(true)
+        (k == "key-auth" || k == "basic-auth") && flag(conf, "hide_credentials") == Some(true)
     });
     if has("ai-proxy") || has("ai-proxy-multi") {
         for u in list(item, "uris")
@@ -388,11 +387,8 @@ fn route(
                 Value::Sequence(hosts)
             },
         ),
-        ("auth", if auth { Value::Bool(true) } else { Value::Null }),
-        (
-            "hide_credentials",
-            if hide { Value::Bool(true) } else { Value::Null },
-        ),
+        ("auth", true_or_none(auth)),
+        ("hide_credentials", true_or_none(hide)),
         ("consumer_restriction", restricted),
         (
             "upstream",

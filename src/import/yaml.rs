@@ -13,6 +13,15 @@ pub fn map(pairs: Vec<(&str, Value)>) -> Value {
     Value::Mapping(m)
 }
 
+/// `true`, or nothing (a field [`map`] leaves out).
+pub fn true_or_none(on: bool) -> Value {
+    if on {
+        Value::Bool(true)
+    } else {
+        Value::Null
+    }
+}
+
 pub fn s(v: impl Into<String>) -> Value {
     Value::String(v.into())
 }

@@ -19,6 +19,7 @@ pub mod path;
 pub mod respond;
 pub mod responses;
 pub mod route;
+pub mod sse;
 pub mod stream;
 
 use crate::errors::GatewayError;

@@ -1,0 +1,99 @@
+//! The SSE event splitter of streamed upstream answers: bounded events, each byte
+//! scanned once.
+
+use bytes::{Bytes, BytesMut};
+
+/// Splits a byte stream into SSE events, each ending with its blank line. Each byte is
+/// scanned once (a search resumes where the last one stopped, 3 bytes back for a line
+/// end cut between chunks), and an event may hold at most `max` bytes: a longer one is
+/// refused as soon as that many bytes have come without its end.
+pub struct EventSplitter {
+    buf: BytesMut,
+    /// Bytes of `buf` already searched for an event end.
+    scanned: usize,
+    max: usize,
+}
+
+/// An upstream event longer than `upstream.max_event_bytes`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EventTooLarge;
+
+impl EventSplitter {
+    pub fn new(max: usize) -> EventSplitter {
+        EventSplitter {
+            buf: BytesMut::new(),
+            scanned: 0,
+            max,
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    pub fn next_event(&mut self) -> Result<Option<Bytes>, EventTooLarge> {
+        let from = self.scanned.saturating_sub(3);
+        let b = &self.buf;
+        // Only line ends can end an event: jump from one to the next.
+        let end = memchr::memchr2_iter(b'\n', b'\r', &b[from..]).find_map(|i| {
+            let i = from + i;
+            match b[i] {
+                b'\n' if b.get(i + 1) == Some(&b'\n') => Some(i + 2),
+                b'\r' if b[i..].starts_with(b"\r\n\r\n") => Some(i + 4),
+                b'\r' if b.get(i + 1) == Some(&b'\r') => Some(i + 2),
+                _ => None,
+            }
+        });
+        match end {
+            Some(end) if end > self.max => Err(EventTooLarge),
+            Some(end) => {
+                self.scanned = 0;
+                Ok(Some(self.buf.split_to(end).freeze()))
+            }
+            None if self.buf.len() > self.max => Err(EventTooLarge),
+            None => {
+                self.scanned = self.buf.len();
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_events_across_chunks() {
+        let mut s = EventSplitter::new(1 << 20);
+        let next = |s: &mut EventSplitter| s.next_event().unwrap();
+        s.push(b": keep-alive\n\ndata: {\"a\":");
+        assert_eq!(next(&mut s).as_deref(), Some(&b": keep-alive\n\n"[..]));
+        assert!(next(&mut s).is_none());
+        s.push(b"1}\r\n\r");
+        assert!(next(&mut s).is_none());
+        s.push(b"\ndata: [DONE]\n");
+        assert_eq!(
+            next(&mut s).as_deref(),
+            Some(&b"data: {\"a\":1}\r\n\r\n"[..])
+        );
+        assert!(next(&mut s).is_none());
+        s.push(b"\n");
+        assert_eq!(next(&mut s).as_deref(), Some(&b"data: [DONE]\n\n"[..]));
+    }
+
+    #[test]
+    fn events_are_bounded_and_scanned_once() {
+        let mut s = EventSplitter::new(1000);
+        for _ in 0..9 {
+            s.push(&[b'x'; 100]);
+            assert_eq!(s.next_event(), Ok(None));
+        }
+        assert_eq!(s.scanned, 900, "the next search starts near the end");
+        s.push(&[b'x'; 200]);
+        assert_eq!(s.next_event(), Err(EventTooLarge));
+        let mut s = EventSplitter::new(10);
+        s.push(b"data: 0123456789\n\n");
+        assert_eq!(s.next_event(), Err(EventTooLarge));
+    }
+}
