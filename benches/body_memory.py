@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """Peak memory per request body, per surface (issue 21's measure): starts the gateway
 on the built-in mock (store off), sends one body of many small items per run, and
-prints the gateway's peak RSS (VmHWM) over its idle RSS, as a multiple of the body.
+prints the gateway's peak RSS (VmHWM) over its idle RSS, as a multiple of the body
+(Responses twice: store off, and stored in SQLite).
 
     python3 benches/body_memory.py target/release/ai-rate-limiter [MiB ...]
 
 Loopback only (127.0.0.1:19080/19091); one gateway process per measurement."""
-import json, os, subprocess, sys, tempfile, time, urllib.request
+import json, os, shutil, subprocess, sys, tempfile, time, urllib.request
 
 CONFIG = """auth: {enabled: false}
 server: {listen: "127.0.0.1:19080", metrics_listen: "127.0.0.1:19091", max_body_bytes: 67108864}
 providers: [{name: mock, kind: mock}]
 models: [{name: m, deployments: [{provider: mock}]}]
-responses: {store: off}
+responses: {store: STORE, data_dir: DATA}
 """
 
 def status(pid, key):
@@ -29,18 +30,24 @@ def body(surface, mib):
         "chat": ("/v1/chat/completions", {"model": "m", "messages": items}),
         "messages": ("/v1/messages", {"model": "m", "max_tokens": 5, "messages": items}),
         "responses": ("/v1/responses", {"model": "m", "input": items}),
-        "embeddings": ("/v1/embeddings", {"model": "m", "input": ["hello there"] * (n // 15)}),
+        "responses (stored)": ("/v1/responses", {"model": "m", "input": items}),
+        # Inputs of 1 KiB with one-dimension vectors: the mock's answer (a vector per
+        # input) stays small, so the figure is the request's own.
+        "embeddings": ("/v1/embeddings", {"model": "m", "dimensions": 1,
+                                          "input": ["hello there " * 85] * (n // 1024)}),
     }[surface]
 
 def main():
     binary = sys.argv[1]
     sizes = [int(a) for a in sys.argv[2:]] or [1, 8, 32]
-    cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-    cfg.write(CONFIG)
-    cfg.close()
     print("| surface | body | peak RSS over idle | × body |\n|---|---:|---:|---:|")
-    for surface in ("chat", "messages", "responses", "embeddings"):
+    for surface in ("chat", "messages", "responses", "responses (stored)", "embeddings"):
         for mib in sizes:
+            data_dir = tempfile.mkdtemp()
+            cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+            store = "sqlite" if surface == "responses (stored)" else "off"
+            cfg.write(CONFIG.replace("STORE", store).replace("DATA", data_dir))
+            cfg.close()
             p = subprocess.Popen([binary, "run", "--config", cfg.name],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
@@ -59,7 +66,8 @@ def main():
             finally:
                 p.kill()
                 p.wait()
-    os.unlink(cfg.name)
+                os.unlink(cfg.name)
+                shutil.rmtree(data_dir, ignore_errors=True)
 
 if __name__ == "__main__":
     main()

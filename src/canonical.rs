@@ -228,6 +228,29 @@ impl AiRequest {
         serde_json::from_str(self.raw(name)?).ok()
     }
 
+    /// Every top-level field but those in `skip`, as JSON trees: the small part of a body,
+    /// for translations that take its large array item by item ([`Self::items`]), so no
+    /// request is ever held as one tree.
+    pub fn head(
+        &self,
+        skip: &[&str],
+    ) -> Result<serde_json::Map<String, serde_json::Value>, GatewayError> {
+        let mut head = serde_json::Map::new();
+        for name in self.fields.keys().filter(|k| !skip.contains(&k.as_str())) {
+            let raw = self.raw(name).unwrap_or("null");
+            let v = serde_json::from_str(raw)
+                .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}"), None))?;
+            head.insert(name.clone(), v);
+        }
+        Ok(head)
+    }
+
+    /// The items of a top-level array field, each as its raw JSON in the body (`None`: the
+    /// field is absent, `null` or not an array).
+    pub fn items(&self, name: &str) -> Option<Vec<&RawValue>> {
+        serde_json::from_str(self.raw(name)?).ok()
+    }
+
     /// The body to send upstream: `model` replaced by the deployment's model name and, for
     /// streams, `stream_options.include_usage` forced on so usage can be accounted. When
     /// neither changes anything, the received bytes themselves.

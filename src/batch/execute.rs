@@ -127,8 +127,8 @@ async fn run(state: &GatewayState, c: &Claimed, max_attempts: u32, ctx: &mut Cal
     }
     // A Responses line: no stored history in a batch; other providers get its chat form.
     let echo = if ep == Endpoint::Responses {
-        let echo = match req.json() {
-            Ok(v) => v,
+        let echo = match req.head(&["input"]) {
+            Ok(v) => Value::Object(v),
             Err(e) => return fail(&e),
         };
         for field in ["previous_response_id", "background", "conversation"] {

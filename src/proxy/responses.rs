@@ -16,10 +16,12 @@ use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use crate::response_store::{item_id, now, raw_items, Put, RawResponse, ANONYMOUS};
 use crate::state::AppState;
-use crate::surfaces::responses::{input_items, with_ids};
+use crate::surfaces::responses::{derived_id, for_each_input, with_id};
+use crate::surfaces::write::ArrayOut;
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use pingora::proxy::Session;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// The stored-response routes.
@@ -46,10 +48,11 @@ impl Route {
 
 /// What a Responses call keeps beside its request.
 pub struct Prepared {
-    /// The client's body, which the Response echoes.
+    /// The client's body but its input: what the Response echoes.
     pub echo: Value,
-    /// Every input item the model sees, with ids (stored with the response).
-    pub items: Vec<Value>,
+    /// Every input item the model sees, with ids, as a JSON array, to store with the
+    /// response (`None`: it will not be stored). Taken (not copied) by [`keep`], once.
+    pub items: std::sync::Mutex<Option<String>>,
 }
 
 fn owner(ctx: &RequestCtx) -> String {
@@ -88,7 +91,7 @@ pub async fn prepare(
     raw: Bytes,
 ) -> Result<(AiRequest, Prepared), GatewayError> {
     let req = AiRequest::parse(Endpoint::Responses, raw)?;
-    let echo = req.json()?;
+    let echo = Value::Object(req.head(&["input"])?);
     for (field, what) in [
         ("background", "background responses"),
         ("conversation", "conversations"),
@@ -105,8 +108,17 @@ pub async fn prepare(
         }
     }
     let rt = state.runtime.load();
-    let mut items = Vec::new();
-    if let Some(prev) = echo["previous_response_id"].as_str() {
+    let prev = echo["previous_response_id"].as_str();
+    // With a previous response, the upstream gets the joined history as its input.
+    let mut upstream = prev.map(|_| {
+        let mut head = echo.as_object().cloned().unwrap_or_default();
+        head.remove("previous_response_id");
+        ArrayOut::field(&head, "input")
+    });
+    // The input as stored: built only when the response will be.
+    let stored = state.responses.is_some() && echo["store"] != json!(false);
+    let mut items = stored.then(ArrayOut::array);
+    if let Some(prev) = prev {
         let found = match &state.responses {
             Some(store) => store.get(&owner(ctx), prev).await.map_err(store_error)?,
             None => None,
@@ -133,21 +145,50 @@ pub async fn prepare(
             });
         }
         let stored = |e: serde_json::Error| GatewayError::Internal(format!("stored response: {e}"));
-        let input: Vec<Value> = serde_json::from_str(&p.input).map_err(stored)?;
-        let response: Value = serde_json::from_str(&p.response).map_err(stored)?;
-        items.extend(input);
-        if let Value::Object(mut o) = response {
-            if let Some(Value::Array(output)) = o.remove("output") {
-                items.extend(output);
+        #[derive(serde::Deserialize)]
+        struct Output<'a> {
+            #[serde(borrow)]
+            output: Option<Vec<&'a RawValue>>,
+        }
+        let output: Output = serde_json::from_str(&p.response).map_err(stored)?;
+        let history = raw_items(&p.input).map_err(store_error)?;
+        // The history's items keep the ids they were listed under in the previous
+        // response; its output items have their own.
+        let mut joined = |item: Value| {
+            if let Some(i) = items.as_mut() {
+                i.push(&item);
             }
+            if let Some(u) = upstream.as_mut() {
+                if let Some(i) = upstream_item(&item) {
+                    u.push(&i);
+                }
+            }
+        };
+        for (index, raw) in history.into_iter().enumerate() {
+            let item = serde_json::from_str(raw.get()).map_err(stored)?;
+            joined(with_id(item, &p.id, index));
+        }
+        for raw in output.output.unwrap_or_default() {
+            joined(serde_json::from_str(raw.get()).map_err(stored)?);
         }
     }
-    items.extend(input_items(&echo["input"])?);
-    let items = with_ids(items);
+    // New items are stored as sent; their ids are derived when listed.
+    for_each_input(&req, |item| {
+        if let Some(u) = upstream.as_mut() {
+            if let Some(i) = upstream_item(&item) {
+                u.push(&i);
+            }
+        }
+        if let Some(i) = items.as_mut() {
+            i.push(&item);
+        }
+        Ok(())
+    })?;
+    let items = items.map(ArrayOut::finish_text);
     // An input that could never be stored is refused before it costs an upstream call.
-    if state.responses.is_some() && echo["store"] != json!(false) {
+    if let Some(items) = &items {
         let quota = rt.config.responses.consumer_quota_bytes;
-        let size = serde_json::to_vec(&items).map_or(0, |v| v.len()) as u64;
+        let size = items.len() as u64;
         if size > quota {
             return Err(GatewayError::BadRequest {
                 message: format!(
@@ -160,18 +201,11 @@ pub async fn prepare(
             });
         }
     }
-    if echo["previous_response_id"].is_null() {
-        return Ok((req, Prepared { echo, items }));
-    }
-    let mut upstream = echo.clone();
-    if let Some(o) = upstream.as_object_mut() {
-        o.remove("previous_response_id");
-        o.insert(
-            "input".into(),
-            Value::Array(items.iter().filter_map(upstream_item).collect()),
-        );
-    }
-    let req = AiRequest::parse(Endpoint::Responses, Bytes::from(upstream.to_string()))?;
+    let req = match upstream {
+        Some(u) => AiRequest::parse(Endpoint::Responses, Bytes::from(u.finish()))?,
+        None => req,
+    };
+    let items = std::sync::Mutex::new(items);
     Ok((req, Prepared { echo, items }))
 }
 
@@ -180,9 +214,9 @@ pub async fn keep(state: &AppState, ctx: &RequestCtx, p: &Prepared, response: Va
     let Some(store) = &state.responses else {
         return;
     };
-    if p.echo["store"] == json!(false) {
+    let Some(items) = p.items.lock().ok().and_then(|mut i| i.take()) else {
         return;
-    }
+    };
     let Some(id) = response["id"].as_str().map(str::to_string) else {
         return;
     };
@@ -192,7 +226,7 @@ pub async fn keep(state: &AppState, ctx: &RequestCtx, p: &Prepared, response: Va
         consumer: owner(ctx),
         created: response["created_at"].as_u64().unwrap_or_else(now),
         response: response.to_string(),
-        input: Value::Array(p.items.clone()).to_string(),
+        input: items,
     };
     let bytes = r.bytes();
     match store.put(r, rt.config.responses.consumer_quota_bytes).await {
@@ -256,6 +290,7 @@ pub async fn serve(
             let r = r.ok_or_else(|| not_found(&id))?;
             let body = input_page(
                 &r.input,
+                &r.id,
                 n,
                 param(&q, "order") == Some("asc"),
                 param(&q, "after"),
@@ -269,46 +304,61 @@ pub async fn serve(
 }
 
 /// One page of a stored input as the list object's JSON, built from the raw items: only
-/// the page's items are copied, and only their ids are parsed.
+/// the page's items are parsed whole (the others only for their ids).
 fn input_page(
     input: &str,
+    response_id: &str,
     n: usize,
     asc: bool,
     after: Option<&str>,
 ) -> crate::response_store::Result<String> {
-    let mut items = raw_items(input)?;
+    let items = raw_items(input)?;
+    let id = |at: usize| listed_id(items[at], response_id, at);
+    let mut order: Vec<usize> = (0..items.len()).collect();
     if !asc {
-        items.reverse();
+        order.reverse();
     }
     let start = match after {
-        Some(after) => items
+        Some(after) => order
             .iter()
-            .position(|i| item_id(i).as_deref() == Some(after))
-            .map_or(items.len(), |at| at + 1),
+            .position(|&at| id(at) == after)
+            .map_or(order.len(), |k| k + 1),
         None => 0,
     };
-    let rest = &items[start..];
+    let rest = &order[start..];
     let page = &rest[..rest.len().min(n)];
-    let id = |i: Option<&&serde_json::value::RawValue>| {
-        i.and_then(|i| item_id(i))
-            .map_or(Value::Null, Value::String)
-    };
-    let mut out =
-        String::with_capacity(page.iter().map(|i| i.get().len() + 1).sum::<usize>() + 128);
-    out.push_str(r#"{"object":"list","data":["#);
-    for (k, item) in page.iter().enumerate() {
-        if k > 0 {
-            out.push(',');
-        }
-        out.push_str(item.get());
+    let mut data = ArrayOut::field(&serde_json::Map::new(), "data");
+    for &at in page {
+        let item: Value = serde_json::from_str(items[at].get()).map_err(|e| {
+            crate::response_store::ResponseStoreError::Other(format!("stored input: {e}"))
+        })?;
+        data.push(&with_id(item, response_id, at));
     }
+    let mut out = data.finish_text();
+    out.pop(); // the closing brace: the list's other fields follow
+    let id = |at: Option<&usize>| at.map_or(Value::Null, |&at| Value::String(id(at)));
     out.push_str(&format!(
-        r#"],"first_id":{},"last_id":{},"has_more":{}}}"#,
+        r#","object":"list","first_id":{},"last_id":{},"has_more":{}}}"#,
         id(page.first()),
         id(page.last()),
         rest.len() > n
     ));
     Ok(out)
+}
+
+/// The id a stored input item is listed under (its own, or derived from its place).
+fn listed_id(item: &RawValue, response_id: &str, at: usize) -> String {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+    }
+    item_id(item).unwrap_or_else(|| {
+        let kind = serde_json::from_str::<Kind>(item.get())
+            .ok()
+            .and_then(|k| k.kind);
+        derived_id(kind.as_deref(), response_id, at)
+    })
 }
 
 #[cfg(test)]
@@ -319,19 +369,34 @@ mod tests {
     #[test]
     fn pages_raw_items() {
         let input = r#"[{"id":"a","n":1},{"id":"b","n":2},{"id":"c","n":3}]"#;
-        let v: Value = serde_json::from_str(&input_page(input, 2, false, None).unwrap()).unwrap();
+        let page = |n, asc, after| input_page(input, "resp_1", n, asc, after).unwrap();
+        let v: Value = serde_json::from_str(&page(2, false, None)).unwrap();
         assert_eq!(v["data"][0]["id"], "c");
         assert_eq!(v["data"][1]["n"], 2);
         assert_eq!(v["first_id"], "c");
         assert_eq!(v["last_id"], "b");
         assert_eq!(v["has_more"], true);
-        let v: Value =
-            serde_json::from_str(&input_page(input, 20, true, Some("a")).unwrap()).unwrap();
+        let v: Value = serde_json::from_str(&page(20, true, Some("a"))).unwrap();
         assert_eq!(v["data"].as_array().unwrap().len(), 2);
         assert_eq!(v["has_more"], false);
-        let v: Value =
-            serde_json::from_str(&input_page(input, 20, true, Some("zz")).unwrap()).unwrap();
+        let v: Value = serde_json::from_str(&page(20, true, Some("zz"))).unwrap();
         assert_eq!(v["data"].as_array().unwrap().len(), 0);
         assert!(v["first_id"].is_null());
+    }
+
+    #[test]
+    fn items_stored_as_sent_are_listed_with_stable_ids() {
+        let input = r#"[{"role":"user","content":"hi"},{"type":"function_call","call_id":"c"}]"#;
+        let page = |after| input_page(input, "resp_9", 1, true, after).unwrap();
+        let first: Value = serde_json::from_str(&page(None)).unwrap();
+        let id = first["data"][0]["id"].as_str().unwrap().to_string();
+        assert!(id.starts_with("msg_"));
+        assert_eq!(first["first_id"], id.as_str());
+        assert_eq!(first["data"][0]["content"][0]["type"], "input_text");
+        assert_eq!(first["data"][0]["status"], "completed");
+        // The same id on every read, so it pages.
+        let next: Value = serde_json::from_str(&page(Some(&id))).unwrap();
+        assert!(next["data"][0]["id"].as_str().unwrap().starts_with("fc_"));
+        assert_eq!(next["has_more"], false);
     }
 }

@@ -7,8 +7,10 @@
 //! Losses: `top_k`, `thinking` and cache-control markers are dropped (chat has none);
 //! `document` blocks are refused (400); server tools (`web_search_*`) are dropped.
 
+use super::write::ArrayOut;
 use super::ChunkTranslator;
 use crate::canonical::content_text;
+use crate::canonical::AiRequest;
 use crate::errors::{anthropic_error_body, GatewayError};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -99,22 +101,15 @@ fn messages_of(m: &Value, out: &mut Vec<Value>) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// A Messages request → the OpenAI chat request for the same public model.
-pub fn to_chat(body: &Value) -> Result<Value, GatewayError> {
+/// A Messages request → the OpenAI chat request for the same public model, as JSON text.
+/// The messages are translated and written one at a time ([`ArrayOut`]).
+pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
+    let body = Value::Object(req.head(&["messages"])?);
+    let raw = req
+        .items("messages")
+        .ok_or_else(|| bad("messages: Field required"))?;
     let mut out = Map::new();
     out.insert("model".into(), body["model"].clone());
-    let mut messages = Vec::new();
-    let system = content_text(&body["system"], "\n");
-    if !system.is_empty() {
-        messages.push(json!({"role": "system", "content": system}));
-    }
-    for m in body["messages"]
-        .as_array()
-        .ok_or_else(|| bad("messages: Field required"))?
-    {
-        messages_of(m, &mut messages)?;
-    }
-    out.insert("messages".into(), Value::Array(messages));
     let max_tokens = body["max_tokens"].as_u64().ok_or_else(|| {
         GatewayError::bad_request("max_tokens: Field required", Some("max_tokens"))
     })?;
@@ -166,7 +161,20 @@ pub fn to_chat(body: &Value) -> Result<Value, GatewayError> {
             out.insert("parallel_tool_calls".into(), json!(false));
         }
     }
-    Ok(Value::Object(out))
+    let mut messages = ArrayOut::field(&out, "messages");
+    let system = content_text(&body["system"], "\n");
+    if !system.is_empty() {
+        messages.push(&json!({"role": "system", "content": system}));
+    }
+    let mut translated = Vec::new();
+    for m in raw {
+        let m: Value = serde_json::from_str(m.get()).map_err(|e| bad(e.to_string()))?;
+        messages_of(&m, &mut translated)?;
+        for t in translated.drain(..) {
+            messages.push(&t);
+        }
+    }
+    Ok(messages.finish())
 }
 
 /// `count_tokens`' estimate: the gateway's usual one token per four bytes of what the
@@ -420,5 +428,51 @@ impl ChunkTranslator for ChunkStream {
 
     fn ended(&self) -> bool {
         self.ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: Value) -> Result<Value, GatewayError> {
+        let req = AiRequest::parse(
+            crate::canonical::Endpoint::Messages,
+            Bytes::from(body.to_string()),
+        )?;
+        Ok(serde_json::from_slice(&to_chat(&req)?).unwrap())
+    }
+
+    #[test]
+    fn translates_messages_one_by_one() {
+        let c = chat(json!({"model": "m", "max_tokens": 5, "system": "be brief",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1",
+                    "name": "f", "input": {"a": 1}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "42"},
+                    {"type": "text", "text": "and?"}]}]}))
+        .unwrap();
+        assert_eq!(c["max_tokens"], 5);
+        let m = c["messages"].as_array().unwrap();
+        assert_eq!(m[0], json!({"role": "system", "content": "be brief"}));
+        assert_eq!(m[1], json!({"role": "user", "content": "hi"}));
+        assert_eq!(m[2]["tool_calls"][0]["function"]["arguments"], r#"{"a":1}"#);
+        // The tool result comes right after the call, before the rest of the turn.
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "tool_call_id": "t1", "content": "42"})
+        );
+        assert_eq!(m[4], json!({"role": "user", "content": "and?"}));
+    }
+
+    #[test]
+    fn refuses_what_chat_cannot_carry() {
+        let e = chat(json!({"model": "m", "max_tokens": 5,
+            "messages": [{"role": "user", "content": [{"type": "document"}]}]}));
+        assert_eq!(e.unwrap_err().status(), 400);
+        let e = chat(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}));
+        assert!(e.unwrap_err().to_string().contains("max_tokens"));
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod messages;
 pub mod responses;
+pub mod write;
 
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
@@ -37,14 +38,11 @@ pub trait ChunkTranslator: Send {
 /// previous response's history (see [`responses::expand`]).
 pub fn pivot(req: &AiRequest) -> Result<Option<AiRequest>, GatewayError> {
     let chat = match req.endpoint {
-        Endpoint::Messages => messages::to_chat(&req.json()?)?,
-        Endpoint::Responses => {
-            let body = req.json()?;
-            responses::to_chat(&body, &responses::input_items(&body["input"])?)?
-        }
+        Endpoint::Messages => messages::to_chat(req)?,
+        Endpoint::Responses => responses::to_chat(req)?,
         _ => return Ok(None),
     };
-    AiRequest::parse(Endpoint::ChatCompletions, Bytes::from(chat.to_string())).map(Some)
+    AiRequest::parse(Endpoint::ChatCompletions, Bytes::from(chat)).map(Some)
 }
 
 /// A whole answer as the surface's client sees it.

@@ -398,27 +398,28 @@ fn rand_id() -> String {
 fn prompt_of(req: &AiRequest) -> Prompt {
     let text = match req.endpoint {
         Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => {
-            let messages: Value = req
-                .field("messages")
-                .and_then(|r| serde_json::from_str(r.get()).ok())
-                .unwrap_or(Value::Null);
-            let parts: Vec<String> = messages
-                .as_array()
-                .map(|ms| {
-                    ms.iter()
-                        .map(|m| match &m["content"] {
-                            Value::String(s) => s.clone(),
-                            Value::Array(parts) => parts
-                                .iter()
-                                .filter_map(|p| p["text"].as_str())
-                                .collect::<Vec<_>>()
-                                .join("\n"),
-                            _ => String::new(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            parts.join("\n")
+            // One message's tree at a time: a large prompt is never held as one tree.
+            let mut text = String::new();
+            for (i, raw) in req.items("messages").unwrap_or_default().iter().enumerate() {
+                if i > 0 {
+                    text.push('\n');
+                }
+                let m: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+                match &m["content"] {
+                    Value::String(s) => text.push_str(s),
+                    Value::Array(parts) => {
+                        let texts = parts.iter().filter_map(|p| p["text"].as_str());
+                        for (j, t) in texts.enumerate() {
+                            if j > 0 {
+                                text.push('\n');
+                            }
+                            text.push_str(t);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            text
         }
         Endpoint::Completions => inputs_of(req.field("prompt")).join("\n"),
         Endpoint::Embeddings => inputs_of(req.field("input")).join("\n"),

@@ -10,7 +10,8 @@
 
 pub mod stream;
 
-use crate::canonical::content_text;
+use super::write::ArrayOut;
+use crate::canonical::{content_text, AiRequest};
 use crate::errors::GatewayError;
 use serde_json::{json, Map, Value};
 
@@ -23,51 +24,75 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(rand::random::<[u8; 12]>()))
 }
 
-/// The input as a list of items (a string is one user message).
-pub fn input_items(input: &Value) -> Result<Vec<Value>, GatewayError> {
-    match input {
-        Value::String(s) => Ok(vec![json!({"type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": s}]})]),
-        Value::Array(items) => Ok(items.clone()),
-        Value::Null => Ok(Vec::new()),
-        _ => Err(bad("'input' must be a string or an array.", "input")),
+/// Each input item in turn, as a tree of its own (a string input is one user message):
+/// the input is never held as one tree.
+pub fn for_each_input(
+    req: &AiRequest,
+    mut f: impl FnMut(Value) -> Result<(), GatewayError>,
+) -> Result<(), GatewayError> {
+    let not_list = || bad("'input' must be a string or an array.", "input");
+    let Some(raw) = req.field("input").map(|r| r.get()) else {
+        return Ok(());
+    };
+    match raw.as_bytes().first() {
+        Some(b'"') => {
+            let s: String = serde_json::from_str(raw).map_err(|_| not_list())?;
+            f(json!({"type": "message", "role": "user",
+                "content": [{"type": "input_text", "text": s}]}))
+        }
+        Some(b'[') => {
+            for item in req.items("input").ok_or_else(not_list)? {
+                f(serde_json::from_str(item.get()).map_err(|_| not_list())?)?;
+            }
+            Ok(())
+        }
+        _ if raw == "null" => Ok(()),
+        _ => Err(not_list()),
     }
 }
 
-/// Input items as stored and listed: each with an id and a status.
-pub fn with_ids(items: Vec<Value>) -> Vec<Value> {
-    items
-        .into_iter()
-        .map(|mut item| {
-            if let Some(o) = item.as_object_mut() {
-                let kind = o
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("message")
-                    .to_string();
-                let prefix = match kind.as_str() {
-                    "function_call" => "fc_",
-                    "function_call_output" => "fco_",
-                    "reasoning" => "rs_",
-                    _ => "msg_",
+/// The id an input item is listed under when it came without one: derived from the
+/// response that stored it and its place in that response's input, so every read (and a
+/// later response that chains it) sees the same id while the store keeps items as sent.
+pub fn derived_id(kind: Option<&str>, response_id: &str, index: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let prefix = match kind.unwrap_or("message") {
+        "function_call" => "fc_",
+        "function_call_output" => "fco_",
+        "reasoning" => "rs_",
+        _ => "msg_",
+    };
+    let digest = Sha256::digest(format!("{response_id}/{index}").as_bytes());
+    format!("{prefix}{}", hex::encode(&digest[..12]))
+}
+
+/// An input item as listed: with its id ([`derived_id`] unless it came with one), a
+/// status, and typed content parts.
+pub fn with_id(mut item: Value, response_id: &str, index: usize) -> Value {
+    if let Some(o) = item.as_object_mut() {
+        let kind = o
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("message")
+            .to_string();
+        if !o.contains_key("id") {
+            let id = derived_id(Some(&kind), response_id, index);
+            o.insert("id".into(), json!(id));
+        }
+        o.entry("type").or_insert_with(|| json!("message"));
+        if kind == "message" {
+            if let Some(Value::String(s)) = o.get("content").cloned() {
+                let part = if o.get("role").and_then(Value::as_str) == Some("assistant") {
+                    json!({"type": "output_text", "text": s, "annotations": []})
+                } else {
+                    json!({"type": "input_text", "text": s})
                 };
-                o.entry("type").or_insert_with(|| json!("message"));
-                o.entry("id").or_insert_with(|| json!(new_id(prefix)));
-                if kind == "message" {
-                    if let Some(Value::String(s)) = o.get("content").cloned() {
-                        let part = if o.get("role").and_then(Value::as_str) == Some("assistant") {
-                            json!({"type": "output_text", "text": s, "annotations": []})
-                        } else {
-                            json!({"type": "input_text", "text": s})
-                        };
-                        o.insert("content".into(), json!([part]));
-                    }
-                    o.entry("status").or_insert_with(|| json!("completed"));
-                }
+                o.insert("content".into(), json!([part]));
             }
-            item
-        })
-        .collect()
+            o.entry("status").or_insert_with(|| json!("completed"));
+        }
+    }
+    item
 }
 
 /// Input content parts → chat content parts.
@@ -165,19 +190,12 @@ fn messages_of(items: &[Value], out: &mut Vec<Value>) -> Result<(), GatewayError
 }
 
 /// A Responses request (its input already expanded with any previous response's
-/// history) → the chat request for the same public model.
-pub fn to_chat(body: &Value, items: &[Value]) -> Result<Value, GatewayError> {
+/// history) → the chat request for the same public model, as JSON text. The input is
+/// translated and written one item at a time ([`ArrayOut`]).
+pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
+    let body = Value::Object(req.head(&["input"])?);
     let mut out = Map::new();
     out.insert("model".into(), body["model"].clone());
-    let mut messages = Vec::new();
-    if let Some(i) = body["instructions"].as_str().filter(|i| !i.is_empty()) {
-        messages.push(json!({"role": "system", "content": i}));
-    }
-    messages_of(items, &mut messages)?;
-    if messages.is_empty() {
-        return Err(bad("Missing required parameter: 'input'.", "input"));
-    }
-    out.insert("messages".into(), Value::Array(messages));
     if let Some(n) = body["max_output_tokens"].as_u64() {
         out.insert("max_tokens".into(), json!(n));
     }
@@ -257,7 +275,27 @@ pub fn to_chat(body: &Value, items: &[Value]) -> Result<Value, GatewayError> {
     {
         out.insert("reasoning_effort".into(), json!(e));
     }
-    Ok(Value::Object(out))
+    // The last message stays open: a function call that follows joins it.
+    let mut messages = ArrayOut::field(&out, "messages");
+    let mut open = Vec::new();
+    if let Some(i) = body["instructions"].as_str().filter(|i| !i.is_empty()) {
+        open.push(json!({"role": "system", "content": i}));
+    }
+    for_each_input(req, |item| {
+        messages_of(std::slice::from_ref(&item), &mut open)?;
+        let done = open.len().saturating_sub(1);
+        for m in open.drain(..done) {
+            messages.push(&m);
+        }
+        Ok(())
+    })?;
+    for m in open.drain(..) {
+        messages.push(&m);
+    }
+    if messages.is_empty() {
+        return Err(bad("Missing required parameter: 'input'.", "input"));
+    }
+    Ok(messages.finish())
 }
 
 /// The Response object's fields that echo the request, for a response `id` of the public
@@ -363,4 +401,61 @@ pub fn from_chat(chat: &Value, body: &Value, id: &str, model: &str, created: u64
     r["usage"] = usage(&chat["usage"]);
     r["completed_at"] = json!(created);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::Endpoint;
+    use bytes::Bytes;
+
+    fn chat(body: Value) -> Result<Value, GatewayError> {
+        let req = AiRequest::parse(Endpoint::Responses, Bytes::from(body.to_string()))?;
+        Ok(serde_json::from_slice(&to_chat(&req)?).unwrap())
+    }
+
+    #[test]
+    fn consecutive_calls_join_one_assistant_message() {
+        let c = chat(
+            json!({"model": "m", "instructions": "sys", "max_output_tokens": 9,
+            "input": [
+                {"role": "user", "content": "hi"},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call", "call_id": "c2", "name": "g", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "1"},
+                {"type": "function_call_output", "output": "no call id: dropped"}]}),
+        )
+        .unwrap();
+        assert_eq!(c["max_tokens"], 9);
+        let m = c["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[0], json!({"role": "system", "content": "sys"}));
+        assert_eq!(m[2]["tool_calls"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "tool_call_id": "c1", "content": "1"})
+        );
+    }
+
+    #[test]
+    fn a_string_input_is_one_user_message() {
+        let c = chat(json!({"model": "m", "input": "hello"})).unwrap();
+        assert_eq!(c["messages"][0]["content"][0]["text"], "hello");
+        let e = chat(json!({"model": "m", "input": 5})).unwrap_err();
+        assert_eq!(e.status(), 400);
+        let e = chat(json!({"model": "m", "input": []})).unwrap_err();
+        assert!(e.to_string().contains("input"));
+    }
+
+    #[test]
+    fn stored_items_get_ids_and_typed_parts() {
+        let i = with_id(json!({"role": "assistant", "content": "ok"}), "resp_1", 3);
+        assert_eq!(i["id"], derived_id(None, "resp_1", 3));
+        assert!(i["id"].as_str().unwrap().starts_with("msg_"));
+        assert_ne!(derived_id(None, "resp_1", 3), derived_id(None, "resp_1", 4));
+        let kept = with_id(json!({"id": "mine", "type": "function_call"}), "resp_1", 0);
+        assert_eq!(kept["id"], "mine");
+        assert_eq!(i["content"][0]["type"], "output_text");
+        assert_eq!(i["status"], "completed");
+    }
 }
