@@ -18,6 +18,18 @@ use std::ops::Range;
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The total the provider reported (`total_tokens`), which is not always the sum
+    /// (some count cached, audio or tool tokens apart): what `total_tokens` limits
+    /// charge. `None`: it reported none, and the sum stands in.
+    pub total_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// The provider's total, or the sum when it reported none.
+    pub fn total(&self) -> u64 {
+        self.total_tokens
+            .unwrap_or_else(|| self.prompt_tokens.saturating_add(self.completion_tokens))
+    }
 }
 
 impl Usage {
@@ -35,6 +47,7 @@ impl Usage {
         Some(Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
+            total_tokens: n("total_tokens"),
         })
     }
 }

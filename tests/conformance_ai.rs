@@ -9,11 +9,12 @@ use common::fixture_server::{recording, Recorded, Reply};
 use common::redis::Redis;
 use common::*;
 
-/// A chat answer for `model` using 10 tokens (prompt 8, completion 2), as APISIX's
-/// `openai/chat-model-echo.json` fixture.
+/// A chat answer for `model` reporting 10 tokens in all (prompt 8, completion 5: a total
+/// that is not the sum), as APISIX's own test mock does; `total_tokens` limits charge the
+/// reported total.
 fn chat_answer(model: &str) -> String {
     format!(
-        r#"{{"id":"c","object":"chat.completion","created":1,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":8,"completion_tokens":2,"total_tokens":10}}}}"#
+        r#"{{"id":"c","object":"chat.completion","created":1,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":8,"completion_tokens":5,"total_tokens":10}}}}"#
     )
 }
 
@@ -29,7 +30,7 @@ fn upstream() -> (u16, Recorded) {
         }
         if body["stream"] == true {
             return Reply::events(format!(
-                "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"{model}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"ok\"}},\"finish_reason\":null}}]}}\n\ndata: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"{model}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":8,\"completion_tokens\":2,\"total_tokens\":10}}}}\n\ndata: [DONE]\n\n"
+                "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"{model}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"ok\"}},\"finish_reason\":null}}]}}\n\ndata: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"{model}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":8,\"completion_tokens\":5,\"total_tokens\":10}}}}\n\ndata: [DONE]\n\n"
             ));
         }
         if r.target.starts_with("/v1/embeddings") {
@@ -43,7 +44,7 @@ fn upstream() -> (u16, Recorded) {
             "expr" => Reply::json(
                 "200 OK",
                 chat_answer("expr").replace(
-                    r#""usage":{"prompt_tokens":8,"completion_tokens":2,"total_tokens":10}"#,
+                    r#""usage":{"prompt_tokens":8,"completion_tokens":5,"total_tokens":10}"#,
                     r#""usage":{"prompt_tokens":50,"completion_tokens":30,"total_tokens":80,"cache_read_input_tokens":200,"cache_creation_input_tokens":100}"#,
                 ),
             ),
@@ -237,6 +238,29 @@ fn ai_routes(redis: Option<&Redis>) {
         })
         .collect();
     assert_eq!(remaining, ["1000", "775"]);
+
+    // limit_strategy prompt_tokens / completion_tokens charge that figure as reported
+    // (8 and 5 a response), and total_tokens the reported total (10, above), not a sum.
+    let sequence = |path: &str, n: usize| -> Vec<(u16, String)> {
+        (0..n)
+            .map(|_| {
+                let r = chat(&gw, path);
+                let left = r.header("x-ai-ratelimit-remaining-ai-proxy-openai");
+                (r.status, left.unwrap_or("-").to_string())
+            })
+            .collect()
+    };
+    let want = |s: &[(u16, &str)]| -> Vec<(u16, String)> {
+        s.iter().map(|(c, r)| (*c, r.to_string())).collect()
+    };
+    assert_eq!(
+        sequence("/completion", 4),
+        want(&[(200, "12"), (200, "7"), (200, "2"), (503, "0")])
+    );
+    assert_eq!(
+        sequence("/prompt", 3),
+        want(&[(200, "16"), (200, "8"), (503, "0")])
+    );
 
     // ai-rate-limiting rules (T28-T29): one budget per rule whichever instance serves,
     // headers X-AI-<prefix or index>-RateLimit-*, rejected_msg in APISIX's body.

@@ -157,9 +157,7 @@ impl CallCtx {
             consumer: self.consumer.as_ref(),
             status: self.status,
             latency: self.started.elapsed(),
-            tokens: self
-                .usage
-                .map_or(0, |u| u.prompt_tokens + u.completion_tokens),
+            tokens: self.usage.map_or(0, |u| u.total()),
             spend_usd: self.cost_usd().unwrap_or(0.0),
             queue_wait: self.queue_wait,
             batch: self.batch,
@@ -193,6 +191,7 @@ impl CallCtx {
         Some(crate::limits::admission::TokenUsage {
             prompt: u.prompt_tokens,
             completion: u.completion_tokens,
+            total: u.total_tokens,
             fields: self.usage_fields.clone(),
             spend_micro_usd: self.cost_usd().map(crate::limits::rules::micro_usd),
         })

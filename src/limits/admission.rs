@@ -133,6 +133,8 @@ pub struct Admitted {
 pub struct TokenUsage {
     pub prompt: u64,
     pub completion: u64,
+    /// The total the provider reported (`None`: prompt + completion stands in).
+    pub total: Option<u64>,
     /// What the answer cost in micro-dollars (`None`: the deployment has no price; spend
     /// rules then charge nothing, and `check` warns about the missing price).
     pub spend_micro_usd: Option<u64>,
@@ -142,6 +144,13 @@ pub struct TokenUsage {
 }
 
 impl TokenUsage {
+    /// The provider's total, or prompt + completion when it reported none (APISIX's
+    /// ai-rate-limiting charges `usage.total_tokens` as reported).
+    pub fn total(&self) -> u64 {
+        self.total
+            .unwrap_or_else(|| self.prompt.saturating_add(self.completion))
+    }
+
     /// What `c` charges for this usage (an expression that yields no finite number
     /// charges nothing, as APISIX skips it).
     pub fn cost(&self, c: &Charge) -> u64 {
@@ -150,7 +159,7 @@ impl TokenUsage {
             Charge::Tokens { strategy, expr } => (strategy, expr),
         };
         match strategy {
-            TokenStrategy::TotalTokens => self.prompt + self.completion,
+            TokenStrategy::TotalTokens => self.total(),
             TokenStrategy::PromptTokens => self.prompt,
             TokenStrategy::CompletionTokens => self.completion,
             TokenStrategy::Expression => {
@@ -162,10 +171,7 @@ impl TokenUsage {
                         derived = BTreeMap::from([
                             ("prompt_tokens".to_string(), self.prompt as f64),
                             ("completion_tokens".to_string(), self.completion as f64),
-                            (
-                                "total_tokens".to_string(),
-                                (self.prompt + self.completion) as f64,
-                            ),
+                            ("total_tokens".to_string(), self.total() as f64),
                         ]);
                         &derived
                     }

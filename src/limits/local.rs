@@ -388,6 +388,7 @@ mod tests {
         t2.finish(Some(TokenUsage {
             prompt: 30,
             completion: 20,
+            total: None,
             fields: None,
             spend_micro_usd: None,
         }));

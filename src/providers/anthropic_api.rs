@@ -47,6 +47,7 @@ impl Provider for Anthropic {
         Some(Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
+            total_tokens: None,
         })
     }
 

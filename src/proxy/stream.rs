@@ -565,7 +565,8 @@ mod tests {
             usage,
             Some(Usage {
                 prompt_tokens: 5,
-                completion_tokens: 2
+                completion_tokens: 2,
+                total_tokens: Some(7)
             })
         );
         assert_eq!(call.usage_fields.as_ref().unwrap()["total_tokens"], 7.0);
@@ -588,7 +589,8 @@ mod tests {
             u,
             Usage {
                 prompt_tokens: 8,
-                completion_tokens: 0
+                completion_tokens: 0,
+                total_tokens: Some(8)
             }
         );
         assert_eq!(answer_fields(b"{}"), (None, None));
