@@ -175,6 +175,57 @@ fn limit_plugins(redis: Option<&Redis>) {
     std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(statuses(&gw, &["/rules", "/rules"], None), [200, 503]);
     templates(&gw);
+    templated_rules(&gw);
+}
+
+/// limit-count-rules.t with templates (imported from APISIX, issue 22): a rule key of two
+/// variables with text between them applies when either resolves and is skipped when
+/// neither does; a templated count read per request from a header shares one counter;
+/// `${remote_addr}_2s` keys a rule; `??` defaults in count and time_window.
+fn templated_rules(gw: &Gw) {
+    let send_as =
+        |headers: &[(&str, &str)]| send("GET", &gw.url("/rules-templated"), headers, None);
+    let h = |r: &Resp, n: &str| r.header(n).map(str::to_string);
+    let seen = |r: &Resp| {
+        (
+            r.status,
+            h(r, "x-user-ratelimit-limit"),
+            h(r, "x-user-ratelimit-remaining"),
+            h(r, "x-2-ratelimit-remaining"),
+        )
+    };
+    let s = |v: &str| Some(v.to_string());
+    let jack = |count: &str| send_as(&[("user", "jack"), ("jack-count", count)]);
+    assert_eq!(seen(&jack("2")), (200, s("2"), s("1"), s("9")));
+    // No user and no org: the first rule is skipped; the second counts. The third's key
+    // has a default, which counts as resolved: it always applies ("apisix").
+    let r = send_as(&[]);
+    assert_eq!(seen(&r), (200, None, None, s("8")));
+    assert_eq!(h(&r, "x-project-ratelimit-remaining"), s("98"));
+    let r = send_as(&[("project", "kubernetes")]);
+    assert_eq!(h(&r, "x-project-ratelimit-remaining"), s("99"));
+    assert_eq!(seen(&jack("2")), (200, s("2"), s("0"), s("6")));
+    // Another count, the same counter (APISIX keys the rule by its resolved key only).
+    assert_eq!(seen(&jack("5")), (200, s("5"), s("2"), s("5")));
+    // Over the client's count: rejected by the first rule, the second untouched.
+    let r = jack("2");
+    assert_eq!((r.status, h(&r, "x-2-ratelimit-remaining")), (503, None));
+    // Only the org resolves: its own key ("/acme").
+    let r = send_as(&[("org", "acme"), ("jack-count", "1")]);
+    assert_eq!(seen(&r), (200, s("1"), s("0"), s("4")));
+    // A count that resolves to nothing is APISIX's 500.
+    assert_eq!(send_as(&[("user", "jack")]).status, 500);
+    // The second rule's count from its header: 7, of which 6 were used.
+    let r = send_as(&[("addr-count", "7")]);
+    assert_eq!(
+        (
+            r.status,
+            h(&r, "x-2-ratelimit-limit"),
+            h(&r, "x-2-ratelimit-remaining")
+        ),
+        (200, s("7"), s("0"))
+    );
+    assert_eq!(send_as(&[("addr-count", "7")]).status, 503);
 }
 
 /// limit-count-variable.t: `count`/`time_window` templates with `??` defaults, resolved

@@ -140,6 +140,11 @@ impl KeyTemplate {
         (out, resolved_any)
     }
 
+    /// Whether some variable resolves for this request (a `??` default counts).
+    pub fn resolves(&self, cx: &KeyContext<'_>) -> bool {
+        self.render(cx).1
+    }
+
     /// The key for one request.
     pub fn resolve(&self, cx: &KeyContext<'_>) -> String {
         match self.render(cx) {

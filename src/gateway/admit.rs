@@ -117,9 +117,7 @@ impl Subject {
             model: &self.model,
             headers: &self.headers,
         };
-        rules
-            .map(|rule| Check::new(rule, &cx).map_err(unresolved))
-            .collect()
+        crate::limits::admission::checks(rules, &cx).map_err(unresolved)
     }
 }
 

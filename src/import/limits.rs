@@ -163,8 +163,8 @@ pub fn key(conf: &Value, at: &str, out: &mut Vec<Unmapped>) -> Option<String> {
             None => unsupported(out, format!("variable `{key}` is not supported")),
         },
         "var_combination" => {
-            if key.contains("??") || key.contains("$ENV://") {
-                return unsupported(out, format!("key template `{key}` uses defaults or $ENV"));
+            if key.contains("$ENV://") {
+                return unsupported(out, format!("key template `{key}` uses $ENV"));
             }
             let mut result = String::new();
             let mut chars = key.chars().peekable();
@@ -186,7 +186,12 @@ pub fn key(conf: &Value, at: &str, out: &mut Vec<Unmapped>) -> Option<String> {
                         break;
                     }
                 }
-                if braced && chars.peek() == Some(&'}') {
+                // `${name ?? default}`: the default is kept (it counts as resolved).
+                let mut default = None;
+                if braced && chars.peek() == Some(&'?') {
+                    let d: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    default = d.strip_prefix("??").map(|d| d.trim().to_string());
+                } else if braced && chars.peek() == Some(&'}') {
                     chars.next();
                 }
                 // `$name`, or `$${name}` when a name character follows (`$$` is the
@@ -196,6 +201,11 @@ pub fn key(conf: &Value, at: &str, out: &mut Vec<Unmapped>) -> Option<String> {
                     .peek()
                     .is_some_and(|n| n.is_ascii_alphanumeric() || *n == '_');
                 match var(name.trim()) {
+                    Some(v) if default.is_some() => result.push_str(&format!(
+                        "$${{{} ?? {}}}",
+                        &v[1..],
+                        default.unwrap_or_default()
+                    )),
                     Some(v) if glued => result.push_str(&format!("$${{{}}}", &v[1..])),
                     Some(v) => result.push_str(&v),
                     None => {
@@ -458,6 +468,8 @@ pub fn rules(
                         let mut r = one(format!("{plugin}-{}", i + 1), count, window, k, None);
                         if let Some(m) = r.as_mapping_mut() {
                             m.insert(s("quota_header_prefix"), s(prefix));
+                            // A rule whose key resolves nothing is skipped; none → 500.
+                            m.insert(s("key_unresolved"), s("rules"));
                         }
                         rules.push(r);
                     }

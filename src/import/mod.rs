@@ -82,12 +82,23 @@ pub fn parse(text: &str, json: bool) -> Result<Value, String> {
 /// (certificates, CA bundles, service-account keys) belong to the machine it will run on
 /// and are not checked here.
 fn check_output(yaml: &str) -> Result<(), String> {
-    // `${VAR}` without a default gets a placeholder default; defaults stay as written.
+    // `${VAR}` without a default gets a placeholder default; defaults stay as written;
+    // `$$` is a literal `$` (a limit key's or count's own `$${var}` template) and stays.
     let mut text = String::with_capacity(yaml.len());
     let mut rest = yaml;
-    while let Some(at) = rest.find("${") {
+    while let Some(at) = rest.find('$') {
         text.push_str(&rest[..at]);
-        let after = &rest[at + 2..];
+        let after = &rest[at + 1..];
+        if let Some(escaped) = after.strip_prefix('$') {
+            text.push_str("$$");
+            rest = escaped;
+            continue;
+        }
+        let Some(after) = after.strip_prefix('{') else {
+            text.push('$');
+            rest = after;
+            continue;
+        };
         let name_len = after
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(after.len());

@@ -57,6 +57,36 @@ impl<'a> Check<'a> {
     }
 }
 
+/// The checks of `rules` for one request, in order: a rule whose key resolves nothing is
+/// left out when it says so (`key_unresolved: skip` or `rules`), and when a scope's
+/// `rules` limits all are, the request is refused as APISIX refuses it (`Err`, a 500).
+/// `Err` too for a templated number APISIX refuses.
+pub fn checks<'r>(
+    rules: impl Iterator<Item = &'r Rule>,
+    cx: &KeyContext<'_>,
+) -> Result<Vec<Check<'r>>, String> {
+    use crate::config::schema::KeyUnresolved;
+    let mut out = Vec::new();
+    // Scopes with `rules` limits, and whether one of them applied.
+    let mut sets: Vec<(&super::rules::Scope, bool)> = Vec::new();
+    for rule in rules {
+        let applies = rule.applies(cx);
+        if rule.key_unresolved == KeyUnresolved::Rules {
+            match sets.iter_mut().find(|(s, _)| **s == rule.scope) {
+                Some(set) => set.1 |= applies,
+                None => sets.push((&rule.scope, applies)),
+            }
+        }
+        if applies {
+            out.push(Check::new(rule, cx)?);
+        }
+    }
+    if sets.iter().any(|(_, applied)| !applied) {
+        return Err("no rule applies to the request (every rule's key resolved nothing)".into());
+    }
+    Ok(out)
+}
+
 impl Quota {
     /// The quota a limit-count decision reports.
     pub fn of_count(

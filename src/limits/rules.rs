@@ -46,6 +46,8 @@ pub struct Rule {
     pub kind: RuleKind,
     /// `None`: one counter for the whole scope.
     pub key: Option<KeyTemplate>,
+    /// What a key that resolves no variable means.
+    pub key_unresolved: crate::config::schema::KeyUnresolved,
     /// How a rejection by this rule is answered.
     pub answer: RejectAnswer,
     /// Where the rule is attached.
@@ -281,6 +283,7 @@ impl Rule {
             kind,
             cost_expr,
             key: c.key.as_deref().and_then(|k| KeyTemplate::parse(k).ok()),
+            key_unresolved: c.key_unresolved,
             scope: Scope::of(scope),
             queue: (c.on_limit == OnLimit::Queue).then_some(QueueSpec {
                 max_wait: c.max_wait,
@@ -323,6 +326,13 @@ impl Rule {
     /// The rule's algorithm.
     pub fn algorithm(&self) -> Kind {
         kind_of(&self.kind)
+    }
+
+    /// Whether the rule applies to a request: its key resolves a variable, or an
+    /// unresolved key falls back to the client's address.
+    pub fn applies(&self, cx: &KeyContext<'_>) -> bool {
+        self.key_unresolved == crate::config::schema::KeyUnresolved::RemoteAddr
+            || self.key.as_ref().is_none_or(|k| k.resolves(cx))
     }
 
     /// Whether the rule's key reads request headers.
@@ -383,5 +393,45 @@ mod tests {
         assert_ne!(a, b, "distinct values stay distinct");
         assert_eq!(a, key(&long), "and stable");
         assert!(a.len() < rule.id.len() + 40, "{}", a.len());
+    }
+
+    #[test]
+    fn unresolved_keys_skip_or_refuse_as_configured() {
+        use crate::limits::admission::checks;
+        let rule = |yaml: &str| {
+            let c: LimitRuleConfig = serde_yaml_ng::from_str(yaml).unwrap();
+            Rule::compile("route/r", &c).unwrap()
+        };
+        let fallback = rule("{name: a, key: $http_user, count: {count: 1, time_window: 60s}}");
+        let skip = rule(
+            "{name: b, key: $http_user, key_unresolved: skip, count: {count: 1, time_window: 60s}}",
+        );
+        let r1 = rule(
+            "{name: c, key: $http_user, key_unresolved: rules, count: {count: 1, time_window: 60s}}",
+        );
+        let r2 = rule(
+            "{name: d, key: $http_org, key_unresolved: rules, count: {count: 1, time_window: 60s}}",
+        );
+        let mut h = http::HeaderMap::new();
+        fn cx(h: &http::HeaderMap) -> KeyContext<'_> {
+            KeyContext {
+                consumer: None,
+                remote_addr: Some("10.0.0.1"),
+                model: "m",
+                headers: h,
+            }
+        }
+        fn names(v: Vec<crate::limits::admission::Check<'_>>) -> Vec<String> {
+            v.iter().map(|c| c.key.to_string()).collect()
+        }
+        // No header: the default falls back to the address, `skip` is left out, and the
+        // `rules` pair (none applying) is APISIX's 500.
+        let got = checks([&fallback, &skip].into_iter(), &cx(&h)).unwrap();
+        assert_eq!(names(got), ["route/r/a\u{1f}10.0.0.1"]);
+        let e = checks([&r1, &r2].into_iter(), &cx(&h)).err().unwrap();
+        assert!(e.contains("no rule applies"), "{e}");
+        h.insert("org", "acme".parse().unwrap());
+        let got = checks([&r1, &r2].into_iter(), &cx(&h)).unwrap();
+        assert_eq!(names(got), ["route/r/d\u{1f}acme"]);
     }
 }

@@ -85,12 +85,9 @@ pub async fn admit_plain(
         model,
         headers: &session.req_header().headers,
     };
-    let required: Vec<Check<'_>> = consumer_rules
-        .iter()
-        .chain(extra)
-        .map(|rule| Check::new(rule, &cx))
-        .collect::<Result<_, _>>()
-        .map_err(crate::gateway::admit::unresolved)?;
+    let required: Vec<Check<'_>> =
+        crate::limits::admission::checks(consumer_rules.iter().chain(extra), &cx)
+            .map_err(crate::gateway::admit::unresolved)?;
     let result = state
         .limiter
         .admit(&required, &[], Default::default())

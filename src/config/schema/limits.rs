@@ -13,6 +13,10 @@ pub struct LimitRuleConfig {
     /// counter for the whole scope.
     #[serde(default)]
     pub key: Option<String>,
+    /// What a `key` that resolves no variable means for a request (see
+    /// [`KeyUnresolved`]).
+    #[serde(default)]
+    pub key_unresolved: KeyUnresolved,
     #[serde(default)]
     pub req: Option<ReqRuleConfig>,
     #[serde(default)]
@@ -60,6 +64,21 @@ impl LimitRuleConfig {
             .or(self.conn.as_ref().and_then(|r| r.group.as_deref()))
             .or(self.count.as_ref().and_then(|r| r.group.as_deref()))
     }
+}
+
+/// A limit whose `key` resolves no variable for a request (a header it names is absent,
+/// and the key has no `??` default).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyUnresolved {
+    /// The client's address is the key (APISIX's limit plugins with `var_combination`).
+    #[default]
+    RemoteAddr,
+    /// The limit does not apply to that request.
+    Skip,
+    /// APISIX limit-count `rules`: as `skip`, and a request to which none of its scope's
+    /// `rules` limits applies is refused with a 500 ("failed to get rate limit rules").
+    Rules,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
