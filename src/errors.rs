@@ -67,6 +67,18 @@ pub enum GatewayError {
         retry_after_ms: u64,
         quotas: Vec<Quota>,
     },
+    /// A request larger than a whole limit's window: retrying cannot help (OpenAI's
+    /// "Request too large").
+    #[error(
+        "Request too large for {limit} on {}: Limit {allowed}, Requested {requested}. The input or output tokens must be reduced in order to run successfully.",
+        .budget.as_str()
+    )]
+    RequestTooLarge {
+        limit: Arc<str>,
+        budget: Budget,
+        allowed: String,
+        requested: String,
+    },
     /// APISIX ai-proxy-multi: every instance was at its limits (503).
     #[error("{message}")]
     AllServersTried {
@@ -111,6 +123,7 @@ impl GatewayError {
             UnknownRoute { .. } | ModelNotFound(_) | NotFound(_) => 404,
             BadRequest { .. } => 400,
             RateLimited { status, .. } => *status,
+            RequestTooLarge { .. } => 429,
             AuthThrottled { .. } => 429,
             PayloadTooLarge { .. } => 413,
             HeaderTooLarge { .. } => 431,
@@ -126,7 +139,9 @@ impl GatewayError {
 
     /// OpenAI `error.type`.
     pub fn error_type(&self) -> &'static str {
-        if let GatewayError::RateLimited { budget, .. } = self {
+        if let GatewayError::RateLimited { budget, .. }
+        | GatewayError::RequestTooLarge { budget, .. } = self
+        {
             if *budget == Budget::Spend {
                 // OpenAI's answer to an account out of credit (a 429 too).
                 return "insufficient_quota";
@@ -158,7 +173,7 @@ impl GatewayError {
                 budget: Budget::Spend,
                 ..
             } => Some("insufficient_quota"),
-            RateLimited { .. } => Some("rate_limit_exceeded"),
+            RateLimited { .. } | RequestTooLarge { .. } => Some("rate_limit_exceeded"),
             ProviderAuthRejected(_) => Some("provider_auth_failed"),
             ConsumerForbidden { .. } => Some("consumer_forbidden"),
             AllServersTried { .. } => Some("all_servers_tried"),
@@ -190,6 +205,7 @@ impl GatewayError {
             HeaderTimeout(_) => "header_timeout",
             MalformedRequest(_) => "malformed_request",
             RateLimited { .. } => "rate_limited",
+            RequestTooLarge { .. } => "request_too_large_for_limit",
             NoDeployment(_) => "no_deployment",
             UpstreamUnavailable(_) => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
@@ -208,7 +224,9 @@ impl GatewayError {
     /// status-based default (a 5xx caused by configuration will not heal by retrying).
     pub fn should_retry(&self) -> Option<bool> {
         match self {
-            GatewayError::NoDeployment(_) | GatewayError::ProviderAuthRejected(_) => Some(false),
+            GatewayError::NoDeployment(_)
+            | GatewayError::ProviderAuthRejected(_)
+            | GatewayError::RequestTooLarge { .. } => Some(false),
             // A spend budget that frees in more than a minute: the SDKs' retries (a few
             // seconds apart) cannot succeed.
             GatewayError::RateLimited {

@@ -145,12 +145,13 @@ fn a_reload_keeps_what_was_spent_and_applies_the_new_budget() {
 #[test]
 fn the_reservation_is_reconciled_with_the_real_cost() {
     // A larger completion budget reserves more than the answer costs; the difference
-    // comes back when the answer's usage is known.
+    // comes back when the answer's usage is known. (`admission: reserve`: a hard budget
+    // would cap the last request to what is left instead.)
     let gw = Gw::start(&format!(
         "admin: {{key: admin-secret}}\n{}",
         yaml(
             "",
-            "{name: budget, spend: {limit_usd: 0.10, time_window: 1h}}"
+            "{name: budget, spend: {limit_usd: 0.10, time_window: 1h, admission: reserve}}"
         )
     ));
     let body = serde_json::json!({"model": "cent", "max_tokens": 40,
@@ -246,7 +247,7 @@ fn a_queued_request_waits_for_a_reservation_to_be_reconciled() {
     // reservation to become its real cost, then fits ($0.01 + $0.08), instead of a 429.
     let cfg = yaml(
         "",
-        "{name: budget, spend: {limit_usd: 0.10, time_window: 1h}, on_limit: queue, max_wait: 5s}",
+        "{name: budget, spend: {limit_usd: 0.10, time_window: 1h, admission: reserve}, on_limit: queue, max_wait: 5s}",
     )
     .replace(
         "mock: {completion_tokens: 5}",

@@ -32,21 +32,28 @@ pub struct Subject {
     model: String,
     headers: http::HeaderMap,
     /// Tokens this request is expected to use: its prompt estimate and its completion
-    /// budget.
+    /// budget as asked (all choices).
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The completion budget admission asks for: as asked, or lowered to fit a hard limit
+    /// ([`super::cap`]).
+    pub(super) completion: std::sync::atomic::AtomicU64,
+    /// Completions the upstream generates (`n`).
+    pub choices: u64,
     /// A batch request: it yields to realtime traffic ([`crate::limits::priority`]) and
     /// never joins a realtime queue.
     pub batch: bool,
 }
 
-/// Tokens a request is expected to use: its prompt estimate and its completion budget.
+/// Tokens a request is expected to use: its prompt estimate and its completion budget
+/// (the cap per choice times the choices the upstream generates).
 fn estimate(rt: &Runtime, req: &AiRequest) -> (u64, u64) {
     let completion = match req.endpoint {
         crate::canonical::Endpoint::Embeddings => 0,
         _ => req
             .max_tokens
-            .unwrap_or(rt.config.routing.default_max_tokens),
+            .unwrap_or(rt.config.routing.default_max_tokens)
+            .saturating_mul(req.choices),
     };
     (req.prompt_estimate(), completion)
 }
@@ -69,6 +76,8 @@ impl Subject {
             headers,
             prompt_tokens,
             completion_tokens,
+            completion: completion_tokens.into(),
+            choices: req.choices,
             batch: false,
         }
     }
@@ -90,7 +99,7 @@ impl Subject {
     pub fn estimate(&self, open: &[&Deployment]) -> Estimate {
         let cost = |p: &crate::config::schema::EffectivePrice| {
             let per_million = self.prompt_tokens as f64 * p.input
-                + self.completion_tokens as f64 * p.output.max(p.reasoning);
+                + self.completion() as f64 * p.output.max(p.reasoning);
             let discount = if self.batch { p.batch_discount } else { 0.0 };
             // USD per million tokens × tokens = micro-dollars.
             per_million * (1.0 - discount)
@@ -100,7 +109,7 @@ impl Subject {
             .filter_map(|d| d.price.as_ref().map(cost))
             .fold(0.0, f64::max);
         Estimate {
-            tokens: self.prompt_tokens + self.completion_tokens,
+            tokens: self.prompt_tokens.saturating_add(self.completion()),
             spend_micro_usd: spend.ceil() as u64,
         }
     }
@@ -241,10 +250,37 @@ pub async fn admit(
             yield_to_realtime(alt, &state.realtime, &state.queues, deployments_queued);
         }
     }
-    let result = state
-        .limiter
-        .admit(&required, &alternatives, estimate)
-        .await;
+    super::cap::fit_windows(subject, &required, open).map_err(answer)?;
+    let mut tries = 0;
+    let result = loop {
+        let estimate = subject.estimate(open);
+        let result = state
+            .limiter
+            .admit(&required, &alternatives, estimate)
+            .await;
+        // A hard limit without room for the whole cap: ask again for what it has left.
+        if let Err(Denied::Limited(r)) = &result {
+            if tries < super::cap::RETRIES
+                && super::cap::shrink_to_room(subject, &required, r, open)
+            {
+                tries += 1;
+                continue;
+            }
+        }
+        break result;
+    };
+    let hard = |choice: usize| {
+        required
+            .iter()
+            .chain(alternatives.get(choice).into_iter().flatten())
+            .any(|c| c.rule.hard)
+    };
+    if let Ok(a) = &result {
+        if hard(a.choice.unwrap_or(0)) && subject.completion() > 0 {
+            let cap = subject.cap_per_choice();
+            ctx.completion_cap = Some(ctx.completion_cap.map_or(cap, |c| c.min(cap)));
+        }
+    }
     if subject.batch {
         // Batch work has its own metrics; realtime decisions and rates stay realtime's.
         return batch_result(ctx, result).map_err(|e| Refused::Answer(e, None));

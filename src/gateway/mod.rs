@@ -11,6 +11,7 @@
 //!   failover classification.
 
 pub mod admit;
+pub mod cap;
 pub mod fallback;
 pub mod state;
 mod traced;
@@ -47,6 +48,9 @@ pub struct CallCtx {
     /// across a stream's events.
     pub usage_fields: Option<Arc<std::collections::BTreeMap<String, f64>>>,
     pub attempts: u32,
+    /// The completion cap per choice a hard limit admitted the request with: sent
+    /// upstream ([`cap`]).
+    pub completion_cap: Option<u64>,
     pub error: Option<&'static str>,
     /// Limit tickets held until the request ends (slots, token reservations).
     pub tickets: Vec<Ticket>,
@@ -119,6 +123,7 @@ impl CallCtx {
             usage: None,
             usage_fields: None,
             attempts: 0,
+            completion_cap: None,
             error: None,
             tickets: Vec::new(),
             quotas: Vec::new(),

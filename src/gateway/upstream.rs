@@ -307,6 +307,8 @@ pub async fn call<'r>(
             None => None,
         };
         let request = with_options.as_ref().unwrap_or(request);
+        let capped = super::cap::apply(ctx.completion_cap, request)?;
+        let request = capped.as_ref().unwrap_or(request);
         let out = outgoing(rt, d, request)?;
         let traceparent = ctx.trace_attempt(d, request);
         let result = attempt(state, rt, d, request, out, traceparent).await;

@@ -58,6 +58,9 @@ pub struct Rule {
     pub cost_expr: Option<Arc<CostExpr>>,
     /// APISIX 3.18 templates of the rule's numbers, resolved per request.
     pub templates: Option<Arc<NumberTemplates>>,
+    /// A hard token limit or spend budget: requests' completions are capped to fit it
+    /// ([`crate::gateway::cap`]).
+    pub hard: bool,
 }
 
 /// The templated numbers of a count or token rule (`None`: the configured value).
@@ -284,6 +287,12 @@ impl Rule {
             cost_expr,
             key: c.key.as_deref().and_then(|k| KeyTemplate::parse(k).ok()),
             key_unresolved: c.key_unresolved,
+            hard: c
+                .tokens
+                .as_ref()
+                .map(|t| t.admission)
+                .or(c.spend.as_ref().map(|s| s.admission))
+                == Some(crate::config::schema::TokenAdmission::Hard),
             scope: Scope::of(scope),
             queue: (c.on_limit == OnLimit::Queue).then_some(QueueSpec {
                 max_wait: c.max_wait,

@@ -188,17 +188,30 @@ pub struct TokensRuleConfig {
     #[serde(default)]
     pub cost_expr: Option<String>,
     /// `reserve` (default): admitted only if the estimate fits. `any_left` (APISIX): admitted
-    /// while one token is left, reserving what is left up to the estimate.
+    /// while one token is left, reserving what is left up to the estimate. `hard`: the
+    /// completion is capped at what is left (the cap sent upstream, exactly it reserved).
     #[serde(default)]
     pub admission: TokenAdmission,
 }
 
+/// How a token limit or spend budget admits a request ([`crate::gateway::cap`]).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenAdmission {
+    /// Admitted only if its estimate (prompt + `max_tokens` × choices) fits what is left;
+    /// a request larger than the whole limit is refused.
     #[default]
     Reserve,
+    /// APISIX's ai-rate-limiting: admitted while one token is left.
     AnyLeft,
+    /// The completion is capped at what the limit can still pay for: that cap is sent
+    /// upstream (`max_tokens` or the surface's own field) and exactly it is reserved, so
+    /// the limit cannot be overspent.
+    Hard,
+}
+
+fn hard_admission() -> TokenAdmission {
+    TokenAdmission::Hard
 }
 
 /// A spend budget per window: USD, reserved at admission from the request's estimate at
@@ -210,6 +223,10 @@ pub struct SpendRuleConfig {
     pub limit_usd: f64,
     #[serde(with = "humantime_serde")]
     pub time_window: Duration,
+    /// `hard` (default) or `reserve` (see [`TokenAdmission`]; `any_left` is for token
+    /// limits only).
+    #[serde(default = "hard_admission")]
+    pub admission: TokenAdmission,
 }
 
 /// Where the counters of every limit rule live.

@@ -234,6 +234,12 @@ pub(super) fn limit_rules(
                     "APISIX's quota headers count requests or tokens, not spend",
                 );
             }
+            if s.admission == crate::config::schema::TokenAdmission::AnyLeft {
+                p.add(
+                    format!("{path}.spend.admission"),
+                    "must be hard or reserve (any_left is APISIX's, for token limits)",
+                );
+            }
         }
         let token = |s: &str| {
             !s.is_empty()

@@ -6,6 +6,8 @@
 //!
 //! Used by the proxy (from a client's body) and the batch dispatcher (from an input line).
 
+pub mod numbers;
+
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -105,8 +107,11 @@ pub struct AiRequest {
     pub stream: bool,
     /// The client asked for the final usage chunk (`stream_options.include_usage`).
     pub client_wants_usage: bool,
-    /// `max_completion_tokens`, else `max_tokens`.
+    /// The completion cap per choice the client asked for: `max_completion_tokens`, else
+    /// `max_tokens` (chat), `max_output_tokens` (Responses) — validated ([`numbers`]).
     pub max_tokens: Option<u64>,
+    /// How many completions the upstream generates and bills (`n`, `best_of`; ≥ 1).
+    pub choices: u64,
     /// For a surface other than chat (`/v1/messages`): the same request as an OpenAI chat
     /// request, sent to deployments whose provider does not serve the surface itself
     /// (see `crate::surfaces`).
@@ -149,9 +154,7 @@ impl AiRequest {
             .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
             .and_then(|v| v.get("include_usage").and_then(|u| u.as_bool()))
             .unwrap_or(false);
-        let max_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|k| raw(k).and_then(|r| r.parse::<u64>().ok()));
+        let numbers = numbers::read(endpoint, raw)?;
         let req = AiRequest {
             endpoint,
             body,
@@ -159,7 +162,8 @@ impl AiRequest {
             model,
             stream,
             client_wants_usage,
-            max_tokens,
+            max_tokens: numbers.max_tokens,
+            choices: numbers.choices,
             pivot: None,
         };
         req.check_required()?;
@@ -289,6 +293,56 @@ impl AiRequest {
         out.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
         let body = Bytes::from(serde_json::Value::Object(out).to_string());
         AiRequest::parse(self.endpoint, body)
+    }
+
+    /// The fields that cap this request's completion per choice, as its API names them
+    /// (the first is the one added when the client sent none).
+    fn cap_fields(&self) -> &'static [&'static str] {
+        match self.endpoint {
+            Endpoint::ChatCompletions if self.fields.contains_key("max_completion_tokens") => {
+                &["max_completion_tokens", "max_tokens"]
+            }
+            Endpoint::ChatCompletions => &["max_tokens", "max_completion_tokens"],
+            Endpoint::Completions | Endpoint::Messages => &["max_tokens"],
+            Endpoint::Responses => &["max_output_tokens"],
+            Endpoint::Embeddings => &[],
+        }
+    }
+
+    /// This request with its completion capped at `cap` tokens per choice, when that is
+    /// below what it asks (`None`: nothing to change). Every cap field the body has is
+    /// lowered (the first is added when it has none); the other fields are the received
+    /// bytes. A hard limit relies on this cap, so it goes upstream.
+    pub fn with_cap(&self, cap: u64) -> Result<Option<AiRequest>, GatewayError> {
+        let fields = self.cap_fields();
+        if fields.is_empty() || self.max_tokens.is_some_and(|m| m <= cap) {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(self.body.len() + 32);
+        out.push(b'{');
+        let mut seen = false;
+        for k in self.fields.keys() {
+            let mut v = self.raw(k).unwrap_or("null").to_string();
+            if fields.contains(&k.as_str()) {
+                seen = true;
+                let asked = v.parse::<u64>().unwrap_or(u64::MAX);
+                v = asked.min(cap).to_string();
+            }
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(v.as_bytes());
+        }
+        if !seen {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            out.extend_from_slice(format!("\"{}\":{cap}", fields[0]).as_bytes());
+        }
+        out.push(b'}');
+        AiRequest::parse(self.endpoint, Bytes::from(out)).map(Some)
     }
 
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
@@ -439,6 +493,23 @@ mod tests {
             assert_eq!(e.status(), 400);
             assert!(e.to_string().contains(want), "{e} !~ {want}");
         }
+    }
+
+    #[test]
+    fn caps_go_into_the_body_only_when_lower() {
+        let chat =
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":100,"n":2}"#;
+        let r = parse(Endpoint::ChatCompletions, chat).unwrap();
+        assert!(r.with_cap(100).unwrap().is_none());
+        let c = r.with_cap(40).unwrap().unwrap();
+        assert_eq!((c.max_tokens, c.choices), (Some(40), 2));
+        let body = br#"{"model":"m","input":"hi"}"#;
+        let r = parse(Endpoint::Responses, body).unwrap();
+        let c = r.with_cap(7).unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&c.upstream_body("m")).unwrap();
+        assert_eq!(v["max_output_tokens"], 7);
+        let e = parse(Endpoint::Embeddings, br#"{"model":"m","input":"x"}"#).unwrap();
+        assert!(e.with_cap(1).unwrap().is_none());
     }
 
     #[test]
