@@ -281,3 +281,98 @@ fn a_batch_is_held_by_the_hard_budget() {
     assert!(most <= 0.03 + 1e-9, "{most}");
     assert!(most > 0.0);
 }
+
+#[test]
+fn a_stream_the_client_abandons_is_charged_at_least_what_it_relayed() {
+    use std::io::{Read, Write};
+    // A reserve budget: the upstream is not capped, so it streams past the reservation
+    // (1,024 tokens) until the client leaves.
+    let cfg = yaml(
+        "",
+        "{name: tpm, tokens: {limit: 1000000, time_window: 1h}}, \
+         {name: budget, spend: {limit_usd: 10, time_window: 1h, admission: reserve}}",
+    )
+    .replace("latency_ms: 200", "tokens_per_second: 4000");
+    let gw = Gw::start(&cfg);
+    let body = chat(json!({}), true).to_string();
+    let mut s = std::net::TcpStream::connect(
+        gw.url("")
+            .trim_start_matches("http://")
+            .trim_end_matches('/'),
+    )
+    .unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // Read about half of the answer (4,096 tokens at 4,000 a second), then leave.
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    while started.elapsed() < std::time::Duration::from_millis(500) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    drop(s);
+    let text = String::from_utf8_lossy(&got);
+    let words = text.matches("\"content\":\"").count() as f64;
+    assert!(
+        words > 1024.0,
+        "the stream went past its reservation: {words}"
+    );
+    // The gateway charges once it notices the client left.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while used(&gw, "tpm") == 0.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let tokens = used(&gw, "tpm");
+    let spent = used(&gw, "budget");
+    let metric = gw.metric("gateway_spend_usd_total", &[]);
+    println!("a stream left after {words} chunks: charged {tokens} tokens, ${spent:.6} (metric ${metric:.6})");
+    assert!(tokens >= words, "{tokens} < {words}");
+    assert!(spent >= words * 10.0 / 1e6 - 1e-9, "{spent}");
+    assert!(metric > 0.0, "the spend metric shows it");
+}
+
+#[test]
+fn a_stream_past_the_cap_it_was_sent_is_ended_there_as_a_length_limit() {
+    let cfg = yaml(
+        "",
+        "{name: budget, spend: {limit_usd: 0.001, time_window: 1h}}",
+    )
+    .replace("latency_ms: 200", "ignore_max_tokens: true");
+    // $0.001 buys 100 tokens; the provider ignores the cap and streams 4,096.
+    for (path, body) in [
+        ("/v1/chat/completions", chat(json!({}), true)),
+        (
+            "/v1/messages",
+            json!({"model": "m", "max_tokens": 1024, "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ] {
+        let gw = Gw::start(&cfg);
+        let r = post(&gw.url(path), Some(KEY), &body.to_string());
+        assert_eq!(r.status, 200, "{}", r.body);
+        let chunks =
+            r.body.matches("\"content\":\"").count() + r.body.matches("text_delta").count();
+        println!("{path}: a provider ignoring its 100-token cap: {chunks} text events relayed");
+        assert!(chunks <= 101, "{chunks}");
+        if path == "/v1/messages" {
+            assert!(
+                r.body.contains("\"stop_reason\":\"max_tokens\""),
+                "{}",
+                r.body
+            );
+        } else {
+            assert!(r.body.contains("\"finish_reason\":\"length\""));
+            assert!(r.body.ends_with("data: [DONE]\n\n"));
+        }
+        // Charged what was relayed (at least the reservation), not the 4,096 produced.
+        let spent = used(&gw, "budget");
+        assert!(spent < 0.0025, "{spent}");
+    }
+}

@@ -415,6 +415,9 @@ pub struct MockConfig {
     pub failure: Option<MockFailure>,
     /// End streams abruptly after this many content tokens (no `[DONE]`).
     pub cut_stream_after_tokens: Option<u32>,
+    /// Answer `completion_tokens` whatever `max_tokens` says, as a provider that ignores
+    /// the cap it is sent (for testing hard limits).
+    pub ignore_max_tokens: bool,
 }
 
 impl Default for MockConfig {
@@ -426,6 +429,7 @@ impl Default for MockConfig {
             embedding_dimensions: 64,
             failure: None,
             cut_stream_after_tokens: None,
+            ignore_max_tokens: false,
         }
     }
 }

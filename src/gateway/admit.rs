@@ -250,6 +250,7 @@ pub async fn admit(
             yield_to_realtime(alt, &state.realtime, &state.queues, deployments_queued);
         }
     }
+    ctx.prompt_estimate = subject.prompt_tokens;
     super::cap::fit_windows(subject, &required, open).map_err(answer)?;
     let mut tries = 0;
     let result = loop {

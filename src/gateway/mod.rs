@@ -51,6 +51,16 @@ pub struct CallCtx {
     /// The completion cap per choice a hard limit admitted the request with: sent
     /// upstream ([`cap`]).
     pub completion_cap: Option<u64>,
+    /// The prompt's estimate at admission (tokens).
+    pub prompt_estimate: u64,
+    /// Tokens of answer text a stream relayed (estimated from the text: see
+    /// `proxy::relayed`), for an answer whose usage never came whole.
+    pub relayed_tokens: u64,
+    /// Relayed events that carried answer text.
+    pub relayed_events: u64,
+    /// `usage` was estimated from the relayed text: it is charged at least the
+    /// reservation, as the upstream may have billed more than reached the client.
+    pub usage_estimated: bool,
     pub error: Option<&'static str>,
     /// Limit tickets held until the request ends (slots, token reservations).
     pub tickets: Vec<Ticket>,
@@ -124,6 +134,10 @@ impl CallCtx {
             usage_fields: None,
             attempts: 0,
             completion_cap: None,
+            prompt_estimate: 0,
+            relayed_tokens: 0,
+            relayed_events: 0,
+            usage_estimated: false,
             error: None,
             tickets: Vec::new(),
             quotas: Vec::new(),
@@ -189,6 +203,35 @@ impl CallCtx {
         }
     }
 
+    /// A stream that did not end whole (the client left, the upstream broke off) and
+    /// relayed more answer text than its usage reports (or reported none): the relayed text
+    /// stands in for its completion.
+    pub fn settle_relayed(&mut self) {
+        if self.relayed_tokens == 0 || (self.status != 499 && self.error.is_none()) {
+            return;
+        }
+        let u = self.usage.get_or_insert(Usage {
+            prompt_tokens: self.prompt_estimate,
+            completion_tokens: 0,
+            total_tokens: None,
+        });
+        if u.completion_tokens < self.relayed_tokens {
+            u.completion_tokens = self.relayed_tokens;
+            u.total_tokens = None;
+            self.usage_estimated = true;
+            // Priced as output, beside whatever the prompt's counts were.
+            let prompt = u.prompt_tokens;
+            let b = self.billed.get_or_insert(crate::cost::Billed {
+                input: prompt,
+                cached_input: 0,
+                cache_write: 0,
+                output: 0,
+                reasoning: 0,
+            });
+            b.output = self.relayed_tokens.saturating_sub(b.reasoning);
+        }
+    }
+
     /// The usage token and spend limits charge in place of their reservations, when the
     /// answer reported one.
     pub fn charged_usage(&self) -> Option<crate::limits::admission::TokenUsage> {
@@ -197,6 +240,7 @@ impl CallCtx {
             prompt: u.prompt_tokens,
             completion: u.completion_tokens,
             total: u.total_tokens,
+            at_least_reserved: self.usage_estimated,
             fields: self.usage_fields.clone(),
             spend_micro_usd: self.cost_usd().map(crate::limits::rules::micro_usd),
         })

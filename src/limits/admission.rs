@@ -165,6 +165,9 @@ pub struct TokenUsage {
     pub completion: u64,
     /// The total the provider reported (`None`: prompt + completion stands in).
     pub total: Option<u64>,
+    /// An estimate (a stream's relayed text): each limit charges at least what it had
+    /// reserved.
+    pub at_least_reserved: bool,
     /// What the answer cost in micro-dollars (`None`: the deployment has no price; spend
     /// rules then charge nothing, and `check` warns about the missing price).
     pub spend_micro_usd: Option<u64>,

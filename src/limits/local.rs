@@ -41,7 +41,14 @@ impl Hold for LocalHold {
     ) -> Option<super::admission::Released> {
         let now = self.store.now_ms();
         for r in std::mem::take(&mut self.reservations) {
-            let used = usage.as_ref().map_or(r.tokens, |u| u.cost(&r.charge));
+            let used = usage.as_ref().map_or(r.tokens, |u| {
+                let cost = u.cost(&r.charge);
+                if u.at_least_reserved {
+                    cost.max(r.tokens)
+                } else {
+                    cost
+                }
+            });
             release_tokens(&self.store, &r, now, used);
         }
         None
@@ -389,6 +396,7 @@ mod tests {
             prompt: 30,
             completion: 20,
             total: None,
+            at_least_reserved: false,
             fields: None,
             spend_micro_usd: None,
         }));

@@ -27,6 +27,7 @@ pub fn finish(
             })
             .unwrap_or(0);
     }
+    ctx.settle_relayed();
     // Charge token usage in place of the reservations. Without usage, an answer that
     // started (or a client that left mid-stream) is charged its reservation; a request that
     // failed before any answer is charged nothing.

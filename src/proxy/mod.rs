@@ -16,6 +16,7 @@ pub mod body;
 pub mod front;
 pub mod passthrough;
 pub mod path;
+pub mod relayed;
 pub mod respond;
 pub mod responses;
 pub mod route;

@@ -1,7 +1,8 @@
-//! The SSE event splitter of streamed upstream answers: bounded events, each byte
-//! scanned once.
+//! The SSE event splitter of streamed upstream answers (bounded events, each byte
+//! scanned once), and reading an event's data.
 
 use bytes::{Bytes, BytesMut};
+use std::borrow::Cow;
 
 /// Splits a byte stream into SSE events, each ending with its blank line. Each byte is
 /// scanned once (a search resumes where the last one stopped, 3 bytes back for a line
@@ -59,6 +60,30 @@ impl EventSplitter {
     }
 }
 
+/// The `data` of an event (data lines joined by `\n`), `None` when it has none. An event
+/// of one data line (every OpenAI chunk) is borrowed, not copied.
+pub fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut data: Option<Cow<'_, [u8]>> = None;
+    for line in event.split(|&b| b == b'\n' || b == b'\r') {
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            match &mut data {
+                Some(d) => {
+                    let d = d.to_mut();
+                    d.push(b'\n');
+                    d.extend_from_slice(rest);
+                }
+                None => data = Some(Cow::Borrowed(rest)),
+            }
+        }
+    }
+    data
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(hay, needle).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +120,15 @@ mod tests {
         let mut s = EventSplitter::new(10);
         s.push(b"data: 0123456789\n\n");
         assert_eq!(s.next_event(), Err(EventTooLarge));
+    }
+
+    #[test]
+    fn event_data_joins_lines_and_borrows_a_single_one() {
+        let one = event_data(b"data: {\"a\":1}\n\n").unwrap();
+        assert!(matches!(one, Cow::Borrowed(b"{\"a\":1}")));
+        let two = event_data(b"event: x\r\ndata: a\r\ndata:b\r\n\r\n").unwrap();
+        assert_eq!(&*two, b"a\nb");
+        assert!(event_data(b": keep-alive\n\n").is_none());
+        assert!(contains(b"xx\"usage\":{", b"usage") && !contains(b"us", b"usage"));
     }
 }

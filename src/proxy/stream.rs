@@ -7,8 +7,9 @@
 //! - Other answers are read whole (bounded), their usage counted, and upstream errors are
 //!   normalised to the OpenAI error shape.
 
+use super::relayed;
 use super::responses::Prepared;
-use super::sse::{EventSplitter, EventTooLarge};
+use super::sse::{contains, event_data, EventSplitter, EventTooLarge};
 use super::{respond, CallCtx, RequestCtx, Usage};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::{anthropic_error_body, openai_error_body};
@@ -20,7 +21,6 @@ use crate::surfaces::{self, ChunkTranslator};
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use serde_json::Value;
-use std::borrow::Cow;
 
 /// Largest non-streaming upstream body the gateway will relay.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -330,7 +330,12 @@ async fn relay_events(
             };
             // A surface needs the usage chunk to report usage itself.
             let wants_usage = req.client_wants_usage || surface.is_some();
-            let (send, complete) = dialect.handle(event, wants_usage, ctx);
+            let (mut send, mut complete) = dialect.handle(event, wants_usage, ctx);
+            // Past the cap it was sent: ended as a length limit (chat dialects).
+            if relayed::note(ctx, &send, req.choices) && !matches!(dialect, Dialect::Native(..)) {
+                (send, complete) = (relayed::length_end(), true);
+                ctx.error = Some("upstream_over_cap");
+            }
             for e in send {
                 match surface.as_mut() {
                     Some(s) => {
@@ -502,30 +507,6 @@ fn inspect(event: &[u8], client_wants_usage: bool, call: &mut CallCtx) -> Action
     Action::Forward
 }
 
-/// The `data` of an event (data lines joined by `\n`), `None` when it has none. An event
-/// of one data line (every OpenAI chunk) is borrowed, not copied.
-fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
-    let mut data: Option<Cow<'_, [u8]>> = None;
-    for line in event.split(|&b| b == b'\n' || b == b'\r') {
-        if let Some(rest) = line.strip_prefix(b"data:") {
-            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-            match &mut data {
-                Some(d) => {
-                    let d = d.to_mut();
-                    d.push(b'\n');
-                    d.extend_from_slice(rest);
-                }
-                None => data = Some(Cow::Borrowed(rest)),
-            }
-        }
-    }
-    data
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(hay, needle).is_some()
-}
-
 /// The `usage` object of a complete OpenAI JSON answer (parsed alone).
 /// An OpenAI-dialect answer's `usage` object and `model` (the provider's own name for the
 /// model that answered), read without building the rest of the tree.
@@ -544,16 +525,6 @@ fn answer_fields(body: &[u8]) -> (Option<Value>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn event_data_joins_lines_and_borrows_a_single_one() {
-        let one = event_data(b"data: {\"a\":1}\n\n").unwrap();
-        assert!(matches!(one, Cow::Borrowed(b"{\"a\":1}")));
-        let two = event_data(b"event: x\r\ndata: a\r\ndata:b\r\n\r\n").unwrap();
-        assert_eq!(&*two, b"a\nb");
-        assert!(event_data(b": keep-alive\n\n").is_none());
-        assert!(contains(b"xx\"usage\":{", b"usage") && !contains(b"us", b"usage"));
-    }
 
     #[test]
     fn usage_chunk_counted_and_dropped_unless_asked() {

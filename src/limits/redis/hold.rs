@@ -69,7 +69,14 @@ impl RedisHold {
             .map(|h| {
                 let used = match (finished, &usage) {
                     (false, _) => 0,
-                    (true, Some(u)) => h.charge.as_ref().map_or(0, |c| u.cost(c)),
+                    (true, Some(u)) => {
+                        let cost = h.charge.as_ref().map_or(0, |c| u.cost(c));
+                        if u.at_least_reserved {
+                            cost.max(h.tokens)
+                        } else {
+                            cost
+                        }
+                    }
                     (true, None) => h.tokens,
                 };
                 Release {

@@ -128,7 +128,7 @@ impl MockProvider {
         }
         let wanted = u64::from(self.cfg.completion_tokens).min(MAX_COMPLETION_TOKENS);
         let (count, finish) = match req.max_tokens {
-            Some(m) if m < wanted => (m, "length"),
+            Some(m) if m < wanted && !self.cfg.ignore_max_tokens => (m, "length"),
             _ => (wanted, "stop"),
         };
         let seed = u64::from_le_bytes(prompt.digest[..8].try_into().unwrap_or_default());

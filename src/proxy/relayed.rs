@@ -1,0 +1,104 @@
+//! What a stream has relayed of its answer, counted from the events themselves: the text
+//! of chat chunks' deltas (content, reasoning, tool arguments, refusals), of Anthropic's
+//! `content_block_delta` events and of the Responses API's `*.delta` events — only the
+//! deltas, so nothing is counted twice. It stands in for the usage an answer never
+//! reported (a client that left, an upstream that broke off, a provider that ignored its
+//! cap): one token per four bytes, the gateway's estimate for prompts too. A chat stream
+//! that goes past the cap a hard limit sent is ended there as a length limit
+//! ([`note`], [`length_end`]).
+
+use bytes::Bytes;
+use memchr::memmem;
+
+/// Text bytes of one event's deltas.
+pub fn text_bytes(event: &[u8]) -> u64 {
+    let has = |needle: &[u8]| memmem::find(event, needle).is_some();
+    let fields: &[&[u8]] = if has(b"chat.completion.chunk") {
+        &[
+            b"\"content\":\"",
+            b"\"reasoning_content\":\"",
+            b"\"reasoning\":\"",
+            b"\"arguments\":\"",
+            b"\"refusal\":\"",
+        ]
+    } else if has(b"\"content_block_delta\"") {
+        &[b"\"text\":\"", b"\"partial_json\":\"", b"\"thinking\":\""]
+    } else if has(b".delta\"") {
+        &[b"\"delta\":\""]
+    } else {
+        &[]
+    };
+    fields
+        .iter()
+        .flat_map(|f| memmem::find_iter(event, f).map(move |at| at + f.len()))
+        .map(|start| string_len(&event[start..]))
+        .sum()
+}
+
+/// Bytes of a JSON string's body up to its closing quote (escapes counted as written).
+fn string_len(s: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'\\' => i += 2,
+            b'"' => return i as u64,
+            _ => i += 1,
+        }
+    }
+    s.len() as u64
+}
+
+/// Tokens for `bytes` of text (at least one when any was relayed).
+pub fn tokens(bytes: u64) -> u64 {
+    bytes.div_ceil(4)
+}
+
+/// Count one upstream event's worth of relayed events into `ctx`: the estimate charged
+/// for a stream that did not end whole, and the events that carried text (a lower bound
+/// on the tokens: providers stream whole tokens, at least one in each such event).
+/// Whether the stream is now past the cap it was sent (`choices` completions of
+/// `completion_cap` tokens): the provider ignored it.
+pub fn note(ctx: &mut crate::gateway::CallCtx, events: &[Bytes], choices: u64) -> bool {
+    for e in events {
+        let bytes = text_bytes(e);
+        if bytes > 0 {
+            ctx.relayed_tokens = ctx.relayed_tokens.saturating_add(tokens(bytes));
+            ctx.relayed_events += 1;
+        }
+    }
+    ctx.completion_cap
+        .is_some_and(|cap| ctx.relayed_events > cap.saturating_mul(choices))
+}
+
+/// The end of a chat stream at a length limit, sent in place of what an upstream relayed
+/// past its cap.
+pub fn length_end() -> Vec<Bytes> {
+    vec![
+        Bytes::from_static(
+            b"data: {\"id\":\"chatcmpl-capped\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
+        ),
+        Bytes::from_static(b"data: [DONE]\n\n"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_deltas_only() {
+        let chat = br#"data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"hello \"x\""}}]}"#;
+        assert_eq!(text_bytes(chat), 11);
+        let call = br#"data: {"object":"chat.completion.chunk","choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\"a\":1}"}}]}}]}"#;
+        assert_eq!(text_bytes(call), 9);
+        let anthropic = br#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi there"}}"#;
+        assert_eq!(text_bytes(anthropic), 8);
+        let responses = br#"data: {"type":"response.output_text.delta","delta":"abc"}"#;
+        assert_eq!(text_bytes(responses), 3);
+        // The closing events repeat the text: not counted.
+        let done = br#"data: {"type":"response.output_text.done","text":"abc"}"#;
+        assert_eq!(text_bytes(done), 0);
+        assert_eq!(text_bytes(b"data: [DONE]"), 0);
+        assert_eq!((tokens(0), tokens(1), tokens(8)), (0, 1, 2));
+    }
+}
