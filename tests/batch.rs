@@ -23,7 +23,7 @@ impl Store {
         match &self.0 {
             None => String::new(),
             Some(r) => format!(
-                "limits: {{policy: redis, redis: {{url: \"{}\"}}, lease_ttl: 2s}}\n",
+                "limits: {{policy: redis, redis: {{url: \"{}\", timeout: 500ms}}, lease_ttl: 2s}}\n",
                 r.url()
             ),
         }

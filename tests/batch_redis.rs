@@ -22,7 +22,7 @@ providers:
 models:
   - {{name: m, deployments: [{{provider: mock}}]}}
   - {{name: bad, deployments: [{{provider: broken}}]}}
-limits: {{policy: redis, redis: {{url: "{}"}}, lease_ttl: 2s}}
+limits: {{policy: redis, redis: {{url: "{}", timeout: 500ms}}, lease_ttl: 2s}}
 batch: {{store: redis, concurrency: 32}}
 "#,
         redis.url()

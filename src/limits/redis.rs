@@ -6,10 +6,20 @@
 //! that arrive while a call is in flight share the next call ([`group`]).
 //!
 //! Concurrency slots and token reservations are *leases*: sorted-set members whose score
-//! is their expiry. [`RedisStore::run`] (a background task) refreshes every live lease a
-//! third of `lease_ttl` before it would expire and sends releases in batches, so a request
-//! that ends gives its slot back within one round trip, and a gateway that dies stops
-//! refreshing and its slots expire after `lease_ttl`.
+//! is their expiry. [`RedisStore::run`] (a background task) refreshes every live lease each
+//! third of `lease_ttl` and sends releases in batches, so a request that ends gives its
+//! slot back within one round trip, and a gateway that dies stops refreshing and its slots
+//! expire after `lease_ttl` + `redis.timeout`.
+//!
+//! Why a running request's lease is not counted free by others: a lease's expiry is its
+//! last refresh + `lease_ttl` + `redis.timeout` (the grace: the longest Redis itself may
+//! hold a refresh back, a stall shorter than the timeout). Refreshes go every
+//! `lease_ttl / 3`, one call per slot, all at once, each bounded by the timeout, so no
+//! node's failure delays another node's refresh. `check` requires `lease_ttl ≥ 3 ×
+//! redis.timeout`. So a live holder's lease expires only if its refreshes to that node
+//! fail for more than two thirds of `lease_ttl`: an outage of that node (or of the path to
+//! it) of that length, during which admissions that need the node are refused or decided
+//! locally as `allow_degradation` says.
 //!
 //! Faults (connection refused, timeout, script error) mark the store down; it is probed
 //! in the background and marked up when Redis answers again. While it is down the
@@ -167,6 +177,8 @@ pub struct RedisStore {
     synced: Option<SyncedCounts>,
     prefix: String,
     lease_ttl_ms: u64,
+    /// A lease's life in Redis past each refresh: `lease_ttl` + `redis.timeout`.
+    lease_life_ms: u64,
     timeout: Duration,
     instance: String,
     seq: AtomicU64,
@@ -219,6 +231,7 @@ impl RedisStore {
                 .map(|i| SyncedCounts::new(i, config.local_max_keys, keys.clone())),
             prefix,
             lease_ttl_ms: config.lease_ttl.as_millis() as u64,
+            lease_life_ms: (config.lease_ttl + r.timeout).as_millis() as u64,
             timeout: r.timeout,
             instance: format!("{:016x}", rand::random::<u64>()),
             seq: AtomicU64::new(0),
@@ -467,14 +480,22 @@ impl RedisStore {
         if live.is_empty() {
             return;
         }
-        for run in self.by_slot(live, |(zset, _)| zset) {
+        // One call per slot, all at once, each bounded: a node that does not answer
+        // delays no other node's refresh.
+        let deadline = self
+            .timeout
+            .min(Duration::from_millis(self.lease_ttl_ms / 3));
+        let calls = self.by_slot(live, |(zset, _)| zset).into_iter().map(|run| {
             let mut inv = self.refresh.prepare_invoke();
-            inv.arg(self.lease_ttl_ms);
+            inv.arg(self.lease_life_ms);
             for (zset, member) in &run {
                 inv.key(zset).arg(member);
             }
-            let _ = self.call::<i64>("refresh", &inv).await;
-        }
+            async move {
+                let _ = tokio::time::timeout(deadline, self.call::<i64>("refresh", &inv)).await;
+            }
+        });
+        futures_util::future::join_all(calls).await;
     }
 
     /// Fetch the shared totals of delayed-sync counters this gateway has not seen yet.

@@ -56,6 +56,25 @@ impl Redis {
         panic!("redis-server did not answer PING on port {}", self.port);
     }
 
+    /// Freeze the server (SIGSTOP): it accepts connections and answers nothing, as a node
+    /// that hangs; `thaw` resumes it.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
     /// Kill the server (its data is gone, as after a crash without persistence).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

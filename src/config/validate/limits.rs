@@ -113,6 +113,15 @@ pub(super) fn limits_store(c: &Config, p: &mut Problems) {
     }
     if l.lease_ttl.as_millis() < 300 {
         p.add("limits.lease_ttl", "must be at least 300ms");
+    } else if l.policy != LimitPolicy::Local && l.lease_ttl < l.redis.timeout * 3 {
+        p.add(
+            "limits.lease_ttl",
+            format!(
+                "must be at least 3 × limits.redis.timeout ({}): a lease is refreshed every \
+                 third of lease_ttl, and must outlive one refresh that fails after the timeout",
+                humantime::format_duration(l.redis.timeout * 3)
+            ),
+        );
     }
     if let Some(i) = l.sync_interval {
         if i.as_millis() < 100 {

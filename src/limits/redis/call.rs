@@ -130,7 +130,7 @@ impl RedisStore {
             args.extend(v.to_redis_args());
         }
         push(&mut args, call.lease);
-        push(&mut args, self.lease_ttl_ms);
+        push(&mut args, self.lease_life_ms);
         push(&mut args, call.estimate.tokens);
         push(&mut args, groups.len());
         for g in groups {
