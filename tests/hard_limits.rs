@@ -73,6 +73,24 @@ fn chat(extra: Value, stream: bool) -> Value {
     b
 }
 
+/// One request of every surface, stream and not, without `max_tokens` (Messages needs one:
+/// 1,024, the default completion budget).
+fn surfaces() -> Vec<(&'static str, Value)> {
+    let messages = |stream: bool| {
+        json!({"model": "m", "max_tokens": 1024, "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}]})
+    };
+    let responses = |stream: bool| json!({"model": "m", "input": "hi", "stream": stream});
+    vec![
+        ("/v1/chat/completions", chat(json!({}), false)),
+        ("/v1/chat/completions", chat(json!({}), true)),
+        ("/v1/responses", responses(false)),
+        ("/v1/responses", responses(true)),
+        ("/v1/messages", messages(false)),
+        ("/v1/messages", messages(true)),
+    ]
+}
+
 #[test]
 fn one_request_asking_for_more_than_the_budget_is_capped_to_it() {
     let gw = Gw::start(&yaml(
@@ -105,19 +123,7 @@ fn one_request_asking_for_more_than_the_budget_is_capped_to_it() {
 
 #[test]
 fn concurrent_requests_on_every_surface_stay_within_the_budget() {
-    let messages = |stream: bool| {
-        json!({"model": "m", "max_tokens": 1024, "stream": stream,
-            "messages": [{"role": "user", "content": "hi"}]})
-    };
-    let responses = |stream: bool| json!({"model": "m", "input": "hi", "stream": stream});
-    for (path, body) in [
-        ("/v1/chat/completions", chat(json!({}), false)),
-        ("/v1/chat/completions", chat(json!({}), true)),
-        ("/v1/responses", responses(false)),
-        ("/v1/responses", responses(true)),
-        ("/v1/messages", messages(false)),
-        ("/v1/messages", messages(true)),
-    ] {
+    for (path, body) in surfaces() {
         let gw = Gw::start(&yaml(
             "",
             "{name: budget, spend: {limit_usd: 0.05, time_window: 1h}}",
@@ -231,26 +237,54 @@ fn a_reserve_limit_refuses_a_request_it_can_never_hold() {
 
 #[test]
 fn two_instances_on_one_redis_share_a_hard_budget_exactly() {
+    for (path, body) in surfaces() {
+        let n = if path.contains("chat") && body["stream"] == false {
+            64
+        } else {
+            32
+        };
+        let redis = Redis::start();
+        let limits = format!("policy: redis, redis: {{url: \"{}\"}}", redis.url());
+        let cfg = yaml(
+            &limits,
+            "{name: budget, spend: {limit_usd: 0.05, time_window: 1h}}",
+        );
+        let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
+        let rs = burst(&[&a, &b], path, &body, n);
+        let spent = used(&a, "budget");
+        let stream = body["stream"] == true;
+        println!(
+            "{n} concurrent {path} (stream {stream}) over two instances on one Redis against $0.05: {} admitted, charged ${spent:.6}",
+            ok(&rs)
+        );
+        assert!(spent <= 0.05 + 1e-9, "{path}: {spent}");
+        // The ideal is 4.88 answers of 1,024 tokens: four whole and one capped.
+        assert!((5..=6).contains(&ok(&rs)), "{path}: {}", ok(&rs));
+    }
+}
+
+#[test]
+fn two_instances_on_one_redis_share_a_hard_token_limit_exactly() {
     let redis = Redis::start();
     let limits = format!("policy: redis, redis: {{url: \"{}\"}}", redis.url());
     let cfg = yaml(
         &limits,
-        "{name: budget, spend: {limit_usd: 0.05, time_window: 1h}}",
+        "{name: tpm, tokens: {limit: 5000, time_window: 1h, admission: hard}}",
     );
     let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
     let rs = burst(
         &[&a, &b],
         "/v1/chat/completions",
-        &chat(json!({}), false),
+        &chat(json!({}), true),
         64,
     );
-    let spent = used(&a, "budget");
+    let tokens = used(&a, "tpm");
     println!(
-        "64 concurrent over two instances on one Redis against $0.05: {} admitted, charged ${spent:.6}",
+        "64 concurrent streams over two instances on one Redis against a hard 5000-token limit: {} admitted, {tokens} tokens",
         ok(&rs)
     );
-    assert!(spent <= 0.05 + 1e-9, "{spent}");
-    // The ideal is 4.88 answers of 1,024 tokens: four whole and one capped.
+    assert!(tokens <= 5000.0, "{tokens}");
+    assert!(tokens > 5000.0 - 1100.0, "{tokens}");
     assert!((5..=6).contains(&ok(&rs)), "{}", ok(&rs));
 }
 

@@ -12,28 +12,6 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-lease";
 
-/// Start a long stream for `model` on `gw` in a thread that keeps reading it; returns once
-/// its head came (it was admitted: its slot is held).
-fn hold(gw: &Gw, model: &str) {
-    let url = gw.url("/v1/chat/completions");
-    let body = chat_body(model, "go", true);
-    let (head, headed) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let r = agent()
-            .post(&url)
-            .set("authorization", &format!("Bearer {KEY}"))
-            .send_string(&body);
-        let _ = head.send(r.as_ref().map(|r| r.status()).unwrap_or(0));
-        if let Ok(r) = r {
-            let _ = std::io::copy(&mut r.into_reader(), &mut std::io::sink());
-        }
-    });
-    let status = headed
-        .recv_timeout(Duration::from_secs(10))
-        .expect("answered");
-    assert_eq!(status, 200, "{model} was admitted");
-}
-
 fn chat(gw: &Gw, model: &str) -> u16 {
     post(
         &gw.url("/v1/chat/completions"),
@@ -94,7 +72,7 @@ fn a_stall_just_under_the_timeout_frees_no_running_slot() {
         1,
     );
     let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
-    hold(&a, "m0");
+    stream_in_background(&a, KEY, "m0");
     // Redis stalls for 290 ms at a time, over and over, for four lease lifetimes.
     let until = Instant::now() + Duration::from_millis(3600);
     let mut admitted = 0;
@@ -129,7 +107,7 @@ fn a_hung_cluster_node_does_not_expire_leases_on_the_others() {
     );
     let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
     for i in 0..models {
-        hold(&a, &format!("m{i}"));
+        stream_in_background(&a, KEY, &format!("m{i}"));
     }
     // Which node holds each model's lease.
     let node_of = |i: usize| {

@@ -49,28 +49,6 @@ fn burst(gws: &[&Gw], model: &str, n: usize, threads: usize) -> Vec<u16> {
     burst_as(gws, &[KEY], model, n, threads)
 }
 
-/// Start a streaming request for `model` on `gw` in a thread that keeps reading it (a
-/// client that goes away would end its stream and free what it holds).
-fn stream_in_background(gw: &Gw, model: &str) {
-    let url = gw.url("/v1/chat/completions");
-    let body = chat_body(model, "go", true);
-    let (head, headed) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let r = agent()
-            .post(&url)
-            .set("authorization", &format!("Bearer {KEY}"))
-            .send_string(&body);
-        let _ = head.send(());
-        if let Ok(r) = r {
-            let _ = std::io::copy(&mut r.into_reader(), &mut std::io::sink());
-        }
-    });
-    // Its answer's head has come: it was admitted (its slot and reservation are held).
-    headed
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the stream started");
-}
-
 #[test]
 fn limit_count_is_exact_across_two_gateways() {
     let redis = Redis::start();
@@ -136,7 +114,7 @@ fn killed_gateway_slots_expire_within_the_lease_ttl() {
     let b = Gw::start(&cfg);
     // Two long streams on A hold both slots (each lasts ~100 s at 4 tokens/s).
     for _ in 0..2 {
-        stream_in_background(&a, "s");
+        stream_in_background(&a, KEY, "s");
     }
     a.wait_metric("gateway_requests_in_flight", &[], 2.0);
     std::thread::sleep(Duration::from_millis(200));
@@ -215,7 +193,7 @@ models:
     let a = Gw::start(&cfg);
     let b = Gw::start(&cfg);
     // A long stream on A reserves about 1,030 tokens (no max_tokens: 1,024 + the prompt).
-    stream_in_background(&a, "s");
+    stream_in_background(&a, KEY, "s");
     a.wait_metric("gateway_requests_in_flight", &[], 1.0);
     let big = r#"{"model":"m","max_tokens":600,"messages":[{"role":"user","content":"hi"}]}"#;
     let ask = || post(&b.url("/v1/chat/completions"), Some(KEY), big);

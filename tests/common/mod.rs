@@ -470,3 +470,27 @@ pub fn cli_on_config(command: &str, yaml: &str) -> std::process::Output {
 pub fn count(statuses: &[u16], s: u16) -> usize {
     statuses.iter().filter(|x| **x == s).count()
 }
+
+/// Start a streaming request for `model` on `gw` as `key`, in a thread that keeps reading
+/// it (a client that goes away would end its stream and free what it holds); returns once
+/// its head came with 200 (it was admitted: its slot and reservation are held).
+pub fn stream_in_background(gw: &Gw, key: &str, model: &str) {
+    let url = gw.url("/v1/chat/completions");
+    let body = chat_body(model, "go", true);
+    let auth = format!("Bearer {key}");
+    let (head, headed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = agent()
+            .post(&url)
+            .set("authorization", &auth)
+            .send_string(&body);
+        let _ = head.send(r.as_ref().map(|r| r.status()).unwrap_or(0));
+        if let Ok(r) = r {
+            let _ = std::io::copy(&mut r.into_reader(), &mut std::io::sink());
+        }
+    });
+    let status = headed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the stream started");
+    assert_eq!(status, 200, "{model} was admitted");
+}
