@@ -381,6 +381,7 @@ fn a_stream_past_the_cap_it_was_sent_is_ended_there_as_a_length_limit() {
     .replace("latency_ms: 200", "ignore_max_tokens: true");
     // $0.001 buys 100 tokens; the provider ignores the cap and streams 4,096.
     for (path, body) in [
+        ("/v1/chat/completions", chat(json!({}), false)),
         ("/v1/chat/completions", chat(json!({}), true)),
         (
             "/v1/messages",

@@ -9,12 +9,13 @@
 //! much room batch work leaves realtime traffic ([`crate::limits::priority`]). This module
 //! applies it to one call and counts the decisions in the metrics.
 
+use super::cap::Ask;
 use super::CallCtx;
 use crate::canonical::AiRequest;
 use crate::config::key::KeyContext;
 use crate::errors::GatewayError;
 use crate::gateway::GatewayState;
-use crate::limits::admission::{Admitted, Check, Denied, Estimate, Rejection};
+use crate::limits::admission::{Admitted, Check, Denied, Rejection};
 use crate::limits::priority::yield_to_realtime;
 pub use crate::limits::queue::QueueTarget;
 use crate::limits::queue::{deployments_key, join_instead_of_trying, Place};
@@ -31,18 +32,8 @@ pub struct Subject {
     remote_addr: Option<String>,
     model: String,
     headers: http::HeaderMap,
-    /// Tokens this request is expected to use: its prompt estimate and its completion
-    /// budget as asked (all choices).
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// The completion budget admission asks for: as asked, or lowered to fit a hard limit
-    /// ([`super::cap`]).
-    pub(super) completion: std::sync::atomic::AtomicU64,
-    /// Completions the upstream generates (`n`).
-    pub choices: u64,
-    /// A batch request: it yields to realtime traffic ([`crate::limits::priority`]) and
-    /// never joins a realtime queue.
-    pub batch: bool,
+    /// What it asks for: its tokens, choices and completion cap ([`super::cap`]).
+    pub ask: Ask,
 }
 
 /// Tokens a request is expected to use: its prompt estimate and its completion budget
@@ -74,44 +65,16 @@ impl Subject {
             remote_addr,
             model: req.model.clone(),
             headers,
-            prompt_tokens,
-            completion_tokens,
-            completion: completion_tokens.into(),
-            choices: req.choices,
-            batch: false,
+            ask: Ask::new(prompt_tokens, completion_tokens, req.choices, false),
         }
     }
 
     /// The subject of a batch request: its consumer and model (no client address, no
     /// headers).
     pub fn for_batch(ctx: &CallCtx, rt: &Runtime, req: &AiRequest) -> Subject {
-        Subject {
-            batch: true,
-            ..Subject::new(ctx, rt, req, None, http::HeaderMap::new())
-        }
-    }
-
-    /// What the request is expected to use if one of `open` serves it: its tokens, and
-    /// their cost at the dearest of those deployments (completion tokens at the output or
-    /// reasoning price, whichever is higher; a batch request with the batch discount), so
-    /// a spend reservation covers whichever deployment answers. Deployments without a
-    /// price add nothing (`check` warns when a spend limit covers one).
-    pub fn estimate(&self, open: &[&Deployment]) -> Estimate {
-        let cost = |p: &crate::config::schema::EffectivePrice| {
-            let per_million = self.prompt_tokens as f64 * p.input
-                + self.completion() as f64 * p.output.max(p.reasoning);
-            let discount = if self.batch { p.batch_discount } else { 0.0 };
-            // USD per million tokens × tokens = micro-dollars.
-            per_million * (1.0 - discount)
-        };
-        let spend = open
-            .iter()
-            .filter_map(|d| d.price.as_ref().map(cost))
-            .fold(0.0, f64::max);
-        Estimate {
-            tokens: self.prompt_tokens.saturating_add(self.completion()),
-            spend_micro_usd: spend.ceil() as u64,
-        }
+        let mut s = Subject::new(ctx, rt, req, None, http::HeaderMap::new());
+        s.ask.batch = true;
+        s
     }
 
     /// The checks of `rules` for this request; a templated number APISIX would refuse
@@ -234,7 +197,7 @@ pub async fn admit(
         .map(|d| subject.checks(d.limits.iter()))
         .collect::<Result<_, _>>()
         .map_err(answer)?;
-    let estimate = subject.estimate(open);
+    let estimate = subject.ask.estimate(open);
     if estimate.spend_micro_usd == 0 {
         // Nothing it can be served by has a price: it cannot spend, so no budget holds it
         // (an exhausted one included).
@@ -243,18 +206,18 @@ pub async fn admit(
             alt.retain(|c| !matches!(c.kind, RuleKind::Spend(_)));
         }
     }
-    if subject.batch {
+    if subject.ask.batch {
         let deployments_queued = state.queues.depth(&deployments_key(&route.name)) > 0;
         yield_to_realtime(&mut required, &state.realtime, &state.queues, false);
         for alt in &mut alternatives {
             yield_to_realtime(alt, &state.realtime, &state.queues, deployments_queued);
         }
     }
-    ctx.prompt_estimate = subject.prompt_tokens;
-    super::cap::fit_windows(subject, &required, open).map_err(answer)?;
+    ctx.prompt_estimate = subject.ask.prompt_tokens;
+    super::cap::fit_windows(&subject.ask, &required, open).map_err(answer)?;
     let mut tries = 0;
     let result = loop {
-        let estimate = subject.estimate(open);
+        let estimate = subject.ask.estimate(open);
         let result = state
             .limiter
             .admit(&required, &alternatives, estimate)
@@ -262,7 +225,7 @@ pub async fn admit(
         // A hard limit without room for the whole cap: ask again for what it has left.
         if let Err(Denied::Limited(r)) = &result {
             if tries < super::cap::RETRIES
-                && super::cap::shrink_to_room(subject, &required, r, open)
+                && super::cap::shrink_to_room(&subject.ask, &required, r, open)
             {
                 tries += 1;
                 continue;
@@ -277,12 +240,12 @@ pub async fn admit(
             .any(|c| c.rule.hard)
     };
     if let Ok(a) = &result {
-        if hard(a.choice.unwrap_or(0)) && subject.completion() > 0 {
-            let cap = subject.cap_per_choice();
+        if hard(a.choice.unwrap_or(0)) && subject.ask.completion() > 0 {
+            let cap = subject.ask.cap_per_choice();
             ctx.completion_cap = Some(ctx.completion_cap.map_or(cap, |c| c.min(cap)));
         }
     }
-    if subject.batch {
+    if subject.ask.batch {
         // Batch work has its own metrics; realtime decisions and rates stay realtime's.
         return batch_result(ctx, result).map_err(|e| Refused::Answer(e, None));
     }

@@ -13,18 +13,65 @@
 //! choice. The arithmetic saturates; prices are per million tokens, so micro-dollars per
 //! token.
 
-use super::admit::Subject;
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
-use crate::limits::admission::{Budget, Check, Rejection};
+use crate::limits::admission::{Budget, Check, Estimate, Rejection};
 use crate::limits::rules::RuleKind;
 use crate::runtime::Deployment;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How many times admission asks again with a smaller cap.
 pub const RETRIES: usize = 3;
 
-impl Subject {
+/// What a request asks for: the tokens it is expected to use and its completion cap.
+pub struct Ask {
+    /// The prompt's estimate (tokens).
+    pub prompt_tokens: u64,
+    /// The completion budget as asked (all choices).
+    pub completion_tokens: u64,
+    /// The completion budget admission asks for: as asked, or lowered to fit a hard limit.
+    completion: AtomicU64,
+    /// Completions the upstream generates (`n`).
+    pub choices: u64,
+    /// A batch request: it yields to realtime traffic ([`crate::limits::priority`]) and
+    /// never joins a realtime queue.
+    pub batch: bool,
+}
+
+impl Ask {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64, choices: u64, batch: bool) -> Ask {
+        Ask {
+            prompt_tokens,
+            completion_tokens,
+            completion: completion_tokens.into(),
+            choices,
+            batch,
+        }
+    }
+
+    /// What the request is expected to use if one of `open` serves it: its tokens, and
+    /// their cost at the dearest of those deployments (completion tokens at the output or
+    /// reasoning price, whichever is higher; a batch request with the batch discount), so
+    /// a spend reservation covers whichever deployment answers. Deployments without a
+    /// price add nothing (`check` warns when a spend limit covers one).
+    pub fn estimate(&self, open: &[&Deployment]) -> Estimate {
+        let cost = |p: &crate::config::schema::EffectivePrice| {
+            let per_million = self.prompt_tokens as f64 * p.input
+                + self.completion() as f64 * p.output.max(p.reasoning);
+            let discount = if self.batch { p.batch_discount } else { 0.0 };
+            // USD per million tokens × tokens = micro-dollars.
+            per_million * (1.0 - discount)
+        };
+        let spend = open
+            .iter()
+            .filter_map(|d| d.price.as_ref().map(cost))
+            .fold(0.0, f64::max);
+        Estimate {
+            tokens: self.prompt_tokens.saturating_add(self.completion()),
+            spend_micro_usd: spend.ceil() as u64,
+        }
+    }
+
     /// The completion budget (all choices) admission asks for now.
     pub fn completion(&self) -> u64 {
         self.completion.load(Ordering::Relaxed)
@@ -98,7 +145,7 @@ fn amount(budget: Budget, units: u64) -> String {
 /// larger than a whole limit (a hard one even at one token per choice, a `reserve` one as
 /// it is).
 pub fn fit_windows(
-    subject: &Subject,
+    subject: &Ask,
     required: &[Check<'_>],
     open: &[&Deployment],
 ) -> Result<(), GatewayError> {
@@ -137,7 +184,7 @@ pub fn fit_windows(
 /// After a rejection: when a hard limit of `required` rejected for lack of room, lower the
 /// cap to what it has left; whether admission should ask again.
 pub fn shrink_to_room(
-    subject: &Subject,
+    subject: &Ask,
     required: &[Check<'_>],
     r: &Rejection,
     open: &[&Deployment],

@@ -241,7 +241,7 @@ pub async fn call<'r>(
         if open.is_empty() {
             break;
         }
-        if waiting.is_none() && !route_admitted && !subject.batch {
+        if waiting.is_none() && !route_admitted && !subject.ask.batch {
             if let Some(q) = admit::queue_ahead(state, rt, ctx, route, subject) {
                 if admit::wait(state, ctx, &mut waiting, &q).await {
                     continue;

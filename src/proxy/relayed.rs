@@ -5,7 +5,8 @@
 //! reported (a client that left, an upstream that broke off, a provider that ignored its
 //! cap): one token per four bytes, the gateway's estimate for prompts too. A chat stream
 //! that goes past the cap a hard limit sent is ended there as a length limit
-//! ([`note`], [`length_end`]).
+//! ([`note`], [`length_end`]); a whole answer past it is cut the same way
+//! ([`cap_whole`]).
 
 use bytes::Bytes;
 use memchr::memmem;
@@ -81,6 +82,40 @@ pub fn length_end() -> Vec<Bytes> {
     ]
 }
 
+/// A whole chat or completions answer whose completion is past the cap it was sent
+/// (`cap` tokens per choice: the provider ignored it), ended as at a length limit: each
+/// choice's text cut to about `cap` tokens (four bytes each), `finish_reason: "length"`,
+/// and the usage what was relayed. `None`: within the cap, or not such an answer.
+pub fn cap_whole(body: &[u8], cap: Option<u64>) -> Option<Bytes> {
+    let cap = cap?;
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let choices = v["choices"].as_array_mut()?;
+    let allowed = cap.saturating_mul(choices.len().max(1) as u64);
+    if v["usage"]["completion_tokens"].as_u64()? <= allowed {
+        return None;
+    }
+    let keep = usize::try_from(cap.saturating_mul(4)).unwrap_or(usize::MAX);
+    let cut = |text: Option<&mut serde_json::Value>| {
+        if let Some(text) = text {
+            let Some(t) = text.as_str() else { return };
+            let mut end = t.len().min(keep);
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            *text = serde_json::Value::String(t[..end].to_string());
+        }
+    };
+    for c in v["choices"].as_array_mut()? {
+        cut(c.get_mut("message").and_then(|m| m.get_mut("content")));
+        cut(c.get_mut("text"));
+        c["finish_reason"] = "length".into();
+    }
+    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+    v["usage"]["completion_tokens"] = allowed.into();
+    v["usage"]["total_tokens"] = prompt.saturating_add(allowed).into();
+    Some(Bytes::from(v.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +135,23 @@ mod tests {
         assert_eq!(text_bytes(done), 0);
         assert_eq!(text_bytes(b"data: [DONE]"), 0);
         assert_eq!((tokens(0), tokens(1), tokens(8)), (0, 1, 2));
+    }
+
+    #[test]
+    fn whole_answers_past_their_cap_end_as_a_length_limit() {
+        let body = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"abcdefghijkl"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":9,"total_tokens":11}}"#;
+        let v: serde_json::Value =
+            serde_json::from_slice(&cap_whole(body, Some(2)).unwrap()).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "abcdefgh");
+        assert_eq!(v["choices"][0]["finish_reason"], "length");
+        assert_eq!(
+            (
+                v["usage"]["completion_tokens"].as_u64(),
+                v["usage"]["total_tokens"].as_u64()
+            ),
+            (Some(2), Some(4))
+        );
+        assert!(cap_whole(body, Some(9)).is_none());
+        assert!(cap_whole(body, None).is_none());
     }
 }

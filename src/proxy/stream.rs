@@ -219,7 +219,7 @@ async fn relay_whole(
         return;
     };
     let model = ctx.model.as_deref().unwrap_or("unknown").to_string();
-    let answer = match provider.whole_answer(resp.status, body, &model, unix_now()) {
+    let mut answer = match provider.whole_answer(resp.status, body, &model, unix_now()) {
         Ok(a) => a,
         Err(e) => {
             count_error(state, ctx, UpstreamErrorKind::Protocol);
@@ -228,6 +228,10 @@ async fn relay_whole(
         }
     };
     if answer.status < 400 {
+        // Past the cap it was sent: ended as a length limit, charged what is relayed.
+        if let Some(capped) = relayed::cap_whole(&answer.body, ctx.completion_cap) {
+            (answer.body, ctx.error) = (capped, Some("upstream_over_cap"));
+        }
         let (usage, answered_by) = answer_fields(&answer.body);
         if let Some(raw) = usage {
             ctx.usage = Usage::from_openai(&raw);
