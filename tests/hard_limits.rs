@@ -402,6 +402,10 @@ fn a_stream_past_the_cap_it_was_sent_is_ended_there_as_a_length_limit() {
                 "{}",
                 r.body
             );
+        } else if body["stream"] == false {
+            let v = r.json();
+            assert_eq!(v["choices"][0]["finish_reason"], "length");
+            assert_eq!(v["usage"]["completion_tokens"], 100);
         } else {
             assert!(r.body.contains("\"finish_reason\":\"length\""));
             assert!(r.body.ends_with("data: [DONE]\n\n"));
