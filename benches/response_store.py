@@ -74,6 +74,15 @@ def fill(port, n, threads=16):
         t.join()
 
 
+def while_writing(port):
+    """Bob's latencies while alice writes 2,000 more responses from 4 threads."""
+    writer = threading.Thread(target=fill, args=(port, 2000, 4))
+    writer.start()
+    med, p99 = latencies(port)
+    writer.join()
+    return f"median {med:.2f} ms, p99 {p99:.2f} ms"
+
+
 def rss(pid, key):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith(key):
@@ -107,19 +116,11 @@ def main():
         store = "redis" if use_redis else "sqlite"
         med, p99 = latencies(port)
         print(f"store: {store}\nbob, empty store: median {med:.2f} ms, p99 {p99:.2f} ms")
-        writer = threading.Thread(target=fill, args=(port, 2000, 4))
-        writer.start()
-        med, p99 = latencies(port)
-        writer.join()
-        print(f"bob, alice writing into an empty store: median {med:.2f} ms, p99 {p99:.2f} ms")
+        print("bob, alice writing into an empty store: " + while_writing(port))
         t = time.time()
         fill(port, stored)
         print(f"alice stored {stored} responses in {time.time() - t:.0f} s")
-        writer = threading.Thread(target=fill, args=(port, 2000, 4))
-        writer.start()
-        med, p99 = latencies(port)
-        writer.join()
-        print(f"bob, alice holding {stored} and writing: median {med:.2f} ms, p99 {p99:.2f} ms")
+        print(f"bob, alice holding {stored} and writing: " + while_writing(port))
         item = {"role": "user", "content": "hello there"}
         big = [item] * (9 * 1024 * 1024 // 42)
         r = call(port, "/v1/responses", "sk-alice", {"model": "m", "input": big})
