@@ -210,9 +210,10 @@ impl Runtime {
                     .basic_auth
                     .iter()
                     .map(|b| basic_digest(&b.username, b.password.expose()));
+                // Validation has checked every `sha256:` entry.
                 c.keys
                     .iter()
-                    .map(|k| key_digest(k.expose()))
+                    .filter_map(|k| crate::config::digest::of_entry(k.expose()).ok())
                     .chain(basic)
                     .map(move |d| (d, name.clone()))
                     .collect::<Vec<_>>()
@@ -489,7 +490,7 @@ fn basic_digest(username: &str, password: &str) -> [u8; 32] {
 }
 
 fn key_digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
+    crate::config::digest::of_key(key)
 }
 
 #[cfg(test)]

@@ -241,3 +241,43 @@ fn wait_webhook(gw: &Gw, id: &str) -> serde_json::Value {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Consumer keys may be given by their SHA-256 digest: the config holds nothing a reader
+/// could present, the key itself works, and the digest text is not a key.
+#[test]
+fn consumer_keys_given_by_digest_work_and_the_digest_is_not_a_key() {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(b"sk-team-secret"));
+    let yaml = format!(
+        "consumers: [{{name: team, keys: [\"sha256:{digest}\"]}}]\n\
+         providers: [{{name: mock, kind: mock}}]\n\
+         models: [{{name: m, deployments: [{{provider: mock}}]}}]\n"
+    );
+    let gw = Gw::start(&yaml);
+    let ask = |key: &str| {
+        post(
+            &gw.url("/v1/chat/completions"),
+            Some(key),
+            &chat_body("m", "hi", false),
+        )
+        .status
+    };
+    assert_eq!(ask("sk-team-secret"), 200);
+    assert_eq!(ask(&digest), 401);
+    assert_eq!(ask(&format!("sha256:{digest}")), 401);
+    // A malformed digest is a config problem with its path; a key and its digest are
+    // the same key.
+    let bad = check_config(&yaml.replace(&digest, "abc"));
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("consumers[0].keys[0]: a key given as sha256: must be 64 hex digits"),
+        "{err}"
+    );
+    let twice = check_config(&yaml.replace(
+        &format!("\"sha256:{digest}\""),
+        &format!("\"sha256:{digest}\", sk-team-secret"),
+    ));
+    let err = String::from_utf8_lossy(&twice.stderr);
+    assert!(err.contains("the same key is already used"), "{err}");
+}

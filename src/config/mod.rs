@@ -14,6 +14,7 @@
 //! that swaps it is [`crate::state::reload`].
 
 pub mod cost_expr;
+pub mod digest;
 pub mod env;
 pub mod key;
 pub mod paths;

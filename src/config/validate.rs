@@ -244,7 +244,7 @@ fn server(c: &Config, p: &mut Problems) {
 
 fn consumers(c: &Config, p: &mut Problems) {
     let mut names = HashSet::new();
-    let mut keys: HashMap<&str, usize> = HashMap::new();
+    let mut keys: HashMap<[u8; 32], usize> = HashMap::new();
     let mut any_key = false;
     for (i, consumer) in c.consumers.iter().enumerate() {
         let path = format!("consumers[{i}]");
@@ -263,7 +263,14 @@ fn consumers(c: &Config, p: &mut Problems) {
                 continue;
             }
             any_key = true;
-            if let Some(other) = keys.insert(key.expose(), i) {
+            let digest = match super::digest::of_entry(key.expose()) {
+                Ok(d) => d,
+                Err(why) => {
+                    p.add(format!("{path}.keys[{j}]"), why);
+                    continue;
+                }
+            };
+            if let Some(other) = keys.insert(digest, i) {
                 p.add(
                     format!("{path}.keys[{j}]"),
                     format!("the same key is already used by consumers[{other}]"),
