@@ -127,6 +127,7 @@ fn main() -> ExitCode {
             };
             ai_rate_limiter::logging::init(&config.logging);
             ai_rate_limiter::server::exit_watchdog(config.server.shutdown_grace_period);
+            let summary = Summary::of(&config, &path, listen.as_deref(), metrics_listen.as_deref());
             let server = match build_server(ServeOptions {
                 config,
                 config_path: Some(path),
@@ -142,11 +143,71 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            tracing::info!(
-                version = env!("CARGO_PKG_VERSION"),
-                "ai-rate-limiter starting"
-            );
+            summary.log();
             server.run_forever()
         }
+    }
+}
+
+/// What an operator wants to see first in the log: where the gateway listens, which
+/// config it read, and what it loaded.
+struct Summary {
+    listen: String,
+    tls: bool,
+    metrics: String,
+    config: String,
+    models: usize,
+    consumers: usize,
+    providers: usize,
+    policy: &'static str,
+    status_page: String,
+}
+
+impl Summary {
+    fn of(
+        c: &config::schema::Config,
+        path: &std::path::Path,
+        listen: Option<&str>,
+        metrics: Option<&str>,
+    ) -> Summary {
+        let metrics = metrics.unwrap_or(&c.server.metrics_listen).to_string();
+        let status_page = match &c.admin.key {
+            Some(_) => format!("http://{metrics}/status"),
+            None => "off (set admin.key to enable it)".to_string(),
+        };
+        Summary {
+            listen: listen.unwrap_or(&c.server.listen).to_string(),
+            tls: c.server.tls.is_some(),
+            config: std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.to_path_buf())
+                .display()
+                .to_string(),
+            models: c.models.len(),
+            consumers: c.consumers.len(),
+            providers: c.providers.len(),
+            policy: match c.limits.policy {
+                config::schema::LimitPolicy::Local => "local",
+                config::schema::LimitPolicy::Redis => "redis",
+                config::schema::LimitPolicy::RedisCluster => "redis-cluster",
+            },
+            metrics,
+            status_page,
+        }
+    }
+
+    fn log(&self) {
+        let scheme = if self.tls { "https" } else { "http" };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            listen = %format!("{scheme}://{}", self.listen),
+            metrics = %format!("http://{}/metrics", self.metrics),
+            status_page = %self.status_page,
+            config = %self.config,
+            models = self.models,
+            consumers = self.consumers,
+            providers = self.providers,
+            limits = self.policy,
+            "ai-rate-limiter starting"
+        );
     }
 }

@@ -480,3 +480,19 @@ fn slow_upstream_hits_the_read_timeout_with_504() {
         1.0
     );
 }
+
+#[test]
+fn start_up_logs_where_it_listens_and_what_it_loaded() {
+    let gw = Gw::start(&format!("admin: {{key: s}}\n{}", mock_yaml(&["n"], 4)));
+    let line = gw.wait_log(|l| l.contains("ai-rate-limiter starting"));
+    for want in [
+        format!("listen={}", gw.url("")),
+        format!("status_page={}", gw.admin_url("/status")),
+        "models=2".to_string(),
+        "consumers=1".to_string(),
+        "providers=1".to_string(),
+        "config=/".to_string(),
+    ] {
+        assert!(line.contains(&want), "{want} in {line}");
+    }
+}
