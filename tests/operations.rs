@@ -496,3 +496,32 @@ fn start_up_logs_where_it_listens_and_what_it_loaded() {
         assert!(line.contains(&want), "{want} in {line}");
     }
 }
+
+#[test]
+fn a_refused_request_s_access_line_names_the_limit_and_the_wait() {
+    let yaml = mock_yaml(&[], 4).replace(
+        "consumers: [{name: ops, keys: [\"sk-ops\"]}]",
+        "consumers: [{name: ops, keys: [\"sk-ops\"], limits: [{name: one, count: {count: 1, time_window: 60s}}]}]",
+    );
+    assert!(yaml.contains("name: one"), "{yaml}");
+    let gw = Gw::start(&yaml);
+    let ask = || {
+        post(
+            &gw.url("/v1/chat/completions"),
+            Some(KEY),
+            &chat_body("m", "hi", false),
+        )
+        .status
+    };
+    assert_eq!((ask(), ask()), (200, 429));
+    let log = gw.wait_log(|l| l.contains("status=429"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("status=429"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("limit=\"consumer:ops/one\"") || line.contains("limit=consumer:ops/one"),
+        "{line}"
+    );
+    assert!(line.contains("retry_after_ms="), "{line}");
+}

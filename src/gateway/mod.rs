@@ -51,6 +51,8 @@ pub struct CallCtx {
     /// The completion cap per choice a hard limit admitted the request with: sent
     /// upstream ([`cap`]).
     pub completion_cap: Option<u64>,
+    /// The limit that refused the request and when it frees (ms), for the access log.
+    pub limited: Option<(Arc<str>, u64)>,
     /// The prompt's estimate at admission (tokens).
     pub prompt_estimate: u64,
     /// Tokens of answer text a stream relayed (estimated from the text: see
@@ -134,6 +136,7 @@ impl CallCtx {
             usage_fields: None,
             attempts: 0,
             completion_cap: None,
+            limited: None,
             prompt_estimate: 0,
             relayed_tokens: 0,
             relayed_events: 0,

@@ -94,6 +94,8 @@ pub fn finish(
             prompt_tokens = ctx.usage.map(|u| u.prompt_tokens),
             completion_tokens = ctx.usage.map(|u| u.completion_tokens),
             cost_usd = cost,
+            limit = ctx.limited.as_ref().map(|l| &*l.0),
+            retry_after_ms = ctx.limited.as_ref().map(|l| l.1),
             error = ctx.error.or(e.map(|_| "proxy_error")),
             "request"
         );

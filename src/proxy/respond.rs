@@ -175,6 +175,15 @@ pub async fn json(session: &mut Session, ctx: &mut RequestCtx, value: &serde_jso
 /// Send an OpenAI error.
 pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError) {
     ctx.error = Some(e.label());
+    match e {
+        GatewayError::RateLimited {
+            limit,
+            retry_after_ms,
+            ..
+        } => ctx.limited = Some((limit.clone(), *retry_after_ms)),
+        GatewayError::RequestTooLarge { limit, .. } => ctx.limited = Some((limit.clone(), 0)),
+        _ => {}
+    }
     let mut h = header(e.status(), "application/json", ctx);
     if let Some(retry) = e.should_retry() {
         let _ = h.insert_header("x-should-retry", if retry { "true" } else { "false" });
