@@ -101,31 +101,60 @@ impl Reloader {
     }
 }
 
+/// The settings a reload changed that take effect only at restart, each by its path
+/// (`server.tls` is not one: its certificate is reloaded).
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if old.server != new.server {
-        out.push("server");
-    }
-    if old.logging != new.logging {
-        out.push("logging");
-    }
-    if old.upstream.pool_size != new.upstream.pool_size
-        || old.upstream.extra_ca_file != new.upstream.extra_ca_file
-    {
-        out.push("upstream.pool_size/extra_ca_file");
-    }
-    if old.batch.enabled != new.batch.enabled
-        || old.batch.data_dir != new.batch.data_dir
-        || old.batch.store != new.batch.store
-    {
-        out.push("batch.enabled/store/data_dir");
-    }
-    if old.limits.policy != new.limits.policy
-        || old.limits.redis != new.limits.redis
-        || old.limits.local_max_keys != new.limits.local_max_keys
-    {
-        out.push("limits.policy/redis/local_max_keys");
-    }
+    let mut note = |changed: bool, path: &'static str| {
+        if changed {
+            out.push(path);
+        }
+    };
+    let (o, n) = (&old.server, &new.server);
+    note(o.listen != n.listen, "server.listen");
+    note(
+        o.metrics_listen != n.metrics_listen,
+        "server.metrics_listen",
+    );
+    note(o.threads != n.threads, "server.threads");
+    note(o.work_stealing != n.work_stealing, "server.work_stealing");
+    note(
+        o.max_body_bytes != n.max_body_bytes,
+        "server.max_body_bytes",
+    );
+    note(
+        o.max_header_bytes != n.max_header_bytes,
+        "server.max_header_bytes",
+    );
+    note(
+        o.header_read_timeout != n.header_read_timeout,
+        "server.header_read_timeout",
+    );
+    note(
+        o.shutdown_grace_period != n.shutdown_grace_period,
+        "server.shutdown_grace_period",
+    );
+    note(o.upgrade_sock != n.upgrade_sock, "server.upgrade_sock");
+    note(old.logging != new.logging, "logging");
+    note(
+        old.upstream.pool_size != new.upstream.pool_size,
+        "upstream.pool_size",
+    );
+    note(
+        old.upstream.extra_ca_file != new.upstream.extra_ca_file,
+        "upstream.extra_ca_file",
+    );
+    let (o, n) = (&old.batch, &new.batch);
+    note(o.enabled != n.enabled, "batch.enabled");
+    note(o.store != n.store, "batch.store");
+    note(o.data_dir != n.data_dir, "batch.data_dir");
+    let (o, n) = (&old.limits, &new.limits);
+    note(o.policy != n.policy, "limits.policy");
+    note(o.redis != n.redis, "limits.redis");
+    note(
+        o.local_max_keys != n.local_max_keys,
+        "limits.local_max_keys",
+    );
     out
 }
 
@@ -159,5 +188,25 @@ impl BackgroundService for Reloader {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_only_changes_name_their_fields() {
+        let parse = |yaml: &str| crate::config::parse_str(yaml, "test").unwrap();
+        let base = "auth: {enabled: false}\nproviders: [{name: m, kind: mock}]\n";
+        let old = parse(base);
+        let new = parse(&format!(
+            "{base}server: {{listen: \"127.0.0.1:1\", threads: 3}}\n"
+        ));
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            ["server.listen", "server.threads"]
+        );
+        assert!(restart_only_changes(&old, &old).is_empty());
     }
 }
