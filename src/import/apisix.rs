@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 
 mod ai;
 mod tokens;
+mod upstream;
 use ai::ai_route;
+use upstream::nodes;
 
 /// Plugins that need nothing in the gateway config (it always exports metrics).
 const SILENT: [&str; 1] = ["prometheus"];
@@ -83,51 +85,6 @@ fn merged_plugins(
     out.into_iter()
         .map(|(k, (v, origin, shared))| (k, v, origin, shared))
         .collect()
-}
-
-/// An upstream's nodes as `[{url, weight}]`.
-fn nodes(up: &Value, at: &str, out: &mut Vec<Unmapped>) -> Vec<Value> {
-    let scheme = text(up, "scheme").unwrap_or_else(|| "http".into());
-    if scheme != "http" && scheme != "https" {
-        out.push(Unmapped {
-            at: format!("{at}.scheme"),
-            what: format!("scheme `{scheme}` is not supported"),
-        });
-        return Vec::new();
-    }
-    if let Some(t) = text(up, "type").filter(|t| t != "roundrobin") {
-        out.push(Unmapped {
-            at: format!("{at}.type"),
-            what: format!("balancer `{t}` is not supported; weighted round robin is used"),
-        });
-    }
-    let node = |host: &str, weight: Value| {
-        map(vec![
-            ("url", s(format!("{scheme}://{host}"))),
-            ("weight", weight),
-        ])
-    };
-    match get(up, "nodes") {
-        Some(Value::Mapping(m)) => m
-            .iter()
-            .filter_map(|(k, w)| Some(node(k.as_str()?, w.clone())))
-            .collect(),
-        Some(Value::Sequence(l)) => l
-            .iter()
-            .filter_map(|n| {
-                let host = text(n, "host")?;
-                let hp = match text(n, "port") {
-                    Some(p) => format!("{host}:{p}"),
-                    None => host,
-                };
-                Some(node(
-                    &hp,
-                    get(n, "weight").cloned().unwrap_or(Value::Number(1.into())),
-                ))
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// The gateway being built.
@@ -211,9 +168,20 @@ fn other_plugins(at: &str, plugins: &[(String, Value, String, Option<String>)], 
         "basic-auth",
         "consumer-restriction",
     ];
-    for (name, _, origin, _) in plugins {
-        if !HANDLED.contains(&name.as_str()) && !SILENT.contains(&name.as_str()) {
-            let where_ = if origin == at { at } else { origin };
+    for (name, conf, origin, _) in plugins {
+        let where_ = if origin == at { at } else { origin };
+        if name == "request-id" {
+            // Built in: every answer carries x-request-id (a client's own is kept).
+            let header = text(conf, "header_name").unwrap_or_else(|| "X-Request-Id".into());
+            if !header.eq_ignore_ascii_case("x-request-id") {
+                out.unmapped(
+                    format!("{where_}.plugins.request-id.header_name"),
+                    format!(
+                        "`{header}` is not supported: the gateway's request id is x-request-id"
+                    ),
+                );
+            }
+        } else if !HANDLED.contains(&name.as_str()) && !SILENT.contains(&name.as_str()) {
             out.unmapped(
                 format!("{where_}.plugins.{name}"),
                 "plugin not supported by the gateway",

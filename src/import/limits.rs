@@ -11,6 +11,9 @@ use serde_yaml_ng::Value;
 pub struct Store {
     /// (policy, redis settings, where it came from)
     pub policy: Option<(String, Value, String)>,
+    /// The first plugin with `policy: local` (its counters would be shared once another
+    /// plugin brings Redis: the gateway has one store).
+    pub local_at: Option<String>,
     pub allow_degradation: Option<bool>,
     pub sync_interval: Option<f64>,
     /// limit-count groups seen: name → (where, count, time_window, key).
@@ -58,8 +61,24 @@ impl Store {
     /// Take a plugin's `policy` and Redis fields.
     pub(crate) fn policy(&mut self, conf: &Value, at: &str, out: &mut Vec<Unmapped>) {
         let policy = text(conf, "policy").unwrap_or_else(|| "local".into());
+        let shared = |local: &str, first: &str| {
+            Unmapped {
+            at: local.to_string(),
+            what: format!(
+                "policy local, but {first} uses Redis: the gateway has one limits store, so these counters are shared through it too"
+            ),
+        }
+        };
         let redis = match policy.as_str() {
-            "local" => return,
+            "local" => {
+                match &self.policy {
+                    Some((_, _, first)) => out.push(shared(at, first)),
+                    None => {
+                        self.local_at.get_or_insert_with(|| at.to_string());
+                    }
+                }
+                return;
+            }
             "redis" => {
                 let host = text(conf, "redis_host").unwrap_or_else(|| "127.0.0.1".into());
                 let port = text(conf, "redis_port").unwrap_or_else(|| "6379".into());
@@ -106,7 +125,12 @@ impl Store {
             }
         };
         match &self.policy {
-            None => self.policy = Some((policy, redis, at.to_string())),
+            None => {
+                if let Some(local) = self.local_at.take() {
+                    out.push(shared(&local, at));
+                }
+                self.policy = Some((policy, redis, at.to_string()));
+            }
             Some((p, r, first)) if *p != policy || *r != redis => out.push(Unmapped {
                 at: at.to_string(),
                 what: format!(
@@ -517,79 +541,5 @@ pub fn rules(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn conf(yaml: &str) -> Value {
-        serde_yaml_ng::from_str(yaml).unwrap()
-    }
-
-    #[test]
-    fn keys_map_to_templates_or_fall_back_to_the_client_address() {
-        let mut out = Vec::new();
-        let k = |y: &str, out: &mut Vec<Unmapped>| key(&conf(y), "r", out);
-        assert_eq!(k("{}", &mut out).as_deref(), Some("$remote_addr"));
-        assert_eq!(
-            k("{key: consumer_name}", &mut out).as_deref(),
-            Some("$consumer_name")
-        );
-        assert_eq!(
-            k("{key: http_x_team}", &mut out).as_deref(),
-            Some("$http_x_team")
-        );
-        assert_eq!(k("{key: x, key_type: constant}", &mut out), None);
-        assert_eq!(
-            k(
-                "{key: '$consumer_name ${http_x_a}', key_type: var_combination}",
-                &mut out
-            )
-            .as_deref(),
-            Some("$consumer_name $http_x_a")
-        );
-        assert_eq!(
-            k(
-                "{key: '${remote_addr}x', key_type: var_combination}",
-                &mut out
-            )
-            .as_deref(),
-            Some("$${remote_addr}x"),
-            "braces kept (escaped from env substitution) when a name character follows"
-        );
-        assert!(out.is_empty(), "{out:?}");
-        assert_eq!(
-            k("{key: server_addr}", &mut out).as_deref(),
-            Some("$remote_addr")
-        );
-        assert_eq!(out.len(), 1);
-        assert!(out[0].what.contains("server_addr"));
-    }
-
-    #[test]
-    fn limit_count_rules_and_defaults() {
-        let (mut store, mut out) = (Store::default(), Vec::new());
-        let place = Place {
-            at: "routes[id=1]",
-            shared: Some("service-1"),
-        };
-        let got = rules(
-            "limit-count",
-            &conf("{count: 5, time_window: 1.5, sync_interval: 0.2, policy: redis, redis_host: h}"),
-            &place,
-            &mut store,
-            &mut out,
-        )
-        .unwrap();
-        let r = serde_yaml_ng::to_string(&got[0]).unwrap();
-        assert!(r.contains("time_window: 1500ms"), "{r}");
-        assert!(r.contains("group: service-1-limit-count"), "{r}");
-        assert!(
-            r.contains("rejected_code: 503"),
-            "APISIX's default is kept: {r}"
-        );
-        assert!(r.contains("show_limit_quota_header: true"), "{r}");
-        let section = serde_yaml_ng::to_string(&store.section()).unwrap();
-        assert!(section.contains("url: redis://h:6379/0"), "{section}");
-        assert!(section.contains("sync_interval: 200ms"), "{section}");
-        assert!(rules("cors", &conf("{}"), &place, &mut store, &mut out).is_none());
-    }
-}
+#[path = "limits_tests.rs"]
+mod tests;
