@@ -70,6 +70,7 @@ pub enum Command {
     /// Ask a running gateway whether it is ready (for container health checks): exits 0
     /// when `/ready` answers 200.
     Health {
+        /// The gateway's readiness URL (on its metrics listener).
         #[arg(long, default_value = "http://127.0.0.1:9091/ready")]
         url: String,
     },
@@ -94,10 +95,12 @@ pub enum BatchCommand {
     /// Upload a JSONL input file and create a batch; with --wait, show its progress and
     /// download the output and error files when it ends.
     Submit {
+        /// The JSONL input file: one request per line (`custom_id`, `method`, `url`, `body`).
         file: PathBuf,
         /// The endpoint every line calls.
         #[arg(long, default_value = "/v1/chat/completions")]
         endpoint: String,
+        /// Follow the batch until it ends, then download its output and error files.
         #[arg(long)]
         wait: bool,
         /// Where --wait writes `<batch>_output.jsonl` and `<batch>_errors.jsonl`.
@@ -105,11 +108,42 @@ pub enum BatchCommand {
         out: PathBuf,
     },
     /// Print a batch object.
-    Status { id: String },
+    Status {
+        /// The batch id (`batch_…`).
+        id: String,
+    },
     /// Print every result line of a batch.
     Results {
+        /// The batch id (`batch_…`).
         id: String,
+        /// `jsonl` (one result per line), `json` (one array) or `csv` (a row per request).
         #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "json", "csv"])]
         format: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(c: &clap::Command, path: &str) {
+            assert!(
+                c.get_about().is_some() || path == "ai-rate-limiter",
+                "{path}"
+            );
+            for a in c.get_arguments() {
+                if matches!(a.get_id().as_str(), "help" | "version") {
+                    continue;
+                }
+                assert!(a.get_help().is_some(), "{path} {}", a.get_id());
+            }
+            for s in c.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(s, &format!("{path} {}", s.get_name()));
+            }
+        }
+        walk(&Cli::command(), "ai-rate-limiter");
+    }
 }

@@ -21,7 +21,7 @@ pub enum EgressError {
     InvalidUrl,
     #[error("webhook_url's host cannot be resolved")]
     Unresolvable,
-    #[error("webhook_url must point to a public address: loopback, private, link-local, unique-local, unspecified and multicast addresses are refused")]
+    #[error("webhook_url must point to a public address: loopback, private, link-local, unique-local, unspecified and multicast addresses are refused (an operator can allow networks in batch.webhook_allow_networks)")]
     Internal,
 }
 

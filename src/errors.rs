@@ -52,9 +52,9 @@ pub enum GatewayError {
     #[error("The upstream sent an invalid response: {0}")]
     UpstreamProtocol(String),
     #[error(
-        "Rate limit reached for {limit} on {}. Please try again in {:.3}s.",
+        "Rate limit reached for {limit} on {}. Please try again in {}.",
         .budget.as_str(),
-        *.retry_after_ms as f64 / 1000.0
+        wait_text(*.retry_after_ms)
     )]
     RateLimited {
         /// Which limit, as the client may see it.
@@ -104,6 +104,21 @@ pub enum GatewayError {
         /// Answer APISIX's `{"message": …}` body (imported routes).
         apisix: bool,
     },
+}
+
+/// A wait as OpenAI writes it: seconds with milliseconds under a minute (`1.250s`), else
+/// hours, minutes and seconds (`59m59s`, `23h59m0s`).
+fn wait_text(ms: u64) -> String {
+    if ms < 60_000 {
+        return format!("{:.3}s", ms as f64 / 1000.0);
+    }
+    let secs = ms.div_ceil(1000);
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else {
+        format!("{m}m{s}s")
+    }
 }
 
 impl GatewayError {
@@ -359,5 +374,14 @@ mod tests {
         };
         assert_eq!(tokens.code(), Some("rate_limit_exceeded"));
         assert_eq!(tokens.should_retry(), None);
+    }
+
+    #[test]
+    fn waits_over_a_minute_read_in_hours_and_minutes() {
+        assert_eq!(wait_text(1250), "1.250s");
+        assert_eq!(wait_text(59_999), "59.999s");
+        assert_eq!(wait_text(3_599_909), "1h0m0s");
+        assert_eq!(wait_text(3_500_000), "58m20s");
+        assert_eq!(wait_text(86_340_000), "23h59m0s");
     }
 }

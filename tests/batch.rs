@@ -319,7 +319,7 @@ fn inline_batch_results_as_jsonl_json_csv_and_one_request(store: Store) {
     let rows: Vec<&str> = csv.body.lines().collect();
     assert_eq!(
         rows[0],
-        "custom_id,status,content,prompt_tokens,completion_tokens,total_tokens,error"
+        "custom_id,status,content,prompt_tokens,completion_tokens,total_tokens,cost_usd,error"
     );
     assert!(rows[1].starts_with("q0,200,"), "{}", rows[1]);
     assert!(rows[1].contains(",3,"), "completion tokens: {}", rows[1]);

@@ -47,6 +47,10 @@ pub(super) fn csv_row(line: &Value) -> String {
         tokens("prompt_tokens"),
         tokens("completion_tokens"),
         tokens("total_tokens"),
+        line["cost_usd"]
+            .as_f64()
+            .map(|c| format!("{c:.6}"))
+            .unwrap_or_default(),
         csv_field(error),
     ]
     .join(",")
@@ -79,7 +83,7 @@ pub(super) async fn send_results(
     let mut chunk = String::new();
     match format {
         "csv" => chunk.push_str(
-            "custom_id,status,content,prompt_tokens,completion_tokens,total_tokens,error\n",
+            "custom_id,status,content,prompt_tokens,completion_tokens,total_tokens,cost_usd,error\n",
         ),
         "json" => chunk.push_str("{\"object\":\"list\",\"data\":["),
         _ => {}
