@@ -525,3 +525,23 @@ fn a_refused_request_s_access_line_names_the_limit_and_the_wait() {
     );
     assert!(line.contains("retry_after_ms="), "{line}");
 }
+
+#[test]
+fn check_reports_shape_and_validation_problems_in_one_pass() {
+    let out = check_config(
+        "server: {lisen: x, threads: \"two\"}\nupstream: {connect_timeout: 5}\n\
+         providers: [{name: a, kind: openai, base_url: \"api.example.com\", api_key: k}]\n\
+         models: [{name: m, deployments: [{provider: a, model: g}]}]\nauth: {enabled: false}\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "4 problem(s)",
+        "server.lisen: unknown field `lisen`",
+        "server.threads: invalid type: string \"two\", expected a whole number",
+        "upstream.connect_timeout: invalid type: integer `5`, expected a duration such as `5s`",
+        "providers[0].base_url: \"api.example.com\" must start with http:// or https://",
+    ] {
+        assert!(err.contains(want), "{want} in {err}");
+    }
+}

@@ -8,6 +8,7 @@
 //!   evaluated by `limits` over each answer's usage fields.
 //! - [`key`]: the limit-key template language (`$consumer_name $http_x_user`), parsed
 //!   here so validation can name a bad key's path; `limits` evaluates it per request.
+//! - [`shape`]: every unknown field and wrongly typed value, in one pass.
 //! - [`validate`]: every problem, each with its path (`models[2].deployments[0].provider`).
 //!
 //! The compiled snapshot the request path reads is [`crate::runtime`]; the hot reload
@@ -20,6 +21,7 @@ pub mod key;
 pub mod paths;
 pub mod prices;
 pub mod schema;
+pub mod shape;
 pub mod validate;
 
 use std::path::Path;
@@ -98,18 +100,21 @@ fn parse_in(
             problems,
         });
     }
-    let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        ConfigError::single(source_name, &path, e.into_inner().to_string())
-    })?;
-    if let Some(dir) = base {
-        for (_, p) in config.paths_mut() {
-            if p.is_relative() {
-                *p = dir.join(&*p);
+    let mut config: Config = match shape::deserialize(value) {
+        Ok(c) => c,
+        // The file's other problems too, as validation finds them in the rest of it.
+        Err(shape::Problems { mut problems, rest }) => {
+            if let Some(mut rest) = rest {
+                resolve_paths(&mut rest, base);
+                problems.extend(validate::validate(&rest));
             }
+            return Err(ConfigError {
+                source_name: source_name.to_string(),
+                problems,
+            });
         }
-    }
+    };
+    resolve_paths(&mut config, base);
     let problems = validate::validate(&config);
     if problems.is_empty() {
         Ok(config)
@@ -118,6 +123,17 @@ fn parse_in(
             source_name: source_name.to_string(),
             problems,
         })
+    }
+}
+
+/// Relative paths of `config` made relative to `base` (the file's directory).
+fn resolve_paths(config: &mut Config, base: Option<&Path>) {
+    if let Some(dir) = base {
+        for (_, p) in config.paths_mut() {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
     }
 }
 
