@@ -49,8 +49,10 @@ pub struct Deployment {
     pub provider: Arc<Provider>,
     /// Model name sent upstream.
     pub model: String,
-    /// On an AI route without a configured model: the request's model goes upstream.
+    /// On an AI route or a pattern model without a configured model: the request's model
+    /// goes upstream, less the pattern's text around its `*` (`trim`: bytes before, after).
     pub client_model: bool,
+    pub trim: (usize, usize),
     /// Top-level body fields forced on every request (APISIX ai-proxy `options`).
     pub options: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     pub api_key: Option<Secret>,
@@ -187,6 +189,10 @@ pub struct Runtime {
     /// Some limit key reads request headers (so requests must keep a copy of theirs).
     pub limits_use_headers: bool,
     models: HashMap<String, ModelRoute>,
+    /// Alias → model name.
+    aliases: HashMap<String, String>,
+    /// Pattern models (`openai/*`) in config order: (text before `*`, after, name).
+    patterns: Vec<(String, String, String)>,
     /// Models with at least one enabled deployment, in config order.
     pub listed_models: Vec<Arc<str>>,
     routes: Vec<PassRoute>,
@@ -272,7 +278,10 @@ impl Runtime {
             .collect();
         let mut models = HashMap::new();
         let mut listed_models = Vec::new();
+        let mut aliases = HashMap::new();
+        let mut patterns = Vec::new();
         for m in &config.models {
+            let pattern = m.name.split_once('*').filter(|_| m.route.is_none());
             let deployments: Vec<Deployment> = m
                 .deployments
                 .iter()
@@ -286,8 +295,11 @@ impl Runtime {
                     if api_key.as_ref().is_some_and(Secret::is_empty) {
                         return None;
                     }
-                    // On an AI route without a model, the request's own goes upstream.
-                    let client_model = d.model.is_none() && m.route.is_some();
+                    // On an AI route or a pattern without a model, the request's own goes
+                    // upstream (a pattern's: the part its `*` stands for).
+                    let client_model =
+                        d.model.is_none() && (m.route.is_some() || pattern.is_some());
+                    let trim = pattern.map_or((0, 0), |(a, b)| (a.len(), b.len()));
                     let model = d.model.clone().unwrap_or_else(|| m.name.clone());
                     // The provider key's identity: its limits follow the key, whichever
                     // public model routes to it (a digest prefix, never the key).
@@ -302,6 +314,7 @@ impl Runtime {
                         limits: Rule::compile_all(&scope, &d.limits),
                         model,
                         client_model,
+                        trim,
                         options: (!d.options.is_empty()).then(|| Arc::new(d.options.clone())),
                         api_key,
                         priority: d.priority,
@@ -320,6 +333,13 @@ impl Runtime {
             let name: Arc<str> = m.name.as_str().into();
             if !deployments.is_empty() && m.route.is_none() {
                 listed_models.push(name.clone());
+                listed_models.extend(m.aliases.iter().map(|a| Arc::from(a.as_str())));
+            }
+            for a in &m.aliases {
+                aliases.insert(a.clone(), m.name.clone());
+            }
+            if let Some((before, after)) = pattern {
+                patterns.push((before.to_string(), after.to_string(), m.name.clone()));
             }
             models.insert(
                 m.name.clone(),
@@ -409,6 +429,8 @@ impl Runtime {
             generation,
             consumers,
             models,
+            aliases,
+            patterns,
             listed_models,
             consumer_limits,
             routes,
@@ -471,8 +493,20 @@ impl Runtime {
     }
 
     /// A model of the OpenAI API, by name (AI routes are served at their paths only).
+    /// By name, alias, or the first pattern (`openai/*`) that matches it.
     pub fn model(&self, name: &str) -> Option<&ModelRoute> {
-        self.models.get(name).filter(|m| m.route.is_none())
+        let exact = self.models.get(name).filter(|m| m.route.is_none());
+        let found = exact
+            .or_else(|| self.models.get(self.aliases.get(name)?))
+            .or_else(|| {
+                let (_, _, model) = self.patterns.iter().find(|(before, after, _)| {
+                    name.len() > before.len() + after.len()
+                        && name.starts_with(before.as_str())
+                        && name.ends_with(after.as_str())
+                })?;
+                self.models.get(model)
+            });
+        found.filter(|m| m.route.is_none())
     }
 
     /// Every model, AI routes included, in config order (the status page).

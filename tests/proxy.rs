@@ -481,3 +481,66 @@ fn provider_reporting_no_headroom_is_skipped_until_its_reset() {
         0.0
     );
 }
+
+#[test]
+fn aliases_and_pattern_models_route_to_their_upstream_names() {
+    use common::fixture_server::{recording, Reply};
+    let (port, seen) = recording(|r| {
+        let model = r.json()["model"].as_str().unwrap_or("").to_string();
+        Reply::json("200 OK", common::upstream::completion(&model, "ok"))
+    });
+    let yaml = format!(
+        "auth: {{enabled: false}}\n\
+         providers: [{{name: up, kind: openai-compatible, base_url: \"http://127.0.0.1:{port}/v1\", api_key: k}}]\n\
+         models:\n\
+         - {{name: smart, aliases: [gpt-smart], deployments: [{{provider: up, model: real-1}}]}}\n\
+         - {{name: \"up/*\", deployments: [{{provider: up}}], limits: [{{name: two, count: {{count: 2, time_window: 60s}}}}]}}\n"
+    );
+    let gw = Gw::start(&yaml);
+    let ask = |model: &str| {
+        post(
+            &gw.url("/v1/chat/completions"),
+            None,
+            &chat_body(model, "hi", false),
+        )
+    };
+    let upstream_model = |n: usize| {
+        seen.lock().unwrap()[n].json()["model"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(ask("gpt-smart").status, 200);
+    assert_eq!(upstream_model(0), "real-1");
+    assert_eq!(ask("up/gpt-4o").status, 200);
+    assert_eq!(upstream_model(1), "gpt-4o");
+    // The pattern's limits hold for every name it matches.
+    assert_eq!(ask("up/o3").status, 200);
+    assert_eq!(upstream_model(2), "o3");
+    assert_eq!(ask("up/gpt-4o-mini").status, 429);
+    assert_eq!(
+        ask("up/").status,
+        404,
+        "the `*` stands for at least one character"
+    );
+    let listed: Vec<String> = get(&gw.url("/v1/models"), None).json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ["smart", "gpt-smart", "up/*"]);
+    let one = get(&gw.url("/v1/models/up/gpt-4o"), None);
+    assert_eq!(
+        (one.status, one.json()["id"].as_str()),
+        (200, Some("up/gpt-4o"))
+    );
+    // Two stars, or an alias that is another model's name, are config problems.
+    let out = check_config(&yaml.replace("up/*", "up/*/*").replace("gpt-smart", "smart"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("models[1].name: a pattern has one `*`"),
+        "{err}"
+    );
+    assert!(err.contains("models[0].aliases[0]"), "{err}");
+}

@@ -455,7 +455,12 @@ fn one() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// The public name; with one `*` a pattern (`openai/*`): a requested name it matches
+    /// goes to the deployments without a `model` as the part the `*` stands for.
     pub name: String,
+    /// Other names clients may use for this model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// `owned_by` in `/v1/models`; defaults to the first deployment's provider kind.
     #[serde(default)]
     pub owned_by: Option<String>,

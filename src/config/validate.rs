@@ -422,6 +422,20 @@ fn models(c: &Config, p: &mut Problems) {
                 format!("duplicate model name {:?}", m.name),
             );
         }
+        if m.name.matches('*').count() > 1 || (m.name.contains('*') && m.route.is_some()) {
+            p.add(
+                format!("{path}.name"),
+                "a pattern has one `*` and is not an AI route (`route`)",
+            );
+        }
+        for (j, a) in m.aliases.iter().enumerate() {
+            if a.is_empty() || a.contains('*') || !names.insert(a.as_str()) {
+                p.add(
+                    format!("{path}.aliases[{j}]"),
+                    format!("{a:?} must be a name of its own (not empty, no `*`, not another model's or alias)"),
+                );
+            }
+        }
         if m.deployments.is_empty() {
             p.add(
                 format!("{path}.deployments"),

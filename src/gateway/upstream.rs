@@ -32,10 +32,13 @@ fn target<'a>(rt: &Runtime, d: &'a Deployment, req: &'a AiRequest) -> ProviderTa
 /// The model a deployment asks its upstream for: its own, or on an AI route without one,
 /// the request's.
 pub fn upstream_model<'a>(d: &'a Deployment, req: &'a AiRequest) -> &'a str {
-    if d.client_model {
-        &req.model
-    } else {
-        &d.model
+    let m = &req.model;
+    match d.client_model {
+        // A pattern's text around its `*` matched the name: those ends are char bounds.
+        true => m
+            .get(d.trim.0..m.len().saturating_sub(d.trim.1))
+            .unwrap_or(m),
+        false => &d.model,
     }
 }
 

@@ -140,14 +140,14 @@ pub async fn serve(
             let data: Vec<_> = rt
                 .listed_models
                 .iter()
-                .filter_map(|name| rt.model(name))
+                .filter_map(|name| rt.model(name).map(|m| (name, m)))
                 // A consumer sees only the models it may use.
-                .filter(|m| {
+                .filter(|(_, m)| {
                     m.restriction
                         .as_ref()
                         .is_none_or(|r| r.check(ctx.consumer.as_deref()).is_ok())
                 })
-                .map(|m| model_object(&m.name, &m.owned_by))
+                .map(|(name, m)| model_object(name, &m.owned_by))
                 .collect();
             respond::json(session, ctx, &json!({"object": "list", "data": data})).await;
         }
@@ -155,8 +155,9 @@ pub async fn serve(
             let m = rt
                 .model(&id)
                 .filter(|m| !m.deployments.is_empty())
-                .ok_or(GatewayError::ModelNotFound(id))?;
-            respond::json(session, ctx, &model_object(&m.name, &m.owned_by)).await;
+                .ok_or_else(|| GatewayError::ModelNotFound(id.clone()))?;
+            // As asked: an alias or a name a pattern matched is a model of its own.
+            respond::json(session, ctx, &model_object(&id, &m.owned_by)).await;
         }
         ApiRoute::Batch(b) => super::batches::serve(state, session, ctx, b).await?,
         ApiRoute::StoredResponse(r) => super::responses::serve(state, session, ctx, r).await?,
