@@ -102,14 +102,58 @@ impl<S> Filter<S> for RepeatLimit {
     }
 }
 
+/// One JSON log line on its way to standard output, without the `log.*` fields the `log`
+/// bridge adds to records of crates that use `log` (Pingora): `log.file` is a path on the
+/// machine that built the binary, the others repeat `target`.
+struct CleanLine(Vec<u8>);
+
+impl std::io::Write for CleanLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for CleanLine {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let line = without_log_fields(&self.0);
+        let _ = std::io::stdout().lock().write_all(&line);
+    }
+}
+
+/// A JSON line without its top-level `log.*` fields (as it is when it has none).
+fn without_log_fields(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if memchr::memmem::find(line, b"\"log.").is_none() {
+        return line.into();
+    }
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line) {
+        Ok(mut fields) => {
+            fields.retain(|k, _| !k.starts_with("log."));
+            let mut out = serde_json::Value::Object(fields).to_string().into_bytes();
+            out.push(b'\n');
+            out.into()
+        }
+        Err(_) => line.into(),
+    }
+}
+
 pub fn init(cfg: &LoggingConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
+    let fmt = tracing_subscriber::fmt::layer();
     let layer = match cfg.format {
-        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
-        LogFormat::Text => fmt.with_ansi(false).boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_writer(|| CleanLine(Vec::new()))
+            .boxed(),
+        LogFormat::Text => fmt.with_ansi(false).with_writer(std::io::stdout).boxed(),
     };
     let result = tracing_subscriber::registry()
         .with(
@@ -149,5 +193,16 @@ mod tests {
         let written = (0..10_000).filter(|_| limit.admit(&META, 7).0).count();
         assert_eq!(written, BURST as usize);
         assert_eq!(limit.admit(&META, 8), (true, 10_000 - u64::from(BURST)));
+    }
+
+    #[test]
+    fn json_lines_lose_the_log_bridge_fields() {
+        let line = br#"{"timestamp":"t","level":"INFO","message":"m","log.target":"p","log.file":"/root/.cargo/x.rs","log.line":3,"target":"p"}
+"#;
+        let out = String::from_utf8(without_log_fields(line).into_owned()).unwrap();
+        assert!(!out.contains("log.") && !out.contains(".cargo"), "{out}");
+        assert!(out.contains("\"message\":\"m\"") && out.ends_with('\n'), "{out}");
+        let plain = b"{\"message\":\"catalog.x\"}\n";
+        assert_eq!(&*without_log_fields(plain), plain);
     }
 }
