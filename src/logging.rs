@@ -201,7 +201,10 @@ mod tests {
 "#;
         let out = String::from_utf8(without_log_fields(line).into_owned()).unwrap();
         assert!(!out.contains("log.") && !out.contains(".cargo"), "{out}");
-        assert!(out.contains("\"message\":\"m\"") && out.ends_with('\n'), "{out}");
+        assert!(
+            out.contains("\"message\":\"m\"") && out.ends_with('\n'),
+            "{out}"
+        );
         let plain = b"{\"message\":\"catalog.x\"}\n";
         assert_eq!(&*without_log_fields(plain), plain);
     }

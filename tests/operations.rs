@@ -377,7 +377,10 @@ fn json_logs_have_one_access_line_per_request() {
     assert_eq!(access[0]["status"], 200);
     assert_eq!(access[0]["completion_tokens"], 2);
     // No build paths: records bridged from `log` (Pingora's) lose their `log.*` fields.
-    assert!(!logs.contains("\"log.file\"") && !logs.contains(".cargo/registry"), "{logs}");
+    assert!(
+        !logs.contains("\"log.file\"") && !logs.contains(".cargo/registry"),
+        "{logs}"
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //!
 //! - [`http`]: OpenAI and OpenAI-compatible upstreams over HTTP(S), driven by the gateway
 //!   itself through pingora-core's pooled connectors (so bodies of any size go through and
-//!   a 429/5xx can fail over to the next deployment; see the README's architecture notes).
+//!   a 429/5xx can fail over to the next deployment; see docs/internals.md).
 //! - [`mock`]: the built-in mock that answers without an upstream.
 //! - [`api`]: the [`Provider`] trait (request mapping, default headers, whole-answer and stream translation),
 //!   implemented by [`openai`], [`azure`] and [`Anthropic`] ([`anthropic`] holds its

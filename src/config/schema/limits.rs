@@ -255,7 +255,7 @@ pub struct LimitsConfig {
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
     /// Redis policies: decide count rules whose window is longer than this from local
-    /// counters, pushing deltas to Redis this often (faster; see the README's accuracy
+    /// counters, pushing deltas to Redis this often (faster; see docs/limits.md, accuracy
     /// bound). Unset: every decision is made in Redis.
     #[serde(with = "humantime_serde")]
     pub sync_interval: Option<Duration>,
