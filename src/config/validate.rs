@@ -516,8 +516,10 @@ models:
 
     #[test]
     fn unknown_field_named_with_path() {
-        let got = problems("providers:\n  - {name: p, kind: mock, mock: {latncy_ms: 3}}\n");
-        assert_eq!(got.len(), 1);
+        let got = problems(
+            "auth: {enabled: false}\nproviders:\n  - {name: p, kind: mock, mock: {latncy_ms: 3}}\n",
+        );
+        assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].starts_with("providers[0].mock"), "{got:?}");
         assert!(got[0].contains("latncy_ms"), "{got:?}");
     }
