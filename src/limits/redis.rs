@@ -90,9 +90,14 @@ impl Conn {
     ) -> RedisResult<Conn> {
         match policy {
             LimitPolicy::RedisCluster => {
+                // One retry inside the client (a MOVED after a reshard is followed once):
+                // more would let a node that hangs hold other calls behind its retries and
+                // the slot-map refreshes they trigger (seen as leases on healthy nodes
+                // expiring under load); the gateway decides what to do with a fault itself.
                 let client = redis::cluster::ClusterClient::builder(urls.to_vec())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
+                    .retries(1)
                     .build()?;
                 client.get_async_connection().await.map(Conn::Cluster)
             }
