@@ -228,11 +228,16 @@ async fn relay_whole(
         }
     };
     if answer.status < 400 {
-        // Past the cap it was sent: ended as a length limit, charged what is relayed.
-        if let Some(capped) = relayed::cap_whole(&answer.body, ctx.completion_cap) {
-            (answer.body, ctx.error) = (capped, Some("upstream_over_cap"));
+        let (mut usage, answered_by) = answer_fields(&answer.body);
+        // Past the cap it was sent (its usage says so; only then is it read whole again):
+        // ended as a length limit, charged what is relayed.
+        let completion = usage.as_ref().and_then(|u| u["completion_tokens"].as_u64());
+        if matches!((ctx.completion_cap, completion), (Some(cap), Some(used)) if used > cap) {
+            if let Some(capped) = relayed::cap_whole(&answer.body, ctx.completion_cap) {
+                (answer.body, ctx.error) = (capped, Some("upstream_over_cap"));
+                usage = answer_fields(&answer.body).0;
+            }
         }
-        let (usage, answered_by) = answer_fields(&answer.body);
         if let Some(raw) = usage {
             ctx.usage = Usage::from_openai(&raw);
             ctx.note_usage_fields(&raw);
