@@ -13,7 +13,6 @@
 //! choice. The arithmetic saturates; prices are per million tokens, so micro-dollars per
 //! token.
 
-use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use crate::limits::admission::{Budget, Check, Estimate, Rejection};
 use crate::limits::rules::RuleKind;
@@ -207,14 +206,5 @@ pub fn shrink_to_room(
             subject.shrink(subject.completion_fitting(&c.kind, left, open))
         }
         _ => false,
-    }
-}
-
-/// The request a deployment gets with the admitted cap, when it asks for more (or names
-/// none): `None` when it is fine as it is.
-pub fn apply(cap: Option<u64>, request: &AiRequest) -> Result<Option<AiRequest>, GatewayError> {
-    match cap {
-        Some(cap) => request.with_cap(cap),
-        None => Ok(None),
     }
 }

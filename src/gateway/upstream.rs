@@ -310,7 +310,9 @@ pub async fn call<'r>(
             None => None,
         };
         let request = with_options.as_ref().unwrap_or(request);
-        let capped = super::cap::apply(ctx.completion_cap, request)?;
+        let capped = ctx
+            .completion_cap
+            .map_or(Ok(None), |c| request.with_cap(c))?;
         let request = capped.as_ref().unwrap_or(request);
         let out = outgoing(rt, d, request)?;
         let traceparent = ctx.trace_attempt(d, request);
