@@ -99,7 +99,15 @@ fn request(p: &dyn Provider, provider: &str, endpoint: Endpoint, file: &str) -> 
                 writeln!(s, "{k}: {v}").unwrap();
             }
             s.push('\n');
-            s.push_str(&String::from_utf8_lossy(&out.body));
+            // A translated body is written in whatever field order its writer finds
+            // cheapest (`canonical::write`): shown with sorted keys, as order carries no
+            // meaning in a JSON object. A pass-through body is shown as sent.
+            let translated =
+                ["anthropic", "gemini"].contains(&provider) && endpoint != Endpoint::Messages;
+            match serde_json::from_slice::<Value>(&out.body) {
+                Ok(v) if translated => s.push_str(&v.to_string()),
+                _ => s.push_str(&String::from_utf8_lossy(&out.body)),
+            }
             s.push('\n');
             s
         }

@@ -7,6 +7,7 @@
 //! Used by the proxy (from a client's body) and the batch dispatcher (from an input line).
 
 pub mod numbers;
+pub mod write;
 
 use crate::errors::GatewayError;
 use bytes::Bytes;
@@ -268,16 +269,6 @@ impl AiRequest {
         serde_json::from_str(self.raw(name)?).ok()
     }
 
-    /// The body to send upstream: `model` replaced by the deployment's model name and, for
-    /// streams, `stream_options.include_usage` forced on so usage can be accounted. When
-    /// neither changes anything, the received bytes themselves.
-    /// The whole body as a JSON tree (for providers whose API differs and need a
-    /// translation; OpenAI-style upstreams get [`Self::upstream_body`]).
-    pub fn json(&self) -> Result<serde_json::Value, GatewayError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}"), None))
-    }
-
     /// This request with top-level fields set (APISIX ai-proxy `options`: a flat overwrite
     /// of the client's fields), parsed again.
     pub fn with_fields(
@@ -345,6 +336,9 @@ impl AiRequest {
         AiRequest::parse(self.endpoint, Bytes::from(out)).map(Some)
     }
 
+    /// The body to send upstream: `model` replaced by the deployment's model name and, for
+    /// streams, `stream_options.include_usage` forced on so usage can be accounted. When
+    /// neither changes anything, the received bytes themselves.
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
         // Anthropic always reports usage (and has no `stream_options`).
         // Responses report usage in their terminal event.
@@ -519,7 +513,7 @@ mod tests {
         let r = parse(Endpoint::ChatCompletions, body).unwrap();
         let set = serde_json::json!({"temperature": 1.0, "foo": "bar"});
         let o = r.with_fields(set.as_object().unwrap()).unwrap();
-        let v = o.json().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.upstream_body("m")).unwrap();
         assert_eq!(v["temperature"], 1.0);
         assert_eq!(v["foo"], "bar");
         assert_eq!(v["messages"][0]["content"], "hi");

@@ -12,7 +12,8 @@
 //!
 //! The mapping follows `shared/reference/openai-wire.md` §5.1.
 
-use crate::canonical::content_text;
+use crate::canonical::write::{ArrayOut, Turns};
+use crate::canonical::{content_text, AiRequest};
 use crate::errors::{openai_error_body, GatewayError};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -60,34 +61,30 @@ fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
         .collect()
 }
 
-/// Append a message, merging consecutive turns of the same role (tool results after tool
-/// results, a user turn after them) into one turn.
-fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if let Some(last) = messages.last_mut() {
-        if last["role"] == role {
-            if let Some(c) = last["content"].as_array_mut() {
-                c.extend(blocks);
-                return;
-            }
-        }
-    }
-    messages.push(json!({"role": role, "content": blocks}));
-}
-
-/// Translate an OpenAI chat request body into a Messages request for `model`.
-pub fn request(body: &Value, model: &str, default_max_tokens: u64) -> Result<Value, GatewayError> {
+/// Translate an OpenAI chat request into a Messages request: `fixed`'s fields (the
+/// `model`, or Vertex's `anthropic_version`) and the translation. The messages are read
+/// and written one at a time, consecutive turns of one role (tool results after tool
+/// results, a user turn after them) merged into one turn ([`Turns`]).
+pub fn request(
+    req: &AiRequest,
+    fixed: Map<String, Value>,
+    default_max_tokens: u64,
+) -> Result<Vec<u8>, GatewayError> {
+    let body = Value::Object(req.head(&["messages"])?);
     if body["n"].as_u64().is_some_and(|n| n != 1) {
         return Err(bad("n must be 1 for this model", "n"));
     }
-    let mut system = Vec::new();
-    let mut messages: Vec<Value> = Vec::new();
-    let list = body["messages"]
-        .as_array()
+    let list = req
+        .items("messages")
         .ok_or_else(|| bad("messages must be an array", "messages"))?;
-    for m in list {
+    let mut system = Vec::new();
+    let mut messages = Turns::new(ArrayOut::field(&Map::new(), "messages"), "content");
+    for raw in list {
+        let m: Value = serde_json::from_str(raw.get())
+            .map_err(|e| bad(format!("invalid message: {e}"), "messages"))?;
         match m["role"].as_str() {
             Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
-            Some("user") => push(&mut messages, "user", blocks_of(&m["content"])?),
+            Some("user") => messages.push("user", "user", &blocks_of(&m["content"])?),
             Some("assistant") => {
                 let mut blocks = blocks_of(&m["content"])?;
                 for call in m["tool_calls"].as_array().into_iter().flatten() {
@@ -98,18 +95,18 @@ pub fn request(body: &Value, model: &str, default_max_tokens: u64) -> Result<Val
                     blocks.push(json!({"type": "tool_use", "id": call["id"],
                         "name": call["function"]["name"], "input": input}));
                 }
-                push(&mut messages, "assistant", blocks);
+                messages.push("assistant", "assistant", &blocks);
             }
             Some("tool") => {
                 let block = json!({"type": "tool_result", "tool_use_id": m["tool_call_id"],
                     "content": content_text(&m["content"], "\n")});
-                push(&mut messages, "user", vec![block]);
+                messages.push("user", "user", &[block]);
             }
             other => return Err(bad(format!("unknown message role {other:?}"), "messages")),
         }
     }
-    let mut out = Map::new();
-    out.insert("model".into(), json!(model));
+    let mut out = fixed;
+
     let max_tokens = body["max_completion_tokens"]
         .as_u64()
         .or(body["max_tokens"].as_u64())
@@ -118,7 +115,6 @@ pub fn request(body: &Value, model: &str, default_max_tokens: u64) -> Result<Val
     if !system.is_empty() {
         out.insert("system".into(), json!(system.join("\n")));
     }
-    out.insert("messages".into(), Value::Array(messages));
     match &body["stop"] {
         Value::String(s) => {
             out.insert("stop_sequences".into(), json!([s]));
@@ -173,7 +169,7 @@ pub fn request(body: &Value, model: &str, default_max_tokens: u64) -> Result<Val
     if let Some(c) = choice {
         out.insert("tool_choice".into(), c);
     }
-    Ok(Value::Object(out))
+    Ok(messages.finish_with(&out))
 }
 
 /// Anthropic `stop_reason` → OpenAI `finish_reason`.
@@ -387,6 +383,16 @@ mod tests {
         .unwrap()
     }
 
+    /// [`request`] of a chat body for `model`, as a tree.
+    fn translate_request(body: &Value, model: &str, max: u64) -> Result<Value, GatewayError> {
+        let req = AiRequest::parse(
+            crate::canonical::Endpoint::ChatCompletions,
+            Bytes::from(body.to_string()),
+        )?;
+        let fixed = json!({"model": model}).as_object().cloned().unwrap();
+        Ok(serde_json::from_slice(&request(&req, fixed, max)?).unwrap())
+    }
+
     #[test]
     fn request_mapping() {
         let body = json!({
@@ -406,7 +412,7 @@ mod tests {
             "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
             "tool_choice": "required"});
-        let out = request(&body, "claude-sonnet-4-5", 4096).unwrap();
+        let out = translate_request(&body, "claude-sonnet-4-5", 4096).unwrap();
         assert_eq!(out["system"], "Be brief.\nUse tools.");
         assert_eq!(out["max_tokens"], 4096);
         assert_eq!(out["stop_sequences"], json!(["END"]));
@@ -436,7 +442,7 @@ mod tests {
             json!({"type": "tool_result", "tool_use_id": "call_1", "content": "18C"})
         );
         assert_eq!(m[2]["content"][2]["text"], "Thanks");
-        assert!(request(&json!({"n": 2, "messages": []}), "c", 1).is_err());
+        assert!(translate_request(&json!({"model": "m", "n": 2, "messages": []}), "c", 1).is_err());
     }
 
     #[test]

@@ -22,7 +22,9 @@ impl Provider for Anthropic {
         let body = if req.endpoint == Endpoint::Messages {
             req.upstream_body(t.model) // native: passed through
         } else {
-            Bytes::from(request(&req.json()?, t.model, t.default_max_tokens)?.to_string())
+            let mut fixed = serde_json::Map::new();
+            fixed.insert("model".into(), t.model.into());
+            Bytes::from(request(req, fixed, t.default_max_tokens)?)
         };
         Ok(Outgoing {
             path: "/messages".into(),

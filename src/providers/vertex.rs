@@ -64,11 +64,10 @@ impl Provider for Vertex {
         let model = gemini::model_path(t.model)?;
         let model = model.trim_start_matches("models/");
         let (path, body) = if is_claude(model) {
-            let mut body = anthropic_request(&req.json()?, model, t.default_max_tokens)?;
-            if let Some(o) = body.as_object_mut() {
-                o.remove("model");
-                o.insert("anthropic_version".into(), json!(VERTEX_ANTHROPIC_VERSION));
-            }
+            // Vertex names the model in the path; the body carries its API version.
+            let mut fixed = serde_json::Map::new();
+            fixed.insert("anthropic_version".into(), json!(VERTEX_ANTHROPIC_VERSION));
+            let body = anthropic_request(req, fixed, t.default_max_tokens)?;
             let method = if req.stream {
                 "streamRawPredict"
             } else {
@@ -86,7 +85,7 @@ impl Provider for Vertex {
         Ok(Outgoing {
             path,
             auth: Vec::new(),
-            body: Bytes::from(body.to_string()),
+            body: Bytes::from(body),
         })
     }
 

@@ -12,12 +12,12 @@
 
 use super::batches::{limit, param, query};
 use super::{respond, RequestCtx};
+use crate::canonical::write::ArrayOut;
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use crate::response_store::{item_id, now, raw_items, Put, RawResponse, ANONYMOUS};
 use crate::state::AppState;
 use crate::surfaces::responses::{derived_id, for_each_input, with_id};
-use crate::surfaces::write::ArrayOut;
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use pingora::proxy::Session;

@@ -159,6 +159,19 @@ fn add(c: &Connection, consumer: &str, delta: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A column written as text or, for inputs ([`SqliteResponses::put`]), as a blob of UTF-8.
+fn text(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<String> {
+    use rusqlite::types::{FromSqlError, ValueRef};
+    match r.get_ref(i)? {
+        ValueRef::Text(b) | ValueRef::Blob(b) => String::from_utf8(b.to_vec()).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e))
+        }),
+        other => Err(FromSqlError::InvalidType).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, other.data_type(), Box::new(e))
+        }),
+    }
+}
+
 #[async_trait]
 impl ResponseStore for SqliteResponses {
     async fn put(&self, r: RawResponse, quota: u64) -> Result<Put> {
@@ -206,18 +219,25 @@ impl ResponseStore for SqliteResponses {
             for id in &victims {
                 tx.execute("DELETE FROM responses WHERE id = ?1", params![id])?;
             }
+            // The input (up to the body limit) is written into a zeroblob in place: bound
+            // as a parameter, SQLite would copy it whole and build a record of it whole.
             tx.execute(
                 "INSERT OR REPLACE INTO responses (id, consumer, created, bytes, response, input)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, zeroblob(?6))",
                 params![
                     r.id,
                     r.consumer,
                     r.created as i64,
                     bytes,
                     r.response,
-                    r.input
+                    r.input.len() as i64
                 ],
             )?;
+            if !r.input.is_empty() {
+                let row = tx.last_insert_rowid();
+                tx.blob_open(rusqlite::MAIN_DB, "responses", "input", row, false)?
+                    .write_all_at(r.input.as_bytes(), 0)?;
+            }
             let total = now + bytes;
             tx.execute(
                 "INSERT INTO usage (consumer, bytes) VALUES (?1, ?2)
@@ -246,7 +266,7 @@ impl ResponseStore for SqliteResponses {
                         consumer: r.get(1)?,
                         created: r.get::<_, i64>(2)? as u64,
                         response: r.get(3)?,
-                        input: r.get(4)?,
+                        input: text(r, 4)?,
                     })
                 },
             )

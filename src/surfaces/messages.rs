@@ -7,9 +7,9 @@
 //! Losses: `top_k`, `thinking` and cache-control markers are dropped (chat has none);
 //! `document` blocks are refused (400); server tools (`web_search_*`) are dropped.
 
-use super::write::ArrayOut;
 use super::ChunkTranslator;
 use crate::canonical::content_text;
+use crate::canonical::write::ArrayOut;
 use crate::canonical::AiRequest;
 use crate::errors::{anthropic_error_body, GatewayError};
 use bytes::Bytes;

@@ -12,7 +12,6 @@
 
 pub mod messages;
 pub mod responses;
-pub mod write;
 
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;

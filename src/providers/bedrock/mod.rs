@@ -54,7 +54,7 @@ impl Provider for Bedrock {
     }
 
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
-        let body = translate::request(&req.json()?, t.default_max_tokens)?;
+        let body = translate::request(req, t.default_max_tokens)?;
         let action = if req.stream {
             "converse-stream"
         } else {
@@ -67,7 +67,7 @@ impl Provider for Bedrock {
                 (Some(k), None) => vec![("authorization".to_string(), format!("Bearer {k}"))],
                 _ => Vec::new(),
             },
-            body: Bytes::from(body.to_string()),
+            body: Bytes::from(body),
         })
     }
 

@@ -1,7 +1,8 @@
 //! Pure translations between OpenAI chat and Bedrock's Converse API
 //! (`shared/reference/gemini-bedrock-vertex.md` §d.3–d.4).
 
-use crate::canonical::content_text;
+use crate::canonical::write::{ArrayOut, Turns};
+use crate::canonical::{content_text, AiRequest};
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -71,38 +72,31 @@ fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
     Ok(out)
 }
 
-/// Append a message, merging consecutive ones of the same role (Bedrock wants turns to
-/// alternate; consecutive tool results become one user message).
-fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut() {
-        if last["role"] == role {
-            if let Some(c) = last["content"].as_array_mut() {
-                c.extend(blocks);
-                return;
-            }
-        }
-    }
-    messages.push(json!({"role": role, "content": blocks}));
-}
-
 /// An OpenAI chat request → a Converse body (the model goes in the URL, not the body).
-pub fn request(body: &Value, default_max_tokens: u64) -> Result<Value, GatewayError> {
+/// The messages are read and written one at a time, consecutive ones of one role merged
+/// (Bedrock wants turns to alternate; consecutive tool results become one user message).
+pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, GatewayError> {
+    let body = Value::Object(req.head(&["messages"])?);
     if body["n"].as_u64().is_some_and(|n| n != 1) {
         return Err(bad("n must be 1 for this model", "n"));
     }
+    let list = req
+        .items("messages")
+        .ok_or_else(|| bad("messages must be an array", "messages"))?;
     let mut system = Vec::new();
-    let mut messages: Vec<Value> = Vec::new();
+    let mut messages = Turns::new(ArrayOut::field(&Map::new(), "messages"), "content");
+    let mut push = |role: &str, blocks: &[Value]| {
+        if !blocks.is_empty() {
+            messages.push(role, role, blocks);
+        }
+    };
     let mut history_has_tools = false;
-    for m in body["messages"]
-        .as_array()
-        .ok_or_else(|| bad("messages must be an array", "messages"))?
-    {
+    for raw in list {
+        let m: Value = serde_json::from_str(raw.get())
+            .map_err(|e| bad(format!("invalid message: {e}"), "messages"))?;
         match m["role"].as_str() {
             Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
-            Some("user") => push(&mut messages, "user", blocks_of(&m["content"])?),
+            Some("user") => push("user", &blocks_of(&m["content"])?),
             Some("assistant") => {
                 let mut blocks = blocks_of(&m["content"])?;
                 for call in m["tool_calls"].as_array().into_iter().flatten() {
@@ -116,13 +110,13 @@ pub fn request(body: &Value, default_max_tokens: u64) -> Result<Value, GatewayEr
                         json!({"toolUse": {"toolUseId": call["id"], "name": name, "input": input}}),
                     );
                 }
-                push(&mut messages, "assistant", blocks);
+                push("assistant", &blocks);
             }
             Some("tool") => {
                 history_has_tools = true;
                 let block = json!({"toolResult": {"toolUseId": m["tool_call_id"],
                     "content": [{"text": content_text(&m["content"], "\n")}]}});
-                push(&mut messages, "user", vec![block]);
+                push("user", &[block]);
             }
             other => return Err(bad(format!("unknown message role {other:?}"), "messages")),
         }
@@ -131,7 +125,6 @@ pub fn request(body: &Value, default_max_tokens: u64) -> Result<Value, GatewayEr
     if !system.is_empty() {
         out.insert("system".into(), json!([{"text": system.join("\n")}]));
     }
-    out.insert("messages".into(), Value::Array(messages));
     let mut inference = Map::new();
     let max = body["max_completion_tokens"]
         .as_u64()
@@ -209,7 +202,7 @@ pub fn request(body: &Value, default_max_tokens: u64) -> Result<Value, GatewayEr
             "structure": {"jsonSchema": {"schema": schema.to_string(), "name": name}}}}),
         );
     }
-    Ok(Value::Object(out))
+    Ok(messages.finish_with(&out))
 }
 
 /// Converse `stopReason` → OpenAI `finish_reason`.

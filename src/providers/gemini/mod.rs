@@ -43,8 +43,8 @@ pub fn model_path(model: &str) -> Result<String, GatewayError> {
 }
 
 /// The `generateContent` body and method suffix of a chat request.
-pub fn chat_call(req: &AiRequest) -> Result<(Value, &'static str), GatewayError> {
-    let body = translate::request(&req.json()?)?;
+pub fn chat_call(req: &AiRequest) -> Result<(Vec<u8>, &'static str), GatewayError> {
+    let body = translate::request(req)?;
     let method = if req.stream {
         ":streamGenerateContent?alt=sse"
     } else {
@@ -65,7 +65,7 @@ impl Provider for Gemini {
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
         let model = model_path(t.model)?;
         let (path, body) = if req.endpoint == Endpoint::Embeddings {
-            let body = translate::embeddings_request(&req.json()?, &model)?;
+            let body = translate::embeddings_request(req, &model)?;
             (format!("/{model}:batchEmbedContents"), body)
         } else {
             let (body, method) = chat_call(req)?;
@@ -77,7 +77,7 @@ impl Provider for Gemini {
                 .api_key
                 .map(|k| vec![("x-goog-api-key".to_string(), k.to_string())])
                 .unwrap_or_default(),
-            body: Bytes::from(body.to_string()),
+            body: Bytes::from(body),
         })
     }
 

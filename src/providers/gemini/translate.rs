@@ -2,9 +2,11 @@
 //! Gemini API and Vertex AI, which take the same body): the mapping of
 //! `shared/reference/gemini-bedrock-vertex.md` §d.1–d.2.
 
-use crate::canonical::content_text;
+use crate::canonical::write::{ArrayOut, Turns};
+use crate::canonical::{content_text, AiRequest};
 use crate::errors::GatewayError;
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
@@ -69,38 +71,24 @@ fn mime_of(url: &str) -> &'static str {
     }
 }
 
-/// Append a turn, merging consecutive turns of the same role (Gemini wants alternation);
-/// function responses keep a turn of their own.
-fn push(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    let responses = parts[0].get("functionResponse").is_some();
-    if let Some(last) = contents.last_mut() {
-        let last_responses = last["parts"][0].get("functionResponse").is_some();
-        if last["role"] == role && responses == last_responses {
-            if let Some(p) = last["parts"].as_array_mut() {
-                p.extend(parts);
-                return;
-            }
-        }
-    }
-    contents.push(json!({"role": role, "parts": parts}));
-}
-
-/// An OpenAI chat request → a `generateContent` body.
-pub fn request(body: &Value) -> Result<Value, GatewayError> {
+/// An OpenAI chat request → a `generateContent` body. The messages are read and written
+/// one at a time, consecutive turns of one role merged (Gemini wants alternation) except
+/// that function responses keep a turn of their own ([`Turns`]).
+pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
+    let body = Value::Object(req.head(&["messages"])?);
+    let list = req
+        .items("messages")
+        .ok_or_else(|| bad("messages must be an array", "messages"))?;
     let mut system = Vec::new();
-    let mut contents: Vec<Value> = Vec::new();
+    let mut contents = Turns::new(ArrayOut::field(&Map::new(), "contents"), "parts");
     // Tool results carry only the call id; Gemini wants the function's name.
     let mut names: Vec<(String, String)> = Vec::new();
-    let list = body["messages"]
-        .as_array()
-        .ok_or_else(|| bad("messages must be an array", "messages"))?;
-    for m in list {
+    for raw in list {
+        let m: Value = serde_json::from_str(raw.get())
+            .map_err(|e| bad(format!("invalid message: {e}"), "messages"))?;
         match m["role"].as_str() {
             Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
-            Some("user") => push(&mut contents, "user", parts_of(&m["content"])?),
+            Some("user") => push(&mut contents, "user", &parts_of(&m["content"])?),
             Some("assistant") => {
                 let mut parts = parts_of(&m["content"])?;
                 for call in m["tool_calls"].as_array().into_iter().flatten() {
@@ -115,7 +103,7 @@ pub fn request(body: &Value) -> Result<Value, GatewayError> {
                     ));
                     parts.push(json!({"functionCall": {"name": name, "args": args}}));
                 }
-                push(&mut contents, "model", parts);
+                push(&mut contents, "model", &parts);
             }
             Some("tool") => {
                 let id = m["tool_call_id"].as_str().unwrap_or_default();
@@ -128,7 +116,7 @@ pub fn request(body: &Value) -> Result<Value, GatewayError> {
                     })?;
                 let part = json!({"functionResponse": {"name": name,
                     "response": {"content": content_text(&m["content"], "\n")}}});
-                push(&mut contents, "user", vec![part]);
+                push(&mut contents, "user", &[part]);
             }
             other => return Err(bad(format!("unknown message role {other:?}"), "messages")),
         }
@@ -140,7 +128,6 @@ pub fn request(body: &Value) -> Result<Value, GatewayError> {
             json!({"parts": [{"text": system.join("\n")}]}),
         );
     }
-    out.insert("contents".into(), Value::Array(contents));
     let mut gen = Map::new();
     if let Some(n) = body["max_completion_tokens"]
         .as_u64()
@@ -233,30 +220,49 @@ pub fn request(body: &Value) -> Result<Value, GatewayError> {
             out.insert("toolConfig".into(), json!({"functionCallingConfig": c}));
         }
     }
-    Ok(Value::Object(out))
+    Ok(contents.finish_with(&out))
 }
 
-/// OpenAI embeddings input → a `batchEmbedContents` body for `model` (`models/…`).
-pub fn embeddings_request(body: &Value, model: &str) -> Result<Value, GatewayError> {
-    let inputs: Vec<String> = match &body["input"] {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(a) if a.iter().all(Value::is_string) => a
-            .iter()
-            .filter_map(|s| s.as_str().map(str::to_string))
-            .collect(),
-        _ => return Err(bad("this model embeds text inputs only", "input")),
+/// Append a turn (none for no parts): function responses keep a turn of their own.
+fn push(contents: &mut Turns, role: &str, parts: &[Value]) {
+    if let Some(first) = parts.first() {
+        let responses = first.get("functionResponse").is_some();
+        contents.push(role, if responses { "responses" } else { role }, parts);
+    }
+}
+
+/// OpenAI embeddings input → a `batchEmbedContents` body for `model` (`models/…`),
+/// written one input at a time.
+pub fn embeddings_request(req: &AiRequest, model: &str) -> Result<Vec<u8>, GatewayError> {
+    let dimensions = req
+        .field("dimensions")
+        .and_then(|d| d.get().parse::<u64>().ok());
+    let text_only = || bad("this model embeds text inputs only", "input");
+    let one = req
+        .field("input")
+        .and_then(|i| serde_json::from_str::<String>(i.get()).ok());
+    let inputs: Vec<&RawValue> = match &one {
+        Some(_) => Vec::new(),
+        None => req.items("input").ok_or_else(text_only)?,
     };
-    let requests: Vec<Value> = inputs
-        .iter()
-        .map(|t| {
-            let mut r = json!({"model": model, "content": {"parts": [{"text": t}]}});
-            if let Some(d) = body["dimensions"].as_u64() {
-                r["outputDimensionality"] = json!(d);
+    let mut out = ArrayOut::field(&Map::new(), "requests");
+    let mut push = |text: &str| {
+        let mut r = json!({"model": model, "content": {"parts": [{"text": text}]}});
+        if let Some(d) = dimensions {
+            r["outputDimensionality"] = json!(d);
+        }
+        out.push(&r);
+    };
+    match &one {
+        Some(text) => push(text),
+        None => {
+            for raw in inputs {
+                let text: String = serde_json::from_str(raw.get()).map_err(|_| text_only())?;
+                push(&text);
             }
-            r
-        })
-        .collect();
-    Ok(json!({"requests": requests}))
+        }
+    }
+    Ok(out.finish())
 }
 
 /// Gemini `finishReason` → OpenAI `finish_reason` (a function call ends with `STOP`).

@@ -10,7 +10,7 @@
 
 pub mod stream;
 
-use super::write::ArrayOut;
+use crate::canonical::write::ArrayOut;
 use crate::canonical::{content_text, AiRequest};
 use crate::errors::GatewayError;
 use serde_json::{json, Map, Value};
