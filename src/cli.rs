@@ -81,6 +81,14 @@ pub enum Command {
         #[arg(default_value = "gateway.yaml")]
         file: PathBuf,
     },
+    /// Print the JSON Schema of gateway.yaml (for editors: point the YAML language
+    /// server's `yaml.schemas` at the file), or with --markdown the configuration
+    /// reference (docs/config-reference.md).
+    Schema {
+        /// The Markdown reference instead of the JSON Schema.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Print the effective price of every deployment (USD per million tokens): its own
     /// fields over its model's, and the defaults that follow.
     Prices {

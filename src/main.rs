@@ -102,6 +102,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Schema { markdown } => {
+            if markdown {
+                print!("{}", config::reference::markdown());
+            } else {
+                let schema = config::reference::json_schema();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&schema).unwrap_or_default()
+                );
+            }
+            ExitCode::SUCCESS
+        }
         Command::Prices { file } => match config::load_file(&file) {
             Ok(c) => {
                 print!("{}", config::prices::table(&c));

@@ -20,6 +20,7 @@ pub mod env;
 pub mod key;
 pub mod paths;
 pub mod prices;
+pub mod reference;
 pub mod schema;
 pub mod shape;
 pub mod validate;

@@ -1,7 +1,8 @@
 //! The shape of `gateway.yaml`. Every struct denies unknown fields so a typo is an error
 //! with a path, never a silently ignored setting. Defaults live here, next to the field.
 
-use serde::{Deserialize, Deserializer};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,37 +25,47 @@ pub use secret::*;
 pub use traces::*;
 
 /// The whole file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Listeners, body and header bounds, shutdown.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Log format, level and the access log.
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// Whether clients need a consumer key.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The clients of the gateway, their keys and their limits.
     #[serde(default)]
     pub consumers: Vec<ConsumerConfig>,
+    /// Upstream LLM providers: kind, base URL, credentials.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
+    /// The public model names clients ask for, each served by deployments on providers.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
     /// Pass-through HTTP routes (paths other than the OpenAI API), e.g. imported APISIX
     /// routes without ai-proxy.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// How a model's deployments are tried.
     #[serde(default)]
     pub routing: RoutingConfig,
-    /// Where limit counters live (restart to change).
+    /// Where limit counters live, how instances share them, the APISIX quota headers.
     #[serde(default)]
     pub limits: LimitsConfig,
     /// The batch module (Files and Batches API).
     #[serde(default)]
     pub batch: BatchConfig,
+    /// The Responses API's store of responses (`previous_response_id`, `GET`).
     #[serde(default)]
     pub responses: ResponsesConfig,
+    /// Timeouts, pool and bounds of upstream connections.
     #[serde(default)]
     pub upstream: UpstreamConfig,
+    /// Watching this file for changes.
     #[serde(default)]
     pub reload: ReloadConfig,
     /// The admin pages of the metrics listener.
@@ -66,7 +77,7 @@ pub struct Config {
 }
 
 /// The status page (`/status` on the metrics listener).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Key for `/status` (`Authorization: Bearer <key>` or `?key=`); unset: the page is off.
@@ -74,7 +85,7 @@ pub struct AdminConfig {
 }
 
 /// Listeners and process settings. Changing these needs a restart.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Proxy listener (OpenAI-compatible API).
@@ -95,9 +106,11 @@ pub struct ServerConfig {
     /// Longest time a client may take to send a whole request head (from its first byte;
     /// on a new connection from the connection's start); past it: 408 and close.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub header_read_timeout: Duration,
     /// After SIGTERM, how long in-flight requests may run before the process exits.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub shutdown_grace_period: Duration,
     /// The unix socket a graceful upgrade passes the listeners through (`run --upgrade`
     /// plus SIGQUIT to the old process). Default: `/tmp/ai-rate-limiter-<listen port>.sock`.
@@ -127,14 +140,16 @@ pub const DEFAULT_LOCAL_MAX_KEYS: usize = 250_000;
 /// Largest `server.max_header_bytes` (Pingora refuses larger heads itself).
 pub const MAX_HEAD_LIMIT: usize = 1024 * 1024 - 1;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsListenerConfig {
+    /// PEM certificate chain (re-read on reload).
     pub cert_file: PathBuf,
+    /// PEM private key (re-read on reload).
     pub key_file: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     #[default]
@@ -142,9 +157,10 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
+    /// `text` (human-readable lines) or `json` (one JSON object a line).
     pub format: LogFormat,
     /// A tracing filter such as `info` or `info,ai_rate_limiter=debug`; `RUST_LOG` wins.
     pub level: String,
@@ -162,7 +178,8 @@ impl Default for LoggingConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Client authentication.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Require a consumer key. Can only be switched off explicitly.
@@ -177,7 +194,7 @@ impl Default for AuthConfig {
 
 /// A pass-through route: matching requests are proxied as they are (method, path, query,
 /// headers, body) to one of its upstream nodes, picked by weight, under its limits.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Its identity (limit counters, metrics, logs).
@@ -198,7 +215,9 @@ pub struct RouteConfig {
     /// `hide_credentials`; off by default, as in APISIX).
     #[serde(default)]
     pub hide_credentials: bool,
+    /// Where matching requests go.
     pub upstream: RouteUpstreamConfig,
+    /// Limits on this route.
     #[serde(default)]
     pub limits: Vec<LimitRuleConfig>,
     /// Which consumers may use it (needs `auth`).
@@ -206,7 +225,7 @@ pub struct RouteConfig {
     pub consumer_restriction: Option<ConsumerRestriction>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteUpstreamConfig {
     /// Nodes picked by weighted round robin.
@@ -217,7 +236,7 @@ pub struct RouteUpstreamConfig {
     pub pass_host: PassHost,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PassHost {
     #[default]
@@ -225,11 +244,12 @@ pub enum PassHost {
     Node,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// `http://host:port` or `https://host:port`.
     pub url: String,
+    /// Share of the route's requests (weighted round robin).
     #[serde(default = "one_u32")]
     pub weight: u32,
 }
@@ -239,10 +259,13 @@ fn one_u32() -> u32 {
 }
 
 /// A client of the gateway, identified by one or more gateway keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerConfig {
+    /// Its identity (limit keys `$consumer_name`, metrics, logs, model restrictions).
     pub name: String,
+    /// Its gateway keys (`Authorization: Bearer`, `x-api-key`, `api-key`, `apikey`):
+    /// each the key itself, `${ENV_VAR}`, or `sha256:<64 hex digits>` of the key.
     #[serde(default)]
     pub keys: Vec<Secret>,
     /// HTTP Basic credentials (`Authorization: Basic …`, APISIX `basic-auth`).
@@ -254,20 +277,24 @@ pub struct ConsumerConfig {
 }
 
 /// One HTTP Basic credential of a consumer.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthConfig {
+    /// The user name.
     pub username: String,
+    /// Its password.
     pub password: Secret,
 }
 
 /// Which consumers may use a route or model (APISIX `consumer-restriction`, by consumer
 /// name): one listed in `deny` is refused; with `allow`, only those listed are let in.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerRestriction {
+    /// Consumers let in (empty: all but those denied).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Consumers refused.
     #[serde(default)]
     pub deny: Vec<String>,
     /// Status of a refusal (default 403).
@@ -308,7 +335,7 @@ impl ConsumerRestriction {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     /// api.openai.com (default base URL).
@@ -351,10 +378,12 @@ impl ProviderKind {
 }
 
 /// An upstream account: where it is and the key to use.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
+    /// Its identity (deployments name it; metrics and logs show it).
     pub name: String,
+    /// Which API it speaks.
     pub kind: ProviderKind,
     /// Base URL up to and including the version segment, e.g. `https://api.openai.com/v1`.
     #[serde(default)]
@@ -383,6 +412,7 @@ pub struct ProviderConfig {
     /// key instead).
     #[serde(default)]
     pub access_key_id: Option<Secret>,
+    /// Bedrock: the AWS secret access key of `access_key_id`.
     #[serde(default)]
     pub secret_access_key: Option<Secret>,
     /// Bedrock: the session token of temporary credentials.
@@ -400,7 +430,7 @@ pub struct ProviderConfig {
 }
 
 /// What the built-in mock provider does.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MockConfig {
     /// Delay before the response starts.
@@ -434,7 +464,7 @@ impl Default for MockConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MockFailure {
     /// Status to answer with (429, 500, 503…).
@@ -452,7 +482,7 @@ fn one() -> u64 {
 }
 
 /// A public model name and the deployments that serve it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The public name; with one `*` a pattern (`openai/*`): a requested name it matches
@@ -464,6 +494,7 @@ pub struct ModelConfig {
     /// `owned_by` in `/v1/models`; defaults to the first deployment's provider kind.
     #[serde(default)]
     pub owned_by: Option<String>,
+    /// Where it is served: a provider, its model name there, optionally a key and limits.
     pub deployments: Vec<DeploymentConfig>,
     /// Limits on this model route (per key expression; default one shared counter).
     #[serde(default)]
@@ -483,9 +514,10 @@ pub struct ModelConfig {
 }
 
 /// One place a model is served: provider + upstream model name + key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
+    /// The `name` of a provider.
     pub provider: String,
     /// Model name upstream; defaults to the public name (on an AI route: the request's).
     #[serde(default)]
@@ -512,7 +544,7 @@ pub struct DeploymentConfig {
     pub price: Option<Price>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoutingStrategy {
     /// Start at the next deployment each request, fail over through the rest.
@@ -522,9 +554,11 @@ pub enum RoutingStrategy {
     Ordered,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
+    /// `round_robin`: start at the next deployment each request; `ordered`: always at the
+    /// first. Either fails over through the rest.
     pub strategy: RoutingStrategy,
     /// Extra attempts on other deployments after a connect error, 429 or 5xx.
     pub retries: u32,
@@ -543,16 +577,20 @@ impl Default for RoutingConfig {
 }
 
 /// How the gateway talks to upstreams.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
+    /// Longest wait for a TCP (and TLS) connection to an upstream.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub connect_timeout: Duration,
     /// Longest wait for any single read (header or body chunk).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub read_timeout: Duration,
     /// How long an idle pooled connection is kept.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub idle_timeout: Duration,
     /// Pooled idle connections kept per process (restart to change).
     pub pool_size: usize,
@@ -577,12 +615,15 @@ impl Default for UpstreamConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Hot reload of the config file.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReloadConfig {
     /// Poll the file for changes (SIGHUP always reloads).
     pub watch: bool,
+    /// How often the file is checked for changes (with `watch`).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
 }
 

@@ -102,7 +102,8 @@ impl Reloader {
 }
 
 /// The settings a reload changed that take effect only at restart, each by its path
-/// (`server.tls` is not one: its certificate is reloaded).
+/// (`server.tls` is not one: its certificate is reloaded); the same list as
+/// `config::reference::RESTART_ONLY` (a test keeps them in step).
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
     let mut note = |changed: bool, path: &'static str| {
@@ -148,6 +149,14 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     note(o.enabled != n.enabled, "batch.enabled");
     note(o.store != n.store, "batch.store");
     note(o.data_dir != n.data_dir, "batch.data_dir");
+    note(
+        old.responses.store != new.responses.store,
+        "responses.store",
+    );
+    note(
+        old.responses.data_dir != new.responses.data_dir,
+        "responses.data_dir",
+    );
     let (o, n) = (&old.limits, &new.limits);
     note(o.policy != n.policy, "limits.policy");
     note(o.redis != n.redis, "limits.redis");
@@ -208,5 +217,32 @@ mod tests {
             ["server.listen", "server.threads"]
         );
         assert!(restart_only_changes(&old, &old).is_empty());
+    }
+
+    /// The reference's reload column (`config::reference::RESTART_ONLY`) names exactly
+    /// what a reload warns about.
+    #[test]
+    fn every_restart_only_setting_is_in_the_reference_list() {
+        let parse = |yaml: &str| crate::config::parse_str(yaml, "test").unwrap();
+        let base = "auth: {enabled: false}\nproviders: [{name: m, kind: mock}]\n";
+        let old = parse(base);
+        let new = parse(&format!(
+            "{base}server: {{listen: \"127.0.0.1:1\", metrics_listen: \"127.0.0.1:2\", \
+             threads: 3, work_stealing: true, max_body_bytes: 5000, max_header_bytes: 6000, \
+             header_read_timeout: 7s, shutdown_grace_period: 8s, upgrade_sock: /tmp/x.sock}}
+logging: {{level: debug}}
+upstream: {{pool_size: 9}}
+batch: {{enabled: false, store: redis, data_dir: other}}
+responses: {{store: redis, data_dir: other}}
+limits: {{policy: redis, redis: {{url: \"redis://127.0.0.1:1\"}}, local_max_keys: 10}}
+"
+        ));
+        let mut new = new;
+        new.upstream.extra_ca_file = Some("/tmp/ca.pem".into()); // validation reads the file
+        let mut got = restart_only_changes(&old, &new);
+        let mut want = crate::config::reference::RESTART_ONLY.to_vec();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want);
     }
 }

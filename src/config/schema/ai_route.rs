@@ -5,7 +5,7 @@ use super::*;
 
 /// A model served at its own paths, as an APISIX ai-proxy route is: whatever model the body
 /// names (or none), with ai-proxy's protocol detection (see `proxy::ai_route`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AiRouteConfig {
     /// Exact paths, or prefixes ending in `*`.
@@ -31,9 +31,11 @@ fn yes() -> bool {
 /// `retry_on_failure_within_ms`). A model with `fallback` picks deployments by `priority`
 /// (highest first) and `weight` (weighted round robin inside a priority) and moves on only
 /// as said here; a model without it uses the gateway's own failover (`routing`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackConfig {
+    /// The failures that move a request on to the next deployment (APISIX
+    /// `fallback_strategy`).
     #[serde(default)]
     pub on: Vec<FallbackOn>,
     /// More upstream statuses that move on (400..=599).
@@ -44,10 +46,11 @@ pub struct FallbackConfig {
     pub max_retries: Option<u32>,
     /// A failed attempt that took longer than this is not retried.
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<DurationText>")]
     pub retry_within: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FallbackOn {
     /// A deployment at its limits is skipped (APISIX's dry-run pre-check); when every one

@@ -84,3 +84,64 @@ impl<'de> Deserialize<'de> for Window {
         }
     }
 }
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.template {
+            Some(t) => s.serialize_str(t),
+            None => s.serialize_u64(self.fixed),
+        }
+    }
+}
+
+impl Serialize for Window {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.template {
+            Some(t) => s.serialize_str(t),
+            None => s.serialize_str(&humantime::format_duration(self.fixed).to_string()),
+        }
+    }
+}
+
+impl JsonSchema for Amount {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Amount".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A whole number, or an APISIX template resolved per request (`\"$${http_count ?? 2}\"`).",
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "\\$"}]
+        })
+    }
+}
+
+impl JsonSchema for Window {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Window".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration with its unit (`60s`, `1m`, `24h`), or an APISIX template giving seconds.",
+            "type": "string"
+        })
+    }
+}
+
+/// How a duration is written in the file (`500ms`, `30s`, `5m`, `24h`, `30days`): the
+/// schema of the `Duration` fields (read with `humantime_serde`).
+pub struct DurationText;
+
+impl JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration with its unit: `500ms`, `30s`, `5m`, `24h`, `30days`.",
+            "type": "string"
+        })
+    }
+}

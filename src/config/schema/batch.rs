@@ -2,7 +2,7 @@
 
 use super::*;
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BatchStoreKind {
     #[default]
@@ -12,9 +12,10 @@ pub enum BatchStoreKind {
 }
 
 /// The batch module.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
+    /// Serve the Files and Batches API and run the dispatcher (restart to change).
     pub enabled: bool,
     /// Where batches live (restart to change): `sqlite` (one file in `data_dir`), `redis`
     /// (the limits' Redis, shared by every instance), or `auto` (`redis` when the limits
@@ -37,11 +38,13 @@ pub struct BatchConfig {
     /// How long batch files (inputs, outputs, errors) and an ended batch's requests and
     /// results are kept before the sweep deletes them.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub retention: Duration,
     /// Webhook bodies are signed with it: `X-Signature: sha256=<hex HMAC-SHA256 of the body>`.
     pub webhook_secret: Option<Secret>,
     /// Networks webhooks may reach although they are internal (loopback, private,
-    /// link-local, …), e.g. `[10.1.2.0/24]`; see [`crate::egress`].
+    /// link-local, …), e.g. `[10.1.2.0/24]`; see docs/batches.md.
+    #[schemars(with = "Vec<String>")]
     pub webhook_allow_networks: Vec<ipnet::IpNet>,
 }
 

@@ -4,27 +4,33 @@ use super::*;
 
 /// One limit rule: a name (its identity, so a reload that changes the numbers keeps the
 /// usage so far) and exactly one of `req`, `conn`, `count`, `tokens` or `spend`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitRuleConfig {
+    /// Its identity: unique in its scope, kept across reloads (usage so far is kept).
     pub name: String,
     /// APISIX-style key template: `$consumer_name`, `$remote_addr`, `$http_<header>`,
     /// `$model`, combinations such as `"$consumer_name $http_x_user"`. Default: one
     /// counter for the whole scope.
     #[serde(default)]
     pub key: Option<String>,
-    /// What a `key` that resolves no variable means for a request (see
-    /// [`KeyUnresolved`]).
+    /// What a `key` that resolves no variable means for a request: `remote_addr`
+    /// (default), `skip` or `rules`.
     #[serde(default)]
     pub key_unresolved: KeyUnresolved,
+    /// limit-req: a request rate (leaky bucket).
     #[serde(default)]
     pub req: Option<ReqRuleConfig>,
+    /// limit-conn: concurrent requests.
     #[serde(default)]
     pub conn: Option<ConnRuleConfig>,
+    /// limit-count: requests per window.
     #[serde(default)]
     pub count: Option<CountRuleConfig>,
+    /// Tokens per window.
     #[serde(default)]
     pub tokens: Option<TokensRuleConfig>,
+    /// USD per window.
     #[serde(default)]
     pub spend: Option<SpendRuleConfig>,
     /// APISIX compatibility: status of a rejection (default 429, as the SDKs expect).
@@ -49,8 +55,12 @@ pub struct LimitRuleConfig {
     /// at most `max_wait`, behind at most `max_queue` others).
     #[serde(default)]
     pub on_limit: OnLimit,
+    /// With `on_limit: queue`: the longest a request waits for headroom before its 429.
     #[serde(default = "default_max_wait", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub max_wait: Duration,
+    /// With `on_limit: queue`: the most requests waiting on this rule's key; past it a
+    /// request gets its 429 at once.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
 }
@@ -68,7 +78,7 @@ impl LimitRuleConfig {
 
 /// A limit whose `key` resolves no variable for a request (a header it names is absent,
 /// and the key has no `??` default).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyUnresolved {
     /// The client's address is the key (APISIX's limit plugins with `var_combination`).
@@ -81,7 +91,7 @@ pub enum KeyUnresolved {
     Rules,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnLimit {
     #[default]
@@ -98,12 +108,16 @@ fn default_max_queue() -> usize {
 }
 
 /// limit-req: leaky bucket.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReqRuleConfig {
+    /// Requests per second admitted on average.
     pub rate: f64,
+    /// Requests above `rate` admitted after a delay (or at once with `nodelay`); past
+    /// `rate + burst` a request is refused.
     #[serde(default)]
     pub burst: f64,
+    /// Admit burst requests at once instead of delaying them to the rate.
     #[serde(default)]
     pub nodelay: bool,
     /// One bucket shared by every req rule of this group (e.g. the routes of an imported
@@ -113,13 +127,18 @@ pub struct ReqRuleConfig {
 }
 
 /// limit-conn: concurrent requests.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnRuleConfig {
+    /// Concurrent requests admitted at once.
     pub conn: u64,
+    /// Requests above `conn` admitted after `default_conn_delay`; past `conn + burst` a
+    /// request is refused.
     #[serde(default)]
     pub burst: u64,
+    /// The delay of a request admitted in the burst.
     #[serde(default = "one_second", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub default_conn_delay: Duration,
     /// Accepted for APISIX configs. APISIX 3.16+ never adapts the delay (its limiter is
     /// rebuilt per request), so the delay is always `default_conn_delay` here too.
@@ -136,7 +155,7 @@ fn one_second() -> Duration {
 }
 
 /// limit-count: fixed window opened by the first request.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CountRuleConfig {
     /// A number, or an APISIX template resolved per request (`"${http_count ?? 2}"`).
@@ -153,7 +172,7 @@ pub struct CountRuleConfig {
     pub window_type: WindowType,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowType {
     #[default]
@@ -161,7 +180,7 @@ pub enum WindowType {
     Sliding,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenStrategy {
     #[default]
@@ -173,18 +192,20 @@ pub enum TokenStrategy {
 }
 
 /// Token limit per window, reserved at admission and reconciled with real usage.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokensRuleConfig {
     /// A number, or an APISIX template resolved per request.
     pub limit: Amount,
     /// A duration, or a template giving seconds.
     pub time_window: Window,
+    /// What counts: `total_tokens` (default), `prompt_tokens`, `completion_tokens`, or
+    /// `expression` (`cost_expr`).
     #[serde(default)]
     pub strategy: TokenStrategy,
     /// With `strategy: expression`: the cost of an answer from its usage fields, e.g.
-    /// `input_tokens + cache_read_input_tokens * 0.1 + output_tokens` (see
-    /// [`crate::config::cost_expr`]).
+    /// `input_tokens + cache_read_input_tokens * 0.1 + output_tokens` (APISIX
+    /// ai-rate-limiting's `cost_expr`).
     #[serde(default)]
     pub cost_expr: Option<String>,
     /// `reserve` (default): admitted only if the estimate fits. `any_left` (APISIX): admitted
@@ -195,7 +216,7 @@ pub struct TokensRuleConfig {
 }
 
 /// How a token limit or spend budget admits a request ([`crate::gateway::cap`]).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenAdmission {
     /// Admitted only if its estimate (prompt + `max_tokens` × choices) fits what is left;
@@ -217,20 +238,23 @@ fn hard_admission() -> TokenAdmission {
 /// A spend budget per window: USD, reserved at admission from the request's estimate at
 /// the highest price among the model's deployments and reconciled with the real cost
 /// (see `crate::limits::rules::RuleKind::Spend`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpendRuleConfig {
+    /// USD the key may spend per window (priced from the deployments' `price`).
     pub limit_usd: f64,
+    /// The window's length (`24h`, `30days`).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub time_window: Duration,
-    /// `hard` (default) or `reserve` (see [`TokenAdmission`]; `any_left` is for token
+    /// `hard` (default) or `reserve` (as for token limits; `any_left` is for token
     /// limits only).
     #[serde(default = "hard_admission")]
     pub admission: TokenAdmission,
 }
 
 /// Where the counters of every limit rule live.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LimitPolicy {
     /// In-process: exact for one gateway.
@@ -242,10 +266,12 @@ pub enum LimitPolicy {
     RedisCluster,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// `local` (this process), `redis` or `redis-cluster` (shared by every instance).
     pub policy: LimitPolicy,
+    /// The Redis the `redis` and `redis-cluster` policies use.
     pub redis: RedisConfig,
     /// When Redis cannot be reached: `true` decides with the local counters of this
     /// instance (visible in `gateway_limiter_degraded`), `false` answers 503.
@@ -253,11 +279,13 @@ pub struct LimitsConfig {
     /// Concurrency slots and token reservations are leases of this length, refreshed every
     /// third of it while the request runs: a killed gateway's slots free up after it.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub lease_ttl: Duration,
     /// Redis policies: decide count rules whose window is longer than this from local
     /// counters, pushing deltas to Redis this often (faster; see docs/limits.md, accuracy
     /// bound). Unset: every decision is made in Redis.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Option<DurationText>")]
     pub sync_interval: Option<Duration>,
     /// Most limit counters held in this instance's memory (the `local` policy and the
     /// degraded fallback). When full, a new counter evicts the one due to end soonest
@@ -268,11 +296,14 @@ pub struct LimitsConfig {
 }
 
 /// The names of APISIX's quota headers.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotaHeaderNames {
+    /// The limit's header.
     pub limit: String,
+    /// The header of what is left.
     pub remaining: String,
+    /// The header of the seconds until the window resets.
     pub reset: String,
 }
 
@@ -300,7 +331,8 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// The Redis of the shared limit policies.
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]` (or `rediss://`); policy `redis`.
@@ -309,6 +341,7 @@ pub struct RedisConfig {
     pub nodes: Vec<Secret>,
     /// Longest wait for one Redis call; past it the call counts as a Redis fault.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
     /// Prefix of every key the gateway writes (several gateways fleets on one Redis).
     pub key_prefix: String,

@@ -2,10 +2,11 @@
 //! states them (no bundled price list that would silently go stale). A model's `price` is
 //! the default of its deployments; a deployment's `price` overrides it field by field.
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// USD per million tokens of each kind, and the batch discount.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     /// Prompt tokens.

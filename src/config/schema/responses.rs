@@ -2,13 +2,15 @@
 
 use super::*;
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResponseStoreKind {
     /// `redis` with a shared limits policy, else `sqlite`.
     #[default]
     Auto,
+    /// One SQLite file in `data_dir` (this instance only).
     Sqlite,
+    /// The limits' Redis, shared by every instance.
     Redis,
     /// Nothing is kept: `store: true` is answered as `store: false`, and
     /// `previous_response_id` and `GET /v1/responses/{id}` find nothing.
@@ -17,7 +19,7 @@ pub enum ResponseStoreKind {
 
 /// The Responses API store (`store: true`, `previous_response_id`, retrieve, delete,
 /// input items).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResponsesConfig {
     /// Where responses live (restart to change).
@@ -26,6 +28,7 @@ pub struct ResponsesConfig {
     pub data_dir: PathBuf,
     /// How long a response is kept.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub retention: Duration,
     /// Most bytes of responses one consumer keeps; past it its oldest are dropped.
     pub consumer_quota_bytes: u64,

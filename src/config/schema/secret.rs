@@ -1,6 +1,6 @@
 //! Secrets in the config (provider keys, consumer keys, passwords, header values).
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// A secret string (keys). Its `Debug` never shows the value, so no log can leak it.
 #[derive(Clone, PartialEq, Eq)]
@@ -27,5 +27,25 @@ impl std::fmt::Debug for Secret {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d).map(Secret)
+    }
+}
+
+/// Written as a placeholder, never the value (the schema's defaults are the only use).
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<secret>")
+    }
+}
+
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A secret: the value, or `${ENV_VAR}` to read it from the environment. Never logged.",
+            "type": "string"
+        })
     }
 }

@@ -4,7 +4,7 @@
 use super::*;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TracesConfig {
     /// The collector's OTLP/HTTP traces URL, e.g. `http://otel-collector:4318/v1/traces`.
@@ -22,6 +22,7 @@ pub struct TracesConfig {
     pub service_name: String,
     /// How long one export may take before it is given up (and its spans counted lost).
     #[serde(default = "five_seconds", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
     /// Spans waiting for export at most; more are dropped and counted
     /// (`gateway_trace_spans_dropped_total`), so a slow or dead collector costs memory of
