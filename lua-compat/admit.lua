@@ -131,13 +131,17 @@ end
 
 -- Evaluate one group; returns status, rejecting check, retry_after_ms, group delay.
 local function evaluate(checks, base)
-  local taken = {}   -- {zset, member[, hash, tokens]} to give back on rejection
+  -- {zset, member[, hash, tokens, quota index, left before]} to give back on rejection
+  local taken = {}
   local gdelay = 0
   local function reject(i, retry)
     for _, h in ipairs(taken) do
       if redis.call('ZREM', h[1], h[2]) == 1 and h[3] then
         redis.call('HINCRBY', h[3], 'r', -h[4])
       end
+      -- A reservation given back leaves its check's quota as it was before it: a refused
+      -- request's remaining counters do not count the request itself.
+      if h[5] then quota[h[5]][1] = h[6] end
     end
     return 0, i, math.max(retry, 1), 0
   end
@@ -210,7 +214,7 @@ local function evaluate(checks, base)
       local member = lease .. '|' .. r
       redis.call('ZADD', c.k2, now + lease_ttl, member)
       if zx then redis.call('PEXPIRE', c.k2, 2 * lease_ttl) end
-      taken[#taken + 1] = {c.k2, member, c.k1, r}
+      taken[#taken + 1] = {c.k2, member, c.k1, r, base + i, left}
       if c.c == 1 then
         quota[base + i] = {left, reset}
       else

@@ -408,6 +408,34 @@ fn redis_policy_answers_exactly_as_the_local_policy() {
     }
 }
 
+/// A 429's remaining counters do not count the refused request: the token reservation
+/// its group made before the count rule refused it is given back, and so is its share of
+/// `x-ratelimit-remaining-tokens` (it said 1000 − the estimate), in both stores.
+#[test]
+fn a_refused_request_is_not_counted_in_its_remaining_headers() {
+    let redis = Redis::start();
+    let shared = yaml(&redis, "", "", "[]")
+        .replace(
+            &format!("consumers: [{{name: c, keys: [\"{KEY}\"]}}]"),
+            &format!(
+                "consumers: [{{name: c, keys: [\"{KEY}\"], limits: \
+                 [{{name: one, count: {{count: 1, time_window: 60s}}}}]}}]"
+            ),
+        )
+        .replace(
+            "models:\n",
+            "models:\n  - {name: t, deployments: [{provider: mock}], limits: \
+             [{name: tpm, tokens: {limit: 1000, time_window: 60s}}]}\n",
+        );
+    let local = shared.replace("policy: redis", "policy: local");
+    for config in [local, shared] {
+        let gw = Gw::start(&config);
+        assert_eq!(chat(&gw, "m").status, 200); // the consumer's one request
+        let t = trace(&gw, "t", 1);
+        assert_eq!(t, ["429 req=0 tok=1000 apisix=-"], "{config}");
+    }
+}
+
 #[test]
 fn queued_requests_share_the_rate_across_two_gateways() {
     let redis = Redis::start();

@@ -187,6 +187,19 @@ fn group(
     let (conn0, res0, q0) = (hold.conn.len(), hold.reservations.len(), quotas.len());
     let reject =
         |hold: &mut LocalHold, quotas: &mut Vec<Quota>, rule: &Rule, budget, retry: u64| {
+            // The reservations given back leave their quotas as they were before them (a
+            // refused request's remaining counters do not count the request itself): the
+            // group's token and spend quotas come in the order of its reservations.
+            let reserved = quotas[q0..]
+                .iter_mut()
+                .filter(|q| matches!(q.budget, Budget::Tokens | Budget::Spend))
+                .zip(&hold.reservations[res0..]);
+            for (q, r) in reserved {
+                // (`any_left` reports what was left before its reservation already.)
+                if !r.limit.any_left {
+                    q.remaining = q.remaining.saturating_add(r.tokens).min(q.limit);
+                }
+            }
             hold.truncate(conn0, res0);
             Err(Rejection {
                 rule: rule.id.clone(),
@@ -409,6 +422,28 @@ mod tests {
                 .remaining,
             850
         );
+    }
+
+    /// A refused request's remaining counters do not count the request: the reservations
+    /// its group gave back are not subtracted from what the 429 reports.
+    #[test]
+    fn a_rejection_reports_remaining_without_the_refused_request() {
+        let store = Arc::new(LocalStore::default());
+        let rules = [
+            rule("{name: wide, tokens: {limit: 1000, time_window: 60s}}"),
+            rule("{name: any, tokens: {limit: 1000, time_window: 60s, admission: any_left}}"),
+            rule("{name: n, count: {count: 1, time_window: 60s}}"),
+        ];
+        admit1(&store, &checks(&rules), 0).unwrap().finish(None);
+        let r = admit1(&store, &checks(&rules), 300).err().unwrap();
+        assert_eq!(r.budget, Budget::Requests);
+        let tokens: Vec<u64> = r
+            .quotas
+            .iter()
+            .filter(|q| q.budget == Budget::Tokens)
+            .map(|q| q.remaining)
+            .collect();
+        assert_eq!(tokens, [1000, 1000]);
     }
 
     #[test]
