@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+pub mod pass;
 mod routes;
 pub use routes::{Matched, UriMatcher};
 
@@ -157,6 +158,10 @@ pub struct PassRoute {
     pub limits: Vec<Rule>,
     /// Which consumers may use it.
     pub restriction: Option<crate::config::schema::ConsumerRestriction>,
+    /// What the backend receives instead of the client's path, host, method, headers.
+    pub rewrite: Option<Arc<pass::Rewrite>>,
+    /// Cross-origin answers for browsers.
+    pub cors: Option<Arc<crate::config::schema::CorsConfig>>,
     next: AtomicUsize,
 }
 
@@ -390,6 +395,11 @@ impl Runtime {
                 pass_host: r.upstream.pass_host,
                 limits: Rule::compile_all(&format!("route:{}", r.name), &r.limits),
                 restriction: r.consumer_restriction.clone(),
+                rewrite: r
+                    .rewrite
+                    .as_ref()
+                    .map(|c| Arc::new(pass::Rewrite::compile(c))),
+                cors: r.cors.clone().map(Arc::new),
                 next: AtomicUsize::new(0),
             })
             .collect();

@@ -3,7 +3,7 @@
 //! route's limits, with APISIX-style rejections when the rule asks for them.
 
 mod common;
-use common::fixture_server::{recording, Reply};
+use common::fixture_server::{last, recording, Reply};
 use common::*;
 
 fn gateway(a: u16, b: u16, extra_route_fields: &str) -> Gw {
@@ -155,4 +155,114 @@ routes:
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(seen.lock().unwrap().len(), before + 1);
+}
+
+/// APISIX `proxy-rewrite` and `cors` on a pass-through route: the backend receives the
+/// rewritten path (query kept), method, host and headers; a browser preflight is answered
+/// 200 before auth; every answer, the gateway's own 401 included, carries the CORS
+/// headers of a listed origin, and none for an origin not listed.
+#[test]
+fn a_route_rewrites_what_the_backend_receives_and_answers_cors() {
+    let (port, seen) = recording(|_| Reply::json("200 OK", r#"{"ok":true}"#));
+    let gw = Gw::start(&format!(
+        r#"
+consumers: [{{name: jack, keys: [jack-key]}}]
+providers: [{{name: mock, kind: mock}}]
+models: [{{name: m, deployments: [{{provider: mock}}]}}]
+routes:
+  - name: regex
+    uris: ["/iresty/*"]
+    auth: true
+    upstream: {{nodes: [{{url: "http://127.0.0.1:{port}"}}]}}
+    rewrite:
+      regex_uri: ["^/iresty/(.*)/(.*)", "/backend/$1_$2"]
+      method: PUT
+      host: backend.internal
+      headers: {{set: {{x-api-version: v2, x-drop-me-too: x}}, add: {{x-extra: one}}, remove: [x-drop-me, x-drop-me-too]}}
+    cors:
+      allow_origins: "https://a.example,https://b.example"
+      allow_methods: "GET,POST"
+      allow_headers: "**"
+      allow_credential: true
+      expose_headers: x-request-id
+  - name: fixed
+    uris: [/old]
+    upstream: {{nodes: [{{url: "http://127.0.0.1:{port}"}}]}}
+    rewrite: {{uri: /new}}
+"#
+    ));
+    let r = agent()
+        .get(&gw.url("/iresty/a/b?q=1"))
+        .set("authorization", "Bearer jack-key")
+        .set("x-drop-me", "secret")
+        .set("x-api-version", "v1")
+        .set("origin", "https://b.example")
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://b.example")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("x-request-id")
+    );
+    let got = last(&seen);
+    assert_eq!(
+        (got.method.as_str(), got.target.as_str()),
+        ("PUT", "/backend/a_b?q=1")
+    );
+    assert_eq!(got.header("host"), Some("backend.internal"));
+    assert_eq!(got.header("x-api-version"), Some("v2"));
+    assert_eq!(got.header("x-extra"), Some("one"));
+    assert_eq!(got.header("x-drop-me"), None);
+    assert_eq!(got.header("x-drop-me-too"), None);
+    // A preflight: 200 at once, no key asked, the requested headers echoed (`**`).
+    let before = seen.lock().unwrap().len();
+    let r = agent()
+        .request("OPTIONS", &gw.url("/iresty/a/b"))
+        .set("origin", "https://a.example")
+        .set("access-control-request-method", "POST")
+        .set(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("authorization,content-type")
+    );
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET,POST"));
+    assert_eq!(r.header("vary"), Some("Origin"));
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        before,
+        "a preflight never reaches the backend"
+    );
+    // The gateway's own answers carry them too; an origin not listed gets none.
+    let r = to_resp(
+        agent()
+            .get(&gw.url("/iresty/a/b"))
+            .set("origin", "https://a.example")
+            .call(),
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://a.example")
+    );
+    let r = to_resp(
+        agent()
+            .get(&gw.url("/iresty/a/b"))
+            .set("origin", "https://evil.example")
+            .call(),
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    // `uri`: the path replaced, the client's query kept.
+    assert_eq!(get(&gw.url("/old?x=1"), None).status, 200);
+    assert_eq!(last(&seen).target, "/new?x=1");
 }

@@ -13,6 +13,7 @@ mod batch;
 mod limits;
 mod price;
 mod responses;
+mod route;
 mod secret;
 mod traces;
 pub use ai_route::*;
@@ -21,6 +22,7 @@ pub use batch::*;
 pub use limits::*;
 pub use price::*;
 pub use responses::*;
+pub use route::*;
 pub use secret::*;
 pub use traces::*;
 
@@ -223,6 +225,12 @@ pub struct RouteConfig {
     /// Which consumers may use it (needs `auth`).
     #[serde(default)]
     pub consumer_restriction: Option<ConsumerRestriction>,
+    /// The path, host, method and headers the backend receives (APISIX `proxy-rewrite`).
+    #[serde(default)]
+    pub rewrite: Option<RewriteConfig>,
+    /// Cross-origin answers for browsers (APISIX `cors`).
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]

@@ -11,6 +11,7 @@ mod ai_route;
 mod cloud;
 mod limits;
 mod price;
+mod route;
 use limits::{count_groups, limit_rules, limits_store};
 
 struct Problems(Vec<ConfigProblem>);
@@ -118,6 +119,12 @@ fn routes(c: &Config, p: &mut Problems) {
             );
         }
         ai_route::paths(&r.uris, &r.methods, &path, p);
+        if let Some(rw) = &r.rewrite {
+            route::rewrite(rw, &format!("{path}.rewrite"), p);
+        }
+        if let Some(c) = &r.cors {
+            route::cors(c, &format!("{path}.cors"), p);
+        }
         if r.upstream.nodes.is_empty() {
             p.add(
                 format!("{path}.upstream.nodes"),

@@ -44,6 +44,8 @@ pub struct RequestCtx {
     pub call: CallCtx,
     /// Set when the request is proxied as it is by a pass-through route.
     pub pass: Option<passthrough::Pass>,
+    /// The `Access-Control-*` headers every answer carries (a route with `cors`).
+    pub cors: Vec<(&'static str, String)>,
     _in_flight: InFlight,
 }
 
@@ -79,6 +81,7 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             call: CallCtx::new(String::new()),
             pass: None,
+            cors: Vec::new(),
             _in_flight: InFlight(gauge),
         }
     }
@@ -159,6 +162,9 @@ impl ProxyHttp for Gateway {
         if ctx.pass.is_some() {
             respond::quota_headers(upstream_response, ctx, &ctx.quotas);
             let _ = upstream_response.insert_header("x-request-id", ctx.request_id.as_str());
+            for (k, v) in &ctx.cors {
+                let _ = upstream_response.insert_header(*k, v.as_str());
+            }
         }
         Ok(())
     }

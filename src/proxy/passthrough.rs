@@ -25,6 +25,7 @@ pub struct Pass {
     pub addr: std::net::SocketAddr,
     pub pass_host: PassHost,
     pub hide_credentials: bool,
+    pub rewrite: Option<std::sync::Arc<crate::runtime::pass::Rewrite>>,
 }
 
 /// Admit a request for `route` and pick its node; `ctx.pass` is set when it may go.
@@ -57,6 +58,7 @@ pub async fn prepare(
         addr,
         pass_host: route.pass_host,
         hide_credentials: route.hide_credentials,
+        rewrite: route.rewrite.clone(),
     });
     Ok(())
 }
@@ -131,7 +133,8 @@ pub fn peer(pass: &Pass) -> Box<HttpPeer> {
 pub const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "x-api-key", "api-key", "apikey"];
 
 /// The request as it goes upstream: the node's `Host` with `pass_host: node`; without
-/// the consumer's credentials with `hide_credentials`.
+/// the consumer's credentials with `hide_credentials`; then the route's `rewrite` (path,
+/// method, host, headers: add, set, remove, as APISIX's proxy-rewrite orders them).
 pub fn request_headers(pass: &Pass, req: &mut pingora::http::RequestHeader) {
     if pass.pass_host == PassHost::Node {
         let _ = req.insert_header("host", pass.node.authority.as_str());
@@ -140,5 +143,31 @@ pub fn request_headers(pass: &Pass, req: &mut pingora::http::RequestHeader) {
         for h in CREDENTIAL_HEADERS {
             req.remove_header(h);
         }
+    }
+    let Some(rw) = &pass.rewrite else {
+        return;
+    };
+    if let Some(pq) = rw.path_and_query(req.uri.path(), req.uri.query()) {
+        // Validated as a path (or built from one by a regex): a failure keeps the path.
+        if let Ok(uri) = http::Uri::try_from(pq) {
+            req.set_uri(uri);
+        }
+    }
+    if let Some(m) = rw.method.as_deref() {
+        if let Ok(m) = http::Method::from_bytes(m.as_bytes()) {
+            req.set_method(m);
+        }
+    }
+    if let Some(host) = &rw.host {
+        let _ = req.insert_header("host", host.as_str());
+    }
+    for (k, v) in &rw.headers.add {
+        let _ = req.append_header(k.clone(), v.as_str());
+    }
+    for (k, v) in &rw.headers.set {
+        let _ = req.insert_header(k.clone(), v.as_str());
+    }
+    for k in &rw.headers.remove {
+        req.remove_header(k.as_str());
     }
 }

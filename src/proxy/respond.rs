@@ -35,6 +35,9 @@ pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> ResponseHead
     // These names and values are constants or validated: insertion cannot fail.
     let _ = h.insert_header("content-type", content_type);
     let _ = h.insert_header("x-request-id", ctx.request_id.as_str());
+    for (k, v) in &ctx.cors {
+        let _ = h.insert_header(*k, v.as_str());
+    }
     quota_headers(&mut h, ctx, &ctx.quotas);
     if let Some(cost) = ctx.cost_usd() {
         let _ = h.insert_header("x-gateway-cost-usd", crate::cost::usd(cost));

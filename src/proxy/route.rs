@@ -113,6 +113,24 @@ pub async fn serve(
     }
     match matched {
         Some((Matched::Pass(r), _)) => {
+            if let Some(cors) = &r.cors {
+                let header = session.req_header();
+                let text = |n: &str| header.headers.get(n).and_then(|v| v.to_str().ok());
+                ctx.cors = crate::runtime::pass::cors_headers(
+                    cors,
+                    text("origin"),
+                    text("access-control-request-headers"),
+                );
+                // A preflight is answered at once, before auth and limits (APISIX's cors
+                // runs first and ends OPTIONS with 200).
+                if header.method == http::Method::OPTIONS {
+                    ctx.endpoint = "passthrough";
+                    ctx.model = Some(r.name.clone());
+                    let h = super::respond::header(200, "text/plain", ctx);
+                    super::respond::full(session, ctx, h, bytes::Bytes::new()).await;
+                    return Ok(());
+                }
+            }
             if r.auth {
                 ctx.consumer = auth::authenticate(state, session, rt)?;
             }
