@@ -14,7 +14,7 @@ pub fn rewrite(r: &RewriteConfig, path: &str, p: &mut Problems) {
             p.add(format!("{path}.uri"), "must be a path starting with /");
         }
     }
-    if r.regex_uri.len() % 2 != 0 {
+    if !r.regex_uri.len().is_multiple_of(2) {
         p.add(
             format!("{path}.regex_uri"),
             "must be pairs: [regex, replacement, regex, replacement, …]",
