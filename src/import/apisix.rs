@@ -12,6 +12,8 @@ use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeMap;
 
 mod ai;
+mod coverage;
+mod rewrite;
 mod tokens;
 mod upstream;
 use ai::ai_route;
@@ -157,7 +159,9 @@ fn route_limit_rules(
 }
 
 fn other_plugins(at: &str, plugins: &[(String, Value, String, Option<String>)], out: &mut Out) {
-    const HANDLED: [&str; 9] = [
+    const HANDLED: [&str; 11] = [
+        "proxy-rewrite",
+        "cors",
         "limit-req",
         "limit-conn",
         "limit-count",
@@ -279,6 +283,14 @@ fn route(
                 );
             }
         }
+        for name in ["proxy-rewrite", "cors"] {
+            if let Some((_, _, origin, _)) = plugins.iter().find(|(k, ..)| k == name) {
+                out.unmapped(
+                    format!("{origin}.plugins.{name}"),
+                    "not supported on AI routes (pass-through routes only)",
+                );
+            }
+        }
         ai_route(&at, item, &id, &plugins, auth, out);
         return;
     }
@@ -336,6 +348,13 @@ fn route(
     rules.extend(out.global.iter().cloned());
     let name = text(item, "name").unwrap_or_else(|| format!("route-{id}"));
     let restricted = restriction(&plugins, &at, out);
+    let plugin = |name: &str| plugins.iter().find(|(k, ..)| k == name);
+    let rewrite = plugin("proxy-rewrite").map_or(Value::Null, |(_, conf, origin, _)| {
+        rewrite::proxy_rewrite(conf, origin, out)
+    });
+    let cors = plugin("cors").map_or(Value::Null, |(_, conf, origin, _)| {
+        rewrite::cors(conf, origin, out)
+    });
     out.routes.push(map(vec![
         ("name", s(name)),
         ("uris", Value::Sequence(uris)),
@@ -358,6 +377,8 @@ fn route(
         ("auth", true_or_none(auth)),
         ("hide_credentials", true_or_none(hide)),
         ("consumer_restriction", restricted),
+        ("rewrite", rewrite),
+        ("cors", cors),
         (
             "upstream",
             map(vec![
@@ -522,6 +543,8 @@ pub fn map_config(v: &Value) -> Result<(Value, Vec<Unmapped>), String> {
     for (i, item) in list(v, "routes").iter().enumerate() {
         route(item, i, v, &services, &configs, &mut out);
     }
+    let unknown = coverage::unknown(v, &out.unmapped);
+    out.unmapped.extend(unknown);
     let seq = |items: Vec<Value>| {
         if items.is_empty() {
             Value::Null
