@@ -105,7 +105,7 @@ fn plugin_fields(name: &str) -> Option<&'static [&'static str]> {
 /// What a field the import does not know is reported as.
 const WHAT: &str = "field not imported: the gateway has no equivalent";
 
-fn fields<'a>(v: &'a Value) -> impl Iterator<Item = &'a str> {
+fn fields(v: &Value) -> impl Iterator<Item = &str> {
     v.as_mapping()
         .into_iter()
         .flat_map(|m| m.keys())
