@@ -364,6 +364,9 @@ fn batch_store(
             &config.limits,
             scratch,
         )?)
+    } else if !upgrade && !crate::batch::store::Store::exists(&b.data_dir) {
+        // Created on first use: a gateway whose batch module is unused writes nothing.
+        Arc::new(crate::batch::store::Lazy::new(&b.data_dir))
     } else {
         let store = Arc::new(crate::batch::store::Store::open(&b.data_dir, upgrade)?);
         if upgrade {
@@ -408,10 +411,18 @@ fn response_store(
     } else {
         // The store belongs to the config file that first opened it.
         let owner = config_path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
-        Arc::new(crate::response_store::sqlite::SqliteResponses::open(
-            &r.data_dir,
-            owner.as_deref(),
-        )?)
+        if r.data_dir.join("responses.sqlite").exists() {
+            Arc::new(crate::response_store::sqlite::SqliteResponses::open(
+                &r.data_dir,
+                owner.as_deref(),
+            )?)
+        } else {
+            // Created on first use: a gateway that stores no response writes nothing.
+            Arc::new(crate::response_store::lazy::LazyResponses::new(
+                &r.data_dir,
+                owner.as_deref(),
+            ))
+        }
     }))
 }
 

@@ -390,10 +390,11 @@ fn relative_paths_follow_the_config_file_and_a_store_keeps_to_its_config() {
     assert!(out.status.success(), "{stdout}");
     let want = format!("responses.data_dir: {}", sub.join("data").display());
     assert!(stdout.contains(&want), "{stdout}");
-    // Two configs in one directory with the same data_dir: the second gateway refuses
-    // the first one's store instead of sharing its tenants' responses.
-    let run = |cfg: &std::path::Path| {
-        let (p, m) = (free_port(), free_port());
+    // Two configs in one directory with the same data_dir: once the first has stored a
+    // response (the store is created on first use), the second gateway refuses the first
+    // one's store instead of sharing its tenants' responses.
+    let run = |cfg: &std::path::Path, p: u16| {
+        let m = free_port();
         std::process::Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
             .args(["run", "--config"])
             .arg(cfg)
@@ -406,13 +407,21 @@ fn relative_paths_follow_the_config_file_and_a_store_keeps_to_its_config() {
             .spawn()
             .unwrap()
     };
-    let mut first = run(&a);
-    std::thread::sleep(Duration::from_millis(500));
+    let port = free_port();
+    let mut first = run(&a, port);
+    let url = format!("http://127.0.0.1:{port}/v1/responses");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "the first gateway listens");
+    let r = post(&url, None, r#"{"model": "m", "input": "hi"}"#);
+    assert_eq!(r.status, 200, "the first gateway stores a response: {}", r.body);
     assert!(
         first.try_wait().unwrap().is_none(),
         "the first gateway runs"
     );
-    let second = run(&b);
+    let second = run(&b, free_port());
     let out = second.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

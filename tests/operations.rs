@@ -550,3 +550,52 @@ fn check_reports_shape_and_validation_problems_in_one_pass() {
         assert!(err.contains(want), "{want} in {err}");
     }
 }
+
+/// A gateway whose batch module and Responses store are unused writes nothing to its
+/// data directory; the first file upload creates the batch store, the first stored
+/// response the response store.
+#[test]
+fn unused_stores_write_no_files() {
+    let gw = Gw::start(
+        r#"
+consumers: [{name: c, keys: [k1]}]
+providers: [{name: mock, kind: mock}]
+models: [{name: m, deployments: [{provider: mock}]}]
+"#,
+    );
+    let data = gw.dir.path().join("data");
+    let r = post(
+        &gw.url("/v1/chat/completions"),
+        Some("k1"),
+        &chat_body("m", "hi", false),
+    );
+    assert_eq!(r.status, 200);
+    // Reads of the unused stores answer as empty ones.
+    assert_eq!(get(&gw.url("/v1/batches"), Some("k1")).status, 200);
+    assert_eq!(get(&gw.url("/v1/files"), Some("k1")).status, 200);
+    assert_eq!(get(&gw.url("/v1/responses/resp_x"), Some("k1")).status, 404);
+    std::thread::sleep(std::time::Duration::from_millis(1500)); // a dispatcher poll or two
+    assert!(
+        !data.exists(),
+        "{:?}",
+        std::fs::read_dir(&data).map(|d| d.count())
+    );
+    let r = post(
+        &gw.url("/v1/responses"),
+        Some("k1"),
+        r#"{"model": "m", "input": "hi"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(data.join("responses.sqlite").exists());
+    assert!(!data.join("batches.sqlite3").exists());
+    let upload = ureq::post(&gw.url("/v1/files"))
+        .set("authorization", "Bearer k1")
+        .set("content-type", "multipart/form-data; boundary=XX")
+        .send_string(
+            "--XX\r\ncontent-disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+             --XX\r\ncontent-disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\r\n\
+             {\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}}\n\r\n--XX--\r\n",
+        );
+    assert_eq!(upload.map(|r| r.status()).unwrap_or(0), 200);
+    assert!(data.join("batches.sqlite3").exists());
+}

@@ -208,8 +208,13 @@ pub trait Backend: Send + Sync {
     async fn delete_file(&self, consumer: Option<&str>, id: &str) -> StoreResult<bool>;
     /// The `index`-th [`CHUNK`] of a file's content; `None` past its end.
     async fn file_chunk(&self, id: &str, index: u64) -> StoreResult<Option<Bytes>>;
-    /// Where uploads are written before [`Backend::add_file`] takes them.
+    /// Where uploads are written before [`Backend::add_file`] takes them (existing once
+    /// [`Backend::ready`] returned).
     fn scratch_dir(&self) -> &Path;
+    /// Make the store ready to be written (a store opened on first use opens now).
+    async fn ready(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     async fn add_batch(&self, b: &NewBatch<'_>) -> StoreResult<()>;
     /// A consumer's batch (`None`: no such batch for this consumer).

@@ -30,10 +30,12 @@ pub struct Store {
     me: String,
 }
 
+mod lazy;
 mod lifecycle;
 mod requests;
 mod space;
 mod sqlite;
+pub use lazy::Lazy;
 pub use sqlite::Sqlite;
 
 const SCHEMA: &str = "
@@ -85,7 +87,7 @@ impl Store {
         );
         db.execute_batch(space::SCHEMA)
             .map_err(|e| format!("batch store schema: {e}"))?;
-        let scratch = dir.join("files").join("uploading");
+        let scratch = Store::scratch_of(dir);
         if !taking_over {
             db.execute(
                 "UPDATE requests SET state = 'pending' WHERE state = 'running'",
@@ -103,6 +105,16 @@ impl Store {
             scratch,
             me: new_id("proc-"),
         })
+    }
+
+    /// Where uploads of the store in `dir` are written before they are stored.
+    pub fn scratch_of(dir: &Path) -> PathBuf {
+        dir.join("files").join("uploading")
+    }
+
+    /// Whether `dir` holds a store already.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join("batches.sqlite3").exists()
     }
 
     /// After a graceful upgrade, once the old process has had its grace period: requests

@@ -136,6 +136,9 @@ pub async fn serve(
     let store = state.batch.as_deref().ok_or_else(|| {
         GatewayError::NotFound("The batch module is disabled (batch.enabled).".into())
     })?;
+    if matches!(route, Route::UploadFile | Route::CreateBatch) {
+        store.ready().await.map_err(internal)?; // a store made on first use is made now
+    }
     let consumer = ctx.consumer.clone();
     let who = consumer.as_deref();
     let q = query(session);

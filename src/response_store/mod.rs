@@ -13,6 +13,7 @@
 //! stored. Each store keeps a running total per consumer, so a put does constant work
 //! however many responses the consumer holds.
 
+pub mod lazy;
 pub mod redis;
 pub mod sqlite;
 
