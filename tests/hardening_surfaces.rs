@@ -416,7 +416,11 @@ fn relative_paths_follow_the_config_file_and_a_store_keeps_to_its_config() {
     });
     assert!(up, "the first gateway listens");
     let r = post(&url, None, r#"{"model": "m", "input": "hi"}"#);
-    assert_eq!(r.status, 200, "the first gateway stores a response: {}", r.body);
+    assert_eq!(
+        r.status, 200,
+        "the first gateway stores a response: {}",
+        r.body
+    );
     assert!(
         first.try_wait().unwrap().is_none(),
         "the first gateway runs"

@@ -19,6 +19,16 @@ mod upstream;
 use ai::ai_route;
 use upstream::nodes;
 
+/// Resource lists the gateway has nothing for (listed whole when present).
+const UNSUPPORTED: [&str; 6] = [
+    "consumer_groups",
+    "ssls",
+    "protos",
+    "secrets",
+    "stream_routes",
+    "plugins",
+];
+
 /// Plugins that need nothing in the gateway config (it always exports metrics).
 const SILENT: [&str; 1] = ["prometheus"];
 
@@ -468,14 +478,7 @@ pub fn map_config(v: &Value) -> Result<(Value, Vec<Unmapped>), String> {
         return Err("the file must be a mapping of resource lists (routes, upstreams, …)".into());
     }
     let mut out = Out::default();
-    for key in [
-        "consumer_groups",
-        "ssls",
-        "protos",
-        "secrets",
-        "stream_routes",
-        "plugins",
-    ] {
+    for key in UNSUPPORTED {
         if !list(v, key).is_empty() {
             out.unmapped(key, "not supported by the gateway");
         }

@@ -45,6 +45,7 @@ const CONSUMER: &[&str] = &["username", "plugins"];
 const PLUGIN_CONFIG: &[&str] = &["id", "plugins"];
 const GLOBAL_RULE: &[&str] = &["id", "plugins"];
 const METADATA: &[&str] = &["id", "limit_header", "remaining_header", "reset_header"];
+/// The resource lists the import maps (the others are [`UNSUPPORTED`], listed whole).
 const RESOURCES: &[&str] = &[
     "routes",
     "services",
@@ -53,12 +54,6 @@ const RESOURCES: &[&str] = &[
     "plugin_configs",
     "global_rules",
     "plugin_metadata",
-    "consumer_groups",
-    "ssls",
-    "protos",
-    "secrets",
-    "stream_routes",
-    "plugins",
 ];
 
 /// The fields the import reads of the plugins that do not check their own, on routes,
@@ -159,7 +154,8 @@ fn plugins(item: &Value, at: &str, out: &mut Vec<Unmapped>) {
 /// entry already named (at the same place) is not repeated.
 pub(super) fn unknown(v: &Value, named: &[Unmapped]) -> Vec<Unmapped> {
     let mut out = Vec::new();
-    check(v, "file", RESOURCES, &mut out);
+    let known: Vec<&str> = RESOURCES.iter().chain(&UNSUPPORTED).copied().collect();
+    check(v, "file", &known, &mut out);
     let each = |kind: &str| list(v, kind).iter().enumerate();
     for (i, r) in each("routes") {
         let at = format!("routes[id={}]", id_of(r, i));
