@@ -35,12 +35,24 @@ fn image_part(block: &Value) -> Result<Value, GatewayError> {
 }
 
 /// One Anthropic message → OpenAI chat messages (tool results become `tool` messages
-/// placed before the rest of the turn, as chat requires them right after the call).
+/// placed before the rest of the turn, as chat requires them right after the call). A
+/// `system` message in the conversation (Anthropic's beta
+/// `mid-conversation-system-2026-04-07`, which Claude Code sends) stays a system message
+/// at its position.
 fn messages_of(m: &Value, out: &mut Vec<Value>) -> Result<(), GatewayError> {
     let role = m["role"].as_str().unwrap_or_default();
+    if role == "system" {
+        let text = content_text(&m["content"], "\n");
+        if !text.is_empty() {
+            out.push(json!({"role": "system", "content": text}));
+        }
+        return Ok(());
+    }
     if role != "user" && role != "assistant" {
+        // Anthropic's own wording, which clients' fallbacks look for.
         return Err(bad(format!(
-            "messages: role must be \"user\" or \"assistant\", got {role:?}"
+            "messages: Unexpected role {role:?}. The Messages API accepts a top-level \
+             `system` parameter, not {role:?} as an input message role."
         )));
     }
     let blocks = match &m["content"] {
@@ -465,6 +477,34 @@ mod tests {
             json!({"role": "tool", "tool_call_id": "t1", "content": "42"})
         );
         assert_eq!(m[4], json!({"role": "user", "content": "and?"}));
+    }
+
+    /// Claude Code's mid-conversation system messages (beta
+    /// `mid-conversation-system-2026-04-07`) stay system messages at their position; any
+    /// other role is refused in Anthropic's words, which clients' fallbacks look for.
+    #[test]
+    fn system_messages_in_the_conversation_keep_their_place() {
+        let c = chat(json!({"model": "m", "max_tokens": 5, "system": "top",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "system", "content": [{"type": "text", "text": "now be terse"}]},
+                {"role": "user", "content": "go"}]}))
+        .unwrap();
+        let roles: Vec<&str> = c["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant", "system", "user"]);
+        assert_eq!(c["messages"][3]["content"], "now be terse");
+        let e = chat(json!({"model": "m", "max_tokens": 5,
+            "messages": [{"role": "tool", "content": "x"}]}))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("Unexpected role \"tool\""), "{e}");
+        assert!(e.contains("input message role"), "{e}");
     }
 
     #[test]
