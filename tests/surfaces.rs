@@ -142,6 +142,12 @@ fn messages_on_a_chat_provider_streams_and_tool_use() {
     );
     assert_eq!(ev[5].1["delta"]["stop_reason"], "end_turn");
     assert_eq!(ev[5].1["usage"]["output_tokens"], 4);
+    // The input count is in message_start already (the estimate; Anthropic sends it
+    // there, and clients showing context read it there), the provider's in message_delta.
+    let start = ev[0].1["message"]["usage"]["input_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(start > 0, "{:?}", ev[0].1);
     let sent = last(&seen).json();
     assert_eq!(sent["stream"], true);
     assert_eq!(sent["stream_options"], json!({"include_usage": true}));

@@ -55,7 +55,8 @@ pub async fn relay(
                 None => Dialect::OpenAi,
             }
         };
-        let surface = surface.and_then(|e| surfaces::stream(e, echo, &model));
+        let input = req.prompt_estimate();
+        let surface = surface.and_then(|e| surfaces::stream(e, echo, &model, input));
         let events = Events { dialect, surface };
         relay_events(state, session, ctx, req, resp, events, responses).await
     } else if native {

@@ -305,6 +305,9 @@ enum Open {
 /// reason and usage once the chat stream has ended, then `message_stop`.
 pub struct ChunkStream {
     model: String,
+    /// `message_start`'s `input_tokens`: the estimate admission made (the chat stream
+    /// reports the real count only at its end, in `message_delta`).
+    input_tokens: u64,
     started: bool,
     open: Open,
     /// Index of the next content block.
@@ -315,9 +318,10 @@ pub struct ChunkStream {
 }
 
 impl ChunkStream {
-    pub fn new(model: &str) -> ChunkStream {
+    pub fn new(model: &str, input_tokens: u64) -> ChunkStream {
         ChunkStream {
             model: model.to_string(),
+            input_tokens,
             started: false,
             open: Open::None,
             next_block: 0,
@@ -335,7 +339,7 @@ impl ChunkStream {
         out.push(event(&json!({"type": "message_start", "message": {
             "id": message_id(chat_id), "type": "message", "role": "assistant", "model": self.model,
             "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 0, "output_tokens": 0}}})));
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0}}})));
     }
 
     fn close(&mut self, out: &mut Vec<Bytes>) {

@@ -100,10 +100,18 @@ pub fn answer(
     }
 }
 
-/// The stream translator of a surface for a chat stream (`None`: chat itself).
-pub fn stream(endpoint: Endpoint, echo: &Value, model: &str) -> Option<Box<dyn ChunkTranslator>> {
+/// The stream translator of a surface for a chat stream (`None`: chat itself);
+/// `input_tokens`: the prompt's estimate, which Messages streams report at their start
+/// (Anthropic sends the input count in `message_start`; clients showing context read it
+/// there), corrected by the provider's count at their end.
+pub fn stream(
+    endpoint: Endpoint,
+    echo: &Value,
+    model: &str,
+    input_tokens: u64,
+) -> Option<Box<dyn ChunkTranslator>> {
     match endpoint {
-        Endpoint::Messages => Some(Box::new(messages::ChunkStream::new(model))),
+        Endpoint::Messages => Some(Box::new(messages::ChunkStream::new(model, input_tokens))),
         Endpoint::Responses => Some(Box::new(responses::stream::ResponseStream::new(
             echo,
             &responses::new_id("resp_"),
