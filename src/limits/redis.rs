@@ -395,8 +395,9 @@ impl RedisStore {
         loop {
             tokio::select! {
                 _ = refresh.tick() => {
-                    self.read_topology().await;
-                    self.refresh_leases().await;
+                    // At once, not one after the other: a hung node answering the map
+                    // query must not delay the refreshes the other nodes would answer.
+                    tokio::join!(self.read_topology(), self.refresh_leases());
                 }
                 _ = self.topology_stale.notified() => self.read_topology().await,
                 _ = sync.tick() => self.sync_counts().await,
