@@ -69,5 +69,12 @@ def test_count_tokens_and_errors_in_anthropic_shape(claude):
     with pytest.raises(anthropic.NotFoundError) as e:
         claude.messages.create(model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "not_found_error"
-    with pytest.raises(anthropic.BadRequestError):
-        claude.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "system", "content": "x"}])
+    # An unknown role is a 400 in Anthropic's words (clients' fallbacks look for them); a
+    # system message inside the conversation (Claude Code's mid-conversation beta) is not.
+    with pytest.raises(anthropic.BadRequestError) as e:
+        claude.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "tool", "content": "x"}])
+    assert "Unexpected role" in e.value.body["error"]["message"]
+    ok = claude.messages.create(model=MODEL, max_tokens=5, messages=[
+        {"role": "user", "content": "hi"}, {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "go"}])
+    assert ok.content[0].type == "text"
