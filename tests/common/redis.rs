@@ -15,12 +15,18 @@ pub struct Redis {
 impl Redis {
     pub fn start() -> Redis {
         let mut r = Redis {
-            port: super::free_port(),
+            port: 0,
             child: None,
             dir: tempfile::tempdir().unwrap(),
         };
-        r.resume();
-        r
+        // A port taken between `free_port` and the bind: another one.
+        for _ in 0..5 {
+            r.port = super::free_port();
+            if r.try_spawn(&[]) {
+                return r;
+            }
+        }
+        panic!("redis-server did not come up on five free ports")
     }
 
     pub fn url(&self) -> String {
@@ -33,6 +39,14 @@ impl Redis {
     }
 
     fn spawn(&mut self, extra: &[&str]) {
+        if !self.try_spawn(extra) {
+            panic!("redis-server did not answer PING on port {}", self.port);
+        }
+    }
+
+    /// Start redis-server and wait for its PING; `false` when it did not come up (its
+    /// port was taken between `free_port` and its bind: it exits at once).
+    fn try_spawn(&mut self, extra: &[&str]) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(extra)
@@ -49,11 +63,17 @@ impl Redis {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.cmd(&["PING"]).is_some_and(|r| r.contains("PONG")) {
-                return;
+                return true;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    self.child = None;
+                    return false;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not answer PING on port {}", self.port);
+        false
     }
 
     /// Freeze the server (SIGSTOP): it accepts connections and answers nothing, as a node
@@ -114,21 +134,27 @@ impl RedisCluster {
         let nodes: Vec<Redis> = (0..3)
             .map(|_| {
                 // A node's cluster bus listens on its port + 10000, which must exist.
-                let port = std::iter::repeat_with(super::free_port)
-                    .find(|p| *p < 55536)
-                    .unwrap_or_default();
                 let mut r = Redis {
-                    port,
+                    port: 0,
                     child: None,
                     dir: tempfile::tempdir().unwrap(),
                 };
-                r.spawn(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                ]);
-                r
+                // A port taken between `free_port` and the bind: another one.
+                for _ in 0..5 {
+                    r.port = std::iter::repeat_with(super::free_port)
+                        .find(|p| *p < 55536)
+                        .unwrap_or_default();
+                    let cluster = [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                    ];
+                    if r.try_spawn(&cluster) {
+                        return r;
+                    }
+                }
+                panic!("redis-server did not come up on five free ports")
             })
             .collect();
         let mut create = Command::new("redis-cli");
