@@ -32,14 +32,13 @@ fn target<'a>(rt: &Runtime, d: &'a Deployment, req: &'a AiRequest) -> ProviderTa
 /// The model a deployment asks its upstream for: its own, or on an AI route without one,
 /// the request's.
 pub fn upstream_model<'a>(d: &'a Deployment, req: &'a AiRequest) -> &'a str {
-    let m = &req.model;
-    match d.client_model {
-        // A pattern's text around its `*` matched the name: those ends are char bounds.
-        true => m
-            .get(d.trim.0..m.len().saturating_sub(d.trim.1))
-            .unwrap_or(m),
-        false => &d.model,
+    if !d.client_model {
+        return &d.model;
     }
+    // A pattern's text around its `*` matched the name: those ends are char bounds.
+    let m = &req.model;
+    m.get(d.trim.0..m.len().saturating_sub(d.trim.1))
+        .unwrap_or(m)
 }
 
 /// Build a deployment's request through its provider's mapping.

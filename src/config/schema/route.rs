@@ -1,8 +1,80 @@
-//! What a pass-through route changes on the way: APISIX `proxy-rewrite` (`rewrite`: the
-//! path, host, method and headers the backend receives) and `cors` (browser
-//! cross-origin answers).
+//! Pass-through routes (`routes:`): where they match, their upstream nodes, and what
+//! they change on the way — APISIX `proxy-rewrite` (`rewrite`: the path, host, method
+//! and headers the backend receives) and `cors` (browser cross-origin answers).
 
 use super::*;
+
+/// A pass-through route: matching requests are proxied as they are (method, path, query,
+/// headers, body) to one of its upstream nodes, picked by weight, under its limits.
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Its identity (limit counters, metrics, logs).
+    pub name: String,
+    /// Paths it serves: exact (`/hello`), or a prefix ending in `*` (`/api/*`).
+    pub uris: Vec<String>,
+    /// HTTP methods it serves; empty = all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// `Host` values it serves; empty = any.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Require a consumer key (`Authorization: Bearer`, `apikey`, `x-api-key`, `api-key`).
+    #[serde(default)]
+    pub auth: bool,
+    /// Remove the consumer's credential headers (`authorization`, `x-api-key`, `api-key`,
+    /// `apikey`) before the request goes to the backend (APISIX key-auth / basic-auth
+    /// `hide_credentials`; off by default, as in APISIX).
+    #[serde(default)]
+    pub hide_credentials: bool,
+    /// Where matching requests go.
+    pub upstream: RouteUpstreamConfig,
+    /// Limits on this route.
+    #[serde(default)]
+    pub limits: Vec<LimitRuleConfig>,
+    /// Which consumers may use it (needs `auth`).
+    #[serde(default)]
+    pub consumer_restriction: Option<ConsumerRestriction>,
+    /// The path, host, method and headers the backend receives (APISIX `proxy-rewrite`).
+    #[serde(default)]
+    pub rewrite: Option<RewriteConfig>,
+    /// Cross-origin answers for browsers (APISIX `cors`).
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteUpstreamConfig {
+    /// Nodes picked by weighted round robin.
+    pub nodes: Vec<NodeConfig>,
+    /// Keep the client's `Host` header (APISIX `pass_host: pass`, the default) or send
+    /// the node's (`node`).
+    #[serde(default)]
+    pub pass_host: PassHost,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PassHost {
+    #[default]
+    Pass,
+    Node,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `http://host:port` or `https://host:port`.
+    pub url: String,
+    /// Share of the route's requests (weighted round robin).
+    #[serde(default = "one_u32")]
+    pub weight: u32,
+}
+
+fn one_u32() -> u32 {
+    1
+}
 
 /// The request as the backend receives it (APISIX `proxy-rewrite`); what is not set is
 /// passed as the client sent it.
