@@ -26,6 +26,10 @@
 //!
 //! `server::build_server` assembles a process for `main` and for tests.
 
+// Nothing the gateway handles may panic it through unwrap(): outside input is answered
+// with an error, and an invariant is an `expect` that says which. (Tests may unwrap.)
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod admin;
 pub mod batch;
 pub mod canonical;
@@ -41,6 +45,7 @@ pub mod json_keys;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod providers;
 pub mod proxy;
 pub mod quota;

@@ -1,4 +1,5 @@
 //! The `ai-rate-limiter` binary: parse the command line, load the config, run.
+#![deny(clippy::unwrap_used)]
 
 use ai_rate_limiter::cli::{Cli, Command};
 use ai_rate_limiter::config;
@@ -15,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Transparent huge pages off for this process: mimalloc asks for them on its arenas, and
 /// every fresh 2 MiB page then costs a whole-page clear on its first touch — a fifth of the
 /// CPU of the streaming benchmark went to `clear_page_erms` (benches/stream.sh, docs/benchmarks.md).
+#[allow(unsafe_code)] // the crate's one unsafe block (Cargo.toml's [lints])
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and touches no memory.

@@ -117,7 +117,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
             None => None,
         },
         auth_failures: Default::default(),
-        started: std::time::Instant::now(),
+        started: Instant::now(),
     });
 
     // Pingora's HTTP proxy behind the connection front (which reads and checks every
@@ -348,7 +348,7 @@ fn write_ca_bundle(extra: &PathBuf) -> Result<String, String> {
 
 /// The batch store the config asks for (see `batch.store`).
 fn batch_store(
-    config: &crate::config::schema::Config,
+    config: &Config,
     upgrade: bool,
 ) -> Result<Arc<dyn crate::batch::backend::Backend>, String> {
     use crate::config::schema::{BatchStoreKind, LimitPolicy};
@@ -392,7 +392,7 @@ fn batch_store(
 
 /// The Responses API store of `responses.store`.
 fn response_store(
-    config: &crate::config::schema::Config,
+    config: &Config,
     config_path: Option<&std::path::Path>,
 ) -> Result<Option<Arc<dyn crate::response_store::ResponseStore>>, String> {
     use crate::config::schema::{LimitPolicy, ResponseStoreKind};

@@ -111,7 +111,7 @@ fn every_metric_of_the_dashboard_is_exported() {
     assert!(wanted.len() >= 10, "{wanted:?}");
     // A gateway on the Redis policy that has served a priced request and seen an upstream
     // error, so that every labelled series exists.
-    let redis = common::redis::Redis::start();
+    let redis = redis::Redis::start();
     let gw = Gw::start(&format!(
         "auth: {{enabled: false}}\n\
          providers: [{{name: mock, kind: mock}}, {{name: bad, kind: mock, mock: {{failure: {{status: 500}}}}}}]\n\

@@ -148,7 +148,7 @@ batch: {{data_dir: "{}", webhook_allow_networks: [{allow}]}}
 }
 
 fn inline_with_webhook(gw: &Gw, url: &str) -> Resp {
-    let requests = common::batches::chat_requests(2, "w", "m");
+    let requests = batches::chat_requests(2, "w", "m");
     post(
         &gw.url("/v1/batches"),
         Some("sk-client"),

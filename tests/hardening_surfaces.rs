@@ -48,7 +48,7 @@ fn raw(port: u16, from: &str, method: &str, path: &str, headers: &[(&str, &str)]
     (status, text)
 }
 
-fn backend() -> (u16, common::fixture_server::Recorded) {
+fn backend() -> (u16, fixture_server::Recorded) {
     recording(|r: &Request| Reply::json("200 OK", json!({"path": r.target}).to_string()))
 }
 

@@ -36,7 +36,7 @@ fn hostile(r: &Request) -> Reply {
         "html-error" => Reply::json("502 Bad Gateway", format!("<html>upstream saw {bearer}</html>")),
         "text-200" => Reply::json("200 OK", format!("plain text answer with {CANARY} in it")),
         "badjson-200" => Reply::json("200 OK", format!("{{\"choices\": [\"{CANARY}\" ")),
-        "content-200" => Reply::json("200 OK", common::upstream::completion("m", &format!("your key is {CANARY}")))
+        "content-200" => Reply::json("200 OK", upstream::completion("m", &format!("your key is {CANARY}")))
             .with("x-ratelimit-remaining-requests", CANARY)
             .with("x-echo", bearer),
         "sse-error" => Reply::events(format!(

@@ -96,7 +96,8 @@ fn limit_conn_rejects_only_while_a_request_is_in_flight() {
     let gw = Gw::start(&yaml("[]", "[{name: one, conn: {conn: 1}}]", ""));
     let url = gw.url("/v1/chat/completions");
     let stream = std::thread::spawn(move || post(&url, Some(KEY), &chat_body("s", "go", true)));
-    std::thread::sleep(Duration::from_millis(150));
+    let held = [("kind", "conn"), ("outcome", "admitted")];
+    gw.wait_metric("gateway_limit_decisions_total", &held, 1.0);
     let r = chat(&gw, "s");
     assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.json()["error"]["type"], "requests");
@@ -215,11 +216,9 @@ fn hot_reload_keeps_usage_when_numbers_change() {
         "[]",
         "",
     ));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while gw.metric("gateway_config_generation", &[]) < 2.0 {
-        assert!(Instant::now() < deadline, "no reload");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the reload", || {
+        gw.metric("gateway_config_generation", &[]) >= 2.0
+    });
     let r = chat(&gw, "m");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-ratelimit-limit-requests"), Some("4"));
@@ -373,7 +372,9 @@ fn queue_is_fair_across_consumers() {
     // lim queues 8 requests; other arrives just after with one request.
     let started = Instant::now();
     let lim = staggered(&gw, KEY, "m", 8, Duration::from_millis(2));
-    std::thread::sleep(Duration::from_millis(30));
+    wait_until("lim's requests queued", || {
+        gw.metric("gateway_limit_queue_depth", &[]) >= 5.0
+    });
     let other = staggered(&gw, "sk-other", "m", 1, Duration::ZERO);
     let other_done = other.into_iter().next().unwrap().join().unwrap();
     assert_eq!(other_done.1, 200);
@@ -409,7 +410,7 @@ fn queue_wait_is_bounded_then_429_with_accurate_retry_after() {
             t.elapsed(),
         )
     });
-    std::thread::sleep(Duration::from_millis(100));
+    gw.wait_metric("gateway_limit_queue_depth", &[], 1.0);
     // The queue holds one request: the next is refused at once.
     let t = Instant::now();
     let full = chat(&gw, "m");

@@ -100,8 +100,11 @@ fn limit_conn_holds_across_two_gateways() {
     assert_eq!(up.max_in_flight(), 5, "the limit is used fully");
     assert_eq!(count(&statuses, 200) + count(&statuses, 429), 60);
     assert_eq!(up.total(), count(&statuses, 200));
-    // Every slot is released: the next requests find all five free.
-    std::thread::sleep(Duration::from_millis(100));
+    // Every slot is released (well before the 1 s lease could expire): the next requests
+    // find all five free.
+    wait_until("the conn slots released in Redis", || {
+        redis.cmd(&["ZCARD", "limit_conn:model:c/five"]).as_deref() == Some(":0\r\n")
+    });
     let again = burst(&[&a, &b], "c", 5, 5);
     assert_eq!(count(&again, 200), 5, "{again:?}");
 }
@@ -116,8 +119,9 @@ fn killed_gateway_slots_expire_within_the_lease_ttl() {
     for _ in 0..2 {
         stream_in_background(&a, KEY, "s");
     }
-    a.wait_metric("gateway_requests_in_flight", &[], 2.0);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until("A holding both slots in Redis", || {
+        redis.cmd(&["ZCARD", "limit_conn:model:s/two"]).as_deref() == Some(":2\r\n")
+    });
     assert_eq!(chat(&b, "s").status, 429, "both slots are held by A");
     // Leases are refreshed while the streams run: after 3 TTLs they are still held.
     std::thread::sleep(Duration::from_millis(3000));
@@ -250,6 +254,17 @@ fn background_load(gw: &Gw, stop: Arc<AtomicUsize>) -> std::thread::JoinHandle<V
     })
 }
 
+/// Requests this gateway answered 2xx so far.
+fn ok(gw: &Gw) -> f64 {
+    gw.metric("gateway_requests_total", &[("status_class", "2xx")])
+}
+
+/// Wait until the gateway has answered `n` requests 2xx (the background load is running).
+#[track_caller]
+fn wait_for_admitted(gw: &Gw, n: f64) {
+    wait_until(&format!("{n} requests answered 2xx"), || ok(gw) >= n);
+}
+
 #[test]
 fn redis_outage_without_degradation_answers_503_then_recovers() {
     let mut redis = Redis::start();
@@ -264,9 +279,9 @@ fn redis_outage_without_degradation_answers_503_then_recovers() {
     assert_eq!(gw.metric("gateway_limiter_degraded", &[]), 0.0);
     let stop = Arc::new(AtomicUsize::new(0));
     let load = background_load(&gw, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_admitted(&gw, 5.0);
     redis.stop();
-    std::thread::sleep(Duration::from_millis(800));
+    gw.wait_metric("gateway_limiter_degraded", &[], 1.0);
     let r = chat(&gw, "m");
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["error"]["type"], "server_error");
@@ -285,7 +300,7 @@ fn redis_outage_without_degradation_answers_503_then_recovers() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_admitted(&gw, ok(&gw) + 5.0);
     stop.store(1, Ordering::SeqCst);
     let seen = load.join().unwrap();
     assert!(seen.iter().all(|s| *s == 200 || *s == 503), "{seen:?}");
@@ -312,9 +327,9 @@ fn redis_outage_with_degradation_falls_back_to_local_limits() {
     let gw = Gw::start(&cfg);
     let stop = Arc::new(AtomicUsize::new(0));
     let load = background_load(&gw, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_admitted(&gw, 5.0);
     redis.stop();
-    std::thread::sleep(Duration::from_millis(800));
+    gw.wait_metric("gateway_limiter_degraded", &[], 1.0);
     assert_eq!(gw.metric("gateway_limiter_degraded", &[]), 1.0);
     // Limits still hold, now counted by this instance alone.
     let few: Vec<u16> = (0..5).map(|_| chat(&gw, "few").status).collect();
@@ -455,6 +470,18 @@ fn queued_requests_share_the_rate_across_two_gateways() {
     assert!(took < Duration::from_secs(6), "{took:?}");
 }
 
+/// The shared count of `model:m/rpm` in Redis (0 while there is none).
+fn pushed(redis: &Redis) -> u64 {
+    let stored = redis
+        .cmd(&["GET", "plugin-limit-count:v1:model:m/rpm"])
+        .unwrap_or_default();
+    stored
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn sync_interval_counts_locally_and_converges_across_gateways() {
     let redis = Redis::start();
@@ -472,19 +499,19 @@ fn sync_interval_counts_locally_and_converges_across_gateways() {
         a.metric("gateway_redis_duration_seconds_count", &[("op", "admit")]),
         0.0
     );
-    // After a sync, B sees A's 25 and admits the remaining 15 only.
-    std::thread::sleep(Duration::from_millis(700));
+    // Once A's sync has pushed its 25, B sees them and admits the remaining 15 only.
+    wait_until("A's 25 pushed to Redis", || pushed(&redis) >= 25);
     let on_b = burst(&[&b], "m", 30, 4);
     assert_eq!(count(&on_b, 200), 15, "{on_b:?}");
     assert!(b.metric("gateway_redis_duration_seconds_count", &[("op", "sync")]) >= 1.0);
-    // Both now agree that the window is used up, and so does Redis.
-    std::thread::sleep(Duration::from_millis(700));
+    // Both now agree that the window is used up, and so does Redis: once B's requests are
+    // pushed, A's next sync after that brings them back.
+    wait_until("B's requests pushed to Redis", || pushed(&redis) >= 55);
+    let syncs = || a.metric("gateway_redis_duration_seconds_count", &[("op", "sync")]);
+    let seen = syncs();
+    wait_until("two more syncs on A", || syncs() >= seen + 2.0);
     assert_eq!(chat(&a, "m").status, 429);
-    let stored = redis
-        .cmd(&["GET", "plugin-limit-count:v1:model:m/rpm"])
-        .unwrap();
-    assert!(stored.contains("\r\n"), "{stored}");
-    let total: u64 = stored.lines().nth(1).unwrap().trim().parse().unwrap();
+    let total = pushed(&redis);
     assert!(
         total >= 55,
         "every request was pushed, rejected ones too: {total}"

@@ -574,7 +574,7 @@ models: [{name: m, deployments: [{provider: mock}]}]
     assert_eq!(get(&gw.url("/v1/batches"), Some("k1")).status, 200);
     assert_eq!(get(&gw.url("/v1/files"), Some("k1")).status, 200);
     assert_eq!(get(&gw.url("/v1/responses/resp_x"), Some("k1")).status, 404);
-    std::thread::sleep(std::time::Duration::from_millis(1500)); // a dispatcher poll or two
+    std::thread::sleep(Duration::from_millis(1500)); // a dispatcher poll or two
     assert!(
         !data.exists(),
         "{:?}",

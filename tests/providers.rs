@@ -244,7 +244,7 @@ models:
   - {{name: gone, deployments: [{{provider: azure-v1, model: missing}}]}}
 "#,
         base = up.base_url(),
-        version = common::azure::API_VERSION
+        version = azure::API_VERSION
     ))
 }
 
@@ -278,7 +278,7 @@ fn azure_both_url_schemes_and_error_shapes() {
         targets[0],
         format!(
             "/openai/deployments/gpt-4o-prod/chat/completions?api-version={}",
-            common::azure::API_VERSION
+            azure::API_VERSION
         )
     );
     assert_eq!(targets[2], "/openai/v1/chat/completions");

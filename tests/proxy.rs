@@ -487,7 +487,7 @@ fn aliases_and_pattern_models_route_to_their_upstream_names() {
     use common::fixture_server::{recording, Reply};
     let (port, seen) = recording(|r| {
         let model = r.json()["model"].as_str().unwrap_or("").to_string();
-        Reply::json("200 OK", common::upstream::completion(&model, "ok"))
+        Reply::json("200 OK", upstream::completion(&model, "ok"))
     });
     let yaml = format!(
         "auth: {{enabled: false}}\n\

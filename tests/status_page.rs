@@ -166,7 +166,7 @@ fn status_page_needs_the_admin_key_and_shows_live_numbers_in_chromium() {
 
 #[test]
 fn with_the_redis_policy_usage_is_read_from_the_shared_counters() {
-    let redis = common::redis::Redis::start();
+    let redis = redis::Redis::start();
     let a = gateway(&format!(
         "limits: {{policy: redis, redis: {{url: \"{}\"}}}}",
         redis.url()
@@ -189,14 +189,14 @@ fn with_the_redis_policy_usage_is_read_from_the_shared_counters() {
     // concurrency slot is given back just after its answer (in the logging phase): read
     // until it is, for at most 5 s.
     for gw in [&a, &b] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let json = loop {
             let json = get(&gw.admin_url("/status.json"), Some(ADMIN)).json();
             let in_flight = &json["models"][0]["deployments"][0]["limits"][1]["used"];
             if *in_flight == 0.0 || std::time::Instant::now() > deadline {
                 break json;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(20));
         };
         let limits = &json["models"][0]["deployments"][0]["limits"];
         assert_eq!(

@@ -30,28 +30,27 @@ fn spawn(config: &std::path::Path, log: &std::path::Path, upgrade: bool) -> Chil
         .expect("gateway binary")
 }
 
-fn wait_ready(metrics_port: u16) {
+/// Wait until the gateway answers `/ready`; false if it exited first.
+fn wait_ready(child: &mut Child, metrics_port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     while agent()
         .get(&format!("http://127.0.0.1:{metrics_port}/ready"))
         .call()
         .is_err()
     {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
         assert!(Instant::now() < deadline, "gateway not ready");
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
-#[test]
-fn graceful_upgrade_hands_over_without_a_failed_request_and_keeps_limiter_state() {
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (port, metrics_port) = (free_port(), free_port());
-    let config = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+/// The gateway's config on these ports.
+fn config_text(dir: &tempfile::TempDir, redis: &Redis, port: u16, metrics_port: u16) -> String {
+    format!(
+        r#"
 server: {{listen: "127.0.0.1:{port}", metrics_listen: "127.0.0.1:{metrics_port}", threads: 2,
           shutdown_grace_period: 5s, upgrade_sock: "{sock}"}}
 consumers: [{{name: c, keys: ["{KEY}"], limits: [{{name: window, count: {{count: 100000, time_window: 600s}}}}]}}]
@@ -60,14 +59,33 @@ models: [{{name: m, deployments: [{{provider: mock}}]}}]
 limits: {{policy: redis, redis: {{url: "{redis}"}}}}
 batch: {{enabled: false}}
 "#,
-            sock = dir.path().join("upgrade.sock").display(),
-            redis = redis.url()
-        ),
+        sock = dir.path().join("upgrade.sock").display(),
+        redis = redis.url()
     )
-    .unwrap();
+}
+
+#[test]
+fn graceful_upgrade_hands_over_without_a_failed_request_and_keeps_limiter_state() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
     let log = dir.path().join("gateway.log");
-    let mut old = spawn(&config, &log, false);
-    wait_ready(metrics_port);
+    // The ports are in the config: if one was taken before the gateway bound it (it exits
+    // saying so), write the config again with fresh ports.
+    let (mut old, port, metrics_port) = (0..5)
+        .find_map(|_| {
+            let (port, metrics_port) = (free_port(), free_port());
+            std::fs::write(&config, config_text(&dir, &redis, port, metrics_port)).unwrap();
+            let from = std::fs::read_to_string(&log).unwrap_or_default().len();
+            let mut old = spawn(&config, &log, false);
+            if wait_ready(&mut old, metrics_port) {
+                return Some((old, port, metrics_port));
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(text[from..].contains("in use"), "gateway exited:\n{text}");
+            None
+        })
+        .expect("free ports within 5 tries");
 
     // Clients: a fresh connection per request, so every request meets whichever process
     // is accepting at that moment.
@@ -99,14 +117,14 @@ batch: {{enabled: false}}
         })
         .collect();
 
-    std::thread::sleep(Duration::from_millis(800));
-    let before_upgrade = results.lock().unwrap().len();
+    let answered = || results.lock().unwrap().len();
+    wait_until("20 answers from the old process", || answered() >= 20);
+    let before_upgrade = answered();
+    let sock = dir.path().join("upgrade.sock");
     let new = spawn(&config, &log, true);
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill(2) with the pid of our own child process.
-    unsafe {
-        libc::kill(old.id() as i32, libc::SIGQUIT);
-    }
+    // The new process waits for the listening sockets on the upgrade socket.
+    wait_until("the new process's upgrade socket", || sock.exists());
+    signal_child(&old, libc::SIGQUIT);
     let status = {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -117,7 +135,10 @@ batch: {{enabled: false}}
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    std::thread::sleep(Duration::from_millis(800));
+    let handed_over = answered();
+    wait_until("20 answers after the hand-over", || {
+        answered() >= handed_over + 20
+    });
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();

@@ -15,6 +15,7 @@ use super::backend::{
     FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept, CHUNK,
 };
 use super::model::{json_or_null, Batch, BatchStatus, Cancel};
+use crate::migrate::{add_column, migrate, Migration};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
@@ -38,10 +39,15 @@ mod sqlite;
 pub use lazy::Lazy;
 pub use sqlite::Sqlite;
 
-const SCHEMA: &str = "
+/// Set on every open (outside any transaction; WAL is a property of the file).
+const PRAGMAS: &str = "
 PRAGMA auto_vacuum = INCREMENTAL;
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
+";
+
+/// The tables as they were when the steps were first numbered.
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS files (
   id TEXT PRIMARY KEY, consumer TEXT, purpose TEXT NOT NULL, filename TEXT NOT NULL,
   bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER);
@@ -64,6 +70,27 @@ CREATE INDEX IF NOT EXISTS requests_state ON requests (state, not_before);
 CREATE INDEX IF NOT EXISTS requests_due ON requests (batch_id, state, line);
 ";
 
+/// The store's schema, step by step (see [`crate::migrate`]).
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "files, batches and requests",
+        run: |tx| tx.execute_batch(SCHEMA),
+    },
+    Migration {
+        name: "requests refer to their input file and have an owner; batches are purged",
+        run: |tx| {
+            add_column(tx, "requests", "owner", "TEXT")?;
+            add_column(tx, "requests", "start", "INTEGER")?;
+            add_column(tx, "requests", "len", "INTEGER")?;
+            add_column(tx, "batches", "purged", "INTEGER NOT NULL DEFAULT 0")
+        },
+    },
+    Migration {
+        name: "orphaned files and the quota's indexes",
+        run: |tx| tx.execute_batch(space::SCHEMA),
+    },
+];
+
 impl Store {
     /// Open (or create) the store in `dir`; requests interrupted by a crash are pending again.
     /// Open the store in `dir`. `taking_over`: a graceful upgrade, whose old process is
@@ -72,21 +99,11 @@ impl Store {
     pub fn open(dir: &Path, taking_over: bool) -> Result<Store, String> {
         std::fs::create_dir_all(dir.join("files"))
             .map_err(|e| format!("batch data dir {}: {e}", dir.display()))?;
-        let db = Connection::open(dir.join("batches.sqlite3"))
+        let mut db = Connection::open(dir.join("batches.sqlite3"))
             .map_err(|e| format!("opening the batch store: {e}"))?;
-        db.execute_batch(SCHEMA)
-            .map_err(|e| format!("batch store schema: {e}"))?;
-        // Stores made before requests had an owner, referred to their input file, and
-        // ended batches were purged.
-        let _ = db.execute("ALTER TABLE requests ADD COLUMN owner TEXT", []);
-        let _ = db.execute("ALTER TABLE requests ADD COLUMN start INTEGER", []);
-        let _ = db.execute("ALTER TABLE requests ADD COLUMN len INTEGER", []);
-        let _ = db.execute(
-            "ALTER TABLE batches ADD COLUMN purged INTEGER NOT NULL DEFAULT 0",
-            [],
-        );
-        db.execute_batch(space::SCHEMA)
-            .map_err(|e| format!("batch store schema: {e}"))?;
+        db.execute_batch(PRAGMAS)
+            .map_err(|e| format!("batch store: {e}"))?;
+        migrate(&mut db, "batch store", MIGRATIONS)?;
         let scratch = Store::scratch_of(dir);
         if !taking_over {
             db.execute(

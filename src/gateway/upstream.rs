@@ -159,7 +159,7 @@ async fn error_verdict(d: &Deployment, resp: &mut UpstreamResponse) -> Option<(u
     // A body that cannot be read is relayed empty (the error is normalised all the same).
     let body = resp.body.read_all(MAX_ERROR_BODY).await.unwrap_or_default();
     let verdict = d.provider.api.error_verdict(resp.status, &body);
-    resp.body = crate::providers::UpstreamBody::Full(Some(body));
+    resp.body = UpstreamBody::Full(Some(body));
     verdict
 }
 

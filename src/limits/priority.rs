@@ -223,7 +223,7 @@ impl RealtimeRates {
 
     /// Count one realtime admission call on each counter (while batch work is active).
     pub fn note<'k>(&self, keys: impl Iterator<Item = &'k std::sync::Arc<str>>) {
-        if !self.active.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.active.load(Relaxed) {
             return;
         }
         let now = self.second();

@@ -52,9 +52,11 @@ mod group;
 mod hold;
 mod lane;
 mod release;
+mod store_conn;
 mod topology;
 use call::{AdmitCall, CheckAnswer, LeaseOf};
 use hold::{Held, RedisHold};
+pub use store_conn::StoreConn;
 use topology::Topology;
 
 const ADMIT_LUA: &str = include_str!("../../lua-compat/admit.lua");

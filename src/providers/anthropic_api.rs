@@ -120,7 +120,7 @@ mod tests {
         let out = Anthropic.outgoing(&t, &chat).unwrap();
         assert_eq!(out.path, "/messages");
         assert_eq!(out.auth, vec![("x-api-key".into(), "sk-ant".into())]);
-        let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"model": "claude-x", "max_tokens": 64, "system": "be brief",

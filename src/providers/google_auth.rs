@@ -159,7 +159,7 @@ impl TokenSource {
                     read: Duration::from_secs(30),
                     idle: Duration::from_secs(60),
                 },
-                scrubber: Arc::new(super::scrub::Scrubber::new([])),
+                scrubber: Arc::new(Scrubber::new([])),
             })
             .await?;
         let answer = resp.body.read_all(64 * 1024).await?;

@@ -89,7 +89,7 @@ pub async fn admit_plain(
     };
     let required: Vec<Check<'_>> =
         crate::limits::admission::checks(consumer_rules.iter().chain(extra), &cx)
-            .map_err(crate::gateway::admit::unresolved)?;
+            .map_err(admit::unresolved)?;
     let result = state
         .limiter
         .admit(&required, &[], Default::default())

@@ -150,7 +150,7 @@ pub async fn prepare(
             #[serde(borrow)]
             output: Option<Vec<&'a RawValue>>,
         }
-        let output: Output = serde_json::from_str(&p.response).map_err(stored)?;
+        let output: Output<'_> = serde_json::from_str(&p.response).map_err(stored)?;
         let history = raw_items(&p.input).map_err(store_error)?;
         // The history's items keep the ids they were listed under in the previous
         // response; its output items have their own.

@@ -126,8 +126,8 @@ pub async fn serve(
                 if header.method == http::Method::OPTIONS {
                     ctx.endpoint = "passthrough";
                     ctx.model = Some(r.name.clone());
-                    let h = super::respond::header(200, "text/plain", ctx);
-                    super::respond::full(session, ctx, h, bytes::Bytes::new()).await;
+                    let h = respond::header(200, "text/plain", ctx);
+                    respond::full(session, ctx, h, bytes::Bytes::new()).await;
                     return Ok(());
                 }
             }

@@ -6,23 +6,17 @@
 //! consumer's store never slows the Redis that also decides everyone's limits.
 
 use super::{Put, RawResponse, ResponseStore, Result, MAX_EVICTIONS};
-use crate::config::schema::{LimitPolicy, LimitsConfig};
-use crate::limits::redis::Conn;
+use crate::config::schema::LimitsConfig;
+use crate::limits::redis::{Conn, StoreConn};
 use async_trait::async_trait;
 use redis::Script;
 use std::time::Duration;
-use tokio::sync::OnceCell;
 
 const PUT: &str = include_str!("../../lua-compat/responses/put.lua");
 const DELETE: &str = include_str!("../../lua-compat/responses/delete.lua");
 
 pub struct RedisResponses {
-    policy: LimitPolicy,
-    urls: Vec<String>,
-    timeout: Duration,
-    conn: OnceCell<Conn>,
-    /// Key prefix (one hash tag on a cluster, so a script's keys share a slot).
-    prefix: String,
+    redis: StoreConn,
     retention: Duration,
     put: Script,
     delete: Script,
@@ -30,21 +24,8 @@ pub struct RedisResponses {
 
 impl RedisResponses {
     pub fn new(limits: &LimitsConfig, retention: Duration) -> RedisResponses {
-        let r = &limits.redis;
-        let urls = match limits.policy {
-            LimitPolicy::RedisCluster => r.nodes.iter().map(|n| n.expose().to_string()).collect(),
-            _ => r.url.iter().map(|u| u.expose().to_string()).collect(),
-        };
-        let prefix = match limits.policy {
-            LimitPolicy::RedisCluster => format!("{{{}ai-rate-limiter-responses}}:", r.key_prefix),
-            _ => format!("{}responses:", r.key_prefix),
-        };
         RedisResponses {
-            policy: limits.policy,
-            urls,
-            timeout: r.timeout.max(Duration::from_secs(5)),
-            conn: OnceCell::new(),
-            prefix,
+            redis: StoreConn::new(limits, "responses"),
             retention,
             put: Script::new(PUT),
             delete: Script::new(DELETE),
@@ -52,22 +33,19 @@ impl RedisResponses {
     }
 
     async fn conn(&self) -> Result<&Conn> {
-        Ok(self
-            .conn
-            .get_or_try_init(|| Conn::open(self.policy, &self.urls, self.timeout))
-            .await?)
+        Ok(self.redis.get().await?)
     }
 
     fn item(&self, id: &str) -> String {
-        format!("{}r:{id}", self.prefix)
+        self.redis.key(&format!("r:{id}"))
     }
 
     /// The consumer's index, sizes and total.
     fn owner_keys(&self, consumer: &str) -> [String; 3] {
         [
-            format!("{}owner:{consumer}", self.prefix),
-            format!("{}sizes:{consumer}", self.prefix),
-            format!("{}held:{consumer}", self.prefix),
+            self.redis.key(&format!("owner:{consumer}")),
+            self.redis.key(&format!("sizes:{consumer}")),
+            self.redis.key(&format!("held:{consumer}")),
         ]
     }
 }
@@ -92,7 +70,7 @@ impl ResponseStore for RedisResponses {
             .arg(ttl)
             .arg(quota)
             .arg(&r.id)
-            .arg(format!("{}r:", self.prefix))
+            .arg(self.redis.key("r:"))
             .arg(cutoff)
             .arg(MAX_EVICTIONS);
         let v: Vec<i64> = self.conn().await?.invoke(&inv).await?;

@@ -8,6 +8,7 @@
 //! responses).
 
 use super::{Put, RawResponse, ResponseStore, ResponseStoreError, Result, MAX_EVICTIONS};
+use crate::migrate::{migrate, Migration};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -41,27 +42,23 @@ fn open_conn(path: &Path) -> std::result::Result<Connection, String> {
     Ok(db)
 }
 
-/// Create the running totals the first time (a store from before they existed gets them
-/// computed once, here, at start-up).
-fn migrate(db: &Connection) -> rusqlite::Result<()> {
-    let has_usage: bool = db
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage'",
-            [],
-            |_| Ok(true),
-        )
-        .optional()?
-        .unwrap_or(false);
-    if !has_usage {
-        db.execute_batch(
-            "BEGIN;
-             CREATE TABLE usage (consumer TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
-             INSERT INTO usage SELECT consumer, SUM(bytes) FROM responses GROUP BY consumer;
-             COMMIT;",
-        )?;
-    }
-    Ok(())
-}
+/// The store's schema, step by step (see [`crate::migrate`]).
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "responses and meta",
+        run: |tx| tx.execute_batch(SCHEMA),
+    },
+    Migration {
+        // A store from before the running totals gets them computed once, here.
+        name: "each consumer's running total",
+        run: |tx| {
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS usage (consumer TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+                 INSERT OR IGNORE INTO usage SELECT consumer, SUM(bytes) FROM responses GROUP BY consumer;",
+            )
+        },
+    },
+];
 
 impl SqliteResponses {
     /// Open (or create) `responses.sqlite` in `dir`, owned by the config at `owner`
@@ -70,12 +67,11 @@ impl SqliteResponses {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("responses.data_dir {}: {e}", dir.display()))?;
         let path = dir.join("responses.sqlite");
-        let db = open_conn(&path)?;
+        let mut db = open_conn(&path)?;
         let at = |e: rusqlite::Error| format!("{}: {e}", path.display());
         db.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")
             .map_err(at)?;
-        db.execute_batch(SCHEMA).map_err(at)?;
-        migrate(&db).map_err(at)?;
+        migrate(&mut db, &path.display().to_string(), MIGRATIONS)?;
         if let Some(owner) = owner {
             let me = owner.display().to_string();
             let recorded: Option<String> = db

@@ -75,7 +75,7 @@ impl Reply {
 pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
 /// Every request a recording server received, in order.
-pub type Recorded = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
+pub type Recorded = Arc<std::sync::Mutex<Vec<Request>>>;
 
 /// The last request a recording server received.
 pub fn last(seen: &Recorded) -> Request {

@@ -1,6 +1,8 @@
 //! Test harness: runs the real `ai-rate-limiter` binary on free ports with a config written
 //! to a temp dir, waits until it is ready, and stops it (SIGTERM, then SIGKILL) on drop.
 #![allow(dead_code)]
+// Helpers of tests: a panic here is a failed test (clippy.toml lets #[test] fns unwrap).
+#![allow(clippy::unwrap_used)]
 
 pub mod anthropic;
 pub mod apisix;
@@ -36,6 +38,28 @@ pub fn free_port() -> u16 {
             seen.push(port);
             return port;
         }
+    }
+}
+
+/// Poll `done` every 20 ms for up to 10 s: the barrier tests use instead of a fixed sleep.
+/// Panics naming `what` (and, through `#[track_caller]`, the test line) when it never holds.
+#[track_caller]
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        if Instant::now() > deadline {
+            panic!("waited 10 s for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Send `sig` to one of this test's own child processes.
+#[allow(unsafe_code)] // the tests' one unsafe block (Cargo.toml's [lints])
+pub fn signal_child(child: &Child, sig: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
     }
 }
 
@@ -75,7 +99,28 @@ impl Gw {
         gw
     }
 
+    /// Start the gateway and wait until it is ready. A port handed out by [`free_port`]
+    /// can be taken by another process before the gateway binds it: then the gateway exits
+    /// saying the address is in use, and it is started again on fresh ports (up to 5 times).
     fn spawn(&mut self) {
+        for _ in 0..5 {
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(log) if log.contains("in use") => {
+                    self.port = free_port();
+                    self.metrics_port = free_port();
+                }
+                Err(log) => panic!("gateway exited early:\n{log}"),
+            }
+        }
+        panic!(
+            "gateway could not bind free ports 5 times:\n{}",
+            self.logs()
+        );
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
+        let from = self.logs().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -97,7 +142,7 @@ impl Gw {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn gateway"));
-        self.wait_ready();
+        self.wait_ready(from)
     }
 
     /// SIGKILL the gateway (no graceful anything) and start it again on the same config,
@@ -110,11 +155,15 @@ impl Gw {
         self.spawn();
     }
 
-    fn wait_ready(&mut self) {
+    /// Wait until the gateway answers `/ready` and its proxy port accepts; `Err(log)` (the
+    /// log from byte `from` on) when it exited first.
+    fn wait_ready(&mut self, from: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("gateway exited early ({status}):\n{}", self.logs());
+                let log = self.logs();
+                let this_run = log.get(from..).unwrap_or(&log);
+                return Err(format!("({status}) {this_run}"));
             }
             let ready = agent()
                 .get(&self.admin_url("/ready"))
@@ -123,7 +172,7 @@ impl Gw {
                 .unwrap_or(false);
             let proxy_up = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
             if ready && proxy_up {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -156,27 +205,37 @@ impl Gw {
         metric_sum(&self.metrics(), name, labels)
     }
 
-    /// Wait (up to 5 s) until a metric equals `want`: request metrics are recorded in the
-    /// logging phase, just after the client has its response. Returns the last value.
+    /// Wait (up to 10 s) until a metric equals `want`: request metrics are recorded in
+    /// the logging phase, just after the client has its response. Panics with the metric,
+    /// its labels and the last value seen when it never does; returns `want`.
+    #[track_caller]
     pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let v = self.metric(name, labels);
-            if v == want || Instant::now() > deadline {
+            if v == want {
                 return v;
+            }
+            if Instant::now() > deadline {
+                panic!("waited 10 s for {name}{labels:?} == {want}; last value {v}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Wait (up to 5 s) until the log satisfies `pred`: access lines are written in the
-    /// logging phase, just after the client has its response. Returns the log.
+    /// Wait (up to 10 s) until the log satisfies `pred`: access lines are written in the logging phase, just after the client has
+    /// its response. Panics with the log when it never does; returns the log.
+    #[track_caller]
     pub fn wait_log(&self, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.logs();
-            if pred(&log) || Instant::now() > deadline {
+            if pred(&log) {
                 return log;
+            }
+            if Instant::now() > deadline {
+                // #[track_caller]: the panic names the test line that waited.
+                panic!("waited 10 s for the log line this test expects; the log:\n{log}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -191,9 +250,7 @@ impl Gw {
     }
 
     pub fn signal(&self, sig: i32) {
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
+        signal_child(self.child.as_ref().unwrap(), sig);
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {

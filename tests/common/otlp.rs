@@ -21,25 +21,24 @@ impl OtlpReceiver {
         );
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("spans.jsonl");
-        let port = super::free_port();
-        let child = Command::new(python)
+        let mut child = Command::new(python)
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/common/otlp_receiver.py"
             ))
-            .arg(port.to_string())
             .arg(&out)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("the OTLP receiver starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the OTLP receiver did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // It binds port 0 and prints the port it got (no port handed out and lost).
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("the OTLP receiver's port");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the OTLP receiver did not listen: {line:?}"));
         OtlpReceiver {
             port,
             child,

@@ -5,7 +5,9 @@ definitions (the `opentelemetry-proto` package), not with the gateway's code, an
 one JSON line per span to OUT (with the export request's resource and headers); every raw
 body is appended to OUT.raw, so a test can also search the bytes that went over the wire.
 
-usage: otlp_receiver.py PORT OUT
+usage: otlp_receiver.py OUT
+
+It listens on a port the kernel chooses and prints that port as its first line of output.
 """
 
 import json
@@ -17,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-PORT, OUT = int(sys.argv[1]), sys.argv[2]
+OUT = sys.argv[1]
 
 
 def value(v):
@@ -73,4 +75,6 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer(("127.0.0.1", PORT), Receiver).serve_forever()
+server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+print(server.server_address[1], flush=True)
+server.serve_forever()

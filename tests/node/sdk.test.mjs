@@ -34,10 +34,9 @@ function freePort() {
 
 let gateway, dir, openai, claude;
 
-before(async () => {
-  assert.ok(existsSync(BIN), `gateway binary not found at ${BIN}: run cargo build first`);
+/** Start the gateway on fresh ports: { port } when ready, { log } when it exited first. */
+async function startGateway() {
   const [port, mport] = [await freePort(), await freePort()];
-  dir = mkdtempSync(join(tmpdir(), "gw-node-"));
   writeFileSync(join(dir, "gateway.yaml"), `
 consumers: [{name: node, keys: ["${KEY}"]}]
 providers:
@@ -58,11 +57,27 @@ reload: {watch: false}
   for (;;) {
     try {
       const r = await fetch(`http://127.0.0.1:${mport}/ready`);
-      if (r.ok) break;
+      if (r.ok) return { port };
     } catch { /* not yet listening */ }
-    assert.ok(Date.now() < deadline && gateway.exitCode === null, `gateway did not start:\n${log}`);
+    if (gateway.exitCode !== null) return { log };
+    assert.ok(Date.now() < deadline, `gateway did not start:\n${log}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+before(async () => {
+  assert.ok(existsSync(BIN), `gateway binary not found at ${BIN}: run cargo build first`);
+  dir = mkdtempSync(join(tmpdir(), "gw-node-"));
+  // A free port can be taken before the gateway binds it: it then exits saying the address
+  // is in use, and starts again on fresh ports (up to five times).
+  let started;
+  for (let i = 0; i < 5; i++) {
+    started = await startGateway();
+    if (started.port) break;
+    assert.ok(started.log.includes("in use"), `gateway did not start:\n${started.log}`);
+  }
+  assert.ok(started.port, `gateway could not bind free ports five times:\n${started.log}`);
+  const { port } = started;
   openai = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: KEY, maxRetries: 0 });
   claude = new Anthropic({ baseURL: `http://127.0.0.1:${port}`, apiKey: KEY, maxRetries: 0 });
 });

@@ -128,17 +128,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def gateway(anthropic_upstream):
-    if not os.path.exists(BIN):
-        pytest.fail(f"gateway binary not found at {BIN}: run `cargo build` first (scripts/test.sh does)")
-    tmp = tempfile.mkdtemp()
+def start_gateway(tmp, anthropic_upstream):
+    """Start the gateway on fresh ports: (process, port, "") when ready, (None, 0, log)
+    when it exited or did not get ready in 30 s."""
     cfg = os.path.join(tmp, "gateway.yaml")
     port, mport = free_port(), free_port()
     with open(cfg, "w") as f:
         f.write(CONFIG.replace("{anthropic_base}", anthropic_upstream)
                 .replace("{self_base}", f"http://127.0.0.1:{port}/v1"))
-    log = open(os.path.join(tmp, "gateway.log"), "w")
+    log_path = os.path.join(tmp, "gateway.log")
+    log = open(log_path, "w")
     proc = subprocess.Popen(
         [BIN, "run", "--config", cfg, "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -148,13 +147,31 @@ def gateway(anthropic_upstream):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{mport}/ready", timeout=1) as r:
                 if json.load(r)["status"] == "ready":
-                    break
+                    return proc, port, ""
         except OSError:
             pass
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            pytest.fail("gateway did not start:\n" + open(os.path.join(tmp, "gateway.log")).read())
+            proc.wait()
+            return None, 0, open(log_path).read()
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def gateway(anthropic_upstream):
+    if not os.path.exists(BIN):
+        pytest.fail(f"gateway binary not found at {BIN}: run `cargo build` first (scripts/test.sh does)")
+    tmp = tempfile.mkdtemp()
+    # A free port can be taken before the gateway binds it: it then exits saying the
+    # address is in use, and starts again on fresh ports (up to five times).
+    for _ in range(5):
+        proc, port, log_text = start_gateway(tmp, anthropic_upstream)
+        if proc is not None:
+            break
+        if "in use" not in log_text:
+            pytest.fail("gateway did not start:\n" + log_text)
+    else:
+        pytest.fail("gateway could not bind free ports five times:\n" + log_text)
     yield f"http://127.0.0.1:{port}/v1"
     proc.terminate()
     proc.wait(timeout=30)

@@ -36,8 +36,8 @@ use crate::batch::backend::{
     FileRow, NewBatch, NewRequest, Queue, StoreResult, Swept, CHUNK,
 };
 use crate::batch::model::{json_or_null, Batch, BatchStatus, Cancel};
-use crate::config::schema::{LimitPolicy, LimitsConfig};
-use crate::limits::redis::Conn;
+use crate::config::schema::LimitsConfig;
+use crate::limits::redis::{Conn, StoreConn};
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::{cmd, Script, Value as RV};
@@ -46,7 +46,6 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
 
 const GROUP: &str = "d";
 
@@ -77,11 +76,7 @@ const CAS: &str = include_str!("../../../lua-compat/batch/cas.lua");
 const ADD_REQUESTS: &str = include_str!("../../../lua-compat/batch/add_requests.lua");
 
 pub struct RedisBatches {
-    policy: LimitPolicy,
-    urls: Vec<String>,
-    timeout: Duration,
-    conn: OnceCell<Conn>,
-    prefix: String,
+    redis: StoreConn,
     /// This instance's consumer name in the groups.
     me: String,
     lease: Duration,
@@ -120,23 +115,10 @@ fn fields(v: Vec<(String, String)>) -> HashMap<String, String> {
 
 impl RedisBatches {
     pub fn new(limits: &LimitsConfig, scratch: PathBuf) -> Result<RedisBatches, String> {
-        let r = &limits.redis;
-        let urls = match limits.policy {
-            LimitPolicy::RedisCluster => r.nodes.iter().map(|n| n.expose().to_string()).collect(),
-            _ => r.url.iter().map(|u| u.expose().to_string()).collect(),
-        };
-        let prefix = match limits.policy {
-            LimitPolicy::RedisCluster => format!("{{{}ai-rate-limiter-batch}}:", r.key_prefix),
-            _ => format!("{}batch:", r.key_prefix),
-        };
         std::fs::create_dir_all(&scratch)
             .map_err(|e| format!("batch scratch dir {}: {e}", scratch.display()))?;
         Ok(RedisBatches {
-            policy: limits.policy,
-            urls,
-            timeout: r.timeout.max(Duration::from_secs(5)),
-            conn: OnceCell::new(),
-            prefix,
+            redis: StoreConn::new(limits, "batch"),
             me: format!("gw-{:016x}", rand::random::<u64>()),
             lease: limits.lease_ttl,
             scratch,
@@ -156,15 +138,11 @@ impl RedisBatches {
     }
 
     async fn conn(&self) -> StoreResult<&Conn> {
-        self.conn
-            .get_or_try_init(|| async {
-                text(Conn::open(self.policy, &self.urls, self.timeout).await)
-            })
-            .await
+        text(self.redis.get().await)
     }
 
     fn k(&self, rest: &str) -> String {
-        format!("{}{rest}", self.prefix)
+        self.redis.key(rest)
     }
 
     async fn q<T: redis::FromRedisValue>(&self, c: &redis::Cmd) -> StoreResult<T> {

@@ -27,7 +27,7 @@ pub struct BatchConfig {
     pub concurrency: usize,
     /// Batch requests running at once per model (the batch's queue), for the models
     /// listed (hot-reloadable); the others share `concurrency`.
-    pub model_concurrency: std::collections::BTreeMap<String, usize>,
+    pub model_concurrency: BTreeMap<String, usize>,
     /// Attempts per request on a provider 429/5xx before its error line is written.
     pub max_attempts: u32,
     /// Largest uploaded file.

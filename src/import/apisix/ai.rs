@@ -300,7 +300,7 @@ pub(super) fn ai_route(
         );
         return;
     }
-    let restricted = super::restriction(plugins, at, out);
+    let restricted = restriction(plugins, at, out);
     let seq = |k: &str| -> Value {
         let mut v: Vec<Value> = list(item, &format!("{k}s")).to_vec();
         v.extend(get(item, k).cloned());

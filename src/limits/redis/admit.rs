@@ -198,10 +198,7 @@ impl RedisStore {
     /// How much of each scope-wide rule is in use now, read from Redis (for the status
     /// page): in the rule's unit (bucket excess in requests, slots, requests or tokens of
     /// the window). One pipelined round trip.
-    pub async fn usage(
-        &self,
-        rules: &[&crate::limits::rules::Rule],
-    ) -> Result<Vec<f64>, RedisFault> {
+    pub async fn usage(&self, rules: &[&Rule]) -> Result<Vec<f64>, RedisFault> {
         let conn = self
             .conn
             .get()
