@@ -12,7 +12,6 @@
 use crate::url::BaseUrl;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 /// Why a URL is refused; the messages tell the consumer nothing about the network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,19 +100,9 @@ impl EgressPolicy {
     /// The address to connect to for `base`: every address its host resolves to must be
     /// permitted (so a name cannot mix a public and an internal address).
     pub async fn resolve(&self, base: &BaseUrl) -> Result<SocketAddr, EgressError> {
-        let addrs: Vec<SocketAddr> = match base.host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, base.port)],
-            Err(_) => {
-                let lookup = tokio::net::lookup_host((base.host.as_str(), base.port));
-                match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-                    Ok(Ok(a)) => a.collect(),
-                    _ => return Err(EgressError::Unresolvable),
-                }
-            }
-        };
-        if addrs.is_empty() {
-            return Err(EgressError::Unresolvable);
-        }
+        let addrs = crate::dns::lookup(&base.host, base.port)
+            .await
+            .map_err(|_| EgressError::Unresolvable)?;
         if addrs.iter().any(|a| !self.permits(a.ip())) {
             return Err(EgressError::Internal);
         }

@@ -36,6 +36,7 @@ pub mod canonical;
 pub mod cli;
 pub mod config;
 pub mod cost;
+pub mod dns;
 pub mod egress;
 pub mod errors;
 pub mod gateway;

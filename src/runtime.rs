@@ -21,7 +21,7 @@ pub use routes::{Matched, UriMatcher};
 pub enum Target {
     Http {
         base: BaseUrl,
-        headers: Vec<(String, String)>,
+        headers: Vec<crate::providers::http::Header>,
     },
     Mock(MockProvider),
 }
@@ -250,10 +250,14 @@ impl Runtime {
                                 .unwrap_or(OPENAI_BASE_URL),
                         )
                         .unwrap_or_else(|_| BaseUrl::parse(OPENAI_BASE_URL).expect("constant URL")),
+                        // Validation has checked the names and values.
                         headers: p
                             .headers
                             .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .filter_map(|(k, v)| {
+                                let name = http::HeaderName::try_from(k.as_str()).ok()?;
+                                crate::providers::http::header(name, v).ok()
+                            })
                             .collect(),
                     }
                 };

@@ -54,6 +54,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
                 .map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))?;
         }
     }
+    crate::dns::init();
     let ca_bundle = match &config.upstream.extra_ca_file {
         Some(extra) => Some(write_ca_bundle(extra)?),
         None => None,

@@ -16,7 +16,7 @@
 
 use ai_rate_limiter::canonical::{AiRequest, Endpoint, Usage};
 use ai_rate_limiter::config::schema::ProviderKind;
-use ai_rate_limiter::providers::api::Target;
+use ai_rate_limiter::providers::api::{plain, Target};
 use ai_rate_limiter::providers::{registry, Provider};
 use bytes::Bytes;
 use serde_json::Value;
@@ -92,10 +92,10 @@ fn request(p: &dyn Provider, provider: &str, endpoint: Endpoint, file: &str) -> 
         Err(e) => format!("error {}: {e}\n", e.status()),
         Ok(out) => {
             let mut s = format!("POST {}\n", out.path);
-            for (k, v) in out.auth {
-                writeln!(s, "{k}: {v}").unwrap();
-            }
-            for (k, v) in p.default_headers() {
+            for (k, v) in plain(&out.auth)
+                .into_iter()
+                .chain(plain(p.default_headers()))
+            {
                 writeln!(s, "{k}: {v}").unwrap();
             }
             s.push('\n');

@@ -7,6 +7,8 @@ use crate::egress::EgressPolicy;
 use crate::gateway::GatewayState;
 use crate::providers::http::{HttpCall, Timeouts};
 use hmac::{Hmac, Mac};
+use http::header::{CONTENT_TYPE, USER_AGENT};
+use http::{HeaderName, HeaderValue};
 use serde_json::json;
 use sha2::Sha256;
 use std::sync::Arc;
@@ -68,14 +70,19 @@ pub fn deliver(
                 }
             };
             let mut headers = vec![
-                ("content-type".to_string(), "application/json".to_string()),
+                (CONTENT_TYPE, HeaderValue::from_static("application/json")),
                 (
-                    "user-agent".to_string(),
-                    concat!("ai-rate-limiter/", env!("CARGO_PKG_VERSION")).to_string(),
+                    USER_AGENT,
+                    HeaderValue::from_static(concat!(
+                        "ai-rate-limiter/",
+                        env!("CARGO_PKG_VERSION")
+                    )),
                 ),
             ];
             if let Some(s) = &secret {
-                headers.push(("x-signature".into(), signature(s.expose(), body.as_bytes())));
+                let sig = HeaderValue::try_from(signature(s.expose(), body.as_bytes()))
+                    .expect("hex is a valid header value");
+                headers.push((HeaderName::from_static("x-signature"), sig));
             }
             let sent = state
                 .http

@@ -9,13 +9,15 @@ use crate::errors::GatewayError;
 use crate::gateway::{CooldownReason, GatewayState};
 use crate::limits::admission::{Budget, Rejection};
 use crate::providers::api::{Credentials, Outgoing, Target as ProviderTarget, Wire};
-use crate::providers::http::{HttpCall, Timeouts};
+use crate::providers::http::{header, Header, HttpCall, Timeouts};
 use crate::providers::signals::Signals;
 use crate::providers::{
     DecodedBody, UpstreamBody, UpstreamErrorKind, UpstreamFailure, UpstreamResponse,
 };
 use crate::runtime::Runtime;
 use crate::runtime::{Deployment, ModelRoute, Target};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderName, HeaderValue};
 use std::time::{Duration, Instant};
 
 /// What a deployment's provider builds and signs its requests from.
@@ -64,29 +66,30 @@ async fn attempt(
     match &d.provider.target {
         Target::Mock(mock) => Ok(mock.call(req, upstream_model(d, req)).await),
         Target::Http { base, headers } => {
-            let mut h: Vec<(String, String)> = Vec::with_capacity(headers.len() + 4);
-            h.push(("content-type".into(), "application/json".into()));
+            let mut h: Vec<Header> = Vec::with_capacity(headers.len() + 6);
+            h.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
             let accept = if req.stream {
                 "text/event-stream"
             } else {
                 "application/json"
             };
-            h.push(("accept".into(), accept.into()));
+            h.push((ACCEPT, HeaderValue::from_static(accept)));
             h.push((
-                "user-agent".into(),
-                concat!("ai-rate-limiter/", env!("CARGO_PKG_VERSION")).into(),
+                USER_AGENT,
+                HeaderValue::from_static(concat!("ai-rate-limiter/", env!("CARGO_PKG_VERSION"))),
             ));
             h.extend(out.auth);
             for (name, value) in d.provider.api.default_headers() {
-                if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
-                    h.push((name.to_string(), value.to_string()));
+                if !headers.iter().any(|(k, _)| k == name) {
+                    h.push((name.clone(), value.clone()));
                 }
             }
             h.extend(headers.iter().cloned());
             // W3C trace context: the upstream's parent is this attempt's span.
-            if let Some(tp) = traceparent {
-                h.retain(|(k, _)| !k.eq_ignore_ascii_case("traceparent"));
-                h.push(("traceparent".into(), tp));
+            if let Some(tp) = traceparent.and_then(|tp| HeaderValue::try_from(tp).ok()) {
+                let name = HeaderName::from_static("traceparent");
+                h.retain(|(k, _)| *k != name);
+                h.push((name, tp));
             }
             // A Vertex access token is masked in the answer like a configured key.
             let mut scrubber = rt.scrubber.clone();
@@ -94,7 +97,9 @@ async fn attempt(
                 Some(Credentials::Google(tokens)) => {
                     let token = tokens.token(&state.http).await?;
                     scrubber = tokens.scrubber(&rt.scrubber, &token);
-                    h.push(("authorization".into(), format!("Bearer {token}")));
+                    let auth = header(AUTHORIZATION, &format!("Bearer {token}"))
+                        .map_err(|e| UpstreamFailure::new(UpstreamErrorKind::AuthRejected, e))?;
+                    h.push(auth);
                     Some(tokens)
                 }
                 _ => None,
@@ -117,7 +122,7 @@ async fn attempt(
                 .http
                 .send(HttpCall {
                     base,
-                    path: &out.path,
+                    path: &path,
                     headers: h,
                     body: out.body,
                     timeouts: Timeouts {

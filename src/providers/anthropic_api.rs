@@ -3,11 +3,12 @@
 //! `x-api-key`, `anthropic-version` on every request.
 
 use super::anthropic::{request, tokens, API_VERSION};
-use super::api::{EventTranslator, Outgoing, Provider, Target, WholeAnswer};
+use super::api::{key_header, EventTranslator, Outgoing, Provider, Target, WholeAnswer};
 use super::signals::Signals;
 use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::errors::GatewayError;
 use bytes::Bytes;
+use http::HeaderName;
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -28,10 +29,7 @@ impl Provider for Anthropic {
         };
         Ok(Outgoing {
             path: "/messages".into(),
-            auth: t
-                .api_key
-                .map(|k| vec![("x-api-key".to_string(), k.to_string())])
-                .unwrap_or_default(),
+            auth: key_header(HeaderName::from_static("x-api-key"), t.api_key)?,
             body,
         })
     }
@@ -62,8 +60,12 @@ impl Provider for Anthropic {
         }
     }
 
-    fn default_headers(&self) -> &'static [(&'static str, &'static str)] {
-        &[("anthropic-version", API_VERSION)]
+    fn default_headers(&self) -> &'static [(HeaderName, http::HeaderValue)] {
+        static VERSION: [(HeaderName, http::HeaderValue); 1] = [(
+            HeaderName::from_static("anthropic-version"),
+            http::HeaderValue::from_static(API_VERSION),
+        )];
+        &VERSION
     }
 
     fn stream_translator(&self, model: &str, created: u64) -> Option<Box<dyn EventTranslator>> {
@@ -119,7 +121,10 @@ mod tests {
         .unwrap();
         let out = Anthropic.outgoing(&t, &chat).unwrap();
         assert_eq!(out.path, "/messages");
-        assert_eq!(out.auth, vec![("x-api-key".into(), "sk-ant".into())]);
+        assert_eq!(
+            crate::providers::api::plain(&out.auth),
+            vec![("x-api-key".into(), "sk-ant".into())]
+        );
         let v: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(
             v,

@@ -5,11 +5,13 @@
 //! by [`super::registry`] — the one place that matches on a provider kind. Adding a
 //! provider is one module and one line there.
 
+use super::http::{header, Header};
 use super::signals::{self, Signals};
 use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::config::schema::ProviderConfig;
 use crate::errors::GatewayError;
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 
 /// The deployment facts a provider builds its request from.
 pub struct Target<'a> {
@@ -49,14 +51,14 @@ pub struct Wire<'a> {
     pub authority: &'a str,
     /// The whole path (base prefix included) and query.
     pub path: &'a str,
-    pub headers: &'a mut Vec<(String, String)>,
+    pub headers: &'a mut Vec<Header>,
     pub body: &'a [u8],
 }
 
 /// What is sent upstream: the path after the base URL, auth headers and the body.
 pub struct Outgoing {
     pub path: String,
-    pub auth: Vec<(String, String)>,
+    pub auth: Vec<Header>,
     pub body: Bytes,
 }
 
@@ -138,7 +140,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     }
 
     /// Headers every request carries unless the provider's `headers` set them.
-    fn default_headers(&self) -> &'static [(&'static str, &'static str)] {
+    fn default_headers(&self) -> &'static [(HeaderName, HeaderValue)] {
         &[]
     }
 
@@ -265,9 +267,32 @@ pub fn chat_chunk(
 }
 
 /// `Authorization: Bearer <key>`, when there is a key.
-pub fn bearer(key: Option<&str>) -> Vec<(String, String)> {
-    key.map(|k| vec![("authorization".to_string(), format!("Bearer {k}"))])
-        .unwrap_or_default()
+pub fn bearer(key: Option<&str>) -> Result<Vec<Header>, GatewayError> {
+    key_header(
+        http::header::AUTHORIZATION,
+        key.map(|k| format!("Bearer {k}")).as_deref(),
+    )
+}
+
+/// The header `name: key`, when there is a key (a key that is no valid header value is
+/// the operator's error, named without the key).
+pub fn key_header(name: HeaderName, key: Option<&str>) -> Result<Vec<Header>, GatewayError> {
+    key.map(|k| header(name, k).map_err(GatewayError::Internal))
+        .transpose()
+        .map(|h| h.into_iter().collect())
+}
+
+/// Headers as plain text pairs (for tests and snapshots).
+pub fn plain(headers: &[Header]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! api-version=…` URLs (the deployment's `model` is the Azure deployment name); without
 //! it, the `/openai/v1/…` API. The key goes in `api-key`.
 
-use super::api::{Outgoing, Provider, Target};
+use super::api::{key_header, Outgoing, Provider, Target};
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
+use http::HeaderName;
 
 #[derive(Debug)]
 pub struct Azure;
@@ -36,10 +37,7 @@ impl Provider for Azure {
         };
         Ok(Outgoing {
             path,
-            auth: t
-                .api_key
-                .map(|k| vec![("api-key".to_string(), k.to_string())])
-                .unwrap_or_default(),
+            auth: key_header(HeaderName::from_static("api-key"), t.api_key)?,
             body: req.upstream_body(t.model),
         })
     }
@@ -69,7 +67,10 @@ mod tests {
             out.path,
             "/openai/deployments/my%20deploy/embeddings?api-version=2024-10-21"
         );
-        assert_eq!(out.auth, vec![("api-key".into(), "az-key".into())]);
+        assert_eq!(
+            crate::providers::api::plain(&out.auth),
+            vec![("api-key".into(), "az-key".into())]
+        );
         assert_eq!(&out.body[..], br#"{"input":"x","model":"my deploy"}"#);
         t.api_version = None;
         assert_eq!(

@@ -150,8 +150,8 @@ impl TokenSource {
                 base: &base,
                 path: "",
                 headers: vec![(
-                    "content-type".into(),
-                    "application/x-www-form-urlencoded".into(),
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/x-www-form-urlencoded"),
                 )],
                 body: Bytes::from(body),
                 timeouts: Timeouts {

@@ -16,10 +16,9 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use crate::url::{split_authority, BaseUrl};
 
@@ -31,12 +30,26 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// One header to send: the gateway's own names are static (no allocation per request);
+/// configured ones are parsed once per config snapshot.
+pub type Header = (http::HeaderName, http::HeaderValue);
+
+/// A header whose value was built from a secret or an outside string: invalid bytes (a
+/// key with a line break) are an error, not a panic, and the value is marked sensitive.
+pub fn header(name: http::HeaderName, value: &str) -> Result<Header, String> {
+    let mut v = http::HeaderValue::from_str(value)
+        .map_err(|_| format!("the {name} header's value is not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok((name, v))
+}
+
 /// One request to send upstream.
 pub struct HttpCall<'a> {
     pub base: &'a BaseUrl,
-    /// Path after the base prefix, e.g. `/chat/completions`.
+    /// The whole path (the base prefix included) and query, e.g. `/v1/chat/completions`;
+    /// empty: the base URL's own path.
     pub path: &'a str,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<Header>,
     pub body: Bytes,
     pub timeouts: Timeouts,
     /// Masks the provider keys in everything read back (headers and body).
@@ -46,10 +59,7 @@ pub struct HttpCall<'a> {
 /// The shared upstream client: one connection pool for the process.
 pub struct HttpClient {
     connector: Connector,
-    dns: Mutex<HashMap<(String, u16), (Instant, SocketAddr)>>,
 }
-
-const DNS_TTL: Duration = Duration::from_secs(30);
 
 impl HttpClient {
     /// `ca_bundle`: a PEM file with every CA to trust (system roots plus extras), or `None`
@@ -59,37 +69,17 @@ impl HttpClient {
         opts.ca_file = ca_bundle;
         HttpClient {
             connector: Connector::new(Some(opts)),
-            dns: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The address of `host:port`: resolved without blocking (tokio's resolver pool) and
-    /// cached for [`DNS_TTL`].
+    /// The address of `host:port` (see [`crate::dns`]: async, cached for the record's TTL).
     pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamFailure> {
-        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
-        }
-        let key = (host.to_string(), port);
-        if let Ok(cache) = self.dns.lock() {
-            if let Some((at, addr)) = cache.get(&key) {
-                if at.elapsed() < DNS_TTL {
-                    return Ok(*addr);
-                }
-            }
-        }
-        let addr = tokio::net::lookup_host((host, port))
+        crate::dns::lookup(host, port)
             .await
+            .map(|addrs| addrs[0])
             .map_err(|e| {
                 UpstreamFailure::new(UpstreamErrorKind::Connect, format!("resolving {host}: {e}"))
-            })?
-            .next()
-            .ok_or_else(|| {
-                UpstreamFailure::new(UpstreamErrorKind::Connect, format!("{host} has no address"))
-            })?;
-        if let Ok(mut cache) = self.dns.lock() {
-            cache.insert(key, (Instant::now(), addr));
-        }
-        Ok(addr)
+            })
     }
 
     /// Send one request and read the response header.
@@ -116,7 +106,10 @@ impl HttpClient {
         peer.options.idle_timeout = Some(call.timeouts.idle);
 
         let build = || -> Result<Box<RequestHeader>, UpstreamFailure> {
-            let path = format!("{}{}", call.base.prefix, call.path);
+            let path = match call.path {
+                "" => call.base.prefix.as_str(),
+                p => p,
+            };
             let mut req =
                 RequestHeader::build("POST", path.as_bytes(), Some(call.headers.len() + 2))
                     .map_err(proto)?;
@@ -125,7 +118,7 @@ impl HttpClient {
             req.insert_header("content-length", call.body.len().to_string())
                 .map_err(proto)?;
             for (k, v) in &call.headers {
-                req.insert_header(k.clone(), v.as_str()).map_err(proto)?;
+                req.insert_header(k.clone(), v.clone()).map_err(proto)?;
             }
             Ok(Box::new(req))
         };

@@ -25,7 +25,7 @@ impl Provider for OpenAi {
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
         Ok(Outgoing {
             path: req.endpoint.path().into(),
-            auth: bearer(t.api_key),
+            auth: bearer(t.api_key)?,
             body: req.upstream_body(t.model),
         })
     }
@@ -65,7 +65,7 @@ mod tests {
         let out = OpenAi.outgoing(&t, &req).unwrap();
         assert_eq!(out.path, "/chat/completions");
         assert_eq!(
-            out.auth,
+            crate::providers::api::plain(&out.auth),
             vec![("authorization".into(), "Bearer sk-k".into())]
         );
         assert_eq!(

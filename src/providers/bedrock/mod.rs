@@ -9,13 +9,16 @@ pub mod stream;
 pub mod translate;
 
 use super::api::{
-    BodyDecoder, Credentials, EventTranslator, Outgoing, Provider, Target, WholeAnswer, Wire,
+    bearer, BodyDecoder, Credentials, EventTranslator, Outgoing, Provider, Target, WholeAnswer,
+    Wire,
 };
 use super::aws_auth::AwsCredentials;
+use super::http::header;
 use crate::canonical::{AiRequest, Endpoint};
 use crate::config::schema::ProviderConfig;
 use crate::errors::GatewayError;
 use bytes::Bytes;
+use http::HeaderName;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::time::SystemTime;
 
@@ -64,7 +67,7 @@ impl Provider for Bedrock {
             path: format!("/model/{}/{action}", utf8_percent_encode(t.model, SEGMENT)),
             // A Bedrock API key is a bearer token; AWS keys sign instead (see `sign`).
             auth: match (t.api_key, t.credentials) {
-                (Some(k), None) => vec![("authorization".to_string(), format!("Bearer {k}"))],
+                (Some(k), None) => bearer(Some(k))?,
                 _ => Vec::new(),
             },
             body: Bytes::from(body),
@@ -81,15 +84,20 @@ impl Provider for Bedrock {
                 .chain(
                     wire.headers
                         .iter()
-                        .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-                        .cloned(),
+                        .filter(|(k, _)| *k == http::header::CONTENT_TYPE)
+                        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string()))),
                 )
                 .collect();
         let url = format!("https://{}{}", wire.authority, wire.path);
         let added = aws
             .sign(&url, &signed, wire.body, SystemTime::now())
             .map_err(|e| GatewayError::Internal(format!("SigV4 signing: {e}")))?;
-        wire.headers.extend(added);
+        for (name, value) in added {
+            let name = HeaderName::try_from(name)
+                .map_err(|e| GatewayError::Internal(format!("SigV4 header name: {e}")))?;
+            wire.headers
+                .push(header(name, &value).map_err(GatewayError::Internal)?);
+        }
         Ok(())
     }
 

@@ -8,10 +8,11 @@
 
 pub mod translate;
 
-use super::api::{EventTranslator, Outgoing, Provider, Target, WholeAnswer};
+use super::api::{key_header, EventTranslator, Outgoing, Provider, Target, WholeAnswer};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::{openai_error_body, GatewayError};
 use bytes::Bytes;
+use http::HeaderName;
 use serde_json::{json, Value};
 use translate::{call_id, finish_reason, split_parts, usage};
 
@@ -73,10 +74,7 @@ impl Provider for Gemini {
         };
         Ok(Outgoing {
             path,
-            auth: t
-                .api_key
-                .map(|k| vec![("x-goog-api-key".to_string(), k.to_string())])
-                .unwrap_or_default(),
+            auth: key_header(HeaderName::from_static("x-goog-api-key"), t.api_key)?,
             body: Bytes::from(body),
         })
     }
