@@ -49,14 +49,20 @@ impl CallCtx {
     /// An attempt on `d` starts: the `traceparent` to send upstream.
     pub(super) fn trace_attempt(&mut self, d: &Deployment, req: &AiRequest) -> Option<String> {
         let t = self.trace.as_deref_mut()?;
-        Some(t.attempt_started(|| AttemptTarget {
-            deployment: d.id.clone(),
-            provider: crate::telemetry::provider_name(d.provider.kind, &d.provider.name),
-            model: upstream_model(d, req).to_string(),
-            server: match &d.provider.target {
-                Target::Http { base, .. } => Some(base.authority.to_string()),
-                Target::Mock(_) => None,
-            },
+        Some(t.attempt_started(|| {
+            AttemptTarget {
+                deployment: d.id.clone(),
+                provider: d
+                    .provider
+                    .api
+                    .otel_name()
+                    .map_or_else(|| d.provider.name.clone(), std::sync::Arc::from),
+                model: upstream_model(d, req).to_string(),
+                server: match &d.provider.target {
+                    Target::Http { base, .. } => Some(base.authority.to_string()),
+                    Target::Mock(_) => None,
+                },
+            }
         }))
     }
 

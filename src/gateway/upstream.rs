@@ -8,15 +8,15 @@ use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use crate::gateway::{CooldownReason, GatewayState};
 use crate::limits::admission::{Budget, Rejection};
-use crate::providers::api::{Credentials, Outgoing, Target as ProviderTarget, Wire};
-use crate::providers::http::{header, Header, HttpCall, Timeouts};
+use crate::providers::api::{Outgoing, Target as ProviderTarget, Wire};
+use crate::providers::http::{Header, HttpCall, Timeouts};
 use crate::providers::signals::Signals;
 use crate::providers::{
     DecodedBody, UpstreamBody, UpstreamErrorKind, UpstreamFailure, UpstreamResponse,
 };
 use crate::runtime::Runtime;
 use crate::runtime::{Deployment, ModelRoute, Target};
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderName, HeaderValue};
 use std::time::{Duration, Instant};
 
@@ -91,19 +91,6 @@ async fn attempt(
                 h.retain(|(k, _)| *k != name);
                 h.push((name, tp));
             }
-            // A Vertex access token is masked in the answer like a configured key.
-            let mut scrubber = rt.scrubber.clone();
-            let google = match &d.provider.credentials {
-                Some(Credentials::Google(tokens)) => {
-                    let token = tokens.token(&state.http).await?;
-                    scrubber = tokens.scrubber(&rt.scrubber, &token);
-                    let auth = header(AUTHORIZATION, &format!("Bearer {token}"))
-                        .map_err(|e| UpstreamFailure::new(UpstreamErrorKind::AuthRejected, e))?;
-                    h.push(auth);
-                    Some(tokens)
-                }
-                _ => None,
-            };
             let path = format!("{}{}", base.prefix, out.path);
             let mut wire = Wire {
                 authority: &base.authority,
@@ -111,12 +98,11 @@ async fn attempt(
                 headers: &mut h,
                 body: &out.body,
             };
-            d.provider
-                .api
-                .sign(&target(rt, d, req), &mut wire)
-                .map_err(|e| {
-                    UpstreamFailure::new(UpstreamErrorKind::AuthRejected, e.to_string())
-                })?;
+            let api = &d.provider.api;
+            let target = target(rt, d, req);
+            let mut scrubber = rt.scrubber.clone();
+            api.authorize(&target, &mut wire, &state.http, &mut scrubber)
+                .await?;
             let u = &rt.config.upstream;
             let mut resp = state
                 .http
@@ -133,9 +119,7 @@ async fn attempt(
                     scrubber,
                 })
                 .await?;
-            if let (401, Some(tokens)) = (resp.status, google) {
-                tokens.invalidate().await; // the next attempt fetches a fresh one
-            }
+            api.answered(&target, resp.status).await;
             if resp.status < 300 {
                 if let Some(decoder) = d.provider.api.body_decoder(resp.content_type.as_deref()) {
                     let inner = std::mem::replace(&mut resp.body, UpstreamBody::Full(None));

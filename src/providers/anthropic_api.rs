@@ -15,6 +15,10 @@ use serde_json::Value;
 pub struct Anthropic;
 
 impl Provider for Anthropic {
+    fn otel_name(&self) -> Option<&'static str> {
+        Some("anthropic")
+    }
+
     fn serves(&self, endpoint: Endpoint) -> bool {
         matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages)
     }

@@ -5,13 +5,16 @@
 //! by [`super::registry`] — the one place that matches on a provider kind. Adding a
 //! provider is one module and one line there.
 
-use super::http::{header, Header};
+use super::http::{header, Header, HttpClient};
+use super::scrub::Scrubber;
 use super::signals::{self, Signals};
+use super::UpstreamFailure;
 use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::config::schema::ProviderConfig;
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
+use std::sync::Arc;
 
 /// The deployment facts a provider builds its request from.
 pub struct Target<'a> {
@@ -33,16 +36,16 @@ pub enum Credentials {
     /// AWS keys (Bedrock): requests are signed with SigV4.
     Aws(super::aws_auth::AwsCredentials),
     /// A Google service account (Vertex AI): requests carry an OAuth2 access token.
-    Google(std::sync::Arc<super::google_auth::TokenSource>),
+    Google(Arc<super::google_auth::TokenSource>),
 }
 
 /// Turns an upstream body in a binary framing into SSE events (Bedrock's event stream),
 /// so the stream phase reads every provider's stream alike.
 pub trait BodyDecoder: Send {
     /// The SSE events (each ending with its blank line) completed by `chunk`.
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, super::UpstreamFailure>;
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, UpstreamFailure>;
     /// The body ended: an error when it ended inside a frame.
-    fn finish(&mut self) -> Result<(), super::UpstreamFailure>;
+    fn finish(&mut self) -> Result<(), UpstreamFailure>;
 }
 
 /// A request as it goes on the wire, for providers that sign it.
@@ -63,7 +66,15 @@ pub struct Outgoing {
 }
 
 /// One upstream API.
+#[async_trait::async_trait]
 pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// Its `gen_ai.provider.name` in OpenTelemetry's GenAI semantic conventions; `None`
+    /// (an OpenAI-compatible server, which could be anything; the mock): the provider's
+    /// name in the config.
+    fn otel_name(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether it serves requests on `endpoint` itself (else the call core sends it the
     /// chat form of a surface request: see `crate::surfaces`).
     fn serves(&self, endpoint: Endpoint) -> bool {
@@ -86,11 +97,23 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
-    /// Sign a request built for it, as it goes on the wire (Bedrock: SigV4), after every
-    /// header is set.
-    fn sign(&self, _t: &Target<'_>, _wire: &mut Wire<'_>) -> Result<(), GatewayError> {
+    /// Authorise a request as it goes on the wire, after every other header is set. By
+    /// default nothing is left to do (a key travels in [`Outgoing::auth`]); Bedrock signs
+    /// with SigV4; Vertex adds an OAuth2 access token, fetched when needed, and masks it in
+    /// what is read back (`scrubber`).
+    async fn authorize(
+        &self,
+        _t: &Target<'_>,
+        _wire: &mut Wire<'_>,
+        _http: &Arc<HttpClient>,
+        _scrubber: &mut Arc<Scrubber>,
+    ) -> Result<(), UpstreamFailure> {
         Ok(())
     }
+
+    /// The upstream answered `status` to a request this provider authorised (Vertex: a
+    /// 401 drops the cached token, so the next attempt fetches a fresh one).
+    async fn answered(&self, _t: &Target<'_>, _status: u16) {}
 
     /// Whether it answers in process (the mock) instead of over HTTP.
     fn in_process(&self) -> bool {

@@ -25,6 +25,10 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'}');
 
 impl Provider for Azure {
+    fn otel_name(&self) -> Option<&'static str> {
+        Some("azure.ai.openai")
+    }
+
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
         let path = match t.api_version {
             // Classic: the deployment in the path picks the model.

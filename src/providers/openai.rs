@@ -13,6 +13,10 @@ pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub struct OpenAi;
 
 impl Provider for OpenAi {
+    fn otel_name(&self) -> Option<&'static str> {
+        Some("openai")
+    }
+
     /// OpenAI serves the Responses API itself.
     fn serves(&self, endpoint: Endpoint) -> bool {
         endpoint != Endpoint::Messages

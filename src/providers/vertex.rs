@@ -13,14 +13,18 @@
 //! dropped when the API answers 401.
 
 use super::anthropic::request as anthropic_request;
-use super::api::{Credentials, EventTranslator, Outgoing, Provider, Target, WholeAnswer};
+use super::api::{Credentials, EventTranslator, Outgoing, Provider, Target, WholeAnswer, Wire};
 use super::gemini::{self, GeminiStream};
 use super::google_auth::TokenSource;
+use super::http::{header, HttpClient};
+use super::scrub::Scrubber;
+use super::{UpstreamErrorKind, UpstreamFailure};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::config::schema::ProviderConfig;
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// The `anthropic_version` Vertex wants in Claude bodies.
 pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
@@ -43,7 +47,12 @@ fn is_claude(model: &str) -> bool {
 #[derive(Debug)]
 pub struct Vertex;
 
+#[async_trait::async_trait]
 impl Provider for Vertex {
+    fn otel_name(&self) -> Option<&'static str> {
+        Some("gcp.vertex_ai")
+    }
+
     fn serves(&self, endpoint: Endpoint) -> bool {
         endpoint == Endpoint::ChatCompletions
     }
@@ -81,12 +90,36 @@ impl Provider for Vertex {
             let (body, method) = gemini::chat_call(req)?;
             (format!("/publishers/google/models/{model}{method}"), body)
         };
-        // The bearer token is added per request by the call core (it may need fetching).
+        // The bearer token is added per attempt by `authorize` (it may need fetching).
         Ok(Outgoing {
             path,
             auth: Vec::new(),
             body: Bytes::from(body),
         })
+    }
+
+    async fn authorize(
+        &self,
+        t: &Target<'_>,
+        wire: &mut Wire<'_>,
+        http: &Arc<HttpClient>,
+        scrubber: &mut Arc<Scrubber>,
+    ) -> Result<(), UpstreamFailure> {
+        let Some(Credentials::Google(tokens)) = t.credentials else {
+            return Ok(());
+        };
+        let token = tokens.token(http).await?;
+        *scrubber = tokens.scrubber(scrubber, &token);
+        let auth = header(http::header::AUTHORIZATION, &format!("Bearer {token}"))
+            .map_err(|e| UpstreamFailure::new(UpstreamErrorKind::AuthRejected, e))?;
+        wire.headers.push(auth);
+        Ok(())
+    }
+
+    async fn answered(&self, t: &Target<'_>, status: u16) {
+        if let (401, Some(Credentials::Google(tokens))) = (status, t.credentials) {
+            tokens.invalidate().await;
+        }
     }
 
     fn stream_translator(&self, model: &str, created: u64) -> Option<Box<dyn EventTranslator>> {

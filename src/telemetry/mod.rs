@@ -15,7 +15,7 @@ pub mod context;
 mod export;
 pub mod spans;
 
-use crate::config::schema::{ProviderKind, TracesConfig};
+use crate::config::schema::TracesConfig;
 use opentelemetry::InstrumentationScope;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SpanProcessor};
@@ -164,22 +164,6 @@ impl Drop for Tracer {
                 });
         }
     }
-}
-
-/// `gen_ai.provider.name` of a deployment: the semantic conventions' well-known value for
-/// its kind, or (an OpenAI-compatible server, which could be anything) its name in the
-/// config.
-pub fn provider_name(kind: ProviderKind, configured: &Arc<str>) -> Arc<str> {
-    let known = match kind {
-        ProviderKind::Openai => "openai",
-        ProviderKind::Azure => "azure.ai.openai",
-        ProviderKind::Anthropic => "anthropic",
-        ProviderKind::Gemini => "gcp.gemini",
-        ProviderKind::Vertex => "gcp.vertex_ai",
-        ProviderKind::Bedrock => "aws.bedrock",
-        ProviderKind::OpenaiCompatible | ProviderKind::Mock => return configured.clone(),
-    };
-    Arc::from(known)
 }
 
 /// `gen_ai.operation.name` of an endpoint label (`None`: not a model call).

@@ -92,7 +92,7 @@ struct Attempt {
 #[derive(Debug, Clone)]
 pub struct AttemptTarget {
     pub deployment: Arc<str>,
-    /// `gen_ai.provider.name`: see [`super::provider_name`].
+    /// `gen_ai.provider.name`: see `Provider::otel_name`.
     pub provider: Arc<str>,
     /// The model name sent upstream.
     pub model: String,

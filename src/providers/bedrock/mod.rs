@@ -13,13 +13,16 @@ use super::api::{
     Wire,
 };
 use super::aws_auth::AwsCredentials;
-use super::http::header;
+use super::http::{header, HttpClient};
+use super::scrub::Scrubber;
+use super::{UpstreamErrorKind, UpstreamFailure};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::config::schema::ProviderConfig;
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use http::HeaderName;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// What a model id must escape to be one path segment (`:` → `%3A`, `/` → `%2F`).
@@ -32,7 +35,12 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 #[derive(Debug)]
 pub struct Bedrock;
 
+#[async_trait::async_trait]
 impl Provider for Bedrock {
+    fn otel_name(&self) -> Option<&'static str> {
+        Some("aws.bedrock")
+    }
+
     fn serves(&self, endpoint: Endpoint) -> bool {
         endpoint == Endpoint::ChatCompletions
     }
@@ -74,10 +82,17 @@ impl Provider for Bedrock {
         })
     }
 
-    fn sign(&self, t: &Target<'_>, wire: &mut Wire<'_>) -> Result<(), GatewayError> {
+    async fn authorize(
+        &self,
+        t: &Target<'_>,
+        wire: &mut Wire<'_>,
+        _http: &Arc<HttpClient>,
+        _scrubber: &mut Arc<Scrubber>,
+    ) -> Result<(), UpstreamFailure> {
         let Some(Credentials::Aws(aws)) = t.credentials else {
             return Ok(());
         };
+        let failed = |e: String| UpstreamFailure::new(UpstreamErrorKind::AuthRejected, e);
         // Signed: what identifies the request (host, content type); others pass unsigned.
         let signed: Vec<(String, String)> =
             std::iter::once(("host".to_string(), wire.authority.to_string()))
@@ -91,12 +106,11 @@ impl Provider for Bedrock {
         let url = format!("https://{}{}", wire.authority, wire.path);
         let added = aws
             .sign(&url, &signed, wire.body, SystemTime::now())
-            .map_err(|e| GatewayError::Internal(format!("SigV4 signing: {e}")))?;
+            .map_err(|e| failed(format!("SigV4 signing: {e}")))?;
         for (name, value) in added {
             let name = HeaderName::try_from(name)
-                .map_err(|e| GatewayError::Internal(format!("SigV4 header name: {e}")))?;
-            wire.headers
-                .push(header(name, &value).map_err(GatewayError::Internal)?);
+                .map_err(|e| failed(format!("SigV4 header name: {e}")))?;
+            wire.headers.push(header(name, &value).map_err(failed)?);
         }
         Ok(())
     }

@@ -55,6 +55,10 @@ pub fn chat_call(req: &AiRequest) -> Result<(Vec<u8>, &'static str), GatewayErro
 }
 
 impl Provider for Gemini {
+    fn otel_name(&self) -> Option<&'static str> {
+        Some("gcp.gemini")
+    }
+
     fn serves(&self, endpoint: Endpoint) -> bool {
         matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings)
     }
