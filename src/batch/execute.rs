@@ -3,10 +3,10 @@
 //! failover, provider translation), and turn the answer into a result line.
 
 use super::backend::{new_id, Claimed};
-use crate::canonical::Usage;
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use crate::gateway::admit::Subject;
+use crate::gateway::answer;
 use crate::gateway::GatewayState;
 use crate::gateway::{upstream, CallCtx};
 use crate::limits::admission::TokenUsage;
@@ -139,11 +139,8 @@ async fn run(state: &GatewayState, c: &Claimed, max_attempts: u32, ctx: &mut Cal
                 ));
             }
         }
-        if route.deployments.iter().any(|d| !d.provider.api.serves(ep)) {
-            match crate::surfaces::pivot(&req) {
-                Ok(p) => req.pivot = p.map(Box::new),
-                Err(e) => return fail(&e),
-            }
+        if let Err(e) = answer::pivot(route, &mut req) {
+            return fail(&e);
         }
         echo
     } else {
@@ -217,26 +214,26 @@ async fn run(state: &GatewayState, c: &Claimed, max_attempts: u32, ctx: &mut Cal
             counts: true,
         };
     }
-    let mut answer =
-        match provider.whole_answer(status, body, &route.name, super::backend::now() as u64) {
-            Ok(a) => a,
-            Err(e) => return fail(&e),
-        };
-    if !provider.serves(ep) {
-        // It answered the chat form: the line gets the surface's answer.
-        let a = crate::surfaces::answer(ep, &echo, answer.status, answer.body, &route.name);
-        (answer.status, answer.body) = (a.status, a.body);
-    }
+    // The line gets what a client of its endpoint would (a surface's answer when the
+    // deployment was sent the chat form); the usage is read onto `ctx` on the way.
+    let answered = answer::whole(
+        ctx,
+        provider,
+        answer::surface_of(provider, ep),
+        &echo,
+        (status, body),
+        &route.name,
+        super::backend::now() as u64,
+    );
+    let answer = match answered {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
     let status = answer.status;
     let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    let usage = body
-        .get("usage")
-        .and_then(Usage::from_openai)
-        .unwrap_or_default();
+    let usage = ctx.usage.filter(|_| status < 400).unwrap_or_default();
     let tokens = (usage.prompt_tokens, usage.completion_tokens);
     let charged = if status < 400 {
-        ctx.note_usage_fields(&body["usage"]);
-        ctx.usage = Some(usage);
         ctx.charged_usage().unwrap_or_default()
     } else {
         TokenUsage::default()

@@ -8,9 +8,12 @@
 //! - [`state`]: what every call shares in a process (snapshot, pool, limiter, queues,
 //!   cool-downs);
 //! - [`upstream`]: deployment choice, cool-downs, the upstream attempt and the retry and
-//!   failover classification.
+//!   failover classification;
+//! - [`answer`]: what the upstream's answer becomes for the client (its API, its usage,
+//!   the completion cap held).
 
 pub mod admit;
+pub mod answer;
 pub mod cap;
 pub mod fallback;
 pub mod state;

@@ -16,7 +16,6 @@ pub mod body;
 pub mod front;
 pub mod passthrough;
 pub mod path;
-pub mod relayed;
 pub mod respond;
 pub mod responses;
 pub mod route;

@@ -268,13 +268,7 @@ async fn serve_ai(
         return Err(GatewayError::NoDeployment(route.name.to_string()));
     }
     // A surface some deployment does not serve itself goes there as chat.
-    if route
-        .deployments
-        .iter()
-        .any(|d| !d.provider.api.serves(endpoint))
-    {
-        req.pivot = crate::surfaces::pivot(&req)?.map(Box::new);
-    }
+    crate::gateway::answer::pivot(route, &mut req)?;
     let remote = session
         .client_addr()
         .and_then(|a| a.as_inet())

@@ -7,12 +7,12 @@
 //! - Other answers are read whole (bounded), their usage counted, and upstream errors are
 //!   normalised to the OpenAI error shape.
 
-use super::relayed;
 use super::responses::Prepared;
 use super::sse::{contains, event_data, EventSplitter, EventTooLarge};
 use super::{respond, CallCtx, RequestCtx, Usage};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::{anthropic_error_body, openai_error_body};
+use crate::gateway::answer::{self, relayed, Answered};
 use crate::providers::api::EventTranslator;
 use crate::providers::Provider;
 use crate::providers::{UpstreamErrorKind, UpstreamResponse};
@@ -44,7 +44,7 @@ pub async fn relay(
     // and its chat answer goes back through the surface's translation).
     let direct = provider.serves(req.endpoint);
     let native = direct && matches!(req.endpoint, Endpoint::Messages | Endpoint::Responses);
-    let surface = if direct { None } else { Some(req.endpoint) };
+    let surface = answer::surface_of(provider, req.endpoint);
     let model = ctx.model.as_deref().unwrap_or(&req.model).to_string();
     if resp.status == 200 && req.stream && resp.is_event_stream() {
         let dialect = if native {
@@ -220,40 +220,27 @@ async fn relay_whole(
         return;
     };
     let model = ctx.model.as_deref().unwrap_or("unknown").to_string();
-    let mut answer = match provider.whole_answer(resp.status, body, &model, unix_now()) {
+    let answered = answer::whole(
+        ctx,
+        provider,
+        surface,
+        echo,
+        (resp.status, body),
+        &model,
+        unix_now(),
+    );
+    let Answered {
+        status,
+        body,
+        as_sent,
+        object,
+    } = match answered {
         Ok(a) => a,
         Err(e) => {
             count_error(state, ctx, UpstreamErrorKind::Protocol);
             respond::error(session, ctx, &e).await;
             return;
         }
-    };
-    if answer.status < 400 {
-        let (mut usage, answered_by) = answer_fields(&answer.body);
-        // Past the cap it was sent (its usage says so; only then is it read whole again):
-        // ended as a length limit, charged what is relayed.
-        let completion = usage.as_ref().and_then(|u| u["completion_tokens"].as_u64());
-        if matches!((ctx.completion_cap, completion), (Some(cap), Some(used)) if used > cap) {
-            if let Some(capped) = relayed::cap_whole(&answer.body, ctx.completion_cap) {
-                (answer.body, ctx.error) = (capped, Some("upstream_over_cap"));
-                usage = answer_fields(&answer.body).0;
-            }
-        }
-        if let Some(raw) = usage {
-            ctx.usage = Usage::from_openai(&raw);
-            ctx.note_usage_fields(&raw);
-        }
-        // As the provider names it (a translated answer carries the public name).
-        if answer.as_sent {
-            ctx.note_response_model(answered_by.as_deref());
-        }
-    }
-    let (status, body, as_sent, object) = match surface {
-        Some(e) => {
-            let a = surfaces::answer(e, echo, answer.status, answer.body, &model);
-            (a.status, a.body, false, a.object)
-        }
-        None => (answer.status, answer.body, answer.as_sent, None),
     };
     let content_type = match resp.content_type {
         Some(c) if as_sent => c,
@@ -517,21 +504,6 @@ fn inspect(event: &[u8], client_wants_usage: bool, call: &mut CallCtx) -> Action
     Action::Forward
 }
 
-/// The `usage` object of a complete OpenAI JSON answer (parsed alone).
-/// An OpenAI-dialect answer's `usage` object and `model` (the provider's own name for the
-/// model that answered), read without building the rest of the tree.
-fn answer_fields(body: &[u8]) -> (Option<Value>, Option<String>) {
-    #[derive(serde::Deserialize)]
-    struct Only {
-        usage: Option<Value>,
-        model: Option<String>,
-    }
-    match serde_json::from_slice::<Only>(body) {
-        Ok(o) => (o.usage.filter(Value::is_object), o.model),
-        Err(_) => (None, None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,23 +529,5 @@ mod tests {
         assert_eq!(inspect(normal, false, &mut call), Action::Forward);
         assert_eq!(inspect(b"data: [DONE]\n\n", false, &mut call), Action::Done);
         assert_eq!(inspect(b": ping\n\n", false, &mut call), Action::Forward);
-    }
-
-    #[test]
-    fn usage_from_json_body() {
-        let (raw, model) = answer_fields(
-            br#"{"id":"x","model":"m-2024","usage":{"prompt_tokens":8,"total_tokens":8}}"#,
-        );
-        assert_eq!(model.as_deref(), Some("m-2024"));
-        let u = Usage::from_openai(&raw.unwrap()).unwrap();
-        assert_eq!(
-            u,
-            Usage {
-                prompt_tokens: 8,
-                completion_tokens: 0,
-                total_tokens: Some(8)
-            }
-        );
-        assert_eq!(answer_fields(b"{}"), (None, None));
     }
 }

@@ -1,0 +1,219 @@
+//! The answer phase of the call core: what an upstream's answer becomes for the client, in
+//! one place for the proxy and the batch dispatcher.
+//!
+//! - [`pivot`]: which request a route's deployments get — the client's own, or for a
+//!   surface (Messages, Responses) some deployment does not serve, also its chat form;
+//! - [`surface_of`]: whether a deployment's answer goes back through that surface's
+//!   translation (it was sent the chat form);
+//! - [`whole`]: a whole answer in the provider's API turned into the client's (OpenAI's,
+//!   or the surface's), with its usage read onto the call and, when the provider ignored
+//!   the completion cap it was sent, ended as a length limit and charged what is relayed;
+//! - [`relayed`]: what a stream relayed, counted from its events, and its end at the cap.
+
+pub mod relayed;
+
+use super::CallCtx;
+use crate::canonical::{AiRequest, Endpoint, Usage};
+use crate::errors::GatewayError;
+use crate::providers::Provider;
+use crate::runtime::ModelRoute;
+use bytes::Bytes;
+use serde_json::Value;
+
+/// A whole answer as the client gets it.
+#[derive(Debug)]
+pub struct Answered {
+    pub status: u16,
+    pub body: Bytes,
+    /// The provider's own bytes, in the client's API (its content type applies).
+    pub as_sent: bool,
+    /// A Responses surface answer's Response object (to store).
+    pub object: Option<Value>,
+}
+
+/// Give `req` its chat form when some deployment of `route` does not serve its surface
+/// itself (those deployments are sent the chat form; the others the request as it is).
+pub fn pivot(route: &ModelRoute, req: &mut AiRequest) -> Result<(), GatewayError> {
+    if route
+        .deployments
+        .iter()
+        .any(|d| !d.provider.api.serves(req.endpoint))
+    {
+        req.pivot = crate::surfaces::pivot(req)?.map(Box::new);
+    }
+    Ok(())
+}
+
+/// The surface whose translation a deployment's answer goes back through: the client's
+/// endpoint when `provider` does not serve it (it was sent the chat form), else none.
+pub fn surface_of(provider: &dyn Provider, endpoint: Endpoint) -> Option<Endpoint> {
+    (!provider.serves(endpoint)).then_some(endpoint)
+}
+
+/// A whole upstream answer (`status`, `body`, in `provider`'s API) as the client gets it:
+/// OpenAI's shape, or `surface`'s (with `echo`, the Responses request's echoed fields).
+/// Its usage is noted on `ctx`. `Err`: the body is no answer of the provider's API.
+pub fn whole(
+    ctx: &mut CallCtx,
+    provider: &dyn Provider,
+    surface: Option<Endpoint>,
+    echo: &Value,
+    (status, body): (u16, Bytes),
+    model: &str,
+    created: u64,
+) -> Result<Answered, GatewayError> {
+    let mut answer = provider.whole_answer(status, body, model, created)?;
+    if answer.status < 400 {
+        let (mut usage, answered_by) = answer_fields(&answer.body);
+        // Past the cap it was sent (its usage says so; only then is it read whole again):
+        // ended as a length limit, charged what is relayed.
+        let completion = usage.as_ref().and_then(|u| u["completion_tokens"].as_u64());
+        if matches!((ctx.completion_cap, completion), (Some(cap), Some(used)) if used > cap) {
+            if let Some(capped) = relayed::cap_whole(&answer.body, ctx.completion_cap) {
+                (answer.body, ctx.error) = (capped, Some("upstream_over_cap"));
+                usage = answer_fields(&answer.body).0;
+            }
+        }
+        if let Some(raw) = usage {
+            ctx.usage = Usage::from_openai(&raw);
+            ctx.note_usage_fields(&raw);
+        }
+        // As the provider names it (a translated answer carries the public name).
+        if answer.as_sent {
+            ctx.note_response_model(answered_by.as_deref());
+        }
+    }
+    Ok(match surface {
+        Some(e) => {
+            let a = crate::surfaces::answer(e, echo, answer.status, answer.body, model);
+            Answered {
+                status: a.status,
+                body: a.body,
+                as_sent: false,
+                object: a.object,
+            }
+        }
+        None => Answered {
+            status: answer.status,
+            body: answer.body,
+            as_sent: answer.as_sent,
+            object: None,
+        },
+    })
+}
+
+/// An OpenAI-dialect answer's `usage` object and `model` (the provider's own name for the
+/// model that answered), read without building the rest of the tree.
+fn answer_fields(body: &[u8]) -> (Option<Value>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        usage: Option<Value>,
+        model: Option<String>,
+    }
+    match serde_json::from_slice::<Only>(body) {
+        Ok(o) => (o.usage.filter(Value::is_object), o.model),
+        Err(_) => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::schema::ProviderKind;
+    use crate::gateway::CallCtx;
+    use crate::providers::registry;
+
+    fn ctx() -> CallCtx {
+        CallCtx::new("req-1".into())
+    }
+
+    #[test]
+    fn usage_and_model_are_read_from_an_openai_answer() {
+        let body = r#"{"id":"c","object":"chat.completion","model":"gpt-4o-2024","choices":[],
+            "usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#;
+        let mut c = ctx();
+        let openai = registry(ProviderKind::Openai);
+        let a = whole(
+            &mut c,
+            openai,
+            None,
+            &Value::Null,
+            (200, Bytes::from(body)),
+            "gpt",
+            1,
+        )
+        .unwrap();
+        assert_eq!((a.status, a.as_sent), (200, true));
+        let u = c.usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (7, 3));
+    }
+
+    #[test]
+    fn an_answer_past_its_cap_is_ended_as_a_length_limit() {
+        let body = r#"{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,
+            "message":{"role":"assistant","content":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+            "finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":10,"total_tokens":12}}"#;
+        let mut c = ctx();
+        c.completion_cap = Some(4);
+        let openai = registry(ProviderKind::OpenaiCompatible);
+        let a = whole(
+            &mut c,
+            openai,
+            None,
+            &Value::Null,
+            (200, Bytes::from(body)),
+            "m",
+            1,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "length");
+        assert_eq!(v["choices"][0]["message"]["content"], "aaaaaaaaaaaaaaaa");
+        assert_eq!(c.usage.unwrap().completion_tokens, 4);
+        assert_eq!(c.error, Some("upstream_over_cap"));
+    }
+
+    #[test]
+    fn a_surface_gets_its_answer_from_the_chat_one() {
+        let body = r#"{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,
+            "message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}"#;
+        let mut c = ctx();
+        let chat = registry(ProviderKind::OpenaiCompatible);
+        let surface = surface_of(chat, Endpoint::Messages);
+        assert_eq!(surface, Some(Endpoint::Messages));
+        let a = whole(
+            &mut c,
+            chat,
+            surface,
+            &Value::Null,
+            (200, Bytes::from(body)),
+            "m",
+            1,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["usage"]["output_tokens"], 1);
+        assert!(!a.as_sent);
+        assert_eq!(c.usage.unwrap().prompt_tokens, 2);
+    }
+
+    #[test]
+    fn usage_from_json_body() {
+        let (raw, model) = answer_fields(
+            br#"{"id":"x","model":"m-2024","usage":{"prompt_tokens":8,"total_tokens":8}}"#,
+        );
+        assert_eq!(model.as_deref(), Some("m-2024"));
+        let u = Usage::from_openai(&raw.unwrap()).unwrap();
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: 8,
+                completion_tokens: 0,
+                total_tokens: Some(8)
+            }
+        );
+        assert_eq!(answer_fields(b"{}"), (None, None));
+    }
+}
