@@ -36,8 +36,8 @@ fn resolver() -> Option<&'static TokioResolver> {
         .as_ref()
 }
 
-/// Every address of `host` (a name or an IP literal) on `port`, never none: an error says
-/// why there is none.
+/// Every address of `host` (a name or an IP literal) on `port`, IPv4 first, never none:
+/// an error says why there is none.
 pub async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
@@ -60,6 +60,10 @@ pub async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     if found.is_empty() {
         return Err("no address".to_string());
     }
+    // IPv4 first, as the system resolver orders them here (a server bound to 127.0.0.1
+    // only is reached at once through `localhost`); callers fall back to the others.
+    let mut found = found;
+    found.sort_by_key(SocketAddr::is_ipv6);
     Ok(found)
 }
 

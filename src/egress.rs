@@ -106,7 +106,7 @@ impl EgressPolicy {
         if addrs.iter().any(|a| !self.permits(a.ip())) {
             return Err(EgressError::Internal);
         }
-        Ok(addrs[0])
+        addrs.first().copied().ok_or(EgressError::Unresolvable)
     }
 }
 

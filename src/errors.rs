@@ -130,6 +130,11 @@ impl GatewayError {
         }
     }
 
+    /// A 400 about the request field `param` (the translations' refusals).
+    pub fn invalid(message: impl Into<String>, param: &'static str) -> Self {
+        GatewayError::bad_request(message, Some(param))
+    }
+
     /// HTTP status of the response.
     pub fn status(&self) -> u16 {
         use GatewayError::*;

@@ -6,7 +6,9 @@
 //!
 //! Used by the proxy (from a client's body) and the batch dispatcher (from an input line).
 
+pub mod finish;
 pub mod numbers;
+pub mod parts;
 pub mod write;
 
 use crate::errors::GatewayError;

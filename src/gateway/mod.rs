@@ -15,6 +15,7 @@
 pub mod admit;
 pub mod answer;
 pub mod cap;
+mod failover;
 pub mod fallback;
 pub mod state;
 mod traced;

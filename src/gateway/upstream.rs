@@ -1,13 +1,14 @@
-//! Upstream phase: send the request to the model's deployments in order, failing over on a
-//! connect error, timeout, 429 or 5xx while the retry budget lasts. The client sees one
-//! answer: the first success, or the last failure.
+//! Upstream phase: one attempt on a deployment (its request built by its provider, sent,
+//! authorised, timed) and the rules that judge its answer ([`classify`]: relay it, or fail
+//! over on a connect error, timeout, 429 or 5xx). The walk over a route's deployments is
+//! [`super::failover`]; [`call`] is its entry point.
 
-use super::admit::{self, Refused};
-use super::{fallback, CallCtx};
+pub use super::failover::call;
+
+use super::CallCtx;
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use crate::gateway::{CooldownReason, GatewayState};
-use crate::limits::admission::{Budget, Rejection};
 use crate::providers::api::{Outgoing, Target as ProviderTarget, Wire};
 use crate::providers::http::{Header, HttpCall, Timeouts};
 use crate::providers::signals::Signals;
@@ -141,7 +142,10 @@ const MAX_ERROR_BODY: usize = 1024 * 1024;
 
 /// For a provider whose error answers carry their meaning in the body: read it (kept for
 /// the relay) and ask the provider what status and retry delay to classify by.
-async fn error_verdict(d: &Deployment, resp: &mut UpstreamResponse) -> Option<(u16, Option<u64>)> {
+pub(super) async fn error_verdict(
+    d: &Deployment,
+    resp: &mut UpstreamResponse,
+) -> Option<(u16, Option<u64>)> {
     if resp.status < 400 || !d.provider.api.reads_error_bodies() {
         return None;
     }
@@ -152,273 +156,56 @@ async fn error_verdict(d: &Deployment, resp: &mut UpstreamResponse) -> Option<(u
     verdict
 }
 
-/// Keep the rejection that frees first.
-fn keep_best(best: &mut Option<Rejection>, r: Rejection) {
-    if best
-        .as_ref()
-        .is_none_or(|b| r.retry_after_ms < b.retry_after_ms)
-    {
-        *best = Some(r);
-    }
-}
-
-/// Try the deployments of `route`; returns the response to relay and the deployment that
-/// gave it. The limiter picks, in routing order, the first deployment with headroom
-/// (deployments at their provider-key limits or cooling down are skipped without using
-/// the retry budget; the budget counts failed attempts only).
-pub async fn call<'r>(
+/// Send `req` to the admitted deployment `d` (its options and the completion cap applied,
+/// its provider's request built), traced and timed. `Err`: the request cannot be built
+/// for it (the client's error); `Ok(Err)`: a failed attempt.
+pub(super) async fn attempt_on(
     state: &GatewayState,
     rt: &Runtime,
-    route: &'r ModelRoute,
-    req: &AiRequest,
     ctx: &mut CallCtx,
-    subject: &admit::Subject,
-) -> Result<(UpstreamResponse, &'r Deployment), GatewayError> {
-    let routing = &rt.config.routing;
-    // APISIX ai-proxy-multi: priority and weight order, its own retry rule, no cool-downs.
-    let fb = route.fallback.as_ref();
-    let order: Vec<&Deployment> = match fb {
-        Some(_) => route.fallback_order(),
-        None => route.attempts(routing.strategy, u32::MAX).collect(),
+    route: &ModelRoute,
+    d: &Deployment,
+    req: &AiRequest,
+) -> Result<Result<UpstreamResponse, UpstreamFailure>, GatewayError> {
+    ctx.attempts += 1;
+    ctx.provider = Some(d.provider.name.clone());
+    ctx.deployment = Some(d.id.clone());
+    ctx.price = d.price;
+    let sent = Instant::now();
+    let request = request_for(d, req).unwrap_or(req);
+    // APISIX ai-proxy `options`: this deployment's fields over the client's.
+    let with_options = match &d.options {
+        Some(set) => Some(request.with_fields(set)?),
+        None => None,
     };
-    let candidates: Vec<&Deployment> = order
-        .into_iter()
-        .filter(|d| request_for(d, req).is_some())
-        .collect();
-    let retries = fb.map_or(routing.retries, fallback::retry_budget);
-    if candidates.is_empty() {
-        return Err(GatewayError::bad_request(
-            format!(
-                "The model `{}` does not support /v1{}.",
-                route.name,
-                req.endpoint.path()
-            ),
-            Some("model"),
-        ));
+    let request = with_options.as_ref().unwrap_or(request);
+    let capped = ctx
+        .completion_cap
+        .map_or(Ok(None), |c| request.with_cap(c))?;
+    let request = capped.as_ref().unwrap_or(request);
+    let out = outgoing(rt, d, request)?;
+    let traceparent = ctx.trace_attempt(d, request);
+    let result = attempt(state, rt, d, request, out, traceparent).await;
+    ctx.trace_attempt_ended(&result, req.stream);
+    if let Ok(resp) = &result {
+        let signals = d.provider.api.signals(&resp.ratelimit_headers);
+        observe_signals(state, route, d, &signals);
+        let ttfb = sent.elapsed();
+        ctx.upstream_ttfb = Some(ttfb);
+        state
+            .metrics
+            .ttfb
+            .with_label_values(&[&*route.name, &*d.provider.name])
+            .observe(ttfb.as_secs_f64());
     }
-    let mut next = 0;
-    let mut failures = 0u32;
-    let mut slept = 0u64;
-    let mut last_failure: Option<UpstreamFailure> = None;
-    let mut limited: Option<Rejection> = None;
-    let mut waiting: Option<admit::Waiting<'_>> = None;
-    let mut route_admitted = false;
-    // Deployments skipped because their provider refused the gateway's credentials.
-    let (mut auth_cooled, mut other_cooled) = (0usize, 0usize);
-    while next < candidates.len() {
-        let mut open = Vec::with_capacity(candidates.len() - next);
-        for d in &candidates[next..] {
-            match state.cooldowns.remaining(&d.id).filter(|_| fb.is_none()) {
-                Some((left, why)) => {
-                    if why == CooldownReason::AuthRejected {
-                        auth_cooled += 1;
-                    } else {
-                        other_cooled += 1;
-                    }
-                    keep_best(
-                        &mut limited,
-                        Rejection {
-                            rule: d.id.clone(),
-                            budget: Budget::Requests,
-                            retry_after_ms: left.as_millis() as u64 + 1,
-                            quotas: Vec::new(),
-                            alternative: None,
-                        },
-                    )
-                }
-                None => open.push(*d),
-            }
-        }
-        if open.is_empty() {
-            break;
-        }
-        if waiting.is_none() && !route_admitted && !subject.ask.batch {
-            if let Some(q) = admit::queue_ahead(state, rt, ctx, route, subject) {
-                if admit::wait(state, ctx, &mut waiting, &q).await {
-                    continue;
-                }
-            }
-        }
-        let with_route = !route_admitted;
-        // Without APISIX's rate-limit pre-check, only the picked deployment is admitted.
-        if fb.is_some_and(|f| !fallback::skips_limited(f)) {
-            open.truncate(1);
-        }
-        ctx.trace_admission_started();
-        let result = admit::admit(state, rt, ctx, route, subject, &open, with_route).await;
-        route_admitted |= matches!(result, Ok(_) | Err(Refused::AllLimited(..)));
-        let d = match result {
-            Ok(j) => {
-                let waited = waiting.take().map(|w| {
-                    let waited = w.waited();
-                    w.admitted();
-                    waited
-                });
-                ctx.note_admitted(waited);
-                open[j]
-            }
-            Err(refused) => {
-                if let Some(q) = refused.queue() {
-                    if admit::wait(state, ctx, &mut waiting, q).await {
-                        continue;
-                    }
-                }
-                ctx.trace_refused(&refused, waiting.as_ref().map(|w| w.waited()));
-                match refused {
-                    Refused::Answer(e, _) => return Err(e),
-                    Refused::AllLimited(r, _) => {
-                        if fb.is_some_and(fallback::skips_limited) && candidates.len() > 1 {
-                            return Err(admit::all_servers_tried(route, r));
-                        }
-                        keep_best(&mut limited, r);
-                        break;
-                    }
-                }
-            }
-        };
-        next = candidates
-            .iter()
-            .position(|c| std::ptr::eq(*c, d))
-            .map_or(candidates.len(), |p| p + 1);
-        let delay = admit::delay_ms(ctx);
-        if delay > slept {
-            tokio::time::sleep(Duration::from_millis(delay - slept)).await;
-            slept = delay;
-        }
-        let is_last = failures >= retries || next == candidates.len();
-        ctx.attempts += 1;
-        ctx.provider = Some(d.provider.name.clone());
-        ctx.deployment = Some(d.id.clone());
-        ctx.price = d.price;
-        let sent = Instant::now();
-        let request = request_for(d, req).unwrap_or(req);
-        // APISIX ai-proxy `options`: this deployment's fields over the client's.
-        let with_options = match &d.options {
-            Some(set) => Some(request.with_fields(set)?),
-            None => None,
-        };
-        let request = with_options.as_ref().unwrap_or(request);
-        let capped = ctx
-            .completion_cap
-            .map_or(Ok(None), |c| request.with_cap(c))?;
-        let request = capped.as_ref().unwrap_or(request);
-        let out = outgoing(rt, d, request)?;
-        let traceparent = ctx.trace_attempt(d, request);
-        let result = attempt(state, rt, d, request, out, traceparent).await;
-        ctx.trace_attempt_ended(&result, req.stream);
-        let failure = match result {
-            Ok(mut resp) => {
-                let signals = d.provider.api.signals(&resp.ratelimit_headers);
-                observe_signals(state, route, d, &signals);
-                let ttfb = sent.elapsed();
-                ctx.upstream_ttfb = Some(ttfb);
-                state
-                    .metrics
-                    .ttfb
-                    .with_label_values(&[&*route.name, &*d.provider.name])
-                    .observe(ttfb.as_secs_f64());
-                let (status, retry_after) = match error_verdict(d, &mut resp).await {
-                    Some((status, Some(secs))) => {
-                        // The client is told the provider's delay too.
-                        resp.retry_after = Some(secs.to_string());
-                        (status, resp.retry_after.clone())
-                    }
-                    Some((status, None)) => (status, resp.retry_after.clone()),
-                    None => (resp.status, resp.retry_after.clone()),
-                };
-                if let Some(f) = fb {
-                    match fallback::step(f, status, sent.elapsed()) {
-                        fallback::Step::Relay => return Ok((resp, d)),
-                        fallback::Step::Retry if is_last => {
-                            resp.status = fallback::exhausted_status(status, failures >= retries);
-                            return Ok((resp, d));
-                        }
-                        fallback::Step::Retry => {}
-                    }
-                }
-                let (kind, cooldown) = match classify(status, retry_after.as_deref()) {
-                    Verdict::Relay if fb.is_none() => return Ok((resp, d)),
-                    Verdict::Relay => (UpstreamErrorKind::Status5xx, None),
-                    Verdict::Failed { kind, cooldown } => (kind, cooldown.filter(|_| fb.is_none())),
-                };
-                if let Some((length, why)) = cooldown {
-                    state.cooldowns.start(&d.id, length, why);
-                }
-                if kind == UpstreamErrorKind::AuthRejected {
-                    // The operator's problem: the client never sees the provider's answer
-                    // (it would blame its own key).
-                    tracing::error!(
-                        request_id = %ctx.request_id,
-                        model = %route.name,
-                        provider = %d.provider.name,
-                        deployment = %d.id,
-                        status = resp.status,
-                        "the provider rejected the gateway's credentials for this deployment; it is left alone for {}s",
-                        AUTH_COOLDOWN.as_secs()
-                    );
-                }
-                if is_last {
-                    record(state, d, kind);
-                    if kind == UpstreamErrorKind::AuthRejected {
-                        return Err(GatewayError::ProviderAuthRejected(route.name.to_string()));
-                    }
-                    return Ok((resp, d));
-                }
-                UpstreamFailure::new(kind, format!("status {}", resp.status))
-            }
-            Err(f) => f,
-        };
-        // This deployment is no longer in use: give back its slot and reservation.
-        if let Some(t) = ctx.tickets.last_mut() {
-            t.release_choice();
-        }
-        record(state, d, failure.kind);
-        tracing::warn!(
-            request_id = %ctx.request_id,
-            model = %route.name,
-            provider = %d.provider.name,
-            kind = failure.kind.label(),
-            detail = %failure.detail,
-            "upstream attempt failed{}",
-            if is_last { "" } else { ", failing over" }
-        );
-        // APISIX retries a transport failure as the 504 / 500 its transport reports.
-        let status = if failure.kind == UpstreamErrorKind::Timeout {
-            504
-        } else {
-            500
-        };
-        let relay =
-            fb.is_some_and(|f| fallback::step(f, status, sent.elapsed()) == fallback::Step::Relay);
-        last_failure = Some(failure);
-        failures += 1;
-        if is_last || relay {
-            break;
-        }
-    }
-    let attempts = ctx.attempts;
-    Err(match (last_failure.map(|f| f.kind), limited) {
-        (Some(UpstreamErrorKind::AuthRejected), _) => {
-            GatewayError::ProviderAuthRejected(route.name.to_string())
-        }
-        (None, Some(_)) if auth_cooled > 0 && other_cooled == 0 && !route_admitted => {
-            GatewayError::ProviderAuthRejected(route.name.to_string())
-        }
-        (Some(UpstreamErrorKind::Timeout), _) => GatewayError::UpstreamTimeout,
-        (Some(kind), _) => GatewayError::UpstreamUnavailable(format!(
-            "{attempts} attempt(s) failed, the last with {}",
-            kind.label()
-        )),
-        (None, Some(r)) => admit::all_deployments_limited(route, r),
-        (None, None) => GatewayError::NoDeployment(route.name.to_string()),
-    })
+    Ok(result)
 }
 
 /// Take in what the provider says about the key: a cool-down when it has nothing left
 /// (until its reset, at most 60 s), and its remaining headroom as metrics.
 /// How long a deployment whose credentials the provider refused is left alone (a key fixed
 /// by a reload comes back at once: cool-downs are per deployment id).
-const AUTH_COOLDOWN: Duration = Duration::from_secs(60);
+pub(super) const AUTH_COOLDOWN: Duration = Duration::from_secs(60);
 /// How long a key out of credit (402) is left alone.
 const NO_CREDIT_COOLDOWN: Duration = Duration::from_secs(60);
 
@@ -490,7 +277,7 @@ fn observe_signals(state: &GatewayState, route: &ModelRoute, d: &Deployment, s: 
     }
 }
 
-fn record(state: &GatewayState, d: &Deployment, kind: UpstreamErrorKind) {
+pub(super) fn record(state: &GatewayState, d: &Deployment, kind: UpstreamErrorKind) {
     state
         .metrics
         .upstream_errors

@@ -12,6 +12,8 @@
 //!
 //! The mapping follows `shared/reference/openai-wire.md` §5.1.
 
+use crate::canonical::finish::Finish;
+use crate::canonical::parts::{self, Content, Part};
 use crate::canonical::write::{ArrayOut, Turns};
 use crate::canonical::{content_text, AiRequest};
 use crate::errors::{openai_error_body, GatewayError};
@@ -21,44 +23,19 @@ use serde_json::{json, Map, Value};
 /// The `anthropic-version` header sent unless the provider's headers set another.
 pub const API_VERSION: &str = "2023-06-01";
 
-fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
-    GatewayError::bad_request(message, Some(param))
-}
-
 /// OpenAI content parts → Anthropic content blocks.
 fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
-    let parts = match content {
-        Value::Null => return Ok(Vec::new()),
-        Value::String(s) => return Ok(vec![json!({"type": "text", "text": s})]),
-        Value::Array(parts) => parts,
-        _ => {
-            return Err(bad(
-                "message content must be a string or an array",
-                "messages",
-            ))
-        }
-    };
-    parts
-        .iter()
-        .map(|p| match p["type"].as_str() {
-            Some("text") => Ok(json!({"type": "text", "text": p["text"]})),
-            Some("image_url") => {
-                let url = p["image_url"]["url"].as_str().unwrap_or_default();
-                match url
-                    .strip_prefix("data:")
-                    .and_then(|r| r.split_once(";base64,"))
-                {
-                    Some((media_type, data)) => Ok(json!({"type": "image",
-                        "source": {"type": "base64", "media_type": media_type, "data": data}})),
-                    None => Ok(json!({"type": "image", "source": {"type": "url", "url": url}})),
-                }
-            }
-            other => Err(bad(
-                format!("content part type {other:?} is not supported for this model"),
-                "messages",
-            )),
-        })
-        .collect()
+    Ok(match parts::content(content)? {
+        Content::None => Vec::new(),
+        Content::Text(s) => vec![json!({"type": "text", "text": s})],
+        Content::Parts(parts) => parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => json!({"type": "text", "text": t}),
+                Part::Image(i) => i.anthropic_block(),
+            })
+            .collect(),
+    })
 }
 
 /// Translate an OpenAI chat request into a Messages request: `fixed`'s fields (the
@@ -72,16 +49,16 @@ pub fn request(
 ) -> Result<Vec<u8>, GatewayError> {
     let body = Value::Object(req.head(&["messages"])?);
     if body["n"].as_u64().is_some_and(|n| n != 1) {
-        return Err(bad("n must be 1 for this model", "n"));
+        return Err(GatewayError::invalid("n must be 1 for this model", "n"));
     }
     let list = req
         .items("messages")
-        .ok_or_else(|| bad("messages must be an array", "messages"))?;
+        .ok_or_else(|| GatewayError::invalid("messages must be an array", "messages"))?;
     let mut system = Vec::new();
     let mut messages = Turns::new(ArrayOut::field(&Map::new(), "messages"), "content");
     for raw in list {
         let m: Value = serde_json::from_str(raw.get())
-            .map_err(|e| bad(format!("invalid message: {e}"), "messages"))?;
+            .map_err(|e| GatewayError::invalid(format!("invalid message: {e}"), "messages"))?;
         match m["role"].as_str() {
             Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
             Some("user") => messages.push("user", "user", &blocks_of(&m["content"])?),
@@ -90,8 +67,14 @@ pub fn request(
                 for call in m["tool_calls"].as_array().into_iter().flatten() {
                     let args = call["function"]["arguments"].as_str().unwrap_or("{}");
                     let input: Value =
-                        serde_json::from_str(if args.is_empty() { "{}" } else { args })
-                            .map_err(|_| bad("tool call arguments must be JSON", "messages"))?;
+                        serde_json::from_str(if args.is_empty() { "{}" } else { args }).map_err(
+                            |_| {
+                                GatewayError::invalid(
+                                    "tool call arguments must be JSON",
+                                    "messages",
+                                )
+                            },
+                        )?;
                     blocks.push(json!({"type": "tool_use", "id": call["id"],
                         "name": call["function"]["name"], "input": input}));
                 }
@@ -102,7 +85,12 @@ pub fn request(
                     "content": content_text(&m["content"], "\n")});
                 messages.push("user", "user", &[block]);
             }
-            other => return Err(bad(format!("unknown message role {other:?}"), "messages")),
+            other => {
+                return Err(GatewayError::invalid(
+                    format!("unknown message role {other:?}"),
+                    "messages",
+                ))
+            }
         }
     }
     let mut out = fixed;
@@ -174,12 +162,7 @@ pub fn request(
 
 /// Anthropic `stop_reason` → OpenAI `finish_reason`.
 pub fn finish_reason(stop_reason: &str) -> &'static str {
-    match stop_reason {
-        "max_tokens" | "model_context_window_exceeded" => "length",
-        "tool_use" => "tool_calls",
-        "refusal" => "content_filter",
-        _ => "stop", // end_turn, stop_sequence, pause_turn (best effort)
-    }
+    Finish::from_anthropic(stop_reason).openai()
 }
 
 /// Prompt and completion tokens of an Anthropic `usage` (cache reads and writes count as

@@ -44,6 +44,7 @@ pub fn header(name: http::HeaderName, value: &str) -> Result<Header, String> {
 }
 
 /// One request to send upstream.
+#[derive(Clone)]
 pub struct HttpCall<'a> {
     pub base: &'a BaseUrl,
     /// The whole path (the base prefix included) and query, e.g. `/v1/chat/completions`;
@@ -72,23 +73,29 @@ impl HttpClient {
         }
     }
 
-    /// The address of `host:port` (see [`crate::dns`]: async, cached for the record's TTL).
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamFailure> {
-        crate::dns::lookup(host, port)
-            .await
-            .map(|addrs| addrs[0])
-            .map_err(|e| {
-                UpstreamFailure::new(UpstreamErrorKind::Connect, format!("resolving {host}: {e}"))
-            })
-    }
-
-    /// Send one request and read the response header.
+    /// Send one request and read the response header: to the addresses of its host (see
+    /// [`crate::dns`]: async, cached for each record's TTL) in turn, the next one when a
+    /// connection cannot be made.
     pub async fn send(
         self: &Arc<Self>,
         call: HttpCall<'_>,
     ) -> Result<UpstreamResponse, UpstreamFailure> {
-        let addr = self.resolve(&call.base.host, call.base.port).await?;
-        self.send_at(addr, call).await
+        let host = &call.base.host;
+        let mut addrs = crate::dns::lookup(host, call.base.port)
+            .await
+            .map_err(|e| {
+                UpstreamFailure::new(UpstreamErrorKind::Connect, format!("resolving {host}: {e}"))
+            })?;
+        let last = addrs.pop().ok_or_else(|| {
+            UpstreamFailure::new(UpstreamErrorKind::Connect, format!("{host} has no address"))
+        })?;
+        for addr in addrs {
+            match self.send_at(addr, call.clone()).await {
+                Err(f) if f.kind == UpstreamErrorKind::Connect => continue,
+                answered => return answered,
+            }
+        }
+        self.send_at(last, call).await
     }
 
     /// [`Self::send`] to an address resolved (and checked) by the caller, e.g. under an

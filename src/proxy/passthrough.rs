@@ -45,13 +45,15 @@ pub async fn prepare(
         .pick()
         .ok_or_else(|| GatewayError::NoDeployment(route.name.to_string()))?
         .clone();
-    // Nodes are addresses, or names resolved by the providers' cached async resolver
+    // Nodes are addresses, or names resolved by the gateway's cached async resolver
     // (never a blocking lookup on the proxy's threads).
-    let addr = state
-        .http
-        .resolve(&node.host, node.port)
+    let addr = crate::dns::lookup(&node.host, node.port)
         .await
-        .map_err(|_| GatewayError::UpstreamUnavailable(format!("cannot resolve {}", node.host)))?;
+        .ok()
+        .and_then(|a| a.first().copied())
+        .ok_or_else(|| {
+            GatewayError::UpstreamUnavailable(format!("cannot resolve {}", node.host))
+        })?;
     admit_plain(state, rt, session, ctx, &route.name, &route.limits).await?;
     ctx.pass = Some(Pass {
         node,

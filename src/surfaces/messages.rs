@@ -9,29 +9,22 @@
 
 use super::ChunkTranslator;
 use crate::canonical::content_text;
+use crate::canonical::finish::Finish;
+use crate::canonical::parts::Image;
 use crate::canonical::write::ArrayOut;
 use crate::canonical::AiRequest;
 use crate::errors::{anthropic_error_body, GatewayError};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+/// A 400 about the request's `messages` (the field this surface's refusals name).
 fn bad(message: impl Into<String>) -> GatewayError {
-    GatewayError::bad_request(message, Some("messages"))
+    GatewayError::invalid(message, "messages")
 }
 
 /// An Anthropic image block → an OpenAI `image_url` part.
 fn image_part(block: &Value) -> Result<Value, GatewayError> {
-    let s = &block["source"];
-    let url = match s["type"].as_str() {
-        Some("base64") => format!(
-            "data:{};base64,{}",
-            s["media_type"].as_str().unwrap_or("image/png"),
-            s["data"].as_str().unwrap_or_default()
-        ),
-        Some("url") => s["url"].as_str().unwrap_or_default().to_string(),
-        other => return Err(bad(format!("image source type {other:?} is not supported"))),
-    };
-    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+    Ok(Image::from_anthropic(&block["source"])?.openai_part())
 }
 
 /// One Anthropic message → OpenAI chat messages (tool results become `tool` messages
@@ -202,12 +195,7 @@ pub fn count_tokens(body: &Value) -> u64 {
 
 /// OpenAI `finish_reason` → Anthropic `stop_reason`.
 fn stop_reason(finish: &str) -> &'static str {
-    match finish {
-        "length" => "max_tokens",
-        "tool_calls" | "function_call" => "tool_use",
-        "content_filter" => "refusal",
-        _ => "end_turn",
-    }
+    Finish::from_openai(finish).anthropic()
 }
 
 /// OpenAI usage → Anthropic usage (cached prompt tokens as cache reads, so that input +

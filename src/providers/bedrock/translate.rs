@@ -1,15 +1,13 @@
 //! Pure translations between OpenAI chat and Bedrock's Converse API
 //! (`shared/reference/gemini-bedrock-vertex.md` §d.3–d.4).
 
+use crate::canonical::finish::Finish;
+use crate::canonical::parts::{self, Content, Image, Part};
 use crate::canonical::write::{ArrayOut, Turns};
 use crate::canonical::{content_text, AiRequest};
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
-
-fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
-    GatewayError::bad_request(message, Some(param))
-}
 
 /// Bedrock's tool names: `[a-zA-Z0-9_-]{1,64}`.
 fn tool_name(name: &str) -> Result<&str, GatewayError> {
@@ -20,40 +18,26 @@ fn tool_name(name: &str) -> Result<&str, GatewayError> {
     if ok {
         Ok(name)
     } else {
-        Err(bad(format!("tool name {name:?} is not valid for this model (letters, digits, _ and -, at most 64)"), "tools"))
+        Err(GatewayError::invalid(format!("tool name {name:?} is not valid for this model (letters, digits, _ and -, at most 64)"), "tools"))
     }
 }
 
 /// OpenAI content parts → Converse content blocks (images only as data URLs: Bedrock
-/// fetches no URL).
+/// fetches no URL; blank text is left out, as Converse refuses it).
 fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
-    let parts = match content {
-        Value::Null => return Ok(Vec::new()),
-        Value::String(s) if s.trim().is_empty() => return Ok(Vec::new()),
-        Value::String(s) => return Ok(vec![json!({"text": s})]),
-        Value::Array(p) => p,
-        _ => {
-            return Err(bad(
-                "message content must be a string or an array",
-                "messages",
-            ))
-        }
+    let parts = match parts::content(content)? {
+        Content::None => return Ok(Vec::new()),
+        Content::Text(s) if s.trim().is_empty() => return Ok(Vec::new()),
+        Content::Text(s) => return Ok(vec![json!({"text": s})]),
+        Content::Parts(p) => p,
     };
     let mut out = Vec::new();
     for p in parts {
-        match p["type"].as_str() {
-            Some("text") => {
-                if p["text"].as_str().is_some_and(|t| !t.trim().is_empty()) {
-                    out.push(json!({"text": p["text"]}));
-                }
-            }
-            Some("image_url") => {
-                let url = p["image_url"]["url"].as_str().unwrap_or_default();
-                let (mime, data) = url
-                    .strip_prefix("data:")
-                    .and_then(|r| r.split_once(";base64,"))
-                    .ok_or_else(|| bad("images must be data: URLs for this model", "messages"))?;
-                let format = match mime {
+        match p {
+            Part::Text(Some(t)) if !t.trim().is_empty() => out.push(json!({"text": t})),
+            Part::Text(_) => {}
+            Part::Image(Image::Inline { media_type, data }) => {
+                let format = match media_type {
                     "image/png" => "png",
                     "image/gif" => "gif",
                     "image/webp" => "webp",
@@ -61,9 +45,9 @@ fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
                 };
                 out.push(json!({"image": {"format": format, "source": {"bytes": data}}}));
             }
-            other => {
-                return Err(bad(
-                    format!("content part type {other:?} is not supported for this model"),
+            Part::Image(Image::Url(_)) => {
+                return Err(GatewayError::invalid(
+                    "images must be data: URLs for this model",
                     "messages",
                 ))
             }
@@ -78,11 +62,11 @@ fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
 pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, GatewayError> {
     let body = Value::Object(req.head(&["messages"])?);
     if body["n"].as_u64().is_some_and(|n| n != 1) {
-        return Err(bad("n must be 1 for this model", "n"));
+        return Err(GatewayError::invalid("n must be 1 for this model", "n"));
     }
     let list = req
         .items("messages")
-        .ok_or_else(|| bad("messages must be an array", "messages"))?;
+        .ok_or_else(|| GatewayError::invalid("messages must be an array", "messages"))?;
     let mut system = Vec::new();
     let mut messages = Turns::new(ArrayOut::field(&Map::new(), "messages"), "content");
     let mut push = |role: &str, blocks: &[Value]| {
@@ -93,7 +77,7 @@ pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, Gate
     let mut history_has_tools = false;
     for raw in list {
         let m: Value = serde_json::from_str(raw.get())
-            .map_err(|e| bad(format!("invalid message: {e}"), "messages"))?;
+            .map_err(|e| GatewayError::invalid(format!("invalid message: {e}"), "messages"))?;
         match m["role"].as_str() {
             Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
             Some("user") => push("user", &blocks_of(&m["content"])?),
@@ -103,8 +87,14 @@ pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, Gate
                     history_has_tools = true;
                     let args = call["function"]["arguments"].as_str().unwrap_or("{}");
                     let input: Value =
-                        serde_json::from_str(if args.is_empty() { "{}" } else { args })
-                            .map_err(|_| bad("tool call arguments must be JSON", "messages"))?;
+                        serde_json::from_str(if args.is_empty() { "{}" } else { args }).map_err(
+                            |_| {
+                                GatewayError::invalid(
+                                    "tool call arguments must be JSON",
+                                    "messages",
+                                )
+                            },
+                        )?;
                     let name = tool_name(call["function"]["name"].as_str().unwrap_or_default())?;
                     blocks.push(
                         json!({"toolUse": {"toolUseId": call["id"], "name": name, "input": input}}),
@@ -118,7 +108,12 @@ pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, Gate
                     "content": [{"text": content_text(&m["content"], "\n")}]}});
                 push("user", &[block]);
             }
-            other => return Err(bad(format!("unknown message role {other:?}"), "messages")),
+            other => {
+                return Err(GatewayError::invalid(
+                    format!("unknown message role {other:?}"),
+                    "messages",
+                ))
+            }
         }
     }
     let mut out = Map::new();
@@ -207,12 +202,7 @@ pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, Gate
 
 /// Converse `stopReason` → OpenAI `finish_reason`.
 pub fn finish_reason(stop: &str) -> &'static str {
-    match stop {
-        "tool_use" => "tool_calls",
-        "max_tokens" | "model_context_window_exceeded" => "length",
-        "guardrail_intervened" | "content_filtered" => "content_filter",
-        _ => "stop",
-    }
+    Finish::from_converse(stop).openai()
 }
 
 /// Converse usage → OpenAI usage.

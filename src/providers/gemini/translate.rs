@@ -2,6 +2,8 @@
 //! Gemini API and Vertex AI, which take the same body): the mapping of
 //! `shared/reference/gemini-bedrock-vertex.md` §d.1–d.2.
 
+use crate::canonical::finish::Finish;
+use crate::canonical::parts::{self, Content, Image, Part};
 use crate::canonical::write::{ArrayOut, Turns};
 use crate::canonical::{content_text, AiRequest};
 use crate::errors::GatewayError;
@@ -9,49 +11,28 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
-    GatewayError::bad_request(message, Some(param))
-}
-
 /// OpenAI content parts → Gemini parts.
 fn parts_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
-    let parts = match content {
-        Value::Null => return Ok(Vec::new()),
-        Value::String(s) if s.is_empty() => return Ok(Vec::new()),
-        Value::String(s) => return Ok(vec![json!({"text": s})]),
-        Value::Array(p) => p,
-        _ => {
-            return Err(bad(
-                "message content must be a string or an array",
-                "messages",
-            ))
-        }
+    let parts = match parts::content(content)? {
+        Content::None => return Ok(Vec::new()),
+        Content::Text("") => return Ok(Vec::new()),
+        Content::Text(s) => return Ok(vec![json!({"text": s})]),
+        Content::Parts(p) => p,
     };
     parts
         .iter()
-        .map(|p| match p["type"].as_str() {
-            Some("text") => Ok(json!({"text": p["text"]})),
-            Some("image_url") => {
-                let url = p["image_url"]["url"].as_str().unwrap_or_default();
-                match url
-                    .strip_prefix("data:")
-                    .and_then(|r| r.split_once(";base64,"))
-                {
-                    Some((mime, data)) => {
-                        Ok(json!({"inlineData": {"mimeType": mime, "data": data}}))
-                    }
-                    None if url.starts_with("gs://") || url.starts_with("https://") => {
-                        let mime = mime_of(url);
-                        Ok(json!({"fileData": {"mimeType": mime, "fileUri": url}}))
-                    }
-                    None => Err(bad(
-                        "image URLs must be data: URLs, https:// or gs://",
-                        "messages",
-                    )),
-                }
+        .map(|p| match p {
+            Part::Text(t) => Ok(json!({"text": t})),
+            Part::Image(Image::Inline { media_type, data }) => {
+                Ok(json!({"inlineData": {"mimeType": media_type, "data": data}}))
             }
-            other => Err(bad(
-                format!("content part type {other:?} is not supported for this model"),
+            Part::Image(Image::Url(url))
+                if url.starts_with("gs://") || url.starts_with("https://") =>
+            {
+                Ok(json!({"fileData": {"mimeType": mime_of(url), "fileUri": url}}))
+            }
+            Part::Image(Image::Url(_)) => Err(GatewayError::invalid(
+                "image URLs must be data: URLs, https:// or gs://",
                 "messages",
             )),
         })
@@ -78,14 +59,14 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
     let body = Value::Object(req.head(&["messages"])?);
     let list = req
         .items("messages")
-        .ok_or_else(|| bad("messages must be an array", "messages"))?;
+        .ok_or_else(|| GatewayError::invalid("messages must be an array", "messages"))?;
     let mut system = Vec::new();
     let mut contents = Turns::new(ArrayOut::field(&Map::new(), "contents"), "parts");
     // Tool results carry only the call id; Gemini wants the function's name.
     let mut names: Vec<(String, String)> = Vec::new();
     for raw in list {
         let m: Value = serde_json::from_str(raw.get())
-            .map_err(|e| bad(format!("invalid message: {e}"), "messages"))?;
+            .map_err(|e| GatewayError::invalid(format!("invalid message: {e}"), "messages"))?;
         match m["role"].as_str() {
             Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
             Some("user") => push(&mut contents, "user", &parts_of(&m["content"])?),
@@ -95,8 +76,14 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
                     let name = call["function"]["name"].as_str().unwrap_or_default();
                     let args = call["function"]["arguments"].as_str().unwrap_or("{}");
                     let args: Value =
-                        serde_json::from_str(if args.is_empty() { "{}" } else { args })
-                            .map_err(|_| bad("tool call arguments must be JSON", "messages"))?;
+                        serde_json::from_str(if args.is_empty() { "{}" } else { args }).map_err(
+                            |_| {
+                                GatewayError::invalid(
+                                    "tool call arguments must be JSON",
+                                    "messages",
+                                )
+                            },
+                        )?;
                     names.push((
                         call["id"].as_str().unwrap_or_default().to_string(),
                         name.to_string(),
@@ -112,13 +99,21 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
                     .find(|(i, _)| i == id)
                     .map(|(_, n)| n.clone())
                     .ok_or_else(|| {
-                        bad(format!("tool message for unknown call {id:?}"), "messages")
+                        GatewayError::invalid(
+                            format!("tool message for unknown call {id:?}"),
+                            "messages",
+                        )
                     })?;
                 let part = json!({"functionResponse": {"name": name,
                     "response": {"content": content_text(&m["content"], "\n")}}});
                 push(&mut contents, "user", &[part]);
             }
-            other => return Err(bad(format!("unknown message role {other:?}"), "messages")),
+            other => {
+                return Err(GatewayError::invalid(
+                    format!("unknown message role {other:?}"),
+                    "messages",
+                ))
+            }
         }
     }
     let mut out = Map::new();
@@ -148,7 +143,7 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
         }
     }
     if body["n"].as_u64().is_some_and(|n| n != 1) {
-        return Err(bad("n must be 1 for this model", "n"));
+        return Err(GatewayError::invalid("n must be 1 for this model", "n"));
     }
     match &body["stop"] {
         Value::String(s) => {
@@ -237,7 +232,7 @@ pub fn embeddings_request(req: &AiRequest, model: &str) -> Result<Vec<u8>, Gatew
     let dimensions = req
         .field("dimensions")
         .and_then(|d| d.get().parse::<u64>().ok());
-    let text_only = || bad("this model embeds text inputs only", "input");
+    let text_only = || GatewayError::invalid("this model embeds text inputs only", "input");
     let one = req
         .field("input")
         .and_then(|i| serde_json::from_str::<String>(i.get()).ok());
@@ -267,20 +262,7 @@ pub fn embeddings_request(req: &AiRequest, model: &str) -> Result<Vec<u8>, Gatew
 
 /// Gemini `finishReason` → OpenAI `finish_reason` (a function call ends with `STOP`).
 pub fn finish_reason(reason: &str, called: bool) -> &'static str {
-    match reason {
-        "MAX_TOKENS" => "length",
-        "SAFETY"
-        | "RECITATION"
-        | "LANGUAGE"
-        | "BLOCKLIST"
-        | "PROHIBITED_CONTENT"
-        | "SPII"
-        | "IMAGE_SAFETY"
-        | "IMAGE_PROHIBITED_CONTENT"
-        | "IMAGE_RECITATION" => "content_filter",
-        _ if called => "tool_calls",
-        _ => "stop",
-    }
+    Finish::from_gemini(reason, called).openai()
 }
 
 /// Gemini `usageMetadata` → OpenAI usage (thinking tokens count as completion tokens).

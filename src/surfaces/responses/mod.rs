@@ -15,10 +15,6 @@ use crate::canonical::{content_text, AiRequest};
 use crate::errors::GatewayError;
 use serde_json::{json, Map, Value};
 
-fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
-    GatewayError::bad_request(message, Some(param))
-}
-
 /// A fresh id with a prefix (`resp_`, `msg_`, `fc_`, `rs_`).
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(rand::random::<[u8; 12]>()))
@@ -30,7 +26,7 @@ pub fn for_each_input(
     req: &AiRequest,
     mut f: impl FnMut(Value) -> Result<(), GatewayError>,
 ) -> Result<(), GatewayError> {
-    let not_list = || bad("'input' must be a string or an array.", "input");
+    let not_list = || GatewayError::invalid("'input' must be a string or an array.", "input");
     let Some(raw) = req.field("input").map(|r| r.get()) else {
         return Ok(());
     };
@@ -110,7 +106,9 @@ fn parts_of(content: &Value) -> Result<Value, GatewayError> {
                 let url = p["image_url"]
                     .as_str()
                     .or(p["file_id"].as_str())
-                    .ok_or_else(|| bad("input_image needs image_url or file_id", "input"))?;
+                    .ok_or_else(|| {
+                        GatewayError::invalid("input_image needs image_url or file_id", "input")
+                    })?;
                 let mut image = json!({"url": url});
                 if let Some(d) = p["detail"].as_str() {
                     image["detail"] = json!(d);
@@ -130,7 +128,7 @@ fn parts_of(content: &Value) -> Result<Value, GatewayError> {
                 json!({"type": "file", "file": file})
             }
             other => {
-                return Err(bad(
+                return Err(GatewayError::invalid(
                     format!("content part type {other:?} is not supported for this model"),
                     "input",
                 ))
@@ -149,7 +147,12 @@ fn messages_of(items: &[Value], out: &mut Vec<Value>) -> Result<(), GatewayError
                     Some("developer" | "system") => "system",
                     Some("assistant") => "assistant",
                     Some("user") => "user",
-                    other => return Err(bad(format!("unknown message role {other:?}"), "input")),
+                    other => {
+                        return Err(GatewayError::invalid(
+                            format!("unknown message role {other:?}"),
+                            "input",
+                        ))
+                    }
                 };
                 let content = if role == "user" {
                     parts_of(&item["content"])?
@@ -293,7 +296,10 @@ pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
         messages.push(&m);
     }
     if messages.is_empty() {
-        return Err(bad("Missing required parameter: 'input'.", "input"));
+        return Err(GatewayError::invalid(
+            "Missing required parameter: 'input'.",
+            "input",
+        ));
     }
     Ok(messages.finish())
 }
