@@ -7,8 +7,8 @@ use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use crate::gateway::admit::Subject;
 use crate::gateway::answer;
+use crate::gateway::CallCtx;
 use crate::gateway::GatewayState;
-use crate::gateway::{upstream, CallCtx};
 use crate::limits::admission::TokenUsage;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -161,7 +161,7 @@ async fn run(state: &GatewayState, c: &Claimed, max_attempts: u32, ctx: &mut Cal
     let last_try = c.attempts + 1 >= max_attempts;
     let waited_since = std::time::Instant::now();
     let called = loop {
-        match upstream::call(state, &rt, route, &req, ctx, &subject).await {
+        match crate::gateway::call(state, &rt, route, &req, ctx, &subject).await {
             // Headroom due back soon: wait for it here (the request keeps its worker).
             Err(GatewayError::RateLimited { retry_after_ms, .. })
                 if retry_after_ms <= WAIT_HERE_MS

@@ -21,6 +21,7 @@ pub mod state;
 mod traced;
 pub mod upstream;
 
+pub use failover::call;
 pub use state::{CooldownReason, Cooldowns, GatewayState};
 
 use crate::limits::admission::{Quota, Ticket};

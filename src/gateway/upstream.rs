@@ -1,9 +1,7 @@
 //! Upstream phase: one attempt on a deployment (its request built by its provider, sent,
 //! authorised, timed) and the rules that judge its answer ([`classify`]: relay it, or fail
 //! over on a connect error, timeout, 429 or 5xx). The walk over a route's deployments is
-//! [`super::failover`]; [`call`] is its entry point.
-
-pub use super::failover::call;
+//! `super::failover`, entered through [`super::call`].
 
 use super::CallCtx;
 use crate::canonical::AiRequest;

@@ -5,7 +5,7 @@ use super::body;
 use super::{auth, passthrough, respond, stream, RequestCtx};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
-use crate::gateway::{admit, upstream};
+use crate::gateway::admit;
 use crate::runtime::{Matched, ModelRoute, Runtime};
 use crate::state::AppState;
 use percent_encoding::percent_decode_str;
@@ -282,7 +282,7 @@ async fn serve_ai(
     let subject = admit::Subject::new(ctx, rt, &req, remote, headers);
     let called = tokio::select! {
         biased;
-        r = upstream::call(state, rt, route, &req, ctx, &subject) => r,
+        r = crate::gateway::call(state, rt, route, &req, ctx, &subject) => r,
         // The client left while its request waited (in a queue, or for the upstream's
         // answer): the call is dropped, and what it held is released when the request
         // is accounted.
