@@ -155,7 +155,7 @@ fn stream(p: &dyn Provider, file: &str) -> String {
         p.stream_usage(&v, &mut usage);
         if let Some(t) = translator.as_mut() {
             for out in t.event(&v) {
-                s.push_str(&String::from_utf8_lossy(&out));
+                s.push_str(&String::from_utf8_lossy(&out.to_sse()));
             }
             if t.ended() {
                 s.push_str("# ended\n");

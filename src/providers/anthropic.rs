@@ -12,6 +12,7 @@
 //!
 //! The mapping follows `shared/reference/openai-wire.md` §5.1.
 
+use super::api::ChatEvent;
 use crate::canonical::finish::Finish;
 use crate::canonical::parts::{self, Content, Part};
 use crate::canonical::write::{ArrayOut, Turns};
@@ -249,12 +250,12 @@ impl StreamTranslator {
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> ChatEvent {
         super::api::chat_chunk(&self.id, self.created, &self.model, delta, finish)
     }
 
     /// The OpenAI events for one upstream event's `data`.
-    pub fn event(&mut self, data: &Value) -> Vec<Bytes> {
+    pub fn event(&mut self, data: &Value) -> Vec<ChatEvent> {
         match data["type"].as_str().unwrap_or_default() {
             "message_start" => {
                 let m = &data["message"];
@@ -312,7 +313,7 @@ impl StreamTranslator {
                 let u = json!({"id": self.id, "object": "chat.completion.chunk",
                     "created": self.created, "model": self.model, "choices": [],
                     "usage": usage(&self.usage, self.output_tokens)});
-                vec![sse(&u), Bytes::from_static(b"data: [DONE]\n\n")]
+                vec![ChatEvent::Chunk(u), ChatEvent::Done]
             }
             "error" => {
                 self.ended = true;
@@ -329,19 +330,15 @@ impl StreamTranslator {
                     None,
                     None,
                 );
-                vec![Bytes::from([b"data: ".as_slice(), &body, b"\n\n"].concat())]
+                vec![ChatEvent::Error(body)]
             }
             _ => Vec::new(), // ping
         }
     }
 }
 
-fn sse(v: &Value) -> Bytes {
-    Bytes::from(format!("data: {v}\n\n"))
-}
-
 impl super::api::EventTranslator for StreamTranslator {
-    fn event(&mut self, data: &Value) -> Vec<Bytes> {
+    fn event(&mut self, data: &Value) -> Vec<ChatEvent> {
         StreamTranslator::event(self, data)
     }
 
@@ -461,7 +458,7 @@ mod tests {
                 continue;
             };
             for b in t.event(&serde_json::from_str(data).unwrap()) {
-                out.push(String::from_utf8(b.to_vec()).unwrap());
+                out.push(String::from_utf8(b.to_sse().to_vec()).unwrap());
             }
         }
         out

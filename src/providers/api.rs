@@ -187,10 +187,36 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// One event of an OpenAI chat stream, typed until it is written: a surface (Messages,
+/// Responses) reads a translated chunk as it is, without parsing it back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatEvent {
+    /// An event as the upstream sent it (an OpenAI-dialect stream passed through).
+    Raw(Bytes),
+    /// A `chat.completion.chunk` object.
+    Chunk(serde_json::Value),
+    /// An OpenAI error body: the stream's last event.
+    Error(Bytes),
+    /// `data: [DONE]`.
+    Done,
+}
+
+impl ChatEvent {
+    /// The event as SSE (`data: …` and its blank line).
+    pub fn to_sse(&self) -> Bytes {
+        match self {
+            ChatEvent::Raw(b) => b.clone(),
+            ChatEvent::Chunk(v) => Bytes::from(format!("data: {v}\n\n")),
+            ChatEvent::Error(body) => Bytes::from([b"data: ".as_slice(), body, b"\n\n"].concat()),
+            ChatEvent::Done => Bytes::from_static(b"data: [DONE]\n\n"),
+        }
+    }
+}
+
 /// Turns a provider's stream events into OpenAI `chat.completion.chunk` events.
 pub trait EventTranslator: Send {
     /// The events to send for one upstream event (its `data` as JSON).
-    fn event(&mut self, data: &serde_json::Value) -> Vec<Bytes>;
+    fn event(&mut self, data: &serde_json::Value) -> Vec<ChatEvent>;
     /// Whether the provider's stream has ended (its last event, or an error).
     fn ended(&self) -> bool;
     /// Whether it ended with the provider's rate-limit error (Bedrock's
@@ -274,19 +300,19 @@ pub fn error_answer(status: u16, message: Option<&str>, body: &[u8]) -> WholeAns
     }
 }
 
-/// One `chat.completion.chunk` event (`data: …` and its blank line) of a translated
-/// stream.
+/// One `chat.completion.chunk` event of a translated stream.
 pub fn chat_chunk(
     id: &str,
     created: u64,
     model: &str,
     delta: serde_json::Value,
     finish: Option<&str>,
-) -> Bytes {
-    let c = serde_json::json!({"id": id, "object": "chat.completion.chunk", "created": created,
+) -> ChatEvent {
+    ChatEvent::Chunk(
+        serde_json::json!({"id": id, "object": "chat.completion.chunk", "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
-    Bytes::from(format!("data: {c}\n\n"))
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}),
+    )
 }
 
 /// `Authorization: Bearer <key>`, when there is a key.

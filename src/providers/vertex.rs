@@ -13,7 +13,9 @@
 //! dropped when the API answers 401.
 
 use super::anthropic::request as anthropic_request;
-use super::api::{Credentials, EventTranslator, Outgoing, Provider, Target, WholeAnswer, Wire};
+use super::api::{
+    ChatEvent, Credentials, EventTranslator, Outgoing, Provider, Target, WholeAnswer, Wire,
+};
 use super::gemini::{self, GeminiStream};
 use super::google_auth::TokenSource;
 use super::http::{header, HttpClient};
@@ -163,7 +165,7 @@ struct Sniffing {
 }
 
 impl EventTranslator for Sniffing {
-    fn event(&mut self, data: &Value) -> Vec<Bytes> {
+    fn event(&mut self, data: &Value) -> Vec<ChatEvent> {
         let (model, created) = (&self.model, self.created);
         let inner = self.inner.get_or_insert_with(|| {
             if data["type"].is_string() {

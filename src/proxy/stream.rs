@@ -13,7 +13,7 @@ use super::{respond, CallCtx, RequestCtx, Usage};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::{anthropic_error_body, openai_error_body};
 use crate::gateway::answer::{self, relayed, Answered};
-use crate::providers::api::EventTranslator;
+use crate::providers::api::{ChatEvent, EventTranslator};
 use crate::providers::Provider;
 use crate::providers::{UpstreamErrorKind, UpstreamResponse};
 use crate::state::AppState;
@@ -94,14 +94,17 @@ enum Dialect {
 
 impl Dialect {
     /// The events to send for one upstream event, and whether the stream is complete.
+    /// `typed`: a surface reads the chunks, so an OpenAI event is parsed here, once.
     fn handle(
         &mut self,
         event: Bytes,
         wants_usage: bool,
+        typed: bool,
         call: &mut CallCtx,
-    ) -> (Vec<Bytes>, bool) {
+    ) -> (Vec<ChatEvent>, bool) {
         let translated = match self {
-            Dialect::OpenAi => vec![event],
+            Dialect::OpenAi if typed => vec![typed_event(event)],
+            Dialect::OpenAi => vec![ChatEvent::Raw(event)],
             Dialect::Native(provider, last) => {
                 let data =
                     event_data(&event).and_then(|d| serde_json::from_slice::<Value>(&d).ok());
@@ -125,13 +128,13 @@ impl Dialect {
                         *last = Some(d["response"].clone());
                     }
                 }
-                return (vec![event], terminal);
+                return (vec![ChatEvent::Raw(event)], terminal);
             }
             Dialect::Translated(t) => {
                 let data =
                     event_data(&event).and_then(|d| serde_json::from_slice::<Value>(&d).ok());
                 let out = data.map(|d| t.event(&d)).unwrap_or_default();
-                if t.ended() && !out.iter().any(|e| e.starts_with(b"data: [DONE]")) {
+                if t.ended() && !out.contains(&ChatEvent::Done) {
                     return (out, true); // an error event: the last thing sent
                 }
                 out
@@ -327,7 +330,8 @@ async fn relay_events(
             };
             // A surface needs the usage chunk to report usage itself.
             let wants_usage = req.client_wants_usage || surface.is_some();
-            let (mut send, mut complete) = dialect.handle(event, wants_usage, ctx);
+            let typed = surface.is_some();
+            let (mut send, mut complete) = dialect.handle(event, wants_usage, typed, ctx);
             // Past the cap it was sent: ended as a length limit (chat dialects).
             if relayed::note(ctx, &send, req.choices) && !matches!(dialect, Dialect::Native(..)) {
                 (send, complete) = (relayed::length_end(), true);
@@ -336,11 +340,11 @@ async fn relay_events(
             for e in send {
                 match surface.as_mut() {
                     Some(s) => {
-                        for e in surface_events(s.as_mut(), &e) {
+                        for e in surface_events(s.as_mut(), e) {
                             out.extend_from_slice(&e);
                         }
                     }
-                    None => out.extend_from_slice(&e),
+                    None => out.extend_from_slice(&e.to_sse()),
                 }
             }
             if complete || surface.as_ref().is_some_and(|s| s.ended()) {
@@ -460,15 +464,30 @@ fn count_error(state: &AppState, ctx: &RequestCtx, kind: UpstreamErrorKind) {
         .inc();
 }
 
-/// A surface's events for one OpenAI chunk event (its `data`, or `[DONE]`).
-fn surface_events(s: &mut dyn ChunkTranslator, event: &[u8]) -> Vec<Bytes> {
-    match event_data(event) {
-        Some(d) if d.starts_with(b"[DONE]") => s.chunk(None),
+/// An OpenAI stream event read once into its typed form (for a surface): a chunk object,
+/// `[DONE]`, or as it came (a comment, or what does not parse).
+fn typed_event(event: Bytes) -> ChatEvent {
+    match event_data(&event) {
+        Some(d) if d.starts_with(b"[DONE]") => ChatEvent::Done,
         Some(d) => match serde_json::from_slice::<Value>(&d) {
+            Ok(v) => ChatEvent::Chunk(v),
+            Err(_) => ChatEvent::Raw(event),
+        },
+        None => ChatEvent::Raw(event),
+    }
+}
+
+/// A surface's events for one chat stream event.
+fn surface_events(s: &mut dyn ChunkTranslator, event: ChatEvent) -> Vec<Bytes> {
+    match event {
+        ChatEvent::Chunk(v) => s.chunk(Some(&v)),
+        ChatEvent::Done => s.chunk(None),
+        ChatEvent::Error(body) => match serde_json::from_slice::<Value>(&body) {
             Ok(v) => s.chunk(Some(&v)),
             Err(_) => Vec::new(),
         },
-        None => Vec::new(), // comments such as `: keep-alive`
+        // Comments such as `: keep-alive`, or data that does not parse.
+        ChatEvent::Raw(_) => Vec::new(),
     }
 }
 
@@ -480,8 +499,14 @@ enum Action {
     Done,
 }
 
-fn inspect(event: &[u8], client_wants_usage: bool, call: &mut CallCtx) -> Action {
-    let Some(data) = event_data(event) else {
+fn inspect(event: &ChatEvent, client_wants_usage: bool, call: &mut CallCtx) -> Action {
+    let raw = match event {
+        ChatEvent::Raw(raw) => raw,
+        ChatEvent::Chunk(v) => return inspect_chunk(v, client_wants_usage, call),
+        ChatEvent::Error(_) => return Action::Forward,
+        ChatEvent::Done => return Action::Done,
+    };
+    let Some(data) = event_data(raw) else {
         return Action::Forward; // comments such as `: keep-alive`
     };
     if data.starts_with(b"[DONE]") {
@@ -490,9 +515,14 @@ fn inspect(event: &[u8], client_wants_usage: bool, call: &mut CallCtx) -> Action
     if !contains(&data, b"usage") || contains(&data, b"\"usage\":null") {
         return Action::Forward;
     }
-    let Ok(v) = serde_json::from_slice::<Value>(&data) else {
-        return Action::Forward;
-    };
+    match serde_json::from_slice::<Value>(&data) {
+        Ok(v) => inspect_chunk(&v, client_wants_usage, call),
+        Err(_) => Action::Forward,
+    }
+}
+
+/// A chunk object's usage, counted; the usage-only chunk is dropped unless asked for.
+fn inspect_chunk(v: &Value, client_wants_usage: bool, call: &mut CallCtx) -> Action {
     if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
         call.usage = Some(u);
         call.note_usage_fields(&v["usage"]);
@@ -512,7 +542,8 @@ mod tests {
     fn usage_chunk_counted_and_dropped_unless_asked() {
         let chunk = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n";
         let mut call = CallCtx::new("t".into());
-        assert_eq!(inspect(chunk, false, &mut call), Action::Drop);
+        let raw = |b: &'static [u8]| ChatEvent::Raw(Bytes::from_static(b));
+        assert_eq!(inspect(&raw(chunk), false, &mut call), Action::Drop);
         let usage = call.usage;
         assert_eq!(
             usage,
@@ -523,11 +554,25 @@ mod tests {
             })
         );
         assert_eq!(call.usage_fields.as_ref().unwrap()["total_tokens"], 7.0);
-        assert_eq!(inspect(chunk, true, &mut call), Action::Forward);
+        assert_eq!(inspect(&raw(chunk), true, &mut call), Action::Forward);
         let normal =
             b"data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n";
-        assert_eq!(inspect(normal, false, &mut call), Action::Forward);
-        assert_eq!(inspect(b"data: [DONE]\n\n", false, &mut call), Action::Done);
-        assert_eq!(inspect(b": ping\n\n", false, &mut call), Action::Forward);
+        assert_eq!(inspect(&raw(normal), false, &mut call), Action::Forward);
+        assert_eq!(
+            inspect(&raw(b"data: [DONE]\n\n"), false, &mut call),
+            Action::Done
+        );
+        assert_eq!(
+            inspect(&raw(b": ping\n\n"), false, &mut call),
+            Action::Forward
+        );
+        // The same chunk typed (a translated stream): read without parsing.
+        let typed = typed_event(Bytes::from_static(chunk));
+        assert!(matches!(typed, ChatEvent::Chunk(_)));
+        assert_eq!(inspect(&typed, false, &mut call), Action::Drop);
+        assert_eq!(
+            typed_event(Bytes::from_static(b"data: [DONE]\n\n")),
+            ChatEvent::Done
+        );
     }
 }

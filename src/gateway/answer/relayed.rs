@@ -8,8 +8,10 @@
 //! ([`note`], [`length_end`]); a whole answer past it is cut the same way
 //! ([`cap_whole`]).
 
+use crate::providers::api::ChatEvent;
 use bytes::Bytes;
 use memchr::memmem;
+use serde_json::Value;
 
 /// Text bytes of one event's deltas.
 pub fn text_bytes(event: &[u8]) -> u64 {
@@ -36,6 +38,38 @@ pub fn text_bytes(event: &[u8]) -> u64 {
         .sum()
 }
 
+/// Text bytes of a chat chunk's deltas, read from the object (the same fields as
+/// [`text_bytes`] finds in a written chunk).
+pub fn chunk_text_bytes(chunk: &Value) -> u64 {
+    let len = |v: &Value| v.as_str().map_or(0, |s| s.len() as u64);
+    let Some(choices) = chunk["choices"].as_array() else {
+        return 0;
+    };
+    choices
+        .iter()
+        .map(|c| {
+            let d = &c["delta"];
+            let calls = d["tool_calls"].as_array().map_or(0, |calls| {
+                calls.iter().map(|t| len(&t["function"]["arguments"])).sum()
+            });
+            ["content", "reasoning_content", "reasoning", "refusal"]
+                .iter()
+                .map(|k| len(&d[*k]))
+                .sum::<u64>()
+                + calls
+        })
+        .sum()
+}
+
+/// Text bytes of one event of a chat (or passed-through) stream.
+pub fn event_text_bytes(event: &ChatEvent) -> u64 {
+    match event {
+        ChatEvent::Raw(b) => text_bytes(b),
+        ChatEvent::Chunk(v) => chunk_text_bytes(v),
+        ChatEvent::Error(_) | ChatEvent::Done => 0,
+    }
+}
+
 /// Bytes of a JSON string's body up to its closing quote (escapes counted as written).
 fn string_len(s: &[u8]) -> u64 {
     let mut i = 0;
@@ -59,9 +93,9 @@ pub fn tokens(bytes: u64) -> u64 {
 /// on the tokens: providers stream whole tokens, at least one in each such event).
 /// Whether the stream is now past the cap it was sent (`choices` completions of
 /// `completion_cap` tokens): the provider ignored it.
-pub fn note(ctx: &mut crate::gateway::CallCtx, events: &[Bytes], choices: u64) -> bool {
+pub fn note(ctx: &mut crate::gateway::CallCtx, events: &[ChatEvent], choices: u64) -> bool {
     for e in events {
-        let bytes = text_bytes(e);
+        let bytes = event_text_bytes(e);
         if bytes > 0 {
             ctx.relayed_tokens = ctx.relayed_tokens.saturating_add(tokens(bytes));
             ctx.relayed_events += 1;
@@ -73,12 +107,12 @@ pub fn note(ctx: &mut crate::gateway::CallCtx, events: &[Bytes], choices: u64) -
 
 /// The end of a chat stream at a length limit, sent in place of what an upstream relayed
 /// past its cap.
-pub fn length_end() -> Vec<Bytes> {
+pub fn length_end() -> Vec<ChatEvent> {
     vec![
-        Bytes::from_static(
-            b"data: {\"id\":\"chatcmpl-capped\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
-        ),
-        Bytes::from_static(b"data: [DONE]\n\n"),
+        ChatEvent::Chunk(serde_json::json!({"id": "chatcmpl-capped",
+            "object": "chat.completion.chunk", "created": 0, "model": "",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})),
+        ChatEvent::Done,
     ]
 }
 
@@ -88,21 +122,21 @@ pub fn length_end() -> Vec<Bytes> {
 /// and the usage what was relayed. `None`: within the cap, or not such an answer.
 pub fn cap_whole(body: &[u8], cap: Option<u64>) -> Option<Bytes> {
     let cap = cap?;
-    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let mut v: Value = serde_json::from_slice(body).ok()?;
     let choices = v["choices"].as_array_mut()?;
     let allowed = cap.saturating_mul(choices.len().max(1) as u64);
     if v["usage"]["completion_tokens"].as_u64()? <= allowed {
         return None;
     }
     let keep = usize::try_from(cap.saturating_mul(4)).unwrap_or(usize::MAX);
-    let cut = |text: Option<&mut serde_json::Value>| {
+    let cut = |text: Option<&mut Value>| {
         if let Some(text) = text {
             let Some(t) = text.as_str() else { return };
             let mut end = t.len().min(keep);
             while !t.is_char_boundary(end) {
                 end -= 1;
             }
-            *text = serde_json::Value::String(t[..end].to_string());
+            *text = Value::String(t[..end].to_string());
         }
     };
     for c in v["choices"].as_array_mut()? {
@@ -138,10 +172,20 @@ mod tests {
     }
 
     #[test]
+    fn a_typed_chunk_counts_as_its_written_form() {
+        let chunk = serde_json::json!({"object": "chat.completion.chunk", "choices": [
+            {"delta": {"content": "hello", "reasoning_content": "why",
+                "tool_calls": [{"function": {"arguments": "{}"}}]}}]});
+        let written = ChatEvent::Chunk(chunk.clone()).to_sse();
+        assert_eq!(chunk_text_bytes(&chunk), 10);
+        assert_eq!(text_bytes(&written), 10);
+        assert_eq!(event_text_bytes(&ChatEvent::Done), 0);
+    }
+
+    #[test]
     fn whole_answers_past_their_cap_end_as_a_length_limit() {
         let body = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"abcdefghijkl"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":9,"total_tokens":11}}"#;
-        let v: serde_json::Value =
-            serde_json::from_slice(&cap_whole(body, Some(2)).unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(&cap_whole(body, Some(2)).unwrap()).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "abcdefgh");
         assert_eq!(v["choices"][0]["finish_reason"], "length");
         assert_eq!(

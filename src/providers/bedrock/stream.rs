@@ -4,7 +4,7 @@
 
 use super::translate::{finish_reason, usage};
 use crate::errors::openai_error_body;
-use crate::providers::api::{BodyDecoder, EventTranslator};
+use crate::providers::api::{BodyDecoder, ChatEvent, EventTranslator};
 use crate::providers::{UpstreamErrorKind, UpstreamFailure};
 use aws_smithy_eventstream::frame::read_message_from;
 use aws_smithy_types::event_stream::Message;
@@ -112,13 +112,13 @@ impl ConverseStream {
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> ChatEvent {
         crate::providers::api::chat_chunk(&self.id, self.created, &self.model, delta, finish)
     }
 }
 
 impl EventTranslator for ConverseStream {
-    fn event(&mut self, data: &Value) -> Vec<Bytes> {
+    fn event(&mut self, data: &Value) -> Vec<ChatEvent> {
         if self.ended {
             return Vec::new();
         }
@@ -132,7 +132,7 @@ impl EventTranslator for ConverseStream {
                 "server_error"
             };
             let body = openai_error_body(&message, etype, None, None);
-            return vec![Bytes::from([b"data: ".as_slice(), &body, b"\n\n"].concat())];
+            return vec![ChatEvent::Error(body)];
         }
         let p = &data["payload"];
         match data["event"].as_str().unwrap_or_default() {
@@ -179,10 +179,7 @@ impl EventTranslator for ConverseStream {
                 let u = json!({"id": self.id, "object": "chat.completion.chunk",
                     "created": self.created, "model": self.model, "choices": [],
                     "usage": usage(&p["usage"])});
-                vec![
-                    Bytes::from(format!("data: {u}\n\n")),
-                    Bytes::from_static(b"data: [DONE]\n\n"),
-                ]
+                vec![ChatEvent::Chunk(u), ChatEvent::Done]
             }
             _ => Vec::new(), // contentBlockStop
         }
@@ -258,7 +255,8 @@ mod tests {
         let out =
             t.event(&json!({"exception": "throttlingException", "message": "Too many tokens"}));
         assert!(t.ended() && t.throttled());
-        let text = std::str::from_utf8(&out[0]).unwrap();
+        let sse = out[0].to_sse();
+        let text = std::str::from_utf8(&sse).unwrap();
         assert!(text.contains(r#""type":"requests""#), "{text}");
         let mut other = ConverseStream::new("m", 1);
         other.event(&json!({"exception": "internalServerException", "message": "x"}));

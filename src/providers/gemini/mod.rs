@@ -8,7 +8,7 @@
 
 pub mod translate;
 
-use super::api::{key_header, EventTranslator, Outgoing, Provider, Target, WholeAnswer};
+use super::api::{key_header, ChatEvent, EventTranslator, Outgoing, Provider, Target, WholeAnswer};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::{openai_error_body, GatewayError};
 use bytes::Bytes;
@@ -176,13 +176,13 @@ impl GeminiStream {
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> ChatEvent {
         crate::providers::api::chat_chunk(&self.id, self.created, &self.model, delta, finish)
     }
 }
 
 impl EventTranslator for GeminiStream {
-    fn event(&mut self, data: &Value) -> Vec<Bytes> {
+    fn event(&mut self, data: &Value) -> Vec<ChatEvent> {
         let mut out = Vec::new();
         if self.ended {
             return out;
@@ -196,7 +196,7 @@ impl EventTranslator for GeminiStream {
             self.ended = true;
             let message = err["message"].as_str().unwrap_or("upstream error");
             let body = openai_error_body(message, "server_error", None, None);
-            out.push(Bytes::from([b"data: ".as_slice(), &body, b"\n\n"].concat()));
+            out.push(ChatEvent::Error(body));
             return out;
         }
         if !self.started {
@@ -232,8 +232,8 @@ impl EventTranslator for GeminiStream {
             out.push(self.chunk(json!({}), Some(finish_reason(reason, self.calls > 0))));
             let u = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "choices": [], "usage": usage(&data["usageMetadata"])});
-            out.push(Bytes::from(format!("data: {u}\n\n")));
-            out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+            out.push(ChatEvent::Chunk(u));
+            out.push(ChatEvent::Done);
         }
         out
     }
