@@ -8,14 +8,18 @@
 //! - [`whole`]: a whole answer in the provider's API turned into the client's (OpenAI's,
 //!   or the surface's), with its usage read onto the call and, when the provider ignored
 //!   the completion cap it was sent, ended as a length limit and charged what is relayed;
-//! - [`relayed`]: what a stream relayed, counted from its events, and its end at the cap.
+//! - [`relayed`]: what a stream relayed, counted from its events, and its end at the cap;
+//! - [`throttled_mid_stream`]: a stream the provider ended with its rate-limit error cools
+//!   the deployment down as a 429 would.
 
 pub mod relayed;
 
-use super::CallCtx;
+use super::upstream::{classify, Verdict};
+use super::{CallCtx, GatewayState};
 use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::errors::GatewayError;
 use crate::providers::Provider;
+use crate::providers::UpstreamErrorKind;
 use crate::runtime::ModelRoute;
 use bytes::Bytes;
 use serde_json::Value;
@@ -100,6 +104,29 @@ pub fn whole(
             object: None,
         },
     })
+}
+
+/// The provider ended a stream with its rate-limit error (the client got it as an error
+/// event): the key is over its limits, as a 429 would say, so the deployment cools down as
+/// after a 429 and the next requests go to another one.
+pub fn throttled_mid_stream(state: &GatewayState, ctx: &mut CallCtx) {
+    let provider = ctx.provider.as_deref().unwrap_or("none");
+    state
+        .metrics
+        .upstream_errors
+        .with_label_values(&[provider, UpstreamErrorKind::Status429.label()])
+        .inc();
+    ctx.error = Some("stream_throttled");
+    if let (
+        Some(d),
+        Verdict::Failed {
+            cooldown: Some((length, why)),
+            ..
+        },
+    ) = (&ctx.deployment, classify(429, None))
+    {
+        state.cooldowns.start(d, length, why);
+    }
 }
 
 /// An OpenAI-dialect answer's `usage` object and `model` (the provider's own name for the

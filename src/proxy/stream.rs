@@ -377,7 +377,7 @@ async fn relay_events(
     }
     if let Dialect::Translated(t) = &dialect {
         if t.throttled() {
-            throttled_mid_stream(state, ctx);
+            answer::throttled_mid_stream(state, ctx);
         }
     }
     if let Some(kind) = cut {
@@ -434,25 +434,6 @@ async fn read_whole(
 pub(super) fn client_gone(ctx: &mut RequestCtx) {
     ctx.status = 499;
     ctx.error = Some("client_disconnected");
-}
-
-/// The provider ended the stream with its rate-limit error (the client got it as an error
-/// event): the key is over its limits, as a 429 would say, so it cools down and the next
-/// requests go to another deployment.
-fn throttled_mid_stream(state: &AppState, ctx: &mut RequestCtx) {
-    count_error(state, ctx, UpstreamErrorKind::Status429);
-    ctx.error = Some("stream_throttled");
-    let verdict = crate::gateway::upstream::classify(429, None);
-    if let (
-        Some(d),
-        crate::gateway::upstream::Verdict::Failed {
-            cooldown: Some((length, why)),
-            ..
-        },
-    ) = (&ctx.deployment, verdict)
-    {
-        state.cooldowns.start(d, length, why);
-    }
 }
 
 fn count_error(state: &AppState, ctx: &RequestCtx, kind: UpstreamErrorKind) {
