@@ -2,8 +2,8 @@
 """Module dependencies of src/: which module refers to which (`crate::a::b` paths and
 `super::` paths, resolved to files), at the level of top-level modules (`proxy`, `batch`,
 ...) and of files. Prints the top-level edges and every cycle. Exits 1 on a cycle between
-top-level modules or between files, or on an edge against the layering the architecture
-promises (run by the test command):
+top-level modules or between files, on an edge against the layering the architecture
+promises, or on a `ProviderKind::` outside the provider registry (run by the test command):
 
     config, url, quota, errors, canonical      leaves: the file's language, shared types
     limits, providers, metrics, runtime,       the parts, configured by `config`
@@ -48,12 +48,19 @@ def resolve(path):
             return tuple(path[:i])
     return None
 
+# A provider kind is matched in one place: the registry (providers/mod.rs) and the enum's
+# own naming (config/schema.rs); anything else asks the `Provider` trait.
+KIND_MATCH_ALLOWED = {("providers",), ("config", "schema")}
+kind_matches = []
+
 edges = defaultdict(set)
 ref = re.compile(r"\b(crate|super)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
 for mod, p in files.items():
     text = open(p).read()
     text = re.sub(r"//[^\n]*", "", text)  # comments and doc comments
     text = text.split("#[cfg(test)]")[0]  # unit tests may reach anywhere
+    if "ProviderKind::" in text and mod not in KIND_MATCH_ALLOWED:
+        kind_matches.append("/".join(mod))
     for m in ref.finditer(text):
         segs = m.group(2).split("::")[1:]
         if m.group(1) == "crate":
@@ -111,6 +118,8 @@ for c in cycles(top_edges):
 file_graph = {"::".join(a): {"::".join(b) for b in bs} for a, bs in edges.items()}
 for c in cycles(file_graph):
     bad.append("cycle between files: " + " <-> ".join(c))
+for m in sorted(kind_matches):
+    bad.append(f"provider kind matched outside the registry: src/{m} (add to the Provider trait instead)")
 PROCESS = {"state", "proxy", "admin", "server"}
 for a, bs in sorted(top_edges.items()):
     if a not in PROCESS and a != "lib":

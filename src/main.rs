@@ -81,29 +81,31 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { file } => match config::load_file(&file) {
-            Ok(c) => {
-                for w in config::prices::spend_warnings(&c) {
-                    eprintln!("warning: {w}");
+        Command::Check { file } => {
+            match config::load_file(&file, ai_rate_limiter::providers::check) {
+                Ok(c) => {
+                    for w in config::prices::spend_warnings(&c) {
+                        eprintln!("warning: {w}");
+                    }
+                    println!(
+                        "{}: OK ({} consumer(s), {} provider(s), {} model(s))",
+                        file.display(),
+                        c.consumers.len(),
+                        c.providers.len(),
+                        c.models.len()
+                    );
+                    // Relative paths are relative to the file: say where they resolved.
+                    for (field, path) in c.paths() {
+                        println!("  {field}: {}", path.display());
+                    }
+                    ExitCode::SUCCESS
                 }
-                println!(
-                    "{}: OK ({} consumer(s), {} provider(s), {} model(s))",
-                    file.display(),
-                    c.consumers.len(),
-                    c.providers.len(),
-                    c.models.len()
-                );
-                // Relative paths are relative to the file: say where they resolved.
-                for (field, path) in c.paths() {
-                    println!("  {field}: {}", path.display());
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
                 }
-                ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Schema { markdown } => {
             if markdown {
                 print!("{}", config::reference::markdown());
@@ -116,23 +118,25 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Prices { file } => match config::load_file(&file) {
-            Ok(c) => {
-                print!("{}", config::prices::table(&c));
-                ExitCode::SUCCESS
+        Command::Prices { file } => {
+            match config::load_file(&file, ai_rate_limiter::providers::check) {
+                Ok(c) => {
+                    print!("{}", config::prices::table(&c));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Run {
             config: path,
             listen,
             metrics_listen,
             upgrade,
         } => {
-            let config = match config::load_file(&path) {
+            let config = match config::load_file(&path, ai_rate_limiter::providers::check) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");

@@ -558,7 +558,7 @@ models:
   - {name: gpt, deployments: [{provider: real}]}
   - {name: pool, deployments: [{provider: m1}, {provider: m2}, {provider: real}]}
 "#;
-        let c = parse_str_with_env(yaml, "t", &|_| None).unwrap();
+        let c = parse_str_with_env(yaml, "t", &|_| None, crate::providers::check).unwrap();
         let rt = Runtime::build(c, 1);
         assert_eq!(
             rt.listed_models.iter().map(|m| &**m).collect::<Vec<_>>(),
@@ -576,9 +576,12 @@ models:
             .collect();
         assert_eq!(first, vec!["m1", "m2"]);
         assert_eq!(second, vec!["m2"]);
-        let with_key = parse_str_with_env(yaml, "t", &|v| {
-            (v == "OPENAI_API_KEY").then(|| "sk-x".into())
-        })
+        let with_key = parse_str_with_env(
+            yaml,
+            "t",
+            &|v| (v == "OPENAI_API_KEY").then(|| "sk-x".into()),
+            crate::providers::check,
+        )
         .unwrap();
         assert_eq!(Runtime::build(with_key, 2).listed_models.len(), 2);
     }

@@ -29,6 +29,10 @@ use std::path::Path;
 
 pub use schema::Config;
 
+/// Each provider kind's checks of its own settings, for validation: the provider modules
+/// make them (`crate::providers::check`); the config, a leaf, knows no provider.
+pub type KindChecks = fn(&schema::ProviderConfig, &str) -> Vec<ConfigProblem>;
+
 /// One problem found in a config file, with the path of the offending field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
@@ -67,9 +71,13 @@ impl ConfigError {
 }
 
 /// Parse, substitute, deserialize and validate config text.
-pub fn parse_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+pub fn parse_str(
+    text: &str,
+    source_name: &str,
+    kind_checks: KindChecks,
+) -> Result<Config, ConfigError> {
     let env_lookup = |name: &str| std::env::var(name).ok();
-    parse_str_with_env(text, source_name, &env_lookup)
+    parse_str_with_env(text, source_name, &env_lookup, kind_checks)
 }
 
 /// [`parse_str`] with an explicit environment (for tests).
@@ -77,8 +85,9 @@ pub fn parse_str_with_env(
     text: &str,
     source_name: &str,
     env_lookup: &dyn Fn(&str) -> Option<String>,
+    kind_checks: KindChecks,
 ) -> Result<Config, ConfigError> {
-    parse_in(text, source_name, env_lookup, None)
+    parse_in(text, source_name, env_lookup, None, kind_checks)
 }
 
 /// Parse config text whose relative paths are relative to `base` (the file's directory),
@@ -88,6 +97,7 @@ fn parse_in(
     source_name: &str,
     env_lookup: &dyn Fn(&str) -> Option<String>,
     base: Option<&Path>,
+    kind_checks: KindChecks,
 ) -> Result<Config, ConfigError> {
     let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
         .map_err(|e| ConfigError::single(source_name, "", format!("invalid YAML: {e}")))?;
@@ -107,7 +117,7 @@ fn parse_in(
         Err(shape::Problems { mut problems, rest }) => {
             if let Some(mut rest) = rest {
                 resolve_paths(&mut rest, base);
-                problems.extend(validate::validate(&rest));
+                problems.extend(validate::validate(&rest, kind_checks));
             }
             return Err(ConfigError {
                 source_name: source_name.to_string(),
@@ -116,7 +126,7 @@ fn parse_in(
         }
     };
     resolve_paths(&mut config, base);
-    let problems = validate::validate(&config);
+    let problems = validate::validate(&config, kind_checks);
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -139,7 +149,7 @@ fn resolve_paths(config: &mut Config, base: Option<&Path>) {
 }
 
 /// Read and parse a config file.
-pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+pub fn load_file(path: &Path, kind_checks: KindChecks) -> Result<Config, ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::single(&name, "", format!("cannot read file: {e}")))?;
@@ -152,5 +162,5 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     };
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let env_lookup = |name: &str| std::env::var(name).ok();
-    parse_in(&text, &name, &env_lookup, Some(&dir))
+    parse_in(&text, &name, &env_lookup, Some(&dir), kind_checks)
 }

@@ -143,7 +143,8 @@ models:
   - name: mock
     deployments: [{provider: local}]
 "#;
-        let config = crate::config::parse_str(yaml, "test").expect("valid");
+        let config =
+            crate::config::parse_str(yaml, "test", crate::providers::check).expect("valid");
         let t = table(&config);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "USD per million tokens");
@@ -180,7 +181,8 @@ models:
     price: {input: 1}
     deployments: [{provider: local}]
 "#;
-        let config = crate::config::parse_str(yaml, "test").expect("valid");
+        let config =
+            crate::config::parse_str(yaml, "test", crate::providers::check).expect("valid");
         let w = spend_warnings(&config);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
@@ -195,6 +197,7 @@ models:
                 "count: {count: 5, time_window: 60s}",
             ),
             "t",
+            crate::providers::check,
         )
         .expect("valid");
         assert!(spend_warnings(&none).is_empty());

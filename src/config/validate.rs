@@ -1,14 +1,13 @@
 //! Semantic checks that serde cannot express. Every problem is collected (not just the
 //! first) and names the path of the field at fault.
 
-use super::schema::{Config, LimitPolicy, OnLimit, ProviderKind};
-use super::ConfigProblem;
+use super::schema::{Config, LimitPolicy, OnLimit};
+use super::{ConfigProblem, KindChecks};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 mod access;
 mod ai_route;
-mod cloud;
 mod limits;
 mod price;
 mod route;
@@ -25,13 +24,14 @@ impl Problems {
     }
 }
 
-/// All problems of a deserialized config; empty means valid.
-pub fn validate(c: &Config) -> Vec<ConfigProblem> {
+/// All problems of a deserialized config; empty means valid. `kind_checks`: each
+/// provider kind's checks of its own settings (`crate::providers::check`).
+pub fn validate(c: &Config, kind_checks: KindChecks) -> Vec<ConfigProblem> {
     let mut p = Problems(Vec::new());
     server(c, &mut p);
     consumers(c, &mut p);
     access::basic_auth(c, &mut p);
-    providers(c, &mut p);
+    providers(c, kind_checks, &mut p);
     models(c, &mut p);
     limits_store(c, &mut p);
     count_groups(c, &mut p);
@@ -295,7 +295,7 @@ fn consumers(c: &Config, p: &mut Problems) {
     }
 }
 
-fn providers(c: &Config, p: &mut Problems) {
+fn providers(c: &Config, kind_checks: KindChecks, p: &mut Problems) {
     let mut names = HashSet::new();
     for (i, pr) in c.providers.iter().enumerate() {
         let path = format!("providers[{i}]");
@@ -307,79 +307,36 @@ fn providers(c: &Config, p: &mut Problems) {
                 format!("duplicate provider name {:?}", pr.name),
             );
         }
-        match pr.kind {
-            ProviderKind::Mock => {
-                if pr.base_url.is_some() {
-                    p.add(
-                        format!("{path}.base_url"),
-                        "a mock provider has no base_url",
-                    );
-                }
-                if let Some(m) = &pr.mock {
-                    if !(m.tokens_per_second >= 0.0 && m.tokens_per_second.is_finite()) {
-                        p.add(
-                            format!("{path}.mock.tokens_per_second"),
-                            "must be a number >= 0",
-                        );
-                    }
-                    if m.embedding_dimensions == 0 || m.embedding_dimensions > 8192 {
-                        p.add(
-                            format!("{path}.mock.embedding_dimensions"),
-                            "must be 1..=8192",
-                        );
-                    }
-                    if let Some(f) = &m.failure {
-                        if !(400..=599).contains(&f.status) {
-                            p.add(format!("{path}.mock.failure.status"), "must be 400..=599");
-                        }
-                        if f.every == 0 {
-                            p.add(format!("{path}.mock.failure.every"), "must be at least 1");
-                        }
-                    }
-                }
-            }
-            ProviderKind::Openai
-            | ProviderKind::OpenaiCompatible
-            | ProviderKind::Anthropic
-            | ProviderKind::Azure
-            | ProviderKind::Gemini
-            | ProviderKind::Vertex
-            | ProviderKind::Bedrock => {
-                if pr.mock.is_some() {
-                    p.add(
-                        format!("{path}.mock"),
-                        "only a mock provider takes mock settings",
-                    );
-                }
-                match (&pr.base_url, pr.kind) {
-                    (None, ProviderKind::OpenaiCompatible | ProviderKind::Azure) => p.add(
-                        format!("{path}.base_url"),
-                        format!("required for kind {}", pr.kind.as_str()),
-                    ),
-                    (Some(url), _) => {
-                        if let Err(e) = crate::url::BaseUrl::parse(url) {
-                            p.add(format!("{path}.base_url"), e);
-                        }
-                    }
-                    _ => {}
-                }
+        // A setting of another kind (each kind's own settings are checked by its
+        // provider: `kind_checks`).
+        for (field, kind, set) in [
+            ("api_version", "azure", pr.api_version.is_some()),
+            ("mock", "mock", pr.mock.is_some()),
+            ("region", "bedrock", pr.region.is_some()),
+            ("access_key_id", "bedrock", pr.access_key_id.is_some()),
+            (
+                "secret_access_key",
+                "bedrock",
+                pr.secret_access_key.is_some(),
+            ),
+            ("session_token", "bedrock", pr.session_token.is_some()),
+            ("project", "vertex", pr.project.is_some()),
+            ("location", "vertex", pr.location.is_some()),
+            ("credentials_file", "vertex", pr.credentials_file.is_some()),
+        ] {
+            if set && pr.kind.as_str() != kind {
+                p.add(
+                    format!("{path}.{field}"),
+                    format!("only a provider of kind {kind} takes {field}"),
+                );
             }
         }
-        cloud::check(pr, &path, p);
-        if pr.api_version.is_some() && pr.kind != ProviderKind::Azure {
-            p.add(
-                format!("{path}.api_version"),
-                "only an azure provider takes api_version",
-            );
+        if let Some(url) = &pr.base_url {
+            if let Err(e) = crate::url::BaseUrl::parse(url) {
+                p.add(format!("{path}.base_url"), e);
+            }
         }
-        if pr.api_version.as_deref().is_some_and(|v| {
-            v.is_empty()
-                || !v
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        }) {
-            p.add(format!("{path}.api_version"), "must look like 2024-10-21");
-        }
+        p.0.extend(kind_checks(pr, &path));
         for name in pr.headers.keys() {
             let lower = name.to_ascii_lowercase();
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -480,7 +437,7 @@ mod tests {
     use crate::config::parse_str_with_env;
 
     fn problems(yaml: &str) -> Vec<String> {
-        match parse_str_with_env(yaml, "t.yaml", &|_| None) {
+        match parse_str_with_env(yaml, "t.yaml", &|_| None, crate::providers::check) {
             Ok(_) => vec![],
             Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
         }

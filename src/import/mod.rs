@@ -115,7 +115,12 @@ fn check_output(yaml: &str) -> Result<(), String> {
     }
     text.push_str(rest);
     let env = |name: &str| std::env::var(name).ok();
-    let problems = match crate::config::parse_str_with_env(&text, "the imported config", &env) {
+    let problems = match crate::config::parse_str_with_env(
+        &text,
+        "the imported config",
+        &env,
+        crate::providers::check,
+    ) {
         Ok(_) => return Ok(()),
         Err(e) => e.problems,
     };

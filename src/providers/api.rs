@@ -5,12 +5,14 @@
 //! by [`super::registry`] — the one place that matches on a provider kind. Adding a
 //! provider is one module and one line there.
 
+use super::checks::{base_url_required, Found};
 use super::http::{header, Header, HttpClient};
 use super::scrub::Scrubber;
 use super::signals::{self, Signals};
 use super::UpstreamFailure;
 use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::config::schema::ProviderConfig;
+use crate::config::ConfigProblem;
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -90,6 +92,15 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// depend on the provider's settings (Bedrock's region, Vertex's project and location).
     fn default_base_url(&self, _p: &ProviderConfig) -> Option<String> {
         None
+    }
+
+    /// Its kind's own checks of a provider's settings (`path`: `providers[i]`), each
+    /// problem with its field's path. By default a base URL is required when the kind has
+    /// no default one.
+    fn validate(&self, p: &ProviderConfig, path: &str) -> Vec<ConfigProblem> {
+        let mut f = Found::new(path);
+        base_url_required(p, self.default_base_url(p), &mut f);
+        f.problems
     }
 
     /// The cloud credentials its requests need, from its settings (checked by validation).

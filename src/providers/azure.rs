@@ -29,6 +29,17 @@ impl Provider for Azure {
         Some("azure.ai.openai")
     }
 
+    fn validate(
+        &self,
+        p: &crate::config::schema::ProviderConfig,
+        path: &str,
+    ) -> Vec<crate::config::ConfigProblem> {
+        let mut f = super::checks::Found::new(path);
+        super::checks::base_url_required(p, None, &mut f);
+        super::checks::azure(p, &mut f);
+        f.problems
+    }
+
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
         let path = match t.api_version {
             // Classic: the deployment in the path picks the model.

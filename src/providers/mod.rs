@@ -18,6 +18,7 @@ pub mod api;
 pub mod aws_auth;
 pub mod azure;
 pub mod bedrock;
+pub mod checks;
 pub mod gemini;
 pub mod google_auth;
 pub mod http;
@@ -32,6 +33,15 @@ pub use api::{EventTranslator, Provider};
 
 use crate::config::schema::ProviderKind;
 use bytes::Bytes;
+
+/// The checks of a provider's kind-specific settings (`path`: `providers[i]`), for
+/// `config::validate`, which knows no provider.
+pub fn check(
+    p: &crate::config::schema::ProviderConfig,
+    path: &str,
+) -> Vec<crate::config::ConfigProblem> {
+    registry(p.kind).validate(p, path)
+}
 
 /// The provider implementation of a kind: the one place that matches on it.
 pub fn registry(kind: ProviderKind) -> &'static dyn Provider {

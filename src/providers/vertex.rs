@@ -59,6 +59,12 @@ impl Provider for Vertex {
         endpoint == Endpoint::ChatCompletions
     }
 
+    fn validate(&self, p: &ProviderConfig, path: &str) -> Vec<crate::config::ConfigProblem> {
+        let mut f = super::checks::Found::new(path);
+        super::checks::vertex(p, &mut f);
+        f.problems
+    }
+
     fn default_base_url(&self, p: &ProviderConfig) -> Option<String> {
         Some(base_url(p.project.as_deref()?, p.location.as_deref()?))
     }

@@ -61,7 +61,7 @@ impl Reloader {
     /// Load the file and swap it in. Returns whether the new config is in use.
     pub fn reload(&self, trigger: &str) -> bool {
         let m = &self.state.metrics;
-        match load_file(&self.path) {
+        match load_file(&self.path, crate::providers::check) {
             Ok(mut config) => {
                 self.overrides.apply(&mut config);
                 let old = self.state.runtime.load();
@@ -206,7 +206,8 @@ mod tests {
 
     #[test]
     fn restart_only_changes_name_their_fields() {
-        let parse = |yaml: &str| crate::config::parse_str(yaml, "test").unwrap();
+        let parse =
+            |yaml: &str| crate::config::parse_str(yaml, "test", crate::providers::check).unwrap();
         let base = "auth: {enabled: false}\nproviders: [{name: m, kind: mock}]\n";
         let old = parse(base);
         let new = parse(&format!(
@@ -223,7 +224,8 @@ mod tests {
     /// what a reload warns about.
     #[test]
     fn every_restart_only_setting_is_in_the_reference_list() {
-        let parse = |yaml: &str| crate::config::parse_str(yaml, "test").unwrap();
+        let parse =
+            |yaml: &str| crate::config::parse_str(yaml, "test", crate::providers::check).unwrap();
         let base = "auth: {enabled: false}\nproviders: [{name: m, kind: mock}]\n";
         let old = parse(base);
         let new = parse(&format!(

@@ -32,7 +32,9 @@ models:
     price: {input: -1, output: 10, batch_discount: 1.5}
     deployments: [{provider: local, price: {reasoning: .nan}}]
 "#;
-        let e = crate::config::parse_str(yaml, "t").unwrap_err().to_string();
+        let e = crate::config::parse_str(yaml, "t", crate::providers::check)
+            .unwrap_err()
+            .to_string();
         for want in [
             "models[0].price.input: must be a number of USD per million tokens, 0 or more",
             "models[0].price.batch_discount: is the share taken off (0.5 = half price): at most 1",
@@ -44,6 +46,7 @@ models:
         let e = crate::config::parse_str(
             "auth: {enabled: false}\nproviders: [{name: l, kind: mock}]\nmodels: [{name: m, price: {inptu: 1}, deployments: [{provider: l}]}]\n",
             "t",
+            crate::providers::check,
         )
         .unwrap_err()
         .to_string();

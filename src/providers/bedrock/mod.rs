@@ -45,6 +45,12 @@ impl Provider for Bedrock {
         endpoint == Endpoint::ChatCompletions
     }
 
+    fn validate(&self, p: &ProviderConfig, path: &str) -> Vec<crate::config::ConfigProblem> {
+        let mut f = super::checks::Found::new(path);
+        super::checks::bedrock(p, &mut f);
+        f.problems
+    }
+
     fn default_base_url(&self, p: &ProviderConfig) -> Option<String> {
         p.region
             .as_ref()

@@ -50,6 +50,16 @@ const MAX_COMPLETION_TOKENS: u64 = 4096;
 pub struct Mock;
 
 impl super::Provider for Mock {
+    fn validate(
+        &self,
+        p: &crate::config::schema::ProviderConfig,
+        path: &str,
+    ) -> Vec<crate::config::ConfigProblem> {
+        let mut f = super::checks::Found::new(path);
+        super::checks::mock(p, &mut f);
+        f.problems
+    }
+
     fn in_process(&self) -> bool {
         true
     }
