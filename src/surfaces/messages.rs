@@ -507,4 +507,63 @@ mod tests {
         let e = chat(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}));
         assert!(e.unwrap_err().to_string().contains("max_tokens"));
     }
+
+    /// Each written event as (its `event:` name, its data).
+    fn events(out: &[Bytes]) -> Vec<(String, Value)> {
+        out.iter()
+            .map(|e| {
+                let text = std::str::from_utf8(e).unwrap();
+                let (head, data) = text.split_once("\ndata: ").unwrap();
+                let name = head.trim_start_matches("event: ").to_string();
+                (name, serde_json::from_str(data.trim_end()).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chat_stream_becomes_a_messages_stream() {
+        let mut s = ChunkStream::new("claude-x", 42);
+        let chunk = |delta: Value, finish: Option<&str>| json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        let mut out = Vec::new();
+        for c in [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "Hi"}), None),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": "f", "arguments": "{}"}}]}),
+                None,
+            ),
+            chunk(json!({}), Some("tool_calls")),
+            json!({"id": "chatcmpl-1", "choices": [],
+                "usage": {"prompt_tokens": 40, "completion_tokens": 6, "total_tokens": 46}}),
+        ] {
+            out.extend(s.chunk(Some(&c)));
+        }
+        out.extend(s.chunk(None));
+        assert!(s.ended());
+        let ev = events(&out);
+        let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.first(), Some(&"message_start"));
+        assert_eq!(names.last(), Some(&"message_stop"));
+        // The admission's estimate in message_start; the real counts in message_delta.
+        assert_eq!(ev[0].1["message"]["usage"]["input_tokens"], 42);
+        let delta = ev.iter().find(|(n, _)| n == "message_delta").unwrap();
+        assert_eq!(delta.1["delta"]["stop_reason"], "tool_use");
+        assert_eq!(delta.1["usage"]["output_tokens"], 6);
+        let starts: Vec<&Value> = ev
+            .iter()
+            .filter(|(n, _)| n == "content_block_start")
+            .map(|(_, d)| &d["content_block"])
+            .collect();
+        assert_eq!(starts[0]["type"], "text");
+        assert_eq!(starts[1]["type"], "tool_use");
+        assert_eq!(starts[1]["name"], "f");
+        // Every block opened is closed.
+        let opened = names
+            .iter()
+            .filter(|n| **n == "content_block_start")
+            .count();
+        let closed = names.iter().filter(|n| **n == "content_block_stop").count();
+        assert_eq!(opened, closed);
+    }
 }

@@ -333,3 +333,105 @@ impl ChunkTranslator for ResponseStream {
         self.final_response().cloned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each written event as (its `event:` name, its data).
+    fn parse(events: &[Bytes]) -> Vec<(String, Value)> {
+        events
+            .iter()
+            .map(|e| {
+                let text = std::str::from_utf8(e).unwrap();
+                let (head, data) = text.split_once("\ndata: ").unwrap();
+                let name = head.trim_start_matches("event: ").to_string();
+                (name, serde_json::from_str(data.trim_end()).unwrap())
+            })
+            .collect()
+    }
+
+    fn chunk(delta: Value, finish: Option<&str>) -> Value {
+        json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    }
+
+    #[test]
+    fn a_chat_stream_becomes_a_gapless_response_stream() {
+        let mut s = ResponseStream::new(&json!({"model": "m", "input": "hi"}), "resp_1", "m", 7);
+        let mut out = Vec::new();
+        for c in [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"reasoning_content": "think"}), None),
+            chunk(json!({"content": "Hel"}), None),
+            chunk(json!({"content": "lo"}), None),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": "f", "arguments": "{\"a\""}}]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}),
+                None,
+            ),
+            chunk(json!({}), Some("tool_calls")),
+            json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}),
+        ] {
+            out.extend(s.chunk(Some(&c)));
+        }
+        out.extend(s.chunk(None));
+        assert!(s.ended());
+        let events = parse(&out);
+        // Named as their type, numbered from 0 without gaps.
+        for (i, (name, data)) in events.iter().enumerate() {
+            assert_eq!(data["type"], json!(name));
+            assert_eq!(data["sequence_number"], json!(i));
+        }
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(&names[..2], ["response.created", "response.in_progress"]);
+        assert_eq!(names.last(), Some(&"response.completed"));
+        let text_done = events
+            .iter()
+            .find(|(n, _)| n == "response.output_text.done")
+            .unwrap();
+        assert_eq!(text_done.1["text"], "Hello");
+        let args_done = events
+            .iter()
+            .find(|(n, _)| n == "response.function_call_arguments.done")
+            .unwrap();
+        assert_eq!(args_done.1["arguments"], "{\"a\":1}");
+        // Items in output order: reasoning, message, call; the usage in Responses' words.
+        let done = &events.last().unwrap().1["response"];
+        let kinds: Vec<&str> = done["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["reasoning", "message", "function_call"]);
+        assert_eq!(done["usage"]["input_tokens"], 3);
+        assert_eq!(done["usage"]["output_tokens"], 5);
+        assert_eq!(s.final_response().unwrap()["status"], "completed");
+    }
+
+    #[test]
+    fn an_upstream_error_or_a_cut_ends_the_stream_as_failed() {
+        let mut s = ResponseStream::new(&json!({"model": "m"}), "resp_2", "m", 7);
+        let out = s.chunk(Some(
+            &json!({"error": {"message": "boom", "code": "server_error"}}),
+        ));
+        let events = parse(&out);
+        assert_eq!(events[0].0, "response.created");
+        assert!(s.ended());
+        assert!(events
+            .iter()
+            .any(|(n, _)| n == "response.failed" || n == "error"));
+        assert!(s
+            .chunk(Some(&chunk(json!({"content": "late"}), None)))
+            .is_empty());
+        let mut cut = ResponseStream::new(&json!({"model": "m"}), "resp_3", "m", 7);
+        let events = parse(&cut.cut("the upstream broke off"));
+        assert!(events
+            .iter()
+            .any(|(_, d)| d.to_string().contains("the upstream broke off")));
+    }
+}
