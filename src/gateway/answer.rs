@@ -154,22 +154,32 @@ mod tests {
         CallCtx::new("req-1".into())
     }
 
+    /// A 200 answer `body` from `provider` as the client gets it.
+    fn answer(
+        c: &mut CallCtx,
+        provider: &dyn Provider,
+        surface: Option<Endpoint>,
+        body: &'static str,
+    ) -> Answered {
+        whole(
+            c,
+            provider,
+            surface,
+            &Value::Null,
+            (200, Bytes::from(body)),
+            "m",
+            1,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn usage_and_model_are_read_from_an_openai_answer() {
         let body = r#"{"id":"c","object":"chat.completion","model":"gpt-4o-2024","choices":[],
             "usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#;
         let mut c = ctx();
         let openai = registry(ProviderKind::Openai);
-        let a = whole(
-            &mut c,
-            openai,
-            None,
-            &Value::Null,
-            (200, Bytes::from(body)),
-            "gpt",
-            1,
-        )
-        .unwrap();
+        let a = answer(&mut c, openai, None, body);
         assert_eq!((a.status, a.as_sent), (200, true));
         let u = c.usage.unwrap();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (7, 3));
@@ -183,16 +193,7 @@ mod tests {
         let mut c = ctx();
         c.completion_cap = Some(4);
         let openai = registry(ProviderKind::OpenaiCompatible);
-        let a = whole(
-            &mut c,
-            openai,
-            None,
-            &Value::Null,
-            (200, Bytes::from(body)),
-            "m",
-            1,
-        )
-        .unwrap();
+        let a = answer(&mut c, openai, None, body);
         let v: Value = serde_json::from_slice(&a.body).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "length");
         assert_eq!(v["choices"][0]["message"]["content"], "aaaaaaaaaaaaaaaa");
@@ -209,16 +210,7 @@ mod tests {
         let chat = registry(ProviderKind::OpenaiCompatible);
         let surface = surface_of(chat, Endpoint::Messages);
         assert_eq!(surface, Some(Endpoint::Messages));
-        let a = whole(
-            &mut c,
-            chat,
-            surface,
-            &Value::Null,
-            (200, Bytes::from(body)),
-            "m",
-            1,
-        )
-        .unwrap();
+        let a = answer(&mut c, chat, surface, body);
         let v: Value = serde_json::from_slice(&a.body).unwrap();
         assert_eq!(v["type"], "message");
         assert_eq!(v["usage"]["output_tokens"], 1);

@@ -66,16 +66,7 @@ pub fn request(
             Some("assistant") => {
                 let mut blocks = blocks_of(&m["content"])?;
                 for call in m["tool_calls"].as_array().into_iter().flatten() {
-                    let args = call["function"]["arguments"].as_str().unwrap_or("{}");
-                    let input: Value =
-                        serde_json::from_str(if args.is_empty() { "{}" } else { args }).map_err(
-                            |_| {
-                                GatewayError::invalid(
-                                    "tool call arguments must be JSON",
-                                    "messages",
-                                )
-                            },
-                        )?;
+                    let input: Value = parts::call_arguments(call)?;
                     blocks.push(json!({"type": "tool_use", "id": call["id"],
                         "name": call["function"]["name"], "input": input}));
                 }

@@ -508,18 +508,6 @@ mod tests {
         assert!(e.unwrap_err().to_string().contains("max_tokens"));
     }
 
-    /// Each written event as (its `event:` name, its data).
-    fn events(out: &[Bytes]) -> Vec<(String, Value)> {
-        out.iter()
-            .map(|e| {
-                let text = std::str::from_utf8(e).unwrap();
-                let (head, data) = text.split_once("\ndata: ").unwrap();
-                let name = head.trim_start_matches("event: ").to_string();
-                (name, serde_json::from_str(data.trim_end()).unwrap())
-            })
-            .collect()
-    }
-
     #[test]
     fn a_chat_stream_becomes_a_messages_stream() {
         let mut s = ChunkStream::new("claude-x", 42);
@@ -541,7 +529,7 @@ mod tests {
         }
         out.extend(s.chunk(None));
         assert!(s.ended());
-        let ev = events(&out);
+        let ev = crate::surfaces::parse_events(&out);
         let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names.first(), Some(&"message_start"));
         assert_eq!(names.last(), Some(&"message_stop"));

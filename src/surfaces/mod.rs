@@ -127,3 +127,19 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// Each written SSE event as (its `event:` name, its data): for the surfaces' tests.
+#[cfg(test)]
+pub(crate) fn parse_events(out: &[Bytes]) -> Vec<(String, Value)> {
+    out.iter()
+        .map(|e| {
+            let text = std::str::from_utf8(e).expect("UTF-8 event");
+            let (head, data) = text.split_once("\ndata: ").expect("an event with data");
+            let name = head.trim_start_matches("event: ").to_string();
+            (
+                name,
+                serde_json::from_str(data.trim_end()).expect("JSON data"),
+            )
+        })
+        .collect()
+}

@@ -85,16 +85,7 @@ pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, Gate
                 let mut blocks = blocks_of(&m["content"])?;
                 for call in m["tool_calls"].as_array().into_iter().flatten() {
                     history_has_tools = true;
-                    let args = call["function"]["arguments"].as_str().unwrap_or("{}");
-                    let input: Value =
-                        serde_json::from_str(if args.is_empty() { "{}" } else { args }).map_err(
-                            |_| {
-                                GatewayError::invalid(
-                                    "tool call arguments must be JSON",
-                                    "messages",
-                                )
-                            },
-                        )?;
+                    let input: Value = parts::call_arguments(call)?;
                     let name = tool_name(call["function"]["name"].as_str().unwrap_or_default())?;
                     blocks.push(
                         json!({"toolUse": {"toolUseId": call["id"], "name": name, "input": input}}),

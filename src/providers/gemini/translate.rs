@@ -74,16 +74,7 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
                 let mut parts = parts_of(&m["content"])?;
                 for call in m["tool_calls"].as_array().into_iter().flatten() {
                     let name = call["function"]["name"].as_str().unwrap_or_default();
-                    let args = call["function"]["arguments"].as_str().unwrap_or("{}");
-                    let args: Value =
-                        serde_json::from_str(if args.is_empty() { "{}" } else { args }).map_err(
-                            |_| {
-                                GatewayError::invalid(
-                                    "tool call arguments must be JSON",
-                                    "messages",
-                                )
-                            },
-                        )?;
+                    let args: Value = parts::call_arguments(call)?;
                     names.push((
                         call["id"].as_str().unwrap_or_default().to_string(),
                         name.to_string(),

@@ -338,18 +338,7 @@ impl ChunkTranslator for ResponseStream {
 mod tests {
     use super::*;
 
-    /// Each written event as (its `event:` name, its data).
-    fn parse(events: &[Bytes]) -> Vec<(String, Value)> {
-        events
-            .iter()
-            .map(|e| {
-                let text = std::str::from_utf8(e).unwrap();
-                let (head, data) = text.split_once("\ndata: ").unwrap();
-                let name = head.trim_start_matches("event: ").to_string();
-                (name, serde_json::from_str(data.trim_end()).unwrap())
-            })
-            .collect()
-    }
+    use crate::surfaces::parse_events as parse;
 
     fn chunk(delta: Value, finish: Option<&str>) -> Value {
         json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
