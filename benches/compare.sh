@@ -3,7 +3,9 @@
 # throughput loss beyond noise): BASELINE is a release binary of the old code, the other
 # is this checkout's release build. Both serve the same configs in front of one mock
 # upstream — plain, and with limit-req + limit-count + a token limit on (local policy,
-# never rejecting) — under wrk on loopback, interleaved rounds, medians, ratios.
+# never rejecting) — under wrk on loopback, interleaved rounds, medians, ratios. Then
+# STREAMS translated streams (Anthropic Messages clients on the chat deployment: the
+# surface translation) per build and round: the gateway's CPU per event delivered.
 #
 #   BASELINE=/path/to/old/ai-rate-limiter benches/compare.sh   # ROUNDS=3 DURATION=8 CONNS=32
 set -euo pipefail
@@ -50,8 +52,17 @@ for r in $(seq "$ROUNDS"); do
     done
   done
 done
+STREAMS=${STREAMS:-600}
+for r in $(seq "$ROUNDS"); do
+  for build in baseline current; do
+    t=$build-plain
+    before=$(ticks "${proc[$t]}")
+    python3 benches/stream_client.py 127.0.0.1 "${port[$t]}" "$STREAMS" 2 messages > "$tmp/stream-$build-$r.json"
+    echo $(( $(ticks "${proc[$t]}") - before )) > "$tmp/stream-ticks-$build-$r"
+  done
+done
 python3 - "$tmp" "$ROUNDS" "$(getconf CLK_TCK)" <<'PY'
-import re, statistics, sys
+import json, re, statistics, sys
 tmp, rounds, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 res = {}
 print("\n| config | build | req/s | CPU µs/request |\n|---|---|---:|---:|")
@@ -70,4 +81,18 @@ for cfg in ("plain", "limits"):
 for cfg in ("plain", "limits"):
     (a, ca), (b, cb) = res[cfg, "current"], res[cfg, "baseline"]
     print(f"{cfg}: current / baseline throughput {a/b:.3f}x, CPU per request {ca/cb:.3f}x")
+per_event = {}
+for build in ("baseline", "current"):
+    us = []
+    for r in range(1, rounds + 1):
+        streams = json.load(open(f"{tmp}/stream-{build}-{r}.json"))
+        failed = [s for s in streams if "error" in s]
+        if failed:
+            sys.exit(f"{len(failed)} translated streams failed on {build}: {failed[0]}")
+        events = sum(s["events"] for s in streams)
+        ticks = int(open(f"{tmp}/stream-ticks-{build}-{r}").read())
+        us.append(ticks / tck / events * 1e6)
+    per_event[build] = statistics.median(us)
+    print(f"translated stream (Messages on chat), {build}: {per_event[build]:.1f} µs CPU per event")
+print(f"translated stream: current / baseline CPU per event {per_event['current']/per_event['baseline']:.3f}x")
 PY

@@ -6,13 +6,17 @@ longest gap between two events of a stream, ms) and failures.
 
 Raw sockets and asyncio, no HTTP library: an event is a `data: ` in the byte stream (the
 servers write whole events, so chunk framing never splits one).
-Usage: stream_client.py HOST PORT STREAMS SPREAD"""
+SURFACE `messages` sends Anthropic Messages streams instead (`/v1/messages`, ended by
+`message_stop`): a surface the gateway translates from the chat stream.
+Usage: stream_client.py HOST PORT STREAMS SPREAD [chat|messages]"""
 import asyncio, json, sys, time
 
 HOST, PORT, STREAMS, SPREAD = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-BODY = json.dumps({"model": "bench", "stream": True,
+SURFACE = sys.argv[5] if len(sys.argv) > 5 else "chat"
+PATH, END = ("/v1/messages", b"message_stop") if SURFACE == "messages" else ("/v1/chat/completions", b"[DONE]")
+BODY = json.dumps({"model": "bench", "stream": True, "max_tokens": 256,
                    "messages": [{"role": "user", "content": "Hello, how are you today?"}]}).encode()
-REQ = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}:{PORT}\r\n"
+REQ = (f"POST {PATH} HTTP/1.1\r\nHost: {HOST}:{PORT}\r\n"
        f"Authorization: Bearer sk-bench\r\nContent-Type: application/json\r\n"
        f"Content-Length: {len(BODY)}\r\n\r\n").encode() + BODY
 
@@ -40,7 +44,7 @@ async def one(delay, out):
                 last = now
                 events += n
                 buf = buf[buf.rfind(b"data: ") + 6:]
-            if b"[DONE]" in chunk:
+            if END in chunk:
                 break
         w.close()
         out.append({"ttft": (first - start) * 1e3 if first else None, "events": events,
