@@ -393,8 +393,7 @@ fn relative_paths_follow_the_config_file_and_a_store_keeps_to_its_config() {
     // Two configs in one directory with the same data_dir: once the first has stored a
     // response (the store is created on first use), the second gateway refuses the first
     // one's store instead of sharing its tenants' responses.
-    let run = |cfg: &std::path::Path, p: u16| {
-        let m = free_port();
+    let run = |cfg: &std::path::Path, p: u16, m: u16| {
         std::process::Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
             .args(["run", "--config"])
             .arg(cfg)
@@ -407,14 +406,26 @@ fn relative_paths_follow_the_config_file_and_a_store_keeps_to_its_config() {
             .spawn()
             .unwrap()
     };
-    let port = free_port();
-    let mut first = run(&a, port);
+    // Ready on its own metrics port; a gateway whose free port was taken before it bound
+    // it exits at once, and another is started on fresh ports.
+    let (mut first, port) = (0..5)
+        .find_map(|_| {
+            let (port, m) = (free_port(), free_port());
+            let mut child = run(&a, port, m);
+            let ready = format!("http://127.0.0.1:{m}/ready");
+            for _ in 0..100 {
+                if child.try_wait().unwrap().is_some() {
+                    return None;
+                }
+                if agent().get(&ready).call().is_ok_and(|r| r.status() == 200) {
+                    return Some((child, port));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            panic!("the first gateway is not ready in 10 s");
+        })
+        .expect("the first gateway listens on free ports within 5 tries");
     let url = format!("http://127.0.0.1:{port}/v1/responses");
-    let up = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "the first gateway listens");
     let r = post(&url, None, r#"{"model": "m", "input": "hi"}"#);
     assert_eq!(
         r.status, 200,
@@ -425,7 +436,7 @@ fn relative_paths_follow_the_config_file_and_a_store_keeps_to_its_config() {
         first.try_wait().unwrap().is_none(),
         "the first gateway runs"
     );
-    let second = run(&b, free_port());
+    let second = run(&b, free_port(), free_port());
     let out = second.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
