@@ -5,7 +5,9 @@
 //! a stream cut mid-way). Answers carry `mock.prompt_sha256` / `mock.prompt_bytes` so a
 //! test can check that a prompt reached the provider intact.
 
+mod inputs;
 mod tools;
+use inputs::{embed, inputs_of};
 
 use super::{UpstreamBody, UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
 use crate::canonical::{AiRequest, Endpoint};
@@ -436,55 +438,6 @@ fn prompt_of(req: &AiRequest) -> Prompt {
     };
     let digest = Sha256::digest(text.as_bytes()).into();
     Prompt { text, digest }
-}
-
-/// A `prompt`/`input` value as a list of strings (token arrays are rendered as text).
-fn inputs_of(raw: Option<&serde_json::value::RawValue>) -> Vec<String> {
-    let v: Value = raw
-        .and_then(|r| serde_json::from_str(r.get()).ok())
-        .unwrap_or(Value::Null);
-    match v {
-        Value::String(s) => vec![s],
-        Value::Array(items) if items.iter().all(|i| i.is_number()) => {
-            vec![Value::Array(items).to_string()]
-        }
-        Value::Array(items) => items
-            .into_iter()
-            .map(|i| match i {
-                Value::String(s) => s,
-                other => other.to_string(),
-            })
-            .collect(),
-        Value::Null => vec![String::new()],
-        other => vec![other.to_string()],
-    }
-}
-
-/// A deterministic unit vector for `input`.
-fn embed(input: &str, dims: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(dims);
-    let mut block = 0u32;
-    while out.len() < dims {
-        let mut h = Sha256::new();
-        h.update(block.to_le_bytes());
-        h.update(input.as_bytes());
-        for pair in h.finalize().chunks(2) {
-            if out.len() == dims {
-                break;
-            }
-            let x = u16::from_le_bytes([pair[0], pair[1]]);
-            out.push(x as f32 / 32767.5 - 1.0);
-        }
-        block += 1;
-    }
-    let norm = out
-        .iter()
-        .map(|x| x * x)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::EPSILON);
-    out.iter_mut().for_each(|x| *x /= norm);
-    out
 }
 
 #[cfg(test)]
