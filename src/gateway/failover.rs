@@ -135,12 +135,8 @@ impl<'r> Failover<'r> {
     /// are none.
     fn open(&mut self, state: &GatewayState) -> Option<Vec<&'r Deployment>> {
         let mut open = Vec::with_capacity(self.candidates.len().saturating_sub(self.next));
-        let left: Vec<&'r Deployment> = self
-            .candidates
-            .get(self.next..)
-            .unwrap_or_default()
-            .to_vec();
-        for d in left {
+        for i in self.next..self.candidates.len() {
+            let d = self.candidates[i]; // a copied reference: `self` stays free to update
             match state
                 .cooldowns
                 .remaining(&d.id)
