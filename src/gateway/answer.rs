@@ -8,11 +8,15 @@
 //! - [`whole`]: a whole answer in the provider's API turned into the client's (OpenAI's,
 //!   or the surface's), with its usage read onto the call and, when the provider ignored
 //!   the completion cap it was sent, ended as a length limit and charged what is relayed;
+//! - [`stream`]: a streamed answer event by event ([`stream::StreamRelay`]), over the
+//!   bounded event splitter of [`sse`];
 //! - [`relayed`]: what a stream relayed, counted from its events, and its end at the cap;
 //! - [`throttled_mid_stream`]: a stream the provider ended with its rate-limit error cools
 //!   the deployment down as a 429 would.
 
 pub mod relayed;
+pub mod sse;
+pub mod stream;
 
 use super::upstream::{classify, Verdict};
 use super::{CallCtx, GatewayState};

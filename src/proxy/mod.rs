@@ -19,7 +19,6 @@ pub mod path;
 pub mod respond;
 pub mod responses;
 pub mod route;
-pub mod sse;
 pub mod stream;
 
 use crate::errors::GatewayError;
