@@ -171,36 +171,13 @@ pub fn tokens(u: &Value) -> (u64, u64) {
 pub use crate::errors::anthropic_error_body as error_body;
 
 /// Anthropic usage → OpenAI usage: cache reads and writes count as prompt tokens.
-fn usage(u: &Value, output_tokens: Option<u64>) -> Value {
+pub(super) fn usage(u: &Value, output_tokens: Option<u64>) -> Value {
     let n = |k: &str| u[k].as_u64().unwrap_or(0);
     let (prompt, output) = tokens(u);
     let completion = output_tokens.unwrap_or(output);
     json!({"prompt_tokens": prompt, "completion_tokens": completion,
            "total_tokens": prompt + completion,
            "prompt_tokens_details": {"cached_tokens": n("cache_read_input_tokens")}})
-}
-
-/// A Message → a `chat.completion` for the public `model`.
-pub fn response(m: &Value, model: &str, created: u64) -> Value {
-    let mut text = String::new();
-    let mut calls = Vec::new();
-    for block in m["content"].as_array().into_iter().flatten() {
-        match block["type"].as_str() {
-            Some("text") => text.push_str(block["text"].as_str().unwrap_or_default()),
-            Some("tool_use") => calls.push(json!({"id": block["id"], "type": "function",
-                "function": {"name": block["name"], "arguments": block["input"].to_string()}})),
-            _ => {}
-        }
-    }
-    let mut message = json!({"role": "assistant",
-        "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
-    json!({"id": m["id"], "object": "chat.completion", "created": created, "model": model,
-           "choices": [{"index": 0, "message": message, "logprobs": null,
-                        "finish_reason": finish_reason(m["stop_reason"].as_str().unwrap_or(""))}],
-           "usage": usage(&m["usage"], None)})
 }
 
 /// An Anthropic error answer → the status and OpenAI error body the client gets.
@@ -418,8 +395,11 @@ mod tests {
 
     #[test]
     fn response_mapping() {
-        let m: Value = serde_json::from_str(&fixture("message_text.json")).unwrap();
-        let c = response(&m, "claude", 7);
+        let response = |text: &str| {
+            let m = super::super::anthropic_answer::Message::parse(text.as_bytes()).unwrap();
+            serde_json::to_value(m.into_chat("claude", 7)).unwrap()
+        };
+        let c = response(&fixture("message_text.json"));
         assert_eq!(
             c["choices"][0]["message"]["content"],
             "Hello! How can I help?"
@@ -430,8 +410,7 @@ mod tests {
             json!({"prompt_tokens": 20, "completion_tokens": 9,
             "total_tokens": 29, "prompt_tokens_details": {"cached_tokens": 5}})
         );
-        let t: Value = serde_json::from_str(&fixture("message_tool_use.json")).unwrap();
-        let c = response(&t, "claude", 7);
+        let c = response(&fixture("message_tool_use.json"));
         assert_eq!(c["choices"][0]["finish_reason"], "tool_calls");
         let call = &c["choices"][0]["message"]["tool_calls"][0];
         assert_eq!(call["function"]["name"], "get_weather");

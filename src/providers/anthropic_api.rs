@@ -93,13 +93,12 @@ impl Provider for Anthropic {
                 as_sent: false,
             });
         }
-        let message: Value = serde_json::from_slice(&body)
-            .ok()
-            .filter(|m: &Value| m["type"] == "message")
-            .ok_or_else(|| GatewayError::UpstreamProtocol("not a Message".into()))?;
+        let chat = super::anthropic_answer::Message::parse(&body)?.into_chat(model, created);
+        let body = serde_json::to_vec(&chat)
+            .map_err(|e| GatewayError::Internal(format!("writing the answer: {e}")))?;
         Ok(WholeAnswer {
             status,
-            body: Bytes::from(super::anthropic::response(&message, model, created).to_string()),
+            body: Bytes::from(body),
             as_sent: false,
         })
     }

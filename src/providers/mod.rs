@@ -12,6 +12,7 @@
 //! phase treats a mock exactly like a real upstream.
 
 pub mod anthropic;
+mod anthropic_answer;
 #[path = "anthropic_api.rs"]
 mod anthropic_api;
 pub mod api;
