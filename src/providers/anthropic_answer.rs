@@ -1,11 +1,11 @@
 //! An Anthropic Message answer → an OpenAI `chat.completion`, between typed values: the
 //! Message is read into [`Message`] (its strings borrowed from the answer, blocks of other
-//! types skipped), and [`ChatCompletion`] is what is written. Fields are declared in the
-//! order they are written (sorted, as the gateway writes every JSON object it builds).
+//! types skipped), and a [`ChatCompletion`] is what is written.
 
 use super::anthropic::{finish_reason, usage};
+use super::chat_wire::{AssistantMessage, ChatCompletion, Choice, Function, ToolCall};
 use crate::errors::GatewayError;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
 
@@ -46,49 +46,6 @@ pub enum Block<'a> {
     Other,
 }
 
-/// An OpenAI `chat.completion` with one choice.
-#[derive(Debug, Serialize)]
-pub struct ChatCompletion<'a> {
-    pub choices: [Choice<'a>; 1],
-    pub created: u64,
-    pub id: Option<Cow<'a, str>>,
-    pub model: &'a str,
-    pub object: &'static str,
-    pub usage: Value,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Choice<'a> {
-    pub finish_reason: &'static str,
-    pub index: u32,
-    pub logprobs: Option<()>,
-    pub message: AssistantMessage<'a>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AssistantMessage<'a> {
-    /// `null` for an answer of tool calls only.
-    pub content: Option<String>,
-    pub role: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCall<'a>>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ToolCall<'a> {
-    pub function: Function<'a>,
-    pub id: Cow<'a, str>,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Function<'a> {
-    /// The tool's input as a JSON text, as chat carries arguments.
-    pub arguments: String,
-    pub name: Cow<'a, str>,
-}
-
 impl<'a> Message<'a> {
     /// Read a Message answer; anything else is the upstream's protocol error.
     pub fn parse(body: &'a [u8]) -> Result<Message<'a>, GatewayError> {
@@ -125,6 +82,7 @@ impl<'a> Message<'a> {
                 logprobs: None,
                 message: AssistantMessage {
                     content,
+                    reasoning_content: None,
                     role: "assistant",
                     tool_calls,
                 },

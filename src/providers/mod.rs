@@ -19,6 +19,7 @@ pub mod api;
 pub mod aws_auth;
 pub mod azure;
 pub mod bedrock;
+pub mod chat_wire;
 pub mod checks;
 pub mod gemini;
 pub mod google_auth;

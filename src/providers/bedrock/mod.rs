@@ -5,6 +5,7 @@
 //! `secret_access_key` / `session_token`, or carry `api_key` as a Bedrock bearer key.
 //! Streams arrive in AWS's binary event-stream framing ([`stream`]).
 
+mod answer;
 pub mod stream;
 pub mod translate;
 
@@ -146,13 +147,12 @@ impl Provider for Bedrock {
                 as_sent: false,
             });
         }
-        let c: serde_json::Value = serde_json::from_slice(&body)
-            .ok()
-            .filter(|c: &serde_json::Value| c.get("output").is_some())
-            .ok_or_else(|| GatewayError::UpstreamProtocol("not a Converse answer".into()))?;
+        let chat = answer::Converse::parse(&body)?.into_chat(model, created);
+        let body = serde_json::to_vec(&chat)
+            .map_err(|e| GatewayError::Internal(format!("writing the answer: {e}")))?;
         Ok(WholeAnswer {
             status,
-            body: Bytes::from(translate::response(&c, model, created).to_string()),
+            body: Bytes::from(body),
             as_sent: false,
         })
     }

@@ -205,41 +205,6 @@ pub fn usage(u: &Value) -> Value {
            "prompt_tokens_details": {"cached_tokens": n("cacheReadInputTokens")}})
 }
 
-/// A Converse answer → a `chat.completion` for the public `model`.
-pub fn response(c: &Value, model: &str, created: u64) -> Value {
-    let (mut text, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
-    for b in c["output"]["message"]["content"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if let Some(t) = b["text"].as_str() {
-            text.push_str(t);
-        } else if let Some(u) = b.get("toolUse") {
-            calls.push(json!({"id": u["toolUseId"], "type": "function",
-                "function": {"name": u["name"], "arguments": u["input"].to_string()}}));
-        } else if let Some(r) = b["reasoningContent"]["reasoningText"]["text"].as_str() {
-            reasoning.push_str(r);
-        }
-    }
-    let mut message = json!({"role": "assistant",
-        "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
-    if !reasoning.is_empty() {
-        message["reasoning_content"] = json!(reasoning);
-    }
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
-    let id = format!(
-        "chatcmpl-bedrock-{}",
-        hex::encode(rand::random::<[u8; 8]>())
-    );
-    json!({"id": id, "object": "chat.completion", "created": created, "model": model,
-           "choices": [{"index": 0, "message": message, "logprobs": null,
-                        "finish_reason": finish_reason(c["stopReason"].as_str().unwrap_or(""))}],
-           "usage": usage(&c["usage"])})
-}
-
 /// A Bedrock error answer (`{"message"}`) → status and OpenAI error body.
 pub fn error(status: u16, body: &[u8]) -> (u16, Bytes) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
