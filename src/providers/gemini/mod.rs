@@ -6,6 +6,7 @@
 //! an invalid key (Google's 400 `API_KEY_INVALID`) counts as the provider refusing the
 //! gateway's credentials. Vertex AI takes the same bodies (`super::vertex`).
 
+mod answer;
 pub mod translate;
 
 use super::api::{key_header, ChatEvent, EventTranslator, Outgoing, Provider, Target, WholeAnswer};
@@ -121,18 +122,23 @@ pub fn whole_answer(
             as_sent: false,
         });
     }
-    let g: Value = serde_json::from_slice(&body)
-        .map_err(|_| GatewayError::UpstreamProtocol("not a Gemini answer".into()))?;
-    let out = if g.get("embeddings").is_some() {
-        translate::embeddings_response(&g, model)
-    } else if g.get("candidates").is_some() || g.get("promptFeedback").is_some() {
-        translate::response(&g, model, created)
-    } else {
-        return Err(GatewayError::UpstreamProtocol("not a Gemini answer".into()));
+    let out = match answer::Generated::parse(&body)? {
+        Some(g) => serde_json::to_vec(&g.into_chat(model, created))
+            .map_err(|e| GatewayError::Internal(format!("writing the answer: {e}")))?,
+        None => {
+            let g: Value = serde_json::from_slice(&body)
+                .map_err(|_| GatewayError::UpstreamProtocol("not a Gemini answer".into()))?;
+            if g.get("embeddings").is_none() {
+                return Err(GatewayError::UpstreamProtocol("not a Gemini answer".into()));
+            }
+            translate::embeddings_response(&g, model)
+                .to_string()
+                .into_bytes()
+        }
     };
     Ok(WholeAnswer {
         status,
-        body: Bytes::from(out.to_string()),
+        body: Bytes::from(out),
         as_sent: false,
     })
 }

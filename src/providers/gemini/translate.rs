@@ -300,41 +300,6 @@ pub fn split_parts(parts: &Value) -> (String, String, Vec<(String, String)>) {
     (text, thought, calls)
 }
 
-/// A `generateContent` answer → a `chat.completion` for the public `model`.
-pub fn response(g: &Value, model: &str, created: u64) -> Value {
-    let id = g["responseId"].as_str().unwrap_or("gemini").to_string();
-    let cand = &g["candidates"][0];
-    let (text, thought, calls) = split_parts(&cand["content"]["parts"]);
-    let finish = if g["candidates"].as_array().is_none_or(|c| c.is_empty()) {
-        "content_filter" // the prompt was blocked (promptFeedback.blockReason)
-    } else {
-        finish_reason(
-            cand["finishReason"].as_str().unwrap_or(""),
-            !calls.is_empty(),
-        )
-    };
-    let mut message = json!({"role": "assistant",
-        "content": if text.is_empty() && (!calls.is_empty() || finish == "content_filter") { Value::Null } else { json!(text) }});
-    if !thought.is_empty() {
-        message["reasoning_content"] = json!(thought);
-    }
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(
-            calls
-                .iter()
-                .enumerate()
-                .map(|(i, (name, args))| {
-                    json!({"id": call_id(&id, i), "type": "function",
-                    "function": {"name": name, "arguments": args}})
-                })
-                .collect(),
-        );
-    }
-    json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": created,
-           "model": model, "choices": [{"index": 0, "message": message, "logprobs": null,
-           "finish_reason": finish}], "usage": usage(&g["usageMetadata"])})
-}
-
 /// A `batchEmbedContents` answer → an OpenAI embeddings list (Gemini reports no usage:
 /// the gateway's estimate of the inputs is used by the caller).
 pub fn embeddings_response(g: &Value, model: &str) -> Value {

@@ -1,0 +1,168 @@
+//! A `generateContent` answer → an OpenAI `chat.completion`, between typed values: the
+//! answer read into [`Generated`] (strings borrowed from it), the chat answer written from
+//! `providers::chat_wire`'s types. A prompt Gemini blocked has no candidates: it is a
+//! `content_filter` stop with `null` content.
+
+use super::translate::{call_id, finish_reason, usage};
+use crate::errors::GatewayError;
+use crate::providers::chat_wire::{AssistantMessage, ChatCompletion, Choice, Function, ToolCall};
+use serde::Deserialize;
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// The parts of a `generateContent` answer the translation reads.
+#[derive(Debug, Deserialize)]
+pub struct Generated<'a> {
+    #[serde(default, rename = "responseId", borrow)]
+    pub response_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub candidates: Option<Vec<Candidate<'a>>>,
+    #[serde(default, rename = "usageMetadata")]
+    pub usage: Value,
+    #[serde(default, rename = "promptFeedback")]
+    pub prompt_feedback: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Candidate<'a> {
+    #[serde(default, borrow)]
+    pub content: Option<Content<'a>>,
+    #[serde(default, rename = "finishReason", borrow)]
+    pub finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Content<'a> {
+    #[serde(default, borrow)]
+    pub parts: Vec<Part<'a>>,
+}
+
+/// One part: text (a thought when `thought` is true) or a function call.
+#[derive(Debug, Deserialize)]
+pub struct Part<'a> {
+    #[serde(default, borrow)]
+    pub text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub thought: bool,
+    #[serde(default, rename = "functionCall", borrow)]
+    pub function_call: Option<FunctionCall<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionCall<'a> {
+    #[serde(default, borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(default)]
+    pub args: Value,
+}
+
+impl<'a> Generated<'a> {
+    /// Read a chat answer (`None`: valid JSON but not one, such as an embeddings answer).
+    pub fn parse(body: &'a [u8]) -> Result<Option<Generated<'a>>, GatewayError> {
+        let g: Generated<'a> = serde_json::from_slice(body)
+            .map_err(|_| GatewayError::UpstreamProtocol("not a Gemini answer".into()))?;
+        Ok((g.candidates.is_some() || g.prompt_feedback.is_some()).then_some(g))
+    }
+
+    /// As a `chat.completion` for the public `model`.
+    pub fn into_chat(self, model: &'a str, created: u64) -> ChatCompletion<'a> {
+        let rid = self.response_id.as_deref().unwrap_or("gemini").to_string();
+        let mut candidates = self.candidates.unwrap_or_default();
+        let blocked = candidates.is_empty(); // promptFeedback.blockReason
+        let first = (!blocked).then(|| candidates.swap_remove(0));
+        let reason = first.as_ref().and_then(|c| c.finish_reason.clone());
+        let parts = first
+            .and_then(|c| c.content)
+            .map(|c| c.parts)
+            .unwrap_or_default();
+        let (mut text, mut thought, mut tool_calls) = (String::new(), String::new(), Vec::new());
+        for p in parts {
+            match (p.text, p.function_call) {
+                (Some(t), _) if p.thought => thought.push_str(&t),
+                (Some(t), _) => text.push_str(&t),
+                (None, Some(call)) => tool_calls.push(ToolCall {
+                    function: Function {
+                        arguments: if call.args.is_object() {
+                            call.args.to_string()
+                        } else {
+                            "{}".into()
+                        },
+                        name: call.name,
+                    },
+                    id: Cow::Owned(call_id(&rid, tool_calls.len())),
+                    kind: "function",
+                }),
+                (None, None) => {}
+            }
+        }
+        let finish = if blocked {
+            "content_filter"
+        } else {
+            finish_reason(reason.as_deref().unwrap_or(""), !tool_calls.is_empty())
+        };
+        let null = text.is_empty() && (!tool_calls.is_empty() || finish == "content_filter");
+        ChatCompletion {
+            choices: [Choice {
+                finish_reason: finish,
+                index: 0,
+                logprobs: None,
+                message: AssistantMessage {
+                    content: (!null).then_some(text),
+                    reasoning_content: (!thought.is_empty()).then_some(thought),
+                    role: "assistant",
+                    tool_calls,
+                },
+            }],
+            created,
+            id: Some(Cow::Owned(format!("chatcmpl-{rid}"))),
+            model,
+            object: "chat.completion",
+            usage: usage(&self.usage),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chat(answer: Value) -> Value {
+        let text = answer.to_string();
+        let g = Generated::parse(text.as_bytes()).unwrap().unwrap();
+        serde_json::to_value(g.into_chat("gem", 5)).unwrap()
+    }
+
+    #[test]
+    fn parts_become_text_reasoning_and_tool_calls() {
+        let c = chat(
+            json!({"responseId": "r-1", "candidates": [{"content": {"role": "model", "parts": [
+                {"text": "plan", "thought": true}, {"text": "Sunny."},
+                {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}]},
+                "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5}}),
+        );
+        assert_eq!(c["id"], "chatcmpl-r-1");
+        let choice = &c["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], "Sunny.");
+        assert_eq!(choice["message"]["reasoning_content"], "plan");
+        assert_eq!(choice["message"]["tool_calls"][0]["id"], "call_r1_0");
+        assert_eq!(
+            choice["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Rome\"}"
+        );
+        assert_eq!(c["usage"]["total_tokens"], 5);
+    }
+
+    #[test]
+    fn a_blocked_prompt_is_a_content_filter_stop_and_embeddings_are_not_chat() {
+        let c = chat(json!({"promptFeedback": {"blockReason": "SAFETY"}}));
+        assert_eq!(c["choices"][0]["finish_reason"], "content_filter");
+        assert_eq!(c["choices"][0]["message"]["content"], Value::Null);
+        assert!(Generated::parse(br#"{"embeddings": []}"#)
+            .unwrap()
+            .is_none());
+        assert!(Generated::parse(b"[1,").is_err());
+    }
+}
