@@ -3,7 +3,7 @@
 //! types skipped), and a [`ChatCompletion`] is what is written.
 
 use super::anthropic::{finish_reason, usage};
-use super::chat_wire::{AssistantMessage, ChatCompletion, Choice, Function, ToolCall};
+use super::chat_wire::{AssistantMessage, ChatCompletion, ToolCall};
 use crate::errors::GatewayError;
 use serde::Deserialize;
 use serde_json::Value;
@@ -63,36 +63,22 @@ impl<'a> Message<'a> {
         for block in self.content {
             match block {
                 Block::Text { text: t } => text.push_str(&t),
-                Block::ToolUse { id, name, input } => tool_calls.push(ToolCall {
-                    function: Function {
-                        arguments: input.to_string(),
-                        name,
-                    },
-                    id,
-                    kind: "function",
-                }),
+                Block::ToolUse { id, name, input } => {
+                    tool_calls.push(ToolCall::function(id, name, input.to_string()))
+                }
                 Block::Other => {}
             }
         }
-        let content = (!text.is_empty() || tool_calls.is_empty()).then_some(text);
-        ChatCompletion {
-            choices: [Choice {
-                finish_reason: finish_reason(self.stop_reason.as_deref().unwrap_or("")),
-                index: 0,
-                logprobs: None,
-                message: AssistantMessage {
-                    content,
-                    reasoning_content: None,
-                    role: "assistant",
-                    tool_calls,
-                },
-            }],
-            created,
-            id: self.id,
+        let finish = finish_reason(self.stop_reason.as_deref().unwrap_or(""));
+        let message = AssistantMessage::new(text, String::new(), tool_calls, false);
+        ChatCompletion::one(
+            self.id,
             model,
-            object: "chat.completion",
-            usage: usage(&self.usage, None),
-        }
+            created,
+            finish,
+            message,
+            usage(&self.usage, None),
+        )
     }
 }
 

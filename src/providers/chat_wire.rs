@@ -51,3 +51,59 @@ pub struct Function<'a> {
     pub arguments: String,
     pub name: Cow<'a, str>,
 }
+
+impl<'a> ChatCompletion<'a> {
+    /// A `chat.completion` of one assistant message.
+    pub fn one(
+        id: Option<Cow<'a, str>>,
+        model: &'a str,
+        created: u64,
+        finish_reason: &'static str,
+        message: AssistantMessage<'a>,
+        usage: Value,
+    ) -> ChatCompletion<'a> {
+        ChatCompletion {
+            choices: [Choice {
+                finish_reason,
+                index: 0,
+                logprobs: None,
+                message,
+            }],
+            created,
+            id,
+            model,
+            object: "chat.completion",
+            usage,
+        }
+    }
+}
+
+impl<'a> AssistantMessage<'a> {
+    /// The assistant's answer: `null` content for tool calls alone (or when `null_empty`
+    /// says an empty text means none), the reasoning when there was some.
+    pub fn new(
+        text: String,
+        reasoning: String,
+        tool_calls: Vec<ToolCall<'a>>,
+        null_empty: bool,
+    ) -> AssistantMessage<'a> {
+        let null = text.is_empty() && (!tool_calls.is_empty() || null_empty);
+        AssistantMessage {
+            content: (!null).then_some(text),
+            reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+            role: "assistant",
+            tool_calls,
+        }
+    }
+}
+
+impl<'a> ToolCall<'a> {
+    /// A function call with its arguments as a JSON text.
+    pub fn function(id: Cow<'a, str>, name: Cow<'a, str>, arguments: String) -> ToolCall<'a> {
+        ToolCall {
+            function: Function { arguments, name },
+            id,
+            kind: "function",
+        }
+    }
+}

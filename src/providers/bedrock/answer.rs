@@ -4,7 +4,7 @@
 
 use super::translate::{finish_reason, usage};
 use crate::errors::GatewayError;
-use crate::providers::chat_wire::{AssistantMessage, ChatCompletion, Choice, Function, ToolCall};
+use crate::providers::chat_wire::{AssistantMessage, ChatCompletion, ToolCall};
 use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -81,14 +81,7 @@ impl<'a> Converse<'a> {
             if let Some(t) = b.text {
                 text.push_str(&t);
             } else if let Some(u) = b.tool_use {
-                tool_calls.push(ToolCall {
-                    function: Function {
-                        arguments: u.input.to_string(),
-                        name: u.name,
-                    },
-                    id: u.id,
-                    kind: "function",
-                });
+                tool_calls.push(ToolCall::function(u.id, u.name, u.input.to_string()));
             } else if let Some(r) = b.reasoning.and_then(|r| r.text).and_then(|t| t.text) {
                 reasoning.push_str(&r);
             }
@@ -97,24 +90,16 @@ impl<'a> Converse<'a> {
             "chatcmpl-bedrock-{}",
             hex::encode(rand::random::<[u8; 8]>())
         );
-        ChatCompletion {
-            choices: [Choice {
-                finish_reason: finish_reason(self.stop_reason.as_deref().unwrap_or("")),
-                index: 0,
-                logprobs: None,
-                message: AssistantMessage {
-                    content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
-                    reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
-                    role: "assistant",
-                    tool_calls,
-                },
-            }],
-            created,
-            id: Some(Cow::Owned(id)),
+        let finish = finish_reason(self.stop_reason.as_deref().unwrap_or(""));
+        let message = AssistantMessage::new(text, reasoning, tool_calls, false);
+        ChatCompletion::one(
+            Some(Cow::Owned(id)),
             model,
-            object: "chat.completion",
-            usage: usage(&self.usage),
-        }
+            created,
+            finish,
+            message,
+            usage(&self.usage),
+        )
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::translate::{call_id, finish_reason, usage};
 use crate::errors::GatewayError;
-use crate::providers::chat_wire::{AssistantMessage, ChatCompletion, Choice, Function, ToolCall};
+use crate::providers::chat_wire::{AssistantMessage, ChatCompletion, ToolCall};
 use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -80,18 +80,15 @@ impl<'a> Generated<'a> {
             match (p.text, p.function_call) {
                 (Some(t), _) if p.thought => thought.push_str(&t),
                 (Some(t), _) => text.push_str(&t),
-                (None, Some(call)) => tool_calls.push(ToolCall {
-                    function: Function {
-                        arguments: if call.args.is_object() {
-                            call.args.to_string()
-                        } else {
-                            "{}".into()
-                        },
-                        name: call.name,
-                    },
-                    id: Cow::Owned(call_id(&rid, tool_calls.len())),
-                    kind: "function",
-                }),
+                (None, Some(call)) => {
+                    let arguments = if call.args.is_object() {
+                        call.args.to_string()
+                    } else {
+                        "{}".into()
+                    };
+                    let id = Cow::Owned(call_id(&rid, tool_calls.len()));
+                    tool_calls.push(ToolCall::function(id, call.name, arguments));
+                }
                 (None, None) => {}
             }
         }
@@ -100,25 +97,17 @@ impl<'a> Generated<'a> {
         } else {
             finish_reason(reason.as_deref().unwrap_or(""), !tool_calls.is_empty())
         };
-        let null = text.is_empty() && (!tool_calls.is_empty() || finish == "content_filter");
-        ChatCompletion {
-            choices: [Choice {
-                finish_reason: finish,
-                index: 0,
-                logprobs: None,
-                message: AssistantMessage {
-                    content: (!null).then_some(text),
-                    reasoning_content: (!thought.is_empty()).then_some(thought),
-                    role: "assistant",
-                    tool_calls,
-                },
-            }],
-            created,
-            id: Some(Cow::Owned(format!("chatcmpl-{rid}"))),
+        let filtered = finish == "content_filter";
+        let message = AssistantMessage::new(text, thought, tool_calls, filtered);
+        let id = Cow::Owned(format!("chatcmpl-{rid}"));
+        ChatCompletion::one(
+            Some(id),
             model,
-            object: "chat.completion",
-            usage: usage(&self.usage),
-        }
+            created,
+            finish,
+            message,
+            usage(&self.usage),
+        )
     }
 }
 
