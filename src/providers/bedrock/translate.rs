@@ -221,3 +221,58 @@ pub fn error(status: u16, body: &[u8]) -> (u16, Bytes) {
     );
     (a.status, a.body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::Endpoint;
+    use bytes::Bytes;
+
+    fn converse(body: Value) -> Result<Value, GatewayError> {
+        let req = AiRequest::parse(Endpoint::ChatCompletions, Bytes::from(body.to_string()))?;
+        request(&req, 1024).map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn a_conversation_with_a_tool_round_trip() {
+        let c = converse(json!({"model": "b", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "  ", "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "get_weather", "arguments": ""}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            {"role": "user", "content": "Thanks"}]}))
+        .unwrap();
+        assert_eq!(c["system"][0]["text"], "Be brief.");
+        assert_eq!(
+            c["inferenceConfig"]["maxTokens"], 1024,
+            "the default cap is sent"
+        );
+        let m = c["messages"].as_array().unwrap();
+        assert_eq!(m[0]["content"][0]["text"], "Weather?");
+        // Blank text is left out; empty arguments are an empty object.
+        assert_eq!(
+            m[1]["content"],
+            json!([{"toolUse": {"toolUseId": "c1", "name": "get_weather", "input": {}}}])
+        );
+        // The tool result and the next user text join one user turn.
+        assert_eq!(m[2]["role"], "user");
+        assert_eq!(m[2]["content"][0]["toolResult"]["toolUseId"], "c1");
+        assert_eq!(m[2]["content"][1]["text"], "Thanks");
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn what_converse_cannot_carry_is_refused() {
+        let url_image = json!({"model": "b", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]});
+        assert!(converse(url_image).is_err());
+        let bad_name = json!({"model": "b", "messages": [{"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "has space", "arguments": "{}"}}]}]});
+        assert!(converse(bad_name).is_err());
+        assert!(
+            converse(json!({"model": "b", "messages": [{"role": "robot", "content": "x"}]}))
+                .is_err()
+        );
+    }
+}

@@ -349,3 +349,56 @@ pub fn error(status: u16, body: &[u8]) -> (u16, Bytes) {
     let a = crate::providers::api::error_answer(status, e["message"].as_str(), body);
     (a.status, a.body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::Endpoint;
+    use bytes::Bytes;
+
+    fn gemini(body: Value) -> Result<Value, GatewayError> {
+        let req = AiRequest::parse(Endpoint::ChatCompletions, Bytes::from(body.to_string()))?;
+        request(&req).map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn a_conversation_with_a_tool_round_trip() {
+        let g = gemini(
+            json!({"model": "g", "max_tokens": 50, "temperature": 0.2, "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Weather?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            {"role": "user", "content": "Thanks"}]}),
+        )
+        .unwrap();
+        assert_eq!(g["systemInstruction"]["parts"][0]["text"], "Be brief.");
+        assert_eq!(g["generationConfig"]["maxOutputTokens"], 50);
+        assert_eq!(g["generationConfig"]["temperature"], 0.2);
+        let c = g["contents"].as_array().unwrap();
+        assert_eq!(c[0]["role"], "user");
+        assert_eq!(c[0]["parts"][1]["inlineData"]["mimeType"], "image/png");
+        assert_eq!(c[1]["role"], "model");
+        assert_eq!(
+            c[1]["parts"][0]["functionCall"],
+            json!({"name": "get_weather", "args": {"city": "Rome"}})
+        );
+        // The tool result is named after its call, in a user turn of its own.
+        assert_eq!(c[2]["parts"][0]["functionResponse"]["name"], "get_weather");
+        assert_eq!(c[3]["parts"][0]["text"], "Thanks");
+    }
+
+    #[test]
+    fn what_gemini_cannot_carry_is_refused() {
+        let tool_for_nothing = json!({"model": "g", "messages": [
+            {"role": "tool", "tool_call_id": "nope", "content": "x"}]});
+        assert!(gemini(tool_for_nothing).is_err());
+        let two = json!({"model": "g", "n": 2, "messages": [{"role": "user", "content": "x"}]});
+        assert_eq!(gemini(two).unwrap_err().status(), 400);
+        let ftp = json!({"model": "g", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]});
+        assert!(gemini(ftp).is_err());
+    }
+}
