@@ -248,3 +248,63 @@ impl EventTranslator for GeminiStream {
         self.ended
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chunk objects of some events (`[DONE]` as `None`).
+    fn chunks(out: Vec<ChatEvent>) -> Vec<Option<Value>> {
+        out.into_iter()
+            .map(|e| match e {
+                ChatEvent::Chunk(v) => Some(v),
+                ChatEvent::Done => None,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_with_reasoning_text_and_a_call_ends_with_usage_and_done() {
+        let mut s = GeminiStream::new("gem", 9);
+        let first = chunks(
+            s.event(&json!({"responseId": "r-9", "candidates": [{"content": {
+            "parts": [{"text": "think", "thought": true}, {"text": "Hel"}]}}]})),
+        );
+        assert_eq!(
+            first[0].as_ref().unwrap()["choices"][0]["delta"]["role"],
+            "assistant"
+        );
+        assert_eq!(first[0].as_ref().unwrap()["id"], "chatcmpl-r-9");
+        assert_eq!(
+            first[1].as_ref().unwrap()["choices"][0]["delta"]["reasoning_content"],
+            "think"
+        );
+        assert_eq!(
+            first[2].as_ref().unwrap()["choices"][0]["delta"]["content"],
+            "Hel"
+        );
+        let last = chunks(s.event(&json!({"candidates": [{"content": {"parts": [
+                {"functionCall": {"name": "f", "args": {"a": 1}}}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 3}})));
+        let call = &last[0].as_ref().unwrap()["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(call["function"]["arguments"], "{\"a\":1}");
+        // A call ends with STOP: the finish is tool_calls.
+        assert_eq!(
+            last[1].as_ref().unwrap()["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
+        assert_eq!(last[2].as_ref().unwrap()["usage"]["completion_tokens"], 3);
+        assert_eq!(last[3], None);
+        assert!(s.ended());
+        assert!(s.event(&json!({"candidates": []})).is_empty());
+    }
+
+    #[test]
+    fn an_error_event_ends_the_stream() {
+        let mut s = GeminiStream::new("gem", 9);
+        let out = s.event(&json!([{"error": {"code": 500, "message": "boom"}}]));
+        assert!(matches!(&out[..], [ChatEvent::Error(_)]));
+        assert!(s.ended());
+    }
+}
