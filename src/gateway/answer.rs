@@ -58,6 +58,12 @@ pub fn surface_of(provider: &dyn Provider, endpoint: Endpoint) -> Option<Endpoin
     (!provider.serves(endpoint)).then_some(endpoint)
 }
 
+/// Whether `provider` answers a client of `endpoint` in that API itself (Messages to
+/// Anthropic, Responses to OpenAI): its answer is passed through, not translated.
+pub fn native(provider: &dyn Provider, endpoint: Endpoint) -> bool {
+    provider.serves(endpoint) && matches!(endpoint, Endpoint::Messages | Endpoint::Responses)
+}
+
 /// A whole upstream answer (`status`, `body`, in `provider`'s API) as the client gets it:
 /// OpenAI's shape, or `surface`'s (with `echo`, the Responses request's echoed fields).
 /// Its usage is noted on `ctx`. `Err`: the body is no answer of the provider's API.

@@ -100,8 +100,13 @@ async fn attempt(
             let api = &d.provider.api;
             let target = target(rt, d, req);
             let mut scrubber = rt.scrubber.clone();
-            api.authorize(&target, &mut wire, &state.http, &mut scrubber)
-                .await?;
+            // Only cloud credentials need work here (an API key is already in `out.auth`):
+            // other requests pay no boxed future for it.
+            let signed = target.credentials.is_some();
+            if signed {
+                api.authorize(&target, &mut wire, &state.http, &mut scrubber)
+                    .await?;
+            }
             let u = &rt.config.upstream;
             let mut resp = state
                 .http
@@ -118,7 +123,9 @@ async fn attempt(
                     scrubber,
                 })
                 .await?;
-            api.answered(&target, resp.status).await;
+            if signed && resp.status >= 400 {
+                api.answered(&target, resp.status).await;
+            }
             if resp.status < 300 {
                 if let Some(decoder) = d.provider.api.body_decoder(resp.content_type.as_deref()) {
                     let inner = std::mem::replace(&mut resp.body, UpstreamBody::Full(None));

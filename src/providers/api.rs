@@ -108,10 +108,10 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
-    /// Authorise a request as it goes on the wire, after every other header is set. By
-    /// default nothing is left to do (a key travels in [`Outgoing::auth`]); Bedrock signs
-    /// with SigV4; Vertex adds an OAuth2 access token, fetched when needed, and masks it in
-    /// what is read back (`scrubber`).
+    /// Authorise a request as it goes on the wire, after every other header is set; the
+    /// call core calls it only for a provider with cloud credentials ([`Provider::credentials`]:
+    /// a key travels in [`Outgoing::auth`]). Bedrock signs with SigV4; Vertex adds an OAuth2
+    /// access token, fetched when needed, and masks it in what is read back (`scrubber`).
     async fn authorize(
         &self,
         _t: &Target<'_>,
@@ -122,8 +122,9 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
-    /// The upstream answered `status` to a request this provider authorised (Vertex: a
-    /// 401 drops the cached token, so the next attempt fetches a fresh one).
+    /// The upstream refused (`status` ≥ 400) a request this provider authorised with its
+    /// credentials (Vertex: a 401 drops the cached token, so the next attempt fetches a
+    /// fresh one).
     async fn answered(&self, _t: &Target<'_>, _status: u16) {}
 
     /// Whether it answers in process (the mock) instead of over HTTP.

@@ -41,8 +41,7 @@ pub async fn relay(
     let echo = responses.map_or(&null, |p| &p.echo);
     // The provider speaks the client's surface itself (else it was sent the chat pivot,
     // and its chat answer goes back through the surface's translation).
-    let direct = provider.serves(req.endpoint);
-    let native = direct && matches!(req.endpoint, Endpoint::Messages | Endpoint::Responses);
+    let native = answer::native(provider, req.endpoint);
     let surface = answer::surface_of(provider, req.endpoint);
     let model = ctx.model.as_deref().unwrap_or(&req.model).to_string();
     if resp.status == 200 && req.stream && resp.is_event_stream() {

@@ -36,9 +36,7 @@ impl StreamRelay {
         echo: &Value,
         created: u64,
     ) -> StreamRelay {
-        let direct = provider.serves(req.endpoint);
-        let native = direct && matches!(req.endpoint, Endpoint::Messages | Endpoint::Responses);
-        let dialect = if native {
+        let dialect = if super::native(provider, req.endpoint) {
             Dialect::Native(provider, None)
         } else {
             match provider.stream_translator(model, created) {
