@@ -381,6 +381,28 @@ fn native_messages_pass_through_with_limits_and_accounting() {
         Some(ANTHROPIC_KEY),
         "the provider key, not the client's"
     );
+    assert_eq!(
+        h("anthropic-beta"),
+        None,
+        "no beta unless the client enabled one"
+    );
+    // The client's betas go with it (Anthropic serves them); a malformed value is refused.
+    let beta = "mid-conversation-tool-changes-2026-07-01,effort-2025-11-24";
+    let headers = [("x-api-key", KEY), ("anthropic-beta", beta)];
+    let url = gw.url("/v1/messages");
+    let r = send("POST", &url, &headers, Some(&body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (headers, _) = up.last();
+    let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    assert_eq!(h("anthropic-beta").as_deref(), Some(beta));
+    let r = send(
+        "POST",
+        &url,
+        &[("x-api-key", KEY), ("anthropic-beta", "a;b=1")],
+        Some(&body),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["type"], "error");
     // Streams pass through event by event; usage is accounted from message_start/delta.
     let mut stream = body.clone();
     stream["stream"] = json!(true);
@@ -391,10 +413,10 @@ fn native_messages_pass_through_with_limits_and_accounting() {
         gw.wait_metric(
             "gateway_tokens_total",
             &[("model", "claude-text"), ("kind", "completion")],
-            24.0
+            33.0
         ),
-        24.0,
-        "9 from the message + 15 from the stream"
+        33.0,
+        "9 from each of two messages + 15 from the stream"
     );
     // The gateway's own errors come in Anthropic's shape for these clients.
     let r = messages(&gw, "sk-wrong", body.clone());

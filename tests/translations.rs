@@ -92,7 +92,7 @@ fn request(p: &dyn Provider, provider: &str, endpoint: Endpoint, file: &str) -> 
         Err(e) => format!("error {}: {e}\n", e.status()),
         Ok(out) => {
             let mut s = format!("POST {}\n", out.path);
-            for (k, v) in plain(&out.auth)
+            for (k, v) in plain(&out.headers)
                 .into_iter()
                 .chain(plain(p.default_headers()))
             {

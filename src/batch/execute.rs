@@ -10,6 +10,7 @@ use crate::gateway::answer;
 use crate::gateway::CallCtx;
 use crate::gateway::GatewayState;
 use crate::limits::admission::TokenUsage;
+use crate::surfaces::{Echo, NO_ECHO};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -127,12 +128,12 @@ async fn run(state: &GatewayState, c: &Claimed, max_attempts: u32, ctx: &mut Cal
     }
     // A Responses line: no stored history in a batch; other providers get its chat form.
     let echo = if ep == Endpoint::Responses {
-        let echo = match req.head(&["input"]) {
-            Ok(v) => Value::Object(v),
+        let echo = match Echo::of(&req) {
+            Ok(v) => v,
             Err(e) => return fail(&e),
         };
         for field in ["previous_response_id", "background", "conversation"] {
-            if !echo[field].is_null() && echo[field] != json!(false) {
+            if !echo.head[field].is_null() && echo.head[field] != json!(false) {
                 return fail(&GatewayError::bad_request(
                     format!("'{field}' is not supported in batch requests."),
                     None,
@@ -144,7 +145,7 @@ async fn run(state: &GatewayState, c: &Claimed, max_attempts: u32, ctx: &mut Cal
         }
         echo
     } else {
-        Value::Null
+        NO_ECHO.clone()
     };
     ctx.model = Some(route.name.clone());
     // A fresh context for another try after a wait (the trace goes on).

@@ -119,6 +119,10 @@ pub struct AiRequest {
     /// request, sent to deployments whose provider does not serve the surface itself
     /// (see `crate::surfaces`).
     pub pivot: Option<Box<AiRequest>>,
+    /// A Messages client's `anthropic-beta` header, passed on to Anthropic deployments
+    /// (which serve the betas); translated requests carry what the betas add (mid-turn
+    /// system messages) or drop it (the README's table).
+    pub anthropic_beta: Option<http::HeaderValue>,
 }
 
 impl AiRequest {
@@ -168,6 +172,7 @@ impl AiRequest {
             max_tokens: numbers.max_tokens,
             choices: numbers.choices,
             pivot: None,
+            anthropic_beta: None,
         };
         req.check_required()?;
         Ok(req)

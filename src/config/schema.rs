@@ -384,6 +384,10 @@ pub struct MockConfig {
     /// Answer `completion_tokens` whatever `max_tokens` says, as a provider that ignores
     /// the cap it is sent (for testing hard limits).
     pub ignore_max_tokens: bool,
+    /// Upstream model names that act as an agent: with tools offered and `tool_choice`
+    /// `auto`, a user turn gets a call of one of them, and a tool result an answer quoting
+    /// it, so an agent's tool round trip can be tried end to end.
+    pub agent_models: Vec<String>,
 }
 
 impl Default for MockConfig {
@@ -396,6 +400,7 @@ impl Default for MockConfig {
             failure: None,
             cut_stream_after_tokens: None,
             ignore_max_tokens: false,
+            agent_models: Vec::new(),
         }
     }
 }

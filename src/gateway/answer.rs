@@ -25,6 +25,7 @@ use crate::errors::GatewayError;
 use crate::providers::Provider;
 use crate::providers::UpstreamErrorKind;
 use crate::runtime::ModelRoute;
+use crate::surfaces::Echo;
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -71,7 +72,7 @@ pub fn whole(
     ctx: &mut CallCtx,
     provider: &dyn Provider,
     surface: Option<Endpoint>,
-    echo: &Value,
+    echo: &Echo,
     (status, body): (u16, Bytes),
     model: &str,
     created: u64,
@@ -175,7 +176,7 @@ mod tests {
             c,
             provider,
             surface,
-            &Value::Null,
+            &crate::surfaces::NO_ECHO,
             (200, Bytes::from(body)),
             "m",
             1,

@@ -77,7 +77,7 @@ async fn attempt(
                 USER_AGENT,
                 HeaderValue::from_static(concat!("ai-rate-limiter/", env!("CARGO_PKG_VERSION"))),
             ));
-            h.extend(out.auth);
+            h.extend(out.headers);
             for (name, value) in d.provider.api.default_headers() {
                 if !headers.iter().any(|(k, _)| k == name) {
                     h.push((name.clone(), value.clone()));
@@ -100,7 +100,7 @@ async fn attempt(
             let api = &d.provider.api;
             let target = target(rt, d, req);
             let mut scrubber = rt.scrubber.clone();
-            // Only cloud credentials need work here (an API key is already in `out.auth`):
+            // Only cloud credentials need work here (an API key is already in `out.headers`):
             // other requests pay no boxed future for it.
             let signed = target.credentials.is_some();
             if signed {

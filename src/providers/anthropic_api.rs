@@ -24,8 +24,13 @@ impl Provider for Anthropic {
     }
 
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
+        let mut headers = key_header(HeaderName::from_static("x-api-key"), t.api_key)?;
         let body = if req.endpoint == Endpoint::Messages {
-            req.upstream_body(t.model) // native: passed through
+            // Native: passed through, with the betas the client enabled.
+            if let Some(beta) = &req.anthropic_beta {
+                headers.push((HeaderName::from_static("anthropic-beta"), beta.clone()));
+            }
+            req.upstream_body(t.model)
         } else {
             let mut fixed = serde_json::Map::new();
             fixed.insert("model".into(), t.model.into());
@@ -33,7 +38,7 @@ impl Provider for Anthropic {
         };
         Ok(Outgoing {
             path: "/messages".into(),
-            auth: key_header(HeaderName::from_static("x-api-key"), t.api_key)?,
+            headers,
             body,
         })
     }
@@ -125,7 +130,7 @@ mod tests {
         let out = Anthropic.outgoing(&t, &chat).unwrap();
         assert_eq!(out.path, "/messages");
         assert_eq!(
-            crate::providers::api::plain(&out.auth),
+            crate::providers::api::plain(&out.headers),
             vec![("x-api-key".into(), "sk-ant".into())]
         );
         let v: Value = serde_json::from_slice(&out.body).unwrap();

@@ -60,10 +60,11 @@ pub struct Wire<'a> {
     pub body: &'a [u8],
 }
 
-/// What is sent upstream: the path after the base URL, auth headers and the body.
+/// What is sent upstream: the path after the base URL, the request's own headers (its
+/// credentials; for a native Messages call the client's `anthropic-beta`) and the body.
 pub struct Outgoing {
     pub path: String,
-    pub auth: Vec<Header>,
+    pub headers: Vec<Header>,
     pub body: Bytes,
 }
 

@@ -52,7 +52,7 @@ impl Provider for Azure {
         };
         Ok(Outgoing {
             path,
-            auth: key_header(HeaderName::from_static("api-key"), t.api_key)?,
+            headers: key_header(HeaderName::from_static("api-key"), t.api_key)?,
             body: req.upstream_body(t.model),
         })
     }
@@ -83,7 +83,7 @@ mod tests {
             "/openai/deployments/my%20deploy/embeddings?api-version=2024-10-21"
         );
         assert_eq!(
-            crate::providers::api::plain(&out.auth),
+            crate::providers::api::plain(&out.headers),
             vec![("api-key".into(), "az-key".into())]
         );
         assert_eq!(&out.body[..], br#"{"input":"x","model":"my deploy"}"#);

@@ -29,7 +29,7 @@ impl Provider for OpenAi {
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {
         Ok(Outgoing {
             path: req.endpoint.path().into(),
-            auth: bearer(t.api_key)?,
+            headers: bearer(t.api_key)?,
             body: req.upstream_body(t.model),
         })
     }
@@ -69,7 +69,7 @@ mod tests {
         let out = OpenAi.outgoing(&t, &req).unwrap();
         assert_eq!(out.path, "/chat/completions");
         assert_eq!(
-            crate::providers::api::plain(&out.auth),
+            crate::providers::api::plain(&out.headers),
             vec![("authorization".into(), "Bearer sk-k".into())]
         );
         assert_eq!(

@@ -101,7 +101,7 @@ impl Provider for Vertex {
         // The bearer token is added per attempt by `authorize` (it may need fetching).
         Ok(Outgoing {
             path,
-            auth: Vec::new(),
+            headers: Vec::new(),
             body: Bytes::from(body),
         })
     }
@@ -247,7 +247,7 @@ mod tests {
             "/publishers/google/models/gemini-2.5-flash:generateContent"
         );
         assert!(
-            out.auth.is_empty(),
+            out.headers.is_empty(),
             "the bearer token is added by the call core"
         );
     }

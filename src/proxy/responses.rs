@@ -17,7 +17,8 @@ use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use crate::response_store::{item_id, now, raw_items, Put, RawResponse, ANONYMOUS};
 use crate::state::AppState;
-use crate::surfaces::responses::{derived_id, for_each_input, with_id};
+use crate::surfaces::responses::tools::ChatTools;
+use crate::surfaces::responses::{derived_id, for_each_input, with_id, Echo};
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use pingora::proxy::Session;
@@ -48,8 +49,9 @@ impl Route {
 
 /// What a Responses call keeps beside its request.
 pub struct Prepared {
-    /// The client's body but its input: what the Response echoes.
-    pub echo: Value,
+    /// What the Response echoes: the client's body but its input, and its tools' chat
+    /// names.
+    pub echo: Echo,
     /// Every input item the model sees, with ids, as a JSON array, to store with the
     /// response (`None`: it will not be stored). Taken (not copied) by [`keep`], once.
     pub items: std::sync::Mutex<Option<String>>,
@@ -206,6 +208,9 @@ pub async fn prepare(
         None => req,
     };
     let items = std::sync::Mutex::new(items);
+    // The tools of the whole history (`additional_tools` items of earlier turns too).
+    let tools = ChatTools::of(&req)?.names;
+    let echo = Echo { head: echo, tools };
     Ok((req, Prepared { echo, items }))
 }
 

@@ -236,6 +236,25 @@ fn normalize_path(session: &mut Session) -> Result<bool, GatewayError> {
     Ok(slash)
 }
 
+/// The client's `anthropic-beta` header: comma-separated beta names (at most 1 KiB of
+/// letters, digits, `-`, `_`, `.`, `,` and spaces), passed on to Anthropic deployments.
+fn anthropic_beta(session: &Session) -> Result<Option<http::HeaderValue>, GatewayError> {
+    let Some(v) = session.req_header().headers.get("anthropic-beta") else {
+        return Ok(None);
+    };
+    let ok = v.len() <= 1024
+        && v.as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_., ".contains(b));
+    if !ok {
+        return Err(GatewayError::invalid(
+            "anthropic-beta: expected comma-separated beta names",
+            "anthropic-beta",
+        ));
+    }
+    Ok(Some(v.clone()))
+}
+
 /// An AI request: parsed, checked against its model route (`ai_route`, or the model its
 /// body names), sent through the call core and relayed.
 async fn serve_ai(
@@ -253,6 +272,9 @@ async fn serve_ai(
     } else {
         (AiRequest::parse(endpoint, raw)?, None)
     };
+    if endpoint == Endpoint::Messages {
+        req.anthropic_beta = anthropic_beta(session)?;
+    }
     ctx.stream = req.stream;
     let route = match ai_route {
         Some(r) => r,

@@ -37,8 +37,7 @@ pub async fn relay(
     provider: &'static dyn Provider,
     responses: Option<&Prepared>,
 ) {
-    let null = Value::Null;
-    let echo = responses.map_or(&null, |p| &p.echo);
+    let echo = responses.map_or(&crate::surfaces::NO_ECHO, |p| &p.echo);
     // The provider speaks the client's surface itself (else it was sent the chat pivot,
     // and its chat answer goes back through the surface's translation).
     let native = answer::native(provider, req.endpoint);
@@ -107,8 +106,7 @@ async fn relay_whole(
     surface: Option<Endpoint>,
     responses: Option<&Prepared>,
 ) {
-    let null = Value::Null;
-    let echo = responses.map_or(&null, |p| &p.echo);
+    let echo = responses.map_or(&crate::surfaces::NO_ECHO, |p| &p.echo);
     let Some(body) = read_whole(state, session, ctx, &mut resp).await else {
         return;
     };

@@ -16,6 +16,7 @@ pub mod responses;
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use bytes::Bytes;
+pub use responses::{Echo, NO_ECHO};
 use serde_json::Value;
 
 /// Turns an OpenAI chat chunk stream into a surface's events.
@@ -56,7 +57,7 @@ pub struct SurfaceAnswer {
 /// sees it; `echo` is the client's request body (the Responses API echoes it).
 pub fn answer(
     endpoint: Endpoint,
-    echo: &Value,
+    echo: &Echo,
     status: u16,
     chat: Bytes,
     model: &str,
@@ -106,7 +107,7 @@ pub fn answer(
 /// there), corrected by the provider's count at their end.
 pub fn stream(
     endpoint: Endpoint,
-    echo: &Value,
+    echo: &Echo,
     model: &str,
     input_tokens: u64,
 ) -> Option<Box<dyn ChunkTranslator>> {

@@ -12,6 +12,7 @@ use crate::errors::{anthropic_error_body, openai_error_body};
 use crate::gateway::CallCtx;
 use crate::providers::api::{ChatEvent, EventTranslator};
 use crate::providers::Provider;
+use crate::surfaces::Echo;
 use crate::surfaces::{self, ChunkTranslator};
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
@@ -33,7 +34,7 @@ impl StreamRelay {
         provider: &'static dyn Provider,
         req: &AiRequest,
         model: &str,
-        echo: &Value,
+        echo: &Echo,
         created: u64,
     ) -> StreamRelay {
         let dialect = if super::native(provider, req.endpoint) {

@@ -81,7 +81,7 @@ impl Provider for Bedrock {
         Ok(Outgoing {
             path: format!("/model/{}/{action}", utf8_percent_encode(t.model, SEGMENT)),
             // A Bedrock API key is a bearer token; AWS keys sign instead (see `sign`).
-            auth: match (t.api_key, t.credentials) {
+            headers: match (t.api_key, t.credentials) {
                 (Some(k), None) => bearer(Some(k))?,
                 _ => Vec::new(),
             },

@@ -79,7 +79,7 @@ impl Provider for Gemini {
         };
         Ok(Outgoing {
             path,
-            auth: key_header(HeaderName::from_static("x-goog-api-key"), t.api_key)?,
+            headers: key_header(HeaderName::from_static("x-goog-api-key"), t.api_key)?,
             body: Bytes::from(body),
         })
     }

@@ -132,10 +132,19 @@ impl MockProvider {
         }
     }
 
-    fn completion_words(&self, req: &AiRequest, prompt: &Prompt) -> (Vec<String>, &'static str) {
+    fn completion_words(
+        &self,
+        req: &AiRequest,
+        model: &str,
+        prompt: &Prompt,
+    ) -> (Vec<String>, &'static str) {
         if req.endpoint == Endpoint::ChatCompletions {
             if let Some(json) = tools::structured(req) {
                 return (json, "stop");
+            }
+            if let Some(tools::AgentStep::Report(text)) = self.agent(req, model, prompt) {
+                let words = text.split_inclusive(' ').map(str::to_string).collect();
+                return (words, "stop");
             }
         }
         let wanted = u64::from(self.cfg.completion_tokens).min(MAX_COMPLETION_TOKENS);
@@ -159,8 +168,8 @@ impl MockProvider {
     }
 
     fn completion(&self, req: &AiRequest, model: &str, prompt: &Prompt) -> Value {
-        let (words, finish) = self.completion_words(req, prompt);
-        if let Some(call) = self.tool_call(req, prompt) {
+        let (words, finish) = self.completion_words(req, model, prompt);
+        if let Some(call) = self.tool_call(req, model, prompt) {
             return json!({"id": format!("chatcmpl-{}", rand_id()), "object": "chat.completion",
                 "created": now(), "model": model, "system_fingerprint": "fp_mock",
                 "choices": [{"index": 0, "message": call.message(), "logprobs": null,
@@ -188,17 +197,32 @@ impl MockProvider {
                "mock": mock_info(prompt)})
     }
 
-    /// The tool call a chat request requires, if any (see [`tools`]).
-    fn tool_call(&self, req: &AiRequest, prompt: &Prompt) -> Option<tools::Call> {
+    /// The tool call a chat request requires, or an agent model makes (see [`tools`]).
+    fn tool_call(&self, req: &AiRequest, model: &str, prompt: &Prompt) -> Option<tools::Call> {
         let seed = u64::from_le_bytes(prompt.digest[..8].try_into().unwrap_or_default());
-        (req.endpoint == Endpoint::ChatCompletions)
-            .then(|| tools::required(req, seed))
+        if req.endpoint != Endpoint::ChatCompletions {
+            return None;
+        }
+        tools::required(req, seed).or_else(|| match self.agent(req, model, prompt) {
+            Some(tools::AgentStep::Call(c)) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// The next step of `model` when it is one of the agent models.
+    fn agent(&self, req: &AiRequest, model: &str, prompt: &Prompt) -> Option<tools::AgentStep> {
+        let seed = u64::from_le_bytes(prompt.digest[..8].try_into().unwrap_or_default());
+        self.cfg
+            .agent_models
+            .iter()
+            .any(|m| m == model)
+            .then(|| tools::agent_step(req, seed))
             .flatten()
     }
 
     fn stream(&self, req: &AiRequest, model: &str, prompt: &Prompt) -> UpstreamResponse {
-        let (mut words, mut finish) = self.completion_words(req, prompt);
-        let call = self.tool_call(req, prompt);
+        let (mut words, mut finish) = self.completion_words(req, model, prompt);
+        let call = self.tool_call(req, model, prompt);
         if call.is_some() {
             (words, finish) = (Vec::new(), "tool_calls");
         }

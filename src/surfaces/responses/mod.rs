@@ -3,17 +3,45 @@
 //! chat answer a Response object, the chat stream Responses' typed events ([`stream`]).
 //! The mapping follows `shared/reference/responses-api.md` §7 (direction A).
 //!
-//! Losses: built-in tools (`web_search`, `file_search`, …), `reasoning` and
-//! `item_reference` input items, `include`, `truncation: auto`, `background`,
-//! `conversation` and `prompt` have no chat equivalent and are dropped; `input_file`
-//! parts go as chat `file` parts (providers that take none refuse them).
+//! Tools in every form clients send them are carried ([`tools`]). Losses: built-in tools
+//! (`web_search`, `file_search`, …) and their call items, `reasoning`, `item_reference`
+//! and `compaction` input items, `include`, `truncation: auto` and `prompt` have no chat
+//! equivalent and are dropped (the README's table); an input item of a type not known
+//! here is refused, naming it. `input_file` parts go as chat `file` parts (providers
+//! that take none refuse them).
 
 pub mod stream;
+pub mod tools;
 
 use crate::canonical::write::ArrayOut;
 use crate::canonical::{content_text, AiRequest};
 use crate::errors::GatewayError;
 use serde_json::{json, Map, Value};
+use tools::{ChatTools, ToolNames};
+
+/// What a Responses answer needs of its request: the fields the Response echoes (the
+/// body but its input) and the chat names its tools were sent under.
+#[derive(Debug, Clone)]
+pub struct Echo {
+    pub head: Value,
+    pub tools: ToolNames,
+}
+
+/// The echo of a request that is no Responses request.
+pub static NO_ECHO: Echo = Echo {
+    head: Value::Null,
+    tools: ToolNames::EMPTY,
+};
+
+impl Echo {
+    /// The echo of `req` (its input already holding any previous response's history).
+    pub fn of(req: &AiRequest) -> Result<Echo, GatewayError> {
+        Ok(Echo {
+            head: Value::Object(req.head(&["input"])?),
+            tools: ChatTools::of(req)?.names,
+        })
+    }
+}
 
 /// A fresh id with a prefix (`resp_`, `msg_`, `fc_`, `rs_`).
 pub fn new_id(prefix: &str) -> String {
@@ -55,6 +83,8 @@ pub fn derived_id(kind: Option<&str>, response_id: &str, index: usize) -> String
     let prefix = match kind.unwrap_or("message") {
         "function_call" => "fc_",
         "function_call_output" => "fco_",
+        "custom_tool_call" => "ctc_",
+        "custom_tool_call_output" => "ctco_",
         "reasoning" => "rs_",
         _ => "msg_",
     };
@@ -138,8 +168,45 @@ fn parts_of(content: &Value) -> Result<Value, GatewayError> {
     Ok(Value::Array(out))
 }
 
-/// Input items → chat messages (consecutive function calls join one assistant message).
-fn messages_of(items: &[Value], out: &mut Vec<Value>) -> Result<(), GatewayError> {
+/// Input item types with no chat form, dropped: reasoning, references to stored items,
+/// compaction summaries and the calls and outputs of built-in tools.
+fn dropped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "reasoning" | "item_reference" | "compaction" | "additional_tools"
+    ) || kind.starts_with("mcp_")
+        || kind.ends_with("_call")
+        || kind.ends_with("_call_output")
+        || kind.ends_with("_output") && kind.starts_with("tool_search")
+}
+
+/// An assistant tool call joins the last assistant message when that one holds calls (or
+/// no text); otherwise it starts one.
+fn push_call(out: &mut Vec<Value>, call: Value) {
+    let joins = out.last().is_some_and(|m| {
+        m["role"] == "assistant" && (m["tool_calls"].is_array() || m["content"] == "")
+    });
+    match out.last_mut() {
+        Some(last) if joins => {
+            match last["tool_calls"].as_array_mut() {
+                Some(calls) => calls.push(call),
+                None => last["tool_calls"] = json!([call]),
+            }
+            if last["content"] == "" {
+                last["content"] = Value::Null;
+            }
+        }
+        _ => out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+    }
+}
+
+/// Input items → chat messages (consecutive tool calls join one assistant message);
+/// `names`: the chat names of the request's tools.
+fn messages_of(
+    items: &[Value],
+    names: &ToolNames,
+    out: &mut Vec<Value>,
+) -> Result<(), GatewayError> {
     for item in items {
         match item["type"].as_str().unwrap_or("message") {
             "message" => {
@@ -162,31 +229,42 @@ fn messages_of(items: &[Value], out: &mut Vec<Value>) -> Result<(), GatewayError
                 out.push(json!({"role": role, "content": content}));
             }
             "function_call" => {
-                let call = json!({"id": item["call_id"], "type": "function",
-                    "function": {"name": item["name"], "arguments": item["arguments"]}});
-                let joins = out.last().is_some_and(|m| {
-                    m["role"] == "assistant" && (m["tool_calls"].is_array() || m["content"] == "")
-                });
-                if joins {
-                    if let Some(last) = out.last_mut() {
-                        match last["tool_calls"].as_array_mut() {
-                            Some(calls) => calls.push(call),
-                            None => last["tool_calls"] = json!([call]),
-                        }
-                        if last["content"] == "" {
-                            last["content"] = Value::Null;
-                        }
-                    }
-                } else {
-                    out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
-                }
+                let chat = names.chat_name(
+                    item["namespace"].as_str(),
+                    item["name"].as_str().unwrap_or(""),
+                );
+                push_call(
+                    out,
+                    json!({"id": item["call_id"], "type": "function",
+                    "function": {"name": chat, "arguments": item["arguments"]}}),
+                );
+            }
+            "custom_tool_call" => {
+                let chat = names.chat_name(
+                    item["namespace"].as_str(),
+                    item["name"].as_str().unwrap_or(""),
+                );
+                let args = tools::custom_arguments(item["input"].as_str().unwrap_or(""));
+                push_call(
+                    out,
+                    json!({"id": item["call_id"], "type": "function",
+                    "function": {"name": chat, "arguments": args}}),
+                );
             }
             // An output without a call id answers nothing: dropped, as peers do.
-            "function_call_output" if item["call_id"].as_str().is_some_and(|c| !c.is_empty()) => {
+            "function_call_output" | "custom_tool_call_output"
+                if item["call_id"].as_str().is_some_and(|c| !c.is_empty()) =>
+            {
                 out.push(json!({"role": "tool", "tool_call_id": item["call_id"],
                     "content": content_text(&item["output"], "")}));
             }
-            _ => {} // reasoning, item references, built-in tool items: no chat form
+            kind if dropped(kind) => {}
+            other => {
+                return Err(GatewayError::invalid(
+                    format!("input item type {other:?} is not supported for this model"),
+                    "input",
+                ))
+            }
         }
     }
     Ok(())
@@ -214,44 +292,15 @@ pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
         out.insert("stream".into(), json!(true));
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    let tools: Vec<Value> = body["tools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["type"] == "function")
-        .map(|t| {
-            let mut params = t["parameters"].clone();
-            if !params.is_object() {
-                params = json!({"type": "object", "properties": {}});
-            } else if params.get("type").is_none() {
-                params["type"] = json!("object");
-            }
-            let mut f = json!({"name": t["name"], "parameters": params});
-            for k in ["description", "strict"] {
-                if !t[k].is_null() {
-                    f[k] = t[k].clone();
-                }
-            }
-            json!({"type": "function", "function": f})
-        })
-        .collect();
-    if !tools.is_empty() {
-        out.insert("tools".into(), Value::Array(tools));
-        let choice = &body["tool_choice"];
-        let mapped = match choice {
-            Value::String(_) => Some(choice.clone()),
-            Value::Object(o) => match o.get("type").and_then(Value::as_str) {
-                Some("function") => {
-                    Some(json!({"type": "function", "function": {"name": o.get("name")}}))
-                }
-                Some("allowed_tools") => o.get("mode").cloned(),
-                _ => None,
-            },
-            _ => None,
-        };
-        if let Some(c) = mapped {
-            out.insert("tool_choice".into(), c);
-        }
+    let tools = ChatTools::of(req)?;
+    if let Some(c) = tools
+        .choice(&body["tool_choice"])
+        .filter(|_| !tools.tools.is_empty())
+    {
+        out.insert("tool_choice".into(), c);
+    }
+    if !tools.tools.is_empty() {
+        out.insert("tools".into(), Value::Array(tools.tools));
     }
     let format = &body["text"]["format"];
     match format["type"].as_str() {
@@ -285,7 +334,7 @@ pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
         open.push(json!({"role": "system", "content": i}));
     }
     for_each_input(req, |item| {
-        messages_of(std::slice::from_ref(&item), &mut open)?;
+        messages_of(std::slice::from_ref(&item), &tools.names, &mut open)?;
         let done = open.len().saturating_sub(1);
         for m in open.drain(..done) {
             messages.push(&m);
@@ -367,19 +416,13 @@ pub fn message_item(id: &str, text: &str, status: &str) -> Value {
            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
 }
 
-/// A function-call output item.
-pub fn call_item(id: &str, call_id: &Value, name: &Value, arguments: &str, status: &str) -> Value {
-    json!({"id": id, "type": "function_call", "status": status, "call_id": call_id,
-           "name": name, "arguments": arguments})
-}
-
 /// A reasoning output item (its text as a summary).
 pub fn reasoning_item(id: &str, text: &str) -> Value {
     json!({"id": id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]})
 }
 
-/// A `chat.completion` → the Response for request `body`, as response `id`.
-pub fn from_chat(chat: &Value, body: &Value, id: &str, model: &str, created: u64) -> Value {
+/// A `chat.completion` → the Response for the request `echo`, as response `id`.
+pub fn from_chat(chat: &Value, echo: &Echo, id: &str, model: &str, created: u64) -> Value {
     let choice = &chat["choices"][0];
     let msg = &choice["message"];
     let mut output = Vec::new();
@@ -392,15 +435,12 @@ pub fn from_chat(chat: &Value, body: &Value, id: &str, model: &str, created: u64
     }
     for call in msg["tool_calls"].as_array().into_iter().flatten() {
         let args = call["function"]["arguments"].as_str().unwrap_or("");
-        output.push(call_item(
-            &new_id("fc_"),
-            &call["id"],
-            &call["function"]["name"],
-            args,
-            "completed",
-        ));
+        let name = &call["function"]["name"];
+        let id = new_id(echo.tools.id_prefix(name));
+        let item = tools::call_item(&echo.tools, &id, &call["id"], name, args, "completed");
+        output.push(item);
     }
-    let mut r = skeleton(body, id, model, created);
+    let mut r = skeleton(&echo.head, id, model, created);
     r["status"] = json!(status);
     r["incomplete_details"] = incomplete;
     r["output"] = Value::Array(output);
@@ -463,5 +503,81 @@ mod tests {
         assert_eq!(kept["id"], "mine");
         assert_eq!(i["content"][0]["type"], "output_text");
         assert_eq!(i["status"], "completed");
+    }
+
+    fn codex_turn() -> Value {
+        json!({"model": "m", "tool_choice": {"type": "custom", "name": "exec"}, "input": [
+            {"type": "additional_tools", "role": "developer", "tools": [
+                {"type": "namespace", "name": "functions", "tools": [
+                    {"type": "custom", "name": "exec", "format": {"type": "text"}},
+                    {"type": "function", "name": "wait", "parameters": {}}]}]},
+            {"role": "developer", "content": "be brief"},
+            {"role": "user", "content": "run ls"},
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {"type": "custom_tool_call", "call_id": "c1", "namespace": "functions",
+             "name": "exec", "input": "ls"},
+            {"type": "custom_tool_call_output", "call_id": "c1", "output": "a.txt"},
+            {"type": "function_call", "call_id": "c2", "namespace": "functions",
+             "name": "wait", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c2", "output": "ok"},
+            {"type": "web_search_call", "id": "ws_1", "status": "completed"}]})
+    }
+
+    #[test]
+    fn codex_tools_and_their_calls_reach_the_chat_request() {
+        let c = chat(codex_turn()).unwrap();
+        let names: Vec<&str> = c["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["exec", "wait"]);
+        assert_eq!(c["tool_choice"]["function"]["name"], "exec");
+        let m = c["messages"].as_array().unwrap();
+        let roles: Vec<&str> = m.iter().map(|m| m["role"].as_str().unwrap()).collect();
+        assert_eq!(
+            roles,
+            ["system", "user", "assistant", "tool", "assistant", "tool"]
+        );
+        let exec = &m[2]["tool_calls"][0]["function"];
+        assert_eq!(exec["name"], "exec");
+        assert_eq!(exec["arguments"], "{\"input\":\"ls\"}");
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "tool_call_id": "c1", "content": "a.txt"})
+        );
+        assert_eq!(m[4]["tool_calls"][0]["function"]["name"], "wait");
+    }
+
+    #[test]
+    fn an_unknown_input_item_is_refused_naming_it() {
+        let e = chat(json!({"model": "m", "input": [{"type": "hologram", "x": 1}]})).unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("hologram"), "{e}");
+    }
+
+    #[test]
+    fn chat_calls_come_back_as_the_client_defined_them() {
+        let req = AiRequest::parse(Endpoint::Responses, Bytes::from(codex_turn().to_string()));
+        let echo = Echo::of(&req.unwrap()).unwrap();
+        let answer = json!({"choices": [{"finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": null, "tool_calls": [
+                {"id": "c3", "type": "function", "function": {"name": "exec",
+                 "arguments": "{\"input\":\"cat a.txt\"}"}},
+                {"id": "c4", "type": "function", "function": {"name": "wait", "arguments": "{}"}}]}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}});
+        let r = from_chat(&answer, &echo, "resp_1", "m", 1);
+        let out = r["output"].as_array().unwrap();
+        assert_eq!(out[0]["type"], "custom_tool_call");
+        assert_eq!(out[0]["input"], "cat a.txt");
+        assert_eq!(out[0]["namespace"], "functions");
+        assert!(out[0]["id"].as_str().unwrap().starts_with("ctc_"));
+        assert_eq!(out[1]["type"], "function_call");
+        assert_eq!(
+            (out[1]["name"].as_str(), out[1]["namespace"].as_str()),
+            (Some("wait"), Some("functions"))
+        );
+        assert_eq!(r["status"], "completed");
     }
 }

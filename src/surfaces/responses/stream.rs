@@ -4,7 +4,8 @@
 //! naming its item, `*.done` events and the terminal event carrying the whole text,
 //! arguments, output and usage. No `[DONE]` is sent.
 
-use super::{call_item, message_item, new_id, reasoning_item, skeleton, status_of, usage};
+use super::tools::{call_item, ToolNames};
+use super::{message_item, new_id, reasoning_item, skeleton, status_of, usage, Echo};
 use crate::surfaces::ChunkTranslator;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -20,12 +21,14 @@ enum Open {
         id: String,
         text: String,
     },
-    /// A function call, for this chat tool-call index.
+    /// A tool call, for this chat tool-call index (`name`: its chat function; a custom
+    /// tool's input is sent whole when the call ends, as it is read out of JSON).
     Call {
         index: u64,
         id: String,
         call_id: Value,
         name: Value,
+        custom: bool,
         arguments: String,
     },
 }
@@ -33,6 +36,8 @@ enum Open {
 /// One Responses stream being built from a chat stream.
 pub struct ResponseStream {
     response: Value,
+    /// The chat names of the request's tools.
+    names: ToolNames,
     seq: u64,
     open: Open,
     /// Completed output items, in order.
@@ -44,10 +49,11 @@ pub struct ResponseStream {
 }
 
 impl ResponseStream {
-    /// A stream for request `body`, as response `id` of the public `model`.
-    pub fn new(body: &Value, id: &str, model: &str, created: u64) -> ResponseStream {
+    /// A stream for the request `echo`, as response `id` of the public `model`.
+    pub fn new(echo: &Echo, id: &str, model: &str, created: u64) -> ResponseStream {
         ResponseStream {
-            response: skeleton(body, id, model, created),
+            response: skeleton(&echo.head, id, model, created),
+            names: echo.tools.clone(),
             seq: 0,
             open: Open::None,
             output: Vec::new(),
@@ -130,14 +136,29 @@ impl ResponseStream {
                 id,
                 call_id,
                 name,
+                custom,
                 arguments,
                 ..
             } => {
-                out.push(
-                    self.event(json!({"type": "response.function_call_arguments.done",
-                    "item_id": id, "output_index": i, "name": name, "arguments": arguments})),
-                );
-                call_item(&id, &call_id, &name, &arguments, "completed")
+                let item = call_item(&self.names, &id, &call_id, &name, &arguments, "completed");
+                if custom {
+                    let input = item["input"].clone();
+                    out.push(
+                        self.event(json!({"type": "response.custom_tool_call_input.delta",
+                        "item_id": id, "output_index": i, "delta": input})),
+                    );
+                    out.push(
+                        self.event(json!({"type": "response.custom_tool_call_input.done",
+                        "item_id": id, "output_index": i, "input": input})),
+                    );
+                } else {
+                    out.push(
+                        self.event(json!({"type": "response.function_call_arguments.done",
+                        "item_id": id, "output_index": i, "name": item["name"],
+                        "arguments": arguments})),
+                    );
+                }
+                item
             }
         };
         out.push(
@@ -212,13 +233,14 @@ impl ResponseStream {
     fn call(&mut self, c: &Value, out: &mut Vec<Bytes>) {
         let index = c["index"].as_u64().unwrap_or(0);
         if !matches!(self.open, Open::Call { index: open, .. } if open == index) {
-            let id = new_id("fc_");
             let (call_id, name) = (c["id"].clone(), c["function"]["name"].clone());
-            let item = call_item(&id, &call_id, &name, "", "in_progress");
+            let id = new_id(self.names.id_prefix(&name));
+            let item = call_item(&self.names, &id, &call_id, &name, "", "in_progress");
             let open = Open::Call {
                 index,
                 id,
                 call_id,
+                custom: item["type"] == "custom_tool_call",
                 name,
                 arguments: String::new(),
             };
@@ -231,8 +253,17 @@ impl ResponseStream {
             return;
         };
         let i = self.index();
-        if let Open::Call { id, arguments, .. } = &mut self.open {
+        if let Open::Call {
+            id,
+            arguments,
+            custom,
+            ..
+        } = &mut self.open
+        {
             arguments.push_str(a);
+            if *custom {
+                return;
+            }
             let id = id.clone();
             out.push(
                 self.event(json!({"type": "response.function_call_arguments.delta",
@@ -338,7 +369,13 @@ impl ChunkTranslator for ResponseStream {
 mod tests {
     use super::*;
 
+    use crate::canonical::{AiRequest, Endpoint};
     use crate::surfaces::parse_events as parse;
+
+    fn echo(body: Value) -> Echo {
+        let req = AiRequest::parse(Endpoint::Responses, Bytes::from(body.to_string()));
+        Echo::of(&req.unwrap()).unwrap()
+    }
 
     fn chunk(delta: Value, finish: Option<&str>) -> Value {
         json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
@@ -346,7 +383,12 @@ mod tests {
 
     #[test]
     fn a_chat_stream_becomes_a_gapless_response_stream() {
-        let mut s = ResponseStream::new(&json!({"model": "m", "input": "hi"}), "resp_1", "m", 7);
+        let mut s = ResponseStream::new(
+            &echo(json!({"model": "m", "input": "hi"})),
+            "resp_1",
+            "m",
+            7,
+        );
         let mut out = Vec::new();
         for c in [
             chunk(json!({"role": "assistant", "content": ""}), None),
@@ -404,7 +446,12 @@ mod tests {
 
     #[test]
     fn an_upstream_error_or_a_cut_ends_the_stream_as_failed() {
-        let mut s = ResponseStream::new(&json!({"model": "m"}), "resp_2", "m", 7);
+        let mut s = ResponseStream::new(
+            &echo(json!({"model": "m", "input": "hi"})),
+            "resp_2",
+            "m",
+            7,
+        );
         let out = s.chunk(Some(
             &json!({"error": {"message": "boom", "code": "server_error"}}),
         ));
@@ -417,10 +464,58 @@ mod tests {
         assert!(s
             .chunk(Some(&chunk(json!({"content": "late"}), None)))
             .is_empty());
-        let mut cut = ResponseStream::new(&json!({"model": "m"}), "resp_3", "m", 7);
+        let mut cut = ResponseStream::new(
+            &echo(json!({"model": "m", "input": "hi"})),
+            "resp_3",
+            "m",
+            7,
+        );
         let events = parse(&cut.cut("the upstream broke off"));
         assert!(events
             .iter()
             .any(|(_, d)| d.to_string().contains("the upstream broke off")));
+    }
+
+    #[test]
+    fn a_custom_tool_call_streams_its_input_whole() {
+        let body = json!({"model": "m", "input": "hi", "tools": [
+            {"type": "custom", "name": "apply_patch", "format": {"type": "grammar",
+             "syntax": "lark", "definition": "start: /.+/"}}]});
+        let mut s = ResponseStream::new(&echo(body), "resp_4", "m", 7);
+        let mut out = Vec::new();
+        for c in [
+            chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_9", "type": "function",
+                "function": {"name": "apply_patch", "arguments": "{\"input\":"}}]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"*** Begin\"}"}}]}),
+                None,
+            ),
+            chunk(json!({}), Some("tool_calls")),
+        ] {
+            out.extend(s.chunk(Some(&c)));
+        }
+        out.extend(s.chunk(None));
+        let events = parse(&out);
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(!names.contains(&"response.function_call_arguments.delta"));
+        let added = events
+            .iter()
+            .find(|(n, _)| n == "response.output_item.added")
+            .unwrap();
+        assert_eq!(added.1["item"]["type"], "custom_tool_call");
+        let done = events
+            .iter()
+            .find(|(n, _)| n == "response.custom_tool_call_input.done")
+            .unwrap();
+        assert_eq!(done.1["input"], "*** Begin");
+        let item = &events.last().unwrap().1["response"]["output"][0];
+        assert_eq!(
+            (item["type"].as_str(), item["input"].as_str()),
+            (Some("custom_tool_call"), Some("*** Begin"))
+        );
+        assert_eq!(item["call_id"], "call_9");
     }
 }
