@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing on a fresh Debian machine (cmake for
 # Pingora, redis-server, promtool, openssl, curl, chromium, Node.js and npm, a Python venv
-# with the pinned OpenAI and Anthropic SDKs, the pinned Node SDKs), then runs every test:
+# with the pinned OpenAI and Anthropic SDKs, the pinned Node SDKs and agent CLIs), then
+# runs every test:
 # the dependency check, fmt, clippy, Rust unit + integration tests (real binary, fake
 # upstreams), and the Python and Node SDK suites against the real gateway.
 set -euo pipefail
@@ -50,6 +51,9 @@ node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
 # Node >= 22; it runs on Node 20 (the suite proves it), so the engine check only warns.
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error) \
   || die "cannot install the pinned Node test packages"
+# The coding-agent CLIs (Codex, Claude Code) that tests/agents_cli.rs drives, pinned.
+(cd tests/agents && npm ci --no-audit --no-fund --loglevel=error) \
+  || die "cannot install the pinned agent CLIs"
 
 say "module dependencies (no cycle between modules or files, layering kept)"
 python3 scripts/deps.py
