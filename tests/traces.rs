@@ -37,7 +37,10 @@ models:
 }
 
 fn chat(gw: &Gw, stream: bool, traceparent: Option<&str>) -> Resp {
-    let body = chat_body("chat", &format!("tell me about {MARKER}"), stream);
+    let body = serde_json::json!({"model": "chat", "stream": stream, "max_tokens": 50,
+        "temperature": 0.25, "stop": ["\n\n"],
+        "messages": [{"role": "user", "content": format!("tell me about {MARKER}")}]})
+    .to_string();
     let mut headers = vec![("authorization", format!("Bearer {CONSUMER_KEY}"))];
     if let Some(tp) = traceparent {
         headers.push(("traceparent", tp.to_string()));
@@ -53,6 +56,41 @@ fn chat(gw: &Gw, stream: bool, traceparent: Option<&str>) -> Resp {
     )
 }
 
+/// The attributes the GenAI and HTTP semantic conventions require or recommend on each
+/// span kind, as far as the request carries them (conventions 1.40, GenAI "development").
+fn conventions(span: &Value, kind: &str, stream: bool) {
+    let mut want = vec![
+        "gen_ai.operation.name",
+        "gen_ai.provider.name",
+        "gen_ai.request.model",
+        "gen_ai.request.max_tokens",
+        "gen_ai.request.temperature",
+        "gen_ai.request.stop_sequences",
+        "gen_ai.request.stream",
+        "gen_ai.response.id",
+        "gen_ai.response.model",
+        "gen_ai.response.finish_reasons",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+    ];
+    if stream {
+        want.push("gen_ai.response.time_to_first_chunk");
+    }
+    match kind {
+        "server" => want.extend([
+            "http.request.method",
+            "http.route",
+            "url.path",
+            "url.scheme",
+            "http.response.status_code",
+        ]),
+        _ => want.extend(["server.address", "server.port", "http.response.status_code"]),
+    }
+    let a = &span["attributes"];
+    let missing: Vec<&&str> = want.iter().filter(|k| a[**k].is_null()).collect();
+    assert!(missing.is_empty(), "{kind} span lacks {missing:?}: {a}");
+}
+
 fn named<'a>(spans: &'a [Value], name: &str) -> &'a Value {
     spans
         .iter()
@@ -64,7 +102,10 @@ fn named<'a>(spans: &'a [Value], name: &str) -> &'a Value {
 fn a_request_is_a_span_tree_in_the_clients_trace_with_genai_attributes() {
     let otlp = OtlpReceiver::start();
     let upstream = DeepSeekUpstream::start();
-    let gw = Gw::start(&yaml(&otlp.endpoint(), 1.0, &upstream));
+    let gw = Gw::start_with_env(
+        &yaml(&otlp.endpoint(), 1.0, &upstream),
+        &[("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=ci")],
+    );
     let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
     let r = chat(&gw, false, Some(&tp));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -76,7 +117,19 @@ fn a_request_is_a_span_tree_in_the_clients_trace_with_genai_attributes() {
         "a child of the client's span"
     );
     assert_eq!(root["kind"], 2, "SERVER");
-    assert_eq!(root["resource"]["service.name"], "gw-under-test");
+    // The resource: the config's name, the standard variables, what tells instances apart.
+    let res = &root["resource"];
+    assert_eq!(res["service.name"], "gw-under-test");
+    assert_eq!(res["deployment.environment.name"], "ci");
+    assert_eq!(res["service.version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        res["service.instance.id"].as_str().unwrap().len(),
+        36,
+        "a UUID"
+    );
+    assert_eq!(res["telemetry.sdk.language"], "rust");
+    assert!(res["telemetry.sdk.version"].is_string());
+    conventions(root, "server", false);
     assert_eq!(root["scope"], "ai-rate-limiter");
     assert_eq!(root["authorization"], "Bearer collector-token");
     let a = &root["attributes"];
@@ -94,7 +147,26 @@ fn a_request_is_a_span_tree_in_the_clients_trace_with_genai_attributes() {
     assert_eq!(a["gateway.request_id"], r.header("x-request-id").unwrap());
     let cost: f64 = r.header("x-gateway-cost-usd").unwrap().parse().unwrap();
     assert!((a["gateway.cost_usd"].as_f64().unwrap() - cost).abs() < 1e-12);
-    assert!(a["gateway.deployment"].as_str().unwrap().contains("ds"));
+    // Names from the config only (no digest of the provider key).
+    assert_eq!(a["gateway.deployment"], "ds/deepseek-chat");
+    assert_eq!(a["http.route"], "/v1/chat/completions");
+    assert_eq!(a["url.path"], "/v1/chat/completions");
+    assert_eq!(a["url.scheme"], "http");
+    assert_eq!(a["gen_ai.request.max_tokens"], 50);
+    assert_eq!(a["gen_ai.request.temperature"], 0.25);
+    assert_eq!(
+        a["gen_ai.request.stop_sequences"],
+        serde_json::json!(["\n\n"])
+    );
+    assert_eq!(a["gen_ai.request.stream"], false);
+    assert_eq!(
+        a["gen_ai.response.finish_reasons"],
+        serde_json::json!(["stop"])
+    );
+    assert!(
+        a["gen_ai.response.id"].as_str().unwrap().starts_with("ds-"),
+        "the provider's id: {a}"
+    );
 
     let root_id = root["span_id"].as_str().unwrap();
     let admission = named(&spans, "gateway.admission");
@@ -108,10 +180,11 @@ fn a_request_is_a_span_tree_in_the_clients_trace_with_genai_attributes() {
     assert_eq!(attempt["parent_span_id"], root_id);
     assert_eq!(attempt["kind"], 3, "CLIENT");
     assert_eq!(attempt["attributes"]["http.response.status_code"], 200);
-    assert!(attempt["attributes"]["server.address"]
-        .as_str()
-        .unwrap()
-        .starts_with("127.0.0.1:"));
+    // The host alone, and its port; the attempt that answered carries the tokens.
+    assert_eq!(attempt["attributes"]["server.address"], "127.0.0.1");
+    assert!(attempt["attributes"]["server.port"].as_u64().unwrap() > 0);
+    assert_eq!(attempt["attributes"]["gen_ai.usage.output_tokens"], 5);
+    conventions(attempt, "client", false);
     // The upstream was told its parent is the attempt's span, in the client's trace.
     let sent = fixture_server::last(&upstream.requests);
     assert_eq!(
@@ -147,7 +220,9 @@ fn a_request_is_a_span_tree_in_the_clients_trace_with_genai_attributes() {
     let streamed = otlp.trace(stream["trace_id"].as_str().unwrap(), 4);
     let root = named(&streamed, "chat chat");
     assert_eq!(root["parent_span_id"], "", "a new trace has no parent");
-    assert_eq!(root["attributes"]["gateway.stream"], true);
+    assert_eq!(root["attributes"]["gen_ai.request.stream"], true);
+    conventions(root, "server", true);
+    conventions(named(&streamed, "chat deepseek-chat"), "client", true);
     assert_eq!(root["attributes"]["gen_ai.usage.output_tokens"], 5);
     assert_eq!(
         root["attributes"]["gen_ai.response.model"],

@@ -75,7 +75,7 @@ pub async fn execute(state: &GatewayState, c: &Claimed, max_attempts: u32) -> Ou
             Outcome::Retry { counts: false, .. } => 429,
             Outcome::Retry { counts: true, .. } => 503,
         };
-        tracer.finish(trace, &ctx.trace_summary("POST"));
+        tracer.finish(trace, &ctx.trace_summary("POST", None, "http"));
     }
     outcome
 }

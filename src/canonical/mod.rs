@@ -96,6 +96,17 @@ impl Endpoint {
             Endpoint::Responses => "/responses",
         }
     }
+
+    /// The public route the gateway serves it at.
+    pub fn route(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Messages => "/v1/messages",
+            Endpoint::Responses => "/v1/responses",
+        }
+    }
 }
 
 /// A parsed AI request body.

@@ -93,6 +93,9 @@ pub fn whole(
             ctx.usage = Usage::from_openai(&raw);
             ctx.note_usage_fields(&raw);
         }
+        if ctx.traced() {
+            note_response(ctx, &answer.body);
+        }
         // As the provider names it (a translated answer carries the public name).
         if answer.as_sent {
             ctx.note_response_model(answered_by.as_deref());
@@ -142,6 +145,29 @@ pub fn throttled_mid_stream(state: &GatewayState, ctx: &mut CallCtx) {
 
 /// An OpenAI-dialect answer's `usage` object and `model` (the provider's own name for the
 /// model that answered), read without building the rest of the tree.
+/// A traced answer's id and finish reasons (chat's `choices[].finish_reason`, Anthropic's
+/// `stop_reason`, a Response's `status`).
+fn note_response(ctx: &mut CallCtx, body: &[u8]) {
+    #[derive(serde::Deserialize)]
+    struct Choice {
+        finish_reason: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Only {
+        id: Option<String>,
+        #[serde(default)]
+        choices: Vec<Choice>,
+        stop_reason: Option<String>,
+        status: Option<String>,
+    }
+    if let Ok(o) = serde_json::from_slice::<Only>(body) {
+        ctx.note_response(o.id.as_deref(), o.stop_reason.or(o.status).as_deref());
+        for c in o.choices {
+            ctx.note_response(None, c.finish_reason.as_deref());
+        }
+    }
+}
+
 fn answer_fields(body: &[u8]) -> (Option<Value>, Option<String>) {
     #[derive(serde::Deserialize)]
     struct Only {

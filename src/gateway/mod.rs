@@ -44,6 +44,8 @@ pub struct CallCtx {
     /// The deployment of the last attempt (its id).
     pub deployment: Option<Arc<str>>,
     pub endpoint: &'static str,
+    /// The API route's path template (`http.route`), when the request is on one.
+    pub route: Option<&'static str>,
     pub stream: bool,
     /// Status sent to the client (499: client went away).
     pub status: u16,
@@ -95,6 +97,14 @@ impl CallCtx {
     /// earlier values; zeros never replace a value).
     pub fn note_usage_fields(&mut self, usage: &serde_json::Value) {
         let Some(o) = usage.as_object() else { return };
+        if let Some(t) = self.trace.as_deref_mut().filter(|t| t.sampled) {
+            let details = o
+                .get("completion_tokens_details")
+                .or(o.get("output_tokens_details"));
+            if let Some(r) = details.and_then(|d| d["reasoning_tokens"].as_u64()) {
+                t.response.reasoning_tokens = Some(r);
+            }
+        }
         let mut fields = self.usage_fields.as_deref().cloned().unwrap_or_default();
         for (k, v) in o {
             match v.as_f64() {
@@ -134,6 +144,7 @@ impl CallCtx {
             provider: None,
             deployment: None,
             endpoint: "none",
+            route: None,
             stream: false,
             status: 0,
             upstream_ttfb: None,
@@ -191,9 +202,18 @@ impl CallCtx {
         }
     }
 
-    /// What the request came to, for its trace (`method`: the client's HTTP method).
-    pub fn trace_summary<'a>(&'a self, method: &'a str) -> crate::telemetry::spans::Summary<'a> {
+    /// What the request came to, for its trace (`method`: the client's HTTP method;
+    /// `path`, `scheme`: its URL's, for an HTTP request).
+    pub fn trace_summary<'a>(
+        &'a self,
+        method: &'a str,
+        path: Option<&'a str>,
+        scheme: &'static str,
+    ) -> crate::telemetry::spans::Summary<'a> {
         crate::telemetry::spans::Summary {
+            path,
+            route: self.route,
+            scheme,
             operation: crate::telemetry::operation(self.endpoint),
             endpoint: self.endpoint,
             method,

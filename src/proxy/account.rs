@@ -68,8 +68,11 @@ pub fn finish(
     }
     state.history.record(&ctx.history_sample());
     if let (Some(trace), Some(tracer)) = (ctx.trace.as_deref(), state.tracer.load().as_deref()) {
-        let method = session.req_header().method.as_str();
-        tracer.finish(trace, &ctx.trace_summary(method));
+        let req = session.req_header();
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let scheme = if tls { "https" } else { "http" };
+        let summary = ctx.trace_summary(req.method.as_str(), Some(req.uri.path()), scheme);
+        tracer.finish(trace, &summary);
     }
     let access_log = ctx
         .runtime

@@ -68,6 +68,21 @@ impl Route {
             _ => "batches",
         }
     }
+
+    /// The route's path template (`http.route` in traces).
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::UploadFile | Route::ListFiles => "/v1/files",
+            Route::GetFile(_) | Route::DeleteFile(_) => "/v1/files/{file_id}",
+            Route::FileContent(_) => "/v1/files/{file_id}/content",
+            Route::CreateBatch | Route::ListBatches => "/v1/batches",
+            Route::GetBatch(_) => "/v1/batches/{batch_id}",
+            Route::CancelBatch(_) => "/v1/batches/{batch_id}/cancel",
+            Route::Results(_) => "/v1/batches/{batch_id}/results",
+            Route::GetRequest(..) => "/v1/batches/{batch_id}/requests/{custom_id}",
+            Route::CancelRequest(..) => "/v1/batches/{batch_id}/requests/{custom_id}/cancel",
+        }
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> GatewayError {

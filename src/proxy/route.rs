@@ -81,6 +81,21 @@ impl ApiRoute {
             ApiRoute::Batch(b) => b.label(),
         }
     }
+
+    /// The route's path template (`http.route` in traces).
+    pub fn template(&self) -> &'static str {
+        match self {
+            ApiRoute::Ai(e) => e.route(),
+            ApiRoute::ListModels => "/v1/models",
+            ApiRoute::GetModel(_) => "/v1/models/{model}",
+            ApiRoute::CountTokens => "/v1/messages/count_tokens",
+            ApiRoute::StoredResponse(super::responses::Route::InputItems(_)) => {
+                "/v1/responses/{response_id}/input_items"
+            }
+            ApiRoute::StoredResponse(_) => "/v1/responses/{response_id}",
+            ApiRoute::Batch(b) => b.template(),
+        }
+    }
 }
 
 /// Serve one request through every phase.
@@ -150,6 +165,7 @@ pub async fn serve(
     }
     if let Ok(a) = &api {
         ctx.endpoint = a.label();
+        ctx.route = Some(a.template());
     }
     ctx.consumer = auth::authenticate(state, session, rt)?;
     let api = api?;

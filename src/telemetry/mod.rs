@@ -13,6 +13,7 @@
 
 pub mod context;
 mod export;
+pub mod genai;
 pub mod spans;
 
 use crate::config::schema::TracesConfig;
@@ -96,11 +97,7 @@ impl Tracer {
         let mut processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(batch)
             .build();
-        processor.set_resource(
-            &opentelemetry_sdk::Resource::builder_empty()
-                .with_service_name(config.service_name.clone())
-                .build(),
-        );
+        processor.set_resource(&resource(config));
         Ok(Tracer {
             config: config.clone(),
             processor: Some(processor),
@@ -174,4 +171,61 @@ pub fn operation(endpoint: &str) -> Option<&'static str> {
         "embeddings" => Some("embeddings"),
         _ => None,
     }
+}
+
+/// This process's `service.instance.id`: a random UUID (version 4), the same across
+/// reloads, so two instances can be told apart.
+fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let mut b: [u8; 16] = rand::random();
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = hex::encode(b);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    })
+}
+
+/// The spans' resource: the standard variables honoured (`OTEL_RESOURCE_ATTRIBUTES`,
+/// `OTEL_SERVICE_NAME`), `telemetry.sdk.*`, `service.version`, and `service.instance.id`
+/// unless the variables set one. `service.name`: `OTEL_SERVICE_NAME`, else
+/// `traces.service_name` when set, else the variables' `service.name`, else
+/// `ai-rate-limiter`.
+fn resource(config: &TracesConfig) -> opentelemetry_sdk::Resource {
+    use opentelemetry::{Key, KeyValue};
+    let from_env = opentelemetry_sdk::Resource::builder().build();
+    let mut b = opentelemetry_sdk::Resource::builder();
+    if from_env
+        .get(&Key::from_static_str("service.version"))
+        .is_none()
+    {
+        b = b.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    if from_env
+        .get(&Key::from_static_str("service.instance.id"))
+        .is_none()
+    {
+        b = b.with_attribute(KeyValue::new("service.instance.id", instance_id()));
+    }
+    let env_name = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty());
+    let attr_name = from_env
+        .get(&Key::from_static_str("service.name"))
+        .map(|v| v.to_string())
+        .filter(|n| !n.starts_with("unknown_service"));
+    let name = match (env_name, attr_name) {
+        (Some(n), _) => n,
+        (None, _) if config.service_name != "ai-rate-limiter" => config.service_name.clone(),
+        (None, Some(n)) => n,
+        (None, None) => config.service_name.clone(),
+    };
+    b.with_service_name(name).build()
 }

@@ -4,13 +4,18 @@
 //! locks); the spans are built once, at the end, and only for a sampled trace:
 //!
 //! - the request (kind SERVER), a child of the client's span when it sent `traceparent`:
-//!   the OpenTelemetry GenAI attributes (`gen_ai.operation.name`, `gen_ai.provider.name`,
-//!   `gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.usage.*`) and the gateway's
-//!   own (`gateway.consumer`, `gateway.deployment`, `gateway.limit.outcome`,
-//!   `gateway.cost_usd`, …);
+//!   HTTP's attributes (`http.request.method`, `http.route`, `url.path`, `url.scheme`,
+//!   `http.response.status_code`), the OpenTelemetry GenAI attributes
+//!   (`gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.*`,
+//!   `gen_ai.response.*`, `gen_ai.usage.*`: see [`super::genai`]) and the gateway's own
+//!   (`gateway.consumer`, `gateway.deployment` — `provider/model`, names from the config —,
+//!   `gateway.limit.outcome`, `gateway.cost_usd`, …);
 //! - `gateway.admission`: the limit decision, queue wait included;
-//! - one span per upstream attempt (kind CLIENT), whose id the upstream receives as its
-//!   parent in `traceparent`;
+//! - one span per upstream attempt (kind CLIENT: the conventions' inference span), whose
+//!   id the upstream receives as its parent in `traceparent`, with `server.address` (the
+//!   host) and `server.port`; the attempt that answered also carries the answer's
+//!   `gen_ai.response.*` and `gen_ai.usage.*`, so backends that sum inference spans count
+//!   its tokens;
 //! - `gateway.stream`: a streamed answer, from its first byte to its end.
 //!
 //! No prompt, completion or key is ever recorded: only names from the config, numbers and
@@ -19,6 +24,7 @@
 //! [`MAX_ATTRIBUTE_BYTES`], in attributes and span names alike.
 
 use super::context::{self, TraceParent};
+use super::genai::{usage_attributes, RequestParams, ResponseInfo};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
@@ -67,6 +73,10 @@ pub struct RequestTrace {
     admission: Option<Admission>,
     attempts: Vec<Attempt>,
     stream_start: Option<SystemTime>,
+    /// The request's sampling parameters (set with its first attempt).
+    pub params: Option<RequestParams>,
+    /// What the answer said about itself.
+    pub response: ResponseInfo,
 }
 
 #[derive(Debug, Clone)]
@@ -96,8 +106,8 @@ pub struct AttemptTarget {
     pub provider: Arc<str>,
     /// The model name sent upstream.
     pub model: String,
-    /// The upstream's host (none for the built-in mock).
-    pub server: Option<String>,
+    /// The upstream's host and port (none for the built-in mock).
+    pub server: Option<(String, u16)>,
 }
 
 /// What the request came to, read from its context when it ends.
@@ -113,6 +123,11 @@ pub struct Summary<'a> {
     pub response_model: Option<&'a str>,
     pub consumer: Option<&'a str>,
     pub request_id: &'a str,
+    /// The request's path (normalised) and its route template, for HTTP requests.
+    pub path: Option<&'a str>,
+    pub route: Option<&'static str>,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     pub status: u16,
     pub stream: bool,
     pub batch: bool,
@@ -146,6 +161,23 @@ impl RequestTrace {
             admission: None,
             attempts: Vec::new(),
             stream_start: None,
+            params: None,
+            response: ResponseInfo::default(),
+        }
+    }
+
+    /// The first chunk of answer text reached the gateway: the time to it from its
+    /// attempt's start.
+    pub fn first_chunk(&mut self) {
+        if let (true, None, Some(a)) = (
+            self.sampled,
+            self.response.time_to_first_chunk,
+            self.attempts.last(),
+        ) {
+            let t = SystemTime::now()
+                .duration_since(a.start)
+                .unwrap_or_default();
+            self.response.time_to_first_chunk = Some(t.as_secs_f64());
         }
     }
 
@@ -221,9 +253,21 @@ impl RequestTrace {
             KeyValue::new("gateway.attempts", self.attempts.len() as i64),
             KeyValue::new("gateway.batch", s.batch),
         ];
+        if let Some(p) = s.path {
+            attrs.push(kv("url.path", p.to_string()));
+            attrs.push(kv("url.scheme", s.scheme));
+        }
+        if let Some(r) = s.route {
+            attrs.push(kv("http.route", r));
+        }
         if let Some(op) = s.operation {
             attrs.push(kv("gen_ai.operation.name", op));
-            attrs.push(KeyValue::new("gateway.stream", s.stream));
+            let params = self.params.clone().unwrap_or_else(|| RequestParams {
+                stream: s.stream,
+                ..RequestParams::default()
+            });
+            params.attributes(&mut attrs);
+            self.response.attributes(&mut attrs);
         }
         if let Some(m) = s.request_model {
             attrs.push(kv("gen_ai.request.model", m.to_string()));
@@ -239,20 +283,7 @@ impl RequestTrace {
         if let Some(c) = s.consumer {
             attrs.push(kv("gateway.consumer", c.to_string()));
         }
-        if let Some((input, output)) = s.usage {
-            attrs.push(KeyValue::new("gen_ai.usage.input_tokens", input as i64));
-            attrs.push(KeyValue::new("gen_ai.usage.output_tokens", output as i64));
-        }
-        if let Some((read, write)) = s.cache {
-            attrs.push(KeyValue::new(
-                "gen_ai.usage.cache_read.input_tokens",
-                read as i64,
-            ));
-            attrs.push(KeyValue::new(
-                "gen_ai.usage.cache_creation.input_tokens",
-                write as i64,
-            ));
-        }
+        usage_attributes(s.usage, s.cache, &mut attrs);
         if let Some(c) = s.cost_usd {
             attrs.push(KeyValue::new("gateway.cost_usd", c));
         }
@@ -300,7 +331,8 @@ impl RequestTrace {
                 scope,
             ));
         }
-        for a in &self.attempts {
+        let answered = self.attempts.len().saturating_sub(1);
+        for (i, a) in self.attempts.iter().enumerate() {
             let mut attrs = vec![
                 kv("gen_ai.provider.name", a.target.provider.clone()),
                 kv("gen_ai.request.model", a.target.model.clone()),
@@ -308,9 +340,22 @@ impl RequestTrace {
             ];
             if let Some(op) = s.operation {
                 attrs.push(kv("gen_ai.operation.name", op));
+                if let Some(p) = &self.params {
+                    p.attributes(&mut attrs);
+                }
             }
-            if let Some(h) = &a.target.server {
-                attrs.push(kv("server.address", h.clone()));
+            if let Some((host, port)) = &a.target.server {
+                attrs.push(kv("server.address", host.clone()));
+                attrs.push(KeyValue::new("server.port", i64::from(*port)));
+            }
+            // The attempt that answered: the answer's own attributes and tokens.
+            if i == answered && a.status.is_some_and(|c| c < 400) {
+                let answered_by = s
+                    .response_model
+                    .map_or_else(|| a.target.model.clone(), str::to_string);
+                attrs.push(kv("gen_ai.response.model", answered_by));
+                self.response.attributes(&mut attrs);
+                usage_attributes(s.usage, s.cache, &mut attrs);
             }
             if let Some(code) = a.status {
                 attrs.push(KeyValue::new("http.response.status_code", i64::from(code)));
@@ -434,7 +479,7 @@ mod tests {
             deployment: "gpt-4o/openai#0".into(),
             provider: "openai".into(),
             model: "gpt-4o-2024-08-06".into(),
-            server: Some("api.openai.com".into()),
+            server: Some(("api.openai.com".into(), 443)),
         }
     }
 

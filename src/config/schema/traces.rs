@@ -17,7 +17,7 @@ pub struct TracesConfig {
     /// that says sampled, or not, is followed instead).
     #[serde(default = "one")]
     pub sampling_ratio: f64,
-    /// `service.name` of the spans.
+    /// `service.name` of the spans (`OTEL_SERVICE_NAME` overrides it).
     #[serde(default = "service_name")]
     pub service_name: String,
     /// How long one export may take before it is given up (and its spans counted lost).

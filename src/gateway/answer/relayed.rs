@@ -99,6 +99,9 @@ pub fn note(ctx: &mut crate::gateway::CallCtx, events: &[ChatEvent], choices: u6
         if bytes > 0 {
             ctx.relayed_tokens = ctx.relayed_tokens.saturating_add(tokens(bytes));
             ctx.relayed_events += 1;
+            if ctx.relayed_events == 1 {
+                ctx.trace_first_chunk();
+            }
         }
     }
     ctx.completion_cap

@@ -139,6 +139,14 @@ impl Dialect {
                         | "response.failed"
                 );
                 if let Some(d) = &data {
+                    if call.traced() {
+                        // Anthropic's message id and stop reason; a Response's id and status.
+                        let id = d["message"]["id"].as_str().or(d["response"]["id"].as_str());
+                        let finish = d["delta"]["stop_reason"].as_str();
+                        let finish =
+                            finish.or(terminal.then(|| d["response"]["status"].as_str()).flatten());
+                        call.note_response(id, finish);
+                    }
                     provider.stream_usage(d, call.usage.get_or_insert_with(Usage::default));
                     // Anthropic's usage objects, or a Responses stream's final one.
                     let raw = d.get("usage").or(d["message"].get("usage"));
@@ -240,6 +248,12 @@ fn inspect(event: &ChatEvent, client_wants_usage: bool, call: &mut CallCtx) -> A
     if data.starts_with(b"[DONE]") {
         return Action::Done;
     }
+    // A traced stream's finish reasons (read only then: other chunks pass unparsed).
+    if call.traced() && contains(&data, b"\"finish_reason\":\"") {
+        if let Ok(v) = serde_json::from_slice::<Value>(&data) {
+            return inspect_chunk(&v, client_wants_usage, call);
+        }
+    }
     if !contains(&data, b"usage") || contains(&data, b"\"usage\":null") {
         return Action::Forward;
     }
@@ -251,6 +265,13 @@ fn inspect(event: &ChatEvent, client_wants_usage: bool, call: &mut CallCtx) -> A
 
 /// A chunk object's usage, counted; the usage-only chunk is dropped unless asked for.
 fn inspect_chunk(v: &Value, client_wants_usage: bool, call: &mut CallCtx) -> Action {
+    if call.traced() {
+        let choices = v["choices"].as_array().into_iter().flatten();
+        for f in choices.filter_map(|c| c["finish_reason"].as_str()) {
+            call.note_response(None, Some(f));
+        }
+        call.note_response(v["id"].as_str(), None);
+    }
     if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
         call.usage = Some(u);
         call.note_usage_fields(&v["usage"]);
