@@ -141,6 +141,9 @@ fn status_page_needs_the_admin_key_and_shows_live_numbers_in_chromium() {
         let l = line(&after, chart, name);
         assert!(l.iter().any(|y| *y < l[0]), "{chart}/{name} moved: {l:?}");
     }
+    // Each chart says what it plots.
+    assert!(after.contains("p95 latency, ms, per 5 s slot (log-linear histogram"));
+    assert_eq!(after.matches(" 5 s slot").count(), 6, "every chart but the spend's (USD per 5 s)");
     // The consumer's budget: its spend against its limit, in USD.
     let budget = &after[after.find("id=\"consumers\"").unwrap()..];
     assert!(
