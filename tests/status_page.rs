@@ -143,7 +143,11 @@ fn status_page_needs_the_admin_key_and_shows_live_numbers_in_chromium() {
     }
     // Each chart says what it plots.
     assert!(after.contains("p95 latency, ms, per 5 s slot (log-linear histogram"));
-    assert_eq!(after.matches(" 5 s slot").count(), 6, "every chart but the spend's (USD per 5 s)");
+    assert_eq!(
+        after.matches(" 5 s slot").count(),
+        6,
+        "every chart but the spend's (USD per 5 s)"
+    );
     // The consumer's budget: its spend against its limit, in USD.
     let budget = &after[after.find("id=\"consumers\"").unwrap()..];
     assert!(

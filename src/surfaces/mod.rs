@@ -12,6 +12,8 @@
 
 pub mod messages;
 pub mod responses;
+#[cfg(test)]
+mod snapshot_tests;
 
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
