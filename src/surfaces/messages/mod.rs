@@ -7,180 +7,15 @@
 //! Losses: `top_k`, `thinking` and cache-control markers are dropped (chat has none);
 //! `document` blocks are refused (400); server tools (`web_search_*`) are dropped.
 
+mod request;
+
+pub use request::to_chat;
+
 use super::ChunkTranslator;
-use crate::canonical::content_text;
 use crate::canonical::finish::Finish;
-use crate::canonical::parts::Image;
-use crate::canonical::write::ArrayOut;
-use crate::canonical::AiRequest;
-use crate::errors::{anthropic_error_body, GatewayError};
+use crate::errors::anthropic_error_body;
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
-
-/// A 400 about the request's `messages` (the field this surface's refusals name).
-fn bad(message: impl Into<String>) -> GatewayError {
-    GatewayError::invalid(message, "messages")
-}
-
-/// An Anthropic image block → an OpenAI `image_url` part.
-fn image_part(block: &Value) -> Result<Value, GatewayError> {
-    Ok(Image::from_anthropic(&block["source"])?.openai_part())
-}
-
-/// One Anthropic message → OpenAI chat messages (tool results become `tool` messages
-/// placed before the rest of the turn, as chat requires them right after the call). A
-/// `system` message in the conversation (Anthropic's beta
-/// `mid-conversation-system-2026-04-07`, which Claude Code sends) stays a system message
-/// at its position.
-fn messages_of(m: &Value, out: &mut Vec<Value>) -> Result<(), GatewayError> {
-    let role = m["role"].as_str().unwrap_or_default();
-    if role == "system" {
-        let text = content_text(&m["content"], "\n");
-        if !text.is_empty() {
-            out.push(json!({"role": "system", "content": text}));
-        }
-        return Ok(());
-    }
-    if role != "user" && role != "assistant" {
-        // Anthropic's own wording, which clients' fallbacks look for.
-        return Err(bad(format!(
-            "messages: Unexpected role {role:?}. The Messages API accepts a top-level \
-             `system` parameter, not {role:?} as an input message role."
-        )));
-    }
-    let blocks = match &m["content"] {
-        Value::String(s) => {
-            out.push(json!({"role": role, "content": s}));
-            return Ok(());
-        }
-        Value::Array(b) => b,
-        _ => return Err(bad("message content must be a string or an array")),
-    };
-    let mut parts = Vec::new();
-    let mut calls = Vec::new();
-    for b in blocks {
-        match b["type"].as_str() {
-            Some("text") => parts.push(json!({"type": "text", "text": b["text"]})),
-            Some("image") => parts.push(image_part(b)?),
-            Some("tool_use") => calls.push(json!({"id": b["id"], "type": "function",
-                "function": {"name": b["name"], "arguments": b["input"].to_string()}})),
-            Some("tool_result") => {
-                let mut text = content_text(&b["content"], "\n");
-                if b["is_error"] == json!(true) && !text.starts_with("Error") {
-                    text = format!("Error: {text}");
-                }
-                out.push(
-                    json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": text}),
-                );
-            }
-            // Reasoning of an earlier turn: chat upstreams take none back.
-            Some("thinking" | "redacted_thinking") => {}
-            other => {
-                return Err(bad(format!(
-                    "content block type {other:?} is not supported for this model"
-                )))
-            }
-        }
-    }
-    if role == "assistant" {
-        let text = parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("");
-        let mut msg = json!({"role": "assistant",
-            "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
-        if !calls.is_empty() {
-            msg["tool_calls"] = Value::Array(calls);
-        }
-        out.push(msg);
-    } else if !parts.is_empty() {
-        let only_text = parts.iter().all(|p| p["type"] == "text");
-        let content = if only_text && parts.len() == 1 {
-            parts[0]["text"].clone()
-        } else {
-            Value::Array(parts)
-        };
-        out.push(json!({"role": "user", "content": content}));
-    }
-    Ok(())
-}
-
-/// A Messages request → the OpenAI chat request for the same public model, as JSON text.
-/// The messages are translated and written one at a time ([`ArrayOut`]).
-pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
-    let body = Value::Object(req.head(&["messages"])?);
-    let raw = req
-        .items("messages")
-        .ok_or_else(|| bad("messages: Field required"))?;
-    let mut out = Map::new();
-    out.insert("model".into(), body["model"].clone());
-    let max_tokens = body["max_tokens"].as_u64().ok_or_else(|| {
-        GatewayError::bad_request("max_tokens: Field required", Some("max_tokens"))
-    })?;
-    out.insert("max_tokens".into(), json!(max_tokens));
-    for k in ["temperature", "top_p"] {
-        if body[k].is_number() {
-            out.insert(k.into(), body[k].clone());
-        }
-    }
-    if let Some(stops) = body["stop_sequences"].as_array().filter(|s| !s.is_empty()) {
-        out.insert("stop".into(), Value::Array(stops.clone()));
-    }
-    if body["stream"] == json!(true) {
-        out.insert("stream".into(), json!(true));
-        out.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    if let Some(user) = body["metadata"]["user_id"].as_str() {
-        out.insert("user".into(), json!(user));
-    }
-    if let Some(tools) = body["tools"].as_array() {
-        let tools: Vec<Value> = tools
-            .iter()
-            .filter(|t| t["type"].is_null() || t["type"] == "custom")
-            .map(|t| {
-                let mut f = json!({"name": t["name"], "parameters": t["input_schema"]});
-                if let Some(d) = t["description"].as_str() {
-                    f["description"] = json!(d);
-                }
-                json!({"type": "function", "function": f})
-            })
-            .collect();
-        if !tools.is_empty() {
-            out.insert("tools".into(), Value::Array(tools));
-        }
-    }
-    let choice = &body["tool_choice"];
-    let mapped = match choice["type"].as_str() {
-        Some("auto") => Some(json!("auto")),
-        Some("any") => Some(json!("required")),
-        Some("none") => Some(json!("none")),
-        Some("tool") => Some(json!({"type": "function", "function": {"name": choice["name"]}})),
-        _ => None,
-    };
-    if out.contains_key("tools") {
-        if let Some(c) = mapped {
-            out.insert("tool_choice".into(), c);
-        }
-        if choice["disable_parallel_tool_use"] == json!(true) {
-            out.insert("parallel_tool_calls".into(), json!(false));
-        }
-    }
-    let mut messages = ArrayOut::field(&out, "messages");
-    let system = content_text(&body["system"], "\n");
-    if !system.is_empty() {
-        messages.push(&json!({"role": "system", "content": system}));
-    }
-    let mut translated = Vec::new();
-    for m in raw {
-        let m: Value = serde_json::from_str(m.get()).map_err(|e| bad(e.to_string()))?;
-        messages_of(&m, &mut translated)?;
-        for t in translated.drain(..) {
-            messages.push(&t);
-        }
-    }
-    Ok(messages.finish())
-}
+use serde_json::{json, Value};
 
 /// `count_tokens`' estimate: the gateway's usual one token per four bytes of what the
 /// model reads (system prompt, messages, tools), at least one.
@@ -438,6 +273,8 @@ impl ChunkTranslator for ChunkStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::AiRequest;
+    use crate::errors::GatewayError;
 
     fn chat(body: Value) -> Result<Value, GatewayError> {
         let req = AiRequest::parse(
