@@ -1,0 +1,349 @@
+//! A Responses request → the OpenAI chat request for the same public model, through typed
+//! values of the request ([`Head`], [`Item`], [`Part`]; its tools in [`super::tools`]): a
+//! misspelt field is a compile error, not a silent `null`. The input is translated and
+//! written one item at a time ([`ArrayOut`]), never held as one tree.
+
+use super::for_each_input;
+use super::tools::{self, ChatTools, ToolNames};
+use crate::canonical::content_text;
+use crate::canonical::write::ArrayOut;
+use crate::canonical::AiRequest;
+use crate::errors::GatewayError;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// The fields of the request but `input` that the translation reads.
+#[derive(Deserialize)]
+struct Head {
+    #[serde(default)]
+    model: Value,
+    #[serde(default)]
+    instructions: Value,
+    #[serde(default)]
+    max_output_tokens: Value,
+    #[serde(default)]
+    temperature: Value,
+    #[serde(default)]
+    top_p: Value,
+    #[serde(default)]
+    parallel_tool_calls: Value,
+    #[serde(default)]
+    user: Value,
+    #[serde(default)]
+    safety_identifier: Value,
+    #[serde(default)]
+    stream: Value,
+    #[serde(default)]
+    tool_choice: Value,
+    text: Option<Text>,
+    reasoning: Option<Reasoning>,
+}
+
+#[derive(Deserialize)]
+struct Text {
+    format: Option<Format>,
+}
+
+/// `text.format`.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Format {
+    JsonSchema {
+        #[serde(default)]
+        name: Value,
+        #[serde(default)]
+        schema: Value,
+        strict: Option<Value>,
+        description: Option<Value>,
+    },
+    JsonObject,
+    #[serde(other)]
+    Text,
+}
+
+#[derive(Deserialize)]
+struct Reasoning {
+    effort: Option<String>,
+}
+
+/// One input item (every kind's fields; `type` may be absent for a message).
+#[derive(Deserialize)]
+struct Item {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    role: Option<String>,
+    #[serde(default)]
+    content: Value,
+    #[serde(default)]
+    call_id: Value,
+    name: Option<String>,
+    namespace: Option<String>,
+    #[serde(default)]
+    arguments: Value,
+    input: Option<String>,
+    #[serde(default)]
+    output: Value,
+}
+
+/// An input content part.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Part {
+    #[serde(alias = "output_text", alias = "text")]
+    InputText {
+        #[serde(default)]
+        text: Value,
+    },
+    InputImage {
+        image_url: Option<String>,
+        file_id: Option<String>,
+        detail: Option<String>,
+    },
+    InputFile {
+        file_id: Option<String>,
+        file_data: Option<String>,
+        filename: Option<String>,
+        file_url: Option<String>,
+    },
+    #[serde(other)]
+    Unsupported,
+}
+
+fn invalid(message: impl Into<String>) -> GatewayError {
+    GatewayError::invalid(message, "input")
+}
+
+/// Input content parts → chat content parts.
+fn parts_of(content: Value) -> Result<Value, GatewayError> {
+    let Value::Array(parts) = content else {
+        return Ok(json!(content_text(&content, "")));
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        let kind = p["type"].as_str().map(str::to_string);
+        let part: Part = serde_json::from_value(p)
+            .map_err(|e| invalid(format!("invalid content part {kind:?}: {e}")))?;
+        out.push(match part {
+            Part::InputText { text } => json!({"type": "text", "text": text}),
+            Part::InputImage {
+                image_url,
+                file_id,
+                detail,
+            } => {
+                let url = image_url
+                    .or(file_id)
+                    .ok_or_else(|| invalid("input_image needs image_url or file_id"))?;
+                let mut image = json!({"url": url});
+                if let Some(d) = detail {
+                    image["detail"] = json!(d);
+                }
+                json!({"type": "image_url", "image_url": image})
+            }
+            Part::InputFile {
+                file_id,
+                file_data,
+                filename,
+                file_url,
+            } => {
+                let mut file = Map::new();
+                for (k, v) in [
+                    ("file_id", file_id.or(file_url)),
+                    ("file_data", file_data),
+                    ("filename", filename),
+                ] {
+                    if let Some(v) = v {
+                        file.insert(k.into(), json!(v));
+                    }
+                }
+                json!({"type": "file", "file": file})
+            }
+            Part::Unsupported => {
+                return Err(invalid(format!(
+                    "content part type {kind:?} is not supported for this model"
+                )))
+            }
+        });
+    }
+    Ok(Value::Array(out))
+}
+
+/// Input item types with no chat form, dropped: reasoning, references to stored items,
+/// compaction summaries, tool carriers (their tools are collected first) and the calls
+/// and outputs of built-in tools.
+fn dropped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "reasoning" | "item_reference" | "compaction" | "additional_tools"
+    ) || kind.starts_with("mcp_")
+        || kind.ends_with("_call")
+        || kind.ends_with("_call_output")
+        || kind.ends_with("_output") && kind.starts_with("tool_search")
+}
+
+/// An assistant tool call joins the last assistant message when that one holds calls (or
+/// no text); otherwise it starts one.
+fn push_call(out: &mut Vec<Value>, call: Value) {
+    let joins = out.last().is_some_and(|m| {
+        m["role"] == "assistant" && (m["tool_calls"].is_array() || m["content"] == "")
+    });
+    match out.last_mut() {
+        Some(last) if joins => {
+            match last["tool_calls"].as_array_mut() {
+                Some(calls) => calls.push(call),
+                None => last["tool_calls"] = json!([call]),
+            }
+            if last["content"] == "" {
+                last["content"] = Value::Null;
+            }
+        }
+        _ => out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+    }
+}
+
+/// One input item → chat messages (consecutive tool calls join one assistant message);
+/// `names`: the chat names of the request's tools.
+fn messages_of(item: Item, names: &ToolNames, out: &mut Vec<Value>) -> Result<(), GatewayError> {
+    let kind = item.kind.as_deref().unwrap_or("message");
+    let chat_name = || {
+        names.chat_name(
+            item.namespace.as_deref(),
+            item.name.as_deref().unwrap_or(""),
+        )
+    };
+    let answers_a_call = item.call_id.as_str().is_some_and(|c| !c.is_empty());
+    match kind {
+        "message" => {
+            let role = match item.role.as_deref() {
+                Some("developer" | "system") => "system",
+                Some("assistant") => "assistant",
+                Some("user") => "user",
+                other => return Err(invalid(format!("unknown message role {other:?}"))),
+            };
+            let content = if role == "user" {
+                parts_of(item.content)?
+            } else {
+                json!(content_text(&item.content, ""))
+            };
+            out.push(json!({"role": role, "content": content}));
+        }
+        "function_call" => {
+            let call = json!({"id": item.call_id, "type": "function",
+                "function": {"name": chat_name(), "arguments": item.arguments}});
+            push_call(out, call);
+        }
+        "custom_tool_call" => {
+            let args = tools::custom_arguments(item.input.as_deref().unwrap_or(""));
+            let call = json!({"id": item.call_id, "type": "function",
+                "function": {"name": chat_name(), "arguments": args}});
+            push_call(out, call);
+        }
+        // An output without a call id answers nothing: dropped, as peers do.
+        "function_call_output" | "custom_tool_call_output" if answers_a_call => {
+            out.push(json!({"role": "tool", "tool_call_id": item.call_id,
+                "content": content_text(&item.output, "")}));
+        }
+        kind if dropped(kind) => {}
+        other => {
+            return Err(invalid(format!(
+                "input item type {other:?} is not supported for this model"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// `text.format` → chat's `response_format`.
+fn response_format(format: Format) -> Option<Value> {
+    match format {
+        Format::JsonSchema {
+            name,
+            schema,
+            strict,
+            description,
+        } => {
+            let mut s = json!({"name": name, "schema": schema});
+            for (k, v) in [("strict", strict), ("description", description)] {
+                if let Some(v) = v.filter(|v| !v.is_null()) {
+                    s[k] = v;
+                }
+            }
+            Some(json!({"type": "json_schema", "json_schema": s}))
+        }
+        Format::JsonObject => Some(json!({"type": "json_object"})),
+        Format::Text => None,
+    }
+}
+
+/// A Responses request (its input already expanded with any previous response's
+/// history) → the chat request for the same public model, as JSON text.
+pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
+    let head: Head = serde_json::from_value(Value::Object(req.head(&["input"])?))
+        .map_err(|e| invalid(format!("invalid request: {e}")))?;
+    let mut out = Map::new();
+    out.insert("model".into(), head.model);
+    if let Some(n) = head.max_output_tokens.as_u64() {
+        out.insert("max_tokens".into(), json!(n));
+    }
+    for (k, v) in [
+        ("temperature", head.temperature),
+        ("top_p", head.top_p),
+        ("parallel_tool_calls", head.parallel_tool_calls),
+    ] {
+        if !v.is_null() {
+            out.insert(k.into(), v);
+        }
+    }
+    match (head.user, head.safety_identifier) {
+        (Value::Null, s @ Value::String(_)) => {
+            out.insert("user".into(), s);
+        }
+        (Value::Null, _) => {}
+        (u, _) => {
+            out.insert("user".into(), u);
+        }
+    }
+    if head.stream == Value::Bool(true) {
+        out.insert("stream".into(), json!(true));
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    let tools = ChatTools::of(req)?;
+    if !tools.tools.is_empty() {
+        if let Some(c) = tools.choice(&head.tool_choice) {
+            out.insert("tool_choice".into(), c);
+        }
+        out.insert("tools".into(), Value::Array(tools.tools));
+    }
+    if let Some(f) = head.text.and_then(|t| t.format).and_then(response_format) {
+        out.insert("response_format".into(), f);
+    }
+    if let Some(e) = head
+        .reasoning
+        .and_then(|r| r.effort)
+        .filter(|e| e != "none")
+    {
+        out.insert("reasoning_effort".into(), json!(e));
+    }
+    // The last message stays open: a function call that follows joins it.
+    let mut messages = ArrayOut::field(&out, "messages");
+    let mut open = Vec::new();
+    if let Some(i) = head.instructions.as_str().filter(|i| !i.is_empty()) {
+        open.push(json!({"role": "system", "content": i}));
+    }
+    for_each_input(req, |item| {
+        let item: Item = serde_json::from_value(item)
+            .map_err(|e| invalid(format!("invalid input item: {e}")))?;
+        messages_of(item, &tools.names, &mut open)?;
+        let done = open.len().saturating_sub(1);
+        for m in open.drain(..done) {
+            messages.push(&m);
+        }
+        Ok(())
+    })?;
+    for m in open.drain(..) {
+        messages.push(&m);
+    }
+    if messages.is_empty() {
+        return Err(invalid("Missing required parameter: 'input'."));
+    }
+    Ok(messages.finish())
+}
