@@ -28,6 +28,8 @@ pub mod mock;
 pub mod openai;
 pub mod scrub;
 pub mod signals;
+#[cfg(test)]
+mod snapshot_tests;
 pub mod vertex;
 
 pub use anthropic_api::Anthropic;
