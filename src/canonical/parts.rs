@@ -114,14 +114,6 @@ pub fn content(content: &Value) -> Result<Content<'_>, GatewayError> {
         .map(Content::Parts)
 }
 
-/// The arguments of an assistant message's tool call (`function.arguments`, a JSON text;
-/// empty or absent is `{}`), parsed: providers that take them as an object need them so.
-pub fn call_arguments(call: &Value) -> Result<Value, GatewayError> {
-    let args = call["function"]["arguments"].as_str().unwrap_or("{}");
-    serde_json::from_str(if args.is_empty() { "{}" } else { args })
-        .map_err(|_| GatewayError::invalid("tool call arguments must be JSON", "messages"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,15 +147,6 @@ mod tests {
         );
         assert_eq!(e.status(), 400);
         assert!(content(&json!(7)).is_err());
-    }
-
-    #[test]
-    fn call_arguments_are_json_and_default_to_an_empty_object() {
-        let call = |a: &str| json!({"function": {"name": "f", "arguments": a}});
-        assert_eq!(call_arguments(&call("{\"a\":1}")).unwrap(), json!({"a": 1}));
-        assert_eq!(call_arguments(&call("")).unwrap(), json!({}));
-        assert_eq!(call_arguments(&json!({})).unwrap(), json!({}));
-        assert_eq!(call_arguments(&call("{oops")).unwrap_err().status(), 400);
     }
 
     #[test]

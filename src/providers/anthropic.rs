@@ -13,10 +13,11 @@
 //! The mapping follows `shared/reference/openai-wire.md` §5.1.
 
 use super::api::ChatEvent;
+use crate::canonical::chat::{for_each_turn, ChatHead, Choice, Turn};
 use crate::canonical::finish::Finish;
 use crate::canonical::parts::{self, Content, Part};
 use crate::canonical::write::{ArrayOut, Turns};
-use crate::canonical::{content_text, AiRequest};
+use crate::canonical::AiRequest;
 use crate::errors::{openai_error_body, GatewayError};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -41,90 +42,70 @@ fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
 
 /// Translate an OpenAI chat request into a Messages request: `fixed`'s fields (the
 /// `model`, or Vertex's `anthropic_version`) and the translation. The messages are read
-/// and written one at a time, consecutive turns of one role (tool results after tool
-/// results, a user turn after them) merged into one turn ([`Turns`]).
+/// and written one at a time ([`for_each_turn`]), consecutive turns of one role (tool
+/// results after tool results, a user turn after them) merged into one turn ([`Turns`]).
 pub fn request(
     req: &AiRequest,
     fixed: Map<String, Value>,
     default_max_tokens: u64,
 ) -> Result<Vec<u8>, GatewayError> {
-    let body = Value::Object(req.head(&["messages"])?);
-    if body["n"].as_u64().is_some_and(|n| n != 1) {
-        return Err(GatewayError::invalid("n must be 1 for this model", "n"));
-    }
-    let list = req
-        .items("messages")
-        .ok_or_else(|| GatewayError::invalid("messages must be an array", "messages"))?;
+    let head = ChatHead::read(req)?;
+    head.one_choice()?;
     let mut system = Vec::new();
     let mut messages = Turns::new(ArrayOut::field(&Map::new(), "messages"), "content");
-    for raw in list {
-        let m: Value = serde_json::from_str(raw.get())
-            .map_err(|e| GatewayError::invalid(format!("invalid message: {e}"), "messages"))?;
-        match m["role"].as_str() {
-            Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
-            Some("user") => messages.push("user", "user", &blocks_of(&m["content"])?),
-            Some("assistant") => {
-                let mut blocks = blocks_of(&m["content"])?;
-                for call in m["tool_calls"].as_array().into_iter().flatten() {
-                    let input: Value = parts::call_arguments(call)?;
-                    blocks.push(json!({"type": "tool_use", "id": call["id"],
-                        "name": call["function"]["name"], "input": input}));
+    for_each_turn(req, |turn| {
+        match turn {
+            Turn::System(text) => system.push(text),
+            Turn::User(content) => messages.push("user", "user", &blocks_of(&content)?),
+            Turn::Assistant { content, calls } => {
+                let mut blocks = blocks_of(&content)?;
+                for c in calls {
+                    blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name,
+                        "input": c.input}));
                 }
                 messages.push("assistant", "assistant", &blocks);
             }
-            Some("tool") => {
-                let block = json!({"type": "tool_result", "tool_use_id": m["tool_call_id"],
-                    "content": content_text(&m["content"], "\n")});
+            Turn::Tool { call_id, text } => {
+                let block = json!({"type": "tool_result", "tool_use_id": call_id,
+                    "content": text});
                 messages.push("user", "user", &[block]);
             }
-            other => {
-                return Err(GatewayError::invalid(
-                    format!("unknown message role {other:?}"),
-                    "messages",
-                ))
-            }
         }
-    }
+        Ok(())
+    })?;
     let mut out = fixed;
-
-    let max_tokens = body["max_completion_tokens"]
-        .as_u64()
-        .or(body["max_tokens"].as_u64())
-        .unwrap_or(default_max_tokens);
+    let max_tokens = head.completion_cap().unwrap_or(default_max_tokens);
     out.insert("max_tokens".into(), json!(max_tokens));
     if !system.is_empty() {
         out.insert("system".into(), json!(system.join("\n")));
     }
-    match &body["stop"] {
-        Value::String(s) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Value::Array(a) => {
-            out.insert("stop_sequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
+    if let Some(stops) = head.stops() {
+        out.insert("stop_sequences".into(), stops);
     }
-    if let Some(t) = body["temperature"].as_f64() {
+    if let Some(t) = head.temperature.as_f64() {
         out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
     }
-    if let Some(p) = body["top_p"].as_f64() {
+    if let Some(p) = head.top_p.as_f64() {
         out.insert("top_p".into(), json!(p));
     }
-    if body["stream"].as_bool() == Some(true) {
+    if head.stream == Value::Bool(true) {
         out.insert("stream".into(), json!(true));
     }
-    if let Some(user) = body["safety_identifier"].as_str().or(body["user"].as_str()) {
+    if let Some(user) = head.end_user() {
         out.insert("metadata".into(), json!({"user_id": user}));
     }
-    if let Some(tools) = body["tools"].as_array() {
-        let tools: Vec<Value> = tools
-            .iter()
-            .filter(|t| t["type"] == "function")
-            .map(|t| {
-                let f = &t["function"];
-                let mut tool = json!({"name": f["name"],
-                    "input_schema": if f["parameters"].is_object() { f["parameters"].clone() } else { json!({"type": "object"}) }});
-                if let Some(d) = f["description"].as_str() {
+    if head.tools.is_array() {
+        let tools: Vec<Value> = head
+            .functions()
+            .into_iter()
+            .map(|f| {
+                let schema = if f.parameters.is_object() {
+                    f.parameters
+                } else {
+                    json!({"type": "object"})
+                };
+                let mut tool = json!({"name": f.name, "input_schema": schema});
+                if let Some(d) = f.description {
                     tool["description"] = json!(d);
                 }
                 tool
@@ -132,17 +113,14 @@ pub fn request(
             .collect();
         out.insert("tools".into(), Value::Array(tools));
     }
-    let mut choice = match &body["tool_choice"] {
-        Value::String(s) if s == "required" => Some(json!({"type": "any"})),
-        Value::String(s) if s == "none" => Some(json!({"type": "none"})),
-        Value::String(_) => Some(json!({"type": "auto"})),
-        Value::Object(o) => o
-            .get("function")
-            .and_then(|f| f.get("name"))
-            .map(|name| json!({"type": "tool", "name": name})),
-        _ => None,
+    let mut choice = match head.choice() {
+        Choice::Required => Some(json!({"type": "any"})),
+        Choice::None => Some(json!({"type": "none"})),
+        Choice::Auto => Some(json!({"type": "auto"})),
+        Choice::Named(name) => Some(json!({"type": "tool", "name": name})),
+        Choice::Unset => None,
     };
-    if body["parallel_tool_calls"] == json!(false) && out.contains_key("tools") {
+    if head.serial_tools() && out.contains_key("tools") {
         let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
         c["disable_parallel_tool_use"] = json!(true);
     }

@@ -1,10 +1,11 @@
 //! Pure translations between OpenAI chat and Bedrock's Converse API
 //! (`shared/reference/gemini-bedrock-vertex.md` §d.3–d.4).
 
+use crate::canonical::chat::{for_each_turn, ChatHead, Choice, Turn};
 use crate::canonical::finish::Finish;
 use crate::canonical::parts::{self, Content, Image, Part};
 use crate::canonical::write::{ArrayOut, Turns};
-use crate::canonical::{content_text, AiRequest};
+use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -60,13 +61,8 @@ fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
 /// The messages are read and written one at a time, consecutive ones of one role merged
 /// (Bedrock wants turns to alternate; consecutive tool results become one user message).
 pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, GatewayError> {
-    let body = Value::Object(req.head(&["messages"])?);
-    if body["n"].as_u64().is_some_and(|n| n != 1) {
-        return Err(GatewayError::invalid("n must be 1 for this model", "n"));
-    }
-    let list = req
-        .items("messages")
-        .ok_or_else(|| GatewayError::invalid("messages must be an array", "messages"))?;
+    let head = ChatHead::read(req)?;
+    head.one_choice()?;
     let mut system = Vec::new();
     let mut messages = Turns::new(ArrayOut::field(&Map::new(), "messages"), "content");
     let mut push = |role: &str, blocks: &[Value]| {
@@ -75,101 +71,77 @@ pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, Gate
         }
     };
     let mut history_has_tools = false;
-    for raw in list {
-        let m: Value = serde_json::from_str(raw.get())
-            .map_err(|e| GatewayError::invalid(format!("invalid message: {e}"), "messages"))?;
-        match m["role"].as_str() {
-            Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
-            Some("user") => push("user", &blocks_of(&m["content"])?),
-            Some("assistant") => {
-                let mut blocks = blocks_of(&m["content"])?;
-                for call in m["tool_calls"].as_array().into_iter().flatten() {
+    for_each_turn(req, |turn| {
+        match turn {
+            Turn::System(text) => system.push(text),
+            Turn::User(content) => push("user", &blocks_of(&content)?),
+            Turn::Assistant { content, calls } => {
+                let mut blocks = blocks_of(&content)?;
+                for c in calls {
                     history_has_tools = true;
-                    let input: Value = parts::call_arguments(call)?;
-                    let name = tool_name(call["function"]["name"].as_str().unwrap_or_default())?;
+                    let name = tool_name(&c.name)?;
                     blocks.push(
-                        json!({"toolUse": {"toolUseId": call["id"], "name": name, "input": input}}),
+                        json!({"toolUse": {"toolUseId": c.id, "name": name, "input": c.input}}),
                     );
                 }
                 push("assistant", &blocks);
             }
-            Some("tool") => {
+            Turn::Tool { call_id, text } => {
                 history_has_tools = true;
-                let block = json!({"toolResult": {"toolUseId": m["tool_call_id"],
-                    "content": [{"text": content_text(&m["content"], "\n")}]}});
+                let block = json!({"toolResult": {"toolUseId": call_id,
+                    "content": [{"text": text}]}});
                 push("user", &[block]);
             }
-            other => {
-                return Err(GatewayError::invalid(
-                    format!("unknown message role {other:?}"),
-                    "messages",
-                ))
-            }
         }
-    }
+        Ok(())
+    })?;
     let mut out = Map::new();
     if !system.is_empty() {
         out.insert("system".into(), json!([{"text": system.join("\n")}]));
     }
     let mut inference = Map::new();
-    let max = body["max_completion_tokens"]
-        .as_u64()
-        .or(body["max_tokens"].as_u64())
-        .unwrap_or(default_max_tokens);
+    let max = head.completion_cap().unwrap_or(default_max_tokens);
     inference.insert("maxTokens".into(), json!(max));
-    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        if body[from].is_number() {
-            inference.insert(to.into(), body[from].clone());
+    for (to, v) in [("temperature", &head.temperature), ("topP", &head.top_p)] {
+        if v.is_number() {
+            inference.insert(to.into(), v.clone());
         }
     }
-    match &body["stop"] {
-        Value::String(s) => {
-            inference.insert("stopSequences".into(), json!([s]));
-        }
-        Value::Array(a) => {
-            inference.insert("stopSequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
+    if let Some(stops) = head.stops() {
+        inference.insert("stopSequences".into(), stops);
     }
     out.insert("inferenceConfig".into(), Value::Object(inference));
     let mut specs = Vec::new();
-    for t in body["tools"].as_array().into_iter().flatten() {
-        if t["type"] != "function" {
-            continue;
-        }
-        let f = &t["function"];
-        let schema = if f["parameters"].is_object() {
-            f["parameters"].clone()
+    for f in head.functions() {
+        let schema = if f.parameters.is_object() {
+            f.parameters
         } else {
             json!({"type": "object"})
         };
-        let mut spec = json!({"name": tool_name(f["name"].as_str().unwrap_or_default())?,
+        let mut spec = json!({"name": tool_name(f.name.as_str().unwrap_or_default())?,
                               "inputSchema": {"json": schema}});
-        if let Some(d) = f["description"].as_str() {
+        if let Some(d) = f.description {
             spec["description"] = json!(d);
         }
         specs.push(json!({"toolSpec": spec}));
     }
     // Bedrock has no "none": drop the tools, unless the history holds tool blocks (which
     // need a toolConfig), then the model may still call one.
-    let none = body["tool_choice"] == json!("none");
-    if !specs.is_empty() && (!none || history_has_tools) {
+    let choice = head.choice();
+    if !specs.is_empty() && (choice != Choice::None || history_has_tools) {
         let mut config = json!({"tools": specs});
-        let choice = match &body["tool_choice"] {
-            Value::String(s) if s == "required" => Some(json!({"any": {}})),
-            Value::String(s) if s == "auto" => Some(json!({"auto": {}})),
-            Value::Object(o) => o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .map(|n| json!({"tool": {"name": n}})),
-            _ => None,
+        let choice = match choice {
+            Choice::Required => Some(json!({"any": {}})),
+            Choice::Auto => Some(json!({"auto": {}})),
+            Choice::Named(n) => Some(json!({"tool": {"name": n}})),
+            Choice::None | Choice::Unset => None,
         };
         if let Some(c) = choice {
             config["toolChoice"] = c;
         }
         out.insert("toolConfig".into(), config);
     }
-    let format = &body["response_format"];
+    let format = &head.response_format;
     let schema = match format["type"].as_str() {
         Some("json_schema") => Some((
             format["json_schema"]["schema"].clone(),

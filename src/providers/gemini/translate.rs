@@ -2,10 +2,11 @@
 //! Gemini API and Vertex AI, which take the same body): the mapping of
 //! `shared/reference/gemini-bedrock-vertex.md` §d.1–d.2.
 
+use crate::canonical::chat::{for_each_turn, ChatHead, Choice, Turn};
 use crate::canonical::finish::Finish;
 use crate::canonical::parts::{self, Content, Image, Part};
 use crate::canonical::write::{ArrayOut, Turns};
-use crate::canonical::{content_text, AiRequest};
+use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -56,35 +57,26 @@ fn mime_of(url: &str) -> &'static str {
 /// one at a time, consecutive turns of one role merged (Gemini wants alternation) except
 /// that function responses keep a turn of their own ([`Turns`]).
 pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
-    let body = Value::Object(req.head(&["messages"])?);
-    let list = req
-        .items("messages")
-        .ok_or_else(|| GatewayError::invalid("messages must be an array", "messages"))?;
+    let head = ChatHead::read(req)?;
     let mut system = Vec::new();
     let mut contents = Turns::new(ArrayOut::field(&Map::new(), "contents"), "parts");
     // Tool results carry only the call id; Gemini wants the function's name.
     let mut names: Vec<(String, String)> = Vec::new();
-    for raw in list {
-        let m: Value = serde_json::from_str(raw.get())
-            .map_err(|e| GatewayError::invalid(format!("invalid message: {e}"), "messages"))?;
-        match m["role"].as_str() {
-            Some("system" | "developer") => system.push(content_text(&m["content"], "\n")),
-            Some("user") => push(&mut contents, "user", &parts_of(&m["content"])?),
-            Some("assistant") => {
-                let mut parts = parts_of(&m["content"])?;
-                for call in m["tool_calls"].as_array().into_iter().flatten() {
-                    let name = call["function"]["name"].as_str().unwrap_or_default();
-                    let args: Value = parts::call_arguments(call)?;
-                    names.push((
-                        call["id"].as_str().unwrap_or_default().to_string(),
-                        name.to_string(),
-                    ));
-                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+    for_each_turn(req, |turn| {
+        match turn {
+            Turn::System(text) => system.push(text),
+            Turn::User(content) => push(&mut contents, "user", &parts_of(&content)?),
+            Turn::Assistant { content, calls } => {
+                let mut parts = parts_of(&content)?;
+                for c in calls {
+                    let id = c.id.as_str().unwrap_or_default().to_string();
+                    parts.push(json!({"functionCall": {"name": c.name, "args": c.input}}));
+                    names.push((id, c.name));
                 }
                 push(&mut contents, "model", &parts);
             }
-            Some("tool") => {
-                let id = m["tool_call_id"].as_str().unwrap_or_default();
+            Turn::Tool { call_id, text } => {
+                let id = call_id.as_str().unwrap_or_default();
                 let name = names
                     .iter()
                     .find(|(i, _)| i == id)
@@ -96,17 +88,12 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
                         )
                     })?;
                 let part = json!({"functionResponse": {"name": name,
-                    "response": {"content": content_text(&m["content"], "\n")}}});
+                    "response": {"content": text}}});
                 push(&mut contents, "user", &[part]);
             }
-            other => {
-                return Err(GatewayError::invalid(
-                    format!("unknown message role {other:?}"),
-                    "messages",
-                ))
-            }
         }
-    }
+        Ok(())
+    })?;
     let mut out = Map::new();
     if !system.is_empty() {
         out.insert(
@@ -115,42 +102,32 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
         );
     }
     let mut gen = Map::new();
-    if let Some(n) = body["max_completion_tokens"]
-        .as_u64()
-        .or(body["max_tokens"].as_u64())
-    {
+    if let Some(n) = head.completion_cap() {
         gen.insert("maxOutputTokens".into(), json!(n));
     }
-    for (from, to) in [
-        ("temperature", "temperature"),
-        ("top_p", "topP"),
-        ("seed", "seed"),
-        ("n", "candidateCount"),
-        ("presence_penalty", "presencePenalty"),
-        ("frequency_penalty", "frequencyPenalty"),
+    for (to, v) in [
+        ("temperature", &head.temperature),
+        ("topP", &head.top_p),
+        ("seed", &head.seed),
+        ("candidateCount", &head.n),
+        ("presencePenalty", &head.presence_penalty),
+        ("frequencyPenalty", &head.frequency_penalty),
     ] {
-        if body[from].is_number() {
-            gen.insert(to.into(), body[from].clone());
+        if v.is_number() {
+            gen.insert(to.into(), v.clone());
         }
     }
-    if body["n"].as_u64().is_some_and(|n| n != 1) {
-        return Err(GatewayError::invalid("n must be 1 for this model", "n"));
+    head.one_choice()?;
+    if let Some(stops) = head.stops() {
+        gen.insert("stopSequences".into(), stops);
     }
-    match &body["stop"] {
-        Value::String(s) => {
-            gen.insert("stopSequences".into(), json!([s]));
-        }
-        Value::Array(a) => {
-            gen.insert("stopSequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
-    }
-    match body["response_format"]["type"].as_str() {
+    let format = &head.response_format;
+    match format["type"].as_str() {
         Some("json_schema") => {
             gen.insert("responseMimeType".into(), json!("application/json"));
             gen.insert(
                 "responseJsonSchema".into(),
-                body["response_format"]["json_schema"]["schema"].clone(),
+                format["json_schema"]["schema"].clone(),
             );
         }
         Some("json_object") => {
@@ -158,7 +135,7 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
         }
         _ => {}
     }
-    if let Some(effort) = body["reasoning_effort"].as_str() {
+    if let Some(effort) = head.reasoning_effort.as_str() {
         let budget = match effort {
             "none" | "minimal" => 0,
             "low" => 1024,
@@ -173,34 +150,28 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
     if !gen.is_empty() {
         out.insert("generationConfig".into(), Value::Object(gen));
     }
-    let decls: Vec<Value> = body["tools"]
-        .as_array()
+    let decls: Vec<Value> = head
+        .functions()
         .into_iter()
-        .flatten()
-        .filter(|t| t["type"] == "function")
-        .map(|t| {
-            let f = &t["function"];
-            let mut d = json!({"name": f["name"]});
-            if let Some(desc) = f["description"].as_str() {
+        .map(|f| {
+            let mut d = json!({"name": f.name});
+            if let Some(desc) = f.description {
                 d["description"] = json!(desc);
             }
-            if f["parameters"].is_object() {
-                d["parametersJsonSchema"] = f["parameters"].clone();
+            if f.parameters.is_object() {
+                d["parametersJsonSchema"] = f.parameters;
             }
             d
         })
         .collect();
     if !decls.is_empty() {
         out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
-        let config = match &body["tool_choice"] {
-            Value::String(s) if s == "none" => Some(json!({"mode": "NONE"})),
-            Value::String(s) if s == "required" => Some(json!({"mode": "ANY"})),
-            Value::String(_) => Some(json!({"mode": "AUTO"})),
-            Value::Object(o) => o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .map(|n| json!({"mode": "ANY", "allowedFunctionNames": [n]})),
-            _ => None,
+        let config = match head.choice() {
+            Choice::None => Some(json!({"mode": "NONE"})),
+            Choice::Required => Some(json!({"mode": "ANY"})),
+            Choice::Auto => Some(json!({"mode": "AUTO"})),
+            Choice::Named(n) => Some(json!({"mode": "ANY", "allowedFunctionNames": [n]})),
+            Choice::Unset => None,
         };
         if let Some(c) = config {
             out.insert("toolConfig".into(), json!({"functionCallingConfig": c}));
