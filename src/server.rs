@@ -119,6 +119,8 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         },
         auth_failures: Default::default(),
         started: Instant::now(),
+        file_config: ArcSwap::from_pointee(config.clone()),
+        overlay: Default::default(),
     });
 
     // Pingora's HTTP proxy behind the connection front (which reads and checks every
@@ -154,10 +156,19 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
     }
     server.add_service(proxy);
 
+    // The Admin API's objects join the snapshot before the first request.
+    let admin_api = crate::admin::api::AdminApi::open(state.clone())?;
+    if let Some(api) = &admin_api {
+        server.add_service(background_service(
+            "admin expiry",
+            crate::admin::api::Expiry(api.clone()),
+        ));
+    }
     let mut admin = Service::new(
         "admin".to_string(),
         HttpServer::new_app(AdminApp {
             state: state.clone(),
+            api: admin_api,
         }),
     );
     admin.add_tcp(&config.server.metrics_listen);

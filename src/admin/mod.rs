@@ -1,7 +1,9 @@
 //! The metrics/admin listener: `/metrics` (Prometheus text format), `/health` (the process
 //! is alive), `/ready` (a config is loaded and the gateway can serve), and the status page
-//! ([`status`]: `/status`, `/status.json`) behind the admin key.
+//! ([`status`]: `/status`, `/status.json`) behind the admin key, and the Admin API
+//! ([`api`]: `/admin/…`) behind the admin keys.
 
+pub mod api;
 pub mod status;
 
 use crate::state::AppState;
@@ -14,6 +16,8 @@ use std::sync::Arc;
 
 pub struct AdminApp {
     pub state: Arc<AppState>,
+    /// The Admin API (`None`: off, and nothing was ever stored).
+    pub api: Option<Arc<api::AdminApi>>,
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -29,6 +33,16 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
+        if path.starts_with("/admin/") || path == "/admin" {
+            return match &self.api {
+                Some(api) => api.serve(session).await,
+                None => api::reply(
+                    404,
+                    &json!({"error": {"message": "the Admin API is off: set admin.keys in the config",
+                        "type": "not_found_error", "param": null}}),
+                ),
+            };
+        }
         if path == "/status" || path == "/status.json" {
             let h = session.req_header();
             let auth = h

@@ -18,6 +18,7 @@ pub mod cost_expr;
 pub mod digest;
 pub mod env;
 pub mod key;
+pub mod overlay;
 pub mod paths;
 pub mod prices;
 pub mod reference;

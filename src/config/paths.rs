@@ -11,6 +11,7 @@ impl Config {
         let mut out: Vec<(String, &mut PathBuf)> = vec![
             ("batch.data_dir".into(), &mut self.batch.data_dir),
             ("responses.data_dir".into(), &mut self.responses.data_dir),
+            ("admin.data_dir".into(), &mut self.admin.data_dir),
         ];
         if let Some(p) = self.server.upgrade_sock.as_mut() {
             out.push(("server.upgrade_sock".into(), p));

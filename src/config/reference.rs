@@ -29,6 +29,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "batch.data_dir",
     "responses.store",
     "responses.data_dir",
+    "admin.data_dir",
     "limits.policy",
     "limits.redis",
     "limits.local_max_keys",

@@ -78,12 +78,49 @@ pub struct Config {
     pub traces: Option<TracesConfig>,
 }
 
-/// The status page (`/status` on the metrics listener).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+/// The status page and the Admin API (both on the metrics listener).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Key for `/status` (`Authorization: Bearer <key>` or `?key=`); unset: the page is off.
     pub key: Option<Secret>,
+    /// Keys of the Admin API (`/admin/…`, `X-API-KEY` or `Authorization: Bearer`), each
+    /// with an id (named in the audit log) and a role; none: the Admin API is off.
+    pub keys: Vec<AdminKeyConfig>,
+    /// Where the Admin API keeps what it creates (one SQLite file; restart to change).
+    pub data_dir: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            key: None,
+            keys: Vec::new(),
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+/// One key of the Admin API.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminKeyConfig {
+    /// Its name in the audit log (never the key).
+    pub id: String,
+    /// The key: the value, `${ENV_VAR}`, or `sha256:<64 hex digits>` of it.
+    pub key: Secret,
+    /// `admin` (read and write) or `viewer` (read only).
+    #[serde(default)]
+    pub role: AdminRole,
+}
+
+/// What an Admin API key may do.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRole {
+    #[default]
+    Admin,
+    Viewer,
 }
 
 /// Listeners and process settings. Changing these needs a restart.

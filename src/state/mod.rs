@@ -26,6 +26,25 @@ pub struct AppState {
     pub auth_failures: std::sync::Mutex<crate::limits::auth_failures::AuthFailures>,
     /// The clock of `auth_failures` (seconds since it).
     pub started: std::time::Instant,
+    /// The config file's own content (command-line overrides applied): the base the
+    /// runtime snapshot is built on.
+    pub file_config: arc_swap::ArcSwap<crate::config::Config>,
+    /// What the Admin API adds to it ([`crate::config::overlay`]).
+    pub overlay: arc_swap::ArcSwap<crate::config::overlay::Overlay>,
+}
+
+impl AppState {
+    /// Build and swap in the runtime snapshot from the file's config and the overlay (a
+    /// new generation).
+    pub fn rebuild(&self) {
+        let file = self.file_config.load();
+        let overlay = self.overlay.load();
+        let merged = crate::config::overlay::merge(&file, &overlay);
+        let generation = self.runtime.load().generation + 1;
+        self.runtime
+            .store(Arc::new(crate::runtime::Runtime::build(merged, generation)));
+        self.metrics.config_generation.set(generation as i64);
+    }
 }
 
 impl Deref for AppState {

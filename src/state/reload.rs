@@ -4,7 +4,6 @@
 //! keeps the old snapshot, logs every problem and counts a failed reload.
 
 use crate::config::{load_file, schema::Config};
-use crate::runtime::Runtime;
 use crate::state::AppState;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -79,13 +78,12 @@ impl Reloader {
                         ),
                     }
                 }
-                let generation = old.generation + 1;
                 self.state.set_traces(config.traces.as_ref());
-                self.state
-                    .runtime
-                    .store(Arc::new(Runtime::build(config, generation)));
+                // The file is the base; the Admin API's objects stay on top of it.
+                self.state.file_config.store(Arc::new(config));
+                self.state.rebuild();
+                let generation = self.state.runtime.load().generation;
                 m.config_reloads.with_label_values(&["success"]).inc();
-                m.config_generation.set(generation as i64);
                 tracing::info!(trigger, generation, "config reloaded");
                 true
             }
@@ -157,6 +155,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.responses.data_dir != new.responses.data_dir,
         "responses.data_dir",
     );
+    note(old.admin.data_dir != new.admin.data_dir, "admin.data_dir");
     let (o, n) = (&old.limits, &new.limits);
     note(o.policy != n.policy, "limits.policy");
     note(o.redis != n.redis, "limits.redis");

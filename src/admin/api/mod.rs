@@ -1,0 +1,415 @@
+//! The Admin API (`/admin/…` on the admin listener, never the public one): consumers and
+//! their keys at runtime, persisted in SQLite ([`store`]), applied to the runtime snapshot
+//! as an overlay on the file's config (`crate::config::overlay`), every change audited.
+//!
+//! - Auth: `admin.keys` (`X-API-KEY` or `Authorization: Bearer`), role `admin` (read and
+//!   write) or `viewer` (read); none configured: the API is off and says so. Failed
+//!   attempts fill a per-address brake (the proxy's shapes).
+//! - Errors in one shape, `{"error": {"message", "type", "param"}}`, `param` naming the
+//!   field's path.
+//! - Every write accepts `?dry_run=true`: validated, answered with what would change,
+//!   nothing stored.
+//! - Objects from `gateway.yaml` are listed with `source: file` and are read-only here; a
+//!   name clash is a 409.
+
+pub mod consumers;
+mod handlers;
+pub mod openapi;
+pub mod store;
+
+use crate::config::schema::AdminRole;
+use crate::limits::auth_failures::{Attempt, AuthFailures, ADDRESS, USER};
+use crate::state::AppState;
+use bytes::Bytes;
+use http::Response;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use store::{Snapshot, Store};
+
+/// Largest request body.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Every route, for the router and the OpenAPI document alike: method, path template,
+/// whether it writes, summary.
+pub const ROUTES: &[(&str, &str, bool, &str)] = &[
+    ("GET", "/admin/openapi.json", false, "This document."),
+    (
+        "GET",
+        "/admin/status",
+        false,
+        "The store version this instance applies.",
+    ),
+    (
+        "GET",
+        "/admin/audit",
+        false,
+        "Every change: who, what, before and after (no secrets).",
+    ),
+    (
+        "GET",
+        "/admin/consumers",
+        false,
+        "Consumers, the file's and the API's (paged).",
+    ),
+    ("POST", "/admin/consumers", true, "Create a consumer."),
+    ("GET", "/admin/consumers/{name}", false, "One consumer."),
+    (
+        "PUT",
+        "/admin/consumers/{name}",
+        true,
+        "Replace a consumer's spec.",
+    ),
+    (
+        "PATCH",
+        "/admin/consumers/{name}",
+        true,
+        "Merge into a consumer's spec (JSON merge patch).",
+    ),
+    (
+        "DELETE",
+        "/admin/consumers/{name}",
+        true,
+        "Delete a consumer and its keys.",
+    ),
+    (
+        "GET",
+        "/admin/consumers/{name}/keys",
+        false,
+        "A consumer's keys (ids and prefixes only).",
+    ),
+    (
+        "POST",
+        "/admin/consumers/{name}/keys",
+        true,
+        "Create a key: its secret is answered once.",
+    ),
+    (
+        "DELETE",
+        "/admin/consumers/{name}/keys/{id}",
+        true,
+        "Revoke a key.",
+    ),
+    (
+        "POST",
+        "/admin/consumers/{name}/keys/{id}/rotate",
+        true,
+        "A new key; the old one works for grace_seconds more.",
+    ),
+];
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An answer of the Admin API that is not a success.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: &'static str,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// A 400 about the field at `param` (empty: the body).
+    pub fn invalid(message: impl Into<String>, param: &str) -> ApiError {
+        ApiError {
+            param: (!param.is_empty()).then(|| param.to_string()),
+            ..ApiError::new(400, "invalid_request_error", message)
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!("admin api: {e}");
+        ApiError::new(
+            500,
+            "api_error",
+            "the admin store failed; see the gateway's log",
+        )
+    }
+}
+
+/// The Admin API of one process.
+pub struct AdminApi {
+    pub state: Arc<AppState>,
+    store: Store,
+    /// What is stored (read by GETs; its lock also serialises writes).
+    model: tokio::sync::Mutex<Snapshot>,
+    /// The next time the overlay changes by the clock (a key or consumer expires); 0: none.
+    next_expiry: AtomicU64,
+    failures: std::sync::Mutex<AuthFailures>,
+    started: std::time::Instant,
+}
+
+/// Who is calling.
+pub struct Caller {
+    pub id: String,
+    pub role: AdminRole,
+}
+
+/// One request, read whole.
+pub struct Request {
+    pub method: http::Method,
+    /// The path's segments after `/admin/`.
+    pub segments: Vec<String>,
+    pub query: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Request {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn dry_run(&self) -> bool {
+        matches!(self.param("dry_run"), Some("true" | "1"))
+    }
+}
+
+pub fn reply(status: u16, body: &Value) -> Response<Vec<u8>> {
+    let body = body.to_string().into_bytes();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn error_reply(e: &ApiError) -> Response<Vec<u8>> {
+    reply(
+        e.status,
+        &json!({"error": {"message": e.message, "type": e.kind, "param": e.param}}),
+    )
+}
+
+impl AdminApi {
+    /// The API over the store in `admin.data_dir` (blocking: at startup), its stored
+    /// objects applied. `None` when no admin key is configured and nothing was ever stored.
+    pub fn open(state: Arc<AppState>) -> Result<Option<Arc<AdminApi>>, String> {
+        let config = state.file_config.load();
+        let dir = &config.admin.data_dir;
+        if config.admin.keys.is_empty() && !dir.join("admin.db").exists() {
+            return Ok(None);
+        }
+        let store = Store::open(dir)?;
+        let snap = store.load_blocking()?;
+        let api = Arc::new(AdminApi {
+            state,
+            store,
+            model: tokio::sync::Mutex::new(Snapshot::default()),
+            next_expiry: AtomicU64::new(0),
+            failures: std::sync::Mutex::new(AuthFailures::new(ADDRESS, USER)),
+            started: std::time::Instant::now(),
+        });
+        api.apply(&snap);
+        if let Ok(mut m) = api.model.try_lock() {
+            *m = snap;
+        }
+        Ok(Some(api))
+    }
+
+    /// Make `snap` the runtime's overlay (a new snapshot generation).
+    fn apply(&self, snap: &Snapshot) {
+        let (overlay, next) = consumers::overlay(snap, now());
+        self.next_expiry.store(next.unwrap_or(0), Ordering::Relaxed);
+        self.state.overlay.store(Arc::new(overlay));
+        self.state.rebuild();
+    }
+
+    /// Re-apply when a key or consumer has expired since the last overlay (called every
+    /// second).
+    pub async fn tick(&self) {
+        let next = self.next_expiry.load(Ordering::Relaxed);
+        if next != 0 && now() >= next {
+            let snap = self.model.lock().await;
+            self.apply(&snap);
+        }
+    }
+
+    /// Answer one request on `/admin/…`.
+    pub async fn serve(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        match self.handle(session).await {
+            Ok(r) => r,
+            Err(e) => error_reply(&e),
+        }
+    }
+
+    async fn handle(&self, session: &mut ServerSession) -> Result<Response<Vec<u8>>, ApiError> {
+        let caller = self.authenticate(session)?;
+        let h = session.req_header();
+        let method = h.method.clone();
+        let path = h.uri.path().to_string();
+        let query = h.uri.query().map(url_pairs).unwrap_or_default();
+        let writes = method != http::Method::GET;
+        if writes && caller.role != AdminRole::Admin {
+            return Err(ApiError::new(
+                403,
+                "permission_error",
+                format!(
+                    "the admin key {:?} is a viewer: it may only read",
+                    caller.id
+                ),
+            ));
+        }
+        let body = read_body(session).await?;
+        let rest = path.strip_prefix("/admin/").unwrap_or_default();
+        let segments = rest.split('/').map(str::to_string).collect();
+        let req = Request {
+            method,
+            segments,
+            query,
+            body,
+        };
+        handlers::route(self, &caller, &req).await
+    }
+
+    /// The caller's admin key, or why not.
+    fn authenticate(&self, session: &ServerSession) -> Result<Caller, ApiError> {
+        let config = self.state.runtime.load().config.clone();
+        let keys = &config.admin.keys;
+        if keys.is_empty() {
+            return Err(ApiError::new(
+                404,
+                "not_found_error",
+                "the Admin API is off: set admin.keys in the config",
+            ));
+        }
+        let h = session.req_header();
+        let presented = h
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| {
+                h.headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+            });
+        let addr = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let attempt = Attempt { addr, user: None };
+        let t = self.started.elapsed().as_secs_f64();
+        let wait = self
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(&attempt, t);
+        if wait > 0.0 {
+            return Err(ApiError::new(
+                429,
+                "rate_limit_error",
+                format!("too many failed admin logins from this address; retry in {wait:.0} s"),
+            ));
+        }
+        let digest = presented.map(crate::config::digest::of_key);
+        let found = keys.iter().find(|k| {
+            crate::config::digest::of_entry(k.key.expose()).is_ok_and(|d| Some(d) == digest)
+        });
+        match found {
+            Some(k) => Ok(Caller {
+                id: k.id.clone(),
+                role: k.role,
+            }),
+            None => {
+                self.failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .failed(&attempt, t);
+                Err(ApiError::new(
+                    401,
+                    "authentication_error",
+                    "an admin key is needed (X-API-KEY or Authorization: Bearer)",
+                ))
+            }
+        }
+    }
+}
+
+/// `a=b&c=d` as pairs (percent-decoded).
+fn url_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let d = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (d(k), d(v))
+        })
+        .collect()
+}
+
+/// The request body, at most [`MAX_BODY`] bytes (else 413).
+async fn read_body(session: &mut ServerSession) -> Result<Bytes, ApiError> {
+    let mut body = bytes::BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(ApiError::new(
+                        413,
+                        "invalid_request_error",
+                        "the body is over 1 MiB",
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => {
+                return Err(ApiError::invalid(format!("reading the body: {e}"), ""));
+            }
+        }
+    }
+}
+
+impl AdminApi {
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn model(&self) -> &tokio::sync::Mutex<Snapshot> {
+        &self.model
+    }
+
+    /// Make a changed snapshot the runtime's.
+    pub fn applied(&self, snap: &Snapshot) {
+        self.apply(snap);
+    }
+}
+
+/// Re-applies the overlay when a key or consumer expires (checked every second).
+pub struct Expiry(pub Arc<AdminApi>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Expiry {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => self.0.tick().await,
+            }
+        }
+    }
+}

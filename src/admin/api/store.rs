@@ -1,0 +1,268 @@
+//! Where the Admin API keeps what it creates: one SQLite file (`admin.db` in
+//! `admin.data_dir`), every call on the blocking pool. Consumers are stored as their JSON
+//! spec; keys only as the SHA-256 digest of the key, with a short public prefix to
+//! recognise them; every change is one transaction with its audit row and the store's
+//! version bump, so a crash never leaves a change without its audit entry.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::migrate::{migrate, Migration};
+
+const STEPS: &[Migration] = &[Migration {
+    name: "consumers, keys, audit, meta",
+    run: |tx| {
+        tx.execute_batch(
+            "CREATE TABLE consumers (name TEXT PRIMARY KEY, spec TEXT NOT NULL,
+                 created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+                 version INTEGER NOT NULL);
+             CREATE TABLE keys (id TEXT PRIMARY KEY, consumer TEXT NOT NULL,
+                 digest TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,
+                 created_at INTEGER NOT NULL, expires_at INTEGER, revoked_at INTEGER);
+             CREATE INDEX keys_consumer ON keys(consumer);
+             CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,
+                 actor TEXT NOT NULL, action TEXT NOT NULL, object TEXT NOT NULL,
+                 before TEXT, after TEXT);
+             CREATE TABLE meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+             INSERT INTO meta VALUES ('version', 0);",
+        )
+    },
+}];
+
+/// A stored consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerRow {
+    pub name: String,
+    /// Its spec as JSON text (see `consumers::Spec`).
+    pub spec: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub version: u64,
+}
+
+/// A stored key: never the key, only its digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRow {
+    pub id: String,
+    pub consumer: String,
+    #[serde(skip)]
+    pub digest: String,
+    pub prefix: String,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    pub revoked_at: Option<u64>,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub seq: u64,
+    pub at: u64,
+    /// The admin key's id.
+    pub actor: String,
+    pub action: String,
+    pub object: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+/// One change, written with its audit row in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub upsert_consumer: Option<ConsumerRow>,
+    pub delete_consumer: Option<String>,
+    pub insert_key: Option<KeyRow>,
+    /// A key's new expiry (rotation's grace) or revocation time.
+    pub update_key: Option<(String, Option<u64>, Option<u64>)>,
+    pub audit: (String, String, String, Option<String>, Option<String>),
+}
+
+/// Everything stored.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub version: u64,
+    pub consumers: Vec<ConsumerRow>,
+    pub keys: Vec<KeyRow>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Mutex<Connection>>,
+}
+
+/// SQLite integers are signed: times and versions stored as `i64`.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn opt(v: Option<u64>) -> Option<i64> {
+    v.map(int)
+}
+
+fn uint(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
+}
+
+fn uopt(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<u64>> {
+    Ok(r.get::<_, Option<i64>>(i)?
+        .map(|v| u64::try_from(v).unwrap_or(0)))
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("admin store: {e}")
+}
+
+impl Store {
+    /// Open (or create) the store in `dir` (blocking: call it at startup).
+    pub fn open(dir: &Path) -> Result<Store, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("admin.data_dir {}: {e}", dir.display()))?;
+        let mut db = Connection::open(dir.join("admin.db")).map_err(err)?;
+        db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        migrate(&mut db, "admin store", STEPS)?;
+        Ok(Store {
+            db: Arc::new(Mutex::new(db)),
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = db.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c).map_err(err)
+        })
+        .await
+        .map_err(err)?
+    }
+
+    /// Everything stored (blocking: at startup).
+    pub fn load_blocking(&self) -> Result<Snapshot, String> {
+        let c = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        load(&c).map_err(err)
+    }
+
+    /// Write `change` and its audit row; the store's new version.
+    pub async fn apply(&self, change: Change) -> Result<u64, String> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            if let Some(r) = &change.upsert_consumer {
+                tx.execute(
+                    "INSERT INTO consumers VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(name) DO UPDATE SET spec = ?2, updated_at = ?4, version = ?5",
+                    params![
+                        r.name,
+                        r.spec,
+                        int(r.created_at),
+                        int(r.updated_at),
+                        int(r.version)
+                    ],
+                )?;
+            }
+            if let Some(name) = &change.delete_consumer {
+                tx.execute("DELETE FROM consumers WHERE name = ?1", [name])?;
+                tx.execute("DELETE FROM keys WHERE consumer = ?1", [name])?;
+            }
+            if let Some(k) = &change.insert_key {
+                tx.execute(
+                    "INSERT INTO keys VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        k.id,
+                        k.consumer,
+                        k.digest,
+                        k.prefix,
+                        int(k.created_at),
+                        opt(k.expires_at),
+                        opt(k.revoked_at)
+                    ],
+                )?;
+            }
+            if let Some((id, expires, revoked)) = &change.update_key {
+                tx.execute(
+                    "UPDATE keys SET expires_at = ?2, revoked_at = ?3 WHERE id = ?1",
+                    params![id, opt(*expires), opt(*revoked)],
+                )?;
+            }
+            let (actor, action, object, before, after) = &change.audit;
+            tx.execute(
+                "INSERT INTO audit (at, actor, action, object, before, after)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![int(super::now()), actor, action, object, before, after],
+            )?;
+            tx.execute("UPDATE meta SET v = v + 1 WHERE k = 'version'", [])?;
+            let v: i64 =
+                tx.query_row("SELECT v FROM meta WHERE k = 'version'", [], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(u64::try_from(v).unwrap_or(0))
+        })
+        .await
+    }
+
+    /// Audit entries after `after` (oldest first), at most `limit`.
+    pub async fn audit(&self, after: u64, limit: u64) -> Result<Vec<AuditRow>, String> {
+        self.run(move |c| {
+            let mut st = c.prepare(
+                "SELECT seq, at, actor, action, object, before, after FROM audit
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![int(after), int(limit)], |r| {
+                let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+                Ok(AuditRow {
+                    seq: uint(r, 0)?,
+                    at: uint(r, 1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    object: r.get(4)?,
+                    before: json(r.get(5)?),
+                    after: json(r.get(6)?),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+fn load(c: &Connection) -> rusqlite::Result<Snapshot> {
+    let version: i64 = c
+        .query_row("SELECT v FROM meta WHERE k = 'version'", [], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let mut st = c.prepare("SELECT name, spec, created_at, updated_at, version FROM consumers")?;
+    let consumers = st
+        .query_map([], |r| {
+            Ok(ConsumerRow {
+                name: r.get(0)?,
+                spec: r.get(1)?,
+                created_at: uint(r, 2)?,
+                updated_at: uint(r, 3)?,
+                version: uint(r, 4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut st = c.prepare(
+        "SELECT id, consumer, digest, prefix, created_at, expires_at, revoked_at FROM keys",
+    )?;
+    let keys = st
+        .query_map([], |r| {
+            Ok(KeyRow {
+                id: r.get(0)?,
+                consumer: r.get(1)?,
+                digest: r.get(2)?,
+                prefix: r.get(3)?,
+                created_at: uint(r, 4)?,
+                expires_at: uopt(r, 5)?,
+                revoked_at: uopt(r, 6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Snapshot {
+        version: u64::try_from(version).unwrap_or(0),
+        consumers,
+        keys,
+    })
+}

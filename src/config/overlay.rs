@@ -1,0 +1,22 @@
+//! What the Admin API adds to the file's config: consumers created at runtime. The file
+//! stays the base; the runtime snapshot is built from the file's config with the overlay
+//! appended ([`merge`]), on every file reload and every API change, so neither undoes the
+//! other. Keys in the overlay are digests only (`sha256:…` entries): the overlay never
+//! holds a readable key.
+
+use super::schema::{Config, ConsumerConfig};
+
+/// The consumers the Admin API holds, as the runtime takes them (only their active keys).
+#[derive(Debug, Clone, Default)]
+pub struct Overlay {
+    /// The store's version this overlay was built from.
+    pub version: u64,
+    pub consumers: Vec<ConsumerConfig>,
+}
+
+/// The file's config with the overlay's consumers after its own.
+pub fn merge(file: &Config, overlay: &Overlay) -> Config {
+    let mut c = file.clone();
+    c.consumers.extend(overlay.consumers.iter().cloned());
+    c
+}
