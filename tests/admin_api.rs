@@ -556,9 +556,8 @@ fn hostile_admin_requests_get_clear_errors_and_store_nothing() {
     // Nothing stored but the one key the cases meant to create (an imported key).
     assert!(stored_key.is_some());
     let after_list = admin(&gw, "GET", "/admin/consumers", ADMIN, None).body;
-    assert_eq!(
-        before_list.replace(char::is_whitespace, "").len() < after_list.len(),
-        true,
+    assert!(
+        before_list.len() < after_list.len(),
         "only the imported key's entry is new"
     );
     let audit = admin(&gw, "GET", "/admin/audit", ADMIN, None).json();

@@ -20,7 +20,12 @@ LIMITED_KEY = "sk-ratelimited"
 QUEUED_KEY = "sk-queued"
 BUDGET_KEY = "sk-budget"
 
+ADMIN_KEY = "sdk-admin-key-0123456789"
+ADMIN = {}
 CONFIG = f"""
+admin:
+  keys: [{{id: sdk, key: "{ADMIN_KEY}"}}]
+  data_dir: admin-data
 server: {{threads: 2}}
 consumers:
   - {{name: sdk, keys: ["{KEY}"]}}
@@ -147,6 +152,7 @@ def start_gateway(tmp, anthropic_upstream):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{mport}/ready", timeout=1) as r:
                 if json.load(r)["status"] == "ready":
+                    ADMIN["base"] = f"http://127.0.0.1:{mport}"
                     return proc, port, ""
         except OSError:
             pass
@@ -175,3 +181,9 @@ def gateway(anthropic_upstream):
     yield f"http://127.0.0.1:{port}/v1"
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def admin_base(gateway):
+    """The gateway's admin listener (the Admin API, with ADMIN_KEY)."""
+    return ADMIN["base"]
