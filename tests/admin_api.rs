@@ -112,6 +112,20 @@ fn consumers_and_keys_at_runtime_work_survive_restarts_and_never_leak_the_key() 
     // Works at once, under its consumer's limits.
     let statuses: Vec<u16> = (0..4).map(|_| chat(&gw, &key)).collect();
     assert_eq!(statuses, [200, 200, 200, 429]);
+    // Its usage, for the operator and for the key holder itself.
+    let usage = admin(&gw, "GET", "/admin/consumers/team-a/usage", VIEWER, None).json();
+    let rpm = &usage["limits"][0];
+    // (limit-count counts the refused request too, as APISIX does.)
+    assert!(rpm["used"].as_f64().unwrap() >= 3.0, "{usage}");
+    assert_eq!(
+        (rpm["limit"].clone(), rpm["remaining"].clone()),
+        (json!(3.0), json!(0.0))
+    );
+    let me = get(&gw.url("/v1/me"), Some(&key));
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["consumer"], "team-a");
+    assert_eq!(me.json()["limits"], usage["limits"]);
+    assert_eq!(get(&gw.url("/v1/me"), Some("sk-nobody")).status, 401);
 
     // Listed with its prefix, never the key; the file's consumer read-only.
     let listed = admin(&gw, "GET", "/admin/consumers", VIEWER, None);
@@ -603,7 +617,7 @@ fn the_openapi_document_matches_the_routes_and_the_api_is_off_without_keys() {
             );
         }
     }
-    assert_eq!(documented, 13, "every route documented");
+    assert_eq!(documented, 14, "every route documented");
     let off = Gw::start(&yaml(false));
     let r = admin(&off, "GET", "/admin/consumers", ADMIN, None);
     assert_eq!(r.status, 404);

@@ -20,6 +20,7 @@ pub mod fallback;
 pub mod state;
 mod traced;
 pub mod upstream;
+pub mod usage;
 
 pub use failover::call;
 pub use state::{CooldownReason, Cooldowns, GatewayState};

@@ -27,6 +27,8 @@ pub enum ApiRoute {
     StoredResponse(super::responses::Route),
     /// The Files and Batches API.
     Batch(super::batches::Route),
+    /// `GET /v1/me`: the caller's own limits and what is left of them.
+    Me,
 }
 
 impl ApiRoute {
@@ -52,6 +54,7 @@ impl ApiRoute {
             "/v1/messages/count_tokens" if post => Some(ApiRoute::CountTokens),
             "/v1/responses" if post => Some(ApiRoute::Ai(Endpoint::Responses)),
             "/v1/models" if get => Some(ApiRoute::ListModels),
+            "/v1/me" if get => Some(ApiRoute::Me),
             p if get => p
                 .strip_prefix("/v1/models/")
                 .filter(|id| !id.is_empty())
@@ -77,6 +80,7 @@ impl ApiRoute {
             ApiRoute::ListModels | ApiRoute::GetModel(_) => "models",
             // Anthropic's API: its errors come in Anthropic's shape.
             ApiRoute::CountTokens => "messages",
+            ApiRoute::Me => "me",
             ApiRoute::StoredResponse(_) => "responses",
             ApiRoute::Batch(b) => b.label(),
         }
@@ -89,6 +93,7 @@ impl ApiRoute {
             ApiRoute::ListModels => "/v1/models",
             ApiRoute::GetModel(_) => "/v1/models/{model}",
             ApiRoute::CountTokens => "/v1/messages/count_tokens",
+            ApiRoute::Me => "/v1/me",
             ApiRoute::StoredResponse(super::responses::Route::InputItems(_)) => {
                 "/v1/responses/{response_id}/input_items"
             }
@@ -209,6 +214,17 @@ pub async fn serve(
         ApiRoute::Ai(endpoint) => {
             let raw = body::read_body(session, rt.config.server.max_body_bytes).await?;
             serve_ai(state, rt, session, ctx, endpoint, raw, None).await?;
+        }
+        ApiRoute::Me => {
+            let Some(name) = ctx.consumer.clone() else {
+                return Err(GatewayError::NotFound(
+                    "no consumer: authentication is off".into(),
+                ));
+            };
+            let rules: Vec<_> = rt.consumer_limits(&name).iter().collect();
+            let limits = crate::gateway::usage::usages(state, &rules).await;
+            let me = json!({"object": "consumer.usage", "consumer": &*name, "limits": limits});
+            respond::json(session, ctx, &me).await;
         }
     }
     Ok(())

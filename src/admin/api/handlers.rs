@@ -23,6 +23,7 @@ pub async fn route(api: &AdminApi, caller: &Caller, req: &Request) -> Answer {
         (&Method::PATCH, ["consumers", n]) => replace(api, caller, req, n, true).await,
         (&Method::DELETE, ["consumers", n]) => delete(api, caller, req, n).await,
         (&Method::GET, ["consumers", n, "keys"]) => keys(api, n).await,
+        (&Method::GET, ["consumers", n, "usage"]) => usage(api, n).await,
         (&Method::POST, ["consumers", n, "keys"]) => new_key(api, caller, req, n).await,
         (&Method::DELETE, ["consumers", n, "keys", id]) => {
             revoke(api, caller, req, n, id, None).await
@@ -506,4 +507,27 @@ async fn revoke(
         snap.keys.push(row);
     }
     commit(api, &mut snap, change, 200, object).await
+}
+
+/// A consumer's limits and what is in use (exact across instances with a shared policy).
+async fn usage(api: &AdminApi, name: &str) -> Answer {
+    consumers::check_name(name)?;
+    let known = in_file(api, name)
+        || api
+            .model()
+            .lock()
+            .await
+            .consumers
+            .iter()
+            .any(|r| r.name == name);
+    if !known {
+        return Err(not_found(name));
+    }
+    let rt = api.state.runtime.load();
+    let rules: Vec<_> = rt.consumer_limits(name).iter().collect();
+    let limits = crate::gateway::usage::usages(&api.state, &rules).await;
+    Ok(reply(
+        200,
+        &json!({"object": "consumer.usage", "consumer": name, "limits": limits}),
+    ))
 }

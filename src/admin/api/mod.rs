@@ -80,6 +80,12 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
         "A consumer's keys (ids and prefixes only).",
     ),
     (
+        "GET",
+        "/admin/consumers/{name}/usage",
+        false,
+        "Each of its limits: used, limit, remaining (exact across instances with Redis).",
+    ),
+    (
         "POST",
         "/admin/consumers/{name}/keys",
         true,
