@@ -30,6 +30,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "responses.store",
     "responses.data_dir",
     "admin.data_dir",
+    "admin.store",
     "limits.policy",
     "limits.redis",
     "limits.local_max_keys",

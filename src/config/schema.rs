@@ -87,7 +87,12 @@ pub struct AdminConfig {
     /// Keys of the Admin API (`/admin/…`, `X-API-KEY` or `Authorization: Bearer`), each
     /// with an id (named in the audit log) and a role; none: the Admin API is off.
     pub keys: Vec<AdminKeyConfig>,
-    /// Where the Admin API keeps what it creates (one SQLite file; restart to change).
+    /// Where the Admin API keeps what it creates (restart to change): `sqlite` (one file
+    /// in `data_dir`, this instance), `redis` (the limits' Redis, shared by every
+    /// instance), or `auto` (`redis` when the limits policy is `redis` or
+    /// `redis-cluster`, else `sqlite`).
+    pub store: BatchStoreKind,
+    /// Where the SQLite store lives (restart to change).
     pub data_dir: PathBuf,
 }
 
@@ -96,6 +101,7 @@ impl Default for AdminConfig {
         AdminConfig {
             key: None,
             keys: Vec::new(),
+            store: BatchStoreKind::default(),
             data_dir: PathBuf::from("data"),
         }
     }

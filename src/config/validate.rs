@@ -287,10 +287,12 @@ fn consumers(c: &Config, p: &mut Problems) {
     }
     // A Basic credential is a key too.
     any_key |= c.consumers.iter().any(|c| !c.basic_auth.is_empty());
-    if c.auth.enabled && !any_key {
+    // With admin keys, consumers can come from the Admin API instead.
+    if c.auth.enabled && !any_key && c.admin.keys.is_empty() {
         p.add(
             "consumers",
-            "auth is enabled but no consumer has a key (add one, or set auth.enabled: false explicitly)",
+            "auth is enabled but no consumer has a key (add one, give admin.keys to create \
+             them through the Admin API, or set auth.enabled: false explicitly)",
         );
     }
 }

@@ -156,6 +156,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         "responses.data_dir",
     );
     note(old.admin.data_dir != new.admin.data_dir, "admin.data_dir");
+    note(old.admin.store != new.admin.store, "admin.store");
     let (o, n) = (&old.limits, &new.limits);
     note(o.policy != n.policy, "limits.policy");
     note(o.redis != n.redis, "limits.redis");
@@ -235,6 +236,7 @@ logging: {{level: debug}}
 upstream: {{pool_size: 9}}
 batch: {{enabled: false, store: redis, data_dir: other}}
 responses: {{store: redis, data_dir: other}}
+admin: {{store: redis, data_dir: other}}
 limits: {{policy: redis, redis: {{url: \"redis://127.0.0.1:1\"}}, local_max_keys: 10}}
 "
         ));

@@ -48,14 +48,21 @@ pub async fn route(api: &AdminApi, caller: &Caller, req: &Request) -> Answer {
 }
 
 async fn status(api: &AdminApi) -> Answer {
-    let store_version = api.model().lock().await.version;
+    let applied = api.model().lock().await.version;
     let rt = api.state.runtime.load();
-    Ok(reply(
-        200,
-        &json!({"store": "sqlite", "store_version": store_version,
-            "applied_version": api.state.overlay.load().version,
-            "config_generation": rt.generation}),
-    ))
+    let mut out = json!({"store": api.store().name(), "instance": super::instance_id(),
+        "applied_version": applied, "config_generation": rt.generation});
+    if let super::store::Store::Redis(r) = api.store() {
+        out["store_version"] = json!(r.version().await.ok());
+        let instances = r.instances().await.unwrap_or_default();
+        out["instances"] = instances
+            .into_iter()
+            .map(|(id, v)| json!({"instance": id, "applied_version": v}))
+            .collect();
+    } else {
+        out["store_version"] = json!(applied);
+    }
+    Ok(reply(200, &out))
 }
 
 fn limit_of(req: &Request, default: u64) -> Result<u64, ApiError> {
@@ -162,11 +169,25 @@ async fn commit(
     status: u16,
     object: Value,
 ) -> Answer {
-    snap.version = api
+    let version = api
         .store()
         .apply(change)
         .await
         .map_err(ApiError::internal)?;
+    let Some(version) = version else {
+        return Err(ApiError::new(
+            409,
+            "conflict_error",
+            "a consumer of that name was just created (by another instance)",
+        ));
+    };
+    // Another instance wrote in between (the shared store): this one's view lacks that
+    // change, so it stays one version behind and reloads at its next sync.
+    snap.version = if version == snap.version + 1 {
+        version
+    } else {
+        version.saturating_sub(1)
+    };
     api.applied(snap);
     Ok(reply(status, &object))
 }
@@ -211,6 +232,7 @@ async fn create(api: &AdminApi, caller: &Caller, req: &Request) -> Answer {
     }
     let change = Change {
         upsert_consumer: Some(row.clone()),
+        create: true,
         audit: audit_row(caller, "consumer.create", &name, None, Some(&row.spec)),
         ..Change::default()
     };
@@ -491,7 +513,7 @@ async fn revoke(
         return dry(action, object);
     }
     let change = Change {
-        update_key: Some((old.id.clone(), old.expires_at, old.revoked_at)),
+        update_key: Some(old.clone()),
         insert_key: fresh.as_ref().map(|(_, r)| r.clone()),
         audit: audit_row(
             caller,

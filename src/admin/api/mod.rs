@@ -28,6 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use store::{Snapshot, Store};
 
+/// How often an instance compares its applied version with the shared store's.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Largest request body.
 pub const MAX_BODY: usize = 1 << 20;
 
@@ -159,6 +162,14 @@ pub struct AdminApi {
     next_expiry: AtomicU64,
     failures: std::sync::Mutex<AuthFailures>,
     started: std::time::Instant,
+    /// When a store fault was last logged (seconds since `started`).
+    last_fault: AtomicU64,
+}
+
+/// This process's id among the instances sharing a store (a random hex string).
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| hex::encode(rand::random::<[u8; 8]>()))
 }
 
 /// Who is calling.
@@ -207,16 +218,50 @@ fn error_reply(e: &ApiError) -> Response<Vec<u8>> {
 }
 
 impl AdminApi {
-    /// The API over the store in `admin.data_dir` (blocking: at startup), its stored
-    /// objects applied. `None` when no admin key is configured and nothing was ever stored.
+    /// The API over its store (blocking: at startup), its stored objects applied. `None`
+    /// when no admin key is configured and nothing was ever stored (SQLite) or the store
+    /// is not explicitly `redis`.
     pub fn open(state: Arc<AppState>) -> Result<Option<Arc<AdminApi>>, String> {
-        let config = state.file_config.load();
-        let dir = &config.admin.data_dir;
-        if config.admin.keys.is_empty() && !dir.join("admin.db").exists() {
-            return Ok(None);
-        }
-        let store = Store::open(dir)?;
-        let snap = store.load_blocking()?;
+        use crate::config::schema::{BatchStoreKind, LimitPolicy};
+        let config = state.file_config.load_full();
+        let shared_policy = matches!(
+            config.limits.policy,
+            LimitPolicy::Redis | LimitPolicy::RedisCluster
+        );
+        let redis = match config.admin.store {
+            BatchStoreKind::Redis => true,
+            BatchStoreKind::Sqlite => false,
+            BatchStoreKind::Auto => shared_policy,
+        };
+        let keys = !config.admin.keys.is_empty();
+        let (store, snap) = if redis {
+            if !keys && config.admin.store != BatchStoreKind::Redis {
+                return Ok(None);
+            }
+            // The first load on a runtime of its own (the server's is not running yet);
+            // the store's own connection is made later, on the server's.
+            let first = store::redis::Redis::new(&config.limits);
+            let snap = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("admin store: {e}"))?
+                .block_on(first.load())
+                .unwrap_or_else(|e| {
+                    tracing::error!(
+                        "{e}: starting without the Admin API's objects until it answers"
+                    );
+                    Snapshot::default()
+                });
+            (Store::Redis(store::redis::Redis::new(&config.limits)), snap)
+        } else {
+            let dir = &config.admin.data_dir;
+            if !keys && !dir.join("admin.db").exists() {
+                return Ok(None);
+            }
+            let s = store::sqlite::Sqlite::open(dir)?;
+            let snap = s.load_blocking()?;
+            (Store::Sqlite(s), snap)
+        };
         let api = Arc::new(AdminApi {
             state,
             store,
@@ -224,6 +269,7 @@ impl AdminApi {
             next_expiry: AtomicU64::new(0),
             failures: std::sync::Mutex::new(AuthFailures::new(ADDRESS, USER)),
             started: std::time::Instant::now(),
+            last_fault: AtomicU64::new(0),
         });
         api.apply(&snap);
         if let Ok(mut m) = api.model.try_lock() {
@@ -240,13 +286,51 @@ impl AdminApi {
         self.state.rebuild();
     }
 
-    /// Re-apply when a key or consumer has expired since the last overlay (called every
-    /// second).
+    /// Re-apply when a key or consumer has expired since the last overlay, and (with the
+    /// shared store) when another instance changed the store: called every [`SYNC_EVERY`].
     pub async fn tick(&self) {
+        if let Store::Redis(r) = &self.store {
+            self.sync(r).await;
+        }
         let next = self.next_expiry.load(Ordering::Relaxed);
         if next != 0 && now() >= next {
             let snap = self.model.lock().await;
             self.apply(&snap);
+        }
+    }
+
+    /// Reload from the shared store when it is ahead of this instance.
+    async fn sync(&self, r: &store::redis::Redis) {
+        let applied = self.model.lock().await.version;
+        match r.version().await {
+            Ok(v) if v > applied => match r.load().await {
+                Ok(snap) => {
+                    let mut m = self.model.lock().await;
+                    if snap.version > m.version {
+                        self.apply(&snap);
+                        *m = snap;
+                    }
+                }
+                Err(e) => self.fault(&e),
+            },
+            Ok(v) if v < applied => self.fault(&format!(
+                "the shared admin store is at version {v}, behind this instance's {applied}: \
+                 Redis lost its data; keeping what this instance applies"
+            )),
+            Ok(_) => {}
+            Err(e) => self.fault(&e),
+        }
+        let applied = self.model.lock().await.version;
+        if let Err(e) = r.report(instance_id(), applied).await {
+            self.fault(&e);
+        }
+    }
+
+    /// Log a store fault, at most every 10 s.
+    fn fault(&self, e: &str) {
+        let t = self.started.elapsed().as_secs();
+        if self.last_fault.swap(t, Ordering::Relaxed) + 10 <= t || t < 10 {
+            tracing::error!("admin store: {e}");
         }
     }
 
@@ -405,7 +489,8 @@ impl AdminApi {
     }
 }
 
-/// Re-applies the overlay when a key or consumer expires (checked every second).
+/// Keeps the instance in step: expiries, and the shared store's changes (every
+/// [`SYNC_EVERY`]).
 pub struct Expiry(pub Arc<AdminApi>);
 
 #[async_trait::async_trait]
@@ -414,7 +499,7 @@ impl pingora::services::background::BackgroundService for Expiry {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => self.0.tick().await,
+                () = tokio::time::sleep(SYNC_EVERY) => self.0.tick().await,
             }
         }
     }

@@ -1,11 +1,9 @@
-//! Where the Admin API keeps what it creates: one SQLite file (`admin.db` in
-//! `admin.data_dir`), every call on the blocking pool. Consumers are stored as their JSON
-//! spec; keys only as the SHA-256 digest of the key, with a short public prefix to
-//! recognise them; every change is one transaction with its audit row and the store's
-//! version bump, so a crash never leaves a change without its audit entry.
+//! The Admin API's store in one SQLite file (`admin.db` in `admin.data_dir`), every call
+//! on the blocking pool: every change is one transaction with its audit row and the
+//! store's version bump, so a crash never leaves a change without its audit entry.
 
+use super::{AuditRow, Change, ConsumerRow, KeyRow, Snapshot};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -31,64 +29,8 @@ const STEPS: &[Migration] = &[Migration {
     },
 }];
 
-/// A stored consumer.
-#[derive(Debug, Clone)]
-pub struct ConsumerRow {
-    pub name: String,
-    /// Its spec as JSON text (see `consumers::Spec`).
-    pub spec: String,
-    pub created_at: u64,
-    pub updated_at: u64,
-    pub version: u64,
-}
-
-/// A stored key: never the key, only its digest.
-#[derive(Debug, Clone, Serialize)]
-pub struct KeyRow {
-    pub id: String,
-    pub consumer: String,
-    #[serde(skip)]
-    pub digest: String,
-    pub prefix: String,
-    pub created_at: u64,
-    pub expires_at: Option<u64>,
-    pub revoked_at: Option<u64>,
-}
-
-/// One audit entry.
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditRow {
-    pub seq: u64,
-    pub at: u64,
-    /// The admin key's id.
-    pub actor: String,
-    pub action: String,
-    pub object: String,
-    pub before: Option<serde_json::Value>,
-    pub after: Option<serde_json::Value>,
-}
-
-/// One change, written with its audit row in one transaction.
-#[derive(Debug, Clone, Default)]
-pub struct Change {
-    pub upsert_consumer: Option<ConsumerRow>,
-    pub delete_consumer: Option<String>,
-    pub insert_key: Option<KeyRow>,
-    /// A key's new expiry (rotation's grace) or revocation time.
-    pub update_key: Option<(String, Option<u64>, Option<u64>)>,
-    pub audit: (String, String, String, Option<String>, Option<String>),
-}
-
-/// Everything stored.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub version: u64,
-    pub consumers: Vec<ConsumerRow>,
-    pub keys: Vec<KeyRow>,
-}
-
 #[derive(Clone)]
-pub struct Store {
+pub struct Sqlite {
     db: Arc<Mutex<Connection>>,
 }
 
@@ -114,15 +56,15 @@ fn err(e: impl std::fmt::Display) -> String {
     format!("admin store: {e}")
 }
 
-impl Store {
+impl Sqlite {
     /// Open (or create) the store in `dir` (blocking: call it at startup).
-    pub fn open(dir: &Path) -> Result<Store, String> {
+    pub fn open(dir: &Path) -> Result<Sqlite, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("admin.data_dir {}: {e}", dir.display()))?;
         let mut db = Connection::open(dir.join("admin.db")).map_err(err)?;
         db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         migrate(&mut db, "admin store", STEPS)?;
-        Ok(Store {
+        Ok(Sqlite {
             db: Arc::new(Mutex::new(db)),
         })
     }
@@ -146,11 +88,20 @@ impl Store {
         load(&c).map_err(err)
     }
 
-    /// Write `change` and its audit row; the store's new version.
-    pub async fn apply(&self, change: Change) -> Result<u64, String> {
+    /// Write `change` and its audit row; the store's new version (`None`: a create whose
+    /// name exists).
+    pub async fn apply(&self, change: Change) -> Result<Option<u64>, String> {
         self.run(move |c| {
             let tx = c.transaction()?;
             if let Some(r) = &change.upsert_consumer {
+                if change.create {
+                    let exists: bool = tx
+                        .prepare("SELECT 1 FROM consumers WHERE name = ?1")?
+                        .exists([&r.name])?;
+                    if exists {
+                        return Ok(None);
+                    }
+                }
                 tx.execute(
                     "INSERT INTO consumers VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(name) DO UPDATE SET spec = ?2, updated_at = ?4, version = ?5",
@@ -181,23 +132,30 @@ impl Store {
                     ],
                 )?;
             }
-            if let Some((id, expires, revoked)) = &change.update_key {
+            if let Some(k) = &change.update_key {
                 tx.execute(
                     "UPDATE keys SET expires_at = ?2, revoked_at = ?3 WHERE id = ?1",
-                    params![id, opt(*expires), opt(*revoked)],
+                    params![k.id, opt(k.expires_at), opt(k.revoked_at)],
                 )?;
             }
             let (actor, action, object, before, after) = &change.audit;
             tx.execute(
                 "INSERT INTO audit (at, actor, action, object, before, after)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![int(super::now()), actor, action, object, before, after],
+                params![
+                    int(crate::admin::api::now()),
+                    actor,
+                    action,
+                    object,
+                    before,
+                    after
+                ],
             )?;
             tx.execute("UPDATE meta SET v = v + 1 WHERE k = 'version'", [])?;
             let v: i64 =
                 tx.query_row("SELECT v FROM meta WHERE k = 'version'", [], |r| r.get(0))?;
             tx.commit()?;
-            Ok(u64::try_from(v).unwrap_or(0))
+            Ok(Some(u64::try_from(v).unwrap_or(0)))
         })
         .await
     }
