@@ -189,13 +189,16 @@ fn consumers_and_keys_at_runtime_work_survive_restarts_and_never_leak_the_key() 
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(chat(&gw, &fresh), 401);
 
-    // A PATCH raises the limit; a new key; everything survives a restart (kill -9).
+    // A PATCH raises the limit (well past what the waits above spent: a refused request
+    // counts too, as in APISIX); a new key; everything survives a restart (kill -9).
     let p = admin(
         &gw,
         "PATCH",
         "/admin/consumers/team-a",
         ADMIN,
-        Some(json!({"limits": [{"name": "rpm", "count": {"count": 100, "time_window": "60s"}}]})),
+        Some(
+            json!({"limits": [{"name": "rpm", "count": {"count": 1000000, "time_window": "60s"}}]}),
+        ),
     );
     assert_eq!(p.status, 200, "{}", p.body);
     let (kept, _) = new_key(&gw, "team-a");
@@ -629,4 +632,86 @@ fn the_openapi_document_matches_the_routes_and_the_api_is_off_without_keys() {
         "{}",
         r.body
     );
+}
+
+#[test]
+fn writes_honour_if_match_and_idempotency_keys() {
+    let gw = Gw::start(&yaml(true));
+    fn h<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut v = vec![("x-api-key", ADMIN)];
+        v.extend_from_slice(extra);
+        v
+    }
+    let url = |p: &str| gw.admin_url(p);
+    let create = json!({"name": "idem"});
+    // The same Idempotency-Key: one consumer, the first answer twice.
+    let first = send(
+        "POST",
+        &url("/admin/consumers"),
+        &h(&[("idempotency-key", "op-1")]),
+        Some(&create),
+    );
+    let again = send(
+        "POST",
+        &url("/admin/consumers"),
+        &h(&[("idempotency-key", "op-1")]),
+        Some(&create),
+    );
+    assert_eq!((first.status, again.status), (201, 201), "{}", again.body);
+    assert_eq!(first.body, again.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let other = send(
+        "POST",
+        &url("/admin/consumers"),
+        &h(&[("idempotency-key", "op-1")]),
+        Some(&json!({"name": "other"})),
+    );
+    assert_eq!(other.status, 422, "{}", other.body);
+    // A key's secret is shown once: its replay says so instead of showing it again.
+    let k1 = send(
+        "POST",
+        &url("/admin/consumers/idem/keys"),
+        &h(&[("idempotency-key", "op-2")]),
+        None,
+    );
+    let k2 = send(
+        "POST",
+        &url("/admin/consumers/idem/keys"),
+        &h(&[("idempotency-key", "op-2")]),
+        None,
+    );
+    assert_eq!((k1.status, k2.status), (201, 409), "{}", k2.body);
+    let secret = k1.json()["key"].as_str().unwrap().to_string();
+    assert!(!k2.body.contains(&secret) && k2.body.contains(k1.json()["id"].as_str().unwrap()));
+    let keys = admin(&gw, "GET", "/admin/consumers/idem/keys", ADMIN, None).json();
+    assert_eq!(keys["data"].as_array().unwrap().len(), 1, "one key made");
+
+    // ETag / If-Match: a stale version is a 412 and changes nothing.
+    let got = admin(&gw, "GET", "/admin/consumers/idem", ADMIN, None);
+    let tag = got.header("etag").unwrap().to_string();
+    let patch = json!({"metadata": {"team": "a"}});
+    let ok = send(
+        "PATCH",
+        &url("/admin/consumers/idem"),
+        &h(&[("if-match", &tag)]),
+        Some(&patch),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_ne!(ok.header("etag"), Some(tag.as_str()));
+    let stale = send(
+        "PATCH",
+        &url("/admin/consumers/idem"),
+        &h(&[("if-match", &tag)]),
+        Some(&json!({"metadata": {"team": "b"}})),
+    );
+    assert_eq!(stale.status, 412, "{}", stale.body);
+    let del = send(
+        "DELETE",
+        &url("/admin/consumers/idem"),
+        &h(&[("if-match", &tag)]),
+        None,
+    );
+    assert_eq!(del.status, 412);
+    let now = admin(&gw, "GET", "/admin/consumers/idem", ADMIN, None).json();
+    assert_eq!(now["metadata"]["team"], "a");
 }

@@ -1,13 +1,13 @@
 //! The Admin API's routes: each checks, then (for a write) stores the change with its audit
 //! entry and applies the new snapshot, all under the model's lock, so writes are serial.
 
-use super::consumers::{self, Create, NewKey, Rotate, Spec};
+use super::consumers::{self, Create, Rotate, Spec};
 use super::store::{Change, ConsumerRow, KeyRow, Snapshot};
-use super::{now, openapi, reply, AdminApi, ApiError, Caller, Request};
+use super::{keys, now, openapi, reply, AdminApi, ApiError, Caller, Request};
 use http::{Method, Response};
 use serde_json::{json, Value};
 
-type Answer = Result<Response<Vec<u8>>, ApiError>;
+pub(super) type Answer = Result<Response<Vec<u8>>, ApiError>;
 
 /// Dispatch one request.
 pub async fn route(api: &AdminApi, caller: &Caller, req: &Request) -> Answer {
@@ -22,18 +22,18 @@ pub async fn route(api: &AdminApi, caller: &Caller, req: &Request) -> Answer {
         (&Method::PUT, ["consumers", n]) => replace(api, caller, req, n, false).await,
         (&Method::PATCH, ["consumers", n]) => replace(api, caller, req, n, true).await,
         (&Method::DELETE, ["consumers", n]) => delete(api, caller, req, n).await,
-        (&Method::GET, ["consumers", n, "keys"]) => keys(api, n).await,
+        (&Method::GET, ["consumers", n, "keys"]) => keys::list(api, n).await,
         (&Method::GET, ["consumers", n, "usage"]) => usage(api, n).await,
-        (&Method::POST, ["consumers", n, "keys"]) => new_key(api, caller, req, n).await,
+        (&Method::POST, ["consumers", n, "keys"]) => keys::create(api, caller, req, n).await,
         (&Method::DELETE, ["consumers", n, "keys", id]) => {
-            revoke(api, caller, req, n, id, None).await
+            keys::revoke(api, caller, req, n, id, None).await
         }
         (&Method::POST, ["consumers", n, "keys", id, "rotate"]) => {
             let r: Rotate = consumers::parse(&req.body)?;
             if r.grace_seconds > 30 * 86_400 {
                 return Err(ApiError::invalid("at most 30 days", "grace_seconds"));
             }
-            revoke(api, caller, req, n, id, Some(r.grace_seconds)).await
+            keys::revoke(api, caller, req, n, id, Some(r.grace_seconds)).await
         }
         _ => Err(ApiError::new(
             404,
@@ -93,7 +93,7 @@ async fn audit(api: &AdminApi, req: &Request) -> Answer {
 }
 
 /// The file's consumer of that name, if any.
-fn in_file(api: &AdminApi, name: &str) -> bool {
+pub(super) fn in_file(api: &AdminApi, name: &str) -> bool {
     api.state
         .file_config
         .load()
@@ -102,7 +102,7 @@ fn in_file(api: &AdminApi, name: &str) -> bool {
         .any(|c| c.name == name)
 }
 
-fn keys_of<'a>(snap: &'a Snapshot, name: &str) -> Vec<&'a KeyRow> {
+pub(super) fn keys_of<'a>(snap: &'a Snapshot, name: &str) -> Vec<&'a KeyRow> {
     snap.keys.iter().filter(|k| k.consumer == name).collect()
 }
 
@@ -133,11 +133,11 @@ async fn list(api: &AdminApi, req: &Request) -> Answer {
     ))
 }
 
-fn not_found(name: &str) -> ApiError {
+pub(super) fn not_found(name: &str) -> ApiError {
     ApiError::new(404, "not_found_error", format!("no consumer {name:?}"))
 }
 
-fn read_only(name: &str) -> ApiError {
+pub(super) fn read_only(name: &str) -> ApiError {
     ApiError::new(
         409,
         "conflict_error",
@@ -147,11 +147,41 @@ fn read_only(name: &str) -> ApiError {
     )
 }
 
+/// A consumer's ETag: its version.
+fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// `resp` with the ETag of `version`.
+fn with_etag(mut resp: Response<Vec<u8>>, version: u64) -> Response<Vec<u8>> {
+    if let Ok(v) = http::HeaderValue::from_str(&etag(version)) {
+        resp.headers_mut().insert(http::header::ETAG, v);
+    }
+    resp
+}
+
+/// A 412 unless `If-Match` (when sent) names the consumer's current version (or `*`).
+fn precondition(req: &Request, version: u64) -> Result<(), ApiError> {
+    match req.if_match.as_deref().map(str::trim) {
+        None | Some("*") => Ok(()),
+        Some(m) if m.trim_start_matches("W/") == etag(version) => Ok(()),
+        Some(m) => Err(ApiError::new(
+            412,
+            "precondition_failed",
+            format!(
+                "If-Match {m} is stale: the consumer is at {}",
+                etag(version)
+            ),
+        )),
+    }
+}
+
 async fn get(api: &AdminApi, name: &str) -> Answer {
     consumers::check_name(name)?;
     let snap = api.model().lock().await;
     if let Some(r) = snap.consumers.iter().find(|r| r.name == name) {
-        return Ok(reply(200, &consumers::view(r, &keys_of(&snap, name))));
+        let view = consumers::view(r, &keys_of(&snap, name));
+        return Ok(with_etag(reply(200, &view), r.version));
     }
     let file = api.state.file_config.load();
     match file.consumers.iter().find(|c| c.name == name) {
@@ -162,7 +192,7 @@ async fn get(api: &AdminApi, name: &str) -> Answer {
 
 /// Store `change` and apply the snapshot it makes (`snap`, updated here with the new
 /// version); answer `status` with `object`.
-async fn commit(
+pub(super) async fn commit(
     api: &AdminApi,
     snap: &mut Snapshot,
     change: Change,
@@ -192,7 +222,7 @@ async fn commit(
     Ok(reply(status, &object))
 }
 
-fn dry(action: &str, object: Value) -> Answer {
+pub(super) fn dry(action: &str, object: Value) -> Answer {
     Ok(reply(
         200,
         &json!({"dry_run": true, "action": action, "object": object}),
@@ -252,7 +282,7 @@ async fn checked(api: &AdminApi, name: &str, spec: &Spec) -> Result<(), ApiError
         .map_err(ApiError::internal)?
 }
 
-fn audit_row(
+pub(super) fn audit_row(
     caller: &Caller,
     action: &str,
     object: &str,
@@ -304,6 +334,7 @@ async fn replace(
     let Some(i) = snap.consumers.iter().position(|r| r.name == name) else {
         return Err(not_found(name));
     };
+    precondition(req, snap.consumers[i].version)?;
     let before = snap.consumers[i].spec.clone();
     let spec: Spec = if patch {
         let p: Value = serde_json::from_slice(&req.body)
@@ -337,8 +368,11 @@ async fn replace(
         ),
         ..Change::default()
     };
+    let version = row.version;
     snap.consumers[i] = row;
-    commit(api, &mut snap, change, 200, view).await
+    commit(api, &mut snap, change, 200, view)
+        .await
+        .map(|r| with_etag(r, version))
 }
 
 async fn delete(api: &AdminApi, caller: &Caller, req: &Request, name: &str) -> Answer {
@@ -350,6 +384,7 @@ async fn delete(api: &AdminApi, caller: &Caller, req: &Request, name: &str) -> A
     let Some(i) = snap.consumers.iter().position(|r| r.name == name) else {
         return Err(not_found(name));
     };
+    precondition(req, snap.consumers[i].version)?;
     let object = json!({"object": "consumer", "name": name, "deleted": true});
     if req.dry_run() {
         return dry("delete", object);
@@ -362,172 +397,6 @@ async fn delete(api: &AdminApi, caller: &Caller, req: &Request, name: &str) -> A
     };
     snap.consumers.remove(i);
     snap.keys.retain(|k| k.consumer != name);
-    commit(api, &mut snap, change, 200, object).await
-}
-
-async fn keys(api: &AdminApi, name: &str) -> Answer {
-    consumers::check_name(name)?;
-    let snap = api.model().lock().await;
-    if !snap.consumers.iter().any(|r| r.name == name) {
-        return Err(if in_file(api, name) {
-            read_only(name)
-        } else {
-            not_found(name)
-        });
-    }
-    let data: Vec<Value> = keys_of(&snap, name)
-        .into_iter()
-        .map(consumers::key_view)
-        .collect();
-    Ok(reply(200, &json!({"object": "list", "data": data})))
-}
-
-/// A key row for `secret` of consumer `name`.
-fn key_row(name: &str, secret: &str, expires_at: Option<u64>) -> KeyRow {
-    KeyRow {
-        id: format!("key_{}", hex::encode(rand::random::<[u8; 8]>())),
-        consumer: name.to_string(),
-        digest: hex::encode(crate::config::digest::of_key(secret)),
-        prefix: secret.chars().take(10).collect(),
-        created_at: now(),
-        expires_at,
-        revoked_at: None,
-    }
-}
-
-async fn new_key(api: &AdminApi, caller: &Caller, req: &Request, name: &str) -> Answer {
-    consumers::check_name(name)?;
-    let body: NewKey = consumers::parse(&req.body)?;
-    if body.expires_at.is_some_and(|e| e <= now()) {
-        return Err(ApiError::invalid(
-            "expires_at must be in the future",
-            "expires_at",
-        ));
-    }
-    let mut snap = api.model().lock().await;
-    if !snap.consumers.iter().any(|r| r.name == name) {
-        return Err(if in_file(api, name) {
-            read_only(name)
-        } else {
-            not_found(name)
-        });
-    }
-    if keys_of(&snap, name).len() >= consumers::MAX_KEYS_PER_CONSUMER {
-        return Err(ApiError::new(
-            409,
-            "conflict_error",
-            "this consumer holds its most keys (64): revoke or delete some",
-        ));
-    }
-    let secret = match body.key {
-        Some(k) if (20..=256).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => k,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "an imported key must be 20 to 256 visible ASCII characters",
-                "key",
-            ))
-        }
-        None => consumers::generate_key(),
-    };
-    if api.state.runtime.load().consumer_for_key(&secret).is_some() {
-        return Err(ApiError::new(
-            409,
-            "conflict_error",
-            "that key belongs to a consumer already",
-        ));
-    }
-    let row = key_row(name, &secret, body.expires_at);
-    let mut object = consumers::key_view(&row);
-    object["key"] = json!(secret);
-    object["note"] = json!("the key is shown this once; only its digest is stored");
-    if req.dry_run() {
-        object["key"] = Value::Null;
-        return dry("create_key", object);
-    }
-    let after = consumers::key_view(&row).to_string();
-    let change = Change {
-        insert_key: Some(row.clone()),
-        audit: audit_row(
-            caller,
-            "key.create",
-            &format!("{name}/{}", row.id),
-            None,
-            Some(&after),
-        ),
-        ..Change::default()
-    };
-    snap.keys.push(row);
-    commit(api, &mut snap, change, 201, object).await
-}
-
-/// Revoke a key now (`grace: None`), or rotate it: a new key, the old one expiring
-/// `grace` seconds from now.
-async fn revoke(
-    api: &AdminApi,
-    caller: &Caller,
-    req: &Request,
-    name: &str,
-    id: &str,
-    grace: Option<u64>,
-) -> Answer {
-    consumers::check_name(name)?;
-    consumers::check_name(id)?;
-    let mut snap = api.model().lock().await;
-    let Some(i) = snap
-        .keys
-        .iter()
-        .position(|k| k.consumer == name && k.id == id && k.revoked_at.is_none())
-    else {
-        return Err(ApiError::new(
-            404,
-            "not_found_error",
-            format!("no active key {id:?} of {name:?}"),
-        ));
-    };
-    let before = consumers::key_view(&snap.keys[i]).to_string();
-    let t = now();
-    let mut old = snap.keys[i].clone();
-    let (action, fresh) = match grace {
-        None => {
-            old.revoked_at = Some(t);
-            ("key.revoke", None)
-        }
-        Some(g) => {
-            old.expires_at = Some(old.expires_at.map_or(t + g, |e| e.min(t + g)));
-            let secret = consumers::generate_key();
-            let row = key_row(name, &secret, None);
-            ("key.rotate", Some((secret, row)))
-        }
-    };
-    let mut object = match &fresh {
-        Some((secret, row)) => {
-            let mut o = consumers::key_view(row);
-            o["key"] = json!(secret);
-            o["replaces"] = consumers::key_view(&old);
-            o
-        }
-        None => consumers::key_view(&old),
-    };
-    if req.dry_run() {
-        object["key"] = Value::Null;
-        return dry(action, object);
-    }
-    let change = Change {
-        update_key: Some(old.clone()),
-        insert_key: fresh.as_ref().map(|(_, r)| r.clone()),
-        audit: audit_row(
-            caller,
-            action,
-            &format!("{name}/{id}"),
-            Some(&before),
-            Some(&consumers::key_view(&old).to_string()),
-        ),
-        ..Change::default()
-    };
-    snap.keys[i] = old;
-    if let Some((_, row)) = fresh {
-        snap.keys.push(row);
-    }
     commit(api, &mut snap, change, 200, object).await
 }
 

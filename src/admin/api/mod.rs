@@ -14,6 +14,8 @@
 
 pub mod consumers;
 mod handlers;
+pub mod idempotency;
+mod keys;
 pub mod openapi;
 pub mod store;
 
@@ -164,6 +166,31 @@ pub struct AdminApi {
     started: std::time::Instant,
     /// When a store fault was last logged (seconds since `started`).
     last_fault: AtomicU64,
+    idempotency: std::sync::Mutex<idempotency::Idempotency>,
+}
+
+/// The first answer again, for a retried write.
+fn replayed(k: &idempotency::Kept) -> Response<Vec<u8>> {
+    let mut r = match (&k.body, &k.created) {
+        (Some(body), _) => {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            reply(k.status, &v)
+        }
+        (None, created) => error_reply(&ApiError::new(
+            409,
+            "conflict_error",
+            format!(
+                "this write was done already and created {:?}: its secret was shown once, in \
+                 the first answer",
+                created.as_deref().unwrap_or_default()
+            ),
+        )),
+    };
+    r.headers_mut().insert(
+        "idempotent-replayed",
+        http::HeaderValue::from_static("true"),
+    );
+    r
 }
 
 /// This process's id among the instances sharing a store (a random hex string).
@@ -185,6 +212,8 @@ pub struct Request {
     pub segments: Vec<String>,
     pub query: Vec<(String, String)>,
     pub body: Bytes,
+    /// `If-Match`: the version (ETag) a write expects the object to be at.
+    pub if_match: Option<String>,
 }
 
 impl Request {
@@ -270,6 +299,7 @@ impl AdminApi {
             failures: std::sync::Mutex::new(AuthFailures::new(ADDRESS, USER)),
             started: std::time::Instant::now(),
             last_fault: AtomicU64::new(0),
+            idempotency: Default::default(),
         });
         api.apply(&snap);
         if let Ok(mut m) = api.model.try_lock() {
@@ -359,16 +389,80 @@ impl AdminApi {
                 ),
             ));
         }
+        let header = |n: &str| {
+            h.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (if_match, idem) = (header("if-match"), header("idempotency-key"));
         let body = read_body(session).await?;
         let rest = path.strip_prefix("/admin/").unwrap_or_default();
         let segments = rest.split('/').map(str::to_string).collect();
+        let full_path = format!(
+            "{path}?{}",
+            query
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        );
         let req = Request {
             method,
             segments,
             query,
             body,
+            if_match,
         };
-        handlers::route(self, &caller, &req).await
+        let Some(idem) = idem.filter(|_| writes) else {
+            return handlers::route(self, &caller, &req).await;
+        };
+        if idem.is_empty() || idem.len() > 255 || !idem.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::invalid(
+                "Idempotency-Key must be 1 to 255 visible characters",
+                "Idempotency-Key",
+            ));
+        }
+        let fp = idempotency::fingerprint(req.method.as_str(), &full_path, &req.body);
+        let seen = self
+            .idem()
+            .check(&caller.id, &idem, fp, std::time::Instant::now());
+        match seen {
+            idempotency::Seen::Replay(k) => return Ok(replayed(&k)),
+            idempotency::Seen::Mismatch => {
+                return Err(ApiError::new(
+                    422,
+                    "invalid_request_error",
+                    "this Idempotency-Key was used for another request",
+                ))
+            }
+            idempotency::Seen::New => {}
+        }
+        let answer = handlers::route(self, &caller, &req).await;
+        let (status, body) = match &answer {
+            Ok(r) => (r.status().as_u16(), r.body().clone()),
+            Err(e) => (e.status, error_reply(e).body().clone()),
+        };
+        if status < 500 {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let secret = v["key"].is_string();
+            let created = secret.then(|| v["id"].as_str().unwrap_or_default().to_string());
+            let body = (!secret).then_some(body);
+            self.idem().keep(
+                &caller.id,
+                &idem,
+                fp,
+                std::time::Instant::now(),
+                status,
+                body,
+                created,
+            );
+        }
+        answer
+    }
+
+    fn idem(&self) -> std::sync::MutexGuard<'_, idempotency::Idempotency> {
+        self.idempotency.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The caller's admin key, or why not.

@@ -15,11 +15,18 @@ pub fn document() -> Value {
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}}))
             .chain(writes.then(|| json!({"name": "dry_run", "in": "query",
                 "schema": {"type": "boolean"}, "description": "Validate and answer what would change; store nothing."})))
+            .chain(writes.then(|| json!({"name": "Idempotency-Key", "in": "header",
+                "schema": {"type": "string", "maxLength": 255},
+                "description": "A retried write gets the first answer (24 h, per admin key)."})))
+            .chain((*writes && path.ends_with("{name}")).then(|| json!({"name": "If-Match",
+                "in": "header", "schema": {"type": "string"},
+                "description": "The consumer's ETag: a stale one is a 412."})))
             .collect();
         let mut op = json!({"summary": summary, "parameters": params,
             "security": [{"adminKey": []}, {"bearer": []}],
             "responses": {"200": {"description": "OK", "content": {"application/json": {}}},
-                          "400": error, "401": error, "403": error, "404": error, "409": error}});
+                          "400": error, "401": error, "403": error, "404": error, "409": error,
+                          "412": error, "422": error}});
         if *writes && !method.eq_ignore_ascii_case("DELETE") {
             op["requestBody"] =
                 json!({"content": {"application/json": {"schema": {"type": "object"}}}});
