@@ -60,6 +60,23 @@ pub enum Command {
         )]
         key: String,
     },
+    /// Manage consumers and their keys through a running gateway's Admin API (on its
+    /// metrics listener).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+        /// The gateway's admin (metrics) listener.
+        #[arg(
+            long,
+            global = true,
+            default_value = "http://127.0.0.1:9091",
+            env = "GATEWAY_ADMIN_URL"
+        )]
+        url: String,
+        /// An admin key (`admin.keys`).
+        #[arg(long, global = true, env = "GATEWAY_ADMIN_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
     /// Turn an APISIX standalone config (YAML ending in #END, or JSON) into a gateway.yaml
     /// on stdout. What cannot be mapped is listed on stderr with where it came from; the
     /// exit code is 0 for a complete import, 3 for an incomplete one, 1 for an error.
@@ -154,4 +171,50 @@ mod tests {
         }
         walk(&Cli::command(), "ai-rate-limiter");
     }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// List consumers (the file's and the API's).
+    Consumers,
+    /// Create a consumer; `--limits` takes the JSON list of limit rules (gateway.yaml's
+    /// schema), `--metadata` a JSON object.
+    CreateConsumer {
+        name: String,
+        #[arg(long)]
+        limits: Option<String>,
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// Delete a consumer and its keys.
+    DeleteConsumer { name: String },
+    /// A consumer's limits: used, limit, remaining.
+    Usage { name: String },
+    /// Key commands.
+    #[command(subcommand)]
+    Keys(AdminKeyCommand),
+    /// The audit log.
+    Audit,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminKeyCommand {
+    /// Create a key for a consumer: its secret is printed once.
+    Create {
+        consumer: String,
+        /// Unix seconds after which it is refused.
+        #[arg(long)]
+        expires_at: Option<u64>,
+    },
+    /// A consumer's keys (ids and prefixes).
+    List { consumer: String },
+    /// A new key; the old one keeps working for --grace seconds.
+    Rotate {
+        consumer: String,
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        grace: u64,
+    },
+    /// Revoke a key at once.
+    Revoke { consumer: String, id: String },
 }

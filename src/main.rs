@@ -38,6 +38,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Admin { command, url, key } => {
+            let key = key.unwrap_or_default();
+            match ai_rate_limiter::admin::api::client::run(command, &url, &key) {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::ImportApisix { file } => {
             let json = file.extension().is_some_and(|e| e == "json");
             let imported = std::fs::read_to_string(&file)

@@ -715,3 +715,39 @@ fn writes_honour_if_match_and_idempotency_keys() {
     let now = admin(&gw, "GET", "/admin/consumers/idem", ADMIN, None).json();
     assert_eq!(now["metadata"]["team"], "a");
 }
+
+/// `ai-rate-limiter admin …` against `gw`: stdout, or the failure's stderr.
+fn cli(gw: &Gw, args: &[&str]) -> Result<Value, String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ai-rate-limiter"))
+        .arg("admin")
+        .args(args)
+        .args(["--url", &gw.admin_url(""), "--key", ADMIN])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn the_admin_command_line_manages_consumers_and_keys() {
+    let gw = Gw::start(&yaml(true));
+    let limits = r#"[{"name": "rpm", "count": {"count": 50, "time_window": "60s"}}]"#;
+    let c = cli(&gw, &["create-consumer", "cli-team", "--limits", limits]).unwrap();
+    assert_eq!(c["name"], "cli-team");
+    let k = cli(&gw, &["keys", "create", "cli-team"]).unwrap();
+    let key = k["key"].as_str().unwrap().to_string();
+    assert_eq!(chat(&gw, &key), 200);
+    let usage = cli(&gw, &["usage", "cli-team"]).unwrap();
+    assert_eq!(usage["limits"][0]["limit"], 50.0);
+    let listed = cli(&gw, &["keys", "list", "cli-team"]).unwrap();
+    let id = listed["data"][0]["id"].as_str().unwrap().to_string();
+    cli(&gw, &["keys", "revoke", "cli-team", &id]).unwrap();
+    assert_eq!(chat(&gw, &key), 401);
+    let e = cli(&gw, &["create-consumer", "cli-team"]).unwrap_err();
+    assert!(e.contains("409") && e.contains("exists"), "{e}");
+    let audit = cli(&gw, &["audit"]).unwrap();
+    assert_eq!(audit["data"].as_array().unwrap().len(), 3);
+}

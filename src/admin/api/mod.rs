@@ -12,6 +12,7 @@
 //! - Objects from `gateway.yaml` are listed with `source: file` and are read-only here; a
 //!   name clash is a 409.
 
+pub mod client;
 pub mod consumers;
 mod handlers;
 pub mod idempotency;
