@@ -177,19 +177,27 @@ mod tests {
 pub enum AdminCommand {
     /// List consumers (the file's and the API's).
     Consumers,
-    /// Create a consumer; `--limits` takes the JSON list of limit rules (gateway.yaml's
-    /// schema), `--metadata` a JSON object.
+    /// Create a consumer.
     CreateConsumer {
+        /// Its name (letters, digits, `.`, `_`, `-`).
         name: String,
+        /// Its limit rules as a JSON list (gateway.yaml's schema).
         #[arg(long)]
         limits: Option<String>,
+        /// Free-form labels as a JSON object.
         #[arg(long)]
         metadata: Option<String>,
     },
     /// Delete a consumer and its keys.
-    DeleteConsumer { name: String },
+    DeleteConsumer {
+        /// The consumer.
+        name: String,
+    },
     /// A consumer's limits: used, limit, remaining.
-    Usage { name: String },
+    Usage {
+        /// The consumer.
+        name: String,
+    },
     /// Key commands.
     #[command(subcommand)]
     Keys(AdminKeyCommand),
@@ -201,20 +209,32 @@ pub enum AdminCommand {
 pub enum AdminKeyCommand {
     /// Create a key for a consumer: its secret is printed once.
     Create {
+        /// The consumer.
         consumer: String,
         /// Unix seconds after which it is refused.
         #[arg(long)]
         expires_at: Option<u64>,
     },
     /// A consumer's keys (ids and prefixes).
-    List { consumer: String },
+    List {
+        /// The consumer.
+        consumer: String,
+    },
     /// A new key; the old one keeps working for --grace seconds.
     Rotate {
+        /// The consumer.
         consumer: String,
+        /// The key's id (`key_…`).
         id: String,
+        /// Seconds the old key keeps working.
         #[arg(long, default_value_t = 0)]
         grace: u64,
     },
     /// Revoke a key at once.
-    Revoke { consumer: String, id: String },
+    Revoke {
+        /// The consumer.
+        consumer: String,
+        /// The key's id (`key_…`).
+        id: String,
+    },
 }

@@ -620,7 +620,7 @@ fn the_openapi_document_matches_the_routes_and_the_api_is_off_without_keys() {
             );
         }
     }
-    assert_eq!(documented, 14, "every route documented");
+    assert_eq!(documented, 24, "every route documented");
     let off = Gw::start(&yaml(false));
     let r = admin(&off, "GET", "/admin/consumers", ADMIN, None);
     assert_eq!(r.status, 404);
@@ -750,4 +750,155 @@ fn the_admin_command_line_manages_consumers_and_keys() {
     assert!(e.contains("409") && e.contains("exists"), "{e}");
     let audit = cli(&gw, &["audit"]).unwrap();
     assert_eq!(audit["data"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_provider_and_a_queue_made_through_the_api_run_a_batch() {
+    let gw = Gw::start(&yaml(true));
+    // The original design's flow: a provider, a model ("queue"), a batch on it.
+    let p = admin(
+        &gw,
+        "POST",
+        "/admin/providers",
+        ADMIN,
+        Some(json!({"name": "mock-q", "kind": "mock", "mock": {"completion_tokens": 3}})),
+    );
+    assert_eq!(p.status, 201, "{}", p.body);
+    let m = admin(
+        &gw,
+        "POST",
+        "/admin/models",
+        ADMIN,
+        Some(json!({"name": "queue-a",
+        "deployments": [{"provider": "mock-q", "model": "mock-1"}],
+        "limits": [{"name": "rpm", "count": {"count": 100, "time_window": "60s"}}]})),
+    );
+    assert_eq!(m.status, 201, "{}", m.body);
+    let key = "sk-file-consumer";
+    let r = post(
+        &gw.url("/v1/chat/completions"),
+        Some(key),
+        &chat_body("queue-a", "hi", false),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let requests: Vec<Value> = (0..3)
+        .map(|i| {
+            json!({"custom_id": format!("q{i}"), "body": {"model": "queue-a",
+            "messages": [{"role": "user", "content": "hello"}]}})
+        })
+        .collect();
+    let b = post(
+        &gw.url("/v1/batches"),
+        Some(key),
+        &json!({"endpoint": "/v1/chat/completions", "requests": requests}).to_string(),
+    );
+    assert_eq!(b.status, 200, "{}", b.body);
+    let id = b.json()["id"].as_str().unwrap().to_string();
+    wait_until("the batch completes", || {
+        get(&gw.url(&format!("/v1/batches/{id}")), Some(key)).json()["status"] == "completed"
+    });
+    let results = get(
+        &gw.url(&format!("/v1/batches/{id}/results?format=json")),
+        Some(key),
+    )
+    .json();
+    assert_eq!(results["data"].as_array().unwrap().len(), 3);
+    assert_eq!(results["data"][0]["custom_id"], "q0");
+    let csv = get(
+        &gw.url(&format!("/v1/batches/{id}/results?format=csv")),
+        Some(key),
+    )
+    .body;
+    assert!(csv.lines().nth(1).unwrap().starts_with("q0,200,"), "{csv}");
+
+    // A provider's credentials are write-only; its URL must reach a public address.
+    let secret = "sk-provider-secret-98765";
+    let internal = admin(
+        &gw,
+        "POST",
+        "/admin/providers",
+        ADMIN,
+        Some(json!({"name": "inside",
+        "kind": "openai-compatible", "base_url": "http://127.0.0.1:9/v1", "api_key": secret})),
+    );
+    assert_eq!(internal.status, 400, "{}", internal.body);
+    assert_eq!(internal.json()["error"]["param"], "base_url");
+    let metadata = admin(
+        &gw,
+        "POST",
+        "/admin/providers",
+        ADMIN,
+        Some(json!({"name": "meta",
+        "kind": "openai-compatible", "base_url": "http://169.254.169.254/v1"})),
+    );
+    assert_eq!(metadata.status, 400, "{}", metadata.body);
+    let file = admin(
+        &gw,
+        "POST",
+        "/admin/providers",
+        ADMIN,
+        Some(json!({"name": "v",
+        "kind": "vertex", "credentials_file": "/etc/shadow"})),
+    );
+    assert_eq!(file.status, 400, "{}", file.body);
+    let unknown = admin(
+        &gw,
+        "POST",
+        "/admin/providers",
+        ADMIN,
+        Some(json!({"name": "x", "kind": "quantum"})),
+    );
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    let keyed = admin(
+        &gw,
+        "POST",
+        "/admin/providers",
+        ADMIN,
+        Some(json!({"name": "keyed",
+        "kind": "openai", "api_key": secret, "headers": {"x-org": "secret-org"}})),
+    );
+    assert_eq!(keyed.status, 201, "{}", keyed.body);
+    let shown = admin(&gw, "GET", "/admin/providers/keyed", VIEWER, None).body
+        + &admin(&gw, "GET", "/admin/providers", VIEWER, None).body
+        + &admin(&gw, "GET", "/admin/audit", VIEWER, None).body;
+    assert!(
+        !shown.contains(secret) && !shown.contains("secret-org"),
+        "{shown}"
+    );
+    assert!(shown.contains("\"api_key_set\":true"));
+    // A model naming a provider that does not exist; deleting a provider a model uses.
+    let orphan = admin(
+        &gw,
+        "POST",
+        "/admin/models",
+        ADMIN,
+        Some(json!({"name": "orphan",
+        "deployments": [{"provider": "nowhere"}]})),
+    );
+    assert_eq!(orphan.status, 400, "{}", orphan.body);
+    let used = admin(&gw, "DELETE", "/admin/providers/mock-q", ADMIN, None);
+    assert_eq!(used.status, 409, "{}", used.body);
+    assert_eq!(
+        admin(&gw, "DELETE", "/admin/models/queue-a", ADMIN, None).status,
+        200
+    );
+    assert_eq!(
+        admin(&gw, "DELETE", "/admin/providers/mock-q", ADMIN, None).status,
+        200
+    );
+    let r = post(
+        &gw.url("/v1/chat/completions"),
+        Some(key),
+        &chat_body("queue-a", "hi", false),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    // The file's objects are read-only here.
+    let m = admin(
+        &gw,
+        "PUT",
+        "/admin/models/m",
+        ADMIN,
+        Some(json!({"deployments": []})),
+    );
+    assert_eq!(m.status, 409, "{}", m.body);
 }

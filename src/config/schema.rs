@@ -94,6 +94,10 @@ pub struct AdminConfig {
     pub store: BatchStoreKind,
     /// Where the SQLite store lives (restart to change).
     pub data_dir: PathBuf,
+    /// Networks a provider created through the Admin API may reach besides public
+    /// addresses (CIDR; none by default: no loopback, private or metadata address).
+    #[schemars(with = "Vec<String>")]
+    pub provider_allow_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for AdminConfig {
@@ -103,6 +107,7 @@ impl Default for AdminConfig {
             keys: Vec::new(),
             store: BatchStoreKind::default(),
             data_dir: PathBuf::from("data"),
+            provider_allow_networks: Vec::new(),
         }
     }
 }

@@ -213,9 +213,22 @@ pub fn overlay(s: &Snapshot, now: u64) -> (Overlay, Option<u64>) {
             limits: spec.limits,
         });
     }
+    let mut providers = Vec::new();
+    let mut models = Vec::new();
+    for o in &s.objects {
+        let parsed = match o.kind.as_str() {
+            "provider" => serde_json::from_str(&o.body).map(|p| providers.push(p)),
+            _ => serde_json::from_str(&o.body).map(|m| models.push(m)),
+        };
+        if let Err(e) = parsed {
+            tracing::error!(object = %o.name, "admin store: unreadable {}, skipped: {e}", o.kind);
+        }
+    }
     let overlay = Overlay {
         version: s.version,
         consumers,
+        providers,
+        models,
     };
     (overlay, next)
 }
@@ -263,6 +276,7 @@ mod tests {
         let s = Snapshot {
             version: 3,
             consumers: vec![row("a", false), row("off", true)],
+            objects: Vec::new(),
             keys: vec![
                 key("k1", "a", None, None),
                 key("k2", "a", Some(150), None),

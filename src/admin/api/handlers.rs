@@ -3,7 +3,7 @@
 
 use super::consumers::{self, Create, Rotate, Spec};
 use super::store::{Change, ConsumerRow, KeyRow, Snapshot};
-use super::{keys, now, openapi, reply, AdminApi, ApiError, Caller, Request};
+use super::{keys, now, objects, openapi, reply, AdminApi, ApiError, Caller, Request};
 use http::{Method, Response};
 use serde_json::{json, Value};
 
@@ -24,6 +24,35 @@ pub async fn route(api: &AdminApi, caller: &Caller, req: &Request) -> Answer {
         (&Method::DELETE, ["consumers", n]) => delete(api, caller, req, n).await,
         (&Method::GET, ["consumers", n, "keys"]) => keys::list(api, n).await,
         (&Method::GET, ["consumers", n, "usage"]) => usage(api, n).await,
+        (&Method::GET, [k]) if objects::kind_of(k).is_some() => {
+            objects::list(api, objects::kind_of(k).unwrap_or_default()).await
+        }
+        (&Method::POST, [k]) if objects::kind_of(k).is_some() => {
+            objects::put(
+                api,
+                caller,
+                req,
+                objects::kind_of(k).unwrap_or_default(),
+                None,
+            )
+            .await
+        }
+        (&Method::GET, [k, n]) if objects::kind_of(k).is_some() => {
+            objects::get(api, objects::kind_of(k).unwrap_or_default(), n).await
+        }
+        (&Method::PUT, [k, n]) if objects::kind_of(k).is_some() => {
+            objects::put(
+                api,
+                caller,
+                req,
+                objects::kind_of(k).unwrap_or_default(),
+                Some(n),
+            )
+            .await
+        }
+        (&Method::DELETE, [k, n]) if objects::kind_of(k).is_some() => {
+            objects::delete(api, caller, req, objects::kind_of(k).unwrap_or_default(), n).await
+        }
         (&Method::POST, ["consumers", n, "keys"]) => keys::create(api, caller, req, n).await,
         (&Method::DELETE, ["consumers", n, "keys", id]) => {
             keys::revoke(api, caller, req, n, id, None).await

@@ -17,19 +17,22 @@ pub mod consumers;
 mod handlers;
 pub mod idempotency;
 mod keys;
+mod objects;
 pub mod openapi;
 pub mod store;
+pub mod wire;
 
 use crate::config::schema::AdminRole;
 use crate::limits::auth_failures::{Attempt, AuthFailures, ADDRESS, USER};
 use crate::state::AppState;
-use bytes::Bytes;
 use http::Response;
 use pingora::protocols::http::ServerSession;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use store::{Snapshot, Store};
+use wire::{error_reply, read_body, replayed, url_pairs};
+pub use wire::{reply, ApiError, Caller, Request};
 
 /// How often an instance compares its applied version with the shared store's.
 const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -47,6 +50,51 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
         false,
         "The store version this instance applies.",
     ),
+    (
+        "GET",
+        "/admin/providers",
+        false,
+        "Providers, the file's and the API's (no credentials).",
+    ),
+    (
+        "POST",
+        "/admin/providers",
+        true,
+        "Create a provider (gateway.yaml's schema).",
+    ),
+    (
+        "GET",
+        "/admin/providers/{name}",
+        false,
+        "One provider (credentials write-only).",
+    ),
+    (
+        "PUT",
+        "/admin/providers/{name}",
+        true,
+        "Replace a provider.",
+    ),
+    (
+        "DELETE",
+        "/admin/providers/{name}",
+        true,
+        "Delete a provider no model uses.",
+    ),
+    (
+        "GET",
+        "/admin/models",
+        false,
+        "Models, the file's and the API's.",
+    ),
+    (
+        "POST",
+        "/admin/models",
+        true,
+        "Create a model: deployments, limits, prices, fallback.",
+    ),
+    ("GET", "/admin/models/{name}", false, "One model."),
+    ("PUT", "/admin/models/{name}", true, "Replace a model."),
+    ("DELETE", "/admin/models/{name}", true, "Delete a model."),
     (
         "GET",
         "/admin/audit",
@@ -118,43 +166,6 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// An answer of the Admin API that is not a success.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: u16,
-    pub kind: &'static str,
-    pub message: String,
-    pub param: Option<String>,
-}
-
-impl ApiError {
-    pub fn new(status: u16, kind: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            kind,
-            message: message.into(),
-            param: None,
-        }
-    }
-
-    /// A 400 about the field at `param` (empty: the body).
-    pub fn invalid(message: impl Into<String>, param: &str) -> ApiError {
-        ApiError {
-            param: (!param.is_empty()).then(|| param.to_string()),
-            ..ApiError::new(400, "invalid_request_error", message)
-        }
-    }
-
-    pub fn internal(e: impl std::fmt::Display) -> ApiError {
-        tracing::error!("admin api: {e}");
-        ApiError::new(
-            500,
-            "api_error",
-            "the admin store failed; see the gateway's log",
-        )
-    }
-}
-
 /// The Admin API of one process.
 pub struct AdminApi {
     pub state: Arc<AppState>,
@@ -170,81 +181,10 @@ pub struct AdminApi {
     idempotency: std::sync::Mutex<idempotency::Idempotency>,
 }
 
-/// The first answer again, for a retried write.
-fn replayed(k: &idempotency::Kept) -> Response<Vec<u8>> {
-    let mut r = match (&k.body, &k.created) {
-        (Some(body), _) => {
-            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-            reply(k.status, &v)
-        }
-        (None, created) => error_reply(&ApiError::new(
-            409,
-            "conflict_error",
-            format!(
-                "this write was done already and created {:?}: its secret was shown once, in \
-                 the first answer",
-                created.as_deref().unwrap_or_default()
-            ),
-        )),
-    };
-    r.headers_mut().insert(
-        "idempotent-replayed",
-        http::HeaderValue::from_static("true"),
-    );
-    r
-}
-
 /// This process's id among the instances sharing a store (a random hex string).
 pub fn instance_id() -> &'static str {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ID.get_or_init(|| hex::encode(rand::random::<[u8; 8]>()))
-}
-
-/// Who is calling.
-pub struct Caller {
-    pub id: String,
-    pub role: AdminRole,
-}
-
-/// One request, read whole.
-pub struct Request {
-    pub method: http::Method,
-    /// The path's segments after `/admin/`.
-    pub segments: Vec<String>,
-    pub query: Vec<(String, String)>,
-    pub body: Bytes,
-    /// `If-Match`: the version (ETag) a write expects the object to be at.
-    pub if_match: Option<String>,
-}
-
-impl Request {
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn dry_run(&self) -> bool {
-        matches!(self.param("dry_run"), Some("true" | "1"))
-    }
-}
-
-pub fn reply(status: u16, body: &Value) -> Response<Vec<u8>> {
-    let body = body.to_string().into_bytes();
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("content-length", body.len())
-        .body(body)
-        .unwrap_or_else(|_| Response::new(Vec::new()))
-}
-
-fn error_reply(e: &ApiError) -> Response<Vec<u8>> {
-    reply(
-        e.status,
-        &json!({"error": {"message": e.message, "type": e.kind, "param": e.param}}),
-    )
 }
 
 impl AdminApi {
@@ -525,45 +465,6 @@ impl AdminApi {
                     "authentication_error",
                     "an admin key is needed (X-API-KEY or Authorization: Bearer)",
                 ))
-            }
-        }
-    }
-}
-
-/// `a=b&c=d` as pairs (percent-decoded).
-fn url_pairs(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let d = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (d(k), d(v))
-        })
-        .collect()
-}
-
-/// The request body, at most [`MAX_BODY`] bytes (else 413).
-async fn read_body(session: &mut ServerSession) -> Result<Bytes, ApiError> {
-    let mut body = bytes::BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
-                    return Err(ApiError::new(
-                        413,
-                        "invalid_request_error",
-                        "the body is over 1 MiB",
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body.freeze()),
-            Err(e) => {
-                return Err(ApiError::invalid(format!("reading the body: {e}"), ""));
             }
         }
     }

@@ -34,6 +34,26 @@ pub struct KeyRow {
     pub revoked_at: Option<u64>,
 }
 
+/// A stored provider or model: the client's JSON as validated (a provider's credentials
+/// included: the gateway needs them to call it; no view shows them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectRow {
+    /// `provider` or `model`.
+    pub kind: String,
+    pub name: String,
+    pub body: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub version: u64,
+}
+
+impl ObjectRow {
+    /// Its field in the store (`provider/openai-eu`).
+    pub fn field(kind: &str, name: &str) -> String {
+        format!("{kind}/{name}")
+    }
+}
+
 /// One audit entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditRow {
@@ -55,7 +75,11 @@ pub struct Change {
     pub insert_key: Option<KeyRow>,
     /// A key with a new expiry (rotation's grace) or revocation time.
     pub update_key: Option<KeyRow>,
-    /// `upsert_consumer` creates: refused if the name exists (another instance made it).
+    pub upsert_object: Option<ObjectRow>,
+    /// (kind, name) of an object to delete.
+    pub delete_object: Option<(String, String)>,
+    /// `upsert_consumer` (or `upsert_object`) creates: refused if the name exists
+    /// (another instance made it).
     pub create: bool,
     pub audit: (String, String, String, Option<String>, Option<String>),
 }
@@ -66,6 +90,7 @@ pub struct Snapshot {
     pub version: u64,
     pub consumers: Vec<ConsumerRow>,
     pub keys: Vec<KeyRow>,
+    pub objects: Vec<ObjectRow>,
 }
 
 /// The store in use.

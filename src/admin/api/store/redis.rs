@@ -6,7 +6,7 @@
 //! Redis resyncs in full once it is back. Each instance also records the version it
 //! applies, for `GET /admin/status`.
 
-use super::{AuditRow, Change, ConsumerRow, KeyRow, Snapshot};
+use super::{AuditRow, Change, ConsumerRow, KeyRow, ObjectRow, Snapshot};
 use crate::config::schema::LimitsConfig;
 use crate::limits::redis::StoreConn;
 use redis::Script;
@@ -14,8 +14,11 @@ use redis::Script;
 /// One change: the consumer row (refused when it must be new and exists), a deletion with
 /// its keys, up to two key rows, the audit entry; the new version.
 const APPLY: &str = r#"
-local c, k, v, a = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if ARGV[3] == '1' and redis.call('HEXISTS', c, ARGV[1]) == 1 then return -1 end
+local c, k, v, a, o = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if ARGV[3] == '1' and ARGV[1] ~= '' and redis.call('HEXISTS', c, ARGV[1]) == 1 then return -1 end
+if ARGV[3] == '1' and ARGV[10] ~= '' and redis.call('HEXISTS', o, ARGV[10]) == 1 then return -1 end
+if ARGV[10] ~= '' then redis.call('HSET', o, ARGV[10], ARGV[11]) end
+if ARGV[12] ~= '' then redis.call('HDEL', o, ARGV[12]) end
 if ARGV[1] ~= '' then redis.call('HSET', c, ARGV[1], ARGV[2]) end
 if ARGV[4] ~= '' then
   redis.call('HDEL', c, ARGV[4])
@@ -49,8 +52,8 @@ impl Redis {
         }
     }
 
-    fn keys(&self) -> [String; 4] {
-        ["c", "k", "v", "a"].map(|k| self.conn.key(k))
+    fn keys(&self) -> [String; 5] {
+        ["c", "k", "v", "a", "o"].map(|k| self.conn.key(k))
     }
 
     pub async fn apply(&self, change: Change) -> Result<Option<u64>, String> {
@@ -72,9 +75,17 @@ impl Redis {
         };
         let entry = serde_json::json!({"at": crate::admin::api::now(), "actor": actor,
             "action": action, "object": object, "before": parse(before), "after": parse(after)});
-        let [c, k, v, a] = self.keys();
+        let (ofield, ojson) = match &change.upsert_object {
+            Some(o) => (ObjectRow::field(&o.kind, &o.name), to_json(o)),
+            None => (String::new(), String::new()),
+        };
+        let odel = change
+            .delete_object
+            .as_ref()
+            .map_or(String::new(), |(kind, name)| ObjectRow::field(kind, name));
+        let [c, k, v, a, o] = self.keys();
         let mut inv = self.apply.prepare_invoke();
-        inv.key(c).key(k).key(v).key(a);
+        inv.key(c).key(k).key(v).key(a).key(o);
         inv.arg(cname)
             .arg(cjson)
             .arg(if change.create { "1" } else { "0" })
@@ -83,7 +94,10 @@ impl Redis {
             .arg(k1j)
             .arg(k2)
             .arg(k2j)
-            .arg(entry.to_string());
+            .arg(entry.to_string())
+            .arg(ofield)
+            .arg(ojson)
+            .arg(odel);
         let conn = self.conn.get().await.map_err(err)?;
         let ver: i64 = conn.invoke(&inv).await.map_err(err)?;
         Ok(u64::try_from(ver).ok())
@@ -101,12 +115,17 @@ impl Redis {
 
     /// Everything stored.
     pub async fn load(&self) -> Result<Snapshot, String> {
-        let [c, k, v, _] = self.keys();
+        let [c, k, v, _, o] = self.keys();
         let conn = self.conn.get().await.map_err(err)?;
         let mut p = redis::pipe();
         p.cmd("HVALS").arg(c).cmd("HVALS").arg(k).cmd("GET").arg(v);
-        let (consumers, keys, version): (Vec<String>, Vec<String>, Option<u64>) =
-            conn.pipe(&p).await.map_err(err)?;
+        p.cmd("HVALS").arg(o);
+        let (consumers, keys, version, objects): (
+            Vec<String>,
+            Vec<String>,
+            Option<u64>,
+            Vec<String>,
+        ) = conn.pipe(&p).await.map_err(err)?;
         let mut snap = Snapshot {
             version: version.unwrap_or(0),
             ..Snapshot::default()
@@ -123,7 +142,15 @@ impl Redis {
                 Err(e) => tracing::error!("admin store (redis): a key does not parse: {e}"),
             }
         }
+        for o in objects {
+            match serde_json::from_str::<ObjectRow>(&o) {
+                Ok(r) => snap.objects.push(r),
+                Err(e) => tracing::error!("admin store (redis): an object does not parse: {e}"),
+            }
+        }
         snap.consumers.sort_by(|a, b| a.name.cmp(&b.name));
+        snap.objects
+            .sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
         Ok(snap)
     }
 

@@ -2,18 +2,19 @@
 //! on the blocking pool: every change is one transaction with its audit row and the
 //! store's version bump, so a crash never leaves a change without its audit entry.
 
-use super::{AuditRow, Change, ConsumerRow, KeyRow, Snapshot};
+use super::{AuditRow, Change, ConsumerRow, KeyRow, ObjectRow, Snapshot};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::migrate::{migrate, Migration};
 
-const STEPS: &[Migration] = &[Migration {
-    name: "consumers, keys, audit, meta",
-    run: |tx| {
-        tx.execute_batch(
-            "CREATE TABLE consumers (name TEXT PRIMARY KEY, spec TEXT NOT NULL,
+const STEPS: &[Migration] = &[
+    Migration {
+        name: "consumers, keys, audit, meta",
+        run: |tx| {
+            tx.execute_batch(
+                "CREATE TABLE consumers (name TEXT PRIMARY KEY, spec TEXT NOT NULL,
                  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
                  version INTEGER NOT NULL);
              CREATE TABLE keys (id TEXT PRIMARY KEY, consumer TEXT NOT NULL,
@@ -25,9 +26,20 @@ const STEPS: &[Migration] = &[Migration {
                  before TEXT, after TEXT);
              CREATE TABLE meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
              INSERT INTO meta VALUES ('version', 0);",
-        )
+            )
+        },
     },
-}];
+    Migration {
+        name: "providers and models",
+        run: |tx| {
+            tx.execute_batch(
+                "CREATE TABLE objects (kind TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL,
+                 created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+                 version INTEGER NOT NULL, PRIMARY KEY (kind, name));",
+            )
+        },
+    },
+];
 
 #[derive(Clone)]
 pub struct Sqlite {
@@ -113,6 +125,24 @@ impl Sqlite {
                         int(r.version)
                     ],
                 )?;
+            }
+            if let Some(o) = &change.upsert_object {
+                if change.create {
+                    let exists: bool = tx
+                        .prepare("SELECT 1 FROM objects WHERE kind = ?1 AND name = ?2")?
+                        .exists([&o.kind, &o.name])?;
+                    if exists {
+                        return Ok(None);
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO objects VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(kind, name) DO UPDATE SET body = ?3, updated_at = ?5, version = ?6",
+                    params![o.kind, o.name, o.body, int(o.created_at), int(o.updated_at), int(o.version)],
+                )?;
+            }
+            if let Some((kind, name)) = &change.delete_object {
+                tx.execute("DELETE FROM objects WHERE kind = ?1 AND name = ?2", [kind, name])?;
             }
             if let Some(name) = &change.delete_consumer {
                 tx.execute("DELETE FROM consumers WHERE name = ?1", [name])?;
@@ -218,9 +248,25 @@ fn load(c: &Connection) -> rusqlite::Result<Snapshot> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut st = c.prepare(
+        "SELECT kind, name, body, created_at, updated_at, version FROM objects ORDER BY kind, name",
+    )?;
+    let objects = st
+        .query_map([], |r| {
+            Ok(ObjectRow {
+                kind: r.get(0)?,
+                name: r.get(1)?,
+                body: r.get(2)?,
+                created_at: uint(r, 3)?,
+                updated_at: uint(r, 4)?,
+                version: uint(r, 5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Snapshot {
         version: u64::try_from(version).unwrap_or(0),
         consumers,
         keys,
+        objects,
     })
 }
