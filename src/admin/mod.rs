@@ -33,7 +33,7 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
-        if path.starts_with("/admin/") || path == "/admin" {
+        if path.starts_with("/admin/") || path == "/admin" || path.starts_with("/apisix/admin/") {
             return match &self.api {
                 Some(api) => api.serve(session).await,
                 None => api::reply(

@@ -5,7 +5,7 @@
 //! other. Keys in the overlay are digests only (`sha256:…` entries): the overlay never
 //! holds a readable key.
 
-use super::schema::{Config, ConsumerConfig, ModelConfig, ProviderConfig};
+use super::schema::{Config, ConsumerConfig, ModelConfig, ProviderConfig, RouteConfig};
 
 /// The consumers the Admin API holds, as the runtime takes them (only their active keys).
 #[derive(Debug, Clone, Default)]
@@ -15,6 +15,8 @@ pub struct Overlay {
     pub consumers: Vec<ConsumerConfig>,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
+    /// Routes (from APISIX objects the API took).
+    pub routes: Vec<RouteConfig>,
 }
 
 /// The file's config with the overlay's objects after its own.
@@ -23,5 +25,6 @@ pub fn merge(file: &Config, overlay: &Overlay) -> Config {
     c.consumers.extend(overlay.consumers.iter().cloned());
     c.providers.extend(overlay.providers.iter().cloned());
     c.models.extend(overlay.models.iter().cloned());
+    c.routes.extend(overlay.routes.iter().cloned());
     c
 }

@@ -215,13 +215,27 @@ pub fn overlay(s: &Snapshot, now: u64) -> (Overlay, Option<u64>) {
     }
     let mut providers = Vec::new();
     let mut models = Vec::new();
+    let mut routes = Vec::new();
     for o in &s.objects {
         let parsed = match o.kind.as_str() {
             "provider" => serde_json::from_str(&o.body).map(|p| providers.push(p)),
-            _ => serde_json::from_str(&o.body).map(|m| models.push(m)),
+            "model" => serde_json::from_str(&o.body).map(|m| models.push(m)),
+            _ => continue,
         };
         if let Err(e) = parsed {
             tracing::error!(object = %o.name, "admin store: unreadable {}, skipped: {e}", o.kind);
+        }
+    }
+    // APISIX objects (the compatible subset), through the importer.
+    if s.objects.iter().any(|o| o.kind.starts_with("apisix.")) {
+        match super::apisix::imported(&s.objects) {
+            Ok((c, _)) => {
+                consumers.extend(c.consumers);
+                providers.extend(c.providers);
+                models.extend(c.models);
+                routes.extend(c.routes);
+            }
+            Err(e) => tracing::error!("admin store: the APISIX objects do not import: {e}"),
         }
     }
     let overlay = Overlay {
@@ -229,6 +243,7 @@ pub fn overlay(s: &Snapshot, now: u64) -> (Overlay, Option<u64>) {
         consumers,
         providers,
         models,
+        routes,
     };
     (overlay, next)
 }

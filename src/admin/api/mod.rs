@@ -12,6 +12,7 @@
 //! - Objects from `gateway.yaml` are listed with `source: file` and are read-only here; a
 //!   name clash is a 409.
 
+pub mod apisix;
 pub mod client;
 pub mod consumers;
 mod handlers;
@@ -307,9 +308,25 @@ impl AdminApi {
 
     /// Answer one request on `/admin/…`.
     pub async fn serve(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let apisix = session
+            .req_header()
+            .uri
+            .path()
+            .starts_with("/apisix/admin/");
         match self.handle(session).await {
             Ok(r) => r,
+            // APISIX's shape for its compatible subset.
+            Err(e) if apisix => apisix::error_reply(&e),
             Err(e) => error_reply(&e),
+        }
+    }
+
+    /// Route a request to the Admin API or its APISIX-compatible subset.
+    async fn dispatch(&self, caller: &Caller, req: &Request, apisix: bool) -> handlers::Answer {
+        if apisix {
+            apisix::route(self, caller, req).await
+        } else {
+            handlers::route(self, caller, req).await
         }
     }
 
@@ -338,7 +355,11 @@ impl AdminApi {
         };
         let (if_match, idem) = (header("if-match"), header("idempotency-key"));
         let body = read_body(session).await?;
-        let rest = path.strip_prefix("/admin/").unwrap_or_default();
+        let apisix = path.starts_with("/apisix/admin/");
+        let rest = path
+            .strip_prefix("/apisix/admin/")
+            .or_else(|| path.strip_prefix("/admin/"))
+            .unwrap_or_default();
         let segments = rest.split('/').map(str::to_string).collect();
         let full_path = format!(
             "{path}?{}",
@@ -356,7 +377,7 @@ impl AdminApi {
             if_match,
         };
         let Some(idem) = idem.filter(|_| writes) else {
-            return handlers::route(self, &caller, &req).await;
+            return self.dispatch(&caller, &req, apisix).await;
         };
         if idem.is_empty() || idem.len() > 255 || !idem.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ApiError::invalid(
@@ -379,7 +400,7 @@ impl AdminApi {
             }
             idempotency::Seen::New => {}
         }
-        let answer = handlers::route(self, &caller, &req).await;
+        let answer = self.dispatch(&caller, &req, apisix).await;
         let (status, body) = match &answer {
             Ok(r) => (r.status().as_u16(), r.body().clone()),
             Err(e) => (e.status, error_reply(e).body().clone()),

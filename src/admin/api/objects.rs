@@ -156,7 +156,7 @@ async fn check_egress(api: &AdminApi, body: &Value) -> Result<(), ApiError> {
 
 /// The config the store would make after `snap`, checked as the file is: the first
 /// problem it has that the current one does not.
-async fn check_config(api: &AdminApi, snap: &Snapshot) -> Result<(), ApiError> {
+pub(super) async fn check_config(api: &AdminApi, snap: &Snapshot) -> Result<(), ApiError> {
     let (next, _) = super::consumers::overlay(snap, now());
     let current = api.state.overlay.load_full();
     let file = api.state.file_config.load_full();
