@@ -191,6 +191,8 @@ pub struct Runtime {
     pub generation: u64,
     consumers: HashMap<[u8; 32], Arc<str>>,
     consumer_limits: HashMap<Arc<str>, Vec<Rule>>,
+    /// The models each consumer with a `models` list may use.
+    consumer_models: HashMap<Arc<str>, std::collections::HashSet<String>>,
     /// Some limit key reads request headers (so requests must keep a copy of theirs).
     pub limits_use_headers: bool,
     models: HashMap<String, ModelRoute>,
@@ -382,6 +384,12 @@ impl Runtime {
                 (c.name.as_str().into(), rules)
             })
             .collect();
+        let consumer_models = config
+            .consumers
+            .iter()
+            .filter(|c| !c.models.is_empty())
+            .map(|c| (c.name.as_str().into(), c.models.iter().cloned().collect()))
+            .collect();
         let routes: Vec<PassRoute> = config
             .routes
             .iter()
@@ -447,6 +455,7 @@ impl Runtime {
             patterns,
             listed_models,
             consumer_limits,
+            consumer_models,
             routes,
             ai_routes,
         }
@@ -499,6 +508,13 @@ impl Runtime {
         self.consumers
             .get(&basic_digest(username, password))
             .cloned()
+    }
+
+    /// Whether `consumer` may use the model `route` (its `models` list, when it has one).
+    pub fn consumer_may_use(&self, consumer: Option<&str>, route: &str) -> bool {
+        consumer
+            .and_then(|c| self.consumer_models.get(c))
+            .is_none_or(|allowed| allowed.contains(route))
     }
 
     /// The limits of a consumer.

@@ -902,3 +902,49 @@ fn a_provider_and_a_queue_made_through_the_api_run_a_batch() {
     );
     assert_eq!(m.status, 409, "{}", m.body);
 }
+
+#[test]
+fn a_consumer_uses_only_its_allowed_models() {
+    let gw = Gw::start(&yaml(true));
+    let m2 = admin(
+        &gw,
+        "POST",
+        "/admin/models",
+        ADMIN,
+        Some(json!({"name": "m2", "deployments": [{"provider": "mock"}]})),
+    );
+    assert_eq!(m2.status, 201, "{}", m2.body);
+    let c = admin(
+        &gw,
+        "POST",
+        "/admin/consumers",
+        ADMIN,
+        Some(json!({"name": "narrow", "models": ["m"]})),
+    );
+    assert_eq!(c.status, 201, "{}", c.body);
+    let (key, _) = new_key(&gw, "narrow");
+    assert_eq!(chat(&gw, &key), 200);
+    let other = post(
+        &gw.url("/v1/chat/completions"),
+        Some(&key),
+        &chat_body("m2", "hi", false),
+    );
+    assert_eq!(other.status, 404, "{}", other.body);
+    assert_eq!(other.json()["error"]["code"], "model_not_found");
+    let listed = get(&gw.url("/v1/models"), Some(&key)).json();
+    let names: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["m"]);
+    assert_eq!(get(&gw.url("/v1/models/m2"), Some(&key)).status, 404);
+    // Everyone else still sees both.
+    let all = post(
+        &gw.url("/v1/chat/completions"),
+        Some("sk-file-consumer"),
+        &chat_body("m2", "hi", false),
+    );
+    assert_eq!(all.status, 200);
+}

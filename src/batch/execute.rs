@@ -116,7 +116,10 @@ async fn run(state: &GatewayState, c: &Claimed, max_attempts: u32, ctx: &mut Cal
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let Some(route) = rt.model(&req.model) else {
+    let Some(route) = rt
+        .model(&req.model)
+        .filter(|r| rt.consumer_may_use(c.consumer.as_deref(), &r.name))
+    else {
         return fail(&GatewayError::ModelNotFound(req.model.clone()));
     };
     if let Some(Err(e)) = route

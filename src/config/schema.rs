@@ -258,6 +258,10 @@ pub struct ConsumerConfig {
     /// Limits on everything this consumer sends, across models.
     #[serde(default)]
     pub limits: Vec<LimitRuleConfig>,
+    /// The models it may use, by their public names (empty: every model); another is a
+    /// 404 `model_not_found`, as OpenAI answers a model the key has no access to.
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 /// One HTTP Basic credential of a consumer.

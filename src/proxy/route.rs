@@ -181,6 +181,7 @@ pub async fn serve(
                 .iter()
                 .filter_map(|name| rt.model(name).map(|m| (name, m)))
                 // A consumer sees only the models it may use.
+                .filter(|(name, _)| rt.consumer_may_use(ctx.consumer.as_deref(), name))
                 .filter(|(_, m)| {
                     m.restriction
                         .as_ref()
@@ -194,6 +195,7 @@ pub async fn serve(
             let m = rt
                 .model(&id)
                 .filter(|m| !m.deployments.is_empty())
+                .filter(|m| rt.consumer_may_use(ctx.consumer.as_deref(), &m.name))
                 .ok_or_else(|| GatewayError::ModelNotFound(id.clone()))?;
             // As asked: an alias or a name a pattern matched is a model of its own.
             respond::json(session, ctx, &model_object(&id, &m.owned_by)).await;
@@ -314,6 +316,9 @@ async fn serve_ai(
             .model(&req.model)
             .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?,
     };
+    if !rt.consumer_may_use(ctx.consumer.as_deref(), &route.name) {
+        return Err(GatewayError::ModelNotFound(req.model.clone()));
+    }
     ctx.model = Some(route.name.clone());
     if let Some(r) = &route.restriction {
         r.check(ctx.consumer.as_deref())?;

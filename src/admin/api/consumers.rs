@@ -32,6 +32,9 @@ pub struct Spec {
     /// Unix seconds after which its keys are refused.
     #[serde(default)]
     pub expires_at: Option<u64>,
+    /// The models it may use (empty: every model).
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 /// `POST /admin/consumers`: a name and a spec.
@@ -47,6 +50,8 @@ pub struct Create {
     pub disabled: bool,
     #[serde(default)]
     pub expires_at: Option<u64>,
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 impl Create {
@@ -56,6 +61,7 @@ impl Create {
             metadata: self.metadata,
             disabled: self.disabled,
             expires_at: self.expires_at,
+            models: self.models,
         };
         (self.name, spec)
     }
@@ -113,6 +119,16 @@ pub fn check_spec(name: &str, spec: &Spec, file: &Config) -> Result<(), ApiError
     if serde_json::to_vec(&spec.metadata).map_or(0, |b| b.len()) > MAX_METADATA_BYTES {
         return Err(ApiError::invalid("metadata is over 16 KiB", "metadata"));
     }
+    if let Some(i) = spec
+        .models
+        .iter()
+        .position(|m| m.is_empty() || m.len() > 256)
+    {
+        return Err(ApiError::invalid(
+            "a model name of 1 to 256 bytes",
+            &format!("models[{i}]"),
+        ));
+    }
     let mut c = file.clone();
     let at = c.consumers.len();
     c.consumers.push(ConsumerConfig {
@@ -120,6 +136,7 @@ pub fn check_spec(name: &str, spec: &Spec, file: &Config) -> Result<(), ApiError
         keys: Vec::new(),
         basic_auth: Vec::new(),
         limits: spec.limits.clone(),
+        models: spec.models.clone(),
     });
     let prefix = format!("consumers[{at}].");
     let problem = crate::config::validate::validate(&c, crate::providers::check)
@@ -136,7 +153,7 @@ pub fn view(row: &ConsumerRow, keys: &[&KeyRow]) -> Value {
     let spec: Value = serde_json::from_str(&row.spec).unwrap_or(Value::Null);
     json!({"object": "consumer", "name": row.name, "source": "api",
         "limits": spec["limits"], "metadata": spec["metadata"], "disabled": spec["disabled"],
-        "expires_at": spec["expires_at"], "created_at": row.created_at,
+        "expires_at": spec["expires_at"], "models": spec["models"], "created_at": row.created_at,
         "updated_at": row.updated_at, "version": row.version,
         "keys": keys.iter().map(|k| key_view(k)).collect::<Vec<_>>()})
 }
@@ -145,7 +162,7 @@ pub fn view(row: &ConsumerRow, keys: &[&KeyRow]) -> Value {
 pub fn file_view(c: &ConsumerConfig) -> Value {
     json!({"object": "consumer", "name": c.name, "source": "file",
         "limits": serde_json::to_value(&c.limits).unwrap_or(Value::Null),
-        "metadata": {}, "disabled": false, "expires_at": null, "keys": []})
+        "metadata": {}, "disabled": false, "expires_at": null, "models": c.models, "keys": []})
 }
 
 /// A key as the API shows it: its id and public prefix, never the key.
@@ -211,6 +228,7 @@ pub fn overlay(s: &Snapshot, now: u64) -> (Overlay, Option<u64>) {
             keys,
             basic_auth: Vec::new(),
             limits: spec.limits,
+            models: spec.models,
         });
     }
     let mut providers = Vec::new();
