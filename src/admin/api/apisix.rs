@@ -238,14 +238,7 @@ async fn put(
             format!("cannot be applied by this gateway: {why}"),
         ));
     }
-    super::objects::check_config(api, &next)
-        .await
-        .map_err(|e| {
-            apisix_error(
-                400,
-                format!("{}: {}", e.param.unwrap_or_default(), e.message),
-            )
-        })?;
+    checked(api, &next).await?;
     let change = Change {
         upsert_object: Some(row),
         audit: audit_row(
@@ -274,14 +267,7 @@ async fn delete(api: &AdminApi, caller: &Caller, resource: &str, kind: &str, id:
     };
     let mut next = snap.clone();
     next.objects.remove(i);
-    super::objects::check_config(api, &next)
-        .await
-        .map_err(|e| {
-            apisix_error(
-                400,
-                format!("{}: {}", e.param.unwrap_or_default(), e.message),
-            )
-        })?;
+    checked(api, &next).await?;
     let change = Change {
         delete_object: Some((kind.to_string(), id.to_string())),
         audit: audit_row(caller, &format!("{kind}.delete"), id, None, None),
@@ -290,6 +276,14 @@ async fn delete(api: &AdminApi, caller: &Caller, resource: &str, kind: &str, id:
     *snap = next;
     let answer = json!({"deleted": "1", "key": format!("/apisix/{resource}/{id}")});
     super::handlers::commit(api, &mut snap, change, 200, answer).await
+}
+
+/// The config the store would make after `next`, checked as the file is (APISIX's error).
+async fn checked(api: &AdminApi, next: &Snapshot) -> Result<(), ApiError> {
+    super::objects::check_config(api, next).await.map_err(|e| {
+        let at = e.param.unwrap_or_default();
+        apisix_error(400, format!("{at}: {}", e.message))
+    })
 }
 
 /// An APISIX-shaped error answer.

@@ -355,15 +355,7 @@ async fn replace(
     name: &str,
     patch: bool,
 ) -> Answer {
-    consumers::check_name(name)?;
-    if in_file(api, name) {
-        return Err(read_only(name));
-    }
-    let mut snap = api.model().lock().await;
-    let Some(i) = snap.consumers.iter().position(|r| r.name == name) else {
-        return Err(not_found(name));
-    };
-    precondition(req, snap.consumers[i].version)?;
+    let (mut snap, i) = writable(api, req, name).await?;
     let before = snap.consumers[i].spec.clone();
     let spec: Spec = if patch {
         let p: Value = serde_json::from_slice(&req.body)
@@ -404,16 +396,27 @@ async fn replace(
         .map(|r| with_etag(r, version))
 }
 
-async fn delete(api: &AdminApi, caller: &Caller, req: &Request, name: &str) -> Answer {
+/// The API consumer `name` for a write: the locked snapshot and its place (a 409 for the
+/// file's, a 404 for none, a 412 for a stale `If-Match`).
+async fn writable<'a>(
+    api: &'a AdminApi,
+    req: &Request,
+    name: &str,
+) -> Result<(tokio::sync::MutexGuard<'a, Snapshot>, usize), ApiError> {
     consumers::check_name(name)?;
     if in_file(api, name) {
         return Err(read_only(name));
     }
-    let mut snap = api.model().lock().await;
+    let snap = api.model().lock().await;
     let Some(i) = snap.consumers.iter().position(|r| r.name == name) else {
         return Err(not_found(name));
     };
     precondition(req, snap.consumers[i].version)?;
+    Ok((snap, i))
+}
+
+async fn delete(api: &AdminApi, caller: &Caller, req: &Request, name: &str) -> Answer {
+    let (mut snap, i) = writable(api, req, name).await?;
     let object = json!({"object": "consumer", "name": name, "deleted": true});
     if req.dry_run() {
         return dry("delete", object);
