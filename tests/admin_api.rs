@@ -14,7 +14,7 @@ const VIEWER: &str = "viewer-key-0123456789abcd";
 fn yaml(admin_keys: bool) -> String {
     let keys = if admin_keys {
         format!(
-            "admin:\n  data_dir: admin-data\n  keys:\n    - {{id: ops, key: \"{ADMIN}\"}}\n    \
+            "admin:\n  key: status-page-key\n  data_dir: admin-data\n  keys:\n    - {{id: ops, key: \"{ADMIN}\"}}\n    \
              - {{id: watcher, key: \"{VIEWER}\", role: viewer}}\n"
         )
     } else {
@@ -127,6 +127,15 @@ fn consumers_and_keys_at_runtime_work_survive_restarts_and_never_leak_the_key() 
     assert_eq!(me.json()["limits"], usage["limits"]);
     assert_eq!(get(&gw.url("/v1/me"), Some("sk-nobody")).status, 401);
 
+    // The status page lists it with its limits.
+    let page = get(&gw.admin_url("/status.json"), Some("status-page-key")).json();
+    let listed: Vec<&str> = page["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(listed.contains(&"team-a"), "{page}");
     // Listed with its prefix, never the key; the file's consumer read-only.
     let listed = admin(&gw, "GET", "/admin/consumers", VIEWER, None);
     assert_eq!(listed.status, 200);

@@ -76,6 +76,27 @@ fn two_instances_share_consumers_keys_and_exact_limits_through_redis() {
     assert_eq!(count(&statuses, 200), 9, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 11);
 
+    // No readable key in Redis: every value of every key the store wrote.
+    let keys = redis.cmd(&["KEYS", "*"]).unwrap();
+    let mut everything = String::new();
+    for k in keys
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+    {
+        for cmd in [
+            vec!["HGETALL", k],
+            vec!["LRANGE", k, "0", "-1"],
+            vec!["GET", k],
+        ] {
+            everything.push_str(&redis.cmd(&cmd).unwrap_or_default());
+        }
+    }
+    assert!(everything.contains("team"), "the store's keys were read");
+    assert!(
+        !everything.contains(&key),
+        "the key's secret is not in Redis"
+    );
+
     // Each instance's applied version, as A sees them.
     let status = || admin(&a, "GET", "/admin/status", None).json();
     wait_until("both instances report the same version", || {
