@@ -67,7 +67,8 @@ fn a_replayed_apisix_script_behaves_as_the_imported_file() {
     let port = upstream();
     // Through the compatible subset.
     let api = Gw::start(&format!(
-        "admin: {{keys: [{{id: ops, key: \"{ADMIN}\"}}]}}\nauth: {{enabled: true}}\n"
+        "admin: {{keys: [{{id: ops, key: \"{ADMIN}\"}}], provider_allow_networks: [127.0.0.1/32]}}\n\
+         auth: {{enabled: true}}\n"
     ));
     let c = put(&api, "/apisix/admin/consumers/jack", &consumer());
     assert_eq!(c.status, 201, "{}", c.body);
@@ -114,6 +115,12 @@ fn a_replayed_apisix_script_behaves_as_the_imported_file() {
         "limit-count 2 of jack"
     );
 
+    // A provider at an internal address is refused (only 127.0.0.1 is allowed here).
+    let mut inside = route(port);
+    inside["plugins"]["ai-proxy"]["override"]["endpoint"] = json!("http://169.254.169.254/latest");
+    let r = put(&api, "/apisix/admin/routes/9", &inside);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["error_msg"].is_string());
     // No readable key stored; an object the importer cannot map is refused with its reason.
     let stored = send(
         "GET",

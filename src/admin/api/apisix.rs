@@ -231,12 +231,19 @@ async fn put(
         Some(i) => next.objects[i] = row.clone(),
         None => next.objects.push(row.clone()),
     }
-    let (_, unmapped) = imported(&next.objects).map_err(|e| apisix_error(400, e))?;
+    let (config, unmapped) = imported(&next.objects).map_err(|e| apisix_error(400, e))?;
     if let Some(why) = unmapped_for(&unmapped, resource, id) {
         return Err(apisix_error(
             400,
             format!("cannot be applied by this gateway: {why}"),
         ));
+    }
+    // The providers it makes reach only public addresses (or the allowed networks).
+    for p in &config.providers {
+        let url = json!({"base_url": p.base_url});
+        super::objects::check_egress(api, &url)
+            .await
+            .map_err(|e| apisix_error(400, format!("{}: {}", p.name, e.message)))?;
     }
     checked(api, &next).await?;
     let change = Change {

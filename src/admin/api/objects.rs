@@ -131,7 +131,7 @@ fn parse(kind: &str, body: &[u8], name: Option<&str>) -> Result<(String, Value),
 }
 
 /// A provider's URL reaches only public addresses (or the allowed networks).
-async fn check_egress(api: &AdminApi, body: &Value) -> Result<(), ApiError> {
+pub(super) async fn check_egress(api: &AdminApi, body: &Value) -> Result<(), ApiError> {
     let Some(url) = body["base_url"].as_str() else {
         return Ok(());
     };
