@@ -513,11 +513,36 @@ pub struct Expiry(pub Arc<AdminApi>);
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for Expiry {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                () = tokio::time::sleep(SYNC_EVERY) => self.0.tick().await,
+        let changed = tokio::sync::Notify::new();
+        // A shared store's change notifications wake the sync at once (the poll stays,
+        // for a missed notification and after a reconnect).
+        let listen = async {
+            let Store::Redis(r) = &self.0.store else {
+                return std::future::pending::<()>().await;
+            };
+            if !r.notifies() {
+                return std::future::pending::<()>().await;
             }
+            loop {
+                if let Err(e) = r.notifications(&changed).await {
+                    self.0.fault(&e);
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        };
+        let sync = async {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(SYNC_EVERY) => {}
+                    () = changed.notified() => {}
+                }
+                self.0.tick().await;
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            () = listen => {}
+            () = sync => {}
         }
     }
 }

@@ -32,12 +32,16 @@ if ARGV[7] ~= '' then redis.call('HSET', k, ARGV[7], ARGV[8]) end
 local ver = redis.call('INCR', v)
 redis.call('RPUSH', a, '{"seq":' .. ver .. ',' .. string.sub(ARGV[9], 2))
 redis.call('LTRIM', a, -100000, -1)
+redis.call('PUBLISH', ARGV[13], ver)
 return ver
 "#;
 
 pub struct Redis {
     conn: StoreConn,
     apply: Script,
+    /// A single Redis's URL, for the change notifications (none on a cluster: the
+    /// version poll alone).
+    notify_url: Option<String>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -46,9 +50,16 @@ fn err(e: impl std::fmt::Display) -> String {
 
 impl Redis {
     pub fn new(limits: &LimitsConfig) -> Redis {
+        let single = limits.policy != crate::config::schema::LimitPolicy::RedisCluster;
         Redis {
             conn: StoreConn::new(limits, "admin"),
             apply: Script::new(APPLY),
+            notify_url: limits
+                .redis
+                .url
+                .as_ref()
+                .filter(|_| single)
+                .map(|u| u.expose().to_string()),
         }
     }
 
@@ -97,10 +108,36 @@ impl Redis {
             .arg(entry.to_string())
             .arg(ofield)
             .arg(ojson)
-            .arg(odel);
+            .arg(odel)
+            .arg(self.conn.key("changed"));
         let conn = self.conn.get().await.map_err(err)?;
         let ver: i64 = conn.invoke(&inv).await.map_err(err)?;
         Ok(u64::try_from(ver).ok())
+    }
+
+    /// Wait for change notifications, waking `changed` at each, until the connection
+    /// fails (the caller reconnects; the version poll covers what a gap missed).
+    pub async fn notifications(&self, changed: &tokio::sync::Notify) -> Result<(), String> {
+        use futures_util::StreamExt;
+        let Some(url) = &self.notify_url else {
+            return Err("no notifications on a cluster".into());
+        };
+        let client = redis::Client::open(url.as_str()).map_err(err)?;
+        let mut pubsub = client.get_async_pubsub().await.map_err(err)?;
+        pubsub
+            .subscribe(self.conn.key("changed"))
+            .await
+            .map_err(err)?;
+        let mut messages = pubsub.on_message();
+        while messages.next().await.is_some() {
+            changed.notify_one();
+        }
+        Err("the notification connection closed".into())
+    }
+
+    /// Whether this store sends change notifications (a single Redis).
+    pub fn notifies(&self) -> bool {
+        self.notify_url.is_some()
     }
 
     /// The store's version (0: nothing stored, or a Redis that lost its data).
