@@ -55,6 +55,9 @@ for v in file api; do
 done
 wait_ports $UP "${port[@]}" "${admin[@]}"
 sleep 2
+for v in file api; do
+  kill -0 "${proc[$v]}" 2>/dev/null || { echo "the $v gateway exited:"; cat "$tmp/$v.log"; exit 1; }
+done
 chat_lua "$tmp/post.lua"
 for v in file api; do
   wrk -t1 -c"$CONNS" -d2s -s "$tmp/post.lua" "http://127.0.0.1:${port[$v]}/v1/chat/completions" >/dev/null

@@ -202,6 +202,12 @@ pub fn overlay(s: &Snapshot, now: u64) -> (Overlay, Option<u64>) {
         }
     };
     let mut consumers = Vec::with_capacity(s.consumers.len());
+    // Each consumer's keys, found once (not a scan of every key per consumer).
+    let mut by_consumer: std::collections::HashMap<&str, Vec<&KeyRow>> =
+        std::collections::HashMap::new();
+    for k in &s.keys {
+        by_consumer.entry(k.consumer.as_str()).or_default().push(k);
+    }
     for row in &s.consumers {
         let Ok(spec) = serde_json::from_str::<Spec>(&row.spec) else {
             tracing::error!(consumer = %row.name, "admin store: unreadable consumer spec, skipped");
@@ -211,10 +217,11 @@ pub fn overlay(s: &Snapshot, now: u64) -> (Overlay, Option<u64>) {
             soon(e);
         }
         let live = !spec.disabled && spec.expires_at.is_none_or(|e| e > now);
-        let keys = s
-            .keys
-            .iter()
-            .filter(|k| k.consumer == row.name && k.revoked_at.is_none())
+        let keys = by_consumer
+            .get(row.name.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|k| k.revoked_at.is_none())
             .filter(|k| {
                 if let Some(e) = k.expires_at {
                     soon(e);

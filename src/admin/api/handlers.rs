@@ -140,22 +140,39 @@ async fn list(api: &AdminApi, req: &Request) -> Answer {
     let after = req.param("after").unwrap_or("");
     let snap = api.model().lock().await;
     let file = api.state.file_config.load();
-    let mut all: Vec<(String, Value)> = file
+    // The page's names first; views (with their keys) only for them.
+    let mut page: Vec<(&str, Option<&ConsumerRow>)> = file
         .consumers
         .iter()
-        .map(|c| (c.name.clone(), consumers::file_view(c)))
-        .chain(
-            snap.consumers
-                .iter()
-                .map(|r| (r.name.clone(), consumers::view(r, &keys_of(&snap, &r.name)))),
-        )
-        .filter(|(n, _)| n.as_str() > after)
+        .map(|c| (c.name.as_str(), None))
+        .chain(snap.consumers.iter().map(|r| (r.name.as_str(), Some(r))))
+        .filter(|(n, _)| *n > after)
         .collect();
-    all.sort_by(|a, b| a.0.cmp(&b.0));
-    let has_more = all.len() > limit;
-    all.truncate(limit);
-    let last = all.last().map(|(n, _)| n.clone());
-    let data: Vec<Value> = all.into_iter().map(|(_, v)| v).collect();
+    page.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let has_more = page.len() > limit;
+    page.truncate(limit);
+    let mut keys: std::collections::HashMap<&str, Vec<&KeyRow>> = page
+        .iter()
+        .filter(|(_, r)| r.is_some())
+        .map(|(n, _)| (*n, Vec::new()))
+        .collect();
+    for k in &snap.keys {
+        if let Some(list) = keys.get_mut(k.consumer.as_str()) {
+            list.push(k);
+        }
+    }
+    let last = page.last().map(|(n, _)| n.to_string());
+    let data: Vec<Value> = page
+        .iter()
+        .map(|(n, row)| match row {
+            Some(r) => consumers::view(r, keys.get(n).map_or(&[][..], Vec::as_slice)),
+            None => file
+                .consumers
+                .iter()
+                .find(|c| c.name == *n)
+                .map_or(Value::Null, consumers::file_view),
+        })
+        .collect();
     Ok(reply(
         200,
         &json!({"object": "list", "data": data, "has_more": has_more, "last": last}),
