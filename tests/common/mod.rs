@@ -4,6 +4,7 @@
 // Helpers of tests: a panic here is a failed test (clippy.toml lets #[test] fns unwrap).
 #![allow(clippy::unwrap_used)]
 
+pub mod admin;
 pub mod anthropic;
 pub mod apisix;
 pub mod azure;
