@@ -7,15 +7,12 @@
 //! the runtime, so a replayed script behaves as importing the same objects from a file; an
 //! object the importer cannot map is refused with the importer's reason.
 
-use super::handlers::{audit_row, Answer};
+use super::apisix_import::{imported, kind, RESOURCES};
 use super::store::{Change, ObjectRow, Snapshot};
+use super::write::{audit_row, Answer};
 use super::{now, AdminApi, ApiError, Caller, Request};
-use crate::config::schema::{Config, Secret};
 use http::{Method, Response};
 use serde_json::{json, Value};
-
-/// The resources of the subset.
-const RESOURCES: &[&str] = &["consumers", "routes", "upstreams", "plugin_metadata"];
 
 fn apisix_error(status: u16, message: impl Into<String>) -> ApiError {
     ApiError::new(status, "apisix", message)
@@ -24,11 +21,6 @@ fn apisix_error(status: u16, message: impl Into<String>) -> ApiError {
 /// APISIX's error body for `e`.
 pub fn error_body(e: &ApiError) -> Value {
     json!({"error_msg": e.message})
-}
-
-/// The store's kind for a resource (`apisix.routes`).
-fn kind(resource: &str) -> String {
-    format!("apisix.{resource}")
 }
 
 /// An APISIX object with its keys (key-auth's `key`, basic-auth's `password`) replaced by
@@ -71,43 +63,6 @@ fn redact_auth(v: &mut Value) {
         Value::Array(a) => a.iter_mut().for_each(redact_auth),
         _ => {}
     }
-}
-
-/// The APISIX standalone document of what is stored (credentials folded in below).
-fn document(objects: &[ObjectRow]) -> Value {
-    let mut doc = serde_json::Map::new();
-    for r in RESOURCES {
-        let items: Vec<Value> = objects
-            .iter()
-            .filter(|o| o.kind == kind(r))
-            .filter_map(|o| serde_json::from_str(&o.body).ok())
-            .collect();
-        if !items.is_empty() {
-            doc.insert((*r).to_string(), Value::Array(items));
-        }
-    }
-    Value::Object(doc)
-}
-
-/// The gateway config the stored APISIX objects make (the importer's), with each
-/// credential's key added to its consumer; and what the importer could not map.
-pub fn imported(objects: &[ObjectRow]) -> Result<(Config, Vec<crate::import::Unmapped>), String> {
-    let doc = serde_yaml_ng::to_value(document(objects)).map_err(|e| e.to_string())?;
-    let (config, unmapped) = crate::import::apisix::map_config(&doc)?;
-    let mut config: Config = serde_yaml_ng::from_value(config).map_err(|e| e.to_string())?;
-    for cred in objects.iter().filter(|o| o.kind == "apisix.credentials") {
-        let Some((user, _)) = cred.name.split_once(':') else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(&cred.body).unwrap_or(Value::Null);
-        if let (Some(key), Some(c)) = (
-            v["plugins"]["key-auth"]["key"].as_str(),
-            config.consumers.iter_mut().find(|c| c.name == user),
-        ) {
-            c.keys.push(Secret::new(key));
-        }
-    }
-    Ok((config, unmapped))
 }
 
 fn entry(resource: &str, id: &str, v: Value) -> Value {
@@ -241,7 +196,7 @@ async fn put(
     // The providers it makes reach only public addresses (or the allowed networks).
     for p in &config.providers {
         let url = json!({"base_url": p.base_url});
-        super::objects::check_egress(api, &url)
+        super::checks::egress(api, &url)
             .await
             .map_err(|e| apisix_error(400, format!("{}: {}", p.name, e.message)))?;
     }
@@ -260,7 +215,7 @@ async fn put(
     *snap = next;
     let status = if at.is_some() { 200 } else { 201 };
     let answer = entry(resource, id, v);
-    super::handlers::commit(api, &mut snap, change, status, answer).await
+    super::write::commit(api, &mut snap, change, status, answer).await
 }
 
 async fn delete(api: &AdminApi, caller: &Caller, resource: &str, kind: &str, id: &str) -> Answer {
@@ -282,12 +237,12 @@ async fn delete(api: &AdminApi, caller: &Caller, resource: &str, kind: &str, id:
     };
     *snap = next;
     let answer = json!({"deleted": "1", "key": format!("/apisix/{resource}/{id}")});
-    super::handlers::commit(api, &mut snap, change, 200, answer).await
+    super::write::commit(api, &mut snap, change, 200, answer).await
 }
 
 /// The config the store would make after `next`, checked as the file is (APISIX's error).
 async fn checked(api: &AdminApi, next: &Snapshot) -> Result<(), ApiError> {
-    super::objects::check_config(api, next).await.map_err(|e| {
+    super::checks::config(api, next).await.map_err(|e| {
         let at = e.param.unwrap_or_default();
         apisix_error(400, format!("{at}: {}", e.message))
     })

@@ -7,7 +7,8 @@ use super::{keys, now, objects, openapi, reply, AdminApi, ApiError, Caller, Requ
 use http::{Method, Response};
 use serde_json::{json, Value};
 
-pub(super) type Answer = Result<Response<Vec<u8>>, ApiError>;
+pub(super) use super::write::Answer;
+use super::write::{audit_row, commit, dry, in_file, keys_of, not_found, read_only};
 
 /// Dispatch one request.
 pub async fn route(api: &AdminApi, caller: &Caller, req: &Request) -> Answer {
@@ -121,20 +122,6 @@ async fn audit(api: &AdminApi, req: &Request) -> Answer {
     Ok(reply(200, &json!({"object": "list", "data": rows})))
 }
 
-/// The file's consumer of that name, if any.
-pub(super) fn in_file(api: &AdminApi, name: &str) -> bool {
-    api.state
-        .file_config
-        .load()
-        .consumers
-        .iter()
-        .any(|c| c.name == name)
-}
-
-pub(super) fn keys_of<'a>(snap: &'a Snapshot, name: &str) -> Vec<&'a KeyRow> {
-    snap.keys.iter().filter(|k| k.consumer == name).collect()
-}
-
 async fn list(api: &AdminApi, req: &Request) -> Answer {
     let limit = usize::try_from(limit_of(req, 100)?).unwrap_or(100);
     let after = req.param("after").unwrap_or("");
@@ -179,20 +166,6 @@ async fn list(api: &AdminApi, req: &Request) -> Answer {
     ))
 }
 
-pub(super) fn not_found(name: &str) -> ApiError {
-    ApiError::new(404, "not_found_error", format!("no consumer {name:?}"))
-}
-
-pub(super) fn read_only(name: &str) -> ApiError {
-    ApiError::new(
-        409,
-        "conflict_error",
-        format!(
-            "the consumer {name:?} is defined in gateway.yaml (source: file): it is read-only here"
-        ),
-    )
-}
-
 /// A consumer's ETag: its version.
 fn etag(version: u64) -> String {
     format!("\"{version}\"")
@@ -234,45 +207,6 @@ async fn get(api: &AdminApi, name: &str) -> Answer {
         Some(c) => Ok(reply(200, &consumers::file_view(c))),
         None => Err(not_found(name)),
     }
-}
-
-/// Store `change` and apply the snapshot it makes (`snap`, updated here with the new
-/// version); answer `status` with `object`.
-pub(super) async fn commit(
-    api: &AdminApi,
-    snap: &mut Snapshot,
-    change: Change,
-    status: u16,
-    object: Value,
-) -> Answer {
-    let version = api
-        .store()
-        .apply(change)
-        .await
-        .map_err(ApiError::internal)?;
-    let Some(version) = version else {
-        return Err(ApiError::new(
-            409,
-            "conflict_error",
-            "a consumer of that name was just created (by another instance)",
-        ));
-    };
-    // Another instance wrote in between (the shared store): this one's view lacks that
-    // change, so it stays one version behind and reloads at its next sync.
-    snap.version = if version == snap.version + 1 {
-        version
-    } else {
-        version.saturating_sub(1)
-    };
-    api.applied(snap);
-    Ok(reply(status, &object))
-}
-
-pub(super) fn dry(action: &str, object: Value) -> Answer {
-    Ok(reply(
-        200,
-        &json!({"dry_run": true, "action": action, "object": object}),
-    ))
 }
 
 async fn create(api: &AdminApi, caller: &Caller, req: &Request) -> Answer {
@@ -326,22 +260,6 @@ async fn checked(api: &AdminApi, name: &str, spec: &Spec) -> Result<(), ApiError
     tokio::task::spawn_blocking(move || consumers::check_spec(&name, &spec, &file))
         .await
         .map_err(ApiError::internal)?
-}
-
-pub(super) fn audit_row(
-    caller: &Caller,
-    action: &str,
-    object: &str,
-    before: Option<&str>,
-    after: Option<&str>,
-) -> (String, String, String, Option<String>, Option<String>) {
-    (
-        caller.id.clone(),
-        action.to_string(),
-        object.to_string(),
-        before.map(str::to_string),
-        after.map(str::to_string),
-    )
 }
 
 /// RFC 7396: `patch` merged into `target`.

@@ -2,8 +2,8 @@
 //! secret answered once, only its digest stored), revoke, rotate with a grace period.
 
 use super::consumers::{self, NewKey};
-use super::handlers::{audit_row, commit, dry, in_file, keys_of, not_found, read_only, Answer};
 use super::store::{Change, KeyRow};
+use super::write::{audit_row, commit, dry, in_file, keys_of, not_found, read_only, Answer};
 use super::{now, reply, AdminApi, ApiError, Caller, Request};
 use serde_json::{json, Value};
 

@@ -13,6 +13,8 @@
 //!   name clash is a 409.
 
 pub mod apisix;
+mod apisix_import;
+mod checks;
 pub mod client;
 pub mod consumers;
 mod handlers;
@@ -20,8 +22,10 @@ pub mod idempotency;
 mod keys;
 mod objects;
 pub mod openapi;
+mod overlay;
 pub mod store;
 pub mod wire;
+mod write;
 
 use crate::config::schema::AdminRole;
 use crate::limits::auth_failures::{Attempt, AuthFailures, ADDRESS, USER};
@@ -252,7 +256,7 @@ impl AdminApi {
 
     /// Make `snap` the runtime's overlay (a new snapshot generation).
     fn apply(&self, snap: &Snapshot) {
-        let (overlay, next) = consumers::overlay(snap, now());
+        let (overlay, next) = overlay::build(snap, now());
         self.next_expiry.store(next.unwrap_or(0), Ordering::Relaxed);
         self.state.overlay.store(Arc::new(overlay));
         self.state.rebuild();

@@ -5,8 +5,8 @@
 //! URL must parse and reach only public addresses (or `admin.provider_allow_networks`),
 //! and a `credentials_file` (a path on the gateway's host) cannot be set here.
 
-use super::handlers::{audit_row, commit, dry, Answer};
-use super::store::{Change, ObjectRow, Snapshot};
+use super::store::{Change, ObjectRow};
+use super::write::{audit_row, commit, dry, Answer};
 use super::{now, reply, AdminApi, ApiError, Caller, Request};
 use crate::config::schema::{ModelConfig, ProviderConfig};
 use serde_json::{json, Value};
@@ -130,56 +130,6 @@ fn parse(kind: &str, body: &[u8], name: Option<&str>) -> Result<(String, Value),
     Ok((named, v))
 }
 
-/// A provider's URL reaches only public addresses (or the allowed networks).
-pub(super) async fn check_egress(api: &AdminApi, body: &Value) -> Result<(), ApiError> {
-    let Some(url) = body["base_url"].as_str() else {
-        return Ok(());
-    };
-    let allow = api
-        .state
-        .runtime
-        .load()
-        .config
-        .admin
-        .provider_allow_networks
-        .clone();
-    let policy = crate::egress::EgressPolicy::new(&allow);
-    let base = policy
-        .parse(url)
-        .map_err(|e| ApiError::invalid(e.to_string(), "base_url"))?;
-    policy
-        .resolve(&base)
-        .await
-        .map(|_| ())
-        .map_err(|e| ApiError::invalid(format!("{e} (admin.provider_allow_networks)"), "base_url"))
-}
-
-/// The config the store would make after `snap`, checked as the file is: the first
-/// problem it has that the current one does not.
-pub(super) async fn check_config(api: &AdminApi, snap: &Snapshot) -> Result<(), ApiError> {
-    let (next, _) = super::consumers::overlay(snap, now());
-    let current = api.state.overlay.load_full();
-    let file = api.state.file_config.load_full();
-    tokio::task::spawn_blocking(move || {
-        let check = |o: &crate::config::overlay::Overlay| {
-            crate::config::validate::validate(
-                &crate::config::overlay::merge(&file, o),
-                crate::providers::check,
-            )
-        };
-        let before: Vec<String> = check(&current).into_iter().map(|p| p.to_string()).collect();
-        match check(&next)
-            .into_iter()
-            .find(|p| !before.contains(&p.to_string()))
-        {
-            Some(p) => Err(ApiError::invalid(p.message, &p.path)),
-            None => Ok(()),
-        }
-    })
-    .await
-    .map_err(ApiError::internal)?
-}
-
 /// Create (`name: None`: the name is in the body) or replace a provider or model.
 pub async fn put(
     api: &AdminApi,
@@ -201,7 +151,7 @@ pub async fn put(
         ));
     }
     if kind == "provider" {
-        check_egress(api, &body).await?;
+        super::checks::egress(api, &body).await?;
     }
     let create = req.method == http::Method::POST;
     let mut snap = api.model().lock().await;
@@ -245,7 +195,7 @@ pub async fn put(
         Some(i) => next.objects[i] = row.clone(),
         None => next.objects.push(row.clone()),
     }
-    check_config(api, &next).await?;
+    super::checks::config(api, &next).await?;
     let shown = view(&row);
     if req.dry_run() {
         return dry(if create { "create" } else { "replace" }, shown);
@@ -304,7 +254,7 @@ pub async fn delete(
     let mut next = snap.clone();
     let gone = next.objects.remove(i);
     // A provider a model still uses cannot go.
-    check_config(api, &next).await.map_err(|e| {
+    super::checks::config(api, &next).await.map_err(|e| {
         ApiError::new(
             409,
             "conflict_error",
