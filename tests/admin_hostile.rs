@@ -367,7 +367,7 @@ fn the_openapi_document_matches_the_routes_and_the_api_is_off_without_keys() {
             );
         }
     }
-    assert_eq!(documented, 24, "every route documented");
+    assert_eq!(documented, 26, "every route documented");
     let off = Gw::start(&yaml(false));
     let r = admin(&off, "GET", "/admin/consumers", ADMIN, None);
     assert_eq!(r.status, 404);

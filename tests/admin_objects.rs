@@ -121,6 +121,49 @@ fn a_provider_and_a_queue_made_through_the_api_run_a_batch() {
         "{shown}"
     );
     assert!(shown.contains("\"api_key_set\":true"));
+    // PATCH merges into the stored model; If-Match guards it; lists page.
+    let got = admin(&gw, "GET", "/admin/models/queue-a", ADMIN, None);
+    let tag = got.header("etag").unwrap().to_string();
+    let url = gw.admin_url("/admin/models/queue-a");
+    let patch = json!({"aliases": ["qa"]});
+    let p = send(
+        "PATCH",
+        &url,
+        &[("x-api-key", ADMIN), ("if-match", &tag)],
+        Some(&patch),
+    );
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(p.json()["spec"]["aliases"], json!(["qa"]));
+    assert_eq!(
+        p.json()["spec"]["deployments"][0]["provider"],
+        "mock-q",
+        "merged, not replaced"
+    );
+    let stale = send(
+        "PATCH",
+        &url,
+        &[("x-api-key", ADMIN), ("if-match", &tag)],
+        Some(&patch),
+    );
+    assert_eq!(stale.status, 412, "{}", stale.body);
+    let r = post(
+        &gw.url("/v1/chat/completions"),
+        Some(key),
+        &chat_body("qa", "hi", false),
+    );
+    assert_eq!(r.status, 200, "the alias works: {}", r.body);
+    let page = admin(&gw, "GET", "/admin/models?limit=1", VIEWER, None).json();
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    assert_eq!(page["has_more"], true);
+    let rest = admin(
+        &gw,
+        "GET",
+        &format!("/admin/models?after={}", page["last"].as_str().unwrap()),
+        VIEWER,
+        None,
+    )
+    .json();
+    assert!(!rest["data"].as_array().unwrap().is_empty());
     // A model naming a provider that does not exist; deleting a provider a model uses.
     let orphan = admin(
         &gw,

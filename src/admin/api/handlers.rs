@@ -4,11 +4,14 @@
 use super::consumers::{self, Create, Rotate, Spec};
 use super::store::{Change, ConsumerRow, KeyRow, Snapshot};
 use super::{keys, now, objects, openapi, reply, AdminApi, ApiError, Caller, Request};
-use http::{Method, Response};
+use http::Method;
 use serde_json::{json, Value};
 
 pub(super) use super::write::Answer;
-use super::write::{audit_row, commit, dry, in_file, keys_of, not_found, read_only};
+use super::write::{
+    audit_row, commit, dry, in_file, keys_of, merge_patch, not_found, precondition, read_only,
+    with_etag,
+};
 
 /// Dispatch one request.
 pub async fn route(api: &AdminApi, caller: &Caller, req: &Request) -> Answer {
@@ -26,7 +29,7 @@ pub async fn route(api: &AdminApi, caller: &Caller, req: &Request) -> Answer {
         (&Method::GET, ["consumers", n, "keys"]) => keys::list(api, n).await,
         (&Method::GET, ["consumers", n, "usage"]) => usage(api, n).await,
         (&Method::GET, [k]) if objects::kind_of(k).is_some() => {
-            objects::list(api, objects::kind_of(k).unwrap_or_default()).await
+            objects::list(api, req, objects::kind_of(k).unwrap_or_default()).await
         }
         (&Method::POST, [k]) if objects::kind_of(k).is_some() => {
             objects::put(
@@ -41,7 +44,7 @@ pub async fn route(api: &AdminApi, caller: &Caller, req: &Request) -> Answer {
         (&Method::GET, [k, n]) if objects::kind_of(k).is_some() => {
             objects::get(api, objects::kind_of(k).unwrap_or_default(), n).await
         }
-        (&Method::PUT, [k, n]) if objects::kind_of(k).is_some() => {
+        (&Method::PUT | &Method::PATCH, [k, n]) if objects::kind_of(k).is_some() => {
             objects::put(
                 api,
                 caller,
@@ -166,35 +169,6 @@ async fn list(api: &AdminApi, req: &Request) -> Answer {
     ))
 }
 
-/// A consumer's ETag: its version.
-fn etag(version: u64) -> String {
-    format!("\"{version}\"")
-}
-
-/// `resp` with the ETag of `version`.
-fn with_etag(mut resp: Response<Vec<u8>>, version: u64) -> Response<Vec<u8>> {
-    if let Ok(v) = http::HeaderValue::from_str(&etag(version)) {
-        resp.headers_mut().insert(http::header::ETAG, v);
-    }
-    resp
-}
-
-/// A 412 unless `If-Match` (when sent) names the consumer's current version (or `*`).
-fn precondition(req: &Request, version: u64) -> Result<(), ApiError> {
-    match req.if_match.as_deref().map(str::trim) {
-        None | Some("*") => Ok(()),
-        Some(m) if m.trim_start_matches("W/") == etag(version) => Ok(()),
-        Some(m) => Err(ApiError::new(
-            412,
-            "precondition_failed",
-            format!(
-                "If-Match {m} is stale: the consumer is at {}",
-                etag(version)
-            ),
-        )),
-    }
-}
-
 async fn get(api: &AdminApi, name: &str) -> Answer {
     consumers::check_name(name)?;
     let snap = api.model().lock().await;
@@ -260,27 +234,6 @@ async fn checked(api: &AdminApi, name: &str, spec: &Spec) -> Result<(), ApiError
     tokio::task::spawn_blocking(move || consumers::check_spec(&name, &spec, &file))
         .await
         .map_err(ApiError::internal)?
-}
-
-/// RFC 7396: `patch` merged into `target`.
-fn merge_patch(target: &mut Value, patch: Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            if let Some(t) = target.as_object_mut() {
-                for (k, v) in p {
-                    if v.is_null() {
-                        t.remove(&k);
-                    } else {
-                        merge_patch(t.entry(k).or_insert(Value::Null), v);
-                    }
-                }
-            }
-        }
-        other => *target = other,
-    }
 }
 
 async fn replace(

@@ -80,6 +80,12 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
         "Replace a provider.",
     ),
     (
+        "PATCH",
+        "/admin/providers/{name}",
+        true,
+        "Merge into a provider (JSON merge patch).",
+    ),
+    (
         "DELETE",
         "/admin/providers/{name}",
         true,
@@ -99,6 +105,12 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
     ),
     ("GET", "/admin/models/{name}", false, "One model."),
     ("PUT", "/admin/models/{name}", true, "Replace a model."),
+    (
+        "PATCH",
+        "/admin/models/{name}",
+        true,
+        "Merge into a model (JSON merge patch).",
+    ),
     ("DELETE", "/admin/models/{name}", true, "Delete a model."),
     (
         "GET",

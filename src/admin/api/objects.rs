@@ -53,7 +53,16 @@ fn in_file(api: &AdminApi, kind: &str, name: &str) -> bool {
     }
 }
 
-pub async fn list(api: &AdminApi, kind: &str) -> Answer {
+pub async fn list(api: &AdminApi, req: &Request, kind: &str) -> Answer {
+    let limit = match req.param("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit must be 1 to 1000", "limit"))?,
+    };
+    let after = req.param("after").unwrap_or("");
     let snap = api.model().lock().await;
     let f = api.state.file_config.load();
     let file: Vec<Value> = match kind {
@@ -69,8 +78,19 @@ pub async fn list(api: &AdminApi, kind: &str) -> Answer {
             .collect(),
     };
     let api_made = snap.objects.iter().filter(|o| o.kind == kind).map(view);
-    let data: Vec<Value> = file.into_iter().chain(api_made).collect();
-    Ok(reply(200, &json!({"object": "list", "data": data})))
+    let mut data: Vec<Value> = file
+        .into_iter()
+        .chain(api_made)
+        .filter(|v| v["name"].as_str().is_some_and(|n| n > after))
+        .collect();
+    data.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let has_more = data.len() > limit;
+    data.truncate(limit);
+    let last = data.last().map(|v| v["name"].clone());
+    Ok(reply(
+        200,
+        &json!({"object": "list", "data": data, "has_more": has_more, "last": last}),
+    ))
 }
 
 pub async fn get(api: &AdminApi, kind: &str, name: &str) -> Answer {
@@ -81,7 +101,7 @@ pub async fn get(api: &AdminApi, kind: &str, name: &str) -> Answer {
         .iter()
         .find(|o| o.kind == kind && o.name == name)
     {
-        Some(o) => Ok(reply(200, &view(o))),
+        Some(o) => Ok(super::write::with_etag(reply(200, &view(o)), o.version)),
         None if in_file(api, kind, name) => Ok(reply(
             200,
             &json!({"object": kind, "name": name, "source": "file"}),
@@ -141,7 +161,31 @@ pub async fn put(
     if let Some(n) = name {
         super::consumers::check_name(n)?;
     }
-    let (name, body) = parse(kind, &req.body, name)?;
+    // A merge patch applies to what is stored (a 404 when nothing is).
+    let patched;
+    let raw: &[u8] = if req.method == http::Method::PATCH {
+        let snap = api.model().lock().await;
+        let n = name.unwrap_or_default();
+        let Some(o) = snap.objects.iter().find(|o| o.kind == kind && o.name == n) else {
+            return Err(ApiError::new(
+                404,
+                "not_found_error",
+                format!("no {kind} {n:?}"),
+            ));
+        };
+        let p: Value = serde_json::from_slice(&req.body)
+            .map_err(|e| ApiError::invalid(format!("the body is not JSON: {e}"), ""))?;
+        if !p.is_object() {
+            return Err(ApiError::invalid("a merge patch must be a JSON object", ""));
+        }
+        let mut current: Value = serde_json::from_str(&o.body).map_err(ApiError::internal)?;
+        super::write::merge_patch(&mut current, p);
+        patched = current.to_string().into_bytes();
+        &patched
+    } else {
+        &req.body
+    };
+    let (name, body) = parse(kind, raw, name)?;
     super::consumers::check_name(&name)?;
     if in_file(api, kind, &name) {
         return Err(ApiError::new(
@@ -175,12 +219,15 @@ pub async fn put(
                 format!("no {kind} {name:?}"),
             ))
         }
-        (Some(i), false) => ObjectRow {
-            body: body.to_string(),
-            updated_at: t,
-            version: snap.objects[i].version + 1,
-            ..snap.objects[i].clone()
-        },
+        (Some(i), false) => {
+            super::write::precondition(req, snap.objects[i].version)?;
+            ObjectRow {
+                body: body.to_string(),
+                updated_at: t,
+                version: snap.objects[i].version + 1,
+                ..snap.objects[i].clone()
+            }
+        }
         (None, true) => ObjectRow {
             kind: kind.to_string(),
             name: name.clone(),
@@ -251,6 +298,7 @@ pub async fn delete(
             format!("no {kind} {name:?}"),
         ));
     };
+    super::write::precondition(req, snap.objects[i].version)?;
     let mut next = snap.clone();
     let gone = next.objects.remove(i);
     // A provider a model still uses cannot go.

@@ -2,7 +2,7 @@
 //! it makes, dry runs, audit rows, and the lookups and refusals of consumers.
 
 use super::store::{Change, KeyRow, Snapshot};
-use super::{reply, AdminApi, ApiError, Caller};
+use super::{reply, AdminApi, ApiError, Caller, Request};
 use http::Response;
 use serde_json::{json, Value};
 
@@ -90,4 +90,54 @@ pub fn audit_row(
         before.map(str::to_string),
         after.map(str::to_string),
     )
+}
+
+/// A consumer's ETag: its version.
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// `resp` with the ETag of `version`.
+pub fn with_etag(mut resp: Response<Vec<u8>>, version: u64) -> Response<Vec<u8>> {
+    if let Ok(v) = http::HeaderValue::from_str(&etag(version)) {
+        resp.headers_mut().insert(http::header::ETAG, v);
+    }
+    resp
+}
+
+/// A 412 unless `If-Match` (when sent) names the consumer's current version (or `*`).
+pub fn precondition(req: &Request, version: u64) -> Result<(), ApiError> {
+    match req.if_match.as_deref().map(str::trim) {
+        None | Some("*") => Ok(()),
+        Some(m) if m.trim_start_matches("W/") == etag(version) => Ok(()),
+        Some(m) => Err(ApiError::new(
+            412,
+            "precondition_failed",
+            format!(
+                "If-Match {m} is stale: the consumer is at {}",
+                etag(version)
+            ),
+        )),
+    }
+}
+
+/// RFC 7396: `patch` merged into `target`.
+pub fn merge_patch(target: &mut Value, patch: Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Some(t) = target.as_object_mut() {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(&k);
+                    } else {
+                        merge_patch(t.entry(k).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other,
+    }
 }
