@@ -247,6 +247,56 @@ pub fn for_each_turn(
     Ok(())
 }
 
+/// The first choice of a chat answer (the provider's, in the OpenAI dialect), as the
+/// surfaces read it: every field the translations use, looked up here once. A field of
+/// another type reads as absent, as providers differ in what they leave out.
+#[derive(Debug)]
+pub struct Answer<'a> {
+    pub id: &'a Value,
+    pub finish_reason: Option<&'a str>,
+    /// The text, when there is any.
+    pub text: Option<&'a str>,
+    /// Reasoning text (`reasoning_content`), when there is any.
+    pub reasoning: Option<&'a str>,
+    pub calls: Vec<AnswerCall<'a>>,
+    pub usage: &'a Value,
+}
+
+/// A tool call of an answer.
+#[derive(Debug)]
+pub struct AnswerCall<'a> {
+    pub id: &'a Value,
+    pub name: &'a Value,
+    /// Its arguments as the model wrote them (JSON text).
+    pub arguments: Option<&'a str>,
+}
+
+impl<'a> Answer<'a> {
+    /// Read `chat` (a `chat.completion`).
+    pub fn of(chat: &'a Value) -> Answer<'a> {
+        let choice = &chat["choices"][0];
+        let msg = &choice["message"];
+        let nonempty = |v: &'a Value| v.as_str().filter(|s| !s.is_empty());
+        Answer {
+            id: &chat["id"],
+            finish_reason: choice["finish_reason"].as_str(),
+            text: nonempty(&msg["content"]),
+            reasoning: nonempty(&msg["reasoning_content"]),
+            calls: msg["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| AnswerCall {
+                    id: &c["id"],
+                    name: &c["function"]["name"],
+                    arguments: c["function"]["arguments"].as_str(),
+                })
+                .collect(),
+            usage: &chat["usage"],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,21 +68,20 @@ fn input_of(arguments: &str) -> Value {
 
 /// A `chat.completion` → a Message for the public `model`.
 pub fn from_chat(chat: &Value, model: &str) -> Value {
-    let choice = &chat["choices"][0];
-    let msg = &choice["message"];
+    let a = crate::canonical::chat::Answer::of(chat);
     let mut content = Vec::new();
-    if let Some(t) = msg["content"].as_str().filter(|t| !t.is_empty()) {
+    if let Some(t) = a.text {
         content.push(json!({"type": "text", "text": t}));
     }
-    for call in msg["tool_calls"].as_array().into_iter().flatten() {
-        let args = call["function"]["arguments"].as_str().unwrap_or("{}");
-        content.push(json!({"type": "tool_use", "id": call["id"],
-            "name": call["function"]["name"], "input": input_of(args)}));
+    for call in &a.calls {
+        let args = call.arguments.unwrap_or("{}");
+        content.push(json!({"type": "tool_use", "id": call.id, "name": call.name,
+            "input": input_of(args)}));
     }
-    json!({"id": message_id(&chat["id"]), "type": "message", "role": "assistant", "model": model,
+    json!({"id": message_id(a.id), "type": "message", "role": "assistant", "model": model,
            "content": content,
-           "stop_reason": stop_reason(choice["finish_reason"].as_str().unwrap_or("stop")),
-           "stop_sequence": null, "usage": usage(&chat["usage"])})
+           "stop_reason": stop_reason(a.finish_reason.unwrap_or("stop")),
+           "stop_sequence": null, "usage": usage(a.usage)})
 }
 
 /// Anthropic's error type for a status.

@@ -193,28 +193,26 @@ pub fn reasoning_item(id: &str, text: &str) -> Value {
 
 /// A `chat.completion` → the Response for the request `echo`, as response `id`.
 pub fn from_chat(chat: &Value, echo: &Echo, id: &str, model: &str, created: u64) -> Value {
-    let choice = &chat["choices"][0];
-    let msg = &choice["message"];
+    let a = crate::canonical::chat::Answer::of(chat);
     let mut output = Vec::new();
-    if let Some(r) = msg["reasoning_content"].as_str().filter(|r| !r.is_empty()) {
+    if let Some(r) = a.reasoning {
         output.push(reasoning_item(&new_id("rs_"), r));
     }
-    let (status, incomplete) = status_of(choice["finish_reason"].as_str());
-    if let Some(t) = msg["content"].as_str().filter(|t| !t.is_empty()) {
+    let (status, incomplete) = status_of(a.finish_reason);
+    if let Some(t) = a.text {
         output.push(message_item(&new_id("msg_"), t, item_status(status)));
     }
-    for call in msg["tool_calls"].as_array().into_iter().flatten() {
-        let args = call["function"]["arguments"].as_str().unwrap_or("");
-        let name = &call["function"]["name"];
-        let id = new_id(echo.tools.id_prefix(name));
-        let item = tools::call_item(&echo.tools, &id, &call["id"], name, args, "completed");
+    for call in &a.calls {
+        let args = call.arguments.unwrap_or("");
+        let id = new_id(echo.tools.id_prefix(call.name));
+        let item = tools::call_item(&echo.tools, &id, call.id, call.name, args, "completed");
         output.push(item);
     }
     let mut r = skeleton(&echo.head, id, model, created);
     r["status"] = json!(status);
     r["incomplete_details"] = incomplete;
     r["output"] = Value::Array(output);
-    r["usage"] = usage(&chat["usage"]);
+    r["usage"] = usage(a.usage);
     r["completed_at"] = json!(created);
     r
 }
