@@ -297,6 +297,64 @@ impl<'a> Answer<'a> {
     }
 }
 
+/// One chunk of a chat stream, as the surfaces read it (the stream's counterpart of
+/// [`Answer`]): its error, usage and first choice's delta, looked up here once.
+#[derive(Debug)]
+pub struct Chunk<'a> {
+    pub id: &'a Value,
+    /// An error event's object.
+    pub error: Option<&'a Value>,
+    pub usage: Option<&'a Value>,
+    /// Whether it carries a choice (a usage-only chunk does not).
+    pub has_choice: bool,
+    pub text: Option<&'a str>,
+    pub reasoning: Option<&'a str>,
+    pub calls: Vec<ChunkCall<'a>>,
+    pub finish_reason: Option<&'a str>,
+}
+
+/// A tool call's piece in a chunk.
+#[derive(Debug)]
+pub struct ChunkCall<'a> {
+    pub index: u64,
+    pub id: &'a Value,
+    pub name: &'a Value,
+    /// A piece of its arguments (none when empty).
+    pub arguments: Option<&'a str>,
+}
+
+impl<'a> Chunk<'a> {
+    /// Read `chunk` (a `chat.completion.chunk`, or an error event).
+    pub fn of(chunk: &'a Value) -> Chunk<'a> {
+        let choice = chunk["choices"].get(0);
+        let delta = choice.map(|c| &c["delta"]);
+        let text = |k: &str| delta.and_then(|d| d[k].as_str()).filter(|s| !s.is_empty());
+        let calls = delta
+            .and_then(|d| d["tool_calls"].as_array())
+            .into_iter()
+            .flatten()
+            .map(|c| ChunkCall {
+                index: c["index"].as_u64().unwrap_or(0),
+                id: &c["id"],
+                name: &c["function"]["name"],
+                arguments: c["function"]["arguments"]
+                    .as_str()
+                    .filter(|a| !a.is_empty()),
+            })
+            .collect();
+        Chunk {
+            id: &chunk["id"],
+            error: chunk.get("error").filter(|e| e.is_object()),
+            usage: chunk.get("usage").filter(|u| u.is_object()),
+            has_choice: choice.is_some(),
+            text: text("content"),
+            reasoning: text("reasoning_content"),
+            calls,
+            finish_reason: choice.and_then(|c| c["finish_reason"].as_str()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

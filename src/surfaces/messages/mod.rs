@@ -210,7 +210,8 @@ impl ChunkTranslator for ChunkStream {
             self.finish(&mut out); // `data: [DONE]`
             return out;
         };
-        if let Some(e) = c.get("error").filter(|e| e.is_object()) {
+        let c = crate::canonical::chat::Chunk::of(c);
+        if let Some(e) = c.error {
             let message = e["message"].as_str().unwrap_or("upstream error");
             let etype = if e["type"] == "server_error" || e["type"].is_null() {
                 "api_error"
@@ -223,35 +224,30 @@ impl ChunkTranslator for ChunkStream {
             self.ended = true;
             return out;
         }
-        self.start(&c["id"], &mut out);
-        if c["usage"].is_object() {
-            self.usage = c["usage"].clone();
+        self.start(c.id, &mut out);
+        if let Some(u) = c.usage {
+            self.usage = u.clone();
         }
-        let Some(choice) = c["choices"].get(0) else {
+        if !c.has_choice {
             return out;
-        };
-        let d = &choice["delta"];
-        if let Some(t) = d["content"].as_str().filter(|t| !t.is_empty()) {
+        }
+        if let Some(t) = c.text {
             if self.open != Open::Text {
                 self.open(Open::Text, json!({"type": "text", "text": ""}), &mut out);
             }
             out.push(self.delta(json!({"type": "text_delta", "text": t})));
         }
-        for call in d["tool_calls"].as_array().into_iter().flatten() {
-            let index = call["index"].as_u64().unwrap_or(0);
-            if self.open != Open::Tool(index) {
-                let block = json!({"type": "tool_use", "id": call["id"],
-                    "name": call["function"]["name"], "input": {}});
-                self.open(Open::Tool(index), block, &mut out);
+        for call in &c.calls {
+            if self.open != Open::Tool(call.index) {
+                let block = json!({"type": "tool_use", "id": call.id, "name": call.name,
+                    "input": {}});
+                self.open(Open::Tool(call.index), block, &mut out);
             }
-            if let Some(a) = call["function"]["arguments"]
-                .as_str()
-                .filter(|a| !a.is_empty())
-            {
+            if let Some(a) = call.arguments {
                 out.push(self.delta(json!({"type": "input_json_delta", "partial_json": a})));
             }
         }
-        if let Some(f) = choice["finish_reason"].as_str() {
+        if let Some(f) = c.finish_reason {
             self.stop_reason = stop_reason(f);
         }
         out

@@ -6,6 +6,7 @@
 
 use super::tools::{call_item, ToolNames};
 use super::{message_item, new_id, reasoning_item, skeleton, status_of, usage, Echo};
+use crate::canonical::chat::{Chunk, ChunkCall};
 use crate::surfaces::ChunkTranslator;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -230,10 +231,10 @@ impl ResponseStream {
         }
     }
 
-    fn call(&mut self, c: &Value, out: &mut Vec<Bytes>) {
-        let index = c["index"].as_u64().unwrap_or(0);
+    fn call(&mut self, c: &ChunkCall<'_>, out: &mut Vec<Bytes>) {
+        let index = c.index;
         if !matches!(self.open, Open::Call { index: open, .. } if open == index) {
-            let (call_id, name) = (c["id"].clone(), c["function"]["name"].clone());
+            let (call_id, name) = (c.id.clone(), c.name.clone());
             let id = new_id(self.names.id_prefix(&name));
             let item = call_item(&self.names, &id, &call_id, &name, "", "in_progress");
             let open = Open::Call {
@@ -246,10 +247,7 @@ impl ResponseStream {
             };
             self.add(open, item, out);
         }
-        let Some(a) = c["function"]["arguments"]
-            .as_str()
-            .filter(|a| !a.is_empty())
-        else {
+        let Some(a) = c.arguments else {
             return;
         };
         let i = self.index();
@@ -316,7 +314,8 @@ impl ChunkTranslator for ResponseStream {
             self.finish(&mut out); // `data: [DONE]`
             return out;
         };
-        if let Some(e) = c.get("error").filter(|e| e.is_object()) {
+        let c = Chunk::of(c);
+        if let Some(e) = c.error {
             self.start(&mut out);
             let code = e["code"].as_str().unwrap_or("server_error").to_string();
             let message = e["message"]
@@ -327,23 +326,22 @@ impl ChunkTranslator for ResponseStream {
             return out;
         }
         self.start(&mut out);
-        if c["usage"].is_object() {
-            self.usage = c["usage"].clone();
+        if let Some(u) = c.usage {
+            self.usage = u.clone();
         }
-        let Some(choice) = c["choices"].get(0) else {
+        if !c.has_choice {
             return out;
-        };
-        let d = &choice["delta"];
-        if let Some(r) = d["reasoning_content"].as_str().filter(|r| !r.is_empty()) {
+        }
+        if let Some(r) = c.reasoning {
             self.reasoning(r, &mut out);
         }
-        if let Some(t) = d["content"].as_str().filter(|t| !t.is_empty()) {
+        if let Some(t) = c.text {
             self.text(t, &mut out);
         }
-        for call in d["tool_calls"].as_array().into_iter().flatten() {
+        for call in &c.calls {
             self.call(call, &mut out);
         }
-        if let Some(f) = choice["finish_reason"].as_str() {
+        if let Some(f) = c.finish_reason {
             self.finish = Some(f.to_string());
         }
         out
