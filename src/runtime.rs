@@ -500,7 +500,9 @@ impl Runtime {
     /// The consumer owning a gateway key. Keys are compared by digest, so lookups take the
     /// same time whatever the key.
     pub fn consumer_for_key(&self, key: &str) -> Option<Arc<str>> {
-        self.consumers.get(&key_digest(key)).cloned()
+        self.consumers
+            .get(&crate::config::digest::of_key(key))
+            .cloned()
     }
 
     /// The consumer owning an HTTP Basic credential (compared by digest, as keys are).
@@ -550,11 +552,7 @@ impl Runtime {
 
 /// The digest a Basic credential is stored under (apart from every API key's).
 fn basic_digest(username: &str, password: &str) -> [u8; 32] {
-    key_digest(&format!("basic\u{0}{username}\u{0}{password}"))
-}
-
-fn key_digest(key: &str) -> [u8; 32] {
-    crate::config::digest::of_key(key)
+    crate::config::digest::of_key(&format!("basic\u{0}{username}\u{0}{password}"))
 }
 
 #[cfg(test)]

@@ -236,6 +236,14 @@ fn writes_honour_if_match_and_idempotency_keys() {
         Some(&json!({"name": "other"})),
     );
     assert_eq!(other.status, 422, "{}", other.body);
+    let long = "k".repeat(300);
+    let bad = send(
+        "POST",
+        &url("/admin/consumers"),
+        &h(&[("idempotency-key", &long)]),
+        Some(&create),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
     // A key's secret is shown once: its replay says so instead of showing it again.
     let k1 = send(
         "POST",

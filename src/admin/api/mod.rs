@@ -445,8 +445,9 @@ impl AdminApi {
 
     /// The caller's admin key, or why not.
     fn authenticate(&self, session: &ServerSession) -> Result<Caller, ApiError> {
-        let config = self.state.runtime.load().config.clone();
-        let keys = &config.admin.keys;
+        // The snapshot itself, not a copy of its config (which holds every consumer).
+        let rt = self.state.runtime.load();
+        let keys = &rt.config.admin.keys;
         if keys.is_empty() {
             return Err(ApiError::new(
                 404,

@@ -95,6 +95,10 @@ pub struct ChatTools {
     pub names: ToolNames,
 }
 
+/// Most tools one request may define (OpenAI takes 128): a bound on the work of naming
+/// them and of every lookup of a call's name.
+pub const MAX_TOOLS: usize = 512;
+
 /// A chat function name: the characters chat APIs accept (`[A-Za-z0-9_-]`), at most 64.
 fn sanitize(name: &str) -> String {
     name.chars()
@@ -153,7 +157,10 @@ impl ToolNames {
     /// A unique chat name for `name` in `namespace`: the bare name when free, else
     /// `namespace__name`, else with a number.
     fn claim(&mut self, namespace: Option<&str>, name: &str, custom: bool) -> String {
-        let taken = |names: &[ToolName], c: &str| names.iter().any(|n| n.chat == c);
+        // Every name claimed so far, once per claim: at most MAX_TOOLS² steps in all.
+        let claimed: std::collections::HashSet<&str> =
+            self.names.iter().map(|n| n.chat.as_str()).collect();
+        let taken = |_: &[ToolName], c: &str| claimed.contains(c);
         let chat = match namespace {
             // A top-level tool keeps its name as the client wrote it.
             None => name.to_string(),
@@ -174,6 +181,7 @@ impl ToolNames {
                 pick
             }
         };
+        drop(claimed);
         self.names.push(ToolName {
             chat: chat.clone(),
             namespace: namespace.map(str::to_string),
@@ -279,6 +287,9 @@ impl ChatTools {
     ) -> Result<(), GatewayError> {
         for (i, t) in list.into_iter().enumerate() {
             let at = format!("{at}[{i}]");
+            if self.names.names.len() >= MAX_TOOLS {
+                return Err(bad_tool(&at, format!("at most {MAX_TOOLS} tools in all")));
+            }
             match serde_json::from_value::<Tool>(t).map_err(|e| bad_tool(&at, e))? {
                 Tool::Function(f) => {
                     let chat = self.names.claim(ns, &f.name, false);
@@ -466,6 +477,32 @@ mod tests {
         );
         assert_eq!(t.choice(&json!("required")), Some(json!("required")));
         assert_eq!(t.choice(&json!({"type": "web_search_preview"})), None);
+    }
+
+    #[test]
+    fn many_tools_of_one_name_are_named_quickly_and_too_many_refused() {
+        let children: Vec<Value> = (0..MAX_TOOLS - 1)
+            .map(|_| json!({"type": "function", "name": "x"}))
+            .collect();
+        let body = |children: &[Value]| {
+            json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "x"},
+                {"type": "namespace", "name": "a", "tools": children}]})
+        };
+        let start = std::time::Instant::now();
+        let t = tools(body(&children)).unwrap();
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        let mut names: Vec<&str> = t
+            .tools
+            .iter()
+            .map(|f| f["function"]["name"].as_str().unwrap())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), MAX_TOOLS, "every chat name unique");
+        let mut over = children.clone();
+        over.push(json!({"type": "function", "name": "x"}));
+        let e = tools(body(&over)).err().unwrap();
+        assert!(e.to_string().contains("at most 512 tools"), "{e}");
     }
 
     #[test]
