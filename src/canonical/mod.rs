@@ -6,6 +6,7 @@
 //!
 //! Used by the proxy (from a client's body) and the batch dispatcher (from an input line).
 
+pub mod anthropic;
 pub mod chat;
 pub mod finish;
 pub mod numbers;

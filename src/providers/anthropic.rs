@@ -13,6 +13,8 @@
 //! The mapping follows `shared/reference/openai-wire.md` §5.1.
 
 use super::api::ChatEvent;
+use super::chat_wire::{ChatUsage, UsageChunk};
+use crate::canonical::anthropic::{Block, Delta, Event, Usage as AnthropicUsage};
 use crate::canonical::chat::{for_each_turn, ChatHead, Choice, Turn};
 use crate::canonical::finish::Finish;
 use crate::canonical::parts::{self, Content, Part};
@@ -135,27 +137,15 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
     Finish::from_anthropic(stop_reason).openai()
 }
 
-/// Prompt and completion tokens of an Anthropic `usage` (cache reads and writes count as
-/// prompt tokens).
-pub fn tokens(u: &Value) -> (u64, u64) {
-    let n = |k: &str| u[k].as_u64().unwrap_or(0);
-    (
-        n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens"),
-        n("output_tokens"),
-    )
-}
-
 /// An Anthropic error body: `{"type":"error","error":{"type","message"}}`.
 pub use crate::errors::anthropic_error_body as error_body;
 
-/// Anthropic usage → OpenAI usage: cache reads and writes count as prompt tokens.
-pub(super) fn usage(u: &Value, output_tokens: Option<u64>) -> Value {
-    let n = |k: &str| u[k].as_u64().unwrap_or(0);
-    let (prompt, output) = tokens(u);
-    let completion = output_tokens.unwrap_or(output);
-    json!({"prompt_tokens": prompt, "completion_tokens": completion,
-           "total_tokens": prompt + completion,
-           "prompt_tokens_details": {"cached_tokens": n("cache_read_input_tokens")}})
+/// Anthropic usage → OpenAI usage: cache reads and writes count as prompt tokens;
+/// `output_tokens` (a stream's `message_delta` count) replaces the Message's.
+pub(super) fn usage(u: &AnthropicUsage, output_tokens: Option<u64>) -> ChatUsage {
+    let completion = output_tokens.unwrap_or(u.output());
+    let cached = u.cache_read_input_tokens.unwrap_or(0);
+    ChatUsage::new(u.prompt(), completion, cached, None)
 }
 
 /// An Anthropic error answer → the status and OpenAI error body the client gets.
@@ -172,7 +162,7 @@ pub struct StreamTranslator {
     id: String,
     model: String,
     created: u64,
-    usage: Value,
+    usage: AnthropicUsage,
     output_tokens: Option<u64>,
     /// Anthropic block index → OpenAI tool call index.
     tools: Vec<(u64, usize)>,
@@ -188,7 +178,7 @@ impl StreamTranslator {
             id: String::new(),
             model: model.to_string(),
             created,
-            usage: Value::Null,
+            usage: AnthropicUsage::default(),
             output_tokens: None,
             tools: Vec::new(),
             ended: false,
@@ -202,83 +192,75 @@ impl StreamTranslator {
 
     /// The OpenAI events for one upstream event's `data`.
     pub fn event(&mut self, data: &Value) -> Vec<ChatEvent> {
-        match data["type"].as_str().unwrap_or_default() {
-            "message_start" => {
-                let m = &data["message"];
-                self.id = m["id"].as_str().unwrap_or("msg").to_string();
-                self.usage = m["usage"].clone();
+        match Event::read(data) {
+            Event::MessageStart { message } => {
+                self.id = message.id.as_deref().unwrap_or("msg").to_string();
+                self.usage = message.usage;
                 vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
             }
-            "content_block_start" => {
-                let b = &data["content_block"];
-                match b["type"].as_str() {
-                    Some("tool_use") => {
-                        let index = self.tools.len();
-                        self.tools
-                            .push((data["index"].as_u64().unwrap_or(0), index));
-                        vec![self.chunk(
-                            json!({"tool_calls": [{"index": index, "id": b["id"], "type": "function",
-                                                   "function": {"name": b["name"], "arguments": ""}}]}),
-                            None,
-                        )]
-                    }
-                    Some("text") if b["text"].as_str().is_some_and(|t| !t.is_empty()) => {
-                        vec![self.chunk(json!({"content": b["text"]}), None)]
-                    }
-                    _ => Vec::new(),
+            Event::ContentBlockStart {
+                index: block,
+                content_block,
+            } => match content_block {
+                Block::ToolUse { id, name, .. } => {
+                    let index = self.tools.len();
+                    self.tools.push((block, index));
+                    vec![self.chunk(
+                        json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                                               "function": {"name": name, "arguments": ""}}]}),
+                        None,
+                    )]
                 }
-            }
-            "content_block_delta" => {
-                let d = &data["delta"];
-                match d["type"].as_str() {
-                    Some("text_delta") => vec![self.chunk(json!({"content": d["text"]}), None)],
-                    Some("input_json_delta") => {
-                        let block = data["index"].as_u64().unwrap_or(0);
-                        let Some(&(_, index)) = self.tools.iter().find(|(b, _)| *b == block) else {
-                            return Vec::new();
-                        };
-                        let partial = d["partial_json"].as_str().unwrap_or_default();
-                        if partial.is_empty() {
-                            return Vec::new();
-                        }
-                        vec![self.chunk(
-                            json!({"tool_calls": [{"index": index, "function": {"arguments": partial}}]}),
-                            None,
-                        )]
-                    }
-                    _ => Vec::new(), // thinking and signature deltas have no OpenAI equivalent
+                Block::Text { text } if !text.is_empty() => {
+                    vec![self.chunk(json!({"content": text}), None)]
                 }
-            }
-            "message_delta" => {
-                self.output_tokens = data["usage"]["output_tokens"].as_u64();
-                let reason = finish_reason(data["delta"]["stop_reason"].as_str().unwrap_or(""));
+                _ => Vec::new(),
+            },
+            Event::ContentBlockDelta {
+                index: block,
+                delta,
+            } => match delta {
+                Delta::TextDelta { text } => vec![self.chunk(json!({"content": text}), None)],
+                Delta::InputJsonDelta { partial_json } => {
+                    let Some(&(_, index)) = self.tools.iter().find(|(b, _)| *b == block) else {
+                        return Vec::new();
+                    };
+                    if partial_json.is_empty() {
+                        return Vec::new();
+                    }
+                    vec![self.chunk(
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": partial_json}}]}),
+                        None,
+                    )]
+                }
+                Delta::Other => Vec::new(), // thinking and signature deltas have no OpenAI equivalent
+            },
+            Event::MessageDelta { delta, usage } => {
+                self.output_tokens = usage.output_tokens;
+                let reason = finish_reason(delta.stop_reason.as_deref().unwrap_or(""));
                 vec![self.chunk(json!({}), Some(reason))]
             }
-            "message_stop" => {
+            Event::MessageStop => {
                 self.ended = true;
-                let u = json!({"id": self.id, "object": "chat.completion.chunk",
-                    "created": self.created, "model": self.model, "choices": [],
-                    "usage": usage(&self.usage, self.output_tokens)});
-                vec![ChatEvent::Chunk(u), ChatEvent::Done]
+                let usage = usage(&self.usage, self.output_tokens);
+                let u = UsageChunk::new(&self.id, self.created, &self.model, usage);
+                vec![u.event(), ChatEvent::Done]
             }
-            "error" => {
+            Event::Error { error } => {
                 self.ended = true;
-                let e = &data["error"];
-                self.throttled = e["type"] == "rate_limit_error";
-                let etype = match e["type"].as_str() {
+                let kind = error.kind.as_deref();
+                self.throttled = kind == Some("rate_limit_error");
+                let etype = match kind {
                     Some("overloaded_error" | "api_error") | None => "server_error",
                     Some("rate_limit_error") => "requests",
                     Some(_) => "invalid_request_error",
                 };
-                let body = openai_error_body(
-                    e["message"].as_str().unwrap_or("upstream error"),
-                    etype,
-                    None,
-                    None,
-                );
-                vec![ChatEvent::Error(body)]
+                let message = error.message.as_deref().unwrap_or("upstream error");
+                vec![ChatEvent::Error(openai_error_body(
+                    message, etype, None, None,
+                ))]
             }
-            _ => Vec::new(), // ping
+            Event::ContentBlockStop { .. } | Event::Other => Vec::new(), // ping
         }
     }
 }
@@ -374,8 +356,8 @@ mod tests {
     #[test]
     fn response_mapping() {
         let response = |text: &str| {
-            let m = super::super::anthropic_answer::Message::parse(text.as_bytes()).unwrap();
-            serde_json::to_value(m.into_chat("claude", 7)).unwrap()
+            use super::super::anthropic_answer::{into_chat, parse};
+            serde_json::to_value(into_chat(parse(text.as_bytes()).unwrap(), "claude", 7)).unwrap()
         };
         let c = response(&fixture("message_text.json"));
         assert_eq!(

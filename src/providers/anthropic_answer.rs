@@ -1,97 +1,49 @@
 //! An Anthropic Message answer → an OpenAI `chat.completion`, between typed values: the
-//! Message is read into [`Message`] (its strings borrowed from the answer, blocks of other
-//! types skipped), and a [`ChatCompletion`] is what is written.
+//! Message is read into the shared Anthropic model ([`Message`], its strings borrowed
+//! from the answer, blocks of other types skipped), and a [`ChatCompletion`] is what is
+//! written.
 
 use super::anthropic::{finish_reason, usage};
 use super::chat_wire::{AssistantMessage, ChatCompletion, ToolCall};
+use crate::canonical::anthropic::{Block, Message};
 use crate::errors::GatewayError;
-use serde::Deserialize;
-use serde_json::Value;
-use std::borrow::Cow;
 
-/// The parts of a Message the translation reads.
-#[derive(Debug, Deserialize)]
-pub struct Message<'a> {
-    /// Always `message` in an answer.
-    #[serde(rename = "type", borrow)]
-    pub kind: Cow<'a, str>,
-    #[serde(default, borrow)]
-    pub id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pub content: Vec<Block<'a>>,
-    #[serde(default, borrow)]
-    pub stop_reason: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub usage: Value,
+/// Read a Message answer; anything else is the upstream's protocol error.
+pub fn parse(body: &[u8]) -> Result<Message<'_>, GatewayError> {
+    serde_json::from_slice::<Message<'_>>(body)
+        .ok()
+        .filter(|m| m.kind == "message")
+        .ok_or_else(|| GatewayError::UpstreamProtocol("not a Message".into()))
 }
 
-/// One content block of a Message.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Block<'a> {
-    Text {
-        #[serde(borrow)]
-        text: Cow<'a, str>,
-    },
-    ToolUse {
-        #[serde(borrow)]
-        id: Cow<'a, str>,
-        #[serde(borrow)]
-        name: Cow<'a, str>,
-        #[serde(default)]
-        input: Value,
-    },
-    /// Thinking, redacted thinking, server tools' blocks: no chat equivalent.
-    #[serde(other)]
-    Other,
-}
-
-impl<'a> Message<'a> {
-    /// Read a Message answer; anything else is the upstream's protocol error.
-    pub fn parse(body: &'a [u8]) -> Result<Message<'a>, GatewayError> {
-        serde_json::from_slice::<Message<'a>>(body)
-            .ok()
-            .filter(|m| m.kind == "message")
-            .ok_or_else(|| GatewayError::UpstreamProtocol("not a Message".into()))
-    }
-
-    /// As a `chat.completion` for the public `model`: text blocks joined, tool uses as
-    /// tool calls.
-    pub fn into_chat(self, model: &'a str, created: u64) -> ChatCompletion<'a> {
-        let mut text = String::new();
-        let mut tool_calls = Vec::new();
-        for block in self.content {
-            match block {
-                Block::Text { text: t } => text.push_str(&t),
-                Block::ToolUse { id, name, input } => {
-                    tool_calls.push(ToolCall::function(id, name, input.to_string()))
-                }
-                Block::Other => {}
+/// A Message as a `chat.completion` for the public `model`: text blocks joined, tool
+/// uses as tool calls.
+pub fn into_chat<'a>(m: Message<'a>, model: &'a str, created: u64) -> ChatCompletion<'a> {
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in m.content {
+        match block {
+            Block::Text { text: t } => text.push_str(&t),
+            Block::ToolUse { id, name, input } => {
+                tool_calls.push(ToolCall::function(id, name, input.to_string()))
             }
+            Block::Other => {}
         }
-        let finish = finish_reason(self.stop_reason.as_deref().unwrap_or(""));
-        let message = AssistantMessage::new(text, String::new(), tool_calls, false);
-        ChatCompletion::one(
-            self.id,
-            model,
-            created,
-            finish,
-            message,
-            usage(&self.usage, None),
-        )
     }
+    let finish = finish_reason(m.stop_reason.as_deref().unwrap_or(""));
+    let message = AssistantMessage::new(text, String::new(), tool_calls, false);
+    let usage = usage(&m.usage, None);
+    ChatCompletion::one(m.id, model, created, finish, message, usage)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn chat(body: Value) -> Value {
         let text = body.to_string();
-        let c = Message::parse(text.as_bytes())
-            .unwrap()
-            .into_chat("claude", 7);
+        let c = into_chat(parse(text.as_bytes()).unwrap(), "claude", 7);
         serde_json::to_value(c).unwrap()
     }
 
@@ -124,7 +76,7 @@ mod tests {
         let empty = chat(json!({"type": "message", "content": [], "stop_reason": "end_turn"}));
         assert_eq!(empty["choices"][0]["message"]["content"], "");
         assert!(empty["choices"][0]["message"].get("tool_calls").is_none());
-        assert!(Message::parse(br#"{"type": "error"}"#).is_err());
-        assert!(Message::parse(b"not json").is_err());
+        assert!(parse(br#"{"type": "error"}"#).is_err());
+        assert!(parse(b"not json").is_err());
     }
 }

@@ -2,13 +2,15 @@
 //! [`super::anthropic`] for the translations), `/v1/messages` passed through, the key in
 //! `x-api-key`, `anthropic-version` on every request.
 
-use super::anthropic::{request, tokens, API_VERSION};
+use super::anthropic::{request, API_VERSION};
 use super::api::{key_header, EventTranslator, Outgoing, Provider, Target, WholeAnswer};
 use super::signals::Signals;
+use crate::canonical::anthropic::{Event, Usage as AnthropicUsage};
 use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use http::HeaderName;
+use serde::Deserialize;
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -52,19 +54,19 @@ impl Provider for Anthropic {
     }
 
     fn usage(&self, message: &Value) -> Option<Usage> {
-        let (prompt, completion) = tokens(message.get("usage")?);
+        let u = AnthropicUsage::deserialize(message.get("usage")?).unwrap_or_default();
         Some(Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
+            prompt_tokens: u.prompt(),
+            completion_tokens: u.output(),
             total_tokens: None,
         })
     }
 
     /// `message_start` carries the input tokens, `message_delta` the output so far.
     fn stream_usage(&self, event: &Value, usage: &mut Usage) {
-        match event["type"].as_str() {
-            Some("message_start") => usage.prompt_tokens = tokens(&event["message"]["usage"]).0,
-            Some("message_delta") => usage.completion_tokens = tokens(&event["usage"]).1,
+        match Event::read(event) {
+            Event::MessageStart { message } => usage.prompt_tokens = message.usage.prompt(),
+            Event::MessageDelta { usage: u, .. } => usage.completion_tokens = u.output(),
             _ => {}
         }
     }
@@ -98,7 +100,11 @@ impl Provider for Anthropic {
                 as_sent: false,
             });
         }
-        let chat = super::anthropic_answer::Message::parse(&body)?.into_chat(model, created);
+        let chat = super::anthropic_answer::into_chat(
+            super::anthropic_answer::parse(&body)?,
+            model,
+            created,
+        );
         let body = serde_json::to_vec(&chat)
             .map_err(|e| GatewayError::Internal(format!("writing the answer: {e}")))?;
         Ok(WholeAnswer {

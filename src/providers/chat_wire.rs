@@ -14,7 +14,75 @@ pub struct ChatCompletion<'a> {
     pub id: Option<Cow<'a, str>>,
     pub model: &'a str,
     pub object: &'static str,
-    pub usage: Value,
+    pub usage: ChatUsage,
+}
+
+/// OpenAI usage as the translations write it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ChatUsage {
+    pub completion_tokens: u64,
+    /// Present when the provider reports reasoning tokens apart (Gemini's thoughts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<ReasoningTokens>,
+    pub prompt_tokens: u64,
+    pub prompt_tokens_details: CachedTokens,
+    pub total_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CachedTokens {
+    pub cached_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReasoningTokens {
+    pub reasoning_tokens: u64,
+}
+
+impl ChatUsage {
+    /// Usage of `prompt` and `completion` tokens, `cached` of the prompt read from a
+    /// cache; the total is the provider's when it reported one, else the (saturating) sum.
+    pub fn new(prompt: u64, completion: u64, cached: u64, total: Option<u64>) -> ChatUsage {
+        ChatUsage {
+            completion_tokens: completion,
+            completion_tokens_details: None,
+            prompt_tokens: prompt,
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: cached,
+            },
+            total_tokens: total.unwrap_or(prompt.saturating_add(completion)),
+        }
+    }
+}
+
+/// The last chunk of a translated stream: no choices, the usage (as OpenAI sends it when
+/// asked with `stream_options.include_usage`).
+#[derive(Debug, Serialize)]
+pub struct UsageChunk<'a> {
+    pub choices: [(); 0],
+    pub created: u64,
+    pub id: &'a str,
+    pub model: &'a str,
+    pub object: &'static str,
+    pub usage: ChatUsage,
+}
+
+impl<'a> UsageChunk<'a> {
+    pub fn new(id: &'a str, created: u64, model: &'a str, usage: ChatUsage) -> UsageChunk<'a> {
+        UsageChunk {
+            choices: [],
+            created,
+            id,
+            model,
+            object: "chat.completion.chunk",
+            usage,
+        }
+    }
+
+    /// As the stream's chat event.
+    pub fn event(&self) -> super::api::ChatEvent {
+        super::api::ChatEvent::Chunk(serde_json::to_value(self).unwrap_or(Value::Null))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -60,7 +128,7 @@ impl<'a> ChatCompletion<'a> {
         created: u64,
         finish_reason: &'static str,
         message: AssistantMessage<'a>,
-        usage: Value,
+        usage: ChatUsage,
     ) -> ChatCompletion<'a> {
         ChatCompletion {
             choices: [Choice {

@@ -76,7 +76,7 @@ pub fn answer(
         }
         (Endpoint::Messages, Ok(c)) => plain(
             status,
-            Bytes::from(messages::from_chat(&c, model).to_string()),
+            Bytes::from(serde_json::to_vec(&messages::from_chat(&c, model)).unwrap_or_default()),
         ),
         (Endpoint::Messages, Err(_)) => plain(
             502,

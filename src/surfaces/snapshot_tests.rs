@@ -170,7 +170,9 @@ fn responses_request_to_chat() {
 
 #[test]
 fn chat_answer_to_message() {
-    insta::assert_json_snapshot!(stable(messages::from_chat(&chat_answer(), "claude-x")));
+    insta::assert_json_snapshot!(stable(
+        serde_json::to_value(messages::from_chat(&chat_answer(), "claude-x")).unwrap()
+    ));
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use super::translate::{finish_reason, usage};
 use crate::errors::openai_error_body;
 use crate::providers::api::{BodyDecoder, ChatEvent, EventTranslator};
+use crate::providers::chat_wire::UsageChunk;
 use crate::providers::{UpstreamErrorKind, UpstreamFailure};
 use aws_smithy_eventstream::frame::read_message_from;
 use aws_smithy_types::event_stream::Message;
@@ -176,10 +177,8 @@ impl EventTranslator for ConverseStream {
             }
             "metadata" => {
                 self.ended = true;
-                let u = json!({"id": self.id, "object": "chat.completion.chunk",
-                    "created": self.created, "model": self.model, "choices": [],
-                    "usage": usage(&p["usage"])});
-                vec![ChatEvent::Chunk(u), ChatEvent::Done]
+                let u = UsageChunk::new(&self.id, self.created, &self.model, usage(&p["usage"]));
+                vec![u.event(), ChatEvent::Done]
             }
             _ => Vec::new(), // contentBlockStop
         }

@@ -7,6 +7,7 @@ use crate::canonical::parts::{self, Content, Image, Part};
 use crate::canonical::write::{ArrayOut, Turns};
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
+use crate::providers::chat_wire::ChatUsage;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
@@ -169,12 +170,15 @@ pub fn finish_reason(stop: &str) -> &'static str {
 }
 
 /// Converse usage → OpenAI usage.
-pub fn usage(u: &Value) -> Value {
+pub fn usage(u: &Value) -> ChatUsage {
     let n = |k: &str| u[k].as_u64().unwrap_or(0);
-    let (prompt, completion) = (n("inputTokens"), n("outputTokens"));
-    json!({"prompt_tokens": prompt, "completion_tokens": completion,
-           "total_tokens": u["totalTokens"].as_u64().unwrap_or(prompt + completion),
-           "prompt_tokens_details": {"cached_tokens": n("cacheReadInputTokens")}})
+    let cached = n("cacheReadInputTokens");
+    ChatUsage::new(
+        n("inputTokens"),
+        n("outputTokens"),
+        cached,
+        u["totalTokens"].as_u64(),
+    )
 }
 
 /// A Bedrock error answer (`{"message"}`) → status and OpenAI error body.

@@ -12,6 +12,7 @@ pub mod translate;
 use super::api::{key_header, ChatEvent, EventTranslator, Outgoing, Provider, Target, WholeAnswer};
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::{openai_error_body, GatewayError};
+use crate::providers::chat_wire::UsageChunk;
 use bytes::Bytes;
 use http::HeaderName;
 use serde_json::{json, Value};
@@ -236,9 +237,8 @@ impl EventTranslator for GeminiStream {
         {
             self.ended = true;
             out.push(self.chunk(json!({}), Some(finish_reason(reason, self.calls > 0))));
-            let u = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": [], "usage": usage(&data["usageMetadata"])});
-            out.push(ChatEvent::Chunk(u));
+            let usage = usage(&data["usageMetadata"]);
+            out.push(UsageChunk::new(&self.id, self.created, &self.model, usage).event());
             out.push(ChatEvent::Done);
         }
         out

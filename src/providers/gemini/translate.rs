@@ -8,6 +8,7 @@ use crate::canonical::parts::{self, Content, Image, Part};
 use crate::canonical::write::{ArrayOut, Turns};
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
+use crate::providers::chat_wire::{ChatUsage, ReasoningTokens};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -228,14 +229,18 @@ pub fn finish_reason(reason: &str, called: bool) -> &'static str {
 }
 
 /// Gemini `usageMetadata` → OpenAI usage (thinking tokens count as completion tokens).
-pub fn usage(u: &Value) -> Value {
+pub fn usage(u: &Value) -> ChatUsage {
     let n = |k: &str| u[k].as_u64().unwrap_or(0);
-    let prompt = n("promptTokenCount");
-    let completion = n("candidatesTokenCount") + n("thoughtsTokenCount");
-    let total = u["totalTokenCount"].as_u64().unwrap_or(prompt + completion);
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total,
-           "prompt_tokens_details": {"cached_tokens": n("cachedContentTokenCount")},
-           "completion_tokens_details": {"reasoning_tokens": n("thoughtsTokenCount")}})
+    let thoughts = n("thoughtsTokenCount");
+    let completion = n("candidatesTokenCount").saturating_add(thoughts);
+    let cached = n("cachedContentTokenCount");
+    let total = u["totalTokenCount"].as_u64();
+    ChatUsage {
+        completion_tokens_details: Some(ReasoningTokens {
+            reasoning_tokens: thoughts,
+        }),
+        ..ChatUsage::new(n("promptTokenCount"), completion, cached, total)
+    }
 }
 
 /// A call id for the `index`-th function call of response `id`.

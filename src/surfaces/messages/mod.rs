@@ -12,6 +12,7 @@ mod request;
 pub use request::to_chat;
 
 use super::ChunkTranslator;
+use crate::canonical::anthropic::{Block, Delta, Event, Message, StopDelta, Usage};
 use crate::canonical::finish::Finish;
 use crate::errors::anthropic_error_body;
 use bytes::Bytes;
@@ -35,14 +36,18 @@ fn stop_reason(finish: &str) -> &'static str {
 
 /// OpenAI usage → Anthropic usage (cached prompt tokens as cache reads, so that input +
 /// cache reads is the prompt, as Anthropic counts).
-fn usage(u: &Value) -> Value {
+fn usage(u: &Value) -> Usage {
     let prompt = u["prompt_tokens"].as_u64().unwrap_or(0);
     let cached = u["prompt_tokens_details"]["cached_tokens"]
         .as_u64()
         .unwrap_or(0)
         .min(prompt);
-    json!({"input_tokens": prompt - cached, "output_tokens": u["completion_tokens"].as_u64().unwrap_or(0),
-           "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached})
+    Usage {
+        input_tokens: Some(prompt - cached),
+        output_tokens: Some(u["completion_tokens"].as_u64().unwrap_or(0)),
+        cache_creation_input_tokens: Some(0),
+        cache_read_input_tokens: Some(cached),
+    }
 }
 
 /// A message id for a chat completion id (`msg_` prefix, as the SDKs show).
@@ -66,22 +71,27 @@ fn input_of(arguments: &str) -> Value {
     }
 }
 
+/// A chat string field (`""` when it is not a string).
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
 /// A `chat.completion` → a Message for the public `model`.
-pub fn from_chat(chat: &Value, model: &str) -> Value {
+pub fn from_chat<'a>(chat: &'a Value, model: &'a str) -> Message<'a> {
     let a = crate::canonical::chat::Answer::of(chat);
     let mut content = Vec::new();
     if let Some(t) = a.text {
-        content.push(json!({"type": "text", "text": t}));
+        content.push(Block::Text { text: t.into() });
     }
     for call in &a.calls {
-        let args = call.arguments.unwrap_or("{}");
-        content.push(json!({"type": "tool_use", "id": call.id, "name": call.name,
-            "input": input_of(args)}));
+        content.push(Block::ToolUse {
+            id: str_of(call.id).into(),
+            name: str_of(call.name).into(),
+            input: input_of(call.arguments.unwrap_or("{}")),
+        });
     }
-    json!({"id": message_id(a.id), "type": "message", "role": "assistant", "model": model,
-           "content": content,
-           "stop_reason": stop_reason(a.finish_reason.unwrap_or("stop")),
-           "stop_sequence": null, "usage": usage(a.usage)})
+    let stop = stop_reason(a.finish_reason.unwrap_or("stop"));
+    Message::assistant(message_id(a.id), model, content, Some(stop), usage(a.usage))
 }
 
 /// Anthropic's error type for a status.
@@ -106,11 +116,6 @@ pub fn error_from_openai(status: u16, body: &[u8]) -> Bytes {
         .map(str::to_string)
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned());
     anthropic_error_body(error_type(status), &message)
-}
-
-fn event(v: &Value) -> Bytes {
-    let t = v["type"].as_str().unwrap_or("error");
-    Bytes::from(format!("event: {t}\ndata: {v}\n\n"))
 }
 
 /// What block is open in the Anthropic stream being built.
@@ -158,44 +163,56 @@ impl ChunkStream {
             return;
         }
         self.started = true;
-        out.push(event(&json!({"type": "message_start", "message": {
-            "id": message_id(chat_id), "type": "message", "role": "assistant", "model": self.model,
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0}}})));
+        let usage = Usage {
+            input_tokens: Some(self.input_tokens),
+            output_tokens: Some(0),
+            ..Usage::default()
+        };
+        let message = Message::assistant(message_id(chat_id), &self.model, vec![], None, usage);
+        out.push(Event::MessageStart { message }.to_sse());
     }
 
     fn close(&mut self, out: &mut Vec<Bytes>) {
         if self.open != Open::None {
-            out.push(event(
-                &json!({"type": "content_block_stop", "index": self.next_block - 1}),
-            ));
+            let index = self.next_block - 1;
+            out.push(Event::ContentBlockStop { index }.to_sse());
             self.open = Open::None;
         }
     }
 
-    fn open(&mut self, open: Open, block: Value, out: &mut Vec<Bytes>) {
+    fn open(&mut self, open: Open, content_block: Block<'_>, out: &mut Vec<Bytes>) {
         self.close(out);
-        out.push(event(
-            &json!({"type": "content_block_start", "index": self.next_block,
-            "content_block": block}),
-        ));
+        let index = self.next_block;
+        out.push(
+            Event::ContentBlockStart {
+                index,
+                content_block,
+            }
+            .to_sse(),
+        );
         self.next_block += 1;
         self.open = open;
     }
 
-    fn delta(&self, delta: Value) -> Bytes {
-        event(&json!({"type": "content_block_delta", "index": self.next_block - 1, "delta": delta}))
+    fn delta(&self, delta: Delta<'_>) -> Bytes {
+        let index = self.next_block - 1;
+        Event::ContentBlockDelta { index, delta }.to_sse()
     }
 
     fn finish(&mut self, out: &mut Vec<Bytes>) {
         self.start(&Value::Null, out);
         self.close(out);
         let u = usage(&self.usage);
-        out.push(event(&json!({"type": "message_delta",
-            "delta": {"stop_reason": self.stop_reason, "stop_sequence": null},
-            "usage": {"output_tokens": u["output_tokens"], "input_tokens": u["input_tokens"],
-                      "cache_read_input_tokens": u["cache_read_input_tokens"]}})));
-        out.push(event(&json!({"type": "message_stop"})));
+        let delta = StopDelta {
+            stop_reason: Some(self.stop_reason.into()),
+            stop_sequence: None,
+        };
+        let usage = Usage {
+            cache_creation_input_tokens: None,
+            ..u
+        };
+        out.push(Event::MessageDelta { delta, usage }.to_sse());
+        out.push(Event::MessageStop.to_sse());
         self.ended = true;
     }
 }
@@ -218,9 +235,7 @@ impl ChunkTranslator for ChunkStream {
             } else {
                 "invalid_request_error"
             };
-            out.push(event(
-                &json!({"type": "error", "error": {"type": etype, "message": message}}),
-            ));
+            out.push(Event::error(etype, message).to_sse());
             self.ended = true;
             return out;
         }
@@ -233,18 +248,23 @@ impl ChunkTranslator for ChunkStream {
         }
         if let Some(t) = c.text {
             if self.open != Open::Text {
-                self.open(Open::Text, json!({"type": "text", "text": ""}), &mut out);
+                let block = Block::Text { text: "".into() };
+                self.open(Open::Text, block, &mut out);
             }
-            out.push(self.delta(json!({"type": "text_delta", "text": t})));
+            out.push(self.delta(Delta::TextDelta { text: t.into() }));
         }
         for call in &c.calls {
             if self.open != Open::Tool(call.index) {
-                let block = json!({"type": "tool_use", "id": call.id, "name": call.name,
-                    "input": {}});
+                let block = Block::ToolUse {
+                    id: str_of(call.id).into(),
+                    name: str_of(call.name).into(),
+                    input: json!({}),
+                };
                 self.open(Open::Tool(call.index), block, &mut out);
             }
             if let Some(a) = call.arguments {
-                out.push(self.delta(json!({"type": "input_json_delta", "partial_json": a})));
+                let partial_json = a.into();
+                out.push(self.delta(Delta::InputJsonDelta { partial_json }));
             }
         }
         if let Some(f) = c.finish_reason {
@@ -255,9 +275,7 @@ impl ChunkTranslator for ChunkStream {
 
     fn cut(&mut self, message: &str) -> Vec<Bytes> {
         self.ended = true;
-        vec![event(
-            &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
-        )]
+        vec![Event::error("api_error", message).to_sse()]
     }
 
     fn ended(&self) -> bool {

@@ -1,0 +1,318 @@
+//! Anthropic's Messages dialect as typed values, read and written by serde: the Message
+//! answer, its content blocks, its usage and the stream's named events. One model serves
+//! both directions: the Anthropic provider reads upstream answers and events into it
+//! (`crate::providers::anthropic`), and the Messages surface writes its answers and events
+//! from it (`crate::surfaces::messages`), so a field name exists once.
+//!
+//! Reading is lenient where Anthropic adds things: unknown block, delta and event types
+//! read as `Other`, missing fields take defaults, and a token count that is not an
+//! unsigned integer reads as absent (never as a failed event). Strings borrow from what
+//! is read.
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// A Message: a whole answer, or the start of a stream (`message_start`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Message<'a> {
+    #[serde(default, borrow)]
+    pub id: Option<Cow<'a, str>>,
+    /// Always `message`.
+    #[serde(rename = "type", default, borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub role: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub model: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub content: Vec<Block<'a>>,
+    #[serde(default, borrow)]
+    pub stop_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub stop_sequence: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+impl<'a> Message<'a> {
+    /// An assistant Message as the gateway writes it.
+    pub fn assistant(
+        id: String,
+        model: &'a str,
+        content: Vec<Block<'a>>,
+        stop_reason: Option<&'static str>,
+        usage: Usage,
+    ) -> Message<'a> {
+        Message {
+            id: Some(Cow::Owned(id)),
+            kind: Cow::Borrowed("message"),
+            role: Cow::Borrowed("assistant"),
+            model: Cow::Borrowed(model),
+            content,
+            stop_reason: stop_reason.map(Cow::Borrowed),
+            stop_sequence: None,
+            usage,
+        }
+    }
+}
+
+/// One content block.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Block<'a> {
+    Text {
+        #[serde(borrow)]
+        text: Cow<'a, str>,
+    },
+    ToolUse {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(default)]
+        input: Value,
+    },
+    /// Thinking, redacted thinking, server tools' blocks: read, never written.
+    #[serde(other)]
+    Other,
+}
+
+/// Token counts. Each is optional: `message_start` has input and output, `message_delta`
+/// often the output alone, and the cache counts appear when caching was used.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(
+        default,
+        deserialize_with = "count",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub input_tokens: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "count",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub output_tokens: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "count",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_creation_input_tokens: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "count",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_read_input_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// The prompt as OpenAI counts it: input plus cache writes and reads (saturating).
+    pub fn prompt(&self) -> u64 {
+        [
+            self.input_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+        ]
+        .iter()
+        .fold(0u64, |sum, n| sum.saturating_add(n.unwrap_or(0)))
+    }
+
+    /// The completion tokens (0 when absent).
+    pub fn output(&self) -> u64 {
+        self.output_tokens.unwrap_or(0)
+    }
+}
+
+/// A token count: an unsigned integer, else absent.
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?.and_then(|v| v.as_u64()))
+}
+
+/// A block index (0 when it is not an unsigned integer).
+fn index<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(count(d)?.unwrap_or(0))
+}
+
+/// A piece of the open block.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Delta<'a> {
+    TextDelta {
+        #[serde(borrow)]
+        text: Cow<'a, str>,
+    },
+    InputJsonDelta {
+        #[serde(borrow)]
+        partial_json: Cow<'a, str>,
+    },
+    /// Thinking and signature deltas: no chat equivalent.
+    #[serde(other)]
+    Other,
+}
+
+/// `message_delta`'s `delta`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StopDelta<'a> {
+    #[serde(default, borrow)]
+    pub stop_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub stop_sequence: Option<Cow<'a, str>>,
+}
+
+/// An error event's (or error answer's) `error`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ErrorDetail<'a> {
+    #[serde(
+        rename = "type",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub message: Option<Cow<'a, str>>,
+}
+
+/// One event of a Messages stream; its `type` is also the SSE event name.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event<'a> {
+    MessageStart {
+        #[serde(borrow)]
+        message: Message<'a>,
+    },
+    ContentBlockStart {
+        #[serde(default, deserialize_with = "index")]
+        index: u64,
+        #[serde(borrow)]
+        content_block: Block<'a>,
+    },
+    ContentBlockDelta {
+        #[serde(default, deserialize_with = "index")]
+        index: u64,
+        #[serde(borrow)]
+        delta: Delta<'a>,
+    },
+    ContentBlockStop {
+        #[serde(default, deserialize_with = "index")]
+        index: u64,
+    },
+    MessageDelta {
+        #[serde(default, borrow)]
+        delta: StopDelta<'a>,
+        #[serde(default)]
+        usage: Usage,
+    },
+    MessageStop,
+    Error {
+        #[serde(default, borrow)]
+        error: ErrorDetail<'a>,
+    },
+    /// `ping` and event types added later.
+    #[serde(other)]
+    Other,
+}
+
+impl<'a> Event<'a> {
+    /// An upstream event's data as a typed event (`Other` when it is not one).
+    pub fn read(data: &'a Value) -> Event<'a> {
+        Event::deserialize(data).unwrap_or(Event::Other)
+    }
+
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::MessageStart { .. } => "message_start",
+            Event::ContentBlockStart { .. } => "content_block_start",
+            Event::ContentBlockDelta { .. } => "content_block_delta",
+            Event::ContentBlockStop { .. } => "content_block_stop",
+            Event::MessageDelta { .. } => "message_delta",
+            Event::MessageStop => "message_stop",
+            Event::Error { .. } => "error",
+            Event::Other => "ping",
+        }
+    }
+
+    /// An error event of `kind` saying `message`.
+    pub fn error(kind: &'a str, message: &'a str) -> Event<'a> {
+        Event::Error {
+            error: ErrorDetail {
+                kind: Some(Cow::Borrowed(kind)),
+                message: Some(Cow::Borrowed(message)),
+            },
+        }
+    }
+
+    /// The event as SSE: `event: <name>`, its JSON data and the blank line.
+    pub fn to_sse(&self) -> Bytes {
+        let mut out = format!("event: {}\ndata: ", self.name()).into_bytes();
+        // Writing typed values of strings, numbers and trees into a Vec cannot fail.
+        if serde_json::to_writer(&mut out, self).is_err() {
+            out.extend_from_slice(b"{}");
+        }
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_read_leniently_and_write_back_the_same() {
+        let start = json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+            "role": "assistant", "model": "claude", "content": [], "stop_reason": null,
+            "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}});
+        let e = Event::read(&start);
+        let Event::MessageStart { message } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!((message.usage.prompt(), message.usage.output()), (25, 1));
+        assert_eq!(serde_json::to_value(&e).unwrap(), start);
+        // A count that is no unsigned integer is absent, not a broken event.
+        let delta = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": -3}});
+        let Event::MessageDelta { delta, usage } = Event::read(&delta) else {
+            panic!()
+        };
+        assert_eq!(
+            (delta.stop_reason.as_deref(), usage.output_tokens),
+            (Some("end_turn"), None)
+        );
+        for other in [
+            json!({"type": "ping"}),
+            json!({"type": "new_kind", "x": 1}),
+            json!(7),
+        ] {
+            assert!(matches!(Event::read(&other), Event::Other), "{other}");
+        }
+        let thinking = json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "hm"}});
+        assert!(matches!(
+            Event::read(&thinking),
+            Event::ContentBlockDelta {
+                delta: Delta::Other,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn usage_sums_the_prompt_saturating() {
+        let u: Usage = serde_json::from_value(json!({"input_tokens": u64::MAX,
+            "cache_read_input_tokens": 5, "output_tokens": 2}))
+        .unwrap();
+        assert_eq!((u.prompt(), u.output()), (u64::MAX, 2));
+        let sse = Event::error("api_error", "x").to_sse();
+        assert_eq!(
+            &sse[..],
+            b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"x\"}}\n\n"
+        );
+    }
+}
