@@ -20,7 +20,9 @@
 --       per check 5 values: kind (1 req, 2 conn, 3 count, 4 tokens, 5 spend), a, b, c, y:
 --         req:    rate (requests/s), burst, nodelay (0/1)
 --         conn:   conn, burst, default_conn_delay_ms
---         count:  count, window_ms, sliding (0/1)
+--         count:  count, window_ms, lease: -1 for a sliding window; for a fixed window
+--                 the units of a quota lease asked for (0: none; src/limits/lease.rs),
+--                 granted as min(lease, remaining / 4) and counted with the request
 --         tokens: limit, window_ms, any_left (0/1: APISIX's admission, while one
 --                 token is left, reserving what is left up to the estimate; reports
 --                 the remaining before its own reservation)
@@ -43,7 +45,8 @@
 --          { chosen alternative (0 = none or no alternatives), delay_ms,
 --            per group: status (1 admitted, 0 rejected, -1 not evaluated), rejecting
 --            check (1-based within the group), retry_after_ms,
---            per check: remaining, reset_ms (-1 when not reported) }
+--            per check: remaining, reset_ms (-1 when not reported),
+--            Redis time (ms): with reset_ms, a lease's window end }
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -222,10 +225,10 @@ local function evaluate(checks, base)
       end
     end
   end
-  -- 3. count: a rejected request still counts (fixed windows); sliding windows (c = 1,
+  -- 3. count: a rejected request still counts (fixed windows); sliding windows (c = -1,
   --    src/limits/count.rs) count admitted requests only.
   for i, c in ipairs(checks) do
-    if c.kind == 3 and c.c == 1 then
+    if c.kind == 3 and c.c < 0 then
       local w = c.b
       local wend = (math.floor(now / w) + 1) * w
       local v = redis.call('HMGET', c.k1, 'end', 'cur', 'prev', 'x')
@@ -286,6 +289,12 @@ local function evaluate(checks, base)
       end
       quota[base + i] = {math.max(c.a - consumed, 0), reset}
       if consumed > c.a then return reject(i, reset) end
+      -- A quota lease: extra units counted now, spent by the gateway without a call. The
+      -- quota reported is the request's own; the gateway derives the grant from it.
+      if c.c > 0 and c.y < 0 then
+        local extra = math.min(c.c, math.floor((c.a - consumed) / 4))
+        if extra > 0 then redis.call('INCRBY', c.k1, extra) end
+      end
     end
   end
   -- 4. req: leak, then add 1000 milli-requests; a rejection writes nothing.
@@ -387,6 +396,7 @@ local function admit(argi, keyi, result)
     out[n + 2 * q - 1] = v and v[1] or -1
     out[n + 2 * q] = v and v[2] or -1
   end
+  out[n + 2 * base + 1] = now
   result[#result + 1] = #out
   for _, v in ipairs(out) do result[#result + 1] = v end
   return keyi

@@ -206,6 +206,16 @@ impl Metrics {
                 "1 while the shared limit store (Redis) cannot be reached.",
             )
             .expect("valid metric"),
+            lease_units: IntGauge::new(
+                "gateway_limiter_lease_units",
+                "Quota lease units this instance holds and has not spent: the most other instances can be refused under a limit.",
+            )
+            .expect("valid metric"),
+            leased: prometheus::IntCounter::new(
+                "gateway_limiter_leased_total",
+                "Admissions decided from quota leases, without a Redis call.",
+            )
+            .expect("valid metric"),
         };
         let local = crate::limits::slots::SlotMetrics::new();
         let queue_depth = IntGaugeVec::new(
@@ -291,6 +301,8 @@ impl Metrics {
             Box::new(redis.duration.clone()),
             Box::new(redis.errors.clone()),
             Box::new(redis.degraded.clone()),
+            Box::new(redis.lease_units.clone()),
+            Box::new(redis.leased.clone()),
             Box::new(local.keys.clone()),
             Box::new(local.evictions.clone()),
             Box::new(queue_depth.clone()),

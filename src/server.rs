@@ -246,7 +246,7 @@ impl BackgroundService for SharedStore {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::select! {
             _ = self.0.clone().run() => {}
-            _ = shutdown.changed() => {}
+            _ = shutdown.changed() => self.0.return_leases().await,
         }
     }
 }

@@ -249,8 +249,8 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
             "{f}same-node",
         ])
         .unwrap();
-    // Its length, then: no alternative, no delay, group admitted.
-    assert!(out.starts_with("*10\r\n:9\r\n:0\r\n:0\r\n:1\r\n"), "{out}");
+    // Its length, then: no alternative, no delay, group admitted (… and Redis time last).
+    assert!(out.starts_with("*11\r\n:10\r\n:0\r\n:0\r\n:1\r\n"), "{out}");
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub mod admission;
 pub mod auth_failures;
 pub mod conn;
 pub mod count;
+pub mod lease;
 pub mod limiter;
 pub mod local;
 pub mod priority;

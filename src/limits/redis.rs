@@ -51,6 +51,7 @@ mod call;
 mod group;
 mod hold;
 mod lane;
+mod leases;
 mod release;
 mod store_conn;
 mod topology;
@@ -63,6 +64,7 @@ const ADMIT_LUA: &str = include_str!("../../lua-compat/admit.lua");
 const RELEASE_LUA: &str = include_str!("../../lua-compat/release.lua");
 const REFRESH_LUA: &str = include_str!("../../lua-compat/refresh.lua");
 const SYNC_LUA: &str = include_str!("../../lua-compat/sync.lua");
+const LEASE_RETURN_LUA: &str = include_str!("../../lua-compat/lease_return.lua");
 
 /// Metrics of the shared store.
 #[derive(Clone)]
@@ -73,6 +75,11 @@ pub struct RedisMetrics {
     pub errors: prometheus::IntCounterVec,
     /// `gateway_limiter_degraded`: 1 while Redis cannot be reached.
     pub degraded: prometheus::IntGauge,
+    /// `gateway_limiter_lease_units`: quota lease units held and not yet spent (the most
+    /// other instances can be refused while the fleet is under a limit).
+    pub lease_units: prometheus::IntGauge,
+    /// `gateway_limiter_leased_total`: admissions decided from quota leases, without Redis.
+    pub leased: prometheus::IntCounter,
 }
 
 /// A connection to Redis or to a Redis Cluster (also used by the batch store).
@@ -180,6 +187,12 @@ pub struct RedisStore {
     refresh: Script,
     sync: Script,
     ping: Script,
+    lease_return: Script,
+    /// Quota leases of fixed-window counts (`limits.redis.quota_leases`; not with
+    /// `sync_interval`), and whether they are still taken (not after shutdown began).
+    quota_leases: Option<Mutex<crate::limits::lease::Leases>>,
+    leasing: AtomicBool,
+    lease_epoch: Instant,
     /// `sync_interval`: count rules decided from local views, pushed periodically.
     synced: Option<SyncedCounts>,
     prefix: String,
@@ -232,6 +245,11 @@ impl RedisStore {
             release: Script::new(RELEASE_LUA),
             refresh: Script::new(REFRESH_LUA),
             sync: Script::new(SYNC_LUA),
+            lease_return: Script::new(LEASE_RETURN_LUA),
+            quota_leases: (r.quota_leases && config.sync_interval.is_none())
+                .then(|| Mutex::new(crate::limits::lease::Leases::new(config.local_max_keys))),
+            leasing: AtomicBool::new(true),
+            lease_epoch: Instant::now(),
             ping: Script::new("return 1"),
             synced: config
                 .sync_interval
@@ -400,6 +418,7 @@ impl RedisStore {
                     // At once, not one after the other: a hung node answering the map
                     // query must not delay the refreshes the other nodes would answer.
                     tokio::join!(self.read_topology(), self.refresh_leases());
+                    self.tidy_leases();
                 }
                 _ = self.topology_stale.notified() => self.read_topology().await,
                 _ = sync.tick() => self.sync_counts().await,
@@ -445,6 +464,7 @@ impl RedisStore {
             &self.refresh,
             &self.sync,
             &self.ping,
+            &self.lease_return,
         ] {
             let loaded = match conn.clone() {
                 Conn::Single(mut c) => script.prepare_invoke().load_async(&mut c).await,

@@ -345,6 +345,10 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Prefix of every key the gateway writes (several gateways fleets on one Redis).
     pub key_prefix: String,
+    /// Quota leases: a hot fixed-window count is counted in Redis in slices that this
+    /// instance then spends without a call (exact: a window never admits past its count;
+    /// see docs/limits.md). `false`: one Redis call per request.
+    pub quota_leases: bool,
 }
 
 impl Default for RedisConfig {
@@ -354,6 +358,7 @@ impl Default for RedisConfig {
             nodes: Vec::new(),
             timeout: Duration::from_secs(1),
             key_prefix: String::new(),
+            quota_leases: true,
         }
     }
 }

@@ -30,6 +30,11 @@ impl RedisStore {
                 (key, second)
             })
             .collect();
+        let now = self.lease_now();
+        if let Some(admitted) = self.admit_leased(required, alternatives, &keys, now) {
+            return Ok(Ok(admitted));
+        }
+        let wants = self.lease_wants(&checks, &keys, now);
         let mut members = Vec::with_capacity(groups.len());
         let mut next = 0;
         for g in &groups {
@@ -41,6 +46,7 @@ impl RedisStore {
             estimate,
             checks: &checks,
             keys: &keys,
+            wants: &wants,
         };
         // One atomic call when one node owns every key (always off a cluster); else, or
         // when the cluster map was stale, one call per slot.
@@ -53,6 +59,7 @@ impl RedisStore {
             Some(answer) => answer,
             None => self.admit_spread(&call, &members).await?,
         };
+        self.record_grants(&wants, &keys, &answer.checks, now);
         let bad = || RedisFault("unexpected answer from admit.lua".into());
         let n_groups = groups.len();
         let chosen = answer.chosen;
@@ -65,6 +72,7 @@ impl RedisStore {
                     let CheckAnswer {
                         remaining: Some(remaining),
                         reset_ms,
+                        ..
                     } = answer.checks[base + i]
                     else {
                         continue;

@@ -26,12 +26,14 @@ use super::topology::slot;
 use super::*;
 
 /// What one admission sends: the lease, the estimates, every check (in group order)
-/// and its two keys.
+/// and its two keys, and the quota lease each check asks for (fixed-window counts only;
+/// see [`crate::limits::lease`]).
 pub(super) struct AdmitCall<'c, 'r> {
     pub(super) lease: &'c str,
     pub(super) estimate: Estimate,
     pub(super) checks: &'c [&'c Check<'r>],
     pub(super) keys: &'c [(String, String)],
+    pub(super) wants: &'c [u64],
 }
 
 /// What an admitted check holds in Redis: a conn lease or a token reservation.
@@ -156,7 +158,10 @@ impl RedisStore {
                     push(a, 3);
                     push(a, l.count);
                     push(a, l.window_ms);
-                    push(a, u8::from(l.sliding));
+                    match l.sliding {
+                        true => push(a, -1),
+                        false => push(a, call.wants.get(i).copied().unwrap_or(0)),
+                    }
                 }
                 RuleKind::Tokens(l, _) => {
                     push(a, 4);
@@ -226,6 +231,7 @@ impl RedisStore {
                 CheckAnswer {
                     remaining: None,
                     reset_ms: 0,
+                    redis_now: 0,
                 };
                 call.checks.len()
             ],
@@ -388,7 +394,7 @@ fn plan_calls(
 }
 
 /// `admit.lua`'s answer, decoded: `{chosen, delay_ms, (passed, rejecting check,
-/// retry_after_ms) per group, (remaining, reset_ms) per check}`.
+/// retry_after_ms) per group, (remaining, reset_ms) per check, Redis time}`.
 pub(super) struct AdmitAnswer {
     /// The alternative admitted (1-based; 0: none, or no alternatives).
     pub(super) chosen: usize,
@@ -410,14 +416,17 @@ pub(super) struct GroupAnswer {
 pub(super) struct CheckAnswer {
     pub(super) remaining: Option<u64>,
     pub(super) reset_ms: u64,
+    /// Redis time (ms) of the call that decided it: `+ reset_ms` is its window's end.
+    pub(super) redis_now: u64,
 }
 
 impl AdmitAnswer {
     /// Decode the flat array; `None` when its shape is not the expected one.
     pub(super) fn decode(out: &[i64], n_groups: usize, n_checks: usize) -> Option<AdmitAnswer> {
-        if out.len() != 2 + 3 * n_groups + 2 * n_checks {
+        if out.len() != 3 + 3 * n_groups + 2 * n_checks {
             return None;
         }
+        let (&redis_now, out) = out.split_last()?;
         let groups = out[2..2 + 3 * n_groups]
             .chunks_exact(3)
             .map(|g| GroupAnswer {
@@ -431,6 +440,7 @@ impl AdmitAnswer {
             .map(|c| CheckAnswer {
                 remaining: u64::try_from(c[0]).ok(),
                 reset_ms: c[1].max(0) as u64,
+                redis_now: redis_now.max(0) as u64,
             })
             .collect();
         let chosen = usize::try_from(out[0])

@@ -1,0 +1,289 @@
+//! Quota leases: slices of a shared fixed-window count that one instance spends locally.
+//!
+//! With the Redis policies every admission used to run every limit's commands inside Redis,
+//! which is shared by the whole fleet. A hot counter now costs Redis a call per *lease*
+//! instead of per request: when an admission goes to Redis anyway, each fixed-window count
+//! check may ask for `want` extra units, which `lua-compat/admit.lua` counts at once in the
+//! same atomic call (after counting the request itself) and grants as
+//! `min(want, remaining / 4)`. The instance then admits that many later requests of the
+//! counter from memory, without Redis, while the window lasts.
+//!
+//! **Exactness.** Every unit an instance spends was counted in Redis before it was granted,
+//! so the shared counter is never below what the fleet admitted: no window ever admits
+//! past its `count`, whatever the number of instances. A lease is spent only before
+//! `sent + reset` on this instance's monotonic clock, where `sent` is when the call left and
+//! `reset` what Redis said remained of the window when it ran — never after the window it
+//! was counted in has ended in Redis. What leases cost is the other way: units leased but
+//! not yet spent are refused to other instances. That under-admission is at most the
+//! outstanding units (`gateway_limiter_lease_units`), each grant at most a quarter of what
+//! was left, so leases shrink to nothing (one call per request, as without leases) over the
+//! last few requests of a window.
+//!
+//! **Sizing.** A lease asks for what the counter used on this instance in the previous
+//! second, times [`HORIZON_MS`] (capped at [`MAX_UNITS`]): a counter seen less than
+//! `1000 / HORIZON_MS` times a second never leases, so quiet keys stay exact per request.
+//!
+//! **Returns.** Unused units go back (`lua-compat/lease_return.lua`) on reload and
+//! shutdown, only into the window they were taken from (identified by its end in Redis
+//! time). A crashed instance returns nothing: its units are lost until the window ends.
+//!
+//! This module is the pure table (a fake clock tests it); `super::redis::leases` does the
+//! I/O.
+
+use std::collections::HashMap;
+
+/// How much traffic a lease covers: this many milliseconds at the previous second's rate.
+pub const HORIZON_MS: u64 = 100;
+/// The most units asked for at once.
+pub const MAX_UNITS: u64 = 4096;
+
+/// The units granted for a lease of `want` when `remaining` (after the request itself) was
+/// left: `lua-compat/admit.lua` grants the same.
+pub fn granted(want: u64, remaining: u64) -> u64 {
+    want.min(remaining / 4)
+}
+
+/// One counter's lease and traffic.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    /// Units left to spend.
+    units: u64,
+    /// Spend only before this (local monotonic ms).
+    deadline_ms: u64,
+    /// The window's end in Redis time, which identifies it when units are returned.
+    window_end: u64,
+    /// What Redis had left for others after the last grant (for the quota headers).
+    others: u64,
+    /// Requests of this counter in the current second and the previous one.
+    second: u64,
+    this_second: u64,
+    last_second: u64,
+}
+
+/// A request's quota as a lease reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseQuota {
+    /// What is left in the window as this instance knows it.
+    pub remaining: u64,
+    pub reset_ms: u64,
+}
+
+/// Units handed back: the counter, its window's end in Redis time, how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Return {
+    pub key: String,
+    pub window_end: u64,
+    pub units: u64,
+}
+
+/// The leases of one instance, keyed by Redis counter key; at most `max` counters.
+#[derive(Debug)]
+pub struct Leases {
+    map: HashMap<String, Entry>,
+    max: usize,
+}
+
+impl Leases {
+    pub fn new(max: usize) -> Leases {
+        Leases {
+            map: HashMap::new(),
+            max,
+        }
+    }
+
+    fn note(e: &mut Entry, now_ms: u64) {
+        let second = now_ms / 1000;
+        if second != e.second {
+            e.last_second = if second == e.second + 1 {
+                e.this_second
+            } else {
+                0
+            };
+            e.this_second = 0;
+            e.second = second;
+        }
+        e.this_second = e.this_second.saturating_add(1);
+    }
+
+    /// The units to ask for with a request of `key` that goes to Redis (0: none). Counts
+    /// the request in the key's traffic. A key seen for the first time is tracked only
+    /// while there is room.
+    pub fn want(&mut self, key: &str, now_ms: u64) -> u64 {
+        if !self.map.contains_key(key) && self.map.len() >= self.max {
+            return 0;
+        }
+        let e = self.map.entry(key.to_string()).or_default();
+        Self::note(e, now_ms);
+        if e.units > 0 && now_ms < e.deadline_ms {
+            return 0; // what is held still serves the next requests
+        }
+        (e.last_second.saturating_mul(HORIZON_MS) / 1000).min(MAX_UNITS)
+    }
+
+    /// Whether `key` has a unit to spend now.
+    pub fn ready(&self, key: &str, now_ms: u64) -> bool {
+        self.map
+            .get(key)
+            .is_some_and(|e| e.units > 0 && now_ms < e.deadline_ms)
+    }
+
+    /// Spend one unit of `key` (call after [`Self::ready`] said yes for every key of the
+    /// admission, under the same lock).
+    pub fn spend(&mut self, key: &str, now_ms: u64) -> Option<LeaseQuota> {
+        let e = self.map.get_mut(key)?;
+        if e.units == 0 || now_ms >= e.deadline_ms {
+            return None;
+        }
+        e.units -= 1;
+        Self::note(e, now_ms);
+        Some(LeaseQuota {
+            remaining: e.others.saturating_add(e.units),
+            reset_ms: e.deadline_ms - now_ms,
+        })
+    }
+
+    /// Record a grant of `units` for `key`: Redis had `others` left for everyone else
+    /// after it, the window ends at `window_end` (Redis time), and the units may be spent
+    /// until `deadline_ms`. Units still held from the same window are kept; units of an
+    /// ended window are dropped.
+    pub fn grant(
+        &mut self,
+        key: &str,
+        units: u64,
+        others: u64,
+        window_end: u64,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) {
+        let Some(e) = self.map.get_mut(key) else {
+            return; // untracked (the table was full): the units are lost, never overspent
+        };
+        if e.units > 0 && (now_ms >= e.deadline_ms || e.window_end != window_end) {
+            e.units = 0;
+        }
+        if e.units == 0 {
+            e.window_end = window_end;
+            e.deadline_ms = deadline_ms;
+        } else {
+            e.deadline_ms = e.deadline_ms.min(deadline_ms);
+        }
+        e.units = e.units.saturating_add(units);
+        e.others = others;
+    }
+
+    /// Units held and still spendable (the worst case under-admission).
+    pub fn outstanding(&self, now_ms: u64) -> u64 {
+        self.map
+            .values()
+            .filter(|e| now_ms < e.deadline_ms)
+            .map(|e| e.units)
+            .sum()
+    }
+
+    /// Take every spendable unit back out, to return, and forget counters without traffic
+    /// in the last two seconds (the table stays bounded by traffic, not by history).
+    pub fn drain(&mut self, now_ms: u64) -> Vec<Return> {
+        let mut out = Vec::new();
+        let second = now_ms / 1000;
+        self.map.retain(|key, e| {
+            if e.units > 0 && now_ms < e.deadline_ms {
+                out.push(Return {
+                    key: key.clone(),
+                    window_end: e.window_end,
+                    units: e.units,
+                });
+            }
+            e.units = 0;
+            second <= e.second + 1
+        });
+        out
+    }
+
+    /// Forget counters whose lease ended and that saw no traffic for two seconds.
+    pub fn prune(&mut self, now_ms: u64) {
+        let second = now_ms / 1000;
+        self.map
+            .retain(|_, e| (e.units > 0 && now_ms < e.deadline_ms) || second <= e.second + 1);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hot_counter_leases_a_slice_of_its_rate_and_spends_it_locally() {
+        let mut l = Leases::new(10);
+        // 500 requests in second 0: no lease yet (no previous second).
+        for i in 0..500 {
+            assert_eq!(l.want("k", i), 0);
+        }
+        // Second 1: the previous second's 500/s × 100 ms.
+        assert_eq!(l.want("k", 1000), 50);
+        l.grant("k", granted(50, 1000), 1000 - 50, 9_000_000, 60_000, 1000);
+        assert!(l.ready("k", 1001));
+        let q = l.spend("k", 1001).unwrap();
+        assert_eq!(
+            q,
+            LeaseQuota {
+                remaining: 950 + 49,
+                reset_ms: 58_999
+            }
+        );
+        assert_eq!(l.outstanding(1001), 49);
+        // Held units are not asked for again.
+        assert_eq!(l.want("k", 1002), 0);
+        // Past the deadline nothing is spent, and the units are not outstanding.
+        assert!(!l.ready("k", 60_000));
+        assert_eq!(l.spend("k", 60_000), None);
+        assert_eq!(l.outstanding(60_000), 0);
+    }
+
+    #[test]
+    fn grants_shrink_near_the_limit_and_windows_do_not_mix() {
+        assert_eq!(granted(4096, 100_000), 4096);
+        assert_eq!(granted(4096, 40), 10);
+        assert_eq!(granted(4096, 3), 0);
+        let mut l = Leases::new(10);
+        l.want("k", 0);
+        l.grant("k", 5, 100, 60_000, 50_000, 0);
+        // Same window: units add up, the earlier deadline stays.
+        l.grant("k", 3, 90, 60_000, 55_000, 10);
+        assert_eq!(l.outstanding(10), 8);
+        assert_eq!(l.spend("k", 10).unwrap().reset_ms, 49_990);
+        // Another window's grant drops what was left of the old one.
+        l.grant("k", 2, 80, 120_000, 110_000, 10);
+        assert_eq!(l.outstanding(10), 2);
+        assert_eq!(
+            l.drain(10),
+            vec![Return {
+                key: "k".into(),
+                window_end: 120_000,
+                units: 2
+            }]
+        );
+        assert_eq!(l.outstanding(10), 0);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_forgets_quiet_counters() {
+        let mut l = Leases::new(2);
+        l.want("a", 0);
+        l.want("b", 0);
+        assert_eq!(l.want("c", 0), 0);
+        assert_eq!(l.len(), 2);
+        // A grant for an untracked key is dropped (never spent).
+        l.grant("c", 9, 0, 1, 1_000, 0);
+        assert!(!l.ready("c", 1));
+        l.prune(5_000);
+        assert!(l.is_empty());
+    }
+}
