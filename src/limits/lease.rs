@@ -37,6 +37,9 @@ pub const HORIZON_MS: u64 = 100;
 /// The most units asked for at once.
 pub const MAX_UNITS: u64 = 4096;
 
+/// How far two readings of one window's end (Redis time) may differ.
+pub const WINDOW_END_SLACK_MS: u64 = 2;
+
 /// The units granted for a lease of `want` when `remaining` (after the request itself) was
 /// left: `lua-compat/admit.lua` grants the same.
 pub fn granted(want: u64, remaining: u64) -> u64 {
@@ -158,7 +161,11 @@ impl Leases {
         let Some(e) = self.map.get_mut(key) else {
             return; // untracked (the table was full): the units are lost, never overspent
         };
-        if e.units > 0 && (now_ms >= e.deadline_ms || e.window_end != window_end) {
+        // Redis time is read in milliseconds at the start of a call and the key's expiry at
+        // its end: one window's end reads back within a millisecond or two (another
+        // window's ends at least one window later).
+        let same_window = e.window_end.abs_diff(window_end) <= WINDOW_END_SLACK_MS;
+        if e.units > 0 && (now_ms >= e.deadline_ms || !same_window) {
             e.units = 0;
         }
         if e.units == 0 {
@@ -259,6 +266,9 @@ mod tests {
         l.grant("k", 3, 90, 60_000, 55_000, 10);
         assert_eq!(l.outstanding(10), 8);
         assert_eq!(l.spend("k", 10).unwrap().reset_ms, 49_990);
+        // A reading of the same window's end a millisecond off is the same window.
+        l.grant("k", 1, 85, 60_001, 55_000, 10);
+        assert_eq!(l.outstanding(10), 8);
         // Another window's grant drops what was left of the old one.
         l.grant("k", 2, 80, 120_000, 110_000, 10);
         assert_eq!(l.outstanding(10), 2);
