@@ -22,10 +22,10 @@ args=() keys=()
 for b in $(seq "$BATCH"); do
   # lease, lease_ttl_ms, estimate, 2 groups of 3 and 1 checks; count, tokens, req | conn.
   args+=("lease$b" 15000 100 2 3 1
-         3 100000000 60000 0 -1
-         4 100000000000 60000 0 -1
-         1 1000000 1000000 1 -1
-         2 100000 0 0 -1)
+         3 100000000 60000 0 -1 0
+         4 100000000000 60000 0 -1 0
+         1 1000000 1000000 1 -1 0
+         2 100000 0 0 -1 0)
   keys+=("c:rpm" "c:rpm" "c:tpm" "c:tpm:r" "m:rate" "m:rate" "d:conn" "d:conn")
 done
 redis-cli -p "$RP" EVALSHA "$sha" "${#keys[@]}" "${keys[@]}" "$BATCH" "${args[@]}" | head -3 >/dev/null

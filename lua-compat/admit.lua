@@ -17,12 +17,10 @@
 --
 -- ARGV: m (admissions in this call), then per admission:
 --       lease, lease_ttl_ms, estimate, ngroups, then per group its number of checks, then
---       per check 5 values: kind (1 req, 2 conn, 3 count, 4 tokens, 5 spend), a, b, c, y:
+--       per check 6 values: kind (1 req, 2 conn, 3 count, 4 tokens, 5 spend), a, b, c, y, w:
 --         req:    rate (requests/s), burst, nodelay (0/1)
 --         conn:   conn, burst, default_conn_delay_ms
---         count:  count, window_ms, lease: -1 for a sliding window; for a fixed window
---                 the units of a quota lease asked for (0: none; src/limits/lease.rs),
---                 granted as min(lease, remaining / 4) and counted with the request
+--         count:  count, window_ms, sliding (0/1)
 --         tokens: limit, window_ms, any_left (0/1: APISIX's admission, while one
 --                 token is left, reserving what is left up to the estimate; reports
 --                 the remaining before its own reservation)
@@ -32,6 +30,12 @@
 --       y: -1 for a realtime request; for a batch request the realtime rate (requests/s,
 --       >= 0) the check must leave room for (src/limits/priority.rs: a batch check without
 --       room is rejected and changes nothing).
+--       w: a quota lease asked for with a realtime request (0: none; src/limits/lease.rs),
+--       granted in the same atomic decision, at most a quarter of what is left:
+--         count (fixed window): w more units counted now;
+--         conn:   w more slots, members `<lease>#1..#g`, given back if the group rejects;
+--         tokens, spend: a block of w reserved as member `<lease>#t|w` (all or nothing),
+--                 given back if the group rejects.
 -- KEYS: two per check, in admission and check order. req: hash, -; conn: zset, -;
 --       count: counter (a sliding window: hash {end, cur, prev}), -;
 --       tokens, spend: hash {c = committed, e = window end, r = tokens reserved}, zset of
@@ -45,7 +49,7 @@
 --          { chosen alternative (0 = none or no alternatives), delay_ms,
 --            per group: status (1 admitted, 0 rejected, -1 not evaluated), rejecting
 --            check (1-based within the group), retry_after_ms,
---            per check: remaining, reset_ms (-1 when not reported),
+--            per check: remaining, reset_ms (-1 when not reported), lease granted,
 --            Redis time (ms): with reset_ms, a lease's window end }
 
 local t = redis.call('TIME')
@@ -61,7 +65,7 @@ for a = 1, nadmit do
   local n = 0
   for g = 1, ngroups do n = n + tonumber(ARGV[argi + 3 + g]) end
   nkeys = nkeys + 2 * n
-  argi = argi + 4 + ngroups + 5 * n
+  argi = argi + 4 + ngroups + 6 * n
 end
 local keys = KEYS
 if #KEYS < nkeys then
@@ -77,6 +81,7 @@ end
 -- The admission being decided.
 local lease, lease_ttl, estimate
 local quota          -- per check index (within the admission): {remaining, reset}
+local granted        -- per check index: the quota lease granted
 
 local function tokens_of(member)
   return tonumber(string.match(member, '|(%d+)$')) or 0
@@ -145,6 +150,8 @@ local function evaluate(checks, base)
       -- A reservation given back leaves its check's quota as it was before it: a refused
       -- request's remaining counters do not count the request itself.
       if h[5] then quota[h[5]][1] = h[6] end
+      -- A lease given back was not granted.
+      if h[7] then granted[h[7]] = nil end
     end
     return 0, i, math.max(retry, 1), 0
   end
@@ -165,6 +172,16 @@ local function evaluate(checks, base)
       redis.call('ZADD', c.k1, now + lease_ttl, lease)
       if redis.call('PTTL', c.k1) < lease_ttl then redis.call('PEXPIRE', c.k1, 2 * lease_ttl) end
       taken[#taken + 1] = {c.k1, lease}
+      -- A block of slots this gateway hands out without a call (within `conn` only).
+      if c.w > 0 and c.y < 0 and n < c.a then
+        local extra = math.min(c.w, math.floor((c.a - n) / 4))
+        for j = 1, extra do
+          local m = lease .. '#' .. j
+          redis.call('ZADD', c.k1, now + lease_ttl, m)
+          taken[#taken + 1] = {c.k1, m, nil, nil, nil, nil, base + i}
+        end
+        if extra > 0 then granted[base + i] = extra end
+      end
       if n > c.a then gdelay = math.max(gdelay, c.c * math.floor((n - 1) / c.a)) end
     end
   end
@@ -223,12 +240,20 @@ local function evaluate(checks, base)
       else
         quota[base + i] = {math.max(c.a - committed - reserved - r, 0), reset}
       end
+      -- A block this gateway reserves for its next requests, all or nothing.
+      if c.w > 0 and c.y < 0 and c.w <= math.floor((c.a - committed - reserved - r) / 4) then
+        local bm = lease .. '#t|' .. c.w
+        redis.call('ZADD', c.k2, now + lease_ttl, bm)
+        redis.call('HINCRBY', c.k1, 'r', c.w)
+        taken[#taken + 1] = {c.k2, bm, c.k1, c.w, nil, nil, base + i}
+        granted[base + i] = c.w
+      end
     end
   end
-  -- 3. count: a rejected request still counts (fixed windows); sliding windows (c = -1,
+  -- 3. count: a rejected request still counts (fixed windows); sliding windows (c = 1,
   --    src/limits/count.rs) count admitted requests only.
   for i, c in ipairs(checks) do
-    if c.kind == 3 and c.c < 0 then
+    if c.kind == 3 and c.c == 1 then
       local w = c.b
       local wend = (math.floor(now / w) + 1) * w
       local v = redis.call('HMGET', c.k1, 'end', 'cur', 'prev', 'x')
@@ -291,9 +316,12 @@ local function evaluate(checks, base)
       if consumed > c.a then return reject(i, reset) end
       -- A quota lease: extra units counted now, spent by the gateway without a call. The
       -- quota reported is the request's own; the gateway derives the grant from it.
-      if c.c > 0 and c.y < 0 then
-        local extra = math.min(c.c, math.floor((c.a - consumed) / 4))
-        if extra > 0 then redis.call('INCRBY', c.k1, extra) end
+      if c.w > 0 and c.y < 0 then
+        local extra = math.min(c.w, math.floor((c.a - consumed) / 4))
+        if extra > 0 then
+          redis.call('INCRBY', c.k1, extra)
+          granted[base + i] = extra
+        end
       end
     end
   end
@@ -354,15 +382,16 @@ local function admit(argi, keyi, result)
       checks[#checks + 1] = {
         kind = kind, a = tonumber(ARGV[ai + 1]),
         b = tonumber(ARGV[ai + 2]), c = cc, e = e,
-        y = tonumber(ARGV[ai + 4]),
+        y = tonumber(ARGV[ai + 4]), w = tonumber(ARGV[ai + 5]),
         k1 = keys[keyi], k2 = keys[keyi + 1],
       }
-      ai = ai + 5
+      ai = ai + 6
       keyi = keyi + 2
     end
     groups[g] = checks
   end
   quota = {}
+  granted = {}
   local out = {0, 0}
   local bases, base = {}, 0
   for g = 1, ngroups do
@@ -393,10 +422,11 @@ local function admit(argi, keyi, result)
   local n = 3 * ngroups + 2
   for q = 1, base do
     local v = quota[q]
-    out[n + 2 * q - 1] = v and v[1] or -1
-    out[n + 2 * q] = v and v[2] or -1
+    out[n + 3 * q - 2] = v and v[1] or -1
+    out[n + 3 * q - 1] = v and v[2] or -1
+    out[n + 3 * q] = granted[q] or 0
   end
-  out[n + 2 * base + 1] = now
+  out[n + 3 * base + 1] = now
   result[#result + 1] = #out
   for _, v in ipairs(out) do result[#result + 1] = v end
   return keyi

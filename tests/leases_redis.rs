@@ -1,9 +1,12 @@
-//! Quota leases (src/limits/lease.rs) against a real redis-server: eight gateways spending
+//! Quota leases (src/limits/lease/) against a real redis-server: eight gateways spending
 //! slices of one shared window admit exactly its count, with far fewer Redis calls than
-//! requests; a gateway that shuts down gives its unused units back to the window.
+//! requests; blocks of conn slots never let more requests run at once than the limit;
+//! token blocks never let the fleet use more than the window's tokens; a gateway that
+//! shuts down gives its unused units back to the window.
 
 mod common;
 use common::redis::Redis;
+use common::upstream::CountingUpstream;
 use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,18 +34,34 @@ models:
 
 /// Requests from `threads` threads, round robin over `gws`, for `secs`; the statuses.
 fn traffic(gws: &[&Gw], threads: usize, secs: f64) -> Vec<u16> {
+    answers(gws, "m", threads, secs)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// Requests for `model` (at most 16 completion tokens) from `threads` threads, round robin
+/// over `gws`, for `secs`; each answer's status and total tokens.
+fn answers(gws: &[&Gw], model: &str, threads: usize, secs: f64) -> Vec<(u16, u64)> {
     let urls: Vec<String> = gws.iter().map(|g| g.url("/v1/chat/completions")).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let (urls, stop) = (urls.clone(), stop.clone());
+            let body = format!(
+                r#"{{"model":"{model}","max_tokens":16,"messages":[{{"role":"user","content":"hi"}}]}}"#
+            );
             std::thread::spawn(move || {
                 let agent = agent();
-                let body = chat_body("m", "hi", false);
                 let mut out = Vec::new();
                 let mut i = t;
                 while !stop.load(Ordering::Relaxed) {
-                    out.push(post_on(&agent, &urls[i % urls.len()], Some(KEY), &body).status);
+                    let r = post_on(&agent, &urls[i % urls.len()], Some(KEY), &body);
+                    let tokens = match r.status {
+                        200 => r.json()["usage"]["total_tokens"].as_u64().unwrap_or(0),
+                        _ => 0,
+                    };
+                    out.push((r.status, tokens));
                     i += 1;
                 }
                 out
@@ -156,4 +175,97 @@ fn a_gateway_that_stops_gives_its_unused_units_back() {
     gw.signal(15); // SIGTERM: graceful shutdown
     assert!(gw.wait_exit(Duration::from_secs(15)).is_some());
     assert_eq!(counter(&redis), statuses.len() as u64);
+}
+
+#[test]
+fn slot_blocks_never_run_more_requests_at_once_than_the_limit() {
+    let redis = Redis::start();
+    let up = CountingUpstream::start(Duration::from_millis(40));
+    let cfg = yaml(&redis, 1_000_000_000)
+        .replace(
+            "providers: [{name: mock, kind: mock}]",
+            &format!(
+                "providers: [{{name: mock, kind: mock}}, {{name: counted, \
+                 kind: openai-compatible, base_url: \"{}\", api_key: sk-up}}]",
+                up.base_url()
+            ),
+        )
+        .replace(
+            "models:\n",
+            "models:\n  - {name: c, deployments: [{provider: counted}], \
+             limits: [{name: conc, conn: {conn: 24}}]}\n",
+        );
+    let gws: Vec<Gw> = (0..8).map(|_| Gw::start(&cfg)).collect();
+    let all: Vec<&Gw> = gws.iter().collect();
+    let out = answers(&all, "c", 40, 3.0);
+    let ok = out.iter().filter(|(s, _)| *s == 200).count();
+    assert!(
+        up.max_in_flight() <= 24,
+        "{} requests ran at once upstream",
+        up.max_in_flight()
+    );
+    assert!(out.iter().all(|(s, _)| [200, 429].contains(s)));
+    assert_eq!(up.total(), ok);
+    let leased = total(&all, "gateway_limiter_leased_total", &[]);
+    eprintln!(
+        "{} requests, {ok} admitted, {leased} from leases, at most {} at once",
+        out.len(),
+        up.max_in_flight()
+    );
+    assert!(leased > 0.0, "slot blocks served requests");
+    // Idle blocks go back: every slot is free in Redis again.
+    wait_until("every slot given back", || {
+        let keys = redis.cmd(&["KEYS", "*limit_conn:*"]).unwrap_or_default();
+        keys.lines()
+            .filter(|l| l.contains("limit_conn"))
+            .all(|k| redis.cmd(&["ZCARD", k]).as_deref() == Some(":0\r\n"))
+    });
+    for g in &all {
+        g.wait_metric("gateway_limiter_lease_units", &[], 0.0);
+    }
+}
+
+#[test]
+fn token_blocks_never_let_the_fleet_use_more_than_the_window() {
+    let redis = Redis::start();
+    let limit = 120_000;
+    // The route's request count (never reached) and token window, a deployment's conn
+    // limit (never reached): leased admissions serve all three kinds at once.
+    let cfg = yaml(&redis, 1_000_000_000)
+        .replace(
+            "limits: [{name: rpm, count: {count: 1000000000, time_window: 60s}}]",
+            &format!(
+                "limits: [{{name: rpm, count: {{count: 1000000000, time_window: 60s}}}}, \
+             {{name: tpm, tokens: {{limit: {limit}, time_window: 60s}}}}]"
+            ),
+        )
+        .replace(
+            "deployments: [{provider: mock}]",
+            "deployments: [{provider: mock, limits: [{name: conc, conn: {conn: 100000}}]}]",
+        )
+        .replace("kind: mock}", "kind: mock, mock: {completion_tokens: 16}}");
+    let gws: Vec<Gw> = (0..8).map(|_| Gw::start(&cfg)).collect();
+    let all: Vec<&Gw> = gws.iter().collect();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    while out.iter().all(|(s, _)| *s == 200) && started.elapsed() < Duration::from_secs(40) {
+        out.extend(answers(&all, "m", 16, 1.0));
+    }
+    out.extend(answers(&all, "m", 16, 1.0));
+    let used: u64 = out.iter().map(|(_, t)| t).sum();
+    let leased = total(&all, "gateway_limiter_leased_total", &[]);
+    eprintln!(
+        "{} requests, {} admitted, {used} tokens used of {limit}, {leased} from leases",
+        out.len(),
+        out.iter().filter(|(s, _)| *s == 200).count()
+    );
+    assert!(
+        used <= limit,
+        "{used} tokens used past the limit of {limit}"
+    );
+    assert!(used >= limit / 2, "only {used} of {limit} tokens used");
+    assert!(leased > 0.0, "token blocks served requests");
+    for g in &all {
+        g.wait_metric("gateway_limiter_lease_units", &[], 0.0);
+    }
 }

@@ -207,7 +207,7 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
     let out = node
         .cmd(&[
             "EVAL", admit, "1", here, "1", "lease", "1000", "1", "1", "2", "3", "5", "60000", "0",
-            "-1", "3", "5", "60000", "0", "-1", here, here, there, there,
+            "-1", "0", "3", "5", "60000", "0", "-1", "0", here, here, there, there,
         ])
         .unwrap();
     assert_eq!(out, "*1\r\n:-1\r\n", "{out}");
@@ -238,11 +238,13 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
             "60000",
             "0",
             "-1",
+            "0",
             "3",
             "5",
             "60000",
             "0",
             "-1",
+            "0",
             here,
             here,
             "{f}same-node",
@@ -250,7 +252,7 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
         ])
         .unwrap();
     // Its length, then: no alternative, no delay, group admitted (… and Redis time last).
-    assert!(out.starts_with("*11\r\n:10\r\n:0\r\n:0\r\n:1\r\n"), "{out}");
+    assert!(out.starts_with("*13\r\n:12\r\n:0\r\n:0\r\n:1\r\n"), "{out}");
 }
 
 #[test]

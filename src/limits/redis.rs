@@ -51,6 +51,7 @@ mod call;
 mod group;
 mod hold;
 mod lane;
+mod lease_hold;
 mod leases;
 mod release;
 mod store_conn;
@@ -190,7 +191,7 @@ pub struct RedisStore {
     lease_return: Script,
     /// Quota leases of fixed-window counts (`limits.redis.quota_leases`; not with
     /// `sync_interval`), and whether they are still taken (not after shutdown began).
-    quota_leases: Option<Mutex<crate::limits::lease::Leases>>,
+    quota_leases: Option<Mutex<crate::limits::lease::LeaseState>>,
     leasing: AtomicBool,
     lease_epoch: Instant,
     /// `sync_interval`: count rules decided from local views, pushed periodically.
@@ -247,7 +248,7 @@ impl RedisStore {
             sync: Script::new(SYNC_LUA),
             lease_return: Script::new(LEASE_RETURN_LUA),
             quota_leases: (r.quota_leases && config.sync_interval.is_none())
-                .then(|| Mutex::new(crate::limits::lease::Leases::new(config.local_max_keys))),
+                .then(|| Mutex::new(crate::limits::lease::LeaseState::new(config.local_max_keys))),
             leasing: AtomicBool::new(true),
             lease_epoch: Instant::now(),
             ping: Script::new("return 1"),
@@ -418,7 +419,7 @@ impl RedisStore {
                     // At once, not one after the other: a hung node answering the map
                     // query must not delay the refreshes the other nodes would answer.
                     tokio::join!(self.read_topology(), self.refresh_leases());
-                    self.tidy_leases();
+                    self.tidy_leases().await;
                 }
                 _ = self.topology_stale.notified() => self.read_topology().await,
                 _ = sync.tick() => self.sync_counts().await,
@@ -504,7 +505,9 @@ impl RedisStore {
     }
 
     async fn refresh_leases(&self) {
-        let live: Vec<(String, String)> = self.lock_leases().values().flatten().cloned().collect();
+        let mut live: Vec<(String, String)> =
+            self.lock_leases().values().flatten().cloned().collect();
+        live.extend(self.lease_members());
         if live.is_empty() {
             return;
         }

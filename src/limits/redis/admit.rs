@@ -31,10 +31,10 @@ impl RedisStore {
             })
             .collect();
         let now = self.lease_now();
-        if let Some(admitted) = self.admit_leased(required, alternatives, &keys, now) {
+        if let Some(admitted) = self.admit_leased(required, alternatives, &keys, estimate, now) {
             return Ok(Ok(admitted));
         }
-        let wants = self.lease_wants(&checks, &keys, now);
+        let wants = self.lease_wants(&checks, &keys, estimate, now);
         let mut members = Vec::with_capacity(groups.len());
         let mut next = 0;
         for g in &groups {
@@ -59,7 +59,7 @@ impl RedisStore {
             Some(answer) => answer,
             None => self.admit_spread(&call, &members).await?,
         };
-        self.record_grants(&wants, &keys, &answer.checks, now);
+        self.record_grants(&lease, (&checks, &keys, &wants), &answer.checks, now);
         let bad = || RedisFault("unexpected answer from admit.lua".into());
         let n_groups = groups.len();
         let chosen = answer.chosen;

@@ -127,7 +127,7 @@ impl RedisStore {
         groups: &[Vec<usize>],
     ) -> Result<Option<AdmitAnswer>, RedisFault> {
         let n_checks: usize = groups.iter().map(Vec::len).sum();
-        let mut args: Vec<Vec<u8>> = Vec::with_capacity(4 + groups.len() + 5 * n_checks);
+        let mut args: Vec<Vec<u8>> = Vec::with_capacity(4 + groups.len() + 6 * n_checks);
         fn push<T: redis::ToRedisArgs>(args: &mut Vec<Vec<u8>>, v: T) {
             args.extend(v.to_redis_args());
         }
@@ -158,10 +158,7 @@ impl RedisStore {
                     push(a, 3);
                     push(a, l.count);
                     push(a, l.window_ms);
-                    match l.sliding {
-                        true => push(a, -1),
-                        false => push(a, call.wants.get(i).copied().unwrap_or(0)),
-                    }
+                    push(a, u8::from(l.sliding));
                 }
                 RuleKind::Tokens(l, _) => {
                     push(a, 4);
@@ -177,6 +174,7 @@ impl RedisStore {
                 }
             }
             push(&mut args, c.yield_to.unwrap_or(-1.0));
+            push(&mut args, call.wants.get(i).copied().unwrap_or(0));
         }
         let keys = groups.iter().flatten().flat_map(|&i| {
             let (key, second) = &call.keys[i];
@@ -231,6 +229,7 @@ impl RedisStore {
                 CheckAnswer {
                     remaining: None,
                     reset_ms: 0,
+                    granted: 0,
                     redis_now: 0,
                 };
                 call.checks.len()
@@ -394,7 +393,7 @@ fn plan_calls(
 }
 
 /// `admit.lua`'s answer, decoded: `{chosen, delay_ms, (passed, rejecting check,
-/// retry_after_ms) per group, (remaining, reset_ms) per check, Redis time}`.
+/// retry_after_ms) per group, (remaining, reset_ms, lease granted) per check, Redis time}`.
 pub(super) struct AdmitAnswer {
     /// The alternative admitted (1-based; 0: none, or no alternatives).
     pub(super) chosen: usize,
@@ -416,6 +415,8 @@ pub(super) struct GroupAnswer {
 pub(super) struct CheckAnswer {
     pub(super) remaining: Option<u64>,
     pub(super) reset_ms: u64,
+    /// The quota lease granted with it (see [`crate::limits::lease`]).
+    pub(super) granted: u64,
     /// Redis time (ms) of the call that decided it: `+ reset_ms` is its window's end.
     pub(super) redis_now: u64,
 }
@@ -423,7 +424,7 @@ pub(super) struct CheckAnswer {
 impl AdmitAnswer {
     /// Decode the flat array; `None` when its shape is not the expected one.
     pub(super) fn decode(out: &[i64], n_groups: usize, n_checks: usize) -> Option<AdmitAnswer> {
-        if out.len() != 3 + 3 * n_groups + 2 * n_checks {
+        if out.len() != 3 + 3 * n_groups + 3 * n_checks {
             return None;
         }
         let (&redis_now, out) = out.split_last()?;
@@ -436,10 +437,11 @@ impl AdmitAnswer {
             })
             .collect();
         let checks = out[2 + 3 * n_groups..]
-            .chunks_exact(2)
+            .chunks_exact(3)
             .map(|c| CheckAnswer {
                 remaining: u64::try_from(c[0]).ok(),
                 reset_ms: c[1].max(0) as u64,
+                granted: c[2].max(0) as u64,
                 redis_now: redis_now.max(0) as u64,
             })
             .collect();

@@ -1,17 +1,36 @@
-//! Quota leases on the shared store (the algorithm and its exactness argument are in
-//! [`crate::limits::lease`]): admissions decided from held units without a call, the
-//! units each Redis call asks for and records, and the return of unused units
-//! (`lua-compat/lease_return.lua`) on shutdown.
+//! Quota leases on the shared store (what they are and why they are exact:
+//! [`crate::limits::lease`]): admissions decided from what this instance holds, without a
+//! call; the leases each Redis call asks for and what it granted; their refresh, tidy and
+//! return.
 
+use super::lease_hold::{block_release, outstanding, slot_release, LeaseHold, Part};
 use super::*;
-use crate::limits::lease::{granted, Leases, Return};
+use crate::limits::lease::{LeaseState, Return};
+use crate::limits::tokens::TokenLimit;
 
 /// At most this many counters per return call.
 const RETURN_CHUNK: usize = 512;
 
-/// A check a lease can serve: a realtime fixed-window count.
-fn leasable(c: &Check<'_>) -> bool {
-    matches!(c.kind, RuleKind::Count(l) if !l.sliding) && c.yield_to.is_none()
+/// What a check can be served from, if a lease may serve it (realtime requests only).
+#[derive(Clone, Copy)]
+enum Leasable {
+    Count(u64),
+    Conn,
+    /// Tokens or spend: the amount one request reserves.
+    Tokens(u64),
+}
+
+fn leasable(c: &Check<'_>, estimate: Estimate) -> Option<Leasable> {
+    if c.yield_to.is_some() {
+        return None;
+    }
+    let block = |l: TokenLimit| Leasable::Tokens(estimate.of(&c.kind).min(l.limit));
+    match c.kind {
+        RuleKind::Count(l) if !l.sliding => Some(Leasable::Count(l.count)),
+        RuleKind::Conn(_) => Some(Leasable::Conn),
+        RuleKind::Tokens(l, _) | RuleKind::Spend(l) => Some(block(l)),
+        _ => None,
+    }
 }
 
 impl RedisStore {
@@ -20,7 +39,7 @@ impl RedisStore {
         self.lease_epoch.elapsed().as_millis() as u64
     }
 
-    fn lock_quota(&self) -> Option<std::sync::MutexGuard<'_, Leases>> {
+    pub(super) fn lock_quota(&self) -> Option<std::sync::MutexGuard<'_, LeaseState>> {
         let leases = self.quota_leases.as_ref()?;
         if !self.leasing.load(Ordering::Relaxed) {
             return None;
@@ -28,125 +47,290 @@ impl RedisStore {
         Some(leases.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The admission decided from held units, when every check of the required group and
-    /// of the first alternative is a fixed-window count with a unit left (the first
-    /// alternative admits, so it is the one chosen). `keys`: each check's counter, in group
-    /// order.
+    /// The admission decided from what this instance holds, when every check of the
+    /// required group and of the first alternative has room in it (the first alternative
+    /// admits, so it is the one chosen). `keys`: each check's keys, in group order.
     pub(super) fn admit_leased(
-        &self,
+        self: &Arc<Self>,
         required: &[Check<'_>],
         alternatives: &[Vec<Check<'_>>],
         keys: &[(String, String)],
+        estimate: Estimate,
         now: u64,
     ) -> Option<Admitted> {
         let first = alternatives.first().map_or(&[][..], Vec::as_slice);
         let n = required.len() + first.len();
-        let checks = || required.iter().chain(first);
-        if !checks().all(leasable) {
+        let checks: Vec<(&Check<'_>, Leasable, &str, bool)> = required
+            .iter()
+            .map(|c| (c, false))
+            .chain(first.iter().map(|c| (c, true)))
+            .zip(&keys[..n])
+            .map(|((c, alt), (key, _))| Some((c, leasable(c, estimate)?, key.as_str(), alt)))
+            .collect::<Option<_>>()?;
+        let mut state = self.lock_quota()?;
+        let ready = checks.iter().all(|&(_, l, key, _)| match l {
+            Leasable::Count(_) => state.units.ready(key, now),
+            Leasable::Conn => state.slots.get(key).is_some_and(|b| b.ready()),
+            Leasable::Tokens(need) => state.tokens.get(key).is_some_and(|b| b.ready(need)),
+        });
+        if !ready {
             return None;
         }
-        let mut leases = self.lock_quota()?;
-        if !keys[..n].iter().all(|(k, _)| leases.ready(k, now)) {
-            return None;
+        let mut parts = Vec::new();
+        // Quotas as the store reports them: per group, tokens first, then counts.
+        let mut token_quotas = Vec::new();
+        let mut count_quotas = Vec::new();
+        let mut quotas = Vec::new();
+        for (i, &(c, l, key, alternative)) in checks.iter().enumerate() {
+            match l {
+                Leasable::Count(limit) => {
+                    let q = state.units.spend(key, now)?;
+                    count_quotas.push(Quota {
+                        budget: Budget::Requests,
+                        limit,
+                        remaining: q.remaining,
+                        reset_ms: q.reset_ms,
+                        apisix_header: c.rule.answer.quota_header.clone(),
+                    });
+                }
+                Leasable::Conn => {
+                    state.slots.get_mut(key)?.take(now);
+                    parts.push(Part::Slot {
+                        key: key.to_string(),
+                        alternative,
+                    });
+                }
+                Leasable::Tokens(need) => {
+                    let (block, remaining, reset_ms) =
+                        state.tokens.get_mut(key)?.reserve(need, now)?;
+                    let (budget, limit, header) = match c.kind {
+                        RuleKind::Tokens(l, _) => {
+                            (Budget::Tokens, l.limit, c.rule.answer.quota_header.clone())
+                        }
+                        RuleKind::Spend(l) => (Budget::Spend, l.limit, None),
+                        _ => continue,
+                    };
+                    token_quotas.push(Quota {
+                        budget,
+                        limit,
+                        remaining,
+                        reset_ms,
+                        apisix_header: header,
+                    });
+                    let window_ms = match c.kind {
+                        RuleKind::Tokens(l, _) | RuleKind::Spend(l) => l.window_ms,
+                        _ => 0,
+                    };
+                    parts.push(Part::Tokens {
+                        key: key.to_string(),
+                        block,
+                        reserved: need,
+                        window_ms,
+                        charge: c.rule.charge(),
+                        alternative,
+                    });
+                }
+            }
+            // The end of a group: its quotas, tokens first.
+            if i + 1 == required.len() || i + 1 == n {
+                quotas.append(&mut token_quotas);
+                quotas.append(&mut count_quotas);
+            }
         }
-        let mut quotas = Vec::with_capacity(n);
-        for (c, (key, _)) in checks().zip(keys) {
-            let q = leases.spend(key, now)?;
-            let RuleKind::Count(l) = c.kind else {
-                continue;
-            };
-            quotas.push(Quota {
-                budget: Budget::Requests,
-                limit: l.count,
-                remaining: q.remaining,
-                reset_ms: q.reset_ms,
-                apisix_header: c.rule.answer.quota_header.clone(),
-            });
-        }
-        drop(leases);
+        drop(state);
         self.metrics.leased.inc();
+        let hold: Option<Box<dyn Hold>> = match parts.is_empty() {
+            true => None,
+            false => Some(Box::new(LeaseHold::new(self.clone(), parts))),
+        };
         Some(Admitted {
             ticket: Ticket {
                 delay_ms: 0,
                 quotas,
-                hold: None,
+                hold,
             },
             choice: (!alternatives.is_empty()).then_some(0),
             skipped: Vec::new(),
         })
     }
 
-    /// The units each check asks for with a call (0 for checks leases cannot serve).
+    /// The lease each check asks for with a call (0 for checks leases cannot serve).
     pub(super) fn lease_wants(
         &self,
         checks: &[&Check<'_>],
         keys: &[(String, String)],
+        estimate: Estimate,
         now: u64,
     ) -> Vec<u64> {
-        let Some(mut leases) = self.lock_quota() else {
+        let Some(mut state) = self.lock_quota() else {
             return vec![0; checks.len()];
         };
         checks
             .iter()
             .zip(keys)
-            .map(|(c, (key, _))| match leasable(c) {
-                true => leases.want(key, now),
-                false => 0,
+            .map(|(c, (key, _))| match leasable(c, estimate) {
+                Some(Leasable::Count(_)) => state.units.want(key, now),
+                Some(Leasable::Conn) => state.slots_of(key).map_or(0, |b| b.want(now)),
+                Some(Leasable::Tokens(need)) => {
+                    state.tokens_of(key).map_or(0, |b| b.want(need, now))
+                }
+                None => 0,
             })
             .collect()
     }
 
-    /// Record the units a call granted: for each count check that asked and was
-    /// evaluated, `min(want, remaining / 4)`, as admit.lua counted them. `sent`: when the
-    /// call left (the units are spent only before `sent + reset`).
+    /// Record what a call granted (`lease`: the call's lease id, which names slot and
+    /// block members). `sent`: when the call left (count units are spent only before
+    /// `sent + reset`).
     pub(super) fn record_grants(
         &self,
-        wants: &[u64],
-        keys: &[(String, String)],
+        lease: &str,
+        call: (&[&Check<'_>], &[(String, String)], &[u64]),
         answers: &[CheckAnswer],
         sent: u64,
     ) {
+        let (checks, keys, wants) = call;
         if wants.iter().all(|w| *w == 0) {
             return;
         }
-        let Some(mut leases) = self.lock_quota() else {
+        let Some(mut state) = self.lock_quota() else {
             return;
         };
         let now = self.lease_now();
-        for ((&want, (key, _)), a) in wants.iter().zip(keys).zip(answers) {
-            let Some(remaining) = a.remaining.filter(|_| want > 0) else {
+        let mut back = Vec::new();
+        for (((c, (key, zset)), &want), a) in checks.iter().zip(keys).zip(wants).zip(answers) {
+            if want == 0 || a.granted == 0 {
                 continue;
-            };
-            let units = granted(want, remaining);
-            if units > 0 {
-                let window_end = a.redis_now.saturating_add(a.reset_ms);
-                let deadline = sent.saturating_add(a.reset_ms);
-                leases.grant(key, units, remaining - units, window_end, deadline, now);
+            }
+            match c.kind {
+                RuleKind::Count(_) => {
+                    let others = a.remaining.unwrap_or(0).saturating_sub(a.granted);
+                    let window_end = a.redis_now.saturating_add(a.reset_ms);
+                    let deadline = sent.saturating_add(a.reset_ms);
+                    state
+                        .units
+                        .grant(key, a.granted, others, window_end, deadline, now);
+                }
+                RuleKind::Conn(_) => {
+                    let members = (1..=a.granted).map(|j| format!("{lease}#{j}"));
+                    match state.slots_of(key) {
+                        Some(b) => b.grant(members),
+                        None => back.extend(members.map(|m| slot_release(key, m))),
+                    }
+                }
+                RuleKind::Tokens(l, _) | RuleKind::Spend(l) => {
+                    let member = format!("{lease}#t|{}", a.granted);
+                    let others = a.remaining.unwrap_or(0).saturating_sub(a.granted);
+                    let reset_at = sent.saturating_add(a.reset_ms);
+                    let done = match state.tokens_of(key) {
+                        Some(b) => {
+                            b.window_ms = l.window_ms;
+                            b.grant(member, a.granted, others, reset_at)
+                        }
+                        None => {
+                            back.push(block_release(key, zset, l.window_ms, member, 0));
+                            Vec::new()
+                        }
+                    };
+                    back.extend(
+                        done.into_iter()
+                            .map(|b| block_release(key, zset, l.window_ms, b.member, b.used)),
+                    );
+                }
+                RuleKind::Req(_) => {}
             }
         }
-        self.metrics.lease_units.set(leases.outstanding(now) as i64);
-    }
-
-    /// Forget quiet counters and update the outstanding-units gauge (each refresh tick).
-    pub(super) fn tidy_leases(&self) {
-        if let Some(mut leases) = self.lock_quota() {
-            let now = self.lease_now();
-            leases.prune(now);
-            self.metrics.lease_units.set(leases.outstanding(now) as i64);
+        self.metrics.lease_units.set(outstanding(&state, now));
+        drop(state);
+        if !back.is_empty() {
+            self.send_release((back, None));
         }
     }
 
-    /// Stop leasing and give every unused unit back to its window (shutdown). Units whose
-    /// return fails are lost until their window ends (never overspent).
-    pub async fn return_leases(&self) {
-        let back = self.stop_leasing();
-        let total: u64 = back.iter().map(|r| r.units).sum();
+    /// Every slot and block member held, to refresh with the requests' leases.
+    pub(super) fn lease_members(&self) -> Vec<(String, String)> {
+        let Some(state) = self.lock_quota() else {
+            return Vec::new();
+        };
+        let slots = state
+            .slots
+            .iter()
+            .flat_map(|(k, b)| b.members.iter().map(move |m| (k.clone(), m.clone())));
+        let blocks = state
+            .tokens
+            .iter()
+            .flat_map(|(k, b)| b.members().map(move |m| (format!("{k}:r"), m.to_string())));
+        slots.chain(blocks).collect()
+    }
+
+    /// Each refresh tick: give back idle count units, idle slots and used or idle token
+    /// blocks, forget quiet keys, update the outstanding gauge.
+    pub(super) async fn tidy_leases(&self) {
+        let back = self.take_back(false);
+        if !back.is_empty() {
+            self.send_release((back, None));
+        }
+        let idle = self.idle_units();
+        self.return_units(idle).await;
+    }
+
+    fn idle_units(&self) -> Vec<Return> {
+        match self.lock_quota() {
+            Some(mut state) => state.units.drain_idle(self.lease_now()),
+            None => Vec::new(),
+        }
+    }
+
+    /// Return count units to their windows; how many went back.
+    async fn return_units(&self, back: Vec<Return>) -> u64 {
         let mut returned = 0;
         for run in self.by_slot(back, |r| r.key.as_str()) {
             for chunk in run.chunks(RETURN_CHUNK) {
                 returned += self.return_chunk(chunk).await;
             }
         }
+        returned
+    }
+
+    /// The releases of what is idle (or of everything not in use, when `all`).
+    fn take_back(&self, all: bool) -> Vec<Release> {
+        let Some(mut state) = self.lock_quota() else {
+            return Vec::new();
+        };
+        let now = self.lease_now();
+        state.units.prune(now);
+        let mut back = Vec::new();
+        for (key, b) in state.slots.iter_mut() {
+            back.extend(b.idle(all).into_iter().map(|m| slot_release(key, m)));
+        }
+        state.slots.retain(|_, b| !b.forgettable(now));
+        for (key, b) in state.tokens.iter_mut() {
+            let zset = format!("{key}:r");
+            let window_ms = b.window_ms;
+            back.extend(
+                b.tidy(all)
+                    .into_iter()
+                    .map(|t| block_release(key, &zset, window_ms, t.member, t.used)),
+            );
+        }
+        state.tokens.retain(|_, b| !b.forgettable(now));
+        self.metrics.lease_units.set(outstanding(&state, now));
+        back
+    }
+
+    /// Stop leasing and give back what is held (shutdown): count units to their window,
+    /// free slots and idle blocks through the release path. Blocks and slots of requests
+    /// still running go back when they end, as any request's own leases.
+    pub async fn return_leases(&self) {
+        let releases = self.take_back(true);
+        if !releases.is_empty() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.send_release((releases, Some(tx)));
+            let _ = rx.await;
+        }
+        let back = self.stop_leasing();
+        let total: u64 = back.iter().map(|r| r.units).sum();
+        let returned = self.return_units(back).await;
         if total > 0 {
             tracing::info!(
                 units = total,
@@ -156,14 +340,14 @@ impl RedisStore {
         }
     }
 
-    /// Stop taking leases; the units still held, to return.
+    /// Stop taking leases; the count units still held, to return.
     fn stop_leasing(&self) -> Vec<Return> {
-        let Some(mut leases) = self.lock_quota() else {
+        let Some(mut state) = self.lock_quota() else {
             return Vec::new();
         };
         self.leasing.store(false, Ordering::Relaxed);
         self.metrics.lease_units.set(0);
-        leases.drain(self.lease_now())
+        state.units.drain(self.lease_now())
     }
 
     async fn return_chunk(&self, chunk: &[Return]) -> u64 {

@@ -1,50 +1,12 @@
-//! Quota leases: slices of a shared fixed-window count that one instance spends locally.
-//!
-//! With the Redis policies every admission used to run every limit's commands inside Redis,
-//! which is shared by the whole fleet. A hot counter now costs Redis a call per *lease*
-//! instead of per request: when an admission goes to Redis anyway, each fixed-window count
-//! check may ask for `want` extra units, which `lua-compat/admit.lua` counts at once in the
-//! same atomic call (after counting the request itself) and grants as
-//! `min(want, remaining / 4)`. The instance then admits that many later requests of the
-//! counter from memory, without Redis, while the window lasts.
-//!
-//! **Exactness.** Every unit an instance spends was counted in Redis before it was granted,
-//! so the shared counter is never below what the fleet admitted: no window ever admits
-//! past its `count`, whatever the number of instances. A lease is spent only before
-//! `sent + reset` on this instance's monotonic clock, where `sent` is when the call left and
-//! `reset` what Redis said remained of the window when it ran — never after the window it
-//! was counted in has ended in Redis. What leases cost is the other way: units leased but
-//! not yet spent are refused to other instances. That under-admission is at most the
-//! outstanding units (`gateway_limiter_lease_units`), each grant at most a quarter of what
-//! was left, so leases shrink to nothing (one call per request, as without leases) over the
-//! last few requests of a window.
-//!
-//! **Sizing.** A lease asks for what the counter used on this instance in the previous
-//! second, times [`HORIZON_MS`] (capped at [`MAX_UNITS`]): a counter seen less than
-//! `1000 / HORIZON_MS` times a second never leases, so quiet keys stay exact per request.
-//!
-//! **Returns.** Unused units go back (`lua-compat/lease_return.lua`) on reload and
-//! shutdown, only into the window they were taken from (identified by its end in Redis
-//! time). A crashed instance returns nothing: its units are lost until the window ends.
-//!
-//! This module is the pure table (a fake clock tests it); `super::redis::leases` does the
-//! I/O.
+//! Count units: slices of a shared fixed-window count (see [`super`] for the exactness
+//! argument). Each unit was counted in Redis when it was granted; it is spent for one
+//! request before the window that counted it ends, or handed back to that same window.
 
+use super::{Traffic, MAX_UNITS};
 use std::collections::HashMap;
-
-/// How much traffic a lease covers: this many milliseconds at the previous second's rate.
-pub const HORIZON_MS: u64 = 100;
-/// The most units asked for at once.
-pub const MAX_UNITS: u64 = 4096;
 
 /// How far two readings of one window's end (Redis time) may differ.
 pub const WINDOW_END_SLACK_MS: u64 = 2;
-
-/// The units granted for a lease of `want` when `remaining` (after the request itself) was
-/// left: `lua-compat/admit.lua` grants the same.
-pub fn granted(want: u64, remaining: u64) -> u64 {
-    want.min(remaining / 4)
-}
 
 /// One counter's lease and traffic.
 #[derive(Debug, Clone, Copy, Default)]
@@ -57,10 +19,7 @@ struct Entry {
     window_end: u64,
     /// What Redis had left for others after the last grant (for the quota headers).
     others: u64,
-    /// Requests of this counter in the current second and the previous one.
-    second: u64,
-    this_second: u64,
-    last_second: u64,
+    traffic: Traffic,
 }
 
 /// A request's quota as a lease reports it.
@@ -79,33 +38,19 @@ pub struct Return {
     pub units: u64,
 }
 
-/// The leases of one instance, keyed by Redis counter key; at most `max` counters.
+/// The count units of one instance, keyed by Redis counter key; at most `max` counters.
 #[derive(Debug)]
-pub struct Leases {
+pub struct Units {
     map: HashMap<String, Entry>,
     max: usize,
 }
 
-impl Leases {
-    pub fn new(max: usize) -> Leases {
-        Leases {
+impl Units {
+    pub fn new(max: usize) -> Units {
+        Units {
             map: HashMap::new(),
             max,
         }
-    }
-
-    fn note(e: &mut Entry, now_ms: u64) {
-        let second = now_ms / 1000;
-        if second != e.second {
-            e.last_second = if second == e.second + 1 {
-                e.this_second
-            } else {
-                0
-            };
-            e.this_second = 0;
-            e.second = second;
-        }
-        e.this_second = e.this_second.saturating_add(1);
     }
 
     /// The units to ask for with a request of `key` that goes to Redis (0: none). Counts
@@ -116,11 +61,11 @@ impl Leases {
             return 0;
         }
         let e = self.map.entry(key.to_string()).or_default();
-        Self::note(e, now_ms);
+        e.traffic.note(now_ms);
         if e.units > 0 && now_ms < e.deadline_ms {
             return 0; // what is held still serves the next requests
         }
-        (e.last_second.saturating_mul(HORIZON_MS) / 1000).min(MAX_UNITS)
+        e.traffic.per_horizon().min(MAX_UNITS)
     }
 
     /// Whether `key` has a unit to spend now.
@@ -138,7 +83,7 @@ impl Leases {
             return None;
         }
         e.units -= 1;
-        Self::note(e, now_ms);
+        e.traffic.note(now_ms);
         Some(LeaseQuota {
             remaining: e.others.saturating_add(e.units),
             reset_ms: e.deadline_ms - now_ms,
@@ -191,7 +136,6 @@ impl Leases {
     /// in the last two seconds (the table stays bounded by traffic, not by history).
     pub fn drain(&mut self, now_ms: u64) -> Vec<Return> {
         let mut out = Vec::new();
-        let second = now_ms / 1000;
         self.map.retain(|key, e| {
             if e.units > 0 && now_ms < e.deadline_ms {
                 out.push(Return {
@@ -201,16 +145,32 @@ impl Leases {
                 });
             }
             e.units = 0;
-            second <= e.second + 1
+            e.traffic.recent(now_ms)
         });
+        out
+    }
+
+    /// Take back the spendable units of counters without traffic in this second or the
+    /// last (idle units only keep others from the window), to return.
+    pub fn drain_idle(&mut self, now_ms: u64) -> Vec<Return> {
+        let mut out = Vec::new();
+        for (key, e) in self.map.iter_mut() {
+            if e.units > 0 && now_ms < e.deadline_ms && !e.traffic.recent(now_ms) {
+                out.push(Return {
+                    key: key.clone(),
+                    window_end: e.window_end,
+                    units: e.units,
+                });
+                e.units = 0;
+            }
+        }
         out
     }
 
     /// Forget counters whose lease ended and that saw no traffic for two seconds.
     pub fn prune(&mut self, now_ms: u64) {
-        let second = now_ms / 1000;
         self.map
-            .retain(|_, e| (e.units > 0 && now_ms < e.deadline_ms) || second <= e.second + 1);
+            .retain(|_, e| (e.units > 0 && now_ms < e.deadline_ms) || e.traffic.recent(now_ms));
     }
 
     pub fn len(&self) -> usize {
@@ -228,14 +188,14 @@ mod tests {
 
     #[test]
     fn a_hot_counter_leases_a_slice_of_its_rate_and_spends_it_locally() {
-        let mut l = Leases::new(10);
+        let mut l = Units::new(10);
         // 500 requests in second 0: no lease yet (no previous second).
         for i in 0..500 {
             assert_eq!(l.want("k", i), 0);
         }
         // Second 1: the previous second's 500/s × 100 ms.
         assert_eq!(l.want("k", 1000), 50);
-        l.grant("k", granted(50, 1000), 1000 - 50, 9_000_000, 60_000, 1000);
+        l.grant("k", 50, 1000 - 50, 9_000_000, 60_000, 1000);
         assert!(l.ready("k", 1001));
         let q = l.spend("k", 1001).unwrap();
         assert_eq!(
@@ -255,11 +215,8 @@ mod tests {
     }
 
     #[test]
-    fn grants_shrink_near_the_limit_and_windows_do_not_mix() {
-        assert_eq!(granted(4096, 100_000), 4096);
-        assert_eq!(granted(4096, 40), 10);
-        assert_eq!(granted(4096, 3), 0);
-        let mut l = Leases::new(10);
+    fn grants_of_one_window_add_up_and_windows_do_not_mix() {
+        let mut l = Units::new(10);
         l.want("k", 0);
         l.grant("k", 5, 100, 60_000, 50_000, 0);
         // Same window: units add up, the earlier deadline stays.
@@ -284,8 +241,18 @@ mod tests {
     }
 
     #[test]
+    fn idle_units_are_taken_back() {
+        let mut l = Units::new(10);
+        l.want("k", 0);
+        l.grant("k", 5, 100, 60_000, 50_000, 0);
+        assert!(l.drain_idle(1_999).is_empty(), "still recent");
+        assert_eq!(l.drain_idle(2_000)[0].units, 5);
+        assert_eq!(l.outstanding(2_000), 0);
+    }
+
+    #[test]
     fn the_table_is_bounded_and_forgets_quiet_counters() {
-        let mut l = Leases::new(2);
+        let mut l = Units::new(2);
         l.want("a", 0);
         l.want("b", 0);
         assert_eq!(l.want("c", 0), 0);

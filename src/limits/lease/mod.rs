@@ -1,0 +1,166 @@
+//! Quota leases: slices of shared limits that one instance spends without calling Redis.
+//!
+//! With the Redis policies every admission used to run every limit's commands inside Redis,
+//! which one node serves for the whole fleet. A hot limit now costs Redis a call per
+//! *lease* instead of per request. When an admission goes to Redis anyway, each of its
+//! realtime checks may ask for a lease, which `lua-compat/admit.lua` grants in the same
+//! atomic decision, at most a quarter of what the limit has left:
+//!
+//! - a fixed-window **count** ([`units`]): `w` more units counted at once;
+//! - **conn** ([`blocks::SlotBlock`]): `w` more slots, held as lease members like a
+//!   running request's and refreshed with them;
+//! - **tokens** and **spend** ([`blocks::TokenBlocks`]): a block of `w` reserved like one
+//!   request's estimate.
+//!
+//! The instance then admits requests whose every check (the required group's and the
+//! first deployment's) has room in what it holds, without a call: a unit spent, a slot
+//! taken (and put back when the request ends), an estimate reserved in the block (and
+//! the real usage charged to it). A token block goes back to Redis through the usual
+//! release — its member removed, what its requests used committed — once it is retired
+//! (spent, overdrawn, or at the next tidy) and its last request has ended.
+//!
+//! **Exactness.** What an instance hands out was counted, taken or reserved in Redis
+//! before it was granted, in the same atomic script that checked the limit, so Redis never
+//! holds less than the fleet has admitted: no limit ever admits past its bound, whatever
+//! the number of instances. Count units are spent only before `sent + reset` on this
+//! instance's monotonic clock (`sent`: when the call left; `reset`: what Redis said
+//! remained of the window when it ran), so never after the window that counted them has
+//! ended in Redis. Slots and blocks are leases refreshed like a request's: a crashed
+//! instance's expire after `lease_ttl`. A request that uses more tokens than its estimate
+//! retires its block at once, so the overdraft reaches Redis when the block's last request
+//! ends, as a request's own release would.
+//!
+//! **What leases cost** is the other way: what is leased and not yet used is refused to
+//! other instances. That under-admission is at most the outstanding leases (the
+//! `gateway_limiter_lease_units` gauge), each grant at most a quarter of what was left, so
+//! leases shrink to nothing — one call per request, as without them — near a limit.
+//!
+//! **Sizing.** Only a hot key leases: one seen at least `1000 / HORIZON_MS` times in the
+//! previous second on this instance. Count units cover [`HORIZON_MS`] of that rate; a slot
+//! block doubles when it runs out and gives back what stayed idle over a tidy period; a
+//! token block covers [`HORIZON_MS`] of requests at the current estimate.
+//!
+//! **Returns.** Unused count units go back (`lua-compat/lease_return.lua`) on shutdown,
+//! only into the window they were taken from (identified by its end in Redis time); slots
+//! and blocks go back through the release path. A crashed instance returns nothing: its
+//! count units are lost until the window ends, its slots and blocks after `lease_ttl`.
+//!
+//! This module is pure state (unit-tested with a fake clock); `super::redis::leases` does
+//! the I/O.
+
+pub mod blocks;
+pub mod units;
+
+pub use blocks::{SlotBlock, TokenBlocks};
+pub use units::{LeaseQuota, Return, Units};
+
+/// How much traffic a lease covers: this many milliseconds at the previous second's rate.
+pub const HORIZON_MS: u64 = 100;
+/// The most count units asked for at once.
+pub const MAX_UNITS: u64 = 4096;
+
+/// Requests of one key in the current second and the previous one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Traffic {
+    second: u64,
+    this_second: u64,
+    last_second: u64,
+}
+
+impl Traffic {
+    /// Count a request at `now_ms`.
+    pub fn note(&mut self, now_ms: u64) {
+        let second = now_ms / 1000;
+        if second != self.second {
+            self.last_second = if second == self.second + 1 {
+                self.this_second
+            } else {
+                0
+            };
+            self.this_second = 0;
+            self.second = second;
+        }
+        self.this_second = self.this_second.saturating_add(1);
+    }
+
+    /// Requests expected within [`HORIZON_MS`] at the previous second's rate (0: the key
+    /// is not hot enough to lease).
+    pub fn per_horizon(&self) -> u64 {
+        self.last_second.saturating_mul(HORIZON_MS) / 1000
+    }
+
+    /// Whether the key saw requests in this second or the previous one.
+    pub fn recent(&self, now_ms: u64) -> bool {
+        now_ms / 1000 <= self.second + 1
+    }
+}
+
+/// Every lease of one instance, bounded to `max` keys in all.
+#[derive(Debug)]
+pub struct LeaseState {
+    pub units: Units,
+    pub slots: std::collections::HashMap<String, SlotBlock>,
+    pub tokens: std::collections::HashMap<String, TokenBlocks>,
+    max: usize,
+}
+
+impl LeaseState {
+    pub fn new(max: usize) -> LeaseState {
+        LeaseState {
+            units: Units::new(max),
+            slots: Default::default(),
+            tokens: Default::default(),
+            max,
+        }
+    }
+
+    /// Whether another key may be tracked.
+    pub fn room(&self) -> bool {
+        self.units.len() + self.slots.len() + self.tokens.len() < self.max
+    }
+
+    /// The slot block of `key`, created when there is room.
+    pub fn slots_of(&mut self, key: &str) -> Option<&mut SlotBlock> {
+        if !self.slots.contains_key(key) && !self.room() {
+            return None;
+        }
+        Some(self.slots.entry(key.to_string()).or_default())
+    }
+
+    /// The token blocks of `key`, created when there is room.
+    pub fn tokens_of(&mut self, key: &str) -> Option<&mut TokenBlocks> {
+        if !self.tokens.contains_key(key) && !self.room() {
+            return None;
+        }
+        Some(self.tokens.entry(key.to_string()).or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traffic_rolls_over_seconds_and_forgets_gaps() {
+        let mut t = Traffic::default();
+        for ms in 0..500 {
+            t.note(ms);
+        }
+        assert_eq!(t.per_horizon(), 0);
+        t.note(1000);
+        assert_eq!(t.per_horizon(), 50);
+        // A gap of a whole second: nothing last second.
+        t.note(3000);
+        assert_eq!(t.per_horizon(), 0);
+        assert!(t.recent(4999) && !t.recent(5000));
+    }
+
+    #[test]
+    fn the_state_is_bounded_across_kinds() {
+        let mut s = LeaseState::new(2);
+        assert!(s.slots_of("a").is_some());
+        assert!(s.tokens_of("b").is_some());
+        assert!(s.slots_of("c").is_none() && s.tokens_of("c").is_none());
+        assert!(s.slots_of("a").is_some());
+    }
+}
