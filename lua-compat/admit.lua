@@ -35,8 +35,11 @@
 --         count (fixed window): w more units counted now;
 --         conn:   w more slots, members `<lease>#1..#g`, given back if the group rejects;
 --         tokens, spend: a block of w reserved as member `<lease>#t|w` (all or nothing),
---                 given back if the group rejects.
--- KEYS: two per check, in admission and check order. req: hash, -; conn: zset, -;
+--                 given back if the group rejects;
+--         req (nodelay only): a rate share of w milli-requests/s at most, once the group
+--                 has passed, member `<lease>#r|g|g/10` of k2 (the granted g answered).
+-- KEYS: two per check, in admission and check order. req: hash, zset of rate shares;
+--       conn: zset, -;
 --       count: counter (a sliding window: hash {end, cur, prev}), -;
 --       tokens, spend: hash {c = committed, e = window end, r = tokens reserved}, zset of
 --       reservations (member `lease|tokens`, score = lease expiry).
@@ -137,11 +140,34 @@ local function count_wait(c, used, left)
   return pace(c.a, c.b, left, used, 1)
 end
 
+-- The rate shares of a bucket's set (`<lease>#r|rate|burst`, milli-requests): the rate
+-- every share held since the bucket was last written (the expired ones included: until
+-- they are seen here this bucket leaked at the rate they left, which only understates its
+-- leak), the rate and capacity the live ones hold, and the capacity of the expired ones
+-- (removed here).
+local function shares(zset)
+  local all_rate, sr, sb, expired = 0, 0, 0, 0
+  local all = redis.call('ZRANGE', zset, 0, -1, 'WITHSCORES')
+  for j = 1, #all, 2 do
+    local rate, burst = string.match(all[j], '#r|(%d+)|(%d+)$')
+    rate, burst = tonumber(rate) or 0, tonumber(burst) or 0
+    all_rate = all_rate + rate
+    if tonumber(all[j + 1]) <= now then
+      expired = expired + burst + 1000
+      redis.call('ZREM', zset, all[j])
+    else
+      sr, sb = sr + rate, sb + burst + 1000
+    end
+  end
+  return all_rate, sr, sb, expired
+end
+
 -- Evaluate one group; returns status, rejecting check, retry_after_ms, group delay.
 local function evaluate(checks, base)
   -- {zset, member[, hash, tokens, quota index, left before]} to give back on rejection
   local taken = {}
   local gdelay = 0
+  local share_grants = {}
   local function reject(i, retry)
     for _, h in ipairs(taken) do
       if redis.call('ZREM', h[1], h[2]) == 1 and h[3] then
@@ -325,15 +351,33 @@ local function evaluate(checks, base)
       end
     end
   end
-  -- 4. req: leak, then add 1000 milli-requests; a rejection writes nothing.
+  -- 4. req: leak, then add 1000 milli-requests; a rejection writes nothing. Rate shares
+  --    (src/limits/lease/shares.rs) are buckets of their own in the gateways holding them
+  --    (members `<lease>#r|rate|burst` of the set k2, milli-requests): this bucket leaks
+  --    at the rate they leave and holds the burst they leave; an expired share's whole
+  --    capacity (burst + one request) is added to the excess (its bucket may have been
+  --    full), which keeps every bucket together within the rule's rate and burst.
   for i, c in ipairs(checks) do
     if c.kind == 1 then
-      local r, b = c.a * 1000, c.b * 1000
+      local all_rate, sr, sb, expired = shares(c.k2)
+      local r, b = math.max(c.a * 1000 - sr, 1), c.b * 1000 - sb
       local excess = 0
       local v = redis.call('HMGET', c.k1, 'excess', 'last', 'x')
       local e, last = tonumber(v[1]), tonumber(v[2])
+      if expired > 0 then
+        -- Written at once: the expired shares are gone from the set, even if this
+        -- request is refused.
+        local leaked = 0
+        if e and last then
+          leaked = math.max(e - math.max(c.a * 1000 - all_rate, 1) * math.max(now - last, 0) / 1000, 0)
+        end
+        e, last = leaked + expired, now
+        redis.call('HSET', c.k1, 'excess', math.floor(e), 'last', now)
+      end
       if e and last then
-        excess = math.max(e - r * math.max(now - last, 0) / 1000 + 1000, 0)
+        local leak = math.max(c.a * 1000 - all_rate, 1)
+        if expired > 0 then leak = r end
+        excess = math.max(e - leak * math.max(now - last, 0) / 1000 + 1000, 0)
       end
       if excess > b then
         return reject(i, math.ceil((excess - b) * 1000 / r))
@@ -351,7 +395,8 @@ local function evaluate(checks, base)
         if d >= 1 then gdelay = math.max(gdelay, math.floor(d)) end
       end
       -- The bucket needs (burst + 1) / rate to drain (APISIX's TTL is shorter: bug 1).
-      local ttl = math.ceil((c.b + 1) / c.a * 1000) + 1000
+      -- (at the rate the shares leave it).
+      local ttl = math.ceil((c.b * 1000 + 1000) / r * 1000) + 1000
       local x = renew(tonumber(v[3]), ttl)
       if x then
         redis.call('HSET', c.k1, 'excess', math.floor(excess), 'last', now, 'x', x)
@@ -359,6 +404,23 @@ local function evaluate(checks, base)
       else
         redis.call('HSET', c.k1, 'excess', math.floor(excess), 'last', now)
       end
+      if c.w > 0 and c.y < 0 and c.c == 1 then
+        share_grants[#share_grants + 1] = {c, i, r, b - math.floor(excess)}
+      end
+    end
+  end
+  -- 5. rate shares, once nothing can reject: a quarter of the rate left, and a burst of
+  --    a tenth of that rate (100 ms), within a quarter of the room the bucket has.
+  for _, s in ipairs(share_grants) do
+    local c, i, r, room = s[1], s[2], s[3], s[4]
+    local g = math.min(c.w, math.floor(r / 4))
+    local fit = (math.floor(room / 4) - 1000) * 10
+    if fit < g then g = fit end
+    if g >= 1000 then
+      local m = lease .. '#r|' .. g .. '|' .. math.floor(g / 10)
+      redis.call('ZADD', c.k2, now + lease_ttl, m)
+      if redis.call('PTTL', c.k2) < lease_ttl then redis.call('PEXPIRE', c.k2, 2 * lease_ttl) end
+      granted[base + i] = g
     end
   end
   return 1, 0, 0, gdelay

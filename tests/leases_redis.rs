@@ -34,15 +34,16 @@ models:
 
 /// Requests from `threads` threads, round robin over `gws`, for `secs`; the statuses.
 fn traffic(gws: &[&Gw], threads: usize, secs: f64) -> Vec<u16> {
-    answers(gws, "m", threads, secs)
+    answers(gws, "m", threads, secs, 0)
         .into_iter()
         .map(|(s, _)| s)
         .collect()
 }
 
 /// Requests for `model` (at most 16 completion tokens) from `threads` threads, round robin
-/// over `gws`, for `secs`; each answer's status and total tokens.
-fn answers(gws: &[&Gw], model: &str, threads: usize, secs: f64) -> Vec<(u16, u64)> {
+/// over `gws`, for `secs`, each thread pausing `pace_ms` after each; each answer's status
+/// and total tokens.
+fn answers(gws: &[&Gw], model: &str, threads: usize, secs: f64, pace_ms: u64) -> Vec<(u16, u64)> {
     let urls: Vec<String> = gws.iter().map(|g| g.url("/v1/chat/completions")).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..threads)
@@ -63,6 +64,7 @@ fn answers(gws: &[&Gw], model: &str, threads: usize, secs: f64) -> Vec<(u16, u64
                     };
                     out.push((r.status, tokens));
                     i += 1;
+                    std::thread::sleep(Duration::from_millis(pace_ms));
                 }
                 out
             })
@@ -197,7 +199,7 @@ fn slot_blocks_never_run_more_requests_at_once_than_the_limit() {
         );
     let gws: Vec<Gw> = (0..8).map(|_| Gw::start(&cfg)).collect();
     let all: Vec<&Gw> = gws.iter().collect();
-    let out = answers(&all, "c", 40, 3.0);
+    let out = answers(&all, "c", 40, 3.0, 0);
     let ok = out.iter().filter(|(s, _)| *s == 200).count();
     assert!(
         up.max_in_flight() <= 24,
@@ -249,9 +251,9 @@ fn token_blocks_never_let_the_fleet_use_more_than_the_window() {
     let started = Instant::now();
     let mut out = Vec::new();
     while out.iter().all(|(s, _)| *s == 200) && started.elapsed() < Duration::from_secs(40) {
-        out.extend(answers(&all, "m", 16, 1.0));
+        out.extend(answers(&all, "m", 16, 1.0, 0));
     }
-    out.extend(answers(&all, "m", 16, 1.0));
+    out.extend(answers(&all, "m", 16, 1.0, 0));
     let used: u64 = out.iter().map(|(_, t)| t).sum();
     let leased = total(&all, "gateway_limiter_leased_total", &[]);
     eprintln!(
@@ -268,4 +270,48 @@ fn token_blocks_never_let_the_fleet_use_more_than_the_window() {
     for g in &all {
         g.wait_metric("gateway_limiter_lease_units", &[], 0.0);
     }
+}
+
+#[test]
+fn rate_shares_keep_the_fleet_within_the_bucket() {
+    let redis = Redis::start();
+    let (rate, burst) = (1000.0, 200.0);
+    let cfg = yaml(&redis, 1_000_000_000).replace(
+        "limits: [{name: rpm, count: {count: 1000000000, time_window: 60s}}]",
+        &format!("limits: [{{name: rps, req: {{rate: {rate}, burst: {burst}, nodelay: true}}}}]"),
+    );
+    let gws: Vec<Gw> = (0..8).map(|_| Gw::start(&cfg)).collect();
+    let all: Vec<&Gw> = gws.iter().collect();
+    // Below the rate (16 threads, a request each 20 ms at most): the bucket has room and
+    // hot gateways take shares of it.
+    let calm = answers(&all, "m", 16, 2.5, 20);
+    assert_eq!(
+        count(&calm.iter().map(|a| a.0).collect::<Vec<_>>(), 200),
+        calm.len()
+    );
+    let shared = total(&all, "gateway_limiter_leased_total", &[]);
+    assert!(shared > 0.0, "rate shares served requests");
+    // Then as fast as the clients go (above the rate): every bucket together stays within
+    // the rule's, over any stretch of time.
+    let started = Instant::now();
+    let out = traffic(&all, 16, 3.0);
+    let secs = started.elapsed().as_secs_f64();
+    let admitted = count(&out, 200) as f64;
+    let leased = total(&all, "gateway_limiter_leased_total", &[]) - shared;
+    eprintln!(
+        "calm: {} requests, {shared} from shares; then {} requests in {secs:.2} s: {admitted} \
+         admitted (bound {:.0}), {leased} from shares",
+        calm.len(),
+        out.len(),
+        burst + 1.0 + rate * secs
+    );
+    assert!(
+        admitted <= burst + 1.0 + rate * secs,
+        "{admitted} admitted in {secs} s"
+    );
+    assert!(
+        admitted >= 0.5 * rate * secs,
+        "only {admitted} admitted in {secs} s"
+    );
+    assert_eq!(count(&out, 200) + count(&out, 429), out.len());
 }

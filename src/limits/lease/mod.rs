@@ -10,7 +10,10 @@
 //! - **conn** ([`blocks::SlotBlock`]): `w` more slots, held as lease members like a
 //!   running request's and refreshed with them;
 //! - **tokens** and **spend** ([`blocks::TokenBlocks`]): a block of `w` reserved like one
-//!   request's estimate.
+//!   request's estimate;
+//! - **req** with `nodelay` ([`shares::Shares`]): a rate share, a leaky bucket of its own
+//!   taken out of the rule's (which then leaks at the rate left and holds the burst left),
+//!   once the request's group has passed.
 //!
 //! The instance then admits requests whose every check (the required group's and the
 //! first deployment's) has room in what it holds, without a call: a unit spent, a slot
@@ -49,9 +52,11 @@
 //! the I/O.
 
 pub mod blocks;
+pub mod shares;
 pub mod units;
 
 pub use blocks::{SlotBlock, TokenBlocks};
+pub use shares::Shares;
 pub use units::{LeaseQuota, Return, Units};
 
 /// How much traffic a lease covers: this many milliseconds at the previous second's rate.
@@ -101,6 +106,7 @@ pub struct LeaseState {
     pub units: Units,
     pub slots: std::collections::HashMap<String, SlotBlock>,
     pub tokens: std::collections::HashMap<String, TokenBlocks>,
+    pub shares: std::collections::HashMap<String, Shares>,
     max: usize,
 }
 
@@ -110,13 +116,14 @@ impl LeaseState {
             units: Units::new(max),
             slots: Default::default(),
             tokens: Default::default(),
+            shares: Default::default(),
             max,
         }
     }
 
     /// Whether another key may be tracked.
     pub fn room(&self) -> bool {
-        self.units.len() + self.slots.len() + self.tokens.len() < self.max
+        self.units.len() + self.slots.len() + self.tokens.len() + self.shares.len() < self.max
     }
 
     /// The slot block of `key`, created when there is room.
@@ -125,6 +132,14 @@ impl LeaseState {
             return None;
         }
         Some(self.slots.entry(key.to_string()).or_default())
+    }
+
+    /// The rate share of `key`, created when there is room.
+    pub fn shares_of(&mut self, key: &str) -> Option<&mut Shares> {
+        if !self.shares.contains_key(key) && !self.room() {
+            return None;
+        }
+        Some(self.shares.entry(key.to_string()).or_default())
     }
 
     /// The token blocks of `key`, created when there is room.

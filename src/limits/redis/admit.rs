@@ -25,6 +25,8 @@ impl RedisStore {
                 let key = self.key(c.rule, &c.kind, &c.key);
                 let second = match c.kind {
                     RuleKind::Tokens(..) | RuleKind::Spend(_) => format!("{key}:r"),
+                    // The bucket's rate shares (see crate::limits::lease).
+                    RuleKind::Req(_) => format!("{key}:s"),
                     _ => key.clone(),
                 };
                 (key, second)

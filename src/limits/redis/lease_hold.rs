@@ -173,3 +173,22 @@ pub(super) fn block_release(
         used,
     }
 }
+
+/// The release of a rate share: its member removed, its bucket's excess added to the
+/// rule's bucket (leaked there at the rule's rate less the shares').
+pub(super) fn share_release(
+    key: &str,
+    zset: &str,
+    rule_rate: u64,
+    share: &crate::limits::lease::shares::RateShare,
+    now: u64,
+) -> Release {
+    Release {
+        kind: 1,
+        key: key.to_string(),
+        zset: zset.to_string(),
+        member: share.member.clone(),
+        window_ms: rule_rate,
+        used: share.excess_now(now),
+    }
+}

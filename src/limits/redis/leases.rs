@@ -3,8 +3,9 @@
 //! call; the leases each Redis call asks for and what it granted; their refresh, tidy and
 //! return.
 
-use super::lease_hold::{block_release, outstanding, slot_release, LeaseHold, Part};
+use super::lease_hold::{block_release, outstanding, share_release, slot_release, LeaseHold, Part};
 use super::*;
+use crate::limits::lease::shares::RateShare;
 use crate::limits::lease::{LeaseState, Return};
 use crate::limits::tokens::TokenLimit;
 
@@ -18,6 +19,8 @@ enum Leasable {
     Conn,
     /// Tokens or spend: the amount one request reserves.
     Tokens(u64),
+    /// A `nodelay` leaky bucket.
+    Req,
 }
 
 fn leasable(c: &Check<'_>, estimate: Estimate) -> Option<Leasable> {
@@ -29,6 +32,7 @@ fn leasable(c: &Check<'_>, estimate: Estimate) -> Option<Leasable> {
         RuleKind::Count(l) if !l.sliding => Some(Leasable::Count(l.count)),
         RuleKind::Conn(_) => Some(Leasable::Conn),
         RuleKind::Tokens(l, _) | RuleKind::Spend(l) => Some(block(l)),
+        RuleKind::Req(l) if l.nodelay => Some(Leasable::Req),
         _ => None,
     }
 }
@@ -72,6 +76,7 @@ impl RedisStore {
             Leasable::Count(_) => state.units.ready(key, now),
             Leasable::Conn => state.slots.get(key).is_some_and(|b| b.ready()),
             Leasable::Tokens(need) => state.tokens.get(key).is_some_and(|b| b.ready(need)),
+            Leasable::Req => state.shares.get(key).is_some_and(|s| s.ready(now)),
         });
         if !ready {
             return None;
@@ -92,6 +97,9 @@ impl RedisStore {
                         reset_ms: q.reset_ms,
                         apisix_header: c.rule.answer.quota_header.clone(),
                     });
+                }
+                Leasable::Req => {
+                    state.shares.get_mut(key)?.admit(now);
                 }
                 Leasable::Conn => {
                     state.slots.get_mut(key)?.take(now);
@@ -174,6 +182,7 @@ impl RedisStore {
                 Some(Leasable::Tokens(need)) => {
                     state.tokens_of(key).map_or(0, |b| b.want(need, now))
                 }
+                Some(Leasable::Req) => state.shares_of(key).map_or(0, |s| s.want(now)),
                 None => 0,
             })
             .collect()
@@ -237,7 +246,19 @@ impl RedisStore {
                             .map(|b| block_release(key, zset, l.window_ms, b.member, b.used)),
                     );
                 }
-                RuleKind::Req(_) => {}
+                RuleKind::Req(l) => {
+                    let g = a.granted;
+                    let member = format!("{lease}#r|{g}|{}", g / 10);
+                    let rule_rate = (l.rate * 1000.0).ceil() as u64;
+                    let old = match state.shares_of(key) {
+                        Some(s) => {
+                            s.rule_rate = rule_rate;
+                            s.grant(member, g, now)
+                        }
+                        None => Some(RateShare::unused(member, g)),
+                    };
+                    back.extend(old.map(|o| share_release(key, zset, rule_rate, &o, now)));
+                }
             }
         }
         self.metrics.lease_units.set(outstanding(&state, now));
@@ -260,7 +281,11 @@ impl RedisStore {
             .tokens
             .iter()
             .flat_map(|(k, b)| b.members().map(move |m| (format!("{k}:r"), m.to_string())));
-        slots.chain(blocks).collect()
+        let shares = state
+            .shares
+            .iter()
+            .filter_map(|(k, s)| Some((format!("{k}:s"), s.member()?.to_string())));
+        slots.chain(blocks).chain(shares).collect()
     }
 
     /// Each refresh tick: give back idle count units, idle slots and used or idle token
@@ -314,6 +339,18 @@ impl RedisStore {
             );
         }
         state.tokens.retain(|_, b| !b.forgettable(now));
+        for (key, s) in state.shares.iter_mut() {
+            if let Some(old) = s.tidy(all) {
+                back.push(share_release(
+                    key,
+                    &format!("{key}:s"),
+                    s.rule_rate,
+                    &old,
+                    now,
+                ));
+            }
+        }
+        state.shares.retain(|_, s| !s.forgettable(now));
         self.metrics.lease_units.set(outstanding(&state, now));
         back
     }

@@ -1,0 +1,161 @@
+//! Rate shares of a limit-req bucket (see [`super`]): a share is a leaky bucket of its own
+//! — `rate` milli-requests per second, `burst` milli-requests — that Redis has taken out of
+//! the rule's bucket (which then leaks at the rate left and holds the burst left), so all
+//! buckets together never admit more than the rule's rate and burst. Only `nodelay` rules
+//! are shared: a share never delays, it admits or sends the request to Redis.
+
+use super::Traffic;
+
+/// One share held: its bucket, run here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateShare {
+    pub member: String,
+    /// Milli-requests per second.
+    pub rate: u64,
+    /// Milli-requests the bucket may hold above one request.
+    pub burst: u64,
+    excess: f64,
+    last_ms: u64,
+}
+
+impl RateShare {
+    /// The bucket's excess with one more request at `now_ms` (APISIX's leaky bucket).
+    fn with_one(&self, now_ms: u64) -> f64 {
+        let leaked = self.rate as f64 * now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        (self.excess - leaked + 1000.0).max(0.0)
+    }
+
+    /// A share granted but not kept (no room to track it): given back at once.
+    pub fn unused(member: String, rate: u64) -> RateShare {
+        RateShare {
+            member,
+            rate,
+            burst: rate / 10,
+            excess: 0.0,
+            last_ms: 0,
+        }
+    }
+
+    /// The excess now, without a request: what goes back with the share.
+    pub fn excess_now(&self, now_ms: u64) -> u64 {
+        let leaked = self.rate as f64 * now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        (self.excess - leaked).max(0.0).ceil() as u64
+    }
+}
+
+/// The share this instance holds of one bucket.
+#[derive(Debug, Default)]
+pub struct Shares {
+    current: Option<RateShare>,
+    /// Whether it admitted a request since the last tidy.
+    touched: bool,
+    /// The rule's rate, milli-requests per second (what a return leaks with).
+    pub rule_rate: u64,
+    traffic: Traffic,
+}
+
+impl Shares {
+    /// The share to ask for with a request that goes to Redis (milli-requests per second):
+    /// none for a key that is not hot or while the share held admits; else one and a half
+    /// times the previous second's rate.
+    pub fn want(&mut self, now_ms: u64) -> u64 {
+        self.traffic.note(now_ms);
+        if self.traffic.per_horizon() == 0 || self.ready(now_ms) {
+            return 0;
+        }
+        self.traffic.per_horizon().saturating_mul(15_000)
+    }
+
+    /// Whether the share admits a request now.
+    pub fn ready(&self, now_ms: u64) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|s| s.with_one(now_ms) <= s.burst as f64)
+    }
+
+    /// Admit a request in the share's bucket.
+    pub fn admit(&mut self, now_ms: u64) -> bool {
+        let Some(s) = self.current.as_mut() else {
+            return false;
+        };
+        let excess = s.with_one(now_ms);
+        if excess > s.burst as f64 {
+            return false;
+        }
+        s.excess = excess;
+        s.last_ms = now_ms;
+        self.traffic.note(now_ms);
+        self.touched = true;
+        true
+    }
+
+    /// A granted share of `rate` (its burst a tenth of it, as admit.lua grants) becomes
+    /// the one held, empty; the one held before, to give back.
+    pub fn grant(&mut self, member: String, rate: u64, now_ms: u64) -> Option<RateShare> {
+        self.touched = true;
+        self.current.replace(RateShare {
+            member,
+            rate,
+            burst: rate / 10,
+            excess: 0.0,
+            last_ms: now_ms,
+        })
+    }
+
+    /// Each tidy: the share to give back when it admitted nothing since the last tidy, or
+    /// when `all` (shutdown).
+    pub fn tidy(&mut self, all: bool) -> Option<RateShare> {
+        let idle = !self.touched;
+        self.touched = false;
+        match all || idle {
+            true => self.current.take(),
+            false => None,
+        }
+    }
+
+    /// The member held, to refresh.
+    pub fn member(&self) -> Option<&str> {
+        self.current.as_ref().map(|s| s.member.as_str())
+    }
+
+    /// Whether it can be forgotten: nothing held, no recent traffic.
+    pub fn forgettable(&self, now_ms: u64) -> bool {
+        self.current.is_none() && !self.traffic.recent(now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_admits_its_rate_and_burst_then_sends_requests_to_redis() {
+        let mut s = Shares::default();
+        for ms in 0..100 {
+            assert_eq!(s.want(ms), 0, "not hot");
+        }
+        // 100 requests last second: ask for 150 requests/s.
+        assert_eq!(s.want(1000), 150_000);
+        assert!(s.grant("l#r|20000|2000".into(), 20_000, 1000).is_none());
+        // A bucket of 20/s holding two: two at once, then one per 50 ms.
+        assert!(s.admit(1000) && s.admit(1000));
+        assert!(!s.ready(1000) && !s.admit(1000));
+        assert!(s.want(1000) > 0, "a full share asks for another");
+        assert!(s.admit(1050));
+        assert!(!s.admit(1050));
+        // Replaced: the old share goes back with what its bucket holds.
+        let old = s.grant("m#r|40000|4000".into(), 40_000, 1100).unwrap();
+        assert_eq!(old.excess_now(1100), 1000);
+        assert_eq!(old.member, "l#r|20000|2000");
+    }
+
+    #[test]
+    fn an_idle_share_goes_back_at_tidy() {
+        let mut s = Shares::default();
+        s.grant("a".into(), 10_000, 0);
+        assert!(s.tidy(false).is_none(), "just granted");
+        let back = s.tidy(false).unwrap();
+        assert_eq!(back.member, "a");
+        assert!(s.member().is_none() && s.forgettable(5_000));
+    }
+}
