@@ -11,12 +11,19 @@
 #   (d) the same gateway with limit-req, limit-conn, limit-count and a token limit on
 #       (local policy, set high enough never to reject), to measure what limiting costs
 #   (e) the same limits with the redis policy (a redis-server on loopback), to measure what
-#       sharing them costs: round trips, and Redis's own CPU (INFO commandstats)
+#       sharing them costs: round trips, and Redis's own CPU (the redis-server process's
+#       CPU over the measured rounds ÷ the requests served; quota leases, docs/limits.md)
+#   (f) with PREV_BIN=<an earlier release binary>: that binary with the redis policy, on a
+#       redis-server of its own, for the same figures side by side
 # Saturated rounds are interleaved (a b c a b c …), then each target at a fixed RATE for its
 # p99; medians of rounds, with ratios. Traffic goes to 127.0.0.1 only, bounded by DURATION.
 #
 #   benches/load.sh                 # defaults: ROUNDS=3 DURATION=8 CONNS=32 THREADS=1 RATE=2000
 #   UPSTREAM=static benches/load.sh
+#   PREV_BIN=/tmp/ai-rate-limiter-prev UPSTREAM=static benches/load.sh
+#     (an earlier release: git worktree add /tmp/prev <rev> && cargo build --release
+#      --manifest-path /tmp/prev/Cargo.toml --target-dir target && cp
+#      target/release/ai-rate-limiter /tmp/ai-rate-limiter-prev; then rebuild this one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -26,12 +33,13 @@ THREADS=${THREADS:-1}          # worker threads/processes for each proxy (nginx 
 RATE=${RATE:-2000}              # the fixed request rate whose latency is reported (p99)
 UPSTREAM=${UPSTREAM:-gateway}   # gateway: a gateway process serving the mock (it eats CPU on
                                 # the same cores); static: nginx answering a fixed chat completion
+PREV_BIN=${PREV_BIN:-}          # an earlier release binary to measure with the redis policy
 
 . benches/common.sh
 install_missing wrk:wrk nginx:nginx-light redis-server:redis-server
 cargo build --release -q --example bare_proxy
 UP=$(port); UPM=$(port); GW=$(port); GWM=$(port); NG=$(port); GL=$(port); GLM=$(port)
-GR=$(port); GRM=$(port); RP=$(port); PB=$(port)
+GR=$(port); GRM=$(port); RP=$(port); PB=$(port); PR=$(port); PRM=$(port); RP2=$(port)
 
 mock_upstream_yaml "$tmp/upstream.yaml"
 static_upstream_conf "$tmp/static.conf" "$UP"
@@ -62,6 +70,8 @@ reload: {watch: false}
 YAML
 sed -e "s/^reload:/limits: {policy: redis, redis: {url: \"redis:\/\/127.0.0.1:$RP\/0\"}}\nreload:/" \
   "$tmp/gateway-limits.yaml" > "$tmp/gateway-redis.yaml"
+sed -e "s/^reload:/limits: {policy: redis, redis: {url: \"redis:\/\/127.0.0.1:$RP2\/0\"}}\nreload:/" \
+  "$tmp/gateway-limits.yaml" > "$tmp/previous-redis.yaml"
 cat > "$tmp/nginx.conf" <<NGINX
 worker_processes $THREADS;
 pid $tmp/nginx.pid;
@@ -101,8 +111,18 @@ wait_ports $RP
 "$BIN" run --config "$tmp/gateway-redis.yaml" --listen 127.0.0.1:$GR --metrics-listen 127.0.0.1:$GRM >"$tmp/gr.log" 2>&1 & pids+=($!)
 target/release/examples/bare_proxy 127.0.0.1:$PB 127.0.0.1:$UP "$THREADS" >"$tmp/pb.log" 2>&1 & pids+=($!)
 declare -A proc=([upstream]=${pids[0]} [gateway]=${pids[1]} [nginx]=${pids[2]} [gateway-limits]=${pids[3]} [gateway-redis]=${pids[5]} [pingora]=${pids[6]})
+declare -A redis_of=([gateway-redis]=${pids[4]})
 wait_ports $UP $GW $NG $GL $GR $PB
 TARGETS=("upstream:$UP" "nginx:$NG" "pingora:$PB" "gateway:$GW" "gateway-limits:$GL" "gateway-redis:$GR")
+if [ -n "$PREV_BIN" ]; then
+  redis-server --port "$RP2" --bind 127.0.0.1 --save "" --appendonly no >"$tmp/redis2.log" 2>&1 & pids+=($!)
+  redis_of[previous-redis]=$!
+  wait_ports $RP2
+  "$PREV_BIN" run --config "$tmp/previous-redis.yaml" --listen 127.0.0.1:$PR --metrics-listen 127.0.0.1:$PRM >"$tmp/pr.log" 2>&1 & pids+=($!)
+  proc[previous-redis]=$!
+  wait_ports $PR
+  TARGETS+=("previous-redis:$PR")
+fi
 for target in "${TARGETS[@]}"; do   # sanity check + warm-up
   out=$(curl -s -m 5 "http://127.0.0.1:${target#*:}/v1/chat/completions" -H 'content-type: application/json' \
         -H 'authorization: Bearer sk-bench' -d '{"model":"bench","messages":[{"role":"user","content":"hi"}]}')
@@ -115,8 +135,12 @@ redis-cli -p "$RP" CONFIG RESETSTAT >/dev/null
 for r in $(seq "$ROUNDS"); do
   for target in "${TARGETS[@]}"; do
     name=${target%%:*}
+    rb=$([ -n "${redis_of[$name]:-}" ] && ticks "${redis_of[$name]}" || echo 0)
     measured_wrk "${proc[$name]}" "$tmp/post.lua" \
       "http://127.0.0.1:${target#*:}/v1/chat/completions" "$tmp/wrk-$name-$r.txt"
+    if [ -n "${redis_of[$name]:-}" ]; then
+      echo "redis_ticks: $(( $(ticks "${redis_of[$name]}") - rb ))" >> "$tmp/wrk-$name-$r.txt"
+    fi
   done
 done
 redis-cli -p "$RP" INFO commandstats > "$tmp/redis-stats.txt"
@@ -130,6 +154,7 @@ done
 rss=$(ps -o rss= -p "${pids[1]}" | tr -d ' ')
 # Redis calls per request of the redis-policy gateway (warm-up included on both sides).
 curl -s "http://127.0.0.1:$GRM/metrics" > "$tmp/gr-metrics.txt"
+[ -n "$PREV_BIN" ] && curl -s "http://127.0.0.1:$PRM/metrics" > "$tmp/pr-metrics.txt"
 mkdir -p bench-results && cp "$tmp"/wrk-*.txt "$tmp"/fixed-*.txt "$tmp/redis-stats.txt" bench-results/
 
 python3 - "$tmp" "$ROUNDS" "$CONNS" "$DURATION" "$THREADS" "$rss" "$(getconf CLK_TCK)" "$RATE" "$UPSTREAM" <<'PY'
@@ -146,7 +171,12 @@ def ms(v):
     n, u = m.groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
 res, fixed_p99 = {}, {}
-for t in ("upstream", "nginx", "pingora", "gateway", "gateway-limits", "gateway-redis"):
+names = ["upstream", "nginx", "pingora", "gateway", "gateway-limits", "gateway-redis"]
+import os
+if os.path.exists(f"{tmp}/wrk-previous-redis-1.txt"):
+    names.append("previous-redis")
+redis_cpu = {}
+for t in names:
     rps, p50, p99, errs, cpu = [], [], [], 0, []
     for r in range(1, rounds + 1):
         txt = open(f"{tmp}/wrk-{t}-{r}.txt").read()
@@ -157,6 +187,9 @@ for t in ("upstream", "nginx", "pingora", "gateway", "gateway-limits", "gateway-
         cpu.append(int(re.search(r"cpu_ticks: (\d+)", txt).group(1)) / tck / n * 1e6)
         m = re.search(r"Non-2xx or 3xx responses: (\d+)", txt)
         errs += int(m.group(1)) if m else 0
+        m = re.search(r"redis_ticks: (\d+)", txt)
+        if m:
+            redis_cpu.setdefault(t, []).append(int(m.group(1)) / tck / n * 1e6)
     fixed = []
     for r in range(1, rounds + 1):
         txt = open(f"{tmp}/fixed-{t}-{r}.txt").read()
@@ -179,9 +212,20 @@ m = open(f"{tmp}/gr-metrics.txt").read()
 reqs = metric(m, "gateway_requests_total")
 calls = {op: metric(m, "gateway_redis_duration_seconds_count", f'op="{op}"') for op in ("admit", "release", "refresh", "ping")}
 rtt = metric(m, "gateway_redis_duration_seconds_sum", 'op="admit"') / max(calls["admit"], 1) * 1e3
-print(f"redis policy / local policy: throughput {res['gateway-redis'][0]/res['gateway-limits'][0]:.2f}x, CPU per request (gateway process) {res['gateway-redis'][4]/res['gateway-limits'][4]:.2f}x")
+print(f"redis policy / local policy: throughput {res['gateway-redis'][0]/res['gateway-limits'][0]:.2f}x (goal >= 0.9x), CPU per request (gateway process) {res['gateway-redis'][4]/res['gateway-limits'][4]:.2f}x")
 print(f"Redis round trips per request: admission {calls['admit']/reqs:.2f} (target 1), all calls {sum(calls.values())/reqs:.2f} "
       f"(releases are batched: {calls['release']/reqs:.2f} per request); mean admission round trip {rtt:.2f} ms")
+for t, cpu in redis_cpu.items():
+    c = statistics.median(cpu)
+    print(f"{t}: Redis process CPU {c:.2f} µs per request (goal <= 5); one Redis node's ceiling"
+          f" ≈ {1e6/max(c, 0.001):,.0f} requests/s for the whole fleet (goal >= 200,000)")
+leased = metric(m, "gateway_limiter_leased_total")
+print(f"admissions decided from quota leases (redis policy): {leased/max(reqs,1):.1%}")
+if "previous-redis" in res:
+    p = res["previous-redis"]
+    print(f"previous release, redis policy: {p[0]:,.0f} req/s, {p[4]:.1f} µs CPU per request;"
+          f" this one / previous: throughput {res['gateway-redis'][0]/p[0]:.2f}x,"
+          f" Redis CPU per request {statistics.median(redis_cpu['gateway-redis'])/max(statistics.median(redis_cpu['previous-redis']),0.001):.2f}x")
 # Redis CPU: every command's usec (scripts include the commands they run), over the
 # requests the redis-policy gateway served in the measured rounds.
 stats = {}

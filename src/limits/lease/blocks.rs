@@ -27,7 +27,7 @@ impl SlotBlock {
     /// not hot or while slots are free; else as many as held (doubling), at least two.
     pub fn want(&mut self, now_ms: u64) -> u64 {
         self.traffic.note(now_ms);
-        if self.traffic.per_horizon() == 0 || self.in_use < self.held() {
+        if !self.traffic.hot() || self.in_use < self.held() {
             return 0;
         }
         self.held()
@@ -243,8 +243,9 @@ impl TokenBlocks {
 mod tests {
     use super::*;
 
+    /// A time in the tick after 100 requests were noted at 0..100 ms (1,000 a second).
     fn hot(now: u64) -> u64 {
-        now + 1000
+        now + 100
     }
 
     #[test]
@@ -276,10 +277,10 @@ mod tests {
         for ms in 0..100 {
             t.want(100, ms);
         }
-        assert_eq!(t.want(100, hot(0)), 100 * 10);
+        assert_eq!(t.want(100, hot(0)), 100 * 1000);
         assert!(t.grant("l#t|1000".into(), 1000, 5000, 60_000).is_empty());
         let (id, left, reset) = t.reserve(300, hot(1)).unwrap();
-        assert_eq!((left, reset), (5000 + 700, 60_000 - 1001));
+        assert_eq!((left, reset), (5000 + 700, 60_000 - 101));
         assert!(t.reserve(800, hot(2)).is_none());
         // Used less than reserved: the rest is free again.
         assert!(t.finish(id, 300, 120).is_empty());

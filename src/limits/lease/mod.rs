@@ -38,10 +38,11 @@
 //! `gateway_limiter_lease_units` gauge), each grant at most a quarter of what was left, so
 //! leases shrink to nothing — one call per request, as without them — near a limit.
 //!
-//! **Sizing.** Only a hot key leases: one seen at least `1000 / HORIZON_MS` times in the
-//! previous second on this instance. Count units cover [`HORIZON_MS`] of that rate; a slot
+//! **Sizing.** Only a hot key leases: one this instance saw at a pace of at least
+//! [`HOT_PER_SECOND`] requests a second over the previous tenth of a second. Count units cover [`HORIZON_MS`] of that rate; a slot
 //! block doubles when it runs out and gives back what stayed idle over a tidy period; a
-//! token block covers [`HORIZON_MS`] of requests at the current estimate.
+//! token block covers [`HORIZON_MS`] of requests at the current estimate; a rate share is
+//! one and a half times the previous second's rate.
 //!
 //! **Returns.** Unused count units go back (`lua-compat/lease_return.lua`) on shutdown,
 //! only into the window they were taken from (identified by its end in Redis time); slots
@@ -59,44 +60,74 @@ pub use blocks::{SlotBlock, TokenBlocks};
 pub use shares::Shares;
 pub use units::{LeaseQuota, Return, Units};
 
-/// How much traffic a lease covers: this many milliseconds at the previous second's rate.
-pub const HORIZON_MS: u64 = 100;
+/// How much traffic a lease covers: this many milliseconds at the previous second's rate
+/// (near a limit a grant is smaller: at most a quarter of what is left).
+pub const HORIZON_MS: u64 = 1000;
+/// A key leases once this instance saw it this many times in the previous second.
+pub const HOT_PER_SECOND: u64 = 10;
 /// The most count units asked for at once.
 pub const MAX_UNITS: u64 = 4096;
 
-/// Requests of one key in the current second and the previous one.
+/// How long one measure of a key's traffic lasts: a key's rate is what it saw in the
+/// previous tenth of a second, so a key that turns hot leases within two tenths.
+const TICK_MS: u64 = 100;
+
+/// Requests of one key in the current tick and the previous one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Traffic {
-    second: u64,
-    this_second: u64,
-    last_second: u64,
+    tick: u64,
+    this_tick: u64,
+    last_tick: u64,
+    last_ms: u64,
 }
 
 impl Traffic {
     /// Count a request at `now_ms`.
     pub fn note(&mut self, now_ms: u64) {
-        let second = now_ms / 1000;
-        if second != self.second {
-            self.last_second = if second == self.second + 1 {
-                self.this_second
+        let tick = now_ms / TICK_MS;
+        if tick != self.tick {
+            self.last_tick = if tick == self.tick + 1 {
+                self.this_tick
             } else {
                 0
             };
-            self.this_second = 0;
-            self.second = second;
+            self.this_tick = 0;
+            self.tick = tick;
         }
-        self.this_second = self.this_second.saturating_add(1);
+        self.this_tick = self.this_tick.saturating_add(1);
+        self.last_ms = now_ms;
     }
 
-    /// Requests expected within [`HORIZON_MS`] at the previous second's rate (0: the key
-    /// is not hot enough to lease).
+    /// Requests per second at the previous tick's pace.
+    fn rate(&self) -> u64 {
+        self.last_tick.saturating_mul(1000 / TICK_MS)
+    }
+
+    /// Whether the key is hot enough to lease: [`HOT_PER_SECOND`] requests per second.
+    pub fn hot(&self) -> bool {
+        self.rate() >= HOT_PER_SECOND
+    }
+
+    /// Requests expected within [`HORIZON_MS`] at the current pace (0: the key is not hot
+    /// enough to lease).
     pub fn per_horizon(&self) -> u64 {
-        self.last_second.saturating_mul(HORIZON_MS) / 1000
+        match self.hot() {
+            true => self.rate().saturating_mul(HORIZON_MS) / 1000,
+            false => 0,
+        }
     }
 
-    /// Whether the key saw requests in this second or the previous one.
+    /// Requests per second at the current pace (0: the key is not hot enough to lease).
+    pub fn per_second(&self) -> u64 {
+        match self.hot() {
+            true => self.rate(),
+            false => 0,
+        }
+    }
+
+    /// Whether the key saw a request in the last second or so.
     pub fn recent(&self, now_ms: u64) -> bool {
-        now_ms / 1000 <= self.second + 1
+        now_ms / 1000 <= self.last_ms / 1000 + 1
     }
 }
 
@@ -156,18 +187,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn traffic_rolls_over_seconds_and_forgets_gaps() {
+    fn traffic_rolls_over_ticks_and_forgets_gaps() {
         let mut t = Traffic::default();
-        for ms in 0..500 {
+        for ms in 0..50 {
             t.note(ms);
         }
         assert_eq!(t.per_horizon(), 0);
-        t.note(1000);
-        assert_eq!(t.per_horizon(), 50);
-        // A gap of a whole second: nothing last second.
-        t.note(3000);
+        t.note(100);
+        assert_eq!((t.per_horizon(), t.per_second()), (500, 500));
+        // A gap of a tick: nothing in the previous one.
+        t.note(300);
         assert_eq!(t.per_horizon(), 0);
-        assert!(t.recent(4999) && !t.recent(5000));
+        assert!(t.recent(1999) && !t.recent(2000));
     }
 
     #[test]

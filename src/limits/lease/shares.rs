@@ -60,10 +60,10 @@ impl Shares {
     /// times the previous second's rate.
     pub fn want(&mut self, now_ms: u64) -> u64 {
         self.traffic.note(now_ms);
-        if self.traffic.per_horizon() == 0 || self.ready(now_ms) {
+        if !self.traffic.hot() || self.ready(now_ms) {
             return 0;
         }
-        self.traffic.per_horizon().saturating_mul(15_000)
+        self.traffic.per_second().saturating_mul(1500)
     }
 
     /// Whether the share admits a request now.
@@ -134,18 +134,18 @@ mod tests {
         for ms in 0..100 {
             assert_eq!(s.want(ms), 0, "not hot");
         }
-        // 100 requests last second: ask for 150 requests/s.
-        assert_eq!(s.want(1000), 150_000);
-        assert!(s.grant("l#r|20000|2000".into(), 20_000, 1000).is_none());
+        // 100 requests in the last tenth (1,000/s): ask for 1,500 requests/s.
+        assert_eq!(s.want(100), 1_500_000);
+        assert!(s.grant("l#r|20000|2000".into(), 20_000, 100).is_none());
         // A bucket of 20/s holding two: two at once, then one per 50 ms.
-        assert!(s.admit(1000) && s.admit(1000));
-        assert!(!s.ready(1000) && !s.admit(1000));
-        assert!(s.want(1000) > 0, "a full share asks for another");
-        assert!(s.admit(1050));
-        assert!(!s.admit(1050));
+        assert!(s.admit(100) && s.admit(100));
+        assert!(!s.ready(100) && !s.admit(100));
+        assert!(s.want(100) > 0, "a full share asks for another");
+        assert!(s.admit(150));
+        assert!(!s.admit(150));
         // Replaced: the old share goes back with what its bucket holds.
-        let old = s.grant("m#r|40000|4000".into(), 40_000, 1100).unwrap();
-        assert_eq!(old.excess_now(1100), 1000);
+        let old = s.grant("m#r|40000|4000".into(), 40_000, 200).unwrap();
+        assert_eq!(old.excess_now(200), 1000);
         assert_eq!(old.member, "l#r|20000|2000");
     }
 
