@@ -30,9 +30,16 @@ impl SlotBlock {
         if !self.traffic.hot() || self.in_use < self.held() {
             return 0;
         }
-        self.held()
+        let want = self
+            .held()
             .max(2)
-            .min(MAX_SLOTS.saturating_sub(self.held()))
+            .min(MAX_SLOTS.saturating_sub(self.held()));
+        self.traffic.ask(want, now_ms)
+    }
+
+    /// The call that asked has answered.
+    pub fn answered(&mut self) {
+        self.traffic.answered();
     }
 
     /// Whether a slot is free.
@@ -58,6 +65,7 @@ impl SlotBlock {
 
     /// Add granted slots.
     pub fn grant(&mut self, members: impl IntoIterator<Item = String>) {
+        self.traffic.answered();
         self.members.extend(members);
     }
 
@@ -132,7 +140,13 @@ impl TokenBlocks {
         if per == 0 || self.ready(need) {
             return 0;
         }
-        need.max(1).saturating_mul(per.clamp(4, super::MAX_UNITS))
+        let want = need.max(1).saturating_mul(per.clamp(4, super::MAX_UNITS));
+        self.traffic.ask(want, now_ms)
+    }
+
+    /// The call that asked has answered.
+    pub fn answered(&mut self) {
+        self.traffic.answered();
     }
 
     /// Whether the current block has `need` free.
@@ -179,6 +193,7 @@ impl TokenBlocks {
         others: u64,
         reset_at: u64,
     ) -> Vec<TokenBlock> {
+        self.traffic.answered();
         self.retire();
         self.reset_at = reset_at;
         self.touched = true;

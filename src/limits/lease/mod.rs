@@ -42,7 +42,7 @@
 //! [`HOT_PER_SECOND`] requests a second over the previous tenth of a second. Count units cover [`HORIZON_MS`] of that rate; a slot
 //! block doubles when it runs out and gives back what stayed idle over a tidy period; a
 //! token block covers [`HORIZON_MS`] of requests at the current estimate; a rate share is
-//! one and a half times the previous second's rate.
+//! three times the key's pace.
 //!
 //! **Returns.** Unused count units go back (`lua-compat/lease_return.lua`) on shutdown,
 //! only into the window they were taken from (identified by its end in Redis time); slots
@@ -72,13 +72,19 @@ pub const MAX_UNITS: u64 = 4096;
 /// previous tenth of a second, so a key that turns hot leases within two tenths.
 const TICK_MS: u64 = 100;
 
-/// Requests of one key in the current tick and the previous one.
+/// How long an ask for a lease holds back the next one of the same key.
+const ASK_MS: u64 = 1000;
+
+/// Requests of one key in the current tick and the two before, and whether a lease was
+/// asked for and not answered yet.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Traffic {
     tick: u64,
     this_tick: u64,
     last_tick: u64,
+    tick_before: u64,
     last_ms: u64,
+    asked_ms: Option<u64>,
 }
 
 impl Traffic {
@@ -86,10 +92,11 @@ impl Traffic {
     pub fn note(&mut self, now_ms: u64) {
         let tick = now_ms / TICK_MS;
         if tick != self.tick {
-            self.last_tick = if tick == self.tick + 1 {
-                self.this_tick
-            } else {
-                0
+            let gap = tick.saturating_sub(self.tick);
+            (self.tick_before, self.last_tick) = match gap {
+                1 => (self.last_tick, self.this_tick),
+                2 => (self.this_tick, 0),
+                _ => (0, 0),
             };
             self.this_tick = 0;
             self.tick = tick;
@@ -98,9 +105,12 @@ impl Traffic {
         self.last_ms = now_ms;
     }
 
-    /// Requests per second at the previous tick's pace.
+    /// Requests per second at the pace of the busier of the two previous ticks (a
+    /// random arrival's quiet tick does not shrink a lease).
     fn rate(&self) -> u64 {
-        self.last_tick.saturating_mul(1000 / TICK_MS)
+        self.last_tick
+            .max(self.tick_before)
+            .saturating_mul(1000 / TICK_MS)
     }
 
     /// Whether the key is hot enough to lease: [`HOT_PER_SECOND`] requests per second.
@@ -123,6 +133,26 @@ impl Traffic {
             true => self.rate(),
             false => 0,
         }
+    }
+
+    /// Whether this request may ask for a lease of `want` (> 0): not while another
+    /// request's ask is in flight (requests of one key that miss together would each get
+    /// a lease; one is enough), unless that ask is older than [`ASK_MS`] (its call failed).
+    pub fn ask(&mut self, want: u64, now_ms: u64) -> u64 {
+        if want == 0
+            || self
+                .asked_ms
+                .is_some_and(|t| now_ms < t.saturating_add(ASK_MS))
+        {
+            return 0;
+        }
+        self.asked_ms = Some(now_ms);
+        want
+    }
+
+    /// The call that asked has answered (whatever it granted).
+    pub fn answered(&mut self) {
+        self.asked_ms = None;
     }
 
     /// Whether the key saw a request in the last second or so.
@@ -195,10 +225,18 @@ mod tests {
         assert_eq!(t.per_horizon(), 0);
         t.note(100);
         assert_eq!((t.per_horizon(), t.per_second()), (500, 500));
-        // A gap of a tick: nothing in the previous one.
-        t.note(300);
+        // A quiet tick does not set the pace while the one before was busy; a gap of two
+        // quiet ticks forgets it.
+        t.note(200);
+        assert_eq!(t.per_horizon(), 500);
+        t.note(500);
         assert_eq!(t.per_horizon(), 0);
         assert!(t.recent(1999) && !t.recent(2000));
+        // One ask at a time, until answered or a second old.
+        assert_eq!((t.ask(5, 500), t.ask(5, 501), t.ask(0, 502)), (5, 0, 0));
+        t.answered();
+        assert_eq!(t.ask(5, 503), 5);
+        assert_eq!((t.ask(5, 1502), t.ask(5, 1503)), (0, 5));
     }
 
     #[test]

@@ -56,14 +56,21 @@ pub struct Shares {
 
 impl Shares {
     /// The share to ask for with a request that goes to Redis (milli-requests per second):
-    /// none for a key that is not hot or while the share held admits; else one and a half
-    /// times the previous second's rate.
+    /// none for a key that is not hot or while the share held admits; else three times the
+    /// key's pace (a share too small for random arrivals would be replaced, a call each
+    /// time; near the limit admit.lua grants less).
     pub fn want(&mut self, now_ms: u64) -> u64 {
         self.traffic.note(now_ms);
         if !self.traffic.hot() || self.ready(now_ms) {
             return 0;
         }
-        self.traffic.per_second().saturating_mul(1500)
+        let want = self.traffic.per_second().saturating_mul(3000);
+        self.traffic.ask(want, now_ms)
+    }
+
+    /// The call that asked has answered.
+    pub fn answered(&mut self) {
+        self.traffic.answered();
     }
 
     /// Whether the share admits a request now.
@@ -92,6 +99,7 @@ impl Shares {
     /// A granted share of `rate` (its burst a tenth of it, as admit.lua grants) becomes
     /// the one held, empty; the one held before, to give back.
     pub fn grant(&mut self, member: String, rate: u64, now_ms: u64) -> Option<RateShare> {
+        self.traffic.answered();
         self.touched = true;
         self.current.replace(RateShare {
             member,
@@ -134,8 +142,8 @@ mod tests {
         for ms in 0..100 {
             assert_eq!(s.want(ms), 0, "not hot");
         }
-        // 100 requests in the last tenth (1,000/s): ask for 1,500 requests/s.
-        assert_eq!(s.want(100), 1_500_000);
+        // 100 requests in the last tenth (1,000/s): ask for 3,000 requests/s.
+        assert_eq!(s.want(100), 3_000_000);
         assert!(s.grant("l#r|20000|2000".into(), 20_000, 100).is_none());
         // A bucket of 20/s holding two: two at once, then one per 50 ms.
         assert!(s.admit(100) && s.admit(100));

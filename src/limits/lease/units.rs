@@ -65,7 +65,15 @@ impl Units {
         if e.units > 0 && now_ms < e.deadline_ms {
             return 0; // what is held still serves the next requests
         }
-        e.traffic.per_horizon().min(MAX_UNITS)
+        let want = e.traffic.per_horizon().min(MAX_UNITS);
+        e.traffic.ask(want, now_ms)
+    }
+
+    /// The call that asked for `key`'s lease has answered.
+    pub fn answered(&mut self, key: &str) {
+        if let Some(e) = self.map.get_mut(key) {
+            e.traffic.answered();
+        }
     }
 
     /// Whether `key` has a unit to spend now.
@@ -106,6 +114,7 @@ impl Units {
         let Some(e) = self.map.get_mut(key) else {
             return; // untracked (the table was full): the units are lost, never overspent
         };
+        e.traffic.answered();
         // Redis time is read in milliseconds at the start of a call and the key's expiry at
         // its end: one window's end reads back within a millisecond or two (another
         // window's ends at least one window later).

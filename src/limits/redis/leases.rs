@@ -208,7 +208,18 @@ impl RedisStore {
         let now = self.lease_now();
         let mut back = Vec::new();
         for (((c, (key, zset)), &want), a) in checks.iter().zip(keys).zip(wants).zip(answers) {
-            if want == 0 || a.granted == 0 {
+            if want == 0 {
+                continue;
+            }
+            match c.kind {
+                RuleKind::Count(_) => state.units.answered(key),
+                RuleKind::Conn(_) => state.slots.get_mut(key).map_or((), |b| b.answered()),
+                RuleKind::Tokens(..) | RuleKind::Spend(_) => {
+                    state.tokens.get_mut(key).map_or((), |b| b.answered())
+                }
+                RuleKind::Req(_) => state.shares.get_mut(key).map_or((), |s| s.answered()),
+            }
+            if a.granted == 0 {
                 continue;
             }
             match c.kind {
