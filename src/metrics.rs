@@ -216,6 +216,14 @@ impl Metrics {
                 "Admissions decided from quota leases, without a Redis call.",
             )
             .expect("valid metric"),
+            lease_misses: IntCounterVec::new(
+                Opts::new(
+                    "gateway_limiter_lease_misses_total",
+                    "Checks whose quota lease had no room, by limit kind: each sent its request to Redis.",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
         };
         let local = crate::limits::slots::SlotMetrics::new();
         let queue_depth = IntGaugeVec::new(
@@ -303,6 +311,7 @@ impl Metrics {
             Box::new(redis.degraded.clone()),
             Box::new(redis.lease_units.clone()),
             Box::new(redis.leased.clone()),
+            Box::new(redis.lease_misses.clone()),
             Box::new(local.keys.clone()),
             Box::new(local.evictions.clone()),
             Box::new(queue_depth.clone()),

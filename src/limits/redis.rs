@@ -81,6 +81,9 @@ pub struct RedisMetrics {
     pub lease_units: prometheus::IntGauge,
     /// `gateway_limiter_leased_total`: admissions decided from quota leases, without Redis.
     pub leased: prometheus::IntCounter,
+    /// `gateway_limiter_lease_misses_total{kind}`: checks whose lease had no room, which
+    /// sent their request to Redis.
+    pub lease_misses: prometheus::IntCounterVec,
 }
 
 /// A connection to Redis or to a Redis Cluster (also used by the batch store).

@@ -79,6 +79,20 @@ impl RedisStore {
             Leasable::Req => state.shares.get(key).is_some_and(|s| s.ready(now)),
         });
         if !ready {
+            for &(_, l, key, _) in &checks {
+                let (kind, held) = match l {
+                    Leasable::Count(_) => ("count", state.units.ready(key, now)),
+                    Leasable::Conn => ("conn", state.slots.get(key).is_some_and(|b| b.ready())),
+                    Leasable::Tokens(need) => (
+                        "tokens",
+                        state.tokens.get(key).is_some_and(|b| b.ready(need)),
+                    ),
+                    Leasable::Req => ("req", state.shares.get(key).is_some_and(|s| s.ready(now))),
+                };
+                if !held {
+                    self.metrics.lease_misses.with_label_values(&[kind]).inc();
+                }
+            }
             return None;
         }
         let mut parts = Vec::new();
