@@ -171,6 +171,29 @@ impl Drop for Scratch {
 }
 
 /// Send a stored file's bytes, chunk by chunk from the store.
+/// One chunk of a file, read again (up to three times, 100 and then 200 ms apart) when
+/// the store fails: once the head is sent, a failed read can only cut the body short,
+/// and a store that hiccups under load (a Redis call past its timeout) usually answers
+/// the next read.
+async fn file_chunk(
+    store: &dyn Backend,
+    id: &str,
+    index: u64,
+) -> Result<Option<Bytes>, GatewayError> {
+    let mut wait = std::time::Duration::from_millis(100);
+    for _ in 0..2 {
+        match store.file_chunk(id, index).await {
+            Ok(chunk) => return Ok(chunk),
+            Err(e) => {
+                tracing::warn!(error = %e, file = id, index, "reading a file chunk failed, trying again")
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    store.file_chunk(id, index).await.map_err(internal)
+}
+
 pub(super) async fn send_file(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -189,7 +212,7 @@ pub(super) async fn send_file(
         return Ok(());
     }
     let mut index = 0;
-    while let Some(chunk) = store.file_chunk(&f.id, index).await.map_err(internal)? {
+    while let Some(chunk) = file_chunk(store, &f.id, index).await? {
         index += 1;
         if session
             .write_response_body(Some(chunk), false)
