@@ -75,7 +75,11 @@ impl RedisBatches {
             return Ok(());
         }
         let bkey = self.k(&format!("b:{id}"));
-        let status = h.get("status").cloned().unwrap_or_default();
+        // The status now, not the caller's snapshot: another instance may have finished
+        // the batch since (and released this lock); finalizing it again would rewrite its
+        // output while clients read it.
+        let status: Option<String> = self.q(cmd("HGET").arg(&bkey).arg("status")).await?;
+        let status = status.unwrap_or_default();
         if status != "finalizing" {
             let r = self
                 .cas(
