@@ -133,21 +133,27 @@ pub fn url_pairs(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The request body, at most [`MAX_BODY`] bytes (else 413).
+fn too_large() -> ApiError {
+    ApiError::new(413, "invalid_request_error", "the body is over 1 MiB")
+}
+
+/// The request body, at most [`MAX_BODY`] bytes (else 413). A body somewhat over the
+/// limit is read to its end (up to four times the limit more, discarded) before the 413,
+/// so a client still sending it reads the answer instead of a broken pipe.
 pub async fn read_body(session: &mut ServerSession) -> Result<Bytes, ApiError> {
     let mut body = bytes::BytesMut::new();
+    let mut over = 0usize;
     loop {
         match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
-                    return Err(ApiError::new(
-                        413,
-                        "invalid_request_error",
-                        "the body is over 1 MiB",
-                    ));
+            Ok(Some(chunk)) if over > 0 || body.len() + chunk.len() > MAX_BODY => {
+                over = over.saturating_add(chunk.len());
+                body = bytes::BytesMut::new();
+                if over > 4 * MAX_BODY {
+                    return Err(too_large());
                 }
-                body.extend_from_slice(&chunk);
             }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) if over > 0 => return Err(too_large()),
             Ok(None) => return Ok(body.freeze()),
             Err(e) => {
                 return Err(ApiError::invalid(format!("reading the body: {e}"), ""));
