@@ -27,9 +27,7 @@ NODES=("$(node_port)" "$(node_port)" "$(node_port)")
 
 static_upstream_conf "$tmp/static.conf" "$UP"
 
-consumers=$(for i in $(seq "$CONSUMERS"); do
-  echo "  - {name: c$i, keys: [sk-c$i], limits: [{name: rpm, count: {count: 100000000, time_window: 60s}}, {name: tpm, tokens: {limit: 100000000000, time_window: 60s}}, {name: rate, req: {rate: 1000000, burst: 1000000, nodelay: true}}]}"
-done)
+consumers=$(many_consumers_yaml "$CONSUMERS")
 gateway_yaml() { # $1: the limits line
   cat <<YAML
 server: {threads: 1}
@@ -46,14 +44,7 @@ seeds=$(printf '"redis://127.0.0.1:%s", ' "${NODES[@]}")
 gateway_yaml "limits: {policy: redis, redis: {url: \"redis://127.0.0.1:$RP/0\"}}" > "$tmp/single.yaml"
 gateway_yaml "limits: {policy: redis-cluster, redis: {nodes: [${seeds%, }]}}" > "$tmp/cluster.yaml"
 
-cat > "$tmp/post.lua" <<LUA
-local body = '{"model":"bench","messages":[{"role":"user","content":"Hello, how are you today?"}],"max_tokens":16}'
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  wrk.headers["Authorization"] = "Bearer sk-c" .. math.random($CONSUMERS)
-  return wrk.format("POST", "/v1/chat/completions", wrk.headers, body)
-end
-LUA
+random_consumer_lua "$tmp/post.lua" "$CONSUMERS"
 
 nginx -c "$tmp/static.conf" -g 'daemon off;' & pids+=($!)
 redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" >/dev/null & pids+=($!)

@@ -115,3 +115,24 @@ models: [{name: bench, deployments: [{provider: up}]}]
 reload: {watch: false}
 YAML
 }
+
+# `$1` consumers c1..cN (keys sk-c1..), each with a request window, a token window and a
+# nodelay leaky bucket of its own, never reached: the `consumers:` entries of a config.
+many_consumers_yaml() {
+  local i
+  for i in $(seq "$1"); do
+    echo "  - {name: c$i, keys: [sk-c$i], limits: [{name: rpm, count: {count: 100000000, time_window: 60s}}, {name: tpm, tokens: {limit: 100000000000, time_window: 60s}}, {name: rate, req: {rate: 1000000, burst: 1000000, nodelay: true}}]}"
+  done
+}
+
+# A wrk script ($1) sending a small chat completion as one of `$2` consumers at random.
+random_consumer_lua() {
+  cat > "$1" <<LUA
+local body = '{"model":"bench","messages":[{"role":"user","content":"Hello, how are you today?"}],"max_tokens":16}'
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  wrk.headers["Authorization"] = "Bearer sk-c" .. math.random($2)
+  return wrk.format("POST", "/v1/chat/completions", wrk.headers, body)
+end
+LUA
+}

@@ -13,9 +13,7 @@ UP=$(port); GR=$(port); GRM=$(port); RP=$(port)
 static_upstream_conf "$tmp/static.conf" "$UP"
 nginx -c "$tmp/static.conf" -g 'daemon off;' & pids+=($!)
 redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & pids+=($!); rpid=$!
-consumers=$(for i in $(seq "$CONSUMERS"); do
-  echo "  - {name: c$i, keys: [sk-c$i], limits: [{name: rpm, count: {count: 100000000, time_window: 60s}}, {name: tpm, tokens: {limit: 100000000000, time_window: 60s}}, {name: rate, req: {rate: 1000000, burst: 1000000, nodelay: true}}]}"
-done)
+consumers=$(many_consumers_yaml "$CONSUMERS")
 cat > "$tmp/g.yaml" <<YAML
 server: {threads: 1}
 logging: {access_log: false, level: warn}
@@ -26,14 +24,7 @@ providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$UP/
 models: [{name: bench, deployments: [{provider: up}]}]
 reload: {watch: false}
 YAML
-cat > "$tmp/post.lua" <<LUA
-local body = '{"model":"bench","messages":[{"role":"user","content":"Hello, how are you today?"}],"max_tokens":16}'
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  wrk.headers["Authorization"] = "Bearer sk-c" .. math.random($CONSUMERS)
-  return wrk.format("POST", "/v1/chat/completions", wrk.headers, body)
-end
-LUA
+random_consumer_lua "$tmp/post.lua" "$CONSUMERS"
 wait_ports $RP $UP
 "$BIN" run --config "$tmp/g.yaml" --listen 127.0.0.1:$GR --metrics-listen 127.0.0.1:$GRM >"$tmp/gr.log" 2>&1 & pids+=($!); gpid=$!
 wait_ports $GR
