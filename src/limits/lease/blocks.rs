@@ -258,15 +258,16 @@ impl TokenBlocks {
 mod tests {
     use super::*;
 
-    /// A time in the tick after 100 requests were noted at 0..100 ms (1,000 a second).
+    /// A time in the tick after a request was noted every 10 ms over 0..1000 ms (100 a
+    /// second, busy for a second).
     fn hot(now: u64) -> u64 {
-        now + 100
+        now + 1000
     }
 
     #[test]
     fn a_slot_block_grows_when_full_and_gives_back_what_stayed_idle() {
         let mut b = SlotBlock::default();
-        for ms in 0..100 {
+        for ms in (0..1000).step_by(10) {
             assert_eq!(b.want(ms), 0, "not hot yet");
         }
         assert_eq!(b.want(hot(0)), 2);
@@ -289,13 +290,13 @@ mod tests {
     #[test]
     fn token_blocks_reserve_charge_retire_and_give_back_when_their_requests_end() {
         let mut t = TokenBlocks::default();
-        for ms in 0..100 {
+        for ms in (0..1000).step_by(10) {
             t.want(100, ms);
         }
-        assert_eq!(t.want(100, hot(0)), 100 * 1000);
+        assert_eq!(t.want(100, hot(0)), 100 * 100);
         assert!(t.grant("l#t|1000".into(), 1000, 5000, 60_000).is_empty());
         let (id, left, reset) = t.reserve(300, hot(1)).unwrap();
-        assert_eq!((left, reset), (5000 + 700, 60_000 - 101));
+        assert_eq!((left, reset), (5000 + 700, 60_000 - 1001));
         assert!(t.reserve(800, hot(2)).is_none());
         // Used less than reserved: the rest is free again.
         assert!(t.finish(id, 300, 120).is_empty());

@@ -38,8 +38,9 @@
 //! `gateway_limiter_lease_units` gauge), each grant at most a quarter of what was left, so
 //! leases shrink to nothing — one call per request, as without them — near a limit.
 //!
-//! **Sizing.** Only a hot key leases: one this instance saw at a pace of at least
-//! [`HOT_PER_SECOND`] requests a second over the previous tenth of a second. Count units cover [`HORIZON_MS`] of that rate; a slot
+//! **Sizing.** Only a hot key leases: one this instance has seen busy for at least
+//! [`WARM_MS`], at a pace of at least [`HOT_PER_SECOND`] requests a second over the last
+//! tenths of a second. Count units cover [`HORIZON_MS`] of that rate; a slot
 //! block doubles when it runs out and gives back what stayed idle over a tidy period; a
 //! token block covers [`HORIZON_MS`] of requests at the current estimate; a rate share is
 //! three times the key's pace.
@@ -72,6 +73,9 @@ pub const MAX_UNITS: u64 = 4096;
 /// previous tenth of a second, so a key that turns hot leases within two tenths.
 const TICK_MS: u64 = 100;
 
+/// How long a key must stay busy before it leases.
+pub const WARM_MS: u64 = 1000;
+
 /// How long an ask for a lease holds back the next one of the same key.
 const ASK_MS: u64 = 1000;
 
@@ -84,6 +88,8 @@ pub struct Traffic {
     last_tick: u64,
     tick_before: u64,
     last_ms: u64,
+    /// When the key's current busy streak began (no two quiet ticks since).
+    since_ms: Option<u64>,
     asked_ms: Option<u64>,
 }
 
@@ -96,13 +102,17 @@ impl Traffic {
             (self.tick_before, self.last_tick) = match gap {
                 1 => (self.last_tick, self.this_tick),
                 2 => (self.this_tick, 0),
-                _ => (0, 0),
+                _ => {
+                    self.since_ms = None;
+                    (0, 0)
+                }
             };
             self.this_tick = 0;
             self.tick = tick;
         }
         self.this_tick = self.this_tick.saturating_add(1);
         self.last_ms = now_ms;
+        self.since_ms.get_or_insert(now_ms);
     }
 
     /// Requests per second at the pace of the busier of the two previous ticks (a
@@ -113,9 +123,13 @@ impl Traffic {
             .saturating_mul(1000 / TICK_MS)
     }
 
-    /// Whether the key is hot enough to lease: [`HOT_PER_SECOND`] requests per second.
+    /// Whether the key is hot enough to lease: [`HOT_PER_SECOND`] requests per second,
+    /// busy for at least [`WARM_MS`] (a short burst stays exact per request).
     pub fn hot(&self) -> bool {
-        self.rate() >= HOT_PER_SECOND
+        let warm = self
+            .since_ms
+            .is_some_and(|s| self.last_ms.saturating_sub(s) >= WARM_MS);
+        warm && self.rate() >= HOT_PER_SECOND
     }
 
     /// Requests expected within [`HORIZON_MS`] at the current pace (0: the key is not hot
@@ -168,6 +182,8 @@ pub struct LeaseState {
     pub slots: std::collections::HashMap<String, SlotBlock>,
     pub tokens: std::collections::HashMap<String, TokenBlocks>,
     pub shares: std::collections::HashMap<String, Shares>,
+    /// The numbers (a digest of the rule's limit) each key's leases were granted under.
+    pub numbers: std::collections::HashMap<String, u64>,
     max: usize,
 }
 
@@ -178,6 +194,7 @@ impl LeaseState {
             slots: Default::default(),
             tokens: Default::default(),
             shares: Default::default(),
+            numbers: Default::default(),
             max,
         }
     }
@@ -193,6 +210,17 @@ impl LeaseState {
             return None;
         }
         Some(self.slots.entry(key.to_string()).or_default())
+    }
+
+    /// Forget the count units and slots `key` holds (granted under other numbers): the
+    /// units stay counted until their window ends, never spent; the slots not in use are
+    /// returned (to give back), the others expire unrefreshed while their requests run.
+    /// Token blocks and rate shares are replaced by the grant that follows.
+    pub fn clear(&mut self, key: &str) -> Vec<String> {
+        self.units.forget(key);
+        self.slots
+            .remove(key)
+            .map_or_else(Vec::new, |mut b| b.idle(true))
     }
 
     /// The rate share of `key`, created when there is room.
@@ -219,19 +247,26 @@ mod tests {
     #[test]
     fn traffic_rolls_over_ticks_and_forgets_gaps() {
         let mut t = Traffic::default();
-        for ms in 0..50 {
+        // Busy for a second first (a short burst does not lease).
+        for ms in 0..1000 {
             t.note(ms);
         }
-        assert_eq!(t.per_horizon(), 0);
-        t.note(100);
-        assert_eq!((t.per_horizon(), t.per_second()), (500, 500));
+        for ms in 1000..1050 {
+            t.note(ms);
+        }
+        t.note(1100);
+        assert_eq!((t.per_horizon(), t.per_second()), (1000, 1000));
         // A quiet tick does not set the pace while the one before was busy; a gap of two
-        // quiet ticks forgets it.
-        t.note(200);
+        // quiet ticks forgets it, and the key must warm up again.
+        t.note(1200);
         assert_eq!(t.per_horizon(), 500);
-        t.note(500);
+        t.note(1500);
         assert_eq!(t.per_horizon(), 0);
-        assert!(t.recent(1999) && !t.recent(2000));
+        for ms in 1501..1700 {
+            t.note(ms);
+        }
+        assert!(!t.hot(), "warming up again");
+        assert!(t.recent(2999) && !t.recent(3000));
         // One ask at a time, until answered or a second old.
         assert_eq!((t.ask(5, 500), t.ask(5, 501), t.ask(0, 502)), (5, 0, 0));
         t.answered();

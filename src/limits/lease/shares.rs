@@ -139,21 +139,21 @@ mod tests {
     #[test]
     fn a_share_admits_its_rate_and_burst_then_sends_requests_to_redis() {
         let mut s = Shares::default();
-        for ms in 0..100 {
+        for ms in (0..1000).step_by(10) {
             assert_eq!(s.want(ms), 0, "not hot");
         }
-        // 100 requests in the last tenth (1,000/s): ask for 3,000 requests/s.
-        assert_eq!(s.want(100), 3_000_000);
-        assert!(s.grant("l#r|20000|2000".into(), 20_000, 100).is_none());
+        // Busy for a second at 100 a second: ask for 300 requests/s.
+        assert_eq!(s.want(1000), 300_000);
+        assert!(s.grant("l#r|20000|2000".into(), 20_000, 1000).is_none());
         // A bucket of 20/s holding two: two at once, then one per 50 ms.
-        assert!(s.admit(100) && s.admit(100));
-        assert!(!s.ready(100) && !s.admit(100));
-        assert!(s.want(100) > 0, "a full share asks for another");
-        assert!(s.admit(150));
-        assert!(!s.admit(150));
+        assert!(s.admit(1000) && s.admit(1000));
+        assert!(!s.ready(1000) && !s.admit(1000));
+        assert!(s.want(1000) > 0, "a full share asks for another");
+        assert!(s.admit(1050));
+        assert!(!s.admit(1050));
         // Replaced: the old share goes back with what its bucket holds.
-        let old = s.grant("m#r|40000|4000".into(), 40_000, 200).unwrap();
-        assert_eq!(old.excess_now(200), 1000);
+        let old = s.grant("m#r|40000|4000".into(), 40_000, 1100).unwrap();
+        assert_eq!(old.excess_now(1100), 1000);
         assert_eq!(old.member, "l#r|20000|2000");
     }
 

@@ -76,6 +76,21 @@ impl Units {
         }
     }
 
+    /// Drop the units of `key` (never spent).
+    pub fn forget(&mut self, key: &str) {
+        if let Some(e) = self.map.get_mut(key) {
+            e.units = 0;
+        }
+    }
+
+    /// The units of `key` spendable now.
+    pub fn held(&self, key: &str, now_ms: u64) -> u64 {
+        self.map
+            .get(key)
+            .filter(|e| now_ms < e.deadline_ms)
+            .map_or(0, |e| e.units)
+    }
+
     /// Whether `key` has a unit to spend now.
     pub fn ready(&self, key: &str, now_ms: u64) -> bool {
         self.map
@@ -198,12 +213,12 @@ mod tests {
     #[test]
     fn a_hot_counter_leases_a_slice_of_its_rate_and_spends_it_locally() {
         let mut l = Units::new(10);
-        // 50 requests in the first tenth: no lease yet (no previous tenth).
-        for i in 0..50 {
+        // A request every 2 ms for a second: no lease while warming up.
+        for i in (0..1000).step_by(2) {
             assert_eq!(l.want("k", i), 0);
         }
         // Then a second of that pace (500/s).
-        assert_eq!(l.want("k", 1000 - 900), 500);
+        assert_eq!(l.want("k", 1000), 500);
         l.grant("k", 50, 1000 - 50, 9_000_000, 60_000, 1000);
         assert!(l.ready("k", 1001));
         let q = l.spend("k", 1001).unwrap();

@@ -57,11 +57,17 @@ impl RedisStore {
             true => self.admit_once(&call, &members).await?,
             false => None,
         };
-        let answer = match once {
+        let mut answer = match once {
             Some(answer) => answer,
             None => self.admit_spread(&call, &members).await?,
         };
+        let held = self.held_units(&checks, &keys);
         self.record_grants(&lease, (&checks, &keys, &wants), &answer.checks, now);
+        for (a, units) in answer.checks.iter_mut().zip(held) {
+            if let Some(r) = a.remaining.as_mut() {
+                *r = r.saturating_add(units);
+            }
+        }
         let bad = || RedisFault("unexpected answer from admit.lua".into());
         let n_groups = groups.len();
         let chosen = answer.chosen;

@@ -24,7 +24,8 @@ enum Leasable {
 }
 
 fn leasable(c: &Check<'_>, estimate: Estimate) -> Option<Leasable> {
-    if c.yield_to.is_some() {
+    // Batch requests pace themselves in Redis; templated numbers change per request.
+    if c.yield_to.is_some() || c.rule.templates.is_some() {
         return None;
     }
     let block = |l: TokenLimit| Leasable::Tokens(estimate.of(&c.kind).min(l.limit));
@@ -35,6 +36,21 @@ fn leasable(c: &Check<'_>, estimate: Estimate) -> Option<Leasable> {
         RuleKind::Req(l) if l.nodelay => Some(Leasable::Req),
         _ => None,
     }
+}
+
+/// The numbers a lease was granted under: a lease serves only checks with the same (a
+/// reload that lowers a limit must not let leases of the old one be spent under it).
+fn numbers(kind: &RuleKind) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match kind {
+        RuleKind::Req(l) => (0u8, l.rate.to_bits(), l.burst.to_bits(), l.nodelay).hash(&mut h),
+        RuleKind::Conn(l) => (1u8, l.conn, l.burst, l.default_conn_delay_ms).hash(&mut h),
+        RuleKind::Count(l) => (2u8, l.count, l.window_ms, l.sliding).hash(&mut h),
+        RuleKind::Tokens(l, _) => (3u8, l.limit, l.window_ms, l.any_left).hash(&mut h),
+        RuleKind::Spend(l) => (4u8, l.limit, l.window_ms).hash(&mut h),
+    }
+    h.finish()
 }
 
 impl RedisStore {
@@ -72,11 +88,15 @@ impl RedisStore {
             .map(|((c, alt), (key, _))| Some((c, leasable(c, estimate)?, key.as_str(), alt)))
             .collect::<Option<_>>()?;
         let mut state = self.lock_quota()?;
-        let ready = checks.iter().all(|&(_, l, key, _)| match l {
-            Leasable::Count(_) => state.units.ready(key, now),
-            Leasable::Conn => state.slots.get(key).is_some_and(|b| b.ready()),
-            Leasable::Tokens(need) => state.tokens.get(key).is_some_and(|b| b.ready(need)),
-            Leasable::Req => state.shares.get(key).is_some_and(|s| s.ready(now)),
+        let same = |c: &Check<'_>, key: &str| state.numbers.get(key) == Some(&numbers(&c.kind));
+        let ready = checks.iter().all(|&(c, l, key, _)| {
+            same(c, key)
+                && match l {
+                    Leasable::Count(_) => state.units.ready(key, now),
+                    Leasable::Conn => state.slots.get(key).is_some_and(|b| b.ready()),
+                    Leasable::Tokens(need) => state.tokens.get(key).is_some_and(|b| b.ready(need)),
+                    Leasable::Req => state.shares.get(key).is_some_and(|s| s.ready(now)),
+                }
         });
         if !ready {
             for &(_, l, key, _) in &checks {
@@ -202,6 +222,28 @@ impl RedisStore {
             .collect()
     }
 
+    /// The count units this instance holds for each check (0 for other checks): a
+    /// request decided in Redis reports what Redis has left plus these, so one instance's
+    /// quota headers stay exact with leases.
+    pub(super) fn held_units(&self, checks: &[&Check<'_>], keys: &[(String, String)]) -> Vec<u64> {
+        let Some(state) = self.lock_quota() else {
+            return vec![0; checks.len()];
+        };
+        let now = self.lease_now();
+        checks
+            .iter()
+            .zip(keys)
+            .map(|(c, (key, _))| match c.kind {
+                RuleKind::Count(l)
+                    if !l.sliding && state.numbers.get(key) == Some(&numbers(&c.kind)) =>
+                {
+                    state.units.held(key, now)
+                }
+                _ => 0,
+            })
+            .collect()
+    }
+
     /// Record what a call granted (`lease`: the call's lease id, which names slot and
     /// block members). `sent`: when the call left (count units are spent only before
     /// `sent + reset`).
@@ -235,6 +277,10 @@ impl RedisStore {
             }
             if a.granted == 0 {
                 continue;
+            }
+            // Leases of other numbers (before a reload) no longer serve this key.
+            if state.numbers.insert(key.clone(), numbers(&c.kind)) != Some(numbers(&c.kind)) {
+                back.extend(state.clear(key).into_iter().map(|m| slot_release(key, m)));
             }
             match c.kind {
                 RuleKind::Count(_) => {
@@ -376,6 +422,20 @@ impl RedisStore {
             }
         }
         state.shares.retain(|_, s| !s.forgettable(now));
+        let LeaseState {
+            units,
+            slots,
+            tokens,
+            shares,
+            numbers,
+            ..
+        } = &mut *state;
+        numbers.retain(|k, _| {
+            units.held(k, now) > 0
+                || slots.contains_key(k)
+                || tokens.contains_key(k)
+                || shares.contains_key(k)
+        });
         self.metrics.lease_units.set(outstanding(&state, now));
         back
     }
