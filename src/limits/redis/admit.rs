@@ -36,7 +36,7 @@ impl RedisStore {
         if let Some(admitted) = self.admit_leased(required, alternatives, &keys, estimate, now) {
             return Ok(Ok(admitted));
         }
-        let wants = self.lease_wants(&checks, &keys, estimate, now);
+        let (wants, held) = self.lease_wants(&checks, &keys, estimate, now);
         let mut members = Vec::with_capacity(groups.len());
         let mut next = 0;
         for g in &groups {
@@ -61,7 +61,6 @@ impl RedisStore {
             Some(answer) => answer,
             None => self.admit_spread(&call, &members).await?,
         };
-        let held = self.held_units(&checks, &keys);
         self.record_grants(&lease, (&checks, &keys, &wants), &answer.checks, now);
         for (a, units) in answer.checks.iter_mut().zip(held) {
             if let Some(r) = a.remaining.as_mut() {

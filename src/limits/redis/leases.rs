@@ -196,52 +196,37 @@ impl RedisStore {
         })
     }
 
-    /// The lease each check asks for with a call (0 for checks leases cannot serve).
+    /// The lease each check asks for with a call (0 for checks leases cannot serve), and
+    /// the count units this instance holds for each (0 for other checks): a request
+    /// decided in Redis reports what Redis has left plus these, so one instance's quota
+    /// headers stay exact with leases. One look at the table for both.
     pub(super) fn lease_wants(
         &self,
         checks: &[&Check<'_>],
         keys: &[(String, String)],
         estimate: Estimate,
         now: u64,
-    ) -> Vec<u64> {
+    ) -> (Vec<u64>, Vec<u64>) {
         let Some(mut state) = self.lock_quota() else {
-            return vec![0; checks.len()];
+            return (vec![0; checks.len()], vec![0; checks.len()]);
         };
         checks
             .iter()
             .zip(keys)
             .map(|(c, (key, _))| match leasable(c, estimate) {
-                Some(Leasable::Count(_)) => state.units.want(key, now),
-                Some(Leasable::Conn) => state.slots_of(key).map_or(0, |b| b.want(now)),
+                Some(Leasable::Count(_)) => {
+                    let same = state.numbers.get(key) == Some(&numbers(&c.kind));
+                    let held = if same { state.units.held(key, now) } else { 0 };
+                    (state.units.want(key, now), held)
+                }
+                Some(Leasable::Conn) => (state.slots_of(key).map_or(0, |b| b.want(now)), 0),
                 Some(Leasable::Tokens(need)) => {
-                    state.tokens_of(key).map_or(0, |b| b.want(need, now))
+                    (state.tokens_of(key).map_or(0, |b| b.want(need, now)), 0)
                 }
-                Some(Leasable::Req) => state.shares_of(key).map_or(0, |s| s.want(now)),
-                None => 0,
+                Some(Leasable::Req) => (state.shares_of(key).map_or(0, |s| s.want(now)), 0),
+                None => (0, 0),
             })
-            .collect()
-    }
-
-    /// The count units this instance holds for each check (0 for other checks): a
-    /// request decided in Redis reports what Redis has left plus these, so one instance's
-    /// quota headers stay exact with leases.
-    pub(super) fn held_units(&self, checks: &[&Check<'_>], keys: &[(String, String)]) -> Vec<u64> {
-        let Some(state) = self.lock_quota() else {
-            return vec![0; checks.len()];
-        };
-        let now = self.lease_now();
-        checks
-            .iter()
-            .zip(keys)
-            .map(|(c, (key, _))| match c.kind {
-                RuleKind::Count(l)
-                    if !l.sliding && state.numbers.get(key) == Some(&numbers(&c.kind)) =>
-                {
-                    state.units.held(key, now)
-                }
-                _ => 0,
-            })
-            .collect()
+            .unzip()
     }
 
     /// Record what a call granted (`lease`: the call's lease id, which names slot and
