@@ -133,18 +133,6 @@ fn eight_gateways_spending_leases_admit_exactly_the_window() {
     }
 }
 
-/// The fixed-window counter of rule `rpm` in `redis`.
-fn counter(redis: &Redis) -> u64 {
-    let keys = redis.cmd(&["KEYS", "*plugin-limit-count:v1:*"]).unwrap();
-    let key = keys
-        .lines()
-        .find(|l| l.contains("plugin-limit-count"))
-        .expect("a counter")
-        .to_string();
-    let v = redis.cmd(&["GET", &key]).unwrap();
-    v.lines().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
-}
-
 #[test]
 fn a_gateway_that_stops_gives_its_unused_units_back() {
     let redis = Redis::start();
@@ -173,10 +161,10 @@ fn a_gateway_that_stops_gives_its_unused_units_back() {
         statuses.len()
     );
     // Counted in Redis: every admitted request and the units still held.
-    assert!(counter(&redis) > statuses.len() as u64);
+    assert!(redis.count_counter() > statuses.len() as u64);
     gw.signal(15); // SIGTERM: graceful shutdown
     assert!(gw.wait_exit(Duration::from_secs(15)).is_some());
-    assert_eq!(counter(&redis), statuses.len() as u64);
+    assert_eq!(redis.count_counter(), statuses.len() as u64);
 }
 
 #[test]

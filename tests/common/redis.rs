@@ -113,6 +113,18 @@ impl Redis {
         let n = s.read(&mut buf).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
+
+    /// The value of the one fixed-window (`count`) counter in this server, 0 if absent.
+    pub fn count_counter(&self) -> u64 {
+        let keys = self
+            .cmd(&["KEYS", "*plugin-limit-count:v1:*"])
+            .unwrap_or_default();
+        let Some(key) = keys.lines().find(|l| l.contains("plugin-limit-count")) else {
+            return 0;
+        };
+        let v = self.cmd(&["GET", key]).unwrap_or_default();
+        v.lines().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
 }
 
 impl Drop for Redis {
