@@ -1,7 +1,8 @@
 //! Raw HTTP/1.1 against the real binary: what Pingora alone would answer with a bare 400
 //! or a silent close is answered by the gateway in the OpenAI error shape with an
 //! `x-request-id`; a client trickling its head is cut at the total deadline; pipelined
-//! requests get the first answer with `connection: close`.
+//! requests get the first answer with `connection: close`; a streamed answer is chunked and
+//! the connection serves the next request.
 
 mod common;
 use common::*;
@@ -205,4 +206,46 @@ models: [{name: m, deployments: [{provider: mock}]}]
     let (status, head, _) = first_response(&raw);
     assert_eq!(status, 401);
     assert!(head.contains("connection: close"), "{head}");
+}
+
+#[test]
+fn a_streamed_answer_is_chunked_and_keeps_the_connection() {
+    let gw = gateway();
+    let req = |stream: bool| {
+        let body = format!(
+            r#"{{"model":"m","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-front\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req(true).as_bytes()).unwrap();
+    // Read up to the last chunk: the body ends without the connection ending.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !raw.ends_with(b"\r\n0\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed before the last chunk: {}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, _) = raw.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert!(raw.contains("data: [DONE]"), "{raw}");
+    // The same connection answers the next request.
+    s.write_all(req(false).as_bytes()).unwrap();
+    let n = s.read(&mut buf).unwrap();
+    let (status, _, body) = first_response(&String::from_utf8_lossy(&buf[..n]));
+    assert_eq!(status, 200);
+    assert_eq!(body["object"], "chat.completion");
 }

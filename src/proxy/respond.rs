@@ -148,6 +148,17 @@ pub fn go_duration(ms: u64) -> String {
     }
 }
 
+/// Frame a body whose length is not known yet (a stream, a generated file): chunked for an
+/// HTTP/1.1 client, so the connection stays open for its next request. Without it the body
+/// would be close-delimited (the end of the body is the end of the connection) while
+/// Pingora still announced `Connection: keep-alive`. HTTP/2 frames bodies itself, and an
+/// HTTP/1.0 client gets a close-delimited body.
+pub fn open_ended(session: &Session, h: &mut ResponseHeader) {
+    if !session.is_http2() && session.req_header().version == http::Version::HTTP_11 {
+        let _ = h.insert_header("transfer-encoding", "chunked");
+    }
+}
+
 /// Send a complete body.
 pub async fn full(session: &mut Session, ctx: &mut RequestCtx, mut h: ResponseHeader, body: Bytes) {
     ctx.status = h.status.as_u16();

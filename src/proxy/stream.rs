@@ -158,6 +158,7 @@ async fn relay_events(
     ctx.status = 200;
     let mut h = respond::header(200, "text/event-stream", ctx);
     let _ = h.insert_header("cache-control", "no-cache");
+    respond::open_ended(session, &mut h);
     if session
         .write_response_header(Box::new(h), false)
         .await

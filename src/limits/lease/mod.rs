@@ -39,8 +39,8 @@
 //! leases shrink to nothing — one call per request, as without them — near a limit.
 //!
 //! **Sizing.** Only a hot key leases: one this instance has seen busy for at least
-//! [`WARM_MS`], at a pace of at least [`HOT_PER_SECOND`] requests a second over the last
-//! tenths of a second. Count units cover [`HORIZON_MS`] of that rate; a slot
+//! [`WARM_MS`] (or [`FAST_WARM_MS`] at [`FAST_PER_SECOND`] and more), at a pace of at
+//! least [`HOT_PER_SECOND`] requests a second over the last tenths of a second. Count units cover [`HORIZON_MS`] of that rate; a slot
 //! block doubles when it runs out and gives back what stayed idle over a tidy period; a
 //! token block covers [`HORIZON_MS`] of requests at the current estimate; a rate share is
 //! three times the key's pace.
@@ -75,6 +75,12 @@ const TICK_MS: u64 = 100;
 
 /// How long a key must stay busy before it leases.
 pub const WARM_MS: u64 = 1000;
+/// A key this busy (requests a second, in each of the two previous ticks) leases after
+/// [`FAST_WARM_MS`] instead: a fleet's hot keys spend less of their first second in Redis,
+/// while a test's or a client's short burst still stays exact per request.
+pub const FAST_PER_SECOND: u64 = 1000;
+/// How long a key at [`FAST_PER_SECOND`] must stay busy before it leases.
+pub const FAST_WARM_MS: u64 = 300;
 
 /// How long an ask for a lease holds back the next one of the same key.
 const ASK_MS: u64 = 1000;
@@ -124,11 +130,15 @@ impl Traffic {
     }
 
     /// Whether the key is hot enough to lease: [`HOT_PER_SECOND`] requests per second,
-    /// busy for at least [`WARM_MS`] (a short burst stays exact per request).
+    /// busy for at least [`WARM_MS`], or [`FAST_PER_SECOND`] sustained over both previous
+    /// ticks and busy for [`FAST_WARM_MS`] (a short burst stays exact per request).
     pub fn hot(&self) -> bool {
-        let warm = self
-            .since_ms
-            .is_some_and(|s| self.last_ms.saturating_sub(s) >= WARM_MS);
+        let busy_ms = self.since_ms.map_or(0, |s| self.last_ms.saturating_sub(s));
+        let sustained = self
+            .last_tick
+            .min(self.tick_before)
+            .saturating_mul(1000 / TICK_MS);
+        let warm = busy_ms >= WARM_MS || (busy_ms >= FAST_WARM_MS && sustained >= FAST_PER_SECOND);
         warm && self.rate() >= HOT_PER_SECOND
     }
 
@@ -266,6 +276,28 @@ mod tests {
             t.note(ms);
         }
         assert!(!t.hot(), "warming up again");
+        // A key at a thousand requests a second and more leases after 300 ms, not 1 s;
+        // one busy tick is not enough.
+        let mut f = Traffic::default();
+        for i in 0..300 {
+            f.note(5000 + i / 3);
+        }
+        for ms in [5150, 5250, 5300] {
+            f.note(ms);
+        }
+        assert!(!f.hot(), "one busy tick, then a trickle");
+        let mut f = Traffic::default();
+        for i in 0..600 {
+            f.note(5000 + i / 2);
+        }
+        f.note(5300);
+        assert!(f.hot(), "1,000 requests a second over three ticks");
+        let mut f = Traffic::default();
+        for i in 0..90 {
+            f.note(5000 + i * 10 / 3);
+        }
+        f.note(5300);
+        assert!(!f.hot(), "300 requests a second waits the full second");
         assert!(t.recent(2999) && !t.recent(3000));
         // One ask at a time, until answered or a second old.
         assert_eq!((t.ask(5, 500), t.ask(5, 501), t.ask(0, 502)), (5, 0, 0));

@@ -70,7 +70,8 @@ pub(super) async fn send_results(
         "json" => "application/json",
         _ => "application/jsonl",
     };
-    let h = respond::header(200, content_type, ctx);
+    let mut h = respond::header(200, content_type, ctx);
+    respond::open_ended(session, &mut h);
     ctx.status = 200;
     if session
         .write_response_header(Box::new(h), false)
