@@ -13,20 +13,37 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Transparent huge pages off for this process: mimalloc asks for them on its arenas, and
-/// every fresh 2 MiB page then costs a whole-page clear on its first touch — a fifth of the
-/// CPU of the streaming benchmark went to `clear_page_erms` (benches/stream.sh, docs/benchmarks.md).
-#[allow(unsafe_code)] // the crate's one unsafe block (Cargo.toml's [lints])
-fn no_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and touches no memory.
+/// How long mimalloc keeps freed memory before it gives it back to the system. Its own
+/// default (1 s) is only acted on by a thread's next allocation, so a gateway whose streams
+/// all ended kept their memory while idle (87 MiB of 141 after 2,000 streams, against 30
+/// at 100 ms; benches/streams.sh). 100 ms cost no throughput in benches/load.sh; 0 (at
+/// once) cost a quarter of it. The `MIMALLOC_PURGE_DELAY` variable still overrides it.
+const PURGE_DELAY_MS: std::os::raw::c_long = 100;
+/// `mi_option_purge_delay` in mimalloc.h (v2 and v3), which libmimalloc-sys does not name.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// The process's memory settings, before anything else runs:
+/// - transparent huge pages off: mimalloc asks for them on its arenas, and every fresh
+///   2 MiB page then costs a whole-page clear on its first touch — a fifth of the CPU of
+///   the streaming benchmark went to `clear_page_erms` (benches/stream.sh,
+///   docs/benchmarks.md);
+/// - mimalloc's purge delay ([`PURGE_DELAY_MS`]).
+#[allow(unsafe_code)] // the binary's one unsafe block (Cargo.toml's [lints])
+fn tune_memory() {
+    let purge = std::env::var_os("MIMALLOC_PURGE_DELAY").is_none();
+    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and touches no memory;
+    // mi_option_set takes an option number and a value, and only stores the value.
     unsafe {
+        #[cfg(target_os = "linux")]
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        if purge {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
+        }
     }
 }
 
 fn main() -> ExitCode {
-    no_huge_pages();
+    tune_memory();
     let cli = Cli::parse();
     match cli.command {
         Command::Batch { command, url, key } => {

@@ -135,25 +135,25 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         "proxy".to_string(),
         crate::proxy::front::Front::new(http, state.clone()),
     );
-    match &state.tls {
-        // HTTP/2 and HTTP/1.1 by ALPN; the certificate comes from the reloadable resolver.
-        Some(cert) => {
-            let mut tls = pingora::listeners::tls::TlsSettings::intermediate("", "")
-                .map_err(|e| format!("server.tls: {e}"))?;
-            tls.set_cert_resolver(cert.clone());
-            tls.enable_h2();
-            proxy.add_tls_with_settings(&config.server.listen, None, tls);
-        }
-        // A 16 KiB read buffer per client connection instead of Pingora's 64 KiB: the
-        // allocator serves it from reused pages, where a fresh 64 KiB zeroed buffer per
-        // connection cost the kernel a page clear per page (a fifth of the CPU of a stream
-        // benchmark with a new connection per stream). Bodies are read in 16 KiB pieces.
-        None => proxy.add_listener(
-            pingora::listeners::ListenerConfig::tcp(config.server.listen.as_str()).l4_buffer(
-                pingora::protocols::l4::stream::L4BufferSettings::new(16 * 1024, 1460),
-            ),
-        ),
+    // No L4 read buffer per client connection (Pingora's default is 64 KiB, zeroed): the
+    // connection front, Pingora and rustls read heads, records and bodies into buffers of
+    // their own, so it only copied bytes once more, and it stayed resident for as long as
+    // a stream was open (16 KiB of each open stream at 16 KiB; see benches/streams.sh).
+    // Responses are still written through a 1460-byte buffer.
+    let mut listener = pingora::listeners::ListenerConfig::tcp(config.server.listen.as_str())
+        .l4_buffer(pingora::protocols::l4::stream::L4BufferSettings::new(
+            0, 1460,
+        ));
+    // With TLS: HTTP/2 and HTTP/1.1 by ALPN; the certificate comes from the reloadable
+    // resolver.
+    if let Some(cert) = &state.tls {
+        let mut tls = pingora::listeners::tls::TlsSettings::intermediate("", "")
+            .map_err(|e| format!("server.tls: {e}"))?;
+        tls.set_cert_resolver(cert.clone());
+        tls.enable_h2();
+        listener = listener.tls(tls);
     }
+    proxy.add_listener(listener);
     server.add_service(proxy);
 
     // The Admin API's objects join the snapshot before the first request.

@@ -154,7 +154,7 @@ pub async fn serve(
             if r.auth {
                 ctx.consumer = auth::authenticate(state, session, rt)?;
             }
-            return passthrough::prepare(state, rt, session, ctx, r).await;
+            return Box::pin(passthrough::prepare(state, rt, session, ctx, r)).await;
         }
         Some((Matched::Ai(route), _)) => {
             ctx.endpoint = "chat_completions";
@@ -200,8 +200,10 @@ pub async fn serve(
             // As asked: an alias or a name a pattern matched is a model of its own.
             respond::json(session, ctx, &model_object(&id, &m.owned_by)).await;
         }
-        ApiRoute::Batch(b) => super::batches::serve(state, session, ctx, b).await?,
-        ApiRoute::StoredResponse(r) => super::responses::serve(state, session, ctx, r).await?,
+        ApiRoute::Batch(b) => Box::pin(super::batches::serve(state, session, ctx, b)).await?,
+        ApiRoute::StoredResponse(r) => {
+            Box::pin(super::responses::serve(state, session, ctx, r)).await?
+        }
         ApiRoute::CountTokens => {
             let raw = body::read_body(session, rt.config.server.max_body_bytes).await?;
             let body: serde_json::Value = serde_json::from_slice(&raw)
@@ -301,7 +303,7 @@ async fn serve_ai(
     ai_route: Option<&ModelRoute>,
 ) -> Result<(), GatewayError> {
     let (mut req, prepared) = if endpoint == Endpoint::Responses {
-        let (req, p) = super::responses::prepare(state, ctx, raw).await?;
+        let (req, p) = Box::pin(super::responses::prepare(state, ctx, raw)).await?;
         (req, Some(p))
     } else {
         (AiRequest::parse(endpoint, raw)?, None)
@@ -339,9 +341,13 @@ async fn serve_ai(
         http::HeaderMap::new()
     };
     let subject = admit::Subject::new(ctx, rt, &req, remote, headers);
+    // The call (admission, queueing, failover: about 11 KiB of future state) is boxed, so
+    // that it is freed when the answer starts: what stays for a stream's whole life is
+    // only the relay's state (see benches/streams.sh).
+    let call = Box::pin(crate::gateway::call(state, rt, route, &req, ctx, &subject));
     let called = tokio::select! {
         biased;
-        r = crate::gateway::call(state, rt, route, &req, ctx, &subject) => r,
+        r = call => r,
         // The client left while its request waited (in a queue, or for the upstream's
         // answer): the call is dropped, and what it held is released when the request
         // is accounted.
@@ -352,6 +358,7 @@ async fn serve_ai(
         }
     };
     let (response, deployment) = called?;
+    drop(subject);
     if deployment.provider.pass_ratelimit_headers {
         ctx.provider_headers = response.ratelimit_headers.clone();
     }

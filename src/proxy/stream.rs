@@ -47,9 +47,13 @@ pub async fn relay(
         let relay = StreamRelay::new(provider, req, &model, echo, unix_now());
         relay_events(state, session, ctx, resp, relay, responses).await
     } else if native {
-        relay_native(state, session, ctx, resp, provider, responses).await
+        // Boxed: a whole answer's state does not size the future of every stream.
+        Box::pin(relay_native(state, session, ctx, resp, provider, responses)).await
     } else {
-        relay_whole(state, session, ctx, resp, provider, surface, responses).await
+        Box::pin(relay_whole(
+            state, session, ctx, resp, provider, surface, responses,
+        ))
+        .await
     }
 }
 
