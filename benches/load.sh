@@ -17,6 +17,8 @@
 #       redis-server of its own, for the same figures side by side
 # Saturated rounds are interleaved (a b c a b c …), then each target at a fixed RATE for its
 # p99; medians of rounds, with ratios. Traffic goes to 127.0.0.1 only, bounded by DURATION.
+# Then benches/streams.sh: OPEN_STREAMS (default 9000; 0 skips it) slow streams held open
+# at once, pass-through and translated: memory per open stream, delay and CPU per event.
 #
 #   benches/load.sh                 # defaults: ROUNDS=3 DURATION=8 CONNS=32 THREADS=1 RATE=2000
 #   UPSTREAM=static benches/load.sh
@@ -253,3 +255,8 @@ lim = res["gateway-limits"]
 print(f"gateway with limits (local) / nginx: throughput {lim[0]/n:.2f}x (goal >= 1.0x), CPU per request {lim[4]/res['nginx'][4]:.2f}x (goal <= 1.0x)")
 print(f"gateway p99 / nginx p99: {res['gateway'][2]/res['nginx'][2]:.2f}x   gateway RSS after the run: {rss/1024:.1f} MiB")
 PY
+if [ "${OPEN_STREAMS:-9000}" -gt 0 ]; then
+  echo
+  echo "Open streams (benches/streams.sh, STREAMS=${OPEN_STREAMS:-9000}):"
+  STREAMS=${OPEN_STREAMS:-9000} bash benches/streams.sh
+fi
