@@ -2,7 +2,7 @@
 //! or a silent close is answered by the gateway in the OpenAI error shape with an
 //! `x-request-id`; a client trickling its head is cut at the total deadline; pipelined
 //! requests get the first answer with `connection: close`; a streamed answer is chunked and
-//! the connection serves the next request.
+//! the connection serves the next request (an HTTP/1.0 client's stream ends with the close).
 
 mod common;
 use common::*;
@@ -248,4 +248,24 @@ fn a_streamed_answer_is_chunked_and_keeps_the_connection() {
     let (status, _, body) = first_response(&String::from_utf8_lossy(&buf[..n]));
     assert_eq!(status, 200);
     assert_eq!(body["object"], "chat.completion");
+}
+
+#[test]
+fn an_http_1_0_client_gets_its_stream_to_the_close() {
+    let gw = gateway();
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.0\r\nhost: x\r\nauthorization: Bearer sk-front\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // HTTP/1.0 has no chunks: the body is everything up to the close.
+    let raw = exchange(&gw, req.as_bytes());
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains(" 200 "), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(
+        rest.starts_with("data: ") && rest.ends_with("data: [DONE]\n\n"),
+        "{rest}"
+    );
 }
