@@ -37,6 +37,15 @@ struct Plan {
     start: Instant,
 }
 
+/// Shared by the clients of one round: streams open now (their first event read), streams
+/// ended, and data events read so far.
+#[derive(Default)]
+struct Counters {
+    open: AtomicUsize,
+    ended: AtomicUsize,
+    events: AtomicUsize,
+}
+
 /// What one client saw.
 #[derive(Default)]
 struct Seen {
@@ -206,7 +215,7 @@ fn take_events(plan: &Plan, body: &mut Vec<u8>, seen: &mut Seen) {
 }
 
 /// One client stream through the gateway.
-async fn client(gateway: String, plan: Plan, open: Arc<AtomicUsize>) -> Seen {
+async fn client(gateway: String, plan: Plan, counters: Arc<Counters>) -> Seen {
     let mut seen = Seen::default();
     let body = r#"{"model":"bench","stream":true,"messages":[{"role":"user","content":"hi"}],"max_tokens":64}"#;
     let req = format!(
@@ -260,18 +269,21 @@ async fn client(gateway: String, plan: Plan, open: Arc<AtomicUsize>) -> Seen {
             text.append(&mut raw);
             false
         };
+        let before = seen.events;
         take_events(&plan, &mut text, &mut seen);
+        counters.events.fetch_add(seen.events - before, Relaxed);
         if !counted && seen.stamped > 0 {
             counted = true;
-            open.fetch_add(1, Relaxed);
+            counters.open.fetch_add(1, Relaxed);
         }
         if last {
             break;
         }
     }
     if counted {
-        open.fetch_sub(1, Relaxed);
+        counters.open.fetch_sub(1, Relaxed);
     }
+    counters.ended.fetch_add(1, Relaxed);
     if !seen.done && seen.error.is_none() {
         seen.error = Some("stream ended before [DONE]".into());
     }
@@ -310,8 +322,13 @@ fn pct(v: &[u32], p: f64) -> f64 {
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)] as f64 / 1000.0
 }
 
-async fn run_round(gateway: &str, plan: &Plan, streams: usize, spread: Duration) -> Vec<Seen> {
-    let open = Arc::new(AtomicUsize::new(0));
+async fn run_round(
+    gateway: &str,
+    plan: &Plan,
+    streams: usize,
+    spread: Duration,
+    counters: &Arc<Counters>,
+) -> Vec<Seen> {
     let mut tasks = Vec::with_capacity(streams);
     let t0 = tokio::time::Instant::now();
     for i in 0..streams {
@@ -319,7 +336,7 @@ async fn run_round(gateway: &str, plan: &Plan, streams: usize, spread: Duration)
         tasks.push(tokio::spawn(client(
             gateway.to_string(),
             plan.clone(),
-            open.clone(),
+            counters.clone(),
         )));
     }
     let mut out = Vec::with_capacity(streams);
@@ -358,31 +375,59 @@ async fn main() {
         interval: Duration::from_millis(10),
         ..plan.clone()
     };
-    run_round(&gateway, &quick, 64, Duration::from_millis(200)).await;
+    run_round(
+        &gateway,
+        &quick,
+        64,
+        Duration::from_millis(200),
+        &Arc::default(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let base = rss_kib(pid);
     let cpu0 = cpu_ticks(pid);
 
-    // The measured round, with the gateway's RSS sampled while every stream is open.
+    // The measured round, with the gateway's RSS sampled while every stream is open, and
+    // its CPU and the events read taken when the last stream opens and when the first one
+    // ends: the steady part, with no stream's setup in it.
     let open_peak = Arc::new(AtomicUsize::new(0));
+    let counters = Arc::new(Counters::default());
+    type Mark = ((u64, u64), usize);
+    let steady: Arc<std::sync::Mutex<(Option<Mark>, Option<Mark>)>> = Arc::default();
     let sampler = {
-        let open_peak = open_peak.clone();
+        let (open_peak, counters, steady) = (open_peak.clone(), counters.clone(), steady.clone());
         tokio::spawn(async move {
             let mut peak = 0;
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                peak = peak.max(rss_kib(pid));
-                open_peak.store(peak as usize, Relaxed);
+            for tick in 0u64.. {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if tick % 5 == 0 {
+                    peak = peak.max(rss_kib(pid));
+                    open_peak.store(peak as usize, Relaxed);
+                }
+                let mark = || (cpu_ticks(pid), counters.events.load(Relaxed));
+                let mut st = steady.lock().unwrap_or_else(|e| e.into_inner());
+                if st.0.is_none() && counters.open.load(Relaxed) == streams {
+                    st.0 = Some(mark());
+                } else if st.0.is_some() && st.1.is_none() && counters.ended.load(Relaxed) > 0 {
+                    st.1 = Some(mark());
+                }
             }
         })
     };
-    let seen = run_round(&gateway, &plan, streams, spread).await;
+    let seen = run_round(&gateway, &plan, streams, spread, &counters).await;
     sampler.abort();
     let cpu1 = cpu_ticks(pid);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = rss_kib(pid);
 
     let peak = open_peak.load(Relaxed) as u64;
+    let (steady_user, steady_sys) = match *steady.lock().unwrap_or_else(|e| e.into_inner()) {
+        (Some(((u0, s0), e0)), Some(((u1, s1), e1))) if e1 > e0 => {
+            let n = (e1 - e0) as f64;
+            ((u1 - u0) as f64 * 1e4 / n, (s1 - s0) as f64 * 1e4 / n)
+        }
+        _ => (0.0, 0.0),
+    };
     let mut delays: Vec<u32> = seen
         .iter()
         .flat_map(|s| s.delays_us.iter().copied())
@@ -399,7 +444,8 @@ async fn main() {
          \"events_relayed\":{events},\"failed\":{},\"first_error\":{:?},\
          \"delay_p50_ms\":{:.2},\"delay_p99_ms\":{:.2},\"delay_max_ms\":{:.2},\
          \"rss_base_kib\":{base},\"rss_peak_kib\":{peak},\"rss_after_kib\":{after},\
-         \"kib_per_stream\":{:.1},\"user_us_per_event\":{:.2},\"sys_us_per_event\":{:.2}}}",
+         \"kib_per_stream\":{:.1},\"user_us_per_event\":{:.2},\"sys_us_per_event\":{:.2},\
+         \"steady_user_us_per_event\":{steady_user:.2},\"steady_sys_us_per_event\":{steady_sys:.2}}}",
         streams * plan.events,
         failed.len(),
         failed.first().map(|s| s.as_str()).unwrap_or(""),

@@ -6,7 +6,8 @@
 # chat completions). Prints, per kind: events delivered of those sent, failed streams,
 # added delay per event (p50, p99, max; upstream write to client read, loopback), the
 # gateway's RSS per open stream (peak over the RSS before), the RSS after the streams end,
-# and the gateway's user and kernel CPU per relayed event. Loopback only; `ulimit -n` is
+# and the gateway's user and kernel CPU per relayed event: over the whole run (each
+# stream's setup included), and while every stream is open (the relay alone). Loopback only; `ulimit -n` is
 # raised for the run (as root; otherwise STREAMS must fit the hard limit).
 #
 #   benches/streams.sh            # defaults: STREAMS=20000 EVENTS=30 INTERVAL_MS=1000 SPREAD=10
@@ -51,15 +52,16 @@ done
 python3 - "$tmp" <<'PY'
 import json, sys
 tmp = sys.argv[1]
-print("| stream | events delivered | failed | delay p50 / p99 / max (ms) | KiB per open stream | RSS before / peak / after (MiB) | user / kernel CPU µs per event |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| stream | events delivered | failed | delay p50 / p99 / max (ms) | KiB per open stream | RSS before / peak / after (MiB) | user / kernel CPU µs per event | the same, every stream open |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for name, label in (("openai", "pass-through"), ("anthropic", "translated (Anthropic → chat)")):
     r = json.load(open(f"{tmp}/{name}.json"))
     mib = lambda k: r[k] / 1024
     print(f"| {label} | {r['events_stamped']:,} of {r['events_expected']:,} | {r['failed']} | "
           f"{r['delay_p50_ms']:.1f} / {r['delay_p99_ms']:.1f} / {r['delay_max_ms']:.1f} | "
           f"{r['kib_per_stream']:.1f} | {mib('rss_base_kib'):.0f} / {mib('rss_peak_kib'):.0f} / {mib('rss_after_kib'):.0f} | "
-          f"{r['user_us_per_event']:.2f} / {r['sys_us_per_event']:.2f} |")
+          f"{r['user_us_per_event']:.2f} / {r['sys_us_per_event']:.2f} | "
+          f"{r['steady_user_us_per_event']:.2f} / {r['steady_sys_us_per_event']:.2f} |")
     if r["failed"]:
         print(f"  first error ({label}): {r['first_error']}")
 PY
