@@ -154,7 +154,7 @@ pub async fn serve(
             if r.auth {
                 ctx.consumer = auth::authenticate(state, session, rt)?;
             }
-            return Box::pin(passthrough::prepare(state, rt, session, ctx, r)).await;
+            return passthrough::prepare(state, rt, session, ctx, r).await;
         }
         Some((Matched::Ai(route), _)) => {
             ctx.endpoint = "chat_completions";
@@ -200,6 +200,7 @@ pub async fn serve(
             // As asked: an alias or a name a pattern matched is a model of its own.
             respond::json(session, ctx, &model_object(&id, &m.owned_by)).await;
         }
+        // Boxed (rare paths): their state does not size every request's future.
         ApiRoute::Batch(b) => Box::pin(super::batches::serve(state, session, ctx, b)).await?,
         ApiRoute::StoredResponse(r) => {
             Box::pin(super::responses::serve(state, session, ctx, r)).await?

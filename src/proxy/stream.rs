@@ -47,13 +47,9 @@ pub async fn relay(
         let relay = StreamRelay::new(provider, req, &model, echo, unix_now());
         relay_events(state, session, ctx, resp, relay, responses).await
     } else if native {
-        // Boxed: a whole answer's state does not size the future of every stream.
-        Box::pin(relay_native(state, session, ctx, resp, provider, responses)).await
+        relay_native(state, session, ctx, resp, provider, responses).await
     } else {
-        Box::pin(relay_whole(
-            state, session, ctx, resp, provider, surface, responses,
-        ))
-        .await
+        relay_whole(state, session, ctx, resp, provider, surface, responses).await
     }
 }
 

@@ -40,10 +40,10 @@
 //!
 //! **Sizing.** Only a hot key leases: one this instance has seen busy for at least
 //! [`WARM_MS`] (or [`FAST_WARM_MS`] at [`FAST_PER_SECOND`] and more), at a pace of at
-//! least [`HOT_PER_SECOND`] requests a second over the last tenths of a second. Count units cover [`HORIZON_MS`] of that rate; a slot
-//! block doubles when it runs out and gives back what stayed idle over a tidy period; a
-//! token block covers [`HORIZON_MS`] of requests at the current estimate; a rate share is
-//! three times the key's pace.
+//! least [`HOT_PER_SECOND`] requests a second over the last tenths of a second. Count
+//! units cover [`HORIZON_MS`] of that rate; a slot block doubles when it runs out and
+//! gives back what stayed idle over a tidy period; a token block covers [`HORIZON_MS`] of
+//! requests at the current estimate; a rate share is three times the key's pace.
 //!
 //! **Returns.** Unused count units go back (`lua-compat/lease_return.lua`) on shutdown,
 //! only into the window they were taken from (identified by its end in Redis time); slots
