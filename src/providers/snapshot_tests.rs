@@ -58,3 +58,84 @@ fn chat_to_bedrock_converse() {
         super::bedrock::translate::request(&chat(), 64).unwrap()
     ));
 }
+
+/// A provider's stream translation of `events` (each an upstream event's `data`), as the
+/// SSE text an OpenAI client reads, byte for byte (made-up ids as `<id>`).
+fn stream_text(provider: &dyn super::Provider, events: &[String]) -> String {
+    let mut t = provider.stream_translator("public", 1_700_000_000).unwrap();
+    let mut out = String::new();
+    for data in events {
+        for e in t.event(&serde_json::from_str(data).unwrap()) {
+            out.push_str(std::str::from_utf8(&e.to_sse()).unwrap());
+        }
+    }
+    // Bedrock's made-up id: 16 hex digits after its prefix.
+    let parts: Vec<&str> = out.split("chatcmpl-bedrock-").collect();
+    let rest = parts[1..].iter().map(|p| format!("<id>{}", &p[16..]));
+    std::iter::once(parts[0].to_string())
+        .chain(rest)
+        .collect::<Vec<_>>()
+        .join("chatcmpl-bedrock-")
+}
+
+/// The `data` of each event of a fixture stream.
+fn fixture_events(name: &str) -> Vec<String> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(path)
+        .unwrap()
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn anthropic_streams_to_chat_chunks() {
+    let text = [
+        "stream_text.sse",
+        "stream_tool_use.sse",
+        "stream_overloaded.sse",
+    ]
+    .map(|f| {
+        stream_text(
+            &super::Anthropic,
+            &fixture_events(&format!("anthropic/{f}")),
+        )
+    });
+    insta::assert_snapshot!(text.join("----\n"));
+}
+
+#[test]
+fn gemini_streams_to_chat_chunks() {
+    let text = ["stream_text.sse", "stream_call.sse"].map(|f| {
+        stream_text(
+            &super::gemini::Gemini,
+            &fixture_events(&format!("gemini/{f}")),
+        )
+    });
+    insta::assert_snapshot!(text.join("----\n"));
+}
+
+#[test]
+fn bedrock_streams_to_chat_chunks() {
+    let events = [
+        json!({"event": "messageStart", "payload": {"role": "assistant"}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0,
+            "delta": {"reasoningContent": {"text": "hmm"}}}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0,
+            "delta": {"text": "Hi \"there\""}}}),
+        json!({"event": "contentBlockStart", "payload": {"contentBlockIndex": 1,
+            "start": {"toolUse": {"toolUseId": "tooluse_1", "name": "f"}}}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 1,
+            "delta": {"toolUse": {"input": "{\"a\":1}"}}}}),
+        json!({"event": "contentBlockStop", "payload": {"contentBlockIndex": 1}}),
+        json!({"event": "messageStop", "payload": {"stopReason": "tool_use"}}),
+        json!({"event": "metadata", "payload": {"usage": {"inputTokens": 7,
+            "outputTokens": 3, "totalTokens": 10}}}),
+    ]
+    .map(|e| e.to_string());
+    let throttled = [json!({"exception": "throttlingException", "message": "slow down"})]
+        .map(|e| e.to_string());
+    let text = [&events[..], &throttled[..]].map(|e| stream_text(&super::bedrock::Bedrock, e));
+    insta::assert_snapshot!(text.join("----\n"));
+}
