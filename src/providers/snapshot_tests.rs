@@ -83,6 +83,7 @@ fn fixture_events(name: &str) -> Vec<String> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(path)
         .unwrap()
+        .replace("\r\n", "\n")
         .split("\n\n")
         .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
         .map(str::to_string)
