@@ -154,7 +154,7 @@ fn stream(p: &dyn Provider, file: &str) -> String {
         };
         p.stream_usage(&v, &mut usage);
         if let Some(t) = translator.as_mut() {
-            for out in t.event(&v) {
+            for out in t.event(data.as_bytes()) {
                 s.push_str(&String::from_utf8_lossy(&out.to_sse()));
             }
             if t.ended() {

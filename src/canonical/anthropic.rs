@@ -10,7 +10,7 @@
 //! is read.
 
 use bytes::Bytes;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
 
@@ -85,25 +85,25 @@ pub enum Block<'a> {
 pub struct Usage {
     #[serde(
         default,
-        deserialize_with = "count",
+        deserialize_with = "super::lenient::count",
         skip_serializing_if = "Option::is_none"
     )]
     pub input_tokens: Option<u64>,
     #[serde(
         default,
-        deserialize_with = "count",
+        deserialize_with = "super::lenient::count",
         skip_serializing_if = "Option::is_none"
     )]
     pub output_tokens: Option<u64>,
     #[serde(
         default,
-        deserialize_with = "count",
+        deserialize_with = "super::lenient::count",
         skip_serializing_if = "Option::is_none"
     )]
     pub cache_creation_input_tokens: Option<u64>,
     #[serde(
         default,
-        deserialize_with = "count",
+        deserialize_with = "super::lenient::count",
         skip_serializing_if = "Option::is_none"
     )]
     pub cache_read_input_tokens: Option<u64>,
@@ -125,16 +125,6 @@ impl Usage {
     pub fn output(&self) -> u64 {
         self.output_tokens.unwrap_or(0)
     }
-}
-
-/// A token count: an unsigned integer, else absent.
-fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(Option::<Value>::deserialize(d)?.and_then(|v| v.as_u64()))
-}
-
-/// A block index (0 when it is not an unsigned integer).
-fn index<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    Ok(count(d)?.unwrap_or(0))
 }
 
 /// A piece of the open block.
@@ -186,19 +176,19 @@ pub enum Event<'a> {
         message: Message<'a>,
     },
     ContentBlockStart {
-        #[serde(default, deserialize_with = "index")]
+        #[serde(default, deserialize_with = "super::lenient::count_or_zero")]
         index: u64,
         #[serde(borrow)]
         content_block: Block<'a>,
     },
     ContentBlockDelta {
-        #[serde(default, deserialize_with = "index")]
+        #[serde(default, deserialize_with = "super::lenient::count_or_zero")]
         index: u64,
         #[serde(borrow)]
         delta: Delta<'a>,
     },
     ContentBlockStop {
-        #[serde(default, deserialize_with = "index")]
+        #[serde(default, deserialize_with = "super::lenient::count_or_zero")]
         index: u64,
     },
     MessageDelta {
@@ -219,7 +209,12 @@ pub enum Event<'a> {
 
 impl<'a> Event<'a> {
     /// An upstream event's data as a typed event (`Other` when it is not one).
-    pub fn read(data: &'a Value) -> Event<'a> {
+    pub fn read(data: &'a [u8]) -> Event<'a> {
+        serde_json::from_slice(data).unwrap_or(Event::Other)
+    }
+
+    /// An event already read as a tree (`Other` when it is not one).
+    pub fn of(data: &'a Value) -> Event<'a> {
         Event::deserialize(data).unwrap_or(Event::Other)
     }
 
@@ -269,16 +264,19 @@ mod tests {
         let start = json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
             "role": "assistant", "model": "claude", "content": [], "stop_reason": null,
             "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}});
-        let e = Event::read(&start);
+        let e = Event::of(&start);
         let Event::MessageStart { message } = &e else {
             panic!("{e:?}")
         };
         assert_eq!((message.usage.prompt(), message.usage.output()), (25, 1));
         assert_eq!(serde_json::to_value(&e).unwrap(), start);
+        let text = start.to_string();
+        let read = Event::read(text.as_bytes());
+        assert_eq!(serde_json::to_value(&read).unwrap(), start);
         // A count that is no unsigned integer is absent, not a broken event.
         let delta = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
             "usage": {"output_tokens": -3}});
-        let Event::MessageDelta { delta, usage } = Event::read(&delta) else {
+        let Event::MessageDelta { delta, usage } = Event::of(&delta) else {
             panic!()
         };
         assert_eq!(
@@ -290,12 +288,12 @@ mod tests {
             json!({"type": "new_kind", "x": 1}),
             json!(7),
         ] {
-            assert!(matches!(Event::read(&other), Event::Other), "{other}");
+            assert!(matches!(Event::of(&other), Event::Other), "{other}");
         }
         let thinking = json!({"type": "content_block_delta", "index": 0,
             "delta": {"type": "thinking_delta", "thinking": "hm"}});
         assert!(matches!(
-            Event::read(&thinking),
+            Event::of(&thinking),
             Event::ContentBlockDelta {
                 delta: Delta::Other,
                 ..

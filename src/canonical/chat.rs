@@ -4,6 +4,7 @@
 //! all read through here, so a field name is spelt once and the role dispatch, tool-call
 //! arguments and tool results are handled the same way for all of them.
 
+use super::chunk::ChatChunk;
 use super::{content_text, AiRequest};
 use crate::errors::GatewayError;
 use serde::Deserialize;
@@ -301,7 +302,8 @@ impl<'a> Answer<'a> {
 /// [`Answer`]): its error, usage and first choice's delta, looked up here once.
 #[derive(Debug)]
 pub struct Chunk<'a> {
-    pub id: &'a Value,
+    /// The chunk's id (`None` when empty).
+    pub id: Option<&'a str>,
     /// An error event's object.
     pub error: Option<&'a Value>,
     pub usage: Option<&'a Value>,
@@ -317,40 +319,38 @@ pub struct Chunk<'a> {
 #[derive(Debug)]
 pub struct ChunkCall<'a> {
     pub index: u64,
-    pub id: &'a Value,
-    pub name: &'a Value,
+    pub id: Option<&'a str>,
+    pub name: Option<&'a str>,
     /// A piece of its arguments (none when empty).
     pub arguments: Option<&'a str>,
 }
 
 impl<'a> Chunk<'a> {
     /// Read `chunk` (a `chat.completion.chunk`, or an error event).
-    pub fn of(chunk: &'a Value) -> Chunk<'a> {
-        let choice = chunk["choices"].get(0);
-        let delta = choice.map(|c| &c["delta"]);
-        let text = |k: &str| delta.and_then(|d| d[k].as_str()).filter(|s| !s.is_empty());
+    pub fn of(chunk: &'a ChatChunk) -> Chunk<'a> {
+        let choice = chunk.choices.first();
+        let delta = choice.map(|c| &c.delta);
+        let nonempty = |s: &'a Option<String>| s.as_deref().filter(|s| !s.is_empty());
         let calls = delta
-            .and_then(|d| d["tool_calls"].as_array())
-            .into_iter()
-            .flatten()
+            .map(|d| d.tool_calls.as_slice())
+            .unwrap_or_default()
+            .iter()
             .map(|c| ChunkCall {
-                index: c["index"].as_u64().unwrap_or(0),
-                id: &c["id"],
-                name: &c["function"]["name"],
-                arguments: c["function"]["arguments"]
-                    .as_str()
-                    .filter(|a| !a.is_empty()),
+                index: c.index,
+                id: c.id.as_deref(),
+                name: c.function.name.as_deref(),
+                arguments: nonempty(&c.function.arguments),
             })
             .collect();
         Chunk {
-            id: &chunk["id"],
-            error: chunk.get("error").filter(|e| e.is_object()),
-            usage: chunk.get("usage").filter(|u| u.is_object()),
+            id: Some(&*chunk.id).filter(|id| !id.is_empty()),
+            error: chunk.error.as_ref(),
+            usage: chunk.usage.as_ref(),
             has_choice: choice.is_some(),
-            text: text("content"),
-            reasoning: text("reasoning_content"),
+            text: delta.and_then(|d| nonempty(&d.content)),
+            reasoning: delta.and_then(|d| nonempty(&d.reasoning_content)),
             calls,
-            finish_reason: choice.and_then(|c| c["finish_reason"].as_str()),
+            finish_reason: choice.and_then(|c| c.finish_reason.as_deref()),
         }
     }
 }

@@ -8,7 +8,9 @@
 
 pub mod anthropic;
 pub mod chat;
+pub mod chunk;
 pub mod finish;
+pub mod lenient;
 pub mod numbers;
 pub mod parts;
 pub mod write;

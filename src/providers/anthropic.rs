@@ -13,9 +13,10 @@
 //! The mapping follows `shared/reference/openai-wire.md` §5.1.
 
 use super::api::ChatEvent;
-use super::chat_wire::{ChatUsage, UsageChunk};
+use super::chat_wire::ChatUsage;
 use crate::canonical::anthropic::{Block, Delta, Event, Usage as AnthropicUsage};
 use crate::canonical::chat::{for_each_turn, ChatHead, Choice, Turn};
+use crate::canonical::chunk::{ChatChunk, ChunkDelta};
 use crate::canonical::finish::Finish;
 use crate::canonical::parts::{self, Content, Part};
 use crate::canonical::write::{ArrayOut, Turns};
@@ -23,6 +24,7 @@ use crate::canonical::AiRequest;
 use crate::errors::{openai_error_body, GatewayError};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 /// The `anthropic-version` header sent unless the provider's headers set another.
 pub const API_VERSION: &str = "2023-06-01";
@@ -159,8 +161,8 @@ pub fn error(status: u16, body: &[u8]) -> (u16, Bytes) {
 
 /// Turns Anthropic's event stream into OpenAI chunk events, one upstream event at a time.
 pub struct StreamTranslator {
-    id: String,
-    model: String,
+    id: Arc<str>,
+    model: Arc<str>,
     created: u64,
     usage: AnthropicUsage,
     output_tokens: Option<u64>,
@@ -175,8 +177,8 @@ pub struct StreamTranslator {
 impl StreamTranslator {
     pub fn new(model: &str, created: u64) -> StreamTranslator {
         StreamTranslator {
-            id: String::new(),
-            model: model.to_string(),
+            id: Arc::from(""),
+            model: Arc::from(model),
             created,
             usage: AnthropicUsage::default(),
             output_tokens: None,
@@ -186,17 +188,23 @@ impl StreamTranslator {
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> ChatEvent {
-        super::api::chat_chunk(&self.id, self.created, &self.model, delta, finish)
+    fn chunk(&self, delta: ChunkDelta, finish: Option<&'static str>) -> ChatEvent {
+        ChatEvent::Chunk(ChatChunk::delta(
+            &self.id,
+            self.created,
+            &self.model,
+            delta,
+            finish,
+        ))
     }
 
     /// The OpenAI events for one upstream event's `data`.
-    pub fn event(&mut self, data: &Value) -> Vec<ChatEvent> {
+    pub fn event(&mut self, data: &[u8]) -> Vec<ChatEvent> {
         match Event::read(data) {
             Event::MessageStart { message } => {
-                self.id = message.id.as_deref().unwrap_or("msg").to_string();
+                self.id = Arc::from(message.id.as_deref().unwrap_or("msg"));
                 self.usage = message.usage;
-                vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
+                vec![self.chunk(ChunkDelta::start(), None)]
             }
             Event::ContentBlockStart {
                 index: block,
@@ -205,14 +213,12 @@ impl StreamTranslator {
                 Block::ToolUse { id, name, .. } => {
                     let index = self.tools.len();
                     self.tools.push((block, index));
-                    vec![self.chunk(
-                        json!({"tool_calls": [{"index": index, "id": id, "type": "function",
-                                               "function": {"name": name, "arguments": ""}}]}),
-                        None,
-                    )]
+                    let call =
+                        ChunkDelta::call(index as u64, Some(id.into()), name.into(), "".into());
+                    vec![self.chunk(call, None)]
                 }
                 Block::Text { text } if !text.is_empty() => {
-                    vec![self.chunk(json!({"content": text}), None)]
+                    vec![self.chunk(ChunkDelta::text(text), None)]
                 }
                 _ => Vec::new(),
             },
@@ -220,7 +226,7 @@ impl StreamTranslator {
                 index: block,
                 delta,
             } => match delta {
-                Delta::TextDelta { text } => vec![self.chunk(json!({"content": text}), None)],
+                Delta::TextDelta { text } => vec![self.chunk(ChunkDelta::text(text), None)],
                 Delta::InputJsonDelta { partial_json } => {
                     let Some(&(_, index)) = self.tools.iter().find(|(b, _)| *b == block) else {
                         return Vec::new();
@@ -228,23 +234,20 @@ impl StreamTranslator {
                     if partial_json.is_empty() {
                         return Vec::new();
                     }
-                    vec![self.chunk(
-                        json!({"tool_calls": [{"index": index, "function": {"arguments": partial_json}}]}),
-                        None,
-                    )]
+                    vec![self.chunk(ChunkDelta::arguments(index as u64, partial_json), None)]
                 }
                 Delta::Other => Vec::new(), // thinking and signature deltas have no OpenAI equivalent
             },
             Event::MessageDelta { delta, usage } => {
                 self.output_tokens = usage.output_tokens;
                 let reason = finish_reason(delta.stop_reason.as_deref().unwrap_or(""));
-                vec![self.chunk(json!({}), Some(reason))]
+                vec![self.chunk(ChunkDelta::default(), Some(reason))]
             }
             Event::MessageStop => {
                 self.ended = true;
                 let usage = usage(&self.usage, self.output_tokens);
-                let u = UsageChunk::new(&self.id, self.created, &self.model, usage);
-                vec![u.event(), ChatEvent::Done]
+                let u = usage.chunk(&self.id, self.created, &self.model);
+                vec![u, ChatEvent::Done]
             }
             Event::Error { error } => {
                 self.ended = true;
@@ -266,7 +269,7 @@ impl StreamTranslator {
 }
 
 impl super::api::EventTranslator for StreamTranslator {
-    fn event(&mut self, data: &Value) -> Vec<ChatEvent> {
+    fn event(&mut self, data: &[u8]) -> Vec<ChatEvent> {
         StreamTranslator::event(self, data)
     }
 
@@ -387,7 +390,7 @@ mod tests {
             let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
                 continue;
             };
-            for b in t.event(&serde_json::from_str(data).unwrap()) {
+            for b in t.event(data.as_bytes()) {
                 out.push(String::from_utf8(b.to_sse().to_vec()).unwrap());
             }
         }

@@ -64,7 +64,7 @@ impl Provider for Anthropic {
 
     /// `message_start` carries the input tokens, `message_delta` the output so far.
     fn stream_usage(&self, event: &Value, usage: &mut Usage) {
-        match Event::read(event) {
+        match Event::of(event) {
             Event::MessageStart { message } => usage.prompt_tokens = message.usage.prompt(),
             Event::MessageDelta { usage: u, .. } => usage.completion_tokens = u.output(),
             _ => {}

@@ -10,6 +10,7 @@ use super::http::{header, Header, HttpClient};
 use super::scrub::Scrubber;
 use super::signals::{self, Signals};
 use super::UpstreamFailure;
+use crate::canonical::chunk::ChatChunk;
 use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::config::schema::ProviderConfig;
 use crate::config::ConfigProblem;
@@ -207,7 +208,7 @@ pub enum ChatEvent {
     /// An event as the upstream sent it (an OpenAI-dialect stream passed through).
     Raw(Bytes),
     /// A `chat.completion.chunk` object.
-    Chunk(serde_json::Value),
+    Chunk(ChatChunk),
     /// An OpenAI error body: the stream's last event.
     Error(Bytes),
     /// `data: [DONE]`.
@@ -219,7 +220,7 @@ impl ChatEvent {
     pub fn to_sse(&self) -> Bytes {
         match self {
             ChatEvent::Raw(b) => b.clone(),
-            ChatEvent::Chunk(v) => Bytes::from(format!("data: {v}\n\n")),
+            ChatEvent::Chunk(c) => Bytes::from(c.to_sse()),
             ChatEvent::Error(body) => Bytes::from([b"data: ".as_slice(), body, b"\n\n"].concat()),
             ChatEvent::Done => Bytes::from_static(b"data: [DONE]\n\n"),
         }
@@ -228,8 +229,8 @@ impl ChatEvent {
 
 /// Turns a provider's stream events into OpenAI `chat.completion.chunk` events.
 pub trait EventTranslator: Send {
-    /// The events to send for one upstream event (its `data` as JSON).
-    fn event(&mut self, data: &serde_json::Value) -> Vec<ChatEvent>;
+    /// The events to send for one upstream event (its `data`, JSON text read here once).
+    fn event(&mut self, data: &[u8]) -> Vec<ChatEvent>;
     /// Whether the provider's stream has ended (its last event, or an error).
     fn ended(&self) -> bool;
     /// Whether it ended with the provider's rate-limit error (Bedrock's
@@ -311,21 +312,6 @@ pub fn error_answer(status: u16, message: Option<&str>, body: &[u8]) -> WholeAns
         body: crate::errors::openai_error_body(&text, etype, None, code),
         as_sent: false,
     }
-}
-
-/// One `chat.completion.chunk` event of a translated stream.
-pub fn chat_chunk(
-    id: &str,
-    created: u64,
-    model: &str,
-    delta: serde_json::Value,
-    finish: Option<&str>,
-) -> ChatEvent {
-    ChatEvent::Chunk(
-        serde_json::json!({"id": id, "object": "chat.completion.chunk", "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}),
-    )
 }
 
 /// `Authorization: Bearer <key>`, when there is a key.

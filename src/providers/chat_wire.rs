@@ -2,9 +2,11 @@
 //! Fields are declared in the order they are written — sorted, as the gateway writes every
 //! JSON object it builds — so a typed answer is byte for byte what a built tree was.
 
+use super::api::ChatEvent;
+use crate::canonical::chunk::ChatChunk;
 use serde::Serialize;
-use serde_json::Value;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// An OpenAI `chat.completion` with one choice.
 #[derive(Debug, Serialize)]
@@ -55,33 +57,18 @@ impl ChatUsage {
     }
 }
 
-/// The last chunk of a translated stream: no choices, the usage (as OpenAI sends it when
-/// asked with `stream_options.include_usage`).
-#[derive(Debug, Serialize)]
-pub struct UsageChunk<'a> {
-    pub choices: [(); 0],
-    pub created: u64,
-    pub id: &'a str,
-    pub model: &'a str,
-    pub object: &'static str,
-    pub usage: ChatUsage,
-}
-
-impl<'a> UsageChunk<'a> {
-    pub fn new(id: &'a str, created: u64, model: &'a str, usage: ChatUsage) -> UsageChunk<'a> {
-        UsageChunk {
-            choices: [],
+impl ChatUsage {
+    /// The last chunk of a translated stream (`id` of `model`): no choices, this usage (as
+    /// OpenAI sends it when asked with `stream_options.include_usage`).
+    pub fn chunk(self, id: &Arc<str>, created: u64, model: &Arc<str>) -> ChatEvent {
+        ChatEvent::Chunk(ChatChunk {
+            choices: Vec::new(),
             created,
-            id,
-            model,
-            object: "chat.completion.chunk",
-            usage,
-        }
-    }
-
-    /// As the stream's chat event.
-    pub fn event(&self) -> super::api::ChatEvent {
-        super::api::ChatEvent::Chunk(serde_json::to_value(self).unwrap_or(Value::Null))
+            id: id.clone(),
+            model: model.clone(),
+            usage: serde_json::to_value(self).ok(),
+            ..ChatChunk::default()
+        })
     }
 }
 

@@ -65,7 +65,7 @@ fn stream_text(provider: &dyn super::Provider, events: &[String]) -> String {
     let mut t = provider.stream_translator("public", 1_700_000_000).unwrap();
     let mut out = String::new();
     for data in events {
-        for e in t.event(&serde_json::from_str(data).unwrap()) {
+        for e in t.event(data.as_bytes()) {
             out.push_str(std::str::from_utf8(&e.to_sse()).unwrap());
         }
     }

@@ -171,10 +171,12 @@ struct Sniffing {
 }
 
 impl EventTranslator for Sniffing {
-    fn event(&mut self, data: &Value) -> Vec<ChatEvent> {
+    fn event(&mut self, data: &[u8]) -> Vec<ChatEvent> {
         let (model, created) = (&self.model, self.created);
         let inner = self.inner.get_or_insert_with(|| {
-            if data["type"].is_string() {
+            // Read as a tree once, for the first event only.
+            let first = serde_json::from_slice::<Value>(data).unwrap_or_default();
+            if first["type"].is_string() {
                 Box::new(super::anthropic::StreamTranslator::new(model, created))
             } else {
                 Box::new(GeminiStream::new(model, created))

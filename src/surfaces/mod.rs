@@ -15,6 +15,7 @@ pub mod responses;
 #[cfg(test)]
 mod snapshot_tests;
 
+use crate::canonical::chunk::ChatChunk;
 use crate::canonical::{AiRequest, Endpoint};
 use crate::errors::GatewayError;
 use bytes::Bytes;
@@ -23,8 +24,8 @@ use serde_json::Value;
 
 /// Turns an OpenAI chat chunk stream into a surface's events.
 pub trait ChunkTranslator: Send {
-    /// The events for one chunk's `data` (`None`: the chat stream's `[DONE]`).
-    fn chunk(&mut self, data: Option<&Value>) -> Vec<Bytes>;
+    /// The events for one chunk (`None`: the chat stream's `[DONE]`).
+    fn chunk(&mut self, chunk: Option<&ChatChunk>) -> Vec<Bytes>;
     /// The event that tells the client the upstream broke off.
     fn cut(&mut self, message: &str) -> Vec<Bytes>;
     /// Whether the surface's stream is complete.

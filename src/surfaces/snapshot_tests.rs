@@ -5,6 +5,7 @@
 
 use super::responses::{self, Echo};
 use super::{messages, ChunkTranslator};
+use crate::canonical::chunk::ChatChunk;
 use crate::canonical::{AiRequest, Endpoint};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -148,7 +149,7 @@ fn chat_stream() -> Vec<Value> {
 fn events(mut t: Box<dyn ChunkTranslator>) -> Value {
     let mut out = Vec::new();
     for c in chat_stream() {
-        out.extend(t.chunk(Some(&c)));
+        out.extend(t.chunk(Some(&ChatChunk::of(&c))));
     }
     out.extend(t.chunk(None));
     let events: Vec<Value> = super::parse_events(&out)

@@ -8,10 +8,12 @@
 //! ([`note`], [`length_end`]); a whole answer past it is cut the same way
 //! ([`cap_whole`]).
 
+use crate::canonical::chunk::{ChatChunk, ChunkDelta};
 use crate::providers::api::ChatEvent;
 use bytes::Bytes;
 use memchr::memmem;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Text bytes of one event's deltas.
 pub fn text_bytes(event: &[u8]) -> u64 {
@@ -38,34 +40,11 @@ pub fn text_bytes(event: &[u8]) -> u64 {
         .sum()
 }
 
-/// Text bytes of a chat chunk's deltas, read from the object (the same fields as
-/// [`text_bytes`] finds in a written chunk).
-pub fn chunk_text_bytes(chunk: &Value) -> u64 {
-    let len = |v: &Value| v.as_str().map_or(0, |s| s.len() as u64);
-    let Some(choices) = chunk["choices"].as_array() else {
-        return 0;
-    };
-    choices
-        .iter()
-        .map(|c| {
-            let d = &c["delta"];
-            let calls = d["tool_calls"].as_array().map_or(0, |calls| {
-                calls.iter().map(|t| len(&t["function"]["arguments"])).sum()
-            });
-            ["content", "reasoning_content", "reasoning", "refusal"]
-                .iter()
-                .map(|k| len(&d[*k]))
-                .sum::<u64>()
-                + calls
-        })
-        .sum()
-}
-
 /// Text bytes of one event of a chat (or passed-through) stream.
 pub fn event_text_bytes(event: &ChatEvent) -> u64 {
     match event {
         ChatEvent::Raw(b) => text_bytes(b),
-        ChatEvent::Chunk(v) => chunk_text_bytes(v),
+        ChatEvent::Chunk(c) => c.text_bytes(),
         ChatEvent::Error(_) | ChatEvent::Done => 0,
     }
 }
@@ -112,9 +91,13 @@ pub fn note(ctx: &mut crate::gateway::CallCtx, events: &[ChatEvent], choices: u6
 /// past its cap.
 pub fn length_end() -> Vec<ChatEvent> {
     vec![
-        ChatEvent::Chunk(serde_json::json!({"id": "chatcmpl-capped",
-            "object": "chat.completion.chunk", "created": 0, "model": "",
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})),
+        ChatEvent::Chunk(ChatChunk::delta(
+            &Arc::from("chatcmpl-capped"),
+            0,
+            &Arc::from(""),
+            ChunkDelta::default(),
+            Some("length"),
+        )),
         ChatEvent::Done,
     ]
 }
@@ -176,11 +159,14 @@ mod tests {
 
     #[test]
     fn a_typed_chunk_counts_as_its_written_form() {
-        let chunk = serde_json::json!({"object": "chat.completion.chunk", "choices": [
+        let chunk = ChatChunk::read(
+            br#"{"object": "chat.completion.chunk", "choices": [
             {"delta": {"content": "hello", "reasoning_content": "why",
-                "tool_calls": [{"function": {"arguments": "{}"}}]}}]});
+                "tool_calls": [{"function": {"arguments": "{}"}}]}}]}"#,
+        )
+        .unwrap();
         let written = ChatEvent::Chunk(chunk.clone()).to_sse();
-        assert_eq!(chunk_text_bytes(&chunk), 10);
+        assert_eq!(chunk.text_bytes(), 10);
         assert_eq!(text_bytes(&written), 10);
         assert_eq!(event_text_bytes(&ChatEvent::Done), 0);
     }

@@ -7,6 +7,7 @@
 
 use super::relayed;
 use super::sse::{contains, event_data};
+use crate::canonical::chunk::ChatChunk;
 use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::errors::{anthropic_error_body, openai_error_body};
 use crate::gateway::CallCtx;
@@ -160,9 +161,7 @@ impl Dialect {
                 return (vec![ChatEvent::Raw(event)], terminal);
             }
             Dialect::Translated(t) => {
-                let data =
-                    event_data(&event).and_then(|d| serde_json::from_slice::<Value>(&d).ok());
-                let out = data.map(|d| t.event(&d)).unwrap_or_default();
+                let out = event_data(&event).map(|d| t.event(&d)).unwrap_or_default();
                 if t.ended() && !out.contains(&ChatEvent::Done) {
                     return (out, true); // an error event: the last thing sent
                 }
@@ -205,9 +204,9 @@ impl Dialect {
 fn typed_event(event: Bytes) -> ChatEvent {
     match event_data(&event) {
         Some(d) if d.starts_with(b"[DONE]") => ChatEvent::Done,
-        Some(d) => match serde_json::from_slice::<Value>(&d) {
-            Ok(v) => ChatEvent::Chunk(v),
-            Err(_) => ChatEvent::Raw(event),
+        Some(d) => match ChatChunk::read(&d) {
+            Some(c) => ChatEvent::Chunk(c),
+            None => ChatEvent::Raw(event),
         },
         None => ChatEvent::Raw(event),
     }
@@ -216,11 +215,11 @@ fn typed_event(event: Bytes) -> ChatEvent {
 /// A surface's events for one chat stream event.
 fn surface_events(s: &mut dyn ChunkTranslator, event: ChatEvent) -> Vec<Bytes> {
     match event {
-        ChatEvent::Chunk(v) => s.chunk(Some(&v)),
+        ChatEvent::Chunk(c) => s.chunk(Some(&c)),
         ChatEvent::Done => s.chunk(None),
-        ChatEvent::Error(body) => match serde_json::from_slice::<Value>(&body) {
-            Ok(v) => s.chunk(Some(&v)),
-            Err(_) => Vec::new(),
+        ChatEvent::Error(body) => match ChatChunk::read(&body) {
+            Some(c) => s.chunk(Some(&c)),
+            None => Vec::new(),
         },
         // Comments such as `: keep-alive`, or data that does not parse.
         ChatEvent::Raw(_) => Vec::new(),
@@ -238,7 +237,7 @@ enum Action {
 fn inspect(event: &ChatEvent, client_wants_usage: bool, call: &mut CallCtx) -> Action {
     let raw = match event {
         ChatEvent::Raw(raw) => raw,
-        ChatEvent::Chunk(v) => return inspect_chunk(v, client_wants_usage, call),
+        ChatEvent::Chunk(c) => return inspect_chunk(c, client_wants_usage, call),
         ChatEvent::Error(_) => return Action::Forward,
         ChatEvent::Done => return Action::Done,
     };
@@ -249,35 +248,38 @@ fn inspect(event: &ChatEvent, client_wants_usage: bool, call: &mut CallCtx) -> A
         return Action::Done;
     }
     // A traced stream's finish reasons (read only then: other chunks pass unparsed).
-    if call.traced() && contains(&data, b"\"finish_reason\":\"") {
-        if let Ok(v) = serde_json::from_slice::<Value>(&data) {
-            return inspect_chunk(&v, client_wants_usage, call);
-        }
-    }
-    if !contains(&data, b"usage") || contains(&data, b"\"usage\":null") {
+    let finish = call.traced() && contains(&data, b"\"finish_reason\":\"");
+    let usage = contains(&data, b"usage") && !contains(&data, b"\"usage\":null");
+    if !finish && !usage {
         return Action::Forward;
     }
-    match serde_json::from_slice::<Value>(&data) {
-        Ok(v) => inspect_chunk(&v, client_wants_usage, call),
-        Err(_) => Action::Forward,
+    match ChatChunk::read(&data) {
+        Some(c) => inspect_chunk(&c, client_wants_usage, call),
+        None => Action::Forward,
     }
 }
 
+/// A string field, `None` when empty.
+fn named(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// A chunk object's usage, counted; the usage-only chunk is dropped unless asked for.
-fn inspect_chunk(v: &Value, client_wants_usage: bool, call: &mut CallCtx) -> Action {
+fn inspect_chunk(c: &ChatChunk, client_wants_usage: bool, call: &mut CallCtx) -> Action {
     if call.traced() {
-        let choices = v["choices"].as_array().into_iter().flatten();
-        for f in choices.filter_map(|c| c["finish_reason"].as_str()) {
+        for f in c.choices.iter().filter_map(|c| c.finish_reason.as_deref()) {
             call.note_response(None, Some(f));
         }
-        call.note_response(v["id"].as_str(), None);
+        call.note_response(named(&c.id), None);
     }
-    if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
-        call.usage = Some(u);
-        call.note_usage_fields(&v["usage"]);
-        call.note_response_model(v["model"].as_str());
-        if !client_wants_usage && v["choices"].as_array().is_some_and(|c| c.is_empty()) {
-            return Action::Drop;
+    if let Some(raw) = &c.usage {
+        if let Some(u) = Usage::from_openai(raw) {
+            call.usage = Some(u);
+            call.note_usage_fields(raw);
+            call.note_response_model(named(&c.model));
+            if !client_wants_usage && c.choices.is_empty() {
+                return Action::Drop;
+            }
         }
     }
     Action::Forward

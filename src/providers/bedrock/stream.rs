@@ -3,14 +3,15 @@
 //! reads kept) and its events translated to OpenAI chunks ([`ConverseStream`]).
 
 use super::translate::{finish_reason, usage};
+use crate::canonical::chunk::{ChatChunk, ChunkDelta};
 use crate::errors::openai_error_body;
 use crate::providers::api::{BodyDecoder, ChatEvent, EventTranslator};
-use crate::providers::chat_wire::UsageChunk;
 use crate::providers::{UpstreamErrorKind, UpstreamFailure};
 use aws_smithy_eventstream::frame::read_message_from;
 use aws_smithy_types::event_stream::Message;
 use bytes::{Buf, Bytes, BytesMut};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// Largest frame accepted (APISIX caps at 16 MiB too).
 const MAX_FRAME: u32 = 16 * 1024 * 1024;
@@ -87,8 +88,8 @@ impl BodyDecoder for EventStreamDecoder {
 /// ConverseStream events → OpenAI chunks, a usage chunk and `data: [DONE]` (usage comes
 /// in `metadata`, after `messageStop`).
 pub struct ConverseStream {
-    id: String,
-    model: String,
+    id: Arc<str>,
+    model: Arc<str>,
     created: u64,
     /// Bedrock block index → OpenAI tool-call index (OpenAI numbers only the calls).
     tools: Vec<(u64, usize)>,
@@ -100,11 +101,11 @@ pub struct ConverseStream {
 impl ConverseStream {
     pub fn new(model: &str, created: u64) -> ConverseStream {
         ConverseStream {
-            id: format!(
+            id: Arc::from(format!(
                 "chatcmpl-bedrock-{}",
                 hex::encode(rand::random::<[u8; 8]>())
-            ),
-            model: model.to_string(),
+            )),
+            model: Arc::from(model),
             created,
             tools: Vec::new(),
             finish: "stop",
@@ -113,16 +114,25 @@ impl ConverseStream {
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> ChatEvent {
-        crate::providers::api::chat_chunk(&self.id, self.created, &self.model, delta, finish)
+    fn chunk(&self, delta: ChunkDelta, finish: Option<&'static str>) -> ChatEvent {
+        ChatEvent::Chunk(ChatChunk::delta(
+            &self.id,
+            self.created,
+            &self.model,
+            delta,
+            finish,
+        ))
     }
 }
 
 impl EventTranslator for ConverseStream {
-    fn event(&mut self, data: &Value) -> Vec<ChatEvent> {
+    fn event(&mut self, data: &[u8]) -> Vec<ChatEvent> {
         if self.ended {
             return Vec::new();
         }
+        let Ok(data) = serde_json::from_slice::<Value>(data) else {
+            return Vec::new();
+        };
         if let Some(kind) = data["exception"].as_str() {
             self.ended = true;
             let message = format!("{kind}: {}", data["message"].as_str().unwrap_or_default());
@@ -137,7 +147,7 @@ impl EventTranslator for ConverseStream {
         }
         let p = &data["payload"];
         match data["event"].as_str().unwrap_or_default() {
-            "messageStart" => vec![self.chunk(json!({"role": "assistant", "content": ""}), None)],
+            "messageStart" => vec![self.chunk(ChunkDelta::start(), None)],
             "contentBlockStart" => {
                 let Some(t) = p["start"].get("toolUse") else {
                     return Vec::new();
@@ -145,40 +155,38 @@ impl EventTranslator for ConverseStream {
                 let index = self.tools.len();
                 self.tools
                     .push((p["contentBlockIndex"].as_u64().unwrap_or(0), index));
-                vec![self.chunk(
-                    json!({"tool_calls": [{"index": index, "id": t["toolUseId"], "type": "function",
-                        "function": {"name": t["name"], "arguments": ""}}]}),
-                    None,
-                )]
+                let id = t["toolUseId"].as_str().map(str::to_string);
+                let name = t["name"].as_str().unwrap_or_default().to_string();
+                let call = ChunkDelta::call(index as u64, id, name, String::new());
+                vec![self.chunk(call, None)]
             }
             "contentBlockDelta" => {
                 let d = &p["delta"];
                 if let Some(t) = d["text"].as_str() {
-                    return vec![self.chunk(json!({"content": t}), None)];
+                    return vec![self.chunk(ChunkDelta::text(t), None)];
                 }
                 if let Some(r) = d["reasoningContent"]["text"].as_str() {
-                    return vec![self.chunk(json!({"reasoning_content": r}), None)];
+                    return vec![self.chunk(ChunkDelta::reasoning(r), None)];
                 }
                 let block = p["contentBlockIndex"].as_u64().unwrap_or(0);
                 match (
                     d["toolUse"]["input"].as_str(),
                     self.tools.iter().find(|(b, _)| *b == block),
                 ) {
-                    (Some(input), Some(&(_, index))) if !input.is_empty() => vec![self.chunk(
-                        json!({"tool_calls": [{"index": index, "function": {"arguments": input}}]}),
-                        None,
-                    )],
+                    (Some(input), Some(&(_, index))) if !input.is_empty() => {
+                        vec![self.chunk(ChunkDelta::arguments(index as u64, input), None)]
+                    }
                     _ => Vec::new(),
                 }
             }
             "messageStop" => {
                 self.finish = finish_reason(p["stopReason"].as_str().unwrap_or(""));
-                vec![self.chunk(json!({}), Some(self.finish))]
+                vec![self.chunk(ChunkDelta::default(), Some(self.finish))]
             }
             "metadata" => {
                 self.ended = true;
-                let u = UsageChunk::new(&self.id, self.created, &self.model, usage(&p["usage"]));
-                vec![u.event(), ChatEvent::Done]
+                let u = usage(&p["usage"]).chunk(&self.id, self.created, &self.model);
+                vec![u, ChatEvent::Done]
             }
             _ => Vec::new(), // contentBlockStop
         }
@@ -251,14 +259,13 @@ mod tests {
     #[test]
     fn a_throttling_exception_ends_the_stream_as_a_rate_limit() {
         let mut t = ConverseStream::new("m", 1);
-        let out =
-            t.event(&json!({"exception": "throttlingException", "message": "Too many tokens"}));
+        let out = t.event(br#"{"exception": "throttlingException", "message": "Too many tokens"}"#);
         assert!(t.ended() && t.throttled());
         let sse = out[0].to_sse();
         let text = std::str::from_utf8(&sse).unwrap();
         assert!(text.contains(r#""type":"requests""#), "{text}");
         let mut other = ConverseStream::new("m", 1);
-        other.event(&json!({"exception": "internalServerException", "message": "x"}));
+        other.event(br#"{"exception": "internalServerException", "message": "x"}"#);
         assert!(other.ended() && !other.throttled());
     }
 }

@@ -13,6 +13,7 @@ pub use request::to_chat;
 
 use super::ChunkTranslator;
 use crate::canonical::anthropic::{Block, Delta, Event, Message, StopDelta, Usage};
+use crate::canonical::chunk::ChatChunk;
 use crate::canonical::finish::Finish;
 use crate::errors::anthropic_error_body;
 use bytes::Bytes;
@@ -51,8 +52,8 @@ fn usage(u: &Value) -> Usage {
 }
 
 /// A message id for a chat completion id (`msg_` prefix, as the SDKs show).
-fn message_id(chat_id: &Value) -> String {
-    match chat_id.as_str() {
+fn message_id(chat_id: Option<&str>) -> String {
+    match chat_id {
         Some(id) if id.starts_with("msg_") => id.to_string(),
         Some(id) if !id.is_empty() => format!("msg_{id}"),
         _ => format!("msg_{:016x}", rand::random::<u64>()),
@@ -91,7 +92,13 @@ pub fn from_chat<'a>(chat: &'a Value, model: &'a str) -> Message<'a> {
         });
     }
     let stop = stop_reason(a.finish_reason.unwrap_or("stop"));
-    Message::assistant(message_id(a.id), model, content, Some(stop), usage(a.usage))
+    Message::assistant(
+        message_id(a.id.as_str()),
+        model,
+        content,
+        Some(stop),
+        usage(a.usage),
+    )
 }
 
 /// Anthropic's error type for a status.
@@ -158,7 +165,7 @@ impl ChunkStream {
         }
     }
 
-    fn start(&mut self, chat_id: &Value, out: &mut Vec<Bytes>) {
+    fn start(&mut self, chat_id: Option<&str>, out: &mut Vec<Bytes>) {
         if self.started {
             return;
         }
@@ -200,7 +207,7 @@ impl ChunkStream {
     }
 
     fn finish(&mut self, out: &mut Vec<Bytes>) {
-        self.start(&Value::Null, out);
+        self.start(None, out);
         self.close(out);
         let u = usage(&self.usage);
         let delta = StopDelta {
@@ -218,7 +225,7 @@ impl ChunkStream {
 }
 
 impl ChunkTranslator for ChunkStream {
-    fn chunk(&mut self, data: Option<&Value>) -> Vec<Bytes> {
+    fn chunk(&mut self, data: Option<&ChatChunk>) -> Vec<Bytes> {
         let mut out = Vec::new();
         if self.ended {
             return out;
@@ -256,8 +263,8 @@ impl ChunkTranslator for ChunkStream {
         for call in &c.calls {
             if self.open != Open::Tool(call.index) {
                 let block = Block::ToolUse {
-                    id: str_of(call.id).into(),
-                    name: str_of(call.name).into(),
+                    id: call.id.unwrap_or_default().into(),
+                    name: call.name.unwrap_or_default().into(),
                     input: json!({}),
                 };
                 self.open(Open::Tool(call.index), block, &mut out);
@@ -375,7 +382,7 @@ mod tests {
             json!({"id": "chatcmpl-1", "choices": [],
                 "usage": {"prompt_tokens": 40, "completion_tokens": 6, "total_tokens": 46}}),
         ] {
-            out.extend(s.chunk(Some(&c)));
+            out.extend(s.chunk(Some(&ChatChunk::of(&c))));
         }
         out.extend(s.chunk(None));
         assert!(s.ended());

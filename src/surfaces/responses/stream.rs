@@ -7,6 +7,7 @@
 use super::tools::{call_item, ToolNames};
 use super::{message_item, new_id, reasoning_item, skeleton, status_of, usage, Echo};
 use crate::canonical::chat::{Chunk, ChunkCall};
+use crate::canonical::chunk::ChatChunk;
 use crate::surfaces::ChunkTranslator;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -234,7 +235,7 @@ impl ResponseStream {
     fn call(&mut self, c: &ChunkCall<'_>, out: &mut Vec<Bytes>) {
         let index = c.index;
         if !matches!(self.open, Open::Call { index: open, .. } if open == index) {
-            let (call_id, name) = (c.id.clone(), c.name.clone());
+            let (call_id, name) = (Value::from(c.id), Value::from(c.name));
             let id = new_id(self.names.id_prefix(&name));
             let item = call_item(&self.names, &id, &call_id, &name, "", "in_progress");
             let open = Open::Call {
@@ -305,7 +306,7 @@ impl ResponseStream {
 }
 
 impl ChunkTranslator for ResponseStream {
-    fn chunk(&mut self, data: Option<&Value>) -> Vec<Bytes> {
+    fn chunk(&mut self, data: Option<&ChatChunk>) -> Vec<Bytes> {
         let mut out = Vec::new();
         if self.ended {
             return out;
@@ -405,7 +406,7 @@ mod tests {
             chunk(json!({}), Some("tool_calls")),
             json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}),
         ] {
-            out.extend(s.chunk(Some(&c)));
+            out.extend(s.chunk(Some(&ChatChunk::of(&c))));
         }
         out.extend(s.chunk(None));
         assert!(s.ended());
@@ -450,9 +451,9 @@ mod tests {
             "m",
             7,
         );
-        let out = s.chunk(Some(
+        let out = s.chunk(Some(&ChatChunk::of(
             &json!({"error": {"message": "boom", "code": "server_error"}}),
-        ));
+        )));
         let events = parse(&out);
         assert_eq!(events[0].0, "response.created");
         assert!(s.ended());
@@ -460,7 +461,10 @@ mod tests {
             .iter()
             .any(|(n, _)| n == "response.failed" || n == "error"));
         assert!(s
-            .chunk(Some(&chunk(json!({"content": "late"}), None)))
+            .chunk(Some(&ChatChunk::of(&chunk(
+                json!({"content": "late"}),
+                None
+            ))))
             .is_empty());
         let mut cut = ResponseStream::new(
             &echo(json!({"model": "m", "input": "hi"})),
@@ -493,7 +497,7 @@ mod tests {
             ),
             chunk(json!({}), Some("tool_calls")),
         ] {
-            out.extend(s.chunk(Some(&c)));
+            out.extend(s.chunk(Some(&ChatChunk::of(&c))));
         }
         out.extend(s.chunk(None));
         let events = parse(&out);
