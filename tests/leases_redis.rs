@@ -297,9 +297,13 @@ fn rate_shares_keep_the_fleet_within_the_bucket() {
         admitted <= burst + 1.0 + rate * secs,
         "{admitted} admitted in {secs} s"
     );
+    // Not starved: half the rate, or (on a machine too busy for the clients to reach the
+    // rate) nearly all that was sent.
+    let floor = (0.5 * rate * secs).min(0.9 * out.len() as f64);
     assert!(
-        admitted >= 0.5 * rate * secs,
-        "only {admitted} admitted in {secs} s"
+        admitted >= floor,
+        "only {admitted} of {} admitted in {secs} s",
+        out.len()
     );
     assert_eq!(count(&out, 200) + count(&out, 429), out.len());
 }

@@ -4,13 +4,17 @@
 
 use super::translate::{finish_reason, usage};
 use crate::canonical::chunk::{ChatChunk, ChunkDelta};
+use crate::canonical::lenient;
 use crate::errors::openai_error_body;
 use crate::providers::api::{BodyDecoder, ChatEvent, EventTranslator};
 use crate::providers::{UpstreamErrorKind, UpstreamFailure};
 use aws_smithy_eventstream::frame::read_message_from;
 use aws_smithy_types::event_stream::Message;
 use bytes::{Buf, Bytes, BytesMut};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Largest frame accepted (APISIX caps at 16 MiB too).
@@ -37,14 +41,30 @@ fn protocol(detail: String) -> UpstreamFailure {
 }
 
 impl EventStreamDecoder {
-    /// The SSE event for one frame.
+    /// The SSE event for one frame. An event's payload is spliced in as it came when it is
+    /// one line of valid JSON (checked without building it), else written again compactly.
     fn event(m: &Message) -> Bytes {
-        let payload: Value = serde_json::from_slice(m.payload()).unwrap_or(Value::Null);
+        let payload = m.payload().as_ref();
         let data = match header(m, ":message-type") {
             Some("event") => {
-                json!({"event": header(m, ":event-type").unwrap_or(""), "payload": payload})
+                let kind = header(m, ":event-type").unwrap_or("");
+                let mut out = Vec::with_capacity(payload.len() + kind.len() + 40);
+                out.extend_from_slice(b"data: {\"event\":");
+                // A &str always serializes.
+                let _ = serde_json::to_writer(&mut out, kind);
+                out.extend_from_slice(b",\"payload\":");
+                let one_line = !payload.iter().any(|b| matches!(b, b'\n' | b'\r'));
+                if one_line && serde_json::from_slice::<IgnoredAny>(payload).is_ok() {
+                    out.extend_from_slice(payload);
+                } else {
+                    let v: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+                    let _ = serde_json::to_writer(&mut out, &v);
+                }
+                out.extend_from_slice(b"}\n\n");
+                return Bytes::from(out);
             }
             Some("exception") => {
+                let payload: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
                 json!({"exception": header(m, ":exception-type").unwrap_or("exception"),
                 "message": payload["message"].as_str().unwrap_or("upstream exception")})
             }
@@ -125,17 +145,86 @@ impl ConverseStream {
     }
 }
 
+/// One decoded frame as [`EventStreamDecoder`] writes it: an event and its payload, or an
+/// exception. Read once, typed, strings borrowed; a field of another type reads as absent.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(default, borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    exception: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    payload: Option<Payload<'a>>,
+}
+
+/// The fields of ConverseStream's events the translation reads.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload<'a> {
+    #[serde(default, deserialize_with = "lenient::count_or_zero")]
+    content_block_index: u64,
+    #[serde(default, borrow)]
+    start: Option<BlockStart<'a>>,
+    #[serde(default, borrow)]
+    delta: Option<BlockDelta<'a>>,
+    #[serde(default, borrow)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BlockStart<'a> {
+    #[serde(default, borrow)]
+    tool_use: Option<ToolUseStart<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolUseStart<'a> {
+    #[serde(default, deserialize_with = "lenient::string")]
+    tool_use_id: Option<String>,
+    #[serde(default, borrow)]
+    name: Cow<'a, str>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BlockDelta<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<TextOf<'a>>,
+    #[serde(default, borrow)]
+    tool_use: Option<InputOf<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TextOf<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InputOf<'a> {
+    #[serde(default, borrow)]
+    input: Option<Cow<'a, str>>,
+}
+
 impl EventTranslator for ConverseStream {
     fn event(&mut self, data: &[u8]) -> Vec<ChatEvent> {
         if self.ended {
             return Vec::new();
         }
-        let Ok(data) = serde_json::from_slice::<Value>(data) else {
+        let Ok(frame) = serde_json::from_slice::<Frame<'_>>(data) else {
             return Vec::new();
         };
-        if let Some(kind) = data["exception"].as_str() {
+        if let Some(kind) = frame.exception.as_deref() {
             self.ended = true;
-            let message = format!("{kind}: {}", data["message"].as_str().unwrap_or_default());
+            let message = format!("{kind}: {}", frame.message.as_deref().unwrap_or_default());
             self.throttled = kind == "throttlingException";
             let etype = if self.throttled {
                 "requests"
@@ -145,32 +234,29 @@ impl EventTranslator for ConverseStream {
             let body = openai_error_body(&message, etype, None, None);
             return vec![ChatEvent::Error(body)];
         }
-        let p = &data["payload"];
-        match data["event"].as_str().unwrap_or_default() {
+        let p = frame.payload.unwrap_or_default();
+        match frame.event.as_deref().unwrap_or_default() {
             "messageStart" => vec![self.chunk(ChunkDelta::start(), None)],
             "contentBlockStart" => {
-                let Some(t) = p["start"].get("toolUse") else {
+                let Some(t) = p.start.and_then(|s| s.tool_use) else {
                     return Vec::new();
                 };
                 let index = self.tools.len();
-                self.tools
-                    .push((p["contentBlockIndex"].as_u64().unwrap_or(0), index));
-                let id = t["toolUseId"].as_str().map(str::to_string);
-                let name = t["name"].as_str().unwrap_or_default().to_string();
-                let call = ChunkDelta::call(index as u64, id, name, String::new());
+                self.tools.push((p.content_block_index, index));
+                let call = ChunkDelta::call(index as u64, t.tool_use_id, t.name.into(), "".into());
                 vec![self.chunk(call, None)]
             }
             "contentBlockDelta" => {
-                let d = &p["delta"];
-                if let Some(t) = d["text"].as_str() {
+                let d = p.delta.unwrap_or_default();
+                if let Some(t) = d.text {
                     return vec![self.chunk(ChunkDelta::text(t), None)];
                 }
-                if let Some(r) = d["reasoningContent"]["text"].as_str() {
+                if let Some(r) = d.reasoning_content.and_then(|r| r.text) {
                     return vec![self.chunk(ChunkDelta::reasoning(r), None)];
                 }
-                let block = p["contentBlockIndex"].as_u64().unwrap_or(0);
+                let block = p.content_block_index;
                 match (
-                    d["toolUse"]["input"].as_str(),
+                    d.tool_use.and_then(|t| t.input),
                     self.tools.iter().find(|(b, _)| *b == block),
                 ) {
                     (Some(input), Some(&(_, index))) if !input.is_empty() => {
@@ -180,12 +266,12 @@ impl EventTranslator for ConverseStream {
                 }
             }
             "messageStop" => {
-                self.finish = finish_reason(p["stopReason"].as_str().unwrap_or(""));
+                self.finish = finish_reason(p.stop_reason.as_deref().unwrap_or(""));
                 vec![self.chunk(ChunkDelta::default(), Some(self.finish))]
             }
             "metadata" => {
                 self.ended = true;
-                let u = usage(&p["usage"]).chunk(&self.id, self.created, &self.model);
+                let u = usage(&p.usage).chunk(&self.id, self.created, &self.model);
                 vec![u, ChatEvent::Done]
             }
             _ => Vec::new(), // contentBlockStop

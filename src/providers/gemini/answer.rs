@@ -21,6 +21,23 @@ pub struct Generated<'a> {
     pub usage: Value,
     #[serde(default, rename = "promptFeedback")]
     pub prompt_feedback: Option<Value>,
+    /// A stream's error event (`{"error": …}`, or that in an array).
+    #[serde(default, deserialize_with = "object")]
+    pub error: Option<Value>,
+}
+
+/// What a candidate's parts say: the text, the reasoning (thought parts) and the function
+/// calls (name, arguments as JSON text), in order.
+#[derive(Debug, Default)]
+pub struct Said<'a> {
+    pub text: String,
+    pub thought: String,
+    pub calls: Vec<(Cow<'a, str>, String)>,
+}
+
+/// A JSON object, else absent.
+fn object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?.filter(Value::is_object))
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,34 +81,59 @@ impl<'a> Generated<'a> {
         Ok((g.candidates.is_some() || g.prompt_feedback.is_some()).then_some(g))
     }
 
-    /// As a `chat.completion` for the public `model`.
-    pub fn into_chat(self, model: &'a str, created: u64) -> ChatCompletion<'a> {
-        let rid = self.response_id.as_deref().unwrap_or("gemini").to_string();
-        let mut candidates = self.candidates.unwrap_or_default();
-        let blocked = candidates.is_empty(); // promptFeedback.blockReason
-        let first = (!blocked).then(|| candidates.swap_remove(0));
-        let reason = first.as_ref().and_then(|c| c.finish_reason.clone());
-        let parts = first
-            .and_then(|c| c.content)
-            .map(|c| c.parts)
-            .unwrap_or_default();
-        let (mut text, mut thought, mut tool_calls) = (String::new(), String::new(), Vec::new());
+    /// Read one stream event (an error may come as a one-element array); `None`: not a
+    /// `GenerateContentResponse`.
+    pub fn read_event(data: &'a [u8]) -> Option<Generated<'a>> {
+        if data.trim_ascii_start().starts_with(b"[") {
+            let list: Vec<Generated<'a>> = serde_json::from_slice(data).ok()?;
+            return list.into_iter().next();
+        }
+        serde_json::from_slice(data).ok()
+    }
+
+    /// The first candidate's finish reason and what its parts say (nothing for a blocked
+    /// prompt, which has no candidate).
+    pub fn first_candidate(&mut self) -> (Option<Cow<'a, str>>, Said<'a>) {
+        let mut candidates = self.candidates.take().unwrap_or_default();
+        if candidates.is_empty() {
+            return (None, Said::default());
+        }
+        let first = candidates.swap_remove(0);
+        let parts = first.content.map(|c| c.parts).unwrap_or_default();
+        let mut said = Said::default();
         for p in parts {
             match (p.text, p.function_call) {
-                (Some(t), _) if p.thought => thought.push_str(&t),
-                (Some(t), _) => text.push_str(&t),
+                (Some(t), _) if p.thought => said.thought.push_str(&t),
+                (Some(t), _) => said.text.push_str(&t),
                 (None, Some(call)) => {
                     let arguments = if call.args.is_object() {
                         call.args.to_string()
                     } else {
                         "{}".into()
                     };
-                    let id = Cow::Owned(call_id(&rid, tool_calls.len()));
-                    tool_calls.push(ToolCall::function(id, call.name, arguments));
+                    said.calls.push((call.name, arguments));
                 }
                 (None, None) => {}
             }
         }
+        (first.finish_reason, said)
+    }
+
+    /// As a `chat.completion` for the public `model`.
+    pub fn into_chat(mut self, model: &'a str, created: u64) -> ChatCompletion<'a> {
+        let rid = self.response_id.as_deref().unwrap_or("gemini").to_string();
+        // promptFeedback.blockReason: no candidate.
+        let blocked = self.candidates.as_ref().is_none_or(Vec::is_empty);
+        let (reason, said) = self.first_candidate();
+        let tool_calls: Vec<ToolCall<'a>> = said
+            .calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, arguments))| {
+                ToolCall::function(Cow::Owned(call_id(&rid, i)), name, arguments)
+            })
+            .collect();
+        let (text, thought) = (said.text, said.thought);
         let finish = if blocked {
             "content_filter"
         } else {

@@ -254,28 +254,6 @@ pub fn call_id(id: &str, index: usize) -> String {
     )
 }
 
-/// The text, reasoning and calls of one candidate's parts.
-pub fn split_parts(parts: &Value) -> (String, String, Vec<(String, String)>) {
-    let (mut text, mut thought, mut calls) = (String::new(), String::new(), Vec::new());
-    for p in parts.as_array().into_iter().flatten() {
-        if let Some(t) = p["text"].as_str() {
-            if p["thought"] == json!(true) {
-                thought.push_str(t);
-            } else {
-                text.push_str(t);
-            }
-        } else if let Some(c) = p.get("functionCall") {
-            let args = if c["args"].is_object() {
-                c["args"].to_string()
-            } else {
-                "{}".into()
-            };
-            calls.push((c["name"].as_str().unwrap_or_default().to_string(), args));
-        }
-    }
-    (text, thought, calls)
-}
-
 /// A `batchEmbedContents` answer → an OpenAI embeddings list (Gemini reports no usage:
 /// the gateway's estimate of the inputs is used by the caller).
 pub fn embeddings_response(g: &Value, model: &str) -> Value {
