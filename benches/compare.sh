@@ -4,8 +4,10 @@
 # is this checkout's release build. Both serve the same configs in front of one mock
 # upstream — plain, and with limit-req + limit-count + a token limit on (local policy,
 # never rejecting) — under wrk on loopback, interleaved rounds, medians, ratios. Then
-# STREAMS translated streams (Anthropic Messages clients on the chat deployment: the
-# surface translation) per build and round: the gateway's CPU per event delivered.
+# STREAMS translated streams per build and round, both ways: Anthropic Messages clients
+# on the chat deployment (the surface translation) and chat clients on an Anthropic
+# deployment (the provider translation: the mock upstream speaks Messages on
+# /v1/messages); the gateway's CPU per event delivered.
 #
 #   BASELINE=/path/to/old/ai-rate-limiter benches/compare.sh   # ROUNDS=3 DURATION=8 CONNS=32
 set -euo pipefail
@@ -22,8 +24,12 @@ cat > "$tmp/plain.yaml" <<YAML
 server: {threads: 1}
 logging: {access_log: false, level: warn}
 consumers: [{name: bench, keys: [sk-bench]}]
-providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream-0123456789}]
-models: [{name: bench, deployments: [{provider: up}]}]
+providers:
+  - {name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream-0123456789}
+  - {name: claude, kind: anthropic, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream-0123456789}
+models:
+  - {name: bench, deployments: [{provider: up}]}
+  - {name: bench-claude, deployments: [{provider: claude, model: bench}]}
 reload: {watch: false}
 YAML
 sed 's/keys: \[sk-bench\]}\]/keys: [sk-bench], limits: [{name: rpm, count: {count: 100000000, time_window: 60s}}, {name: rps, req: {rate: 1000000, burst: 1000000, nodelay: true}}, {name: tpm, tokens: {limit: 100000000000, time_window: 60s}}]}]/' \
@@ -59,6 +65,9 @@ for r in $(seq "$ROUNDS"); do
     before=$(ticks "${proc[$t]}")
     python3 benches/stream_client.py 127.0.0.1 "${port[$t]}" "$STREAMS" 2 messages > "$tmp/stream-$build-$r.json"
     echo $(( $(ticks "${proc[$t]}") - before )) > "$tmp/stream-ticks-$build-$r"
+    before=$(ticks "${proc[$t]}")
+    python3 benches/stream_client.py 127.0.0.1 "${port[$t]}" "$STREAMS" 2 chat bench-claude > "$tmp/claude-$build-$r.json"
+    echo $(( $(ticks "${proc[$t]}") - before )) > "$tmp/claude-ticks-$build-$r"
   done
 done
 python3 - "$tmp" "$ROUNDS" "$(getconf CLK_TCK)" <<'PY'
@@ -81,18 +90,20 @@ for cfg in ("plain", "limits"):
 for cfg in ("plain", "limits"):
     (a, ca), (b, cb) = res[cfg, "current"], res[cfg, "baseline"]
     print(f"{cfg}: current / baseline throughput {a/b:.3f}x, CPU per request {ca/cb:.3f}x")
-per_event = {}
-for build in ("baseline", "current"):
-    us = []
-    for r in range(1, rounds + 1):
-        streams = json.load(open(f"{tmp}/stream-{build}-{r}.json"))
-        failed = [s for s in streams if "error" in s]
-        if failed:
-            sys.exit(f"{len(failed)} translated streams failed on {build}: {failed[0]}")
-        events = sum(s["events"] for s in streams)
-        ticks = int(open(f"{tmp}/stream-ticks-{build}-{r}").read())
-        us.append(ticks / tck / events * 1e6)
-    per_event[build] = statistics.median(us)
-    print(f"translated stream (Messages on chat), {build}: {per_event[build]:.1f} µs CPU per event")
-print(f"translated stream: current / baseline CPU per event {per_event['current']/per_event['baseline']:.3f}x")
+for kind, label in (("stream", "Messages on chat"), ("claude", "chat on Anthropic")):
+    per_event = {}
+    for build in ("baseline", "current"):
+        us = []
+        for r in range(1, rounds + 1):
+            streams = json.load(open(f"{tmp}/{kind}-{build}-{r}.json"))
+            failed = [s for s in streams if "error" in s]
+            if failed:
+                sys.exit(f"{len(failed)} translated streams failed on {build}: {failed[0]}")
+            events = sum(s["events"] for s in streams)
+            ticks = int(open(f"{tmp}/{kind}-ticks-{build}-{r}").read())
+            us.append(ticks / tck / events * 1e6)
+        per_event[build] = statistics.median(us)
+        print(f"translated stream ({label}), {build}: {per_event[build]:.1f} µs CPU per event")
+    ratio = per_event["current"] / per_event["baseline"]
+    print(f"translated stream ({label}): current / baseline CPU per event {ratio:.3f}x")
 PY

@@ -8,13 +8,15 @@ Raw sockets and asyncio, no HTTP library: an event is a `data: ` in the byte str
 servers write whole events, so chunk framing never splits one).
 SURFACE `messages` sends Anthropic Messages streams instead (`/v1/messages`, ended by
 `message_stop`): a surface the gateway translates from the chat stream.
-Usage: stream_client.py HOST PORT STREAMS SPREAD [chat|messages]"""
+MODEL (default `bench`) is the model asked for.
+Usage: stream_client.py HOST PORT STREAMS SPREAD [chat|messages] [MODEL]"""
 import asyncio, json, sys, time
 
 HOST, PORT, STREAMS, SPREAD = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 SURFACE = sys.argv[5] if len(sys.argv) > 5 else "chat"
 PATH, END = ("/v1/messages", b"message_stop") if SURFACE == "messages" else ("/v1/chat/completions", b"[DONE]")
-BODY = json.dumps({"model": "bench", "stream": True, "max_tokens": 256,
+MODEL = sys.argv[6] if len(sys.argv) > 6 else "bench"
+BODY = json.dumps({"model": MODEL, "stream": True, "max_tokens": 256,
                    "messages": [{"role": "user", "content": "Hello, how are you today?"}]}).encode()
 REQ = (f"POST {PATH} HTTP/1.1\r\nHost: {HOST}:{PORT}\r\n"
        f"Authorization: Bearer sk-bench\r\nContent-Type: application/json\r\n"

@@ -10,6 +10,7 @@
 //! here is refused, naming it. `input_file` parts go as chat `file` parts (providers
 //! that take none refuse them).
 
+mod events;
 mod request;
 pub mod stream;
 pub mod tools;

@@ -4,6 +4,7 @@
 //! naming its item, `*.done` events and the terminal event carrying the whole text,
 //! arguments, output and usage. No `[DONE]` is sent.
 
+use super::events::{Event, OutputText, SummaryText};
 use super::tools::{call_item, ToolNames};
 use super::{message_item, new_id, reasoning_item, skeleton, status_of, usage, Echo};
 use crate::canonical::chat::{Chunk, ChunkCall};
@@ -33,6 +34,12 @@ enum Open {
         custom: bool,
         arguments: String,
     },
+}
+
+/// `event` as SSE, numbered from `seq` (which moves on).
+fn send(seq: &mut u64, event: &Event<'_>, out: &mut Vec<Bytes>) {
+    out.push(event.to_sse(*seq));
+    *seq += 1;
 }
 
 /// One Responses stream being built from a chat stream.
@@ -71,21 +78,16 @@ impl ResponseStream {
         (self.ended && self.response["status"] != "in_progress").then_some(&self.response)
     }
 
-    fn event(&mut self, mut data: Value) -> Bytes {
-        data["sequence_number"] = json!(self.seq);
-        self.seq += 1;
-        let kind = data["type"].as_str().unwrap_or("error").to_string();
-        Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
-    }
+    /// Push the events the stream has added as they go: `send` numbers each.
 
     fn start(&mut self, out: &mut Vec<Bytes>) {
         if self.started {
             return;
         }
         self.started = true;
-        let r = self.response.clone();
-        out.push(self.event(json!({"type": "response.created", "response": r})));
-        out.push(self.event(json!({"type": "response.in_progress", "response": r})));
+        let response = &self.response;
+        send(&mut self.seq, &Event::Created { response }, out);
+        send(&mut self.seq, &Event::InProgress { response }, out);
     }
 
     fn index(&self) -> usize {
@@ -94,12 +96,12 @@ impl ResponseStream {
 
     fn add(&mut self, open: Open, item: Value, out: &mut Vec<Bytes>) {
         self.close(out);
-        let i = self.index();
-        out.push(
-            self.event(
-                json!({"type": "response.output_item.added", "output_index": i, "item": item}),
-            ),
-        );
+        let output_index = self.index();
+        let added = Event::ItemAdded {
+            output_index,
+            item: &item,
+        };
+        send(&mut self.seq, &added, out);
         self.open = open;
     }
 
@@ -109,30 +111,42 @@ impl ResponseStream {
         let item = match std::mem::replace(&mut self.open, Open::None) {
             Open::None => return,
             Open::Reasoning { id, text } => {
-                let part = json!({"type": "summary_text", "text": text});
-                out.push(
-                    self.event(json!({"type": "response.reasoning_summary_text.done",
-                    "item_id": id, "output_index": i, "summary_index": 0, "text": text})),
-                );
-                out.push(
-                    self.event(json!({"type": "response.reasoning_summary_part.done",
-                    "item_id": id, "output_index": i, "summary_index": 0, "part": part})),
-                );
-                reasoning_item(&id, &text)
+                let (item_id, text) = (id.as_str(), text.as_str());
+                let done = Event::SummaryTextDone {
+                    item_id,
+                    output_index: i,
+                    summary_index: 0,
+                    text,
+                };
+                send(&mut self.seq, &done, out);
+                let part_done = Event::SummaryPartDone {
+                    item_id,
+                    output_index: i,
+                    summary_index: 0,
+                    part: SummaryText::new(text),
+                };
+                send(&mut self.seq, &part_done, out);
+                reasoning_item(item_id, text)
             }
             Open::Message { id, text } => {
-                let part =
-                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
-                out.push(
-                    self.event(json!({"type": "response.output_text.done", "item_id": id,
-                    "output_index": i, "content_index": 0, "text": text, "logprobs": []})),
-                );
-                out.push(
-                    self.event(json!({"type": "response.content_part.done", "item_id": id,
-                    "output_index": i, "content_index": 0, "part": part})),
-                );
+                let (item_id, text) = (id.as_str(), text.as_str());
+                let done = Event::TextDone {
+                    item_id,
+                    output_index: i,
+                    content_index: 0,
+                    text,
+                    logprobs: [],
+                };
+                send(&mut self.seq, &done, out);
+                let part_done = Event::ContentPartDone {
+                    item_id,
+                    output_index: i,
+                    content_index: 0,
+                    part: OutputText::new(text),
+                };
+                send(&mut self.seq, &part_done, out);
                 let (status, _) = status_of(self.finish.as_deref());
-                message_item(&id, &text, super::item_status(status))
+                message_item(item_id, text, super::item_status(status))
             }
             Open::Call {
                 id,
@@ -143,31 +157,38 @@ impl ResponseStream {
                 ..
             } => {
                 let item = call_item(&self.names, &id, &call_id, &name, &arguments, "completed");
+                let item_id = id.as_str();
                 if custom {
-                    let input = item["input"].clone();
-                    out.push(
-                        self.event(json!({"type": "response.custom_tool_call_input.delta",
-                        "item_id": id, "output_index": i, "delta": input})),
-                    );
-                    out.push(
-                        self.event(json!({"type": "response.custom_tool_call_input.done",
-                        "item_id": id, "output_index": i, "input": input})),
-                    );
+                    let input = &item["input"];
+                    let delta = Event::CustomInputDelta {
+                        item_id,
+                        output_index: i,
+                        delta: input,
+                    };
+                    send(&mut self.seq, &delta, out);
+                    let done = Event::CustomInputDone {
+                        item_id,
+                        output_index: i,
+                        input,
+                    };
+                    send(&mut self.seq, &done, out);
                 } else {
-                    out.push(
-                        self.event(json!({"type": "response.function_call_arguments.done",
-                        "item_id": id, "output_index": i, "name": item["name"],
-                        "arguments": arguments})),
-                    );
+                    let done = Event::ArgumentsDone {
+                        item_id,
+                        output_index: i,
+                        name: &item["name"],
+                        arguments: &arguments,
+                    };
+                    send(&mut self.seq, &done, out);
                 }
                 item
             }
         };
-        out.push(
-            self.event(
-                json!({"type": "response.output_item.done", "output_index": i, "item": item}),
-            ),
-        );
+        let done = Event::ItemDone {
+            output_index: i,
+            item: &item,
+        };
+        send(&mut self.seq, &done, out);
         self.output.push(item);
     }
 
@@ -183,21 +204,24 @@ impl ResponseStream {
                 item,
                 out,
             );
-            let i = self.index();
-            out.push(
-                self.event(json!({"type": "response.reasoning_summary_part.added",
-                "item_id": id, "output_index": i, "summary_index": 0,
-                "part": {"type": "summary_text", "text": ""}})),
-            );
+            let added = Event::SummaryPartAdded {
+                item_id: &id,
+                output_index: self.index(),
+                summary_index: 0,
+                part: SummaryText::new(""),
+            };
+            send(&mut self.seq, &added, out);
         }
-        let i = self.index();
+        let output_index = self.index();
         if let Open::Reasoning { id, text } = &mut self.open {
             text.push_str(delta);
-            let id = id.clone();
-            out.push(
-                self.event(json!({"type": "response.reasoning_summary_text.delta",
-                "item_id": id, "output_index": i, "summary_index": 0, "delta": delta})),
-            );
+            let event = Event::SummaryTextDelta {
+                item_id: id,
+                output_index,
+                summary_index: 0,
+                delta,
+            };
+            send(&mut self.seq, &event, out);
         }
     }
 
@@ -214,21 +238,25 @@ impl ResponseStream {
                 item,
                 out,
             );
-            let i = self.index();
-            out.push(
-                self.event(json!({"type": "response.content_part.added", "item_id": id,
-                "output_index": i, "content_index": 0,
-                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})),
-            );
+            let added = Event::ContentPartAdded {
+                item_id: &id,
+                output_index: self.index(),
+                content_index: 0,
+                part: OutputText::new(""),
+            };
+            send(&mut self.seq, &added, out);
         }
-        let i = self.index();
+        let output_index = self.index();
         if let Open::Message { id, text } = &mut self.open {
             text.push_str(delta);
-            let id = id.clone();
-            out.push(
-                self.event(json!({"type": "response.output_text.delta", "item_id": id,
-                "output_index": i, "content_index": 0, "delta": delta, "logprobs": []})),
-            );
+            let event = Event::TextDelta {
+                item_id: id,
+                output_index,
+                content_index: 0,
+                delta,
+                logprobs: [],
+            };
+            send(&mut self.seq, &event, out);
         }
     }
 
@@ -251,7 +279,7 @@ impl ResponseStream {
         let Some(a) = c.arguments else {
             return;
         };
-        let i = self.index();
+        let output_index = self.index();
         if let Open::Call {
             id,
             arguments,
@@ -263,11 +291,12 @@ impl ResponseStream {
             if *custom {
                 return;
             }
-            let id = id.clone();
-            out.push(
-                self.event(json!({"type": "response.function_call_arguments.delta",
-                "item_id": id, "output_index": i, "delta": a})),
-            );
+            let event = Event::ArgumentsDelta {
+                item_id: id,
+                output_index,
+                delta: a,
+            };
+            send(&mut self.seq, &event, out);
         }
     }
 
@@ -282,24 +311,20 @@ impl ResponseStream {
         r["output"] = Value::Array(self.output.clone());
         r["usage"] = usage(&self.usage);
         r["completed_at"] = r["created_at"].clone();
-        let kind = if status == "completed" {
-            "response.completed"
+        let response = &self.response;
+        let terminal = if status == "completed" {
+            Event::Completed { response }
         } else {
-            "response.incomplete"
+            Event::Incomplete { response }
         };
-        let r = self.response.clone();
-        out.push(self.event(json!({"type": kind, "response": r})));
+        send(&mut self.seq, &terminal, out);
         self.ended = true;
     }
 
     /// An `error` event, flat as OpenAI sends it plus a nested copy so that both SDKs
     /// raise (§4.6).
     fn error(&mut self, code: &str, message: &str, out: &mut Vec<Bytes>) {
-        let e = json!({"type": "server_error", "code": code, "message": message, "param": null});
-        out.push(
-            self.event(json!({"type": "error", "code": code, "message": message,
-            "param": null, "error": e})),
-        );
+        send(&mut self.seq, &Event::error(code, message), out);
         self.response["status"] = json!("failed");
         self.ended = true;
     }
