@@ -78,8 +78,6 @@ impl ResponseStream {
         (self.ended && self.response["status"] != "in_progress").then_some(&self.response)
     }
 
-    /// Push the events the stream has added as they go: `send` numbers each.
-
     fn start(&mut self, out: &mut Vec<Bytes>) {
         if self.started {
             return;
