@@ -4,8 +4,6 @@
 
 use crate::config::schema::{Config, ProviderKind, RoutingStrategy, Secret};
 use crate::limits::rules::Rule;
-use crate::providers::mock::MockProvider;
-use crate::providers::openai::OPENAI_BASE_URL;
 use crate::url::BaseUrl;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -14,17 +12,9 @@ use std::sync::Arc;
 
 pub mod pass;
 mod routes;
+mod target;
 pub use routes::{Matched, UriMatcher};
-
-/// Where a provider's requests go.
-#[derive(Debug)]
-pub enum Target {
-    Http {
-        base: BaseUrl,
-        headers: Vec<crate::providers::http::Header>,
-    },
-    Mock(MockProvider),
-}
+pub use target::Target;
 
 #[derive(Debug)]
 pub struct Provider {
@@ -237,32 +227,7 @@ impl Runtime {
             .iter()
             .map(|p| {
                 let api = crate::providers::registry(p.kind);
-                let target = if api.in_process() {
-                    Target::Mock(MockProvider::new(p.mock.clone().unwrap_or_default()))
-                } else {
-                    Target::Http {
-                        // Validation has parsed it (and required it where there is no
-                        // default).
-                        base: BaseUrl::parse(
-                            p.base_url
-                                .as_deref()
-                                .map(str::to_string)
-                                .or(api.default_base_url(p))
-                                .as_deref()
-                                .unwrap_or(OPENAI_BASE_URL),
-                        )
-                        .unwrap_or_else(|_| BaseUrl::parse(OPENAI_BASE_URL).expect("constant URL")),
-                        // Validation has checked the names and values.
-                        headers: p
-                            .headers
-                            .iter()
-                            .filter_map(|(k, v)| {
-                                let name = http::HeaderName::try_from(k.as_str()).ok()?;
-                                crate::providers::http::header(name, v).ok()
-                            })
-                            .collect(),
-                    }
-                };
+                let target = Target::of(p, api);
                 (
                     p.name.as_str(),
                     Arc::new(Provider {

@@ -65,7 +65,7 @@ impl CallCtx {
                 model: upstream_model(d, req).to_string(),
                 server: match &d.provider.target {
                     Target::Http { base, .. } => Some((base.host.clone(), base.port)),
-                    Target::Mock(_) => None,
+                    Target::InProcess(_) => None,
                 },
             }
         }))

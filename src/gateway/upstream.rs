@@ -63,7 +63,7 @@ async fn attempt(
     traceparent: Option<String>,
 ) -> Result<UpstreamResponse, UpstreamFailure> {
     match &d.provider.target {
-        Target::Mock(mock) => Ok(mock.call(req, upstream_model(d, req)).await),
+        Target::InProcess(upstream) => Ok(upstream.call(req, upstream_model(d, req)).await),
         Target::Http { base, headers } => {
             let mut h: Vec<Header> = Vec::with_capacity(headers.len() + 6);
             h.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));

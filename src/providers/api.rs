@@ -42,6 +42,14 @@ pub enum Credentials {
     Google(Arc<super::google_auth::TokenSource>),
 }
 
+/// An upstream in the gateway's process (the mock): the call core hands it the request
+/// where another provider's goes over HTTP, and reads its answer the same way.
+#[async_trait::async_trait]
+pub trait InProcess: Send + Sync + std::fmt::Debug {
+    /// The answer to `req` for the upstream `model`.
+    async fn call(&self, req: &AiRequest, model: &str) -> super::UpstreamResponse;
+}
+
 /// Turns an upstream body in a binary framing into SSE events (Bedrock's event stream),
 /// so the stream phase reads every provider's stream alike.
 pub trait BodyDecoder: Send {
@@ -129,9 +137,10 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// fresh one).
     async fn answered(&self, _t: &Target<'_>, _status: u16) {}
 
-    /// Whether it answers in process (the mock) instead of over HTTP.
-    fn in_process(&self) -> bool {
-        false
+    /// For a provider that answers in the gateway's process (the mock), its upstream for
+    /// these settings; `None`: its requests go over HTTP.
+    fn in_process(&self, _p: &ProviderConfig) -> Option<Arc<dyn InProcess>> {
+        None
     }
 
     /// What a response's rate-limit headers say about the key.

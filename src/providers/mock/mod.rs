@@ -47,7 +47,8 @@ const WORDS: &[&str] = &[
 const MAX_COMPLETION_TOKENS: u64 = 4096;
 
 /// The mock as a [`super::Provider`]: it speaks OpenAI's dialect and answers in process
-/// (each configured mock is a [`MockProvider`] target with its own counter).
+/// (each configured mock is a [`MockProvider`], its [`super::api::InProcess`] upstream,
+/// with its own counter).
 #[derive(Debug)]
 pub struct Mock;
 
@@ -62,8 +63,12 @@ impl super::Provider for Mock {
         f.problems
     }
 
-    fn in_process(&self) -> bool {
-        true
+    fn in_process(
+        &self,
+        p: &crate::config::schema::ProviderConfig,
+    ) -> Option<std::sync::Arc<dyn super::api::InProcess>> {
+        let cfg = p.mock.clone().unwrap_or_default();
+        Some(std::sync::Arc::new(MockProvider::new(cfg)))
     }
 
     fn outgoing(
@@ -97,6 +102,13 @@ impl Prompt {
 /// The gateway's rough token estimate: one token per four bytes, at least one.
 pub fn estimate_tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4).max(1)
+}
+
+#[async_trait::async_trait]
+impl super::api::InProcess for MockProvider {
+    async fn call(&self, req: &AiRequest, model: &str) -> UpstreamResponse {
+        MockProvider::call(self, req, model).await
+    }
 }
 
 impl MockProvider {
