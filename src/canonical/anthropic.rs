@@ -74,9 +74,37 @@ pub enum Block<'a> {
         #[serde(default)]
         input: Value,
     },
+    /// An image (requests).
+    Image {
+        #[serde(borrow)]
+        source: ImageSource<'a>,
+    },
+    /// A tool's result, as text (requests).
+    ToolResult {
+        #[serde(default, borrow)]
+        tool_use_id: Cow<'a, str>,
+        #[serde(default, borrow)]
+        content: Cow<'a, str>,
+    },
     /// Thinking, redacted thinking, server tools' blocks: read, never written.
     #[serde(other)]
     Other,
+}
+
+/// Where an image block's bytes are.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ImageSource<'a> {
+    Base64 {
+        #[serde(borrow)]
+        media_type: Cow<'a, str>,
+        #[serde(borrow)]
+        data: Cow<'a, str>,
+    },
+    Url {
+        #[serde(borrow)]
+        url: Cow<'a, str>,
+    },
 }
 
 /// Token counts. Each is optional: `message_start` has input and output, `message_delta`

@@ -4,6 +4,7 @@
 //! directions. A part type no provider translation carries is refused here, once, in one
 //! wording.
 
+use crate::canonical::anthropic::{Block, ImageSource};
 use crate::errors::GatewayError;
 use serde_json::{json, Value};
 
@@ -73,12 +74,15 @@ impl<'a> Image<'a> {
     }
 
     /// As an Anthropic image block.
-    pub fn anthropic_block(&self) -> Value {
-        match self {
-            Image::Inline { media_type, data } => json!({"type": "image",
-                "source": {"type": "base64", "media_type": media_type, "data": data}}),
-            Image::Url(url) => json!({"type": "image", "source": {"type": "url", "url": url}}),
-        }
+    pub fn anthropic_block(&self) -> Block<'a> {
+        let source = match *self {
+            Image::Inline { media_type, data } => ImageSource::Base64 {
+                media_type: media_type.into(),
+                data: data.into(),
+            },
+            Image::Url(url) => ImageSource::Url { url: url.into() },
+        };
+        Block::Image { source }
     }
 }
 
@@ -156,7 +160,8 @@ mod tests {
         let part = image.openai_part();
         assert_eq!(part["image_url"]["url"], "data:image/gif;base64,R0lG");
         let back = Image::from_url(part["image_url"]["url"].as_str().unwrap());
-        assert_eq!(back.anthropic_block()["source"], source);
+        let block = serde_json::to_value(back.anthropic_block()).unwrap();
+        assert_eq!(block["source"], source);
         assert!(Image::from_anthropic(&json!({"type": "file"})).is_err());
     }
 }

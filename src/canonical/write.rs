@@ -87,18 +87,20 @@ impl ArrayOut {
     /// The finished JSON text of an object ([`Self::field`]) with `tail`'s fields after
     /// the array: what a translation learns only once every item is read (a system
     /// prompt gathered from the messages, a tool config that depends on the history).
-    pub fn finish_with(mut self, tail: &Map<String, Value>) -> Vec<u8> {
+    /// `tail` is anything that serializes as a JSON object (a map, a typed struct).
+    pub fn finish_with(mut self, tail: &impl Serialize) -> Vec<u8> {
         if self.close != b"]}" {
             return self.finish(); // a bare array has no fields
         }
         self.buf.push(b']');
-        for (k, v) in tail {
+        let fields = serde_json::to_vec(tail).unwrap_or_default();
+        // `{…}`: its fields follow the array's (none when it is `{}` or not an object).
+        if fields.len() > 2 && fields.starts_with(b"{") {
             self.buf.push(b',');
-            let _ = serde_json::to_writer(&mut self.buf, k);
-            self.buf.push(b':');
-            let _ = serde_json::to_writer(&mut self.buf, v);
+            self.buf.extend_from_slice(&fields[1..]);
+        } else {
+            self.buf.push(b'}');
         }
-        self.buf.push(b'}');
         self.buf
     }
 }
@@ -125,7 +127,7 @@ impl Turns {
 
     /// Append `parts` as a turn of `role`, merged into the previous turn when `kind` (the
     /// role, or the role and a distinction the dialect keeps apart) is the same.
-    pub fn push(&mut self, role: &str, kind: &str, parts: &[Value]) {
+    pub fn push(&mut self, role: &str, kind: &str, parts: &[impl Serialize]) {
         match &mut self.open {
             Some((open, count)) if open == kind => {
                 for p in parts {
@@ -174,7 +176,7 @@ impl Turns {
 
     /// The finished JSON text, with `tail`'s fields after the turns
     /// ([`ArrayOut::finish_with`]).
-    pub fn finish_with(mut self, tail: &Map<String, Value>) -> Vec<u8> {
+    pub fn finish_with(mut self, tail: &impl Serialize) -> Vec<u8> {
         self.close();
         self.out.finish_with(tail)
     }
@@ -211,9 +213,9 @@ mod tests {
     fn turns_merge_consecutive_parts_of_one_kind() {
         let mut t = Turns::new(ArrayOut::field(&Map::new(), "messages"), "content");
         t.push("user", "user", &[json!("a")]);
-        t.push("user", "user", &[]);
+        t.push("user", "user", &[] as &[Value]);
         t.push("user", "user", &[json!("b"), json!("c")]);
-        t.push("assistant", "assistant", &[]);
+        t.push("assistant", "assistant", &[] as &[Value]);
         t.push("assistant", "assistant", &[json!("d")]);
         t.push("user", "user+results", &[json!("e")]);
         t.push("user", "user", &[json!("f")]);

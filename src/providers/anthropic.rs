@@ -23,25 +23,97 @@ use crate::canonical::write::{ArrayOut, Turns};
 use crate::canonical::AiRequest;
 use crate::errors::{openai_error_body, GatewayError};
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The `anthropic-version` header sent unless the provider's headers set another.
 pub const API_VERSION: &str = "2023-06-01";
 
 /// OpenAI content parts → Anthropic content blocks.
-fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
+fn blocks_of(content: &Value) -> Result<Vec<Block<'_>>, GatewayError> {
+    let text = |t: &str| Block::Text {
+        text: Cow::Owned(t.to_string()),
+    };
     Ok(match parts::content(content)? {
         Content::None => Vec::new(),
-        Content::Text(s) => vec![json!({"type": "text", "text": s})],
+        Content::Text(s) => vec![text(s)],
         Content::Parts(parts) => parts
             .iter()
             .map(|p| match p {
-                Part::Text(t) => json!({"type": "text", "text": t}),
+                Part::Text(t) => text(t.unwrap_or_default()),
                 Part::Image(i) => i.anthropic_block(),
             })
             .collect(),
     })
+}
+
+/// What a translated Messages request names besides the translation: the `model` (the
+/// Anthropic API), or `anthropic_version` (Vertex, which names the model in the path).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fixed<'a> {
+    pub model: Option<&'a str>,
+    pub anthropic_version: Option<&'a str>,
+}
+
+/// The fields of a translated Messages request after `messages`, in written order.
+#[derive(Serialize)]
+struct RequestTail<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anthropic_version: Option<&'a str>,
+    max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequences: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<Tool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    user_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Tool {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    input_schema: Value,
+    name: Value,
+}
+
+#[derive(Serialize)]
+struct ToolChoice {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    disable_parallel_tool_use: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<Value>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+impl ToolChoice {
+    fn of(kind: &'static str) -> ToolChoice {
+        ToolChoice {
+            disable_parallel_tool_use: false,
+            name: None,
+            kind,
+        }
+    }
 }
 
 /// Translate an OpenAI chat request into a Messages request: `fixed`'s fields (the
@@ -50,7 +122,7 @@ fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
 /// results after tool results, a user turn after them) merged into one turn ([`Turns`]).
 pub fn request(
     req: &AiRequest,
-    fixed: Map<String, Value>,
+    fixed: Fixed<'_>,
     default_max_tokens: u64,
 ) -> Result<Vec<u8>, GatewayError> {
     let head = ChatHead::read(req)?;
@@ -64,74 +136,66 @@ pub fn request(
             Turn::Assistant { content, calls } => {
                 let mut blocks = blocks_of(&content)?;
                 for c in calls {
-                    blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name,
-                        "input": c.input}));
+                    blocks.push(Block::ToolUse {
+                        id: Cow::Owned(c.id.as_str().unwrap_or_default().to_string()),
+                        name: Cow::Owned(c.name),
+                        input: c.input,
+                    });
                 }
                 messages.push("assistant", "assistant", &blocks);
             }
             Turn::Tool { call_id, text } => {
-                let block = json!({"type": "tool_result", "tool_use_id": call_id,
-                    "content": text});
+                let block = Block::ToolResult {
+                    tool_use_id: Cow::Borrowed(call_id.as_str().unwrap_or_default()),
+                    content: Cow::Owned(text),
+                };
                 messages.push("user", "user", &[block]);
             }
         }
         Ok(())
     })?;
-    let mut out = fixed;
-    let max_tokens = head.completion_cap().unwrap_or(default_max_tokens);
-    out.insert("max_tokens".into(), json!(max_tokens));
-    if !system.is_empty() {
-        out.insert("system".into(), json!(system.join("\n")));
-    }
-    if let Some(stops) = head.stops() {
-        out.insert("stop_sequences".into(), stops);
-    }
-    if let Some(t) = head.temperature.as_f64() {
-        out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
-    }
-    if let Some(p) = head.top_p.as_f64() {
-        out.insert("top_p".into(), json!(p));
-    }
-    if head.stream == Value::Bool(true) {
-        out.insert("stream".into(), json!(true));
-    }
-    if let Some(user) = head.end_user() {
-        out.insert("metadata".into(), json!({"user_id": user}));
-    }
-    if head.tools.is_array() {
-        let tools: Vec<Value> = head
-            .functions()
+    let tools = head.tools.is_array().then(|| {
+        head.functions()
             .into_iter()
-            .map(|f| {
-                let schema = if f.parameters.is_object() {
+            .map(|f| Tool {
+                description: f.description,
+                input_schema: if f.parameters.is_object() {
                     f.parameters
                 } else {
                     json!({"type": "object"})
-                };
-                let mut tool = json!({"name": f.name, "input_schema": schema});
-                if let Some(d) = f.description {
-                    tool["description"] = json!(d);
-                }
-                tool
+                },
+                name: f.name,
             })
-            .collect();
-        out.insert("tools".into(), Value::Array(tools));
-    }
-    let mut choice = match head.choice() {
-        Choice::Required => Some(json!({"type": "any"})),
-        Choice::None => Some(json!({"type": "none"})),
-        Choice::Auto => Some(json!({"type": "auto"})),
-        Choice::Named(name) => Some(json!({"type": "tool", "name": name})),
+            .collect::<Vec<_>>()
+    });
+    let mut tool_choice = match head.choice() {
+        Choice::Required => Some(ToolChoice::of("any")),
+        Choice::None => Some(ToolChoice::of("none")),
+        Choice::Auto => Some(ToolChoice::of("auto")),
+        Choice::Named(name) => Some(ToolChoice {
+            name: Some(name),
+            ..ToolChoice::of("tool")
+        }),
         Choice::Unset => None,
     };
-    if head.serial_tools() && out.contains_key("tools") {
-        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
-        c["disable_parallel_tool_use"] = json!(true);
+    if head.serial_tools() && tools.is_some() {
+        let c = tool_choice.get_or_insert_with(|| ToolChoice::of("auto"));
+        c.disable_parallel_tool_use = true;
     }
-    if let Some(c) = choice {
-        out.insert("tool_choice".into(), c);
-    }
-    Ok(messages.finish_with(&out))
+    let tail = RequestTail {
+        anthropic_version: fixed.anthropic_version,
+        max_tokens: head.completion_cap().unwrap_or(default_max_tokens),
+        metadata: head.end_user().map(|user_id| Metadata { user_id }),
+        model: fixed.model,
+        stop_sequences: head.stops(),
+        stream: (head.stream == Value::Bool(true)).then_some(true),
+        system: (!system.is_empty()).then(|| system.join("\n")),
+        temperature: head.temperature.as_f64().map(|t| t.clamp(0.0, 1.0)),
+        tool_choice,
+        tools,
+        top_p: head.top_p.as_f64(),
+    };
+    Ok(messages.finish_with(&tail))
 }
 
 /// Anthropic `stop_reason` → OpenAI `finish_reason`.
@@ -300,7 +364,10 @@ mod tests {
             crate::canonical::Endpoint::ChatCompletions,
             Bytes::from(body.to_string()),
         )?;
-        let fixed = json!({"model": model}).as_object().cloned().unwrap();
+        let fixed = Fixed {
+            model: Some(model),
+            anthropic_version: None,
+        };
         Ok(serde_json::from_slice(&request(&req, fixed, max)?).unwrap())
     }
 

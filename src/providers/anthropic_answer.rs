@@ -27,7 +27,8 @@ pub fn into_chat<'a>(m: Message<'a>, model: &'a str, created: u64) -> ChatComple
             Block::ToolUse { id, name, input } => {
                 tool_calls.push(ToolCall::function(id, name, input.to_string()))
             }
-            Block::Other => {}
+            // Request-only blocks (images, tool results) and what has no chat form.
+            Block::Image { .. } | Block::ToolResult { .. } | Block::Other => {}
         }
     }
     let finish = finish_reason(m.stop_reason.as_deref().unwrap_or(""));

@@ -2,7 +2,7 @@
 //! [`super::anthropic`] for the translations), `/v1/messages` passed through, the key in
 //! `x-api-key`, `anthropic-version` on every request.
 
-use super::anthropic::{request, API_VERSION};
+use super::anthropic::{request, Fixed, API_VERSION};
 use super::api::{key_header, EventTranslator, Outgoing, Provider, Target, WholeAnswer};
 use super::signals::Signals;
 use crate::canonical::anthropic::{Event, Usage as AnthropicUsage};
@@ -34,8 +34,10 @@ impl Provider for Anthropic {
             }
             req.upstream_body(t.model)
         } else {
-            let mut fixed = serde_json::Map::new();
-            fixed.insert("model".into(), t.model.into());
+            let fixed = Fixed {
+                model: Some(t.model),
+                anthropic_version: None,
+            };
             Bytes::from(request(req, fixed, t.default_max_tokens)?)
         };
         Ok(Outgoing {

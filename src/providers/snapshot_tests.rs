@@ -6,7 +6,7 @@
 
 use crate::canonical::{AiRequest, Endpoint};
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 fn chat() -> AiRequest {
     let body = json!({"model": "public", "stream": true, "max_completion_tokens": 300,
@@ -40,8 +40,10 @@ fn json_of(bytes: Vec<u8>) -> Value {
 
 #[test]
 fn chat_to_anthropic_messages() {
-    let mut fixed = Map::new();
-    fixed.insert("model".into(), json!("claude-x"));
+    let fixed = super::anthropic::Fixed {
+        model: Some("claude-x"),
+        anthropic_version: None,
+    };
     insta::assert_json_snapshot!(json_of(
         super::anthropic::request(&chat(), fixed, 64).unwrap()
     ));

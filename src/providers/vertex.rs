@@ -12,7 +12,7 @@
 //! until a minute before it expires, fetched once however many requests wait for it, and
 //! dropped when the API answers 401.
 
-use super::anthropic::request as anthropic_request;
+use super::anthropic::{request as anthropic_request, Fixed};
 use super::api::{
     ChatEvent, Credentials, EventTranslator, Outgoing, Provider, Target, WholeAnswer, Wire,
 };
@@ -25,7 +25,7 @@ use crate::canonical::{AiRequest, Endpoint};
 use crate::config::schema::ProviderConfig;
 use crate::errors::GatewayError;
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// The `anthropic_version` Vertex wants in Claude bodies.
@@ -82,8 +82,10 @@ impl Provider for Vertex {
         let model = model.trim_start_matches("models/");
         let (path, body) = if is_claude(model) {
             // Vertex names the model in the path; the body carries its API version.
-            let mut fixed = serde_json::Map::new();
-            fixed.insert("anthropic_version".into(), json!(VERTEX_ANTHROPIC_VERSION));
+            let fixed = Fixed {
+                model: None,
+                anthropic_version: Some(VERTEX_ANTHROPIC_VERSION),
+            };
             let body = anthropic_request(req, fixed, t.default_max_tokens)?;
             let method = if req.stream {
                 "streamRawPredict"
