@@ -9,6 +9,7 @@
 mod answer;
 mod stream;
 pub mod translate;
+mod wire;
 
 pub use stream::GeminiStream;
 

@@ -2,9 +2,14 @@
 //! Gemini API and Vertex AI, which take the same body): the mapping of
 //! `shared/reference/gemini-bedrock-vertex.md` §d.1–d.2.
 
+use super::wire::{
+    Blob, EmbedContent, EmbedRequest, FileData, FunctionCall, FunctionCallingConfig,
+    FunctionDeclaration, FunctionResponse, GenerationConfig, Part, RequestTail, SystemInstruction,
+    ThinkingConfig, ToolConfig, ToolOutput, Tools,
+};
 use crate::canonical::chat::{for_each_turn, ChatHead, Choice, Turn};
 use crate::canonical::finish::Finish;
-use crate::canonical::parts::{self, Content, Image, Part};
+use crate::canonical::parts::{self, Content, Image, Part as ContentPart};
 use crate::canonical::write::{ArrayOut, Turns};
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
@@ -14,26 +19,30 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 /// OpenAI content parts → Gemini parts.
-fn parts_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
+fn parts_of(content: &Value) -> Result<Vec<Part<'_>>, GatewayError> {
     let parts = match parts::content(content)? {
         Content::None => return Ok(Vec::new()),
         Content::Text("") => return Ok(Vec::new()),
-        Content::Text(s) => return Ok(vec![json!({"text": s})]),
+        Content::Text(s) => return Ok(vec![Part::Text(s.into())]),
         Content::Parts(p) => p,
     };
     parts
         .iter()
-        .map(|p| match p {
-            Part::Text(t) => Ok(json!({"text": t})),
-            Part::Image(Image::Inline { media_type, data }) => {
-                Ok(json!({"inlineData": {"mimeType": media_type, "data": data}}))
-            }
-            Part::Image(Image::Url(url))
+        .map(|p| match *p {
+            ContentPart::Text(t) => Ok(Part::Text(t.unwrap_or_default().into())),
+            ContentPart::Image(Image::Inline { media_type, data }) => Ok(Part::InlineData(Blob {
+                mime_type: media_type,
+                data,
+            })),
+            ContentPart::Image(Image::Url(url))
                 if url.starts_with("gs://") || url.starts_with("https://") =>
             {
-                Ok(json!({"fileData": {"mimeType": mime_of(url), "fileUri": url}}))
+                Ok(Part::FileData(FileData {
+                    mime_type: mime_of(url),
+                    file_uri: url,
+                }))
             }
-            Part::Image(Image::Url(_)) => Err(GatewayError::invalid(
+            ContentPart::Image(Image::Url(_)) => Err(GatewayError::invalid(
                 "image URLs must be data: URLs, https:// or gs://",
                 "messages",
             )),
@@ -71,8 +80,11 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
                 let mut parts = parts_of(&content)?;
                 for c in calls {
                     let id = c.id.as_str().unwrap_or_default().to_string();
-                    parts.push(json!({"functionCall": {"name": c.name, "args": c.input}}));
-                    names.push((id, c.name));
+                    names.push((id, c.name.clone()));
+                    parts.push(Part::FunctionCall(FunctionCall {
+                        name: c.name,
+                        args: c.input,
+                    }));
                 }
                 push(&mut contents, "model", &parts);
             }
@@ -88,52 +100,35 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
                             "messages",
                         )
                     })?;
-                let part = json!({"functionResponse": {"name": name,
-                    "response": {"content": text}}});
+                let part = Part::FunctionResponse(FunctionResponse {
+                    name,
+                    response: ToolOutput { content: text },
+                });
                 push(&mut contents, "user", &[part]);
             }
         }
         Ok(())
     })?;
-    let mut out = Map::new();
-    if !system.is_empty() {
-        out.insert(
-            "systemInstruction".into(),
-            json!({"parts": [{"text": system.join("\n")}]}),
-        );
-    }
-    let mut gen = Map::new();
-    if let Some(n) = head.completion_cap() {
-        gen.insert("maxOutputTokens".into(), json!(n));
-    }
-    for (to, v) in [
-        ("temperature", &head.temperature),
-        ("topP", &head.top_p),
-        ("seed", &head.seed),
-        ("candidateCount", &head.n),
-        ("presencePenalty", &head.presence_penalty),
-        ("frequencyPenalty", &head.frequency_penalty),
-    ] {
-        if v.is_number() {
-            gen.insert(to.into(), v.clone());
-        }
-    }
     head.one_choice()?;
-    if let Some(stops) = head.stops() {
-        gen.insert("stopSequences".into(), stops);
-    }
+    let number = |v: &Value| v.is_number().then(|| v.clone());
+    let mut gen = GenerationConfig {
+        candidate_count: number(&head.n),
+        frequency_penalty: number(&head.frequency_penalty),
+        max_output_tokens: head.completion_cap(),
+        presence_penalty: number(&head.presence_penalty),
+        seed: number(&head.seed),
+        stop_sequences: head.stops(),
+        temperature: number(&head.temperature),
+        top_p: number(&head.top_p),
+        ..GenerationConfig::default()
+    };
     let format = &head.response_format;
     match format["type"].as_str() {
         Some("json_schema") => {
-            gen.insert("responseMimeType".into(), json!("application/json"));
-            gen.insert(
-                "responseJsonSchema".into(),
-                format["json_schema"]["schema"].clone(),
-            );
+            gen.response_mime_type = Some("application/json");
+            gen.response_json_schema = Some(format["json_schema"]["schema"].clone());
         }
-        Some("json_object") => {
-            gen.insert("responseMimeType".into(), json!("application/json"));
-        }
+        Some("json_object") => gen.response_mime_type = Some("application/json"),
         _ => {}
     }
     if let Some(effort) = head.reasoning_effort.as_str() {
@@ -143,48 +138,54 @@ pub fn request(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
             "medium" => 8192,
             _ => 24576,
         };
-        gen.insert(
-            "thinkingConfig".into(),
-            json!({"thinkingBudget": budget, "includeThoughts": budget > 0}),
-        );
+        gen.thinking_config = Some(ThinkingConfig {
+            include_thoughts: budget > 0,
+            thinking_budget: budget,
+        });
     }
-    if !gen.is_empty() {
-        out.insert("generationConfig".into(), Value::Object(gen));
-    }
-    let decls: Vec<Value> = head
+    let decls: Vec<FunctionDeclaration> = head
         .functions()
         .into_iter()
-        .map(|f| {
-            let mut d = json!({"name": f.name});
-            if let Some(desc) = f.description {
-                d["description"] = json!(desc);
-            }
-            if f.parameters.is_object() {
-                d["parametersJsonSchema"] = f.parameters;
-            }
-            d
+        .map(|f| FunctionDeclaration {
+            description: f.description,
+            name: f.name,
+            parameters_json_schema: f.parameters.is_object().then_some(f.parameters),
         })
         .collect();
+    let mut tail = RequestTail {
+        generation_config: (gen != GenerationConfig::default()).then_some(gen),
+        system_instruction: (!system.is_empty()).then(|| SystemInstruction {
+            parts: [Part::Text(system.join("\n").into())],
+        }),
+        ..RequestTail::default()
+    };
     if !decls.is_empty() {
-        out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
-        let config = match head.choice() {
-            Choice::None => Some(json!({"mode": "NONE"})),
-            Choice::Required => Some(json!({"mode": "ANY"})),
-            Choice::Auto => Some(json!({"mode": "AUTO"})),
-            Choice::Named(n) => Some(json!({"mode": "ANY", "allowedFunctionNames": [n]})),
+        let config = |mode, name: Option<Value>| {
+            Some(ToolConfig {
+                function_calling_config: FunctionCallingConfig {
+                    allowed_function_names: name.map(|n| [n]),
+                    mode,
+                },
+            })
+        };
+        tail.tool_config = match head.choice() {
+            Choice::None => config("NONE", None),
+            Choice::Required => config("ANY", None),
+            Choice::Auto => config("AUTO", None),
+            Choice::Named(n) => config("ANY", Some(n)),
             Choice::Unset => None,
         };
-        if let Some(c) = config {
-            out.insert("toolConfig".into(), json!({"functionCallingConfig": c}));
-        }
+        tail.tools = Some([Tools {
+            function_declarations: decls,
+        }]);
     }
-    Ok(contents.finish_with(&out))
+    Ok(contents.finish_with(&tail))
 }
 
 /// Append a turn (none for no parts): function responses keep a turn of their own.
-fn push(contents: &mut Turns, role: &str, parts: &[Value]) {
+fn push(contents: &mut Turns, role: &str, parts: &[Part<'_>]) {
     if let Some(first) = parts.first() {
-        let responses = first.get("functionResponse").is_some();
+        let responses = matches!(first, Part::FunctionResponse(_));
         contents.push(role, if responses { "responses" } else { role }, parts);
     }
 }
@@ -205,11 +206,13 @@ pub fn embeddings_request(req: &AiRequest, model: &str) -> Result<Vec<u8>, Gatew
     };
     let mut out = ArrayOut::field(&Map::new(), "requests");
     let mut push = |text: &str| {
-        let mut r = json!({"model": model, "content": {"parts": [{"text": text}]}});
-        if let Some(d) = dimensions {
-            r["outputDimensionality"] = json!(d);
-        }
-        out.push(&r);
+        out.push(&EmbedRequest {
+            content: EmbedContent {
+                parts: [Part::Text(text.into())],
+            },
+            model,
+            output_dimensionality: dimensions,
+        });
     };
     match &one {
         Some(text) => push(text),
