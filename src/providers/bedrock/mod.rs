@@ -8,6 +8,7 @@
 mod answer;
 pub mod stream;
 pub mod translate;
+mod wire;
 
 use super::api::{
     bearer, BodyDecoder, Credentials, EventTranslator, Outgoing, Provider, Target, WholeAnswer,

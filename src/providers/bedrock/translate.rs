@@ -1,6 +1,11 @@
 //! Pure translations between OpenAI chat and Bedrock's Converse API
 //! (`shared/reference/gemini-bedrock-vertex.md` §d.3–d.4).
 
+use super::wire::{
+    Block, ImageBlock, ImageBytes, InferenceConfig, InputSchema, JsonSchema, OutputConfig,
+    RequestTail, Structure, TextBlock, TextFormat, Tool, ToolChoice, ToolConfig, ToolResult,
+    ToolSpec, ToolUse,
+};
 use crate::canonical::chat::{for_each_turn, ChatHead, Choice, Turn};
 use crate::canonical::finish::Finish;
 use crate::canonical::parts::{self, Content, Image, Part};
@@ -26,17 +31,17 @@ fn tool_name(name: &str) -> Result<&str, GatewayError> {
 
 /// OpenAI content parts → Converse content blocks (images only as data URLs: Bedrock
 /// fetches no URL; blank text is left out, as Converse refuses it).
-fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
+fn blocks_of(content: &Value) -> Result<Vec<Block<'_>>, GatewayError> {
     let parts = match parts::content(content)? {
         Content::None => return Ok(Vec::new()),
         Content::Text(s) if s.trim().is_empty() => return Ok(Vec::new()),
-        Content::Text(s) => return Ok(vec![json!({"text": s})]),
+        Content::Text(s) => return Ok(vec![Block::Text(s.into())]),
         Content::Parts(p) => p,
     };
     let mut out = Vec::new();
     for p in parts {
         match p {
-            Part::Text(Some(t)) if !t.trim().is_empty() => out.push(json!({"text": t})),
+            Part::Text(Some(t)) if !t.trim().is_empty() => out.push(Block::Text(t.into())),
             Part::Text(_) => {}
             Part::Image(Image::Inline { media_type, data }) => {
                 let format = match media_type {
@@ -45,7 +50,8 @@ fn blocks_of(content: &Value) -> Result<Vec<Value>, GatewayError> {
                     "image/webp" => "webp",
                     _ => "jpeg",
                 };
-                out.push(json!({"image": {"format": format, "source": {"bytes": data}}}));
+                let source = ImageBytes { bytes: data };
+                out.push(Block::Image(ImageBlock { format, source }));
             }
             Part::Image(Image::Url(_)) => {
                 return Err(GatewayError::invalid(
@@ -66,7 +72,7 @@ pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, Gate
     head.one_choice()?;
     let mut system = Vec::new();
     let mut messages = Turns::new(ArrayOut::field(&Map::new(), "messages"), "content");
-    let mut push = |role: &str, blocks: &[Value]| {
+    let mut push = |role: &str, blocks: &[Block<'_>]| {
         if !blocks.is_empty() {
             messages.push(role, role, blocks);
         }
@@ -80,68 +86,57 @@ pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, Gate
                 let mut blocks = blocks_of(&content)?;
                 for c in calls {
                     history_has_tools = true;
-                    let name = tool_name(&c.name)?;
-                    blocks.push(
-                        json!({"toolUse": {"toolUseId": c.id, "name": name, "input": c.input}}),
-                    );
+                    let name = tool_name(&c.name)?.to_string();
+                    blocks.push(Block::ToolUse(ToolUse {
+                        input: c.input,
+                        name,
+                        tool_use_id: c.id,
+                    }));
                 }
                 push("assistant", &blocks);
             }
             Turn::Tool { call_id, text } => {
                 history_has_tools = true;
-                let block = json!({"toolResult": {"toolUseId": call_id,
-                    "content": [{"text": text}]}});
+                let block = Block::ToolResult(ToolResult {
+                    content: [TextBlock { text }],
+                    tool_use_id: call_id,
+                });
                 push("user", &[block]);
             }
         }
         Ok(())
     })?;
-    let mut out = Map::new();
-    if !system.is_empty() {
-        out.insert("system".into(), json!([{"text": system.join("\n")}]));
-    }
-    let mut inference = Map::new();
-    let max = head.completion_cap().unwrap_or(default_max_tokens);
-    inference.insert("maxTokens".into(), json!(max));
-    for (to, v) in [("temperature", &head.temperature), ("topP", &head.top_p)] {
-        if v.is_number() {
-            inference.insert(to.into(), v.clone());
-        }
-    }
-    if let Some(stops) = head.stops() {
-        inference.insert("stopSequences".into(), stops);
-    }
-    out.insert("inferenceConfig".into(), Value::Object(inference));
-    let mut specs = Vec::new();
+    let number = |v: &Value| v.is_number().then(|| v.clone());
+    let inference_config = InferenceConfig {
+        max_tokens: head.completion_cap().unwrap_or(default_max_tokens),
+        stop_sequences: head.stops(),
+        temperature: number(&head.temperature),
+        top_p: number(&head.top_p),
+    };
+    let mut tools = Vec::new();
     for f in head.functions() {
-        let schema = if f.parameters.is_object() {
+        let json = if f.parameters.is_object() {
             f.parameters
         } else {
             json!({"type": "object"})
         };
-        let mut spec = json!({"name": tool_name(f.name.as_str().unwrap_or_default())?,
-                              "inputSchema": {"json": schema}});
-        if let Some(d) = f.description {
-            spec["description"] = json!(d);
-        }
-        specs.push(json!({"toolSpec": spec}));
+        tools.push(Tool::ToolSpec(ToolSpec {
+            description: f.description,
+            input_schema: InputSchema { json },
+            name: tool_name(f.name.as_str().unwrap_or_default())?.to_string(),
+        }));
     }
     // Bedrock has no "none": drop the tools, unless the history holds tool blocks (which
     // need a toolConfig), then the model may still call one.
     let choice = head.choice();
-    if !specs.is_empty() && (choice != Choice::None || history_has_tools) {
-        let mut config = json!({"tools": specs});
-        let choice = match choice {
-            Choice::Required => Some(json!({"any": {}})),
-            Choice::Auto => Some(json!({"auto": {}})),
-            Choice::Named(n) => Some(json!({"tool": {"name": n}})),
-            Choice::None | Choice::Unset => None,
-        };
-        if let Some(c) = choice {
-            config["toolChoice"] = c;
-        }
-        out.insert("toolConfig".into(), config);
-    }
+    let keep = !tools.is_empty() && (choice != Choice::None || history_has_tools);
+    let tool_choice = match choice {
+        Choice::Required => Some(ToolChoice::Any {}),
+        Choice::Auto => Some(ToolChoice::Auto {}),
+        Choice::Named(name) => Some(ToolChoice::Tool { name }),
+        Choice::None | Choice::Unset => None,
+    };
+    let tool_config = keep.then_some(ToolConfig { tool_choice, tools });
     let format = &head.response_format;
     let schema = match format["type"].as_str() {
         Some("json_schema") => Some((
@@ -154,14 +149,28 @@ pub fn request(req: &AiRequest, default_max_tokens: u64) -> Result<Vec<u8>, Gate
         )),
         _ => None,
     };
-    if let Some((schema, name)) = schema {
-        out.insert(
-            "outputConfig".into(),
-            json!({"textFormat": {"type": "json_schema",
-            "structure": {"jsonSchema": {"schema": schema.to_string(), "name": name}}}}),
-        );
-    }
-    Ok(messages.finish_with(&out))
+    let output_config = schema.map(|(schema, name)| OutputConfig {
+        text_format: TextFormat {
+            structure: Structure {
+                json_schema: JsonSchema {
+                    name,
+                    schema: schema.to_string(),
+                },
+            },
+            kind: "json_schema",
+        },
+    });
+    let tail = RequestTail {
+        inference_config,
+        output_config,
+        system: (!system.is_empty()).then(|| {
+            [TextBlock {
+                text: system.join("\n"),
+            }]
+        }),
+        tool_config,
+    };
+    Ok(messages.finish_with(&tail))
 }
 
 /// Converse `stopReason` → OpenAI `finish_reason`.
