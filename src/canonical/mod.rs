@@ -8,6 +8,7 @@
 
 pub mod anthropic;
 pub mod chat;
+pub mod chat_write;
 pub mod chunk;
 pub mod finish;
 pub mod lenient;

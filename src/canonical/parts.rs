@@ -5,8 +5,9 @@
 //! wording.
 
 use crate::canonical::anthropic::{Block, ImageSource};
+use crate::canonical::chat_write::ContentPart;
 use crate::errors::GatewayError;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// A message's content.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,12 +66,12 @@ impl<'a> Image<'a> {
     }
 
     /// As an OpenAI `image_url` content part.
-    pub fn openai_part(&self) -> Value {
+    pub fn openai_part(&self) -> ContentPart {
         let url = match self {
             Image::Inline { media_type, data } => format!("data:{media_type};base64,{data}"),
             Image::Url(url) => url.to_string(),
         };
-        json!({"type": "image_url", "image_url": {"url": url}})
+        ContentPart::image(url, None)
     }
 
     /// As an Anthropic image block.
@@ -121,6 +122,7 @@ pub fn content(content: &Value) -> Result<Content<'_>, GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn strings_parts_and_images_are_read_once() {
@@ -157,7 +159,7 @@ mod tests {
     fn images_round_trip_between_the_apis() {
         let source = json!({"type": "base64", "media_type": "image/gif", "data": "R0lG"});
         let image = Image::from_anthropic(&source).unwrap();
-        let part = image.openai_part();
+        let part = serde_json::to_value(image.openai_part()).unwrap();
         assert_eq!(part["image_url"]["url"], "data:image/gif;base64,R0lG");
         let back = Image::from_url(part["image_url"]["url"].as_str().unwrap());
         let block = serde_json::to_value(back.anthropic_block()).unwrap();

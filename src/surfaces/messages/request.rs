@@ -4,6 +4,7 @@
 //! read once; the messages one at a time ([`ArrayOut`]), so a large conversation is never
 //! held as one tree.
 
+use crate::canonical::chat_write::{ChatMessage, ContentPart, ToolCall, UserContent};
 use crate::canonical::content_text;
 use crate::canonical::parts::Image;
 use crate::canonical::write::ArrayOut;
@@ -126,14 +127,14 @@ fn kind_of(block: &RawValue) -> Option<String> {
 /// placed before the rest of the turn, as chat requires them right after the call). A
 /// `system` message in the conversation (Claude Code's betas) stays a system message at
 /// its position.
-fn messages_of(m: Message<'_>, out: &mut Vec<Value>) -> Result<(), GatewayError> {
+fn messages_of(m: Message<'_>, out: &mut Vec<ChatMessage>) -> Result<(), GatewayError> {
     let role = m.role.as_str();
     let raw = m.content.map_or("null", RawValue::get);
     if role == "system" {
         let content: Value = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
         let text = content_text(&content, "\n");
         if !text.is_empty() {
-            out.push(json!({"role": "system", "content": text}));
+            out.push(ChatMessage::System { content: text });
         }
         return Ok(());
     }
@@ -147,7 +148,15 @@ fn messages_of(m: Message<'_>, out: &mut Vec<Value>) -> Result<(), GatewayError>
     let blocks: Vec<&RawValue> = match raw.as_bytes().first() {
         Some(b'"') => {
             let s: String = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
-            out.push(json!({"role": role, "content": s}));
+            out.push(match role {
+                "user" => ChatMessage::User {
+                    content: UserContent::Text(s.into()),
+                },
+                _ => ChatMessage::Assistant {
+                    content: Some(s),
+                    tool_calls: Vec::new(),
+                },
+            });
             return Ok(());
         }
         Some(b'[') => serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?,
@@ -158,10 +167,11 @@ fn messages_of(m: Message<'_>, out: &mut Vec<Value>) -> Result<(), GatewayError>
     for raw in blocks {
         let block = serde_json::from_str::<Block>(raw.get()).unwrap_or(Block::Unsupported);
         match block {
-            Block::Text { text } => parts.push(json!({"type": "text", "text": text})),
+            Block::Text { text } => parts.push(ContentPart::Text { text }),
             Block::Image { source } => parts.push(Image::from_anthropic(&source)?.openai_part()),
-            Block::ToolUse { id, name, input } => calls.push(json!({"id": id, "type": "function",
-                "function": {"name": name, "arguments": input.to_string()}})),
+            Block::ToolUse { id, name, input } => {
+                calls.push(ToolCall::function(id, name, input.to_string()))
+            }
             Block::ToolResult {
                 tool_use_id,
                 content,
@@ -171,7 +181,10 @@ fn messages_of(m: Message<'_>, out: &mut Vec<Value>) -> Result<(), GatewayError>
                 if is_error && !text.starts_with("Error") {
                     text = format!("Error: {text}");
                 }
-                out.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}));
+                out.push(ChatMessage::Tool {
+                    tool_call_id: tool_use_id,
+                    content: text,
+                });
             }
             Block::Thinking | Block::RedactedThinking => {}
             Block::Unsupported => {
@@ -185,28 +198,26 @@ fn messages_of(m: Message<'_>, out: &mut Vec<Value>) -> Result<(), GatewayError>
     if role == "assistant" {
         let text = parts
             .iter()
-            .filter_map(|p| p["text"].as_str())
+            .filter_map(|p| match p {
+                ContentPart::Text { text } => text.as_str(),
+                _ => None,
+            })
             .collect::<Vec<_>>()
             .join("");
-        let mut msg = json!({"role": "assistant",
-            "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
-        if !calls.is_empty() {
-            msg["tool_calls"] = Value::Array(calls);
-        }
-        out.push(msg);
+        out.push(ChatMessage::Assistant {
+            content: (!text.is_empty() || calls.is_empty()).then_some(text),
+            tool_calls: calls,
+        });
     } else if !parts.is_empty() {
-        let only_text = parts.iter().all(|p| p["type"] == "text");
-        let content = if only_text && parts.len() == 1 {
-            parts[0]["text"].clone()
-        } else {
-            Value::Array(parts)
+        let content = match &parts[..] {
+            [ContentPart::Text { text }] => UserContent::Text(text.clone()),
+            _ => UserContent::Parts(parts),
         };
-        out.push(json!({"role": "user", "content": content}));
+        out.push(ChatMessage::User { content });
     }
     Ok(())
 }
 
-/// The chat `tool_choice` for Anthropic's (`None`: leave it out).
 fn choice(c: &ToolChoice) -> Option<Value> {
     Some(match c.kind.as_deref()? {
         "auto" => json!("auto"),
@@ -284,7 +295,7 @@ pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
     let mut messages = ArrayOut::field(&out, "messages");
     let system = content_text(&head.system, "\n");
     if !system.is_empty() {
-        messages.push(&json!({"role": "system", "content": system}));
+        messages.push(&ChatMessage::System { content: system });
     }
     let mut translated = Vec::new();
     for m in raw {

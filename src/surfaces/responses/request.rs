@@ -5,6 +5,7 @@
 
 use super::for_each_input;
 use super::tools::{self, ChatTools, ToolNames};
+use crate::canonical::chat_write::{ChatMessage, ContentPart, FileRef, ToolCall, UserContent};
 use crate::canonical::content_text;
 use crate::canonical::write::ArrayOut;
 use crate::canonical::AiRequest;
@@ -113,10 +114,10 @@ fn invalid(message: impl Into<String>) -> GatewayError {
     GatewayError::invalid(message, "input")
 }
 
-/// Input content parts → chat content parts.
-fn parts_of(content: Value) -> Result<Value, GatewayError> {
+/// Input content parts → a user message's content.
+fn parts_of(content: Value) -> Result<UserContent, GatewayError> {
     let Value::Array(parts) = content else {
-        return Ok(json!(content_text(&content, "")));
+        return Ok(UserContent::Text(content_text(&content, "").into()));
     };
     let mut out = Vec::with_capacity(parts.len());
     for p in parts {
@@ -124,7 +125,7 @@ fn parts_of(content: Value) -> Result<Value, GatewayError> {
         let part: Part = serde_json::from_value(p)
             .map_err(|e| invalid(format!("invalid content part {kind:?}: {e}")))?;
         out.push(match part {
-            Part::InputText { text } => json!({"type": "text", "text": text}),
+            Part::InputText { text } => ContentPart::Text { text },
             Part::InputImage {
                 image_url,
                 file_id,
@@ -133,30 +134,20 @@ fn parts_of(content: Value) -> Result<Value, GatewayError> {
                 let url = image_url
                     .or(file_id)
                     .ok_or_else(|| invalid("input_image needs image_url or file_id"))?;
-                let mut image = json!({"url": url});
-                if let Some(d) = detail {
-                    image["detail"] = json!(d);
-                }
-                json!({"type": "image_url", "image_url": image})
+                ContentPart::image(url, detail)
             }
             Part::InputFile {
                 file_id,
                 file_data,
                 filename,
                 file_url,
-            } => {
-                let mut file = Map::new();
-                for (k, v) in [
-                    ("file_id", file_id.or(file_url)),
-                    ("file_data", file_data),
-                    ("filename", filename),
-                ] {
-                    if let Some(v) = v {
-                        file.insert(k.into(), json!(v));
-                    }
-                }
-                json!({"type": "file", "file": file})
-            }
+            } => ContentPart::File {
+                file: FileRef {
+                    file_data,
+                    file_id: file_id.or(file_url),
+                    filename,
+                },
+            },
             Part::Unsupported => {
                 return Err(invalid(format!(
                     "content part type {kind:?} is not supported for this model"
@@ -164,7 +155,7 @@ fn parts_of(content: Value) -> Result<Value, GatewayError> {
             }
         });
     }
-    Ok(Value::Array(out))
+    Ok(UserContent::Parts(out))
 }
 
 /// Input item types with no chat form, dropped: reasoning, references to stored items,
@@ -182,27 +173,31 @@ fn dropped(kind: &str) -> bool {
 
 /// An assistant tool call joins the last assistant message when that one holds calls (or
 /// no text); otherwise it starts one.
-fn push_call(out: &mut Vec<Value>, call: Value) {
-    let joins = out.last().is_some_and(|m| {
-        m["role"] == "assistant" && (m["tool_calls"].is_array() || m["content"] == "")
-    });
+fn push_call(out: &mut Vec<ChatMessage>, call: ToolCall) {
     match out.last_mut() {
-        Some(last) if joins => {
-            match last["tool_calls"].as_array_mut() {
-                Some(calls) => calls.push(call),
-                None => last["tool_calls"] = json!([call]),
-            }
-            if last["content"] == "" {
-                last["content"] = Value::Null;
+        Some(ChatMessage::Assistant {
+            content,
+            tool_calls,
+        }) if !tool_calls.is_empty() || content.as_deref() == Some("") => {
+            tool_calls.push(call);
+            if content.as_deref() == Some("") {
+                *content = None;
             }
         }
-        _ => out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+        _ => out.push(ChatMessage::Assistant {
+            content: None,
+            tool_calls: vec![call],
+        }),
     }
 }
 
 /// One input item → chat messages (consecutive tool calls join one assistant message);
 /// `names`: the chat names of the request's tools.
-fn messages_of(item: Item, names: &ToolNames, out: &mut Vec<Value>) -> Result<(), GatewayError> {
+fn messages_of(
+    item: Item,
+    names: &ToolNames,
+    out: &mut Vec<ChatMessage>,
+) -> Result<(), GatewayError> {
     let kind = item.kind.as_deref().unwrap_or("message");
     let chat_name = || {
         names.chat_name(
@@ -213,34 +208,34 @@ fn messages_of(item: Item, names: &ToolNames, out: &mut Vec<Value>) -> Result<()
     let answers_a_call = item.call_id.as_str().is_some_and(|c| !c.is_empty());
     match kind {
         "message" => {
-            let role = match item.role.as_deref() {
-                Some("developer" | "system") => "system",
-                Some("assistant") => "assistant",
-                Some("user") => "user",
+            let text = || content_text(&item.content, "");
+            out.push(match item.role.as_deref() {
+                Some("developer" | "system") => ChatMessage::System { content: text() },
+                Some("assistant") => ChatMessage::Assistant {
+                    content: Some(text()),
+                    tool_calls: Vec::new(),
+                },
+                Some("user") => ChatMessage::User {
+                    content: parts_of(item.content)?,
+                },
                 other => return Err(invalid(format!("unknown message role {other:?}"))),
-            };
-            let content = if role == "user" {
-                parts_of(item.content)?
-            } else {
-                json!(content_text(&item.content, ""))
-            };
-            out.push(json!({"role": role, "content": content}));
+            });
         }
         "function_call" => {
-            let call = json!({"id": item.call_id, "type": "function",
-                "function": {"name": chat_name(), "arguments": item.arguments}});
+            let call = ToolCall::function(item.call_id, chat_name(), item.arguments);
             push_call(out, call);
         }
         "custom_tool_call" => {
             let args = tools::custom_arguments(item.input.as_deref().unwrap_or(""));
-            let call = json!({"id": item.call_id, "type": "function",
-                "function": {"name": chat_name(), "arguments": args}});
+            let call = ToolCall::function(item.call_id, chat_name(), args);
             push_call(out, call);
         }
         // An output without a call id answers nothing: dropped, as peers do.
         "function_call_output" | "custom_tool_call_output" if answers_a_call => {
-            out.push(json!({"role": "tool", "tool_call_id": item.call_id,
-                "content": content_text(&item.output, "")}));
+            out.push(ChatMessage::Tool {
+                tool_call_id: item.call_id,
+                content: content_text(&item.output, ""),
+            });
         }
         kind if dropped(kind) => {}
         other => {
@@ -327,7 +322,9 @@ pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
     let mut messages = ArrayOut::field(&out, "messages");
     let mut open = Vec::new();
     if let Some(i) = head.instructions.as_str().filter(|i| !i.is_empty()) {
-        open.push(json!({"role": "system", "content": i}));
+        open.push(ChatMessage::System {
+            content: i.to_string(),
+        });
     }
     for_each_input(req, |item| {
         let item: Item = serde_json::from_value(item)

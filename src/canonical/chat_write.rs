@@ -1,0 +1,144 @@
+//! The OpenAI chat request's messages as the surfaces write them (Messages and Responses →
+//! chat): messages, content parts and tool calls as typed values, serialized one at a time
+//! ([`super::write`]). The counterpart of [`super::chat`], which reads the same request.
+//! Values a client sent that chat carries as they are (a text, a call's id or arguments)
+//! stay JSON values, so an odd type reaches the provider unchanged, as before.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum ChatMessage {
+    System {
+        content: String,
+    },
+    User {
+        content: UserContent,
+    },
+    Assistant {
+        /// `null` for tool calls alone.
+        content: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        tool_call_id: Value,
+        content: String,
+    },
+}
+
+/// A user message's content: a text, or parts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum UserContent {
+    Text(Value),
+    Parts(Vec<ContentPart>),
+}
+
+/// One content part.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    Text { text: Value },
+    ImageUrl { image_url: ImageUrl },
+    File { file: FileRef },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageUrl {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A file: by id (or URL), or inline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FileRef {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_data: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+/// An assistant's function call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCall {
+    pub function: FunctionCall,
+    pub id: Value,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionCall {
+    /// The arguments' JSON text.
+    pub arguments: Value,
+    pub name: Value,
+}
+
+impl ToolCall {
+    /// A call of function `name` with `arguments` (JSON text), its id `id`.
+    pub fn function(id: Value, name: impl Into<Value>, arguments: impl Into<Value>) -> ToolCall {
+        ToolCall {
+            function: FunctionCall {
+                arguments: arguments.into(),
+                name: name.into(),
+            },
+            id,
+            kind: "function",
+        }
+    }
+}
+
+impl ContentPart {
+    /// An image part for `url` (a `data:` URL or one the provider fetches).
+    pub fn image(url: String, detail: Option<String>) -> ContentPart {
+        ContentPart::ImageUrl {
+            image_url: ImageUrl { url, detail },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_write_as_chat_has_them() {
+        let call = ToolCall::function(json!("c1"), "f", "{}");
+        let m = [
+            ChatMessage::System {
+                content: "s".into(),
+            },
+            ChatMessage::User {
+                content: UserContent::Parts(vec![
+                    ContentPart::Text { text: json!("hi") },
+                    ContentPart::image("data:image/png;base64,AA".into(), None),
+                ]),
+            },
+            ChatMessage::Assistant {
+                content: None,
+                tool_calls: vec![call],
+            },
+            ChatMessage::Tool {
+                tool_call_id: json!("c1"),
+                content: "ok".into(),
+            },
+        ];
+        assert_eq!(
+            serde_json::to_value(m).unwrap(),
+            json!([{"role": "system", "content": "s"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1",
+                    "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"}])
+        );
+    }
+}
