@@ -7,6 +7,88 @@
 use serde::Serialize;
 use serde_json::Value;
 
+/// The fields of a chat request before its `messages`, as the surfaces write them; `T`:
+/// how a tool is written.
+#[derive(Debug, Serialize)]
+pub struct ChatRequestHead<T: Serialize = Value> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    pub model: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<T>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamOptions {
+    pub include_usage: bool,
+}
+
+impl<T: Serialize> ChatRequestHead<T> {
+    /// A head naming `model`, nothing else set.
+    pub fn new(model: Value) -> ChatRequestHead<T> {
+        ChatRequestHead {
+            max_tokens: None,
+            model,
+            parallel_tool_calls: None,
+            reasoning_effort: None,
+            response_format: None,
+            stop: None,
+            stream: None,
+            stream_options: None,
+            temperature: None,
+            tool_choice: None,
+            tools: None,
+            top_p: None,
+            user: None,
+        }
+    }
+
+    /// Ask for a stream, with its usage chunk (the surfaces report usage at the end).
+    pub fn streaming(&mut self) {
+        self.stream = Some(true);
+        self.stream_options = Some(StreamOptions {
+            include_usage: true,
+        });
+    }
+}
+
+/// A function tool as chat offers it.
+#[derive(Debug, Serialize)]
+pub struct ChatTool {
+    pub function: ChatFunction,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatFunction {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub name: Value,
+    pub parameters: Value,
+}
+
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "role", rename_all = "lowercase")]

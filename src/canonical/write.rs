@@ -6,7 +6,7 @@
 //! Anthropic, Gemini, Bedrock: [`Turns`]).
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// A JSON array being written: bare, or as the last field of an object.
 pub struct ArrayOut {
@@ -25,11 +25,15 @@ impl ArrayOut {
         }
     }
 
-    /// An object with `head`'s fields and the array field `key`, written last.
-    pub fn field(head: &Map<String, Value>, key: &str) -> ArrayOut {
-        let mut buf = Value::Object(head.clone()).to_string().into_bytes();
+    /// An object with `head`'s fields (a map, a typed struct: anything that serializes as
+    /// a JSON object) and the array field `key`, written last.
+    pub fn field(head: &impl Serialize, key: &str) -> ArrayOut {
+        let mut buf = serde_json::to_vec(head)
+            .ok()
+            .filter(|b| b.starts_with(b"{"))
+            .unwrap_or_else(|| b"{}".to_vec());
         buf.pop(); // the closing brace
-        if !head.is_empty() {
+        if buf.len() > 1 {
             buf.push(b',');
         }
         buf.extend_from_slice(Value::from(key).to_string().as_bytes());
@@ -185,7 +189,7 @@ impl Turns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Map};
 
     #[test]
     fn writes_arrays_and_objects() {

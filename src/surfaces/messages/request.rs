@@ -4,7 +4,9 @@
 //! read once; the messages one at a time ([`ArrayOut`]), so a large conversation is never
 //! held as one tree.
 
-use crate::canonical::chat_write::{ChatMessage, ContentPart, ToolCall, UserContent};
+use crate::canonical::chat_write::{
+    ChatFunction, ChatMessage, ChatRequestHead, ChatTool, ContentPart, ToolCall, UserContent,
+};
 use crate::canonical::content_text;
 use crate::canonical::parts::Image;
 use crate::canonical::write::ArrayOut;
@@ -12,7 +14,7 @@ use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// A 400 about the request's `messages` (the field this surface's refusals name).
 pub(super) fn bad(message: impl Into<String>) -> GatewayError {
@@ -235,8 +237,7 @@ pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
     let raw = req
         .items("messages")
         .ok_or_else(|| bad("messages: Field required"))?;
-    let mut out = Map::new();
-    out.insert("model".into(), head.model);
+    let mut out = ChatRequestHead::new(head.model);
     let max_tokens = head
         .max_tokens
         .as_ref()
@@ -244,51 +245,37 @@ pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
         .ok_or_else(|| {
             GatewayError::bad_request("max_tokens: Field required", Some("max_tokens"))
         })?;
-    out.insert("max_tokens".into(), json!(max_tokens));
-    let number = |v: Option<Value>| {
-        v.filter(Value::is_number)
-            .and_then(|v| v.as_number().cloned())
-    };
-    for (k, v) in [("temperature", head.temperature), ("top_p", head.top_p)] {
-        if let Some(n) = number(v) {
-            out.insert(k.into(), Value::Number(n));
-        }
-    }
-    if let Some(stops) = head.stop_sequences.filter(|s| !s.is_empty()) {
-        out.insert("stop".into(), Value::Array(stops));
-    }
+    out.max_tokens = Some(max_tokens);
+    out.temperature = head.temperature.filter(Value::is_number);
+    out.top_p = head.top_p.filter(Value::is_number);
+    out.stop = head.stop_sequences.filter(|s| !s.is_empty());
     if head.stream == Some(Value::Bool(true)) {
-        out.insert("stream".into(), json!(true));
-        out.insert("stream_options".into(), json!({"include_usage": true}));
+        out.streaming();
     }
-    if let Some(user) = head
+    out.user = head
         .metadata
         .and_then(|m| m.user_id)
-        .filter(Value::is_string)
-    {
-        out.insert("user".into(), user);
-    }
-    let tools: Vec<Value> = head
+        .filter(Value::is_string);
+    let tools: Vec<ChatTool> = head
         .tools
         .unwrap_or_default()
         .into_iter()
         .filter(|t| t.kind.as_deref().is_none_or(|k| k == "custom"))
-        .map(|t| {
-            let mut f = json!({"name": t.name, "parameters": t.input_schema});
-            if let Some(d) = t.description {
-                f["description"] = json!(d);
-            }
-            json!({"type": "function", "function": f})
+        .map(|t| ChatTool {
+            function: ChatFunction {
+                description: t.description,
+                name: t.name,
+                parameters: t.input_schema,
+            },
+            kind: "function",
         })
         .collect();
     if !tools.is_empty() {
-        out.insert("tools".into(), Value::Array(tools));
+        out.tools = Some(tools);
         if let Some(c) = &head.tool_choice {
-            if let Some(mapped) = choice(c) {
-                out.insert("tool_choice".into(), mapped);
-            }
+            out.tool_choice = choice(c);
             if c.disable_parallel_tool_use {
-                out.insert("parallel_tool_calls".into(), json!(false));
+                out.parallel_tool_calls = Some(Value::Bool(false));
             }
         }
     }

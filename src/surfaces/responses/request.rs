@@ -5,13 +5,15 @@
 
 use super::for_each_input;
 use super::tools::{self, ChatTools, ToolNames};
-use crate::canonical::chat_write::{ChatMessage, ContentPart, FileRef, ToolCall, UserContent};
+use crate::canonical::chat_write::{
+    ChatMessage, ChatRequestHead, ContentPart, FileRef, ToolCall, UserContent,
+};
 use crate::canonical::content_text;
 use crate::canonical::write::ArrayOut;
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// The fields of the request but `input` that the translation reads.
 #[derive(Deserialize)]
@@ -274,50 +276,30 @@ fn response_format(format: Format) -> Option<Value> {
 pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
     let head: Head = serde_json::from_value(Value::Object(req.head(&["input"])?))
         .map_err(|e| invalid(format!("invalid request: {e}")))?;
-    let mut out = Map::new();
-    out.insert("model".into(), head.model);
-    if let Some(n) = head.max_output_tokens.as_u64() {
-        out.insert("max_tokens".into(), json!(n));
-    }
-    for (k, v) in [
-        ("temperature", head.temperature),
-        ("top_p", head.top_p),
-        ("parallel_tool_calls", head.parallel_tool_calls),
-    ] {
-        if !v.is_null() {
-            out.insert(k.into(), v);
-        }
-    }
-    match (head.user, head.safety_identifier) {
-        (Value::Null, s @ Value::String(_)) => {
-            out.insert("user".into(), s);
-        }
-        (Value::Null, _) => {}
-        (u, _) => {
-            out.insert("user".into(), u);
-        }
-    }
+    let mut out = ChatRequestHead::new(head.model);
+    out.max_tokens = head.max_output_tokens.as_u64();
+    let set = |v: Value| (!v.is_null()).then_some(v);
+    out.temperature = set(head.temperature);
+    out.top_p = set(head.top_p);
+    out.parallel_tool_calls = set(head.parallel_tool_calls);
+    out.user = match (head.user, head.safety_identifier) {
+        (Value::Null, s @ Value::String(_)) => Some(s),
+        (Value::Null, _) => None,
+        (u, _) => Some(u),
+    };
     if head.stream == Value::Bool(true) {
-        out.insert("stream".into(), json!(true));
-        out.insert("stream_options".into(), json!({"include_usage": true}));
+        out.streaming();
     }
     let tools = ChatTools::of(req)?;
     if !tools.tools.is_empty() {
-        if let Some(c) = tools.choice(&head.tool_choice) {
-            out.insert("tool_choice".into(), c);
-        }
-        out.insert("tools".into(), Value::Array(tools.tools));
+        out.tool_choice = tools.choice(&head.tool_choice);
+        out.tools = Some(tools.tools);
     }
-    if let Some(f) = head.text.and_then(|t| t.format).and_then(response_format) {
-        out.insert("response_format".into(), f);
-    }
-    if let Some(e) = head
+    out.response_format = head.text.and_then(|t| t.format).and_then(response_format);
+    out.reasoning_effort = head
         .reasoning
         .and_then(|r| r.effort)
-        .filter(|e| e != "none")
-    {
-        out.insert("reasoning_effort".into(), json!(e));
-    }
+        .filter(|e| e != "none");
     // The last message stays open: a function call that follows joins it.
     let mut messages = ArrayOut::field(&out, "messages");
     let mut open = Vec::new();
