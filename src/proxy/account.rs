@@ -7,6 +7,27 @@ use crate::metrics::status_class;
 use crate::state::AppState;
 use pingora::proxy::Session;
 
+/// Charge a complete answer's usage in place of its reservations and give back its slots
+/// now, before the client has the answer's last byte: a client that sends its next
+/// request as soon as this one ends, on any connection, finds them given back (the
+/// account phase runs only after the last byte is written). Only for an answer whose usage
+/// is known; otherwise the account phase decides what to charge.
+pub async fn settle_answered(ctx: &mut RequestCtx) {
+    let Some(usage) = ctx.charged_usage() else {
+        return;
+    };
+    let released: Vec<Released> = ctx
+        .tickets
+        .drain(..)
+        .filter_map(|t| t.finish(Some(usage.clone())))
+        .collect();
+    // Bounded, as in the account phase: a shared store that does not answer delays the
+    // answer by at most this.
+    for done in released {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), done).await;
+    }
+}
+
 /// Account for the request. Returns the releases still being applied by a shared limit
 /// store, for the caller to wait on.
 pub fn finish(

@@ -84,6 +84,7 @@ async fn relay_native(
         }
     }
     keep(state, ctx, responses, object).await;
+    super::account::settle_answered(ctx).await;
     let mut h = respond::header(resp.status, "application/json", ctx);
     if let Some(r) = &resp.retry_after {
         let _ = h.insert_header("retry-after", r.as_str());
@@ -138,6 +139,7 @@ async fn relay_whole(
         _ => "application/json".to_string(),
     };
     keep(state, ctx, responses, object).await;
+    super::account::settle_answered(ctx).await;
     let mut h = respond::header(status, &content_type, ctx);
     if matches!(status, 429 | 503 | 529) {
         if let Some(r) = &resp.retry_after {
@@ -218,8 +220,10 @@ async fn relay_events(
             }
         }
         if done && cut.is_none() {
-            // The Response is stored before the client reads the stream's last event.
+            // The Response is stored, and the usage charged, before the client reads the
+            // stream's last event.
             keep(state, ctx, responses, relay.final_object()).await;
+            super::account::settle_answered(ctx).await;
         }
         // What was whole (before an oversized event too) reaches the client.
         if !out.is_empty()
