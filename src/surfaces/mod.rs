@@ -89,7 +89,8 @@ pub fn answer(
         // Errors are already in OpenAI's shape, which the Responses API shares.
         (Endpoint::Responses, _) if status >= 400 => plain(status, chat),
         (Endpoint::Responses, Ok(c)) => {
-            let r = responses::from_chat(&c, echo, &responses::new_id("resp_"), model, unix_now());
+            let r = responses::from_chat(&c, echo, &responses::new_id("resp_"), model, unix_now())
+                .to_value();
             SurfaceAnswer {
                 status,
                 body: Bytes::from(r.to_string()),

@@ -184,7 +184,7 @@ fn chat_answer_to_response() {
     );
     let echo = Echo::of(&req.unwrap()).unwrap();
     let r = responses::from_chat(&chat_answer(), &echo, "resp_0123456789abcdef", "gpt-x", 7);
-    insta::assert_json_snapshot!(stable(r));
+    insta::assert_json_snapshot!(stable(r.to_value()));
 }
 
 #[test]

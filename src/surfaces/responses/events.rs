@@ -4,6 +4,7 @@
 //! Response, an output item) stay JSON trees: the Response echoes the client's request
 //! fields, and both are what the store keeps.
 
+use super::Response;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
@@ -13,13 +14,13 @@ use serde_json::Value;
 #[serde(tag = "type")]
 pub enum Event<'a> {
     #[serde(rename = "response.created")]
-    Created { response: &'a Value },
+    Created { response: &'a Response },
     #[serde(rename = "response.in_progress")]
-    InProgress { response: &'a Value },
+    InProgress { response: &'a Response },
     #[serde(rename = "response.completed")]
-    Completed { response: &'a Value },
+    Completed { response: &'a Response },
     #[serde(rename = "response.incomplete")]
-    Incomplete { response: &'a Value },
+    Incomplete { response: &'a Response },
     #[serde(rename = "response.output_item.added")]
     ItemAdded {
         output_index: usize,
@@ -246,12 +247,13 @@ mod tests {
     #[test]
     fn names_match_types_and_events_are_numbered() {
         let (v, s) = (Value::Null, "x");
+        let r = Response::new(&v, "resp_1", "m", 1);
         let (output_index, item_id) = (1, s);
         let events = [
-            Event::Created { response: &v },
-            Event::InProgress { response: &v },
-            Event::Completed { response: &v },
-            Event::Incomplete { response: &v },
+            Event::Created { response: &r },
+            Event::InProgress { response: &r },
+            Event::Completed { response: &r },
+            Event::Incomplete { response: &r },
             Event::ItemAdded {
                 output_index,
                 item: &v,

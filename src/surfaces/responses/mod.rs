@@ -11,10 +11,12 @@
 //! that take none refuse them).
 
 mod events;
+mod object;
 mod request;
 pub mod stream;
 pub mod tools;
 
+pub use object::{status_of, Response};
 pub use request::to_chat;
 
 use crate::canonical::AiRequest;
@@ -124,54 +126,6 @@ pub fn with_id(mut item: Value, response_id: &str, index: usize) -> Value {
     item
 }
 
-/// The Response object's fields that echo the request, for a response `id` of the public
-/// `model` (status, output and usage are set by the caller).
-pub fn skeleton(body: &Value, id: &str, model: &str, created: u64) -> Value {
-    let or = |k: &str, d: Value| {
-        if body[k].is_null() {
-            d
-        } else {
-            body[k].clone()
-        }
-    };
-    json!({"id": id, "object": "response", "created_at": created, "status": "in_progress",
-        "error": null, "incomplete_details": null, "instructions": or("instructions", Value::Null),
-        "max_output_tokens": or("max_output_tokens", Value::Null), "model": model, "output": [],
-        "parallel_tool_calls": or("parallel_tool_calls", json!(true)),
-        "previous_response_id": or("previous_response_id", Value::Null),
-        "reasoning": or("reasoning", json!({"effort": null, "summary": null})),
-        "store": or("store", json!(true)), "temperature": or("temperature", json!(1.0)),
-        "text": or("text", json!({"format": {"type": "text"}})),
-        "tool_choice": or("tool_choice", json!("auto")), "tools": or("tools", json!([])),
-        "top_p": or("top_p", json!(1.0)), "truncation": or("truncation", json!("disabled")),
-        "usage": null, "user": or("user", Value::Null), "metadata": or("metadata", json!({}))})
-}
-
-/// Chat usage → Responses usage.
-pub fn usage(u: &Value) -> Value {
-    let n = |v: &Value| v.as_u64().unwrap_or(0);
-    let input = n(&u["prompt_tokens"]);
-    let output = match u["completion_tokens"].as_u64() {
-        Some(c) => c,
-        None => n(&u["total_tokens"]).saturating_sub(input),
-    };
-    json!({"input_tokens": input,
-           "input_tokens_details": {"cached_tokens": n(&u["prompt_tokens_details"]["cached_tokens"]),
-                                    "cache_write_tokens": 0},
-           "output_tokens": output,
-           "output_tokens_details": {"reasoning_tokens": n(&u["completion_tokens_details"]["reasoning_tokens"])},
-           "total_tokens": input + output})
-}
-
-/// Status and `incomplete_details` for a chat `finish_reason`.
-pub fn status_of(finish: Option<&str>) -> (&'static str, Value) {
-    match finish {
-        Some("length") => ("incomplete", json!({"reason": "max_output_tokens"})),
-        Some("content_filter") => ("incomplete", json!({"reason": "content_filter"})),
-        _ => ("completed", Value::Null),
-    }
-}
-
 /// The status of a message item in a response of `status` (cut short: incomplete).
 pub fn item_status(status: &str) -> &'static str {
     if status == "incomplete" {
@@ -193,13 +147,13 @@ pub fn reasoning_item(id: &str, text: &str) -> Value {
 }
 
 /// A `chat.completion` → the Response for the request `echo`, as response `id`.
-pub fn from_chat(chat: &Value, echo: &Echo, id: &str, model: &str, created: u64) -> Value {
+pub fn from_chat(chat: &Value, echo: &Echo, id: &str, model: &str, created: u64) -> Response {
     let a = crate::canonical::chat::Answer::of(chat);
     let mut output = Vec::new();
     if let Some(r) = a.reasoning {
         output.push(reasoning_item(&new_id("rs_"), r));
     }
-    let (status, incomplete) = status_of(a.finish_reason);
+    let (status, _) = status_of(a.finish_reason);
     if let Some(t) = a.text {
         output.push(message_item(&new_id("msg_"), t, item_status(status)));
     }
@@ -209,12 +163,8 @@ pub fn from_chat(chat: &Value, echo: &Echo, id: &str, model: &str, created: u64)
         let item = tools::call_item(&echo.tools, &id, call.id, call.name, args, "completed");
         output.push(item);
     }
-    let mut r = skeleton(&echo.head, id, model, created);
-    r["status"] = json!(status);
-    r["incomplete_details"] = incomplete;
-    r["output"] = Value::Array(output);
-    r["usage"] = usage(a.usage);
-    r["completed_at"] = json!(created);
+    let mut r = Response::new(&echo.head, id, model, created);
+    r.complete(a.finish_reason, output, a.usage, created);
     r
 }
 
@@ -336,7 +286,7 @@ mod tests {
                  "arguments": "{\"input\":\"cat a.txt\"}"}},
                 {"id": "c4", "type": "function", "function": {"name": "wait", "arguments": "{}"}}]}}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}});
-        let r = from_chat(&answer, &echo, "resp_1", "m", 1);
+        let r = from_chat(&answer, &echo, "resp_1", "m", 1).to_value();
         let out = r["output"].as_array().unwrap();
         assert_eq!(out[0]["type"], "custom_tool_call");
         assert_eq!(out[0]["input"], "cat a.txt");

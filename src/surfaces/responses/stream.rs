@@ -6,7 +6,7 @@
 
 use super::events::{Event, OutputText, SummaryText};
 use super::tools::{call_item, ToolNames};
-use super::{message_item, new_id, reasoning_item, skeleton, status_of, usage, Echo};
+use super::{message_item, new_id, reasoning_item, status_of, Echo, Response};
 use crate::canonical::chat::{Chunk, ChunkCall};
 use crate::canonical::chunk::ChatChunk;
 use crate::surfaces::ChunkTranslator;
@@ -44,7 +44,7 @@ fn send(seq: &mut u64, event: &Event<'_>, out: &mut Vec<Bytes>) {
 
 /// One Responses stream being built from a chat stream.
 pub struct ResponseStream {
-    response: Value,
+    response: Response,
     /// The chat names of the request's tools.
     names: ToolNames,
     seq: u64,
@@ -61,7 +61,7 @@ impl ResponseStream {
     /// A stream for the request `echo`, as response `id` of the public `model`.
     pub fn new(echo: &Echo, id: &str, model: &str, created: u64) -> ResponseStream {
         ResponseStream {
-            response: skeleton(&echo.head, id, model, created),
+            response: Response::new(&echo.head, id, model, created),
             names: echo.tools.clone(),
             seq: 0,
             open: Open::None,
@@ -74,8 +74,8 @@ impl ResponseStream {
     }
 
     /// The final Response (after the terminal event), to store.
-    pub fn final_response(&self) -> Option<&Value> {
-        (self.ended && self.response["status"] != "in_progress").then_some(&self.response)
+    pub fn final_response(&self) -> Option<&Response> {
+        (self.ended && self.response.status != "in_progress").then_some(&self.response)
     }
 
     fn start(&mut self, out: &mut Vec<Bytes>) {
@@ -302,15 +302,12 @@ impl ResponseStream {
     fn finish(&mut self, out: &mut Vec<Bytes>) {
         self.start(out);
         self.close(out);
-        let (status, incomplete) = status_of(self.finish.as_deref());
-        let r = &mut self.response;
-        r["status"] = json!(status);
-        r["incomplete_details"] = incomplete;
-        r["output"] = Value::Array(self.output.clone());
-        r["usage"] = usage(&self.usage);
-        r["completed_at"] = r["created_at"].clone();
+        let created = self.response.created_at;
+        let output = self.output.clone();
+        let finish = self.finish.as_deref();
+        self.response.complete(finish, output, &self.usage, created);
         let response = &self.response;
-        let terminal = if status == "completed" {
+        let terminal = if response.status == "completed" {
             Event::Completed { response }
         } else {
             Event::Incomplete { response }
@@ -323,7 +320,7 @@ impl ResponseStream {
     /// raise (§4.6).
     fn error(&mut self, code: &str, message: &str, out: &mut Vec<Bytes>) {
         send(&mut self.seq, &Event::error(code, message), out);
-        self.response["status"] = json!("failed");
+        self.response.status = "failed";
         self.ended = true;
     }
 }
@@ -383,7 +380,7 @@ impl ChunkTranslator for ResponseStream {
     }
 
     fn final_object(&self) -> Option<Value> {
-        self.final_response().cloned()
+        self.final_response().map(Response::to_value)
     }
 }
 
@@ -463,7 +460,7 @@ mod tests {
         assert_eq!(kinds, ["reasoning", "message", "function_call"]);
         assert_eq!(done["usage"]["input_tokens"], 3);
         assert_eq!(done["usage"]["output_tokens"], 5);
-        assert_eq!(s.final_response().unwrap()["status"], "completed");
+        assert_eq!(s.final_response().unwrap().status, "completed");
     }
 
     #[test]
