@@ -4,7 +4,7 @@
 //! Response, an output item) stay JSON trees: the Response echoes the client's request
 //! fields, and both are what the store keeps.
 
-use super::Response;
+use super::{OutputItem, Response};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
@@ -24,12 +24,12 @@ pub enum Event<'a> {
     #[serde(rename = "response.output_item.added")]
     ItemAdded {
         output_index: usize,
-        item: &'a Value,
+        item: &'a OutputItem,
     },
     #[serde(rename = "response.output_item.done")]
     ItemDone {
         output_index: usize,
-        item: &'a Value,
+        item: &'a OutputItem,
     },
     #[serde(rename = "response.reasoning_summary_part.added")]
     SummaryPartAdded {
@@ -106,13 +106,13 @@ pub enum Event<'a> {
     CustomInputDelta {
         item_id: &'a str,
         output_index: usize,
-        delta: &'a Value,
+        delta: &'a str,
     },
     #[serde(rename = "response.custom_tool_call_input.done")]
     CustomInputDone {
         item_id: &'a str,
         output_index: usize,
-        input: &'a Value,
+        input: &'a str,
     },
     /// Flat as OpenAI sends it, plus a nested copy so that both SDKs raise (§4.6).
     #[serde(rename = "error")]
@@ -248,6 +248,7 @@ mod tests {
     fn names_match_types_and_events_are_numbered() {
         let (v, s) = (Value::Null, "x");
         let r = Response::new(&v, "resp_1", "m", 1);
+        let item = OutputItem::message("msg_1", Some(s), "completed");
         let (output_index, item_id) = (1, s);
         let events = [
             Event::Created { response: &r },
@@ -256,11 +257,11 @@ mod tests {
             Event::Incomplete { response: &r },
             Event::ItemAdded {
                 output_index,
-                item: &v,
+                item: &item,
             },
             Event::ItemDone {
                 output_index,
-                item: &v,
+                item: &item,
             },
             Event::SummaryPartAdded {
                 item_id,
@@ -326,12 +327,12 @@ mod tests {
             Event::CustomInputDelta {
                 item_id,
                 output_index,
-                delta: &v,
+                delta: s,
             },
             Event::CustomInputDone {
                 item_id,
                 output_index,
-                input: &v,
+                input: s,
             },
             Event::error("server_error", "boom"),
         ];

@@ -16,7 +16,7 @@ mod request;
 pub mod stream;
 pub mod tools;
 
-pub use object::{status_of, Response};
+pub use object::{status_of, OutputItem, Response};
 pub use request::to_chat;
 
 use crate::canonical::AiRequest;
@@ -136,14 +136,13 @@ pub fn item_status(status: &str) -> &'static str {
 }
 
 /// A message output item with its whole text.
-pub fn message_item(id: &str, text: &str, status: &str) -> Value {
-    json!({"id": id, "type": "message", "status": status, "role": "assistant",
-           "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
+pub fn message_item(id: &str, text: &str, status: &'static str) -> OutputItem {
+    OutputItem::message(id, Some(text), status)
 }
 
 /// A reasoning output item (its text as a summary).
-pub fn reasoning_item(id: &str, text: &str) -> Value {
-    json!({"id": id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]})
+pub fn reasoning_item(id: &str, text: &str) -> OutputItem {
+    OutputItem::reasoning(id, Some(text))
 }
 
 /// A `chat.completion` → the Response for the request `echo`, as response `id`.

@@ -22,7 +22,7 @@ pub struct Response {
     pub model: String,
     /// Always `response`.
     pub object: &'static str,
-    pub output: Vec<Value>,
+    pub output: Vec<OutputItem>,
     pub parallel_tool_calls: Value,
     pub previous_response_id: Value,
     pub reasoning: Value,
@@ -109,7 +109,7 @@ impl Response {
     pub fn complete(
         &mut self,
         finish: Option<&str>,
-        output: Vec<Value>,
+        output: Vec<OutputItem>,
         chat_usage: &Value,
         completed_at: u64,
     ) {
@@ -168,5 +168,94 @@ pub fn status_of(finish: Option<&str>) -> (&'static str, Option<Incomplete>) {
             }),
         ),
         _ => ("completed", None),
+    }
+}
+
+/// One output item of a Response.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputItem {
+    Message {
+        id: String,
+        status: &'static str,
+        /// Always `assistant`.
+        role: &'static str,
+        content: Vec<OutputPart>,
+    },
+    Reasoning {
+        id: String,
+        summary: Vec<SummaryPart>,
+    },
+    FunctionCall {
+        id: String,
+        status: &'static str,
+        call_id: Value,
+        name: Value,
+        arguments: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+    },
+    CustomToolCall {
+        id: String,
+        status: &'static str,
+        call_id: Value,
+        name: Value,
+        input: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+    },
+}
+
+/// A message's output text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutputPart {
+    /// Always `output_text`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub text: String,
+    pub annotations: [(); 0],
+    pub logprobs: [(); 0],
+}
+
+/// A reasoning item's summary text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryPart {
+    /// Always `summary_text`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub text: String,
+}
+
+impl OutputItem {
+    /// An assistant message: its text (none while it streams) and status.
+    pub fn message(id: &str, text: Option<&str>, status: &'static str) -> OutputItem {
+        OutputItem::Message {
+            id: id.to_string(),
+            status,
+            role: "assistant",
+            content: text
+                .map(|t| OutputPart {
+                    kind: "output_text",
+                    text: t.to_string(),
+                    annotations: [],
+                    logprobs: [],
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// A reasoning item: its text as a summary (none while it streams).
+    pub fn reasoning(id: &str, text: Option<&str>) -> OutputItem {
+        OutputItem::Reasoning {
+            id: id.to_string(),
+            summary: text
+                .map(|t| SummaryPart {
+                    kind: "summary_text",
+                    text: t.to_string(),
+                })
+                .into_iter()
+                .collect(),
+        }
     }
 }

@@ -6,12 +6,12 @@
 
 use super::events::{Event, OutputText, SummaryText};
 use super::tools::{call_item, ToolNames};
-use super::{message_item, new_id, reasoning_item, status_of, Echo, Response};
+use super::{message_item, new_id, reasoning_item, status_of, Echo, OutputItem, Response};
 use crate::canonical::chat::{Chunk, ChunkCall};
 use crate::canonical::chunk::ChatChunk;
 use crate::surfaces::ChunkTranslator;
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The item being streamed.
 enum Open {
@@ -50,7 +50,7 @@ pub struct ResponseStream {
     seq: u64,
     open: Open,
     /// Completed output items, in order.
-    output: Vec<Value>,
+    output: Vec<OutputItem>,
     finish: Option<String>,
     usage: Value,
     started: bool,
@@ -92,7 +92,7 @@ impl ResponseStream {
         self.output.len()
     }
 
-    fn add(&mut self, open: Open, item: Value, out: &mut Vec<Bytes>) {
+    fn add(&mut self, open: Open, item: OutputItem, out: &mut Vec<Bytes>) {
         self.close(out);
         let output_index = self.index();
         let added = Event::ItemAdded {
@@ -150,14 +150,12 @@ impl ResponseStream {
                 id,
                 call_id,
                 name,
-                custom,
                 arguments,
                 ..
             } => {
                 let item = call_item(&self.names, &id, &call_id, &name, &arguments, "completed");
                 let item_id = id.as_str();
-                if custom {
-                    let input = &item["input"];
+                if let OutputItem::CustomToolCall { input, .. } = &item {
                     let delta = Event::CustomInputDelta {
                         item_id,
                         output_index: i,
@@ -170,11 +168,11 @@ impl ResponseStream {
                         input,
                     };
                     send(&mut self.seq, &done, out);
-                } else {
+                } else if let OutputItem::FunctionCall { name, .. } = &item {
                     let done = Event::ArgumentsDone {
                         item_id,
                         output_index: i,
-                        name: &item["name"],
+                        name,
                         arguments: &arguments,
                     };
                     send(&mut self.seq, &done, out);
@@ -193,7 +191,7 @@ impl ResponseStream {
     fn reasoning(&mut self, delta: &str, out: &mut Vec<Bytes>) {
         if !matches!(self.open, Open::Reasoning { .. }) {
             let id = new_id("rs_");
-            let item = json!({"id": id, "type": "reasoning", "summary": []});
+            let item = OutputItem::reasoning(&id, None);
             self.add(
                 Open::Reasoning {
                     id: id.clone(),
@@ -226,8 +224,7 @@ impl ResponseStream {
     fn text(&mut self, delta: &str, out: &mut Vec<Bytes>) {
         if !matches!(self.open, Open::Message { .. }) {
             let id = new_id("msg_");
-            let item = json!({"id": id, "type": "message", "status": "in_progress",
-                              "role": "assistant", "content": []});
+            let item = OutputItem::message(&id, None, "in_progress");
             self.add(
                 Open::Message {
                     id: id.clone(),
@@ -268,7 +265,7 @@ impl ResponseStream {
                 index,
                 id,
                 call_id,
-                custom: item["type"] == "custom_tool_call",
+                custom: matches!(item, OutputItem::CustomToolCall { .. }),
                 name,
                 arguments: String::new(),
             };
@@ -387,6 +384,7 @@ impl ChunkTranslator for ResponseStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     use crate::canonical::{AiRequest, Endpoint};
     use crate::surfaces::parse_events as parse;

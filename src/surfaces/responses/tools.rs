@@ -14,6 +14,7 @@
 //! [`ToolNames`] is the map between the two sides, derived the same way from the request
 //! on the way out and for the answer, so a call maps back to what the client defined.
 
+use super::OutputItem;
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use serde::Deserialize;
@@ -355,20 +356,30 @@ pub fn call_item(
     call_id: &Value,
     chat: &Value,
     arguments: &str,
-    status: &str,
-) -> Value {
+    status: &'static str,
+) -> OutputItem {
     let tool = chat.as_str().and_then(|c| names.of_chat(c));
     let name = tool.map_or_else(|| chat.clone(), |t| json!(t.name));
-    let mut item = match tool {
-        Some(t) if t.custom => json!({"id": id, "type": "custom_tool_call", "status": status,
-            "call_id": call_id, "name": name, "input": custom_input(arguments)}),
-        _ => json!({"id": id, "type": "function_call", "status": status, "call_id": call_id,
-            "name": name, "arguments": arguments}),
-    };
-    if let Some(ns) = tool.and_then(|t| t.namespace.as_deref()) {
-        item["namespace"] = json!(ns);
+    let namespace = tool.and_then(|t| t.namespace.clone());
+    let (id, call_id) = (id.to_string(), call_id.clone());
+    match tool {
+        Some(t) if t.custom => OutputItem::CustomToolCall {
+            id,
+            status,
+            call_id,
+            name,
+            input: custom_input(arguments),
+            namespace,
+        },
+        _ => OutputItem::FunctionCall {
+            id,
+            status,
+            call_id,
+            name,
+            arguments: arguments.to_string(),
+            namespace,
+        },
     }
-    item
 }
 
 #[cfg(test)]
@@ -429,39 +440,40 @@ mod tests {
 
     #[test]
     fn calls_map_back_to_what_the_client_defined() {
+        let item = |i: OutputItem| serde_json::to_value(i).unwrap();
         let t = tools(codex_body()).unwrap();
-        let c = call_item(
+        let c = item(call_item(
             &t.names,
             "ctc_1",
             &json!("call_1"),
             &json!("exec"),
             "{\"input\":\"ls -la\"}",
             "completed",
-        );
+        ));
         assert_eq!(c["type"], "custom_tool_call");
         assert_eq!(c["input"], "ls -la");
         assert_eq!(c["namespace"], "functions");
-        let f = call_item(
+        let f = item(call_item(
             &t.names,
             "fc_1",
             &json!("call_2"),
             &json!("functions__wait"),
             "{}",
             "completed",
-        );
+        ));
         assert_eq!(
             (f["type"].as_str(), f["name"].as_str()),
             (Some("function_call"), Some("wait"))
         );
         assert_eq!(f["namespace"], "functions");
-        let plain = call_item(
+        let plain = item(call_item(
             &t.names,
             "fc_2",
             &json!("call_3"),
             &json!("wait"),
             "{}",
             "completed",
-        );
+        ));
         assert!(plain.get("namespace").is_none());
         assert_eq!(custom_input("\"raw\""), "raw");
         assert_eq!(custom_input("not json"), "not json");
