@@ -272,13 +272,7 @@ impl<'a> Event<'a> {
 
     /// The event as SSE: `event: <name>`, its JSON data and the blank line.
     pub fn to_sse(&self) -> Bytes {
-        let mut out = format!("event: {}\ndata: ", self.name()).into_bytes();
-        // Writing typed values of strings, numbers and trees into a Vec cannot fail.
-        if serde_json::to_writer(&mut out, self).is_err() {
-            out.extend_from_slice(b"{}");
-        }
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
+        Bytes::from(super::write::sse(Some(self.name()), self))
     }
 }
 

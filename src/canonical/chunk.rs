@@ -39,6 +39,30 @@ pub struct ChatChunk {
     pub usage: Option<Value>,
 }
 
+/// What every chunk of one translated stream carries: its id, created time and model.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub id: Arc<str>,
+    pub created: u64,
+    pub model: Arc<str>,
+}
+
+impl Stamp {
+    /// The stamp of a stream of `model` created at `created`, its id set once known.
+    pub fn new(model: &str, created: u64) -> Stamp {
+        Stamp {
+            id: Arc::from(""),
+            created,
+            model: Arc::from(model),
+        }
+    }
+
+    /// A chunk of one choice (index 0) adding `delta`.
+    pub fn chunk(&self, delta: ChunkDelta, finish_reason: Option<&'static str>) -> ChatChunk {
+        ChatChunk::delta(&self.id, self.created, &self.model, delta, finish_reason)
+    }
+}
+
 /// A choice's piece.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChunkChoice {
@@ -169,14 +193,7 @@ impl ChatChunk {
 
     /// The chunk as SSE (`data: …` and its blank line).
     pub fn to_sse(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(b"data: ");
-        // Writing strings, numbers and trees into a Vec cannot fail.
-        if serde_json::to_writer(&mut out, self).is_err() {
-            out.extend_from_slice(b"{}");
-        }
-        out.extend_from_slice(b"\n\n");
-        out
+        super::write::sse(None, self)
     }
 
     /// Bytes of text its deltas carry (content, reasoning, refusal, tool-call arguments).

@@ -8,6 +8,24 @@
 use serde::Serialize;
 use serde_json::Value;
 
+/// One SSE event: `event: <name>` when it is named, its data as one line of JSON, and the
+/// blank line that ends it.
+pub fn sse(name: Option<&str>, data: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    if let Some(name) = name {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    // Writing strings, numbers and trees into a Vec cannot fail.
+    if serde_json::to_writer(&mut out, data).is_err() {
+        out.extend_from_slice(b"{}");
+    }
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
 /// A JSON array being written: bare, or as the last field of an object.
 pub struct ArrayOut {
     buf: Vec<u8>,

@@ -16,7 +16,7 @@ use super::api::ChatEvent;
 use super::chat_wire::ChatUsage;
 use crate::canonical::anthropic::{Block, Delta, Event, Usage as AnthropicUsage};
 use crate::canonical::chat::{for_each_turn, ChatHead, Choice, Turn};
-use crate::canonical::chunk::{ChatChunk, ChunkDelta};
+use crate::canonical::chunk::{ChunkDelta, Stamp};
 use crate::canonical::finish::Finish;
 use crate::canonical::parts::{self, Content, Part};
 use crate::canonical::write::{ArrayOut, Turns};
@@ -225,9 +225,7 @@ pub fn error(status: u16, body: &[u8]) -> (u16, Bytes) {
 
 /// Turns Anthropic's event stream into OpenAI chunk events, one upstream event at a time.
 pub struct StreamTranslator {
-    id: Arc<str>,
-    model: Arc<str>,
-    created: u64,
+    stamp: Stamp,
     usage: AnthropicUsage,
     output_tokens: Option<u64>,
     /// Anthropic block index → OpenAI tool call index.
@@ -241,9 +239,7 @@ pub struct StreamTranslator {
 impl StreamTranslator {
     pub fn new(model: &str, created: u64) -> StreamTranslator {
         StreamTranslator {
-            id: Arc::from(""),
-            model: Arc::from(model),
-            created,
+            stamp: Stamp::new(model, created),
             usage: AnthropicUsage::default(),
             output_tokens: None,
             tools: Vec::new(),
@@ -253,20 +249,14 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, delta: ChunkDelta, finish: Option<&'static str>) -> ChatEvent {
-        ChatEvent::Chunk(ChatChunk::delta(
-            &self.id,
-            self.created,
-            &self.model,
-            delta,
-            finish,
-        ))
+        ChatEvent::Chunk(self.stamp.chunk(delta, finish))
     }
 
     /// The OpenAI events for one upstream event's `data`.
     pub fn event(&mut self, data: &[u8]) -> Vec<ChatEvent> {
         match Event::read(data) {
             Event::MessageStart { message } => {
-                self.id = Arc::from(message.id.as_deref().unwrap_or("msg"));
+                self.stamp.id = Arc::from(message.id.as_deref().unwrap_or("msg"));
                 self.usage = message.usage;
                 vec![self.chunk(ChunkDelta::start(), None)]
             }
@@ -310,7 +300,7 @@ impl StreamTranslator {
             Event::MessageStop => {
                 self.ended = true;
                 let usage = usage(&self.usage, self.output_tokens);
-                let u = usage.chunk(&self.id, self.created, &self.model);
+                let u = usage.chunk(&self.stamp);
                 vec![u, ChatEvent::Done]
             }
             Event::Error { error } => {

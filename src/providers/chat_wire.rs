@@ -3,10 +3,9 @@
 //! JSON object it builds — so a typed answer is byte for byte what a built tree was.
 
 use super::api::ChatEvent;
-use crate::canonical::chunk::ChatChunk;
+use crate::canonical::chunk::{ChatChunk, Stamp};
 use serde::Serialize;
 use std::borrow::Cow;
-use std::sync::Arc;
 
 /// An OpenAI `chat.completion` with one choice.
 #[derive(Debug, Serialize)]
@@ -58,14 +57,14 @@ impl ChatUsage {
 }
 
 impl ChatUsage {
-    /// The last chunk of a translated stream (`id` of `model`): no choices, this usage (as
+    /// The last chunk of a translated stream (`stamp`'s): no choices, this usage (as
     /// OpenAI sends it when asked with `stream_options.include_usage`).
-    pub fn chunk(self, id: &Arc<str>, created: u64, model: &Arc<str>) -> ChatEvent {
+    pub fn chunk(self, stamp: &Stamp) -> ChatEvent {
         ChatEvent::Chunk(ChatChunk {
             choices: Vec::new(),
-            created,
-            id: id.clone(),
-            model: model.clone(),
+            created: stamp.created,
+            id: stamp.id.clone(),
+            model: stamp.model.clone(),
             usage: serde_json::to_value(self).ok(),
             ..ChatChunk::default()
         })

@@ -3,7 +3,7 @@
 //! reads kept) and its events translated to OpenAI chunks ([`ConverseStream`]).
 
 use super::translate::{finish_reason, usage};
-use crate::canonical::chunk::{ChatChunk, ChunkDelta};
+use crate::canonical::chunk::{ChunkDelta, Stamp};
 use crate::canonical::lenient;
 use crate::errors::openai_error_body;
 use crate::providers::api::{BodyDecoder, ChatEvent, EventTranslator};
@@ -108,9 +108,7 @@ impl BodyDecoder for EventStreamDecoder {
 /// ConverseStream events → OpenAI chunks, a usage chunk and `data: [DONE]` (usage comes
 /// in `metadata`, after `messageStop`).
 pub struct ConverseStream {
-    id: Arc<str>,
-    model: Arc<str>,
-    created: u64,
+    stamp: Stamp,
     /// Bedrock block index → OpenAI tool-call index (OpenAI numbers only the calls).
     tools: Vec<(u64, usize)>,
     finish: &'static str,
@@ -121,12 +119,13 @@ pub struct ConverseStream {
 impl ConverseStream {
     pub fn new(model: &str, created: u64) -> ConverseStream {
         ConverseStream {
-            id: Arc::from(format!(
-                "chatcmpl-bedrock-{}",
-                hex::encode(rand::random::<[u8; 8]>())
-            )),
-            model: Arc::from(model),
-            created,
+            stamp: Stamp {
+                id: Arc::from(format!(
+                    "chatcmpl-bedrock-{}",
+                    hex::encode(rand::random::<[u8; 8]>())
+                )),
+                ..Stamp::new(model, created)
+            },
             tools: Vec::new(),
             finish: "stop",
             ended: false,
@@ -135,13 +134,7 @@ impl ConverseStream {
     }
 
     fn chunk(&self, delta: ChunkDelta, finish: Option<&'static str>) -> ChatEvent {
-        ChatEvent::Chunk(ChatChunk::delta(
-            &self.id,
-            self.created,
-            &self.model,
-            delta,
-            finish,
-        ))
+        ChatEvent::Chunk(self.stamp.chunk(delta, finish))
     }
 }
 
@@ -271,7 +264,7 @@ impl EventTranslator for ConverseStream {
             }
             "metadata" => {
                 self.ended = true;
-                let u = usage(&p.usage).chunk(&self.id, self.created, &self.model);
+                let u = usage(&p.usage).chunk(&self.stamp);
                 vec![u, ChatEvent::Done]
             }
             _ => Vec::new(), // contentBlockStop

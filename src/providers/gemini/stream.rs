@@ -5,16 +5,14 @@
 
 use super::answer::Generated;
 use super::translate::{call_id, finish_reason, usage};
-use crate::canonical::chunk::{ChatChunk, ChunkDelta};
+use crate::canonical::chunk::{ChunkDelta, Stamp};
 use crate::errors::openai_error_body;
 use crate::providers::api::{ChatEvent, EventTranslator};
 use std::sync::Arc;
 
 /// One Gemini stream being translated.
 pub struct GeminiStream {
-    id: Arc<str>,
-    model: Arc<str>,
-    created: u64,
+    stamp: Stamp,
     started: bool,
     calls: usize,
     ended: bool,
@@ -23,9 +21,7 @@ pub struct GeminiStream {
 impl GeminiStream {
     pub fn new(model: &str, created: u64) -> GeminiStream {
         GeminiStream {
-            id: Arc::from(""),
-            model: Arc::from(model),
-            created,
+            stamp: Stamp::new(model, created),
             started: false,
             calls: 0,
             ended: false,
@@ -33,13 +29,7 @@ impl GeminiStream {
     }
 
     fn chunk(&self, delta: ChunkDelta, finish: Option<&'static str>) -> ChatEvent {
-        ChatEvent::Chunk(ChatChunk::delta(
-            &self.id,
-            self.created,
-            &self.model,
-            delta,
-            finish,
-        ))
+        ChatEvent::Chunk(self.stamp.chunk(delta, finish))
     }
 }
 
@@ -62,7 +52,7 @@ impl EventTranslator for GeminiStream {
         if !self.started {
             self.started = true;
             let rid = g.response_id.as_deref().unwrap_or("gemini");
-            self.id = Arc::from(format!("chatcmpl-{rid}"));
+            self.stamp.id = Arc::from(format!("chatcmpl-{rid}"));
             out.push(self.chunk(ChunkDelta::start(), None));
         }
         let blocked = g.prompt_feedback.is_some() && g.candidates.is_none();
@@ -76,7 +66,7 @@ impl EventTranslator for GeminiStream {
         for (name, args) in said.calls {
             let index = self.calls;
             self.calls += 1;
-            let id = call_id(&self.id, index);
+            let id = call_id(&self.stamp.id, index);
             let call = ChunkDelta::call(index as u64, Some(id), name.into_owned(), args);
             out.push(self.chunk(call, None));
         }
@@ -85,7 +75,7 @@ impl EventTranslator for GeminiStream {
             let finish = finish_reason(reason, self.calls > 0);
             out.push(self.chunk(ChunkDelta::default(), Some(finish)));
             let usage = usage(&g.usage);
-            out.push(usage.chunk(&self.id, self.created, &self.model));
+            out.push(usage.chunk(&self.stamp));
             out.push(ChatEvent::Done);
         }
         out

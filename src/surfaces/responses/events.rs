@@ -221,21 +221,11 @@ impl<'a> Event<'a> {
             event: &'e Event<'a>,
             sequence_number: u64,
         }
-        let name = self.name();
-        let mut out = Vec::with_capacity(160);
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
         let numbered = Numbered {
             event: self,
             sequence_number,
         };
-        // Writing strings, numbers and trees into a Vec cannot fail.
-        if serde_json::to_writer(&mut out, &numbered).is_err() {
-            out.extend_from_slice(b"{}");
-        }
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
+        Bytes::from(crate::canonical::write::sse(Some(self.name()), &numbered))
     }
 }
 
