@@ -297,6 +297,18 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Every kind.
+    pub const ALL: [ProviderKind; 8] = [
+        ProviderKind::Openai,
+        ProviderKind::OpenaiCompatible,
+        ProviderKind::Anthropic,
+        ProviderKind::Azure,
+        ProviderKind::Gemini,
+        ProviderKind::Vertex,
+        ProviderKind::Bedrock,
+        ProviderKind::Mock,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Openai => "openai",
@@ -361,6 +373,24 @@ pub struct ProviderConfig {
     /// Vertex: a service-account JSON key file (its `token_uri` is where tokens come from).
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
+}
+
+impl ProviderConfig {
+    /// The settings only some kinds take (which ones: each kind's `Provider::settings`),
+    /// and whether each is set.
+    pub fn kind_settings(&self) -> [(&'static str, bool); 9] {
+        [
+            ("api_version", self.api_version.is_some()),
+            ("mock", self.mock.is_some()),
+            ("region", self.region.is_some()),
+            ("access_key_id", self.access_key_id.is_some()),
+            ("secret_access_key", self.secret_access_key.is_some()),
+            ("session_token", self.session_token.is_some()),
+            ("project", self.project.is_some()),
+            ("location", self.location.is_some()),
+            ("credentials_file", self.credentials_file.is_some()),
+        ]
+    }
 }
 
 /// What the built-in mock provider does.

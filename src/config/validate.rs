@@ -309,30 +309,6 @@ fn providers(c: &Config, kind_checks: KindChecks, p: &mut Problems) {
                 format!("duplicate provider name {:?}", pr.name),
             );
         }
-        // A setting of another kind (each kind's own settings are checked by its
-        // provider: `kind_checks`).
-        for (field, kind, set) in [
-            ("api_version", "azure", pr.api_version.is_some()),
-            ("mock", "mock", pr.mock.is_some()),
-            ("region", "bedrock", pr.region.is_some()),
-            ("access_key_id", "bedrock", pr.access_key_id.is_some()),
-            (
-                "secret_access_key",
-                "bedrock",
-                pr.secret_access_key.is_some(),
-            ),
-            ("session_token", "bedrock", pr.session_token.is_some()),
-            ("project", "vertex", pr.project.is_some()),
-            ("location", "vertex", pr.location.is_some()),
-            ("credentials_file", "vertex", pr.credentials_file.is_some()),
-        ] {
-            if set && pr.kind.as_str() != kind {
-                p.add(
-                    format!("{path}.{field}"),
-                    format!("only a provider of kind {kind} takes {field}"),
-                );
-            }
-        }
         if let Some(url) = &pr.base_url {
             if let Err(e) = crate::url::BaseUrl::parse(url) {
                 p.add(format!("{path}.base_url"), e);

@@ -113,6 +113,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         f.problems
     }
 
+    /// The settings of `ProviderConfig` that only some kinds take which this one takes
+    /// (Azure's `api_version`, Bedrock's AWS keys, …): another kind given one is a
+    /// config error.
+    fn settings(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// The cloud credentials its requests need, from its settings (checked by validation).
     fn credentials(&self, _p: &ProviderConfig) -> Result<Option<Credentials>, String> {
         Ok(None)

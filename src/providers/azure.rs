@@ -25,6 +25,10 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'}');
 
 impl Provider for Azure {
+    fn settings(&self) -> &'static [&'static str] {
+        &["api_version"]
+    }
+
     fn otel_name(&self) -> Option<&'static str> {
         Some("azure.ai.openai")
     }

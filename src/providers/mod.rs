@@ -39,12 +39,34 @@ use crate::config::schema::ProviderKind;
 use bytes::Bytes;
 
 /// The checks of a provider's kind-specific settings (`path`: `providers[i]`), for
-/// `config::validate`, which knows no provider.
+/// `config::validate`, which knows no provider: a setting no provider of its kind takes
+/// (each kind names its own: [`Provider::settings`]), then its kind's own checks.
 pub fn check(
     p: &crate::config::schema::ProviderConfig,
     path: &str,
 ) -> Vec<crate::config::ConfigProblem> {
-    registry(p.kind).validate(p, path)
+    let own = registry(p.kind).settings();
+    let mut problems: Vec<_> = p
+        .kind_settings()
+        .into_iter()
+        .filter(|(field, set)| *set && !own.contains(field))
+        .map(|(field, _)| {
+            let takers: Vec<&str> = ProviderKind::ALL
+                .into_iter()
+                .filter(|k| registry(*k).settings().contains(&field))
+                .map(ProviderKind::as_str)
+                .collect();
+            crate::config::ConfigProblem {
+                path: format!("{path}.{field}"),
+                message: format!(
+                    "only a provider of kind {} takes {field}",
+                    takers.join(" or ")
+                ),
+            }
+        })
+        .collect();
+    problems.extend(registry(p.kind).validate(p, path));
+    problems
 }
 
 /// The provider implementation of a kind: the one place that matches on it.

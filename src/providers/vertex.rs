@@ -51,6 +51,10 @@ pub struct Vertex;
 
 #[async_trait::async_trait]
 impl Provider for Vertex {
+    fn settings(&self) -> &'static [&'static str] {
+        &["project", "location", "credentials_file"]
+    }
+
     fn otel_name(&self) -> Option<&'static str> {
         Some("gcp.vertex_ai")
     }

@@ -39,6 +39,15 @@ pub struct Bedrock;
 
 #[async_trait::async_trait]
 impl Provider for Bedrock {
+    fn settings(&self) -> &'static [&'static str] {
+        &[
+            "region",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+        ]
+    }
+
     fn otel_name(&self) -> Option<&'static str> {
         Some("aws.bedrock")
     }

@@ -53,6 +53,10 @@ const MAX_COMPLETION_TOKENS: u64 = 4096;
 pub struct Mock;
 
 impl super::Provider for Mock {
+    fn settings(&self) -> &'static [&'static str] {
+        &["mock"]
+    }
+
     fn validate(
         &self,
         p: &crate::config::schema::ProviderConfig,
