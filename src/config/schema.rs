@@ -375,24 +375,6 @@ pub struct ProviderConfig {
     pub credentials_file: Option<PathBuf>,
 }
 
-impl ProviderConfig {
-    /// The settings only some kinds take (which ones: each kind's `Provider::settings`),
-    /// and whether each is set.
-    pub fn kind_settings(&self) -> [(&'static str, bool); 9] {
-        [
-            ("api_version", self.api_version.is_some()),
-            ("mock", self.mock.is_some()),
-            ("region", self.region.is_some()),
-            ("access_key_id", self.access_key_id.is_some()),
-            ("secret_access_key", self.secret_access_key.is_some()),
-            ("session_token", self.session_token.is_some()),
-            ("project", self.project.is_some()),
-            ("location", self.location.is_some()),
-            ("credentials_file", self.credentials_file.is_some()),
-        ]
-    }
-}
-
 /// What the built-in mock provider does.
 #[derive(Debug, Clone, Deserialize, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]

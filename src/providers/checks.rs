@@ -137,6 +137,22 @@ pub fn azure(p: &ProviderConfig, f: &mut Found<'_>) {
     }
 }
 
+/// The settings of a provider config only some kinds take (which ones: each kind's
+/// `Provider::settings`), and whether each is set.
+pub fn kind_settings(p: &ProviderConfig) -> [(&'static str, bool); 9] {
+    [
+        ("api_version", p.api_version.is_some()),
+        ("mock", p.mock.is_some()),
+        ("region", p.region.is_some()),
+        ("access_key_id", p.access_key_id.is_some()),
+        ("secret_access_key", p.secret_access_key.is_some()),
+        ("session_token", p.session_token.is_some()),
+        ("project", p.project.is_some()),
+        ("location", p.location.is_some()),
+        ("credentials_file", p.credentials_file.is_some()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     fn problems(providers: &str) -> Vec<String> {

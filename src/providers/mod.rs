@@ -46,8 +46,7 @@ pub fn check(
     path: &str,
 ) -> Vec<crate::config::ConfigProblem> {
     let own = registry(p.kind).settings();
-    let mut problems: Vec<_> = p
-        .kind_settings()
+    let mut problems: Vec<_> = checks::kind_settings(p)
         .into_iter()
         .filter(|(field, set)| *set && !own.contains(field))
         .map(|(field, _)| {
