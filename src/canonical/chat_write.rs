@@ -7,10 +7,9 @@
 use serde::Serialize;
 use serde_json::Value;
 
-/// The fields of a chat request before its `messages`, as the surfaces write them; `T`:
-/// how a tool is written.
+/// The fields of a chat request before its `messages`, as the surfaces write them.
 #[derive(Debug, Serialize)]
-pub struct ChatRequestHead<T: Serialize = Value> {
+pub struct ChatRequestHead {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
     pub model: Value,
@@ -31,7 +30,7 @@ pub struct ChatRequestHead<T: Serialize = Value> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<T>>,
+    pub tools: Option<Vec<ChatTool>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,9 +42,9 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-impl<T: Serialize> ChatRequestHead<T> {
+impl ChatRequestHead {
     /// A head naming `model`, nothing else set.
-    pub fn new(model: Value) -> ChatRequestHead<T> {
+    pub fn new(model: Value) -> ChatRequestHead {
         ChatRequestHead {
             max_tokens: None,
             model,
@@ -87,6 +86,28 @@ pub struct ChatFunction {
     pub description: Option<String>,
     pub name: Value,
     pub parameters: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+impl ChatTool {
+    /// A function tool.
+    pub fn function(
+        name: impl Into<Value>,
+        description: Option<String>,
+        parameters: Value,
+        strict: Option<bool>,
+    ) -> ChatTool {
+        ChatTool {
+            function: ChatFunction {
+                description,
+                name: name.into(),
+                parameters,
+                strict,
+            },
+            kind: "function",
+        }
+    }
 }
 
 /// One chat message.

@@ -5,7 +5,7 @@
 //! held as one tree.
 
 use crate::canonical::chat_write::{
-    ChatFunction, ChatMessage, ChatRequestHead, ChatTool, ContentPart, ToolCall, UserContent,
+    ChatMessage, ChatRequestHead, ChatTool, ContentPart, ToolCall, UserContent,
 };
 use crate::canonical::content_text;
 use crate::canonical::parts::Image;
@@ -261,14 +261,7 @@ pub fn to_chat(req: &AiRequest) -> Result<Vec<u8>, GatewayError> {
         .unwrap_or_default()
         .into_iter()
         .filter(|t| t.kind.as_deref().is_none_or(|k| k == "custom"))
-        .map(|t| ChatTool {
-            function: ChatFunction {
-                description: t.description,
-                name: t.name,
-                parameters: t.input_schema,
-            },
-            kind: "function",
-        })
+        .map(|t| ChatTool::function(t.name, t.description, t.input_schema, None))
         .collect();
     if !tools.is_empty() {
         out.tools = Some(tools);

@@ -15,6 +15,7 @@
 //! on the way out and for the answer, so a call maps back to what the client defined.
 
 use super::OutputItem;
+use crate::canonical::chat_write::ChatTool;
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use serde::Deserialize;
@@ -92,7 +93,7 @@ pub struct ToolNames {
 /// A Responses request's tools as the chat request carries them.
 pub struct ChatTools {
     /// Chat `tools` entries.
-    pub tools: Vec<Value>,
+    pub tools: Vec<ChatTool>,
     pub names: ToolNames,
 }
 
@@ -198,23 +199,6 @@ fn bad_tool(at: &str, e: impl std::fmt::Display) -> GatewayError {
     GatewayError::invalid(format!("Invalid tool at {at}: {e}"), "tools")
 }
 
-/// A chat function entry.
-fn function(
-    name: &str,
-    description: Option<String>,
-    parameters: Value,
-    strict: Option<bool>,
-) -> Value {
-    let mut f = json!({"name": name, "parameters": parameters});
-    if let Some(d) = description {
-        f["description"] = json!(d);
-    }
-    if let Some(s) = strict {
-        f["strict"] = json!(s);
-    }
-    json!({"type": "function", "function": f})
-}
-
 /// The parameters a function's schema gives chat providers (an object schema always).
 fn object_schema(parameters: Option<Value>) -> Value {
     match parameters {
@@ -228,7 +212,7 @@ fn object_schema(parameters: Option<Value>) -> Value {
 
 /// A custom tool as a chat function: one string argument, `input`, described by its
 /// format (a grammar goes into the description: chat has no constrained decoding).
-fn custom_function(chat: &str, t: CustomTool) -> Value {
+fn custom_function(chat: &str, t: CustomTool) -> ChatTool {
     let note = match t.format {
         Some(CustomFormat::Grammar { syntax, definition }) => format!(
             "Pass the raw input as `input` (free-form text, not JSON). It must match this \
@@ -243,7 +227,7 @@ fn custom_function(chat: &str, t: CustomTool) -> Value {
     let parameters = json!({"type": "object",
         "properties": {"input": {"type": "string", "description": "The tool's raw input."}},
         "required": ["input"], "additionalProperties": false});
-    function(chat, Some(description), parameters, None)
+    ChatTool::function(chat, Some(description), parameters, None)
 }
 
 impl ChatTools {
@@ -296,7 +280,7 @@ impl ChatTools {
                     let chat = self.names.claim(ns, &f.name, false);
                     let params = object_schema(f.parameters);
                     self.tools
-                        .push(function(&chat, f.description, params, f.strict));
+                        .push(ChatTool::function(chat, f.description, params, f.strict));
                 }
                 Tool::Custom(c) => {
                     let chat = self.names.claim(ns, &c.name, true);
@@ -412,21 +396,22 @@ mod tests {
     #[test]
     fn every_form_becomes_one_chat_tool_list_with_unique_names() {
         let t = tools(codex_body()).unwrap();
+        let written = serde_json::to_value(&t.tools).unwrap();
         let chat: Vec<&str> = t
             .tools
             .iter()
-            .map(|f| f["function"]["name"].as_str().unwrap())
+            .map(|f| f.function.name.as_str().unwrap())
             .collect();
         // The built-in is dropped; the clashing child gets its namespace.
         assert_eq!(chat, ["wait", "exec", "functions__wait", "now"]);
-        assert_eq!(t.tools[0]["function"]["parameters"]["type"], "object");
-        let exec = &t.tools[1]["function"];
+        assert_eq!(written[0]["function"]["parameters"]["type"], "object");
+        let exec = &written[1]["function"];
         assert_eq!(exec["parameters"]["required"], json!(["input"]));
         assert!(exec["description"]
             .as_str()
             .unwrap()
             .contains("start: /.+/"));
-        assert_eq!(t.tools[2]["function"]["parameters"]["type"], "object");
+        assert_eq!(written[2]["function"]["parameters"]["type"], "object");
         let n = t.names.of_chat("functions__wait").unwrap();
         assert_eq!(
             (n.namespace.as_deref(), n.name.as_str()),
@@ -506,7 +491,7 @@ mod tests {
         let mut names: Vec<&str> = t
             .tools
             .iter()
-            .map(|f| f["function"]["name"].as_str().unwrap())
+            .map(|f| f.function.name.as_str().unwrap())
             .collect();
         names.sort_unstable();
         names.dedup();
