@@ -1,8 +1,7 @@
 //! The Responses API's stream events as typed values (`shared/reference/responses-api.md`
 //! §4.5), written by [`super::stream`]: one variant per event type, its `type` the tag,
 //! `sequence_number` added as each is sent. The objects the events carry whole (the
-//! Response, an output item) stay JSON trees: the Response echoes the client's request
-//! fields, and both are what the store keeps.
+//! Response, an output item) are the typed values of `super::object`.
 
 use super::{OutputItem, Response};
 use bytes::Bytes;
