@@ -32,9 +32,10 @@ use std::sync::Arc;
 pub const API_VERSION: &str = "2023-06-01";
 
 /// OpenAI content parts → Anthropic content blocks.
+/// Texts are borrowed from the message: a prompt is never copied to be translated.
 fn blocks_of(content: &Value) -> Result<Vec<Block<'_>>, GatewayError> {
-    let text = |t: &str| Block::Text {
-        text: Cow::Owned(t.to_string()),
+    let text = |t| Block::Text {
+        text: Cow::Borrowed(t),
     };
     Ok(match parts::content(content)? {
         Content::None => Vec::new(),
@@ -42,7 +43,7 @@ fn blocks_of(content: &Value) -> Result<Vec<Block<'_>>, GatewayError> {
         Content::Parts(parts) => parts
             .iter()
             .map(|p| match p {
-                Part::Text(t) => text(t.unwrap_or_default()),
+                Part::Text(t) => text((*t).unwrap_or_default()),
                 Part::Image(i) => i.anthropic_block(),
             })
             .collect(),

@@ -13,19 +13,26 @@ use pingora::proxy::Session;
 /// account phase runs only after the last byte is written). Only for an answer whose usage
 /// is known; otherwise the account phase decides what to charge.
 pub async fn settle_answered(ctx: &mut RequestCtx) {
+    if ctx.tickets.is_empty() {
+        return;
+    }
     let Some(usage) = ctx.charged_usage() else {
         return;
     };
-    let released: Vec<Released> = ctx
-        .tickets
-        .drain(..)
-        .filter_map(|t| t.finish(Some(usage.clone())))
-        .collect();
     // Bounded, as in the account phase: a shared store that does not answer delays the
     // answer by at most this.
-    for done in released {
+    for done in finish_tickets(ctx, Some(usage)) {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), done).await;
     }
+}
+
+/// Finish every admission ticket the request holds, charging `usage` (`None`: each its
+/// reservation); the releases a shared store is still applying.
+fn finish_tickets(ctx: &mut RequestCtx, usage: Option<TokenUsage>) -> Vec<Released> {
+    ctx.tickets
+        .drain(..)
+        .filter_map(|t| t.finish(usage.clone()))
+        .collect()
 }
 
 /// Account for the request. Returns the releases still being applied by a shared limit
@@ -52,16 +59,17 @@ pub fn finish(
     // Charge token usage in place of the reservations. Without usage, an answer that
     // started (or a client that left mid-stream) is charged its reservation; a request that
     // failed before any answer is charged nothing.
-    let usage = match ctx.charged_usage() {
-        Some(u) => Some(u),
-        None if matches!(ctx.status, 200 | 499) => None,
-        None => Some(TokenUsage::default()),
+    // (Nothing left to charge when the answer was settled before its last byte.)
+    let released = if ctx.tickets.is_empty() {
+        Vec::new()
+    } else {
+        let usage = match ctx.charged_usage() {
+            Some(u) => Some(u),
+            None if matches!(ctx.status, 200 | 499) => None,
+            None => Some(TokenUsage::default()),
+        };
+        finish_tickets(ctx, usage)
     };
-    let released = ctx
-        .tickets
-        .drain(..)
-        .filter_map(|t| t.finish(usage.clone()))
-        .collect();
     let model = ctx.model.as_deref().unwrap_or("none");
     let provider = ctx.provider.as_deref().unwrap_or("none");
     let elapsed = ctx.started.elapsed();
