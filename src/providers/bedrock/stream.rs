@@ -347,4 +347,46 @@ mod tests {
         other.event(br#"{"exception": "internalServerException", "message": "x"}"#);
         assert!(other.ended() && !other.throttled());
     }
+
+    /// A payload goes in as it came only when it is one line of valid JSON; otherwise it
+    /// is written again (or `null`), so a hostile frame cannot break the SSE framing.
+    #[test]
+    fn payloads_are_spliced_only_when_safe() {
+        use aws_smithy_eventstream::frame::write_message_to;
+        use aws_smithy_types::event_stream::{Header, HeaderValue};
+        let frame = |name: &str, payload: &[u8]| {
+            let m = Message::new(payload.to_vec())
+                .add_header(Header::new(
+                    ":event-type",
+                    HeaderValue::String(name.to_string().into()),
+                ))
+                .add_header(Header::new(
+                    ":message-type",
+                    HeaderValue::String("event".into()),
+                ));
+            let mut out = Vec::new();
+            write_message_to(&m, &mut out).unwrap();
+            out
+        };
+        let data = |name: &str, payload: &[u8]| {
+            let out = EventStreamDecoder::default()
+                .feed(&frame(name, payload))
+                .unwrap();
+            String::from_utf8(out[0].to_vec()).unwrap()
+        };
+        assert_eq!(
+            data("messageStop", br#"{"stopReason":"end_turn"}"#),
+            "data: {\"event\":\"messageStop\",\"payload\":{\"stopReason\":\"end_turn\"}}\n\n"
+        );
+        let multi = data("x\"y", b"{\n\"a\":\n1}");
+        assert_eq!(
+            multi,
+            "data: {\"event\":\"x\\\"y\",\"payload\":{\"a\":1}}\n\n"
+        );
+        let bad = data("m", b"{\"a\":");
+        assert!(bad.ends_with(",\"payload\":null}\n\n"), "{bad}");
+        for event in [multi, bad] {
+            assert_eq!(event.matches('\n').count(), 2, "one data line: {event}");
+        }
+    }
 }
