@@ -50,7 +50,7 @@ def resolve(path):
 
 # A provider kind is matched in one place: the registry (providers/mod.rs) and the enum's
 # own naming (config/schema.rs); anything else asks the `Provider` trait.
-KIND_MATCH_ALLOWED = {("providers",), ("config", "schema")}
+KIND_MATCH_ALLOWED = {("providers",), ("config", "schema"), ("config", "provider")}
 kind_matches = []
 
 edges = defaultdict(set)

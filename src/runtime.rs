@@ -2,6 +2,7 @@
 //! reads it through an `ArcSwap`, so a reload never blocks or tears a request: each request
 //! keeps the snapshot it started with.
 
+use crate::config::provider::{KindConfig, ProviderConfig};
 use crate::config::schema::{Config, ProviderKind, RoutingStrategy, Secret};
 use crate::limits::rules::Rule;
 use crate::url::BaseUrl;
@@ -222,20 +223,33 @@ impl Runtime {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let providers: HashMap<&str, Arc<Provider>> = config
+        // Validation has sorted every provider's settings; one that still cannot be is
+        // left out (logged), and its deployments with it.
+        let typed: Vec<ProviderConfig> = config
             .providers
             .iter()
+            .filter_map(|p| {
+                ProviderConfig::from_spec(p, &p.name)
+                    .map_err(|e| tracing::error!(provider = %p.name, "config: {e:?}"))
+                    .ok()
+            })
+            .collect();
+        let providers: HashMap<&str, Arc<Provider>> = typed
+            .iter()
             .map(|p| {
-                let api = crate::providers::registry(p.kind);
+                let api = crate::providers::registry(p.kind.kind());
                 let target = Target::of(p, api);
                 (
                     p.name.as_str(),
                     Arc::new(Provider {
                         name: p.name.as_str().into(),
-                        kind: p.kind,
+                        kind: p.kind.kind(),
                         api,
                         target,
-                        api_version: p.api_version.clone(),
+                        api_version: match &p.kind {
+                            KindConfig::Azure { api_version } => api_version.clone(),
+                            _ => None,
+                        },
                         pass_ratelimit_headers: p.pass_ratelimit_headers,
                         // Validation has checked them; a failure here leaves the provider
                         // without credentials, and its upstream refuses it (logged).
@@ -391,15 +405,9 @@ impl Runtime {
             }))
             .any(Rule::uses_headers);
         let scrubber = Arc::new(crate::providers::scrub::Scrubber::new(
-            config
-                .providers
+            typed
                 .iter()
-                .flat_map(|p| {
-                    // Every secret a provider holds: its key, and AWS's secret and token.
-                    [&p.api_key, &p.secret_access_key, &p.session_token]
-                        .into_iter()
-                        .flatten()
-                })
+                .flat_map(ProviderConfig::secrets)
                 .chain(
                     config
                         .models

@@ -21,6 +21,7 @@ pub mod key;
 pub mod overlay;
 pub mod paths;
 pub mod prices;
+pub mod provider;
 pub mod reference;
 pub mod schema;
 pub mod shape;
@@ -32,7 +33,7 @@ pub use schema::Config;
 
 /// Each provider kind's checks of its own settings, for validation: the provider modules
 /// make them (`crate::providers::check`); the config, a leaf, knows no provider.
-pub type KindChecks = fn(&schema::ProviderConfig, &str) -> Vec<ConfigProblem>;
+pub type KindChecks = fn(&provider::ProviderConfig, &str) -> Vec<ConfigProblem>;
 
 /// One problem found in a config file, with the path of the offending field.
 #[derive(Debug, Clone, PartialEq, Eq)]

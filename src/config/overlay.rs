@@ -5,7 +5,7 @@
 //! other. Keys in the overlay are digests only (`sha256:…` entries): the overlay never
 //! holds a readable key.
 
-use super::schema::{Config, ConsumerConfig, ModelConfig, ProviderConfig, RouteConfig};
+use super::schema::{Config, ConsumerConfig, ModelConfig, ProviderSpec, RouteConfig};
 
 /// The consumers the Admin API holds, as the runtime takes them (only their active keys).
 #[derive(Debug, Clone, Default)]
@@ -13,7 +13,7 @@ pub struct Overlay {
     /// The store's version this overlay was built from.
     pub version: u64,
     pub consumers: Vec<ConsumerConfig>,
-    pub providers: Vec<ProviderConfig>,
+    pub providers: Vec<ProviderSpec>,
     pub models: Vec<ModelConfig>,
     /// Routes (from APISIX objects the API took).
     pub routes: Vec<RouteConfig>,

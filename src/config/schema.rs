@@ -46,7 +46,7 @@ pub struct Config {
     pub consumers: Vec<ConsumerConfig>,
     /// Upstream LLM providers: kind, base URL, credentials.
     #[serde(default)]
-    pub providers: Vec<ProviderConfig>,
+    pub providers: Vec<ProviderSpec>,
     /// The public model names clients ask for, each served by deployments on providers.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
@@ -297,18 +297,6 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
-    /// Every kind.
-    pub const ALL: [ProviderKind; 8] = [
-        ProviderKind::Openai,
-        ProviderKind::OpenaiCompatible,
-        ProviderKind::Anthropic,
-        ProviderKind::Azure,
-        ProviderKind::Gemini,
-        ProviderKind::Vertex,
-        ProviderKind::Bedrock,
-        ProviderKind::Mock,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Openai => "openai",
@@ -323,10 +311,12 @@ impl ProviderKind {
     }
 }
 
-/// An upstream account: where it is and the key to use.
+/// An upstream account as the file and the Admin API write it: where it is and the key to
+/// use, every kind's settings side by side. [`super::provider::ProviderConfig::from_spec`]
+/// sorts them into the typed config the gateway runs (only its kind's settings).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
+pub struct ProviderSpec {
     /// Its identity (deployments name it; metrics and logs show it).
     pub name: String,
     /// Which API it speaks.

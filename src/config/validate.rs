@@ -314,7 +314,12 @@ fn providers(c: &Config, kind_checks: KindChecks, p: &mut Problems) {
                 p.add(format!("{path}.base_url"), e);
             }
         }
-        p.0.extend(kind_checks(pr, &path));
+        // The kind's settings sorted (each misplaced or missing one named), then its
+        // provider module's checks of their values.
+        match super::provider::ProviderConfig::from_spec(pr, &path) {
+            Ok(typed) => p.0.extend(kind_checks(&typed, &path)),
+            Err(found) => p.0.extend(found),
+        }
         for name in pr.headers.keys() {
             let lower = name.to_ascii_lowercase();
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {

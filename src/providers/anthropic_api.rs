@@ -47,7 +47,7 @@ impl Provider for Anthropic {
         })
     }
 
-    fn default_base_url(&self, _p: &crate::config::schema::ProviderConfig) -> Option<String> {
+    fn default_base_url(&self, _p: &crate::config::provider::ProviderConfig) -> Option<String> {
         Some("https://api.anthropic.com/v1".to_string())
     }
 

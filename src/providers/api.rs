@@ -12,7 +12,7 @@ use super::signals::{self, Signals};
 use super::UpstreamFailure;
 use crate::canonical::chunk::ChatChunk;
 use crate::canonical::{AiRequest, Endpoint, Usage};
-use crate::config::schema::ProviderConfig;
+use crate::config::provider::ProviderConfig;
 use crate::config::ConfigProblem;
 use crate::errors::GatewayError;
 use bytes::Bytes;
@@ -111,13 +111,6 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         let mut f = Found::new(path);
         base_url_required(p, self.default_base_url(p), &mut f);
         f.problems
-    }
-
-    /// The settings of `ProviderConfig` that only some kinds take which this one takes
-    /// (Azure's `api_version`, Bedrock's AWS keys, …): another kind given one is a
-    /// config error.
-    fn settings(&self) -> &'static [&'static str] {
-        &[]
     }
 
     /// The cloud credentials its requests need, from its settings (checked by validation).

@@ -25,22 +25,20 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'}');
 
 impl Provider for Azure {
-    fn settings(&self) -> &'static [&'static str] {
-        &["api_version"]
-    }
-
     fn otel_name(&self) -> Option<&'static str> {
         Some("azure.ai.openai")
     }
 
     fn validate(
         &self,
-        p: &crate::config::schema::ProviderConfig,
+        p: &crate::config::provider::ProviderConfig,
         path: &str,
     ) -> Vec<crate::config::ConfigProblem> {
         let mut f = super::checks::Found::new(path);
         super::checks::base_url_required(p, None, &mut f);
-        super::checks::azure(p, &mut f);
+        if let crate::config::provider::KindConfig::Azure { api_version } = &p.kind {
+            super::checks::azure(api_version.as_deref(), &mut f);
+        }
         f.problems
     }
 

@@ -39,33 +39,13 @@ use crate::config::schema::ProviderKind;
 use bytes::Bytes;
 
 /// The checks of a provider's kind-specific settings (`path`: `providers[i]`), for
-/// `config::validate`, which knows no provider: a setting no provider of its kind takes
-/// (each kind names its own: [`Provider::settings`]), then its kind's own checks.
+/// `config::validate`, which knows no provider: its kind's own checks of the values
+/// (which settings a kind takes is the typed config's: `config::provider`).
 pub fn check(
-    p: &crate::config::schema::ProviderConfig,
+    p: &crate::config::provider::ProviderConfig,
     path: &str,
 ) -> Vec<crate::config::ConfigProblem> {
-    let own = registry(p.kind).settings();
-    let mut problems: Vec<_> = checks::kind_settings(p)
-        .into_iter()
-        .filter(|(field, set)| *set && !own.contains(field))
-        .map(|(field, _)| {
-            let takers: Vec<&str> = ProviderKind::ALL
-                .into_iter()
-                .filter(|k| registry(*k).settings().contains(&field))
-                .map(ProviderKind::as_str)
-                .collect();
-            crate::config::ConfigProblem {
-                path: format!("{path}.{field}"),
-                message: format!(
-                    "only a provider of kind {} takes {field}",
-                    takers.join(" or ")
-                ),
-            }
-        })
-        .collect();
-    problems.extend(registry(p.kind).validate(p, path));
-    problems
+    registry(p.kind.kind()).validate(p, path)
 }
 
 /// The provider implementation of a kind: the one place that matches on it.

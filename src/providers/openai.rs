@@ -22,7 +22,7 @@ impl Provider for OpenAi {
         endpoint != Endpoint::Messages
     }
 
-    fn default_base_url(&self, _p: &crate::config::schema::ProviderConfig) -> Option<String> {
+    fn default_base_url(&self, _p: &crate::config::provider::ProviderConfig) -> Option<String> {
         Some(OPENAI_BASE_URL.to_string())
     }
 

@@ -22,7 +22,7 @@ use super::http::{header, HttpClient};
 use super::scrub::Scrubber;
 use super::{UpstreamErrorKind, UpstreamFailure};
 use crate::canonical::{AiRequest, Endpoint};
-use crate::config::schema::ProviderConfig;
+use crate::config::provider::{KindConfig, ProviderConfig};
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use serde_json::Value;
@@ -51,10 +51,6 @@ pub struct Vertex;
 
 #[async_trait::async_trait]
 impl Provider for Vertex {
-    fn settings(&self) -> &'static [&'static str] {
-        &["project", "location", "credentials_file"]
-    }
-
     fn otel_name(&self) -> Option<&'static str> {
         Some("gcp.vertex_ai")
     }
@@ -65,20 +61,26 @@ impl Provider for Vertex {
 
     fn validate(&self, p: &ProviderConfig, path: &str) -> Vec<crate::config::ConfigProblem> {
         let mut f = super::checks::Found::new(path);
-        super::checks::vertex(p, &mut f);
+        if let KindConfig::Vertex(v) = &p.kind {
+            super::checks::vertex(v, &mut f);
+        }
         f.problems
     }
 
     fn default_base_url(&self, p: &ProviderConfig) -> Option<String> {
-        Some(base_url(p.project.as_deref()?, p.location.as_deref()?))
+        let KindConfig::Vertex(v) = &p.kind else {
+            return None;
+        };
+        Some(base_url(v.project.as_deref()?, v.location.as_deref()?))
     }
 
     fn credentials(&self, p: &ProviderConfig) -> Result<Option<Credentials>, String> {
-        let path = p
-            .credentials_file
-            .as_deref()
-            .ok_or("credentials_file is required")?;
-        Ok(Some(Credentials::Google(TokenSource::for_file(path))))
+        let KindConfig::Vertex(v) = &p.kind else {
+            return Err("not a vertex provider".into());
+        };
+        Ok(Some(Credentials::Google(TokenSource::for_file(
+            &v.credentials_file,
+        ))))
     }
 
     fn outgoing(&self, t: &Target<'_>, req: &AiRequest) -> Result<Outgoing, GatewayError> {

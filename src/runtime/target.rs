@@ -1,7 +1,7 @@
 //! Where a provider's requests go: over HTTP to its base URL (with the headers its config
 //! adds), or to an upstream in the gateway's process (the mock), as its `Provider` says.
 
-use crate::config::schema::ProviderConfig;
+use crate::config::provider::ProviderConfig;
 use crate::providers::api::InProcess;
 use crate::providers::openai::OPENAI_BASE_URL;
 use crate::url::BaseUrl;

@@ -8,7 +8,7 @@
 use super::store::{Change, ObjectRow};
 use super::write::{audit_row, commit, dry, Answer};
 use super::{now, reply, AdminApi, ApiError, Caller, Request};
-use crate::config::schema::{ModelConfig, ProviderConfig};
+use crate::config::schema::{ModelConfig, ProviderSpec};
 use serde_json::{json, Value};
 
 /// `provider` or `model`, from the path's `providers` / `models`.
@@ -143,7 +143,7 @@ fn parse(kind: &str, body: &[u8], name: Option<&str>) -> Result<(String, Value),
     }
     let text = v.to_string();
     let checked = match kind {
-        "provider" => super::consumers::parse::<ProviderConfig>(text.as_bytes()).map(|_| ()),
+        "provider" => super::consumers::parse::<ProviderSpec>(text.as_bytes()).map(|_| ()),
         _ => super::consumers::parse::<ModelConfig>(text.as_bytes()).map(|_| ()),
     };
     checked?;

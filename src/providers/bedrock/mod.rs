@@ -19,7 +19,7 @@ use super::http::{header, HttpClient};
 use super::scrub::Scrubber;
 use super::{UpstreamErrorKind, UpstreamFailure};
 use crate::canonical::{AiRequest, Endpoint};
-use crate::config::schema::ProviderConfig;
+use crate::config::provider::{BedrockConfig, KindConfig, ProviderConfig};
 use crate::errors::GatewayError;
 use bytes::Bytes;
 use http::HeaderName;
@@ -39,15 +39,6 @@ pub struct Bedrock;
 
 #[async_trait::async_trait]
 impl Provider for Bedrock {
-    fn settings(&self) -> &'static [&'static str] {
-        &[
-            "region",
-            "access_key_id",
-            "secret_access_key",
-            "session_token",
-        ]
-    }
-
     fn otel_name(&self) -> Option<&'static str> {
         Some("aws.bedrock")
     }
@@ -58,26 +49,35 @@ impl Provider for Bedrock {
 
     fn validate(&self, p: &ProviderConfig, path: &str) -> Vec<crate::config::ConfigProblem> {
         let mut f = super::checks::Found::new(path);
-        super::checks::bedrock(p, &mut f);
+        if let KindConfig::Bedrock(b) = &p.kind {
+            super::checks::bedrock(b, &mut f);
+        }
         f.problems
     }
 
     fn default_base_url(&self, p: &ProviderConfig) -> Option<String> {
-        p.region
-            .as_ref()
-            .map(|r| format!("https://bedrock-runtime.{r}.amazonaws.com"))
+        let KindConfig::Bedrock(b) = &p.kind else {
+            return None;
+        };
+        Some(format!(
+            "https://bedrock-runtime.{}.amazonaws.com",
+            b.region
+        ))
     }
 
     fn credentials(&self, p: &ProviderConfig) -> Result<Option<Credentials>, String> {
-        let (Some(id), Some(secret)) = (&p.access_key_id, &p.secret_access_key) else {
-            return Ok(None); // a bearer `api_key`, or nothing
+        let KindConfig::Bedrock(BedrockConfig {
+            region,
+            keys: Some(keys),
+        }) = &p.kind
+        else {
+            return Ok(None); // a bearer `api_key`
         };
-        let region = p.region.as_deref().ok_or("region is required")?;
         Ok(Some(Credentials::Aws(AwsCredentials::new(
             region,
-            id.expose(),
-            secret.expose(),
-            p.session_token.as_ref().map(|t| t.expose()),
+            keys.access_key_id.expose(),
+            keys.secret_access_key.expose(),
+            keys.session_token.as_ref().map(|t| t.expose()),
         ))))
     }
 

@@ -67,7 +67,7 @@ impl Provider for Gemini {
         matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings)
     }
 
-    fn default_base_url(&self, _p: &crate::config::schema::ProviderConfig) -> Option<String> {
+    fn default_base_url(&self, _p: &crate::config::provider::ProviderConfig) -> Option<String> {
         Some(GEMINI_BASE_URL.to_string())
     }
 

@@ -53,26 +53,26 @@ const MAX_COMPLETION_TOKENS: u64 = 4096;
 pub struct Mock;
 
 impl super::Provider for Mock {
-    fn settings(&self) -> &'static [&'static str] {
-        &["mock"]
-    }
-
     fn validate(
         &self,
-        p: &crate::config::schema::ProviderConfig,
+        p: &crate::config::provider::ProviderConfig,
         path: &str,
     ) -> Vec<crate::config::ConfigProblem> {
         let mut f = super::checks::Found::new(path);
-        super::checks::mock(p, &mut f);
+        if let crate::config::provider::KindConfig::Mock(m) = &p.kind {
+            super::checks::mock(p, m, &mut f);
+        }
         f.problems
     }
 
     fn in_process(
         &self,
-        p: &crate::config::schema::ProviderConfig,
+        p: &crate::config::provider::ProviderConfig,
     ) -> Option<std::sync::Arc<dyn super::api::InProcess>> {
-        let cfg = p.mock.clone().unwrap_or_default();
-        Some(std::sync::Arc::new(MockProvider::new(cfg)))
+        let crate::config::provider::KindConfig::Mock(cfg) = &p.kind else {
+            return None;
+        };
+        Some(std::sync::Arc::new(MockProvider::new(cfg.clone())))
     }
 
     fn outgoing(
