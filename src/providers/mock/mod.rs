@@ -7,15 +7,20 @@
 
 mod inputs;
 mod tools;
-use inputs::{embed, inputs_of};
+mod wire;
+pub use inputs::estimate_tokens;
+use inputs::{embed, inputs_of, prompt_of, Prompt};
+use wire::{
+    Answer, ChatChoice, Embedding, EmbeddingUsage, Embeddings, Head, Message, MockInfo, TextChoice,
+    Usage, Vector,
+};
 
 use super::{UpstreamBody, UpstreamErrorKind, UpstreamFailure, UpstreamResponse};
+use crate::canonical::chunk::ChunkDelta;
 use crate::canonical::{AiRequest, Endpoint};
 use crate::config::schema::MockConfig;
 use base64::Engine;
 use bytes::Bytes;
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
@@ -91,23 +96,6 @@ pub struct MockProvider {
     counter: AtomicU64,
 }
 
-/// What a prompt looks like to the mock.
-struct Prompt {
-    text: String,
-    digest: [u8; 32],
-}
-
-impl Prompt {
-    fn tokens(&self) -> u64 {
-        estimate_tokens(&self.text)
-    }
-}
-
-/// The gateway's rough token estimate: one token per four bytes, at least one.
-pub fn estimate_tokens(text: &str) -> u64 {
-    (text.len() as u64).div_ceil(4).max(1)
-}
-
 #[async_trait::async_trait]
 impl super::api::InProcess for MockProvider {
     async fn call(&self, req: &AiRequest, model: &str) -> UpstreamResponse {
@@ -136,12 +124,12 @@ impl MockProvider {
         }
         let prompt = prompt_of(req);
         match req.endpoint {
-            Endpoint::Embeddings => json_response(self.embeddings(req, model, &prompt)),
+            Endpoint::Embeddings => self.embeddings(req, model, &prompt),
             Endpoint::ChatCompletions | Endpoint::Completions if req.stream => {
                 self.stream(req, model, &prompt)
             }
             Endpoint::ChatCompletions | Endpoint::Completions => {
-                json_response(self.completion(req, model, &prompt))
+                self.completion(req, model, &prompt)
             }
             // Messages and Responses requests reach the mock as their chat pivot.
             Endpoint::Messages | Endpoint::Responses => failure(404, None),
@@ -183,34 +171,50 @@ impl MockProvider {
         (words, finish)
     }
 
-    fn completion(&self, req: &AiRequest, model: &str, prompt: &Prompt) -> Value {
+    fn completion(&self, req: &AiRequest, model: &str, prompt: &Prompt) -> UpstreamResponse {
         let (words, finish) = self.completion_words(req, model, prompt);
-        if let Some(call) = self.tool_call(req, model, prompt) {
-            return json!({"id": format!("chatcmpl-{}", rand_id()), "object": "chat.completion",
-                "created": now(), "model": model, "system_fingerprint": "fp_mock",
-                "choices": [{"index": 0, "message": call.message(), "logprobs": null,
-                             "finish_reason": "tool_calls"}],
-                "usage": usage(prompt.tokens(), call.tokens()), "mock": mock_info(prompt)});
-        }
-        let usage = usage(prompt.tokens(), words.len() as u64);
-        let text = words.concat();
-        let (id, object, choice) = match req.endpoint {
-            Endpoint::Completions => (
-                format!("cmpl-{}", rand_id()),
-                "text_completion",
-                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish}),
-            ),
-            _ => (
-                format!("chatcmpl-{}", rand_id()),
-                "chat.completion",
-                json!({"index": 0,
-                       "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
-                       "logprobs": null, "finish_reason": finish}),
-            ),
+        let chat = req.endpoint != Endpoint::Completions;
+        let id = if chat {
+            format!("chatcmpl-{}", rand_id())
+        } else {
+            format!("cmpl-{}", rand_id())
         };
-        json!({"id": id, "object": object, "created": now(), "model": model,
-               "choices": [choice], "usage": usage, "system_fingerprint": "fp_mock",
-               "mock": mock_info(prompt)})
+        let head = Head {
+            id: &id,
+            object: if chat {
+                "chat.completion"
+            } else {
+                "text_completion"
+            },
+            created: now(),
+            model,
+        };
+        let chat_choice = |finish_reason, message| ChatChoice {
+            finish_reason,
+            index: 0,
+            logprobs: None,
+            message,
+        };
+        if let Some(call) = self.tool_call(req, model, prompt) {
+            let message = Message::call(&call.id, &call.name, &call.arguments);
+            let usage = Usage::new(prompt.tokens(), call.tokens());
+            let choice = chat_choice("tool_calls", message);
+            return json_response(&Answer::new(head, choice, usage, mock_info(prompt)));
+        }
+        let usage = Usage::new(prompt.tokens(), words.len() as u64);
+        let text = words.concat();
+        if chat {
+            let choice = chat_choice(finish, Message::text(&text));
+            json_response(&Answer::new(head, choice, usage, mock_info(prompt)))
+        } else {
+            let choice = TextChoice {
+                finish_reason: Some(finish),
+                index: 0,
+                logprobs: None,
+                text: &text,
+            };
+            json_response(&Answer::new(head, choice, usage, mock_info(prompt)))
+        }
     }
 
     /// The tool call a chat request requires, or an agent model makes (see [`tools`]).
@@ -253,54 +257,52 @@ impl MockProvider {
         } else {
             "text_completion"
         };
-        let created = now();
+        let head = Head {
+            id: &id,
+            object,
+            created: now(),
+            model,
+        };
         // The gateway always asks upstreams for the usage chunk (and drops it when the
         // client did not): the in-process mock answers as such an upstream would.
-        let with_usage = true;
-        let chunk = |choice: Value| {
-            let mut c = json!({"id": id, "object": object, "created": created, "model": model,
-                               "system_fingerprint": "fp_mock", "choices": [choice]});
-            if with_usage {
-                c["usage"] = Value::Null;
-            }
-            c
-        };
-        let delta_choice = |delta: Value, text: &str, finish: Value| {
-            if chat {
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+        let mut frames: Vec<Bytes> = Vec::with_capacity(words.len() + 6);
+        let mut push = |delta: ChunkDelta, text: &str, finish: Option<&'static str>| {
+            frames.push(if chat {
+                frame(&head.chunk(wire::delta_choice(delta, finish)))
             } else {
-                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
-            }
+                frame(&head.chunk(TextChoice {
+                    finish_reason: finish,
+                    index: 0,
+                    logprobs: None,
+                    text,
+                }))
+            })
         };
-        let mut events = Vec::with_capacity(words.len() + 4);
+        let content = |text: &str| ChunkDelta {
+            content: Some(text.to_string()),
+            ..ChunkDelta::default()
+        };
         if chat {
-            events.push(chunk(delta_choice(
-                json!({"role": "assistant", "content": ""}),
-                "",
-                Value::Null,
-            )));
+            let role = ChunkDelta {
+                role: Some("assistant".into()),
+                ..content("")
+            };
+            push(role, "", None);
         }
         for w in &words {
-            events.push(chunk(delta_choice(json!({"content": w}), w, Value::Null)));
+            push(content(w), w, None);
         }
-        for d in call.iter().flat_map(tools::Call::deltas) {
-            events.push(chunk(delta_choice(d, "", Value::Null)));
+        for d in call
+            .iter()
+            .flat_map(|c| wire::call_deltas(&c.id, &c.name, &c.arguments))
+        {
+            push(d, "", None);
         }
-        events.push(chunk(delta_choice(json!({}), "", json!(finish))));
+        push(ChunkDelta::default(), "", Some(finish));
         let completion = call
             .as_ref()
             .map_or(words.len() as u64, tools::Call::tokens);
-        if with_usage {
-            events.push(
-                json!({"id": id, "object": object, "created": created, "model": model,
-                               "system_fingerprint": "fp_mock", "choices": [],
-                               "usage": usage(prompt.tokens(), completion)}),
-            );
-        }
-        let mut frames: Vec<Bytes> = events
-            .iter()
-            .map(|e| Bytes::from(format!("data: {e}\n\n")))
-            .collect();
+        frames.push(frame(&head.last(Usage::new(prompt.tokens(), completion))));
         frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
         let first_token = usize::from(chat);
         let cut_at = self
@@ -324,7 +326,7 @@ impl MockProvider {
         }
     }
 
-    fn embeddings(&self, req: &AiRequest, model: &str, prompt: &Prompt) -> Value {
+    fn embeddings(&self, req: &AiRequest, model: &str, prompt: &Prompt) -> UpstreamResponse {
         let dims = req
             .field("dimensions")
             .and_then(|r| r.get().parse::<usize>().ok())
@@ -332,24 +334,35 @@ impl MockProvider {
             .unwrap_or(self.cfg.embedding_dimensions);
         let base64 = req.field("encoding_format").map(|r| r.get()) == Some("\"base64\"");
         let inputs = inputs_of(req.field("input"));
-        let data: Vec<Value> = inputs
+        let data = inputs
             .iter()
             .enumerate()
-            .map(|(i, input)| {
+            .map(|(index, input)| {
                 let v = embed(input, dims);
                 let embedding = if base64 {
                     let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    Vector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
                 } else {
-                    json!(v)
+                    Vector::Floats(v.iter().map(|&f| f64::from(f)).collect())
                 };
-                json!({"object": "embedding", "index": i, "embedding": embedding})
+                Embedding {
+                    embedding,
+                    index,
+                    object: "embedding",
+                }
             })
             .collect();
         let tokens: u64 = inputs.iter().map(|s| estimate_tokens(s)).sum();
-        json!({"object": "list", "model": model, "data": data,
-               "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-               "mock": mock_info(prompt)})
+        json_response(&Embeddings {
+            data,
+            mock: mock_info(prompt),
+            model,
+            object: "list",
+            usage: EmbeddingUsage {
+                prompt_tokens: tokens,
+                total_tokens: tokens,
+            },
+        })
     }
 }
 
@@ -416,22 +429,28 @@ fn failure(status: u16, retry_after: Option<u64>) -> UpstreamResponse {
     }
 }
 
-fn json_response(v: Value) -> UpstreamResponse {
+fn json_response(answer: &impl serde::Serialize) -> UpstreamResponse {
     UpstreamResponse {
         status: 200,
         content_type: Some("application/json".into()),
         retry_after: None,
         ratelimit_headers: Vec::new(),
-        body: UpstreamBody::Full(Some(Bytes::from(v.to_string()))),
+        body: UpstreamBody::Full(Some(Bytes::from(
+            serde_json::to_vec(answer).unwrap_or_default(),
+        ))),
     }
 }
 
-fn usage(prompt: u64, completion: u64) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+/// One SSE event of `chunk`.
+fn frame(chunk: &impl serde::Serialize) -> Bytes {
+    Bytes::from(crate::canonical::write::sse(None, chunk))
 }
 
-fn mock_info(p: &Prompt) -> Value {
-    json!({"prompt_sha256": hex::encode(p.digest), "prompt_bytes": p.text.len()})
+fn mock_info(p: &Prompt) -> MockInfo {
+    MockInfo {
+        prompt_bytes: p.text.len(),
+        prompt_sha256: hex::encode(p.digest),
+    }
 }
 
 fn now() -> u64 {
@@ -445,156 +464,5 @@ fn rand_id() -> String {
     hex::encode(rand::random::<[u8; 12]>())
 }
 
-/// The prompt text: message contents (text parts) for chat, `prompt` for completions,
-/// `input` for embeddings, joined by newlines.
-fn prompt_of(req: &AiRequest) -> Prompt {
-    let text = match req.endpoint {
-        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => {
-            // One message's tree at a time: a large prompt is never held as one tree.
-            let mut text = String::new();
-            for (i, raw) in req.items("messages").unwrap_or_default().iter().enumerate() {
-                if i > 0 {
-                    text.push('\n');
-                }
-                let m: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
-                match &m["content"] {
-                    Value::String(s) => text.push_str(s),
-                    Value::Array(parts) => {
-                        let texts = parts.iter().filter_map(|p| p["text"].as_str());
-                        for (j, t) in texts.enumerate() {
-                            if j > 0 {
-                                text.push('\n');
-                            }
-                            text.push_str(t);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            text
-        }
-        Endpoint::Completions => inputs_of(req.field("prompt")).join("\n"),
-        Endpoint::Embeddings => inputs_of(req.field("input")).join("\n"),
-    };
-    let digest = Sha256::digest(text.as_bytes()).into();
-    Prompt { text, digest }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::schema::MockFailure;
-
-    fn req(endpoint: Endpoint, body: &str) -> AiRequest {
-        AiRequest::parse(endpoint, Bytes::copy_from_slice(body.as_bytes())).unwrap()
-    }
-
-    async fn body_json(r: UpstreamResponse) -> Value {
-        let mut b = r.body;
-        serde_json::from_slice(&b.read_all(1 << 20).await.unwrap()).unwrap()
-    }
-
-    #[tokio::test]
-    async fn chat_is_deterministic_with_exact_usage() {
-        let m = MockProvider::new(MockConfig::default());
-        let r = req(
-            Endpoint::ChatCompletions,
-            r#"{"model":"x","messages":[{"role":"user","content":"hello there"}]}"#,
-        );
-        let a = body_json(m.call(&r, "up").await).await;
-        let b = body_json(m.call(&r, "up").await).await;
-        assert_eq!(
-            a["choices"][0]["message"]["content"],
-            b["choices"][0]["message"]["content"]
-        );
-        assert_eq!(a["usage"]["completion_tokens"], 16);
-        assert_eq!(a["usage"]["prompt_tokens"], 3);
-        assert_eq!(a["usage"]["total_tokens"], 19);
-        assert_eq!(a["model"], "up");
-        assert_eq!(
-            a["mock"]["prompt_sha256"],
-            hex::encode(Sha256::digest(b"hello there"))
-        );
-        let short = req(
-            Endpoint::ChatCompletions,
-            r#"{"model":"x","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}"#,
-        );
-        let c = body_json(m.call(&short, "up").await).await;
-        assert_eq!(c["choices"][0]["finish_reason"], "length");
-        assert_eq!(c["usage"]["completion_tokens"], 2);
-    }
-
-    #[tokio::test]
-    async fn failure_every_nth() {
-        let m = MockProvider::new(MockConfig {
-            failure: Some(MockFailure {
-                status: 429,
-                every: 2,
-                retry_after_secs: Some(3),
-            }),
-            ..MockConfig::default()
-        });
-        let r = req(Endpoint::Completions, r#"{"model":"x","prompt":"p"}"#);
-        assert_eq!(m.call(&r, "x").await.status, 200);
-        let f = m.call(&r, "x").await;
-        assert_eq!((f.status, f.retry_after.as_deref()), (429, Some("3")));
-        assert_eq!(body_json(f).await["error"]["code"], "rate_limit_exceeded");
-    }
-
-    #[tokio::test]
-    async fn stream_frames_and_cut() {
-        let m = MockProvider::new(MockConfig {
-            cut_stream_after_tokens: Some(2),
-            ..MockConfig::default()
-        });
-        let r = req(
-            Endpoint::ChatCompletions,
-            r#"{"model":"x","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
-        );
-        let mut resp = m.call(&r, "x").await;
-        assert!(resp.is_event_stream());
-        let mut got = vec![];
-        let err = loop {
-            match resp.body.next_chunk().await {
-                Ok(Some(c)) => got.push(c),
-                Ok(None) => panic!("stream should be cut"),
-                Err(e) => break e,
-            }
-        };
-        assert_eq!(err.kind, UpstreamErrorKind::StreamCut);
-        assert_eq!(got.len(), 3); // role chunk + 2 tokens
-    }
-
-    #[tokio::test]
-    async fn embeddings_base64_matches_float() {
-        let m = MockProvider::new(MockConfig::default());
-        let f = body_json(
-            m.call(
-                &req(
-                    Endpoint::Embeddings,
-                    r#"{"model":"e","input":["a","b"],"encoding_format":"float"}"#,
-                ),
-                "e",
-            )
-            .await,
-        )
-        .await;
-        let b = body_json(
-            m.call(
-                &req(
-                    Endpoint::Embeddings,
-                    r#"{"model":"e","input":["a","b"],"encoding_format":"base64","dimensions":8}"#,
-                ),
-                "e",
-            )
-            .await,
-        )
-        .await;
-        assert_eq!(f["data"].as_array().unwrap().len(), 2);
-        assert_eq!(f["data"][0]["embedding"].as_array().unwrap().len(), 64);
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b["data"][1]["embedding"].as_str().unwrap())
-            .unwrap();
-        assert_eq!(raw.len(), 8 * 4);
-    }
-}
+mod tests;

@@ -19,27 +19,6 @@ pub struct Call {
 }
 
 impl Call {
-    /// The assistant message that makes the call.
-    pub fn message(&self) -> Value {
-        json!({"role": "assistant", "content": null, "refusal": null, "annotations": [],
-               "tool_calls": [{"id": self.id, "type": "function",
-                               "function": {"name": self.name, "arguments": self.arguments}}]})
-    }
-
-    /// The stream deltas that make the call: the call opened with its id and name, then
-    /// its arguments in two fragments (as providers split them).
-    pub fn deltas(&self) -> Vec<Value> {
-        let a = &self.arguments;
-        let mut cut = a.len() / 2;
-        while !a.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let open = json!({"tool_calls": [{"index": 0, "id": self.id, "type": "function",
-                                          "function": {"name": self.name, "arguments": ""}}]});
-        let part = |s: &str| json!({"tool_calls": [{"index": 0, "function": {"arguments": s}}]});
-        vec![open, part(&a[..cut]), part(&a[cut..])]
-    }
-
     /// Completion tokens the call counts for.
     pub fn tokens(&self) -> u64 {
         super::estimate_tokens(&self.arguments) + 1
@@ -159,7 +138,7 @@ pub fn structured(req: &AiRequest) -> Option<Vec<String>> {
         .and_then(|r| serde_json::from_str(r.get()).ok())?;
     let text = match format["type"].as_str()? {
         "json_schema" => example(&format["json_schema"]["schema"], "mock", 0).to_string(),
-        "json_object" => json!({"mock": true}).to_string(),
+        "json_object" => r#"{"mock":true}"#.to_string(),
         _ => return None,
     };
     let mut pieces = Vec::new();
