@@ -18,7 +18,7 @@ pub struct ChatRequestHead {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_effort: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<Value>,
+    pub response_format: Option<ResponseFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,7 +28,7 @@ pub struct ChatRequestHead {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<Value>,
+    pub tool_choice: Option<ChatToolChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<ChatTool>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +69,56 @@ impl ChatRequestHead {
             include_usage: true,
         });
     }
+}
+
+/// Chat's `tool_choice`: a mode, or one named function.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ChatToolChoice {
+    /// `"auto"`, `"required"`, `"none"` (or what the client wrote, passed on).
+    Mode(Value),
+    Function {
+        function: FunctionName,
+        /// Always `function`.
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+}
+
+impl ChatToolChoice {
+    /// The choice of the function `name`.
+    pub fn function(name: Value) -> ChatToolChoice {
+        ChatToolChoice::Function {
+            function: FunctionName { name },
+            kind: "function",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct FunctionName {
+    pub name: Value,
+}
+
+/// Chat's `response_format` for structured output: `json_schema` (with the schema) or
+/// `json_object`.
+#[derive(Debug, Serialize)]
+pub struct ResponseFormat {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<JsonSchemaFormat>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// A `json_schema` format: the client's name, schema and options as it sent them.
+#[derive(Debug, Serialize)]
+pub struct JsonSchemaFormat {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<Value>,
+    pub name: Value,
+    pub schema: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<Value>,
 }
 
 /// A function tool as chat offers it.

@@ -7,7 +7,7 @@ use super::http::{HttpCall, HttpClient, Timeouts};
 use super::scrub::Scrubber;
 use super::{UpstreamErrorKind, UpstreamFailure};
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -42,12 +42,27 @@ impl ServiceAccount {
     pub fn assertion(&self, now: u64) -> Result<String, String> {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.kid = self.private_key_id.clone();
-        let claims = json!({"iss": self.client_email, "scope": SCOPE, "aud": self.token_uri,
-                            "iat": now, "exp": now + 3600});
+        let claims = Claims {
+            iss: &self.client_email,
+            scope: SCOPE,
+            aud: &self.token_uri,
+            iat: now,
+            exp: now.saturating_add(3600),
+        };
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(self.private_key.as_bytes())
             .map_err(|e| e.to_string())?;
         jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())
     }
+}
+
+/// The claims of the JWT a service account asks for a token with (RFC 7523).
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    scope: &'a str,
+    aud: &'a str,
+    iat: u64,
+    exp: u64,
 }
 
 /// Access tokens for one service-account file, shared by every request (and kept across

@@ -13,7 +13,7 @@ use aws_smithy_types::event_stream::Message;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ impl EventStreamDecoder {
     /// one line of valid JSON (checked without building it), else written again compactly.
     fn event(m: &Message) -> Bytes {
         let payload = m.payload().as_ref();
-        let data = match header(m, ":message-type") {
+        let error = match header(m, ":message-type") {
             Some("event") => {
                 let kind = header(m, ":event-type").unwrap_or("");
                 let mut out = Vec::with_capacity(payload.len() + kind.len() + 40);
@@ -64,15 +64,35 @@ impl EventStreamDecoder {
                 return Bytes::from(out);
             }
             Some("exception") => {
-                let payload: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
-                json!({"exception": header(m, ":exception-type").unwrap_or("exception"),
-                "message": payload["message"].as_str().unwrap_or("upstream exception")})
+                let said = serde_json::from_slice::<Said>(payload).ok();
+                StreamError {
+                    exception: header(m, ":exception-type").unwrap_or("exception"),
+                    message: said
+                        .and_then(|s| s.message)
+                        .map_or(Cow::Borrowed("upstream exception"), Cow::Owned),
+                }
             }
-            _ => json!({"exception": header(m, ":error-code").unwrap_or("error"),
-                "message": header(m, ":error-message").unwrap_or("upstream error")}),
+            _ => StreamError {
+                exception: header(m, ":error-code").unwrap_or("error"),
+                message: Cow::Borrowed(header(m, ":error-message").unwrap_or("upstream error")),
+            },
         };
-        Bytes::from(format!("data: {data}\n\n"))
+        Bytes::from(crate::canonical::write::sse(None, &error))
     }
+}
+
+/// An exception or error frame, as the decoder passes it on to the stream translation.
+#[derive(serde::Serialize)]
+struct StreamError<'a> {
+    exception: &'a str,
+    message: Cow<'a, str>,
+}
+
+/// An exception frame's payload: its message, when it is a string.
+#[derive(Deserialize)]
+struct Said {
+    #[serde(default, deserialize_with = "lenient::string")]
+    message: Option<String>,
 }
 
 impl BodyDecoder for EventStreamDecoder {

@@ -129,14 +129,10 @@ pub fn whole_answer(
         Some(g) => serde_json::to_vec(&g.into_chat(model, created))
             .map_err(|e| GatewayError::Internal(format!("writing the answer: {e}")))?,
         None => {
-            let g: Value = serde_json::from_slice(&body)
+            let g: translate::BatchEmbeddings<'_> = serde_json::from_slice(&body)
                 .map_err(|_| GatewayError::UpstreamProtocol("not a Gemini answer".into()))?;
-            if g.get("embeddings").is_none() {
-                return Err(GatewayError::UpstreamProtocol("not a Gemini answer".into()));
-            }
-            translate::embeddings_response(&g, model)
-                .to_string()
-                .into_bytes()
+            serde_json::to_vec(&translate::embeddings_response(g, model))
+                .map_err(|e| GatewayError::Internal(format!("writing the answer: {e}")))?
         }
     };
     Ok(WholeAnswer {

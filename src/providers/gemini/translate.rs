@@ -16,7 +16,7 @@ use crate::errors::GatewayError;
 use crate::providers::chat_wire::{ChatUsage, ReasoningTokens};
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// OpenAI content parts → Gemini parts.
 fn parts_of(content: &Value) -> Result<Vec<Part<'_>>, GatewayError> {
@@ -257,18 +257,59 @@ pub fn call_id(id: &str, index: usize) -> String {
     )
 }
 
+/// A `batchEmbedContents` answer, its vectors as they came.
+#[derive(serde::Deserialize)]
+pub struct BatchEmbeddings<'a> {
+    #[serde(borrow)]
+    embeddings: Vec<Values<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Values<'a> {
+    #[serde(default, borrow)]
+    values: Option<&'a RawValue>,
+}
+
+/// An OpenAI embeddings list.
+#[derive(serde::Serialize)]
+pub struct EmbeddingList<'a> {
+    data: Vec<EmbeddingItem<'a>>,
+    model: &'a str,
+    object: &'static str,
+    usage: EmbeddingUsage,
+}
+
+#[derive(serde::Serialize)]
+struct EmbeddingItem<'a> {
+    embedding: Option<&'a RawValue>,
+    index: usize,
+    object: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct EmbeddingUsage {
+    prompt_tokens: u64,
+    total_tokens: u64,
+}
+
 /// A `batchEmbedContents` answer → an OpenAI embeddings list (Gemini reports no usage:
 /// the gateway's estimate of the inputs is used by the caller).
-pub fn embeddings_response(g: &Value, model: &str) -> Value {
-    let data: Vec<Value> = g["embeddings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e["values"]}))
-        .collect();
-    json!({"object": "list", "model": model, "data": data,
-           "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+pub fn embeddings_response<'a>(g: BatchEmbeddings<'a>, model: &'a str) -> EmbeddingList<'a> {
+    EmbeddingList {
+        data: (g.embeddings.into_iter().enumerate())
+            .map(|(index, e)| EmbeddingItem {
+                embedding: e.values,
+                index,
+                object: "embedding",
+            })
+            .collect(),
+        model,
+        object: "list",
+        usage: EmbeddingUsage {
+            prompt_tokens: 0,
+            total_tokens: 0,
+        },
+    }
 }
 
 /// The retry delay of a Google error (`RetryInfo.retryDelay`, a duration string), in
@@ -312,6 +353,7 @@ mod tests {
     use super::*;
     use crate::canonical::Endpoint;
     use bytes::Bytes;
+    use serde_json::json;
 
     fn gemini(body: Value) -> Result<Value, GatewayError> {
         let req = AiRequest::parse(Endpoint::ChatCompletions, Bytes::from(body.to_string()))?;

@@ -125,10 +125,7 @@ fn masked(body: &[u8]) -> String {
         let mut from = 0;
         while let Some(at) = s[from..].find(key) {
             let start = from + at + key.len();
-            let end = start
-                + s[start..]
-                    .find(['"', ',', '}'])
-                    .unwrap_or(0);
+            let end = start + s[start..].find(['"', ',', '}']).unwrap_or(0);
             s.replace_range(start..end, "X");
             from = start;
         }

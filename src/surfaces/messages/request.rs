@@ -5,7 +5,7 @@
 //! held as one tree.
 
 use crate::canonical::chat_write::{
-    ChatMessage, ChatRequestHead, ChatTool, ContentPart, ToolCall, UserContent,
+    ChatMessage, ChatRequestHead, ChatTool, ChatToolChoice, ContentPart, ToolCall, UserContent,
 };
 use crate::canonical::content_text;
 use crate::canonical::parts::Image;
@@ -14,7 +14,7 @@ use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// A 400 about the request's `messages` (the field this surface's refusals name).
 pub(super) fn bad(message: impl Into<String>) -> GatewayError {
@@ -220,12 +220,13 @@ fn messages_of(m: Message<'_>, out: &mut Vec<ChatMessage>) -> Result<(), Gateway
     Ok(())
 }
 
-fn choice(c: &ToolChoice) -> Option<Value> {
+fn choice(c: &ToolChoice) -> Option<ChatToolChoice> {
+    let mode = |m: &str| ChatToolChoice::Mode(Value::from(m));
     Some(match c.kind.as_deref()? {
-        "auto" => json!("auto"),
-        "any" => json!("required"),
-        "none" => json!("none"),
-        "tool" => json!({"type": "function", "function": {"name": c.name}}),
+        "auto" => mode("auto"),
+        "any" => mode("required"),
+        "none" => mode("none"),
+        "tool" => ChatToolChoice::function(c.name.clone()),
         _ => return None,
     })
 }

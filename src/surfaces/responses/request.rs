@@ -6,14 +6,15 @@
 use super::for_each_input;
 use super::tools::{self, ChatTools, ToolNames};
 use crate::canonical::chat_write::{
-    ChatMessage, ChatRequestHead, ContentPart, FileRef, ToolCall, UserContent,
+    ChatMessage, ChatRequestHead, ContentPart, FileRef, JsonSchemaFormat, ResponseFormat, ToolCall,
+    UserContent,
 };
 use crate::canonical::content_text;
 use crate::canonical::write::ArrayOut;
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The fields of the request but `input` that the translation reads.
 #[derive(Deserialize)]
@@ -250,23 +251,26 @@ fn messages_of(
 }
 
 /// `text.format` → chat's `response_format`.
-fn response_format(format: Format) -> Option<Value> {
+fn response_format(format: Format) -> Option<ResponseFormat> {
     match format {
         Format::JsonSchema {
             name,
             schema,
             strict,
             description,
-        } => {
-            let mut s = json!({"name": name, "schema": schema});
-            for (k, v) in [("strict", strict), ("description", description)] {
-                if let Some(v) = v.filter(|v| !v.is_null()) {
-                    s[k] = v;
-                }
-            }
-            Some(json!({"type": "json_schema", "json_schema": s}))
-        }
-        Format::JsonObject => Some(json!({"type": "json_object"})),
+        } => Some(ResponseFormat {
+            json_schema: Some(JsonSchemaFormat {
+                description: description.filter(|v| !v.is_null()),
+                name,
+                schema,
+                strict: strict.filter(|v| !v.is_null()),
+            }),
+            kind: "json_schema",
+        }),
+        Format::JsonObject => Some(ResponseFormat {
+            json_schema: None,
+            kind: "json_object",
+        }),
         Format::Text => None,
     }
 }

@@ -15,7 +15,7 @@
 //! on the way out and for the answer, so a call maps back to what the client defined.
 
 use super::OutputItem;
-use crate::canonical::chat_write::ChatTool;
+use crate::canonical::chat_write::{ChatTool, ChatToolChoice};
 use crate::canonical::AiRequest;
 use crate::errors::GatewayError;
 use serde::Deserialize;
@@ -297,16 +297,15 @@ impl ChatTools {
     }
 
     /// The chat `tool_choice` for a Responses one (`None`: leave it out).
-    pub fn choice(&self, choice: &Value) -> Option<Value> {
+    pub fn choice(&self, choice: &Value) -> Option<ChatToolChoice> {
         match choice {
-            Value::String(_) => Some(choice.clone()),
+            Value::String(_) => Some(ChatToolChoice::Mode(choice.clone())),
             Value::Object(o) => match o.get("type").and_then(Value::as_str) {
                 Some("function" | "custom") => {
                     let name = o.get("name").and_then(Value::as_str)?;
-                    Some(json!({"type": "function",
-                        "function": {"name": self.names.any_named(name)}}))
+                    Some(ChatToolChoice::function(self.names.any_named(name).into()))
                 }
-                Some("allowed_tools") => o.get("mode").cloned(),
+                Some("allowed_tools") => o.get("mode").cloned().map(ChatToolChoice::Mode),
                 _ => None,
             },
             _ => None,
@@ -468,12 +467,13 @@ mod tests {
     #[test]
     fn tool_choice_names_the_chat_function() {
         let t = tools(codex_body()).unwrap();
+        let choice = |v: Value| t.choice(&v).map(|c| serde_json::to_value(c).unwrap());
         assert_eq!(
-            t.choice(&json!({"type": "custom", "name": "exec"})),
+            choice(json!({"type": "custom", "name": "exec"})),
             Some(json!({"type": "function", "function": {"name": "exec"}}))
         );
-        assert_eq!(t.choice(&json!("required")), Some(json!("required")));
-        assert_eq!(t.choice(&json!({"type": "web_search_preview"})), None);
+        assert_eq!(choice(json!("required")), Some(json!("required")));
+        assert_eq!(choice(json!({"type": "web_search_preview"})), None);
     }
 
     #[test]
