@@ -6,17 +6,22 @@
 # redis-server), one on `redis-cluster` (three nodes, no replicas). wrk picks a consumer
 # key at random for every request; rounds are interleaved. Redis's own CPU comes from
 # INFO (commandstats for the scripts, and used_cpu_user + used_cpu_sys for the whole
-# process, network included), per node. The fleet's ceiling is when its busiest node is
-# saturated: 1 s / (that node's CPU per request).
+# process, network and cluster bus included), per node, counted over the rounds that load
+# that node only (a cluster node's CPU while the single node is measured is not its
+# requests'). Each node's idle CPU (its cron and, in a cluster, the bus) is measured
+# first, over IDLE seconds with no traffic. The fleet's ceiling is when its busiest node is
+# saturated: 1 s / (that node's CPU per request at this load), and — the idle part being a
+# cost per second, not per request — (1 s − idle CPU per s) / (the rest per request).
 # Traffic goes to 127.0.0.1 only, bounded by DURATION.
 #
-#   benches/cluster.sh          # defaults: ROUNDS=3 DURATION=8 CONNS=32 CONSUMERS=200
+#   benches/cluster.sh   # defaults: ROUNDS=3 DURATION=8 CONNS=32 CONSUMERS=200 IDLE=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-32}
 CONSUMERS=${CONSUMERS:-200}
+IDLE=${IDLE:-5}
 
 . benches/common.sh
 install_missing wrk:wrk nginx:nginx-light redis-server:redis-server redis-cli:redis-tools
@@ -67,15 +72,27 @@ sleep 1
 for p in "$GS" "$GC"; do wrk -t1 -c"$CONNS" -d2s -s "$tmp/post.lua" "http://127.0.0.1:$p/v1/chat/completions" >/dev/null; done
 for n in "$RP" "${NODES[@]}"; do redis-cli -p "$n" CONFIG RESETSTAT >/dev/null; done
 cpu() { redis-cli -p "$1" INFO cpu | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.6f", s}'; }
-for n in "$RP" "${NODES[@]}"; do echo "$n $(cpu "$n")" >> "$tmp/cpu-before.txt"; done
+now() { date +%s.%N; }
+# Each node's CPU at rest: "port seconds cpu-seconds".
+snap() { for n in "$@"; do echo "$n $(cpu "$n")"; done; }
+t0=$(now); snap "$RP" "${NODES[@]}" > "$tmp/idle-before.txt"
+sleep "$IDLE"
+t1=$(now); snap "$RP" "${NODES[@]}" > "$tmp/idle-after.txt"
+python3 -c "print($t1 - $t0)" > "$tmp/idle-seconds.txt"
+# Per round, the CPU of the nodes that round loads: "target port cpu-seconds wall-seconds".
 for r in $(seq "$ROUNDS"); do
   for target in single:$GS cluster:$GC; do
+    name=${target%%:*}
+    if [ "$name" = single ]; then ports=("$RP"); else ports=("${NODES[@]}"); fi
+    snap "${ports[@]}" > "$tmp/round-before.txt"; a=$(now)
     wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$tmp/post.lua" \
-      "http://127.0.0.1:${target#*:}/v1/chat/completions" > "$tmp/wrk-${target%%:*}-$r.txt"
+      "http://127.0.0.1:${target#*:}/v1/chat/completions" > "$tmp/wrk-$name-$r.txt"
+    b=$(now); snap "${ports[@]}" > "$tmp/round-after.txt"
+    paste "$tmp/round-before.txt" "$tmp/round-after.txt" |
+      awk -v t="$name" -v w="$(python3 -c "print($b - $a)")" '{print t, $1, $4 - $2, w}' >> "$tmp/rounds.txt"
   done
 done
 for n in "$RP" "${NODES[@]}"; do
-  echo "$n $(cpu "$n")" >> "$tmp/cpu-after.txt"
   redis-cli -p "$n" INFO commandstats > "$tmp/stats-$n.txt"
   redis-cli -p "$n" DBSIZE > "$tmp/dbsize-$n.txt"
 done
@@ -93,9 +110,16 @@ def wrk(name):
         if "Non-2xx" in txt:
             sys.exit(f"{name}: non-2xx answers:\n{txt}")
     return statistics.median(rps), total
-def cpu(f):
+def snap(f):
     return {l.split()[0]: float(l.split()[1]) for l in open(f"{tmp}/{f}")}
-before, after = cpu("cpu-before.txt"), cpu("cpu-after.txt")
+idle_s = float(open(f"{tmp}/idle-seconds.txt").read())
+ib, ia = snap("idle-before.txt"), snap("idle-after.txt")
+idle = {p: (ia[p] - ib[p]) * 1e6 / idle_s for p in ia}  # µs of CPU per second at rest
+busy, wall = {}, {}
+for l in open(f"{tmp}/rounds.txt"):
+    _, port, used, w = l.split()
+    busy[port] = busy.get(port, 0) + float(used) * 1e6
+    wall[port] = wall.get(port, 0) + float(w)
 def node(port, served):
     calls = usec = 0
     for l in open(f"{tmp}/stats-{port}.txt"):
@@ -103,22 +127,28 @@ def node(port, served):
         if m:
             calls += int(m.group(2)); usec += int(m.group(3))
     keys = int(open(f"{tmp}/dbsize-{port}.txt").read().strip() or 0)
-    return {"calls": calls / served, "script": usec / served,
-            "process": (after[port] - before[port]) * 1e6 / served, "keys": keys}
+    per_request = busy[port] / served
+    work = max(busy[port] - idle[port] * wall[port], 0) / served
+    return {"calls": calls / served, "script": usec / served, "process": per_request,
+            "idle": idle[port], "work": work,
+            "ceiling": (1e6 - idle[port]) / max(work, 0.001), "keys": keys}
 (s_rps, s_n), (c_rps, c_n) = wrk("single"), wrk("cluster")
 one = node(single, s_n)
 three = {p: node(p, c_n) for p in nodes}
 print(f"\nCluster benchmark: {len(nodes)} cluster nodes vs one node, {rounds} interleaved rounds, median req/s;"
-      f" Redis CPU per request served (all rounds).\n")
-print("| Redis | gateway req/s | node | keys | script calls/request | script CPU µs/request | process CPU µs/request |")
-print("|---|---:|---|---:|---:|---:|---:|")
-print(f"| one node | {s_rps:,.0f} | :{single} | {one['keys']} | {one['calls']:.2f} | {one['script']:.1f} | {one['process']:.1f} |")
+      f" Redis CPU per request served, over the rounds that load the node; idle over {idle_s:.1f} s.\n")
+print("| Redis | gateway req/s | node | keys | script calls/request | script CPU µs/request | process CPU µs/request | idle CPU µs/s | beyond idle µs/request |")
+print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+print(f"| one node | {s_rps:,.0f} | :{single} | {one['keys']} | {one['calls']:.2f} | {one['script']:.1f} | {one['process']:.1f} | {one['idle']:,.0f} | {one['work']:.2f} |")
 for i, (p, v) in enumerate(three.items()):
     first = f"| cluster | {c_rps:,.0f}" if i == 0 else "| | "
-    print(f"{first} | :{p} | {v['keys']} | {v['calls']:.2f} | {v['script']:.1f} | {v['process']:.1f} |")
+    print(f"{first} | :{p} | {v['keys']} | {v['calls']:.2f} | {v['script']:.1f} | {v['process']:.1f} | {v['idle']:,.0f} | {v['work']:.2f} |")
 busiest = max(v["process"] for v in three.values())
 total = sum(v["process"] for v in three.values())
-print(f"\nfleet ceiling (busiest node saturated, process CPU): one node ≈ {1e6/max(one['process'],0.001):,.0f} req/s;"
+print(f"\nfleet ceiling at this load (busiest node, process CPU per request): one node ≈ {1e6/max(one['process'],0.001):,.0f} req/s;"
       f" cluster ≈ {1e6/max(busiest,0.001):,.0f} req/s ({one['process']/max(busiest,0.001):.2f}x);"
       f" cluster CPU summed over nodes: {total:.1f} µs/request ({total/max(one['process'],0.001):.2f}x one node's)")
+lowest = min(v["ceiling"] for v in three.values())
+print(f"fleet ceiling at saturation (idle CPU a cost per second): one node ≈ {one['ceiling']:,.0f} req/s;"
+      f" cluster ≈ {lowest:,.0f} req/s ({lowest/max(one['ceiling'],0.001):.2f}x)")
 PY
