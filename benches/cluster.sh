@@ -92,11 +92,13 @@ for r in $(seq "$ROUNDS"); do
       awk -v t="$name" -v w="$(python3 -c "print($b - $a)")" '{print t, $1, $4 - $2, w}' >> "$tmp/rounds.txt"
   done
 done
+curl -s "http://127.0.0.1:$GSM/metrics" > "$tmp/metrics-single.txt"
+curl -s "http://127.0.0.1:$GCM/metrics" > "$tmp/metrics-cluster.txt"
 for n in "$RP" "${NODES[@]}"; do
   redis-cli -p "$n" INFO commandstats > "$tmp/stats-$n.txt"
   redis-cli -p "$n" DBSIZE > "$tmp/dbsize-$n.txt"
 done
-mkdir -p bench-results && cp "$tmp"/wrk-*.txt bench-results/ 2>/dev/null || true
+mkdir -p bench-results && cp "$tmp"/wrk-*.txt "$tmp"/stats-*.txt "$tmp"/metrics-*.txt bench-results/ 2>/dev/null || true
 
 python3 - "$tmp" "$ROUNDS" "$RP" "${NODES[@]}" <<'PY'
 import re, statistics, sys
@@ -148,6 +150,15 @@ total = sum(v["process"] for v in three.values())
 print(f"\nfleet ceiling at this load (busiest node, process CPU per request): one node ≈ {1e6/max(one['process'],0.001):,.0f} req/s;"
       f" cluster ≈ {1e6/max(busiest,0.001):,.0f} req/s ({one['process']/max(busiest,0.001):.2f}x);"
       f" cluster CPU summed over nodes: {total:.1f} µs/request ({total/max(one['process'],0.001):.2f}x one node's)")
+def leases(name, served):
+    leased = misses = 0.0
+    for l in open(f"{tmp}/metrics-{name}.txt"):
+        if l.startswith("gateway_limiter_leased_total"):
+            leased += float(l.split()[-1])
+        elif l.startswith("gateway_limiter_lease_misses_total"):
+            misses += float(l.split()[-1])
+    return f"{name}: {leased:,.0f} admissions from leases, {misses / served:.3f} lease misses per request"
+print(leases("single", s_n) + "; " + leases("cluster", c_n) + " (warm-up included)")
 lowest = min(v["ceiling"] for v in three.values())
 print(f"fleet ceiling at saturation (idle CPU a cost per second): one node ≈ {one['ceiling']:,.0f} req/s;"
       f" cluster ≈ {lowest:,.0f} req/s ({lowest/max(one['ceiling'],0.001):.2f}x)")

@@ -45,8 +45,9 @@
 --       reservations (member `lease|tokens`, score = lease expiry).
 --       On Redis Cluster, keys of several slots that one node owns come in one call: KEYS
 --       then holds only the first (it routes the call) and all of them follow the checks
---       in ARGV; each is probed first, and if one lives on another node (the gateway's
---       map of the cluster was stale) the script changes nothing and returns {-1}.
+--       in ARGV; each slot is probed first (one key per hash tag: keys of one tag share
+--       a slot), and if one lives on another node (the gateway's map of the cluster was
+--       stale) the script changes nothing and returns {-1}.
 --
 -- Returns, per admission: its answer's length, then the answer:
 --          { chosen alternative (0 = none or no alternatives), delay_ms,
@@ -73,10 +74,17 @@ end
 local keys = KEYS
 if #KEYS < nkeys then
   keys = {}
+  local probed = {}
   for i = 1, nkeys do
     local k = ARGV[argi + i - 1]
-    local probe = redis.pcall('EXISTS', k)
-    if type(probe) == 'table' and probe.err then return {-1} end
+    -- Redis Cluster hashes a key's first {tag} when it is not empty, else the whole key.
+    local tag = string.match(k, '{([^}]*)}')
+    local slot = (tag and tag ~= '') and tag or k
+    if not probed[slot] then
+      probed[slot] = true
+      local probe = redis.pcall('EXISTS', k)
+      if type(probe) == 'table' and probe.err then return {-1} end
+    end
     keys[i] = k
   end
 end

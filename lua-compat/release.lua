@@ -23,10 +23,17 @@ local n = tonumber(ARGV[1])
 local keys = KEYS
 if #KEYS < 2 * n then
   keys = {}
+  local probed = {}
   for i = 1, 2 * n do
     local k = ARGV[1 + 4 * n + i]
-    local probe = redis.pcall('EXISTS', k)
-    if type(probe) == 'table' and probe.err then return -1 end
+    -- One probe per slot: a key's first non-empty {tag} decides it (as in admit.lua).
+    local tag = string.match(k, '{([^}]*)}')
+    local slot = (tag and tag ~= '') and tag or k
+    if not probed[slot] then
+      probed[slot] = true
+      local probe = redis.pcall('EXISTS', k)
+      if type(probe) == 'table' and probe.err then return -1 end
+    end
     keys[i] = k
   end
 end

@@ -180,14 +180,14 @@ impl RedisStore {
             let (key, second) = &call.keys[i];
             [key.as_str(), second.as_str()]
         });
-        let out = if self.policy == LimitPolicy::RedisCluster {
-            // Calls on a cluster go to the node of their keys: one admission each.
+        let out = if self.policy == LimitPolicy::RedisCluster && self.admission_queue().is_none() {
+            // No lane here: a call of its own to the node of its keys.
             let mut inv = self.admit.prepare_invoke();
             inv.arg(1);
             for a in &args {
                 inv.arg(a.as_slice());
             }
-            push_keys(&mut inv, keys);
+            push_keys(true, &mut inv, keys);
             self.call::<Vec<i64>>("admit", &inv).await?
         } else {
             self.group_commit(args, keys.map(str::to_string).collect())
@@ -333,14 +333,16 @@ pub(super) fn one_slot<'k>(mut keys: impl Iterator<Item = &'k str>) -> bool {
     keys.all(|k| Some(slot(k)) == first)
 }
 
-/// Pass `keys` to a script, after every other argument: declared when they share a slot;
-/// else only the first is declared (it routes the call to its node) and all of them follow
-/// the arguments, for the script to probe and use (keys of several slots of one node).
+/// Pass `keys` to a script, after every other argument: declared off a cluster or when they
+/// share a slot; else only the first is declared (it routes the call to its node) and all
+/// of them follow the arguments, for the script to probe and use (keys of several slots
+/// of one node).
 pub(super) fn push_keys<'k>(
+    cluster: bool,
     inv: &mut redis::ScriptInvocation<'_>,
     keys: impl Iterator<Item = &'k str> + Clone,
 ) {
-    if one_slot(keys.clone()) {
+    if !cluster || one_slot(keys.clone()) {
         for k in keys {
             inv.key(k);
         }

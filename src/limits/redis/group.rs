@@ -1,14 +1,18 @@
-//! Group commit of admissions (the `redis` policy): one task sends the admission calls,
+//! Group commit of admissions: one task per worker thread sends the admission calls,
 //! at most [`MAX_IN_FLIGHT`] at a time, and admissions that arrive while they are all in
 //! flight ride together in the next one. Under load a call carries many admissions, so
 //! Redis pays the cost of entering the script, reading `TIME` and handling a command once
 //! per call instead of once per request, and the gateway makes fewer round trips; when
 //! idle, an admission goes out at once, alone. Several calls in flight keep a burst from
-//! waiting behind one large call.
+//! waiting behind one large call. On Redis Cluster (where each admission that reaches
+//! here has every key on one node) the admissions taken together are sent as one call per
+//! node, at once; a node that answers that the map was stale (`{-1}`, nothing changed)
+//! gives each of its admissions that answer, and each is then retried slot by slot.
 //!
 //! Exactness is untouched: `admit.lua` decides the admissions of one call one after the
 //! other, each exactly as if it had its own call, and the call is atomic.
 
+use super::call::push_keys;
 use super::*;
 use tokio::sync::oneshot;
 
@@ -73,8 +77,17 @@ impl RedisStore {
         }
     }
 
-    /// One call of admit.lua for `jobs`; each gets its answer (or the call's fault).
+    /// The calls of admit.lua for `jobs`: one, or on a cluster one per node, at once.
     async fn admit_jobs(&self, via: &Conn, jobs: Vec<AdmitJob>) {
+        if self.policy != LimitPolicy::RedisCluster {
+            return self.admit_run(via, jobs).await;
+        }
+        let runs = self.by_node(jobs, |j| j.keys.first().map_or("", String::as_str));
+        futures_util::future::join_all(runs.into_iter().map(|run| self.admit_run(via, run))).await;
+    }
+
+    /// One call of admit.lua for `jobs`; each gets its answer (or the call's fault).
+    async fn admit_run(&self, via: &Conn, jobs: Vec<AdmitJob>) {
         let mut inv = self.admit.prepare_invoke();
         inv.arg(jobs.len());
         for job in &jobs {
@@ -82,12 +95,16 @@ impl RedisStore {
                 inv.arg(a.as_slice());
             }
         }
-        for job in &jobs {
-            for k in &job.keys {
-                inv.key(k);
-            }
-        }
+        let keys = jobs.iter().flat_map(|j| j.keys.iter().map(String::as_str));
+        push_keys(self.policy == LimitPolicy::RedisCluster, &mut inv, keys);
         let out = self.call_via::<Vec<i64>>(Some(via), "admit", &inv).await;
+        if matches!(out.as_deref(), Ok([-1])) {
+            // A key on another node than the map said: nothing was decided.
+            for job in jobs {
+                let _ = job.reply.send(Ok(vec![-1]));
+            }
+            return;
+        }
         let answers = out.and_then(|out| {
             split(out, jobs.len())
                 .ok_or_else(|| RedisFault("unexpected answer from admit.lua".into()))

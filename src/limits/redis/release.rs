@@ -13,7 +13,7 @@ impl RedisStore {
             inv.arg(r.kind).arg(&r.member).arg(r.window_ms).arg(r.used);
         }
         let keys = run.iter().flat_map(|r| [r.key.as_str(), r.zset.as_str()]);
-        call::push_keys(&mut inv, keys);
+        call::push_keys(self.policy == LimitPolicy::RedisCluster, &mut inv, keys);
         self.call_via(via, "release", &inv).await
     }
 
