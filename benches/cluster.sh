@@ -12,9 +12,12 @@
 # first, over IDLE seconds with no traffic. The fleet's ceiling is when its busiest node is
 # saturated: 1 s / (that node's CPU per request at this load), and — the idle part being a
 # cost per second, not per request — (1 s − idle CPU per s) / (the rest per request).
+# Each round is preceded by WARM seconds of the same traffic, not measured: while the other
+# gateway's round ran, this one's keys went quiet, and a key leases only after a second
+# of steady traffic (WARM=0 measures the warm-up too: every key's first second in Redis).
 # Traffic goes to 127.0.0.1 only, bounded by DURATION.
 #
-#   benches/cluster.sh   # defaults: ROUNDS=3 DURATION=8 CONNS=32 CONSUMERS=200 IDLE=5
+#   benches/cluster.sh   # defaults: ROUNDS=3 DURATION=8 WARM=2 CONNS=32 CONSUMERS=200 IDLE=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -22,6 +25,7 @@ DURATION=${DURATION:-8}
 CONNS=${CONNS:-32}
 CONSUMERS=${CONSUMERS:-200}
 IDLE=${IDLE:-5}
+WARM=${WARM:-2}
 
 . benches/common.sh
 install_missing wrk:wrk nginx:nginx-light redis-server:redis-server redis-cli:redis-tools
@@ -73,23 +77,34 @@ for p in "$GS" "$GC"; do wrk -t1 -c"$CONNS" -d2s -s "$tmp/post.lua" "http://127.
 for n in "$RP" "${NODES[@]}"; do redis-cli -p "$n" CONFIG RESETSTAT >/dev/null; done
 cpu() { redis-cli -p "$1" INFO cpu | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.6f", s}'; }
 now() { date +%s.%N; }
-# Each node's CPU at rest: "port seconds cpu-seconds".
-snap() { for n in "$@"; do echo "$n $(cpu "$n")"; done; }
+# Script calls and their µs so far (commandstats' evalsha and eval).
+scripts() {
+  redis-cli -p "$1" INFO commandstats |
+    awk -F'[:=,]' '/^cmdstat_eval(sha)?:/ {c += $3; u += $5} END {printf "%d %d", c, u}'
+}
+# Each node's "port cpu-seconds script-calls script-µs".
+snap() { for n in "$@"; do echo "$n $(cpu "$n") $(scripts "$n")"; done; }
 t0=$(now); snap "$RP" "${NODES[@]}" > "$tmp/idle-before.txt"
 sleep "$IDLE"
 t1=$(now); snap "$RP" "${NODES[@]}" > "$tmp/idle-after.txt"
 python3 -c "print($t1 - $t0)" > "$tmp/idle-seconds.txt"
-# Per round, the CPU of the nodes that round loads: "target port cpu-seconds wall-seconds".
+# Per round, what the nodes that round loads spent:
+# "target port cpu-seconds wall-seconds script-calls script-µs".
 for r in $(seq "$ROUNDS"); do
   for target in single:$GS cluster:$GC; do
     name=${target%%:*}
     if [ "$name" = single ]; then ports=("$RP"); else ports=("${NODES[@]}"); fi
+    if [ "$WARM" != 0 ]; then
+      wrk -t1 -c"$CONNS" -d"${WARM}s" -s "$tmp/post.lua" \
+        "http://127.0.0.1:${target#*:}/v1/chat/completions" > /dev/null
+    fi
     snap "${ports[@]}" > "$tmp/round-before.txt"; a=$(now)
     wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$tmp/post.lua" \
       "http://127.0.0.1:${target#*:}/v1/chat/completions" > "$tmp/wrk-$name-$r.txt"
     b=$(now); snap "${ports[@]}" > "$tmp/round-after.txt"
     paste "$tmp/round-before.txt" "$tmp/round-after.txt" |
-      awk -v t="$name" -v w="$(python3 -c "print($b - $a)")" '{print t, $1, $4 - $2, w}' >> "$tmp/rounds.txt"
+      awk -v t="$name" -v w="$(python3 -c "print($b - $a)")" \
+        '{print t, $1, $6 - $2, w, $7 - $3, $8 - $4}' >> "$tmp/rounds.txt"
   done
 done
 curl -s "http://127.0.0.1:$GSM/metrics" > "$tmp/metrics-single.txt"
@@ -100,9 +115,9 @@ for n in "$RP" "${NODES[@]}"; do
 done
 mkdir -p bench-results && cp "$tmp"/wrk-*.txt "$tmp"/stats-*.txt "$tmp"/metrics-*.txt bench-results/ 2>/dev/null || true
 
-python3 - "$tmp" "$ROUNDS" "$RP" "${NODES[@]}" <<'PY'
+python3 - "$tmp" "$ROUNDS" "$WARM" "$RP" "${NODES[@]}" <<'PY'
 import re, statistics, sys
-tmp, rounds, single, nodes = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+tmp, rounds, warm, single, nodes = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
 def wrk(name):
     rps, total = [], 0
     for r in range(1, rounds + 1):
@@ -117,17 +132,15 @@ def snap(f):
 idle_s = float(open(f"{tmp}/idle-seconds.txt").read())
 ib, ia = snap("idle-before.txt"), snap("idle-after.txt")
 idle = {p: (ia[p] - ib[p]) * 1e6 / idle_s for p in ia}  # µs of CPU per second at rest
-busy, wall = {}, {}
+busy, wall, calls_of, usec_of = {}, {}, {}, {}
 for l in open(f"{tmp}/rounds.txt"):
-    _, port, used, w = l.split()
+    _, port, used, w, calls, usec = l.split()
     busy[port] = busy.get(port, 0) + float(used) * 1e6
     wall[port] = wall.get(port, 0) + float(w)
+    calls_of[port] = calls_of.get(port, 0) + int(calls)
+    usec_of[port] = usec_of.get(port, 0) + int(usec)
 def node(port, served):
-    calls = usec = 0
-    for l in open(f"{tmp}/stats-{port}.txt"):
-        m = re.match(r"cmdstat_(evalsha|eval):calls=(\d+),usec=(\d+)", l)
-        if m:
-            calls += int(m.group(2)); usec += int(m.group(3))
+    calls, usec = calls_of[port], usec_of[port]
     keys = int(open(f"{tmp}/dbsize-{port}.txt").read().strip() or 0)
     per_request = busy[port] / served
     work = max(busy[port] - idle[port] * wall[port], 0) / served
@@ -137,7 +150,7 @@ def node(port, served):
 (s_rps, s_n), (c_rps, c_n) = wrk("single"), wrk("cluster")
 one = node(single, s_n)
 three = {p: node(p, c_n) for p in nodes}
-print(f"\nCluster benchmark: {len(nodes)} cluster nodes vs one node, {rounds} interleaved rounds, median req/s;"
+print(f"\nCluster benchmark: {len(nodes)} cluster nodes vs one node, {rounds} interleaved rounds (each after {warm} s of warm-up), median req/s;"
       f" Redis CPU per request served, over the rounds that load the node; idle over {idle_s:.1f} s.\n")
 print("| Redis | gateway req/s | node | keys | script calls/request | script CPU µs/request | process CPU µs/request | idle CPU µs/s | beyond idle µs/request |")
 print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
