@@ -411,4 +411,22 @@ mod tests {
         let closed = names.iter().filter(|n| **n == "content_block_stop").count();
         assert_eq!(opened, closed);
     }
+
+    #[test]
+    fn tool_choice_maps_to_chat_modes_and_a_named_function() {
+        let tools = json!([{"name": "f", "input_schema": {"type": "object"}}]);
+        let sent = |choice: Value| {
+            let body = json!({"model": "m", "max_tokens": 5, "tools": tools, "tool_choice": choice,
+                "messages": [{"role": "user", "content": "hi"}]});
+            chat(body).unwrap().get("tool_choice").cloned()
+        };
+        assert_eq!(sent(json!({"type": "auto"})), Some(json!("auto")));
+        assert_eq!(sent(json!({"type": "any"})), Some(json!("required")));
+        assert_eq!(sent(json!({"type": "none"})), Some(json!("none")));
+        assert_eq!(
+            sent(json!({"type": "tool", "name": "f"})),
+            Some(json!({"type": "function", "function": {"name": "f"}}))
+        );
+        assert_eq!(sent(json!({"type": "later"})), None);
+    }
 }

@@ -298,4 +298,25 @@ mod tests {
         );
         assert_eq!(r["status"], "completed");
     }
+
+    #[test]
+    fn text_format_becomes_chat_response_format() {
+        let sent = |format: Value| {
+            let body = json!({"model": "m", "input": "hi", "text": {"format": format}});
+            chat(body).unwrap().get("response_format").cloned()
+        };
+        assert_eq!(
+            sent(
+                json!({"type": "json_schema", "name": "n", "schema": {"type": "object"},
+                "strict": true, "description": null})
+            ),
+            Some(json!({"type": "json_schema",
+                "json_schema": {"name": "n", "schema": {"type": "object"}, "strict": true}}))
+        );
+        assert_eq!(
+            sent(json!({"type": "json_object"})),
+            Some(json!({"type": "json_object"}))
+        );
+        assert_eq!(sent(json!({"type": "text"})), None);
+    }
 }
