@@ -97,11 +97,15 @@ impl RedisStore {
     /// Split `items` into runs whose keys one node owns, as the cluster map says (a key of
     /// a slot the map does not know gets a run of its slot); one run off a cluster.
     pub(super) fn by_node<T>(&self, items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+        self.runs(items, |item| self.node_of(key(item)))
+    }
+
+    /// The node that owns `key` as the cluster map says (a slot the map does not know: a
+    /// number of its own, past every node's).
+    pub(super) fn node_of(&self, key: &str) -> u32 {
+        let s = slot(key);
         let map = self.topology.load();
-        self.runs(items, |item| {
-            let s = slot(key(item));
-            map.node(s).map_or(1 << 16 | u32::from(s), |n| n as u32)
-        })
+        map.node(s).map_or(1 << 16 | u32::from(s), |n| n as u32)
     }
 
     fn runs<T>(&self, items: Vec<T>, owner: impl Fn(&T) -> u32) -> Vec<Vec<T>> {

@@ -5,9 +5,11 @@
 //! per call instead of once per request, and the gateway makes fewer round trips; when
 //! idle, an admission goes out at once, alone. Several calls in flight keep a burst from
 //! waiting behind one large call. On Redis Cluster (where each admission that reaches
-//! here has every key on one node) the admissions taken together are sent as one call per
-//! node, at once; a node that answers that the map was stale (`{-1}`, nothing changed)
-//! gives each of its admissions that answer, and each is then retried slot by slot.
+//! here has every key on one node) the same holds per node ([`RedisStore::admit_loop_cluster`]):
+//! each node has its own calls in flight and its own waiting admissions, so a node that
+//! hangs holds back only the admissions of its keys. A node that answers that the map was
+//! stale (`{-1}`, nothing changed) gives each admission of the call that answer, and each
+//! is then retried slot by slot.
 //!
 //! Exactness is untouched: `admit.lua` decides the admissions of one call one after the
 //! other, each exactly as if it had its own call, and the call is atomic.
@@ -32,6 +34,13 @@ pub(super) struct AdmitJob {
 
 /// The queue of admissions waiting for the next call.
 pub(super) type AdmitQueue = mpsc::UnboundedSender<AdmitJob>;
+
+/// A cluster node's admissions: its calls on their way, and what waits for the next.
+#[derive(Default)]
+struct NodeQueue {
+    in_flight: usize,
+    waiting: Vec<AdmitJob>,
+}
 
 impl RedisStore {
     /// Decide one admission in the next call to Redis; its answer (length first).
@@ -71,19 +80,58 @@ impl RedisStore {
             }
             let (store, via) = (self.clone(), via.clone());
             tokio::spawn(async move {
-                store.admit_jobs(&via, jobs).await;
+                store.admit_run(&via, jobs).await;
                 drop(permit);
             });
         }
     }
 
-    /// The calls of admit.lua for `jobs`: one, or on a cluster one per node, at once.
-    async fn admit_jobs(&self, via: &Conn, jobs: Vec<AdmitJob>) {
-        if self.policy != LimitPolicy::RedisCluster {
-            return self.admit_run(via, jobs).await;
+    /// [`Self::admit_loop`] on a cluster: per node (as the cluster map says), at once while
+    /// fewer than [`MAX_IN_FLIGHT`] of its calls are on their way, else together in its
+    /// next call. The cluster connection `via` routes each call to its node.
+    pub(super) async fn admit_loop_cluster(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<AdmitJob>,
+        via: Conn,
+    ) {
+        let (done, mut finished) = mpsc::unbounded_channel::<u32>();
+        let mut nodes: HashMap<u32, NodeQueue> = HashMap::new();
+        loop {
+            tokio::select! {
+                job = rx.recv() => {
+                    let Some(job) = job else { return };
+                    self.queue(&mut nodes, job);
+                    while let Ok(job) = rx.try_recv() {
+                        self.queue(&mut nodes, job);
+                    }
+                }
+                Some(node) = finished.recv() => {
+                    if let Some(q) = nodes.get_mut(&node) {
+                        q.in_flight = q.in_flight.saturating_sub(1);
+                    }
+                }
+            }
+            for (&node, q) in nodes.iter_mut() {
+                while q.in_flight < MAX_IN_FLIGHT && !q.waiting.is_empty() {
+                    let n = q.waiting.len().min(MAX_PER_CALL);
+                    let jobs: Vec<AdmitJob> = q.waiting.drain(..n).collect();
+                    q.in_flight += 1;
+                    let (store, via, done) = (self.clone(), via.clone(), done.clone());
+                    tokio::spawn(async move {
+                        store.admit_run(&via, jobs).await;
+                        let _ = done.send(node);
+                    });
+                }
+            }
+            // Bounded by the nodes (and slots the map does not know) with work.
+            nodes.retain(|_, q| q.in_flight > 0 || !q.waiting.is_empty());
         }
-        let runs = self.by_node(jobs, |j| j.keys.first().map_or("", String::as_str));
-        futures_util::future::join_all(runs.into_iter().map(|run| self.admit_run(via, run))).await;
+    }
+
+    /// Queue `job` for the node of its keys.
+    fn queue(&self, nodes: &mut HashMap<u32, NodeQueue>, job: AdmitJob) {
+        let node = self.node_of(job.keys.first().map_or("", String::as_str));
+        nodes.entry(node).or_default().waiting.push(job);
     }
 
     /// One call of admit.lua for `jobs`; each gets its answer (or the call's fault).

@@ -35,7 +35,7 @@ impl RedisStore {
                 let (admissions, admit_rx) = mpsc::unbounded_channel();
                 if cluster {
                     let conn = self.conn.get().cloned().ok_or(())?;
-                    handle.spawn(store.admit_loop(admit_rx, conn));
+                    handle.spawn(store.admit_loop_cluster(admit_rx, conn));
                     return Ok(Lane {
                         admissions,
                         releases: self.releases.clone(),
