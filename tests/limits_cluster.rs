@@ -1,6 +1,7 @@
 //! Shared limits on a real three-node Redis Cluster: counters of unrelated consumers,
 //! models and deployments live on different nodes, and an admission whose counters span
-//! several slots stays exact (one call per slot, compensation on a later refusal).
+//! several slots stays exact (one call per slot, compensation on a later refusal), also
+//! when a slot moves under a running gateway.
 
 mod common;
 use common::redis::{Redis, RedisCluster};
@@ -273,4 +274,89 @@ fn alternatives_on_other_slots_admit_exactly_their_windows() {
     let statuses = burst_as(&[&a, &b], &["sk-a"], "m", 40, 8);
     assert_eq!(count(&statuses, 200), 20, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 20);
+}
+
+/// The values of a RESP reply (the lines that are not a type or length header).
+fn values(reply: &str) -> Vec<String> {
+    reply
+        .lines()
+        .filter(|l| !l.starts_with(['*', '$']))
+        .map(|l| l.trim_start_matches([':', '+']).to_string())
+        .collect()
+}
+
+/// Move `key`'s slot, with its keys, from the node that owns it to the next one (as
+/// `redis-cli --cluster reshard` does); the owner's index before and after.
+fn move_slot(cluster: &RedisCluster, key: &str) -> (usize, usize) {
+    let n = &cluster.nodes;
+    let slot = values(&n[0].cmd(&["CLUSTER", "KEYSLOT", key]).unwrap())[0].clone();
+    let ids: Vec<String> = n
+        .iter()
+        .map(|r| values(&r.cmd(&["CLUSTER", "MYID"]).unwrap())[0].clone())
+        .collect();
+    let src = (0..3)
+        .find(|&i| {
+            n[i].cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot])
+                .is_some_and(|r| r.starts_with(':') && r.trim() != ":0")
+        })
+        .expect("a node holds the key");
+    let dst = (src + 1) % 3;
+    let ok = |r: Option<String>| assert!(r.as_deref().is_some_and(|r| r.starts_with('+')), "{r:?}");
+    ok(n[dst].cmd(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &ids[src]]));
+    ok(n[src].cmd(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &ids[dst]]));
+    let keys = values(
+        &n[src]
+            .cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
+            .unwrap(),
+    );
+    let port = n[dst].port.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    migrate.extend(keys.iter().map(String::as_str));
+    ok(n[src].cmd(&migrate));
+    for r in n {
+        ok(r.cmd(&["CLUSTER", "SETSLOT", &slot, "NODE", &ids[dst]]));
+    }
+    (src, dst)
+}
+
+#[test]
+fn a_slot_moved_under_a_running_gateway_keeps_its_counts_exact() {
+    // A gateway's map of the cluster goes stale when a slot moves (it reads it again every
+    // lease_ttl / 3, here 20 s, or when a call says so): admissions that reach the old
+    // owner, or a node where another of their keys no longer lives, are redirected or
+    // retried slot by slot, and every window still admits exactly its count.
+    let cluster = RedisCluster::start();
+    let consumers: Vec<String> = (0..6)
+        .map(|i| {
+            format!("{{name: c{i}, keys: [sk-c{i}], limits: [{{name: rpm, count: {{count: 10, time_window: 60s}}}}]}}")
+        })
+        .collect();
+    let cfg = yaml(
+        &cluster,
+        &format!("[{}]", consumers.join(", ")),
+        "[{name: mock, kind: mock}]",
+        "[{name: m, deployments: [{provider: mock}], limits: [{name: rpm, count: {count: 1000, time_window: 60s}}]}]",
+    );
+    let cfg = cfg.replace("timeout: 500ms}", "timeout: 500ms, quota_leases: false}");
+    let a = Gw::start(&cfg);
+    let keys: Vec<String> = (0..6).map(|i| format!("sk-c{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let first = burst_as(&[&a], &keys, "m", 6 * 3, 4);
+    assert_eq!(count(&first, 200), 18, "{first:?}");
+    let counter = "{ai-rate-limiter:consumer:c3}plugin-limit-count:v1:consumer:c3/rpm";
+    let model = "{ai-rate-limiter:model:m}plugin-limit-count:v1:model:m/rpm";
+    let (from, to) = move_slot(&cluster, counter);
+    assert!(
+        cluster.nodes[to]
+            .cmd(&["GET", counter])
+            .is_some_and(|r| r.starts_with('$')),
+        "moved from node {from} to node {to}"
+    );
+    let rest = burst_as(&[&a], &keys, "m", 6 * 25, 8);
+    assert_eq!(count(&rest, 200), 60 - 18, "{rest:?}");
+    assert_eq!(count(&rest, 429), 6 * 25 - 42, "{rest:?}");
+    // Every request of c3 counted on the slot's new owner (a refused one too, as APISIX
+    // counts), and the model's window every admitted request once.
+    assert_eq!(owner_int(&cluster, &["GET", counter]), 3 + 25);
+    assert_eq!(owner_int(&cluster, &["GET", model]), 60);
 }
