@@ -61,28 +61,36 @@ fn eventually(what: &str, f: impl Fn() -> bool) {
     }
 }
 
-#[test]
-fn counters_spread_over_the_nodes_and_stay_exact_across_two_gateways() {
-    let cluster = RedisCluster::start();
-    // Six consumers with a window of 10 each, behind one model with its own limits: every
-    // request needs the consumer's slot and the model's.
+/// Six consumers (keys `sk-c0` … `sk-c5`) with a window of 10 each, behind one model `m`
+/// with `model_limits` (a YAML flow list): every request needs the consumer's slot and
+/// the model's. Without quota leases, so counters read back exactly (a counter then also
+/// holds the units leased and not yet spent; tests/leases_redis.rs tests those).
+fn six_consumers(cluster: &RedisCluster, model_limits: &str) -> String {
     let consumers: Vec<String> = (0..6)
         .map(|i| {
             format!("{{name: c{i}, keys: [sk-c{i}], limits: [{{name: rpm, count: {{count: 10, time_window: 60s}}}}]}}")
         })
         .collect();
     let cfg = yaml(
-        &cluster,
+        cluster,
         &format!("[{}]", consumers.join(", ")),
         "[{name: mock, kind: mock}]",
-        "[{name: m, deployments: [{provider: mock}], limits: [{name: rpm, count: {count: 1000, time_window: 60s}}, {name: c, conn: {conn: 50}}, {name: tpm, tokens: {limit: 1000000, time_window: 60s}}]}]",
+        &format!("[{{name: m, deployments: [{{provider: mock}}], limits: {model_limits}}}]"),
     );
-    // Counters read back exactly: without quota leases (a counter then also holds the
-    // units leased and not yet spent; tests/leases_redis.rs tests those).
-    let cfg = cfg.replace("timeout: 500ms}", "timeout: 500ms, quota_leases: false}");
+    cfg.replace("timeout: 500ms}", "timeout: 500ms, quota_leases: false}")
+}
+
+const SIX_KEYS: [&str; 6] = ["sk-c0", "sk-c1", "sk-c2", "sk-c3", "sk-c4", "sk-c5"];
+
+#[test]
+fn counters_spread_over_the_nodes_and_stay_exact_across_two_gateways() {
+    let cluster = RedisCluster::start();
+    let cfg = six_consumers(
+        &cluster,
+        "[{name: rpm, count: {count: 1000, time_window: 60s}}, {name: c, conn: {conn: 50}}, {name: tpm, tokens: {limit: 1000000, time_window: 60s}}]",
+    );
     let (a, b) = (Gw::start(&cfg), Gw::start(&cfg));
-    let keys: Vec<String> = (0..6).map(|i| format!("sk-c{i}")).collect();
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let keys = SIX_KEYS;
     let statuses = burst_as(&[&a, &b], &keys, "m", 6 * 25, 8);
     assert_eq!(count(&statuses, 200), 60, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 90);
@@ -326,21 +334,12 @@ fn a_slot_moved_under_a_running_gateway_keeps_its_counts_exact() {
     // owner, or a node where another of their keys no longer lives, are redirected or
     // retried slot by slot, and every window still admits exactly its count.
     let cluster = RedisCluster::start();
-    let consumers: Vec<String> = (0..6)
-        .map(|i| {
-            format!("{{name: c{i}, keys: [sk-c{i}], limits: [{{name: rpm, count: {{count: 10, time_window: 60s}}}}]}}")
-        })
-        .collect();
-    let cfg = yaml(
+    let cfg = six_consumers(
         &cluster,
-        &format!("[{}]", consumers.join(", ")),
-        "[{name: mock, kind: mock}]",
-        "[{name: m, deployments: [{provider: mock}], limits: [{name: rpm, count: {count: 1000, time_window: 60s}}]}]",
+        "[{name: rpm, count: {count: 1000, time_window: 60s}}]",
     );
-    let cfg = cfg.replace("timeout: 500ms}", "timeout: 500ms, quota_leases: false}");
     let a = Gw::start(&cfg);
-    let keys: Vec<String> = (0..6).map(|i| format!("sk-c{i}")).collect();
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let keys = SIX_KEYS;
     let first = burst_as(&[&a], &keys, "m", 6 * 3, 4);
     assert_eq!(count(&first, 200), 18, "{first:?}");
     let counter = "{ai-rate-limiter:consumer:c3}plugin-limit-count:v1:consumer:c3/rpm";
