@@ -104,6 +104,20 @@ fn a_provider_and_a_queue_made_through_the_api_run_a_batch() {
         Some(json!({"name": "x", "kind": "quantum"})),
     );
     assert_eq!(unknown.status, 400, "{}", unknown.body);
+    // A setting of another kind is named, as in the file.
+    let misplaced = admin(
+        &gw,
+        "POST",
+        "/admin/providers",
+        ADMIN,
+        Some(json!({"name": "o", "kind": "openai", "region": "us-east-1"})),
+    );
+    assert_eq!(misplaced.status, 400, "{}", misplaced.body);
+    assert!(
+        misplaced.body.contains("only a provider of kind bedrock takes region"),
+        "{}",
+        misplaced.body
+    );
     let keyed = admin(
         &gw,
         "POST",

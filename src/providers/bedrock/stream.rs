@@ -409,4 +409,42 @@ mod tests {
             assert_eq!(event.matches('\n').count(), 2, "one data line: {event}");
         }
     }
+
+    /// An exception frame's message is taken only when it is a string; a payload of
+    /// another shape, broken JSON or a line break in the message keep the event one line.
+    #[test]
+    fn exception_frames_of_any_payload_are_one_event() {
+        let exception = |payload: &[u8]| {
+            let m = Message::new(payload.to_vec())
+                .add_header(aws_smithy_types::event_stream::Header::new(
+                    ":message-type",
+                    aws_smithy_types::event_stream::HeaderValue::String("exception".into()),
+                ))
+                .add_header(aws_smithy_types::event_stream::Header::new(
+                    ":exception-type",
+                    aws_smithy_types::event_stream::HeaderValue::String(
+                        "throttlingException".into(),
+                    ),
+                ));
+            String::from_utf8(EventStreamDecoder::event(&m).to_vec()).unwrap()
+        };
+        assert_eq!(
+            exception(br#"{"message":"slow\ndown"}"#),
+            "data: {\"exception\":\"throttlingException\",\"message\":\"slow\\ndown\"}\n\n"
+        );
+        for payload in [
+            &br#"{"message":42}"#[..],
+            b"[1,2]",
+            b"{\"message\":",
+            b"",
+            b"{\"message\":\"a\nb\"}",
+        ] {
+            let event = exception(payload);
+            assert!(
+                event.contains(r#""message":"upstream exception""#),
+                "{event}"
+            );
+            assert_eq!(event.matches('\n').count(), 2, "{event}");
+        }
+    }
 }

@@ -400,4 +400,21 @@ mod tests {
             {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]});
         assert!(gemini(ftp).is_err());
     }
+
+    /// Vectors go through as Gemini wrote them (pretty-printed too) inside a valid list;
+    /// an answer without `embeddings` is not read as one.
+    #[test]
+    fn embeddings_pass_through_as_written() {
+        let body = b"{\n  \"embeddings\": [\n    {\"values\": [\n 0.25,\n -1e-05 ]},\n    {\"values\": \"odd\"},\n    {}\n  ]\n}";
+        let g: BatchEmbeddings<'_> = serde_json::from_slice(body).unwrap();
+        let out = serde_json::to_vec(&embeddings_response(g, "e")).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["data"][0]["embedding"], json!([0.25, -1e-05]));
+        assert_eq!(v["data"][1]["embedding"], "odd");
+        assert_eq!(v["data"][2]["embedding"], Value::Null);
+        assert_eq!(v["data"][2]["index"], 2);
+        assert_eq!(v["usage"]["total_tokens"], 0);
+        assert!(serde_json::from_slice::<BatchEmbeddings<'_>>(b"{\"candidates\": []}").is_err());
+        assert!(serde_json::from_slice::<BatchEmbeddings<'_>>(b"{\"embeddings\": 5}").is_err());
+    }
 }
