@@ -114,7 +114,9 @@ fn a_provider_and_a_queue_made_through_the_api_run_a_batch() {
     );
     assert_eq!(misplaced.status, 400, "{}", misplaced.body);
     assert!(
-        misplaced.body.contains("only a provider of kind bedrock takes region"),
+        misplaced
+            .body
+            .contains("only a provider of kind bedrock takes region"),
         "{}",
         misplaced.body
     );
