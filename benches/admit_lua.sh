@@ -26,7 +26,7 @@ for b in $(seq "$BATCH"); do
          4 100000000000 60000 0 -1 0
          1 1000000 1000000 1 -1 0
          2 100000 0 0 -1 0)
-  keys+=("c:rpm" "c:rpm" "c:tpm" "c:tpm:r" "m:rate" "m:rate" "d:conn" "d:conn")
+  keys+=("c:rpm" "c:rpm" "c:tpm" "c:tpm:r" "m:rate" "m:rate:s" "d:conn" "d:conn")
 done
 redis-cli -p "$RP" EVALSHA "$sha" "${#keys[@]}" "${keys[@]}" "$BATCH" "${args[@]}" | head -3 >/dev/null
 redis-cli -p "$RP" CONFIG RESETSTAT >/dev/null

@@ -2,15 +2,37 @@
 -- reservations), so that only a gateway that stopped refreshing (killed, partitioned)
 -- loses them, after lease_ttl.
 --
--- ARGV: lease_ttl_ms, then one member per key. KEYS: the zsets.
+-- ARGV: lease_ttl_ms, n, then one member per key (n). KEYS: the n zsets.
+--       On Redis Cluster, keys of several slots that one node owns come in one call: KEYS
+--       then holds only the first and all n follow the members in ARGV; one key per slot
+--       is probed first, and if one lives on another node the script changes nothing and
+--       returns -1 (the gateway then sends one call per slot).
 -- ZADD XX never re-creates a lease that was already released. A set's expiry is only
 -- extended, never shortened (admit.lua may have given it more; see its `renew`).
 
+local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local keys = KEYS
+if #KEYS < n then
+  keys = {}
+  local probed = {}
+  for i = 1, n do
+    local k = ARGV[2 + n + i]
+    -- One probe per slot: a key's first non-empty {tag} decides it (as in admit.lua).
+    local tag = string.match(k, '{([^}]*)}')
+    local slot = (tag and tag ~= '') and tag or k
+    if not probed[slot] then
+      probed[slot] = true
+      local probe = redis.pcall('EXISTS', k)
+      if type(probe) == 'table' and probe.err then return -1 end
+    end
+    keys[i] = k
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-  if redis.call('ZADD', key, 'XX', 'CH', now + ttl, ARGV[i + 1]) == 1
+for i = 1, n do
+  local key = keys[i]
+  if redis.call('ZADD', key, 'XX', 'CH', now + ttl, ARGV[2 + i]) == 1
       and redis.call('PTTL', key) < ttl then
     redis.call('PEXPIRE', key, ttl)
   end

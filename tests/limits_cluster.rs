@@ -230,6 +230,13 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
         ])
         .unwrap();
     assert_eq!(out, ":-1\r\n", "{out}");
+    let refresh = include_str!("../lua-compat/refresh.lua");
+    let out = node
+        .cmd(&[
+            "EVAL", refresh, "1", here, "1000", "2", "m", "m", here, there,
+        ])
+        .unwrap();
+    assert_eq!(out, ":-1\r\n", "{out}");
     let keys = keys_by_node(&cluster).concat();
     assert!(!keys.contains("here") && !keys.contains("there"), "{keys}");
     // Keys of two slots on one node are served.
@@ -265,6 +272,29 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
         .unwrap();
     // Its length, then: no alternative, no delay, group admitted (… and Redis time last).
     assert!(out.starts_with("*13\r\n:12\r\n:0\r\n:0\r\n:1\r\n"), "{out}");
+    // Leases in sets of two slots on one node are extended, and only those that exist.
+    let (a, b) = ("{b}conn", "{f}conn");
+    for zset in [a, b] {
+        node.cmd(&["ZADD", zset, "1", "lease"]).unwrap();
+    }
+    let out = node
+        .cmd(&[
+            "EVAL", refresh, "1", a, "60000", "3", "lease", "lease", "gone", a, b, b,
+        ])
+        .unwrap();
+    assert_eq!(out, ":1\r\n", "{out}");
+    for zset in [a, b] {
+        let score: f64 = values(&node.cmd(&["ZSCORE", zset, "lease"]).unwrap())[0]
+            .parse()
+            .unwrap();
+        assert!(score > 1e12, "{zset}: {score}");
+        let ttl: i64 = node.cmd(&["PTTL", zset]).unwrap()[1..]
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(ttl > 50_000, "{zset}: {ttl}");
+    }
+    assert_eq!(node.cmd(&["ZCARD", b]).unwrap(), ":1\r\n");
 }
 
 #[test]

@@ -514,21 +514,36 @@ impl RedisStore {
         if live.is_empty() {
             return;
         }
-        // One call per slot, all at once, each bounded: a node that does not answer
-        // delays no other node's refresh.
+        // One call per node (per slot if the cluster map was stale), all at once, each
+        // bounded: a node that does not answer delays no other node's refresh.
         let deadline = self
             .timeout
             .min(Duration::from_millis(self.lease_ttl_ms / 3));
-        let calls = self.by_slot(live, |(zset, _)| zset).into_iter().map(|run| {
-            let mut inv = self.refresh.prepare_invoke();
-            inv.arg(self.lease_life_ms);
-            for (zset, member) in &run {
-                inv.key(zset).arg(member);
-            }
-            async move {
-                let _ = tokio::time::timeout(deadline, self.call::<i64>("refresh", &inv)).await;
-            }
-        });
+        let calls = self
+            .by_node(live, |(zset, _)| zset)
+            .into_iter()
+            .map(|run| async move {
+                let once = |run: &[(String, String)]| {
+                    let mut inv = self.refresh.prepare_invoke();
+                    inv.arg(self.lease_life_ms).arg(run.len());
+                    for (_, member) in run {
+                        inv.arg(member);
+                    }
+                    let keys = run.iter().map(|(zset, _)| zset.as_str());
+                    call::push_keys(self.policy == LimitPolicy::RedisCluster, &mut inv, keys);
+                    async move {
+                        tokio::time::timeout(deadline, self.call::<i64>("refresh", &inv))
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                    }
+                };
+                if once(&run).await == Some(-1) {
+                    self.topology_stale();
+                    let slots = self.by_slot(run, |(zset, _)| zset);
+                    futures_util::future::join_all(slots.iter().map(|run| once(run))).await;
+                }
+            });
         futures_util::future::join_all(calls).await;
     }
 

@@ -35,15 +35,21 @@ impl RedisStore {
                     Err(_) => break,
                 }
             }
-            // One call per node; if the cluster map was stale, one per slot.
-            for run in self.by_node(batch, |r| &r.key) {
-                if let Ok(-1) = self.release_call(via.as_ref(), &run).await {
-                    self.topology_stale();
-                    for run in self.by_slot(run, |r| &r.key) {
-                        let _ = self.release_call(via.as_ref(), &run).await;
+            // One call per node, at once (a node that hangs holds back no other node's
+            // releases); if the cluster map was stale, one per slot.
+            let store = &*self;
+            let runs = store.by_node(batch, |r| &r.key).into_iter().map(|run| {
+                let via = via.as_ref();
+                async move {
+                    if let Ok(-1) = store.release_call(via, &run).await {
+                        store.topology_stale();
+                        for run in store.by_slot(run, |r| &r.key) {
+                            let _ = store.release_call(via, &run).await;
+                        }
                     }
                 }
-            }
+            });
+            futures_util::future::join_all(runs).await;
             for a in acks {
                 let _ = a.send(());
             }
