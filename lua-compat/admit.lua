@@ -34,8 +34,10 @@
 --       granted in the same atomic decision, at most a quarter of what is left:
 --         count (fixed window): w more units counted now;
 --         conn:   w more slots, members `<lease>#1..#g`, given back if the group rejects;
---         tokens, spend: a block of w reserved as member `<lease>#t|w` (all or nothing),
---                 given back if the group rejects;
+--         tokens, spend: a block of w reserved (all or nothing) together with the
+--                 request's own reservation r, as the one member `<lease>#t|w+r` instead
+--                 of `<lease>|r` (the gateway charges the request to the block), given
+--                 back if the group rejects;
 --         req (nodelay only): a rate share of w milli-requests/s at most, once the group
 --                 has passed, member `<lease>#r|g|g/10` of k2 (the granted g answered).
 -- KEYS: two per check, in admission and check order. req: hash, zset of rate shares;
@@ -255,32 +257,33 @@ local function evaluate(checks, base)
         quota[base + i] = {left, reset}
         return reject(i, reset)
       end
+      -- A block this gateway reserves for its next requests, all or nothing. The
+      -- request's own reservation goes into it (member `<lease>#t|w+r`): the gateway
+      -- charges the request to the block, so it needs no release call of its own.
+      local w = 0
+      if c.w > 0 and c.y < 0 and c.w <= math.floor((c.a - committed - reserved - r) / 4) then
+        w = c.w
+        granted[base + i] = w
+      end
       -- The hash outlives its window by a lease (it carries `r`); when it is gone while
       -- reservations live on, `r` is rebuilt from the set.
       -- `zx`: the reservation set's expiry (see renew).
       local zx = renew(tonumber(v[4]), lease_ttl)
       if zx then
-        redis.call('HSET', c.k1, 'c', committed, 'e', wend, 'r', reserved + r, 'zx', zx)
+        redis.call('HSET', c.k1, 'c', committed, 'e', wend, 'r', reserved + r + w, 'zx', zx)
       else
-        redis.call('HSET', c.k1, 'c', committed, 'e', wend, 'r', reserved + r)
+        redis.call('HSET', c.k1, 'c', committed, 'e', wend, 'r', reserved + r + w)
       end
       if opening then redis.call('PEXPIRE', c.k1, reset + lease_ttl) end
       local member = lease .. '|' .. r
+      if w > 0 then member = lease .. '#t|' .. (w + r) end
       redis.call('ZADD', c.k2, now + lease_ttl, member)
       if zx then redis.call('PEXPIRE', c.k2, 2 * lease_ttl) end
-      taken[#taken + 1] = {c.k2, member, c.k1, r, base + i, left}
+      taken[#taken + 1] = {c.k2, member, c.k1, r + w, base + i, left, w > 0 and base + i or nil}
       if c.c == 1 then
         quota[base + i] = {left, reset}
       else
         quota[base + i] = {math.max(c.a - committed - reserved - r, 0), reset}
-      end
-      -- A block this gateway reserves for its next requests, all or nothing.
-      if c.w > 0 and c.y < 0 and c.w <= math.floor((c.a - committed - reserved - r) / 4) then
-        local bm = lease .. '#t|' .. c.w
-        redis.call('ZADD', c.k2, now + lease_ttl, bm)
-        redis.call('HINCRBY', c.k1, 'r', c.w)
-        taken[#taken + 1] = {c.k2, bm, c.k1, c.w, nil, nil, base + i}
-        granted[base + i] = c.w
       end
     end
   end

@@ -2,7 +2,8 @@
 //! slices of one shared window admit exactly its count, with far fewer Redis calls than
 //! requests; blocks of conn slots never let more requests run at once than the limit;
 //! token blocks never let the fleet use more than the window's tokens; a gateway that
-//! shuts down gives its unused units back to the window.
+//! shuts down gives its unused units back to the window; a token block carries the
+//! reservation of the request that asked for it.
 
 mod common;
 use common::redis::Redis;
@@ -258,6 +259,19 @@ fn token_blocks_never_let_the_fleet_use_more_than_the_window() {
     for g in &all {
         g.wait_metric("gateway_limiter_lease_units", &[], 0.0);
     }
+    // Every block back: the window has charged exactly what the answers used (the requests
+    // that asked for blocks included: they were charged through them).
+    let key = redis.cmd(&["KEYS", "*tpm"]).unwrap();
+    let key = key.lines().last().unwrap().to_string();
+    let committed = || -> u64 {
+        let v = redis.cmd(&["HGET", &key, "c"]).unwrap();
+        v.lines().last().unwrap().parse().unwrap()
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while committed() != used && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(committed(), used, "{key}");
 }
 
 #[test]
@@ -306,4 +320,41 @@ fn rate_shares_keep_the_fleet_within_the_bucket() {
         out.len()
     );
     assert_eq!(count(&out, 200) + count(&out, 429), out.len());
+}
+
+#[test]
+fn a_token_block_carries_the_reservation_of_the_request_that_asked_for_it() {
+    // admit.lua: a token check that asks for a block of 1000 (the request's estimate 30)
+    // writes one member for both, so the asking request needs no release of its own; a
+    // later check of its group that refuses gives all of it back.
+    let redis = Redis::start();
+    let admit = include_str!("../lua-compat/admit.lua");
+    let token_check = ["4", "100000", "60000", "0", "-1", "1000"];
+    let mut args = vec![
+        "EVAL", admit, "2", "tpm", "tpm:r", "1", "L1", "16000", "30", "1", "1",
+    ];
+    args.extend(token_check);
+    redis.cmd(&args).unwrap();
+    let members = |redis: &Redis| redis.cmd(&["ZRANGE", "tpm:r", "0", "-1"]).unwrap();
+    assert_eq!(members(&redis), "*1\r\n$9\r\nL1#t|1030\r\n");
+    assert_eq!(redis.cmd(&["HGET", "tpm", "r"]).unwrap(), "$4\r\n1030\r\n");
+    // The same, then a count of 0 that refuses the request.
+    let mut args = vec![
+        "EVAL", admit, "4", "tpm", "tpm:r", "cnt", "cnt", "1", "L2", "16000", "30", "1", "2",
+    ];
+    args.extend(token_check);
+    args.extend(["3", "0", "60000", "0", "-1", "0"]);
+    let out = redis.cmd(&args).unwrap();
+    // No alternative, no delay, the group refused by its second check.
+    assert!(out.contains(":0\r\n:0\r\n:0\r\n:2\r\n"), "{out}");
+    assert_eq!(members(&redis), "*1\r\n$9\r\nL1#t|1030\r\n");
+    assert_eq!(redis.cmd(&["HGET", "tpm", "r"]).unwrap(), "$4\r\n1030\r\n");
+    // Without a block the request's reservation is its own member.
+    let mut args = vec![
+        "EVAL", admit, "2", "tpm", "tpm:r", "1", "L3", "16000", "30", "1", "1",
+    ];
+    args.extend(["4", "100000", "60000", "0", "-1", "0"]);
+    redis.cmd(&args).unwrap();
+    assert!(members(&redis).contains("L3|30"), "{}", members(&redis));
+    assert_eq!(redis.cmd(&["HGET", "tpm", "r"]).unwrap(), "$4\r\n1060\r\n");
 }

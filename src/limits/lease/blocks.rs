@@ -193,6 +193,19 @@ impl TokenBlocks {
         others: u64,
         reset_at: u64,
     ) -> Vec<TokenBlock> {
+        self.grant_reserved(member, size, others, reset_at, 0).0
+    }
+
+    /// [`Self::grant`] of a block that already holds `reserved` for the request that asked
+    /// for it (admit.lua puts that request's reservation in the block); also the block's id.
+    pub fn grant_reserved(
+        &mut self,
+        member: String,
+        size: u64,
+        others: u64,
+        reset_at: u64,
+        reserved: u64,
+    ) -> (Vec<TokenBlock>, u64) {
         self.traffic.answered();
         self.retire();
         self.reset_at = reset_at;
@@ -202,11 +215,11 @@ impl TokenBlocks {
             id: self.next_id,
             member,
             size,
-            reserved: 0,
+            reserved,
             used: 0,
         });
         self.others = others;
-        self.done()
+        (self.done(), self.next_id)
     }
 
     fn retire(&mut self) {

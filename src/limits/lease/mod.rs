@@ -10,7 +10,8 @@
 //! - **conn** ([`blocks::SlotBlock`]): `w` more slots, held as lease members like a
 //!   running request's and refreshed with them;
 //! - **tokens** and **spend** ([`blocks::TokenBlocks`]): a block of `w` reserved like one
-//!   request's estimate;
+//!   request's estimate, together with the asking request's own reservation (one member,
+//!   `<lease>#t|w+r`: that request is charged through the block, without a release call);
 //! - **req** with `nodelay` ([`shares::Shares`]): a rate share, a leaky bucket of its own
 //!   taken out of the rule's (which then leaks at the rate left and holds the burst left),
 //!   once the request's group has passed.

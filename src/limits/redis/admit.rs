@@ -2,6 +2,7 @@
 //! a request, its answer decoded into named structs; and the usage read for the status
 //! page.
 
+use super::lease_hold::LeaseHold;
 use super::*;
 
 impl RedisStore {
@@ -61,7 +62,19 @@ impl RedisStore {
             Some(answer) => answer,
             None => self.admit_spread(&call, &members).await?,
         };
-        self.record_grants(&lease, (&checks, &keys, &wants), &answer.checks, now);
+        // Per check, whether the request holds what it took there: the required group's
+        // once it passed, and the chosen alternative's.
+        let mut in_hold = vec![None; checks.len()];
+        if answer.groups.first().is_some_and(|g| g.passed) {
+            let mut base = 0;
+            for (g, group) in groups.iter().enumerate() {
+                if g == 0 || g == answer.chosen {
+                    in_hold[base..base + group.len()].fill(Some(g > 0));
+                }
+                base += group.len();
+            }
+        }
+        let mut leased = self.record_grants(&call, &answer.checks, &in_hold, now);
         for (a, units) in answer.checks.iter_mut().zip(held) {
             if let Some(r) = a.remaining.as_mut() {
                 *r = r.saturating_add(units);
@@ -144,11 +157,16 @@ impl RedisStore {
             store: self.clone(),
             seq,
             held: Vec::new(),
+            leased: None,
         };
         let admitted: &[usize] = if chosen > 0 { &[0, chosen] } else { &[0] };
         for &g in admitted {
             for (i, c) in groups[g].iter().enumerate() {
                 let (key, zset) = &keys[bases[g] + i];
+                // Its reservation in a token block this instance keeps.
+                if leased.iter().any(|(at, _)| *at == bases[g] + i) {
+                    continue;
+                }
                 let Some(lease_of) = call.lease_of(c, &answer.checks[bases[g] + i]) else {
                     continue;
                 };
@@ -169,6 +187,10 @@ impl RedisStore {
                     charge: c.rule.charge(),
                 });
             }
+        }
+        if !leased.is_empty() {
+            let parts = leased.drain(..).map(|(_, part)| part).collect();
+            hold.leased = Some(LeaseHold::new(self.clone(), parts));
         }
         if !hold.held.is_empty() {
             let live = hold

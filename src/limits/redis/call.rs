@@ -56,22 +56,37 @@ impl AdmitCall<'_, '_> {
                 tokens: 0,
             }),
             RuleKind::Tokens(l, _) | RuleKind::Spend(l) => {
-                // `any_left` reserves what was left (the remaining it reports), up to the
-                // estimate; see TokenLimit::reserve.
-                let cap = match (l.any_left, answer.remaining) {
-                    (true, Some(left)) => left,
-                    _ => l.limit,
+                let tokens = self.own_tokens(c, answer);
+                // With a block granted, the request's reservation is in the block's member
+                // (admit.lua); held as the request's own only when the block is not kept
+                // as a lease (see RedisStore::record_grants).
+                let member = match answer.granted {
+                    0 => format!("{}|{tokens}", self.lease),
+                    w => format!("{}#t|{}", self.lease, w.saturating_add(tokens)),
                 };
-                let tokens = self.estimate.of(&c.kind).min(cap);
                 Some(LeaseOf {
                     kind: 4,
-                    member: format!("{}|{tokens}", self.lease),
+                    member,
                     window_ms: l.window_ms,
                     tokens,
                 })
             }
             _ => None,
         }
+    }
+
+    /// The tokens (or micro-dollars) token check `c` reserved for the request itself.
+    /// `any_left` reserves what was left (the remaining it reports), up to the estimate;
+    /// see TokenLimit::reserve.
+    pub(super) fn own_tokens(&self, c: &Check<'_>, answer: &CheckAnswer) -> u64 {
+        let (RuleKind::Tokens(l, _) | RuleKind::Spend(l)) = c.kind else {
+            return 0;
+        };
+        let cap = match (l.any_left, answer.remaining) {
+            (true, Some(left)) => left,
+            _ => l.limit,
+        };
+        self.estimate.of(&c.kind).min(cap)
     }
 }
 
@@ -298,6 +313,17 @@ impl RedisStore {
             }
             delay = delay.max(one.delay_ms);
             for &i in &chunk {
+                // A token block granted with the request's reservation in it stays a
+                // lease of this instance (recorded whatever the group's verdict): only
+                // the request's own share of it is given back, locally.
+                let folded = answer.checks[i].granted > 0
+                    && matches!(
+                        call.checks[i].kind,
+                        RuleKind::Tokens(..) | RuleKind::Spend(_)
+                    );
+                if folded {
+                    continue;
+                }
                 if let Some(l) = call.lease_of(call.checks[i], &answer.checks[i]) {
                     let (key, zset) = &call.keys[i];
                     taken.push(Release {

@@ -1,6 +1,7 @@
 //! What an admitted request holds in Redis (concurrency leases, token reservations) and
 //! how it is given back.
 
+use super::lease_hold::LeaseHold;
 use super::*;
 
 /// One lease an admitted request holds in Redis.
@@ -17,14 +18,21 @@ pub(super) struct Held {
 }
 
 /// The leases an admitted request holds in Redis; given back when finished or dropped.
+/// `leased`: its reservations in token blocks this instance holds (a block granted with
+/// the request's own reservation in it), given back locally.
 pub struct RedisHold {
     pub(super) store: Arc<RedisStore>,
     pub(super) seq: u64,
     pub(super) held: Vec<Held>,
+    pub(super) leased: Option<LeaseHold>,
 }
 
 impl Hold for RedisHold {
     fn finish(mut self: Box<Self>, usage: Option<TokenUsage>) -> Option<Released> {
+        if let Some(leased) = self.leased.take() {
+            // Local: nothing to wait for.
+            let _ = Box::new(leased).finish(usage.clone());
+        }
         let held = std::mem::take(&mut self.held);
         self.give_back(held, usage, true)
     }
@@ -34,6 +42,9 @@ impl Hold for RedisHold {
     }
 
     fn release_choice(&mut self) {
+        if let Some(leased) = self.leased.as_mut() {
+            leased.release_choice();
+        }
         let (alt, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|h| h.alternative);

@@ -229,26 +229,32 @@ impl RedisStore {
             .unzip()
     }
 
-    /// Record what a call granted (`lease`: the call's lease id, which names slot and
-    /// block members). `sent`: when the call left (count units are spent only before
-    /// `sent + reset`).
+    /// Record what a call granted (`call.lease`, the call's lease id, names slot and block
+    /// members). `sent`: when the call left (count units are spent only before `sent +
+    /// reset`). `in_hold`: per check, whether the request holds what it took there (its
+    /// group admitted it; `Some(true)` in the chosen alternative). A token block granted
+    /// with the request's own reservation in it (admit.lua) has that reservation taken in
+    /// it here: the request's part of the block, by check index. Where a block cannot be
+    /// kept, the request holds the block's member as its own reservation instead.
     pub(super) fn record_grants(
         &self,
-        lease: &str,
-        call: (&[&Check<'_>], &[(String, String)], &[u64]),
+        call: &AdmitCall<'_, '_>,
         answers: &[CheckAnswer],
+        in_hold: &[Option<bool>],
         sent: u64,
-    ) {
-        let (checks, keys, wants) = call;
+    ) -> Vec<(usize, Part)> {
+        let (lease, checks, keys, wants) = (call.lease, call.checks, call.keys, call.wants);
+        let mut parts = Vec::new();
         if wants.iter().all(|w| *w == 0) {
-            return;
+            return parts;
         }
         let Some(mut state) = self.lock_quota() else {
-            return;
+            return parts;
         };
         let now = self.lease_now();
         let mut back = Vec::new();
-        for (((c, (key, zset)), &want), a) in checks.iter().zip(keys).zip(wants).zip(answers) {
+        let checks = checks.iter().zip(keys).zip(wants).zip(answers).enumerate();
+        for (i, (((c, (key, zset)), &want), a)) in checks {
             if want == 0 {
                 continue;
             }
@@ -284,14 +290,37 @@ impl RedisStore {
                     }
                 }
                 RuleKind::Tokens(l, _) | RuleKind::Spend(l) => {
-                    let member = format!("{lease}#t|{}", a.granted);
+                    let own = call.own_tokens(c, a);
+                    let size = a.granted.saturating_add(own);
+                    let member = format!("{lease}#t|{size}");
                     let others = a.remaining.unwrap_or(0).saturating_sub(a.granted);
                     let reset_at = sent.saturating_add(a.reset_ms);
                     let done = match state.tokens_of(key) {
                         Some(b) => {
                             b.window_ms = l.window_ms;
-                            b.grant(member, a.granted, others, reset_at)
+                            // The request's own reservation is in the block's member: taken
+                            // in the block at once when the request holds it.
+                            let held = in_hold[i].map_or(0, |_| own);
+                            let (done, block) =
+                                b.grant_reserved(member, size, others, reset_at, held);
+                            if let Some(alternative) = in_hold[i] {
+                                parts.push((
+                                    i,
+                                    Part::Tokens {
+                                        key: key.clone(),
+                                        block,
+                                        reserved: own,
+                                        window_ms: l.window_ms,
+                                        charge: c.rule.charge(),
+                                        alternative,
+                                    },
+                                ));
+                            }
+                            done
                         }
+                        // No room to keep it: the request holds the block's member as its
+                        // own reservation (admit.rs), released with its usage.
+                        None if in_hold[i].is_some() => Vec::new(),
                         None => {
                             back.push(block_release(key, zset, l.window_ms, member, 0));
                             Vec::new()
@@ -322,6 +351,7 @@ impl RedisStore {
         if !back.is_empty() {
             self.send_release((back, None));
         }
+        parts
     }
 
     /// Every slot and block member held, to refresh with the requests' leases.
