@@ -169,8 +169,34 @@ impl Conn {
 #[derive(Debug, Clone)]
 pub struct RedisFault(pub String);
 
-/// Releases of one request, and whom to tell when they are applied.
-type ReleaseMsg = (Vec<Release>, Option<tokio::sync::oneshot::Sender<()>>);
+/// Releases to send, and whom to tell when they are applied.
+struct ReleaseMsg {
+    releases: Vec<Release>,
+    ack: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Leases this instance gives back (token blocks, slots, rate shares): nobody waits for
+    /// them, so they wait up to [`release::LAZY_MS`] to share a call with others.
+    lazy: bool,
+}
+
+impl ReleaseMsg {
+    /// Releases sent at once (a request's own, or waited for).
+    fn now(releases: Vec<Release>, ack: Option<tokio::sync::oneshot::Sender<()>>) -> Self {
+        ReleaseMsg {
+            releases,
+            ack,
+            lazy: false,
+        }
+    }
+
+    /// Quota leases given back: they may wait a little for company.
+    fn lazy(releases: Vec<Release>) -> Self {
+        ReleaseMsg {
+            releases,
+            ack: None,
+            lazy: true,
+        }
+    }
+}
 
 /// One thing to give back: a conn lease or a token reservation (with the tokens used).
 struct Release {

@@ -350,7 +350,7 @@ impl RedisStore {
     async fn give_back(&self, taken: Vec<Release>) {
         if !taken.is_empty() {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            self.send_release((taken, Some(tx)));
+            self.send_release(ReleaseMsg::now(taken, Some(tx)));
             // The release call has the Redis timeout; if it fails the leases expire.
             let _ = rx.await;
         }

@@ -106,7 +106,7 @@ impl RedisHold {
         } else {
             (None, None)
         };
-        self.store.send_release((releases, tx));
+        self.store.send_release(ReleaseMsg::now(releases, tx));
         rx
     }
 }

@@ -100,7 +100,7 @@ impl LeaseHold {
         self.store.metrics.lease_units.set(outstanding(&state, now));
         drop(state);
         if !back.is_empty() {
-            self.store.send_release((back, None));
+            self.store.send_release(ReleaseMsg::lazy(back));
         }
     }
 }

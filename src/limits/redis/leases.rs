@@ -349,7 +349,7 @@ impl RedisStore {
         self.metrics.lease_units.set(outstanding(&state, now));
         drop(state);
         if !back.is_empty() {
-            self.send_release((back, None));
+            self.send_release(ReleaseMsg::lazy(back));
         }
         parts
     }
@@ -379,7 +379,7 @@ impl RedisStore {
     pub(super) async fn tidy_leases(&self) {
         let back = self.take_back(false);
         if !back.is_empty() {
-            self.send_release((back, None));
+            self.send_release(ReleaseMsg::lazy(back));
         }
         let idle = self.idle_units();
         self.return_units(idle).await;
@@ -462,7 +462,7 @@ impl RedisStore {
         let releases = self.take_back(true);
         if !releases.is_empty() {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            self.send_release((releases, Some(tx)));
+            self.send_release(ReleaseMsg::now(releases, Some(tx)));
             let _ = rx.await;
         }
         let back = self.stop_leasing();

@@ -3,6 +3,37 @@
 
 use super::*;
 
+/// How long quota leases given back may wait for other releases to share their call.
+pub(super) const LAZY_MS: u64 = 100;
+
+/// Releases per call at most.
+const MAX_BATCH: usize = 2000;
+
+/// The releases of the next call, whom to tell, and whether all of them may wait.
+struct Pending {
+    batch: Vec<Release>,
+    acks: Vec<tokio::sync::oneshot::Sender<()>>,
+    lazy: bool,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            batch: Vec::new(),
+            acks: Vec::new(),
+            lazy: true,
+        }
+    }
+}
+
+impl Pending {
+    fn take(&mut self, m: ReleaseMsg) {
+        self.lazy &= m.lazy;
+        self.batch.extend(m.releases);
+        self.acks.extend(m.ack);
+    }
+}
+
 impl RedisStore {
     /// One call of release.lua. On failure the leases expire by themselves after
     /// lease_ttl; -1: a key is not on the node the cluster map said (nothing changed).
@@ -18,23 +49,34 @@ impl RedisStore {
     }
 
     /// Send releases as they come, everything queued meanwhile in one call (per node), on
-    /// `via` or the shared connection.
+    /// `via` or the shared connection. While only quota leases wait (nobody waits for
+    /// them), they wait up to [`LAZY_MS`] for more to share the call: a busy fleet returns
+    /// a token block per key and second, and a call's fixed cost is most of Redis's work.
     pub(super) async fn release_loop(
         self: Arc<Self>,
         mut rx: mpsc::UnboundedReceiver<ReleaseMsg>,
         via: Option<Conn>,
     ) {
-        while let Some((mut batch, ack)) = rx.recv().await {
-            let mut acks: Vec<_> = ack.into_iter().collect();
-            while batch.len() < 2000 {
-                match rx.try_recv() {
-                    Ok((more, ack)) => {
-                        batch.extend(more);
-                        acks.extend(ack);
+        while let Some(first) = rx.recv().await {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(LAZY_MS);
+            let mut next = Pending::default();
+            next.take(first);
+            loop {
+                while next.batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => next.take(m),
+                        Err(_) => break,
                     }
-                    Err(_) => break,
+                }
+                if !next.lazy || next.batch.len() >= MAX_BATCH {
+                    break;
+                }
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(m)) => next.take(m),
+                    Ok(None) | Err(_) => break,
                 }
             }
+            let Pending { batch, acks, .. } = next;
             // One call per node, at once (a node that hangs holds back no other node's
             // releases); if the cluster map was stale, one per slot.
             let store = &*self;
