@@ -62,10 +62,13 @@ impl Units {
         }
         let e = self.map.entry(key.to_string()).or_default();
         e.traffic.note(now_ms);
-        if e.units > 0 && now_ms < e.deadline_ms {
-            return 0; // what is held still serves the next requests
-        }
         let want = e.traffic.per_horizon().min(MAX_UNITS);
+        // What is held still serves the next requests; once less than half of a horizon's
+        // is left, a request that goes to Redis anyway (another of its leases ran out)
+        // tops it up, so the leases of a key's limits run out, and renew, together.
+        if e.units > 0 && now_ms < e.deadline_ms && e.units.saturating_mul(2) >= want {
+            return 0;
+        }
         e.traffic.ask(want, now_ms)
     }
 
@@ -230,8 +233,12 @@ mod tests {
             }
         );
         assert_eq!(l.outstanding(1001), 49);
-        // Held units are not asked for again.
-        assert_eq!(l.want("k", 1002), 0);
+        // Less than half of a horizon's held: a request that goes to Redis anyway (another
+        // of its leases ran out) tops them up.
+        assert_eq!(l.want("k", 1002), 500);
+        l.grant("k", 400, 500, 9_000_000, 60_000, 1002);
+        // Half a horizon's or more held: not asked for again.
+        assert_eq!(l.want("k", 1003), 0);
         // Past the deadline nothing is spent, and the units are not outstanding.
         assert!(!l.ready("k", 60_000));
         assert_eq!(l.spend("k", 60_000), None);
