@@ -23,6 +23,28 @@ pub struct Dispatcher {
     last_sweep: Mutex<std::time::Instant>,
 }
 
+/// The pause between two rounds while there is work (and the shortest).
+const BUSY_PAUSE_MS: u64 = 50;
+/// The longest pause while there is none: each idle round doubles it up to this. Every
+/// instance of a fleet polls the shared store, so an idle fleet costs Redis a few commands
+/// per instance and second, not a hundred; a batch created on another instance starts
+/// within this, one created here at once ([`wake`]).
+const IDLE_PAUSE_MS: u64 = 1000;
+
+/// Woken when a batch is created on this instance, so an idle dispatcher starts it at once.
+static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A batch was created here: end the dispatcher's idle pause.
+pub fn wake() {
+    WAKE.notify_one();
+}
+
+/// The pause after `idle` rounds in a row found nothing to do.
+fn pause(idle: u32) -> Duration {
+    let ms = BUSY_PAUSE_MS.saturating_mul(1 << idle.min(8));
+    Duration::from_millis(ms.min(IDLE_PAUSE_MS))
+}
+
 /// How often the retention sweep runs: every minute, or more often for a short retention.
 fn sweep_every(retention_secs: i64) -> Duration {
     Duration::from_secs((retention_secs / 2).clamp(1, 60) as u64)
@@ -99,19 +121,33 @@ impl Dispatcher {
 impl BackgroundService for Dispatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut upkeep = std::time::Instant::now();
+        let mut idle = 0;
         loop {
-            if upkeep.elapsed() >= Duration::from_millis(50) {
-                if let Err(e) = self.upkeep().await {
-                    tracing::error!(error = %e, "batch dispatcher");
+            // Work is anything validating, queued or running; an error counts as work (the
+            // next round retries soon).
+            let mut busy = self.running.total() > 0;
+            if upkeep.elapsed() >= Duration::from_millis(BUSY_PAUSE_MS) {
+                match self.upkeep().await {
+                    Ok(work) => busy |= work,
+                    Err(e) => {
+                        busy = true;
+                        tracing::error!(error = %e, "batch dispatcher");
+                    }
                 }
                 upkeep = std::time::Instant::now();
             }
-            if let Err(e) = self.dispatch().await {
-                tracing::error!(error = %e, "batch dispatcher");
+            match self.dispatch().await {
+                Ok(claimed) => busy |= claimed > 0,
+                Err(e) => {
+                    busy = true;
+                    tracing::error!(error = %e, "batch dispatcher");
+                }
             }
+            idle = if busy { 0 } else { idle + 1 };
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = tokio::time::sleep(pause(idle)) => {}
                 _ = self.running.freed.notified() => {}
+                _ = WAKE.notified() => idle = 0,
                 _ = shutdown.changed() => return,
             }
         }
@@ -119,8 +155,9 @@ impl BackgroundService for Dispatcher {
 }
 
 impl Dispatcher {
-    /// Validate new batches, end finished ones, send due webhooks, update the metrics.
-    async fn upkeep(&self) -> StoreResult<()> {
+    /// Validate new batches, end finished ones, send due webhooks, update the metrics;
+    /// whether there was work (a batch validating, a request queued, a webhook due).
+    async fn upkeep(&self) -> StoreResult<bool> {
         let store = &*self.store;
         store.maintain().await?;
         let (max_line, retention) = {
@@ -130,7 +167,9 @@ impl Dispatcher {
                 rt.config.batch.retention.as_secs() as i64,
             )
         };
-        for (id, endpoint, file) in store.validating().await? {
+        let validating = store.validating().await?;
+        let mut work = !validating.is_empty();
+        for (id, endpoint, file) in validating {
             super::validate::validate(store, &id, &endpoint, &file, max_line).await?;
         }
         store.settle(retention).await?;
@@ -156,34 +195,43 @@ impl Dispatcher {
             }
         }
         for (id, url, event) in store.webhooks_due().await? {
+            work = true;
             super::webhook::deliver(self.state.clone(), self.store.clone(), id, url, event);
         }
-        if let Ok(n) = store.pending().await {
-            self.state.metrics.batch_queue.set(n);
-            self.state.realtime.set_active(n > 0);
+        match store.pending().await {
+            Ok(n) => {
+                self.state.metrics.batch_queue.set(n);
+                self.state.realtime.set_active(n > 0);
+                work |= n > 0;
+            }
+            Err(_) => work = true,
         }
-        Ok(())
+        Ok(work)
     }
 
     /// Fill the free places with due requests.
-    async fn dispatch(&self) -> StoreResult<()> {
+    /// (How many requests it claimed.)
+    async fn dispatch(&self) -> StoreResult<usize> {
         let store = &self.store;
         // Read each round: concurrency changes apply at the next reload.
         let cfg = self.state.runtime.load().config.batch.clone();
         let mut free = cfg.concurrency.saturating_sub(self.running.total());
+        let mut started = 0;
         let capped: Vec<String> = cfg.model_concurrency.keys().cloned().collect();
         for (model, cap) in &cfg.model_concurrency {
             let room = cap.saturating_sub(self.running.of(model)).min(free);
             if room > 0 {
                 let claimed = store.claim(room, Queue::Model(model)).await?;
-                free -= self.spawn(claimed, cfg.max_attempts);
+                let n = self.spawn(claimed, cfg.max_attempts);
+                free -= n;
+                started += n;
             }
         }
         if free > 0 {
             let claimed = store.claim(free, Queue::AllBut(&capped)).await?;
-            self.spawn(claimed, cfg.max_attempts);
+            started += self.spawn(claimed, cfg.max_attempts);
         }
-        Ok(())
+        Ok(started)
     }
 
     /// Run claimed requests, each in its own task; returns how many.
@@ -225,5 +273,19 @@ impl Dispatcher {
             });
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pause;
+    use std::time::Duration;
+
+    #[test]
+    fn an_idle_dispatcher_polls_less_and_less_down_to_once_a_second() {
+        let ms = |idle| pause(idle).as_millis();
+        assert_eq!([ms(0), ms(1), ms(2), ms(4)], [50, 100, 200, 800]);
+        assert_eq!(pause(5), Duration::from_secs(1));
+        assert_eq!(pause(u32::MAX), Duration::from_secs(1));
     }
 }

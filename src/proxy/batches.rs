@@ -266,6 +266,7 @@ pub async fn serve(
                 })
                 .await
                 .map_err(internal)?;
+            crate::batch::dispatch::wake();
             store
                 .batch(who, &id)
                 .await
