@@ -54,6 +54,7 @@ mod lane;
 mod lease_hold;
 mod leases;
 mod release;
+use release::ReleaseMsg;
 mod store_conn;
 mod topology;
 use call::{AdmitCall, CheckAnswer, LeaseOf};
@@ -168,35 +169,6 @@ impl Conn {
 /// Why a call to Redis failed (the message never holds a URL or password).
 #[derive(Debug, Clone)]
 pub struct RedisFault(pub String);
-
-/// Releases to send, and whom to tell when they are applied.
-struct ReleaseMsg {
-    releases: Vec<Release>,
-    ack: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Leases this instance gives back (token blocks, slots, rate shares): nobody waits for
-    /// them, so they wait up to [`release::LAZY_MS`] to share a call with others.
-    lazy: bool,
-}
-
-impl ReleaseMsg {
-    /// Releases sent at once (a request's own, or waited for).
-    fn now(releases: Vec<Release>, ack: Option<tokio::sync::oneshot::Sender<()>>) -> Self {
-        ReleaseMsg {
-            releases,
-            ack,
-            lazy: false,
-        }
-    }
-
-    /// Quota leases given back: they may wait a little for company.
-    fn lazy(releases: Vec<Release>) -> Self {
-        ReleaseMsg {
-            releases,
-            ack: None,
-            lazy: true,
-        }
-    }
-}
 
 /// One thing to give back: a conn lease or a token reservation (with the tokens used).
 struct Release {

@@ -9,6 +9,38 @@ pub(super) const LAZY_MS: u64 = 100;
 /// Releases per call at most.
 const MAX_BATCH: usize = 2000;
 
+/// Releases to send, and whom to tell when they are applied.
+pub(super) struct ReleaseMsg {
+    releases: Vec<Release>,
+    ack: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Leases this instance gives back (token blocks, slots, rate shares): nobody waits for
+    /// them, so they wait up to [`LAZY_MS`] to share a call with others.
+    lazy: bool,
+}
+
+impl ReleaseMsg {
+    /// Releases sent at once (a request's own, or waited for).
+    pub(super) fn now(
+        releases: Vec<Release>,
+        ack: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Self {
+        ReleaseMsg {
+            releases,
+            ack,
+            lazy: false,
+        }
+    }
+
+    /// Quota leases given back: they may wait a little for company.
+    pub(super) fn lazy(releases: Vec<Release>) -> Self {
+        ReleaseMsg {
+            releases,
+            ack: None,
+            lazy: true,
+        }
+    }
+}
+
 /// The releases of the next call, whom to tell, and whether all of them may wait.
 struct Pending {
     batch: Vec<Release>,
