@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// How long quota leases given back may wait for other releases to share their call.
+/// How long token blocks given back may wait for other releases to share their call.
 pub(super) const LAZY_MS: u64 = 100;
 
 /// Releases per call at most.
@@ -13,8 +13,9 @@ const MAX_BATCH: usize = 2000;
 pub(super) struct ReleaseMsg {
     releases: Vec<Release>,
     ack: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Leases this instance gives back (token blocks, slots, rate shares): nobody waits for
-    /// them, so they wait up to [`LAZY_MS`] to share a call with others.
+    /// Token blocks this instance gives back: nobody waits for them, so they wait up to
+    /// [`LAZY_MS`] to share a call with others. (Slots and rate shares go at once: what
+    /// they give back, another instance may need at once.)
     lazy: bool,
 }
 
@@ -31,12 +32,13 @@ impl ReleaseMsg {
         }
     }
 
-    /// Quota leases given back: they may wait a little for company.
+    /// Quota leases given back: token blocks alone may wait a little for company.
     pub(super) fn lazy(releases: Vec<Release>) -> Self {
+        let lazy = releases.iter().all(|r| r.kind == 4);
         ReleaseMsg {
             releases,
             ack: None,
-            lazy: true,
+            lazy,
         }
     }
 }
@@ -81,8 +83,8 @@ impl RedisStore {
     }
 
     /// Send releases as they come, everything queued meanwhile in one call (per node), on
-    /// `via` or the shared connection. While only quota leases wait (nobody waits for
-    /// them), they wait up to [`LAZY_MS`] for more to share the call: a busy fleet returns
+    /// `via` or the shared connection. While only returned token blocks wait (nobody waits
+    /// for them), they wait up to [`LAZY_MS`] for more to share the call: a busy fleet returns
     /// a token block per key and second, and a call's fixed cost is most of Redis's work.
     pub(super) async fn release_loop(
         self: Arc<Self>,
