@@ -66,12 +66,10 @@ impl RedisStore {
         // once it passed, and the chosen alternative's.
         let mut in_hold = vec![None; checks.len()];
         if answer.groups.first().is_some_and(|g| g.passed) {
-            let mut base = 0;
-            for (g, group) in groups.iter().enumerate() {
+            for (g, group) in members.iter().enumerate() {
                 if g == 0 || g == answer.chosen {
-                    in_hold[base..base + group.len()].fill(Some(g > 0));
+                    group.iter().for_each(|&i| in_hold[i] = Some(g > 0));
                 }
-                base += group.len();
             }
         }
         let mut leased = self.record_grants(&call, &answer.checks, &in_hold, now);
@@ -159,12 +157,14 @@ impl RedisStore {
             held: Vec::new(),
             leased: None,
         };
+        let mut parts = Vec::new();
         let admitted: &[usize] = if chosen > 0 { &[0, chosen] } else { &[0] };
         for &g in admitted {
             for (i, c) in groups[g].iter().enumerate() {
                 let (key, zset) = &keys[bases[g] + i];
                 // Its reservation in a token block this instance keeps.
-                if leased.iter().any(|(at, _)| *at == bases[g] + i) {
+                if let Some(part) = leased.get_mut(bases[g] + i).and_then(Option::take) {
+                    parts.push(part);
                     continue;
                 }
                 let Some(lease_of) = call.lease_of(c, &answer.checks[bases[g] + i]) else {
@@ -188,8 +188,7 @@ impl RedisStore {
                 });
             }
         }
-        if !leased.is_empty() {
-            let parts = leased.drain(..).map(|(_, part)| part).collect();
+        if !parts.is_empty() {
             hold.leased = Some(LeaseHold::new(self.clone(), parts));
         }
         if !hold.held.is_empty() {

@@ -234,7 +234,7 @@ impl RedisStore {
     /// reset`). `in_hold`: per check, whether the request holds what it took there (its
     /// group admitted it; `Some(true)` in the chosen alternative). A token block granted
     /// with the request's own reservation in it (admit.lua) has that reservation taken in
-    /// it here: the request's part of the block, by check index. Where a block cannot be
+    /// it here: the request's part of the block, at the check's index. Where a block cannot be
     /// kept, the request holds the block's member as its own reservation instead.
     pub(super) fn record_grants(
         &self,
@@ -242,9 +242,9 @@ impl RedisStore {
         answers: &[CheckAnswer],
         in_hold: &[Option<bool>],
         sent: u64,
-    ) -> Vec<(usize, Part)> {
+    ) -> Vec<Option<Part>> {
         let (lease, checks, keys, wants) = (call.lease, call.checks, call.keys, call.wants);
-        let mut parts = Vec::new();
+        let mut parts: Vec<Option<Part>> = Vec::new();
         if wants.iter().all(|w| *w == 0) {
             return parts;
         }
@@ -304,17 +304,15 @@ impl RedisStore {
                             let (done, block) =
                                 b.grant_reserved(member, size, others, reset_at, held);
                             if let Some(alternative) = in_hold[i] {
-                                parts.push((
-                                    i,
-                                    Part::Tokens {
-                                        key: key.clone(),
-                                        block,
-                                        reserved: own,
-                                        window_ms: l.window_ms,
-                                        charge: c.rule.charge(),
-                                        alternative,
-                                    },
-                                ));
+                                parts.resize_with(in_hold.len(), || None);
+                                parts[i] = Some(Part::Tokens {
+                                    key: key.clone(),
+                                    block,
+                                    reserved: own,
+                                    window_ms: l.window_ms,
+                                    charge: c.rule.charge(),
+                                    alternative,
+                                });
                             }
                             done
                         }
