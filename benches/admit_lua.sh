@@ -17,7 +17,8 @@ redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do redis-cli -p "$RP" PING >/dev/null 2>&1 && break; sleep 0.1; done
-sha=$(redis-cli -p "$RP" SCRIPT LOAD "$(cat "$SCRIPT")")
+# The gateway loads every limit script with common.lua in front.
+sha=$(redis-cli -p "$RP" SCRIPT LOAD "$(cat lua-compat/common.lua "$SCRIPT")")
 args=() keys=()
 for b in $(seq "$BATCH"); do
   # lease, lease_ttl_ms, estimate, 2 groups of 3 and 1 checks; count, tokens, req | conn.

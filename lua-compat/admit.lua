@@ -13,9 +13,14 @@
 --
 -- Several requests' admissions can share one call (the gateway's group commit: whatever
 -- arrived while the previous call was in flight): each is decided in turn, exactly as if
--- it had its own call, and the answers are concatenated.
+-- it had its own call, and the answers are concatenated. Token blocks the gateway gives
+-- back may ride the call too (they wait up to 100 ms for one): they are given back first,
+-- as release.lua would (common.lua's `give_back`; this script is loaded with common.lua in
+-- front).
 --
--- ARGV: m (admissions in this call), then per admission:
+-- ARGV: optionally 'r', k, then k of release.lua's entries (4 values each; their keys come
+--       first, two per entry); then
+--       m (admissions in this call), then per admission:
 --       lease, lease_ttl_ms, estimate, ngroups, then per group its number of checks, then
 --       per check 6 values: kind (1 req, 2 conn, 3 count, 4 tokens, 5 spend), a, b, c, y, w:
 --         req:    rate (requests/s), burst, nodelay (0/1)
@@ -60,11 +65,19 @@
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nadmit = tonumber(ARGV[1])
+
+-- Returned token blocks riding this call: ARGV 'r', their number, then release.lua's
+-- entries; their keys come first.
+local nrel, o = 0, 1
+if ARGV[1] == 'r' then
+  nrel = tonumber(ARGV[2])
+  o = 3 + 4 * nrel
+end
+local nadmit = tonumber(ARGV[o])
 
 -- Where each admission's arguments start, and the keys: declared, or (several slots of
 -- one node) after the arguments, probed.
-local starts, nkeys, argi = {}, 0, 2
+local starts, nkeys, argi = {}, 2 * nrel, o + 1
 for a = 1, nadmit do
   starts[a] = argi
   local ngroups = tonumber(ARGV[argi + 3])
@@ -73,22 +86,11 @@ for a = 1, nadmit do
   nkeys = nkeys + 2 * n
   argi = argi + 4 + ngroups + 6 * n
 end
-local keys = KEYS
-if #KEYS < nkeys then
-  keys = {}
-  local probed = {}
-  for i = 1, nkeys do
-    local k = ARGV[argi + i - 1]
-    -- Redis Cluster hashes a key's first {tag} when it is not empty, else the whole key.
-    local tag = string.match(k, '{([^}]*)}')
-    local slot = (tag and tag ~= '') and tag or k
-    if not probed[slot] then
-      probed[slot] = true
-      local probe = redis.pcall('EXISTS', k)
-      if type(probe) == 'table' and probe.err then return {-1} end
-    end
-    keys[i] = k
-  end
+local keys = script_keys(argi, nkeys)
+if not keys then return {-1} end
+-- Given back first: what they held is free for the admissions.
+for i = 1, nrel do
+  give_back(now, 3 + (i - 1) * 4, keys[2 * i - 1], keys[2 * i])
 end
 
 -- The admission being decided.
@@ -505,6 +507,6 @@ local function admit(argi, keyi, result)
   return keyi
 end
 
-local result, keyi = {}, 1
+local result, keyi = {}, 1 + 2 * nrel
 for a = 1, nadmit do keyi = admit(starts[a], keyi, result) end
 return result

@@ -1,5 +1,5 @@
 -- refresh.lua: extend the leases of requests still running (conn slots and token
--- reservations), so that only a gateway that stopped refreshing (killed, partitioned)
+-- reservations; loaded with common.lua in front), so that only a gateway that stopped refreshing (killed, partitioned)
 -- loses them, after lease_ttl.
 --
 -- ARGV: lease_ttl_ms, n, then one member per key (n). KEYS: the n zsets.
@@ -11,23 +11,8 @@
 -- extended, never shortened (admit.lua may have given it more; see its `renew`).
 
 local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[2])
-local keys = KEYS
-if #KEYS < n then
-  keys = {}
-  local probed = {}
-  for i = 1, n do
-    local k = ARGV[2 + n + i]
-    -- One probe per slot: a key's first non-empty {tag} decides it (as in admit.lua).
-    local tag = string.match(k, '{([^}]*)}')
-    local slot = (tag and tag ~= '') and tag or k
-    if not probed[slot] then
-      probed[slot] = true
-      local probe = redis.pcall('EXISTS', k)
-      if type(probe) == 'table' and probe.err then return -1 end
-    end
-    keys[i] = k
-  end
-end
+local keys = script_keys(3 + n, n)
+if not keys then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 1, n do

@@ -224,6 +224,14 @@ impl Metrics {
                 &["kind"],
             )
             .expect("valid metric"),
+            blocks_returned: IntCounterVec::new(
+                Opts::new(
+                    "gateway_limiter_blocks_returned_total",
+                    "Token blocks given back to Redis, by the call they rode: an admission call or a release call.",
+                ),
+                &["via"],
+            )
+            .expect("valid metric"),
         };
         let local = crate::limits::slots::SlotMetrics::new();
         let queue_depth = IntGaugeVec::new(
@@ -312,6 +320,7 @@ impl Metrics {
             Box::new(redis.lease_units.clone()),
             Box::new(redis.leased.clone()),
             Box::new(redis.lease_misses.clone()),
+            Box::new(redis.blocks_returned.clone()),
             Box::new(local.keys.clone()),
             Box::new(local.evictions.clone()),
             Box::new(queue_depth.clone()),

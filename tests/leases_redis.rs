@@ -259,6 +259,19 @@ fn token_blocks_never_let_the_fleet_use_more_than_the_window() {
     for g in &all {
         g.wait_metric("gateway_limiter_lease_units", &[], 0.0);
     }
+    // Blocks given back while requests kept coming rode their admission calls.
+    let riding = total(
+        &all,
+        "gateway_limiter_blocks_returned_total",
+        &[("via", "admission")],
+    );
+    let alone = total(
+        &all,
+        "gateway_limiter_blocks_returned_total",
+        &[("via", "release")],
+    );
+    eprintln!("blocks back: {riding} riding admissions, {alone} in release calls");
+    assert!(riding > 0.0, "no token block rode an admission call");
     // Every block back: the window has charged exactly what the answers used (the requests
     // that asked for blocks included: they were charged through them).
     let key = redis.cmd(&["KEYS", "*tpm"]).unwrap();
@@ -328,7 +341,10 @@ fn a_token_block_carries_the_reservation_of_the_request_that_asked_for_it() {
     // writes one member for both, so the asking request needs no release of its own; a
     // later check of its group that refuses gives all of it back.
     let redis = Redis::start();
-    let admit = include_str!("../lua-compat/admit.lua");
+    let admit = concat!(
+        include_str!("../lua-compat/common.lua"),
+        include_str!("../lua-compat/admit.lua")
+    );
     let token_check = ["4", "100000", "60000", "0", "-1", "1000"];
     let mut args = vec![
         "EVAL", admit, "2", "tpm", "tpm:r", "1", "L1", "16000", "30", "1", "1",
@@ -357,4 +373,56 @@ fn a_token_block_carries_the_reservation_of_the_request_that_asked_for_it() {
     redis.cmd(&args).unwrap();
     assert!(members(&redis).contains("L3|30"), "{}", members(&redis));
     assert_eq!(redis.cmd(&["HGET", "tpm", "r"]).unwrap(), "$4\r\n1060\r\n");
+}
+
+#[test]
+fn token_blocks_given_back_ride_an_admission_call() {
+    // admit.lua with release.lua's entries in front ('r', k, entries; their keys first):
+    // the block goes back (its member gone, the running sum less its tokens, what it used
+    // charged) before the call's admission is decided, in the same atomic call.
+    let redis = Redis::start();
+    let admit = concat!(
+        include_str!("../lua-compat/common.lua"),
+        include_str!("../lua-compat/admit.lua")
+    );
+    let token_check = ["4", "100000", "60000", "0", "-1", "1000"];
+    let mut args = vec![
+        "EVAL", admit, "2", "tpm", "tpm:r", "1", "L1", "16000", "30", "1", "1",
+    ];
+    args.extend(token_check);
+    redis.cmd(&args).unwrap();
+    assert_eq!(redis.cmd(&["HGET", "tpm", "r"]).unwrap(), "$4\r\n1030\r\n");
+    // L1's block back having used 500 tokens, and L2 admitted without a block.
+    let mut args = vec![
+        "EVAL",
+        admit,
+        "4",
+        "tpm",
+        "tpm:r",
+        "tpm",
+        "tpm:r",
+        "r",
+        "1",
+        "4",
+        "L1#t|1030",
+        "60000",
+        "500",
+        "1",
+        "L2",
+        "16000",
+        "30",
+        "1",
+        "1",
+    ];
+    args.extend(["4", "100000", "60000", "0", "-1", "0"]);
+    let out = redis.cmd(&args).unwrap();
+    // One admission: its length, then chosen 0, delay 0, the group admitted.
+    assert!(out.contains(":0\r\n:0\r\n:1\r\n:0\r\n:0\r\n"), "{out}");
+    let members = redis.cmd(&["ZRANGE", "tpm:r", "0", "-1"]).unwrap();
+    assert_eq!(members, "*1\r\n$5\r\nL2|30\r\n");
+    assert_eq!(redis.cmd(&["HGET", "tpm", "r"]).unwrap(), "$2\r\n30\r\n");
+    assert_eq!(redis.cmd(&["HGET", "tpm", "c"]).unwrap(), "$3\r\n500\r\n");
+    // The quota the admission reports counts the block's usage, not its reservation:
+    // 100000 - 500 - 30.
+    assert!(out.contains(":99470\r\n"), "{out}");
 }

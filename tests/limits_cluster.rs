@@ -211,8 +211,14 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
     // release.lua probe every key first and answer -1 without writing anything.
     let cluster = RedisCluster::start();
     let (here, there) = ("{b}here", "{a}there"); // slots 3300 and 15495: nodes 1 and 3
-    let admit = include_str!("../lua-compat/admit.lua");
-    let release = include_str!("../lua-compat/release.lua");
+    let admit = concat!(
+        include_str!("../lua-compat/common.lua"),
+        include_str!("../lua-compat/admit.lua")
+    );
+    let release = concat!(
+        include_str!("../lua-compat/common.lua"),
+        include_str!("../lua-compat/release.lua")
+    );
     let node = &cluster.nodes[0];
     // One admission of one group of two count checks; KEYS holds the first key, all four
     // keys follow.
@@ -230,7 +236,10 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
         ])
         .unwrap();
     assert_eq!(out, ":-1\r\n", "{out}");
-    let refresh = include_str!("../lua-compat/refresh.lua");
+    let refresh = concat!(
+        include_str!("../lua-compat/common.lua"),
+        include_str!("../lua-compat/refresh.lua")
+    );
     let out = node
         .cmd(&[
             "EVAL", refresh, "1", here, "1000", "2", "m", "m", here, there,

@@ -53,39 +53,32 @@ mod hold;
 mod lane;
 mod lease_hold;
 mod leases;
+/// A script of `lua-compat/` with `lua-compat/common.lua` in front.
+macro_rules! with_common {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../lua-compat/common.lua"),
+            include_str!(concat!("../../lua-compat/", $file))
+        )
+    };
+}
 mod release;
 use release::ReleaseMsg;
 mod store_conn;
+mod store_metrics;
+pub use store_metrics::RedisMetrics;
 mod topology;
 use call::{AdmitCall, CheckAnswer, LeaseOf};
 use hold::{Held, RedisHold};
 pub use store_conn::StoreConn;
 use topology::Topology;
 
-const ADMIT_LUA: &str = include_str!("../../lua-compat/admit.lua");
-const RELEASE_LUA: &str = include_str!("../../lua-compat/release.lua");
-const REFRESH_LUA: &str = include_str!("../../lua-compat/refresh.lua");
+/// Each with `common.lua` (the key probe and giving back) in front.
+const ADMIT_LUA: &str = with_common!("admit.lua");
+const RELEASE_LUA: &str = with_common!("release.lua");
+const REFRESH_LUA: &str = with_common!("refresh.lua");
 const SYNC_LUA: &str = include_str!("../../lua-compat/sync.lua");
 const LEASE_RETURN_LUA: &str = include_str!("../../lua-compat/lease_return.lua");
-
-/// Metrics of the shared store.
-#[derive(Clone)]
-pub struct RedisMetrics {
-    /// `gateway_redis_duration_seconds{op}`: one observation per round trip.
-    pub duration: prometheus::HistogramVec,
-    /// `gateway_redis_errors_total{op}`.
-    pub errors: prometheus::IntCounterVec,
-    /// `gateway_limiter_degraded`: 1 while Redis cannot be reached.
-    pub degraded: prometheus::IntGauge,
-    /// `gateway_limiter_lease_units`: quota lease units held and not yet spent (the most
-    /// other instances can be refused while the fleet is under a limit).
-    pub lease_units: prometheus::IntGauge,
-    /// `gateway_limiter_leased_total`: admissions decided from quota leases, without Redis.
-    pub leased: prometheus::IntCounter,
-    /// `gateway_limiter_lease_misses_total{kind}`: checks whose lease had no room, which
-    /// sent their request to Redis.
-    pub lease_misses: prometheus::IntCounterVec,
-}
 
 /// A connection to Redis or to a Redis Cluster (also used by the batch store).
 #[derive(Clone)]
@@ -207,6 +200,7 @@ pub struct RedisStore {
     /// Live leases by ticket: (zset key, member) pairs to refresh.
     leases: Mutex<HashMap<u64, Vec<(String, String)>>>,
     releases: mpsc::UnboundedSender<ReleaseMsg>,
+    lazy: release::LazyReleases,
     release_rx: Mutex<Option<mpsc::UnboundedReceiver<ReleaseMsg>>>,
     /// Each worker thread's own connection and queues (the `redis` policy).
     lanes: thread_local::ThreadLocal<lane::Lane>,
@@ -264,6 +258,7 @@ impl RedisStore {
             seq: AtomicU64::new(0),
             leases: Mutex::new(HashMap::new()),
             releases: tx,
+            lazy: Default::default(),
             release_rx: Mutex::new(Some(rx)),
             up: AtomicBool::new(false),
             topology: Default::default(),
@@ -408,6 +403,7 @@ impl RedisStore {
             .take();
         if let Some(rx) = rx {
             tokio::spawn(self.clone().release_loop(rx, None));
+            tokio::spawn(self.clone().flush_lazy());
         }
         let every = Duration::from_millis((self.lease_ttl_ms / 3).max(100));
         let mut refresh = tokio::time::interval(every);

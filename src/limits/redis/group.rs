@@ -134,24 +134,47 @@ impl RedisStore {
         nodes.entry(node).or_default().waiting.push(job);
     }
 
-    /// One call of admit.lua for `jobs`; each gets its answer (or the call's fault).
+    /// One call of admit.lua for `jobs`, with the token blocks waiting for its node; each
+    /// job gets its answer (or the call's fault).
     async fn admit_run(&self, via: &Conn, jobs: Vec<AdmitJob>) {
+        let first = jobs.first().and_then(|j| j.keys.first());
+        let riding = first.map_or_else(Vec::new, |k| self.riding(k));
         let mut inv = self.admit.prepare_invoke();
+        if !riding.is_empty() {
+            inv.arg("r").arg(riding.len());
+            for r in &riding {
+                inv.arg(r.kind).arg(&r.member).arg(r.window_ms).arg(r.used);
+            }
+        }
         inv.arg(jobs.len());
         for job in &jobs {
             for a in &job.args {
                 inv.arg(a.as_slice());
             }
         }
-        let keys = jobs.iter().flat_map(|j| j.keys.iter().map(String::as_str));
+        let keys = riding
+            .iter()
+            .flat_map(|r| [r.key.as_str(), r.zset.as_str()])
+            .chain(jobs.iter().flat_map(|j| j.keys.iter().map(String::as_str)));
         push_keys(self.policy == LimitPolicy::RedisCluster, &mut inv, keys);
         let out = self.call_via::<Vec<i64>>(Some(via), "admit", &inv).await;
         if matches!(out.as_deref(), Ok([-1])) {
-            // A key on another node than the map said: nothing was decided.
+            // A key on another node than the map said: nothing was decided, nothing
+            // given back (the blocks go in a release call of their own).
+            if !riding.is_empty() {
+                self.send_release(ReleaseMsg::now(riding, None));
+            }
             for job in jobs {
                 let _ = job.reply.send(Ok(vec![-1]));
             }
             return;
+        }
+        if out.is_ok() && !riding.is_empty() {
+            let returned = self
+                .metrics
+                .blocks_returned
+                .with_label_values(&["admission"]);
+            returned.inc_by(riding.len() as u64);
         }
         let answers = out.and_then(|out| {
             split(out, jobs.len())

@@ -100,7 +100,7 @@ impl LeaseHold {
         self.store.metrics.lease_units.set(outstanding(&state, now));
         drop(state);
         if !back.is_empty() {
-            self.store.send_release(ReleaseMsg::lazy(back));
+            self.store.give_back_later(back);
         }
     }
 }

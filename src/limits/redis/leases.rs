@@ -347,7 +347,7 @@ impl RedisStore {
         self.metrics.lease_units.set(outstanding(&state, now));
         drop(state);
         if !back.is_empty() {
-            self.send_release(ReleaseMsg::lazy(back));
+            self.give_back_later(back);
         }
         parts
     }
@@ -377,7 +377,7 @@ impl RedisStore {
     pub(super) async fn tidy_leases(&self) {
         let back = self.take_back(false);
         if !back.is_empty() {
-            self.send_release(ReleaseMsg::lazy(back));
+            self.give_back_later(back);
         }
         let idle = self.idle_units();
         self.return_units(idle).await;
@@ -457,7 +457,8 @@ impl RedisStore {
     /// free slots and idle blocks through the release path. Blocks and slots of requests
     /// still running go back when they end, as any request's own leases.
     pub async fn return_leases(&self) {
-        let releases = self.take_back(true);
+        let mut releases = self.take_back(true);
+        releases.extend(self.lazy.take_all());
         if !releases.is_empty() {
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.send_release(ReleaseMsg::now(releases, Some(tx)));
