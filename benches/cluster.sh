@@ -152,12 +152,12 @@ one = node(single, s_n)
 three = {p: node(p, c_n) for p in nodes}
 print(f"\nCluster benchmark: {len(nodes)} cluster nodes vs one node, {rounds} interleaved rounds (each after {warm} s of warm-up), median req/s;"
       f" Redis CPU per request served, over the rounds that load the node; idle over {idle_s:.1f} s.\n")
-print("| Redis | gateway req/s | node | keys | script calls/request | script CPU µs/request | process CPU µs/request | idle CPU µs/s | beyond idle µs/request |")
+print("| Redis | gateway req/s | node | keys | script calls/1k requests | script CPU µs/request | process CPU µs/request | idle CPU µs/s | beyond idle µs/request |")
 print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
-print(f"| one node | {s_rps:,.0f} | :{single} | {one['keys']} | {one['calls']:.2f} | {one['script']:.1f} | {one['process']:.1f} | {one['idle']:,.0f} | {one['work']:.2f} |")
+print(f"| one node | {s_rps:,.0f} | :{single} | {one['keys']} | {one['calls'] * 1000:.1f} | {one['script']:.1f} | {one['process']:.1f} | {one['idle']:,.0f} | {one['work']:.2f} |")
 for i, (p, v) in enumerate(three.items()):
     first = f"| cluster | {c_rps:,.0f}" if i == 0 else "| | "
-    print(f"{first} | :{p} | {v['keys']} | {v['calls']:.2f} | {v['script']:.1f} | {v['process']:.1f} | {v['idle']:,.0f} | {v['work']:.2f} |")
+    print(f"{first} | :{p} | {v['keys']} | {v['calls'] * 1000:.1f} | {v['script']:.1f} | {v['process']:.1f} | {v['idle']:,.0f} | {v['work']:.2f} |")
 busiest = max(v["process"] for v in three.values())
 total = sum(v["process"] for v in three.values())
 print(f"\nfleet ceiling at this load (busiest node, process CPU per request): one node ≈ {1e6/max(one['process'],0.001):,.0f} req/s;"

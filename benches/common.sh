@@ -2,7 +2,7 @@
 # binary, makes a scratch dir, kills every process listed in `pids` on exit, and `port`
 # prints a free loopback port.
 cargo build --release -q
-BIN=target/release/ai-rate-limiter
+BIN=${BIN:-target/release/ai-rate-limiter}
 tmp=$(mktemp -d)
 pids=()
 # Processes get SIGTERM, then SIGKILL after 10 s (a graceful shutdown that waits on a

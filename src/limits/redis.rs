@@ -201,6 +201,8 @@ pub struct RedisStore {
     leases: Mutex<HashMap<u64, Vec<(String, String)>>>,
     releases: mpsc::UnboundedSender<ReleaseMsg>,
     lazy: release::LazyReleases,
+    /// Wakes requests waiting for another request's lease ask ([`Self::wait_for_lease`]).
+    lease_answered: tokio::sync::Notify,
     release_rx: Mutex<Option<mpsc::UnboundedReceiver<ReleaseMsg>>>,
     /// Each worker thread's own connection and queues (the `redis` policy).
     lanes: thread_local::ThreadLocal<lane::Lane>,
@@ -259,6 +261,7 @@ impl RedisStore {
             leases: Mutex::new(HashMap::new()),
             releases: tx,
             lazy: Default::default(),
+            lease_answered: tokio::sync::Notify::new(),
             release_rx: Mutex::new(Some(rx)),
             up: AtomicBool::new(false),
             topology: Default::default(),

@@ -15,7 +15,7 @@ pub struct SlotBlock {
     pub in_use: u64,
     /// The most in use since the last tidy.
     peak: u64,
-    traffic: Traffic,
+    pub(super) traffic: Traffic,
 }
 
 impl SlotBlock {
@@ -127,23 +127,23 @@ pub struct TokenBlocks {
     /// Whether the current block served a request since the last tidy.
     touched: bool,
     next_id: u64,
-    traffic: Traffic,
+    pub(super) traffic: Traffic,
 }
 
 impl TokenBlocks {
     /// The block to ask for with a request of `need` that goes to Redis: none for a key
-    /// that is not hot or while the current block has room for half of a new one (a
-    /// request that goes to Redis anyway, because another of its leases ran out, renews a
-    /// block with less: a key's leases then run out, and renew, together); else
-    /// [`super::HORIZON_MS`] of requests at `need` each.
+    /// that is not hot; else [`super::HORIZON_MS`] of requests at `need` each, also while
+    /// the current block has room (a request that goes to Redis anyway, because another of
+    /// its leases ran out, renews the block: its own reservation then goes into the new
+    /// block, where it needs no release call of its own, and the old block goes back
+    /// riding a later call).
     pub fn want(&mut self, need: u64, now_ms: u64) -> u64 {
         self.traffic.note(now_ms);
         let per = self.traffic.per_horizon();
-        let want = need.max(1).saturating_mul(per.clamp(4, super::MAX_UNITS));
-        let room = self.free();
-        if per == 0 || (self.ready(need) && room.saturating_mul(2) >= want) {
+        if per == 0 {
             return 0;
         }
+        let want = need.max(1).saturating_mul(per.clamp(4, super::MAX_UNITS));
         self.traffic.ask(want, now_ms)
     }
 
@@ -329,22 +329,20 @@ mod tests {
     }
 
     #[test]
-    fn a_block_with_less_than_half_a_new_one_left_is_renewed_with_a_call() {
+    fn a_request_that_goes_to_redis_renews_the_block_of_a_hot_key() {
         let mut t = TokenBlocks::default();
+        assert_eq!(t.want(100, 0), 0, "not hot");
         for ms in (0..1000).step_by(10) {
             t.want(100, ms);
         }
         let want = t.want(100, hot(0));
         assert_eq!(want, 100 * 100);
         t.grant("a".into(), want, 0, 60_000);
-        // Half of it left: a request that goes to Redis for another lease asks for none.
-        let (id, ..) = t.reserve(want / 2, hot(1)).unwrap();
-        assert_eq!(t.want(100, hot(2)), 0);
-        // Less than half: it asks for the next block, though this one still has room.
-        assert!(t.finish(id, want / 2, want / 2).is_empty());
-        t.reserve(100, hot(3)).unwrap();
+        // The block still has room: a request that goes to Redis for another lease asks
+        // for the next block all the same (its reservation goes into it).
+        t.reserve(100, hot(1)).unwrap();
         assert!(t.ready(100));
-        assert!(t.want(100, hot(4)) > 0);
+        assert!(t.want(100, hot(2)) > 0);
     }
 
     #[test]

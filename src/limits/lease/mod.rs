@@ -175,6 +175,12 @@ impl Traffic {
         want
     }
 
+    /// Whether a lease asked for less than [`ASK_MS`] ago has not been answered yet.
+    pub fn asking(&self, now_ms: u64) -> bool {
+        self.asked_ms
+            .is_some_and(|t| now_ms < t.saturating_add(ASK_MS))
+    }
+
     /// The call that asked has answered (whatever it granted).
     pub fn answered(&mut self) {
         self.asked_ms = None;
@@ -213,6 +219,24 @@ impl LeaseState {
     /// Whether another key may be tracked.
     pub fn room(&self) -> bool {
         self.units.len() + self.slots.len() + self.tokens.len() + self.shares.len() < self.max
+    }
+
+    /// Whether a lease of `key` (of any kind) was asked for and not answered yet: a
+    /// request that would ask for one too waits for that answer instead.
+    pub fn asking(&self, key: &str, now_ms: u64) -> bool {
+        self.units.asking(key, now_ms)
+            || self
+                .slots
+                .get(key)
+                .is_some_and(|b| b.traffic.asking(now_ms))
+            || self
+                .tokens
+                .get(key)
+                .is_some_and(|b| b.traffic.asking(now_ms))
+            || self
+                .shares
+                .get(key)
+                .is_some_and(|s| s.traffic.asking(now_ms))
     }
 
     /// The slot block of `key`, created when there is room.
@@ -254,6 +278,20 @@ impl LeaseState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ask_is_pending_until_answered_or_too_old() {
+        let mut t = Traffic::default();
+        assert!(!t.asking(0));
+        assert_eq!(t.ask(5, 100), 5);
+        assert!(t.asking(100 + ASK_MS - 1));
+        assert!(
+            !t.asking(100 + ASK_MS),
+            "its call failed: no longer waited for"
+        );
+        t.answered();
+        assert!(!t.asking(101));
+    }
 
     #[test]
     fn traffic_rolls_over_ticks_and_forgets_gaps() {

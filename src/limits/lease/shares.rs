@@ -51,7 +51,7 @@ pub struct Shares {
     touched: bool,
     /// The rule's rate, milli-requests per second (what a return leaks with).
     pub rule_rate: u64,
-    traffic: Traffic,
+    pub(super) traffic: Traffic,
 }
 
 impl Shares {

@@ -86,6 +86,11 @@ impl Units {
         }
     }
 
+    /// Whether units of `key` were asked for and not answered yet.
+    pub fn asking(&self, key: &str, now_ms: u64) -> bool {
+        self.map.get(key).is_some_and(|e| e.traffic.asking(now_ms))
+    }
+
     /// The units of `key` spendable now.
     pub fn held(&self, key: &str, now_ms: u64) -> u64 {
         self.map

@@ -38,6 +38,12 @@ impl RedisStore {
             return Ok(Ok(admitted));
         }
         let (wants, held) = self.lease_wants(&checks, &keys, estimate, now);
+        if wants.iter().all(|w| *w == 0) {
+            let waited = self.wait_for_lease(required, alternatives, &keys, estimate);
+            if let Some(admitted) = waited.await {
+                return Ok(Ok(admitted));
+            }
+        }
         let mut members = Vec::with_capacity(groups.len());
         let mut next = 0;
         for g in &groups {

@@ -12,6 +12,11 @@ use crate::limits::tokens::TokenLimit;
 /// At most this many counters per return call.
 const RETURN_CHUNK: usize = 512;
 
+/// How long a request waits for another request's lease ask to be answered (about a
+/// hundred round trips to Redis on loopback; a slower answer means Redis is struggling, and
+/// the request then asks Redis itself).
+const LEASE_WAIT: Duration = Duration::from_millis(50);
+
 /// What a check can be served from, if a lease may serve it (realtime requests only).
 #[derive(Clone, Copy)]
 enum Leasable {
@@ -346,10 +351,46 @@ impl RedisStore {
         }
         self.metrics.lease_units.set(outstanding(&state, now));
         drop(state);
+        // Requests that waited for this answer try what it brought.
+        self.lease_answered.notify_waiters();
         if !back.is_empty() {
             self.give_back_later(back);
         }
         parts
+    }
+
+    /// A request none of whose checks may ask for a lease, while another request of one of
+    /// its keys asked for one and waits for the answer (requests of a key that miss
+    /// together): it waits for that answer (at most [`LEASE_WAIT`]) and is admitted from
+    /// what it brought when that has room for every check, instead of a call of its own
+    /// (and, for a token check, a release call when it ends). `None`: decide it in Redis.
+    pub(super) async fn wait_for_lease(
+        self: &Arc<Self>,
+        required: &[Check<'_>],
+        alternatives: &[Vec<Check<'_>>],
+        keys: &[(String, String)],
+        estimate: Estimate,
+    ) -> Option<Admitted> {
+        // Only where leases may serve every check (not batch requests, sliding windows...).
+        let first = alternatives.first().map_or(&[][..], Vec::as_slice);
+        if required
+            .iter()
+            .chain(first)
+            .any(|c| leasable(c, estimate).is_none())
+        {
+            return None;
+        }
+        let answered = self.lease_answered.notified();
+        let asking = {
+            let state = self.lock_quota()?;
+            let now = self.lease_now();
+            keys.iter().any(|(k, _)| state.asking(k, now))
+        };
+        if !asking {
+            return None;
+        }
+        tokio::time::timeout(LEASE_WAIT, answered).await.ok()?;
+        self.admit_leased(required, alternatives, keys, estimate, self.lease_now())
     }
 
     /// Every slot and block member held, to refresh with the requests' leases.
