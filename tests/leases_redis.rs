@@ -335,22 +335,33 @@ fn rate_shares_keep_the_fleet_within_the_bucket() {
     assert_eq!(count(&out, 200) + count(&out, 429), out.len());
 }
 
+/// admit.lua as the gateway loads it.
+const ADMIT: &str = concat!(
+    include_str!("../lua-compat/common.lua"),
+    include_str!("../lua-compat/admit.lua")
+);
+
+/// A token check of 100,000 per minute asking for a block of 1,000.
+const TOKEN_CHECK: [&str; 6] = ["4", "100000", "60000", "0", "-1", "1000"];
+
+/// A Redis where admission `L1` (estimate 30) took a token block of 1,000 of `tpm`.
+fn redis_with_a_block() -> Redis {
+    let redis = Redis::start();
+    let mut args = vec![
+        "EVAL", ADMIT, "2", "tpm", "tpm:r", "1", "L1", "16000", "30", "1", "1",
+    ];
+    args.extend(TOKEN_CHECK);
+    redis.cmd(&args).unwrap();
+    redis
+}
+
 #[test]
 fn a_token_block_carries_the_reservation_of_the_request_that_asked_for_it() {
     // admit.lua: a token check that asks for a block of 1000 (the request's estimate 30)
     // writes one member for both, so the asking request needs no release of its own; a
     // later check of its group that refuses gives all of it back.
-    let redis = Redis::start();
-    let admit = concat!(
-        include_str!("../lua-compat/common.lua"),
-        include_str!("../lua-compat/admit.lua")
-    );
-    let token_check = ["4", "100000", "60000", "0", "-1", "1000"];
-    let mut args = vec![
-        "EVAL", admit, "2", "tpm", "tpm:r", "1", "L1", "16000", "30", "1", "1",
-    ];
-    args.extend(token_check);
-    redis.cmd(&args).unwrap();
+    let redis = redis_with_a_block();
+    let (admit, token_check) = (ADMIT, TOKEN_CHECK);
     let members = |redis: &Redis| redis.cmd(&["ZRANGE", "tpm:r", "0", "-1"]).unwrap();
     assert_eq!(members(&redis), "*1\r\n$9\r\nL1#t|1030\r\n");
     assert_eq!(redis.cmd(&["HGET", "tpm", "r"]).unwrap(), "$4\r\n1030\r\n");
@@ -380,17 +391,8 @@ fn token_blocks_given_back_ride_an_admission_call() {
     // admit.lua with release.lua's entries in front ('r', k, entries; their keys first):
     // the block goes back (its member gone, the running sum less its tokens, what it used
     // charged) before the call's admission is decided, in the same atomic call.
-    let redis = Redis::start();
-    let admit = concat!(
-        include_str!("../lua-compat/common.lua"),
-        include_str!("../lua-compat/admit.lua")
-    );
-    let token_check = ["4", "100000", "60000", "0", "-1", "1000"];
-    let mut args = vec![
-        "EVAL", admit, "2", "tpm", "tpm:r", "1", "L1", "16000", "30", "1", "1",
-    ];
-    args.extend(token_check);
-    redis.cmd(&args).unwrap();
+    let redis = redis_with_a_block();
+    let admit = ADMIT;
     assert_eq!(redis.cmd(&["HGET", "tpm", "r"]).unwrap(), "$4\r\n1030\r\n");
     // L1's block back having used 500 tokens, and L2 admitted without a block.
     let mut args = vec![
