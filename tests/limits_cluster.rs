@@ -304,6 +304,61 @@ fn scripts_change_nothing_when_a_key_is_on_another_node() {
         assert!(ttl > 50_000, "{zset}: {ttl}");
     }
     assert_eq!(node.cmd(&["ZCARD", b]).unwrap(), ":1\r\n");
+    lease_units_go_back_per_node(node);
+}
+
+/// lease_return.lua on a node: -1 (nothing changed) when a counter lives on another node;
+/// the units of counters of two slots it owns go back in one call.
+fn lease_units_go_back_per_node(node: &Redis) {
+    let lease_return = concat!(
+        include_str!("../lua-compat/common.lua"),
+        include_str!("../lua-compat/lease_return.lua")
+    );
+    let (a, b, there) = ("{b}count", "{f}count", "{a}count");
+    let mut ends = Vec::new();
+    for k in [a, b] {
+        node.cmd(&["SET", k, "5", "PX", "60000"]).unwrap();
+        let now = values(&node.cmd(&["TIME"]).unwrap());
+        let ms = now[0].parse::<u64>().unwrap() * 1000 + now[1].parse::<u64>().unwrap() / 1000;
+        let pttl: u64 = node.cmd(&["PTTL", k]).unwrap()[1..].trim().parse().unwrap();
+        ends.push((ms + pttl).to_string());
+    }
+    let out = node
+        .cmd(&[
+            "EVAL",
+            lease_return,
+            "1",
+            a,
+            "2",
+            &ends[0],
+            "3",
+            &ends[1],
+            "3",
+            a,
+            there,
+        ])
+        .unwrap();
+    assert_eq!(out, ":-1\r\n", "{out}");
+    assert_eq!(node.cmd(&["GET", a]).unwrap(), "$1\r\n5\r\n");
+    let out = node
+        .cmd(&[
+            "EVAL",
+            lease_return,
+            "1",
+            a,
+            "2",
+            &ends[0],
+            "3",
+            &ends[1],
+            "3",
+            a,
+            b,
+        ])
+        .unwrap();
+    assert_eq!(out, ":6\r\n", "{out}");
+    for k in [a, b] {
+        assert_eq!(node.cmd(&["GET", k]).unwrap(), "$1\r\n2\r\n", "{k}");
+    }
 }
 
 #[test]

@@ -78,7 +78,7 @@ const ADMIT_LUA: &str = with_common!("admit.lua");
 const RELEASE_LUA: &str = with_common!("release.lua");
 const REFRESH_LUA: &str = with_common!("refresh.lua");
 const SYNC_LUA: &str = include_str!("../../lua-compat/sync.lua");
-const LEASE_RETURN_LUA: &str = include_str!("../../lua-compat/lease_return.lua");
+const LEASE_RETURN_LUA: &str = with_common!("lease_return.lua");
 
 /// A connection to Redis or to a Redis Cluster (also used by the batch store).
 #[derive(Clone)]

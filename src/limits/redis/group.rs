@@ -134,7 +134,7 @@ impl RedisStore {
         nodes.entry(node).or_default().waiting.push(job);
     }
 
-    /// One call of admit.lua for `jobs`, with the token blocks waiting for its node; each
+    /// One call of admit.lua for `jobs`, with the token blocks and rate shares waiting for its node; each
     /// job gets its answer (or the call's fault).
     async fn admit_run(&self, via: &Conn, jobs: Vec<AdmitJob>) {
         let first = jobs.first().and_then(|j| j.keys.first());
@@ -160,7 +160,7 @@ impl RedisStore {
         let out = self.call_via::<Vec<i64>>(Some(via), "admit", &inv).await;
         if matches!(out.as_deref(), Ok([-1])) {
             // A key on another node than the map said: nothing was decided, nothing
-            // given back (the blocks go in a release call of their own).
+            // given back (they go in a release call of their own).
             if !riding.is_empty() {
                 self.send_release(ReleaseMsg::now(riding, None));
             }
@@ -174,7 +174,7 @@ impl RedisStore {
                 .metrics
                 .blocks_returned
                 .with_label_values(&["admission"]);
-            returned.inc_by(riding.len() as u64);
+            returned.inc_by(riding.iter().filter(|r| r.kind == 4).count() as u64);
         }
         let answers = out.and_then(|out| {
             split(out, jobs.len())

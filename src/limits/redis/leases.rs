@@ -431,12 +431,21 @@ impl RedisStore {
         }
     }
 
-    /// Return count units to their windows; how many went back.
+    /// Return count units to their windows, one call per node (per slot if the cluster
+    /// map was stale); how many went back.
     async fn return_units(&self, back: Vec<Return>) -> u64 {
         let mut returned = 0;
-        for run in self.by_slot(back, |r| r.key.as_str()) {
+        for run in self.by_node(back, |r| r.key.as_str()) {
             for chunk in run.chunks(RETURN_CHUNK) {
-                returned += self.return_chunk(chunk).await;
+                match self.return_chunk(chunk).await {
+                    -1 => {
+                        self.topology_stale();
+                        for run in self.by_slot(chunk.to_vec(), |r| r.key.as_str()) {
+                            returned += self.return_chunk(&run).await.max(0) as u64;
+                        }
+                    }
+                    n => returned += n.max(0) as u64,
+                }
             }
         }
         returned
@@ -527,11 +536,17 @@ impl RedisStore {
         state.units.drain(self.lease_now())
     }
 
-    async fn return_chunk(&self, chunk: &[Return]) -> u64 {
+    /// One call of lease_return.lua: the units given back (0 on failure: the lease's
+    /// units then stay counted until their window ends), -1 if a key is not on the node
+    /// the cluster map said.
+    async fn return_chunk(&self, chunk: &[Return]) -> i64 {
         let mut inv = self.lease_return.prepare_invoke();
+        inv.arg(chunk.len());
         for r in chunk {
-            inv.key(&r.key).arg(r.window_end).arg(r.units);
+            inv.arg(r.window_end).arg(r.units);
         }
-        self.call::<u64>("lease_return", &inv).await.unwrap_or(0)
+        let keys = chunk.iter().map(|r| r.key.as_str());
+        call::push_keys(self.policy == LimitPolicy::RedisCluster, &mut inv, keys);
+        self.call::<i64>("lease_return", &inv).await.unwrap_or(0)
     }
 }

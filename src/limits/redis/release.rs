@@ -2,14 +2,16 @@
 //! requests' in one call of `lua-compat/release.lua` (per node on a cluster).
 
 use super::*;
+use std::collections::VecDeque;
+use tokio::time::Instant;
 
-/// How long token blocks given back may wait for a call to ride.
+/// How long token blocks and rate shares given back may wait for a call to ride.
 pub(super) const LAZY_MS: u64 = 100;
 
 /// Releases per call at most.
 const MAX_BATCH: usize = 2000;
 
-/// Waiting token blocks one admission call takes along at most.
+/// Waiting releases one admission call takes along at most.
 const MAX_RIDE: usize = 256;
 
 /// Releases to send at once, and whom to tell when they are applied.
@@ -28,39 +30,70 @@ impl ReleaseMsg {
     }
 }
 
-/// Token blocks this instance gives back, by the node of their keys (0 on one Redis).
-/// Nobody waits for them, so they wait up to [`LAZY_MS`] to ride a call going to their
-/// node anyway: the next admission call ([`RedisStore::riding`]) or release call. A busy
-/// fleet returns a token block per key and second, and each call's fixed cost (most of it
-/// Redis entering the script with cold caches) is most of Redis's work.
+/// Token blocks and rate shares this instance gives back, by the node of their keys (0 on
+/// one Redis). Nobody waits for them, so they wait up to [`LAZY_MS`] to ride a call going
+/// to their node anyway: the next admission call ([`RedisStore::riding`]) or release call.
+/// A busy fleet returns a token block and a rate share per key and second or so, and each
+/// call's fixed cost (most of it Redis entering the script with cold caches) is most of
+/// Redis's work.
 #[derive(Default)]
 pub(super) struct LazyReleases {
-    waiting: Mutex<HashMap<u32, Vec<Release>>>,
-    /// Wakes [`RedisStore::flush_lazy`] when the first block starts to wait.
+    /// Per node, oldest first, each with when it began to wait.
+    waiting: Mutex<HashMap<u32, VecDeque<(Instant, Release)>>>,
+    /// Wakes [`RedisStore::flush_lazy`] when the first release starts to wait.
     first: tokio::sync::Notify,
 }
 
 impl LazyReleases {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Vec<Release>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, VecDeque<(Instant, Release)>>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Up to `max` blocks waiting for `node`.
+    /// Up to `max` releases waiting for `node`, the oldest first.
     fn take(&self, node: u32, max: usize) -> Vec<Release> {
         let mut waiting = self.lock();
         let Some(list) = waiting.get_mut(&node) else {
             return Vec::new();
         };
-        let taken = list.split_off(list.len().saturating_sub(max));
+        let n = max.min(list.len());
+        let taken = list.drain(..n).map(|(_, r)| r).collect();
         if list.is_empty() {
             waiting.remove(&node);
         }
         taken
     }
 
+    /// Everything that has waited [`LAZY_MS`] at `now` (no call to its node came).
+    fn take_due(&self, now: Instant) -> Vec<Release> {
+        let mut waiting = self.lock();
+        let mut due = Vec::new();
+        for list in waiting.values_mut() {
+            while list
+                .front()
+                .is_some_and(|(since, _)| now >= *since + Duration::from_millis(LAZY_MS))
+            {
+                due.extend(list.pop_front().map(|(_, r)| r));
+            }
+        }
+        waiting.retain(|_, list| !list.is_empty());
+        due
+    }
+
+    /// When the oldest release waiting began to wait.
+    fn oldest(&self) -> Option<Instant> {
+        let waiting = self.lock();
+        waiting
+            .values()
+            .filter_map(|l| l.front().map(|(t, _)| *t))
+            .min()
+    }
+
     /// Everything waiting.
     pub(super) fn take_all(&self) -> Vec<Release> {
-        self.lock().drain().flat_map(|(_, list)| list).collect()
+        self.lock()
+            .drain()
+            .flat_map(|(_, list)| list.into_iter().map(|(_, r)| r))
+            .collect()
     }
 }
 
@@ -92,12 +125,13 @@ impl RedisStore {
         }
     }
 
-    /// Give back quota leases nobody waits for: token blocks wait (see
-    /// [`LazyReleases`]); slots and rate shares go at once (what they give back, another
-    /// instance may need at once).
+    /// Give back quota leases nobody waits for: token blocks and rate shares wait (see
+    /// [`LazyReleases`]; until they are back, Redis counts them as still held: what
+    /// waiting costs is that no instance can use them for up to [`LAZY_MS`]); conn slots
+    /// go at once (a slot is a request another instance may be waiting to run).
     pub(super) fn give_back_later(&self, back: Vec<Release>) {
         let (blocks, now): (Vec<Release>, Vec<Release>) =
-            back.into_iter().partition(|r| r.kind == 4);
+            back.into_iter().partition(|r| r.kind == 4 || r.kind == 1);
         if !now.is_empty() {
             self.send_release(ReleaseMsg::now(now, None));
         }
@@ -106,10 +140,12 @@ impl RedisStore {
         }
         let mut waiting = self.lazy.lock();
         let first = waiting.is_empty();
+        let now = Instant::now();
         for r in blocks {
-            waiting.entry(self.lazy_node(&r.key)).or_default().push(r);
+            let node = waiting.entry(self.lazy_node(&r.key)).or_default();
+            node.push_back((now, r));
         }
-        let full = waiting.values().map(Vec::len).sum::<usize>() >= MAX_BATCH;
+        let full = waiting.values().map(VecDeque::len).sum::<usize>() >= MAX_BATCH;
         drop(waiting);
         if full {
             self.send_release(ReleaseMsg::now(self.lazy.take_all(), None));
@@ -118,25 +154,29 @@ impl RedisStore {
         }
     }
 
-    /// The waiting token blocks an admission call to the node of `key` takes along.
+    /// The waiting token blocks and rate shares an admission call to the node of `key` takes along.
     pub(super) fn riding(&self, key: &str) -> Vec<Release> {
         self.lazy.take(self.lazy_node(key), MAX_RIDE)
     }
 
-    /// Send what still waits [`LAZY_MS`] after the first block began to wait.
+    /// Send each release that has waited [`LAZY_MS`] (the others may still ride a call to
+    /// their node).
     pub(super) async fn flush_lazy(self: Arc<Self>) {
         loop {
-            self.lazy.first.notified().await;
-            tokio::time::sleep(Duration::from_millis(LAZY_MS)).await;
-            let all = self.lazy.take_all();
-            if !all.is_empty() {
-                let _ = self.releases.send(ReleaseMsg::now(all, None));
+            let Some(oldest) = self.lazy.oldest() else {
+                self.lazy.first.notified().await;
+                continue;
+            };
+            tokio::time::sleep_until(oldest + Duration::from_millis(LAZY_MS)).await;
+            let due = self.lazy.take_due(Instant::now());
+            if !due.is_empty() {
+                let _ = self.releases.send(ReleaseMsg::now(due, None));
             }
         }
     }
 
     /// Send releases as they come, everything queued meanwhile in one call (per node), on
-    /// `via` or the shared connection, with the token blocks waiting for those nodes.
+    /// `via` or the shared connection, with the releases waiting for those nodes.
     pub(super) async fn release_loop(
         self: Arc<Self>,
         mut rx: mpsc::UnboundedReceiver<ReleaseMsg>,
@@ -197,17 +237,47 @@ mod tests {
         }
     }
 
+    fn waiting(lazy: &LazyReleases, node: u32, since: Instant, releases: Vec<Release>) {
+        let mut w = lazy.lock();
+        w.entry(node)
+            .or_default()
+            .extend(releases.into_iter().map(|r| (since, r)));
+    }
+
     #[test]
     fn a_call_takes_at_most_its_share_of_its_node_and_leaves_the_rest() {
         let lazy = LazyReleases::default();
-        lazy.lock()
-            .insert(1, (0..5).map(|i| block("a", i)).collect());
-        lazy.lock().insert(2, vec![block("b", 9)]);
-        assert_eq!(lazy.take(1, 3).len(), 3);
+        let t = Instant::now();
+        waiting(&lazy, 1, t, (0..5).map(|i| block("a", i)).collect());
+        waiting(&lazy, 2, t, vec![block("b", 9)]);
+        let first = lazy.take(1, 3);
+        assert_eq!(first.len(), 3);
+        assert_eq!(first[0].member, "L0#t|10", "the oldest first");
         assert!(lazy.take(3, 3).is_empty(), "no node 3");
         assert_eq!(lazy.take(1, 3).len(), 2);
         assert!(!lazy.lock().contains_key(&1), "an empty node is forgotten");
         assert_eq!(lazy.take_all().len(), 1);
         assert!(lazy.take_all().is_empty());
+    }
+
+    #[test]
+    fn only_what_waited_long_enough_is_sent_on_its_own() {
+        let lazy = LazyReleases::default();
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        assert_eq!(lazy.oldest(), None);
+        waiting(&lazy, 1, t, vec![block("a", 0)]);
+        waiting(&lazy, 1, ms(60), vec![block("a", 1)]);
+        waiting(&lazy, 2, ms(30), vec![block("b", 2)]);
+        assert_eq!(lazy.oldest(), Some(t));
+        assert!(lazy.take_due(ms(LAZY_MS - 1)).is_empty());
+        let due = lazy.take_due(ms(LAZY_MS));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].member, "L0#t|10");
+        assert_eq!(lazy.oldest(), Some(ms(30)), "node 2's is the oldest left");
+        let due = lazy.take_due(ms(LAZY_MS + 60));
+        assert_eq!(due.len(), 2);
+        assert_eq!(lazy.oldest(), None);
+        assert!(lazy.lock().is_empty(), "empty nodes are forgotten");
     }
 }
