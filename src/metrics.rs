@@ -232,6 +232,14 @@ impl Metrics {
                 &["via"],
             )
             .expect("valid metric"),
+            lease_waits: IntCounterVec::new(
+                Opts::new(
+                    "gateway_limiter_lease_waits_total",
+                    "Requests that waited for their key's lease ask to be answered, by outcome: admitted from the lease or sent to Redis.",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
         };
         let local = crate::limits::slots::SlotMetrics::new();
         let queue_depth = IntGaugeVec::new(
@@ -321,6 +329,7 @@ impl Metrics {
             Box::new(redis.leased.clone()),
             Box::new(redis.lease_misses.clone()),
             Box::new(redis.blocks_returned.clone()),
+            Box::new(redis.lease_waits.clone()),
             Box::new(local.keys.clone()),
             Box::new(local.evictions.clone()),
             Box::new(queue_depth.clone()),

@@ -3,7 +3,8 @@
 //! requests; blocks of conn slots never let more requests run at once than the limit;
 //! token blocks never let the fleet use more than the window's tokens; a gateway that
 //! shuts down gives its unused units back to the window; a token block carries the
-//! reservation of the request that asked for it.
+//! reservation of the request that asked for it; requests that miss while a lease is asked
+//! for wait for it.
 
 mod common;
 use common::redis::Redis;
@@ -271,6 +272,23 @@ fn token_blocks_never_let_the_fleet_use_more_than_the_window() {
         &[("via", "release")],
     );
     eprintln!("blocks back: {riding} riding admissions, {alone} in release calls");
+    let waited = total(
+        &all,
+        "gateway_limiter_lease_waits_total",
+        &[("outcome", "leased")],
+    );
+    let sent = total(
+        &all,
+        "gateway_limiter_lease_waits_total",
+        &[("outcome", "redis")],
+    );
+    eprintln!("waits: {waited} leased, {sent} to redis");
+    // Requests that missed while their key's lease ask was in flight waited for its
+    // answer and were admitted from it, without a call of their own.
+    assert!(
+        waited > 0.0,
+        "no request was admitted from a lease it waited for"
+    );
     assert!(riding > 0.0, "no token block rode an admission call");
     // Every block back: the window has charged exactly what the answers used (the requests
     // that asked for blocks included: they were charged through them).

@@ -380,17 +380,32 @@ impl RedisStore {
         {
             return None;
         }
-        let answered = self.lease_answered.notified();
-        let asking = {
-            let state = self.lock_quota()?;
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        let waits = &self.metrics.lease_waits;
+        let mut waited = false;
+        loop {
+            // Any answer wakes every waiter (created before the check: none is missed);
+            // one that answered another key's ask leaves this request waiting.
+            let answered = self.lease_answered.notified();
+            let asking = {
+                let state = self.lock_quota()?;
+                let now = self.lease_now();
+                keys.iter().any(|(k, _)| state.asking(k, now))
+            };
+            let timed_out = asking && tokio::time::timeout_at(deadline, answered).await.is_err();
+            if !asking || timed_out {
+                if waited || timed_out {
+                    waits.with_label_values(&["redis"]).inc();
+                }
+                return None;
+            }
+            waited = true;
             let now = self.lease_now();
-            keys.iter().any(|(k, _)| state.asking(k, now))
-        };
-        if !asking {
-            return None;
+            if let Some(admitted) = self.admit_leased(required, alternatives, keys, estimate, now) {
+                waits.with_label_values(&["leased"]).inc();
+                return Some(admitted);
+            }
         }
-        tokio::time::timeout(LEASE_WAIT, answered).await.ok()?;
-        self.admit_leased(required, alternatives, keys, estimate, self.lease_now())
     }
 
     /// Every slot and block member held, to refresh with the requests' leases.

@@ -20,4 +20,8 @@ pub struct RedisMetrics {
     /// `gateway_limiter_blocks_returned_total{via}`: token blocks given back, riding an
     /// admission call (`admission`) or in a release call (`release`).
     pub blocks_returned: prometheus::IntCounterVec,
+    /// `gateway_limiter_lease_waits_total{outcome}`: requests that missed while their key's
+    /// lease ask was in flight and waited for its answer: admitted from what it brought
+    /// (`leased`) or sent to Redis after all (`redis`).
+    pub lease_waits: prometheus::IntCounterVec,
 }
