@@ -130,18 +130,18 @@ impl RedisStore {
     /// waiting costs is that no instance can use them for up to [`LAZY_MS`]); conn slots
     /// go at once (a slot is a request another instance may be waiting to run).
     pub(super) fn give_back_later(&self, back: Vec<Release>) {
-        let (blocks, now): (Vec<Release>, Vec<Release>) =
+        let (later, now): (Vec<Release>, Vec<Release>) =
             back.into_iter().partition(|r| r.kind == 4 || r.kind == 1);
         if !now.is_empty() {
             self.send_release(ReleaseMsg::now(now, None));
         }
-        if blocks.is_empty() {
+        if later.is_empty() {
             return;
         }
         let mut waiting = self.lazy.lock();
         let first = waiting.is_empty();
         let now = Instant::now();
-        for r in blocks {
+        for r in later {
             let node = waiting.entry(self.lazy_node(&r.key)).or_default();
             node.push_back((now, r));
         }
