@@ -261,27 +261,16 @@ fn token_blocks_never_let_the_fleet_use_more_than_the_window() {
         g.wait_metric("gateway_limiter_lease_units", &[], 0.0);
     }
     // Blocks given back while requests kept coming rode their admission calls.
-    let riding = total(
-        &all,
-        "gateway_limiter_blocks_returned_total",
-        &[("via", "admission")],
-    );
-    let alone = total(
-        &all,
-        "gateway_limiter_blocks_returned_total",
-        &[("via", "release")],
-    );
+    let [riding, alone] = ["admission", "release"].map(|via| {
+        total(
+            &all,
+            "gateway_limiter_blocks_returned_total",
+            &[("via", via)],
+        )
+    });
     eprintln!("blocks back: {riding} riding admissions, {alone} in release calls");
-    let waited = total(
-        &all,
-        "gateway_limiter_lease_waits_total",
-        &[("outcome", "leased")],
-    );
-    let sent = total(
-        &all,
-        "gateway_limiter_lease_waits_total",
-        &[("outcome", "redis")],
-    );
+    let [waited, sent] = ["leased", "redis"]
+        .map(|o| total(&all, "gateway_limiter_lease_waits_total", &[("outcome", o)]));
     eprintln!("waits: {waited} leased, {sent} to redis");
     // Requests that missed while their key's lease ask was in flight waited for its
     // answer and were admitted from it, without a call of their own.

@@ -323,38 +323,16 @@ fn lease_units_go_back_per_node(node: &Redis) {
         let pttl: u64 = node.cmd(&["PTTL", k]).unwrap()[1..].trim().parse().unwrap();
         ends.push((ms + pttl).to_string());
     }
-    let out = node
-        .cmd(&[
-            "EVAL",
-            lease_return,
-            "1",
-            a,
-            "2",
-            &ends[0],
-            "3",
-            &ends[1],
-            "3",
-            a,
-            there,
-        ])
-        .unwrap();
+    // One call for `a` and `second`: each counter's end, then 3 units back.
+    let give_back = |second: &str| {
+        let args = ["1", a, "2", &ends[0], "3", &ends[1], "3", a, second];
+        node.cmd(&[&["EVAL", lease_return][..], &args].concat())
+            .unwrap()
+    };
+    let out = give_back(there);
     assert_eq!(out, ":-1\r\n", "{out}");
     assert_eq!(node.cmd(&["GET", a]).unwrap(), "$1\r\n5\r\n");
-    let out = node
-        .cmd(&[
-            "EVAL",
-            lease_return,
-            "1",
-            a,
-            "2",
-            &ends[0],
-            "3",
-            &ends[1],
-            "3",
-            a,
-            b,
-        ])
-        .unwrap();
+    let out = give_back(b);
     assert_eq!(out, ":6\r\n", "{out}");
     for k in [a, b] {
         assert_eq!(node.cmd(&["GET", k]).unwrap(), "$1\r\n2\r\n", "{k}");
