@@ -19,6 +19,8 @@
 # p99; medians of rounds, with ratios. Traffic goes to 127.0.0.1 only, bounded by DURATION.
 # Then benches/streams.sh: OPEN_STREAMS (default 9000; 0 skips it) slow streams held open
 # at once, pass-through and translated: memory per open stream, delay and CPU per event.
+# Then benches/cluster.sh: CLUSTER_CONSUMERS (default 200; 0 skips it) consumers through a
+# three-node Redis Cluster and one Redis node side by side (this build, then PREV_BIN).
 #
 #   benches/load.sh                 # defaults: ROUNDS=3 DURATION=8 CONNS=32 THREADS=1 RATE=2000
 #   UPSTREAM=static benches/load.sh
@@ -259,4 +261,11 @@ if [ "${OPEN_STREAMS:-9000}" -gt 0 ]; then
   echo
   echo "Open streams (benches/streams.sh, STREAMS=${OPEN_STREAMS:-9000}):"
   STREAMS=${OPEN_STREAMS:-9000} bash benches/streams.sh
+fi
+if [ "${CLUSTER_CONSUMERS:-200}" -gt 0 ]; then
+  for b in "$BIN" ${PREV_BIN:+"$PREV_BIN"}; do
+    echo
+    echo "Redis Cluster vs one Redis node (benches/cluster.sh, CONSUMERS=${CLUSTER_CONSUMERS:-200}, BIN=$b):"
+    CONSUMERS=${CLUSTER_CONSUMERS:-200} BIN=$b bash benches/cluster.sh
+  done
 fi
