@@ -63,7 +63,7 @@ macro_rules! with_common {
     };
 }
 mod release;
-use release::ReleaseMsg;
+use release::{Release, ReleaseMsg};
 mod store_conn;
 mod store_metrics;
 pub use store_metrics::RedisMetrics;
@@ -162,16 +162,6 @@ impl Conn {
 /// Why a call to Redis failed (the message never holds a URL or password).
 #[derive(Debug, Clone)]
 pub struct RedisFault(pub String);
-
-/// One thing to give back: a conn lease or a token reservation (with the tokens used).
-struct Release {
-    kind: u8,
-    key: String,
-    zset: String,
-    member: String,
-    window_ms: u64,
-    used: u64,
-}
 
 pub struct RedisStore {
     policy: LimitPolicy,

@@ -50,7 +50,7 @@ impl AdmitCall<'_, '_> {
     pub(super) fn lease_of(&self, c: &Check<'_>, answer: &CheckAnswer) -> Option<LeaseOf> {
         match c.kind {
             RuleKind::Conn(_) => Some(LeaseOf {
-                kind: 2,
+                kind: Release::CONN,
                 member: self.lease.to_string(),
                 window_ms: 0,
                 tokens: 0,
@@ -65,7 +65,7 @@ impl AdmitCall<'_, '_> {
                     w => format!("{}#t|{}", self.lease, w.saturating_add(tokens)),
                 };
                 Some(LeaseOf {
-                    kind: 4,
+                    kind: Release::TOKENS,
                     member,
                     window_ms: l.window_ms,
                     tokens,

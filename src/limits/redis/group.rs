@@ -134,8 +134,8 @@ impl RedisStore {
         nodes.entry(node).or_default().waiting.push(job);
     }
 
-    /// One call of admit.lua for `jobs`, with the token blocks and rate shares waiting for its node; each
-    /// job gets its answer (or the call's fault).
+    /// One call of admit.lua for `jobs`, with the token blocks and rate shares waiting for
+    /// its node; each job gets its answer (or the call's fault).
     async fn admit_run(&self, via: &Conn, jobs: Vec<AdmitJob>) {
         let first = jobs.first().and_then(|j| j.keys.first());
         let riding = first.map_or_else(Vec::new, |k| self.riding(k));
@@ -174,7 +174,7 @@ impl RedisStore {
                 .metrics
                 .blocks_returned
                 .with_label_values(&["admission"]);
-            returned.inc_by(riding.iter().filter(|r| r.kind == 4).count() as u64);
+            returned.inc_by(riding.iter().filter(|r| r.is_token_block()).count() as u64);
         }
         let answers = out.and_then(|out| {
             split(out, jobs.len())

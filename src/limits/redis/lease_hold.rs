@@ -147,7 +147,7 @@ pub(super) fn outstanding(state: &LeaseState, now: u64) -> i64 {
 /// The release of one slot of a block.
 pub(super) fn slot_release(key: &str, member: String) -> Release {
     Release {
-        kind: 2,
+        kind: Release::CONN,
         key: key.to_string(),
         zset: key.to_string(),
         member,
@@ -165,7 +165,7 @@ pub(super) fn block_release(
     used: u64,
 ) -> Release {
     Release {
-        kind: 4,
+        kind: Release::TOKENS,
         key: key.to_string(),
         zset: zset.to_string(),
         member,
@@ -184,7 +184,7 @@ pub(super) fn share_release(
     now: u64,
 ) -> Release {
     Release {
-        kind: 1,
+        kind: Release::SHARE,
         key: key.to_string(),
         zset: zset.to_string(),
         member: share.member.clone(),

@@ -14,6 +14,35 @@ const MAX_BATCH: usize = 2000;
 /// Waiting releases one admission call takes along at most.
 const MAX_RIDE: usize = 256;
 
+/// One thing to give back: a conn lease or a token reservation (with the tokens used).
+pub(super) struct Release {
+    pub(super) kind: u8,
+    pub(super) key: String,
+    pub(super) zset: String,
+    pub(super) member: String,
+    pub(super) window_ms: u64,
+    pub(super) used: u64,
+}
+
+impl Release {
+    /// `release.lua`'s kinds: a rate share, a conn lease or slot, tokens.
+    pub(super) const SHARE: u8 = 1;
+    pub(super) const CONN: u8 = 2;
+    pub(super) const TOKENS: u8 = 4;
+
+    /// A token block (a quota lease's, or a request's own reservation inside one).
+    pub(super) fn is_token_block(&self) -> bool {
+        self.kind == Self::TOKENS && self.member.contains("#t|")
+    }
+
+    /// What nobody waits for once given back, so it may wait to ride another call: token
+    /// blocks and rate shares (a conn slot is a request another instance may be waiting to
+    /// run).
+    pub(super) fn may_wait(&self) -> bool {
+        self.kind == Self::SHARE || self.is_token_block()
+    }
+}
+
 /// Releases to send at once, and whom to tell when they are applied.
 pub(super) struct ReleaseMsg {
     releases: Vec<Release>,
@@ -109,7 +138,7 @@ impl RedisStore {
         let keys = run.iter().flat_map(|r| [r.key.as_str(), r.zset.as_str()]);
         call::push_keys(self.policy == LimitPolicy::RedisCluster, &mut inv, keys);
         let out = self.call_via(via, "release", &inv).await;
-        let blocks = run.iter().filter(|r| r.member.contains("#t|")).count() as u64;
+        let blocks = run.iter().filter(|r| r.is_token_block()).count() as u64;
         if blocks > 0 && matches!(out, Ok(1)) {
             let returned = self.metrics.blocks_returned.with_label_values(&["release"]);
             returned.inc_by(blocks);
@@ -125,13 +154,13 @@ impl RedisStore {
         }
     }
 
-    /// Give back quota leases nobody waits for: token blocks and rate shares wait (see
-    /// [`LazyReleases`]; until they are back, Redis counts them as still held: what
-    /// waiting costs is that no instance can use them for up to [`LAZY_MS`]); conn slots
-    /// go at once (a slot is a request another instance may be waiting to run).
+    /// Give back quota leases nobody waits for: those that [may wait](Release::may_wait)
+    /// wait (see [`LazyReleases`]; until they are back, Redis counts them as still held:
+    /// what waiting costs is that no instance can use them for up to [`LAZY_MS`]); the
+    /// others go at once.
     pub(super) fn give_back_later(&self, back: Vec<Release>) {
         let (later, now): (Vec<Release>, Vec<Release>) =
-            back.into_iter().partition(|r| r.kind == 4 || r.kind == 1);
+            back.into_iter().partition(Release::may_wait);
         if !now.is_empty() {
             self.send_release(ReleaseMsg::now(now, None));
         }
@@ -154,7 +183,8 @@ impl RedisStore {
         }
     }
 
-    /// The waiting token blocks and rate shares an admission call to the node of `key` takes along.
+    /// The waiting token blocks and rate shares an admission call to the node of `key`
+    /// takes along.
     pub(super) fn riding(&self, key: &str) -> Vec<Release> {
         self.lazy.take(self.lazy_node(key), MAX_RIDE)
     }
@@ -228,7 +258,7 @@ mod tests {
 
     fn block(key: &str, i: usize) -> Release {
         Release {
-            kind: 4,
+            kind: Release::TOKENS,
             key: key.to_string(),
             zset: format!("{key}:r"),
             member: format!("L{i}#t|10"),
