@@ -4,7 +4,7 @@
 //! token blocks never let the fleet use more than the window's tokens; a gateway that
 //! shuts down gives its unused units back to the window; a token block carries the
 //! reservation of the request that asked for it; requests that miss while a lease is asked
-//! for wait for it.
+//! for wait for it; a request decided in Redis takes its conn slot from the block.
 
 mod common;
 use common::redis::Redis;
@@ -215,6 +215,122 @@ fn slot_blocks_never_run_more_requests_at_once_than_the_limit() {
     for g in &all {
         g.wait_metric("gateway_limiter_lease_units", &[], 0.0);
     }
+}
+
+/// Redis round trips of `op` the gateways made so far.
+fn round_trips(gws: &[&Gw], op: &str) -> f64 {
+    total(gws, "gateway_redis_duration_seconds_count", &[("op", op)])
+}
+
+#[test]
+fn requests_decided_in_redis_take_their_conn_slot_from_the_block() {
+    // A sliding window, which leases cannot serve, sends every request to Redis; the conn
+    // limit beside it has a slot block. The call leaves the conn check out and the request
+    // runs on a slot of the block: when it ends there is nothing to release in Redis.
+    let redis = Redis::start();
+    let up = CountingUpstream::start(Duration::from_millis(10));
+    let cfg = yaml(&redis, 1_000_000_000)
+        .replace(
+            "providers: [{name: mock, kind: mock}]",
+            &format!(
+                "providers: [{{name: counted, kind: openai-compatible, base_url: \"{}\", \
+                 api_key: sk-up}}]",
+                up.base_url()
+            ),
+        )
+        .replace(
+            "deployments: [{provider: mock}], limits: [{name: rpm, count: {count: 1000000000, \
+             time_window: 60s}}]",
+            "deployments: [{provider: counted}], limits: [{name: conc, conn: {conn: 64}}, \
+             {name: slide, count: {count: 1000000000, time_window: 60s, window_type: sliding}}]",
+        );
+    assert!(cfg.contains("window_type: sliding"), "{cfg}");
+    let gws: Vec<Gw> = (0..2).map(|_| Gw::start(&cfg)).collect();
+    let all: Vec<&Gw> = gws.iter().collect();
+    // The conn key turns hot and its block grows.
+    let warm = answers(&all, "m", 8, 2.0, 0);
+    assert!(warm.iter().all(|(s, _)| *s == 200));
+    let (admits, releases) = (round_trips(&all, "admit"), round_trips(&all, "release"));
+    let out = answers(&all, "m", 8, 2.0, 0);
+    assert!(out.iter().all(|(s, _)| *s == 200));
+    let admits = round_trips(&all, "admit") - admits;
+    let releases = round_trips(&all, "release") - releases;
+    eprintln!(
+        "{} requests: {admits} admission calls, {releases} release calls",
+        out.len()
+    );
+    assert!(admits > 100.0, "every request went to Redis");
+    assert!(
+        releases * 10.0 < admits,
+        "{releases} release calls for {admits} admission calls"
+    );
+    assert!(up.max_in_flight() <= 64);
+    // The window full: Redis refuses the requests, and the slots they took from the block
+    // go back to it. Idle blocks then go back to Redis: every slot free there again.
+    let window = redis.cmd(&["KEYS", "*slide*"]).unwrap_or_default();
+    let window = window
+        .lines()
+        .find(|l| l.contains("slide"))
+        .expect("the window's key");
+    redis.cmd(&["HSET", window, "cur", "2000000000"]).unwrap();
+    let refused = answers(&all, "m", 8, 1.0, 0);
+    assert!(refused.iter().filter(|(s, _)| *s == 429).count() > 20);
+    wait_until("every slot given back", || {
+        let keys = redis.cmd(&["KEYS", "*limit_conn:*"]).unwrap_or_default();
+        keys.lines()
+            .filter(|l| l.contains("limit_conn"))
+            .all(|k| redis.cmd(&["ZCARD", k]).as_deref() == Some(":0\r\n"))
+    });
+}
+
+#[test]
+fn a_slot_taken_for_a_deployment_redis_passes_over_goes_back_to_its_block() {
+    // The first deployment's conn check is served from its block while its sliding window
+    // goes to Redis; once that window is full Redis chooses the second deployment, and
+    // the slot taken for the first goes back.
+    let redis = Redis::start();
+    let up = CountingUpstream::start(Duration::from_millis(10));
+    let cfg = yaml(&redis, 1).replace(
+        "providers: [{name: mock, kind: mock}]\nmodels:\n",
+        &format!(
+            "providers: [{{name: mock, kind: mock}}, {{name: counted, kind: \
+             openai-compatible, base_url: \"{}\", api_key: sk-up}}]\nmodels:\n  - name: f\n    fallback: {{on: [rate_limiting]}}\n    \
+             deployments:\n      - {{provider: counted, priority: 1, limits: [{{name: conc, \
+             conn: {{conn: 64}}}}, {{name: slide, count: {{count: 1000000000, time_window: 60s, \
+             window_type: sliding}}}}]}}\n      - {{provider: counted, api_key: sk-other}}\n",
+            up.base_url()
+        ),
+    );
+    assert!(cfg.contains("window_type: sliding"), "{cfg}");
+    let gw = Gw::start(&cfg);
+    let out = answers(&[&gw], "f", 8, 2.0, 0);
+    assert!(out.iter().all(|(s, _)| *s == 200));
+    let releases = round_trips(&[&gw], "release");
+    let out = answers(&[&gw], "f", 8, 1.0, 0);
+    assert!(out.iter().all(|(s, _)| *s == 200));
+    let releases = round_trips(&[&gw], "release") - releases;
+    assert!(
+        releases * 10.0 < out.len() as f64,
+        "{releases} release calls for {} requests",
+        out.len()
+    );
+    let window = redis.cmd(&["KEYS", "*slide*"]).unwrap_or_default();
+    let window = window
+        .lines()
+        .find(|l| l.contains("slide"))
+        .expect("the window's key");
+    redis.cmd(&["HSET", window, "cur", "2000000000"]).unwrap();
+    let out = answers(&[&gw], "f", 8, 1.0, 0);
+    assert!(
+        out.iter().all(|(s, _)| *s == 200),
+        "the second deployment served"
+    );
+    wait_until("every slot given back", || {
+        let keys = redis.cmd(&["KEYS", "*limit_conn:*"]).unwrap_or_default();
+        keys.lines()
+            .filter(|l| l.contains("limit_conn"))
+            .all(|k| redis.cmd(&["ZCARD", k]).as_deref() == Some(":0\r\n"))
+    });
 }
 
 #[test]

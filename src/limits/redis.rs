@@ -51,6 +51,7 @@ mod call;
 mod group;
 mod hold;
 mod lane;
+mod leasable;
 mod lease_hold;
 mod leases;
 /// A script of `lua-compat/` with `lua-compat/common.lua` in front.

@@ -53,6 +53,14 @@ impl SlotBlock {
             return false;
         }
         self.traffic.note(now_ms);
+        self.take_noted()
+    }
+
+    /// Take a free slot for a request whose traffic [`Self::want`] has noted already.
+    pub fn take_noted(&mut self) -> bool {
+        if !self.ready() {
+            return false;
+        }
         self.in_use += 1;
         self.peak = self.peak.max(self.in_use);
         true

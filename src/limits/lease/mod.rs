@@ -8,7 +8,9 @@
 //!
 //! - a fixed-window **count** ([`units`]): `w` more units counted at once;
 //! - **conn** ([`blocks::SlotBlock`]): `w` more slots, held as lease members like a
-//!   running request's and refreshed with them;
+//!   running request's and refreshed with them; a request that goes to Redis for its
+//!   other checks takes a free slot of the block before its call, which leaves the conn
+//!   check out (no release call when it ends);
 //! - **tokens** and **spend** ([`blocks::TokenBlocks`]): a block of `w` reserved like one
 //!   request's estimate, together with the asking request's own reservation (one member,
 //!   `<lease>#t|w+r`: that request is charged through the block, without a release call);

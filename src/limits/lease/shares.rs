@@ -68,6 +68,12 @@ impl Shares {
         self.traffic.ask(want, now_ms)
     }
 
+    /// Take the share held out of use, to give back: with the call that asks for the next
+    /// one, ahead of its grant, so that Redis never counts two shares of this instance.
+    pub fn retire(&mut self) -> Option<RateShare> {
+        self.current.take()
+    }
+
     /// The call that asked has answered.
     pub fn answered(&mut self) {
         self.traffic.answered();
@@ -151,10 +157,14 @@ mod tests {
         assert!(s.want(1000) > 0, "a full share asks for another");
         assert!(s.admit(1050));
         assert!(!s.admit(1050));
-        // Replaced: the old share goes back with what its bucket holds.
-        let old = s.grant("m#r|40000|4000".into(), 40_000, 1100).unwrap();
+        // Retired when its call asks for the next: it goes back with what its bucket
+        // holds, and admits nothing more.
+        let old = s.retire().unwrap();
         assert_eq!(old.excess_now(1100), 1000);
         assert_eq!(old.member, "l#r|20000|2000");
+        assert!(!s.ready(2000) && !s.admit(2000) && s.member().is_none());
+        assert!(s.grant("m#r|40000|4000".into(), 40_000, 1100).is_none());
+        assert!(s.admit(1100));
     }
 
     #[test]

@@ -44,10 +44,16 @@ impl RedisStore {
                 return Ok(Ok(admitted));
             }
         }
+        let first = alternatives.first().map_or(0, Vec::len);
+        let eligible = (required.len(), required.len() + first);
+        let slots = self.take_free_slots(&checks, &keys, estimate, eligible);
+        // Per check, whether its slot came from a block (the call leaves it out).
+        let unsent = slots.as_ref().map(|s| s.checks.clone());
+        let sent = |i: &usize| unsent.as_ref().is_none_or(|u| !u[*i]);
         let mut members = Vec::with_capacity(groups.len());
         let mut next = 0;
         for g in &groups {
-            members.push((next..next + g.len()).collect::<Vec<usize>>());
+            members.push((next..next + g.len()).filter(sent).collect::<Vec<usize>>());
             next += g.len();
         }
         let call = AdmitCall {
@@ -57,10 +63,10 @@ impl RedisStore {
             keys: &keys,
             wants: &wants,
         };
-        // One atomic call when one node owns every key (always off a cluster); else, or
-        // when the cluster map was stale, one call per slot.
-        let spans = self.spans_slots(&keys);
-        let once = match !spans || self.one_node(&keys) {
+        // One atomic call when one node owns every key sent (always off a cluster); else,
+        // or when the cluster map was stale, one call per slot.
+        let sent_keys = || members.iter().flatten().map(|&i| keys[i].0.as_str());
+        let once = match !self.spans_slots(sent_keys()) || self.one_node(sent_keys()) {
             true => self.admit_once(&call, &members).await?,
             false => None,
         };
@@ -68,10 +74,12 @@ impl RedisStore {
             Some(answer) => answer,
             None => self.admit_spread(&call, &members).await?,
         };
+        let passed = answer.groups.first().is_some_and(|g| g.passed);
+        let mut parts = slots.map_or_else(Vec::new, |s| s.keep(passed, answer.chosen == 1));
         // Per check, whether the request holds what it took there: the required group's
         // once it passed, and the chosen alternative's.
         let mut in_hold = vec![None; checks.len()];
-        if answer.groups.first().is_some_and(|g| g.passed) {
+        if passed {
             for (g, group) in members.iter().enumerate() {
                 if g == 0 || g == answer.chosen {
                     group.iter().for_each(|&i| in_hold[i] = Some(g > 0));
@@ -134,7 +142,7 @@ impl RedisStore {
             let verdict = &answer.groups[g];
             let c = verdict
                 .rejected_by
-                .and_then(|i| groups[g].get(i))
+                .and_then(|i| checks.get(i).copied())
                 .ok_or_else(bad)?;
             Ok(Rejection {
                 rule: c.rule.id.clone(),
@@ -163,7 +171,6 @@ impl RedisStore {
             held: Vec::new(),
             leased: None,
         };
-        let mut parts = Vec::new();
         let admitted: &[usize] = if chosen > 0 { &[0, chosen] } else { &[0] };
         for &g in admitted {
             for (i, c) in groups[g].iter().enumerate() {
@@ -171,6 +178,10 @@ impl RedisStore {
                 // Its reservation in a token block this instance keeps.
                 if let Some(part) = leased.get_mut(bases[g] + i).and_then(Option::take) {
                     parts.push(part);
+                    continue;
+                }
+                // A slot taken from a block: in `parts` already.
+                if !sent(&(bases[g] + i)) {
                     continue;
                 }
                 let Some(lease_of) = call.lease_of(c, &answer.checks[bases[g] + i]) else {

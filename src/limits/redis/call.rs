@@ -92,14 +92,14 @@ impl AdmitCall<'_, '_> {
 
 impl RedisStore {
     /// Whether the keys of one admission live on several cluster slots.
-    pub(super) fn spans_slots(&self, keys: &[(String, String)]) -> bool {
-        self.policy == LimitPolicy::RedisCluster && !one_slot(keys.iter().map(|(k, _)| k.as_str()))
+    pub(super) fn spans_slots<'k>(&self, keys: impl Iterator<Item = &'k str>) -> bool {
+        self.policy == LimitPolicy::RedisCluster && !one_slot(keys)
     }
 
     /// Whether the cluster map puts every key on one node.
-    pub(super) fn one_node(&self, keys: &[(String, String)]) -> bool {
+    pub(super) fn one_node<'k>(&self, keys: impl Iterator<Item = &'k str>) -> bool {
         let map = self.topology.load();
-        let mut nodes = keys.iter().map(|(k, _)| map.node(slot(k)));
+        let mut nodes = keys.map(|k| map.node(slot(k)));
         let first = nodes.next().flatten();
         first.is_some() && nodes.all(|n| n == first)
     }
@@ -221,7 +221,7 @@ impl RedisStore {
         out.get(1..)
             .filter(|answer| usize::try_from(out[0]).ok() == Some(answer.len()))
             .and_then(|answer| AdmitAnswer::decode(answer, groups.len(), n_checks))
-            .map(Some)
+            .map(|a| Some(a.globalize(groups, call.checks.len())))
             .ok_or_else(|| RedisFault("unexpected answer from admit.lua".into()))
     }
 
@@ -244,15 +244,7 @@ impl RedisStore {
                     retry_after_ms: 1,
                 })
                 .collect(),
-            checks: vec![
-                CheckAnswer {
-                    remaining: None,
-                    reset_ms: 0,
-                    granted: 0,
-                    redis_now: 0,
-                };
-                call.checks.len()
-            ],
+            checks: vec![CheckAnswer::NONE; call.checks.len()],
         };
         let Some(required) = groups.first() else {
             return Ok(answer);
@@ -295,18 +287,15 @@ impl RedisStore {
                     return Err(fault);
                 }
             };
-            for (j, &i) in chunk.iter().enumerate() {
-                answer.checks[i] = one.checks[j];
+            for &i in &chunk {
+                answer.checks[i] = one.checks[i];
             }
             let verdict = &one.groups[0];
             if !verdict.passed {
                 self.give_back(taken).await;
                 answer.groups[g] = GroupAnswer {
                     passed: false,
-                    rejected_by: verdict
-                        .rejected_by
-                        .and_then(|j| chunk.get(j))
-                        .and_then(|i| group.iter().position(|x| x == i)),
+                    rejected_by: verdict.rejected_by,
                     retry_after_ms: verdict.retry_after_ms,
                 };
                 return Ok(None);
@@ -437,7 +426,8 @@ pub(super) struct AdmitAnswer {
 /// One group's verdict.
 pub(super) struct GroupAnswer {
     pub(super) passed: bool,
-    /// The check that refused it (0-based), when it did not pass.
+    /// The check that refused it, when it did not pass: 0-based within the group as
+    /// decoded, an index of `AdmitCall::checks` once [`AdmitAnswer::globalize`]d.
     pub(super) rejected_by: Option<usize>,
     pub(super) retry_after_ms: u64,
 }
@@ -453,7 +443,32 @@ pub(super) struct CheckAnswer {
     pub(super) redis_now: u64,
 }
 
+impl CheckAnswer {
+    /// The answer of a check the call did not carry.
+    pub(super) const NONE: CheckAnswer = CheckAnswer {
+        remaining: None,
+        reset_ms: 0,
+        granted: 0,
+        redis_now: 0,
+    };
+}
+
 impl AdmitAnswer {
+    /// The answer to the call's `groups` (indexes of `n` checks; a call may leave some
+    /// out) indexed as the call's checks: each check's answer at its index (unsent ones
+    /// answered [`CheckAnswer::NONE`]), each refusing check by its index.
+    pub(super) fn globalize(mut self, groups: &[Vec<usize>], n: usize) -> AdmitAnswer {
+        let mut checks = vec![CheckAnswer::NONE; n];
+        for (&i, a) in groups.iter().flatten().zip(&self.checks) {
+            checks[i] = *a;
+        }
+        self.checks = checks;
+        for (verdict, group) in self.groups.iter_mut().zip(groups) {
+            verdict.rejected_by = verdict.rejected_by.and_then(|j| group.get(j).copied());
+        }
+        self
+    }
+
     /// Decode the flat array; `None` when its shape is not the expected one.
     pub(super) fn decode(out: &[i64], n_groups: usize, n_checks: usize) -> Option<AdmitAnswer> {
         if out.len() != 3 + 3 * n_groups + 3 * n_checks {

@@ -3,6 +3,7 @@
 //! a token block that is done (retired, its last request ended) goes back to Redis with
 //! what its requests used.
 
+use super::leasable::{leasable, numbers, Leasable};
 use super::*;
 use crate::limits::lease::LeaseState;
 
@@ -105,6 +106,79 @@ impl LeaseHold {
     }
 }
 
+/// Slots a request that goes to Redis took from its blocks before the call (see
+/// `RedisStore::take_free_slots`), held until the answer says which groups admitted it.
+pub(super) struct SlotsTaken {
+    /// Per check of the call, whether its slot was taken (the call leaves it out).
+    pub(super) checks: Vec<bool>,
+    pub(super) hold: LeaseHold,
+}
+
+impl SlotsTaken {
+    /// The slots the admitted groups keep (the required group's once it `passed`, the
+    /// first alternative's when it was `first_chosen`); the rest go back to their blocks.
+    pub(super) fn keep(self, passed: bool, first_chosen: bool) -> Vec<Part> {
+        let mut hold = self.hold;
+        let (keep, back) = std::mem::take(&mut hold.parts)
+            .into_iter()
+            .partition(|p| kept(p, passed, first_chosen));
+        hold.parts = back;
+        keep
+    }
+}
+
+/// Whether an admission keeps `part`, taken before its call: see [`SlotsTaken::keep`].
+fn kept(part: &Part, passed: bool, first_chosen: bool) -> bool {
+    passed && (!part.alternative() || first_chosen)
+}
+
+impl RedisStore {
+    /// For a request that goes to Redis for its other checks: its conn checks (of the
+    /// required group and the first alternative, as a leased admission's) whose slot block
+    /// has a free slot take that slot here. The call leaves them out — Redis counts the
+    /// block's slots already, so this is as exact as a leased admission — and the request
+    /// ends without a release call. `None` when no check can (or every one could: then
+    /// nothing needed Redis). `eligible`: how many checks, from the first, may.
+    pub(super) fn take_free_slots(
+        self: &Arc<Self>,
+        checks: &[&Check<'_>],
+        keys: &[(String, String)],
+        estimate: Estimate,
+        (required, eligible): (usize, usize),
+    ) -> Option<SlotsTaken> {
+        let mut state = self.lock_quota()?;
+        let free: Vec<usize> = (0..eligible.min(checks.len()))
+            .filter(|&i| {
+                let (c, key) = (checks[i], keys[i].0.as_str());
+                matches!(leasable(c, estimate), Some(Leasable::Conn))
+                    && state.numbers.get(key) == Some(&numbers(&c.kind))
+                    && state.slots.get(key).is_some_and(|b| b.ready())
+            })
+            .collect();
+        if free.is_empty() || free.len() == checks.len() {
+            return None;
+        }
+        let mut taken = vec![false; checks.len()];
+        let mut parts = Vec::with_capacity(free.len());
+        for i in free {
+            let key = &keys[i].0;
+            // Two checks of one key: the second may find the block full.
+            if state.slots.get_mut(key).is_some_and(|b| b.take_noted()) {
+                taken[i] = true;
+                parts.push(Part::Slot {
+                    key: key.clone(),
+                    alternative: i >= required,
+                });
+            }
+        }
+        drop(state);
+        Some(SlotsTaken {
+            checks: taken,
+            hold: LeaseHold::new(self.clone(), parts),
+        })
+    }
+}
+
 impl Hold for LeaseHold {
     fn finish(mut self: Box<Self>, usage: Option<TokenUsage>) -> Option<Released> {
         let parts = std::mem::take(&mut self.parts);
@@ -190,5 +264,25 @@ pub(super) fn share_release(
         member: share.member.clone(),
         window_ms: rule_rate,
         used: share.excess_now(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_taken_before_the_call_stay_only_with_the_groups_admitted() {
+        let slot = |alternative| Part::Slot {
+            key: "k".into(),
+            alternative,
+        };
+        // The required group's: kept once it passed.
+        assert!(kept(&slot(false), true, false));
+        assert!(!kept(&slot(false), false, false));
+        // The first alternative's: kept when it was the one chosen.
+        assert!(kept(&slot(true), true, true));
+        assert!(!kept(&slot(true), true, false));
+        assert!(!kept(&slot(true), false, true));
     }
 }

@@ -3,11 +3,11 @@
 //! call; the leases each Redis call asks for and what it granted; their refresh, tidy and
 //! return.
 
+use super::leasable::{leasable, numbers, Leasable};
 use super::lease_hold::{block_release, outstanding, share_release, slot_release, LeaseHold, Part};
 use super::*;
 use crate::limits::lease::shares::RateShare;
 use crate::limits::lease::{LeaseState, Return};
-use crate::limits::tokens::TokenLimit;
 
 /// At most this many counters per return call.
 const RETURN_CHUNK: usize = 512;
@@ -16,47 +16,6 @@ const RETURN_CHUNK: usize = 512;
 /// hundred round trips to Redis on loopback; a slower answer means Redis is struggling, and
 /// the request then asks Redis itself).
 const LEASE_WAIT: Duration = Duration::from_millis(50);
-
-/// What a check can be served from, if a lease may serve it (realtime requests only).
-#[derive(Clone, Copy)]
-enum Leasable {
-    Count(u64),
-    Conn,
-    /// Tokens or spend: the amount one request reserves.
-    Tokens(u64),
-    /// A `nodelay` leaky bucket.
-    Req,
-}
-
-fn leasable(c: &Check<'_>, estimate: Estimate) -> Option<Leasable> {
-    // Batch requests pace themselves in Redis; templated numbers change per request.
-    if c.yield_to.is_some() || c.rule.templates.is_some() {
-        return None;
-    }
-    let block = |l: TokenLimit| Leasable::Tokens(estimate.of(&c.kind).min(l.limit));
-    match c.kind {
-        RuleKind::Count(l) if !l.sliding => Some(Leasable::Count(l.count)),
-        RuleKind::Conn(_) => Some(Leasable::Conn),
-        RuleKind::Tokens(l, _) | RuleKind::Spend(l) => Some(block(l)),
-        RuleKind::Req(l) if l.nodelay => Some(Leasable::Req),
-        _ => None,
-    }
-}
-
-/// The numbers a lease was granted under: a lease serves only checks with the same (a
-/// reload that lowers a limit must not let leases of the old one be spent under it).
-fn numbers(kind: &RuleKind) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    match kind {
-        RuleKind::Req(l) => (0u8, l.rate.to_bits(), l.burst.to_bits(), l.nodelay).hash(&mut h),
-        RuleKind::Conn(l) => (1u8, l.conn, l.burst, l.default_conn_delay_ms).hash(&mut h),
-        RuleKind::Count(l) => (2u8, l.count, l.window_ms, l.sliding).hash(&mut h),
-        RuleKind::Tokens(l, _) => (3u8, l.limit, l.window_ms, l.any_left).hash(&mut h),
-        RuleKind::Spend(l) => (4u8, l.limit, l.window_ms).hash(&mut h),
-    }
-    h.finish()
-}
 
 impl RedisStore {
     /// Milliseconds on this store's monotonic clock.
@@ -215,10 +174,11 @@ impl RedisStore {
         let Some(mut state) = self.lock_quota() else {
             return (vec![0; checks.len()], vec![0; checks.len()]);
         };
-        checks
+        let mut retired = Vec::new();
+        let out = checks
             .iter()
             .zip(keys)
-            .map(|(c, (key, _))| match leasable(c, estimate) {
+            .map(|(c, (key, zset))| match leasable(c, estimate) {
                 Some(Leasable::Count(_)) => {
                     let same = state.numbers.get(key) == Some(&numbers(&c.kind));
                     let held = if same { state.units.held(key, now) } else { 0 };
@@ -228,10 +188,26 @@ impl RedisStore {
                 Some(Leasable::Tokens(need)) => {
                     (state.tokens_of(key).map_or(0, |b| b.want(need, now)), 0)
                 }
-                Some(Leasable::Req) => (state.shares_of(key).map_or(0, |s| s.want(now)), 0),
+                Some(Leasable::Req) => {
+                    let Some(s) = state.shares_of(key) else {
+                        return (0, 0);
+                    };
+                    let want = s.want(now);
+                    // The share held (full: that is why it asks) goes back first, riding
+                    // this call ahead of the grant: never two shares held at once.
+                    if let Some(old) = (want > 0).then(|| s.retire()).flatten() {
+                        retired.push(share_release(key, zset, s.rule_rate, &old, now));
+                    }
+                    (want, 0)
+                }
                 None => (0, 0),
             })
-            .unzip()
+            .unzip();
+        drop(state);
+        if !retired.is_empty() {
+            self.give_back_later(retired);
+        }
+        out
     }
 
     /// Record what a call granted (`call.lease`, the call's lease id, names slot and block
