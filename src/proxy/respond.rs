@@ -30,8 +30,14 @@ pub fn request_id(session: &Session) -> String {
 
 /// A response header with the gateway's common headers.
 pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> ResponseHeader {
-    let mut h = ResponseHeader::build(status, Some(4))
-        .unwrap_or_else(|_| ResponseHeader::build(500, None).expect("500 is valid"));
+    // Room for every header below, so the header map never grows (a rehash each time):
+    // three per quota, the framing header added later. No case map: the names are
+    // written as HTTP/1 clients commonly see them (standard ones title-cased, as nginx
+    // and so APISIX write them; the others lowercase), and each header is inserted once
+    // instead of twice.
+    let room = 6 + ctx.cors.len() + 3 * ctx.quotas.len() + ctx.provider_headers.len();
+    let mut h = ResponseHeader::build_no_case(status, Some(room))
+        .unwrap_or_else(|_| ResponseHeader::build_no_case(500, None).expect("500 is valid"));
     // These names and values are constants or validated: insertion cannot fail.
     let _ = h.insert_header("content-type", content_type);
     let _ = h.insert_header("x-request-id", ctx.request_id.as_str());
@@ -64,7 +70,27 @@ pub fn quota_headers(h: &mut ResponseHeader, ctx: &RequestCtx, quotas: &[Quota])
 /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, from the tightest
 /// quota of each budget seen at admission.
 pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &QuotaHeaderNames) {
-    for (budget, suffix) in [(Budget::Requests, "requests"), (Budget::Tokens, "tokens")] {
+    // Static names and integer values: no formatting or allocation of their own (these
+    // headers are on every limited answer).
+    const OPENAI: [(Budget, [&str; 3]); 2] = [
+        (
+            Budget::Requests,
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+        ),
+        (
+            Budget::Tokens,
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+        ),
+    ];
+    for (budget, [limit, remaining, reset]) in OPENAI {
         let Some(q) = quotas
             .iter()
             .filter(|q| q.budget == budget)
@@ -72,15 +98,9 @@ pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &Quot
         else {
             continue;
         };
-        let _ = h.insert_header(format!("x-ratelimit-limit-{suffix}"), q.limit.to_string());
-        let _ = h.insert_header(
-            format!("x-ratelimit-remaining-{suffix}"),
-            q.remaining.to_string(),
-        );
-        let _ = h.insert_header(
-            format!("x-ratelimit-reset-{suffix}"),
-            go_duration(q.reset_ms),
-        );
+        let _ = h.insert_header(limit, http::HeaderValue::from(q.limit));
+        let _ = h.insert_header(remaining, http::HeaderValue::from(q.remaining));
+        let _ = h.insert_header(reset, go_duration(q.reset_ms));
     }
     // The tightest spend budget: what is left in USD (after this request's reservation)
     // and when its window ends.
@@ -117,12 +137,15 @@ pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &Quot
         };
         let reset = (q.reset_ms / 10) as f64 / 100.0;
         let [limit, remaining, reset_name] = a.names(configured);
-        for (name, value) in [
-            (limit, q.limit.to_string()),
-            (remaining, q.remaining.to_string()),
-            (reset_name, format!("{reset}")),
+        for (mut name, value) in [
+            (limit, Ok(http::HeaderValue::from(q.limit))),
+            (remaining, Ok(http::HeaderValue::from(q.remaining))),
+            (reset_name, http::HeaderValue::try_from(reset.to_string())),
         ] {
-            let _ = h.insert_header(name.to_ascii_lowercase(), value);
+            name.make_ascii_lowercase();
+            if let Ok(value) = value {
+                let _ = h.insert_header(name, value);
+            }
         }
     }
 }
