@@ -117,9 +117,11 @@ impl HttpClient {
                 "" => call.base.prefix.as_str(),
                 p => p,
             };
+            // No case map: each header is inserted once, not twice (Pingora keeps the
+            // names' case in a second map); standard names go out title-cased.
+            let room = Some(call.headers.len() + 2);
             let mut req =
-                RequestHeader::build("POST", path.as_bytes(), Some(call.headers.len() + 2))
-                    .map_err(proto)?;
+                RequestHeader::build_no_case("POST", path.as_bytes(), room).map_err(proto)?;
             req.insert_header("host", call.base.authority.as_str())
                 .map_err(proto)?;
             req.insert_header("content-length", call.body.len().to_string())
