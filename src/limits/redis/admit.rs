@@ -46,9 +46,9 @@ impl RedisStore {
         }
         let first = alternatives.first().map_or(0, Vec::len);
         let eligible = (required.len(), required.len() + first);
-        let slots = self.take_free_slots(&checks, &keys, estimate, eligible);
+        let mut slots = self.take_free_slots(&checks, &keys, estimate, eligible);
         // Per check, whether its slot came from a block (the call leaves it out).
-        let unsent = slots.as_ref().map(|s| s.checks.clone());
+        let unsent = slots.as_mut().map(|s| std::mem::take(&mut s.checks));
         let sent = |i: &usize| unsent.as_ref().is_none_or(|u| !u[*i]);
         let mut members = Vec::with_capacity(groups.len());
         let mut next = 0;

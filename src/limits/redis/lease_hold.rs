@@ -109,7 +109,8 @@ impl LeaseHold {
 /// Slots a request that goes to Redis took from its blocks before the call (see
 /// `RedisStore::take_free_slots`), held until the answer says which groups admitted it.
 pub(super) struct SlotsTaken {
-    /// Per check of the call, whether its slot was taken (the call leaves it out).
+    /// Per check of the call, whether its slot was taken (the call leaves it out; the
+    /// caller takes this vector out to decide what it sends).
     pub(super) checks: Vec<bool>,
     pub(super) hold: LeaseHold,
 }
