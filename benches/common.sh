@@ -116,6 +116,30 @@ reload: {watch: false}
 YAML
 }
 
+# The same gateway with the four limit kinds on, never reached (issue 27's setup): a
+# consumer request count and token window, a model leaky bucket, a deployment conn limit.
+# $1: file, $2: worker threads, $3: upstream port.
+four_limits_yaml() {
+  cat > "$1" <<YAML
+server: {threads: $2}
+logging: {access_log: false, level: warn}
+consumers:
+  - name: bench
+    keys: [sk-bench]
+    limits:
+      - {name: rpm, count: {count: 100000000, time_window: 60s}}
+      - {name: tpm, tokens: {limit: 100000000000, time_window: 60s}}
+providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$3/v1", api_key: sk-upstream}]
+models:
+  - name: bench
+    limits: [{name: rate, req: {rate: 1000000, burst: 1000000, nodelay: true}}]
+    deployments:
+      - provider: up
+        limits: [{name: conn, conn: {conn: 100000}}]
+reload: {watch: false}
+YAML
+}
+
 # `$1` consumers c1..cN (keys sk-c1..), each with a request window, a token window and a
 # nodelay leaky bucket of its own, never reached: the `consumers:` entries of a config.
 many_consumers_yaml() {

@@ -54,24 +54,7 @@ $(chat_lua /dev/stdout)
 function delay() return math.floor(-$(( 1000 * CONNS / RATE )) * math.log(1 - math.random()) + 0.5) end
 LUA
 proxy_gateway_yaml "$tmp/gateway.yaml" "$THREADS" "$UP"
-cat > "$tmp/gateway-limits.yaml" <<YAML
-server: {threads: $THREADS}
-logging: {access_log: false, level: warn}
-consumers:
-  - name: bench
-    keys: [sk-bench]
-    limits:
-      - {name: rpm, count: {count: 100000000, time_window: 60s}}
-      - {name: tpm, tokens: {limit: 100000000000, time_window: 60s}}
-providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream}]
-models:
-  - name: bench
-    limits: [{name: rate, req: {rate: 1000000, burst: 1000000, nodelay: true}}]
-    deployments:
-      - provider: up
-        limits: [{name: conn, conn: {conn: 100000}}]
-reload: {watch: false}
-YAML
+four_limits_yaml "$tmp/gateway-limits.yaml" "$THREADS" "$UP"
 sed -e "s/^reload:/limits: {policy: redis, redis: {url: \"redis:\/\/127.0.0.1:$RP\/0\"}}\nreload:/" \
   "$tmp/gateway-limits.yaml" > "$tmp/gateway-redis.yaml"
 sed -e "s/^reload:/limits: {policy: redis, redis: {url: \"redis:\/\/127.0.0.1:$RP2\/0\"}}\nreload:/" \

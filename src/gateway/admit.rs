@@ -356,12 +356,12 @@ pub fn queue_ahead(
             return QueueTarget::of(&c, c.key.clone(), 0);
         }
     }
-    let model_key = deployments_key(&route.name);
     let rule = route
         .deployments
         .iter()
         .flat_map(|d| &d.limits)
         .find(|r| r.queue.is_some())?;
+    let model_key = deployments_key(&route.name);
     if waits(&model_key, rule.queue) {
         let c = subject.checks(std::iter::once(rule)).ok()?.pop()?;
         return QueueTarget::of(&c, model_key, 0);

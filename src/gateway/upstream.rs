@@ -90,7 +90,7 @@ async fn attempt(
                 h.retain(|(k, _)| *k != name);
                 h.push((name, tp));
             }
-            let path = format!("{}{}", base.prefix, out.path);
+            let path = [base.prefix.as_str(), &out.path].concat();
             let mut wire = Wire {
                 authority: &base.authority,
                 path: &path,

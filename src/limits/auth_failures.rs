@@ -11,7 +11,8 @@
 //!   authenticated as the user before: an attacker elsewhere cannot lock the real user
 //!   out of the addresses it works from.
 //!
-//! State is bounded: each map holds at most [`MAX_ENTRIES`] digests (16 bytes); past that,
+//! State is bounded: each map holds at most [`MAX_ENTRIES`] keys of 16 bytes (an address
+//! as it is, a user's name as a digest); past that,
 //! emptied buckets are dropped, and if every bucket is still in use, new keys share one
 //! overflow bucket (a flood from that many addresses is throttled as one).
 
@@ -56,15 +57,26 @@ fn digest(parts: &[&[u8]]) -> Digest16 {
 }
 
 /// The address as throttled: IPv4 whole, IPv6 by its /64 (one host's usual allocation).
+/// Written into the key as it is, a tag byte and the address: it fits in 16 bytes, so
+/// no digest is needed (the hash is on every authenticated request's path).
 fn address_key(ip: Option<IpAddr>) -> Digest16 {
+    let ip = match ip {
+        Some(IpAddr::V6(a)) => Some(a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4)),
+        other => other,
+    };
+    let mut k = [0u8; 16];
     match ip {
-        Some(IpAddr::V4(a)) => digest(&[b"4", &a.octets()]),
-        Some(IpAddr::V6(a)) => match a.to_ipv4_mapped() {
-            Some(v4) => digest(&[b"4", &v4.octets()]),
-            None => digest(&[b"6", &a.octets()[..8]]),
-        },
-        None => digest(&[b"none"]),
+        Some(IpAddr::V4(a)) => {
+            k[0] = 4;
+            k[1..5].copy_from_slice(&a.octets());
+        }
+        Some(IpAddr::V6(a)) => {
+            k[0] = 6;
+            k[1..9].copy_from_slice(&a.octets()[..8]);
+        }
+        None => {}
     }
+    k
 }
 
 #[derive(Debug, Clone, Copy)]

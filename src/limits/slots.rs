@@ -21,8 +21,9 @@
 use super::count::CountState;
 use super::req::{ReqLimit, ReqState};
 use super::tokens::TokenState;
+use hashbrown::HashTable;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -167,37 +168,62 @@ impl Entry {
     }
 }
 
+/// One counter of a shard: its key, the key's hash (by the store's seeded SipHash,
+/// computed once per operation and kept for the table's growth) and its state.
+struct Keyed {
+    key: Arc<str>,
+    hash: u64,
+    entry: Entry,
+}
+
+/// A heap item: (due, hash, key).
+type Due = Reverse<(u64, u64, Arc<str>)>;
+
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Arc<str>, Entry>,
-    /// One item per entry of `map`: (due, key), earliest first.
-    due: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+    map: HashTable<Keyed>,
+    /// One item per entry of `map`, earliest first.
+    due: BinaryHeap<Due>,
 }
 
 fn due_for(until: u64, now: u64) -> u64 {
     until.min(now.saturating_add(HELD_RECHECK_MS))
 }
 
+fn same(hash: u64, key: &str) -> impl Fn(&Keyed) -> bool + '_ {
+    move |k| k.hash == hash && *k.key == *key
+}
+
 impl Shard {
+    fn find(&self, hash: u64, key: &str) -> Option<&Entry> {
+        self.map.find(hash, same(hash, key)).map(|k| &k.entry)
+    }
+
+    fn remove(&mut self, hash: u64, key: &str) {
+        if let Ok(o) = self.map.find_entry(hash, same(hash, key)) {
+            o.remove();
+        }
+    }
+
     /// Pop at most `budget` due items: drop what has expired, reschedule the rest.
     /// Returns how many entries were dropped.
     fn expire(&mut self, now: u64, budget: usize) -> usize {
         let mut dropped = 0;
         for _ in 0..budget {
             match self.due.peek() {
-                Some(Reverse((due, _))) if *due <= now => {}
+                Some(Reverse((due, _, _))) if *due <= now => {}
                 _ => break,
             }
-            let Some(Reverse((_, key))) = self.due.pop() else {
+            let Some(Reverse((_, hash, key))) = self.due.pop() else {
                 break;
             };
-            match self.map.get(&key) {
+            match self.find(hash, &key) {
                 Some(e) if e.live(now).is_some() => {
                     let due = due_for(e.until, now);
-                    self.due.push(Reverse((due, key)));
+                    self.due.push(Reverse((due, hash, key)));
                 }
                 Some(_) => {
-                    self.map.remove(&key);
+                    self.remove(hash, &key);
                     dropped += 1;
                 }
                 None => {}
@@ -210,19 +236,19 @@ impl Shard {
     /// holds. Returns whether a live entry was evicted.
     fn evict(&mut self, now: u64) -> bool {
         for attempt in 0..=EVICT_TRIES {
-            let Some(Reverse((due, key))) = self.due.pop() else {
+            let Some(Reverse((due, hash, key))) = self.due.pop() else {
                 return false;
             };
-            let Some(e) = self.map.get(&key) else {
+            let Some(e) = self.find(hash, &key) else {
                 continue;
             };
             let live = e.live(now).is_some();
             if live && e.until == HELD && attempt < EVICT_TRIES {
-                self.due
-                    .push(Reverse((due.max(now).saturating_add(HELD_RECHECK_MS), key)));
+                let due = due.max(now).saturating_add(HELD_RECHECK_MS);
+                self.due.push(Reverse((due, hash, key)));
                 continue;
             }
-            self.map.remove(&key);
+            self.remove(hash, &key);
             return live;
         }
         false
@@ -264,10 +290,17 @@ impl LocalStore {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+    /// The key's hash and its shard. The shard is chosen by bits the shard's table does
+    /// not index by (it uses the low bits for the bucket and the top 7 as a tag), so a
+    /// shard's keys spread over all of its buckets.
+    fn shard(&self, key: &str) -> (u64, MutexGuard<'_, Shard>) {
+        let hash = self.hasher.hash_one(key);
+        let i = ((hash >> 32) as usize) % SHARDS;
         // A poisoned shard only means another request panicked mid-update of plain data.
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+        (
+            hash,
+            self.shards[i].lock().unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     /// Expire a little in the next shard of the round robin, if nobody holds it.
@@ -301,10 +334,14 @@ impl LocalStore {
         now: u64,
         f: impl FnOnce(Option<Slot>) -> (Option<Stored>, R),
     ) -> R {
-        let mut shard = self.shard(key);
+        let (hash, mut shard) = self.shard(key);
         let dropped = shard.expire(now, EXPIRE_BUDGET);
-        let (new, result) = f(shard.map.get(key).and_then(|e| e.live(now)));
-        match (shard.map.get_mut(key), new) {
+        let found = shard
+            .map
+            .find_mut(hash, same(hash, key))
+            .map(|k| &mut k.entry);
+        let (new, result) = f(found.as_ref().and_then(|e| e.live(now)));
+        match (found, new) {
             (Some(e), Some(s)) => {
                 e.slot = Some(s.slot);
                 e.until = s.until;
@@ -324,14 +361,14 @@ impl LocalStore {
                 let key: Arc<str> = key.into();
                 shard
                     .due
-                    .push(Reverse((due_for(s.until, now), key.clone())));
-                shard.map.insert(
-                    key,
-                    Entry {
-                        slot: Some(s.slot),
-                        until: s.until,
-                    },
-                );
+                    .push(Reverse((due_for(s.until, now), hash, key.clone())));
+                let entry = Entry {
+                    slot: Some(s.slot),
+                    until: s.until,
+                };
+                shard
+                    .map
+                    .insert_unique(hash, Keyed { key, hash, entry }, |k| k.hash);
                 self.metrics.keys.add(1 - removed as i64);
                 return result;
             }
@@ -351,7 +388,8 @@ impl LocalStore {
     /// The live slot of a counter, if any.
     pub fn get(&self, key: &str) -> Option<Slot> {
         let now = self.now_ms();
-        self.shard(key).map.get(key).and_then(|e| e.live(now))
+        let (hash, shard) = self.shard(key);
+        shard.find(hash, key).and_then(|e| e.live(now))
     }
 
     /// Number of live counters (for tests and the status page).
@@ -361,7 +399,7 @@ impl LocalStore {
             .iter()
             .map(|s| {
                 let s = s.lock().unwrap_or_else(|p| p.into_inner());
-                s.map.values().filter(|e| e.live(now).is_some()).count()
+                s.map.iter().filter(|k| k.entry.live(now).is_some()).count()
             })
             .sum()
     }

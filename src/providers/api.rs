@@ -327,7 +327,7 @@ pub fn error_answer(status: u16, message: Option<&str>, body: &[u8]) -> WholeAns
 pub fn bearer(key: Option<&str>) -> Result<Vec<Header>, GatewayError> {
     key_header(
         http::header::AUTHORIZATION,
-        key.map(|k| format!("Bearer {k}")).as_deref(),
+        key.map(|k| ["Bearer ", k].concat()).as_deref(),
     )
 }
 

@@ -55,30 +55,68 @@ fn exhausted(s: &mut Signals, remaining: Option<f64>, reset: Option<Duration>) {
 /// OpenAI's (and Azure's, DeepSeek's, most compatible servers') headers:
 /// `x-ratelimit-remaining-{requests,tokens}`, resets as Go durations.
 pub fn openai(headers: &[(String, String)]) -> Signals {
-    let get = lookup(headers);
-    let mut s = Signals::default();
-    for b in ["requests", "tokens"] {
-        let r = number(get(&format!("x-ratelimit-remaining-{b}")));
-        let reset = get(&format!("x-ratelimit-reset-{b}")).and_then(parse_go_duration);
-        exhausted(&mut s, r, reset);
-    }
-    s.remaining_requests = number(get("x-ratelimit-remaining-requests"));
-    s.remaining_tokens = number(get("x-ratelimit-remaining-tokens"));
-    s
+    read(
+        headers,
+        &[
+            (
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ),
+            ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+        ],
+        parse_go_duration,
+    )
 }
 
 /// Anthropic's headers: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
 /// remaining`, resets as RFC 3339 times.
 pub fn anthropic(headers: &[(String, String)]) -> Signals {
-    let get = lookup(headers);
+    read(
+        headers,
+        &[
+            (
+                "anthropic-ratelimit-requests-remaining",
+                "anthropic-ratelimit-requests-reset",
+            ),
+            (
+                "anthropic-ratelimit-tokens-remaining",
+                "anthropic-ratelimit-tokens-reset",
+            ),
+            (
+                "anthropic-ratelimit-input-tokens-remaining",
+                "anthropic-ratelimit-input-tokens-reset",
+            ),
+            (
+                "anthropic-ratelimit-output-tokens-remaining",
+                "anthropic-ratelimit-output-tokens-reset",
+            ),
+        ],
+        until_rfc3339,
+    )
+}
+
+/// The signals of `headers` in one dialect: its (remaining, reset) header names per
+/// budget, the requests' budget first and the tokens' second, and how it writes a reset.
+/// Most answers carry no rate-limit header at all: they cost nothing here.
+fn read(
+    headers: &[(String, String)],
+    budgets: &[(&str, &str)],
+    reset: fn(&str) -> Option<Duration>,
+) -> Signals {
     let mut s = Signals::default();
-    for b in ["requests", "tokens", "input-tokens", "output-tokens"] {
-        let r = number(get(&format!("anthropic-ratelimit-{b}-remaining")));
-        let reset = get(&format!("anthropic-ratelimit-{b}-reset")).and_then(until_rfc3339);
-        exhausted(&mut s, r, reset);
+    if headers.is_empty() {
+        return s;
     }
-    s.remaining_requests = number(get("anthropic-ratelimit-requests-remaining"));
-    s.remaining_tokens = number(get("anthropic-ratelimit-tokens-remaining"));
+    let get = lookup(headers);
+    for (i, (remaining, reset_name)) in budgets.iter().enumerate() {
+        let r = number(get(remaining));
+        exhausted(&mut s, r, get(reset_name).and_then(reset));
+        match i {
+            0 => s.remaining_requests = r,
+            1 => s.remaining_tokens = r,
+            _ => {}
+        }
+    }
     s
 }
 

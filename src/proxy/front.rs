@@ -183,14 +183,19 @@ impl Front {
     }
 }
 
-/// Where the head ends (just past its blank line), if it does.
+/// Where the head ends (just past its blank line, `\r\n\r\n` or `\n\n`), if it does:
+/// the first line feed that a blank line follows.
 fn head_end(b: &[u8]) -> Option<usize> {
-    let crlf = memchr::memmem::find(b, b"\r\n\r\n").map(|i| i + 4);
-    let lf = memchr::memmem::find(b, b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    memchr::memchr_iter(b'\n', b).find_map(|i| {
+        let rest = &b[i + 1..];
+        if rest.first() == Some(&b'\n') {
+            Some(i + 2)
+        } else if i > 0 && b[i - 1] == b'\r' && rest.starts_with(b"\r\n") {
+            Some(i + 3)
+        } else {
+            None
+        }
+    })
 }
 
 fn parse_error(e: httparse::Error) -> &'static str {
@@ -269,5 +274,13 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nhost: x\r\n\r\nbody"), Some(27));
         assert_eq!(head_end(b"GET / HTTP/1.1\nhost: x\n\n"), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nhost: x\r\n"), None);
+        // The first blank line wins, whichever way it is written.
+        assert_eq!(head_end(b"GET / HTTP/1.1\nhost: x\n\n\r\n\r\n"), Some(24));
+        assert_eq!(head_end(b"a\r\n\r\nb\n\n"), Some(5));
+        // A CR LF blank line after a bare LF is no end (as before: neither pattern).
+        assert_eq!(head_end(b"a\n\r\nb"), None);
+        assert_eq!(head_end(b"\r\n\r\n"), Some(4));
+        assert_eq!(head_end(b"\n\n"), Some(2));
+        assert_eq!(head_end(b"\n"), None);
     }
 }

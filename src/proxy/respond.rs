@@ -25,7 +25,14 @@ pub fn request_id(session: &Session) -> String {
             return v.to_string();
         }
     }
-    format!("req_{}", hex::encode(rand::random::<[u8; 16]>()))
+    // Written in place: one allocation, no formatting machinery.
+    let mut hex = [0u8; 32];
+    let mut id = String::with_capacity(36);
+    id.push_str("req_");
+    if hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut hex).is_ok() {
+        id.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    }
+    id
 }
 
 /// A response header with the gateway's common headers.
@@ -135,12 +142,14 @@ pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &Quot
         else {
             continue;
         };
-        let reset = (q.reset_ms / 10) as f64 / 100.0;
         let [limit, remaining, reset_name] = a.names(configured);
         for (mut name, value) in [
             (limit, Ok(http::HeaderValue::from(q.limit))),
             (remaining, Ok(http::HeaderValue::from(q.remaining))),
-            (reset_name, http::HeaderValue::try_from(reset.to_string())),
+            (
+                reset_name,
+                http::HeaderValue::try_from(apisix_reset(q.reset_ms)),
+            ),
         ] {
             name.make_ascii_lowercase();
             if let Ok(value) = value {
@@ -153,22 +162,53 @@ pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &Quot
 /// A duration as Go prints it, as OpenAI's reset headers do: `6ms`, `1s`, `17.28s`,
 /// `1m0.052s`, `6m0s`, `2h0m0s`.
 pub fn go_duration(ms: u64) -> String {
+    // Written digit by digit into one string: two of these are on every limited answer.
+    let mut digits = itoa::Buffer::new();
+    let mut s = String::with_capacity(16);
     if ms < 1000 {
-        return format!("{ms}ms");
+        s.push_str(digits.format(ms));
+        s.push_str("ms");
+        return s;
     }
     let (h, rem) = (ms / 3_600_000, ms % 3_600_000);
     let (m, rem) = (rem / 60_000, rem % 60_000);
-    let secs = if rem % 1000 == 0 {
-        format!("{}s", rem / 1000)
-    } else {
-        let s = format!("{}.{:03}", rem / 1000, rem % 1000);
-        format!("{}s", s.trim_end_matches('0'))
-    };
-    match (h, m) {
-        (0, 0) => secs,
-        (0, m) => format!("{m}m{secs}"),
-        (h, m) => format!("{h}h{m}m{secs}"),
+    if h > 0 {
+        s.push_str(digits.format(h));
+        s.push('h');
     }
+    if h > 0 || m > 0 {
+        s.push_str(digits.format(m));
+        s.push('m');
+    }
+    s.push_str(digits.format(rem / 1000));
+    push_fraction(&mut s, rem % 1000, 1000);
+    s.push('s');
+    s
+}
+
+/// `.` and the digits of `part / whole` (`whole` a power of ten), trailing zeros left
+/// out; nothing when `part` is 0.
+fn push_fraction(s: &mut String, part: u64, mut whole: u64) {
+    if part == 0 || part >= whole {
+        return;
+    }
+    s.push('.');
+    let mut rest = part;
+    while rest > 0 && whole > 1 {
+        whole /= 10;
+        s.push(char::from(b'0' + (rest / whole) as u8));
+        rest %= whole;
+    }
+}
+
+/// APISIX's reset in seconds, floored to 2 decimals and written as Lua writes the number
+/// (`59.99`, `59.9`, `60`).
+fn apisix_reset(ms: u64) -> String {
+    let hundredths = ms / 10;
+    let mut s = String::with_capacity(12);
+    s.push_str(itoa::Buffer::new().format(hundredths / 100));
+    push_fraction(&mut s, hundredths % 100, 100);
+    s
 }
 
 /// Frame a body whose length is not known yet (a stream, a generated file): chunked for an
@@ -271,7 +311,7 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
 
 #[cfg(test)]
 mod tests {
-    use super::go_duration;
+    use super::{apisix_reset, go_duration};
 
     #[test]
     fn go_durations() {
@@ -285,5 +325,18 @@ mod tests {
         ] {
             assert_eq!(go_duration(ms), want);
         }
+    }
+
+    #[test]
+    fn apisix_resets_read_as_the_float_did() {
+        for ms in [
+            0, 9, 10, 990, 1000, 1009, 1010, 1100, 59_990, 59_999, 60_000, 86_400_000,
+        ] {
+            let float = ((ms / 10) as f64 / 100.0).to_string();
+            assert_eq!(apisix_reset(ms), float, "{ms}");
+        }
+        assert_eq!(go_duration(17_200), "17.2s");
+        assert_eq!(go_duration(3_600_000 + 5), "1h0m0.005s");
+        assert_eq!(go_duration(61_500), "1m1.5s");
     }
 }
