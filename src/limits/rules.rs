@@ -301,13 +301,13 @@ impl Rule {
             answer: RejectAnswer {
                 code: c.rejected_code,
                 msg: c.rejected_msg.as_deref().map(Arc::from),
-                quota_header: c
-                    .show_limit_quota_header
-                    .then(|| crate::quota::ApisixHeader {
-                        prefix: c.quota_header_prefix.as_deref().map(Arc::from),
-                        ai: c.tokens.is_some(),
-                        suffix: c.quota_header_suffix.as_deref().map(Arc::from),
-                    }),
+                quota_header: c.show_limit_quota_header.then(|| {
+                    crate::quota::ApisixHeader::new(
+                        c.quota_header_prefix.as_deref().map(Arc::from),
+                        c.tokens.is_some(),
+                        c.quota_header_suffix.as_deref().map(Arc::from),
+                    )
+                }),
             },
         })
     }

@@ -142,17 +142,13 @@ pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &Quot
         else {
             continue;
         };
-        let [limit, remaining, reset_name] = a.names(configured);
-        for (mut name, value) in [
-            (limit, Ok(http::HeaderValue::from(q.limit))),
-            (remaining, Ok(http::HeaderValue::from(q.remaining))),
-            (
-                reset_name,
-                http::HeaderValue::try_from(apisix_reset(q.reset_ms)),
-            ),
-        ] {
-            name.make_ascii_lowercase();
-            if let Ok(value) = value {
+        let values = [
+            Ok(http::HeaderValue::from(q.limit)),
+            Ok(http::HeaderValue::from(q.remaining)),
+            http::HeaderValue::try_from(apisix_reset(q.reset_ms)),
+        ];
+        for (name, value) in a.header_names(configured).into_iter().zip(values) {
+            if let (Some(name), Ok(value)) = (name, value) {
                 let _ = h.insert_header(name, value);
             }
         }
