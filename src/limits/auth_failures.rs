@@ -309,6 +309,32 @@ mod tests {
     }
 
     #[test]
+    fn address_keys_are_the_addresses_themselves_and_never_collide() {
+        let k = |s: &str| address_key(ip(s));
+        // An IPv4-mapped IPv6 address is its IPv4 address.
+        assert_eq!(k("::ffff:10.0.0.1"), k("10.0.0.1"));
+        // One key per /64, none shared across families, none with no address or the
+        // overflow bucket (an IPv6 /64 that starts with the IPv4 tag's bytes included).
+        let keys = [
+            k("10.0.0.1"),
+            k("10.0.0.2"),
+            k("0.0.0.0"),
+            k("255.255.255.255"),
+            k("400:a00::1"),
+            k("::1"),
+            k("ffff:ffff:ffff:ffff::1"),
+            address_key(None),
+            OVERFLOW_KEY,
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(k("2001:db8::1"), k("2001:db8::ffff:1"));
+    }
+
+    #[test]
     fn a_user_under_attack_still_works_from_its_own_address() {
         let mut t = AuthFailures::default();
         let home = Attempt {
