@@ -16,6 +16,27 @@ pub fn check(body: &[u8]) -> Result<(), String> {
     }
 }
 
+/// The length of the one JSON value at the start of `bytes` (leading whitespace
+/// included), its objects checked for duplicate keys at every depth. `None`: no such
+/// value ([`check`] of the whole body says why).
+pub fn value_len(bytes: &[u8]) -> Option<usize> {
+    let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<NoDuplicates>();
+    match values.next() {
+        Some(Ok(_)) => Some(values.byte_offset()),
+        _ => None,
+    }
+}
+
+/// The JSON string at the start of `bytes` (leading whitespace included): its text,
+/// borrowed unless it holds escapes, and its length.
+pub fn string_at(bytes: &[u8]) -> Option<(Cow<'_, str>, usize)> {
+    let mut strings = serde_json::Deserializer::from_slice(bytes).into_iter::<Key<'_>>();
+    match strings.next() {
+        Some(Ok(k)) => Some((k.0, strings.byte_offset())),
+        _ => None,
+    }
+}
+
 /// A JSON value of any shape whose objects have unique keys.
 struct NoDuplicates;
 
@@ -62,18 +83,26 @@ impl<'de> Visitor<'de> for Checker {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NoDuplicates, A::Error> {
-        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        // An object's first keys are compared in place (no allocation for the objects
+        // requests are made of); past `INLINE` keys, a set.
+        const INLINE: usize = 8;
+        let mut inline: [Cow<'de, str>; INLINE] = Default::default();
+        let mut count = 0;
         let mut set: Option<std::collections::HashSet<Cow<'de, str>>> = None;
         while let Some(k) = map.next_key::<Key<'de>>()? {
             let k = k.0;
             let dup = match &mut set {
                 Some(s) => !s.insert(k.clone()),
+                None if count < INLINE => {
+                    let d = inline[..count].contains(&k);
+                    inline[count] = k.clone();
+                    count += 1;
+                    d
+                }
                 None => {
-                    let d = keys.contains(&k);
-                    keys.push(k.clone());
-                    if keys.len() > 16 {
-                        set = Some(keys.drain(..).collect());
-                    }
+                    let mut s: std::collections::HashSet<_> = inline.iter().cloned().collect();
+                    let d = !s.insert(k.clone());
+                    set = Some(s);
                     d
                 }
             };

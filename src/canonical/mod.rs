@@ -10,18 +10,18 @@ pub mod anthropic;
 pub mod chat;
 pub mod chat_write;
 pub mod chunk;
+pub mod fields;
 pub mod finish;
 pub mod lenient;
 pub mod numbers;
 pub mod parts;
+pub mod usage_read;
 pub mod write;
 
 use crate::errors::GatewayError;
 use bytes::Bytes;
+use fields::Fields;
 use serde_json::value::RawValue;
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::ops::Range;
 /// Token usage of one answer, in the gateway's terms (what token limits and accounting
 /// charge).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub struct AiRequest {
     /// The body as received.
     body: Bytes,
     /// Top-level fields: name → byte range of the raw JSON value in `body`.
-    fields: BTreeMap<String, Range<usize>>,
+    fields: Fields,
     pub model: String,
     pub stream: bool,
     /// The client asked for the final usage chunk (`stream_options.include_usage`).
@@ -143,9 +143,14 @@ pub struct AiRequest {
 
 impl AiRequest {
     pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Self, GatewayError> {
-        let fields = field_ranges(&body)?;
+        let fields =
+            Fields::scan(&body).map_err(|fields::Refused(e)| GatewayError::BadRequest {
+                code: e.contains("duplicate key").then_some("duplicate_key"),
+                message: format!("We could not parse the JSON body of your request. ({e})"),
+                param: None,
+            })?;
         let raw = |name: &str| {
-            let range = fields.get(name)?.clone();
+            let range = fields.get(name)?;
             std::str::from_utf8(&body[range]).ok()
         };
         let model = match raw("model").map(serde_json::from_str::<String>) {
@@ -210,7 +215,7 @@ impl AiRequest {
 
     /// The raw JSON text of a top-level field.
     fn raw(&self, name: &str) -> Option<&str> {
-        let range = self.fields.get(name)?.clone();
+        let range = self.fields.get(name)?;
         std::str::from_utf8(&self.body[range]).ok()
     }
 
@@ -277,11 +282,11 @@ impl AiRequest {
         skip: &[&str],
     ) -> Result<serde_json::Map<String, serde_json::Value>, GatewayError> {
         let mut head = serde_json::Map::new();
-        for name in self.fields.keys().filter(|k| !skip.contains(&k.as_str())) {
+        for name in self.fields.keys().filter(|k| !skip.contains(k)) {
             let raw = self.raw(name).unwrap_or("null");
             let v = serde_json::from_str(raw)
                 .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}"), None))?;
-            head.insert(name.clone(), v);
+            head.insert(name.to_string(), v);
         }
         Ok(head)
     }
@@ -301,7 +306,7 @@ impl AiRequest {
         let mut out = serde_json::Map::with_capacity(self.fields.len() + set.len());
         for k in self.fields.keys().filter(|k| !set.contains_key(*k)) {
             if let Some(v) = self.field(k) {
-                out.insert(k.clone(), serde_json::to_value(v).unwrap_or_default());
+                out.insert(k.to_string(), serde_json::to_value(v).unwrap_or_default());
             }
         }
         out.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -337,7 +342,7 @@ impl AiRequest {
         let mut seen = false;
         for k in self.fields.keys() {
             let mut v = self.raw(k).unwrap_or("null").to_string();
-            if fields.contains(&k.as_str()) {
+            if fields.contains(&k) {
                 seen = true;
                 let asked = v.parse::<u64>().unwrap_or(u64::MAX);
                 v = asked.min(cap).to_string();
@@ -391,7 +396,7 @@ impl AiRequest {
         let mut saw_options = false;
         for k in self.fields.keys() {
             let v = self.raw(k).unwrap_or("null");
-            match k.as_str() {
+            match k {
                 "model" => push(&mut out, k, &model_json),
                 "stream_options" if force_usage => {
                     saw_options = true;
@@ -411,32 +416,6 @@ impl AiRequest {
         out.push(b'}');
         Bytes::from(out)
     }
-}
-
-/// The top-level fields of a JSON object body, as byte ranges of `body`.
-fn field_ranges(body: &[u8]) -> Result<BTreeMap<String, Range<usize>>, GatewayError> {
-    if let Err(e) = crate::json_keys::check(body) {
-        return Err(GatewayError::BadRequest {
-            message: format!("We could not parse the JSON body of your request. ({e})"),
-            param: None,
-            code: e.contains("duplicate key").then_some("duplicate_key"),
-        });
-    }
-    let parsed: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(body).map_err(|e| {
-        GatewayError::bad_request(
-            format!("We could not parse the JSON body of your request. ({e})"),
-            None,
-        )
-    })?;
-    let base = body.as_ptr() as usize;
-    Ok(parsed
-        .into_iter()
-        .map(|(k, v)| {
-            // A borrowed raw value points into `body`.
-            let start = v.get().as_ptr() as usize - base;
-            (k.into_owned(), start..start + v.get().len())
-        })
-        .collect())
 }
 
 #[cfg(test)]

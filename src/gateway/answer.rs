@@ -20,6 +20,7 @@ pub mod stream;
 
 use super::upstream::{classify, Verdict};
 use super::{CallCtx, GatewayState};
+use crate::canonical::usage_read::{self, UsageRead};
 use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::errors::GatewayError;
 use crate::providers::Provider;
@@ -27,6 +28,7 @@ use crate::providers::UpstreamErrorKind;
 use crate::runtime::ModelRoute;
 use crate::surfaces::Echo;
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// A whole answer as the client gets it.
@@ -79,26 +81,38 @@ pub fn whole(
 ) -> Result<Answered, GatewayError> {
     let mut answer = provider.whole_answer(status, body, model, created)?;
     if answer.status < 400 {
-        let (mut usage, answered_by) = answer_fields(&answer.body);
+        let fields = answer_fields(&answer.body, ctx.traced());
+        let mut usage = fields.usage;
         // Past the cap it was sent (its usage says so; only then is it read whole again):
         // ended as a length limit, charged what is relayed.
-        let completion = usage.as_ref().and_then(|u| u["completion_tokens"].as_u64());
+        let completion = usage.and_then(|u| u.completion_tokens);
         if matches!((ctx.completion_cap, completion), (Some(cap), Some(used)) if used > cap) {
             if let Some(capped) = relayed::cap_whole(&answer.body, ctx.completion_cap) {
                 (answer.body, ctx.error) = (capped, Some("upstream_over_cap"));
-                usage = answer_fields(&answer.body).0;
+                usage = answer_fields(&answer.body, false).usage;
             }
         }
-        if let Some(raw) = usage {
-            ctx.usage = Usage::from_openai(&raw);
-            ctx.note_usage_fields(&raw);
+        match usage {
+            // Chat's three counts and nothing else (nor a price to bill by): its numeric
+            // fields are the usage's own, derived where a `cost_expr` needs them.
+            Some(u) if u.plain && ctx.price.is_none() && ctx.usage_fields.is_none() => {
+                ctx.usage = Some(u.usage);
+            }
+            // Anything else is read as a tree, for every field it has.
+            Some(_) | None if fields.has_usage => {
+                if let Some(raw) = usage_tree(&answer.body) {
+                    ctx.usage = Usage::from_openai(&raw);
+                    ctx.note_usage_fields(&raw);
+                }
+            }
+            _ => {}
         }
         if ctx.traced() {
             note_response(ctx, &answer.body);
         }
         // As the provider names it (a translated answer carries the public name).
         if answer.as_sent {
-            ctx.note_response_model(answered_by.as_deref());
+            ctx.note_response_model(fields.model.as_deref());
         }
     }
     Ok(match surface {
@@ -168,16 +182,54 @@ fn note_response(ctx: &mut CallCtx, body: &[u8]) {
     }
 }
 
-fn answer_fields(body: &[u8]) -> (Option<Value>, Option<String>) {
+/// What the answer phase reads of an OpenAI-dialect answer.
+struct AnswerFields {
+    /// Its `usage`, when read straight from the bytes.
+    usage: Option<UsageRead>,
+    /// It has a `usage` object (read as a tree when `usage` is `None`).
+    has_usage: bool,
+    /// The provider's own name for the model that answered, when asked for.
+    model: Option<String>,
+}
+
+/// An OpenAI-dialect answer's `usage` object and, when `want_model`, its `model`, read
+/// without building the rest of the tree (nor, mostly, the usage's: see [`UsageRead`]).
+fn answer_fields(body: &[u8], want_model: bool) -> AnswerFields {
+    #[derive(serde::Deserialize)]
+    struct Only<'a> {
+        #[serde(borrow)]
+        usage: Option<&'a RawValue>,
+        #[serde(borrow)]
+        model: Option<&'a RawValue>,
+    }
+    let Ok(o) = serde_json::from_slice::<Only<'_>>(body) else {
+        return AnswerFields {
+            usage: None,
+            has_usage: false,
+            model: None,
+        };
+    };
+    let usage = o.usage.filter(|u| u.get().starts_with('{'));
+    AnswerFields {
+        usage: usage.and_then(|u| usage_read::read(u.get())),
+        has_usage: usage.is_some(),
+        model: o
+            .model
+            .filter(|_| want_model)
+            .and_then(|m| serde_json::from_str(m.get()).ok()),
+    }
+}
+
+/// An answer's `usage` object as a tree (every field of it, for `cost_expr` and prices).
+fn usage_tree(body: &[u8]) -> Option<Value> {
     #[derive(serde::Deserialize)]
     struct Only {
         usage: Option<Value>,
-        model: Option<String>,
     }
-    match serde_json::from_slice::<Only>(body) {
-        Ok(o) => (o.usage.filter(Value::is_object), o.model),
-        Err(_) => (None, None),
-    }
+    serde_json::from_slice::<Only>(body)
+        .ok()?
+        .usage
+        .filter(Value::is_object)
 }
 
 #[cfg(test)]
@@ -257,19 +309,48 @@ mod tests {
 
     #[test]
     fn usage_from_json_body() {
-        let (raw, model) = answer_fields(
-            br#"{"id":"x","model":"m-2024","usage":{"prompt_tokens":8,"total_tokens":8}}"#,
-        );
-        assert_eq!(model.as_deref(), Some("m-2024"));
-        let u = Usage::from_openai(&raw.unwrap()).unwrap();
+        let body = br#"{"id":"x","model":"m-2024","usage":{"prompt_tokens":8,"total_tokens":8}}"#;
+        let f = answer_fields(body, true);
+        assert_eq!(f.model.as_deref(), Some("m-2024"));
+        assert!(f.has_usage && !f.usage.unwrap().plain);
         assert_eq!(
-            u,
+            f.usage.unwrap().usage,
             Usage {
                 prompt_tokens: 8,
                 completion_tokens: 0,
                 total_tokens: Some(8)
             }
         );
-        assert_eq!(answer_fields(b"{}"), (None, None));
+        assert_eq!(answer_fields(body, false).model, None);
+        let none = answer_fields(b"{}", true);
+        assert!(none.usage.is_none() && !none.has_usage && none.model.is_none());
+        // An odd `model` costs nothing of the usage.
+        let odd = answer_fields(br#"{"model":5,"usage":{"prompt_tokens":1}}"#, true);
+        assert_eq!(odd.usage.unwrap().usage.prompt_tokens, 1);
+        assert!(odd.model.is_none());
+    }
+
+    #[test]
+    fn usage_fields_are_kept_for_all_but_the_chat_trio() {
+        let openai = registry(ProviderKind::OpenaiCompatible);
+        let trio = r#"{"id":"c","model":"m","choices":[],
+            "usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}"#;
+        let mut c = ctx();
+        answer(&mut c, openai, None, trio);
+        assert_eq!(c.usage.unwrap().total(), 3);
+        // Derived from the usage where a cost expression asks for them.
+        assert!(c.usage_fields.is_none());
+        let more = r#"{"id":"c","model":"m","choices":[],
+            "usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3,"cost":0.5}}"#;
+        let mut c = ctx();
+        answer(&mut c, openai, None, more);
+        assert_eq!(c.usage.unwrap().total(), 3);
+        assert_eq!(c.usage_fields.as_ref().unwrap()["cost"], 0.5);
+        // A usage the straight reading does not take is read as a tree.
+        let dup = r#"{"id":"c","model":"m","choices":[],
+            "usage":{"prompt_tokens":2,"prompt_tokens":4,"completion_tokens":1}}"#;
+        let mut c = ctx();
+        answer(&mut c, openai, None, dup);
+        assert_eq!(c.usage.unwrap().prompt_tokens, 4);
     }
 }

@@ -117,19 +117,28 @@ impl HttpClient {
                 "" => call.base.prefix.as_str(),
                 p => p,
             };
-            // No case map: each header is inserted once, not twice (Pingora keeps the
-            // names' case in a second map); standard names go out title-cased.
-            let room = Some(call.headers.len() + 2);
-            let mut req =
-                RequestHeader::build_no_case("POST", path.as_bytes(), room).map_err(proto)?;
-            req.insert_header("host", call.base.authority.as_str())
-                .map_err(proto)?;
-            req.insert_header("content-length", call.body.len().to_string())
-                .map_err(proto)?;
+            // Written straight into the header map (no case map: standard names go out
+            // title-cased): Pingora's `insert_header` would parse each name again.
+            let invalid = |what: &str| UpstreamFailure::new(UpstreamErrorKind::Protocol, what);
+            let uri = http::Uri::try_from(path).map_err(|_| invalid("invalid upstream path"))?;
+            let mut parts = http::Request::post(uri)
+                .body(())
+                .map_err(|_| invalid("invalid upstream request"))?
+                .into_parts()
+                .0;
+            let headers = &mut parts.headers;
+            headers.reserve(call.headers.len() + 2);
+            let host = http::HeaderValue::from_str(call.base.authority.as_str())
+                .map_err(|_| invalid("invalid upstream host"))?;
+            headers.insert(http::header::HOST, host);
+            headers.insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(call.body.len()),
+            );
             for (k, v) in &call.headers {
-                req.insert_header(k.clone(), v.clone()).map_err(proto)?;
+                headers.insert(k.clone(), v.clone());
             }
-            Ok(Box::new(req))
+            Ok(Box::new(RequestHeader::from(parts)))
         };
 
         // A pooled connection may have been closed by the server in the meantime: retry
@@ -205,10 +214,6 @@ async fn exchange(
             _ => return Ok(()),
         }
     }
-}
-
-fn proto(e: Box<pingora::Error>) -> UpstreamFailure {
-    UpstreamFailure::new(UpstreamErrorKind::Protocol, e.to_string())
 }
 
 fn classify(e: &pingora::Error, doing: &str) -> UpstreamFailure {

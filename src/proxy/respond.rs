@@ -6,6 +6,7 @@ use crate::config::schema::QuotaHeaderNames;
 use crate::errors::GatewayError;
 use crate::limits::admission::{Budget, Quota};
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
@@ -35,6 +36,26 @@ pub fn request_id(session: &Session) -> String {
     id
 }
 
+/// Where the gateway writes headers: a response header Pingora holds (an upstream's, with
+/// a case map maybe), or the header map of a response the gateway builds, written
+/// straight into (Pingora's `insert_header` parses every name again, even a built one).
+pub trait PutHeader {
+    fn put(&mut self, name: HeaderName, value: HeaderValue);
+}
+
+impl PutHeader for ResponseHeader {
+    fn put(&mut self, name: HeaderName, value: HeaderValue) {
+        // A built name and value: insertion cannot fail.
+        let _ = self.insert_header(name, value);
+    }
+}
+
+impl PutHeader for http::HeaderMap {
+    fn put(&mut self, name: HeaderName, value: HeaderValue) {
+        self.insert(name, value);
+    }
+}
+
 /// A response header with the gateway's common headers.
 pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> ResponseHeader {
     // Room for every header below, so the header map never grows (a rehash each time):
@@ -43,57 +64,85 @@ pub fn header(status: u16, content_type: &str, ctx: &RequestCtx) -> ResponseHead
     // and so APISIX write them; the others lowercase), and each header is inserted once
     // instead of twice.
     let room = 6 + ctx.cors.len() + 3 * ctx.quotas.len() + ctx.provider_headers.len();
-    let mut h = ResponseHeader::build_no_case(status, Some(room))
-        .unwrap_or_else(|_| ResponseHeader::build_no_case(500, None).expect("500 is valid"));
-    // These names and values are constants or validated: insertion cannot fail.
-    let _ = h.insert_header("content-type", content_type);
-    let _ = h.insert_header("x-request-id", ctx.request_id.as_str());
-    for (k, v) in &ctx.cors {
-        let _ = h.insert_header(*k, v.as_str());
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = &mut parts.headers;
+    h.reserve(room);
+    // A value that is no header value (an upstream's odd content type) is left out.
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        h.put(http::header::CONTENT_TYPE, v);
     }
-    quota_headers(&mut h, ctx, &ctx.quotas);
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        h.put(X_REQUEST_ID, v);
+    }
+    for (k, v) in &ctx.cors {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            h.put(k, v);
+        }
+    }
+    quota_headers(h, ctx, &ctx.quotas);
     if let Some(cost) = ctx.cost_usd() {
-        let _ = h.insert_header("x-gateway-cost-usd", crate::cost::usd(cost));
+        if let Ok(v) = HeaderValue::try_from(crate::cost::usd(cost)) {
+            h.put(HeaderName::from_static("x-gateway-cost-usd"), v);
+        }
     }
     for (k, v) in &ctx.provider_headers {
         // The gateway's own limit headers win over the provider's of the same name.
-        if !h.headers.contains_key(k.as_str()) {
-            let _ = h.insert_header(k.clone(), v.as_str());
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            if !h.contains_key(&k) {
+                h.put(k, v);
+            }
         }
     }
-    h
+    ResponseHeader::from(parts)
 }
 
+/// `x-request-id`, on every answer.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The rate-limit headers of `quotas`, APISIX's under the names of the request's config.
-pub fn quota_headers(h: &mut ResponseHeader, ctx: &RequestCtx, quotas: &[Quota]) {
-    let default_names = QuotaHeaderNames::default();
-    let names = ctx
-        .runtime
-        .as_deref()
-        .map_or(&default_names, |rt| &rt.config.limits.quota_headers);
+pub fn quota_headers(h: &mut impl PutHeader, ctx: &RequestCtx, quotas: &[Quota]) {
+    if quotas.is_empty() {
+        return;
+    }
+    let default_names;
+    let names = match ctx.runtime.as_deref() {
+        Some(rt) => &rt.config.limits.quota_headers,
+        None => {
+            default_names = QuotaHeaderNames::default();
+            &default_names
+        }
+    };
     rate_limit_headers(h, quotas, names);
 }
 
 /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, from the tightest
 /// quota of each budget seen at admission.
-pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &QuotaHeaderNames) {
+pub fn rate_limit_headers(h: &mut impl PutHeader, quotas: &[Quota], names: &QuotaHeaderNames) {
     // Static names and integer values: no formatting or allocation of their own (these
     // headers are on every limited answer).
-    const OPENAI: [(Budget, [&str; 3]); 2] = [
+    const OPENAI: [(Budget, [HeaderName; 3]); 2] = [
         (
             Budget::Requests,
             [
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
+                HeaderName::from_static("x-ratelimit-limit-requests"),
+                HeaderName::from_static("x-ratelimit-remaining-requests"),
+                HeaderName::from_static("x-ratelimit-reset-requests"),
             ],
         ),
         (
             Budget::Tokens,
             [
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
+                HeaderName::from_static("x-ratelimit-limit-tokens"),
+                HeaderName::from_static("x-ratelimit-remaining-tokens"),
+                HeaderName::from_static("x-ratelimit-reset-tokens"),
             ],
         ),
     ];
@@ -105,9 +154,11 @@ pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &Quot
         else {
             continue;
         };
-        let _ = h.insert_header(limit, http::HeaderValue::from(q.limit));
-        let _ = h.insert_header(remaining, http::HeaderValue::from(q.remaining));
-        let _ = h.insert_header(reset, go_duration(q.reset_ms));
+        h.put(limit, HeaderValue::from(q.limit));
+        h.put(remaining, HeaderValue::from(q.remaining));
+        if let Ok(v) = HeaderValue::try_from(go_duration(q.reset_ms)) {
+            h.put(reset, v);
+        }
     }
     // The tightest spend budget: what is left in USD (after this request's reservation)
     // and when its window ends.
@@ -116,11 +167,12 @@ pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &Quot
         .filter(|q| q.budget == Budget::Spend)
         .min_by_key(|q| q.remaining)
     {
-        let _ = h.insert_header(
-            "x-gateway-budget-remaining-usd",
-            crate::cost::usd(q.remaining as f64 / 1e6),
-        );
-        let _ = h.insert_header("x-gateway-budget-reset", go_duration(q.reset_ms));
+        if let Ok(v) = HeaderValue::try_from(crate::cost::usd(q.remaining as f64 / 1e6)) {
+            h.put(HeaderName::from_static("x-gateway-budget-remaining-usd"), v);
+        }
+        if let Ok(v) = HeaderValue::try_from(go_duration(q.reset_ms)) {
+            h.put(HeaderName::from_static("x-gateway-budget-reset"), v);
+        }
     }
     // APISIX's quota headers (limit-count with show_limit_quota_header), under the
     // configured names, one trio per rule prefix (the tightest quota of the rules that
@@ -143,13 +195,13 @@ pub fn rate_limit_headers(h: &mut ResponseHeader, quotas: &[Quota], names: &Quot
             continue;
         };
         let values = [
-            Ok(http::HeaderValue::from(q.limit)),
-            Ok(http::HeaderValue::from(q.remaining)),
-            http::HeaderValue::try_from(apisix_reset(q.reset_ms)),
+            Ok(HeaderValue::from(q.limit)),
+            Ok(HeaderValue::from(q.remaining)),
+            HeaderValue::try_from(apisix_reset(q.reset_ms)),
         ];
         for (name, value) in a.header_names(configured).into_iter().zip(values) {
             if let (Some(name), Ok(value)) = (name, value) {
-                let _ = h.insert_header(name, value);
+                h.put(name, value);
             }
         }
     }
