@@ -55,6 +55,7 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         }
     }
     crate::dns::init();
+    // Read once, by the connector built below; the file goes when this function returns.
     let ca_bundle = match &config.upstream.extra_ca_file {
         Some(extra) => Some(write_ca_bundle(extra)?),
         None => None,
@@ -95,7 +96,10 @@ pub fn build_server(opts: ServeOptions) -> Result<Server, String> {
         None
     };
     let gateway = Arc::new(GatewayState {
-        http: Arc::new(HttpClient::new(config.upstream.pool_size, ca_bundle)),
+        http: Arc::new(HttpClient::new(
+            config.upstream.pool_size,
+            ca_bundle.as_ref().map(|f| f.path().display().to_string()),
+        )),
         metrics,
         limiter,
         queues: Default::default(),
@@ -320,6 +324,15 @@ impl BackgroundService for Drainer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // A scratch directory of this process's alone goes with it.
+        if let Some(dir) = self
+            .state
+            .batch
+            .as_deref()
+            .and_then(|b| b.private_scratch())
+        {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
         // The last requests' spans reach the collector (bounded by the export timeout).
         if let Some(tracer) = self.state.tracer.load_full() {
             let limit = tracer.config().timeout + Duration::from_secs(1);
@@ -334,10 +347,11 @@ impl BackgroundService for Drainer {
     }
 }
 
-/// Write a PEM bundle of the system roots plus `extra` and return its path: the upstream
-/// connector takes one CA file, and the extra CA must add to the system roots, not replace
-/// them.
-fn write_ca_bundle(extra: &PathBuf) -> Result<String, String> {
+/// Write a PEM bundle of the system roots plus `extra` to a file of this process's own (a
+/// random name in the temp dir, owner-only, created exclusively: no other user can put a
+/// CA of theirs in its place), removed when it is dropped: the upstream connector takes
+/// one CA file, and the extra CA must add to the system roots, not replace them.
+fn write_ca_bundle(extra: &PathBuf) -> Result<tempfile::NamedTempFile, String> {
     let extra_pem =
         std::fs::read_to_string(extra).map_err(|e| format!("upstream.extra_ca_file: {e}"))?;
     let mut pem = String::new();
@@ -353,9 +367,14 @@ fn write_ca_bundle(extra: &PathBuf) -> Result<String, String> {
         pem.push_str("-----END CERTIFICATE-----\n");
     }
     pem.push_str(&extra_pem);
-    let path = std::env::temp_dir().join(format!("ai-rate-limiter-ca-{}.pem", std::process::id()));
-    std::fs::write(&path, pem).map_err(|e| format!("writing CA bundle {}: {e}", path.display()))?;
-    Ok(path.display().to_string())
+    let mut file = tempfile::Builder::new()
+        .prefix("ai-rate-limiter-ca-")
+        .suffix(".pem")
+        .tempfile()
+        .map_err(|e| format!("writing CA bundle: {e}"))?;
+    std::io::Write::write_all(&mut file, pem.as_bytes())
+        .map_err(|e| format!("writing CA bundle {}: {e}", file.path().display()))?;
+    Ok(file)
 }
 
 /// The batch store the config asks for (see `batch.store`).
@@ -371,11 +390,7 @@ fn batch_store(
         BatchStoreKind::Auto => config.limits.policy != LimitPolicy::Local,
     };
     Ok(if redis {
-        let scratch = std::env::temp_dir().join(format!("ai-rate-limiter-{}", std::process::id()));
-        Arc::new(crate::batch::redis::RedisBatches::new(
-            &config.limits,
-            scratch,
-        )?)
+        Arc::new(crate::batch::redis::RedisBatches::new(&config.limits)?)
     } else if !upgrade && !crate::batch::store::Store::exists(&b.data_dir) {
         // Created on first use: a gateway whose batch module is unused writes nothing.
         Arc::new(crate::batch::store::Lazy::new(&b.data_dir))

@@ -211,6 +211,11 @@ pub trait Backend: Send + Sync {
     /// Where uploads are written before [`Backend::add_file`] takes them (existing once
     /// [`Backend::ready`] returned).
     fn scratch_dir(&self) -> &Path;
+    /// The scratch directory when it is this process's alone (removed at shutdown), not
+    /// part of a data directory that outlives it.
+    fn private_scratch(&self) -> Option<&Path> {
+        None
+    }
     /// Make the store ready to be written (a store opened on first use opens now).
     async fn ready(&self) -> StoreResult<()> {
         Ok(())

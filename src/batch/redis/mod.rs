@@ -43,7 +43,7 @@ use bytes::Bytes;
 use redis::{cmd, Script, Value as RV};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,9 @@ pub struct RedisBatches {
     /// This instance's consumer name in the groups.
     me: String,
     lease: Duration,
-    scratch: PathBuf,
+    /// Uploads are written here before they go to Redis: a directory of this process's
+    /// own (random name, owner-only), removed at shutdown.
+    scratch: tempfile::TempDir,
     scripts: Scripts,
     /// Entries this instance holds (entry id → stream key), refreshed while they run.
     inflight: Mutex<HashMap<String, String>>,
@@ -114,9 +116,13 @@ fn fields(v: Vec<(String, String)>) -> HashMap<String, String> {
 }
 
 impl RedisBatches {
-    pub fn new(limits: &LimitsConfig, scratch: PathBuf) -> Result<RedisBatches, String> {
-        std::fs::create_dir_all(&scratch)
-            .map_err(|e| format!("batch scratch dir {}: {e}", scratch.display()))?;
+    pub fn new(limits: &LimitsConfig) -> Result<RedisBatches, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let scratch = tempfile::Builder::new()
+            .prefix("ai-rate-limiter-batch-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|e| format!("batch scratch dir: {e}"))?;
         Ok(RedisBatches {
             redis: StoreConn::new(limits, "batch"),
             me: format!("gw-{:016x}", rand::random::<u64>()),
@@ -313,7 +319,10 @@ impl Backend for RedisBatches {
     }
 
     fn scratch_dir(&self) -> &Path {
-        &self.scratch
+        self.scratch.path()
+    }
+    fn private_scratch(&self) -> Option<&Path> {
+        Some(self.scratch.path())
     }
 
     async fn add_batch(&self, b: &NewBatch<'_>) -> StoreResult<()> {

@@ -1,0 +1,89 @@
+//! What the gateway writes to the temp dir: only files and directories of its own (random
+//! names, owner-only, created exclusively, so another local user cannot put theirs in
+//! their place), and nothing left once it has shut down. The gateway runs with `TMPDIR`
+//! set to a directory of the test's.
+
+mod common;
+use common::batches::upload;
+use common::redis::Redis;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+const KEY: &str = "sk-temp";
+
+/// What `dir` holds: (name, is a directory, permission bits).
+fn entries(dir: &std::path::Path) -> Vec<(String, bool, u32)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                m.is_dir(),
+                m.permissions().mode() & 0o777,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_ca_bundle_and_the_batch_scratch_are_private_and_gone_at_shutdown() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = certs.path().join("ca.pem");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=test-ca", "-keyout"])
+        .arg(certs.path().join("ca.key"))
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .expect("openssl is needed (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let redis = Redis::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "consumers: [{{name: t, keys: [\"{KEY}\"]}}]\n\
+         providers: [{{name: mock, kind: mock}}]\n\
+         models: [{{name: m, deployments: [{{provider: mock}}]}}]\n\
+         upstream: {{extra_ca_file: {}}}\n\
+         limits: {{policy: redis, redis: {{url: \"{}\"}}}}\n",
+        ca.display(),
+        redis.url()
+    );
+    let mut gw = Gw::start_with_env(&yaml, &[("TMPDIR", &tmp.path().display().to_string())]);
+
+    // The CA bundle was read when the upstream connector was built, and removed; the
+    // Redis batch store's scratch directory is the one entry, owner-only.
+    let held = entries(tmp.path());
+    assert_eq!(held.len(), 1, "{held:?}");
+    let (name, is_dir, mode) = &held[0];
+    assert!(
+        name.starts_with("ai-rate-limiter-batch-") && *is_dir,
+        "{held:?}"
+    );
+    assert_eq!(*mode, 0o700, "{held:?}");
+
+    // Uploads go through it and leave nothing there.
+    let file = upload(&gw, KEY, "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}}");
+    assert_eq!(file["bytes"].as_u64().map(|b| b > 0), Some(true), "{file}");
+    let scratch = tmp.path().join(name);
+    assert_eq!(entries(&scratch), vec![], "uploads left files behind");
+
+    // A graceful shutdown takes the scratch directory with it.
+    gw.signal(libc::SIGTERM);
+    let status = gw
+        .wait_exit(Duration::from_secs(15))
+        .expect("gateway did not exit");
+    assert!(status.success(), "{status}");
+    assert_eq!(entries(tmp.path()), vec![], "left in the temp dir");
+}
