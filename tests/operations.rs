@@ -292,24 +292,7 @@ fn sigterm_lets_in_flight_stream_finish_then_exits() {
 fn https_upstream_needs_its_ca_and_works_with_extra_ca_file() {
     let certs = tempfile::tempdir().unwrap();
     let d = certs.path();
-    let sh = format!(
-        "set -e; cd {dir}; \
-         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca 2>/dev/null; \
-         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost 2>/dev/null; \
-         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf; \
-         openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext.cnf 2>/dev/null",
-        dir = d.display()
-    );
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(&sh)
-        .output()
-        .expect("openssl is needed (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    certs::server_cert(d);
     let up_yaml = format!(
         "{}server: {{threads: 1, tls: {{cert_file: {}, key_file: {}}}}}\n",
         upstream_yaml("sk-up").replace("server: {threads: 1}\n", ""),

@@ -2,39 +2,12 @@
 //! reload without a restart (the certificate files are watched with the config file).
 
 mod common;
+use common::certs::{server_cert, sh};
 use common::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-tls";
-
-fn sh(script: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("sh");
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A server certificate for localhost signed by the test CA in `dir` (made on first use).
-fn server_cert(dir: &Path) {
-    sh(&format!(
-        "set -e; cd {d}; \
-         [ -f ca.pem ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca 2>/dev/null; \
-         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout new.key -out srv.csr -subj /CN=localhost 2>/dev/null; \
-         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf; \
-         openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out new.pem -days 2 -extfile ext.cnf 2>/dev/null; \
-         mv new.key srv.key; mv new.pem srv.pem",
-        d = dir.display()
-    ));
-}
 
 fn serial_of_file(dir: &Path) -> String {
     sh(&format!(

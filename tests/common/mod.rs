@@ -10,6 +10,7 @@ pub mod apisix;
 pub mod azure;
 #[allow(dead_code)]
 pub mod batches;
+pub mod certs;
 pub mod chat_upstream;
 pub mod deepseek;
 pub mod fixture_server;
