@@ -377,7 +377,8 @@ fn webhooks_are_signed_retried_and_recorded(store: Store) {
         &gw.url("/v1/batches"),
         Some(KEY),
         &json!({"endpoint": "/v1/chat/completions",
-        "requests": requests, "webhook_url": format!("http://127.0.0.1:{port}/hook")})
+        // A URL without a path: delivered to `/`.
+        "requests": requests, "webhook_url": format!("http://127.0.0.1:{port}")})
         .to_string(),
     )
     .json();
@@ -397,7 +398,7 @@ fn webhooks_are_signed_retried_and_recorded(store: Store) {
     let got = got.lock().unwrap();
     assert_eq!(got.len(), 3);
     let r = &got[2];
-    assert_eq!(r.target, "/hook");
+    assert_eq!(r.target, "/");
     let body: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(body["event"], "batch.completed");
     assert_eq!(body["batch"]["request_counts"]["completed"], 4);

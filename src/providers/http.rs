@@ -113,10 +113,7 @@ impl HttpClient {
         peer.options.idle_timeout = Some(call.timeouts.idle);
 
         let build = || -> Result<Box<RequestHeader>, UpstreamFailure> {
-            let path = match call.path {
-                "" => call.base.prefix.as_str(),
-                p => p,
-            };
+            let path = request_target(call.path, &call.base.prefix);
             // Written straight into the header map (no case map: standard names go out
             // title-cased): Pingora's `insert_header` would parse each name again.
             let invalid = |what: &str| UpstreamFailure::new(UpstreamErrorKind::Protocol, what);
@@ -216,6 +213,16 @@ async fn exchange(
     }
 }
 
+/// The request-target of a call: its path, or the base URL's own path when it has none
+/// (a webhook or token URL), `/` for a base URL without one.
+fn request_target<'a>(path: &'a str, prefix: &'a str) -> &'a str {
+    match (path, prefix) {
+        ("", "") => "/",
+        ("", prefix) => prefix,
+        (path, _) => path,
+    }
+}
+
 fn classify(e: &pingora::Error, doing: &str) -> UpstreamFailure {
     let kind = match e.etype() {
         ErrorType::ConnectTimedout
@@ -294,6 +301,25 @@ impl HttpBody {
                 }
                 Err(f)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_target;
+
+    #[test]
+    fn a_base_url_without_a_path_gets_slash() {
+        assert_eq!(request_target("", ""), "/");
+        assert_eq!(request_target("", "/hook"), "/hook");
+        assert_eq!(
+            request_target("/v1/chat/completions", "/v1"),
+            "/v1/chat/completions"
+        );
+        // Every target built goes into a URI as it is.
+        for t in ["/", "/hook", "/v1/models/m:generateContent?alt=sse"] {
+            assert_eq!(http::Uri::try_from(t).unwrap().to_string(), t);
         }
     }
 }
