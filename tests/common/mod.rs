@@ -1,5 +1,6 @@
 //! Test harness: runs the real `ai-rate-limiter` binary on free ports with a config written
-//! to a temp dir, waits until it is ready, and stops it (SIGTERM, then SIGKILL) on drop.
+//! to a temp dir, waits until it is ready, and stops it (SIGKILL) on drop. Its `TMPDIR` is
+//! in that dir too, so what a killed gateway leaves there goes with the test.
 #![allow(dead_code)]
 // Helpers of tests: a panic here is a failed test (clippy.toml lets #[test] fns unwrap).
 #![allow(clippy::unwrap_used)]
@@ -140,6 +141,9 @@ impl Gw {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .env_remove("RUST_LOG");
+        let tmp = self.dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        cmd.env("TMPDIR", &tmp);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
