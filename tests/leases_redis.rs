@@ -413,8 +413,11 @@ fn rate_shares_keep_the_fleet_within_the_bucket() {
     // Below the rate (16 threads, a request each 20 ms at most): the bucket has room and
     // hot gateways take shares of it.
     let calm = answers(&all, "m", 16, 2.5, 20);
-    assert_eq!(
-        count(&calm.iter().map(|a| a.0).collect::<Vec<_>>(), 200),
+    let refused: Vec<u16> = calm.iter().map(|a| a.0).filter(|s| *s != 200).collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {} answers below the rate were not 200: {refused:?}",
+        refused.len(),
         calm.len()
     );
     let shared = total(&all, "gateway_limiter_leased_total", &[]);
