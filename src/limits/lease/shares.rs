@@ -49,6 +49,11 @@ pub struct Shares {
     current: Option<RateShare>,
     /// Whether it admitted a request since the last tidy.
     touched: bool,
+    /// Requests the share admitted since the last tidy or grant, and when that was.
+    admitted: u64,
+    since_ms: u64,
+    /// The share held now was held through the whole period since the last tidy.
+    whole_period: bool,
     /// The rule's rate, milli-requests per second (what a return leaks with).
     pub rule_rate: u64,
     pub(super) traffic: Traffic,
@@ -99,6 +104,7 @@ impl Shares {
         s.last_ms = now_ms;
         self.traffic.note(now_ms);
         self.touched = true;
+        self.admitted += 1;
         true
     }
 
@@ -107,6 +113,7 @@ impl Shares {
     pub fn grant(&mut self, member: String, rate: u64, now_ms: u64) -> Option<RateShare> {
         self.traffic.answered();
         self.touched = true;
+        (self.admitted, self.since_ms, self.whole_period) = (0, now_ms, false);
         self.current.replace(RateShare {
             member,
             rate,
@@ -116,13 +123,33 @@ impl Shares {
         })
     }
 
-    /// Each tidy: the share to give back when it admitted nothing since the last tidy, or
+    /// Each tidy: the share to give back when it admitted nothing since the last tidy, when
+    /// its holder used less than half of it over a whole period since the last tidy, or
     /// when `all` (shutdown).
-    pub fn tidy(&mut self, all: bool) -> Option<RateShare> {
+    ///
+    /// Shares are granted in the order instances ask, each at most a quarter of the rate
+    /// left: the first ones to ask get large shares, the last ones small ones, and a share
+    /// in use never fills, so it would be kept for good while the others' overflow meets a
+    /// bucket that leaks only what the shares leave (requests refused below the rate).
+    /// Given back, it is asked for again at the holder's pace, against the rate left by
+    /// then: the instances' shares even out within a few periods.
+    pub fn tidy(&mut self, all: bool, now_ms: u64) -> Option<RateShare> {
         let idle = !self.touched;
+        let elapsed = now_ms.saturating_sub(self.since_ms).max(1);
+        let used = self.admitted.saturating_mul(1_000_000) / elapsed;
+        let oversized = self.whole_period
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|s| used.saturating_mul(2) < s.rate);
         self.touched = false;
-        match all || idle {
-            true => self.current.take(),
+        (self.admitted, self.since_ms) = (0, now_ms);
+        self.whole_period = self.current.is_some();
+        match all || idle || oversized {
+            true => {
+                self.whole_period = false;
+                self.current.take()
+            }
             false => None,
         }
     }
@@ -171,9 +198,35 @@ mod tests {
     fn an_idle_share_goes_back_at_tidy() {
         let mut s = Shares::default();
         s.grant("a".into(), 10_000, 0);
-        assert!(s.tidy(false).is_none(), "just granted");
-        let back = s.tidy(false).unwrap();
+        assert!(s.tidy(false, 100).is_none(), "just granted");
+        let back = s.tidy(false, 5_100).unwrap();
         assert_eq!(back.member, "a");
         assert!(s.member().is_none() && s.forgettable(5_000));
+    }
+
+    #[test]
+    fn a_share_used_under_half_over_a_whole_period_goes_back_to_be_asked_again() {
+        let mut s = Shares::default();
+        // 100 requests/s granted; used at 40/s.
+        s.grant("a".into(), 100_000, 0);
+        let admit_for = |s: &mut Shares, from: u64, to: u64, every: u64| {
+            for ms in (from..to).step_by(every as usize) {
+                assert!(s.admit(ms), "{ms}");
+            }
+        };
+        admit_for(&mut s, 0, 1_000, 25);
+        // The period it was granted in is not a whole one: kept.
+        assert!(s.tidy(false, 1_000).is_none());
+        admit_for(&mut s, 1_000, 6_000, 25);
+        let back = s.tidy(false, 6_000).expect("under half of it used");
+        assert_eq!(back.member, "a");
+        // One used over half (60/s of 100/s) is kept.
+        s.grant("b".into(), 100_000, 6_000);
+        assert!(s.tidy(false, 6_500).is_none());
+        for ms in (6_500..11_500).step_by(16) {
+            s.admit(ms);
+        }
+        assert!(s.tidy(false, 11_500).is_none(), "used over half");
+        assert_eq!(s.member(), Some("b"));
     }
 }

@@ -465,7 +465,7 @@ impl RedisStore {
         }
         state.tokens.retain(|_, b| !b.forgettable(now));
         for (key, s) in state.shares.iter_mut() {
-            if let Some(old) = s.tidy(all) {
+            if let Some(old) = s.tidy(all, now) {
                 back.push(share_release(
                     key,
                     &format!("{key}:s"),
