@@ -371,6 +371,18 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        // serde_json's recursion limit holds inside each value.
+        let deep = format!("{{\"m\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let Err(Refused(e)) = Fields::scan(deep.as_bytes()) else {
+            panic!("took 100,000 levels");
+        };
+        assert!(e.contains("recursion limit"), "{e}");
+        let ok = format!("{{\"m\":{}1{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(Fields::scan(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
     fn many_fields_are_found_by_halving() {
         let body: String = format!(
             "{{{}}}",

@@ -148,6 +148,7 @@ mod tests {
             r#"{"prompt_tokens":-1,"completion_tokens":2.5,"total_tokens":"3"}"#,
             r#"{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4,"completion_tokens_details":{"reasoning_tokens":0}}"#,
             r#"{"prompt_tokens":18446744073709551615,"completion_tokens":1}"#,
+            r#"{"prompt_tokens":18446744073709551616,"completion_tokens":1}"#,
             r#"{}"#,
             r#"{"prompt_tokens":null,"completion_tokens":[1],"total_tokens":{"a":1}}"#,
         ] {
@@ -185,6 +186,10 @@ mod tests {
 
     #[test]
     fn what_is_no_object_is_left_to_the_tree() {
+        // A number past f64 is no JSON serde_json takes: neither reading gives a usage
+        // (the request is then charged its reservation).
+        let huge = r#"{"prompt_tokens":1,"completion_tokens":1e400}"#;
+        assert_eq!((read(huge), tree(huge)), (None, None));
         for raw in ["[]", "3", "{\"a\":", "{} x"] {
             assert_eq!(read(raw), None, "{raw}");
         }

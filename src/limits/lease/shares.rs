@@ -47,8 +47,6 @@ impl RateShare {
 #[derive(Debug, Default)]
 pub struct Shares {
     current: Option<RateShare>,
-    /// Whether it admitted a request since the last tidy.
-    touched: bool,
     /// Requests the share admitted since the last tidy or grant, and when that was.
     admitted: u64,
     since_ms: u64,
@@ -103,7 +101,6 @@ impl Shares {
         s.excess = excess;
         s.last_ms = now_ms;
         self.traffic.note(now_ms);
-        self.touched = true;
         self.admitted += 1;
         true
     }
@@ -112,7 +109,6 @@ impl Shares {
     /// the one held, empty; the one held before, to give back.
     pub fn grant(&mut self, member: String, rate: u64, now_ms: u64) -> Option<RateShare> {
         self.traffic.answered();
-        self.touched = true;
         (self.admitted, self.since_ms, self.whole_period) = (0, now_ms, false);
         self.current.replace(RateShare {
             member,
@@ -123,9 +119,9 @@ impl Shares {
         })
     }
 
-    /// Each tidy: the share to give back when it admitted nothing since the last tidy, when
-    /// its holder used less than half of it over a whole period since the last tidy, or
-    /// when `all` (shutdown).
+    /// Each tidy: the share to give back when its holder used less than half of it over a
+    /// whole period since the last tidy (nothing at all, idle, included), or when `all`
+    /// (shutdown).
     ///
     /// Shares are granted in the order instances ask, each at most a quarter of the rate
     /// left: the first ones to ask get large shares, the last ones small ones, and a share
@@ -134,18 +130,16 @@ impl Shares {
     /// Given back, it is asked for again at the holder's pace, against the rate left by
     /// then: the instances' shares even out within a few periods.
     pub fn tidy(&mut self, all: bool, now_ms: u64) -> Option<RateShare> {
-        let idle = !self.touched;
         let elapsed = now_ms.saturating_sub(self.since_ms).max(1);
         let used = self.admitted.saturating_mul(1_000_000) / elapsed;
-        let oversized = self.whole_period
+        let under_half = self.whole_period
             && self
                 .current
                 .as_ref()
                 .is_some_and(|s| used.saturating_mul(2) < s.rate);
-        self.touched = false;
         (self.admitted, self.since_ms) = (0, now_ms);
         self.whole_period = self.current.is_some();
-        match all || idle || oversized {
+        match all || under_half {
             true => {
                 self.whole_period = false;
                 self.current.take()
