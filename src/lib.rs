@@ -19,7 +19,8 @@
 //!   compiled from it), [`state`] (the process state and the hot reload that swaps the
 //!   snapshot; it replaced `config::reload` and the old all-in-one `GatewayState`),
 //!   [`import`] (APISIX), [`admin`] (metrics, health, status page), [`egress`] (where
-//!   client-named URLs may go), [`errors`] (one error enum).
+//!   client-named URLs may go), [`errors`] (one error enum), [`upgrade`] (SIGQUIT hands the
+//!   listeners only to a socket no other user could have placed).
 //!
 //! No two modules depend on each other, directly or not (`scripts/deps.py`, run by the
 //! test command).
@@ -57,4 +58,5 @@ pub mod state;
 pub mod surfaces;
 pub mod telemetry;
 pub mod tls;
+pub mod upgrade;
 pub mod url;

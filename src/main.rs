@@ -176,6 +176,7 @@ fn main() -> ExitCode {
             ai_rate_limiter::logging::init(&config.logging);
             ai_rate_limiter::server::exit_watchdog(config.server.shutdown_grace_period);
             let summary = Summary::of(&config, &path, listen.as_deref(), metrics_listen.as_deref());
+            let upgrade_sock = ai_rate_limiter::server::upgrade_sock(&config);
             let server = match build_server(ServeOptions {
                 config,
                 config_path: Some(path),
@@ -192,7 +193,13 @@ fn main() -> ExitCode {
                 }
             };
             summary.log();
-            server.run_forever()
+            // Pingora's run, with SIGQUIT's hand-over checked first (see `upgrade`).
+            server.run(pingora::server::RunArgs {
+                shutdown_signal: Box::new(ai_rate_limiter::upgrade::GuardedSignals {
+                    upgrade_sock,
+                }),
+            });
+            std::process::exit(0)
         }
     }
 }

@@ -6,7 +6,7 @@
 mod common;
 use common::redis::Redis;
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +24,8 @@ fn spawn(config: &std::path::Path, log: &std::path::Path, upgrade: bool) -> Chil
     if upgrade {
         cmd.arg("--upgrade");
     }
-    cmd.stdout(Stdio::null())
+    // The log (stdout) and start-up errors (stderr) in one file.
+    cmd.stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect("gateway binary")
@@ -189,4 +190,79 @@ fn graceful_upgrade_hands_over_without_a_failed_request_and_keeps_limiter_state(
         100_000 - lowest >= results.len() as u64 - 4,
         "headers: lowest {lowest}"
     );
+}
+
+/// A socket in a directory any user can write to (no sticky bit) could be anyone's: the
+/// old process does not hand its listeners to it, logs why, and keeps serving.
+#[test]
+fn an_upgrade_socket_another_user_could_have_placed_gets_no_listeners() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = shared.join("upgrade.sock");
+    let (config, log) = (
+        dir.path().join("gateway.yaml"),
+        dir.path().join("gateway.log"),
+    );
+    let (mut old, port, metrics_port) = (0..5)
+        .find_map(|_| {
+            let (port, metrics_port) = (free_port(), free_port());
+            let text = format!(
+                r#"
+server: {{listen: "127.0.0.1:{port}", metrics_listen: "127.0.0.1:{metrics_port}", threads: 1,
+          shutdown_grace_period: 2s, upgrade_sock: "{sock}"}}
+consumers: [{{name: c, keys: ["{KEY}"]}}]
+providers: [{{name: mock, kind: mock}}]
+models: [{{name: m, deployments: [{{provider: mock}}]}}]
+batch: {{enabled: false}}
+"#,
+                sock = sock.display()
+            );
+            std::fs::write(&config, text).unwrap();
+            let from = std::fs::read_to_string(&log).unwrap_or_default().len();
+            let mut old = spawn(&config, &log, false);
+            if wait_ready(&mut old, metrics_port) {
+                return Some((old, port, metrics_port));
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(text[from..].contains("in use"), "gateway exited:\n{text}");
+            None
+        })
+        .expect("free ports within 5 tries");
+
+    // What another user would bind there.
+    let squatter = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    squatter.set_nonblocking(true).unwrap();
+    signal_child(&old, libc::SIGQUIT);
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("the refusal in the log", || {
+        logged().contains("the listening sockets stay with this process")
+    });
+    assert!(
+        logged().contains("lets another user replace the socket"),
+        "{}",
+        logged()
+    );
+    assert!(
+        matches!(squatter.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the old process connected to the squatter's socket"
+    );
+    assert!(old.try_wait().unwrap().is_none(), "the old process exited");
+    let answer = agent()
+        .post(&format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .set("authorization", &format!("Bearer {KEY}"))
+        .send_string(&chat_body("m", "hi", false));
+    assert_eq!(answer.map(|r| r.status()).ok(), Some(200), "still serving");
+    assert!(agent()
+        .get(&format!("http://127.0.0.1:{metrics_port}/ready"))
+        .call()
+        .is_ok());
+    signal_child(&old, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while old.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the old process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -109,7 +109,10 @@ pub struct ServerConfig {
     #[schemars(with = "DurationText")]
     pub shutdown_grace_period: Duration,
     /// The unix socket a graceful upgrade passes the listeners through (`run --upgrade`
-    /// plus SIGQUIT to the old process). Default: `/tmp/ai-rate-limiter-<listen port>.sock`.
+    /// plus SIGQUIT to the old process). Default: `/tmp/ai-rate-limiter-<listen port>.sock`
+    /// (the temp dir). The old process hands over only to a socket of its own user that
+    /// no other user can replace (each directory above it owned by root or that user, and
+    /// writable by others only with the sticky bit); otherwise it logs why and keeps serving.
     pub upgrade_sock: Option<PathBuf>,
 }
 
