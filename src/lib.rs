@@ -48,6 +48,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
+pub mod owner_only;
 pub mod providers;
 pub mod proxy;
 pub mod quota;

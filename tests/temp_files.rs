@@ -1,9 +1,11 @@
-//! What the gateway writes to the temp dir: only files and directories of its own (random
-//! names, owner-only, created exclusively, so another local user cannot put theirs in
-//! their place), and nothing left once it has shut down. The gateway runs with `TMPDIR`
-//! set to a directory of the test's.
+//! What the gateway writes to disk. In the temp dir: only files and directories of its
+//! own (random names, owner-only, created exclusively, so another local user cannot put
+//! theirs in their place), and nothing left once it has shut down (the gateway runs with
+//! `TMPDIR` set to a directory of the test's). Its stored data (prompts, answers, the
+//! credentials of providers added through the Admin API): readable by its user only.
 
 mod common;
+use common::admin::{admin, yaml as admin_yaml, ADMIN};
 use common::batches::upload;
 use common::redis::Redis;
 use common::*;
@@ -77,4 +79,62 @@ fn the_ca_bundle_and_the_batch_scratch_are_private_and_gone_at_shutdown() {
         .expect("gateway did not exit");
     assert!(status.success(), "{status}");
     assert_eq!(entries(tmp.path()), vec![], "left in the temp dir");
+}
+
+/// Every entry under `dir`: (path, is a directory, permission bits).
+fn walk(dir: &std::path::Path) -> Vec<(std::path::PathBuf, bool, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = std::fs::symlink_metadata(e.path()).unwrap();
+        out.push((e.path(), m.is_dir(), m.permissions().mode() & 0o777));
+        if m.is_dir() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn stored_data_is_readable_by_the_gateways_user_only() {
+    let gw = Gw::start(&admin_yaml(true));
+    let secret = "sk-stored-provider-secret-4321";
+    let p = admin(
+        &gw,
+        "POST",
+        "/admin/providers",
+        ADMIN,
+        Some(serde_json::json!({"name": "o", "kind": "openai", "api_key": secret})),
+    );
+    assert_eq!(p.status, 201, "{}", p.body);
+    let key = "sk-file-consumer";
+    upload(&gw, key, "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a private prompt\"}]}}");
+    let r = post(
+        &gw.url("/v1/responses"),
+        Some(key),
+        r#"{"model": "m", "input": "another private prompt"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let stored: Vec<_> = ["admin-data", "data"]
+        .iter()
+        .flat_map(|d| walk(&gw.dir.path().join(d)))
+        .collect();
+    let names: Vec<String> = stored
+        .iter()
+        .filter_map(|(p, _, _)| Some(p.file_name()?.to_string_lossy().into_owned()))
+        .collect();
+    for want in ["admin.db", "batches.sqlite3", "responses.sqlite", "files"] {
+        assert!(names.iter().any(|n| n == want), "no {want} in {names:?}");
+    }
+    assert!(names.iter().any(|n| n.ends_with("-wal")), "{names:?}");
+    for dir in ["admin-data", "data"] {
+        let m = std::fs::metadata(gw.dir.path().join(dir)).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o700, "{dir}");
+    }
+    let open: Vec<_> = stored
+        .iter()
+        .filter(|(_, is_dir, mode)| mode & 0o077 != 0 || (*is_dir && *mode != 0o700))
+        .collect();
+    assert!(open.is_empty(), "readable by others: {open:?}");
 }

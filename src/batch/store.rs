@@ -97,9 +97,10 @@ impl Store {
     /// still finishing its requests (see [`Store::adopt_interrupted`]); otherwise requests
     /// left running by a previous process were interrupted and go back to pending.
     pub fn open(dir: &Path, taking_over: bool) -> Result<Store, String> {
-        std::fs::create_dir_all(dir.join("files"))
+        crate::owner_only::create_dir(dir)
+            .and_then(|()| crate::owner_only::own_dir(&dir.join("files")))
             .map_err(|e| format!("batch data dir {}: {e}", dir.display()))?;
-        let mut db = Connection::open(dir.join("batches.sqlite3"))
+        let mut db = crate::owner_only::open_sqlite(&dir.join("batches.sqlite3"))
             .map_err(|e| format!("opening the batch store: {e}"))?;
         db.execute_batch(PRAGMAS)
             .map_err(|e| format!("batch store: {e}"))?;
@@ -114,7 +115,7 @@ impl Store {
             // Uploads a crash interrupted are dropped.
             let _ = std::fs::remove_dir_all(&scratch);
         }
-        std::fs::create_dir_all(&scratch)
+        crate::owner_only::own_dir(&scratch)
             .map_err(|e| format!("batch data dir {}: {e}", dir.display()))?;
         Ok(Store {
             db: Mutex::new(db),

@@ -34,7 +34,7 @@ const SCHEMA: &str = "
 ";
 
 fn open_conn(path: &Path) -> std::result::Result<Connection, String> {
-    let db = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let db = crate::owner_only::open_sqlite(path)?;
     db.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
     )
@@ -64,7 +64,7 @@ impl SqliteResponses {
     /// Open (or create) `responses.sqlite` in `dir`, owned by the config at `owner`
     /// (none: no ownership check, for tests and configs not read from a file).
     pub fn open(dir: &Path, owner: Option<&Path>) -> std::result::Result<SqliteResponses, String> {
-        std::fs::create_dir_all(dir)
+        crate::owner_only::create_dir(dir)
             .map_err(|e| format!("responses.data_dir {}: {e}", dir.display()))?;
         let path = dir.join("responses.sqlite");
         let mut db = open_conn(&path)?;

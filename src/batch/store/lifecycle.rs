@@ -78,8 +78,11 @@ impl Store {
         for (ok, file_id) in files.iter_mut() {
             let fid = new_id("file-");
             let path = self.file_path(&fid);
-            let mut out =
-                std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| e.to_string())?);
+            let mut out = std::io::BufWriter::new(
+                crate::owner_only::file_options()
+                    .open(&path)
+                    .map_err(|e| e.to_string())?,
+            );
             let mut bytes = 0u64;
             {
                 use std::io::Write;

@@ -26,7 +26,12 @@ pub(super) async fn inline_file(
         content.push(b'\n');
     }
     let bytes = content.len() as u64;
-    tokio::fs::write(&path, content).await.map_err(internal)?;
+    let mut out = tokio::fs::OpenOptions::from(crate::owner_only::file_options())
+        .open(&path)
+        .await
+        .map_err(internal)?;
+    out.write_all(&content).await.map_err(internal)?;
+    out.flush().await.map_err(internal)?;
     let row = FileRow {
         id: id.clone(),
         purpose: "batch".into(),
@@ -106,7 +111,10 @@ pub(super) async fn upload(
                 let filename = field.file_name().unwrap_or("upload.jsonl").to_string();
                 let path = store.scratch_dir().join(&id);
                 scratch = Some(Scratch(path.clone()));
-                let mut out = tokio::fs::File::create(&path).await.map_err(internal)?;
+                let mut out = tokio::fs::OpenOptions::from(crate::owner_only::file_options())
+                    .open(&path)
+                    .await
+                    .map_err(internal)?;
                 let mut bytes = 0u64;
                 while let Some(chunk) = field.chunk().await.map_err(|e| bad(&e.to_string()))? {
                     bytes += chunk.len() as u64;

@@ -71,9 +71,9 @@ fn err(e: impl std::fmt::Display) -> String {
 impl Sqlite {
     /// Open (or create) the store in `dir` (blocking: call it at startup).
     pub fn open(dir: &Path) -> Result<Sqlite, String> {
-        std::fs::create_dir_all(dir)
+        crate::owner_only::create_dir(dir)
             .map_err(|e| format!("admin.data_dir {}: {e}", dir.display()))?;
-        let mut db = Connection::open(dir.join("admin.db")).map_err(err)?;
+        let mut db = crate::owner_only::open_sqlite(&dir.join("admin.db")).map_err(err)?;
         db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         migrate(&mut db, "admin store", STEPS)?;
         Ok(Sqlite {
