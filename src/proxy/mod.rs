@@ -84,6 +84,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// None: Pingora's default adds a response compression module, disabled, that still
+    /// runs on every answer's header and on every body chunk written (each event of a
+    /// stream). The gateway compresses no answer.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(
         &self,
         session: &mut Session,

@@ -13,29 +13,43 @@ use crate::providers::api::ChatEvent;
 use bytes::Bytes;
 use memchr::memmem;
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-/// Text bytes of one event's deltas.
-pub fn text_bytes(event: &[u8]) -> u64 {
-    let has = |needle: &[u8]| memmem::find(event, needle).is_some();
-    let fields: &[&[u8]] = if has(b"chat.completion.chunk") {
-        &[
+/// Searchers built once: building one costs more than searching a short event.
+fn finders(needles: &[&'static [u8]]) -> Vec<memmem::Finder<'static>> {
+    needles.iter().map(|&n| memmem::Finder::new(n)).collect()
+}
+
+/// What tells the three kinds of event apart, then the fields each kind's text is in.
+static KINDS: LazyLock<Vec<memmem::Finder<'static>>> = LazyLock::new(|| {
+    finders(&[
+        b"chat.completion.chunk",
+        b"\"content_block_delta\"",
+        b".delta\"",
+    ])
+});
+static FIELDS: LazyLock<[Vec<memmem::Finder<'static>>; 3]> = LazyLock::new(|| {
+    [
+        finders(&[
             b"\"content\":\"",
             b"\"reasoning_content\":\"",
             b"\"reasoning\":\"",
             b"\"arguments\":\"",
             b"\"refusal\":\"",
-        ]
-    } else if has(b"\"content_block_delta\"") {
-        &[b"\"text\":\"", b"\"partial_json\":\"", b"\"thinking\":\""]
-    } else if has(b".delta\"") {
-        &[b"\"delta\":\""]
-    } else {
-        &[]
+        ]),
+        finders(&[b"\"text\":\"", b"\"partial_json\":\"", b"\"thinking\":\""]),
+        finders(&[b"\"delta\":\""]),
+    ]
+});
+
+/// Text bytes of one event's deltas.
+pub fn text_bytes(event: &[u8]) -> u64 {
+    let Some(kind) = KINDS.iter().position(|k| k.find(event).is_some()) else {
+        return 0;
     };
-    fields
+    FIELDS[kind]
         .iter()
-        .flat_map(|f| memmem::find_iter(event, f).map(move |at| at + f.len()))
+        .flat_map(|f| f.find_iter(event).map(move |at| at + f.needle().len()))
         .map(|start| string_len(&event[start..]))
         .sum()
 }

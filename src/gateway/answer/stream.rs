@@ -6,7 +6,7 @@
 //! cap it was sent ended there as a length limit. The proxy writes what it gives.
 
 use super::relayed;
-use super::sse::{contains, event_data};
+use super::sse::event_data;
 use crate::canonical::chunk::ChatChunk;
 use crate::canonical::{AiRequest, Endpoint, Usage};
 use crate::errors::{anthropic_error_body, openai_error_body};
@@ -16,7 +16,9 @@ use crate::providers::Provider;
 use crate::surfaces::Echo;
 use crate::surfaces::{self, ChunkTranslator};
 use bytes::{Bytes, BytesMut};
+use memchr::memmem::Finder;
 use serde_json::Value;
+use std::sync::LazyLock;
 
 /// One streamed answer's way to the client.
 pub struct StreamRelay {
@@ -234,6 +236,11 @@ enum Action {
     Done,
 }
 
+/// Searchers built once (building one costs more than searching a short event).
+static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\":\""));
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"usage"));
+static USAGE_NULL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":null"));
+
 fn inspect(event: &ChatEvent, client_wants_usage: bool, call: &mut CallCtx) -> Action {
     let raw = match event {
         ChatEvent::Raw(raw) => raw,
@@ -248,8 +255,8 @@ fn inspect(event: &ChatEvent, client_wants_usage: bool, call: &mut CallCtx) -> A
         return Action::Done;
     }
     // A traced stream's finish reasons (read only then: other chunks pass unparsed).
-    let finish = call.traced() && contains(&data, b"\"finish_reason\":\"");
-    let usage = contains(&data, b"usage") && !contains(&data, b"\"usage\":null");
+    let finish = call.traced() && FINISH.find(&data).is_some();
+    let usage = USAGE.find(&data).is_some() && USAGE_NULL.find(&data).is_none();
     if !finish && !usage {
         return Action::Forward;
     }
