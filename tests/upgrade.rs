@@ -13,7 +13,30 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-up";
 
-fn spawn(config: &std::path::Path, log: &std::path::Path, upgrade: bool) -> Child {
+/// A gateway process, killed when dropped: a failed assertion leaves none behind.
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(config: &std::path::Path, log: &std::path::Path, upgrade: bool) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -25,10 +48,12 @@ fn spawn(config: &std::path::Path, log: &std::path::Path, upgrade: bool) -> Chil
         cmd.arg("--upgrade");
     }
     // The log (stdout) and start-up errors (stderr) in one file.
-    cmd.stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("gateway binary")
+    Proc(
+        cmd.stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("gateway binary"),
+    )
 }
 
 /// Wait until the gateway answers `/ready`; false if it exited first.
