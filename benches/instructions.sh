@@ -15,6 +15,13 @@
 # shown apart ("memcpy"); and valgrind hides the CPU's SHA extensions, so SHA-256 (the API
 # key's digest) runs in software here. Neither is a time: compare the same column.
 #
+# Then the same per relayed stream event: STREAMS (50) streams of EVENTS (40) events,
+# INTERVAL_MS (100) apart, through Pingora's bare proxy, the gateway passing them through
+# and the gateway translating them (Anthropic upstream, asked through chat completions),
+# and the previous build's two with PREV_BIN; `benches/open_streams.rs` plays the clients
+# and the upstream. Counted over whole streams, so each stream's setup (request, auth,
+# upstream connection) is spread over its events.
+#
 #   benches/instructions.sh                       # SECS=6
 #   PREV_BIN=/tmp/ai-rate-limiter-prev benches/instructions.sh
 set -euo pipefail
@@ -23,7 +30,7 @@ SECS=${SECS:-6}
 PREV_BIN=${PREV_BIN:-}
 . benches/common.sh
 install_missing wrk:wrk nginx:nginx-light valgrind:valgrind
-cargo build --release -q --example bare_proxy
+cargo build --release -q --example bare_proxy --example open_streams
 UP=$(port)
 static_upstream_conf "$tmp/static.conf" "$UP"
 nginx -c "$tmp/static.conf" -g 'daemon off;' & pids+=($!)
@@ -87,4 +94,63 @@ print(f"\nfour limits add {l[1] - g[1]:,.0f} instructions per request ({(l[1] - 
 if "previous" in rows:
     p, pl = rows["previous"], rows["previous-limits"]
     print(f"this build / previous: gateway {g[1] / p[1]:.3f}x, with limits {l[1] / pl[1]:.3f}x")
+PY
+
+# Per relayed stream event.
+STREAMS=${STREAMS:-50}; EVENTS=${EVENTS:-40}; INTERVAL_MS=${INTERVAL_MS:-100}
+stargets=(pingora:openai gateway:openai gateway:anthropic)
+[ -n "$PREV_BIN" ] && stargets+=(previous:openai previous:anthropic)
+for st in "${stargets[@]}"; do
+  t=${st%:*}; dialect=${st#*:}
+  UP2=$(port); P=$(port); M=$(port)
+  kind="kind: openai-compatible"; [ "$dialect" = anthropic ] && kind="kind: anthropic"
+  cat > "$tmp/streams-$dialect.yaml" <<YAML
+server: {threads: 1}
+logging: {access_log: false, level: warn}
+consumers: [{name: bench, keys: [sk-bench]}]
+providers: [{name: up, $kind, base_url: "http://127.0.0.1:$UP2/v1", api_key: sk-upstream}]
+models: [{name: bench, deployments: [{provider: up}]}]
+reload: {watch: false}
+YAML
+  case $t in
+    pingora) cmd=(target/release/examples/bare_proxy "127.0.0.1:$P" "127.0.0.1:$UP2" 1) ;;
+    gateway) cmd=("$BIN" run --config "$tmp/streams-$dialect.yaml") ;;
+    previous) cmd=("$PREV_BIN" run --config "$tmp/streams-$dialect.yaml") ;;
+  esac
+  [ "$t" != pingora ] && cmd+=(--listen "127.0.0.1:$P" --metrics-listen "127.0.0.1:$M")
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/s-$t-$dialect.%p" \
+    "${cmd[@]}" >"$tmp/s-$t.log" 2>&1 &
+  vp=$!; pids+=($vp)
+  for _ in $(seq 600); do (echo > "/dev/tcp/127.0.0.1/$P") 2>/dev/null && break; sleep 0.1; done
+  callgrind_control -i on "$vp" >/dev/null 2>&1
+  target/release/examples/open_streams "127.0.0.1:$P" "127.0.0.1:$UP2" "$vp" \
+    "$STREAMS" "$EVENTS" "$INTERVAL_MS" 1 "$dialect" >"$tmp/s-$t-$dialect.json"
+  callgrind_control -i off "$vp" >/dev/null 2>&1
+  callgrind_control -d "$vp" >/dev/null 2>&1
+  kill -9 "$vp"; wait "$vp" 2>/dev/null || true
+  total=$(callgrind_annotate "$tmp/s-$t-$dialect.$vp.1" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
+  echo "$t $dialect $total $tmp/s-$t-$dialect.json" >>"$tmp/sresults"
+done
+
+python3 - "$tmp/sresults" <<'PY'
+import json, sys
+label = {("pingora", "openai"): "Pingora's bare proxy, pass-through",
+         ("gateway", "openai"): "gateway, pass-through", ("gateway", "anthropic"): "gateway, translated (Anthropic → chat)",
+         ("previous", "openai"): "previous build, pass-through", ("previous", "anthropic"): "previous build, translated"}
+print("\nInstructions per relayed stream event (callgrind; whole streams, one worker):\n")
+print("| target | events delivered | failed streams | instructions / event |")
+print("|---|---:|---:|---:|")
+rows = {}
+for line in open(sys.argv[1]):
+    t, dialect, total, out = line.split()
+    d = json.load(open(out))
+    if d["failed"] or d["events_stamped"] != d["events_expected"]:
+        sys.exit(f"error: {t} {dialect}: {d['failed']} streams failed, first error: {d['first_error']}")
+    rows[(t, dialect)] = int(total) / d["events_stamped"]
+    print(f"| {label[(t, dialect)]} | {d['events_stamped']:,} | {d['failed']} | {rows[(t, dialect)]:,.0f} |")
+g = rows[("gateway", "openai")]
+print(f"\nthe gateway passing events through runs {g / rows[('pingora', 'openai')]:.2f}x Pingora's instructions per event")
+if ("previous", "openai") in rows:
+    print(f"this build / previous: pass-through {g / rows[('previous', 'openai')]:.3f}x, "
+          f"translated {rows[('gateway', 'anthropic')] / rows[('previous', 'anthropic')]:.3f}x")
 PY
