@@ -73,6 +73,30 @@ fn wait_ready(child: &mut Child, metrics_port: u16) -> bool {
     true
 }
 
+/// Start a gateway on `config`, written by `text` for a pair of free ports (proxy,
+/// metrics). The ports are in the config: if one was taken before the gateway bound it
+/// (it exits saying so), the config is written again with fresh ports.
+fn start_on_free_ports(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    text: impl Fn(u16, u16) -> String,
+) -> (Proc, u16, u16) {
+    (0..5)
+        .find_map(|_| {
+            let (port, metrics_port) = (free_port(), free_port());
+            std::fs::write(config, text(port, metrics_port)).unwrap();
+            let from = std::fs::read_to_string(log).unwrap_or_default().len();
+            let mut old = spawn(config, log, false);
+            if wait_ready(&mut old, metrics_port) {
+                return Some((old, port, metrics_port));
+            }
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(text[from..].contains("in use"), "gateway exited:\n{text}");
+            None
+        })
+        .expect("free ports within 5 tries")
+}
+
 /// The gateway's config on these ports.
 fn config_text(dir: &tempfile::TempDir, redis: &Redis, port: u16, metrics_port: u16) -> String {
     format!(
@@ -96,22 +120,9 @@ fn graceful_upgrade_hands_over_without_a_failed_request_and_keeps_limiter_state(
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.yaml");
     let log = dir.path().join("gateway.log");
-    // The ports are in the config: if one was taken before the gateway bound it (it exits
-    // saying so), write the config again with fresh ports.
-    let (mut old, port, metrics_port) = (0..5)
-        .find_map(|_| {
-            let (port, metrics_port) = (free_port(), free_port());
-            std::fs::write(&config, config_text(&dir, &redis, port, metrics_port)).unwrap();
-            let from = std::fs::read_to_string(&log).unwrap_or_default().len();
-            let mut old = spawn(&config, &log, false);
-            if wait_ready(&mut old, metrics_port) {
-                return Some((old, port, metrics_port));
-            }
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(text[from..].contains("in use"), "gateway exited:\n{text}");
-            None
-        })
-        .expect("free ports within 5 tries");
+    let (mut old, port, metrics_port) = start_on_free_ports(&config, &log, |port, metrics_port| {
+        config_text(&dir, &redis, port, metrics_port)
+    });
 
     // Clients: a fresh connection per request, so every request meets whichever process
     // is accepting at that moment.
@@ -231,11 +242,9 @@ fn an_upgrade_socket_another_user_could_have_placed_gets_no_listeners() {
         dir.path().join("gateway.yaml"),
         dir.path().join("gateway.log"),
     );
-    let (mut old, port, metrics_port) = (0..5)
-        .find_map(|_| {
-            let (port, metrics_port) = (free_port(), free_port());
-            let text = format!(
-                r#"
+    let (mut old, port, metrics_port) = start_on_free_ports(&config, &log, |port, metrics_port| {
+        format!(
+            r#"
 server: {{listen: "127.0.0.1:{port}", metrics_listen: "127.0.0.1:{metrics_port}", threads: 1,
           shutdown_grace_period: 2s, upgrade_sock: "{sock}"}}
 consumers: [{{name: c, keys: ["{KEY}"]}}]
@@ -243,19 +252,9 @@ providers: [{{name: mock, kind: mock}}]
 models: [{{name: m, deployments: [{{provider: mock}}]}}]
 batch: {{enabled: false}}
 "#,
-                sock = sock.display()
-            );
-            std::fs::write(&config, text).unwrap();
-            let from = std::fs::read_to_string(&log).unwrap_or_default().len();
-            let mut old = spawn(&config, &log, false);
-            if wait_ready(&mut old, metrics_port) {
-                return Some((old, port, metrics_port));
-            }
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(text[from..].contains("in use"), "gateway exited:\n{text}");
-            None
-        })
-        .expect("free ports within 5 tries");
+            sock = sock.display()
+        )
+    });
 
     // What another user would bind there.
     let squatter = std::os::unix::net::UnixListener::bind(&sock).unwrap();
