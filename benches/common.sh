@@ -103,14 +103,17 @@ http {
 NGINX
 }
 
-# A gateway in front of the upstream on port $3 (an openai-compatible provider, consumer
-# key sk-bench, no limits). $1: file, $2: worker threads.
+# A gateway in front of the upstream on port $3 (consumer key sk-bench, no limits).
+# $1: file, $2: worker threads, $4: the upstream's dialect as the streams benchmarks name
+# it: openai (the default: an openai-compatible provider) or anthropic (translated).
 proxy_gateway_yaml() {
+  local kind=openai-compatible
+  [ "${4:-}" = anthropic ] && kind=anthropic
   cat > "$1" <<YAML
 server: {threads: $2}
 logging: {access_log: false, level: warn}
 consumers: [{name: bench, keys: [sk-bench]}]
-providers: [{name: up, kind: openai-compatible, base_url: "http://127.0.0.1:$3/v1", api_key: sk-upstream}]
+providers: [{name: up, kind: $kind, base_url: "http://127.0.0.1:$3/v1", api_key: sk-upstream}]
 models: [{name: bench, deployments: [{provider: up}]}]
 reload: {watch: false}
 YAML

@@ -103,15 +103,7 @@ stargets=(pingora:openai gateway:openai gateway:anthropic)
 for st in "${stargets[@]}"; do
   t=${st%:*}; dialect=${st#*:}
   UP2=$(port); P=$(port); M=$(port)
-  kind="kind: openai-compatible"; [ "$dialect" = anthropic ] && kind="kind: anthropic"
-  cat > "$tmp/streams-$dialect.yaml" <<YAML
-server: {threads: 1}
-logging: {access_log: false, level: warn}
-consumers: [{name: bench, keys: [sk-bench]}]
-providers: [{name: up, $kind, base_url: "http://127.0.0.1:$UP2/v1", api_key: sk-upstream}]
-models: [{name: bench, deployments: [{provider: up}]}]
-reload: {watch: false}
-YAML
+  proxy_gateway_yaml "$tmp/streams-$dialect.yaml" 1 "$UP2" "$dialect"
   case $t in
     pingora) cmd=(target/release/examples/bare_proxy "127.0.0.1:$P" "127.0.0.1:$UP2" 1) ;;
     gateway) cmd=("$BIN" run --config "$tmp/streams-$dialect.yaml") ;;

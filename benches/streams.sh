@@ -43,15 +43,7 @@ measure() {
 }
 for dialect in openai anthropic; do
   UP=$(port); GW=$(port); GWM=$(port)
-  kind="kind: openai-compatible"; [ $dialect = anthropic ] && kind="kind: anthropic"
-  cat > "$tmp/gw-$dialect.yaml" <<YAML
-server: {threads: 1}
-logging: {access_log: false, level: warn}
-consumers: [{name: bench, keys: [sk-bench]}]
-providers: [{name: up, $kind, base_url: "http://127.0.0.1:$UP/v1", api_key: sk-upstream}]
-models: [{name: bench, deployments: [{provider: up}]}]
-reload: {watch: false}
-YAML
+  proxy_gateway_yaml "$tmp/gw-$dialect.yaml" 1 "$UP" "$dialect"
   "$BIN" run --config "$tmp/gw-$dialect.yaml" --listen 127.0.0.1:$GW --metrics-listen 127.0.0.1:$GWM >"$tmp/gw-$dialect.log" 2>&1 &
   gw_pid=$!; pids+=($gw_pid)
   measure $gw_pid $GW $UP $dialect $dialect
