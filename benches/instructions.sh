@@ -39,6 +39,24 @@ proxy_gateway_yaml "$tmp/gateway.yaml" 1 "$UP"
 four_limits_yaml "$tmp/limits.yaml" 1 "$UP"
 wait_ports "$UP"
 
+# Start "${@:3}" under callgrind with counting off (counts to $tmp/$1.<pid>.1, its pid in
+# vp) and wait for its port $2: under valgrind a start takes seconds (up to a minute).
+callgrind_start() {
+  local name=$1 listen=$2; shift 2
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/$name.%p" \
+    "$@" >"$tmp/$name.log" 2>&1 &
+  vp=$!; pids+=($vp)
+  for _ in $(seq 600); do (echo > "/dev/tcp/127.0.0.1/$listen") 2>/dev/null && break; sleep 0.1; done
+}
+
+# Stop counting, dump the counts and end the process (no graceful shutdown needed:
+# Pingora's waits minutes).
+callgrind_stop() {
+  callgrind_control -i off "$vp" >/dev/null 2>&1
+  callgrind_control -d "$vp" >/dev/null 2>&1
+  kill -9 "$vp"; wait "$vp" 2>/dev/null || true
+}
+
 targets=(pingora gateway limits)
 [ -n "$PREV_BIN" ] && targets+=(previous previous-limits)
 for t in "${targets[@]}"; do
@@ -51,18 +69,11 @@ for t in "${targets[@]}"; do
     previous-limits) cmd=("$PREV_BIN" run --config "$tmp/limits.yaml") ;;
   esac
   [ "$t" != pingora ] && cmd+=(--listen "127.0.0.1:$P" --metrics-listen "127.0.0.1:$M")
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/$t.%p" \
-    "${cmd[@]}" >"$tmp/$t.log" 2>&1 &
-  vp=$!; pids+=($vp)
-  # Under valgrind a start takes seconds: wait for the port (up to a minute).
-  for _ in $(seq 600); do (echo > "/dev/tcp/127.0.0.1/$P") 2>/dev/null && break; sleep 0.1; done
+  callgrind_start "$t" "$P" "${cmd[@]}"
   wrk -t1 -c4 -d3s -s "$tmp/post.lua" "http://127.0.0.1:$P/v1/chat/completions" >/dev/null
   callgrind_control -i on "$vp" >/dev/null 2>&1
   wrk -t1 -c4 -d"${SECS}s" -s "$tmp/post.lua" "http://127.0.0.1:$P/v1/chat/completions" >"$tmp/$t.wrk"
-  callgrind_control -i off "$vp" >/dev/null 2>&1
-  callgrind_control -d "$vp" >/dev/null 2>&1
-  # The counts are dumped: no graceful shutdown needed (Pingora's waits minutes).
-  kill -9 "$vp"; wait "$vp" 2>/dev/null || true
+  callgrind_stop
   if grep -q "Non-2xx" "$tmp/$t.wrk"; then
     echo "error: $t answered errors:" >&2; cat "$tmp/$t.wrk" >&2; exit 1
   fi
@@ -110,16 +121,11 @@ for st in "${stargets[@]}"; do
     previous) cmd=("$PREV_BIN" run --config "$tmp/streams-$dialect.yaml") ;;
   esac
   [ "$t" != pingora ] && cmd+=(--listen "127.0.0.1:$P" --metrics-listen "127.0.0.1:$M")
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/s-$t-$dialect.%p" \
-    "${cmd[@]}" >"$tmp/s-$t.log" 2>&1 &
-  vp=$!; pids+=($vp)
-  for _ in $(seq 600); do (echo > "/dev/tcp/127.0.0.1/$P") 2>/dev/null && break; sleep 0.1; done
+  callgrind_start "s-$t-$dialect" "$P" "${cmd[@]}"
   callgrind_control -i on "$vp" >/dev/null 2>&1
   target/release/examples/open_streams "127.0.0.1:$P" "127.0.0.1:$UP2" "$vp" \
     "$STREAMS" "$EVENTS" "$INTERVAL_MS" 1 "$dialect" >"$tmp/s-$t-$dialect.json"
-  callgrind_control -i off "$vp" >/dev/null 2>&1
-  callgrind_control -d "$vp" >/dev/null 2>&1
-  kill -9 "$vp"; wait "$vp" 2>/dev/null || true
+  callgrind_stop
   total=$(callgrind_annotate "$tmp/s-$t-$dialect.$vp.1" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
   echo "$t $dialect $total $tmp/s-$t-$dialect.json" >>"$tmp/sresults"
 done
